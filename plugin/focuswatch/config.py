@@ -1,0 +1,229 @@
+"""One TOML file for the rig and the policy, with FITS headers filling the gaps.
+
+Sections: ``[rig]`` (the calculator's inputs), ``[policy]`` (refocus rules, read by
+:mod:`focuswatch.monitor`), ``[trigger]`` (how to ask for a refocus, read by
+:mod:`focuswatch.triggers`), ``[watch]`` (folders, polling). Every section is turned into a
+frozen dataclass by :func:`section_to_dataclass`, which rejects unknown keys and values of the
+wrong type with a :class:`~focuswatch.errors.ConfigError` naming ``section.key``.
+
+Example::
+
+    [rig]
+    aperture_mm = 200
+    focal_length_mm = 1000
+    pixel_um = 3.76
+    obstruction = 0.33
+    focuser_step_um = 2.5
+
+    [policy]
+    temperature_delta_c = 1.0
+    max_interval_min = 90
+    defocus_limit_cfz = 0.5
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from focuswatch.errors import ConfigError
+from focuswatch.frames import FrameMeta
+from focuswatch.optics import Rig
+
+T = TypeVar("T")
+
+#: Range checks for rig values: (low, high), inclusive.
+RIG_LIMITS: dict[str, tuple[float, float]] = {
+    "aperture_mm": (5.0, 10000.0),
+    "focal_length_mm": (10.0, 100000.0),
+    "pixel_um": (0.5, 50.0),
+    "binning": (1, 8),
+    "obstruction": (0.0, 0.9),
+    "wavelength_nm": (200.0, 2500.0),
+    "seeing_arcsec": (0.1, 20.0),
+    "seeing_tolerance_pct": (1.0, 15.0),
+    "focuser_step_um": (0.001, 1000.0),
+    "f_ratio": (0.5, 100.0),
+}
+
+
+def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Check (and gently coerce) a TOML value against a dataclass field annotation."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return True, None
+        for a in args:
+            if a is type(None):
+                continue
+            ok, v = _type_ok(value, a)
+            if ok:
+                return True, v
+        return False, value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False, value
+        return True, float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return True, int(value)
+            return False, value
+        return True, value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is str:
+        return isinstance(value, str), value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        inner = args[0] if args else Any
+        out = []
+        for item in value:
+            ok, v = _type_ok(item, inner) if inner is not Any and inner is not Ellipsis else (True, item)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, tuple(out) if origin is tuple else out
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
+    """Build the frozen config dataclass ``cls`` from a TOML table, validating every key.
+
+    Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``; the
+    dataclass's own ``__post_init__`` may add range checks the same way.
+    """
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"[{section}] {key}: unknown setting (known: {known})")
+        ok, coerced = _type_ok(value, hints[key])
+        if not ok:
+            raise ConfigError(f"[{section}] {key} = {value!r}: expected {_type_name(hints[key])}")
+        kwargs[key] = coerced
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{section}]: {exc}") from None
+
+
+def _type_name(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return {float: "a number", int: "a whole number", bool: "true or false", str: "a string"}.get(
+        annotation, str(annotation))
+
+
+def rig_from_mapping(values: Mapping[str, Any] | None, section: str = "rig") -> Rig:
+    """Validate a ``[rig]`` table and return a :class:`Rig`.
+
+    ``f_ratio`` may stand in for ``focal_length_mm``/``aperture_mm``. Out-of-range values
+    (negative aperture, obstruction >= 0.9 ...) raise :class:`ConfigError` naming the key.
+    """
+    values = dict(values or {})
+    if "f_ratio" in values:
+        values["f_ratio_given"] = values.pop("f_ratio")
+    for key, value in values.items():
+        name = "f_ratio" if key == "f_ratio_given" else key
+        if name in RIG_LIMITS and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"[{section}] {name} = {value!r}: expected a number")
+            lo, hi = RIG_LIMITS[name]
+            if not lo <= value <= hi:
+                raise ConfigError(f"[{section}] {name} = {value!r}: must be between {lo:g} and {hi:g}")
+    return section_to_dataclass(Rig, values, section)
+
+
+def rig_with_header(rig: Rig, meta: FrameMeta | None) -> Rig:
+    """Fill what the rig file leaves out from a frame's header; the file always wins.
+
+    XPIXSZ already includes binning (NINA and the FITS convention), so a pixel size taken
+    from the header comes with ``binning = 1``.
+    """
+    if meta is None:
+        return rig
+    changes: dict[str, Any] = {}
+    if rig.focal_length_mm is None and meta.focal_length_mm:
+        changes["focal_length_mm"] = meta.focal_length_mm
+    if rig.pixel_um is None and meta.pixel_um:
+        changes["pixel_um"] = meta.pixel_um
+        changes["binning"] = 1
+    if rig.focuser_step_um is None and meta.focuser_step_um:
+        changes["focuser_step_um"] = meta.focuser_step_um
+    if rig.aperture_mm is None and rig.f_ratio_given is None:
+        if meta.aperture_mm:
+            changes["aperture_mm"] = meta.aperture_mm
+        elif meta.f_ratio:
+            changes["f_ratio_given"] = meta.f_ratio
+    return dataclasses.replace(rig, **changes) if changes else rig
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file, one table per concern (kept as plain dicts here).
+
+    Each consumer turns its table into its own frozen dataclass with
+    :func:`section_to_dataclass`, so the policy's thresholds live with the policy.
+    """
+
+    rig: Rig = field(default_factory=Rig)
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    trigger: Mapping[str, Any] = field(default_factory=dict)
+    watch: Mapping[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    rig_table: Mapping[str, Any] = field(default_factory=dict)
+
+
+KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read the TOML file at ``path`` (``None``: an empty configuration).
+
+    A missing file, bad TOML, an unknown section or a bad ``[rig]`` value raises
+    :class:`ConfigError` with the file name and the setting.
+    """
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the configuration file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    unknown = [k for k in raw if k not in KNOWN_SECTIONS]
+    if unknown:
+        raise ConfigError(f"{p}: unknown section [{unknown[0]}] (known: {', '.join(KNOWN_SECTIONS)})")
+    for name in KNOWN_SECTIONS:
+        if name in raw and not isinstance(raw[name], dict):
+            raise ConfigError(f"{p}: '{name}' must be a table ([{name}])")
+    try:
+        rig = rig_from_mapping(raw.get("rig"))
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    return Config(rig=rig, policy=dict(raw.get("policy", {})), trigger=dict(raw.get("trigger", {})),
+                  watch=dict(raw.get("watch", {})), path=p,
+                  rig_table=dict(raw.get("rig", {})))

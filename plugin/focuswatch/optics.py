@@ -1,0 +1,321 @@
+"""Pure optics: focus zones, diffraction, sampling and defocus <-> blur.
+
+Every function here is plain arithmetic on floats; nothing reads files or the clock.
+Units are in the names: ``_um`` micrometres, ``_nm`` nanometres, ``_mm`` millimetres,
+``_px`` pixels (of the binned sensor), ``_arcsec`` arc seconds.
+
+The critical focus zone (CFZ) is the *total* width ``4.88 * lambda * N**2`` (the seed
+calculator's convention: f/6 at 550 nm gives 96.62 um), so "within the zone" means
+``|defocus| <= cfz / 2`` from best focus.
+
+>>> round(cfz_um(6.0, 550.0), 2)
+96.62
+>>> round(plate_scale_arcsec_px(3.76, 1000.0), 3)
+0.776
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+ARCSEC_PER_RAD = 206264.806
+
+#: Common imaging wavelengths (nm) with the filter they stand for.
+COMMON_WAVELENGTHS_NM: dict[str, float] = {
+    "blue 450": 450.0,
+    "OIII 500.7": 500.7,
+    "green 550": 550.0,
+    "Ha 656.3": 656.3,
+    "SII 672.4": 672.4,
+}
+
+#: Effective wavelength for a filter name as capture programs write it (FILTER keyword).
+FILTER_WAVELENGTH_NM: dict[str, float] = {
+    "L": 550.0, "LUM": 550.0, "LUMINANCE": 550.0, "CLEAR": 550.0, "NONE": 550.0, "UVIR": 550.0,
+    "R": 640.0, "RED": 640.0, "G": 530.0, "GREEN": 530.0, "B": 450.0, "BLUE": 450.0,
+    "HA": 656.3, "H-ALPHA": 656.3, "HALPHA": 656.3, "H": 656.3,
+    "OIII": 500.7, "O3": 500.7, "O": 500.7, "SII": 672.4, "S2": 672.4, "S": 672.4,
+}
+
+
+def wavelength_for_filter(filter_name: str | None, default_nm: float = 550.0) -> float:
+    """Return the effective wavelength of a filter from its name, ``default_nm`` if unknown.
+
+    >>> wavelength_for_filter("Ha")
+    656.3
+    >>> wavelength_for_filter("weird", 550.0)
+    550.0
+    """
+    if not filter_name:
+        return default_nm
+    key = filter_name.strip().upper().replace(" ", "")
+    return FILTER_WAVELENGTH_NM.get(key, default_nm)
+
+
+def f_ratio(aperture_mm: float, focal_length_mm: float) -> float:
+    """Focal ratio N = focal length / aperture."""
+    return focal_length_mm / aperture_mm
+
+
+def cfz_um(f_ratio: float, wavelength_nm: float = 550.0) -> float:
+    """Total width of the classic critical focus zone, ``4.88 * lambda * N**2`` in um."""
+    return 4.88 * (wavelength_nm / 1000.0) * f_ratio ** 2
+
+
+def cfz_seeing_um(seeing_arcsec: float, tolerance_pct: float, aperture_mm: float, f_ratio: float) -> float:
+    """Seeing-aware focus zone (Goldman & Megdal 2010, used by Ekos), total width in um.
+
+    ``0.00225 * theta * sqrt(tau) * A * N**2`` with ``theta`` the seeing FWHM in arcsec,
+    ``tau`` the tolerated growth of the star in percent of theta (1-15) and ``A`` the
+    aperture in mm. Poor seeing widens the zone: focus errors hide under it.
+    """
+    return 0.00225 * seeing_arcsec * math.sqrt(tolerance_pct) * aperture_mm * f_ratio ** 2
+
+
+def airy_diameter_um(f_ratio: float, wavelength_nm: float = 550.0) -> float:
+    """Diameter of the Airy disk (first dark ring) at the focal plane, ``2.44 * lambda * N``."""
+    return 2.44 * (wavelength_nm / 1000.0) * f_ratio
+
+
+def airy_diameter_arcsec(aperture_mm: float, wavelength_nm: float = 550.0) -> float:
+    """Angular Airy disk diameter, ``2.44 * lambda / D`` in arcsec."""
+    return 2.44 * (wavelength_nm * 1e-9) / (aperture_mm * 1e-3) * ARCSEC_PER_RAD
+
+
+def airy_fwhm_um(f_ratio: float, wavelength_nm: float = 550.0) -> float:
+    """FWHM of the Airy pattern's core, ``1.029 * lambda * N`` (used when grading a master)."""
+    return 1.029 * (wavelength_nm / 1000.0) * f_ratio
+
+
+def plate_scale_arcsec_px(pixel_um: float, focal_length_mm: float) -> float:
+    """Sky covered by one (binned) pixel, ``206.265 * pixel_um / focal_mm`` arcsec."""
+    return 206.265 * pixel_um / focal_length_mm
+
+
+def blur_diameter_um(defocus_um: float, f_ratio: float) -> float:
+    """Geometric blur diameter of a defocus: the cone of light cut ``defocus`` from its apex."""
+    return abs(defocus_um) / f_ratio
+
+
+def defocus_um_from_blur(blur_diameter_um: float, f_ratio: float) -> float:
+    """Inverse of :func:`blur_diameter_um`: defocus that makes a blur of this diameter."""
+    return abs(blur_diameter_um) * f_ratio
+
+
+def true_hfr_factor(obstruction: float = 0.0) -> float:
+    """True half-flux radius of a uniform annulus, in units of its outer radius.
+
+    Half the light of an annulus from ``eps*R`` to ``R`` lies inside ``R*sqrt((1+eps^2)/2)``.
+
+    >>> round(true_hfr_factor(0.0), 4)
+    0.7071
+    """
+    eps = float(obstruction)
+    return math.sqrt((1.0 + eps * eps) / 2.0)
+
+
+def nina_hfr_factor(obstruction: float = 0.0) -> float:
+    """NINA/ASTAP flux-weighted mean radius of a uniform annulus, in units of its outer radius.
+
+    ``(2/3) * (1 - eps^3) / (1 - eps^2)``; 2/3 for a full disk.
+    """
+    eps = float(obstruction)
+    if eps <= 0.0:
+        return 2.0 / 3.0
+    return (2.0 / 3.0) * (1.0 - eps ** 3) / (1.0 - eps ** 2)
+
+
+def defocus_blur_px_from_hfr(hfr_px: float, hfr0_px: float, obstruction: float = 0.0) -> float:
+    """Blur diameter (px) whose disk, added in quadrature to the in-focus HFR, gives ``hfr_px``.
+
+    The model: the half-flux radius of a seeing profile convolved with a defocus disk is
+    close to the quadrature sum of the two half-flux radii; the disk's HFR is
+    ``true_hfr_factor(eps) * B/2``. Returns 0 when the star is not larger than the baseline.
+    """
+    grow2 = hfr_px * hfr_px - hfr0_px * hfr0_px
+    if grow2 <= 0.0:
+        return 0.0
+    return 2.0 * math.sqrt(grow2) / true_hfr_factor(obstruction)
+
+
+def defocus_um_from_hfr(hfr_px: float, hfr0_px: float, f_ratio: float, pixel_um: float,
+                        obstruction: float = 0.0) -> float:
+    """Estimated defocus (um, unsigned) from the growth of the true half-flux radius.
+
+    ``B = 2*sqrt(HFR^2 - HFR0^2)/k`` pixels, ``defocus = N * B * pixel_um``.
+    Whether the focuser is inside or outside focus cannot be told from star size alone.
+    """
+    return defocus_um_from_blur(defocus_blur_px_from_hfr(hfr_px, hfr0_px, obstruction) * pixel_um, f_ratio)
+
+
+def hfr_px_for_defocus(defocus_um: float, hfr0_px: float, f_ratio: float, pixel_um: float,
+                       obstruction: float = 0.0) -> float:
+    """Forward model: the half-flux radius expected at a defocus, given the in-focus HFR."""
+    disk_hfr = true_hfr_factor(obstruction) * blur_diameter_um(defocus_um, f_ratio) / pixel_um / 2.0
+    return math.hypot(hfr0_px, disk_hfr)
+
+
+def sampling_verdict(seeing_px: float) -> str:
+    """Classify sampling by the number of pixels across the seeing FWHM.
+
+    Under 2 px per FWHM stars are blocky (undersampled); 2-3.5 px is well sampled; above 3.5
+    the pixels add read noise without adding detail (oversampled; bin 2x2).
+    """
+    if seeing_px < 2.0:
+        return "undersampled"
+    if seeing_px <= 3.5:
+        return "well sampled"
+    return "oversampled"
+
+
+@dataclass(frozen=True)
+class Rig:
+    """The telescope and camera: everything the optics need.
+
+    ``pixel_um`` is the physical pixel size; the effective (binned) pixel is
+    ``pixel_um * binning``. Capture programs that already write the binned size (NINA's
+    XPIXSZ) are read with ``binning = 1`` by :mod:`focuswatch.config`.
+    """
+
+    aperture_mm: float | None = None
+    focal_length_mm: float | None = None
+    pixel_um: float | None = None
+    binning: int = 1
+    obstruction: float = 0.0
+    wavelength_nm: float = 550.0
+    seeing_arcsec: float | None = None
+    seeing_tolerance_pct: float = 5.0
+    focuser_step_um: float | None = None
+    f_ratio_given: float | None = field(default=None)
+
+    @property
+    def f_ratio(self) -> float | None:
+        if self.f_ratio_given:
+            return float(self.f_ratio_given)
+        if self.aperture_mm and self.focal_length_mm:
+            return self.focal_length_mm / self.aperture_mm
+        return None
+
+    @property
+    def effective_pixel_um(self) -> float | None:
+        return None if self.pixel_um is None else self.pixel_um * max(int(self.binning), 1)
+
+    @property
+    def effective_aperture_mm(self) -> float | None:
+        if self.aperture_mm:
+            return self.aperture_mm
+        if self.f_ratio_given and self.focal_length_mm:
+            return self.focal_length_mm / self.f_ratio_given
+        return None
+
+    @property
+    def plate_scale_arcsec_px(self) -> float | None:
+        if self.effective_pixel_um and self.focal_length_mm:
+            return plate_scale_arcsec_px(self.effective_pixel_um, self.focal_length_mm)
+        return None
+
+    def cfz_um(self, wavelength_nm: float | None = None) -> float | None:
+        n = self.f_ratio
+        return None if n is None else cfz_um(n, wavelength_nm or self.wavelength_nm)
+
+    def with_(self, **changes: Any) -> "Rig":
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["f_ratio"] = self.f_ratio
+        d.pop("f_ratio_given", None)
+        return d
+
+
+@dataclass(frozen=True)
+class WavelengthRow:
+    """One row of the calculator's wavelength table."""
+
+    label: str
+    wavelength_nm: float
+    cfz_um: float
+    cfz_px: float | None
+    airy_um: float
+    airy_px: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FocusZone:
+    """What ``focuswatch calc`` reports for a rig (field names are the ``--json`` keys)."""
+
+    f_ratio: float
+    wavelength_nm: float
+    cfz_um: float
+    cfz_px: float | None
+    cfz_half_um: float
+    cfz_seeing_um: float | None
+    cfz_seeing_tolerance_pct: float | None
+    airy_um: float
+    airy_px: float | None
+    airy_arcsec: float | None
+    plate_scale_arcsec_px: float | None
+    seeing_arcsec: float | None
+    seeing_px: float | None
+    sampling: str | None
+    focuser_step_um: float | None
+    steps_across_cfz: float | None
+    blur_px_per_10um: float | None
+    wavelengths: tuple[WavelengthRow, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["wavelengths"] = [w.to_dict() for w in self.wavelengths]
+        return d
+
+
+def focus_zone(rig: Rig) -> FocusZone:
+    """Compute every calculator figure for ``rig``; raises ``ValueError`` if N is unknown.
+
+    >>> z = focus_zone(Rig(aperture_mm=100, focal_length_mm=600, pixel_um=3.76, focuser_step_um=2))
+    >>> round(z.cfz_um, 2), round(z.cfz_px, 1), round(z.steps_across_cfz)
+    (96.62, 25.7, 48)
+    """
+    n = rig.f_ratio
+    if n is None or n <= 0:
+        raise ValueError("the focal ratio is unknown: give focal_length_mm and aperture_mm, or f_ratio")
+    lam = rig.wavelength_nm
+    pix = rig.effective_pixel_um
+    zone = cfz_um(n, lam)
+    airy = airy_diameter_um(n, lam)
+    scale = rig.plate_scale_arcsec_px
+    aperture = rig.effective_aperture_mm
+    seeing_px = rig.seeing_arcsec / scale if (rig.seeing_arcsec and scale) else None
+    cfz_seeing = None
+    if rig.seeing_arcsec and aperture:
+        cfz_seeing = cfz_seeing_um(rig.seeing_arcsec, rig.seeing_tolerance_pct, aperture, n)
+    rows = tuple(
+        WavelengthRow(label, wl, cfz_um(n, wl), cfz_um(n, wl) / pix if pix else None,
+                      airy_diameter_um(n, wl), airy_diameter_um(n, wl) / pix if pix else None)
+        for label, wl in COMMON_WAVELENGTHS_NM.items()
+    )
+    return FocusZone(
+        f_ratio=n,
+        wavelength_nm=lam,
+        cfz_um=zone,
+        cfz_px=zone / pix if pix else None,
+        cfz_half_um=zone / 2.0,
+        cfz_seeing_um=cfz_seeing,
+        cfz_seeing_tolerance_pct=rig.seeing_tolerance_pct if cfz_seeing is not None else None,
+        airy_um=airy,
+        airy_px=airy / pix if pix else None,
+        airy_arcsec=airy_diameter_arcsec(aperture, lam) if aperture else None,
+        plate_scale_arcsec_px=scale,
+        seeing_arcsec=rig.seeing_arcsec,
+        seeing_px=seeing_px,
+        sampling=sampling_verdict(seeing_px) if seeing_px else None,
+        focuser_step_um=rig.focuser_step_um,
+        steps_across_cfz=zone / rig.focuser_step_um if rig.focuser_step_um else None,
+        blur_px_per_10um=blur_diameter_um(10.0, n) / pix if pix else None,
+        wavelengths=rows,
+    )
