@@ -61,7 +61,8 @@ def error_line(message: str) -> None:
 def fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
     """Format a possibly-missing number for human output."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "—".rjust(int(width)) if width else "—"
     return f"{value:{spec}}{unit}"
 
 
@@ -110,7 +111,57 @@ def _add_calc(sub) -> None:
 
 
 def cmd_calc(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from focuswatch.optics import focus_zone
+
+    rig = rig_from_args(args)
+    try:
+        zone = focus_zone(rig)
+    except ValueError as exc:
+        raise ConfigError(f"rig: {exc}") from None
+    chart = None
+    if args.chart:
+        from focuswatch.charts import focus_zone_chart
+
+        if rig.effective_pixel_um is None:
+            raise ConfigError("--chart needs the pixel size (pixel_um)")
+        chart = str(focus_zone_chart(rig, args.chart))
+    if args.json:
+        emit_json({**zone.to_dict(), "chart": chart})
+        return EXIT_OK
+    print(render_focus_zone(zone))
+    if chart:
+        print(f"chart written to {chart}")
+    return EXIT_OK
+
+
+def render_focus_zone(z) -> str:
+    """Human-readable calculator output."""
+    lines = [
+        f"focal ratio             f/{z.f_ratio:.2f}   (at {z.wavelength_nm:g} nm)",
+        f"critical focus zone     {fmt(z.cfz_um)} µm total (±{fmt(z.cfz_half_um)} µm)"
+        + (f" = {fmt(z.cfz_px, '.1f')} px" if z.cfz_px else ""),
+    ]
+    if z.cfz_seeing_um:
+        lines.append(f"seeing-aware zone       {fmt(z.cfz_seeing_um)} µm (Goldman & Megdal, "
+                     f"{z.seeing_arcsec:g}\" seeing, {z.cfz_seeing_tolerance_pct:g} % tolerance)")
+    lines.append(f"Airy disk diameter      {fmt(z.airy_um)} µm" + (f" = {fmt(z.airy_px)} px" if z.airy_px else "")
+                 + (f" = {fmt(z.airy_arcsec)}\"" if z.airy_arcsec else ""))
+    if z.plate_scale_arcsec_px:
+        lines.append(f"plate scale             {fmt(z.plate_scale_arcsec_px, '.3f')}\"/px")
+    if z.seeing_px:
+        lines.append(f"seeing FWHM             {fmt(z.seeing_px)} px: {z.sampling}")
+    if z.steps_across_cfz:
+        verdict = "fine control" if z.steps_across_cfz >= 10 else "coarse: the zone spans few steps"
+        lines.append(f"focuser steps in zone   {fmt(z.steps_across_cfz, '.1f')} steps of {z.focuser_step_um:g} µm "
+                     f"(±{fmt(z.steps_across_cfz / 2, '.1f')}) — {verdict}")
+    if z.blur_px_per_10um:
+        lines.append(f"defocus blur            {fmt(z.blur_px_per_10um, '.3f')} px per 10 µm of defocus")
+    lines.append("")
+    lines.append(f"{'wavelength':>16}  {'zone µm':>8}  {'zone px':>8}  {'Airy µm':>8}  {'Airy px':>8}")
+    for w in z.wavelengths:
+        lines.append(f"{w.label:>16}  {w.cfz_um:8.2f}  {fmt(w.cfz_px, '8.1f')}  {w.airy_um:8.2f}  "
+                     f"{fmt(w.airy_px, '8.2f')}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- measure
@@ -122,8 +173,74 @@ def _add_measure(sub) -> None:
     add_json_flag(p)
 
 
+def expand_frames(items: Iterable[str]) -> list[Path]:
+    """Files as given, folders expanded (recursively) to the image files inside, sorted."""
+    from focuswatch.frames import is_image_file
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+        else:
+            out.append(p)
+    return out
+
+
+def progress(items: Sequence[Any], enabled: bool, desc: str):
+    """A tqdm progress bar on stderr for long batch work (only on a terminal)."""
+    if not enabled or len(items) < 3 or not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="frame", file=sys.stderr, leave=False)
+
+
+def measure_path(path: Path, rig_table=None):
+    """Load and measure one frame with the plate scale from the rig file or its header."""
+    from focuswatch import frames, stars
+    from focuswatch.config import rig_with_header
+    from focuswatch.optics import Rig
+
+    frame = frames.load(path)
+    rig = rig_with_header(rig_table or Rig(), frame.meta)
+    return stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from focuswatch.errors import FrameError
+
+    rig = rig_from_args(args)
+    paths = expand_frames(args.files)
+    if not paths:
+        raise ConfigError("no frames found in " + ", ".join(args.files))
+    n_bad = 0
+    if not args.json:
+        print(f"{'file':<40} {'stars':>5} {'HFR px':>7} {'NINA':>6} {'FWHM px':>7} {'ecc':>5} {'HFD/FWHM':>8} "
+              f"{'bkg ADU':>8} {'noise':>6}")
+    for path in progress(paths, not args.json, "measuring"):
+        try:
+            st = measure_path(path, rig)
+        except FrameError as exc:
+            n_bad += 1
+            error_line(str(exc))
+            if args.json:
+                emit_json({"file": str(path), "error": exc.problem})
+            continue
+        if st.n_stars == 0:
+            n_bad += 1
+            error_line(f"{path}: {st.reason}")
+        if args.json:
+            emit_json({**st.to_dict(), **({"error": st.reason} if st.n_stars == 0 else {})})
+            continue
+        name = path.name if len(path.name) <= 40 else "…" + path.name[-39:]
+        print(f"{name:<40} {st.n_stars:>5} {fmt(st.hfr_px, '7.2f')} {fmt(st.hfr_nina_px, '6.2f')} "
+              f"{fmt(st.fwhm_px, '7.2f')} {fmt(st.eccentricity, '5.2f')} {fmt(st.profile_ratio, '8.2f')} "
+              f"{fmt(st.background_adu, '8.0f')} {fmt(st.noise_adu, '6.1f')}"
+              + (f"   ({st.reason})" if st.reason else ""))
+    if n_bad:
+        error_line(f"{n_bad} of {len(paths)} frames could not be measured")
+    return EXIT_FAIL if n_bad else EXIT_OK
 
 
 # --------------------------------------------------------------------------- sim
