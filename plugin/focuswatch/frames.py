@@ -347,8 +347,12 @@ def check_complete(path: str | Path) -> FitsLayout | None:
 
 # --------------------------------------------------------------------------- pixels
 
-def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: float | None) -> Frame:
-    """Turn raw image data into a measurable float32 frame (or raise FrameError)."""
+def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: float | None,
+             integer: bool = False) -> Frame:
+    """Turn raw image data into a measurable float32 frame (or raise FrameError).
+
+    ``integer=True`` says the pixels came from integers, so the NaN scan is skipped.
+    """
     arr = np.asarray(data)
     if arr.ndim == 3:
         planes = [i for i in range(arr.shape[0]) if arr.shape[0] > 1]
@@ -364,15 +368,21 @@ def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: f
         raise FrameError(path, f"image too small to measure ({arr.shape[1]}x{arr.shape[0]} px)")
     notes: list[str] = []
     img = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(img)
-    n_bad = img.size - int(np.count_nonzero(finite))
+    if integer or arr.dtype.kind in "ui":
+        n_bad = 0
+    else:
+        finite = np.isfinite(img)
+        n_bad = img.size - int(np.count_nonzero(finite))
     if n_bad == img.size:
         raise FrameError(path, "every pixel is NaN or infinite")
     if n_bad:
         fill = float(np.median(img[finite]))
         img[~finite] = fill
         notes.append(f"{n_bad} NaN/inf pixels replaced by the median")
-    lo, hi = float(img.min()), float(img.max())
+    probe = img[::7, ::7]  # a cheap look first: a sky frame varies within any sample
+    lo, hi = float(probe.min()), float(probe.max())
+    if hi <= lo:
+        lo, hi = float(img.min()), float(img.max())
     if hi <= lo:
         raise FrameError(path, f"blank image: every pixel is {lo:g}")
     scale = 1
@@ -404,6 +414,50 @@ def _saturation_for(dtype: np.dtype, header: Mapping[str, Any]) -> float | None:
     return None
 
 
+_FITS_DTYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def _plain_image(p: Path, offset: int, header: Mapping[str, Any]) -> Frame:
+    """Read an uncompressed 2-D image straight into float32, a block of rows at a time.
+
+    Why not ``hdu.data``: astropy would first build the scaled integer array and we would
+    then copy it to float32 — three times the file in memory and two passes. Reading in
+    8 MB blocks keeps the peak near the float32 image itself (2x a 16-bit file), needs no
+    memory map (which Windows would keep locked) and touches each byte once.
+    """
+    bitpix = int(header["BITPIX"])
+    h, w = int(header["NAXIS2"]), int(header["NAXIS1"])
+    dt = np.dtype(_FITS_DTYPES[bitpix])
+    bscale = float(header.get("BSCALE", 1.0) or 1.0)
+    bzero = float(header.get("BZERO", 0.0) or 0.0)
+    out = np.empty((h, w), np.float32)
+    flat = out.reshape(-1)
+    rows = max(1, (8 << 20) // max(1, w * dt.itemsize))
+    with open(p, "rb") as fh:
+        fh.seek(offset)
+        for i in range(0, h, rows):
+            k = min(rows, h - i)
+            chunk = np.fromfile(fh, dtype=dt, count=k * w)
+            if chunk.size != k * w:
+                raise FrameIncomplete(p, "truncated: the pixel data ends early")
+            blk = flat[i * w:(i + k) * w]
+            if bscale != 1.0:
+                np.multiply(chunk, np.float32(bscale), out=blk, dtype=np.float32, casting="unsafe")
+                blk += np.float32(bzero)
+            elif bzero:
+                np.add(chunk, np.float32(bzero), out=blk, dtype=np.float32, casting="unsafe")
+            else:
+                blk[:] = chunk
+    meta = meta_from_header(header)
+    if dt.kind in "ui":
+        sat = _num(_first(header, "SATURATE", "DATAMAX"))
+        if sat is None:
+            sat = float(np.iinfo(dt.newbyteorder("=")).max) * bscale + bzero
+    else:
+        sat = _num(_first(header, "SATURATE", "DATAMAX"))
+    return _prepare(p, out, meta, sat, integer=dt.kind in "ui")
+
+
 def _load_fits(p: Path, check: bool) -> Frame:
     from astropy.io import fits
 
@@ -418,6 +472,9 @@ def _load_fits(p: Path, check: bool) -> Frame:
                     if hdu.is_image and hdu.header.get("NAXIS", 0) >= 2 or isinstance(hdu, fits.CompImageHDU):
                         header = dict(hdul[0].header) if hdu is not hdul[0] else {}
                         header.update({k: v for k, v in hdu.header.items() if k})
+                        if not isinstance(hdu, fits.CompImageHDU) and hdu.header.get("NAXIS") == 2:
+                            info = hdul.fileinfo(hdul.index_of(hdu))
+                            return _plain_image(p, info["datLoc"], header)
                         data = hdu.data
                         if data is None:
                             continue

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -127,11 +127,12 @@ class FrameStats:
 
 #: Pixel-width corrections. A pixel of width 1 adds 1/12 px^2 to each axis' variance: for a
 #: Gaussian that adds 8*ln2/12 to FWHM^2 (used for the Moffat FWHM). For the half-flux
-#: radius, sep's exact apertures also treat each pixel's flux as uniform, which together
-#: add 0.30 +- 0.05 px^2 to HFR^2 for Gaussian and Moffat (beta 2.5-4.5) profiles of FWHM
-#: 1.5-8 px (measured on 9x9-supersampled renders at random sub-pixel centres). The
-#: correction only matters for stars a few pixels across.
-_PIX_HFR2 = 0.30
+#: radius, sep's apertures (3x3 sub-pixel sampling) also treat each pixel's flux as
+#: uniform, which together add 0.28 +- 0.05 px^2 to HFR^2 for Gaussian and Moffat (beta
+#: 2.5-4.5) profiles of FWHM 1.5-8 px (measured on 9x9-supersampled renders at random
+#: sub-pixel centres). The correction only matters for stars a few pixels across.
+_PIX_HFR2 = 0.28
+_SUBPIX = 3
 _PIX_FWHM2 = 8.0 * math.log(2.0) / 12.0
 _PIX_MOM2 = 1.0 / 12.0
 
@@ -148,8 +149,13 @@ def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
     if b <= 1:
         return img
     h, w = img.shape[0] // b * b, img.shape[1] // b * b
-    v = img[:h, :w].reshape(h // b, b, w // b, b)
-    return np.ascontiguousarray(v.mean(axis=(1, 3), dtype=np.float32))
+    # b*b strided adds: numpy's mean over axes (1, 3) of a 4-D view is 2-3x slower
+    acc = np.zeros((h // b, w // b), np.float32)
+    for i in range(b):
+        for j in range(b):
+            acc += img[i:h:b, j:w:b]
+    acc *= np.float32(1.0 / (b * b))
+    return acc
 
 
 def _detect(img: np.ndarray, b: int, thresh: float):
@@ -324,6 +330,114 @@ def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.n
     return out
 
 
+_STAMP_BATCH_PIXELS = 1_000_000
+
+
+def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarray, cx: np.ndarray,
+            cy: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background-subtracted (n, S, S) stamps centred on integer pixels, and each pixel's
+    distance from the star's sub-pixel centre ``(cx, cy)`` (stamp coordinates)."""
+    off = np.arange(-R, R + 1)
+    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
+    stamps = raw - local_bkg[:, None, None]
+    axis = off.astype(np.float32)
+    dx = axis[None, None, :] - cx[:, None, None].astype(np.float32)
+    dy = axis[None, :, None] - cy[:, None, None].astype(np.float32)
+    return stamps, np.sqrt(dx * dx + dy * dy)
+
+
+def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarray, cx: np.ndarray,
+                    cy: np.ndarray, sw: np.ndarray, R: int, sat: float | None) -> dict[str, np.ndarray]:
+    """Centroid, half-flux radii, flux, NINA HFR, shape and ring figures of a batch of stars.
+
+    Pure numpy on (n, S, S) stamps; called in batches so memory stays bounded whatever the
+    number of stars (a 61 Mpx frame with 3000 stars would otherwise hold ~300 MB of stamps).
+    """
+    import sep
+
+    n = len(ix)
+    S = 2 * R + 1
+    off = np.arange(-R, R + 1)
+    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
+    is_sat = raw.reshape(n, -1).max(axis=1) >= 0.95 * sat if sat else np.zeros(n, bool)
+    stamps = raw - local_bkg[:, None, None]
+    del raw
+
+    # windowed centroids (Gaussian window, a few iterations; the window is separable, so each
+    # iteration costs two small (n, S) exponentials and one contraction)
+    axis = off.astype(np.float32)
+    pos = np.clip(stamps, 0, None)
+    for _ in range(4):
+        gx = np.exp(-(axis[None, :] - cx[:, None]) ** 2 / (2 * sw[:, None] ** 2)).astype(np.float32)
+        gy = np.exp(-(axis[None, :] - cy[:, None]) ** 2 / (2 * sw[:, None] ** 2)).astype(np.float32)
+        row_w = np.einsum("nij,nj->ni", pos, gx)
+        tot = np.einsum("ni,ni->n", row_w, gy).astype(np.float64)
+        sx = np.einsum("nij,nj,ni->n", pos, gx * axis[None, :], gy).astype(np.float64)
+        sy = np.einsum("ni,ni->n", row_w, gy * axis[None, :]).astype(np.float64)
+        good = tot > 0
+        cx = np.clip(np.where(good, sx / np.where(good, tot, 1), cx), -R / 2, R / 2)
+        cy = np.clip(np.where(good, sy / np.where(good, tot, 1), cy), -R / 2, R / 2)
+
+    # true half-flux radius: sep's exact apertures on a mosaic of the stamps
+    ncol = int(math.ceil(math.sqrt(n)))
+    nrow = int(math.ceil(n / ncol))
+    tiles = np.zeros((nrow * ncol, S, S), np.float32)
+    tiles[:n] = stamps
+    mosaic = np.ascontiguousarray(tiles.reshape(nrow, ncol, S, S).transpose(0, 2, 1, 3).reshape(nrow * S, ncol * S))
+    del tiles
+    col, row = np.arange(n) % ncol, np.arange(n) // ncol
+    mx = col * S + R + cx
+    my = row * S + R + cy
+    rmax = np.full(n, R - 1.0)
+    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9], subpix=_SUBPIX)
+    r50, r90 = radii[:, 0], radii[:, 1]
+    flux, _, _ = sep.sum_circle(mosaic, mx, my, rmax, subpix=_SUBPIX)
+    del mosaic
+
+    dx = axis[None, None, :] - cx[:, None, None].astype(np.float32)
+    dy = axis[None, :, None] - cy[:, None, None].astype(np.float32)
+    dx, dy = np.broadcast_arrays(dx, dy)
+    rr = np.sqrt(dx * dx + dy * dy)
+
+    # NINA-style HFR: flux-weighted mean radius within 1.2x the star's (90 %) radius
+    pos_in = np.where(rr <= np.maximum(1.2 * r90, 2.0)[:, None, None].astype(np.float32), pos, np.float32(0))
+    hfr_nina = (pos_in * rr).sum(axis=(1, 2)) / np.maximum(pos_in.sum(axis=(1, 2), dtype=np.float64), 1e-12)
+    del pos_in
+
+    # second moments in an aperture that adapts to the star's own ellipse (a circular
+    # aperture would cut the long axis of an elongated star and make it look rounder)
+    rad2 = (np.maximum(2.5 * r50, 2.5)[:, None, None] ** 2).astype(np.float32)
+    dxx, dyy, dxy = (dx * dx).reshape(n, -1), (dy * dy).reshape(n, -1), (dx * dy).reshape(n, -1)
+    pflat = pos.reshape(n, -1)
+    qxx = np.ones((n, 1), np.float32)
+    qyy = np.ones((n, 1), np.float32)
+    qxy = np.zeros((n, 1), np.float32)
+    for _ in range(3):
+        q = qyy * dxx - 2 * qxy * dxy + qxx * dyy
+        wm = np.where(q <= rad2.reshape(n, 1), pflat, np.float32(0))
+        sw_tot = np.maximum(wm.sum(axis=1, dtype=np.float64), 1e-12)
+        mxx = (wm * dxx).sum(axis=1, dtype=np.float64) / sw_tot
+        myy = (wm * dyy).sum(axis=1, dtype=np.float64) / sw_tot
+        mxy = (wm * dxy).sum(axis=1, dtype=np.float64) / sw_tot
+        norm = np.sqrt(np.maximum(mxx * myy - mxy ** 2, 1e-12))
+        qxx = (mxx / norm).astype(np.float32)[:, None]
+        qyy = (myy / norm).astype(np.float32)[:, None]
+        qxy = (mxy / norm).astype(np.float32)[:, None]
+    ixx, iyy, ixy = mxx - _PIX_MOM2, myy - _PIX_MOM2, mxy
+    tr = ixx + iyy
+    det_term = np.sqrt(np.maximum(((ixx - iyy) / 2) ** 2 + ixy ** 2, 0))
+    a2 = np.maximum(tr / 2 + det_term, 1e-6)
+    b2 = np.maximum(tr / 2 - det_term, 1e-6)
+
+    # donuts: a dip in the middle of the radial profile
+    ring = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90)
+    return {
+        "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
+        "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
+        "ring": ring, "saturated": is_sat, "centre": stamps[:, R, R].astype(np.float64),
+    }
+
+
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
     """Measure an in-memory image (tests, the simulator): :func:`measure` on a wrapped frame."""
     from focuswatch.frames import frame_from_array
@@ -346,8 +460,6 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     >10 % of the flux inside the aperture), hot pixels and cosmic rays (smaller than any
     optics can make a star), and too faint to measure (SNR < 5).
     """
-    import sep
-
     img = frame.pixels
     H, W = img.shape
     scale = float(frame.scale_px)
@@ -420,79 +532,23 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     ix, iy = ix[sel], iy[sel]
     n = len(sel)
 
-    # ---- stamps (n, S, S), background from sep's smooth map at each star
-    off = np.arange(-R, R + 1)
-    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
+    # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
     back_map = bkg.back()
     by = np.clip(((iy + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[0] - 1)
     bx = np.clip(((ix + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[1] - 1)
     local_bkg = back_map[by, bx].astype(np.float32)
-    stamps = raw - local_bkg[:, None, None]
-    peak_raw = raw.reshape(n, -1).max(axis=1)
     sat = frame.saturation_adu
-    is_sat = peak_raw >= 0.95 * sat if sat else np.zeros(n, bool)
-
-    # ---- windowed centroids (Gaussian window, a few iterations)
-    yy, xx = np.mgrid[-R:R + 1, -R:R + 1].astype(np.float64)
-    cx = (fx[sel] - ix).astype(np.float64)
-    cy = (fy[sel] - iy).astype(np.float64)
-    sw = np.clip(size_sigma[sel], 1.0, R / 2.0)[:, None, None]
-    pos = np.clip(stamps, 0, None).astype(np.float64)
-    for _ in range(5):
-        wgt = pos * np.exp(-((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2) / (2 * sw ** 2))
-        tot = wgt.sum(axis=(1, 2))
-        good = tot > 0
-        ncx = np.where(good, (wgt * xx).sum(axis=(1, 2)) / np.where(good, tot, 1), cx)
-        ncy = np.where(good, (wgt * yy).sum(axis=(1, 2)) / np.where(good, tot, 1), cy)
-        cx, cy = np.clip(ncx, -R / 2, R / 2), np.clip(ncy, -R / 2, R / 2)
-
-    # ---- true half-flux radius: sep's exact apertures on a mosaic of the stamps
-    ncol = int(math.ceil(math.sqrt(n)))
-    nrow = int(math.ceil(n / ncol))
-    mosaic = np.zeros((nrow * S, ncol * S), np.float32)
-    tiles = np.zeros((nrow * ncol, S, S), np.float32)
-    tiles[:n] = stamps
-    mosaic[:] = tiles.reshape(nrow, ncol, S, S).transpose(0, 2, 1, 3).reshape(nrow * S, ncol * S)
-    col, row = np.arange(n) % ncol, np.arange(n) // ncol
-    mx = col * S + R + cx
-    my = row * S + R + cy
-    rmax = np.full(n, R - 1.0)
-    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9], subpix=5)
-    r50, r90 = radii[:, 0], radii[:, 1]
-    tot_flux, _, _ = sep.sum_circle(mosaic, mx, my, rmax, subpix=5)
-
-    rr = np.sqrt((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2)
-
-    # ---- NINA-style HFR: flux-weighted mean radius within 1.2x the star's (90 %) radius
-    ap = rr <= np.maximum(1.2 * r90, 2.0)[:, None, None]
-    pos_in = np.where(ap, np.clip(stamps, 0, None), 0.0)
-    hfr_nina = (pos_in * rr).sum(axis=(1, 2)) / np.maximum(pos_in.sum(axis=(1, 2)), 1e-12)
-
-    # ---- second moments in an aperture that adapts to the star's own ellipse (a circular
-    # aperture would cut the long axis of an elongated star and make it look rounder)
-    dx = xx[None] - cx[:, None, None]
-    dy = yy[None] - cy[:, None, None]
-    pos_st = np.clip(stamps, 0, None)
-    rad2 = np.maximum(2.5 * r50, 2.5)[:, None, None] ** 2
-    qxx = np.ones(n)[:, None, None]
-    qyy = np.ones(n)[:, None, None]
-    qxy = np.zeros(n)[:, None, None]
-    for _ in range(3):
-        inside_ell = (qyy * dx * dx - 2 * qxy * dx * dy + qxx * dy * dy) <= rad2 * np.sqrt(qxx * qyy - qxy ** 2)
-        wm = np.where(inside_ell, pos_st, 0.0)
-        sw_tot = np.maximum(wm.sum(axis=(1, 2)), 1e-12)
-        mxx = (wm * dx * dx).sum(axis=(1, 2)) / sw_tot
-        myy = (wm * dy * dy).sum(axis=(1, 2)) / sw_tot
-        mxy = (wm * dx * dy).sum(axis=(1, 2)) / sw_tot
-        norm = np.sqrt(np.maximum(mxx * myy - mxy ** 2, 1e-12))
-        qxx, qyy, qxy = (mxx / norm)[:, None, None], (myy / norm)[:, None, None], (mxy / norm)[:, None, None]
-    ixx, iyy, ixy = mxx - _PIX_MOM2, myy - _PIX_MOM2, mxy
-    tr = ixx + iyy
-    det_term = np.sqrt(np.maximum(((ixx - iyy) / 2) ** 2 + ixy ** 2, 0))
-    a2 = np.maximum(tr / 2 + det_term, 1e-6)
-    b2 = np.maximum(tr / 2 - det_term, 1e-6)
-    ecc = np.sqrt(np.clip(1 - b2 / a2, 0, 1))
-    theta = 0.5 * np.arctan2(2 * ixy, ixx - iyy)
+    cx0 = (fx[sel] - ix).astype(np.float64)
+    cy0 = (fy[sel] - iy).astype(np.float64)
+    sw0 = np.clip(size_sigma[sel], 1.0, R / 2.0)
+    batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
+    parts = [_measure_stamps(img, ix[i:i + batch], iy[i:i + batch], local_bkg[i:i + batch], cx0[i:i + batch],
+                             cy0[i:i + batch], sw0[i:i + batch], R, sat)
+             for i in range(0, n, batch)]
+    m = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
+    cx, cy, r50, r90, tot_flux, flags = m["cx"], m["cy"], m["r50"], m["r90"], m["flux"], m["flags"]
+    hfr_nina, a2, b2, ecc, theta, ring = m["hfr_nina"], m["a2"], m["b2"], m["ecc"], m["theta"], m["ring"]
+    is_sat, centre = m["saturated"], m["centre"]
 
     # ---- signal to noise, hot pixels / cosmic rays, faint stars
     gain = frame.meta.gain if (frame.meta.gain and 0.05 < frame.meta.gain < 20) else 1.0
@@ -502,7 +558,11 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # own typical star, since a defocused frame has no sharp stars at all)
     ok_r = r50[np.isfinite(r50) & (r50 > 0.6)]
     typical_r50 = float(np.median(ok_r)) if len(ok_r) else 1.0
-    hot = (r50 < max(0.6, 0.5 * typical_r50)) | (stamps[:, R, R] > 0.6 * np.maximum(tot_flux, 1e-12))
+    hot = (r50 < max(0.6, 0.5 * typical_r50)) | (centre > 0.6 * np.maximum(tot_flux, 1e-12))
+    # cosmic-ray tracks are lines: long, but far thinner than any star's minor axis
+    minor = np.sqrt(b2)
+    typical_minor = float(np.median(minor[~hot])) if np.any(~hot) else 1.0
+    hot |= (minor < 0.45 * typical_minor) & (ecc > 0.95)
     faint = (snr < 5) | ~np.isfinite(r50) | (tot_flux <= 0) | (flags != 0) & (r50 <= 0)
     rejected["saturated"] = int(np.count_nonzero(is_sat))
     rejected["hot_pixel"] = int(np.count_nonzero(hot & ~is_sat))
@@ -512,11 +572,6 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         return empty("no measurable stars (all saturated, hot pixels or too faint)", bkg_level, noise, n_det)
 
     hfr = np.sqrt(np.maximum(r50 ** 2 - _PIX_HFR2, 0.01))
-
-    # ---- donuts
-    n_bins = R + 1
-    prof = _radial_profiles(stamps.astype(np.float64), rr, n_bins)
-    ring = _ring_ratio(prof, r90)
 
     # ---- Moffat FWHM on bright, unsaturated, isolated stars spread over the 3x3 grid
     fwhm = np.full(n, np.nan)
@@ -538,9 +593,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         # radial profile in 0.25 px bins (mean radius and mean value per bin, weighted by
         # the pixel count): the fit sees every pixel's radius but runs on ~50 points a star
         kp = len(pick)
-        rp = rr[pick][:, win, win].reshape(kp, -1)
-        vp = stamps[pick][:, win, win].reshape(kp, -1).astype(np.float64)
-        amp0 = np.maximum(stamps[pick][:, R, R], 1e-3).astype(np.float64)
+        st_p, rr_p = _stamps(img, ix[pick], iy[pick], local_bkg[pick], cx[pick], cy[pick], R)
+        rp = rr_p[:, win, win].reshape(kp, -1)
+        vp = st_p[:, win, win].reshape(kp, -1).astype(np.float64)
+        amp0 = np.maximum(st_p[:, R, R], 1e-3).astype(np.float64)
         nb = int(math.ceil(rfit.max() / 0.25)) + 1
         binr = np.minimum((rp / 0.25).astype(np.int64), nb - 1)
         use = rp <= rfit[:, None]
@@ -568,7 +624,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     stars["x"] = ((ix + cx)[k] + 0.5) * scale - 0.5
     stars["y"] = ((iy + cy)[k] + 0.5) * scale - 0.5
     stars["flux"] = tot_flux[k]
-    stars["peak"] = stamps[k, R, R]
+    stars["peak"] = centre[k]
     stars["snr"] = snr[k]
     stars["hfr"] = hfr[k] * scale
     stars["hfr_nina"] = hfr_nina[k] * scale
