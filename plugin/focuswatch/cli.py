@@ -246,13 +246,313 @@ def cmd_measure(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sim
 
 def _add_sim(sub) -> None:
-    p = sub.add_parser("sim", help="render simulated frames with a known truth")
-    p.add_argument("out", metavar="FOLDER", help="where to write the frames and truth.json")
+    p = sub.add_parser("sim", help="render simulated frames with a known truth",
+                       description="Render NINA-style FITS frames with a known truth (truth.json) into FOLDER. "
+                                   "Rig defaults: 200 mm f/5, 3.76 um pixels, 2 um focuser steps; "
+                                   "--seeing-arcsec sets the simulated seeing (default 2.5).")
+    p.add_argument("out", metavar="FOLDER", help="where to write the frames and truth.json (created)")
+    g = p.add_argument_group("frame")
+    g.add_argument("--width", type=int, help="frame width, px (default 1024)")
+    g.add_argument("--height", type=int, help="frame height, px (default 1024)")
+    g.add_argument("--stars", type=int, help="number of stars (default 200)")
+    g.add_argument("--seed", type=int, help="star field and noise seed (default 1)")
+    g.add_argument("--beta", type=float, help="Moffat beta of the seeing profile (default 3.5; inf = Gaussian)")
+    g.add_argument("--exposure-s", type=float, dest="exposure_s", help="exposure, s (default 120)")
+    g.add_argument("--filter", help="FILTER keyword (default L)")
+    g.add_argument("--temp-c", type=float, dest="temp_c", help="focuser/ambient temperature, C (default 10)")
+    g.add_argument("--start", help="DATE-OBS of the first frame, UTC ISO (default 2026-11-21T22:14:03)")
+    g.add_argument("--bayer", choices=("RGGB", "BGGR", "GRBG", "GBRG"), help="one-shot-colour pattern")
+    g.add_argument("--sky-adu", type=float, dest="sky_adu", help="sky above bias, ADU (default 800)")
+    g.add_argument("--sky-gradient", type=float, dest="sky_gradient", help="sky change across the frame, fraction")
+    g.add_argument("--read-noise-e", type=float, dest="read_noise_e", help="read noise, e- (default 3)")
+    g.add_argument("--gain-e-per-adu", type=float, dest="gain_e_per_adu", help="e-/ADU (default 1)")
+    g.add_argument("--hot-pixels", type=int, dest="hot_pixels", help="number of hot pixels (default 0)")
+    g.add_argument("--cosmic-rays", type=int, dest="cosmic_rays", help="cosmic-ray hits per frame (default 0)")
+    e = p.add_argument_group("effects")
+    e.add_argument("--defocus-um", type=float, dest="defocus_um", help="signed defocus at the centre, um")
+    e.add_argument("--tilt-x-um", type=float, dest="tilt_x_um", help="extra defocus at the right edge, um")
+    e.add_argument("--tilt-y-um", type=float, dest="tilt_y_um", help="extra defocus at the bottom edge, um")
+    e.add_argument("--curvature-um", type=float, dest="curvature_um", help="extra defocus at the corners, um")
+    e.add_argument("--coma-px", type=float, dest="coma_px", help="radial comatic tail at the corners, px")
+    e.add_argument("--collimation", type=float, help="constant asymmetry 0..1")
+    e.add_argument("--collimation-angle-deg", type=float, dest="collimation_angle_deg")
+    e.add_argument("--trail-px", type=float, dest="trail_px", help="wind/guiding smear length, px")
+    e.add_argument("--trail-angle-deg", type=float, dest="trail_angle_deg")
+    e.add_argument("--dew", type=float, help="dew 0..1 (halos, contrast loss)")
+    e.add_argument("--cloud", type=float, help="cloud 0..1 (every frame; see --cloud-frames for a passage)")
+    n = p.add_argument_group("night series")
+    n.add_argument("--frames", type=int, help="number of frames (default 1); >1 simulates a cooling night")
+    n.add_argument("--interval-s", type=float, dest="interval_s", help="time between frame starts, s")
+    n.add_argument("--drift-um-per-c", type=float, dest="drift_um_per_c",
+                   help="best-focus shift per C, um (default -20)")
+    n.add_argument("--cooling-c-per-hour", type=float, dest="cooling_c_per_hour", help="default -0.8")
+    n.add_argument("--seeing-jitter-pct", type=float, dest="seeing_jitter_pct", help="frame-to-frame, default 8")
+    n.add_argument("--cloud-frames", dest="cloud_frames", metavar="FIRST:LAST[:DEPTH]", help="a cloud passage")
+    n.add_argument("--filter-change", dest="filter_change", metavar="FRAME:FILTER", help="change filter")
+    n.add_argument("--filter-offset", dest="filter_offset", action="append", metavar="FILTER=STEPS",
+                   help="parfocal offset of a filter, focuser steps (repeatable)")
+    n.add_argument("--autofocus-every", type=int, dest="autofocus_every", metavar="N",
+                   help="autofocus the simulated focuser every N frames")
+    n.add_argument("--dew-from-frame", type=int, dest="dew_from_frame", metavar="N",
+                   help="dew builds up from frame N on (+0.03 per frame)")
+    n.add_argument("--wind-frames", dest="wind_frames", metavar="FIRST:LAST[:TRAIL_PX]", help="wind gusts")
+    add_rig_args(p)
     add_json_flag(p)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from focuswatch import sim
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    try:
+        series = list(sim.series_from_options(vars(args), rig_from_args(args)))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for truth in sim.iter_write_night(out, series):
+        s = sim.truth_summary(truth)
+        if args.json:
+            emit_json({**s, "file": str(out / s["file"])})
+        else:
+            print(f"{s['file']}  defocus {fmt(s['defocus_um'], '+.1f', ' um')}  HFR {fmt(s['hfr_px'], '.3f', ' px')}"
+                  f"  FWHM {fmt(s['fwhm_px'], '.2f', ' px')}  {s['temp_c']:.2f} C  pos {s['focuser_pos']}")
+    if not args.json:
+        print(f"wrote {len(series)} frame(s) and truth.json to {out}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- check / autofocus-done
+
+def _add_state_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="folder of state.json and autofocus-events.jsonl (default: $FOCUSWATCH_STATE_DIR or the "
+                        "per-user state folder)")
+    p.add_argument("--state-file", metavar="FILE", help="the state file itself (its folder holds the event log)")
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="exit 1 if the watcher says a refocus is due (for NINA hooks)",
+                       description="Reads the watcher's state file. Exit status: 0 fine (also: no state yet, "
+                                   "stale state), 1 refocus due, 2 error (unreadable state; with --strict also "
+                                   "missing or stale state).")
+    _add_state_args(p)
+    p.add_argument("--max-age-min", type=float, default=60.0, metavar="MIN",
+                   help="a state older than this is stale: the watcher stopped (default 60, 0 = never stale)")
+    p.add_argument("--strict", action="store_true", help="exit 2 instead of 0 when there is no state or it is stale")
+    p.add_argument("--clear", action="store_true",
+                   help="when a refocus is due, record an autofocus now (for hooks that run the autofocus "
+                        "themselves); still exits 1")
+    add_json_flag(p)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from focuswatch import statefile as sf
+
+    try:
+        state_file, events_file = sf.resolve_paths(args.state_dir, args.state_file)
+        result = sf.run_check(state_file, events_file, max_age_min=args.max_age_min, strict=args.strict,
+                              clear=args.clear)
+    except FocuswatchError as exc:  # check's contract: 2 = error
+        if args.json:
+            emit_json({"status": "error", "exit_code": sf.EXIT_ERROR, "message": str(exc), "refocus_due": None})
+        error_line(str(exc))
+        return sf.EXIT_ERROR
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print(sf.describe_check(result))
+    return result.exit_code
+
+
+def _add_autofocus_done(sub) -> None:
+    p = sub.add_parser("autofocus-done", help="record that an autofocus just ran (clears the refocus request)")
+    _add_state_args(p)
+    p.add_argument("--source", default="autofocus-done", help="who ran it (default: autofocus-done)")
+    p.add_argument("--filter", dest="filter_name", help="filter used for the autofocus")
+    p.add_argument("--position", type=int, help="focuser position after the autofocus, steps")
+    p.add_argument("--temp-c", type=float, dest="temp_c", help="focuser temperature, °C")
+    p.add_argument("--time", dest="when", metavar="ISO", help="when it finished, ISO 8601 (default: now, UTC)")
+    p.add_argument("--note", default="", help="free text stored with the event")
+    add_json_flag(p)
+
+
+def cmd_autofocus_done(args: argparse.Namespace) -> int:
+    from focuswatch import statefile as sf
+
+    state_file, events_file = sf.resolve_paths(args.state_dir, args.state_file)
+    event = sf.make_event(args.when, source=args.source, filter_name=args.filter_name, position=args.position,
+                          temp_c=args.temp_c, note=args.note)
+    state = sf.record_autofocus(state_file, events_file, event)
+    if args.json:
+        emit_json({"event": event.to_dict(), "state_file": state_file, "events_file": events_file,
+                   "state": state.to_dict()})
+    else:
+        print(f"autofocus recorded at {event.time} ({event.source}); refocus request cleared in {state_file}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- af
+
+def _add_af(sub) -> None:
+    p = sub.add_parser("af", help="refit and judge autofocus runs (NINA reports or frames); temperature "
+                                  "coefficient and filter offsets",
+                       description="Reads NINA autofocus reports (files or NINA's AutoFocus folder) or a folder of "
+                                   "frames taken at several focuser positions (FOCPOS), refits each V-curve, judges "
+                                   "it and, over many runs, fits best focus against temperature per filter and the "
+                                   "filter offsets. Exit 1 when no run is usable.")
+    p.add_argument("paths", nargs="+", metavar="REPORT.json|FOLDER|FRAME", help="reports, frames or folders")
+    add_rig_args(p)
+    p.add_argument("--offset", action="store_true", help="fit the hyperbola with a constant offset (as Ekos)")
+    p.add_argument("--reference-filter", dest="reference_filter", metavar="NAME",
+                   help="filter whose offset is 0 (default L/Luminance, else the most used)")
+    p.add_argument("--reference-temp-c", dest="reference_temp_c", type=float, metavar="C",
+                   help="temperature for the filter offsets (default: the median of the runs)")
+    p.add_argument("--plot", metavar="PNG", help="draw the V-curves and best focus vs temperature")
+    add_json_flag(p)
+
+
+def cmd_af(args: argparse.Namespace) -> int:
+    from focuswatch import afreports, autofocus
+
+    rig = rig_from_args(args)
+    runs, skipped, rig = afreports.load_runs(args.paths, rig, progress=not args.json and sys.stderr.isatty())
+    summary = autofocus.analyze_runs(runs, rig, with_offset=args.offset, reference_filter=args.reference_filter,
+                                     reference_temp_c=args.reference_temp_c)
+    if args.plot:
+        from focuswatch.afplots import plot_af
+        plot_af(summary, args.plot)
+    if args.json:
+        emit_json({**summary.to_dict(), "skipped": [{"file": f, "problem": m} for f, m in skipped],
+                   "rig": rig.to_dict(), "plot": args.plot})
+    else:
+        print(autofocus.summary_text(summary))
+        for f, m in skipped:
+            print(f"skipped {f}: {m}")
+    if summary.n_bad == len(summary.runs):
+        first = summary.runs[0]
+        error_line(f"{first.run.source or 'run'}: no usable autofocus run"
+                   + (f" ({first.problems[-1]})" if len(summary.runs) == 1 and first.problems else ""))
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- grade / report
+
+def _add_siril_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--siril", metavar="PATH", help="siril-cli to use (default: $FOCUSWATCH_SIRIL, then PATH)")
+    p.add_argument("--siril-timeout", dest="siril_timeout", type=float, default=1800.0, metavar="S",
+                   help="seconds Siril may take per stack (default 1800)")
+    p.add_argument("--keep", metavar="DIR", help="keep Siril's work and the masters here (outside the session)")
+
+
+def _add_grade(sub) -> None:
+    p = sub.add_parser("grade", help="stack a session with Siril per filter and grade the master against the rig")
+    p.add_argument("source", metavar="SESSION_FOLDER|MASTER", help="a session folder, or a master FITS to grade")
+    add_rig_args(p)
+    _add_siril_args(p)
+    add_json_flag(p)
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from focuswatch import report
+
+    rig = rig_from_args(args)
+    src = Path(args.source)
+    if src.is_file():
+        result = report.grade_master_file(src, rig=rig, siril_path=args.siril, timeout_s=args.siril_timeout)
+    elif src.is_dir():
+        result = report.grade_session(src, rig=rig, siril_path=args.siril, keep_dir=args.keep,
+                                      timeout_s=args.siril_timeout, progress=not args.json)
+    else:
+        raise ConfigError(f"{src}: no such file or folder")
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print(report.format_grade(result))
+    if not any(f.grade is not None for f in result.filters):
+        error_line(f"{src}: nothing could be graded"
+                   + (f" ({result.filters[0].problem})" if result.filters and result.filters[0].problem else ""))
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML night report (plots, diagnosis, grade)")
+    p.add_argument("session", metavar="SESSION", help="the session folder")
+    p.add_argument("-o", "--out", metavar="HTML", help="where to write it (default ./<session>-focuswatch-report.html)")
+    p.add_argument("--journal", metavar="DB", help="focuswatch journal with refocus decisions and autofocus runs")
+    p.add_argument("--grade", action="store_true", help="also stack with Siril and grade the masters")
+    add_rig_args(p)
+    _add_siril_args(p)
+    add_json_flag(p)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from focuswatch import report
+
+    rig = rig_from_args(args)
+    session = Path(args.session)
+    if not session.is_dir():
+        raise ConfigError(f"{session}: not a folder")
+    out = Path(args.out) if args.out else report.default_report_path(session)
+    report.check_output_path(out, session)
+    scan = report.scan_session(session, rig=rig, progress=not args.json)
+    graded = None
+    if args.grade:
+        graded = report.grade_session(session, rig=rig, siril_path=args.siril, keep_dir=args.keep,
+                                      timeout_s=args.siril_timeout, progress=not args.json, scan=scan)
+    rep = report.build_report(session, rig=rig, scan=scan, journal_path=args.journal, grade=graded)
+    path = report.write_report(rep, out, protected=session)
+    if args.json:
+        emit_json({**rep.to_dict(), "html": str(path)})
+    else:
+        print(f"{path}: {len(rep.points)} frames, {len(rep.left_out)} left out"
+              + "".join(f"; {f.filter_name} grade {f.grade_letter}" for f in rep.filters if f.grade_letter))
+        for u in rep.unavailable:
+            print(f"  not included: {u}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- bahtinov
+
+def _add_bahtinov(sub) -> None:
+    p = sub.add_parser("bahtinov", help="focus error from a Bahtinov mask image",
+                       description="Finds the three spikes of a Bahtinov mask around the brightest star, measures "
+                                   "the middle spike's offset and converts it to a focus error in µm against the "
+                                   "critical focus zone. Exit 1 when no pattern is found.")
+    p.add_argument("file", metavar="FILE", help="FITS/XISF frame taken through the mask")
+    add_rig_args(p)
+    p.add_argument("--px-per-um", type=float, dest="px_per_um", metavar="K",
+                   help="calibrated offset per µm of defocus (default: the Bahtinov Grabber formula)")
+    p.add_argument("--reverse", action="store_true",
+                   help="flip the sign (mask turned 180° or a mirrored image: the advice points the wrong way)")
+    p.add_argument("--plot", metavar="PNG", help="draw the star with the fitted spike lines")
+    add_json_flag(p)
+
+
+def cmd_bahtinov(args: argparse.Namespace) -> int:
+    from focuswatch import bahtinov, frames
+    from focuswatch.config import rig_with_header
+
+    frame = frames.load(args.file)
+    rig = rig_with_header(rig_from_args(args), frame.meta)
+    if frame.scale_px > 1 and rig.pixel_um:  # a Bayer frame measured on 2x2 superpixels
+        rig = rig.with_(pixel_um=rig.pixel_um * frame.scale_px)
+    try:
+        result = bahtinov.analyze(frame.pixels, rig, px_per_um=args.px_per_um, reverse=args.reverse,
+                                  file=str(args.file))
+    except bahtinov.BahtinovError as exc:
+        error_line(f"{args.file}: {exc}")
+        return EXIT_FAIL
+    if args.plot:
+        from focuswatch.afplots import plot_bahtinov
+        plot_bahtinov(frame.pixels, result, args.plot)
+    if args.json:
+        emit_json({**result.to_dict(), "plot": args.plot})
+    else:
+        print(bahtinov.result_text(result))
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- registry
@@ -262,6 +562,12 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "calc": (_add_calc, cmd_calc),
     "measure": (_add_measure, cmd_measure),
     "sim": (_add_sim, cmd_sim),
+    "check": (_add_check, cmd_check),
+    "autofocus-done": (_add_autofocus_done, cmd_autofocus_done),
+    "af": (_add_af, cmd_af),
+    "bahtinov": (_add_bahtinov, cmd_bahtinov),
+    "grade": (_add_grade, cmd_grade),
+    "report": (_add_report, cmd_report),
 }
 
 
