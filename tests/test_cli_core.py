@@ -1,0 +1,97 @@
+"""The calc and measure commands as a user runs them: real processes, real files."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from focuswatch import sim
+from focuswatch.cli import main
+from focuswatch.optics import Rig
+
+
+def run(*args, cwd=None):
+    p = subprocess.run([sys.executable, "-m", "focuswatch", *map(str, args)], capture_output=True, text=True,
+                       timeout=120, cwd=cwd)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_calc_json_from_a_rig_file(tmp_path):
+    rig = tmp_path / "rig.toml"
+    rig.write_text("[rig]\naperture_mm = 100\nfocal_length_mm = 600\npixel_um = 3.76\nfocuser_step_um = 2\n")
+    rc, out, err = run("calc", "--rig", rig, "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["cfz_um"] == pytest.approx(96.62, abs=0.01)
+    assert d["cfz_px"] == pytest.approx(25.7, abs=0.05)
+    assert round(d["steps_across_cfz"]) == 48
+    assert {w["wavelength_nm"] for w in d["wavelengths"]} >= {450.0, 500.7, 550.0, 656.3, 672.4}
+
+
+def test_calc_flags_override_the_file_and_chart_is_drawn(tmp_path, capsys):
+    rig = tmp_path / "rig.toml"
+    rig.write_text("[rig]\naperture_mm = 100\nfocal_length_mm = 600\npixel_um = 3.76\n")
+    png = tmp_path / "zone.png"
+    assert main(["calc", "--rig", str(rig), "--focal-length-mm", "800", "--chart", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "f/8.00" in out and "171.78" in out  # 4.88 * 0.55 * 64
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("toml, words", [
+    ("[rig]\naperture_mm = -5\nfocal_length_mm = 600\n", "aperture_mm"),
+    ("[rig]\naperture_mm = 'big'\n", "aperture_mm"),
+    ("[rig]\napperture_mm = 100\n", "apperture_mm"),
+    ("[rigg]\n", "rigg"),
+    ("[rig\n", "TOML"),
+])
+def test_bad_config_values_are_named(tmp_path, toml, words):
+    rig = tmp_path / "rig.toml"
+    rig.write_text(toml)
+    rc, out, err = run("calc", "--rig", rig)
+    assert rc == 2
+    assert words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_calc_without_focal_ratio_is_a_usage_error():
+    rc, out, err = run("calc", "--pixel-um", "3.76")
+    assert rc == 2 and "focal ratio" in err
+
+
+def test_measure_good_and_bad_frames(tmp_path):
+    frames_dir = tmp_path / "night"
+    frames_dir.mkdir()
+    f = sim.render(sim.SimParams(width_px=512, height_px=512, n_stars=80, seed=3,
+                                 rig=Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=3.76)))
+    good = frames_dir / "good.fits"
+    sim.write_fits(good, f)
+    (frames_dir / "truncated.fits").write_bytes(good.read_bytes()[:50_000])
+    (frames_dir / "notes.fits").write_text("not an image")
+    before = sorted(p.name for p in frames_dir.iterdir())
+    rc, out, err = run("measure", "--json", frames_dir)
+    assert rc == 1
+    rows = {Path(d["file"]).name: d for d in map(json.loads, out.splitlines())}
+    assert rows["good.fits"]["stars"] > 30
+    assert rows["good.fits"]["hfr_px"] == pytest.approx(f.truth["hfr_px"], rel=0.05)
+    assert rows["good.fits"]["plate_scale_arcsec_px"] == pytest.approx(0.7756, rel=1e-3)  # from the header
+    assert "truncated" in rows["truncated.fits"]["error"]
+    assert "not a FITS" in rows["notes.fits"]["error"]
+    assert "Traceback" not in err
+    assert sum("truncated.fits" in line for line in err.splitlines()) == 1
+    assert sorted(p.name for p in frames_dir.iterdir()) == before  # nothing written beside the frames
+
+
+def test_measure_human_output(tmp_path):
+    f = sim.render(sim.SimParams(width_px=384, height_px=384, n_stars=50, seed=2))
+    path = tmp_path / "a.fits"
+    sim.write_fits(path, f)
+    rc, out, err = run("measure", path)
+    assert rc == 0, err
+    assert "a.fits" in out and "HFR" in out
+
+
+def test_no_frames_found(tmp_path):
+    rc, out, err = run("measure", tmp_path)
+    assert rc == 2 and "no frames" in err
