@@ -243,6 +243,70 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return EXIT_FAIL if n_bad else EXIT_OK
 
 
+# --------------------------------------------------------------------------- diagnose
+
+def _add_diagnose(sub) -> None:
+    p = sub.add_parser("diagnose", help="tell a focus miss from seeing, tilt, backfocus, coma, collimation, "
+                                        "trailing and dew; several frames tell the night's story",
+                       description="Diagnose one frame (label, confidence, evidence, defocus in um and CFZ, "
+                                   "advice) or several frames / a folder (drift rate, seeing scatter, clouds, "
+                                   "dew onset, frames to reject, the most likely problem).")
+    p.add_argument("files", nargs="+", metavar="FILE", help="FITS/XISF frames or folders")
+    p.add_argument("--plot", metavar="PNG", help="field map (zone HFR heat map with eccentricity whiskers) of "
+                                                  "the frame, or of the last frame when several are given")
+    p.add_argument("--baseline-hfr-px", type=float, dest="baseline_hfr_px",
+                   help="true HFR right after the last autofocus (px): defocus from its growth")
+    add_rig_args(p)
+    add_json_flag(p)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from focuswatch import diagnose, frames, stars
+    from focuswatch.config import rig_with_header
+    from focuswatch.errors import FrameError
+
+    rig0 = rig_from_args(args)
+    paths = expand_frames(args.files)
+    if not paths:
+        raise ConfigError("no frames found in " + ", ".join(args.files))
+    if args.baseline_hfr_px is not None and not args.baseline_hfr_px > 0:
+        raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
+    results, n_bad, rig = [], 0, rig0
+    for path in progress(paths, not args.json, "diagnosing"):
+        try:
+            frame = frames.load(path)
+        except FrameError as exc:
+            n_bad += 1
+            error_line(str(exc))
+            if args.json:
+                emit_json({"file": str(path), "error": exc.problem})
+            continue
+        rig = rig_with_header(rig0, frame.meta)
+        st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
+        d = diagnose.frame(st, rig, image=frame, baseline_hfr_px=args.baseline_hfr_px)
+        results.append((st, d))
+        if args.json:
+            emit_json(d.to_dict())
+        else:
+            print(diagnose.format_diagnosis(d, verbose=len(paths) == 1))
+    if len(results) > 1:
+        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results])
+        if args.json:
+            emit_json({"night": story.to_dict()})
+        else:
+            print(diagnose.format_night(story))
+    if args.plot and results:
+        from focuswatch.fieldmap import plot_field_map
+
+        try:
+            plot_field_map(results[-1][0], results[-1][1], args.plot)
+        except OSError as exc:
+            raise ConfigError(f"--plot {args.plot}: cannot write the PNG ({exc.strerror or exc})") from None
+    if n_bad:
+        error_line(f"{n_bad} of {len(paths)} frames could not be read")
+    return EXIT_FAIL if n_bad else EXIT_OK
+
+
 # --------------------------------------------------------------------------- sim
 
 def _add_sim(sub) -> None:
@@ -568,6 +632,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "bahtinov": (_add_bahtinov, cmd_bahtinov),
     "grade": (_add_grade, cmd_grade),
     "report": (_add_report, cmd_report),
+    "diagnose": (_add_diagnose, cmd_diagnose),
 }
 
 
