@@ -619,6 +619,211 @@ def cmd_bahtinov(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- watch / replay / rules / demo
+
+def _decision_row(p) -> dict[str, Any]:
+    """One ``watch``/``replay`` --json row: the decision's fields plus ``file`` and ``status``."""
+    if p.decision is not None:
+        return {**p.decision.to_dict(), "file": str(p.path), "status": p.status}
+    why = p.error or ("calibration frame (not a light)" if p.status == "ignored" else p.status)
+    return {"file": str(p.path), "status": p.status, "decision": "skip", "reasons": [why], "hfr_px": None,
+            "defocus_um": None, "defocus_cfz": None}
+
+
+def _decision_text(p) -> str:
+    d = p.decision
+    if d is None:
+        return f"{p.path.name}  skip     {p.error or 'calibration frame (ignored)'}"
+    cfz = f" ({fmt(d.defocus_cfz, '.2f')} CFZ)" if d.defocus_cfz is not None else ""
+    return (f"{p.path.name}  {d.decision:<7}  {d.filter_name or '-':<4} HFR {fmt(d.hfr_px, '.2f')} px  "
+            f"defocus {fmt(d.defocus_um, '.0f')} µm{cfz}  {'; '.join(d.reasons)}")
+
+
+def _summary_text(s) -> str:
+    rules = ", ".join(f"{k} {v}" for k, v in s.refocus_rules.items()) or "none"
+    skips = ", ".join(f"{k} {v}" for k, v in s.skip_reasons.items()) or "none"
+    return (f"{s.n_frames} frames: {s.n_ok} ok, {s.n_refocus} refocus ({rules}), {s.n_skip} set aside ({skips}); "
+            f"autofocus runs seen {s.n_autofocus}; worst defocus {fmt(s.max_defocus_um, '.0f')} µm "
+            f"({fmt(s.max_defocus_cfz, '.2f')} CFZ); median HFR {fmt(s.median_hfr_px, '.2f')} px")
+
+
+def _add_watch(sub) -> None:
+    p = sub.add_parser("watch", help="watch the folder your capture program saves into; ask for a refocus when due",
+                       description="Measures every new light frame once it is completely written, runs the refocus "
+                                   "policy, records everything in the journal, writes the state file for "
+                                   "`focuswatch check` and fires the [trigger]s. Ctrl-C stops.")
+    p.add_argument("folder", metavar="FOLDER", help="the folder frames are saved into (sub-folders included)")
+    p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig], [policy], [trigger] settings")
+    p.add_argument("--journal", metavar="FILE", help="SQLite journal (default: journal.sqlite in the state folder)")
+    _add_state_args(p)
+    p.add_argument("--af-folder", metavar="DIR",
+                   help=r"NINA's autofocus report folder (default on Windows: %%LOCALAPPDATA%%\NINA\AutoFocus)")
+    p.add_argument("--no-recursive", action="store_true", help="do not watch sub-folders")
+    p.add_argument("--poll", action="store_true", help="poll the folder instead of OS events (network shares)")
+    p.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="worker poll interval (default 0.5)")
+    p.add_argument("--max-minutes", type=float, metavar="MIN", help="stop after this long (default: until Ctrl-C)")
+    p.add_argument("--no-diagnose", action="store_true", help="do not ask the single-frame diagnosis")
+    add_json_flag(p)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import threading
+
+    from focuswatch import statefile
+    from focuswatch.config import load_config
+    from focuswatch.journal import Journal, default_journal_path
+    from focuswatch.triggers import TriggerRunner
+    from focuswatch.watcher import Watcher, default_nina_autofocus_dir, policy_from_config
+
+    cfg = load_config(args.config)
+    policy = policy_from_config(cfg)
+    state_file, events_file = statefile.resolve_paths(args.state_dir, args.state_file)
+    journal_path = Path(args.journal) if args.journal else (
+        state_file.parent / "journal.sqlite" if (args.state_dir or args.state_file) else default_journal_path())
+    af_folder = args.af_folder or default_nina_autofocus_dir()
+
+    def on_processed(p) -> None:
+        emit_json(_decision_row(p)) if args.json else print(_decision_text(p), flush=True)
+
+    def on_trigger(r) -> None:
+        if args.json:
+            emit_json({"event": "trigger", **r.to_dict()})
+        else:
+            print(f"trigger {r.trigger}: {'ok' if r.ok else 'FAILED'} — {r.message}", flush=True)
+
+    def on_autofocus(m) -> None:
+        emit_json({"event": "autofocus", **m.to_dict()}) if args.json else print(
+            f"autofocus ({m.source}): new baseline from the next frames", flush=True)
+
+    with Journal(journal_path) as journal:
+        runner = TriggerRunner.from_config(cfg.trigger)
+        w = Watcher(args.folder, journal, config=cfg, policy=policy, state_file=state_file, events_file=events_file,
+                    runner=runner, af_folder=af_folder, recursive=not args.no_recursive, poll=args.poll,
+                    poll_interval_s=args.interval_s, on_processed=on_processed, on_trigger=on_trigger,
+                    on_autofocus=on_autofocus, diagnose=not args.no_diagnose)
+        if not args.json:
+            print(f"watching {w.folder} (journal {journal_path}, state {state_file}); Ctrl-C stops", flush=True)
+        stop = threading.Event()
+        try:
+            w.run(stop, max_s=args.max_minutes * 60 if args.max_minutes else None)
+        except KeyboardInterrupt:
+            stop.set()
+            w.stop()
+        from focuswatch.monitor import summarize
+        s = summarize(w.decisions, w.monitor.state.n_autofocus)
+        emit_json({"summary": s.to_dict()}) if args.json else print(_summary_text(s))
+    return EXIT_OK
+
+
+def _add_replay(sub) -> None:
+    p = sub.add_parser("replay", help="run a finished night through the refocus policy: what would have happened",
+                       description="Measures the frames of FOLDER in DATE-OBS order and runs the same policy as "
+                                   "`watch` without firing anything or writing anywhere; one line per frame and "
+                                   "a summary. Use it to tune [policy] on your own nights.")
+    p.add_argument("folder", metavar="FOLDER", help="the night's frames (sub-folders included)")
+    p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig] and [policy] settings")
+    p.add_argument("--af-folder", metavar="DIR", help="NINA autofocus reports of that night (baseline resets)")
+    p.add_argument("--events", metavar="FILE", help="an autofocus-events.jsonl log of that night")
+    p.add_argument("--no-diagnose", action="store_true", help="do not ask the single-frame diagnosis")
+    add_json_flag(p)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from focuswatch import statefile
+    from focuswatch.config import load_config
+    from focuswatch.errors import FrameError
+    from focuswatch.monitor import summarize
+    from focuswatch.watcher import mark_from_event, mark_from_nina_report, replay
+
+    if not Path(args.folder).is_dir():
+        raise FrameError(Path(args.folder), "no such folder")
+    cfg = load_config(args.config)
+    marks = []
+    if args.af_folder:
+        marks += [m for m in (mark_from_nina_report(p) for p in sorted(Path(args.af_folder).glob("*.json"))) if m]
+    if args.events:
+        marks += [mark_from_event(e) for e in statefile.read_autofocus_events(args.events)]
+
+    def on_row(p) -> None:
+        if p.status == "error":
+            error_line(p.error or str(p.path))
+        emit_json(_decision_row(p)) if args.json else print(_decision_text(p), flush=True)
+
+    rows, mon = replay(args.folder, config=cfg, af_marks=marks, on_row=on_row, diagnose=not args.no_diagnose)
+    s = summarize([r.decision for r in rows if r.decision is not None], mon.state.n_autofocus)
+    emit_json({"summary": s.to_dict()}) if args.json else print(_summary_text(s))
+    if not rows:
+        error_line(f"{args.folder}: no FITS/XISF frames found")
+        return EXIT_FAIL
+    return EXIT_OK if any(r.status == "measured" for r in rows) else EXIT_FAIL
+
+
+def _add_rules(sub) -> None:
+    p = sub.add_parser("rules", help="print the refocus rules and vetoes with their current settings")
+    p.add_argument("--config", dest="config", metavar="TOML", help="[policy] settings to show")
+    add_json_flag(p)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from focuswatch import monitor
+    from focuswatch.config import load_config
+    from focuswatch.watcher import policy_from_config
+
+    rows = monitor.rules_table(policy_from_config(load_config(args.config)))
+    if args.json:
+        emit_json({"rules": rows})
+        return EXIT_OK
+    for r in rows:
+        settings = ", ".join(f"{k} = {v}" for k, v in r["settings"].items())
+        if r["kind"] == "rule":
+            state = "on " if r["active"] else "off"
+            print(f"rule  {r['name']:<14} {state} {r['fires_when']}" + (f"  [{settings}]" if settings else "")
+                  + (f"  (off: {r['off_when']})" if r["off_when"] else ""))
+        else:
+            print(f"veto  {r['name']:<22} {r['effect']:<4} ({r['scope']} rules) {r['fires_when']}")
+    return EXIT_OK
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="simulate a night live, watch it, refocus it, draw the timeline",
+                       description="Renders a simulated night into a temporary folder (thermal drift, seeing "
+                                   "jitter, a passing cloud, a filter change), watches it with the real watcher, "
+                                   "refocuses the simulated focuser through a trigger and ends with a summary "
+                                   "and a PNG timeline.")
+    p.add_argument("--out", metavar="DIR", help="where to write frames, journal and timeline "
+                                                "(default: a new folder in the system temp dir)")
+    p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
+    p.add_argument("--interval-s", type=float, default=0.3, help="real seconds between frames (default 0.3)")
+    p.add_argument("--width-px", type=int, default=1024)
+    p.add_argument("--height-px", type=int, default=768)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--quiet", action="store_true", help="no line per frame")
+    add_json_flag(p)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from focuswatch.demo import DemoOptions, run_demo, summary_table
+
+    if args.frames < 10:
+        raise ConfigError(f"--frames {args.frames}: the demo needs at least 10 frames")
+    opts = DemoOptions(n_frames=args.frames, interval_s=max(0.0, args.interval_s), width_px=args.width_px,
+                       height_px=args.height_px, seed=args.seed)
+
+    def on_row(p, truth) -> None:
+        if not args.json and not args.quiet:
+            true = f"  [true {truth['defocus_um']:+.0f} µm]" if truth else ""
+            print(_decision_text(p) + true, flush=True)
+
+    if not args.json:
+        print(f"simulating {opts.n_frames} frames into {args.out or 'a new temporary folder'}...", flush=True)
+    result = run_demo(opts, args.out, on_row=on_row)
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print(summary_table(result))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- registry
 
 #: name -> (add-parser function, command function); order is the order in --help.
@@ -633,6 +838,10 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "grade": (_add_grade, cmd_grade),
     "report": (_add_report, cmd_report),
     "diagnose": (_add_diagnose, cmd_diagnose),
+    "watch": (_add_watch, cmd_watch),
+    "replay": (_add_replay, cmd_replay),
+    "rules": (_add_rules, cmd_rules),
+    "demo": (_add_demo, cmd_demo),
 }
 
 
