@@ -1,0 +1,395 @@
+"""Grading a stacked master against what the rig and the night allowed (pure).
+
+Numbers in, a frozen :class:`MasterGrade` out; no files, no Siril, no clock. The I/O side
+(:mod:`focuswatch.report`, :mod:`focuswatch.siril`) measures the subs and the master and
+hands the numbers here.
+
+The limit
+---------
+A master cannot be sharper than its sharpest moments. The *rig limit* is the quadrature
+sum of three blurs, all as FWHM in pixels (arcsec follow from the plate scale):
+
+``limit = sqrt(seeing**2 + airy**2 + sampling**2)``
+
+* ``seeing`` — the atmosphere at its best this night. Unless the caller gives a seeing
+  value (a seeing monitor, ``[rig] seeing_arcsec``), it is taken from the best subs: the
+  sharpest quarter (``best_fraction``) of the accepted subs by FWHM, and of those the
+  median of their *seeing core* — the Moffat part of the star once a defocus blur is taken
+  out by the diagnosis' profile inversion (``SubQuality.seeing_fwhm_px``), or their FWHM
+  when no diagnosis is available — with the Airy and sampling terms below removed in
+  quadrature (those subs already contain them). So a night that was in focus is limited
+  by its best subs ("your master could be as sharp as your best quarter of subs"), and a
+  night that was out of focus throughout is still judged against its seeing.
+* ``airy`` — the diffraction core, FWHM ``1.029 * lambda * N`` at the focal plane
+  (:func:`focuswatch.optics.airy_fwhm_um`) divided by the pixel size.
+* ``sampling`` — the pixel's own width. A square pixel of width ``p`` convolves the image
+  with a box whose variance is ``p**2 / 12`` per axis; for a near-Gaussian star that adds
+  ``8 ln 2 * p**2 / 12`` to FWHM squared, i.e. a term of ``sqrt(8 ln 2 / 12) = 0.680``
+  pixel (:data:`SAMPLING_FWHM_PX`).
+
+The letter
+----------
+``ratio = master FWHM / limit``; the letter is the first row whose upper bound the ratio
+does not exceed (:attr:`GradeConfig.letter_limits`):
+
+=======  ==========  ===============================================================
+letter   ratio       meaning
+=======  ==========  ===============================================================
+A        <= 1.15     as sharp as the night allowed (registration alone costs ~5 %)
+B        <= 1.30     close to the limit: a few soft subs or a little drift
+C        <= 1.50     noticeably soft: reject the subs listed and restack
+D        <= 1.75     soft: focus, trailing or seeing cost a lot of detail
+E        <= 2.00     very soft: the master is twice the night's best
+F        > 2.00      something was wrong most of the night
+=======  ==========  ===============================================================
+
+Subs that dragged the master down
+---------------------------------
+Each accepted sub is compared with the best subs' FWHM. A sub whose FWHM exceeds it by
+more than ``soft_factor`` (1.25) is *soft*; its cause is told from its own shape:
+eccentricity above ``trail_eccentricity`` (0.55, b/a < 0.83) is **trailing**; a
+flat-topped profile (half-flux diameter / FWHM below ``flat_profile_ratio``, 0.85, see
+``focuswatch.stars``) or an FWHM growth above ``focus_factor`` with a steady profile is
+**focus**; otherwise **seeing**. A sub with fewer than ``cloud_star_fraction`` (50 %) of
+the median star count is **clouds**. Every sub with a cause is on the reject list.
+
+>>> g = master(3.3, plate_scale_arcsec_px=1.0, best_subs_fwhm_px=3.0)
+>>> g.letter, round(g.ratio, 2)
+('A', 1.1)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+from focuswatch.optics import Rig, airy_fwhm_um
+
+#: FWHM-equivalent of the pixel box: sqrt(8 ln 2 / 12) pixels.
+SAMPLING_FWHM_PX = math.sqrt(8.0 * math.log(2.0) / 12.0)
+
+LETTERS = ("A", "B", "C", "D", "E", "F")
+
+EXPLANATIONS = {
+    "A": "as sharp as the night allowed: the master is within {pct:.0f} % of the limit set by the seeing, "
+         "the Airy disk and the pixels",
+    "B": "close to the limit ({pct:.0f} % above it): a few soft subs or a little drift cost some detail",
+    "C": "noticeably soft ({pct:.0f} % above the limit): reject the subs listed and stack again",
+    "D": "soft ({pct:.0f} % above the limit): focus, trailing or seeing cost a lot of detail",
+    "E": "very soft ({pct:.0f} % above the limit): the master is nearly twice as blurred as the night's best",
+    "F": "far from the limit ({pct:.0f} % above it): something was wrong for most of the night",
+}
+
+CAUSE_ADVICE = {
+    "focus": "refocus more often (temperature or time trigger) or check the autofocus fits",
+    "seeing": "the atmosphere: reject those subs or weight the stack by FWHM",
+    "trailing": "guiding, wind or a loose cable: check the guide graph and balance",
+    "clouds": "clouds or haze: those subs add noise, not signal",
+}
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    """Thresholds of the grade (unitless ratios unless the name says otherwise)."""
+
+    letter_limits: tuple[float, float, float, float, float] = (1.15, 1.30, 1.50, 1.75, 2.00)
+    best_fraction: float = 0.25
+    soft_factor: float = 1.25
+    focus_factor: float = 1.6
+    trail_eccentricity: float = 0.55
+    flat_profile_ratio: float = 0.85
+    cloud_star_fraction: float = 0.5
+    min_roundness: float = 0.85
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SubQuality:
+    """The numbers the grade needs from one sub's measurement (see ``stars.FrameStats``)."""
+
+    file: str
+    fwhm_px: float | None
+    hfr_px: float | None = None
+    eccentricity: float | None = None
+    profile_ratio: float | None = None
+    n_stars: int = 0
+    background_adu: float | None = None
+    filter_name: str | None = None
+    timestamp: float | None = None
+    seeing_fwhm_px: float | None = None
+
+    @classmethod
+    def from_stats(cls, stats: Any, seeing_fwhm_px: float | None = None) -> "SubQuality":
+        """Build from a ``stars.FrameStats`` (or anything with the same attributes).
+
+        ``seeing_fwhm_px`` is the seeing core of the sub without its defocus blur (from
+        ``diagnose.frame(...).evidence.seeing_fwhm_px``), when known.
+        """
+        meta = getattr(stats, "meta", None)
+        return cls(file=str(getattr(stats, "file", "") or ""), fwhm_px=getattr(stats, "fwhm_px", None),
+                   hfr_px=getattr(stats, "hfr_px", None), eccentricity=getattr(stats, "eccentricity", None),
+                   profile_ratio=getattr(stats, "profile_ratio", None),
+                   n_stars=int(getattr(stats, "n_stars", 0) or 0),
+                   background_adu=getattr(stats, "background_adu", None),
+                   filter_name=getattr(meta, "filter_name", None) if meta else None,
+                   timestamp=getattr(meta, "timestamp", None) if meta else None,
+                   seeing_fwhm_px=seeing_fwhm_px)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SubVerdict:
+    """How one sub compares with the best subs, and why it is soft (``cause``)."""
+
+    file: str
+    fwhm_px: float | None
+    fwhm_vs_best: float | None
+    cause: str | None
+    reject: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MasterGrade:
+    """The grade of a master (field names are the ``grade --json`` keys).
+
+    FWHMs are in pixels (``_px``) and arcsec (``_arcsec``, ``None`` without a plate scale).
+    ``letter`` and ``ratio`` are ``None`` when neither a seeing value nor measured subs
+    say what the limit is.
+    """
+
+    letter: str | None
+    ratio: float | None
+    explanation: str
+    master_fwhm_px: float | None
+    master_fwhm_arcsec: float | None
+    limit_fwhm_px: float | None
+    limit_fwhm_arcsec: float | None
+    seeing_fwhm_px: float | None
+    seeing_fwhm_arcsec: float | None
+    seeing_source: str | None
+    airy_fwhm_px: float | None
+    sampling_fwhm_px: float
+    best_subs_fwhm_px: float | None
+    n_best_subs: int
+    plate_scale_arcsec_px: float | None
+    roundness: float | None
+    roundness_ok: bool | None
+    n_stars: int
+    noise_adu: float | None
+    siril_fwhm_px: float | None = None
+    siril_vs_own_pct: float | None = None
+    causes: Mapping[str, int] = field(default_factory=dict)
+    subs: tuple[SubVerdict, ...] = ()
+    reject: tuple[str, ...] = ()
+    advice: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["subs"] = [s.to_dict() for s in self.subs]
+        d["causes"] = dict(self.causes)
+        d["reject"] = list(self.reject)
+        d["advice"] = list(self.advice)
+        d["notes"] = list(self.notes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MasterGrade":
+        names = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["subs"] = tuple(SubVerdict(**s) for s in d.get("subs", ()))
+        kw["reject"] = tuple(d.get("reject", ()))
+        kw["advice"] = tuple(d.get("advice", ()))
+        kw["notes"] = tuple(d.get("notes", ()))
+        kw["causes"] = dict(d.get("causes", {}))
+        return cls(**kw)
+
+
+def _median(values: Sequence[float]) -> float | None:
+    v = sorted(x for x in values if x is not None and math.isfinite(x))
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
+def letter_for(ratio: float, config: GradeConfig = GradeConfig()) -> str:
+    """The letter for a ratio master/limit.
+
+    >>> letter_for(1.0), letter_for(1.2), letter_for(1.6), letter_for(2.5)
+    ('A', 'B', 'D', 'F')
+    """
+    for letter, upper in zip(LETTERS, config.letter_limits):
+        if ratio <= upper:
+            return letter
+    return LETTERS[-1]
+
+
+def airy_fwhm_px_for(rig: Rig | None, wavelength_nm: float | None = None) -> float | None:
+    """Airy core FWHM in (binned) pixels for ``rig``; ``None`` when N or the pixel is unknown."""
+    if rig is None or rig.f_ratio is None or not rig.effective_pixel_um:
+        return None
+    return airy_fwhm_um(rig.f_ratio, wavelength_nm or rig.wavelength_nm) / rig.effective_pixel_um
+
+
+def _ok(v: float | None) -> bool:
+    return v is not None and math.isfinite(v) and v > 0
+
+
+def best_subs(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> list[SubQuality]:
+    """The sharpest ``best_fraction`` of the subs by FWHM (at least one)."""
+    good = sorted((s for s in subs if _ok(s.fwhm_px)), key=lambda s: s.fwhm_px)  # type: ignore[arg-type,return-value]
+    if not good:
+        return []
+    return good[:max(1, int(math.ceil(len(good) * best_fraction)))]
+
+
+def best_subs_fwhm(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> tuple[float | None, int]:
+    """Median FWHM (px) of the sharpest ``best_fraction`` of subs, and how many that is."""
+    best = best_subs(subs, best_fraction)
+    return _median([s.fwhm_px for s in best]), len(best)  # type: ignore[misc]
+
+
+def best_subs_core(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> tuple[float | None, str]:
+    """Median seeing core (px) of the best subs: their defocus-free seeing FWHM where the
+    diagnosis gave one, else their FWHM; and which of the two it is."""
+    best = best_subs(subs, best_fraction)
+    cores = [s.seeing_fwhm_px for s in best if _ok(s.seeing_fwhm_px)]
+    if cores and len(cores) * 2 >= len(best):
+        return _median([min(c, s.fwhm_px) for c, s in zip(cores, best)]), "best subs (seeing core)"  # type: ignore
+    return _median([s.fwhm_px for s in best]), "best subs"  # type: ignore[misc]
+
+
+def judge_subs(subs: Sequence[SubQuality], best_fwhm_px: float | None,
+               config: GradeConfig = GradeConfig()) -> tuple[SubVerdict, ...]:
+    """Tell which subs dragged the master down and why (focus, seeing, trailing, clouds)."""
+    med_stars = _median([float(s.n_stars) for s in subs if s.n_stars > 0]) or 0.0
+    out = []
+    for s in subs:
+        ratio = (s.fwhm_px / best_fwhm_px) if (s.fwhm_px and best_fwhm_px) else None
+        cause: str | None = None
+        detail = "fine"
+        if med_stars and s.n_stars < config.cloud_star_fraction * med_stars:
+            cause = "clouds"
+            detail = f"{s.n_stars} stars against a median of {med_stars:.0f}"
+        elif s.eccentricity is not None and s.eccentricity > config.trail_eccentricity:
+            cause = "trailing"
+            detail = f"elongated stars (eccentricity {s.eccentricity:.2f})"
+        elif ratio is not None and ratio > config.soft_factor:
+            flat = s.profile_ratio is not None and s.profile_ratio < config.flat_profile_ratio
+            if flat or ratio > config.focus_factor:
+                cause = "focus"
+                shape = f"flat-topped profile ({s.profile_ratio:.2f})" if flat else "a large, steady growth"
+                detail = f"FWHM {ratio:.2f}x the best subs with {shape}"
+            else:
+                cause = "seeing"
+                detail = f"FWHM {ratio:.2f}x the best subs with a peaked profile"
+        elif ratio is not None:
+            detail = f"FWHM {ratio:.2f}x the best subs"
+        out.append(SubVerdict(s.file, s.fwhm_px, ratio, cause, cause is not None, detail))
+    return tuple(out)
+
+
+def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None = None, rig: Rig | None = None,
+           wavelength_nm: float | None = None, subs: Sequence[SubQuality] = (),
+           best_subs_fwhm_px: float | None = None, seeing_fwhm_arcsec: float | None = None,
+           roundness: float | None = None, n_stars: int = 0, noise_adu: float | None = None,
+           siril_fwhm_px: float | None = None, config: GradeConfig = GradeConfig()) -> MasterGrade:
+    """Grade a master's FWHM (px) against the rig limit (see the module docstring).
+
+    Parameters
+    ----------
+    master_fwhm_px
+        The master's median star FWHM in pixels (focuswatch's Moffat measurement, or
+        Siril's when ours is missing).
+    plate_scale_arcsec_px
+        arcsec per pixel; needed for arcsec values and to use ``seeing_fwhm_arcsec``.
+    rig
+        For the Airy term (focal ratio, pixel size, wavelength); without it the term is 0.
+    subs, best_subs_fwhm_px
+        The accepted subs' measurements (to find the best subs and the culprits), or just
+        the best subs' FWHM in pixels.
+    seeing_fwhm_arcsec
+        A seeing value from elsewhere; when given it is used instead of the best subs.
+    roundness
+        Minor/major FWHM of the master's stars (1 = round).
+    """
+    notes: list[str] = []
+    scale = plate_scale_arcsec_px if plate_scale_arcsec_px and plate_scale_arcsec_px > 0 else None
+    airy = airy_fwhm_px_for(rig, wavelength_nm)
+    if airy is None:
+        notes.append("Airy term left out: the focal ratio or pixel size is unknown")
+    samp = SAMPLING_FWHM_PX
+    instrument2 = (airy or 0.0) ** 2 + samp ** 2
+    n_best = 0
+    core: float | None = best_subs_fwhm_px
+    core_source = "best subs"
+    if subs and best_subs_fwhm_px is None:
+        best_subs_fwhm_px, n_best = best_subs_fwhm(subs, config.best_fraction)
+        core, core_source = best_subs_core(subs, config.best_fraction)
+    elif best_subs_fwhm_px is not None:
+        n_best = 1
+    seeing_px: float | None = None
+    source: str | None = None
+    if seeing_fwhm_arcsec and scale:
+        seeing_px, source = seeing_fwhm_arcsec / scale, "given"
+    elif core:
+        seeing_px = math.sqrt(max(core ** 2 - instrument2, 0.0))
+        source = core_source
+    elif seeing_fwhm_arcsec and not scale:
+        notes.append("the seeing given cannot be used without a plate scale")
+    limit = math.sqrt(seeing_px ** 2 + instrument2) if seeing_px is not None else None
+    ratio = master_fwhm_px / limit if (master_fwhm_px and limit) else None
+    letter = letter_for(ratio, config) if ratio is not None else None
+    if letter is None:
+        if not master_fwhm_px:
+            explanation = "no grade: no stars could be measured on the master"
+        else:
+            explanation = ("no grade: the limit is unknown; give the seeing (--seeing-arcsec) and the rig, "
+                           "or grade a session folder so the subs say what the night allowed")
+    else:
+        explanation = EXPLANATIONS[letter].format(pct=max(ratio - 1.0, 0.0) * 100.0)
+    rnd_ok = None if roundness is None else roundness >= config.min_roundness
+    if rnd_ok is False:
+        explanation += f"; stars are elongated (roundness {roundness:.2f}): trailing, tilt or a registration problem"
+    verdicts = judge_subs(subs, best_subs_fwhm_px, config) if subs else ()
+    causes: dict[str, int] = {}
+    for v in verdicts:
+        if v.cause:
+            causes[v.cause] = causes.get(v.cause, 0) + 1
+    if causes and letter not in (None, "A"):
+        main = max(causes.items(), key=lambda kv: kv[1])
+        explanation += f"; most of the loss: {main[0]} ({main[1]} of {len(verdicts)} subs)"
+    advice = tuple(f"{c}: {CAUSE_ADVICE[c]}" for c in sorted(causes, key=lambda c: -causes[c]))
+    rej = tuple(v.file for v in verdicts if v.reject)
+    vs_pct = 100.0 * (siril_fwhm_px / master_fwhm_px - 1.0) if (siril_fwhm_px and master_fwhm_px) else None
+    arc = (lambda v: v * scale if (v is not None and scale) else None)
+    return MasterGrade(
+        letter=letter, ratio=ratio, explanation=explanation,
+        master_fwhm_px=master_fwhm_px, master_fwhm_arcsec=arc(master_fwhm_px),
+        limit_fwhm_px=limit, limit_fwhm_arcsec=arc(limit),
+        seeing_fwhm_px=seeing_px, seeing_fwhm_arcsec=arc(seeing_px), seeing_source=source,
+        airy_fwhm_px=airy, sampling_fwhm_px=samp, best_subs_fwhm_px=best_subs_fwhm_px, n_best_subs=n_best,
+        plate_scale_arcsec_px=scale, roundness=roundness, roundness_ok=rnd_ok, n_stars=int(n_stars),
+        noise_adu=noise_adu, siril_fwhm_px=siril_fwhm_px, siril_vs_own_pct=vs_pct, causes=causes,
+        subs=verdicts, reject=rej, advice=advice, notes=tuple(notes),
+    )
+
+
+def roundness_from_eccentricity(eccentricity: float | None) -> float | None:
+    """Minor/major axis ratio ``b/a = sqrt(1 - e**2)`` (1 = round).
+
+    >>> round(roundness_from_eccentricity(0.6), 2)
+    0.8
+    """
+    if eccentricity is None or not math.isfinite(eccentricity):
+        return None
+    return math.sqrt(max(0.0, 1.0 - min(eccentricity, 1.0) ** 2))

@@ -1,0 +1,119 @@
+"""The pure grade: limit, letters, culprits (numbers in, numbers out; no Siril)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from focuswatch import grade
+from focuswatch.grade import GradeConfig, MasterGrade, SubQuality
+from focuswatch.optics import Rig, airy_fwhm_um
+
+RIG = Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76)  # f/5, 0.776"/px
+
+
+def test_sampling_term_is_the_pixel_box():
+    # variance of a unit box is 1/12; FWHM^2 = 8 ln2 * variance
+    assert grade.SAMPLING_FWHM_PX == pytest.approx(math.sqrt(8 * math.log(2) / 12), rel=1e-12)
+    assert grade.SAMPLING_FWHM_PX == pytest.approx(0.680, abs=5e-4)
+
+
+def test_limit_is_quadrature_sum_with_given_seeing():
+    g = grade.master(4.0, plate_scale_arcsec_px=RIG.plate_scale_arcsec_px, rig=RIG, seeing_fwhm_arcsec=2.0)
+    seeing_px = 2.0 / RIG.plate_scale_arcsec_px
+    airy_px = airy_fwhm_um(5.0, 550.0) / 3.76
+    expected = math.sqrt(seeing_px ** 2 + airy_px ** 2 + grade.SAMPLING_FWHM_PX ** 2)
+    assert g.limit_fwhm_px == pytest.approx(expected, rel=1e-9)
+    assert g.airy_fwhm_px == pytest.approx(airy_px, rel=1e-9)
+    assert g.seeing_source == "given"
+    assert g.ratio == pytest.approx(4.0 / expected)
+    assert g.limit_fwhm_arcsec == pytest.approx(expected * RIG.plate_scale_arcsec_px)
+
+
+def test_limit_from_best_subs_equals_their_fwhm():
+    subs = [SubQuality(f"s{i}", fwhm_px=f) for i, f in enumerate([3.0, 3.1, 3.2, 3.3, 3.6, 3.8, 4.0, 4.2])]
+    g = grade.master(3.4, plate_scale_arcsec_px=0.78, rig=RIG, subs=subs)
+    # best quarter = 2 subs (3.0, 3.1), median 3.05; removing and re-adding the instrument terms
+    assert g.n_best_subs == 2
+    assert g.best_subs_fwhm_px == pytest.approx(3.05)
+    assert g.limit_fwhm_px == pytest.approx(3.05, rel=1e-9)
+    assert g.seeing_fwhm_px < 3.05
+
+
+def test_seeing_core_keeps_a_uniformly_defocused_night_from_grading_itself_an_A():
+    # every sub 6 px FWHM, but the diagnosis says the seeing core is 3 px: defocus all night
+    blurred = [SubQuality(f"s{i}", fwhm_px=6.0 + 0.05 * i, seeing_fwhm_px=3.0, profile_ratio=0.8) for i in range(8)]
+    plain = [SubQuality(f"s{i}", fwhm_px=6.0 + 0.05 * i) for i in range(8)]
+    g_core = grade.master(6.3, plate_scale_arcsec_px=0.78, rig=RIG, subs=blurred)
+    g_plain = grade.master(6.3, plate_scale_arcsec_px=0.78, rig=RIG, subs=plain)
+    assert g_plain.letter == "A"
+    assert g_core.seeing_source == "best subs (seeing core)"
+    assert g_core.ratio == pytest.approx(6.3 / 3.0, rel=1e-6)
+    assert g_core.letter == "F"
+
+
+@pytest.mark.parametrize("ratio,letter", [(0.9, "A"), (1.15, "A"), (1.16, "B"), (1.30, "B"), (1.45, "C"),
+                                          (1.7, "D"), (1.99, "E"), (2.01, "F"), (5.0, "F")])
+def test_letters(ratio, letter):
+    assert grade.letter_for(ratio) == letter
+    g = grade.master(3.0 * ratio, best_subs_fwhm_px=3.0)
+    assert g.letter == letter
+    assert g.ratio == pytest.approx(ratio)
+
+
+def test_custom_thresholds():
+    cfg = GradeConfig(letter_limits=(1.05, 1.1, 1.2, 1.3, 1.4))
+    assert grade.letter_for(1.12, cfg) == "C"
+
+
+def test_culprits_by_cause():
+    subs = [
+        SubQuality("good1", fwhm_px=3.0, eccentricity=0.2, profile_ratio=1.15, n_stars=150),
+        SubQuality("good2", fwhm_px=3.05, eccentricity=0.25, profile_ratio=1.17, n_stars=148),
+        SubQuality("good3", fwhm_px=3.1, eccentricity=0.2, profile_ratio=1.16, n_stars=152),
+        SubQuality("seeing", fwhm_px=4.2, eccentricity=0.2, profile_ratio=1.2, n_stars=140),
+        SubQuality("focus", fwhm_px=4.5, eccentricity=0.15, profile_ratio=0.78, n_stars=120),
+        SubQuality("trail", fwhm_px=4.0, eccentricity=0.8, profile_ratio=1.1, n_stars=140),
+        SubQuality("cloud", fwhm_px=3.1, eccentricity=0.2, profile_ratio=1.1, n_stars=30),
+        SubQuality("good4", fwhm_px=3.2, eccentricity=0.2, profile_ratio=1.15, n_stars=150),
+    ]
+    g = grade.master(3.9, plate_scale_arcsec_px=0.78, rig=RIG, subs=subs)
+    causes = {v.file: v.cause for v in g.subs}
+    assert causes == {"good1": None, "good2": None, "good3": None, "good4": None,
+                      "seeing": "seeing", "focus": "focus", "trail": "trailing", "cloud": "clouds"}
+    assert set(g.reject) == {"seeing", "focus", "trail", "cloud"}
+    assert g.causes == {"seeing": 1, "focus": 1, "trailing": 1, "clouds": 1}
+    assert len(g.advice) == 4
+    assert g.letter in ("B", "C")  # 3.9 / ~3.03
+
+
+def test_round_trip_and_json():
+    subs = [SubQuality("a", 3.0, n_stars=100), SubQuality("b", 4.5, profile_ratio=0.7, n_stars=90)]
+    g = grade.master(3.6, plate_scale_arcsec_px=1.1, rig=RIG, subs=subs, roundness=0.8, n_stars=90,
+                     noise_adu=3.2, siril_fwhm_px=3.9)
+    d = json.loads(json.dumps(g.to_dict()))
+    assert MasterGrade.from_dict(d) == g
+    assert d["roundness_ok"] is False
+    assert "elongated" in d["explanation"]
+    assert d["siril_vs_own_pct"] == pytest.approx(100 * (3.9 / 3.6 - 1))
+
+
+def test_no_limit_no_letter():
+    g = grade.master(3.5, plate_scale_arcsec_px=None)
+    assert g.letter is None and g.ratio is None
+    assert "seeing" in g.explanation
+    g0 = grade.master(None, best_subs_fwhm_px=3.0)
+    assert g0.letter is None and "no stars" in g0.explanation
+
+
+def test_airy_left_out_without_rig():
+    g = grade.master(3.5, best_subs_fwhm_px=3.0)
+    assert g.airy_fwhm_px is None
+    assert any("Airy" in n for n in g.notes)
+
+
+def test_roundness_from_eccentricity():
+    assert grade.roundness_from_eccentricity(0.0) == 1.0
+    assert grade.roundness_from_eccentricity(0.6) == pytest.approx(0.8)
+    assert grade.roundness_from_eccentricity(None) is None

@@ -1,0 +1,188 @@
+"""Session grading with the real Siril and the HTML night report in a real headless Chromium."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import snapshot, write_sim_session
+from focuswatch import report
+from focuswatch.cli import main
+from focuswatch.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def messy_session(focused_session, tmp_path_factory):
+    """The focused session plus a truncated sub, a star-less sub and a flat frame."""
+    src, truths = focused_session
+    folder = tmp_path_factory.mktemp("messy") / "my session"  # a space, as users have
+    shutil.copytree(src, folder)
+    data = (src / "L_0001.fits").read_bytes()
+    (folder / "L_0099_truncated.fits").write_bytes(data[: len(data) // 3])
+    write_sim_session(folder / "starless", [0.0], n_stars=0, first_nr=50, seed=9)
+    write_sim_session(folder / "FLAT", [0.0], first_nr=60, tweak=lambda i, p: p.__class__(
+        **{**p.__dict__, "image_type": "FLAT"}))
+    return folder, truths
+
+
+@pytest.mark.siril
+def test_session_with_bad_subs_still_grades_and_names_them(siril_cli, messy_session, tmp_path):
+    folder, _ = messy_session
+    before = snapshot(folder)
+    g = report.grade_session(folder, progress=False, keep_dir=tmp_path / "keep")
+    assert snapshot(folder) == before  # nothing written, moved or touched in the session
+    [fg] = g.filters
+    assert fg.filter_name == "L" and fg.n_stacked == 8
+    assert fg.grade is not None and fg.grade.letter in ("A", "B")
+    assert fg.grade.reject == ()
+    names = {Path(x.file).name: x.problem for x in (*g.left_out, *fg.left_out)}
+    assert "truncated" in names["L_0099_truncated.fits"]
+    assert "stars" in names["L_0050.fits"]
+    assert len(names) == 2  # the flat is skipped silently, not "bad"
+    assert Path(fg.master_path).is_file() and Path(fg.master_path).parent.parent == tmp_path / "keep"
+    d = json.loads(json.dumps(g.to_dict()))
+    assert report.SessionGrade.from_dict(d).to_dict() == d
+
+
+@pytest.mark.siril
+def test_drifting_session_grades_worse_and_blames_focus(siril_cli, focused_session, drifting_session):
+    good = report.grade_session(focused_session[0], progress=False)
+    bad = report.grade_session(drifting_session[0], progress=False)
+    g_good, g_bad = good.filters[0].grade, bad.filters[0].grade
+    assert g_good.letter == "A"
+    assert g_bad.ratio > g_good.ratio + 0.3
+    assert g_bad.letter > g_good.letter  # later in the alphabet is worse
+    focus_rejects = {Path(v.file).name for v in g_bad.subs if v.cause == "focus"}
+    assert {"L_0006.fits", "L_0007.fits", "L_0008.fits"} <= focus_rejects
+    assert "L_0001.fits" not in {Path(f).name for f in g_bad.reject}
+    assert "focus" in g_bad.explanation
+    # Siril and focuswatch see the same master
+    assert abs(g_bad.siril_vs_own_pct) < 30
+
+
+@pytest.mark.siril
+def test_cli_grade_json_and_master_mode(siril_cli, focused_session, tmp_path, capsys):
+    folder, truths = focused_session
+    assert main(["grade", str(folder), "--json", "--keep", str(tmp_path / "k")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    f = out["filters"][0]
+    assert f["grade"]["letter"] == "A" and f["n_stacked"] == 8
+    for key in ("ratio", "master_fwhm_px", "master_fwhm_arcsec", "limit_fwhm_px", "seeing_fwhm_arcsec",
+                "airy_fwhm_px", "sampling_fwhm_px", "roundness", "n_stars", "noise_adu", "siril_fwhm_px", "reject"):
+        assert key in f["grade"]
+    master = f["master_path"]
+    # grade the master alone: the seeing has to come from the user
+    assert main(["grade", master, "--seeing-arcsec", "2.5", "--aperture-mm", "200"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"grade [AB] ", text) and "(given)" in text
+
+
+def test_cli_grade_refuses_keep_inside_session(focused_session, capsys):
+    folder, _ = focused_session
+    assert main(["grade", str(folder), "--keep", str(folder / "work")]) == 2
+    assert "inside the session folder" in capsys.readouterr().err
+    assert not (folder / "work").exists()
+
+
+def test_cli_grade_missing_source(tmp_path, capsys):
+    assert main(["grade", str(tmp_path / "nope")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_report_refuses_to_write_into_the_session(focused_session):
+    folder, _ = focused_session
+    with pytest.raises(ConfigError):
+        report.check_output_path(folder / "sub" / "r.html", folder)
+
+
+def _chromium(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chrome-profile'}", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def test_report_without_siril_in_chromium(chromium, drifting_session, tmp_path):
+    folder, truths = drifting_session
+    out = tmp_path / "night.html"
+    assert main(["report", str(folder), "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    # self-contained: no external resources, no scripts
+    assert not re.search(r"""(src|href)=['"](?!data:)""", text)
+    assert "<script" not in text
+    # every embedded plot is a real PNG
+    uris = re.findall(r"src='data:image/png;base64,([^']+)'", text)
+    assert len(uris) == 4
+    import matplotlib.image as mpimg
+    for u in uris:
+        img = mpimg.imread(io.BytesIO(base64.b64decode(u)), format="png")
+        assert img.shape[0] > 100 and img.shape[1] > 300
+        assert float(np.std(img[..., :3])) > 0.01  # not blank
+    dom = _chromium(chromium, tmp_path, "--dump-dom", out.as_uri())
+    assert dom.returncode == 0, dom.stderr[-500:]
+    html = dom.stdout
+    for pid in ("plot-size", "plot-defocus", "plot-temperature", "plot-clouds"):
+        assert f'id="{pid}"' in html
+    assert html.count('class="plot"') == 4
+    assert 'class="filters"' in html and ">L</td>" in html
+    assert 'class="diagnosis"' in html and "focus_miss" in html
+    assert "master grade: not computed" in html  # said, not silently missing
+    shot = tmp_path / "shot.png"
+    r = _chromium(chromium, tmp_path, "--window-size=1000,1600", f"--screenshot={shot}", out.as_uri())
+    assert r.returncode == 0 and shot.is_file()
+    import matplotlib.image as mpimg
+    px = mpimg.imread(shot)
+    assert float(np.std(px[..., :3])) > 0.05  # something was drawn
+
+
+@pytest.mark.siril
+def test_report_with_grade_json(siril_cli, drifting_session, tmp_path, capsys):
+    folder, truths = drifting_session
+    out = tmp_path / "r.html"
+    assert main(["report", str(folder), "-o", str(out), "--grade", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["html"] == str(out)
+    assert d["grade"]["filters"][0]["grade"]["letter"] in "CDEF"
+    assert [f["grade_letter"] for f in d["filters"]] == [d["grade"]["filters"][0]["grade"]["letter"]]
+    # the defocus estimate follows the simulated drift: first frame 0, last one large
+    defocus = [p["defocus_um"] for p in d["points"]]
+    assert defocus[0] == 0.0 and defocus[-1] > 100
+    assert d["cfz_um"] == pytest.approx(4.88 * 0.55 * 25, rel=1e-6)
+    text = out.read_text(encoding="utf-8")
+    assert "Subs to reject" in text and "L_0008.fits" in text
+
+
+def test_report_shows_journal_events(drifting_session, tmp_path):
+    from focuswatch.frames import parse_date_obs
+    from focuswatch.journal import Journal
+    from focuswatch.monitor import AutofocusMark, Decision, FrameRecord
+
+    folder, truths = drifting_session
+    t0 = parse_date_obs("2026-11-21T21:00:00")
+    jp = tmp_path / "state" / "journal.sqlite"
+    frame = sorted(folder.glob("*.fits"))[5]
+    with Journal(jp) as j:
+        j.record_autofocus("nina:1", AutofocusMark(time_s=t0 - 60.0, source="nina-report", filter_name="L",
+                                                   position=10000, temp_c=10.0))
+        j.record_autofocus("old-night", AutofocusMark(time_s=t0 - 86400.0, source="nina-report"))
+        j.record_frame(Journal.key_of(frame), time_s=t0 + 5 * 130.0, status="measured",
+                       record=FrameRecord(file=str(frame), time_s=t0 + 5 * 130.0, n_stars=80, hfr_px=3.3),
+                       decision=Decision(file=str(frame), decision="refocus", reasons=("HFR grew 60 %",),
+                                         time_s=t0 + 5 * 130.0))
+    rep = report.build_report(folder, journal_path=jp, progress=False)
+    kinds = [(e.kind, round(e.t_h, 3)) for e in rep.events]
+    assert kinds == [("autofocus", round(-60 / 3600, 3)), ("refocus decision", round(650 / 3600, 3))]
+    assert "HFR grew 60 %" in rep.events[1].text
+    assert not any("journal" in u for u in rep.unavailable)
+    html = report.render_html(rep)
+    assert "class='events'" in html and "nina-report" in html
+    # a journal that does not exist is said, not fatal
+    rep2 = report.build_report(folder, journal_path=tmp_path / "nope.sqlite", scan=None, progress=False)
+    assert any("does not exist" in u for u in rep2.unavailable)
