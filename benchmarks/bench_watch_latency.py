@@ -1,0 +1,89 @@
+"""Latency from a frame being complete on disk to the watcher's decision (not a test).
+
+For full-size IMX571 (6248 x 4176) and IMX455 (9576 x 6388) frames, 3.76 um pixels, rendered
+by the simulator: the file is written in place in 4 MB chunks (like NINA), the clock starts when
+the last byte is flushed and stops when ``Watcher.process_pending`` returns its decision. The
+watcher polls every 0.1 s and waits for one unchanged poll, so ~0.1-0.2 s of the figure is
+the completeness check by design.
+
+    python benchmarks/bench_watch_latency.py [--sensors imx571 imx455] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from focuswatch import frames, sim, stars, statefile
+from focuswatch.config import Config
+from focuswatch.journal import Journal
+from focuswatch.watcher import Watcher
+
+SENSORS = {"imx571": (6248, 4176), "imx455": (9576, 6388)}
+
+
+def bench(name: str, repeat: int, chunk: int = 4 << 20) -> dict:
+    w_px, h_px = SENSORS[name]
+    t = time.perf_counter()
+    base = sim.render(sim.SimParams(width_px=w_px, height_px=h_px, n_stars=1500, seed=3))
+    render_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
+        root = Path(tmp)
+        night = root / "night"
+        night.mkdir()
+        journal = Journal(root / "state" / "journal.sqlite")
+        sf, ef = statefile.resolve_paths(root / "state")
+        watcher = Watcher(night, journal, config=Config(rig=sim.DEFAULT_RIG), state_file=sf, events_file=ef,
+                          poll_interval_s=0.1)
+        watcher.start()
+        lat, load_s, measure_s = [], [], []
+        try:
+            for i in range(repeat):
+                hdr = dict(base.header, **{"DATE-OBS": f"2026-11-21T22:{i:02d}:00.000"})
+                data = sim.fits_bytes(replace(base, header=hdr))
+                path = night / f"{name}_{i:03d}.fits"
+                with open(path, "wb") as fh:
+                    for k in range(0, len(data), chunk):
+                        fh.write(data[k:k + chunk])
+                    fh.flush()
+                t0 = time.perf_counter()
+                done = []
+                while not done:
+                    done = [p for p in watcher.process_pending() if p.path.name == path.name]
+                    if not done:
+                        time.sleep(0.1)
+                lat.append(time.perf_counter() - t0)
+                t1 = time.perf_counter()
+                fr = frames.load(path)
+                t2 = time.perf_counter()
+                stars.measure(fr, plate_scale_arcsec_px=sim.DEFAULT_RIG.plate_scale_arcsec_px)
+                t3 = time.perf_counter()
+                load_s.append(t2 - t1)
+                measure_s.append(t3 - t2)
+        finally:
+            watcher.stop()
+            journal.close()
+    return {"sensor": name, "size_px": f"{w_px}x{h_px}", "mb": round(len(data) / 1e6, 1),
+            "render_s": round(render_s, 2), "latency_s_median": round(statistics.median(lat), 3),
+            "latency_s_max": round(max(lat), 3), "load_s": round(statistics.median(load_s), 3),
+            "measure_s": round(statistics.median(measure_s), 3)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sensors", nargs="+", default=list(SENSORS), choices=list(SENSORS))
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    for s in args.sensors:
+        r = bench(s, args.repeat)
+        print(f"{r['sensor']} {r['size_px']} ({r['mb']} MB): complete -> decision median {r['latency_s_median']} s, "
+              f"max {r['latency_s_max']} s (load {r['load_s']} s, measure {r['measure_s']} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

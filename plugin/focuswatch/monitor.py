@@ -1,0 +1,1092 @@
+"""The refocus policy: when to ask for an autofocus, and why. Pure: no files, no clock.
+
+Every light frame becomes a :class:`FrameRecord`; :func:`decide` turns the frames since the
+last autofocus (``history``), the :class:`PolicyState` and the frame's time (``now``) into a
+:class:`Decision` — ``ok``, ``refocus`` or ``skip`` — with its reasons and figures.
+:class:`Monitor` is the small stateful wrapper the watcher, ``replay`` and the demo share.
+
+Rules (each one pure function below; a refocus lists every rule that fired)
+
+==============  =====================================================================  ==============================  ==========================
+rule            fires when                                                             settings (default)              switched off by
+==============  =====================================================================  ==============================  ==========================
+drift           the robust HFR trend (Theil-Sen over ``trend_window_min``), predicted  defocus_limit_cfz (0.4),        defocus_limit_cfz = 0
+                one frame ahead, exceeds the defocus limit even at its lower bound     confidence_z (2.0),
+                (prediction - z * standard error from the frame-to-frame scatter)      trend_window_min (60),
+                                                                                       min_trend_frames (5)
+consecutive     ``consecutive_frames`` accepted frames in a row each past the limit    consecutive_frames (3)          consecutive_frames = 0
+                *and* above the baseline by more than z x jitter (long exposures)
+temperature     focuser temperature moved ``temperature_delta_c`` since the autofocus  temperature_delta_c (1.0 °C)    temperature_delta_c = 0
+time            ``max_interval_min`` minutes since the autofocus                       max_interval_min (90)           max_interval_min = 0
+filter_change   the filter differs from the one the autofocus was made with            refocus_on_filter_change (on)   false, or parfocal_filters
+hfr_increase    NINA's rule for comparison: LSQ line over the last 10 frames ends      hfr_increase_pct (0 = off)      hfr_increase_pct = 0
+                ``hfr_increase_pct`` % above the lowest HFR since the autofocus
+==============  =====================================================================  ==============================  ==========================
+
+The defocus limit is ``defocus_limit_cfz`` x the critical focus zone (total width,
+``optics.cfz_um`` at the filter's wavelength); 0.5 is the edge of the zone, the default 0.4
+asks for a refocus before the stars leave it. HFR growth becomes defocus with the quadrature
+model (``optics.defocus_um_from_hfr``) against the per-filter baseline (median of the first
+``baseline_frames`` accepted frames after each autofocus), scaled by ``airmass**0.6`` when
+``airmass_correction`` is on (seeing grows with airmass; focus does not). Without a focal
+ratio or pixel size the limit falls back to ``fallback_hfr_increase_pct`` % HFR growth.
+
+Vetoes (written once, applied to every rule)
+
+=====================  ======  ==========================================================================
+veto                   effect  when
+=====================  ======  ==========================================================================
+not_light              skip    IMAGETYP is FLAT, DARK, BIAS... (frame ignored entirely)
+too_few_stars          skip    fewer than ``min_stars`` stars (or no HFR)
+clouds                 skip    star count < ``cloud_star_fraction`` x baseline, or star flux per second
+                               < ``cloud_flux_fraction`` x baseline
+trailing               skip    eccentricity >= ``max_eccentricity`` and ``eccentricity_rise`` above baseline
+diagnosis              skip    the single-frame diagnosis says trailing / wind / clouds / dew
+baseline               hold    image rules wait until the filter's baseline is complete
+optical_defect         hold    image rules do not refocus a tilt / curvature / coma / collimation frame
+seeing                 hold    image rules: stars grew but kept their peaked profile (HFD/FWHM not
+                               0.02 below the baseline) and the trend is not significant, or the growth
+                               is large (>= 15 %) without flattening (seeing, not focus); ``seeing_veto``
+cooldown               hold    a refocus was asked for; wait for the autofocus or ``cooldown_frames``
+autofocus_in_progress  hold    an autofocus is running
+=====================  ======  ==========================================================================
+
+"skip" sets the frame aside (not counted in the baseline or trend); "hold" keeps the frame
+(decision ``ok``) but holds the refocus back, saying which rule was held. Adding a rule is one
+function, one row in :data:`RULES` and in the table above, and one table-driven test.
+
+>>> m = Monitor(PolicyConfig(), Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=3.76))
+>>> d = m.observe(FrameRecord(file="a.fits", time_s=0.0, n_stars=80, hfr_px=2.0, temp_c=10.0))
+>>> d.decision, d.reasons[0]
+('ok', 'building the in-focus baseline for filter - (1/3 frames)')
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from focuswatch import optics
+from focuswatch.errors import ConfigError
+from focuswatch.optics import Rig
+
+DECISIONS = ("ok", "refocus", "skip")
+
+#: Diagnosis labels (from :mod:`focuswatch.diagnose`) that set a frame aside: the stars are not
+#: telling us about focus.
+TRANSIENT_LABELS = frozenset({"trailing", "wind", "guiding", "vibration", "clouds", "cloud", "dew"})
+#: Diagnosis labels of stable optical defects: a refocus would not help, warn instead.
+OPTICAL_LABELS = frozenset({"tilt", "curvature", "backfocus", "field_curvature", "coma", "collimation",
+                            "astigmatism"})
+
+#: Seeing FWHM grows as airmass**0.6 (Kolmogorov turbulence).
+AIRMASS_EXPONENT = 0.6
+
+
+# =========================================================================== configuration
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Every threshold of the policy (the ``[policy]`` table); 0 / false switches a rule off.
+
+    Units are in the names. Parse a TOML table with
+    ``config.section_to_dataclass(PolicyConfig, cfg.policy, "policy")``.
+    """
+
+    temperature_delta_c: float = 1.0
+    max_interval_min: float = 90.0
+    refocus_on_filter_change: bool = True
+    parfocal_filters: bool = False
+    defocus_limit_cfz: float = 0.4
+    confidence_z: float = 2.0
+    trend_window_min: float = 60.0
+    min_trend_frames: int = 5
+    lookahead_frames: float = 1.0
+    consecutive_frames: int = 3
+    baseline_frames: int = 3
+    jitter_floor_pct: float = 2.0
+    fallback_hfr_increase_pct: float = 10.0
+    hfr_increase_pct: float = 0.0
+    min_stars: int = 8
+    cloud_star_fraction: float = 0.5
+    cloud_flux_fraction: float = 0.5
+    max_eccentricity: float = 0.6
+    eccentricity_rise: float = 0.15
+    seeing_veto: bool = True
+    cooldown_frames: int = 5
+    focuser_jump_steps: int = 10
+    airmass_correction: bool = True
+
+    def __post_init__(self) -> None:
+        nonneg = ("temperature_delta_c", "max_interval_min", "defocus_limit_cfz", "trend_window_min",
+                  "lookahead_frames", "jitter_floor_pct", "fallback_hfr_increase_pct", "hfr_increase_pct",
+                  "eccentricity_rise", "consecutive_frames", "cooldown_frames", "focuser_jump_steps",
+                  "min_stars")
+        for name in nonneg:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be 0 or more")
+        if self.confidence_z <= 0:
+            raise ConfigError(f"[policy] confidence_z = {self.confidence_z!r}: must be above 0 (2 = 97.7 %)")
+        if self.defocus_limit_cfz > 5:
+            raise ConfigError(f"[policy] defocus_limit_cfz = {self.defocus_limit_cfz!r}: a fraction of the "
+                              "critical focus zone, 0.5 is its edge; 5 zones is beyond any sane limit")
+        if self.min_trend_frames < 3:
+            raise ConfigError(f"[policy] min_trend_frames = {self.min_trend_frames!r}: a trend needs 3 frames or more")
+        if self.baseline_frames < 1:
+            raise ConfigError(f"[policy] baseline_frames = {self.baseline_frames!r}: must be 1 or more")
+        for name in ("cloud_star_fraction", "cloud_flux_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be from 0 up to (not) 1")
+        if not 0 < self.max_eccentricity <= 1:
+            raise ConfigError(f"[policy] max_eccentricity = {self.max_eccentricity!r}: must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PolicyConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# =========================================================================== inputs
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One measured frame as the policy sees it (from ``FrameStats`` plus the header).
+
+    ``time_s`` is the capture time (DATE-OBS, seconds since the epoch, UTC); ``temp_c`` the
+    focuser temperature (else ambient); ``star_flux_adu`` the median star flux and
+    ``background_adu`` the sky level, both over the whole exposure. ``diagnosis`` is the
+    label of the single-frame diagnosis when one was made, ``diagnosis_advice`` its advice.
+    """
+
+    file: str
+    time_s: float
+    n_stars: int = 0
+    hfr_px: float | None = None
+    fwhm_px: float | None = None
+    eccentricity: float | None = None
+    profile_ratio: float | None = None
+    star_flux_adu: float | None = None
+    background_adu: float | None = None
+    exposure_s: float | None = None
+    filter_name: str | None = None
+    temp_c: float | None = None
+    focuser_pos: int | None = None
+    airmass: float | None = None
+    is_light: bool = True
+    diagnosis: str | None = None
+    diagnosis_advice: str | None = None
+
+    @property
+    def flux_per_s(self) -> float | None:
+        if self.star_flux_adu is None:
+            return None
+        return self.star_flux_adu / self.exposure_s if self.exposure_s else self.star_flux_adu
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FrameRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def record_from_stats(stats: Any, *, file: str, time_s: float, diagnosis: str | None = None,
+                      diagnosis_advice: str | None = None) -> FrameRecord:
+    """Build a :class:`FrameRecord` from a ``stars.FrameStats`` (its ``meta`` gives the header)."""
+    meta = stats.meta
+    return FrameRecord(
+        file=file, time_s=float(time_s), n_stars=int(stats.n_stars or 0), hfr_px=stats.hfr_px,
+        fwhm_px=stats.fwhm_px, eccentricity=stats.eccentricity, profile_ratio=stats.profile_ratio,
+        star_flux_adu=stats.star_flux_adu, background_adu=stats.background_adu,
+        exposure_s=meta.exposure_s, filter_name=meta.filter_name, temp_c=meta.temperature_c,
+        focuser_pos=meta.focuser_pos, airmass=meta.airmass, is_light=meta.is_light,
+        diagnosis=diagnosis, diagnosis_advice=diagnosis_advice)
+
+
+@dataclass(frozen=True)
+class AutofocusMark:
+    """An autofocus the policy was told about (NINA report, ``autofocus-done``, focuser jump).
+
+    ``time_s`` in seconds since the epoch; ``temp_c``/``filter_name``/``position`` when known.
+    """
+
+    time_s: float
+    source: str = "autofocus-done"
+    filter_name: str | None = None
+    temp_c: float | None = None
+    position: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AutofocusMark":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# =========================================================================== state
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers between frames (besides the frames themselves).
+
+    ``af_time_s``/``af_temp_c``/``af_filter`` describe the current focus: they come from the
+    autofocus event when it says so, else from the first light frame after it (the frames'
+    own clock, DATE-OBS, so a capture PC with a wrong clock does not matter).
+    ``waiting_since_s`` is set by a refocus decision and cleared by an autofocus.
+    """
+
+    af_source: str | None = None
+    af_time_s: float | None = None
+    af_temp_c: float | None = None
+    af_filter: str | None = None
+    n_frames_since_af: int = 0
+    waiting_since_s: float | None = None
+    n_frames_waiting: int = 0
+    af_in_progress: bool = False
+    last_focuser_pos: int | None = None
+    n_refocus: int = 0
+    n_autofocus: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PolicyState":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def on_autofocus(state: PolicyState, mark: AutofocusMark) -> PolicyState:
+    """The state after an autofocus: focus facts restart, any waiting refocus is answered."""
+    return replace(state, af_source=mark.source, af_time_s=None, af_temp_c=mark.temp_c,
+                   af_filter=mark.filter_name, n_frames_since_af=0, waiting_since_s=None,
+                   n_frames_waiting=0, af_in_progress=False,
+                   last_focuser_pos=mark.position if mark.position is not None else state.last_focuser_pos,
+                   n_autofocus=state.n_autofocus + 1)
+
+
+def focuser_jumped(state: PolicyState, frame: FrameRecord, config: PolicyConfig) -> bool:
+    """True when the header's focuser position moved by ``focuser_jump_steps`` or more.
+
+    That only happens when something refocused (an autofocus the watcher was not told about);
+    small moves from temperature compensation stay under the threshold.
+    """
+    if not config.focuser_jump_steps or not frame.is_light:
+        return False
+    if frame.focuser_pos is None or state.last_focuser_pos is None:
+        return False
+    return abs(frame.focuser_pos - state.last_focuser_pos) >= config.focuser_jump_steps
+
+
+def advance(state: PolicyState, frame: FrameRecord, decision: "Decision") -> PolicyState:
+    """The state after ``frame`` was decided (pure; also used to restore from the journal)."""
+    if not frame.is_light:
+        return state
+    changes: dict[str, Any] = {"n_frames_since_af": state.n_frames_since_af + 1}
+    if frame.focuser_pos is not None:
+        changes["last_focuser_pos"] = frame.focuser_pos
+    if decision.decision != "skip" or state.af_time_s is None:
+        if state.af_time_s is None:
+            changes["af_time_s"] = frame.time_s
+            if state.af_source is None:
+                changes["af_source"] = "start"
+        if state.af_temp_c is None and frame.temp_c is not None:
+            changes["af_temp_c"] = frame.temp_c
+        if state.af_filter is None and frame.filter_name:
+            changes["af_filter"] = frame.filter_name
+    if state.waiting_since_s is not None:
+        changes["n_frames_waiting"] = state.n_frames_waiting + 1
+    if decision.decision == "refocus":
+        changes["waiting_since_s"] = frame.time_s
+        changes["n_frames_waiting"] = 0
+        changes["n_refocus"] = state.n_refocus + 1
+    return replace(state, **changes)
+
+
+# =========================================================================== outputs
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's verdict on one frame; the fields are the ``--json`` keys of ``replay``/``watch``.
+
+    ``decision`` is ``ok``, ``refocus`` or ``skip``; ``reasons`` are sentences for people;
+    ``rules`` names the rules that fired (refocus) or the veto (skip); ``held`` the rules that
+    would have fired but were held back by a veto. Figures: sizes in px, defocus in um and as
+    a fraction of the critical focus zone (``defocus_cfz``), ``trend_pct_per_h`` the HFR trend
+    in % of the baseline per hour, ``jitter_pct`` the frame-to-frame scatter (% of baseline),
+    ``temp_delta_c`` the focuser temperature change since the autofocus.
+    """
+
+    file: str
+    decision: str
+    reasons: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    time_s: float | None = None
+    filter_name: str | None = None
+    n_stars: int | None = None
+    hfr_px: float | None = None
+    baseline_hfr_px: float | None = None
+    expected_hfr_px: float | None = None
+    defocus_um: float | None = None
+    defocus_cfz: float | None = None
+    cfz_um: float | None = None
+    limit_um: float | None = None
+    predicted_defocus_um: float | None = None
+    predicted_defocus_low_um: float | None = None
+    trend_pct_per_h: float | None = None
+    trend_z: float | None = None
+    jitter_pct: float | None = None
+    profile_ratio: float | None = None
+    baseline_profile_ratio: float | None = None
+    temp_c: float | None = None
+    temp_delta_c: float | None = None
+    minutes_since_af: float | None = None
+    n_frames_since_af: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, not {self.decision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("reasons", "rules", "held", "warnings"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Decision":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("reasons", "rules", "held", "warnings"):
+            kw[k] = tuple(kw.get(k) or ())
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The in-focus reference of one filter: medians over the first frames after an autofocus.
+
+    ``jitter_pct`` is the scatter of their HFR in % (``None`` with fewer than 3 frames).
+    """
+
+    filter_name: str | None
+    n_frames: int
+    complete: bool
+    hfr_px: float
+    fwhm_px: float | None
+    profile_ratio: float | None
+    n_stars: float
+    flux_per_s: float | None
+    eccentricity: float | None
+    airmass: float | None
+    jitter_pct: float | None
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A robust straight line through the HFR ratios (HFR / expected in-focus HFR) vs time.
+
+    ``slope_per_min`` in ratio per minute; ``predicted``/``predicted_low`` at ``lookahead_min``
+    after the newest frame; ``sigma`` the robust scatter of the ratios around the line.
+    """
+
+    n_frames: int
+    slope_per_min: float
+    slope_z: float
+    predicted: float
+    predicted_low: float
+    sigma: float
+    lookahead_min: float
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    v = [float(x) for x in values if x is not None and math.isfinite(x)]
+    return float(np.median(v)) if v else None
+
+
+def baseline_for(history: Sequence[FrameRecord], filter_name: str | None,
+                 config: PolicyConfig) -> Baseline | None:
+    """The baseline of ``filter_name`` from the accepted frames since the autofocus (``None`` if none)."""
+    frames = [f for f in history if f.filter_name == filter_name and f.hfr_px]
+    frames = frames[:config.baseline_frames]
+    if not frames:
+        return None
+    hfr = _median([f.hfr_px for f in frames])
+    assert hfr is not None
+    jitter = None
+    if len(frames) >= 3:
+        jitter = 100.0 * float(np.std([f.hfr_px for f in frames], ddof=1)) / hfr
+    return Baseline(filter_name, len(frames), len(frames) >= config.baseline_frames, hfr,
+                    _median([f.fwhm_px for f in frames]), _median([f.profile_ratio for f in frames]),
+                    float(np.median([f.n_stars for f in frames])), _median([f.flux_per_s for f in frames]),
+                    _median([f.eccentricity for f in frames]), _median([f.airmass for f in frames]), jitter)
+
+
+def expected_hfr_px(base: Baseline, frame: FrameRecord, config: PolicyConfig) -> float:
+    """In-focus HFR expected for ``frame``: the baseline, scaled by airmass**0.6 when known."""
+    if config.airmass_correction and base.airmass and frame.airmass and base.airmass > 0:
+        return base.hfr_px * (frame.airmass / base.airmass) ** AIRMASS_EXPONENT
+    return base.hfr_px
+
+
+# =========================================================================== context
+
+@dataclass(frozen=True)
+class Context:
+    """Everything the rules and vetoes look at for one frame, computed once by :func:`decide`."""
+
+    frame: FrameRecord
+    history: tuple[FrameRecord, ...]
+    state: PolicyState
+    now_s: float
+    prior_baseline: Baseline | None
+    baseline: Baseline | None
+    expected_hfr_px: float | None
+    ratio: float | None
+    defocus_um: float | None
+    cfz_um: float | None
+    limit_um: float | None
+    limit_ratio: float | None
+    jitter: float
+    trend: Trend | None
+    minutes_since_af: float | None
+    temp_delta_c: float | None
+    rig: Rig
+
+
+def _optics(rig: Rig) -> tuple[float, float] | None:
+    n, pix = rig.f_ratio, rig.effective_pixel_um
+    return (n, pix) if n and pix else None
+
+
+def _ratio_of(f: FrameRecord, history: Sequence[FrameRecord], config: PolicyConfig,
+              cache: dict[str | None, Baseline | None]) -> float | None:
+    if f.filter_name not in cache:
+        cache[f.filter_name] = baseline_for(history, f.filter_name, config)
+    b = cache[f.filter_name]
+    if b is None or not f.hfr_px:
+        return None
+    return f.hfr_px / expected_hfr_px(b, f, config)
+
+
+def fit_trend(times_min: Sequence[float], ratios: Sequence[float], *, lookahead_min: float,
+              z: float, sigma_floor: float) -> Trend:
+    """Theil-Sen line through ``ratios`` against ``times_min`` (0 = the newest frame).
+
+    Theil-Sen (the median of pairwise slopes) shrugs off a bad frame or two; the scatter
+    around the line (1.4826 x MAD, inflated for small samples, never below
+    ``sigma_floor``) gives the standard error of the line at ``lookahead_min`` with the
+    ordinary least-squares formula ``sigma * sqrt(1/n + (t - mean t)^2 / Sxx)``.
+
+    >>> t = fit_trend([-40, -30, -20, -10, 0], [1.0, 1.02, 1.04, 1.06, 1.08], lookahead_min=10, z=2, sigma_floor=0.01)
+    >>> round(t.slope_per_min, 4), round(t.predicted, 3)
+    (0.002, 1.1)
+    """
+    from scipy.stats import theilslopes
+
+    t = np.asarray(times_min, dtype=float)
+    r = np.asarray(ratios, dtype=float)
+    n = len(t)
+    res = theilslopes(r, t)
+    slope, intercept = float(res[0]), float(res[1])
+    resid = r - (intercept + slope * t)
+    mad = float(np.median(np.abs(resid - np.median(resid)))) * 1.4826
+    if n > 2:
+        mad *= math.sqrt(n / (n - 2.0))
+    sigma = max(mad, sigma_floor)
+    sxx = float(np.sum((t - t.mean()) ** 2))
+    pred = intercept + slope * lookahead_min
+    se = sigma * math.sqrt(1.0 / n + ((lookahead_min - t.mean()) ** 2 / sxx if sxx > 0 else 0.0))
+    slope_z = slope / (sigma / math.sqrt(sxx)) if sxx > 0 else 0.0
+    return Trend(n, slope, slope_z, pred, pred - z * se, sigma, lookahead_min)
+
+
+def _limits(frame: FrameRecord, exp_hfr: float | None, config: PolicyConfig,
+            rig: Rig) -> tuple[float | None, float | None, float | None]:
+    """(CFZ um, limit um, limit as an HFR ratio) for ``frame``'s filter and in-focus HFR."""
+    opt = _optics(rig)
+    wl = optics.wavelength_for_filter(frame.filter_name, rig.wavelength_nm)
+    cfz = optics.cfz_um(opt[0], wl) if opt else None
+    limit_um = config.defocus_limit_cfz * cfz if cfz else None
+    limit_ratio = None
+    if exp_hfr:
+        if opt and limit_um is not None:
+            limit_ratio = optics.hfr_px_for_defocus(limit_um, exp_hfr, opt[0], opt[1], rig.obstruction) / exp_hfr
+        else:
+            limit_ratio = 1.0 + config.fallback_hfr_increase_pct / 100.0
+    return cfz, limit_um, limit_ratio
+
+
+def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyConfig, now: float,
+             frame: FrameRecord, rig: Rig) -> Context:
+    hist = tuple(history)
+    with_frame = hist + (frame,)
+    prior = baseline_for(hist, frame.filter_name, config)
+    base = prior if (prior is not None and prior.complete) else baseline_for(with_frame, frame.filter_name, config)
+    exp_hfr = expected_hfr_px(base, frame, config) if base else None
+    ratio = frame.hfr_px / exp_hfr if (exp_hfr and frame.hfr_px) else None
+    opt = _optics(rig)
+    cfz, limit_um, limit_ratio = _limits(frame, exp_hfr, config, rig)
+    defocus = None
+    if opt and exp_hfr and frame.hfr_px:
+        defocus = optics.defocus_um_from_hfr(frame.hfr_px, exp_hfr, opt[0], opt[1], rig.obstruction)
+    floor = config.jitter_floor_pct / 100.0
+    jitter = max(floor, (base.jitter_pct or 0.0) / 100.0) if base else floor
+    trend = None
+    if base is not None and base.complete:
+        cache: dict[str | None, Baseline | None] = {}
+        window = [f for f in with_frame
+                  if config.trend_window_min <= 0 or f.time_s >= now - config.trend_window_min * 60.0]
+        pts = [(f.time_s, _ratio_of(f, with_frame, config, cache)) for f in window]
+        pts = [(t, r) for t, r in pts if r is not None]
+        if len(pts) >= config.min_trend_frames:
+            ts = np.array([(t - now) / 60.0 for t, _ in pts])
+            steps = np.diff(np.sort(ts))
+            cadence = float(np.median(steps)) if len(steps) else 0.0
+            trend = fit_trend(ts, [r for _, r in pts], lookahead_min=config.lookahead_frames * cadence,
+                              z=config.confidence_z, sigma_floor=floor)
+            if trend.sigma > jitter:
+                jitter = trend.sigma
+    minutes = (now - state.af_time_s) / 60.0 if state.af_time_s is not None else 0.0
+    tdelta = None
+    if frame.temp_c is not None:
+        ref = state.af_temp_c if state.af_temp_c is not None else frame.temp_c
+        tdelta = frame.temp_c - ref
+    return Context(frame, hist, state, now, prior, base, exp_hfr, ratio, defocus, cfz, limit_um, limit_ratio,
+                   jitter, trend, minutes, tdelta, rig)
+
+
+def _ratio_to_defocus(ctx: Context, ratio: float) -> float | None:
+    opt = _optics(ctx.rig)
+    if not opt or not ctx.expected_hfr_px:
+        return None
+    return optics.defocus_um_from_hfr(ratio * ctx.expected_hfr_px, ctx.expected_hfr_px, opt[0], opt[1],
+                                      ctx.rig.obstruction)
+
+
+def _limit_text(ctx: Context, config: PolicyConfig) -> str:
+    if ctx.limit_um is not None:
+        return f"limit {config.defocus_limit_cfz:.2f} CFZ = {ctx.limit_um:.0f} µm"
+    return f"limit +{config.fallback_hfr_increase_pct:g} % HFR (no focal ratio/pixel size: defocus unknown)"
+
+
+# =========================================================================== rules
+
+@dataclass(frozen=True)
+class Fired:
+    """A rule that fired: its name and a sentence with the figures."""
+
+    rule: str
+    reason: str
+
+
+def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
+    """Slow, sustained growth: the trend's lower bound one frame ahead is past the limit."""
+    if config.defocus_limit_cfz <= 0 or ctx.trend is None or ctx.limit_ratio is None:
+        return None
+    tr = ctx.trend
+    if tr.predicted_low < ctx.limit_ratio:
+        return None
+    pred_um = _ratio_to_defocus(ctx, tr.predicted)
+    what = (f"predicted defocus {pred_um:.0f} µm" if pred_um is not None
+            else f"predicted HFR +{100 * (tr.predicted - 1):.0f} %")
+    return Fired("drift", f"focus drift: {what} in {tr.lookahead_min:.0f} min (trend "
+                          f"{100 * 60 * tr.slope_per_min:+.1f} %/h over {tr.n_frames} frames, "
+                          f"{config.confidence_z:g} σ lower bound +{100 * (tr.predicted_low - 1):.1f} % HFR) "
+                          f"is past the {_limit_text(ctx, config)}")
+
+
+def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
+    """Few-frame mode: the last N accepted frames are each clearly past the limit."""
+    n = config.consecutive_frames
+    if n <= 0 or config.defocus_limit_cfz <= 0 or ctx.baseline is None or not ctx.baseline.complete:
+        return None
+    frames = list(ctx.history) + [ctx.frame]
+    n_base = sum(1 for f in frames if f.filter_name == ctx.frame.filter_name)
+    if len(frames) < n or n_base <= config.baseline_frames:
+        return None
+    cache: dict[str | None, Baseline | None] = {}
+    clear = 1.0 + config.confidence_z * ctx.jitter
+    for f in frames[-n:]:
+        r = _ratio_of(f, frames, config, cache)
+        b = cache.get(f.filter_name)
+        if r is None or b is None or not b.complete:
+            return None
+        limit_ratio = _limits(f, expected_hfr_px(b, f, config), config, ctx.rig)[2]
+        if limit_ratio is None or r < max(limit_ratio, clear):
+            return None
+    return Fired("consecutive", f"{n} frames in a row past the {_limit_text(ctx, config)} and "
+                                f"{config.confidence_z:g}× the {100 * ctx.jitter:.1f} % jitter above the baseline "
+                                f"(now HFR +{100 * ((ctx.ratio or 1) - 1):.0f} %)")
+
+
+def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
+    """The focuser temperature moved by ``temperature_delta_c`` since the autofocus."""
+    if config.temperature_delta_c <= 0 or ctx.temp_delta_c is None:
+        return None
+    if abs(ctx.temp_delta_c) + 1e-9 < config.temperature_delta_c:
+        return None
+    return Fired("temperature", f"temperature changed {ctx.temp_delta_c:+.1f} °C since the autofocus "
+                                f"(limit {config.temperature_delta_c:g} °C)")
+
+
+def rule_time(ctx: Context, config: PolicyConfig) -> Fired | None:
+    """``max_interval_min`` minutes passed since the autofocus."""
+    if config.max_interval_min <= 0 or ctx.minutes_since_af is None:
+        return None
+    if ctx.minutes_since_af < config.max_interval_min:
+        return None
+    return Fired("time", f"{ctx.minutes_since_af:.0f} min since the autofocus (limit {config.max_interval_min:g} min)")
+
+
+def rule_filter_change(ctx: Context, config: PolicyConfig) -> Fired | None:
+    """The filter is not the one the autofocus was made with (filters not parfocal)."""
+    if not config.refocus_on_filter_change or config.parfocal_filters:
+        return None
+    af, cur = ctx.state.af_filter, ctx.frame.filter_name
+    if af is None or cur is None or af == cur:
+        return None
+    return Fired("filter_change", f"filter changed from {af} to {cur} since the autofocus "
+                                  "(set parfocal_filters = true if your filters share a focus)")
+
+
+def rule_hfr_increase(ctx: Context, config: PolicyConfig) -> Fired | None:
+    """NINA's HFR-increase trigger, for comparison: LSQ over 10 frames vs the lowest HFR."""
+    if config.hfr_increase_pct <= 0:
+        return None
+    same = [f.hfr_px for f in list(ctx.history) + [ctx.frame] if f.filter_name == ctx.frame.filter_name and f.hfr_px]
+    if len(same) < 3:
+        return None
+    last = np.asarray(same[-10:], dtype=float)
+    x = np.arange(len(last), dtype=float)
+    a, b = np.polyfit(x, last, 1)
+    now_hfr = a * x[-1] + b
+    lowest = min(same)
+    pct = 100.0 * (now_hfr / lowest - 1.0)
+    if pct < config.hfr_increase_pct:
+        return None
+    return Fired("hfr_increase", f"HFR trend {now_hfr:.2f} px is {pct:.0f} % above the lowest {lowest:.2f} px "
+                                 f"since the autofocus (limit {config.hfr_increase_pct:g} %)")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the rule table: ``kind`` is ``image`` (reads the stars) or ``schedule``."""
+
+    name: str
+    kind: str
+    func: Callable[[Context, PolicyConfig], Fired | None]
+    fires_when: str
+    settings: tuple[str, ...]
+    off_when: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("drift", "image", rule_drift,
+         "robust HFR trend one frame ahead, at its lower bound, is past the defocus limit",
+         ("defocus_limit_cfz", "confidence_z", "trend_window_min", "min_trend_frames", "lookahead_frames"),
+         "defocus_limit_cfz = 0"),
+    Rule("consecutive", "image", rule_consecutive,
+         "N accepted frames in a row each clearly past the limit (long exposures)",
+         ("consecutive_frames", "defocus_limit_cfz", "confidence_z"), "consecutive_frames = 0"),
+    Rule("temperature", "schedule", rule_temperature,
+         "focuser temperature changed by the limit since the autofocus", ("temperature_delta_c",),
+         "temperature_delta_c = 0"),
+    Rule("time", "schedule", rule_time, "minutes since the autofocus reach the limit", ("max_interval_min",),
+         "max_interval_min = 0"),
+    Rule("filter_change", "schedule", rule_filter_change,
+         "filter differs from the one focused with", ("refocus_on_filter_change", "parfocal_filters"),
+         "refocus_on_filter_change = false or parfocal_filters = true"),
+    Rule("hfr_increase", "image", rule_hfr_increase,
+         "NINA's rule: LSQ over the last 10 frames vs the lowest HFR since the autofocus", ("hfr_increase_pct",),
+         "hfr_increase_pct = 0 (default)"),
+)
+
+
+# =========================================================================== vetoes
+
+@dataclass(frozen=True)
+class Veto:
+    """One shared veto: ``effect`` is ``skip`` (frame set aside) or ``hold`` (refocus held back);
+    ``scope`` is ``all`` rules or only ``image`` rules."""
+
+    name: str
+    effect: str
+    scope: str
+    func: Callable[[Context, PolicyConfig], str | None]
+    when: str
+
+
+def veto_not_light(ctx: Context, config: PolicyConfig) -> str | None:
+    if ctx.frame.is_light:
+        return None
+    return "not a light frame (calibration frames are ignored)"
+
+
+def veto_too_few_stars(ctx: Context, config: PolicyConfig) -> str | None:
+    if ctx.frame.hfr_px is None or not math.isfinite(ctx.frame.hfr_px):
+        return f"no star size measured ({ctx.frame.n_stars} stars)"
+    if ctx.frame.n_stars < config.min_stars:
+        return f"too few stars ({ctx.frame.n_stars} < {config.min_stars})"
+    return None
+
+
+def veto_clouds(ctx: Context, config: PolicyConfig) -> str | None:
+    b = ctx.prior_baseline
+    if b is None:
+        return None
+    f = ctx.frame
+    if config.cloud_star_fraction > 0 and f.n_stars < config.cloud_star_fraction * b.n_stars:
+        return (f"clouds? {f.n_stars} stars against {b.n_stars:.0f} in the baseline "
+                f"(< {100 * config.cloud_star_fraction:.0f} %)")
+    if config.cloud_flux_fraction > 0 and b.flux_per_s and f.flux_per_s is not None \
+            and f.flux_per_s < config.cloud_flux_fraction * b.flux_per_s:
+        return (f"clouds? star flux {100 * f.flux_per_s / b.flux_per_s:.0f} % of the baseline "
+                f"(< {100 * config.cloud_flux_fraction:.0f} %)")
+    return None
+
+
+def veto_trailing(ctx: Context, config: PolicyConfig) -> str | None:
+    e = ctx.frame.eccentricity
+    if e is None or e < config.max_eccentricity:
+        return None
+    base_e = ctx.prior_baseline.eccentricity if ctx.prior_baseline else None
+    if base_e is not None and e < base_e + config.eccentricity_rise:
+        return None
+    return f"elongated stars (eccentricity {e:.2f}): trailing, wind or guiding, not focus"
+
+
+def veto_diagnosis(ctx: Context, config: PolicyConfig) -> str | None:
+    label = (ctx.frame.diagnosis or "").lower()
+    if label in TRANSIENT_LABELS:
+        advice = f" — {ctx.frame.diagnosis_advice}" if ctx.frame.diagnosis_advice else ""
+        return f"diagnosis: {label}, not focus{advice}"
+    return None
+
+
+def veto_baseline(ctx: Context, config: PolicyConfig) -> str | None:
+    b = ctx.baseline
+    if b is not None and b.complete:
+        return None
+    have = b.n_frames if b else 0
+    return (f"building the in-focus baseline for filter {ctx.frame.filter_name or '-'} "
+            f"({have}/{config.baseline_frames} frames)")
+
+
+def veto_optical_defect(ctx: Context, config: PolicyConfig) -> str | None:
+    label = (ctx.frame.diagnosis or "").lower()
+    if label in OPTICAL_LABELS:
+        advice = f" — {ctx.frame.diagnosis_advice}" if ctx.frame.diagnosis_advice else ""
+        return f"diagnosis: {label} (an optical defect a refocus does not fix){advice}"
+    return None
+
+
+def veto_seeing(ctx: Context, config: PolicyConfig) -> str | None:
+    """Stars grew but kept their peaked profile: seeing got worse, not focus.
+
+    Defocus flattens the profile (HFD/FWHM falls: 0.03-0.08 by the zone's edge on the
+    simulator), seeing only scales it. The profile alone is weak evidence for a small growth,
+    so it holds a refocus only when the HFR shows no significant trend, or when the growth is
+    large (>= 15 %) and the profile has not flattened by a tenth of it.
+    """
+    if not config.seeing_veto or ctx.baseline is None or ctx.baseline.profile_ratio is None:
+        return None
+    recent = [f for f in (list(ctx.history) + [ctx.frame])[-5:] if f.filter_name == ctx.frame.filter_name]
+    prof = _median([f.profile_ratio for f in recent])
+    if prof is None:
+        return None
+    drop = ctx.baseline.profile_ratio - prof
+    if drop >= 0.02:
+        return None
+    growth = (_median([f.hfr_px for f in recent]) or ctx.baseline.hfr_px) / ctx.baseline.hfr_px - 1.0
+    tr = ctx.trend
+    no_trend = tr is None or tr.slope_z < config.confidence_z
+    if not (no_trend or (growth >= 0.15 and drop < 0.1 * growth)):
+        return None
+    return (f"stars grew {100 * growth:+.0f} % but kept their peaked profile (HFD/FWHM {prof:.2f} vs "
+            f"{ctx.baseline.profile_ratio:.2f} in focus): seeing, not focus")
+
+
+def veto_cooldown(ctx: Context, config: PolicyConfig) -> str | None:
+    st = ctx.state
+    if st.waiting_since_s is None:
+        return None
+    if config.cooldown_frames and st.n_frames_waiting + 1 > config.cooldown_frames:
+        return None
+    return (f"a refocus was asked for {(ctx.now_s - st.waiting_since_s) / 60.0:.0f} min ago; waiting for the "
+            f"autofocus ({st.n_frames_waiting + 1}/{config.cooldown_frames} frames)")
+
+
+def veto_af_in_progress(ctx: Context, config: PolicyConfig) -> str | None:
+    return "an autofocus is running" if ctx.state.af_in_progress else None
+
+
+VETOES: tuple[Veto, ...] = (
+    Veto("not_light", "skip", "all", veto_not_light, "IMAGETYP is FLAT, DARK, BIAS..."),
+    Veto("too_few_stars", "skip", "all", veto_too_few_stars, "fewer than min_stars stars, or no HFR"),
+    Veto("diagnosis", "skip", "all", veto_diagnosis, "diagnosis says trailing / wind / clouds / dew"),
+    Veto("clouds", "skip", "all", veto_clouds, "star count or flux per second far below the baseline"),
+    Veto("trailing", "skip", "all", veto_trailing, "eccentricity >= max_eccentricity and rose above the baseline"),
+    Veto("autofocus_in_progress", "hold", "all", veto_af_in_progress, "an autofocus is running"),
+    Veto("cooldown", "hold", "all", veto_cooldown, "a refocus was asked for: wait for the autofocus or N frames"),
+    Veto("baseline", "hold", "image", veto_baseline, "the filter's baseline is still being built"),
+    Veto("optical_defect", "hold", "image", veto_optical_defect, "diagnosis says tilt / curvature / coma..."),
+    Veto("seeing", "hold", "image", veto_seeing, "peaked profile kept and no significant trend"),
+)
+
+
+# =========================================================================== decide
+
+def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyConfig, now: float, *,
+           frame: FrameRecord, rig: Rig | None = None) -> Decision:
+    """The verdict on ``frame`` given the accepted frames since the autofocus.
+
+    Parameters
+    ----------
+    history
+        Accepted (not skipped) light frames since the last autofocus, oldest first, without
+        ``frame``.
+    state
+        The policy state before this frame.
+    config
+        Thresholds.
+    now
+        The frame's time in seconds since the epoch (its DATE-OBS): every duration is measured
+        on the frames' clock.
+    frame
+        The frame to decide on.
+    rig
+        Optics for the defocus conversion (``None``: HFR-percent fallback).
+    """
+    rig = rig or Rig()
+    ctx = _context(history, state, config, now, frame, rig)
+    figures = _figures(ctx, config)
+    for v in VETOES:
+        if v.effect != "skip":
+            continue
+        why = v.func(ctx, config)
+        if why:
+            return Decision(decision="skip", reasons=(why,), rules=(v.name,), **figures)
+    fired = [(r, r.func(ctx, config)) for r in RULES]
+    fired = [(r, f) for r, f in fired if f is not None]
+    warnings: list[str] = []
+    opt_warn = veto_optical_defect(ctx, config)
+    if opt_warn:
+        warnings.append(opt_warn)
+    holds: list[tuple[Veto, str]] = []
+    for v in VETOES:
+        if v.effect != "hold":
+            continue
+        why = v.func(ctx, config)
+        if why:
+            holds.append((v, why))
+    active: list[Fired] = []
+    held: list[str] = []
+    hold_reasons: list[str] = []
+    for rule, f in fired:
+        blocking = [(v, why) for v, why in holds if v.scope == "all" or v.scope == rule.kind]
+        if blocking:
+            held.append(rule.name)
+            for v, why in blocking:
+                if why not in hold_reasons:
+                    hold_reasons.append(why)
+        else:
+            active.append(f)
+    if active:
+        return Decision(decision="refocus", reasons=tuple(f.reason for f in active),
+                        rules=tuple(f.rule for f in active), held=tuple(held), warnings=tuple(warnings), **figures)
+    reasons: list[str] = []
+    if held:
+        fired_reasons = [f.reason for r, f in fired if r.name in held]
+        reasons += [f"held back: {why}" for why in hold_reasons] + [f"(would refocus: {r})" for r in fired_reasons]
+    else:
+        reasons.append(_ok_summary(ctx, config, holds))
+    return Decision(decision="ok", reasons=tuple(reasons), held=tuple(held), warnings=tuple(warnings), **figures)
+
+
+def _ok_summary(ctx: Context, config: PolicyConfig, holds: list[tuple[Veto, str]]) -> str:
+    for v, why in holds:
+        if v.name == "baseline":
+            return why
+    parts = []
+    if ctx.defocus_um is not None and ctx.cfz_um:
+        parts.append(f"in focus: defocus {ctx.defocus_um:.0f} µm = {ctx.defocus_um / ctx.cfz_um:.2f} CFZ "
+                     f"({_limit_text(ctx, config)})")
+    elif ctx.ratio is not None:
+        parts.append(f"in focus: HFR {100 * (ctx.ratio - 1):+.0f} % vs baseline ({_limit_text(ctx, config)})")
+    else:
+        parts.append("in focus")
+    if ctx.trend is not None:
+        parts.append(f"trend {100 * 60 * ctx.trend.slope_per_min:+.1f} %/h")
+    return "; ".join(parts)
+
+
+def _figures(ctx: Context, config: PolicyConfig) -> dict[str, Any]:
+    f, b, tr = ctx.frame, ctx.baseline, ctx.trend
+    return dict(
+        file=f.file, time_s=f.time_s, filter_name=f.filter_name, n_stars=f.n_stars, hfr_px=f.hfr_px,
+        baseline_hfr_px=b.hfr_px if b else None, expected_hfr_px=ctx.expected_hfr_px,
+        defocus_um=ctx.defocus_um,
+        defocus_cfz=(ctx.defocus_um / ctx.cfz_um) if (ctx.defocus_um is not None and ctx.cfz_um) else None,
+        cfz_um=ctx.cfz_um, limit_um=ctx.limit_um,
+        predicted_defocus_um=_ratio_to_defocus(ctx, tr.predicted) if tr else None,
+        predicted_defocus_low_um=_ratio_to_defocus(ctx, tr.predicted_low) if tr else None,
+        trend_pct_per_h=100.0 * 60.0 * tr.slope_per_min if tr else None,
+        trend_z=tr.slope_z if tr else None,
+        jitter_pct=100.0 * ctx.jitter if b else None,
+        profile_ratio=f.profile_ratio, baseline_profile_ratio=b.profile_ratio if b else None,
+        temp_c=f.temp_c, temp_delta_c=ctx.temp_delta_c, minutes_since_af=ctx.minutes_since_af,
+        n_frames_since_af=ctx.state.n_frames_since_af + (1 if f.is_light else 0),
+    )
+
+
+# =========================================================================== the stateful wrapper
+
+class Monitor:
+    """The policy with its memory: feed it autofocus marks and frames in capture order.
+
+    Still pure (no files, no clock): the watcher, ``replay`` and the demo drive it and record
+    what it says. ``restore`` replays recorded decisions so a restarted watcher continues
+    exactly where it stopped without deciding (or triggering) again.
+    """
+
+    def __init__(self, config: PolicyConfig | None = None, rig: Rig | None = None):
+        self.config = config or PolicyConfig()
+        self.rig = rig or Rig()
+        self.state = PolicyState()
+        self.history: list[FrameRecord] = []
+
+    def autofocus(self, mark: AutofocusMark) -> None:
+        """An autofocus happened: the baseline is taken again from the frames after it.
+
+        A report that arrives just after the focuser jump it caused (at most one frame later)
+        is the same autofocus: its temperature and filter are kept, the baseline is not reset
+        a second time.
+        """
+        st = self.state
+        if st.af_source == "focuser-jump" and st.n_frames_since_af <= 1 and mark.source != "focuser-jump":
+            self.state = replace(st, af_source=mark.source,
+                                 af_temp_c=mark.temp_c if mark.temp_c is not None else st.af_temp_c,
+                                 af_filter=mark.filter_name or st.af_filter)
+            return
+        self.state = on_autofocus(st, mark)
+        self.history = []
+
+    def _pre(self, frame: FrameRecord) -> None:
+        st = self.state
+        if not focuser_jumped(st, frame, self.config):
+            return
+        if st.n_frames_since_af == 0 and st.af_source not in (None, "start", "focuser-jump"):
+            # the autofocus we were told about moved the focuser: the same event, seen twice
+            self.state = replace(st, last_focuser_pos=frame.focuser_pos)
+        else:
+            self.autofocus(AutofocusMark(time_s=frame.time_s, source="focuser-jump",
+                                         filter_name=frame.filter_name, temp_c=None, position=frame.focuser_pos))
+
+    def observe(self, frame: FrameRecord, *, now: float | None = None, rig: Rig | None = None) -> Decision:
+        """Decide on ``frame`` and remember it; ``now`` defaults to the frame's time."""
+        self._pre(frame)
+        d = decide(self.history, self.state, self.config, frame.time_s if now is None else now,
+                   frame=frame, rig=rig or self.rig)
+        self._post(frame, d)
+        return d
+
+    def restore(self, frame: FrameRecord, decision: Decision) -> None:
+        """Take a recorded decision as given (journal replay after a restart)."""
+        self._pre(frame)
+        self._post(frame, decision)
+
+    def _post(self, frame: FrameRecord, d: Decision) -> None:
+        self.state = advance(self.state, frame, d)
+        if d.decision != "skip" and frame.is_light:
+            self.history.append(frame)
+
+    def autofocus_started(self) -> None:
+        """An autofocus is running (a capture program said so): hold refocus requests."""
+        self.state = replace(self.state, af_in_progress=True)
+
+
+# =========================================================================== the rule table
+
+def rules_table(config: PolicyConfig | None = None) -> list[dict[str, Any]]:
+    """Rows for ``focuswatch rules``: every rule and veto with its settings' current values."""
+    config = config or PolicyConfig()
+    rows: list[dict[str, Any]] = []
+    for r in RULES:
+        rows.append({"kind": "rule", "name": r.name, "scope": r.kind, "fires_when": r.fires_when,
+                     "settings": {s: getattr(config, s) for s in r.settings}, "off_when": r.off_when,
+                     "active": r.func is not None and _rule_enabled(r.name, config)})
+    for v in VETOES:
+        rows.append({"kind": "veto", "name": v.name, "scope": v.scope, "effect": v.effect, "fires_when": v.when,
+                     "settings": {}, "off_when": "", "active": True})
+    return rows
+
+
+def _rule_enabled(name: str, config: PolicyConfig) -> bool:
+    return {
+        "drift": config.defocus_limit_cfz > 0,
+        "consecutive": config.consecutive_frames > 0 and config.defocus_limit_cfz > 0,
+        "temperature": config.temperature_delta_c > 0,
+        "time": config.max_interval_min > 0,
+        "filter_change": config.refocus_on_filter_change and not config.parfocal_filters,
+        "hfr_increase": config.hfr_increase_pct > 0,
+    }.get(name, True)
+
+
+# =========================================================================== summaries
+
+@dataclass(frozen=True)
+class Summary:
+    """What happened over a night (or would have, for ``replay``)."""
+
+    n_frames: int
+    n_ok: int
+    n_refocus: int
+    n_skip: int
+    n_autofocus: int
+    refocus_rules: Mapping[str, int]
+    skip_reasons: Mapping[str, int]
+    max_defocus_um: float | None
+    max_defocus_cfz: float | None
+    median_hfr_px: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["refocus_rules"] = dict(self.refocus_rules)
+        d["skip_reasons"] = dict(self.skip_reasons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Summary":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def summarize(decisions: Sequence[Decision], n_autofocus: int = 0) -> Summary:
+    """Count decisions, rules and skip reasons; worst defocus seen on accepted frames."""
+    rules: dict[str, int] = {}
+    skips: dict[str, int] = {}
+    for d in decisions:
+        if d.decision == "refocus":
+            for r in d.rules:
+                rules[r] = rules.get(r, 0) + 1
+        elif d.decision == "skip":
+            for r in d.rules or ("other",):
+                skips[r] = skips.get(r, 0) + 1
+    kept = [d for d in decisions if d.decision != "skip"]
+    dfs = [d.defocus_um for d in kept if d.defocus_um is not None]
+    cfzs = [d.defocus_cfz for d in kept if d.defocus_cfz is not None]
+    return Summary(len(decisions), sum(d.decision == "ok" for d in decisions),
+                   sum(d.decision == "refocus" for d in decisions), sum(d.decision == "skip" for d in decisions),
+                   n_autofocus, rules, skips, max(dfs) if dfs else None, max(cfzs) if cfzs else None,
+                   _median([d.hfr_px for d in kept]))

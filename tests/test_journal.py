@@ -1,0 +1,95 @@
+"""The SQLite journal: real files in tmp_path, restart, corruption, locking."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from focuswatch.errors import JournalError
+from focuswatch.journal import SCHEMA_VERSION, Journal
+from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.optics import Rig
+
+RIG = Rig(aperture_mm=100, focal_length_mm=500, pixel_um=3.76)
+
+
+def _frames(n, t0=1.7e9, hfr=lambda i: 0.8):
+    return [FrameRecord(file=f"/night/f{i}.fits", time_s=t0 + 180 * i, n_stars=100, hfr_px=hfr(i),
+                        star_flux_adu=5e4, exposure_s=120, filter_name="L", temp_c=10 - 0.05 * i)
+            for i in range(n)]
+
+
+def test_frames_decisions_triggers_autofocus_round_trip(tmp_path):
+    path = tmp_path / "state" / "journal.sqlite"
+    m = Monitor(PolicyConfig(), RIG)
+    with Journal(path) as j:
+        for i, rec in enumerate(_frames(5)):
+            d = m.observe(rec)
+            fid, did = j.record_frame(("/night/f%d.fits" % i, 1000 + i, 5), time_s=rec.time_s, status="measured",
+                                      record=rec, stats={"n_stars": 100, "hfr_px": rec.hfr_px}, decision=d)
+            assert fid > 0 and did > 0
+        j.record_frame(("/night/bad.fits", 10, 1), time_s=None, status="error", error="truncated")
+        j.record_trigger({"trigger": "command", "ok": False, "message": "exit 1"}, did)
+        assert j.record_autofocus("autofocus-done:2026", AutofocusMark(time_s=1.7e9 + 1000, temp_c=9.5))
+        assert not j.record_autofocus("autofocus-done:2026", AutofocusMark(time_s=1.7e9 + 1000))
+        assert j.seen(("/night/f3.fits", 1003, 5)) and not j.seen(("/night/f3.fits", 1003, 6))
+    with Journal(path) as j:                                 # reopened: everything is still there
+        c = j.counts()
+        assert c == {"frames_measured": 5, "frames_error": 1, "decisions": 5, "triggers": 1, "autofocus_events": 1}
+        items = j.restore_items()
+        kinds = [k for k, _, _ in items]
+        assert kinds == ["frame"] * 5 + ["af"]
+        assert isinstance(items[0][2], Decision) and items[0][1].file == "/night/f0.fits"
+        assert j.triggers()[0]["message"] == "exit 1"
+        assert [d.file for d in j.decisions()] == [f"/night/f{i}.fits" for i in range(5)]
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_restart_restores_the_policy_state_without_deciding_again(tmp_path):
+    frames = _frames(30, hfr=lambda i: 0.8 if i < 5 else 1.6)
+    cfg = PolicyConfig(temperature_delta_c=0, max_interval_min=0)
+    live = Monitor(cfg, RIG)
+    with Journal(tmp_path / "j.sqlite") as j:
+        for i, rec in enumerate(frames[:12]):
+            j.record_frame((rec.file, 1, i), time_s=rec.time_s, status="measured", record=rec,
+                           decision=live.observe(rec))
+    restored = Monitor(cfg, RIG)
+    with Journal(tmp_path / "j.sqlite") as j:
+        for kind, a, b in j.restore_items():
+            restored.restore(a, b) if kind == "frame" else restored.autofocus(a)
+    assert restored.state == live.state and restored.state.waiting_since_s is not None
+    # the refocus asked for before the restart is not asked again while waiting for the autofocus
+    assert restored.observe(frames[12]).decision == live.observe(frames[12]).decision == "ok"
+
+
+def test_corrupt_journal_is_a_clear_error(tmp_path):
+    bad = tmp_path / "journal.sqlite"
+    bad.write_bytes(b"this is not sqlite at all" * 200)
+    with pytest.raises(JournalError, match="not a focuswatch journal, or it is corrupt"):
+        Journal(bad)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    p = tmp_path / "j.sqlite"
+    Journal(p).close()
+    db = sqlite3.connect(p)
+    db.execute("UPDATE schema_version SET version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="newer focuswatch"):
+        Journal(p)
+
+
+def test_locked_journal_is_a_clear_error(tmp_path):
+    p = tmp_path / "j.sqlite"
+    Journal(p).close()
+    holder = sqlite3.connect(p, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JournalError, match="locked by another program"):
+            j = Journal(p, timeout_s=0.2)
+            j.record_frame(("/x.fits", 1, 1), time_s=1.0, status="ignored")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -1,0 +1,287 @@
+"""The refocus policy on HFR series with a known truth (table-driven, one row per rule)."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from focuswatch import monitor, optics
+from focuswatch.config import section_to_dataclass
+from focuswatch.errors import ConfigError
+from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.optics import Rig
+
+#: 100 mm f/5 refractor, 3.76 um pixels at 500 mm: the CFZ matters against 2" seeing.
+RIG = Rig(aperture_mm=100, focal_length_mm=500, pixel_um=3.76, focuser_step_um=2.0)
+CFZ_UM = optics.cfz_um(5.0, 550.0)          # 67.1 um, L filter
+HFR0_PX = 0.8
+
+
+def series(n: int, *, dt_min: float = 3.0, defocus=lambda i: 0.0, jitter_pct: float = 2.0, seed: int = 1,
+           temp=lambda i: None, filt=lambda i: "L", stars=lambda i: 120, flux=lambda i: 5e4,
+           ecc=lambda i: 0.3, airmass=lambda i: None, hfr_scale=lambda i: 1.0, profile=lambda i: None,
+           focuser=lambda i: None, exposure_s: float = 120.0) -> list[FrameRecord]:
+    """Frames whose HFR follows the optics model for a known defocus, with seeing jitter."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        h0 = HFR0_PX * hfr_scale(i) * (1.0 + rng.normal(0.0, jitter_pct / 100.0))
+        hfr = optics.hfr_px_for_defocus(defocus(i), h0, 5.0, 3.76)
+        out.append(FrameRecord(file=f"f{i:03d}.fits", time_s=1.7e9 + 60.0 * dt_min * i, n_stars=stars(i),
+                               hfr_px=hfr, fwhm_px=2 * hfr / 1.1, eccentricity=ecc(i), profile_ratio=profile(i),
+                               star_flux_adu=flux(i), background_adu=800.0, exposure_s=exposure_s,
+                               filter_name=filt(i), temp_c=temp(i), focuser_pos=focuser(i), airmass=airmass(i)))
+    return out
+
+
+def run(frames, config: PolicyConfig = PolicyConfig(temperature_delta_c=0, max_interval_min=0),
+        rig: Rig = RIG, marks: dict[int, AutofocusMark] | None = None) -> list[Decision]:
+    m = Monitor(config, rig)
+    out = []
+    for i, f in enumerate(frames):
+        if marks and i in marks:
+            m.autofocus(marks[i])
+        out.append(m.observe(f))
+    return out
+
+
+def first_refocus(decisions) -> int | None:
+    return next((i for i, d in enumerate(decisions) if d.decision == "refocus"), None)
+
+
+QUIET = dict(temperature_delta_c=0.0, max_interval_min=0.0)
+
+# One row per rule: (rule, config, frames, first frame allowed to fire, last frame by which it must fire)
+RULE_TABLE = [
+    ("drift", PolicyConfig(**QUIET, consecutive_frames=0),
+     series(60, defocus=lambda i: 0.8 * i, jitter_pct=3.0), 8, 45),
+    ("consecutive", PolicyConfig(**QUIET),
+     series(12, dt_min=10, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM), 7, 7),
+    ("temperature", PolicyConfig(temperature_delta_c=1.0, max_interval_min=0),
+     series(30, temp=lambda i: 10.0 - 0.1 * i), 10, 10),
+    ("time", PolicyConfig(temperature_delta_c=0, max_interval_min=90),
+     series(40, dt_min=5.0), 18, 18),
+    ("filter_change", PolicyConfig(**QUIET),
+     series(10, filt=lambda i: "L" if i < 6 else "R"), 6, 6),
+    ("hfr_increase", PolicyConfig(**QUIET, defocus_limit_cfz=0, hfr_increase_pct=5.0),
+     series(40, jitter_pct=8.0, seed=4), 2, 39),
+]
+
+
+@pytest.mark.parametrize("rule,config,frames,earliest,latest", RULE_TABLE, ids=[r[0] for r in RULE_TABLE])
+def test_each_rule_fires_on_its_series(rule, config, frames, earliest, latest):
+    decisions = run(frames, config)
+    first = first_refocus(decisions)
+    assert first is not None, f"{rule} never fired"
+    assert earliest <= first <= latest, (rule, first)
+    assert rule in decisions[first].rules
+    assert decisions[first].reasons and all(isinstance(r, str) and r for r in decisions[first].reasons)
+
+
+def test_every_rule_and_veto_is_in_the_docstring_table():
+    doc = monitor.__doc__ or ""
+    for r in monitor.RULES:
+        assert f"\n{r.name} " in doc, r.name
+    for v in monitor.VETOES:
+        assert f"\n{v.name} " in doc, v.name
+    names = [row["name"] for row in monitor.rules_table()]
+    assert names[:len(monitor.RULES)] == [r.name for r in monitor.RULES]
+
+
+def test_drift_is_caught_before_the_defocus_leaves_the_zone():
+    # 0.8 um per 3-min frame = 16 um/h; the zone's edge (CFZ/2 = 33.5 um) is reached at frame 42
+    frames = series(70, defocus=lambda i: 0.8 * i, jitter_pct=3.0, seed=7)
+    decisions = run(frames, PolicyConfig(**QUIET))
+    first = first_refocus(decisions)
+    assert first is not None
+    true_defocus = 0.8 * first
+    assert true_defocus < CFZ_UM / 2, f"fired at {true_defocus:.1f} um, zone edge {CFZ_UM / 2:.1f} um"
+    d = decisions[first]
+    assert d.predicted_defocus_um is not None and d.limit_um == pytest.approx(0.4 * CFZ_UM)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_seeing_jitter_without_drift_never_fires(seed):
+    frames = series(120, jitter_pct=8.0, seed=seed)
+    decisions = run(frames, PolicyConfig(**QUIET))
+    assert first_refocus(decisions) is None
+    # NINA's own rule on the same frames fires (it compares with the lowest HFR since the autofocus)
+    nina = run(frames, PolicyConfig(**QUIET, defocus_limit_cfz=0, hfr_increase_pct=5.0))
+    assert first_refocus(nina) is not None
+
+
+def test_cloud_passage_is_set_aside_and_triggers_nothing():
+    cloudy = range(20, 27)
+    frames = series(40, stars=lambda i: 30 if i in cloudy else 120, flux=lambda i: 1e4 if i in cloudy else 5e4,
+                    hfr_scale=lambda i: 1.6 if i in cloudy else 1.0)
+    decisions = run(frames, PolicyConfig(**QUIET))
+    assert first_refocus(decisions) is None
+    assert [d.decision for d in decisions[20:27]] == ["skip"] * 7
+    assert all("clouds" in d.rules for d in decisions[20:27])
+    assert decisions[27].decision == "ok"
+
+
+def test_trailing_frames_are_skipped_not_counted_as_defocus():
+    frames = series(20, ecc=lambda i: 0.85 if i >= 10 else 0.3, hfr_scale=lambda i: 1.5 if i >= 10 else 1.0)
+    decisions = run(frames, PolicyConfig(**QUIET))
+    assert first_refocus(decisions) is None
+    assert {d.decision for d in decisions[10:]} == {"skip"}
+    assert decisions[12].rules == ("trailing",)
+
+
+def test_calibration_frames_and_starless_frames_are_skipped():
+    frames = series(6)
+    frames[2] = replace(frames[2], is_light=False)
+    frames[3] = replace(frames[3], n_stars=2)
+    frames[4] = replace(frames[4], hfr_px=None, n_stars=0)
+    d = run(frames)
+    assert [x.decision for x in d[2:5]] == ["skip", "skip", "skip"]
+    assert d[2].rules == ("not_light",) and d[3].rules == ("too_few_stars",)
+
+
+def test_diagnosis_hook_skips_transient_and_warns_on_optical_defects():
+    frames = series(12, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM, dt_min=10)
+    frames = [replace(f, diagnosis="tilt", diagnosis_advice="check the sensor tilt") if i >= 5 else f
+              for i, f in enumerate(frames)]
+    d = run(frames, PolicyConfig(**QUIET))
+    assert first_refocus(d) is None
+    assert "consecutive" in d[7].held and any("tilt" in w for w in d[7].warnings)
+    frames2 = [replace(f, diagnosis="trailing") if i == 3 else f for i, f in enumerate(series(6))]
+    assert run(frames2)[3].decision == "skip"
+
+
+def test_cooldown_after_a_refocus_then_autofocus_resets_the_baseline():
+    cfg = PolicyConfig(**QUIET, cooldown_frames=4)
+    frames = series(30, dt_min=10, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM)
+    m = Monitor(cfg, RIG)
+    out = [m.observe(f) for f in frames[:8]]
+    assert out[7].decision == "refocus"
+    held = [m.observe(f) for f in frames[8:12]]
+    assert [d.decision for d in held] == ["ok"] * 4
+    assert all(d.held for d in held) and "waiting for the autofocus" in held[0].reasons[0]
+    assert m.observe(frames[12]).decision == "refocus"      # no autofocus came within 4 frames: ask again
+    m.autofocus(AutofocusMark(time_s=frames[13].time_s - 30, source="autofocus-done", temp_c=9.0))
+    after = [m.observe(replace(f, hfr_px=HFR0_PX)) for f in frames[13:20]]
+    assert after[0].decision == "ok" and "baseline" in after[0].reasons[0]
+    assert first_refocus(after) is None
+    assert m.state.n_autofocus == 1 and m.state.af_temp_c == 9.0
+
+
+def test_focuser_jump_in_the_headers_counts_as_an_autofocus():
+    frames = series(12, focuser=lambda i: 10000 if i < 6 else 10040, temp=lambda i: 10.0)
+    m = Monitor(PolicyConfig(**QUIET), RIG)
+    decisions = [m.observe(f) for f in frames]
+    assert m.state.af_source == "focuser-jump" and m.state.n_autofocus == 1
+    assert "baseline" in decisions[6].reasons[0]
+    # small temperature-compensation moves are not an autofocus
+    m2 = Monitor(PolicyConfig(**QUIET), RIG)
+    for f in series(12, focuser=lambda i: 10000 + 2 * i):
+        m2.observe(f)
+    assert m2.state.n_autofocus == 0
+
+
+def test_airmass_growth_is_not_taken_for_defocus():
+    am = lambda i: 1.0 + 0.02 * i                                  # noqa: E731  1.0 -> 2.2
+    frames = series(60, airmass=am, hfr_scale=lambda i: am(i) ** 0.6)
+    assert first_refocus(run(frames, PolicyConfig(**QUIET))) is None
+    assert first_refocus(run(frames, PolicyConfig(**QUIET, airmass_correction=False))) is not None
+
+
+def test_seeing_step_with_peaked_profile_is_held_as_seeing():
+    frames = series(30, dt_min=10, hfr_scale=lambda i: 1.0 if i < 5 else 1.5, profile=lambda i: 1.15)
+    d = run(frames, PolicyConfig(**QUIET))
+    held = [x for x in d if "seeing" in " ".join(x.reasons)]
+    assert first_refocus(d) is None and held
+    # the same growth with a flattening profile is a focus miss
+    frames2 = series(30, dt_min=10, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM,
+                     profile=lambda i: 1.15 if i < 5 else 0.98)
+    assert first_refocus(run(frames2, PolicyConfig(**QUIET))) == 7
+
+
+def test_restore_from_recorded_decisions_reproduces_the_state():
+    frames = series(40, dt_min=10, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM, temp=lambda i: 10 - 0.01 * i)
+    m = Monitor(PolicyConfig(), RIG)
+    recorded = [(f, m.observe(f)) for f in frames[:20]]
+    m2 = Monitor(PolicyConfig(), RIG)
+    for f, d in recorded:
+        m2.restore(f, Decision.from_dict(d.to_dict()))
+    assert m2.state == m.state and m2.history == m.history
+    assert [m.observe(f).to_dict() for f in frames[20:]] == [m2.observe(f).to_dict() for f in frames[20:]]
+
+
+def test_without_optics_the_limit_falls_back_to_hfr_percent():
+    frames = series(12, dt_min=10, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM)
+    d = run(frames, PolicyConfig(**QUIET), rig=Rig())
+    assert d[7].defocus_um is None and d[7].decision == "refocus"
+    assert "HFR" in d[7].reasons[0]
+
+
+def test_policy_config_from_toml_table_and_errors():
+    cfg = section_to_dataclass(PolicyConfig, {"temperature_delta_c": 2, "refocus_on_filter_change": False},
+                               "policy")
+    assert cfg.temperature_delta_c == 2.0 and cfg.refocus_on_filter_change is False
+    with pytest.raises(ConfigError, match=r"\[policy\] temperature_delta_c"):
+        section_to_dataclass(PolicyConfig, {"temperature_delta_c": -1}, "policy")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        section_to_dataclass(PolicyConfig, {"temp_limit": 1}, "policy")
+    with pytest.raises(ConfigError, match="defocus_limit_cfz"):
+        section_to_dataclass(PolicyConfig, {"defocus_limit_cfz": "half"}, "policy")
+
+
+def test_decision_round_trips_and_summary_counts():
+    d = run(series(12, dt_min=10, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM), PolicyConfig(**QUIET))
+    assert all(Decision.from_dict(x.to_dict()) == x for x in d)
+    s = monitor.summarize(d)
+    assert s.n_frames == 12 and s.n_refocus == sum(x.decision == "refocus" for x in d) >= 1
+    assert s.refocus_rules.get("consecutive", 0) >= 1
+    assert monitor.Summary.from_dict(s.to_dict()) == s
+    assert s.max_defocus_um is not None and math.isfinite(s.max_defocus_um)
+
+
+def _measured_night(plan, coef_um_per_c: float, seed: int):
+    """Render a small night with the simulator and measure it with the real star measurement."""
+    from focuswatch import sim, stars
+    from focuswatch.monitor import record_from_stats
+
+    base = sim.SimParams(width_px=320, height_px=256, n_stars=45, seed=seed, rig=RIG, star_flux_min_e=8e3)
+    focuser = sim.SimFocuser(coef_um_per_c=coef_um_per_c, autofocus_error_um=0.0)
+    out = []
+    for p in sim.night_frames(base, plan, focuser, seed=seed):
+        f = sim.render(p)
+        st = stars.measure(f.to_frame(), plate_scale_arcsec_px=RIG.plate_scale_arcsec_px)
+        from focuswatch.frames import parse_date_obs
+        out.append((record_from_stats(st, file=f.file_name, time_s=parse_date_obs(p.date_obs)), f.truth, p))
+    return out
+
+
+def test_rendered_night_with_seeing_jitter_and_a_cloud_triggers_nothing():
+    from focuswatch import sim
+
+    plan = sim.NightPlan(n_frames=24, seeing_fwhm_arcsec=2.0, seeing_jitter_pct=8.0, cloud_frames=(12, 15, 0.8),
+                         temp_noise_c=0.02, cooling_c_per_hour=-0.3, dither_px=2.0)
+    night = _measured_night(plan, coef_um_per_c=0.0, seed=5)
+    decisions = run([r for r, _, _ in night], PolicyConfig())
+    assert first_refocus(decisions) is None, [(d.decision, d.reasons) for d in decisions]
+    assert {d.decision for d in decisions[13:15]} == {"skip"}
+    assert all("clouds" in decisions[i].rules for i in (13, 14))
+
+
+def test_rendered_night_thermal_drift_is_caught_before_the_zone_edge():
+    """30 um/°C, -2 °C/h: the default policy refocuses inside the zone; the image rules alone
+    (no temperature probe) still catch it, a little later, through 6 % seeing jitter."""
+    from focuswatch import sim
+
+    plan = sim.NightPlan(n_frames=24, seeing_fwhm_arcsec=2.0, seeing_jitter_pct=6.0, cooling_c_per_hour=-2.0,
+                         temp_noise_c=0.03, dither_px=2.0)
+    night = _measured_night(plan, coef_um_per_c=-30.0, seed=5)
+    records = [r for r, _, _ in night]
+    true_cfz = [abs(t["defocus_um"]) / CFZ_UM for _, t, _ in night]
+    d = run(records, PolicyConfig())
+    i = first_refocus(d)
+    assert i is not None and true_cfz[i] < 0.5, (i, true_cfz[i] if i is not None else None)
+    d2 = run(records, PolicyConfig(temperature_delta_c=0))
+    j = first_refocus(d2)
+    assert j is not None and true_cfz[j] < 0.7 and set(d2[j].rules) & {"drift", "consecutive"}
+    assert first_refocus(d2[:j]) is None and true_cfz[j] > 0.3     # not fired on jitter early on
