@@ -52,6 +52,14 @@ def test_nina_header_is_normalised(tmp_path):
     assert f.pixels.dtype == np.float32 and f.pixels.shape == (128, 128)
 
 
+def test_date_obs_forms():
+    base = frames.parse_date_obs("2026-11-21T22:14:03")
+    assert frames.parse_date_obs("2026-11-21T22:14:03.5Z") == pytest.approx(base + 0.5)
+    assert frames.parse_date_obs("2026-11-21T23:14:03.250+01:00") == pytest.approx(base + 0.25)
+    assert frames.parse_date_obs("2026-11-21 22:14:03") == base
+    assert frames.parse_date_obs("garbage") is None
+
+
 def test_alternative_keywords_and_fallbacks():
     m = frames.meta_from_header({"FRAME": "Light", "EXPTIME": "60", "FOCUSPOS": 500.0, "FOCUSTEM": "3.5",
                                  "FILTER": "L"})

@@ -176,7 +176,11 @@ def parse_date_obs(text: str | None) -> float | None:
     # Python < 3.11 fromisoformat wants at most 6 fractional digits
     if "." in s:
         head, frac = s.split(".", 1)
-        digits = "".join(ch for ch in frac if ch.isdigit())
+        digits = ""
+        for ch in frac:  # only the fraction's own digits; a UTC offset may follow
+            if not ch.isdigit():
+                break
+            digits += ch
         rest = frac[len(digits):]
         s = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
     try:

@@ -1,0 +1,295 @@
+"""Diagnosis against the simulator's truth: labels, defocus, donuts, the night's story, the CLI."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from focuswatch import diagnose, sim, stars
+from focuswatch.cli import main
+from focuswatch.optics import Rig
+from focuswatch.sim import NightPlan, SimFocuser, SimParams
+
+RIG = Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76)  # sim.DEFAULT_RIG, f/5
+CFZ_UM = RIG.cfz_um()  # 67.1 um
+SIZE = 640
+
+#: label -> (mild, clear, severe) simulator settings
+CASES: dict[str, tuple[dict, dict, dict]] = {
+    "in_focus": (dict(), dict(seeing_fwhm_arcsec=2.0), dict(defocus_um=15.0)),
+    "focus_miss": (dict(defocus_um=1.0 * CFZ_UM), dict(defocus_um=2.5 * CFZ_UM), dict(defocus_um=6.0 * CFZ_UM)),
+    "poor_seeing": (dict(seeing_fwhm_arcsec=3.8), dict(seeing_fwhm_arcsec=4.8), dict(seeing_fwhm_arcsec=6.0)),
+    "backfocus": (dict(curvature_um=80.0), dict(curvature_um=150.0), dict(curvature_um=300.0)),
+    "tilt": (dict(tilt_x_um=80.0), dict(tilt_x_um=150.0, tilt_y_um=50.0), dict(tilt_x_um=-200.0, tilt_y_um=200.0)),
+    "coma": (dict(coma_px=4.0), dict(coma_px=8.0), dict(coma_px=14.0)),
+    "collimation": (dict(collimation=0.3), dict(collimation=0.6), dict(collimation=1.0)),
+    "trailing": (dict(trail_px=3.0), dict(trail_px=6.0, trail_angle_deg=60.0),
+                 dict(trail_px=12.0, trail_angle_deg=120.0)),
+    "dew": (dict(dew=0.3), dict(dew=0.6), dict(dew=1.0)),
+}
+SEVERITIES = ("mild", "clear", "severe")
+DENSITIES = (50, 150)
+LABELLED_SIZE = 512
+
+
+def _diagnose(params: SimParams, rig: Rig = RIG, **kw):
+    f = sim.render(params)
+    frame = f.to_frame()
+    st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
+    return diagnose.frame(st, rig, image=frame, **kw), st, f
+
+
+@pytest.fixture(scope="session")
+def labelled():
+    """Every label at three severities and two star densities: (label, severity, n, Diagnosis)."""
+    out = []
+    for label, settings in CASES.items():
+        for sev, kw in zip(SEVERITIES, settings):
+            for n in DENSITIES:
+                d, _, _ = _diagnose(SimParams(width_px=LABELLED_SIZE, height_px=LABELLED_SIZE, n_stars=n,
+                                              seed=11 + n + 7 * SEVERITIES.index(sev), **kw))
+                out.append((label, sev, n, d))
+    return out
+
+
+def _confusion(rows) -> str:
+    table = Counter((r[0], r[3].label) for r in rows)
+    labels = list(CASES) + ["unknown"]
+    head = "truth \\ said".ljust(13) + " ".join(f"{lab[:9]:>9}" for lab in labels)
+    lines = [head] + [f"{t:<13}" + " ".join(f"{table.get((t, s), 0):>9}" for s in labels) for t in CASES]
+    wrong = [f"{t}/{sev}/n{n}: said {d.label} ({d.confidence})" for t, sev, n, d in rows if d.label != t]
+    return "\n".join(lines + ["misses:"] + wrong)
+
+
+@pytest.mark.slow
+def test_labelled_set_clear_and_severe_cases_are_right(labelled):
+    strong = [r for r in labelled if r[1] in ("clear", "severe")]
+    right = sum(r[3].label == r[0] for r in strong)
+    print(_confusion(labelled))
+    assert right / len(strong) >= 0.9, _confusion(labelled)
+    # every label is recognised at least once among its clear/severe cases
+    for label in CASES:
+        assert any(r[3].label == label for r in strong if r[0] == label), _confusion(labelled)
+
+
+@pytest.mark.slow
+def test_in_focus_frames_are_never_called_anything_else(labelled):
+    said = [r[3].label for r in labelled if r[0] == "in_focus"]
+    assert said == ["in_focus"] * len(said), _confusion(labelled)
+
+
+@pytest.mark.slow
+def test_only_focus_miss_advises_a_refocus(labelled):
+    for label, _, _, d in labelled:
+        assert d.refocus_advised == (d.label == "focus_miss")
+        assert d.advice, f"{label}: no advice"
+
+
+def test_mild_focus_miss_and_poor_seeing_of_equal_size_are_told_apart():
+    """Same star size, different cause: the profile shape (flat-topped vs peaked) decides."""
+    miss = SimParams(width_px=SIZE, height_px=SIZE, n_stars=120, seed=5, defocus_um=1.5 * CFZ_UM)
+    # find the seeing that gives the same true HFR as the focus miss
+    target = sim.truth_for(miss)["hfr_px"]
+    lo, hi = 2.5, 8.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if sim.truth_for(miss.with_(defocus_um=0.0, seeing_fwhm_arcsec=mid))["hfr_px"] < target:
+            lo = mid
+        else:
+            hi = mid
+    seeing = miss.with_(defocus_um=0.0, seeing_fwhm_arcsec=(lo + hi) / 2)
+    d_miss, st_miss, _ = _diagnose(miss)
+    d_seeing, st_seeing, _ = _diagnose(seeing)
+    assert st_seeing.hfr_px == pytest.approx(st_miss.hfr_px, rel=0.08)
+    assert d_miss.label == "focus_miss", d_miss.evidence
+    assert d_seeing.label == "poor_seeing", d_seeing.evidence
+    assert d_miss.evidence.profile_ratio < d_seeing.evidence.profile_ratio
+
+
+@pytest.mark.parametrize("zones", [1.0, 3.0, 10.0])
+def test_defocus_estimate_within_20_percent_without_a_baseline(zones):
+    # bright stars: a 36 px disk spreads its light thin, and sep has to find it
+    d, _, _ = _diagnose(SimParams(width_px=SIZE, height_px=SIZE, n_stars=60 if zones > 5 else 100, seed=21,
+                                  defocus_um=zones * CFZ_UM, star_flux_min_e=2e5, star_flux_max_e=3e6))
+    truth = zones * CFZ_UM
+    assert d.defocus_um is not None
+    assert abs(d.defocus_um - truth) <= max(0.2 * truth, 10.0), (d.defocus_um, truth, d.defocus_method)
+    assert d.defocus_cfz == pytest.approx(d.defocus_um / CFZ_UM, abs=0.01)
+
+
+def test_donuts_give_the_defocus_and_the_obstruction():
+    rig = RIG.with_(obstruction=0.4)
+    truth = 8.0 * CFZ_UM  # blur 28.5 px
+    d, _, _ = _diagnose(SimParams(width_px=SIZE, height_px=SIZE, n_stars=60, seed=4, rig=rig, defocus_um=truth,
+                                  star_flux_min_e=2e5, star_flux_max_e=3e6), rig=rig)
+    assert d.label == "focus_miss"
+    ev = d.evidence
+    assert ev.donut_fraction >= 0.5
+    assert d.defocus_method == "donut outer diameter"
+    assert abs(d.defocus_um - truth) <= 0.2 * truth, (d.defocus_um, truth)
+    assert ev.obstruction_estimate == pytest.approx(0.4, abs=0.12)
+
+
+def test_too_few_stars_is_unknown_with_a_reason_not_a_guess():
+    d, st, _ = _diagnose(SimParams(width_px=256, height_px=256, n_stars=4, seed=2))
+    assert d.label == "unknown"
+    assert d.confidence == 0.0
+    assert "stars" in d.reason
+    assert d.defocus_um is None and not d.refocus_advised
+
+
+def test_calibration_frames_and_missing_tables_are_unknown():
+    d, st, _ = _diagnose(SimParams(width_px=256, height_px=256, n_stars=30, seed=2, image_type="FLAT"))
+    assert d.label == "unknown" and "light" in d.reason
+    light, st, _ = _diagnose(SimParams(width_px=256, height_px=256, n_stars=30, seed=2))
+    again = stars.FrameStats.from_dict(st.to_dict())  # JSON round trip drops the star table
+    d2 = diagnose.frame(again, RIG)
+    assert d2.label == "unknown" and "table" in d2.reason
+
+
+def test_diagnosis_round_trips_through_json():
+    d, _, _ = _diagnose(SimParams(width_px=SIZE, height_px=SIZE, n_stars=80, seed=8, trail_px=6.0))
+    text = json.dumps(d.to_dict())
+    back = diagnose.Diagnosis.from_dict(json.loads(text))
+    assert back.label == d.label == "trailing"
+    assert back.evidence.zone_hfr_px == d.evidence.zone_hfr_px
+    assert back.to_dict() == d.to_dict()
+    for key in ("label", "confidence", "findings", "defocus_um", "defocus_cfz", "evidence", "advice"):
+        assert key in d.to_dict()
+
+
+def test_star_asymmetry_tells_a_one_sided_flare_from_a_symmetric_smear():
+    yy, xx = np.mgrid[0:41, 0:41].astype(float)
+    core = np.exp(-((xx - 20) ** 2 + (yy - 20) ** 2) / (2 * 1.5 ** 2))
+    smear = sum(np.exp(-((xx - 20 - s) ** 2 + (yy - 20) ** 2) / (2 * 1.5 ** 2)) for s in (-3, -1.5, 0, 1.5, 3))
+    flare = core + sum(0.3 * (1 - s / 6) * np.exp(-((xx - 20 - s) ** 2 + (yy - 20) ** 2) / (2 * 1.5 ** 2))
+                       for s in (1.5, 3, 4.5))
+    x, y, h = np.array([20.0]), np.array([20.0]), np.array([2.5])
+    a_smear = diagnose.star_asymmetry(smear * 1000, x, y, h)[0]
+    a_flare = diagnose.star_asymmetry(flare * 1000, x, y, h)[0]
+    assert abs(a_smear[0]) < 0.01 and abs(a_smear[1]) < 0.01
+    assert a_flare[0] > 0.05 and abs(a_flare[1]) < 0.01  # points along +x, where the flare is
+
+
+def test_profile_table_matches_the_model():
+    """The embedded table is what profile_model computes (spot checks, both obstructions)."""
+    for eps, bi, xi in ((0.0, 3, 0), (0.0, 1, 8), (0.35, 3, 14)):
+        tab = diagnose._profile_table(eps)
+        m = diagnose.profile_model(4.0, diagnose._BETAS[bi], 4.0 * diagnose._XS[xi], eps, n=512)
+        assert tab["r50"][bi, xi] == pytest.approx(m["r50_px"] / 4.0, abs=2e-3)
+        assert tab["w"][bi, xi] == pytest.approx(m["r90_px"] / m["r50_px"], abs=2e-3)
+        assert tab["p"][bi, xi] == pytest.approx(2 * m["r50_px"] / m["fit_fwhm_px"], abs=5e-3)
+
+
+def test_inverting_the_model_recovers_blur_and_seeing():
+    m = diagnose.profile_model(3.0, 3.5, 6.0)
+    seeing, blur, beta, excess = diagnose.blur_from_profile(
+        m["r50_px"], m["r90_px"] / m["r50_px"] + diagnose.WING_RATIO_BIAS,
+        2 * m["r50_px"] / m["fit_fwhm_px"] + diagnose.PROFILE_RATIO_BIAS)
+    assert blur == pytest.approx(6.0, rel=0.1)
+    assert seeing == pytest.approx(3.0, rel=0.15)
+    assert abs(excess) < 0.05
+
+
+# --------------------------------------------------------------------------- the night
+
+@pytest.fixture(scope="session")
+def drifting_night():
+    """Two hours cooling 2 C/h at 25 um/C (50 um/h) with a cloud passing frames 5-7."""
+    base = SimParams(width_px=512, height_px=512, n_stars=90, seed=5)
+    plan = NightPlan(n_frames=14, interval_s=600.0, cooling_c_per_hour=-2.0, cloud_frames=(5, 7, 0.85),
+                     seeing_jitter_pct=5.0)
+    foc = SimFocuser(coef_um_per_c=-25.0, autofocus_error_um=0.0)
+    foc.autofocus(plan.temp_start_c, None, np.random.default_rng(0))
+    out = []
+    for p in sim.night_frames(base, plan, foc, seed=1):
+        f = sim.render(p)
+        out.append(stars.measure(f.to_frame(), plate_scale_arcsec_px=RIG.plate_scale_arcsec_px))
+    return out
+
+
+def test_night_tells_drift_and_clouds(drifting_night):
+    story = diagnose.night(drifting_night, RIG)
+    assert story.label == "focus_miss", story.summary
+    assert story.drift_um_per_h == pytest.approx(50.0, rel=0.3)
+    assert story.drift_um_per_c == pytest.approx(25.0, rel=0.3)
+    assert story.duration_h == pytest.approx(13 * 600 / 3600, abs=0.01)
+    assert len(story.cloud_periods) == 1
+    first, last, n, start_h, end_h = story.cloud_periods[0]
+    assert n >= 2 and start_h >= 5 * 600 / 3600 - 0.01 and end_h <= 7 * 600 / 3600 + 0.01
+    rejected = {r for _, r in story.reject}
+    assert any("clouds" in r for r in rejected)
+    back = diagnose.NightStory.from_dict(json.loads(json.dumps(story.to_dict())))
+    assert back.to_dict() == story.to_dict()
+
+
+def test_night_sorts_by_date_obs(drifting_night):
+    shuffled = list(reversed(drifting_night))
+    a = diagnose.night(shuffled, RIG)
+    b = diagnose.night(drifting_night, RIG)
+    assert [f.elapsed_h for f in a.frames] == [f.elapsed_h for f in b.frames]
+    assert a.drift_um_per_h == b.drift_um_per_h
+
+
+def test_steady_focus_with_jittery_seeing_is_not_a_drift():
+    base = SimParams(width_px=512, height_px=512, n_stars=90, seed=6)
+    plan = NightPlan(n_frames=8, interval_s=600.0, cooling_c_per_hour=0.0, seeing_jitter_pct=25.0)
+    foc = SimFocuser(autofocus_error_um=0.0)
+    foc.autofocus(plan.temp_start_c, None, np.random.default_rng(0))
+    sts = [stars.measure(sim.render(p).to_frame()) for p in sim.night_frames(base, plan, foc, seed=3)]
+    story = diagnose.night(sts, RIG)
+    assert story.label in ("poor_seeing", "in_focus"), story.summary
+    assert story.seeing_scatter_pct is not None and story.seeing_scatter_pct > 8.0
+    assert abs(story.drift_um_per_h or 0.0) < 0.5 * CFZ_UM
+
+
+# --------------------------------------------------------------------------- CLI
+
+@pytest.fixture(scope="session")
+def frame_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("frames")
+    for i, kw in enumerate([dict(defocus_um=2.5 * CFZ_UM), dict(trail_px=8.0)]):
+        sim.write_fits(d / f"f{i}.fits", sim.render(SimParams(width_px=512, height_px=512, n_stars=90, seed=3 + i,
+                                                               frame_nr=i + 1, **kw)))
+    return d
+
+
+def test_cli_diagnose_one_frame_json_and_plot(frame_dir, tmp_path, capsys):
+    png = tmp_path / "map.png"
+    rc = main(["diagnose", str(frame_dir / "f0.fits"), "--json", "--plot", str(png)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and len(out) == 1
+    doc = json.loads(out[0])
+    assert doc["label"] == "focus_miss"
+    assert doc["defocus_cfz"] == pytest.approx(2.5, rel=0.2)
+    assert set(doc["evidence"]) >= {"zone_hfr_px", "tilt_pct", "curvature_pct", "radial_score", "alignment",
+                                    "profile_ratio", "ring_ratio"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_diagnose_folder_tells_the_night(frame_dir, capsys):
+    rc = main(["diagnose", str(frame_dir)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "f0.fits: focus_miss" in out and "f1.fits: trailing" in out and "night: 2 frames" in out
+    rc = main(["diagnose", str(frame_dir), "--json"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(x)["label"] for x in lines[:2]] == ["focus_miss", "trailing"]
+    assert "night" in json.loads(lines[-1])
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(frame_dir, tmp_path, capsys):
+    bad = tmp_path / "broken.fits"
+    bad.write_bytes(b"not a fits file at all" * 10)
+    rc = main(["diagnose", str(bad), str(frame_dir / "f0.fits")])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert captured.err.count("\n") == 2 and "broken.fits" in captured.err and "Traceback" not in captured.err
+    assert "f0.fits: focus_miss" in captured.out
+    assert main(["diagnose", str(tmp_path / "empty_dir_does_not_exist")]) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["diagnose", str(empty)]) == 2
+    assert main(["diagnose", str(frame_dir / "f0.fits"), "--baseline-hfr-px", "-1"]) == 2
