@@ -102,3 +102,20 @@ def test_filter_wavelengths():
 def test_unknown_focal_ratio_is_an_error():
     with pytest.raises(ValueError, match="focal ratio"):
         focus_zone(Rig(pixel_um=3.76))
+
+
+@pytest.mark.parametrize("obstruction", [0.0, 0.33])
+@pytest.mark.parametrize("zones", [1.0, 2.0, 5.0, 10.0])
+def test_defocus_from_hfr_growth_against_simulated_truth(obstruction, zones):
+    """The HFR-growth model inverts the simulator's own numerical PSF truth within 5 %."""
+    import dataclasses
+
+    from focuswatch import sim
+
+    rig = dataclasses.replace(Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=3.76), obstruction=obstruction)
+    defocus = zones * optics.cfz_um(rig.f_ratio)
+    hfr0 = sim.truth_for(sim.SimParams(rig=rig))["hfr_px"]
+    hfr = sim.truth_for(sim.SimParams(rig=rig, defocus_um=defocus))["hfr_px"]
+    est = optics.defocus_um_from_hfr(hfr, hfr0, rig.f_ratio, rig.pixel_um, obstruction)
+    assert est == pytest.approx(defocus, rel=0.05)
+    assert optics.hfr_px_for_defocus(defocus, hfr0, rig.f_ratio, rig.pixel_um, obstruction) == pytest.approx(hfr, rel=0.02)
