@@ -36,8 +36,9 @@ from focuswatch.watcher import Processed, Watcher
 
 log = logging.getLogger("focuswatch.demo")
 
-#: 100 mm f/5 refractor with 3.76 um pixels (1.55"/px): the CFZ (67 um) is worth watching.
-DEMO_RIG = Rig(aperture_mm=100.0, focal_length_mm=500.0, pixel_um=3.76, focuser_step_um=2.0)
+#: 130 mm f/5 refractor with 3.76 um pixels (1.19"/px): 2.5" seeing spans ~2.1 px, sampled
+#: well enough to see focus change, and the CFZ (67 um) is narrow enough to be worth watching.
+DEMO_RIG = Rig(aperture_mm=130.0, focal_length_mm=650.0, pixel_um=3.76, focuser_step_um=2.0)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class DemoOptions:
     exposure_s: float = 120.0
     cooling_c_per_hour: float = -1.5
     focus_coef_um_per_c: float = -25.0
-    seeing_arcsec: float = 2.0
+    seeing_arcsec: float = 2.8
     seeing_jitter_pct: float = 6.0
     seed: int = 7
     chunk_bytes: int = 256 * 1024
