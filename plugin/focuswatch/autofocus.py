@@ -51,6 +51,7 @@ import numpy as np
 
 from focuswatch import optics
 from focuswatch.optics import Rig
+from focuswatch.records import Record
 
 #: HFR definitions a run's values can follow.
 HFR_KINDS = ("nina", "true")
@@ -59,7 +60,7 @@ HFR_KINDS = ("nina", "true")
 # --------------------------------------------------------------------------- data
 
 @dataclass(frozen=True)
-class AFPoint:
+class AFPoint(Record):
     """One point of a focus run: focuser position (steps) and the HFR measured there (px)."""
 
     position_steps: float
@@ -67,8 +68,6 @@ class AFPoint:
     error_px: float | None = None
     n_stars: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AFPoint":
@@ -246,7 +245,7 @@ class AFRunResult:
 
 
 @dataclass(frozen=True)
-class TempCoefficient:
+class TempCoefficient(Record):
     """Best focus against temperature for one filter (least squares over good runs).
 
     ``slope_steps_per_c`` +/- ``slope_err_steps_per_c`` (1-sigma standard error);
@@ -267,17 +266,9 @@ class TempCoefficient:
     temp_max_c: float | None = None
     reason: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TempCoefficient":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 @dataclass(frozen=True)
-class FilterOffset:
+class FilterOffset(Record):
     """A filter's best focus relative to the reference filter at a common temperature (steps).
 
     ``offset_steps`` is what goes into NINA's filter wheel "Focus Offset" column (rounded),
@@ -289,14 +280,6 @@ class FilterOffset:
     position_steps: float
     offset_steps: float
     offset_err_steps: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FilterOffset":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)

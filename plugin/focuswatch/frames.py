@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from focuswatch.errors import FrameError, FrameIncomplete
+from focuswatch.records import Record
 
 FITS_BLOCK = 2880
 #: A frame bigger than this (in bytes of pixel data) is treated as a corrupt header.
@@ -57,7 +58,7 @@ def is_image_file(path: str | Path) -> bool:
 
 
 @dataclass(frozen=True)
-class FrameMeta:
+class FrameMeta(Record):
     """The header facts focuswatch uses, normalised across capture programs.
 
     Missing values are ``None``. ``pixel_um`` is the *effective* pixel (binning included),
@@ -108,8 +109,6 @@ class FrameMeta:
         """Focuser temperature, else ambient: what drives thermal focus drift."""
         return self.focuser_temp_c if self.focuser_temp_c is not None else self.ambient_temp_c
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FrameMeta":

@@ -64,6 +64,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 from focuswatch.optics import Rig, airy_fwhm_um
+from focuswatch.records import Record
 
 #: FWHM-equivalent of the pixel box: sqrt(8 ln 2 / 12) pixels.
 SAMPLING_FWHM_PX = math.sqrt(8.0 * math.log(2.0) / 12.0)
@@ -89,7 +90,7 @@ CAUSE_ADVICE = {
 
 
 @dataclass(frozen=True)
-class GradeConfig:
+class GradeConfig(Record):
     """Thresholds of the grade (unitless ratios unless the name says otherwise)."""
 
     letter_limits: tuple[float, float, float, float, float] = (1.15, 1.30, 1.50, 1.75, 2.00)
@@ -101,12 +102,9 @@ class GradeConfig:
     cloud_star_fraction: float = 0.5
     min_roundness: float = 0.85
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class SubQuality:
+class SubQuality(Record):
     """The numbers the grade needs from one sub's measurement (see ``stars.FrameStats``)."""
 
     file: str
@@ -137,12 +135,9 @@ class SubQuality:
                    timestamp=getattr(meta, "timestamp", None) if meta else None,
                    seeing_fwhm_px=seeing_fwhm_px)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class SubVerdict:
+class SubVerdict(Record):
     """How one sub compares with the best subs, and why it is soft (``cause``)."""
 
     file: str
@@ -151,9 +146,6 @@ class SubVerdict:
     cause: str | None
     reject: bool
     detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from focuswatch.records import Record
 
 ARCSEC_PER_RAD = 206264.806
 
@@ -298,7 +299,7 @@ class Rig:
 
 
 @dataclass(frozen=True)
-class WavelengthRow:
+class WavelengthRow(Record):
     """One row of the calculator's wavelength table."""
 
     label: str
@@ -307,9 +308,6 @@ class WavelengthRow:
     cfz_px: float | None
     airy_um: float
     airy_px: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

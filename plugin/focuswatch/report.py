@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -35,6 +35,7 @@ from focuswatch import frames as frames_mod
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError, SirilError
 from focuswatch.grade import GradeConfig, MasterGrade, SubQuality, master as grade_master, roundness_from_eccentricity
 from focuswatch.optics import Rig, defocus_um_from_hfr
+from focuswatch.records import Record
 
 log = logging.getLogger("focuswatch.report")
 
@@ -45,14 +46,11 @@ MIN_STARS_FOR_STACK = 10
 # --------------------------------------------------------------------------- scanning a session
 
 @dataclass(frozen=True)
-class LeftOut:
+class LeftOut(Record):
     """A frame that was not used, and why (``problem`` is one line for the user)."""
 
     file: str
     problem: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -371,7 +369,7 @@ def grade_master_file(path: str | os.PathLike[str], *, rig: Rig | None = None, s
 # --------------------------------------------------------------------------- the night report
 
 @dataclass(frozen=True)
-class FramePoint:
+class FramePoint(Record):
     """One frame on the night's plots (time in hours since the first frame)."""
 
     file: str
@@ -388,24 +386,18 @@ class FramePoint:
     defocus_um: float | None
     label: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Event:
+class Event(Record):
     """Something that happened at a time: an autofocus run or a refocus decision."""
 
     t_h: float | None
     kind: str
     text: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class FilterRow:
+class FilterRow(Record):
     """One line of the per-filter table."""
 
     filter_name: str
@@ -419,9 +411,6 @@ class FilterRow:
     n_stars_median: float | None
     defocus_max_um: float | None
     grade_letter: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ import numpy as np
 
 from focuswatch import optics
 from focuswatch.optics import Rig
+from focuswatch.records import Record
 
 __all__ = [
     "DEFAULT_RIG", "SimParams", "SimFrame", "PsfCondition", "render", "truth_for", "psf_condition",
@@ -279,7 +280,7 @@ def field_defocus_um(params: SimParams, x: np.ndarray | float, y: np.ndarray | f
 # --------------------------------------------------------------------------- PSF
 
 @dataclass(frozen=True)
-class PsfCondition:
+class PsfCondition(Record):
     """The PSF at one place in the field, all in pixels (hashable: PSFs are cached by it)."""
 
     seeing_fwhm_px: float
@@ -296,8 +297,6 @@ class PsfCondition:
     halo_fraction: float = 0.0
     halo_fwhm_px: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def extent_px(self, wings: float = 5e-4, cap_fwhm: float = 8.0) -> float:
         """Radius (px) holding all but ``wings`` of the light (seeing wings capped)."""
@@ -1118,7 +1117,7 @@ class SimFocuser:
 
 
 @dataclass(frozen=True)
-class NightPlan:
+class NightPlan(Record):
     """How a simulated night goes; every field has a unit in its name.
 
     ``cloud_frames`` is ``(first, last, depth)``: frames first..last (inclusive) get
@@ -1151,9 +1150,6 @@ class NightPlan:
     dew_per_frame: float = 0.03
     wind_frames: tuple[int, int, float] | None = None
     wind_angle_deg: float = 20.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def night_frames(base: SimParams, plan: NightPlan, focuser: SimFocuser, seed: int = 0) -> Iterator[SimParams]:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from focuswatch.errors import SirilError
+from focuswatch.records import Record
 
 log = logging.getLogger("focuswatch.siril")
 
@@ -263,7 +264,7 @@ def run_script(commands: Sequence[str], workdir: str | os.PathLike[str], *, info
 # --------------------------------------------------------------------------- log parsing
 
 @dataclass(frozen=True)
-class ImageStat:
+class ImageStat(Record):
     """Siril's ``stat`` line, in Siril's units (16-bit ADU for integer and 0..1 float images)."""
 
     mean: float
@@ -272,9 +273,6 @@ class ImageStat:
     avg_dev: float
     min: float
     max: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def parse_stat(lines: Sequence[str]) -> ImageStat | None:
@@ -301,7 +299,7 @@ def parse_bgnoise(lines: Sequence[str]) -> float | None:
 
 
 @dataclass(frozen=True)
-class SeqImage:
+class SeqImage(Record):
     """One image of a ``.seq`` file with its registration data for layer 0."""
 
     index: int
@@ -313,9 +311,6 @@ class SeqImage:
     quality: float | None = None
     n_stars: int | None = None
     background: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from focuswatch.frames import Frame, FrameMeta
+from focuswatch.records import Record
 
 #: dtype of the per-star table (:attr:`FrameStats.stars`).
 STAR_DTYPE = np.dtype([
@@ -48,7 +49,7 @@ STAR_DTYPE = np.dtype([
 
 
 @dataclass(frozen=True)
-class Zone:
+class Zone(Record):
     """Medians over the stars of one cell of the 3x3 grid (row 0 = top = low y)."""
 
     row: int
@@ -57,9 +58,6 @@ class Zone:
     hfr_px: float | None
     fwhm_px: float | None
     eccentricity: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
