@@ -546,17 +546,21 @@ class Watcher:
             self.on_processed(out)
         return out
 
+    def _ignored(self, key: Any, p: Path, meta: Any) -> Processed:
+        """Record a calibration frame (flat, dark, bias) as seen and ignored."""
+        self.journal.record_frame(key, time_s=meta.timestamp, status="ignored")
+        out = Processed(p, "ignored")
+        if self.on_processed:
+            self.on_processed(out)
+        return out
+
     def _process(self, p: Path, meta: Any) -> Processed | None:
         key = self._key(p)
         if key is None:
             log.info("%s: deleted before it could be read; skipped", p)
             return None
         if meta is not None and not meta.is_light:
-            self.journal.record_frame(key, time_s=meta.timestamp, status="ignored")
-            out = Processed(p, "ignored")
-            if self.on_processed:
-                self.on_processed(out)
-            return out
+            return self._ignored(key, p, meta)
         try:
             frame = frames_mod.load(p)
         except FrameIncomplete as exc:
@@ -570,11 +574,7 @@ class Watcher:
             return self._record_error(p, exc)
         meta = frame.meta
         if not meta.is_light:
-            self.journal.record_frame(key, time_s=meta.timestamp, status="ignored")
-            out = Processed(p, "ignored")
-            if self.on_processed:
-                self.on_processed(out)
-            return out
+            return self._ignored(key, p, meta)
         try:
             record, stats, rig = measure_record(frame, self.config, self.monitor, self.use_diagnose)
         except FrameError as exc:
