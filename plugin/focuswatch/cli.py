@@ -581,16 +581,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- bahtinov
 
 def _add_bahtinov(sub) -> None:
-    p = sub.add_parser("bahtinov", help="focus error from a Bahtinov mask image",
-                       description="Finds the three spikes of a Bahtinov mask around the brightest star, measures "
-                                   "the middle spike's offset and converts it to a focus error in µm against the "
-                                   "critical focus zone. Exit 1 when no pattern is found.")
+    p = sub.add_parser("bahtinov", help="focus error from a Bahtinov or Tri-Bahtinov mask image",
+                       description="Finds the three spikes of a Bahtinov mask (or the nine of a Tri-Bahtinov) around "
+                                   "the brightest star, measures the middle spike's offset and converts it to a focus "
+                                   "error in µm against the critical focus zone; a Tri-Bahtinov's three sub-masks are "
+                                   "measured one by one (their mean is the focus error, their spread a collimation "
+                                   "hint). Exit 1 when no pattern is found.")
     p.add_argument("file", metavar="FILE", help="FITS/XISF frame taken through the mask")
     add_rig_args(p)
     p.add_argument("--px-per-um", type=float, dest="px_per_um", metavar="K",
-                   help="calibrated offset per µm of defocus (default: the Bahtinov Grabber formula)")
+                   help="calibrated offset per µm of defocus (default: the Bahtinov Grabber formula; the "
+                        "geometric sub-mask formula for a Tri-Bahtinov)")
     p.add_argument("--reverse", action="store_true",
-                   help="flip the sign (mask turned 180° or a mirrored image: the advice points the wrong way)")
+                   help="flip the sign (mask turned 180° (Tri-Bahtinov: 60°) or a mirrored image: the advice "
+                        "points the wrong way)")
     p.add_argument("--plot", metavar="PNG", help="draw the star with the fitted spike lines")
     add_json_flag(p)
 

@@ -18,6 +18,15 @@ the mask's rotation ``rotation_deg``:
   quarter ``u >= 0, v < 0`` at ``(sin b, cos b)``, ``b = outer_angle_deg``: the two
   *outer* spikes, each ``b`` from the middle one.
 
+The Tri-Bahtinov layout (``mask="tri-bahtinov"``, C. Y. Tan's design): three 120 deg sectors,
+sector ``k`` being sector 0 turned by ``120 k`` deg. Sector 0 spans azimuths 30-150 deg (its
+bisector along +v); its middle grating (vector +v) fills the wedge 90-150 deg (the ``u < 0``
+side, as above), and the wedge 30-90 deg is split at the equal-area radius
+``sqrt((R^2 + r_obs^2) / 2)`` (:func:`tri_split_radius_mm`) into an inner part with the grating
+vector ``(sin b, cos b)`` and a rim part with ``(-sin b, cos b)`` (turned toward the middle wedge).
+One coherent pupil, so the sectors interfere as on the sky. :func:`tri_geometry` gives each
+sub-mask's ray-model truth.
+
 Slits are half the grating period (open:bar = 1:1); the period defaults to twice the slit
 width of the usual "Bahtinov factor" 150 (slit = focal length / 150). Edges are
 anti-aliased (area-weighted) so the coarse sampling of the slits does not fake orders.
@@ -30,7 +39,9 @@ focused on it. At pupil height h the optical path differs by
 unit). In the FFT's sign convention (``numpy.fft``: ``exp(-2 pi i k n / N)``) a pupil
 phase ``2 pi W(u) / lambda`` sends the rays of pupil point u to the image point
 ``f * grad W(u)``; beyond focus the rays have crossed the axis and land at ``-u Delta / f``,
-so the phase used is ``-2 pi / lambda * Delta / (8 N^2) * (r / R)^2``.
+so the phase used is ``-2 pi / lambda * Delta / (8 N^2) * (r / R)^2``. Astigmatism ``A`` at
+angle ``t`` adds ``-(A / 2) / (8 N^2) * (u'^2 - v'^2) / R^2`` (``u'`` along ``t``): pupil points
+along ``t`` focus at ``Delta + A/2``, across it at ``Delta - A/2``.
 
 *Image.* For each wavelength (broadband 420-680 nm by default, equal photon weight) the
 pupil is sampled so that the FFT's image-plane sample is ``pixel / oversample``:
@@ -68,8 +79,11 @@ class MaskParams:
     """Everything that makes one simulated mask image.
 
     ``defocus_um`` positive means the sensor is beyond focus (too far out). ``mask`` is
-    ``"bahtinov"`` or ``"tri-bahtinov"`` (three Bahtinov patterns at 0/120/240 degrees, a
-    third of the light each: the spike layout of a Tri-Bahtinov mask). ``star_dx_px`` /
+    ``"bahtinov"`` or ``"tri-bahtinov"`` (three Bahtinov sub-masks in 120 deg sectors of the
+    pupil, see the module doc). ``astigmatism_um`` splits the focus: light spread along
+    image direction ``astigmatism_angle_deg`` focuses ``astigmatism_um / 2`` farther out,
+    along the perpendicular direction as much nearer (a miscollimated or pinched optic: the
+    three sub-masks of a Tri-Bahtinov then read different focus). ``star_dx_px`` /
     ``star_dy_px`` shift the star from the centre of the frame (sub-pixel allowed).
     """
 
@@ -86,6 +100,8 @@ class MaskParams:
     star_flux_e: float = 3.0e7
     star_dx_px: float = 0.0
     star_dy_px: float = 0.0
+    astigmatism_um: float = 0.0
+    astigmatism_angle_deg: float = 0.0
     sky_e: float = 200.0
     read_noise_e: float = 3.0
     gain_e_per_adu: float = 1.0
@@ -163,6 +179,13 @@ def mask_pupil(p: MaskParams, n: int, dx_mm: float, rotation_deg: float | None =
     spp = period / dx_mm
     b = math.radians(p.outer_angle_deg)
     sb, cb = math.sin(b), math.cos(b)
+    if p.mask == "tri-bahtinov":
+        t = np.zeros_like(u)
+        for k, (a, b, mid_part, inner_part, outer_part) in enumerate(_tri_parts(p, up, vp, dx_mm)):
+            t += mid_part * _square(b / period, spp)
+            t += outer_part * _square((-sb * a + cb * b) / period, spp)
+            t += inner_part * _square((sb * a + cb * b) / period, spp)
+        return ap * t
     middle = _square(vp / period, spp)
     upper = _square((-sb * up + cb * vp) / period, spp)
     lower = _square((sb * up + cb * vp) / period, spp)
@@ -171,6 +194,92 @@ def mask_pupil(p: MaskParams, n: int, dx_mm: float, rotation_deg: float | None =
     top = np.clip(0.5 + vp / dx_mm, 0.0, 1.0)
     t = (1 - right) * middle + right * (top * upper + (1 - top) * lower)
     return ap * t
+
+
+def tri_split_radius_mm(p: MaskParams) -> float:
+    """Radius (mm) splitting a Tri-Bahtinov sector's outer-grating half into two equal areas
+    between the central obstruction and the rim."""
+    radius = float(p.rig.effective_aperture_mm) / 2.0
+    return radius * math.sqrt((1.0 + p.rig.obstruction ** 2) / 2.0)
+
+
+def _tri_parts(p: MaskParams, up: np.ndarray, vp: np.ndarray, dx_mm: float) -> list[tuple[np.ndarray, ...]]:
+    """The three sectors of a Tri-Bahtinov mask in mask coordinates ``(up, vp)``.
+
+    Returns per sector ``k`` its own coordinates ``(a, b)`` (the mask frame turned by
+    ``120 k`` deg, the sector's bisector along +b) and the area-weighted sub-apertures
+    (middle-grating wedge on the a < 0 side, inner and outer part of the a >= 0 wedge).
+    """
+    rs = tri_split_radius_mm(p)
+    inner = np.clip(0.5 + (rs - np.hypot(up, vp)) / dx_mm, 0.0, 1.0)
+    out = []
+    for k in range(3):
+        g = math.radians(120.0 * k)
+        a = math.cos(g) * up + math.sin(g) * vp
+        b = -math.sin(g) * up + math.cos(g) * vp
+        # sector = azimuth 30..150 deg in (a, b): above the lines at 30 and 150 deg
+        h1 = np.clip(0.5 + (-0.5 * a + 0.8660254037844386 * b) / dx_mm, 0.0, 1.0)
+        h2 = np.clip(0.5 + (0.5 * a + 0.8660254037844386 * b) / dx_mm, 0.0, 1.0)
+        sector = h1 * h2
+        right = np.clip(0.5 + a / dx_mm, 0.0, 1.0)
+        out.append((a, b, sector * (1 - right), sector * right * inner, sector * right * (1 - inner)))
+    return out
+
+
+def tri_geometry(p: MaskParams, n: int = 400) -> list[dict[str, float]]:
+    """Geometric (ray) reading of each Tri-Bahtinov sub-mask: the truth for its triplet.
+
+    Each grating's spike runs along its grating vector through the landing point of its
+    sub-aperture's centroid ray, ``-(defocus I + astigmatism/2 Q) c / f`` (Q the
+    astigmatism's direction matrix). The outer spikes of sector ``k`` cross; the middle
+    spike's signed distance from the crossing along the sector's normal (angle
+    ``rotation_deg + 120 k``, the sector's +a axis) is its offset. Returns per sector
+    ``normal_deg`` (0-360), ``middle_angle_deg`` (0-180), ``geometric_offset_px``,
+    ``geometric_px_per_um`` (offset per um of pure defocus) and ``defocus_um``, the focus
+    that sub-mask sees (offset divided by that slope: ``p.defocus_um`` without astigmatism).
+    """
+    radius = float(p.rig.effective_aperture_mm) / 2.0
+    dx = 2.1 * radius / n
+    c = (np.arange(n) - n // 2) * dx
+    u, v = np.meshgrid(c, c)
+    r = np.hypot(u, v)
+    ap = np.clip(0.5 + (radius - r) / dx, 0.0, 1.0)
+    if p.rig.obstruction > 0:
+        ap *= np.clip(0.5 + (r - p.rig.obstruction * radius) / dx, 0.0, 1.0)
+    rot = math.radians(p.rotation_deg)
+    up = math.cos(rot) * u + math.sin(rot) * v
+    vp = -math.sin(rot) * u + math.cos(rot) * v
+    f_mm, pix = float(p.rig.focal_length_mm), float(p.rig.effective_pixel_um)
+    th = math.radians(p.astigmatism_angle_deg)
+    e = np.array([math.cos(th), math.sin(th)])
+    q = 2.0 * np.outer(e, e) - np.eye(2)  # +1 along the astigmatism direction, -1 across
+
+    def land(cen: np.ndarray, defocus: float, astig: float) -> np.ndarray:
+        return -(defocus * np.eye(2) + 0.5 * astig * q) @ cen / f_mm / pix  # px
+
+    b_rad = math.radians(p.outer_angle_deg)
+    out = []
+    for k, (_, _, mid_part, inner_part, outer_part) in enumerate(_tri_parts(p, up, vp, dx)):
+        g = rot + math.radians(120.0 * k)
+        turn = np.array([[math.cos(g), -math.sin(g)], [math.sin(g), math.cos(g)]])  # sector frame -> image
+        cens = [np.array([(w * ap * u).sum(), (w * ap * v).sum()]) / (w * ap).sum()
+                for w in (mid_part, outer_part, inner_part)]
+        dirs = [turn @ np.array(d) for d in ((0.0, 1.0), (-math.sin(b_rad), math.cos(b_rad)),
+                                             (math.sin(b_rad), math.cos(b_rad)))]
+        normal = turn @ np.array([1.0, 0.0])
+
+        def offset(defocus: float, astig: float) -> float:
+            pm, pa, pb = (land(cv, defocus, astig) for cv in cens)
+            # pa + s da = pb + t db
+            s_t = np.linalg.solve(np.column_stack([dirs[1], -dirs[2]]), pb - pa)
+            cross = pa + s_t[0] * dirs[1]
+            return float(normal @ (pm - cross))
+
+        k_geo = offset(1.0, 0.0)
+        off = offset(p.defocus_um, p.astigmatism_um)
+        out.append({"normal_deg": math.degrees(g) % 360.0, "middle_angle_deg": (math.degrees(g) + 90.0) % 180.0,
+                    "geometric_offset_px": off, "geometric_px_per_um": k_geo, "defocus_um": off / k_geo})
+    return out
 
 
 def oversample_for(p: MaskParams) -> int:
@@ -193,20 +302,33 @@ def psf_fine(p: MaskParams, rotation_deg: float | None = None) -> tuple[np.ndarr
     nratio = float(p.rig.f_ratio)
     w020_um = -p.defocus_um / (8.0 * nratio * nratio)
     radius_mm = float(p.rig.effective_aperture_mm) / 2.0
+    th_ast = math.radians(p.astigmatism_angle_deg)
     total = np.zeros((n, n))
     for lam_nm in p.wavelengths_nm:
         lam_um = lam_nm / 1000.0
         dx_mm = lam_um * f_um / (pix / m) / n / 1000.0  # pupil grid spacing (mm)
         if radius_mm * 2 / dx_mm > n * 0.75:
             raise ValueError(f"pupil undersampled at {lam_nm} nm: raise oversample")
-        t = mask_pupil(p, n, dx_mm, rotation_deg)
-        c = (np.arange(n) - n // 2) * dx_mm
+        # the pupil is built on the smallest centred square holding it (same sample positions)
+        # and embedded in the n x n grid: the FFT is cheap, the mask geometry is not
+        ns = min(n, 2 * int(math.ceil(radius_mm / dx_mm)) + 8)
+        lo = n // 2 - ns // 2
+        t = mask_pupil(p, ns, dx_mm, rotation_deg)
+        c = (np.arange(ns) - ns // 2) * dx_mm
         u, v = np.meshgrid(c, c)
         rho2 = (u * u + v * v) / (radius_mm * radius_mm)
         # sub-pixel star position: a tilt moving the image by (dx, dy) px = f * grad W
         tilt_um = (p.star_dx_px * pix * u + p.star_dy_px * pix * v) * 1000.0 / f_um
-        phase = 2.0 * math.pi / lam_um * (w020_um * rho2 + tilt_um)
-        field_ = np.fft.ifftshift(t * np.exp(1j * phase))
+        wave_um = w020_um * rho2 + tilt_um
+        if p.astigmatism_um:
+            # focus split by +-astigmatism/2 along / across the astigmatism direction
+            ua = (u * math.cos(th_ast) + v * math.sin(th_ast)) / radius_mm
+            va = (-u * math.sin(th_ast) + v * math.cos(th_ast)) / radius_mm
+            wave_um = wave_um - 0.5 * p.astigmatism_um / (8.0 * nratio * nratio) * (ua * ua - va * va)
+        phase = 2.0 * math.pi / lam_um * wave_um
+        full = np.zeros((n, n), complex)
+        full[lo:lo + ns, lo:lo + ns] = t * np.exp(1j * phase)
+        field_ = np.fft.ifftshift(full)
         inten = np.abs(sfft.fft2(field_)) ** 2
         total += np.fft.fftshift(inten) / inten.sum()
     return total / len(p.wavelengths_nm), m, n
@@ -217,16 +339,12 @@ def render(p: MaskParams) -> MaskFrame:
 
     ``truth`` holds ``defocus_um``, the star position ``x``/``y`` (px, sep convention),
     ``outer_angle_deg``, ``rotation_deg``, the mask type and the geometric conversion
-    ``geometric_px_per_um`` with the implied ``geometric_offset_px``.
+    ``geometric_px_per_um`` with the implied ``geometric_offset_px``; for a Tri-Bahtinov
+    also ``triplets`` (:func:`tri_geometry`, per sub-mask) and the mean offset.
     """
     from scipy import ndimage
 
-    if p.mask == "tri-bahtinov":
-        parts = [psf_fine(p, p.rotation_deg + k * 120.0) for k in range(3)]
-        fine = sum(q[0] for q in parts) / 3.0
-        m, n = parts[0][1], parts[0][2]
-    else:
-        fine, m, n = psf_fine(p)
+    fine, m, n = psf_fine(p)
     scale = float(p.rig.plate_scale_arcsec_px)
     if p.seeing_fwhm_arcsec > 0:
         sigma_fine = p.seeing_fwhm_arcsec / scale * m / 2.3548
@@ -259,5 +377,11 @@ def render(p: MaskParams) -> MaskFrame:
         "slit_mm": p.slit_width_mm, "oversample": m, "n_fft": n,
         "geometric_px_per_um": k_geo, "geometric_offset_px": k_geo * p.defocus_um,
         "cfz_um": rig.cfz_um(), "seeing_fwhm_arcsec": float(p.seeing_fwhm_arcsec),
+        "astigmatism_um": float(p.astigmatism_um), "astigmatism_angle_deg": float(p.astigmatism_angle_deg),
     }
+    if p.mask == "tri-bahtinov":
+        tri = tri_geometry(p)
+        truth["triplets"] = tri
+        truth["geometric_px_per_um"] = tri[0]["geometric_px_per_um"]
+        truth["geometric_offset_px"] = float(np.mean([t["geometric_offset_px"] for t in tri]))
     return MaskFrame(adu, header, truth)
