@@ -29,6 +29,12 @@ def test_demo_refocuses_after_the_drift_and_draws_the_timeline(tmp_path, capsys)
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert Path(summary["journal"]).is_file()
     assert summary["max_true_defocus_cfz"] > 0.3             # the night did drift
+    # no request from the image rules while the true defocus was under 0.25 CFZ (seeing jitter)
+    assert summary["false_refocus_frames"] == [], summary
+    # every autofocus after dusk answers a request made one or two frames before it (the green markers)
+    afs = summary["autofocus_frames"]
+    assert afs[0] == 0 and len(afs) == summary["n_autofocus"]
+    assert all(any(0 < a - r <= 2 for r in summary["refocus_frames"]) for a in afs[1:]), summary
 
 
 def test_replay_and_rules_commands(tmp_path, capsys):

@@ -197,7 +197,7 @@ def test_seeing_step_with_peaked_profile_is_held_as_seeing():
     # the same growth with a flattening profile is a focus miss
     frames2 = series(30, dt_min=10, defocus=lambda i: 0.0 if i < 5 else 0.9 * CFZ_UM,
                      profile=lambda i: 1.15 if i < 5 else 0.98)
-    assert first_refocus(run(frames2, PolicyConfig(**QUIET))) == 7
+    assert first_refocus(run(frames2, PolicyConfig(**QUIET))) in (6, 7)    # 2nd or 3rd defocused frame
 
 
 def test_restore_from_recorded_decisions_reproduces_the_state():
@@ -285,3 +285,104 @@ def test_rendered_night_thermal_drift_is_caught_before_the_zone_edge():
     j = first_refocus(d2)
     assert j is not None and true_cfz[j] < 0.7 and set(d2[j].rules) & {"drift", "consecutive"}
     assert first_refocus(d2[:j]) is None and true_cfz[j] > 0.3     # not fired on jitter early on
+
+
+# --------------------------------------------------------------------------- seeing jitter vs drift
+# The demo rig of issue 3: 130 mm f/5, 3.76 um pixels, 2.8" seeing (HFR ~1.42 px). Half the zone
+# (33.5 um) grows these stars by only ~7 %, less than one frame of 10 % seeing jitter.
+NIGHT_RIG = Rig(aperture_mm=130, focal_length_mm=650, pixel_um=3.76, focuser_step_um=2.0)
+NIGHT_HFR0_PX = 1.42
+
+
+def jittery_night(n: int, *, cadence_s: float, jitter_pct: float, um_per_min: float = 0.0, seed: int = 0,
+                  profile: bool = True, step_um: tuple[int, float] | None = None):
+    """Frames of a night: seeing jitter, linear defocus drift (or a step), HFD/FWHM as stars.measure
+    reports it on this rig (1.18 in focus, ~-0.03 at 0.4 CFZ, 0.004 noise). Returns (records, true CFZ)."""
+    rng = np.random.default_rng(seed)
+    out, truth = [], []
+    for i in range(n):
+        t_min = i * cadence_s / 60.0
+        d = um_per_min * t_min + (step_um[1] if step_um and i >= step_um[0] else 0.0)
+        s = max(0.3, 1.0 + rng.normal(0.0, jitter_pct / 100.0))
+        h0 = NIGHT_HFR0_PX * s
+        hfr = optics.hfr_px_for_defocus(d, h0, 5.0, 3.76) * (1.0 + rng.normal(0.0, 0.004))
+        x = d / 5.0 / 3.76 / h0
+        prof = 1.18 + 0.025 * (s - 1.0) - 0.03 * x * x / (1.0 + 0.05 * x * x) + rng.normal(0.0, 0.004)
+        out.append(FrameRecord(file=f"n{i:04d}.fits", time_s=1.7e9 + i * cadence_s, n_stars=150, hfr_px=hfr,
+                               fwhm_px=2 * hfr / prof, eccentricity=0.3, profile_ratio=prof if profile else None,
+                               star_flux_adu=5e4, background_adu=800.0, exposure_s=cadence_s - 10.0,
+                               filter_name="L"))
+        truth.append(d / CFZ_UM)
+    return out, truth
+
+
+# (name, night kwargs, frames, must fire: None = never, else (lowest, highest) true CFZ at the request)
+JITTER_TABLE = [
+    # seeds on which the previous policy (3-frame jitter, lower-bound trend) fired falsely
+    *[(f"10 % jitter, no drift, 60 s, seed {k}", dict(cadence_s=70, jitter_pct=10.0, seed=k), 250, None)
+      for k in (2, 8)],
+    *[(f"10 % jitter, no drift, HFR only, seed {k}", dict(cadence_s=70, jitter_pct=10.0, seed=k, profile=False),
+       250, None) for k in (4, 8)],
+    *[(f"10 % jitter, no drift, 600 s, seed {k}", dict(cadence_s=610, jitter_pct=10.0, seed=k), 36, None)
+      for k in (1, 3)],
+    ("6 % jitter, 1 um/min drift, 60 s", dict(cadence_s=70, jitter_pct=6.0, um_per_min=1.0, seed=14), 60, (0.25, 0.5)),
+    ("10 % jitter, 0.5 um/min drift, 60 s", dict(cadence_s=70, jitter_pct=10.0, um_per_min=0.5, seed=15), 100,
+     (0.25, 0.5)),
+    ("3 % jitter, 0.5 um/min drift, HFR only", dict(cadence_s=70, jitter_pct=3.0, um_per_min=0.5, seed=16,
+                                                     profile=False), 100, (0.25, 0.6)),
+    ("6 % jitter, 600 s frames, 0.25 um/min", dict(cadence_s=610, jitter_pct=6.0, um_per_min=0.25, seed=17), 30,
+     (0.25, 0.75)),
+    ("focus step of 1 CFZ, HFR only", dict(cadence_s=70, jitter_pct=6.0, seed=18, profile=False,
+                                          step_um=(20, CFZ_UM)), 30, (0.9, 1.1)),
+]
+
+
+@pytest.mark.parametrize("name,kw,n,window", JITTER_TABLE, ids=[r[0] for r in JITTER_TABLE])
+def test_seeing_jitter_never_fires_and_drift_is_caught_in_the_zone(name, kw, n, window):
+    frames, truth = jittery_night(n, **kw)
+    decisions = run(frames, PolicyConfig(**QUIET), rig=NIGHT_RIG)
+    first = first_refocus(decisions)
+    if window is None:
+        assert first is None, (name, first, decisions[first].reasons if first is not None else None)
+        assert max(d.jitter_pct or 0 for d in decisions) > (5.0 if kw["jitter_pct"] >= 10 else 0)
+        return
+    assert first is not None, f"{name}: never fired (true defocus reached {max(truth):.2f} CFZ)"
+    lo, hi = window
+    assert lo <= truth[first] < hi, (name, first, truth[first])
+    assert set(decisions[first].rules) & {"drift", "consecutive"}
+
+
+def test_drift_z_and_jitter_floor_are_switchable_settings():
+    frames, truth = jittery_night(60, cadence_s=70, jitter_pct=6.0, um_per_min=1.0, seed=14)
+    early = first_refocus(run(frames, PolicyConfig(**QUIET, drift_z=1.0), rig=NIGHT_RIG))
+    late = first_refocus(run(frames, PolicyConfig(**QUIET, drift_z=6.0), rig=NIGHT_RIG))
+    assert early is not None and (late is None or late >= early)
+    off = run(frames, PolicyConfig(**QUIET, defocus_limit_cfz=0), rig=NIGHT_RIG)
+    assert first_refocus(off) is None
+    with pytest.raises(ConfigError, match="drift_z"):
+        PolicyConfig(drift_z=0)
+
+
+def test_a_profile_that_does_not_flatten_holds_the_drift_as_seeing():
+    # HFR grows 1 %/frame as if focus drifted, but HFD/FWHM stays peaked: slow seeing decay
+    frames = [replace(f, hfr_px=f.hfr_px * (1.0 + 0.01 * i), profile_ratio=1.18)
+              for i, f in enumerate(jittery_night(40, cadence_s=70, jitter_pct=3.0, seed=19)[0])]
+    d = run(frames, PolicyConfig(**QUIET), rig=NIGHT_RIG)
+    assert first_refocus(d) is None
+    assert any("seeing" in " ".join(x.reasons) and x.held for x in d)
+    d2 = run(frames, PolicyConfig(**QUIET, seeing_veto=False), rig=NIGHT_RIG)
+    assert first_refocus(d2) is not None
+
+
+def test_fit_drift_recovers_a_known_drift_and_its_significance():
+    frames, truth = jittery_night(40, cadence_s=70, jitter_pct=3.0, um_per_min=0.6, seed=20)
+    t = [(f.time_s - frames[0].time_s) / 60.0 for f in frames]
+    r = [f.hfr_px / NIGHT_HFR0_PX for f in frames]
+    fit = monitor.fit_drift(t, r, um_per_blur=5.0 * 3.76 * NIGHT_HFR0_PX, obstruction=0.0, lookahead_min=0,
+                            z=2.0, sigma_floor=0.03, profiles=[f.profile_ratio for f in frames])
+    assert fit is not None and fit.z > 4
+    assert fit.defocus_um == pytest.approx(truth[-1] * CFZ_UM, rel=0.25)
+    assert fit.predicted_low_um <= fit.defocus_um
+    still = monitor.fit_drift(t, [1.0 + 0.03 * math.sin(i) for i in range(40)], um_per_blur=26.7,
+                              obstruction=0.0, lookahead_min=0, z=2.0, sigma_floor=0.03)
+    assert still is not None and still.z < 2

@@ -38,6 +38,10 @@ log = logging.getLogger("focuswatch.demo")
 
 #: 130 mm f/5 refractor with 3.76 um pixels (1.19"/px): 2.5" seeing spans ~2.1 px, sampled
 #: well enough to see focus change, and the CFZ (67 um) is narrow enough to be worth watching.
+#: Rules that read the stars: a request from one while the true defocus is under a quarter of the
+#: zone is a false alarm (seeing jitter taken for focus).
+IMAGE_RULES = frozenset({"drift", "consecutive", "hfr_increase"})
+
 DEMO_RIG = Rig(aperture_mm=130.0, focal_length_mm=650.0, pixel_um=3.76, focuser_step_um=2.0)
 
 
@@ -76,6 +80,8 @@ class DemoResult:
     refocus_rules: dict[str, int]
     skip_reasons: dict[str, int]
     refocus_frames: list[int]
+    autofocus_frames: list[int]
+    false_refocus_frames: list[int]
     max_true_defocus_cfz: float | None
     max_true_defocus_cfz_kept: float | None
     max_defocus_cfz: float | None
@@ -121,7 +127,9 @@ class _Night(threading.Thread):
             filter_change=(int(0.8 * n), "R"), autofocus_frames=(0,), altitude_start_deg=65.0,
             altitude_end_deg=50.0)
         self.truths: dict[str, dict[str, Any]] = {}
-        self.autofocus_frames: list[int] = []
+        # the dusk autofocus the plan makes inside ``sim.night_frames`` counts too: it is the
+        # first entry, the ones the watcher asked for follow (the timeline skips the first)
+        self.autofocus_frames: list[int] = sorted(self.plan.autofocus_frames)
         self.error: BaseException | None = None
         self.done = threading.Event()
 
@@ -233,6 +241,9 @@ def run_demo(opts: DemoOptions = DemoOptions(), out: str | Path | None = None, *
         n_autofocus=len(night.autofocus_frames), refocus_rules=dict(summ.refocus_rules),
         skip_reasons=dict(summ.skip_reasons),
         refocus_frames=[t["index"] for p, t in rows if t and p.decision and p.decision.decision == "refocus"],
+        autofocus_frames=list(night.autofocus_frames),
+        false_refocus_frames=[t["index"] for p, t in rows if t and p.decision and p.decision.decision == "refocus"
+                              and set(p.decision.rules) & IMAGE_RULES and abs(t["defocus_um"]) < 0.25 * cfz],
         max_true_defocus_cfz=max(true_cfz) if true_cfz else None,
         max_true_defocus_cfz_kept=max(kept) if kept else None,
         max_defocus_cfz=summ.max_defocus_cfz, elapsed_s=round(time.monotonic() - t_start, 2),
@@ -261,13 +272,15 @@ def timeline_png(result: DemoResult, path: Path, *, cfz_um: float, limit_cfz: fl
         return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
 
     hfr, est, temp = col("hfr_px"), col("defocus_um"), col("temp_c")
+    model = col("model_defocus_um")
     true = np.abs(col("true_defocus_um"))
     fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     skip = np.array([d == "skip" for d in dec])
     axes[0].plot(idx[~skip], hfr[~skip], "o-", ms=3, label="HFR (kept)")
     axes[0].plot(idx[skip], hfr[skip], "x", color="grey", label="set aside (clouds...)")
     axes[0].set_ylabel("HFR [px]")
-    axes[1].plot(idx, est, "o-", ms=3, label="estimated defocus")
+    axes[1].plot(idx, est, ".", ms=4, color="tab:blue", alpha=0.45, label="one frame's estimate (seeing jitter)")
+    axes[1].plot(idx, model, "o-", ms=3, color="tab:blue", label="drift model (what the policy uses)")
     axes[1].plot(idx, true, "--", color="k", lw=1, label="true |defocus| (simulator)")
     axes[1].axhline(limit_cfz * cfz_um, color="orange", label=f"refocus limit {limit_cfz:g} CFZ")
     axes[1].axhline(cfz_um / 2, color="red", label="edge of the zone (CFZ/2)")
@@ -297,7 +310,10 @@ def summary_table(result: DemoResult) -> str:
     lines = [f"frames           {result.n_measured} of {result.n_frames} measured in {result.elapsed_s:.0f} s",
              f"refocus requests {result.n_refocus} at frames {result.refocus_frames} "
              f"({', '.join(f'{k}: {v}' for k, v in result.refocus_rules.items()) or 'none'})",
-             f"autofocus runs   {max(result.n_autofocus - 1, 0)} (plus the one at dusk)",
+             f"false requests   {len(result.false_refocus_frames)} (image rules while the true defocus was under "
+             f"0.25 CFZ){' at frames ' + str(result.false_refocus_frames) if result.false_refocus_frames else ''}",
+             f"autofocus runs   {max(result.n_autofocus - 1, 0)} before frames {result.autofocus_frames[1:]} "
+             f"(plus the one at dusk)",
              f"set aside        {sum(result.skip_reasons.values())} "
              f"({', '.join(f'{k}: {v}' for k, v in result.skip_reasons.items()) or 'none'})"]
     if result.max_true_defocus_cfz_kept is not None:

@@ -10,12 +10,14 @@ Rules (each one pure function below; a refocus lists every rule that fired)
 ==============  =====================================================================  ==============================  ==========================
 rule            fires when                                                             settings (default)              switched off by
 ==============  =====================================================================  ==============================  ==========================
-drift           the robust HFR trend (Theil-Sen over ``trend_window_min``), predicted  defocus_limit_cfz (0.4),        defocus_limit_cfz = 0
-                one frame ahead, exceeds the defocus limit even at its lower bound     confidence_z (2.0),
-                (prediction - z * standard error from the frame-to-frame scatter)      trend_window_min (60),
-                                                                                       min_trend_frames (5)
-consecutive     ``consecutive_frames`` accepted frames in a row each past the limit    consecutive_frames (3)          consecutive_frames = 0
-                *and* above the baseline by more than z x jitter (long exposures)
+drift           the drift model (defocus growing steadily since the autofocus, fitted  defocus_limit_cfz (0.4),        defocus_limit_cfz = 0
+                to the HFR ratios and the profile flattening together) puts the        drift_z (3.5),
+                defocus one frame ahead past the limit, *and* that growth is           lookahead_frames (1),
+                significant at drift_z sigmas (Student's t for the frames' dof)        min_trend_frames (5),
+                                                                                       jitter_floor_pct (3.0),
+                                                                                       prior_dof (6)
+consecutive     ``consecutive_frames`` accepted frames in a row each past the limit    consecutive_frames (3),         consecutive_frames = 0
+                at their lower bound: HFR / (1 + z x jitter (+) z' x baseline error)   confidence_z (2.0), drift_z
 temperature     focuser temperature moved ``temperature_delta_c`` since the autofocus  temperature_delta_c (1.0 °C)    temperature_delta_c = 0
 time            ``max_interval_min`` minutes since the autofocus                       max_interval_min (90)           max_interval_min = 0
 filter_change   the filter differs from the one the autofocus was made with            refocus_on_filter_change (on)   false, or parfocal_filters
@@ -25,11 +27,21 @@ hfr_increase    NINA's rule for comparison: LSQ line over the last 10 frames end
 
 The defocus limit is ``defocus_limit_cfz`` x the critical focus zone (total width,
 ``optics.cfz_um`` at the filter's wavelength); 0.5 is the edge of the zone, the default 0.4
-asks for a refocus before the stars leave it. HFR growth becomes defocus with the quadrature
-model (``optics.defocus_um_from_hfr``) against the per-filter baseline (median of the first
-``baseline_frames`` accepted frames after each autofocus), scaled by ``airmass**0.6`` when
-``airmass_correction`` is on (seeing grows with airmass; focus does not). Without a focal
-ratio or pixel size the limit falls back to ``fallback_hfr_increase_pct`` % HFR growth.
+asks for a refocus before the stars leave it. HFR growth becomes defocus with the exact
+seeing-plus-annulus model (``optics.defocus_um_from_hfr``) against the per-filter baseline
+(median of the first ``baseline_frames`` accepted frames after each autofocus), scaled by
+``airmass**0.6`` when ``airmass_correction`` is on (seeing grows with airmass; focus does
+not). Without a focal ratio or pixel size the limit falls back to
+``fallback_hfr_increase_pct`` % HFR growth (and ``drift`` to the Theil-Sen trend's lower bound).
+
+Why a model and not a single frame: near focus a star grows with the *square* of the
+defocus, so half the zone adds only ~7 % to a 1.4 px HFR, about one frame of seeing jitter.
+A single frame's defocus estimate swings by a whole zone; the drift model pools every frame
+since the autofocus (and fits the in-focus level, so a baseline taken in lucky seeing is not
+mistaken for drift). The seeing jitter is never trusted below ``jitter_floor_pct`` and a
+jitter measured on few frames raises the bar (Student's t with the frames' degrees of
+freedom plus ``prior_dof``). HFD/FWHM (``profile_ratio``) flattens with defocus but not with
+seeing, so when measured it is a second witness in the fit and the ``seeing`` veto's evidence.
 
 Vetoes (written once, applied to every rule)
 
@@ -44,9 +56,9 @@ trailing               skip    eccentricity >= ``max_eccentricity`` and ``eccent
 diagnosis              skip    the single-frame diagnosis says trailing / wind / clouds / dew
 baseline               hold    image rules wait until the filter's baseline is complete
 optical_defect         hold    image rules do not refocus a tilt / curvature / coma / collimation frame
-seeing                 hold    image rules: stars grew but kept their peaked profile (HFD/FWHM not
-                               0.02 below the baseline) and the trend is not significant, or the growth
-                               is large (>= 15 %) without flattening (seeing, not focus); ``seeing_veto``
+seeing                 hold    image rules: the profile was measured and did not flatten: HFD/FWHM of
+                               the last 3 frames not ``profile_drop_min`` (0.015) and confidence_z
+                               standard errors below the baseline's (seeing, not focus); ``seeing_veto``
 cooldown               hold    a refocus was asked for; wait for the autofocus or ``cooldown_frames``
 autofocus_in_progress  hold    an autofocus is running
 =====================  ======  ==========================================================================
@@ -63,6 +75,7 @@ function, one row in :data:`RULES` and in the table above, and one table-driven 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -101,12 +114,16 @@ class PolicyConfig:
     parfocal_filters: bool = False
     defocus_limit_cfz: float = 0.4
     confidence_z: float = 2.0
+    drift_z: float = 3.5
     trend_window_min: float = 60.0
     min_trend_frames: int = 5
     lookahead_frames: float = 1.0
     consecutive_frames: int = 3
     baseline_frames: int = 3
-    jitter_floor_pct: float = 2.0
+    jitter_floor_pct: float = 3.0
+    prior_dof: float = 6.0
+    profile_drop_min: float = 0.015
+    profile_floor: float = 0.005
     fallback_hfr_increase_pct: float = 10.0
     hfr_increase_pct: float = 0.0
     min_stars: int = 8
@@ -123,12 +140,14 @@ class PolicyConfig:
         nonneg = ("temperature_delta_c", "max_interval_min", "defocus_limit_cfz", "trend_window_min",
                   "lookahead_frames", "jitter_floor_pct", "fallback_hfr_increase_pct", "hfr_increase_pct",
                   "eccentricity_rise", "consecutive_frames", "cooldown_frames", "focuser_jump_steps",
-                  "min_stars")
+                  "min_stars", "prior_dof", "profile_drop_min", "profile_floor")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be 0 or more")
-        if self.confidence_z <= 0:
-            raise ConfigError(f"[policy] confidence_z = {self.confidence_z!r}: must be above 0 (2 = 97.7 %)")
+        for name in ("confidence_z", "drift_z"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be above 0 "
+                                  "(in standard deviations: 2 = 97.7 %, 3 = 99.87 %)")
         if self.defocus_limit_cfz > 5:
             raise ConfigError(f"[policy] defocus_limit_cfz = {self.defocus_limit_cfz!r}: a fraction of the "
                               "critical focus zone, 0.5 is its edge; 5 zones is beyond any sane limit")
@@ -323,6 +342,10 @@ class Decision:
     a fraction of the critical focus zone (``defocus_cfz``), ``trend_pct_per_h`` the HFR trend
     in % of the baseline per hour, ``jitter_pct`` the frame-to-frame scatter (% of baseline),
     ``temp_delta_c`` the focuser temperature change since the autofocus.
+    ``predicted_defocus_um``/``predicted_defocus_low_um`` come from the drift model one frame
+    ahead (point estimate and lower bound), ``model_defocus_um`` its defocus at this frame
+    (steadier than ``defocus_um``, one frame's estimate), ``drift_z`` its significance in sigmas and
+    ``profile_drop`` how far HFD/FWHM fell below the baseline's (positive: flatter, defocus).
     """
 
     file: str
@@ -345,6 +368,9 @@ class Decision:
     predicted_defocus_low_um: float | None = None
     trend_pct_per_h: float | None = None
     trend_z: float | None = None
+    drift_z: float | None = None
+    model_defocus_um: float | None = None
+    profile_drop: float | None = None
     jitter_pct: float | None = None
     profile_ratio: float | None = None
     baseline_profile_ratio: float | None = None
@@ -409,6 +435,155 @@ class Trend:
     lookahead_min: float
 
 
+@dataclass(frozen=True)
+class DriftFit:
+    """The thermal-drift model fitted to the HFR ratios since the autofocus.
+
+    Model: the defocus grows linearly in time from the first frame after the autofocus
+    (a steady cooling rate times the focus coefficient), and every frame's HFR is the exact
+    seeing-plus-defocus model of it, ``ratio_i = level * g(defocus_i)``, with multiplicative
+    seeing jitter ``sigma``. ``level`` (the true in-focus ratio against the baseline) is
+    fitted too, so a baseline that happened to be taken in good seeing does not look like
+    drift. ``defocus_um`` is at the newest frame, ``predicted_um`` ``lookahead_min`` later,
+    ``predicted_low_um`` its lower bound at ``confidence_z``. ``z`` is the significance of
+    the growth against "no drift" (root of the likelihood ratio, in sigmas); ``dof`` the
+    degrees of freedom of ``sigma`` (frames - 2).
+    """
+
+    n_frames: int
+    defocus_um: float
+    predicted_um: float
+    predicted_low_um: float
+    level: float
+    sigma: float
+    z: float
+    dof: int
+    lookahead_min: float
+
+
+@lru_cache(maxsize=8)
+def _growth_curve(obstruction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(blur diameter / in-focus HFR, ln HFR growth) of the optics model, for vectorised fits."""
+    u = np.linspace(0.0, 1.0, 241)
+    x = 24.0 * u * u                                     # fine near focus, where it matters
+    g = np.array([optics.hfr_px_for_blur(float(b), 1.0, obstruction) for b in x])
+    return x, np.log(np.maximum.accumulate(g))
+
+
+#: The share of the theoretical flattening of HFD/FWHM that ``stars.measure`` reports (its
+#: Moffat-fit FWHM on pixel-sampled stars sees ~3/4 of it: measured on rendered frames of a
+#: 130 mm f/5, 1.19"/px rig, 0.25-1 CFZ). Erring low only makes the profile count for less.
+PROFILE_RESPONSE = 0.75
+
+
+@lru_cache(maxsize=8)
+def _profile_curve(obstruction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(blur diameter / in-focus HFR, ln of HFD/FWHM relative to in focus) of the optics model.
+
+    The seeing Moffat (``optics.SEEING_BETA``) convolved with the defocus annulus, as in
+    ``optics``' HFR table; FWHM is twice the outermost half-maximum radius. Computed once.
+    """
+    beta = optics.SEEING_BETA
+    alpha = 1.0 / math.sqrt(2.0 ** (1.0 / (beta - 1.0)) - 1.0)      # Moffat with r50 = 1
+    nodes = np.concatenate([np.linspace(0.0, 4.0, 17), np.linspace(5.0, 24.0, 12)])
+    ratio = np.empty_like(nodes)
+    for i, b in enumerate(nodes):
+        n = 256
+        h = 2.0 * (max(b / 2.0, 1.0) + 10.0) / n
+        ax = (np.arange(n) - n // 2) * h
+        yy, xx = np.meshgrid(ax, ax, indexing="ij")
+        r = np.hypot(xx, yy)
+        img = (1.0 + (r / alpha) ** 2) ** (-beta)
+        if b > 2 * h:
+            disk = ((r <= b / 2.0) & (r >= obstruction * b / 2.0)).astype(float)
+            img = np.fft.fftshift(np.fft.irfft2(np.fft.rfft2(np.fft.ifftshift(img)) *
+                                                np.fft.rfft2(np.fft.ifftshift(disk)), s=(n, n)))
+        order = np.argsort(r, axis=None)
+        cum = np.cumsum(np.clip(img, 0, None).ravel()[order])
+        r50 = float(np.interp(0.5, cum / cum[-1], r.ravel()[order]))
+        prof, rr = img[n // 2, n // 2:], ax[n // 2:]
+        k = int(np.nonzero(prof >= prof.max() / 2.0)[0][-1])
+        r_half = rr[k] + (prof[k] - prof.max() / 2.0) / max(prof[k] - prof[k + 1], 1e-12) * h
+        ratio[i] = r50 / r_half
+    rel = np.minimum.accumulate(ratio / ratio[0])                   # monotonic: flatter with defocus
+    return nodes, np.log(1.0 - PROFILE_RESPONSE * (1.0 - rel))
+
+
+@lru_cache(maxsize=1024)
+def critical_z(z: float, dof: float) -> float:
+    """``z`` (a one-sided normal quantile) turned into Student's t for a scatter with ``dof`` degrees
+    of freedom: a jitter measured on few frames is not trusted as if it were known."""
+    from scipy.stats import norm, t as student_t
+
+    if dof <= 0 or not math.isfinite(dof):
+        return z
+    return float(student_t.ppf(norm.cdf(z), dof))
+
+
+def _rss(y: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Residual sum of squares for each row of ``model`` with the level (mean) fitted."""
+    resid = y[None, :] - model
+    resid -= resid.mean(axis=1, keepdims=True)
+    return np.sum(resid ** 2, axis=1)
+
+
+def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blur: float, obstruction: float,
+              lookahead_min: float, z: float, sigma_floor: float, prior_dof: float = 0.0,
+              profiles: Sequence[float | None] | None = None, profile_floor: float = 0.005) -> DriftFit | None:
+    """Fit :class:`DriftFit` to HFR ratios (and HFD/FWHM) at ``times_min`` (minutes since the first frame).
+
+    ``um_per_blur`` converts a blur diameter in units of the in-focus HFR to defocus in µm
+    (``N * pixel_um * hfr0_px``). The defocus at the newest frame is found on a grid; for
+    each, the in-focus levels are fitted by least squares. The HFR scatter is the fit's
+    residual standard deviation, never below ``sigma_floor`` (fraction), with ``prior_dof``
+    extra degrees of freedom for that prior. ``profiles`` (HFD/FWHM per frame, ``None``
+    where not measured) add the flattening of the profile as a second, seeing-insensitive
+    witness of the same defocus (scatter never below ``profile_floor``): the two are fitted
+    jointly, each weighted by its own scatter. Returns ``None`` with fewer than 3 frames or
+    no time span.
+
+    >>> t = [0, 10, 20, 30, 40, 50, 60, 70]
+    >>> r = [float(np.exp(np.interp(0.2 * i / 7 * 5, *_growth_curve(0.0)))) for i in range(8)]
+    >>> f = fit_drift(t, r, um_per_blur=25.0, obstruction=0.0, lookahead_min=0, z=2, sigma_floor=0.01)
+    >>> round(f.defocus_um, 0), f.z > 3
+    (25.0, True)
+    """
+    t = np.asarray(times_min, dtype=float)
+    y = np.log(np.asarray(ratios, dtype=float))
+    n = len(t)
+    t_now = float(t.max()) if n else 0.0
+    if n < 3 or t_now <= 0 or um_per_blur <= 0:
+        return None
+    obstruction = round(float(obstruction), 2)
+    xs, lg = _growth_curve(obstruction)
+    grid = xs[xs <= 20.0]
+    x = grid[:, None] * np.clip(t / t_now, 0.0, None)[None, :]        # (grid, frames)
+    rss_h = _rss(y, np.interp(x, xs, lg))
+    dof = n - 2
+    k_h = int(np.argmin(rss_h))
+    sigma = max(sigma_floor, math.sqrt(float(rss_h[k_h]) / dof) if dof > 0 else 0.0)
+    chi2 = rss_h / sigma ** 2
+    if profiles is not None:
+        p = np.array([np.nan if v is None else float(v) for v in profiles])
+        ok = np.isfinite(p) & (p > 0)
+        if ok.sum() >= 3:
+            px, pl = _profile_curve(obstruction)
+            rss_p = _rss(np.log(p[ok]), np.interp(x[:, ok], px, pl))
+            k_p = int(np.argmin(rss_p))
+            s_p = max(profile_floor, math.sqrt(float(rss_p[k_p]) / max(int(ok.sum()) - 2, 1)))
+            chi2 = chi2 + rss_p / s_p ** 2
+    k = int(np.argmin(chi2))
+    zz = math.sqrt(max(0.0, float(chi2[0] - chi2[k])))
+    level = float(np.exp(np.mean(y - np.interp(x[k], xs, lg))))
+    scale = (t_now + max(lookahead_min, 0.0)) / t_now
+    zc = critical_z(z, dof + prior_dof)
+    inside = np.nonzero(chi2 - chi2[k] <= zc * zc)[0]
+    x_low = float(grid[inside[0]]) if len(inside) else float(grid[k])
+    x_hat = float(grid[k])
+    return DriftFit(n, x_hat * um_per_blur, x_hat * scale * um_per_blur, x_low * scale * um_per_blur, level, sigma,
+                    zz, dof, lookahead_min)
+
+
 def _median(values: Sequence[float | None]) -> float | None:
     v = [float(x) for x in values if x is not None and math.isfinite(x)]
     return float(np.median(v)) if v else None
@@ -458,10 +633,20 @@ class Context:
     limit_um: float | None
     limit_ratio: float | None
     jitter: float
+    jitter_dof: float
     trend: Trend | None
+    drift: DriftFit | None
+    profile_drop: float | None
+    profile_sigma: float | None
     minutes_since_af: float | None
     temp_delta_c: float | None
     rig: Rig
+
+    @property
+    def baseline_sigma(self) -> float:
+        """Uncertainty of the baseline (fraction): the median of ``n`` jittery frames."""
+        n = self.baseline.n_frames if self.baseline else 1
+        return 1.2533 * self.jitter / math.sqrt(max(n, 1))
 
 
 def _optics(rig: Rig) -> tuple[float, float] | None:
@@ -541,29 +726,83 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
     if opt and exp_hfr and frame.hfr_px:
         defocus = optics.defocus_um_from_hfr(frame.hfr_px, exp_hfr, opt[0], opt[1], rig.obstruction)
     floor = config.jitter_floor_pct / 100.0
-    jitter = max(floor, (base.jitter_pct or 0.0) / 100.0) if base else floor
-    trend = None
+    jitter, jitter_dof = floor, config.prior_dof
+    trend = drift = None
+    prof_drop = prof_sigma = None
     if base is not None and base.complete:
         cache: dict[str | None, Baseline | None] = {}
-        window = [f for f in with_frame
-                  if config.trend_window_min <= 0 or f.time_s >= now - config.trend_window_min * 60.0]
-        pts = [(f.time_s, _ratio_of(f, with_frame, config, cache)) for f in window]
-        pts = [(t, r) for t, r in pts if r is not None]
-        if len(pts) >= config.min_trend_frames:
-            ts = np.array([(t - now) / 60.0 for t, _ in pts])
-            steps = np.diff(np.sort(ts))
-            cadence = float(np.median(steps)) if len(steps) else 0.0
-            trend = fit_trend(ts, [r for _, r in pts], lookahead_min=config.lookahead_frames * cadence,
-                              z=config.confidence_z, sigma_floor=floor)
-            if trend.sigma > jitter:
-                jitter = trend.sigma
+        same = [f for f in with_frame if f.filter_name == frame.filter_name]
+        rated = [(f, _ratio_of(f, with_frame, config, cache)) for f in same]
+        rated = [(f, r) for f, r in rated if r is not None and r > 0]
+        pts = [(f.time_s, r) for f, r in rated]
+        prof_frames = [f for f, _ in rated]
+        steps = np.diff(np.sort([t for t, _ in pts]))
+        cadence_min = float(np.median(steps)) / 60.0 if len(steps) else 0.0
+        lookahead = config.lookahead_frames * cadence_min
+        window = [(t, r) for t, r in pts
+                  if config.trend_window_min <= 0 or t >= now - config.trend_window_min * 60.0]
+        if len(window) >= config.min_trend_frames:
+            trend = fit_trend([(t - now) / 60.0 for t, _ in window], [r for _, r in window],
+                              lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor)
+        if len(pts) >= 3 and opt and exp_hfr:
+            t0 = pts[0][0]
+            drift = fit_drift([(t - t0) / 60.0 for t, _ in pts], [r for _, r in pts],
+                              um_per_blur=opt[0] * opt[1] * exp_hfr, obstruction=rig.obstruction,
+                              lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor,
+                              prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
+                              profile_floor=config.profile_floor)
+        jitter, jitter_dof = frame_jitter([r for _, r in pts], floor, config.prior_dof)
+        prof_drop, prof_sigma = _profile_change(same, base, config)
     minutes = (now - state.af_time_s) / 60.0 if state.af_time_s is not None else 0.0
     tdelta = None
     if frame.temp_c is not None:
         ref = state.af_temp_c if state.af_temp_c is not None else frame.temp_c
         tdelta = frame.temp_c - ref
     return Context(frame, hist, state, now, prior, base, exp_hfr, ratio, defocus, cfz, limit_um, limit_ratio,
-                   jitter, trend, minutes, tdelta, rig)
+                   jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig)
+
+
+def frame_jitter(ratios: Sequence[float], floor: float, prior_dof: float) -> tuple[float, float]:
+    """(frame-to-frame seeing jitter as a fraction, its degrees of freedom).
+
+    From the differences of successive frames (about their median, so a steady drift does
+    not count), with the largest one dropped (so a single step in focus does not count
+    either): their RMS over sqrt 2. Never below ``floor``; ``prior_dof`` degrees of freedom
+    are added for that prior. With fewer than 4 frames: the floor alone.
+    """
+    r = np.log(np.asarray([x for x in ratios if x and x > 0], dtype=float))
+    if len(r) < 4:
+        return floor, prior_dof
+    d = np.diff(r)
+    d = np.sort(np.abs(d - np.median(d)))[:-1]
+    sd = math.sqrt(float(np.mean(d ** 2)) / 2.0)
+    return max(floor, sd), len(d) - 1 + prior_dof
+
+
+#: Frames whose HFD/FWHM is compared with the baseline's for the profile corroboration.
+PROFILE_RECENT_FRAMES = 3
+
+
+def _profile_change(same: Sequence[FrameRecord], base: Baseline,
+                    config: PolicyConfig) -> tuple[float | None, float | None]:
+    """(drop of HFD/FWHM, its standard error): baseline minus the median of the recent frames.
+
+    Defocus flattens the profile (HFD/FWHM falls from ~1.2 toward 0.7), seeing only scales
+    it (and worse seeing even peaks it a little), so a drop corroborates HFR growth as
+    focus. ``None`` when the baseline or most recent frames lack the profile.
+    """
+    if base.profile_ratio is None:
+        return None, None
+    recent = [f.profile_ratio for f in same[-PROFILE_RECENT_FRAMES:]]
+    have = [p for p in recent if p is not None and math.isfinite(p)]
+    if len(have) < min(2, len(recent)) or not have:
+        return None, None
+    drop = base.profile_ratio - float(np.median(have))
+    allp = np.array([p for p in [f.profile_ratio for f in same] if p is not None and math.isfinite(p)])
+    sd = float(np.std(np.diff(allp), ddof=1)) / math.sqrt(2.0) if len(allp) >= 4 else 0.0
+    sd = max(config.profile_floor, sd)
+    se = 1.2533 * sd * math.sqrt(1.0 / len(have) + 1.0 / max(base.n_frames, 1))
+    return drop, se
 
 
 def _ratio_to_defocus(ctx: Context, ratio: float) -> float | None:
@@ -591,23 +830,53 @@ class Fired:
 
 
 def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
-    """Slow, sustained growth: the trend's lower bound one frame ahead is past the limit."""
-    if config.defocus_limit_cfz <= 0 or ctx.trend is None or ctx.limit_ratio is None:
+    """Sustained growth: the drift model, one frame ahead, is past the limit, and significant.
+
+    Two conditions, both needed: the fitted defocus one frame ahead reaches the limit (the
+    point estimate: a lower bound would only fire past the zone's edge through seeing
+    jitter), and the growth since the autofocus is significant at ``drift_z`` sigmas against
+    no drift at all (Student's t for a jitter measured on few frames). Without a focal ratio
+    or pixel size: the Theil-Sen trend's lower bound against the HFR-percent fallback.
+    """
+    if config.defocus_limit_cfz <= 0 or ctx.baseline is None or not ctx.baseline.complete:
         return None
+    if ctx.drift is None or ctx.limit_um is None:
+        return _rule_drift_fallback(ctx, config)
+    d = ctx.drift
+    if d.n_frames < config.min_trend_frames or d.predicted_um < ctx.limit_um:
+        return None
+    zc = critical_z(config.drift_z, d.dof + config.prior_dof)
+    if d.z < zc:
+        return None
+    return Fired("drift", f"focus drift: defocus {d.defocus_um:.0f} µm now, {d.predicted_um:.0f} µm in "
+                          f"{d.lookahead_min:.0f} min (growth since the autofocus {d.z:.1f} σ over {d.n_frames} "
+                          f"frames, needs {zc:.1f} σ; jitter {100 * d.sigma:.1f} %) is past the "
+                          f"{_limit_text(ctx, config)}")
+
+
+def _rule_drift_fallback(ctx: Context, config: PolicyConfig) -> Fired | None:
     tr = ctx.trend
+    if tr is None or ctx.limit_ratio is None:
+        return None
     if tr.predicted_low < ctx.limit_ratio:
         return None
-    pred_um = _ratio_to_defocus(ctx, tr.predicted)
-    what = (f"predicted defocus {pred_um:.0f} µm" if pred_um is not None
-            else f"predicted HFR +{100 * (tr.predicted - 1):.0f} %")
-    return Fired("drift", f"focus drift: {what} in {tr.lookahead_min:.0f} min (trend "
-                          f"{100 * 60 * tr.slope_per_min:+.1f} %/h over {tr.n_frames} frames, "
+    if tr.slope_z < critical_z(config.drift_z, tr.n_frames - 2 + config.prior_dof):
+        return None
+    return Fired("drift", f"focus drift: predicted HFR +{100 * (tr.predicted - 1):.0f} % in {tr.lookahead_min:.0f} min "
+                          f"(trend {100 * 60 * tr.slope_per_min:+.1f} %/h over {tr.n_frames} frames, "
                           f"{config.confidence_z:g} σ lower bound +{100 * (tr.predicted_low - 1):.1f} % HFR) "
                           f"is past the {_limit_text(ctx, config)}")
 
 
 def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
-    """Few-frame mode: the last N accepted frames are each clearly past the limit."""
+    """Few-frame mode: the last N accepted frames are each past the limit at their lower bound.
+
+    A frame counts when even its HFR divided by ``1 + z * sigma`` (the seeing jitter at
+    ``confidence_z`` and the baseline's own uncertainty, shared by the N frames, at ``drift_z``;
+    Student's t for few frames) is past the limit: a step in
+    focus (a slipping focuser, a bumped tube) that the drift model, which expects a steady
+    growth, would be slow to accept.
+    """
     n = config.consecutive_frames
     if n <= 0 or config.defocus_limit_cfz <= 0 or ctx.baseline is None or not ctx.baseline.complete:
         return None
@@ -616,18 +885,25 @@ def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
     if len(frames) < n or n_base <= config.baseline_frames:
         return None
     cache: dict[str | None, Baseline | None] = {}
-    clear = 1.0 + config.confidence_z * ctx.jitter
+    # each frame's own jitter at confidence_z, the baseline's error (shared by all N frames, so
+    # N frames in a row do not dilute it) at drift_z
+    zc = critical_z(config.confidence_z, ctx.jitter_dof)
+    zb = critical_z(config.drift_z, ctx.jitter_dof)
+    margin = 1.0 + math.hypot(zc * ctx.jitter, zb * ctx.baseline_sigma)
+    sigma = (margin - 1.0) / zc
     for f in frames[-n:]:
         r = _ratio_of(f, frames, config, cache)
         b = cache.get(f.filter_name)
         if r is None or b is None or not b.complete:
             return None
         limit_ratio = _limits(f, expected_hfr_px(b, f, config), config, ctx.rig)[2]
-        if limit_ratio is None or r < max(limit_ratio, clear):
+        if limit_ratio is None or r / margin < limit_ratio:
             return None
-    return Fired("consecutive", f"{n} frames in a row past the {_limit_text(ctx, config)} and "
-                                f"{config.confidence_z:g}× the {100 * ctx.jitter:.1f} % jitter above the baseline "
-                                f"(now HFR +{100 * ((ctx.ratio or 1) - 1):.0f} %)")
+    low = ctx.ratio / margin if ctx.ratio else None
+    low_um = _ratio_to_defocus(ctx, low) if low else None
+    what = f"defocus ≥ {low_um:.0f} µm" if low_um is not None else f"HFR ≥ +{100 * ((low or 1) - 1):.0f} %"
+    return Fired("consecutive", f"{n} frames in a row past the {_limit_text(ctx, config)} even at their "
+                                f"lower bound (HFR / (1 + {zc:.1f} × {100 * sigma:.1f} % jitter); now {what})")
 
 
 def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
@@ -693,12 +969,13 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule("drift", "image", rule_drift,
-         "robust HFR trend one frame ahead, at its lower bound, is past the defocus limit",
-         ("defocus_limit_cfz", "confidence_z", "trend_window_min", "min_trend_frames", "lookahead_frames"),
+         "drift model (HFR + profile since the autofocus) one frame ahead is past the limit, "
+         "and the growth is significant",
+         ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof"),
          "defocus_limit_cfz = 0"),
     Rule("consecutive", "image", rule_consecutive,
-         "N accepted frames in a row each clearly past the limit (long exposures)",
-         ("consecutive_frames", "defocus_limit_cfz", "confidence_z"), "consecutive_frames = 0"),
+         "N accepted frames in a row each past the limit at their lower bound (focus steps, long exposures)",
+         ("consecutive_frames", "defocus_limit_cfz", "confidence_z", "drift_z"), "consecutive_frames = 0"),
     Rule("temperature", "schedule", rule_temperature,
          "focuser temperature changed by the limit since the autofocus", ("temperature_delta_c",),
          "temperature_delta_c = 0"),
@@ -794,27 +1071,22 @@ def veto_optical_defect(ctx: Context, config: PolicyConfig) -> str | None:
 def veto_seeing(ctx: Context, config: PolicyConfig) -> str | None:
     """Stars grew but kept their peaked profile: seeing got worse, not focus.
 
-    Defocus flattens the profile (HFD/FWHM falls: 0.03-0.08 by the zone's edge on the
-    simulator), seeing only scales it. The profile alone is weak evidence for a small growth,
-    so it holds a refocus only when the HFR shows no significant trend, or when the growth is
-    large (>= 15 %) and the profile has not flattened by a tenth of it.
+    Defocus flattens the profile (HFD/FWHM falls ~0.03 by 0.4 CFZ and ~0.15 by a whole zone
+    on the demo rig), seeing only scales it. When the profile is measured, image rules need
+    it corroborated: the recent frames' HFD/FWHM must have fallen below the baseline's by
+    ``profile_drop_min`` and by ``confidence_z`` standard errors. Without profiles the
+    HFR statistics decide alone.
     """
-    if not config.seeing_veto or ctx.baseline is None or ctx.baseline.profile_ratio is None:
+    if not config.seeing_veto or ctx.profile_drop is None or ctx.profile_sigma is None:
         return None
-    recent = [f for f in (list(ctx.history) + [ctx.frame])[-5:] if f.filter_name == ctx.frame.filter_name]
-    prof = _median([f.profile_ratio for f in recent])
-    if prof is None:
+    need = max(config.profile_drop_min, config.confidence_z * ctx.profile_sigma)
+    if ctx.profile_drop >= need:
         return None
-    drop = ctx.baseline.profile_ratio - prof
-    if drop >= 0.02:
-        return None
-    growth = (_median([f.hfr_px for f in recent]) or ctx.baseline.hfr_px) / ctx.baseline.hfr_px - 1.0
-    tr = ctx.trend
-    no_trend = tr is None or tr.slope_z < config.confidence_z
-    if not (no_trend or (growth >= 0.15 and drop < 0.1 * growth)):
-        return None
-    return (f"stars grew {100 * growth:+.0f} % but kept their peaked profile (HFD/FWHM {prof:.2f} vs "
-            f"{ctx.baseline.profile_ratio:.2f} in focus): seeing, not focus")
+    growth = (ctx.ratio or 1.0) - 1.0
+    assert ctx.baseline is not None and ctx.baseline.profile_ratio is not None
+    return (f"stars {100 * growth:+.0f} % but the profile did not flatten (HFD/FWHM "
+            f"{ctx.baseline.profile_ratio - ctx.profile_drop:.3f} vs {ctx.baseline.profile_ratio:.3f} in focus, "
+            f"drop {ctx.profile_drop:+.3f} < {need:.3f}): seeing, not focus")
 
 
 def veto_cooldown(ctx: Context, config: PolicyConfig) -> str | None:
@@ -841,7 +1113,7 @@ VETOES: tuple[Veto, ...] = (
     Veto("cooldown", "hold", "all", veto_cooldown, "a refocus was asked for: wait for the autofocus or N frames"),
     Veto("baseline", "hold", "image", veto_baseline, "the filter's baseline is still being built"),
     Veto("optical_defect", "hold", "image", veto_optical_defect, "diagnosis says tilt / curvature / coma..."),
-    Veto("seeing", "hold", "image", veto_seeing, "peaked profile kept and no significant trend"),
+    Veto("seeing", "hold", "image", veto_seeing, "HFD/FWHM measured and not flattened: seeing, not focus"),
 )
 
 
@@ -919,7 +1191,12 @@ def _ok_summary(ctx: Context, config: PolicyConfig, holds: list[tuple[Veto, str]
         if v.name == "baseline":
             return why
     parts = []
-    if ctx.defocus_um is not None and ctx.cfz_um:
+    if ctx.drift is not None and ctx.cfz_um and ctx.defocus_um is not None:
+        model_cfz = ctx.drift.defocus_um / ctx.cfz_um
+        parts.append(f"in focus: drift model {ctx.drift.defocus_um:.0f} µm = {model_cfz:.2f} CFZ "
+                     f"(growth {ctx.drift.z:.1f} σ; this frame alone {ctx.defocus_um:.0f} µm, seeing jitter "
+                     f"{100 * ctx.jitter:.0f} %; {_limit_text(ctx, config)})")
+    elif ctx.defocus_um is not None and ctx.cfz_um:
         parts.append(f"in focus: defocus {ctx.defocus_um:.0f} µm = {ctx.defocus_um / ctx.cfz_um:.2f} CFZ "
                      f"({_limit_text(ctx, config)})")
     elif ctx.ratio is not None:
@@ -932,15 +1209,19 @@ def _ok_summary(ctx: Context, config: PolicyConfig, holds: list[tuple[Veto, str]
 
 
 def _figures(ctx: Context, config: PolicyConfig) -> dict[str, Any]:
-    f, b, tr = ctx.frame, ctx.baseline, ctx.trend
+    f, b, tr, dr = ctx.frame, ctx.baseline, ctx.trend, ctx.drift
     return dict(
         file=f.file, time_s=f.time_s, filter_name=f.filter_name, n_stars=f.n_stars, hfr_px=f.hfr_px,
         baseline_hfr_px=b.hfr_px if b else None, expected_hfr_px=ctx.expected_hfr_px,
         defocus_um=ctx.defocus_um,
         defocus_cfz=(ctx.defocus_um / ctx.cfz_um) if (ctx.defocus_um is not None and ctx.cfz_um) else None,
         cfz_um=ctx.cfz_um, limit_um=ctx.limit_um,
-        predicted_defocus_um=_ratio_to_defocus(ctx, tr.predicted) if tr else None,
-        predicted_defocus_low_um=_ratio_to_defocus(ctx, tr.predicted_low) if tr else None,
+        predicted_defocus_um=dr.predicted_um if dr else (_ratio_to_defocus(ctx, tr.predicted) if tr else None),
+        predicted_defocus_low_um=dr.predicted_low_um if dr else
+        (_ratio_to_defocus(ctx, tr.predicted_low) if tr else None),
+        drift_z=dr.z if dr else None,
+        model_defocus_um=dr.defocus_um if dr else None,
+        profile_drop=ctx.profile_drop,
         trend_pct_per_h=100.0 * 60.0 * tr.slope_per_min if tr else None,
         trend_z=tr.slope_z if tr else None,
         jitter_pct=100.0 * ctx.jitter if b else None,

@@ -1,0 +1,347 @@
+"""Evaluate the refocus policy on many simulated nights (prints figures; not a test).
+
+Every night is driven through :class:`focuswatch.monitor.Monitor` frame by frame, exactly as
+the watcher does: a refocus request makes the simulated capture program autofocus before the
+next frame (the focuser lands within ~2 µm of best focus) and the monitor is told about it.
+
+Nights (the grid; ``--seeds`` nights per cell):
+
+* seeing 2.8" FWHM with frame-to-frame jitter of 3, 6 and 10 % (the 130 mm f/5, 3.76 µm rig of
+  ``focuswatch demo``: in-focus HFR ~1.42 px, CFZ 67 µm, so the zone's edge is only +7 % HFR);
+* thermal focus drift of 0, 15 and 30 µm/°C while the air cools by a random 1-2 °C/h;
+* 60 s exposures (~300 frames a night) and 600 s exposures (~35 frames a night);
+* with and without a passing cloud (stars dimmed 80 %, a few frames).
+
+Frame records come from the simulator's truth plus realistic measurement noise: the HFR is
+the exact seeing-plus-annulus model (``optics.hfr_px_for_defocus``) of the jittered seeing and
+the true defocus, with 0.4 % measurement noise; the profile flattening (HFD/FWHM) follows
+what ``stars.measure`` reports on rendered frames of this rig (1.18 in focus, -0.03 at
+0.4 CFZ, -0.15 at 1 CFZ; 0.004 noise; +0.025 per 100 % worse seeing). ``--rendered N`` adds
+N nights rendered with :mod:`focuswatch.sim` and measured with :func:`focuswatch.stars.measure`
+(slow: about a second per frame).
+
+Reported per policy:
+
+* ``false/night``: refocus requests per night on nights without drift (all are false);
+* ``early``: requests (any night) while the true |defocus| was below 0.25 CFZ (for the default
+  policy both count the star rules only: its temperature and time rules fire by design);
+* ``caught at``: the true |defocus| in CFZ units when a drift was caught (median / 90th
+  percentile / worst) and the share caught before 0.5 CFZ, the edge of the zone;
+* ``out``: the share of kept frames whose true |defocus| was past 0.5 CFZ.
+
+Policies: the star-based rules alone (temperature and time rules off), the same with the
+records' HFD/FWHM removed (HFR only, as from a measurement without profiles), the default
+policy, and NINA's HFR-increase trigger (rule ``hfr_increase`` at 5 %, our drift rules off, no seeing
+veto: NINA has none).
+
+    python benchmarks/policy_eval.py [--seeds 4] [--hours 6] [--rendered 0] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from focuswatch import optics
+from focuswatch.monitor import AutofocusMark, FrameRecord, Monitor, PolicyConfig
+from focuswatch.optics import Rig
+
+RIG = Rig(aperture_mm=130.0, focal_length_mm=650.0, pixel_um=3.76, focuser_step_um=2.0)
+F_RATIO, PIXEL_UM = 5.0, 3.76
+CFZ_UM = optics.cfz_um(F_RATIO, 550.0)
+SEEING_ARCSEC = 2.8
+HFR_AT_SEEING_PX = 1.417          # stars.measure / sim truth at 2.8" on this rig, in focus
+OVERHEAD_S = 10.0                 # download + dither between exposures
+STAR_RULES = ("drift", "consecutive")
+
+
+def _policy_fields() -> set[str]:
+    return {f.name for f in fields(PolicyConfig)}
+
+
+def policy(**kw: Any) -> PolicyConfig:
+    """A PolicyConfig with only the settings this version of the monitor knows."""
+    known = _policy_fields()
+    return PolicyConfig(**{k: v for k, v in kw.items() if k in known})
+
+
+POLICIES: dict[str, PolicyConfig] = {
+    "star rules": policy(temperature_delta_c=0.0, max_interval_min=0.0),
+    "star rules HFR-only": policy(temperature_delta_c=0.0, max_interval_min=0.0),
+    "default": policy(),
+    "NINA hfr+5%": policy(temperature_delta_c=0.0, max_interval_min=0.0, defocus_limit_cfz=0.0,
+                          consecutive_frames=0, hfr_increase_pct=5.0, seeing_veto=False),
+}
+
+
+@dataclass(frozen=True)
+class NightSpec:
+    seed: int
+    jitter_pct: float
+    coef_um_per_c: float
+    exposure_s: float
+    cloud: bool
+    hours: float = 6.0
+    wander_pct: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return (f"jit{self.jitter_pct:g} drift{self.coef_um_per_c:g} exp{self.exposure_s:g}"
+                f"{' cloud' if self.cloud else ''} s{self.seed}")
+
+
+@dataclass
+class NightResult:
+    spec: NightSpec
+    n_frames: int
+    requests: list[tuple[int, float, tuple[str, ...]]]     # (frame, true |defocus| CFZ, rules)
+    n_kept: int
+    n_out: int                                              # kept frames past 0.5 CFZ
+
+
+def _profile_ratio(defocus_um: float, h0_px: float, seeing_rel: float, noise: float) -> float:
+    """HFD/FWHM as stars.measure reports it on this rig (fitted to rendered frames)."""
+    x = abs(defocus_um) / F_RATIO / PIXEL_UM / h0_px          # blur diameter / in-focus HFR
+    drop = 0.03 * x * x / (1.0 + 0.05 * x * x)
+    return 1.18 + 0.025 * (seeing_rel - 1.0) - drop + noise
+
+
+class TruthNight:
+    """The sky and the focuser of one night; frames are drawn on demand (common random numbers)."""
+
+    def __init__(self, spec: NightSpec):
+        self.spec = spec
+        rng = np.random.default_rng([spec.seed, int(spec.jitter_pct * 10), int(spec.coef_um_per_c),
+                                     int(spec.exposure_s), int(spec.cloud)])
+        self.cadence_s = spec.exposure_s + OVERHEAD_S
+        self.n = int(spec.hours * 3600 / self.cadence_s)
+        t_h = np.arange(self.n) * self.cadence_s / 3600.0
+        self.cooling = -rng.uniform(1.0, 2.0)
+        self.temp = 10.0 + self.cooling * t_h + rng.normal(0, 0.03, self.n)
+        wander = 1.0 + spec.wander_pct / 100.0 * np.sin(2 * math.pi * t_h / 3.0 + rng.uniform(0, 6.3))
+        alt = np.radians(np.linspace(65.0, 40.0, self.n))
+        self.airmass = 1.0 / np.sin(alt)
+        self.seeing_rel = (self.airmass / self.airmass[0]) ** 0.6 * wander * \
+            np.maximum(0.3, 1.0 + rng.normal(0, spec.jitter_pct / 100.0, self.n))
+        self.meas = rng.normal(0, 0.004, self.n)
+        self.prof_noise = rng.normal(0, 0.004, self.n)
+        self.n_stars = rng.integers(140, 160, self.n)
+        self.af_error_um = rng.normal(0, 2.0, 64)
+        self.cloud = np.zeros(self.n)
+        if spec.cloud:
+            a = int(rng.uniform(0.3, 0.6) * self.n)
+            self.cloud[a:a + max(2, self.n // 20)] = 0.8
+
+    def record(self, i: int, defocus_um: float) -> FrameRecord:
+        s = self.seeing_rel[i]
+        h0 = HFR_AT_SEEING_PX * s
+        hfr = optics.hfr_px_for_defocus(abs(defocus_um), h0, F_RATIO, PIXEL_UM) * (1.0 + self.meas[i])
+        cloud = self.cloud[i]
+        hfr *= 1.0 + 0.03 * cloud                      # faint stars measure a little larger
+        prof = _profile_ratio(defocus_um, h0, s, self.prof_noise[i])
+        return FrameRecord(
+            file=f"n{i:04d}.fits", time_s=1.7e9 + i * self.cadence_s, n_stars=int(self.n_stars[i] * (1 - 0.85 * cloud)),
+            hfr_px=hfr, fwhm_px=2 * hfr / prof, eccentricity=0.3, profile_ratio=prof,
+            star_flux_adu=4e4 * self.spec.exposure_s / 60.0 * (1 - cloud), background_adu=800.0,
+            exposure_s=self.spec.exposure_s, filter_name="L", temp_c=round(float(self.temp[i]), 2),
+            airmass=float(self.airmass[i]))
+
+
+def run_truth_night(spec: NightSpec, config: PolicyConfig, with_profile: bool = True) -> NightResult:
+    """One night through the monitor; ``with_profile=False`` drops HFD/FWHM from the records."""
+    night = TruthNight(spec)
+    coef = spec.coef_um_per_c
+    m = Monitor(config, RIG)
+    t_af, d_af, n_af = night.temp[0], night.af_error_um[0], 1
+    m.autofocus(AutofocusMark(time_s=1.7e9 - 60, source="dusk", filter_name="L", temp_c=float(t_af)))
+    pending = False
+    requests: list[tuple[int, float, tuple[str, ...]]] = []
+    n_kept = n_out = 0
+    for i in range(night.n):
+        if pending:
+            t_af, d_af = night.temp[i], night.af_error_um[n_af % 64]
+            n_af += 1
+            m.autofocus(AutofocusMark(time_s=1.7e9 + i * night.cadence_s - 30, source="autofocus-done",
+                                      filter_name="L", temp_c=float(t_af)))
+            pending = False
+        d = d_af + coef * (night.temp[i] - t_af)
+        rec = night.record(i, d)
+        dec = m.observe(rec if with_profile else replace(rec, profile_ratio=None))
+        cfz = abs(d) / CFZ_UM
+        if dec.decision != "skip":
+            n_kept += 1
+            n_out += cfz > 0.5
+        if dec.decision == "refocus":
+            requests.append((i, cfz, tuple(dec.rules)))
+            pending = True
+    return NightResult(spec, night.n, requests, n_kept, n_out)
+
+
+def run_rendered_night(spec: NightSpec, config: PolicyConfig, width: int = 512, height: int = 384,
+                       n_stars: int = 70) -> NightResult:
+    """The same night rendered by the simulator and measured by stars.measure (slow)."""
+    from focuswatch import sim, stars
+    from focuswatch.frames import parse_date_obs
+    from focuswatch.monitor import record_from_stats
+
+    cadence = spec.exposure_s + OVERHEAD_S
+    n = int(spec.hours * 3600 / cadence)
+    rng = np.random.default_rng(spec.seed)
+    plan = sim.NightPlan(n_frames=n, exposure_s=spec.exposure_s, interval_s=cadence,
+                         cooling_c_per_hour=-rng.uniform(1.0, 2.0), temp_noise_c=0.03,
+                         seeing_fwhm_arcsec=SEEING_ARCSEC, seeing_jitter_pct=spec.jitter_pct,
+                         cloud_frames=(n // 2, n // 2 + max(2, n // 20), 0.8) if spec.cloud else None,
+                         autofocus_frames=(0,), altitude_start_deg=65.0, altitude_end_deg=40.0)
+    base = sim.SimParams(width_px=width, height_px=height, n_stars=n_stars, seed=spec.seed, rig=RIG,
+                         exposure_s=spec.exposure_s, star_flux_min_e=8e3)
+    focuser = sim.SimFocuser(coef_um_per_c=-spec.coef_um_per_c, autofocus_error_um=2.0)
+    gen = sim.night_frames(base, plan, focuser, seed=spec.seed)
+    m = Monitor(config, RIG)
+    requests: list[tuple[int, float, tuple[str, ...]]] = []
+    n_kept = n_out = 0
+    pending = False
+    last_time_s = 0.0
+    for i in range(n):
+        if pending:
+            temp = plan.temp_start_c + plan.cooling_c_per_hour * i * cadence / 3600.0
+            focuser.autofocus(temp, "L", rng)
+            m.autofocus(AutofocusMark(time_s=last_time_s + cadence - 30, source="autofocus-done",
+                                      filter_name="L", temp_c=round(temp, 2)))
+            pending = False
+        p = next(gen)
+        f = sim.render(p)
+        st = stars.measure(f.to_frame(), plate_scale_arcsec_px=RIG.plate_scale_arcsec_px)
+        rec = record_from_stats(st, file=f.file_name, time_s=parse_date_obs(p.date_obs))
+        last_time_s = rec.time_s
+        dec = m.observe(rec)
+        cfz = abs(f.truth["defocus_um"]) / CFZ_UM
+        if dec.decision != "skip":
+            n_kept += 1
+            n_out += cfz > 0.5
+        if dec.decision == "refocus":
+            requests.append((i, cfz, tuple(dec.rules)))
+            pending = True
+    return NightResult(spec, n, requests, n_kept, n_out)
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+def figures(results: list[NightResult], rules: tuple[str, ...] | None,
+            false_rules: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Aggregate a group of nights; ``rules`` limits the requests counted (None: every rule) and
+    ``false_rules`` those counted as false/early (default: ``rules``; the default policy's
+    temperature and time rules fire by design, whatever the drift)."""
+    def counted(r: tuple[int, float, tuple[str, ...]]) -> bool:
+        return rules is None or bool(set(r[2]) & set(rules))
+
+    def counted_false(r: tuple[int, float, tuple[str, ...]]) -> bool:
+        want = false_rules if false_rules is not None else rules
+        return want is None or bool(set(r[2]) & set(want))
+
+    flat = [n for n in results if n.spec.coef_um_per_c == 0]
+    drift = [n for n in results if n.spec.coef_um_per_c != 0]
+    false_per_night = (sum(sum(1 for r in n.requests if counted_false(r)) for n in flat) / len(flat)) if flat else None
+    early = sum(1 for n in results for r in n.requests if counted_false(r) and r[1] < 0.25)
+    caught = [r[1] for n in drift for r in n.requests if counted(r) and r[1] >= 0.25]
+    kept = sum(n.n_kept for n in results)
+    return {
+        "n_nights": len(results),
+        "false_per_night": false_per_night,
+        "early_per_night": early / len(results) if results else None,
+        "n_caught": len(caught),
+        "caught_median_cfz": float(np.median(caught)) if caught else None,
+        "caught_p90_cfz": float(np.percentile(caught, 90)) if caught else None,
+        "caught_max_cfz": float(max(caught)) if caught else None,
+        "caught_in_zone_pct": 100.0 * float(np.mean(np.array(caught) < 0.5)) if caught else None,
+        "out_of_zone_pct": 100.0 * sum(n.n_out for n in results) / kept if kept else None,
+        "requests_per_night": sum(len(n.requests) for n in results) / len(results) if results else None,
+    }
+
+
+def _f(x: Any, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    print(f"\n{title}")
+    print(f"  {'group':<34} {'nights':>6} {'false/nt':>8} {'early/nt':>8} {'caught':>6} "
+          f"{'med CFZ':>7} {'p90':>5} {'max':>5} {'<0.5':>5} {'out %':>6} {'req/nt':>6}")
+    for name, f in rows:
+        print(f"  {name:<34} {f['n_nights']:>6} {_f(f['false_per_night']):>8} {_f(f['early_per_night']):>8} "
+              f"{f['n_caught']:>6} {_f(f['caught_median_cfz']):>7} {_f(f['caught_p90_cfz']):>5} "
+              f"{_f(f['caught_max_cfz']):>5} {_f(f['caught_in_zone_pct'], '.0f'):>5} "
+              f"{_f(f['out_of_zone_pct'], '.1f'):>6} {_f(f['requests_per_night'], '.1f'):>6}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=4, help="nights per grid cell")
+    ap.add_argument("--hours", type=float, default=6.0)
+    ap.add_argument("--wander-pct", type=float, default=0.0, help="slow seeing wander amplitude (3 h period)")
+    ap.add_argument("--rendered", type=int, default=0, help="extra nights rendered and measured (slow)")
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join(POLICIES))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a [policy] setting in every policy (repeatable), e.g. --set drift_z=3.5")
+    ap.add_argument("--json", action="store_true", help="one JSON object per policy and group")
+    args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = type(getattr(PolicyConfig(), key.strip()))(float(value) if value.strip()
+                                                                              not in ("true", "false")
+                                                                              else value.strip() == "true")
+
+    specs = [NightSpec(seed, jit, coef, exp, cloud, args.hours, args.wander_pct)
+             for seed in range(args.seeds) for jit in (3.0, 6.0, 10.0) for coef in (0.0, 15.0, 30.0)
+             for exp in (60.0, 600.0) for cloud in (False, True)]
+    names = [p.strip() for p in args.policies.split(",") if p.strip()]
+    t0 = time.perf_counter()
+    for name in names:
+        config = replace(POLICIES[name], **{k: v for k, v in overrides.items()
+                                            if not (name.startswith("NINA") and k == "seeing_veto")})
+        results = [run_truth_night(s, config, with_profile="HFR-only" not in name) for s in specs]
+        rules = STAR_RULES if name.startswith("star rules") else ("hfr_increase",) if name.startswith("NINA") else None
+        fr = STAR_RULES if name == "default" else None
+        groups: list[tuple[str, dict[str, Any]]] = [("all nights", figures(results, rules, fr))]
+        for exp in (60.0, 600.0):
+            for jit in (3.0, 6.0, 10.0):
+                sel = [r for r in results if r.spec.exposure_s == exp and r.spec.jitter_pct == jit]
+                groups.append((f"{exp:g} s, jitter {jit:g} %", figures(sel, rules, fr)))
+        for exp in (60.0, 600.0):
+            for coef in (15.0, 30.0):
+                sel = [r for r in results if r.spec.exposure_s == exp and r.spec.coef_um_per_c in (0.0, coef)]
+                groups.append((f"{exp:g} s, drift {coef:g} um/C", figures(sel, rules, fr)))
+        if args.json:
+            for g, f in groups:
+                print(json.dumps({"policy": name, "group": g, **f}))
+        else:
+            counted = ("drift + consecutive" if rules == STAR_RULES else "hfr_increase" if rules
+                       else "every rule; false/early: drift + consecutive")
+            print_table(f"policy: {name} (requests counted: {counted}; {len(specs)} nights of "
+                        f"{args.hours:g} h)", groups)
+        if args.rendered and "HFR-only" not in name:
+            rspecs = [NightSpec(100 + k, (6.0, 10.0)[k % 2], (0.0, 30.0, 15.0)[k % 3], 120.0, k % 4 == 3, 2.5)
+                      for k in range(args.rendered)]
+            rres = []
+            for s in rspecs:
+                rres.append(run_rendered_night(s, config))
+                print(f"  rendered {s.label}: requests {[(i, round(c, 2), r) for i, c, r in rres[-1].requests]}",
+                      file=sys.stderr, flush=True)
+            f = figures(rres, rules)
+            if args.json:
+                print(json.dumps({"policy": name, "group": "rendered + stars.measure", **f}))
+            else:
+                print_table("  rendered frames measured with stars.measure (120 s exposures, 2.5 h)",
+                            [("rendered + stars.measure", f)])
+    print(f"\n({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
