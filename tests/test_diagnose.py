@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from focuswatch import diagnose, sim, stars
+from focuswatch import diagnose, optics, sim, stars
 from focuswatch.cli import main
 from focuswatch.optics import Rig
 from focuswatch.sim import NightPlan, SimFocuser, SimParams
@@ -108,7 +108,7 @@ def test_mild_focus_miss_and_poor_seeing_of_equal_size_are_told_apart():
     assert d_miss.evidence.profile_ratio < d_seeing.evidence.profile_ratio
 
 
-@pytest.mark.parametrize("zones", [1.0, 3.0, 10.0])
+@pytest.mark.parametrize("zones", [1.0, 3.0, 6.0, 10.0])
 def test_defocus_estimate_within_20_percent_without_a_baseline(zones):
     # bright stars: a 36 px disk spreads its light thin, and sep has to find it
     d, _, _ = _diagnose(SimParams(width_px=SIZE, height_px=SIZE, n_stars=60 if zones > 5 else 100, seed=21,
@@ -130,6 +130,44 @@ def test_donuts_give_the_defocus_and_the_obstruction():
     assert d.defocus_method == "donut outer diameter"
     assert abs(d.defocus_um - truth) <= 0.2 * truth, (d.defocus_um, truth)
     assert ev.obstruction_estimate == pytest.approx(0.4, abs=0.12)
+
+
+#: The demo's former rig: 100 mm f/5 with 3.76 um pixels, 1.55"/px (2" seeing spans 1.3 px).
+UNDERSAMPLED = Rig(aperture_mm=100.0, focal_length_mm=500.0, pixel_um=3.76)
+
+
+def test_smaller_sharper_stars_than_usual_are_never_dew():
+    """Watcher report (``focuswatch demo`` on an undersampled rig): the night's sharpest frames
+    (HFR ~0.65 px against ~0.8 px usual) were called dew with confidence >= 0.6. The 90 % flux
+    radius of a star a pixel across is mostly pixel; dew needs a resolved halo, never a
+    smaller star. Called as the watcher calls it: no pixels, the usual HFR as baseline."""
+    usual = sim.truth_for(SimParams(width_px=512, height_px=512, n_stars=150, seed=3, rig=UNDERSAMPLED,
+                                    seeing_fwhm_arcsec=2.0))["hfr_px"]
+    for seeing in (1.6, 1.7):
+        f = sim.render(SimParams(width_px=512, height_px=512, n_stars=150, seed=3, rig=UNDERSAMPLED,
+                                 seeing_fwhm_arcsec=seeing, star_flux_min_e=5e3))
+        st = stars.measure(f.to_frame(), plate_scale_arcsec_px=UNDERSAMPLED.plate_scale_arcsec_px)
+        assert st.hfr_px < 0.9 * usual
+        for base in (None, usual):
+            d = diagnose.frame(st, UNDERSAMPLED, baseline_hfr_px=base)
+            assert d.label == "in_focus", (seeing, base, d.label, d.confidence, d.evidence.wing_excess)
+            assert all(x.label != "dew" for x in d.findings)
+    # a real halo on the same rig is still dew
+    d, _, _ = _diagnose(SimParams(width_px=512, height_px=512, n_stars=150, seed=7, rig=UNDERSAMPLED,
+                                  seeing_fwhm_arcsec=2.0, dew=0.6, star_flux_min_e=5e3), rig=UNDERSAMPLED)
+    assert d.label == "dew" and d.confidence >= 0.6, (d.label, d.evidence.wing_excess)
+
+
+def test_dew_needs_a_resolved_halo_and_a_star_not_smaller_than_the_baseline():
+    cfg = diagnose.DiagnoseConfig()
+    halo = diagnose.Evidence(n_stars=50, hfr_px=2.0, wing_excess=0.5, size_excess=1.1)
+    assert diagnose._dew_score(halo, None, cfg) == 1.0
+    assert diagnose._dew_score(halo, 1.9, cfg) == 1.0
+    assert diagnose._dew_score(halo, 2.2, cfg) == 0.0                 # smaller than the baseline
+    tiny = diagnose.Evidence(n_stars=50, hfr_px=0.3, wing_excess=0.5, size_excess=1.1)
+    assert diagnose._dew_score(tiny, None, cfg) == 0.0                # 0.15 px: not a resolved halo
+    big_core = diagnose.Evidence(n_stars=50, hfr_px=8.0, wing_excess=0.5, size_excess=5.0)
+    assert diagnose._dew_score(big_core, None, cfg) == 0.0            # a defocus disk, not a halo
 
 
 def test_too_few_stars_is_unknown_with_a_reason_not_a_guess():
@@ -174,23 +212,45 @@ def test_star_asymmetry_tells_a_one_sided_flare_from_a_symmetric_smear():
 
 
 def test_profile_table_matches_the_model():
-    """The embedded table is what profile_model computes (spot checks, both obstructions)."""
-    for eps, bi, xi in ((0.0, 3, 0), (0.0, 1, 8), (0.35, 3, 14)):
+    """The embedded table is what profile_model computes (spot checks, three obstructions)."""
+    for eps, bi, xi in ((0.0, 3, 0), (0.0, 1, 8), (0.35, 3, 14), (0.25, 5, 11)):
         tab = diagnose._profile_table(eps)
         m = diagnose.profile_model(4.0, diagnose._BETAS[bi], 4.0 * diagnose._XS[xi], eps, n=512)
         assert tab["r50"][bi, xi] == pytest.approx(m["r50_px"] / 4.0, abs=2e-3)
         assert tab["w"][bi, xi] == pytest.approx(m["r90_px"] / m["r50_px"], abs=2e-3)
-        assert tab["p"][bi, xi] == pytest.approx(2 * m["r50_px"] / m["fit_fwhm_px"], abs=5e-3)
+        assert tab["fit"][bi, xi] == pytest.approx(m["fit_fwhm_px"] / 4.0, rel=5e-3)
+        assert tab["hm"][bi, xi] == pytest.approx(m["fwhm_px"] / 4.0, rel=5e-3)
+
+
+def test_profile_model_half_flux_growth_agrees_with_optics():
+    """The profile table and optics' HFR-growth model are the same physics (beta 3.5); their
+    grids differ (anti-aliased disk on 512 px here, a coarser hard-edged one in optics): 2 %."""
+    tab = diagnose._profile_table(0.0)
+    bi = diagnose._BETAS.index(3.5)
+    r0 = diagnose.moffat_r50_px(1.0, 3.5)
+    for xi in (4, 8, 12, 15, 19):
+        x = diagnose._XS[xi]
+        assert tab["r50"][bi, xi] == pytest.approx(optics.hfr_px_for_blur(x, r0), rel=0.02)
+
+
+def test_model_mirrors_the_blended_fwhm_of_stars():
+    """Small stars keep the Moffat fit's width, large ones the direct half-maximum width."""
+    assert diagnose.stars_fwhm_px(2.0, 3.0) == pytest.approx(2.0 * diagnose.FIT_FWHM_SCALE, rel=0.05)
+    assert diagnose.stars_fwhm_px(9.0, 12.0) == pytest.approx(12.0, rel=1e-6)
+    # seeing reads HFD/FWHM ~1.2, a large flat disk ~0.72, as stars.measure does (test_stars)
+    assert diagnose.profile_model(4.0, 3.5, 0.0, n=512)["profile_ratio"] == pytest.approx(1.19, abs=0.03)
+    assert diagnose.profile_model(2.6, 3.5, 20.0, n=512)["profile_ratio"] == pytest.approx(0.72, abs=0.02)
 
 
 def test_inverting_the_model_recovers_blur_and_seeing():
-    m = diagnose.profile_model(3.0, 3.5, 6.0)
-    seeing, blur, beta, excess = diagnose.blur_from_profile(
-        m["r50_px"], m["r90_px"] / m["r50_px"] + diagnose.WING_RATIO_BIAS,
-        2 * m["r50_px"] / m["fit_fwhm_px"] + diagnose.PROFILE_RATIO_BIAS)
-    assert blur == pytest.approx(6.0, rel=0.1)
-    assert seeing == pytest.approx(3.0, rel=0.15)
-    assert abs(excess) < 0.05
+    for seeing_px, blur_px in ((3.0, 6.0), (2.0, 4.0), (2.5, 20.0)):
+        m = diagnose.profile_model(seeing_px, 3.5, blur_px)
+        seeing, blur, beta, excess = diagnose.blur_from_profile(
+            m["r50_px"], m["r90_px"] / m["r50_px"] + diagnose.WING_RATIO_BIAS,
+            m["profile_ratio"] + diagnose.PROFILE_RATIO_BIAS)
+        assert blur == pytest.approx(blur_px, rel=0.1)
+        assert seeing == pytest.approx(seeing_px, rel=0.15)
+        assert abs(excess) < 0.05
 
 
 # --------------------------------------------------------------------------- the night

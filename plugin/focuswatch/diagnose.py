@@ -45,8 +45,10 @@ backfocus      sharp centre, all four corners worse by a similar amount (curvatu
                grows ~ r^2 in every direction
 tilt           size gradient across the frame, the sharpest region off-centre or a trough
                along one axis (anisotropic growth; ASTAP tilt %)
-dew            stars with halos: the 90 %/50 % flux radius ratio wider than any seeing
-               profile (Moffat beta >= 2.5) of the same HFD/FWHM allows
+dew            stars with halos: the 90 %/50 % flux radius ratio (pixel width taken out)
+               wider than any seeing profile (Moffat beta >= 2.5) of the same HFD/FWHM
+               allows, by >= 0.25 px; never stars smaller than the baseline or a core
+               several times the in-focus size
 focus_miss     round stars, uniform field, a flat-topped profile or donuts: the inferred
                defocus blur is about the seeing FWHM or more, and >= 0.7 CFZ
 poor_seeing    round stars, uniform field, a peaked seeing profile (no defocus blur), FWHM
@@ -57,12 +59,17 @@ in_focus       none of the above
 Defocus without a baseline comes from the profile itself: a seeing Moffat profile
 convolved with the geometric defocus disk (annulus on an obstructed scope) has known
 shape figures for each ratio blur/seeing and seeing beta (:func:`profile_model`, tabulated
-in ``_PROFILE_TABLES``): the 90 %/50 % flux radius ratio and HFD over the *fitted* Moffat
-FWHM (the star measurement's fit cannot follow a flat top, so its FWHM is modelled, not
-the ideal half-maximum width). The two measured figures give beta and blur/seeing, the
-half-flux radius the scale. Donuts give the blur from their size and ring ratio.
-``defocus_um = N * blur_px * pixel_um``. On the simulator: 1, 2.5, 3, 6 and 10 CFZ come
-out within 2-8 % (tests/test_diagnose.py).
+in ``_PROFILE_TABLES``): the 90 %/50 % flux radius ratio and HFD over the FWHM *as
+stars.measure reports it* (:func:`stars_fwhm_px`: its Moffat fit for stars under ~4 px,
+the width read directly off the radial profile at half maximum above ~6 px, blended in
+between; so simulated seeing reads HFD/FWHM ~1.2 and a large flat disk ~0.72). The two
+measured figures give beta and blur/seeing, the half-flux radius the scale. On frames of
+big disks the wide apertures catch neighbours' light: the profile figures then come
+from the stars with the lowest HFD/FWHM and the 90 % radius is not used. Donuts give
+the blur from their half-flux radius and ring ratio (optics' seeing x annulus model,
+:func:`focuswatch.optics.defocus_blur_px_from_hfr`, also used with a baseline).
+``defocus_um = N * blur_px * pixel_um``. On the simulator (200 mm f/5, 3.76 um, 2.5"
+seeing): 1 to 10 CFZ come out within 5 % (tests/test_diagnose.py; docs/diagnose.md).
 
 Coordinates follow sep (x = column, y = row, (0, 0) the centre of the first pixel);
 zone row 0 is the top of the frame as displayed (low y), as in :class:`stars.Zone`.
@@ -98,9 +105,12 @@ class DiagnoseConfig:
     """
 
     min_stars: int = 12
-    #: HFD/FWHM (fitted Moffat FWHM) below this: a flat-topped, defocused profile. The fit
-    #: cannot follow a flat top, so the measured ratio stays near 0.95 even for big disks.
-    flat_profile_ratio: float = 1.0
+    #: HFD/FWHM below this: a flat-topped, defocused profile (design.md section 2). The FWHM of
+    #: stars.measure follows flat tops (direct half-maximum width for stars over ~5 px), so
+    #: simulated seeing reads 1.15-1.20, a blur of 1x the seeing ~1.0, 2x 0.89, 3x 0.80 and
+    #: a large disk 0.71-0.74; stars under ~3 px across keep the Moffat fit's width and stay
+    #: above ~0.9 even when defocused (the blur is then read from the 90/50 % radii).
+    flat_profile_ratio: float = 0.85
     #: Seeing assumed for the in-focus size when the rig gives none (a fair night), arcsec.
     reference_seeing_arcsec: float = 2.5
     #: FWHM over the expected in-focus FWHM above which the seeing is called poor.
@@ -109,8 +119,12 @@ class DiagnoseConfig:
     focus_miss_blur_ratio: float = 0.9
     #: ... and the inferred defocus in units of the CFZ width (when the rig is known).
     focus_miss_cfz: float = 0.7
-    #: 90 %/50 % flux radius ratio above the best seeing/defocus model: a halo (dew).
-    dew_wing_excess: float = 0.12
+    #: 90 %/50 % flux radius ratio above the best seeing/defocus model: a halo (dew). On the
+    #: simulated labelled set, frames without dew stay within -0.14..+0.03, clear dew (27 % of
+    #: the light in the halo) reads +0.02..+0.45, severe +0.19..+0.71.
+    dew_wing_excess: float = 0.10
+    #: ... and the same excess of the 90 % flux radius in pixels: a halo must be resolved.
+    dew_min_halo_px: float = 0.25
     #: Median eccentricity (bright stars) above which stars count as elongated.
     elongated_ecc: float = 0.40
     #: Alignment (0..1) above which the elongation has one common orientation.
@@ -363,12 +377,22 @@ def _moffat_alpha(fwhm: float, beta: float) -> float:
     return fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
+def moffat_r50_px(fwhm_px: float, beta: float) -> float:
+    """Half-flux radius (px) of a Moffat profile of FWHM ``fwhm_px``: ``alpha sqrt(2^(1/(beta-1)) - 1)``.
+
+    >>> round(moffat_r50_px(1.0, 3.5), 3)
+    0.604
+    """
+    return _moffat_alpha(fwhm_px, beta) * math.sqrt(2.0 ** (1.0 / (beta - 1.0)) - 1.0)
+
+
 def _fit_moffat_fwhm(rc: np.ndarray, prof: np.ndarray, r50: float) -> tuple[float, float]:
     """FWHM and beta of a Moffat fitted to a radial profile the way :mod:`stars` fits stars
-    (out to 3 half-flux radii, points weighted by their pixel count, beta capped at 25).
+    (out to 3 half-flux radii, points weighted by their pixel count, beta in 1.2-25).
 
-    On a flat-topped (defocused) star that fit gives an FWHM well below the true half-maximum
-    width, so the model has to reproduce the fit, not the ideal width.
+    A Moffat has no flat top: on a defocused star the fit gives an FWHM well below the true
+    half-maximum width. ``stars.measure`` keeps the fit only for stars narrower than ~4 px
+    (see :func:`stars_fwhm_px`), so this is what the model needs for small stars.
     """
     from scipy.optimize import least_squares
 
@@ -385,6 +409,42 @@ def _fit_moffat_fwhm(rc: np.ndarray, prof: np.ndarray, r50: float) -> tuple[floa
     return 2 * alpha * math.sqrt(2 ** (1 / beta) - 1), beta
 
 
+#: ``stars.measure``'s pixel-width correction of the FWHM (a pixel adds 1/12 px^2 to each
+#: axis' variance, 8 ln2/12 px^2 to the FWHM^2 of a Gaussian).
+_PIX_FWHM2 = 8.0 * math.log(2.0) / 12.0
+#: ``stars.measure`` blends its Moffat-fit FWHM into the width read directly off the radial
+#: profile at half maximum between these directly read widths (px, on the pixel grid).
+_BLEND_PX = (4.0, 6.0)
+#: The Moffat-fit FWHM of ``stars.measure`` on simulated seeing stars (beta 3.5, FWHM
+#: 1.3-6.5 px, SNR >= 20) reads ``sqrt((FIT_FWHM_SCALE * fit)^2 + FIT_FWHM_ADD2)`` of the
+#: continuous profile's fit: ~2 % wide plus ~0.25 px^2 that the Gaussian pixel correction
+#: leaves in small Moffat stars. Within 1.5 % of the measured width over that range.
+FIT_FWHM_SCALE = 1.02
+FIT_FWHM_ADD2 = 0.25
+
+
+def stars_fwhm_px(fit_fwhm_px: Any, half_max_width_px: Any) -> Any:
+    """The FWHM (px) that :func:`focuswatch.stars.measure` reports for a star.
+
+    ``fit_fwhm_px`` is what its Moffat fit gives on the continuous profile and
+    ``half_max_width_px`` the true full width at half maximum (for a donut, at half the
+    ring's maximum). Mirrors ``measure()``: both widths are read on pixels (the pixel's
+    width adds ``8 ln2/12`` px^2), blended with weight ``w = clip((direct - 4)/2, 0, 1)``
+    (``fw = (1-w) fit + w direct``) and the pixel width is taken out again
+    (``sqrt(fw^2 - 8 ln2/12)``). The fit itself reads a little wide on noisy pixel data
+    (:data:`FIT_FWHM_SCALE`, :data:`FIT_FWHM_ADD2`). Because the blend works in pixels, the measured
+    HFD/FWHM of a given profile shape depends on how many pixels the star spans: a 2-px
+    seeing disk blurred by 1 px keeps the fit's width, the same shape 4x larger reads its
+    true half-maximum width. Works on scalars and numpy arrays.
+    """
+    fit = np.sqrt(np.square(FIT_FWHM_SCALE * np.asarray(fit_fwhm_px, float)) + FIT_FWHM_ADD2)
+    fit_p = np.sqrt(np.square(fit) + _PIX_FWHM2)
+    dir_p = np.sqrt(np.square(half_max_width_px) + _PIX_FWHM2)
+    w = np.clip((dir_p - _BLEND_PX[0]) / (_BLEND_PX[1] - _BLEND_PX[0]), 0.0, 1.0)
+    fw = (1.0 - w) * fit_p + w * dir_p
+    return np.sqrt(np.maximum(fw * fw - _PIX_FWHM2, 0.01))
+
+
 def profile_model(seeing_fwhm_px: float, beta: float, blur_px: float, obstruction: float = 0.0,
                   n: int = 256) -> dict[str, float]:
     """Shape figures of a Moffat seeing profile convolved with a defocus annulus.
@@ -392,13 +452,17 @@ def profile_model(seeing_fwhm_px: float, beta: float, blur_px: float, obstructio
     ``seeing_fwhm_px`` and ``beta`` describe the seeing (Moffat), ``blur_px`` the outer
     diameter of the geometric defocus annulus and ``obstruction`` its inner/outer ratio.
     Returns ``r50_px`` and ``r90_px`` (radii holding 50 and 90 % of the light),
-    ``fwhm_px`` (true half-maximum width; for a donut at half the ring's maximum) and
-    ``fit_fwhm_px``/``fit_beta`` (what the star measurement's Moffat fit reports).
+    ``fwhm_px`` (true half-maximum width; for a donut at half the ring's maximum),
+    ``fit_fwhm_px``/``fit_beta`` (the Moffat fit of the star measurement),
+    ``meas_fwhm_px`` (what ``stars.measure`` reports: :func:`stars_fwhm_px`) and
+    ``profile_ratio`` (HFD over ``meas_fwhm_px``, what it reports as ``profile_ratio``).
     Computed on a grid by FFT convolution: the forward model the defocus estimate inverts.
 
     >>> m = profile_model(3.0, 3.5, 0.0, n=512)
     >>> round(m["fwhm_px"], 1), round(2 * m["r50_px"] / m["fwhm_px"], 1)
     (3.0, 1.2)
+    >>> round(profile_model(4.0, 3.5, 20.0, n=512)["profile_ratio"], 2)  # flat-topped
+    0.74
     """
     f = float(seeing_fwhm_px)
     half = max(4.0 * f, blur_px) * 1.6 + 6.0 * f
@@ -432,25 +496,55 @@ def profile_model(seeing_fwhm_px: float, beta: float, blur_px: float, obstructio
     j = ipk + int(np.argmax(prof[ipk:] < pk / 2))
     rh = float(np.interp(pk / 2, [prof[j], prof[j - 1]], [centres[j], centres[j - 1]]))
     fit_fwhm, fit_beta = _fit_moffat_fwhm(centres, prof, r50)
-    return {"r50_px": r50, "r90_px": r90, "fwhm_px": 2.0 * rh, "fit_fwhm_px": fit_fwhm, "fit_beta": fit_beta}
+    meas = float(stars_fwhm_px(fit_fwhm, 2.0 * rh))
+    return {"r50_px": r50, "r90_px": r90, "fwhm_px": 2.0 * rh, "fit_fwhm_px": fit_fwhm, "fit_beta": fit_beta,
+            "meas_fwhm_px": meas, "profile_ratio": 2.0 * r50 / meas}
 
 
 #: Grid of the inversion: seeing Moffat beta and blur diameter / seeing FWHM.
 _BETAS = (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.0)
 _XS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0)
+#: Seeing FWHM (px) the table is computed at; every entry is scale-free (the continuous
+#: profile has no pixels), the pixel-dependent blend is applied at inversion time.
+_TABLE_FWHM_PX = 4.0
 
 
 def _compute_profile_table(obstruction: float, n: int = 512) -> dict[str, np.ndarray]:
-    """Model shape figures on the (beta, x) grid, in units of the seeing FWHM (slow: ~5 s)."""
+    """Model shape figures on the (beta, x) grid, in units of the seeing FWHM (slow: ~10 s).
+
+    ``r50``: half-flux radius; ``w``: r90/r50; ``fit``: the Moffat-fit FWHM; ``hm``: the
+    true half-maximum width (all but ``w`` over the seeing FWHM).
+    """
     shape = (len(_BETAS), len(_XS))
-    out = {k: np.zeros(shape) for k in ("r50", "w", "p")}
+    out = {k: np.zeros(shape) for k in ("r50", "w", "fit", "hm")}
+    f = _TABLE_FWHM_PX
     for i, be in enumerate(_BETAS):
         for j, x in enumerate(_XS):
-            m = profile_model(4.0, be, 4.0 * x, obstruction, n=n)
-            out["r50"][i, j] = m["r50_px"] / 4.0
+            m = profile_model(f, be, f * x, obstruction, n=n)
+            out["r50"][i, j] = m["r50_px"] / f
             out["w"][i, j] = m["r90_px"] / m["r50_px"]
-            out["p"][i, j] = 2 * m["r50_px"] / m["fit_fwhm_px"]
+            out["fit"][i, j] = m["fit_fwhm_px"] / f
+            out["hm"][i, j] = m["fwhm_px"] / f
     return out
+
+
+def _format_profile_tables(obstructions: Sequence[float] = (0.0, 0.25, 0.35, 0.45), n: int = 512) -> str:
+    """Python source of ``_PROFILE_TABLES`` (paste it over the one at the end of this file).
+
+    ``python -c "from focuswatch import diagnose; print(diagnose._format_profile_tables())"``
+    """
+    lines = ["_PROFILE_TABLES: dict[float, dict[str, tuple[tuple[float, ...], ...]]] = {"]
+    for eps in obstructions:
+        tab = _compute_profile_table(eps, n)
+        lines.append(f"    {eps}: {{")
+        for key, arr in tab.items():
+            lines.append(f'        "{key}": (')
+            for row in arr:
+                lines.append("            (" + ", ".join(f"{v:.4f}" for v in row) + "),")
+            lines.append("        ),")
+        lines.append("    },")
+    lines.append("}")
+    return "\n".join(lines)
 
 
 @lru_cache(maxsize=16)
@@ -460,16 +554,35 @@ def _profile_table(obstruction: float) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, float) for k, v in _PROFILE_TABLES[eps].items()}
 
 
-#: Measured minus model shape figures for pure seeing and defocus stars (simulated frames,
-#: SNR >= 20 stars; see tests/test_diagnose.py): the 90 % radius comes out slightly large
-#: (noise in the wings), the fitted FWHM slightly large on the pixel grid.
-WING_RATIO_BIAS = 0.06
+#: Measured minus model shape figures, median over 19 simulated frames (pure seeing 1.0-6.5
+#: px FWHM at 0.78 and 1.55"/px, and seeing x defocus blur 1.8-21 px; SNR >= 20 stars as
+#: diagnose uses them) once the pixel terms (:data:`PIX_R90_2`, :data:`FIT_FWHM_SCALE`,
+#: :data:`FIT_FWHM_ADD2`) are in: +0.009 for HFD/FWHM and +0.009 for r90/r50, scatter about
+#: 0.02 (seeing stars over 4 px read HFD/FWHM 0.02-0.04 low, stars of ~1 px FWHM 0.08 low).
+WING_RATIO_BIAS = 0.01
+PROFILE_RATIO_BIAS = 0.01
+#: The 90 % flux radius of ``stars.measure`` (``outer_r``) carries the pixel's width, unlike
+#: its half-flux radius: ``r90_measured^2 = r90^2 + PIX_R90_2`` (px^2; 0.69-0.78 measured on
+#: seeing stars of 1.0-2.6 px FWHM, where it matters; about the Gaussian value 2 ln10/12 =
+#: 0.38 doubled by sep's sub-pixel apertures, as for the HFR). Without it a star of HFR
+#: 0.8 px reads r90/r50 2.5 instead of 2.2 and looks like a halo (the demo's dew false
+#: positives on its former 1.55"/px rig).
+PIX_R90_2 = 0.75
 #: Moffat beta of atmospheric seeing: searched in this range, with a prior (centre, width).
 #: Turbulence theory gives ~4.8, stars measure 2.5-4.5; a broader wing than beta 2.5 allows
 #: is a halo (dew, scattered light), not seeing.
 SEEING_BETA_RANGE = (2.5, 7.0)
 SEEING_BETA_PRIOR = (3.5, 1.0)
-PROFILE_RATIO_BIAS = -0.03
+
+
+def wing_ratio_px(r90_px: np.ndarray, hfr_px: np.ndarray) -> np.ndarray:
+    """r90/r50 of measured stars with the pixel's width taken out of the 90 % radius.
+
+    ``hfr_px`` (``stars`` column ``hfr``) is already corrected for the pixel; the 90 %
+    radius (``outer_r``) is not, see :data:`PIX_R90_2`.
+    """
+    r90 = np.sqrt(np.maximum(np.square(r90_px) - PIX_R90_2, np.square(hfr_px)))
+    return r90 / hfr_px
 
 
 def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: float | None, *,
@@ -478,16 +591,23 @@ def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: fl
     wing excess).
 
     ``hfr_px`` is the true half-flux radius, ``wing_ratio`` the measured 90 %/50 % flux
-    radius ratio (1.34 for a flat disk, 2.1-2.5 for seeing) and ``profile_ratio`` HFD
-    over the fitted Moffat FWHM. The pair of shape figures fixes both the seeing's beta
-    and the ratio blur/seeing; the half-flux radius then sets the scale. The blur is well
-    constrained even where the ratio is not: for a large blur the half-flux radius is
-    ~0.354 of it whatever the seeing. ``wing excess`` is how much wider the 90 % radius
-    is than the best model allows (a halo: dew, scattered light).
+    radius ratio (pixel-corrected, :func:`wing_ratio_px`; 1.34 for a flat disk, 2.1-2.5
+    for seeing) and ``profile_ratio`` HFD over the FWHM ``stars.measure`` reports
+    (~1.2 for seeing, ~0.72 for a large flat disk). For each candidate seeing beta and
+    ratio blur/seeing the half-flux radius fixes the seeing FWHM in pixels, hence the
+    FWHM the measurement reports (:func:`stars_fwhm_px`: Moffat fit for small stars,
+    direct half-maximum width for large ones). The pair of shape figures then fixes beta
+    and blur/seeing. The blur is well constrained even where the ratio is not: for a
+    large blur the half-flux radius is ~0.354 of it whatever the seeing. ``wing excess``
+    is how much wider the 90 % radius is than the best model allows (r90/r50 units; a
+    halo: dew, scattered light).
 
-    >>> see, blur, beta, _ = blur_from_profile(2.0, 2.23, 1.18)
-    >>> blur < 0.5 * see
-    True
+    >>> see, blur, beta, _ = blur_from_profile(2.0, 2.17, 1.18)  # seeing, beta 3.5
+    >>> round(see, 1), blur < 0.3 * see
+    (3.3, True)
+    >>> see, blur, beta, _ = blur_from_profile(4.1, 1.66, 0.79)  # 3 CFZ on the test rig
+    >>> round(blur, 1)
+    10.7
     """
     tab = _profile_table(round(float(obstruction), 2))
     xs = np.asarray(_XS)
@@ -498,18 +618,22 @@ def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: fl
     for i, be in enumerate(_BETAS):
         if not SEEING_BETA_RANGE[0] <= be <= SEEING_BETA_RANGE[1]:
             continue
+        r50 = np.interp(fine, xs, tab["r50"][i])
         w = np.interp(fine, xs, tab["w"][i])
-        p = np.interp(fine, xs, tab["p"][i])
         chi = np.zeros_like(fine)
         if wm is not None:
             chi += ((w - wm) / 0.06) ** 2
         if pm is not None:
+            seeing = hfr_px / r50  # px, for each candidate x
+            meas = stars_fwhm_px(np.interp(fine, xs, tab["fit"][i]) * seeing,
+                                 np.interp(fine, xs, tab["hm"][i]) * seeing)
+            p = 2.0 * hfr_px / meas
             chi += ((p - pm) / 0.035) ** 2
         chi += ((be - SEEING_BETA_PRIOR[0]) / SEEING_BETA_PRIOR[1]) ** 2
         k = int(np.argmin(chi))
         if chi[k] < best[0]:
             excess = 0.0 if wm is None else float(wm - w[k])
-            best = (float(chi[k]), float(fine[k]), float(np.interp(fine[k], xs, tab["r50"][i])), be, excess)
+            best = (float(chi[k]), float(fine[k]), float(r50[k]), be, excess)
     _, x, r50_per_f, be, excess = best
     seeing = hfr_px / r50_per_f
     return seeing, x * seeing, be, excess
@@ -723,7 +847,9 @@ def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr
         an elongated, aligned field is called ``trailing``.
     baseline_hfr_px : float, optional
         True half-flux radius right after the last autofocus (px). When given, the defocus
-        is the quadrature growth over it rather than inferred from the profile shape.
+        is the blur that grows it to the measured HFR (optics' exact seeing x annulus
+        model) rather than inferred from the profile shape; a frame whose stars are
+        smaller than it is never called dew.
     config : DiagnoseConfig
         Thresholds.
 
@@ -757,7 +883,7 @@ def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr
         scale_px = int(getattr(image, "scale_px", 1) or 1)
 
     ev, defocus = _evidence(stats, t, w, h, rig, baseline_hfr_px, pixels, scale_px, config)
-    scores = _scores(ev, defocus, config)
+    scores = _scores(ev, defocus, config, baseline_hfr_px)
     problem_label, problem = max(((k, v) for k, v in scores.items() if k != "in_focus"),
                                  key=lambda kv: kv[1])
     if problem < 0.5:
@@ -789,6 +915,30 @@ def _bright(t: np.ndarray, n_min: int = 12) -> np.ndarray:
     return t[np.argsort(-t["snr"])][:max(n_min, len(t) // 2)]
 
 
+#: Median FWHM (px) from which star apertures are wide enough to hold neighbours' light
+#: (when it is also >= 2.5x the expected in-focus FWHM: big defocused disks).
+_CROWDED_FWHM_PX = 8.0
+
+
+def _own_light(bt: np.ndarray) -> np.ndarray:
+    """The stars whose half-flux radius holds only their own light, on frames of big disks.
+
+    ``stars.measure`` sizes every aperture for the frame's largest stars; on strongly
+    defocused frames (disks tens of px wide) most apertures also catch part of a
+    neighbour, which only ever *widens* r50 and r90 (simulated 10 CFZ frames with 60
+    stars on 640x640 px: 12-16 of 17-22 stars, median HFR +30 % and more, r90/r50 3-4
+    instead of 1.4) while the FWHM read off the profile stays right. The bias is
+    one-sided and these bright, large stars have little noise, so the third of the stars
+    with the lowest HFD/FWHM (at least 5) are kept. Their 90 % radius may still reach a
+    neighbour: the caller does not use r90 on such frames.
+    """
+    fitted = bt[np.isfinite(bt["fwhm"]) & (bt["fwhm"] > 0)]
+    if len(fitted) < 8:
+        return bt
+    order = np.argsort(fitted["hfr"] / fitted["fwhm"])
+    return fitted[order[:max(5, len(fitted) // 3)]]
+
+
 def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_px: float | None,
               pixels: np.ndarray | None, scale_px: int, config: DiagnoseConfig) -> tuple[Evidence, dict[str, Any]]:
     bt = _bright(t)
@@ -801,16 +951,22 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     rn = np.hypot(x - cx, y - cy) / hd
     phi = np.arctan2(y - cy, x - cx)
 
-    hfr_med = float(np.median(hfr))
     fitted = bt[np.isfinite(bt["fwhm"]) & (bt["fwhm"] > 0)]
     fwhm_med = float(np.median(fitted["fwhm"])) if len(fitted) else stats.fwhm_px
-    pr = float(np.median(2.0 * fitted["hfr"] / fitted["fwhm"])) if len(fitted) >= 5 else stats.profile_ratio
-    outer = bt["outer_r"]
-    good_outer = np.isfinite(outer) & (outer > 0)
-    wing = float(np.median(outer[good_outer] / hfr[good_outer])) if good_outer.sum() >= 5 else None
-    beta = _median(fitted["beta"]) if len(fitted) else None
     scale = stats.plate_scale_arcsec_px or rig.plate_scale_arcsec_px
     exp_fwhm = expected_fwhm_px(rig, config, scale)
+    # big disks (several times the in-focus size): the wide apertures catch neighbours
+    crowded = bool(fwhm_med and fwhm_med >= _CROWDED_FWHM_PX and (exp_fwhm is None or fwhm_med >= 2.5 * exp_fwhm))
+    own = _own_light(bt) if crowded else bt  # the profile figures: stars free of neighbours' light
+    hfr_med = float(np.median(own["hfr"]))
+    own_fit = own[np.isfinite(own["fwhm"]) & (own["fwhm"] > 0)]
+    pr = float(np.median(2.0 * own_fit["hfr"] / own_fit["fwhm"])) if len(own_fit) >= 5 else stats.profile_ratio
+    outer = own["outer_r"]
+    good_outer = np.isfinite(outer) & (outer > 0)
+    wing = None
+    if good_outer.sum() >= 5 and not crowded:  # r90 reaches neighbours even where r50 does not
+        wing = float(np.median(wing_ratio_px(outer[good_outer], own["hfr"][good_outer])))
+    beta = _median(fitted["beta"]) if len(fitted) else None
 
     # orientation: alignment over the whole frame, radial score away from the centre
     align, ang = _orientation(ecc, theta)
@@ -876,14 +1032,17 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     donut_d = eps_est = None
     if donut_frac >= 0.3 and donut.sum() >= 3:
         eps_est = float(np.median(ring[donut]))
-        # half the light of an annulus of outer radius R lies inside R*sqrt((1+eps^2)/2); the
-        # seeing's own half-flux radius is removed in quadrature. (The 90 % radius would be
-        # more direct but picks up neighbours inside the big stamps of defocused stars.)
+        # the annulus whose convolution with the seeing gives the donuts' half-flux radius:
+        # optics' exact forward model (seeing Moffat x annulus), inverted. (The 90 % radius
+        # would be more direct but picks up neighbours inside the big stamps of defocused stars.)
         scale_s = stats.plate_scale_arcsec_px or rig.plate_scale_arcsec_px
         seeing_px = ((rig.seeing_arcsec or config.reference_seeing_arcsec) / scale_s) if scale_s else 0.0
         h_don = float(np.median(hfr[donut]))
-        r_out = math.sqrt(max(h_don ** 2 - (0.675 * seeing_px) ** 2, 0.0)) / optics.true_hfr_factor(eps_est)
-        donut_d = 2.0 * r_out
+        eps_tab = round(min(max(eps_est, 0.0), 0.9) * 20.0) / 20.0  # 0.05 steps: few growth tables
+        if seeing_px > 0:
+            donut_d = optics.defocus_blur_px_from_hfr(h_don, moffat_r50_px(seeing_px, optics.SEEING_BETA), eps_tab)
+        else:  # no plate scale: the disk alone
+            donut_d = 2.0 * h_don / optics.true_hfr_factor(eps_tab)
 
     defocus = _defocus(hfr_med, wing, pr, rig, baseline_hfr_px, donut_d, eps_est, config)
     ev = Evidence(
@@ -944,7 +1103,31 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
     return out
 
 
-def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig) -> dict[str, float]:
+def _dew_score(ev: Evidence, baseline_hfr_px: float | None, c: DiagnoseConfig) -> float:
+    """0..1: evidence of a dew halo, and nothing that rules it out.
+
+    Dew scatters a share of every star's light into a broad halo: the 90 % flux radius
+    grows far beyond what any seeing profile of the same core allows. That excess must be
+    there in r90/r50 units (``dew_wing_excess``) *and* in pixels (``dew_min_halo_px``): on
+    stars a pixel or two across the 90 % radius is mostly pixel and noise, and a ratio
+    alone would call the sharpest frames of a night dew. A halo only ever makes stars
+    larger, so a frame whose stars are smaller than the post-autofocus baseline is not dew,
+    and it leaves the core (FWHM) seeing-sized, so a core over ~3x the expected in-focus
+    FWHM is a focus or seeing problem (whose wide apertures pick up neighbours' light).
+    """
+    wx = ev.wing_excess or 0.0
+    score = _smooth_step(wx, c.dew_wing_excess - 0.04, c.dew_wing_excess + 0.04)
+    halo_px = wx * (ev.hfr_px or 0.0)  # r90 excess (px): wing excess is in units of r50 = HFR
+    score *= _smooth_step(halo_px, 0.6 * c.dew_min_halo_px, c.dew_min_halo_px)
+    if baseline_hfr_px and ev.hfr_px:
+        score *= _smooth_step(ev.hfr_px / baseline_hfr_px, 0.97, 1.03)
+    if ev.size_excess is not None:  # the core stays seeing-sized under dew: a core several
+        score *= 1.0 - _smooth_step(ev.size_excess, 2.5, 3.5)  # times that is focus or seeing
+    return score
+
+
+def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
+            baseline_hfr_px: float | None = None) -> dict[str, float]:
     """A 0..1 score per label; >= 0.5 means the evidence supports it."""
     s = {k: 0.0 for k in LABELS}
     e = ev.eccentricity or 0.0
@@ -987,10 +1170,9 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig) -> dict
     # size and shape of the profile
     flat = _smooth_step(c.flat_profile_ratio - (pr if pr is not None else 9.0), -0.02, 0.02)
     excess = ev.size_excess
-    dew = _smooth_step(ev.wing_excess or 0.0, c.dew_wing_excess - 0.04, c.dew_wing_excess + 0.04)
-    s["dew"] = dew * (1.0 - elong) * (1.0 - flat)
     x = defocus.get("x") or 0.0
     miss = _smooth_step(x, c.focus_miss_blur_ratio - 0.25, c.focus_miss_blur_ratio + 0.25)
+    miss = max(miss, flat)  # a flat-topped profile is defocus by itself (design.md section 2)
     dcfz = defocus.get("cfz")
     if dcfz is not None:
         miss *= _smooth_step(dcfz, c.focus_miss_cfz * 0.7, c.focus_miss_cfz * 1.1)
@@ -1000,6 +1182,9 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig) -> dict
     # random orientations are noise or blends of big disks
     structured = max(_smooth_step(al, 0.3, 0.5), _smooth_step(abs(rho), 0.3, 0.5))
     round_ = 1.0 - elong * structured
+    # a faint, broad halo makes moment shapes noisy but not aligned: only structured
+    # elongation (a trail) rules dew out
+    s["dew"] = _dew_score(ev, baseline_hfr_px, c) * round_ * (1.0 - flat)
     s["focus_miss"] = miss * round_ * (1.0 - fieldy * 0.6) * (1.0 - s["dew"])
     if excess is not None:
         big = _smooth_step(excess, c.poor_seeing_excess - 0.1, c.poor_seeing_excess + 0.1)
@@ -1219,7 +1404,7 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     n_refocus = int(seg[-1])
 
     # defocus per frame: from the profile (independent of the seeing's jitter); without
-    # it, the HFR growth over the segment's best frames (quadrature model)
+    # it, the HFR growth over the segment's best frames (optics' seeing x annulus model)
     usable = ~cloud & np.isfinite(hfr) & np.array([d.label not in (UNKNOWN, "trailing") for d in diags])
     if dew_onset is not None:
         usable[dew_onset:] = False
@@ -1417,123 +1602,160 @@ def format_night(s: NightStory) -> str:
 
 
 #: Precomputed :func:`_compute_profile_table` (n=512 grid): for each obstruction, arrays
-#: [beta index][x index] of r50/FWHM_seeing, r90/r50 and HFD/fitted-FWHM. Regenerate with
-#: ``_compute_profile_table(eps)``; tests/test_diagnose.py checks a sample against it.
+#: [beta index][x index] of r50/FWHM_seeing, r90/r50, Moffat-fit FWHM/FWHM_seeing and true
+#: half-maximum width/FWHM_seeing. Regenerate with :func:`_format_profile_tables`;
+#: tests/test_diagnose.py checks samples against :func:`profile_model`.
 _PROFILE_TABLES: dict[float, dict[str, tuple[tuple[float, ...], ...]]] = {
     0.0: {
         "r50": (
-            (0.770, 0.782, 0.797, 0.817, 0.856, 0.896, 0.942, 0.993, 1.048, 1.177, 1.311, 1.458, 1.614, 1.931, 2.256, 2.929, 3.616, 4.661, 5.714, 7.110),
-            (0.675, 0.686, 0.703, 0.723, 0.757, 0.800, 0.851, 0.904, 0.965, 1.094, 1.235, 1.381, 1.535, 1.857, 2.194, 2.875, 3.567, 4.612, 5.673, 7.076),
-            (0.629, 0.640, 0.654, 0.682, 0.713, 0.754, 0.802, 0.859, 0.922, 1.055, 1.196, 1.343, 1.506, 1.832, 2.165, 2.856, 3.556, 4.603, 5.660, 7.070),
-            (0.606, 0.610, 0.625, 0.654, 0.689, 0.726, 0.782, 0.840, 0.899, 1.030, 1.177, 1.332, 1.487, 1.816, 2.155, 2.843, 3.540, 4.602, 5.660, 7.070),
-            (0.582, 0.598, 0.610, 0.630, 0.665, 0.713, 0.760, 0.817, 0.881, 1.014, 1.163, 1.313, 1.478, 1.803, 2.144, 2.841, 3.538, 4.602, 5.660, 7.070),
-            (0.562, 0.570, 0.586, 0.618, 0.654, 0.693, 0.751, 0.800, 0.859, 0.996, 1.145, 1.302, 1.463, 1.798, 2.139, 2.833, 3.537, 4.595, 5.660, 7.070),
-            (0.549, 0.553, 0.562, 0.596, 0.625, 0.665, 0.723, 0.782, 0.848, 0.986, 1.139, 1.289, 1.449, 1.784, 2.129, 2.833, 3.535, 4.595, 5.660, 7.070),
+            (0.7697, 0.7818, 0.7966, 0.8170, 0.8563, 0.8964, 0.9424, 0.9933, 1.0484, 1.1770, 1.3109, 1.4584, 1.6141, 1.9308, 2.2559, 2.9288, 3.6163, 4.6612, 5.7136, 7.1103),
+            (0.6755, 0.6859, 0.7028, 0.7225, 0.7574, 0.7996, 0.8508, 0.9042, 0.9645, 1.0944, 1.2354, 1.3807, 1.5352, 1.8566, 2.1942, 2.8749, 3.5667, 4.6116, 5.6734, 7.0761),
+            (0.6288, 0.6399, 0.6544, 0.6824, 0.7127, 0.7543, 0.8025, 0.8590, 0.9222, 1.0551, 1.1962, 1.3428, 1.5059, 1.8322, 2.1652, 2.8560, 3.5563, 4.6031, 5.6600, 7.0699),
+            (0.6060, 0.6098, 0.6250, 0.6544, 0.6893, 0.7258, 0.7818, 0.8397, 0.8990, 1.0304, 1.1770, 1.3323, 1.4870, 1.8158, 2.1549, 2.8428, 3.5396, 4.6021, 5.6600, 7.0699),
+            (0.5823, 0.5982, 0.6098, 0.6300, 0.6650, 0.7127, 0.7605, 0.8170, 0.8806, 1.0143, 1.1630, 1.3127, 1.4775, 1.8026, 2.1445, 2.8409, 3.5381, 4.6021, 5.6600, 7.0699),
+            (0.5617, 0.5700, 0.5857, 0.6175, 0.6544, 0.6927, 0.7512, 0.7996, 0.8590, 0.9956, 1.1447, 1.3020, 1.4632, 1.7976, 2.1393, 2.8333, 3.5365, 4.5949, 5.6600, 7.0699),
+            (0.5491, 0.5533, 0.5617, 0.5964, 0.6250, 0.6650, 0.7225, 0.7818, 0.8480, 0.9862, 1.1385, 1.2893, 1.4487, 1.7843, 2.1289, 2.8333, 3.5355, 4.5949, 5.6600, 7.0699),
         ),
         "w": (
-            (2.983, 2.941, 2.896, 2.840, 2.738, 2.644, 2.548, 2.457, 2.367, 2.195, 2.058, 1.942, 1.846, 1.711, 1.623, 1.518, 1.462, 1.414, 1.390, 1.374),
-            (2.495, 2.459, 2.425, 2.389, 2.322, 2.244, 2.162, 2.096, 2.027, 1.906, 1.810, 1.737, 1.676, 1.587, 1.524, 1.457, 1.418, 1.390, 1.372, 1.361),
-            (2.291, 2.259, 2.236, 2.179, 2.145, 2.089, 2.028, 1.964, 1.901, 1.803, 1.730, 1.672, 1.617, 1.542, 1.496, 1.436, 1.403, 1.380, 1.365, 1.356),
-            (2.166, 2.167, 2.140, 2.098, 2.045, 2.016, 1.946, 1.882, 1.840, 1.762, 1.688, 1.627, 1.588, 1.525, 1.480, 1.428, 1.399, 1.374, 1.362, 1.355),
-            (2.125, 2.075, 2.072, 2.055, 2.011, 1.952, 1.911, 1.868, 1.812, 1.737, 1.667, 1.619, 1.572, 1.515, 1.472, 1.419, 1.395, 1.370, 1.359, 1.352),
-            (2.030, 2.018, 2.010, 1.954, 1.920, 1.895, 1.838, 1.812, 1.782, 1.708, 1.647, 1.595, 1.556, 1.500, 1.459, 1.413, 1.388, 1.369, 1.357, 1.351),
-            (1.926, 1.935, 1.952, 1.909, 1.893, 1.872, 1.817, 1.779, 1.739, 1.670, 1.613, 1.578, 1.546, 1.491, 1.453, 1.405, 1.382, 1.363, 1.354, 1.348),
+            (2.9828, 2.9405, 2.8959, 2.8399, 2.7379, 2.6441, 2.5476, 2.4570, 2.3668, 2.1950, 2.0580, 1.9425, 1.8456, 1.7113, 1.6235, 1.5175, 1.4615, 1.4138, 1.3902, 1.3741),
+            (2.4947, 2.4591, 2.4251, 2.3892, 2.3222, 2.2443, 2.1624, 2.0956, 2.0266, 1.9060, 1.8097, 1.7374, 1.6763, 1.5875, 1.5243, 1.4568, 1.4182, 1.3902, 1.3716, 1.3615),
+            (2.2911, 2.2590, 2.2361, 2.1790, 2.1454, 2.0892, 2.0276, 1.9635, 1.9014, 1.8030, 1.7297, 1.6720, 1.6174, 1.5424, 1.4961, 1.4364, 1.4025, 1.3798, 1.3654, 1.3562),
+            (2.1664, 2.1673, 2.1400, 2.0983, 2.0446, 2.0161, 1.9460, 1.8821, 1.8401, 1.7621, 1.6880, 1.6270, 1.5879, 1.5246, 1.4796, 1.4279, 1.3990, 1.3740, 1.3620, 1.3546),
+            (2.1250, 2.0748, 2.0720, 2.0552, 2.0112, 1.9515, 1.9113, 1.8678, 1.8115, 1.7367, 1.6672, 1.6195, 1.5717, 1.5146, 1.4717, 1.4188, 1.3952, 1.3699, 1.3593, 1.3523),
+            (2.0304, 2.0176, 2.0095, 1.9541, 1.9196, 1.8952, 1.8380, 1.8118, 1.7818, 1.7080, 1.6467, 1.5952, 1.5564, 1.4998, 1.4593, 1.4131, 1.3880, 1.3694, 1.3571, 1.3510),
+            (1.9257, 1.9348, 1.9520, 1.9091, 1.8928, 1.8719, 1.8169, 1.7791, 1.7386, 1.6704, 1.6125, 1.5781, 1.5455, 1.4910, 1.4529, 1.4055, 1.3824, 1.3629, 1.3540, 1.3484),
         ),
-        "p": (
-            (1.540, 1.531, 1.486, 1.413, 1.352, 1.281, 1.213, 1.155, 1.103, 1.055, 1.027, 1.011, 1.001, 0.985, 0.975, 0.966, 0.963, 0.962, 0.962, 0.960),
-            (1.352, 1.345, 1.317, 1.259, 1.208, 1.156, 1.109, 1.063, 1.041, 1.017, 0.999, 0.984, 0.976, 0.967, 0.964, 0.960, 0.959, 0.958, 0.959, 0.959),
-            (1.259, 1.256, 1.230, 1.196, 1.145, 1.099, 1.055, 1.030, 1.020, 1.001, 0.985, 0.972, 0.970, 0.963, 0.959, 0.958, 0.959, 0.958, 0.959, 0.959),
-            (1.213, 1.198, 1.178, 1.152, 1.114, 1.065, 1.035, 1.025, 1.011, 0.991, 0.980, 0.974, 0.966, 0.960, 0.958, 0.956, 0.956, 0.959, 0.959, 0.959),
-            (1.166, 1.176, 1.151, 1.112, 1.080, 1.051, 1.021, 1.010, 1.002, 0.985, 0.976, 0.965, 0.964, 0.956, 0.956, 0.957, 0.957, 0.959, 0.959, 0.959),
-            (1.125, 1.122, 1.109, 1.096, 1.069, 1.029, 1.026, 1.005, 0.992, 0.978, 0.970, 0.964, 0.960, 0.957, 0.956, 0.956, 0.957, 0.958, 0.960, 0.960),
-            (1.100, 1.091, 1.067, 1.064, 1.029, 1.008, 1.007, 1.000, 0.995, 0.981, 0.973, 0.962, 0.956, 0.953, 0.953, 0.957, 0.957, 0.959, 0.960, 0.960),
+        "fit": (
+            (0.9995, 1.0215, 1.0721, 1.1563, 1.2667, 1.3999, 1.5533, 1.7194, 1.9002, 2.2322, 2.5534, 2.8855, 3.2248, 3.9199, 4.6271, 6.0609, 7.5072, 9.6910, 11.8822, 14.8104),
+            (0.9991, 1.0198, 1.0673, 1.1475, 1.2539, 1.3838, 1.5346, 1.7009, 1.8527, 2.1532, 2.4733, 2.8053, 3.1451, 3.8420, 4.5515, 5.9903, 7.4409, 9.6309, 11.8271, 14.7608),
+            (0.9990, 1.0185, 1.0640, 1.1411, 1.2445, 1.3721, 1.5216, 1.6679, 1.8078, 2.1081, 2.4291, 2.7625, 3.1039, 3.8042, 4.5169, 5.9610, 7.4159, 9.6104, 11.8095, 14.7463),
+            (0.9988, 1.0176, 1.0615, 1.1362, 1.2373, 1.3634, 1.5105, 1.6390, 1.7786, 2.0796, 2.4018, 2.7368, 3.0799, 3.7833, 4.4987, 5.9468, 7.4042, 9.6013, 11.8023, 14.7406),
+            (0.9987, 1.0169, 1.0595, 1.1326, 1.2320, 1.3565, 1.4903, 1.6185, 1.7583, 2.0601, 2.3837, 2.7203, 3.0646, 3.7706, 4.4879, 5.9388, 7.3979, 9.5966, 11.7985, 14.7377),
+            (0.9986, 1.0160, 1.0568, 1.1272, 1.2238, 1.3465, 1.4636, 1.5918, 1.7320, 2.0356, 2.3615, 2.7003, 3.0469, 3.7563, 4.4763, 5.9304, 7.3918, 9.5919, 11.7948, 14.7348),
+            (0.9984, 1.0148, 1.0534, 1.1207, 1.2144, 1.3197, 1.4354, 1.5640, 1.7050, 2.0113, 2.3402, 2.6820, 3.0310, 3.7442, 4.4666, 5.9238, 7.3868, 9.5881, 11.7919, 14.7326),
+        ),
+        "hm": (
+            (0.9995, 1.0242, 1.0837, 1.1790, 1.2998, 1.4515, 1.6275, 1.8253, 2.0221, 2.4629, 2.9322, 3.4138, 3.9007, 4.8894, 5.8937, 7.9028, 9.9085, 12.9232, 15.9331, 19.9407),
+            (0.9993, 1.0214, 1.0759, 1.1645, 1.2787, 1.4233, 1.5921, 1.7890, 1.9847, 2.4289, 2.9030, 3.3900, 3.8839, 4.8834, 5.8949, 7.9120, 9.9209, 12.9367, 15.9474, 19.9537),
+            (0.9991, 1.0196, 1.0708, 1.1549, 1.2646, 1.4043, 1.5695, 1.7638, 1.9625, 2.4090, 2.8881, 3.3800, 3.8790, 4.8854, 5.9007, 7.9207, 9.9299, 12.9449, 15.9552, 19.9602),
+            (0.9989, 1.0183, 1.0671, 1.1481, 1.2544, 1.3906, 1.5534, 1.7462, 1.9473, 2.3965, 2.8799, 3.3760, 3.8785, 4.8891, 5.9063, 7.9271, 9.9358, 12.9497, 15.9596, 19.9637),
+            (0.9988, 1.0174, 1.0644, 1.1429, 1.2467, 1.3803, 1.5414, 1.7331, 1.9364, 2.3882, 2.8753, 3.3746, 3.8797, 4.8928, 5.9109, 7.9317, 9.9398, 12.9528, 15.9623, 19.9658),
+            (0.9987, 1.0162, 1.0605, 1.1357, 1.2359, 1.3658, 1.5246, 1.7153, 1.9218, 2.3781, 2.8710, 3.3749, 3.8831, 4.8987, 5.9174, 7.9374, 9.9445, 12.9565, 15.9655, 19.9683),
+            (0.9986, 1.0148, 1.0562, 1.1274, 1.2236, 1.3492, 1.5056, 1.6956, 1.9064, 2.3692, 2.8692, 3.3781, 3.8890, 4.9059, 5.9242, 7.9429, 9.9489, 12.9598, 15.9683, 19.9705),
         ),
     },
     0.25: {
         "r50": (
-            (0.770, 0.782, 0.800, 0.823, 0.856, 0.899, 0.947, 1.000, 1.064, 1.195, 1.337, 1.487, 1.647, 1.975, 2.314, 3.012, 3.725, 4.800, 5.879, 7.336),
-            (0.675, 0.686, 0.706, 0.726, 0.760, 0.808, 0.859, 0.922, 0.981, 1.116, 1.264, 1.419, 1.579, 1.911, 2.256, 2.966, 3.673, 4.764, 5.851, 7.291),
-            (0.629, 0.640, 0.654, 0.683, 0.723, 0.760, 0.814, 0.875, 0.942, 1.075, 1.230, 1.382, 1.547, 1.889, 2.234, 2.942, 3.659, 4.752, 5.840, 7.287),
-            (0.606, 0.611, 0.625, 0.655, 0.693, 0.735, 0.796, 0.856, 0.912, 1.055, 1.207, 1.369, 1.531, 1.873, 2.224, 2.931, 3.655, 4.743, 5.835, 7.285),
-            (0.582, 0.598, 0.610, 0.640, 0.675, 0.723, 0.773, 0.834, 0.899, 1.042, 1.195, 1.355, 1.526, 1.860, 2.216, 2.927, 3.653, 4.743, 5.835, 7.285),
-            (0.562, 0.570, 0.586, 0.618, 0.654, 0.706, 0.754, 0.814, 0.881, 1.028, 1.181, 1.337, 1.510, 1.853, 2.204, 2.920, 3.651, 4.743, 5.835, 7.285),
-            (0.549, 0.553, 0.562, 0.598, 0.629, 0.682, 0.735, 0.800, 0.859, 1.007, 1.165, 1.334, 1.501, 1.847, 2.199, 2.912, 3.647, 4.743, 5.835, 7.285),
+            (0.7697, 0.7818, 0.7996, 0.8227, 0.8563, 0.8990, 0.9473, 1.0003, 1.0640, 1.1948, 1.3375, 1.4870, 1.6469, 1.9752, 2.3144, 3.0123, 3.7247, 4.8002, 5.8792, 7.3360),
+            (0.6755, 0.6859, 0.7061, 0.7258, 0.7605, 0.8083, 0.8590, 0.9222, 0.9814, 1.1156, 1.2636, 1.4192, 1.5789, 1.9105, 2.2559, 2.9661, 3.6728, 4.7636, 5.8506, 7.2908),
+            (0.6288, 0.6399, 0.6544, 0.6827, 0.7225, 0.7605, 0.8141, 0.8752, 0.9424, 1.0749, 1.2297, 1.3824, 1.5473, 1.8885, 2.2344, 2.9416, 3.6587, 4.7521, 5.8402, 7.2870),
+            (0.6060, 0.6114, 0.6250, 0.6553, 0.6927, 0.7354, 0.7956, 0.8563, 0.9120, 1.0551, 1.2066, 1.3687, 1.5306, 1.8733, 2.2244, 2.9306, 3.6546, 4.7428, 5.8350, 7.2848),
+            (0.5823, 0.5982, 0.6098, 0.6399, 0.6755, 0.7225, 0.7727, 0.8341, 0.8990, 1.0417, 1.1948, 1.3550, 1.5260, 1.8602, 2.2161, 2.9269, 3.6526, 4.7428, 5.8350, 7.2848),
+            (0.5617, 0.5700, 0.5863, 0.6175, 0.6544, 0.7061, 0.7543, 0.8141, 0.8806, 1.0281, 1.1810, 1.3375, 1.5105, 1.8533, 2.2043, 2.9195, 3.6506, 4.7428, 5.8350, 7.2848),
+            (0.5491, 0.5533, 0.5617, 0.5982, 0.6288, 0.6824, 0.7354, 0.7996, 0.8590, 1.0073, 1.1650, 1.3340, 1.5012, 1.8469, 2.1992, 2.9121, 3.6465, 4.7428, 5.8350, 7.2848),
         ),
         "w": (
-            (2.983, 2.941, 2.885, 2.823, 2.744, 2.639, 2.540, 2.446, 2.345, 2.172, 2.033, 1.917, 1.823, 1.688, 1.597, 1.488, 1.429, 1.382, 1.357, 1.338),
-            (2.495, 2.459, 2.414, 2.381, 2.321, 2.233, 2.156, 2.064, 2.000, 1.883, 1.784, 1.705, 1.647, 1.560, 1.497, 1.424, 1.389, 1.353, 1.338, 1.327),
-            (2.291, 2.259, 2.248, 2.187, 2.123, 2.076, 2.011, 1.943, 1.876, 1.787, 1.700, 1.640, 1.587, 1.511, 1.462, 1.405, 1.374, 1.344, 1.331, 1.322),
-            (2.166, 2.162, 2.140, 2.099, 2.045, 2.001, 1.922, 1.861, 1.834, 1.734, 1.666, 1.603, 1.561, 1.490, 1.444, 1.395, 1.364, 1.340, 1.327, 1.319),
-            (2.125, 2.078, 2.078, 2.026, 1.988, 1.936, 1.893, 1.839, 1.795, 1.709, 1.641, 1.591, 1.540, 1.482, 1.437, 1.388, 1.357, 1.337, 1.324, 1.317),
-            (2.030, 2.019, 2.013, 1.960, 1.936, 1.874, 1.844, 1.797, 1.757, 1.674, 1.612, 1.570, 1.524, 1.466, 1.428, 1.381, 1.354, 1.333, 1.322, 1.315),
-            (1.926, 1.935, 1.952, 1.903, 1.891, 1.827, 1.812, 1.756, 1.731, 1.659, 1.594, 1.542, 1.507, 1.451, 1.418, 1.375, 1.350, 1.328, 1.320, 1.315),
+            (2.9828, 2.9405, 2.8853, 2.8226, 2.7437, 2.6391, 2.5404, 2.4464, 2.3447, 2.1719, 2.0327, 1.9173, 1.8226, 1.6879, 1.5973, 1.4882, 1.4291, 1.3822, 1.3575, 1.3383),
+            (2.4947, 2.4591, 2.4142, 2.3808, 2.3215, 2.2329, 2.1564, 2.0641, 2.0003, 1.8828, 1.7835, 1.7052, 1.6471, 1.5601, 1.4973, 1.4241, 1.3887, 1.3534, 1.3381, 1.3270),
+            (2.2911, 2.2590, 2.2483, 2.1873, 2.1226, 2.0761, 2.0110, 1.9429, 1.8763, 1.7869, 1.7000, 1.6399, 1.5871, 1.5110, 1.4622, 1.4051, 1.3737, 1.3441, 1.3305, 1.3221),
+            (2.1664, 2.1616, 2.1400, 2.0991, 2.0445, 2.0005, 1.9219, 1.8612, 1.8341, 1.7339, 1.6661, 1.6033, 1.5612, 1.4904, 1.4440, 1.3953, 1.3636, 1.3400, 1.3266, 1.3190),
+            (2.1250, 2.0782, 2.0781, 2.0263, 1.9878, 1.9358, 1.8935, 1.8388, 1.7954, 1.7088, 1.6409, 1.5909, 1.5396, 1.4824, 1.4374, 1.3883, 1.3570, 1.3365, 1.3242, 1.3172),
+            (2.0304, 2.0189, 2.0131, 1.9604, 1.9356, 1.8743, 1.8439, 1.7972, 1.7572, 1.6740, 1.6118, 1.5696, 1.5237, 1.4655, 1.4281, 1.3806, 1.3536, 1.3325, 1.3222, 1.3153),
+            (1.9257, 1.9348, 1.9520, 1.9034, 1.8909, 1.8269, 1.8116, 1.7562, 1.7311, 1.6591, 1.5943, 1.5424, 1.5067, 1.4514, 1.4179, 1.3753, 1.3497, 1.3281, 1.3198, 1.3146),
         ),
-        "p": (
-            (1.540, 1.528, 1.485, 1.409, 1.331, 1.256, 1.184, 1.122, 1.075, 1.036, 1.009, 0.989, 0.977, 0.959, 0.949, 0.939, 0.935, 0.932, 0.930, 0.930),
-            (1.352, 1.343, 1.317, 1.253, 1.194, 1.142, 1.086, 1.052, 1.031, 1.001, 0.982, 0.968, 0.957, 0.944, 0.938, 0.933, 0.929, 0.929, 0.929, 0.927),
-            (1.259, 1.255, 1.225, 1.186, 1.143, 1.083, 1.037, 1.024, 1.013, 0.984, 0.971, 0.956, 0.949, 0.941, 0.934, 0.929, 0.927, 0.928, 0.928, 0.927),
-            (1.213, 1.200, 1.173, 1.143, 1.102, 1.054, 1.032, 1.019, 0.996, 0.978, 0.962, 0.954, 0.945, 0.937, 0.933, 0.927, 0.927, 0.927, 0.927, 0.927),
-            (1.166, 1.175, 1.147, 1.120, 1.080, 1.041, 1.016, 1.005, 0.992, 0.974, 0.959, 0.949, 0.946, 0.933, 0.931, 0.927, 0.927, 0.927, 0.927, 0.803),
-            (1.125, 1.121, 1.105, 1.086, 1.053, 1.031, 1.009, 0.996, 0.986, 0.971, 0.956, 0.943, 0.940, 0.932, 0.928, 0.926, 0.927, 0.928, 0.923, 0.579),
-            (1.100, 1.089, 1.063, 1.059, 1.020, 1.018, 1.003, 0.995, 0.976, 0.962, 0.950, 0.945, 0.938, 0.931, 0.927, 0.924, 0.927, 0.928, 0.653, 0.266),
+        "fit": (
+            (0.9995, 1.0230, 1.0769, 1.1674, 1.2871, 1.4320, 1.5996, 1.7835, 1.9800, 2.3058, 2.6512, 3.0083, 3.3729, 4.1192, 4.8777, 6.4144, 7.9637, 10.3008, 12.6443, 15.7745),
+            (0.9991, 1.0212, 1.0720, 1.1582, 1.2738, 1.4159, 1.5822, 1.7529, 1.9043, 2.2289, 2.5745, 2.9328, 3.2989, 4.0488, 4.8111, 6.3544, 7.9092, 10.2527, 12.6016, 15.7373),
+            (0.9990, 1.0199, 1.0685, 1.1515, 1.2638, 1.4041, 1.5696, 1.7092, 1.8603, 2.1856, 2.5330, 2.8934, 3.2618, 4.0159, 4.7819, 6.3312, 7.8893, 10.2379, 12.5891, 15.7275),
+            (0.9988, 1.0189, 1.0659, 1.1464, 1.2566, 1.3950, 1.5414, 1.6806, 1.8319, 2.1585, 2.5078, 2.8703, 3.2408, 3.9984, 4.7671, 6.3200, 7.8808, 10.2312, 12.5837, 15.7239),
+            (0.9987, 1.0182, 1.0638, 1.1425, 1.2509, 1.3881, 1.5213, 1.6605, 1.8121, 2.1401, 2.4913, 2.8556, 3.2275, 3.9881, 4.7588, 6.3141, 7.8768, 10.2281, 12.5821, 18.1321),
+            (0.9986, 1.0172, 1.0609, 1.1369, 1.2427, 1.3692, 1.4949, 1.6344, 1.7868, 2.1173, 2.4713, 2.8384, 3.2126, 3.9767, 4.7500, 6.3086, 7.8726, 10.2257, 12.6405, 25.1558),
+            (0.9984, 1.0159, 1.0573, 1.1300, 1.2329, 1.3413, 1.4670, 1.6072, 1.7611, 2.0952, 2.4527, 2.8228, 3.1998, 3.9675, 4.7430, 6.3041, 7.8698, 10.2229, 17.8650, 54.7630),
+        ),
+        "hm": (
+            (0.9995, 1.0260, 1.0898, 1.1924, 1.3269, 1.4952, 1.7001, 1.9214, 2.1585, 2.6552, 3.1347, 3.6151, 4.0926, 5.0493, 6.0234, 7.9912, 9.9700, 12.9615, 15.9612, 19.9587),
+            (0.9993, 1.0231, 1.0814, 1.1771, 1.3029, 1.4657, 1.6637, 1.8867, 2.1211, 2.6232, 3.1031, 3.5836, 4.0592, 5.0158, 5.9932, 7.9678, 9.9537, 12.9532, 15.9574, 19.9590),
+            (0.9991, 1.0212, 1.0760, 1.1669, 1.2878, 1.4459, 1.6396, 1.8637, 2.0978, 2.6050, 3.0856, 3.5662, 4.0404, 4.9975, 5.9780, 7.9579, 9.9488, 12.9525, 15.9591, 19.9618),
+            (0.9989, 1.0198, 1.0721, 1.1596, 1.2770, 1.4317, 1.6225, 1.8478, 2.0822, 2.5933, 3.0744, 3.5549, 4.0289, 4.9864, 5.9690, 7.9534, 9.9473, 12.9536, 15.9613, 19.9643),
+            (0.9988, 1.0188, 1.0691, 1.1541, 1.2689, 1.4210, 1.6098, 1.8361, 2.0719, 2.5855, 3.0669, 3.5474, 4.0206, 4.9792, 5.9633, 7.9510, 9.9472, 12.9549, 15.9631, 19.9660),
+            (0.9987, 1.0174, 1.0651, 1.1463, 1.2574, 1.4059, 1.5923, 1.8202, 2.0585, 2.5761, 3.0578, 3.5382, 4.0105, 4.9702, 5.9569, 7.9491, 9.9482, 12.9572, 15.9657, 19.9683),
+            (0.9986, 1.0160, 1.0604, 1.1375, 1.2442, 1.3885, 1.5731, 1.8029, 2.0449, 2.5676, 3.0489, 3.5280, 4.0004, 4.9614, 5.9512, 7.9488, 9.9502, 12.9599, 15.9684, 19.9705),
         ),
     },
     0.35: {
         "r50": (
-            (0.770, 0.782, 0.800, 0.823, 0.859, 0.904, 0.960, 1.012, 1.075, 1.210, 1.364, 1.526, 1.684, 2.025, 2.373, 3.092, 3.826, 4.931, 6.043, 7.526),
-            (0.675, 0.686, 0.706, 0.726, 0.770, 0.814, 0.867, 0.927, 0.996, 1.139, 1.289, 1.449, 1.620, 1.965, 2.315, 3.048, 3.778, 4.891, 6.012, 7.499),
-            (0.629, 0.640, 0.657, 0.686, 0.723, 0.770, 0.828, 0.891, 0.952, 1.097, 1.256, 1.421, 1.589, 1.942, 2.293, 3.023, 3.758, 4.882, 5.997, 7.498),
-            (0.606, 0.615, 0.625, 0.658, 0.703, 0.751, 0.800, 0.859, 0.935, 1.079, 1.237, 1.404, 1.576, 1.924, 2.285, 3.015, 3.756, 4.875, 5.995, 7.497),
-            (0.582, 0.598, 0.613, 0.643, 0.682, 0.726, 0.791, 0.851, 0.922, 1.064, 1.228, 1.391, 1.565, 1.920, 2.280, 3.011, 3.750, 4.870, 5.995, 7.497),
-            (0.562, 0.570, 0.586, 0.618, 0.658, 0.706, 0.760, 0.828, 0.899, 1.051, 1.207, 1.381, 1.552, 1.904, 2.274, 3.005, 3.750, 4.870, 5.995, 7.497),
-            (0.549, 0.553, 0.562, 0.598, 0.640, 0.689, 0.751, 0.814, 0.888, 1.042, 1.199, 1.374, 1.543, 1.896, 2.261, 3.005, 3.748, 4.870, 5.995, 7.497),
+            (0.7697, 0.7818, 0.7996, 0.8227, 0.8590, 0.9042, 0.9596, 1.0120, 1.0749, 1.2105, 1.3636, 1.5260, 1.6839, 2.0245, 2.3730, 3.0918, 3.8264, 4.9309, 6.0428, 7.5258),
+            (0.6755, 0.6859, 0.7061, 0.7258, 0.7697, 0.8141, 0.8672, 0.9273, 0.9956, 1.1385, 1.2893, 1.4487, 1.6199, 1.9646, 2.3147, 3.0479, 3.7778, 4.8907, 6.0124, 7.4994),
+            (0.6288, 0.6399, 0.6567, 0.6859, 0.7225, 0.7697, 0.8284, 0.8912, 0.9523, 1.0966, 1.2561, 1.4209, 1.5892, 1.9416, 2.2935, 3.0230, 3.7582, 4.8817, 5.9972, 7.4977),
+            (0.6060, 0.6151, 0.6250, 0.6579, 0.7028, 0.7512, 0.7996, 0.8590, 0.9349, 1.0786, 1.2373, 1.4043, 1.5759, 1.9236, 2.2854, 3.0147, 3.7563, 4.8750, 5.9947, 7.4965),
+            (0.5823, 0.5982, 0.6133, 0.6435, 0.6824, 0.7258, 0.7907, 0.8508, 0.9222, 1.0640, 1.2278, 1.3908, 1.5654, 1.9199, 2.2805, 3.0106, 3.7504, 4.8705, 5.9947, 7.4965),
+            (0.5617, 0.5700, 0.5863, 0.6175, 0.6579, 0.7061, 0.7605, 0.8284, 0.8990, 1.0507, 1.2066, 1.3807, 1.5519, 1.9043, 2.2740, 3.0051, 3.7504, 4.8705, 5.9947, 7.4965),
+            (0.5491, 0.5533, 0.5617, 0.5982, 0.6399, 0.6893, 0.7512, 0.8141, 0.8885, 1.0417, 1.1994, 1.3739, 1.5428, 1.8964, 2.2609, 3.0051, 3.7484, 4.8705, 5.9947, 7.4965),
         ),
         "w": (
-            (2.983, 2.941, 2.885, 2.831, 2.736, 2.629, 2.516, 2.427, 2.328, 2.156, 2.007, 1.884, 1.796, 1.662, 1.572, 1.463, 1.402, 1.353, 1.329, 1.312),
-            (2.495, 2.459, 2.422, 2.383, 2.297, 2.225, 2.142, 2.067, 1.985, 1.859, 1.763, 1.686, 1.619, 1.528, 1.472, 1.395, 1.359, 1.327, 1.309, 1.297),
-            (2.291, 2.259, 2.240, 2.184, 2.126, 2.059, 1.985, 1.922, 1.870, 1.768, 1.679, 1.613, 1.561, 1.482, 1.437, 1.377, 1.345, 1.317, 1.302, 1.290),
-            (2.166, 2.152, 2.140, 2.097, 2.022, 1.967, 1.923, 1.873, 1.797, 1.716, 1.637, 1.576, 1.528, 1.466, 1.418, 1.365, 1.336, 1.311, 1.297, 1.288),
-            (2.125, 2.081, 2.066, 2.023, 1.976, 1.937, 1.865, 1.819, 1.761, 1.687, 1.613, 1.558, 1.512, 1.450, 1.406, 1.359, 1.331, 1.307, 1.296, 1.286),
-            (2.030, 2.019, 2.014, 1.970, 1.930, 1.889, 1.840, 1.786, 1.733, 1.650, 1.592, 1.534, 1.496, 1.439, 1.396, 1.352, 1.325, 1.304, 1.292, 1.284),
-            (1.926, 1.937, 1.952, 1.903, 1.867, 1.833, 1.779, 1.743, 1.690, 1.617, 1.564, 1.509, 1.479, 1.427, 1.390, 1.341, 1.319, 1.301, 1.289, 1.282),
+            (2.9828, 2.9405, 2.8853, 2.8312, 2.7361, 2.6289, 2.5159, 2.4267, 2.3277, 2.1557, 2.0071, 1.8839, 1.7965, 1.6617, 1.5716, 1.4627, 1.4016, 1.3532, 1.3293, 1.3117),
+            (2.4947, 2.4591, 2.4220, 2.3827, 2.2972, 2.2250, 2.1420, 2.0674, 1.9849, 1.8595, 1.7629, 1.6859, 1.6186, 1.5284, 1.4720, 1.3955, 1.3589, 1.3269, 1.3086, 1.2971),
+            (2.2911, 2.2590, 2.2402, 2.1842, 2.1260, 2.0590, 1.9850, 1.9220, 1.8704, 1.7681, 1.6793, 1.6129, 1.5608, 1.4820, 1.4369, 1.3765, 1.3451, 1.3168, 1.3025, 1.2904),
+            (2.1664, 2.1516, 2.1400, 2.0968, 2.0219, 1.9670, 1.9226, 1.8733, 1.7967, 1.7163, 1.6370, 1.5763, 1.5277, 1.4662, 1.4181, 1.3647, 1.3357, 1.3109, 1.2972, 1.2885),
+            (2.1250, 2.0811, 2.0662, 2.0232, 1.9757, 1.9372, 1.8646, 1.8188, 1.7613, 1.6866, 1.6125, 1.5584, 1.5122, 1.4503, 1.4060, 1.3587, 1.3311, 1.3072, 1.2959, 1.2855),
+            (2.0304, 2.0189, 2.0145, 1.9698, 1.9298, 1.8893, 1.8399, 1.7855, 1.7329, 1.6497, 1.5919, 1.5342, 1.4958, 1.4389, 1.3962, 1.3519, 1.3252, 1.3040, 1.2923, 1.2836),
+            (1.9257, 1.9371, 1.9520, 1.9034, 1.8674, 1.8332, 1.7794, 1.7433, 1.6895, 1.6165, 1.5644, 1.5092, 1.4791, 1.4275, 1.3903, 1.3413, 1.3195, 1.3008, 1.2890, 1.2818),
         ),
-        "p": (
-            (1.540, 1.527, 1.479, 1.397, 1.316, 1.237, 1.168, 1.099, 1.061, 1.020, 0.996, 0.979, 0.962, 0.944, 0.932, 0.921, 0.917, 0.913, 0.911, 0.909),
-            (1.352, 1.342, 1.312, 1.242, 1.192, 1.126, 1.067, 1.036, 1.020, 0.991, 0.968, 0.952, 0.944, 0.930, 0.920, 0.916, 0.911, 0.909, 0.909, 0.907),
-            (1.259, 1.254, 1.225, 1.181, 1.127, 1.074, 1.036, 1.020, 0.998, 0.972, 0.957, 0.945, 0.935, 0.925, 0.917, 0.911, 0.908, 0.908, 0.907, 0.822),
-            (1.213, 1.206, 1.169, 1.138, 1.103, 1.055, 1.018, 0.999, 0.994, 0.968, 0.952, 0.941, 0.933, 0.920, 0.916, 0.909, 0.908, 0.907, 0.850, 0.605),
-            (1.166, 1.174, 1.149, 1.117, 1.076, 1.026, 1.020, 1.001, 0.991, 0.962, 0.950, 0.936, 0.930, 0.920, 0.915, 0.909, 0.907, 0.907, 0.682, 0.439),
-            (1.125, 1.120, 1.102, 1.078, 1.044, 1.016, 0.998, 0.990, 0.979, 0.959, 0.940, 0.934, 0.925, 0.915, 0.914, 0.908, 0.907, 0.728, 0.451, 0.011),
-            (1.100, 1.089, 1.059, 1.050, 1.026, 1.012, 1.004, 0.988, 0.980, 0.960, 0.941, 0.933, 0.923, 0.913, 0.909, 0.908, 0.907, 0.462, 0.011, 0.011),
+        "fit": (
+            (0.9995, 1.0240, 1.0812, 1.1778, 1.3058, 1.4620, 1.6434, 1.8418, 2.0270, 2.3727, 2.7378, 3.1163, 3.5016, 4.2904, 5.0904, 6.7116, 8.3430, 10.8030, 13.2694, 16.5601),
+            (0.9991, 1.0221, 1.0760, 1.1683, 1.2918, 1.4458, 1.6260, 1.7910, 1.9521, 2.2975, 2.6638, 3.0442, 3.4317, 4.2251, 5.0297, 6.6575, 8.2954, 10.7624, 13.2319, 16.5298),
+            (0.9990, 1.0208, 1.0723, 1.1613, 1.2819, 1.4335, 1.5988, 1.7477, 1.9088, 2.2557, 2.6243, 3.0073, 3.3975, 4.1956, 5.0041, 6.6381, 8.2792, 10.7495, 13.2236, 18.2493),
+            (0.9988, 1.0198, 1.0696, 1.1559, 1.2742, 1.4244, 1.5706, 1.7194, 1.8810, 2.2297, 2.6006, 2.9860, 3.3783, 4.1803, 4.9912, 6.6296, 8.2731, 10.7448, 14.1097, 24.7737),
+            (0.9987, 1.0191, 1.0674, 1.1518, 1.2687, 1.4154, 1.5506, 1.6997, 1.8618, 2.2123, 2.5853, 2.9727, 3.3667, 4.1715, 4.9844, 6.6250, 8.2699, 10.7428, 17.5906, 34.1193),
+            (0.9986, 1.0180, 1.0644, 1.1460, 1.2601, 1.3893, 1.5244, 1.6741, 1.8373, 2.1908, 2.5670, 2.9572, 3.3537, 4.1623, 4.9772, 6.6202, 8.2670, 13.3825, 26.5981, 1325.6638),
+            (0.9984, 1.0167, 1.0606, 1.1389, 1.2476, 1.3616, 1.4969, 1.6478, 1.8126, 2.1701, 2.5503, 2.9437, 3.3427, 4.1546, 4.9721, 6.6171, 8.2641, 21.0715, 1060.0886, 1325.6638),
+        ),
+        "hm": (
+            (0.9995, 1.0273, 1.0949, 1.2050, 1.3521, 1.5377, 1.7680, 2.0053, 2.2692, 2.7561, 3.2284, 3.7009, 4.1743, 5.1218, 6.0827, 8.0344, 10.0009, 12.9812, 15.9759, 19.9684),
+            (0.9993, 1.0242, 1.0861, 1.1888, 1.3265, 1.5049, 1.7304, 1.9705, 2.2348, 2.7244, 3.1948, 3.6657, 4.1363, 5.0795, 6.0431, 7.9993, 9.9736, 12.9637, 15.9641, 19.9625),
+            (0.9991, 1.0222, 1.0804, 1.1780, 1.3093, 1.4843, 1.7054, 1.9493, 2.2138, 2.7058, 3.1756, 3.6453, 4.1146, 5.0561, 6.0210, 7.9825, 9.9624, 12.9586, 15.9624, 19.9633),
+            (0.9989, 1.0208, 1.0763, 1.1703, 1.2979, 1.4696, 1.6880, 1.9346, 2.1999, 2.6941, 3.1628, 3.6316, 4.1001, 5.0412, 6.0075, 7.9731, 9.9574, 12.9574, 15.9630, 19.9649),
+            (0.9988, 1.0198, 1.0732, 1.1645, 1.2893, 1.4586, 1.6753, 1.9240, 2.1903, 2.6862, 3.1539, 3.6225, 4.0897, 5.0310, 5.9986, 7.9675, 9.9548, 12.9574, 15.9641, 19.9663),
+            (0.9987, 1.0183, 1.0689, 1.1564, 1.2772, 1.4431, 1.6578, 1.9098, 2.1781, 2.6766, 3.1429, 3.6107, 4.0763, 5.0175, 5.9875, 7.9616, 9.9529, 12.9584, 15.9660, 19.9684),
+            (0.9986, 1.0167, 1.0641, 1.1470, 1.2633, 1.4253, 1.6381, 1.8947, 2.1663, 2.6669, 3.1320, 3.5984, 4.0621, 5.0034, 5.9769, 7.9573, 9.9526, 12.9603, 15.9684, 19.9705),
         ),
     },
     0.45: {
         "r50": (
-            (0.770, 0.782, 0.800, 0.828, 0.864, 0.912, 0.967, 1.030, 1.097, 1.241, 1.398, 1.562, 1.729, 2.089, 2.450, 3.198, 3.950, 5.099, 6.248, 7.799),
-            (0.675, 0.686, 0.706, 0.732, 0.772, 0.823, 0.881, 0.947, 1.012, 1.165, 1.332, 1.492, 1.673, 2.026, 2.395, 3.147, 3.912, 5.067, 6.219, 7.765),
-            (0.629, 0.640, 0.658, 0.689, 0.726, 0.782, 0.843, 0.904, 0.974, 1.132, 1.291, 1.463, 1.641, 2.006, 2.375, 3.132, 3.901, 5.047, 6.212, 7.765),
-            (0.606, 0.618, 0.628, 0.661, 0.706, 0.754, 0.814, 0.881, 0.952, 1.108, 1.275, 1.445, 1.627, 1.996, 2.362, 3.127, 3.893, 5.045, 6.212, 7.759),
-            (0.582, 0.598, 0.618, 0.651, 0.689, 0.748, 0.800, 0.864, 0.943, 1.097, 1.267, 1.441, 1.620, 1.986, 2.359, 3.121, 3.890, 5.041, 6.212, 7.759),
-            (0.562, 0.570, 0.586, 0.618, 0.665, 0.723, 0.782, 0.851, 0.922, 1.088, 1.247, 1.431, 1.611, 1.975, 2.351, 3.116, 3.888, 5.040, 6.209, 7.759),
-            (0.549, 0.553, 0.570, 0.606, 0.651, 0.703, 0.760, 0.828, 0.904, 1.071, 1.241, 1.419, 1.597, 1.972, 2.347, 3.113, 3.878, 5.039, 6.207, 7.759),
+            (0.7697, 0.7818, 0.7996, 0.8284, 0.8644, 0.9120, 0.9669, 1.0304, 1.0966, 1.2411, 1.3976, 1.5624, 1.7292, 2.0894, 2.4500, 3.1981, 3.9499, 5.0992, 6.2485, 7.7990),
+            (0.6755, 0.6859, 0.7061, 0.7322, 0.7721, 0.8227, 0.8806, 0.9473, 1.0120, 1.1650, 1.3323, 1.4925, 1.6727, 2.0260, 2.3949, 3.1471, 3.9123, 5.0668, 6.2192, 7.7650),
+            (0.6288, 0.6399, 0.6579, 0.6893, 0.7258, 0.7818, 0.8425, 0.9042, 0.9742, 1.1324, 1.2911, 1.4632, 1.6415, 2.0060, 2.3746, 3.1317, 3.9009, 5.0473, 6.2119, 7.7650),
+            (0.6060, 0.6175, 0.6277, 0.6615, 0.7061, 0.7543, 0.8141, 0.8806, 0.9523, 1.1084, 1.2747, 1.4454, 1.6272, 1.9963, 2.3621, 3.1265, 3.8934, 5.0451, 6.2119, 7.7593),
+            (0.5823, 0.5982, 0.6175, 0.6508, 0.6893, 0.7480, 0.7996, 0.8644, 0.9432, 1.0966, 1.2673, 1.4406, 1.6199, 1.9858, 2.3589, 3.1213, 3.8896, 5.0408, 6.2119, 7.7593),
+            (0.5617, 0.5700, 0.5863, 0.6175, 0.6650, 0.7225, 0.7818, 0.8508, 0.9222, 1.0880, 1.2467, 1.4308, 1.6112, 1.9752, 2.3512, 3.1161, 3.8877, 5.0401, 6.2090, 7.7593),
+            (0.5491, 0.5533, 0.5700, 0.6060, 0.6508, 0.7028, 0.7605, 0.8284, 0.9042, 1.0706, 1.2411, 1.4192, 1.5966, 1.9722, 2.3470, 3.1127, 3.8782, 5.0386, 6.2070, 7.7593),
         ),
         "w": (
-            (2.983, 2.941, 2.888, 2.812, 2.721, 2.615, 2.503, 2.394, 2.292, 2.119, 1.973, 1.855, 1.768, 1.630, 1.541, 1.431, 1.371, 1.321, 1.295, 1.274),
-            (2.495, 2.465, 2.426, 2.367, 2.292, 2.208, 2.122, 2.033, 1.969, 1.834, 1.727, 1.656, 1.586, 1.503, 1.440, 1.367, 1.324, 1.291, 1.274, 1.260),
-            (2.291, 2.259, 2.236, 2.178, 2.126, 2.040, 1.967, 1.906, 1.843, 1.731, 1.652, 1.584, 1.528, 1.454, 1.405, 1.343, 1.309, 1.281, 1.266, 1.254),
-            (2.166, 2.143, 2.139, 2.087, 2.024, 1.967, 1.903, 1.843, 1.786, 1.687, 1.613, 1.553, 1.500, 1.429, 1.387, 1.330, 1.299, 1.276, 1.262, 1.253),
-            (2.125, 2.081, 2.055, 2.006, 1.966, 1.897, 1.860, 1.808, 1.744, 1.658, 1.583, 1.528, 1.481, 1.420, 1.375, 1.323, 1.294, 1.274, 1.258, 1.250),
-            (2.030, 2.019, 2.014, 1.984, 1.917, 1.851, 1.811, 1.750, 1.712, 1.617, 1.567, 1.507, 1.460, 1.405, 1.364, 1.314, 1.289, 1.268, 1.256, 1.247),
-            (1.926, 1.939, 1.924, 1.889, 1.848, 1.811, 1.775, 1.731, 1.688, 1.597, 1.533, 1.485, 1.447, 1.388, 1.353, 1.308, 1.285, 1.264, 1.252, 1.246),
+            (2.9828, 2.9405, 2.8878, 2.8118, 2.7212, 2.6152, 2.5029, 2.3936, 2.2923, 2.1193, 1.9729, 1.8555, 1.7681, 1.6301, 1.5414, 1.4308, 1.3706, 1.3214, 1.2952, 1.2737),
+            (2.4947, 2.4652, 2.4258, 2.3673, 2.2919, 2.2080, 2.1222, 2.0327, 1.9691, 1.8343, 1.7271, 1.6563, 1.5862, 1.5030, 1.4404, 1.3671, 1.3239, 1.2914, 1.2744, 1.2600),
+            (2.2911, 2.2590, 2.2361, 2.1779, 2.1258, 2.0404, 1.9671, 1.9063, 1.8434, 1.7314, 1.6520, 1.5843, 1.5283, 1.4545, 1.4048, 1.3435, 1.3086, 1.2807, 1.2659, 1.2539),
+            (2.1664, 2.1433, 2.1392, 2.0872, 2.0240, 1.9673, 1.9025, 1.8429, 1.7857, 1.6865, 1.6125, 1.5526, 1.5004, 1.4294, 1.3875, 1.3297, 1.2988, 1.2765, 1.2619, 1.2530),
+            (2.1250, 2.0811, 2.0554, 2.0062, 1.9658, 1.8973, 1.8598, 1.8075, 1.7435, 1.6578, 1.5832, 1.5278, 1.4814, 1.4200, 1.3753, 1.3235, 1.2945, 1.2742, 1.2584, 1.2501),
+            (2.0304, 2.0189, 2.0145, 1.9843, 1.9167, 1.8512, 1.8111, 1.7497, 1.7120, 1.6167, 1.5669, 1.5066, 1.4600, 1.4054, 1.3636, 1.3144, 1.2887, 1.2683, 1.2562, 1.2469),
+            (1.9257, 1.9387, 1.9236, 1.8891, 1.8481, 1.8112, 1.7749, 1.7311, 1.6876, 1.5974, 1.5328, 1.4847, 1.4469, 1.3883, 1.3528, 1.3078, 1.2850, 1.2642, 1.2525, 1.2460),
         ),
-        "p": (
-            (1.540, 1.525, 1.471, 1.391, 1.300, 1.215, 1.139, 1.077, 1.051, 1.011, 0.982, 0.962, 0.945, 0.929, 0.917, 0.906, 0.899, 0.895, 0.893, 0.892),
-            (1.352, 1.340, 1.306, 1.239, 1.174, 1.109, 1.049, 1.030, 1.006, 0.978, 0.960, 0.939, 0.931, 0.913, 0.905, 0.897, 0.895, 0.893, 0.891, 0.890),
-            (1.259, 1.252, 1.221, 1.174, 1.112, 1.062, 1.030, 1.007, 0.989, 0.967, 0.943, 0.930, 0.922, 0.910, 0.902, 0.895, 0.893, 0.890, 0.823, 0.620),
-            (1.213, 1.209, 1.168, 1.132, 1.088, 1.032, 1.012, 0.996, 0.980, 0.957, 0.939, 0.925, 0.918, 0.908, 0.899, 0.895, 0.892, 0.830, 0.605, 0.395),
-            (1.166, 1.173, 1.152, 1.118, 1.067, 1.038, 1.007, 0.988, 0.980, 0.953, 0.938, 0.925, 0.917, 0.905, 0.898, 0.893, 0.891, 0.660, 0.436, 0.072),
-            (1.125, 1.119, 1.097, 1.066, 1.037, 1.020, 1.001, 0.987, 0.970, 0.954, 0.928, 0.923, 0.915, 0.902, 0.896, 0.892, 0.781, 0.419, 0.011, 0.011),
-            (1.100, 1.087, 1.070, 1.053, 1.030, 1.012, 0.991, 0.975, 0.963, 0.946, 0.929, 0.919, 0.909, 0.901, 0.896, 0.892, 0.506, 0.011, 0.011, 0.011),
+        "fit": (
+            (0.9995, 1.0255, 1.0868, 1.1916, 1.3297, 1.5012, 1.6986, 1.9126, 2.0867, 2.4558, 2.8464, 3.2488, 3.6587, 4.4963, 5.3450, 7.0613, 8.7878, 11.3895, 13.9956, 17.4766),
+            (0.9991, 1.0236, 1.0814, 1.1815, 1.3157, 1.4844, 1.6789, 1.8392, 2.0127, 2.3824, 2.7751, 3.1803, 3.5930, 4.4363, 5.2897, 7.0136, 8.7458, 11.3535, 13.9656, 17.4510),
+            (0.9990, 1.0222, 1.0775, 1.1740, 1.3055, 1.4728, 1.6362, 1.7963, 1.9703, 2.3422, 2.7378, 3.1459, 3.5615, 4.4099, 5.2670, 6.9977, 8.7335, 11.3441, 15.0876, 25.0452),
+            (0.9988, 1.0211, 1.0746, 1.1685, 1.2976, 1.4617, 1.6081, 1.7685, 1.9433, 2.3174, 2.7158, 3.1265, 3.5446, 4.3964, 5.2566, 6.9899, 8.7285, 12.1592, 20.5335, 39.3074),
+            (0.9987, 1.0203, 1.0723, 1.1642, 1.2916, 1.4420, 1.5884, 1.7492, 1.9248, 2.3011, 2.7018, 3.1145, 3.5345, 4.3889, 5.2508, 6.9869, 8.7262, 15.2662, 28.5019, 216.6391),
+            (0.9986, 1.0192, 1.0690, 1.1581, 1.2831, 1.4160, 1.5626, 1.7243, 1.9013, 2.2811, 2.6853, 3.1008, 3.5232, 4.3813, 5.2457, 6.9841, 9.9553, 24.0640, 1097.9948, 1372.1476),
+            (0.9984, 1.0178, 1.0651, 1.1505, 1.2641, 1.3884, 1.5356, 1.6989, 1.8779, 2.2623, 2.6704, 3.0894, 3.5142, 4.3754, 5.2412, 6.9820, 15.3307, 891.0213, 1097.6294, 1372.1476),
+        ),
+        "hm": (
+            (0.9995, 1.0291, 1.1017, 1.2216, 1.3842, 1.5927, 1.8485, 2.1065, 2.3692, 2.8579, 3.3299, 3.7966, 4.2632, 5.2066, 6.1543, 8.0904, 10.0420, 13.0088, 15.9970, 19.9824),
+            (0.9993, 1.0259, 1.0924, 1.2042, 1.3575, 1.5592, 1.8133, 2.0721, 2.3388, 2.8251, 3.2932, 3.7567, 4.2222, 5.1600, 6.1085, 8.0454, 10.0042, 12.9809, 15.9753, 19.9687),
+            (0.9991, 1.0238, 1.0863, 1.1927, 1.3395, 1.5367, 1.7901, 2.0517, 2.3206, 2.8060, 3.2717, 3.7331, 4.1985, 5.1321, 6.0814, 8.0211, 9.9858, 12.9700, 15.9687, 19.9662),
+            (0.9989, 1.0223, 1.0819, 1.1845, 1.3265, 1.5206, 1.7730, 2.0378, 2.3087, 2.7940, 3.2578, 3.7189, 4.1830, 5.1138, 6.0640, 8.0065, 9.9759, 12.9652, 15.9668, 19.9664),
+            (0.9988, 1.0212, 1.0786, 1.1783, 1.3167, 1.5084, 1.7603, 2.0280, 2.3005, 2.7858, 3.2482, 3.7090, 4.1721, 5.1010, 6.0520, 7.9973, 9.9700, 12.9630, 15.9665, 19.9671),
+            (0.9987, 1.0197, 1.0741, 1.1696, 1.3033, 1.4920, 1.7428, 2.0150, 2.2903, 2.7748, 3.2365, 3.6961, 4.1575, 5.0841, 6.0365, 7.9863, 9.9640, 12.9616, 15.9671, 19.9687),
+            (0.9986, 1.0180, 1.0689, 1.1596, 1.2885, 1.4738, 1.7234, 2.0017, 2.2804, 2.7637, 3.2244, 3.6814, 4.1412, 5.0669, 6.0209, 7.9765, 9.9597, 12.9617, 15.9688, 19.9706),
         ),
     },
 }

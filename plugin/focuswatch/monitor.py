@@ -480,31 +480,14 @@ PROFILE_RESPONSE = 0.75
 def _profile_curve(obstruction: float) -> tuple[np.ndarray, np.ndarray]:
     """(blur diameter / in-focus HFR, ln of HFD/FWHM relative to in focus) of the optics model.
 
-    The seeing Moffat (``optics.SEEING_BETA``) convolved with the defocus annulus, as in
-    ``optics``' HFR table; FWHM is twice the outermost half-maximum radius. Computed once.
+    :func:`optics.defocused_star` at each node (seeing Moffat convolved with the defocus
+    annulus; FWHM twice the outermost half-maximum radius). Computed once per obstruction.
     """
-    beta = optics.SEEING_BETA
-    alpha = 1.0 / math.sqrt(2.0 ** (1.0 / (beta - 1.0)) - 1.0)      # Moffat with r50 = 1
     nodes = np.concatenate([np.linspace(0.0, 4.0, 17), np.linspace(5.0, 24.0, 12)])
     ratio = np.empty_like(nodes)
     for i, b in enumerate(nodes):
-        n = 256
-        h = 2.0 * (max(b / 2.0, 1.0) + 10.0) / n
-        ax = (np.arange(n) - n // 2) * h
-        yy, xx = np.meshgrid(ax, ax, indexing="ij")
-        r = np.hypot(xx, yy)
-        img = (1.0 + (r / alpha) ** 2) ** (-beta)
-        if b > 2 * h:
-            disk = ((r <= b / 2.0) & (r >= obstruction * b / 2.0)).astype(float)
-            img = np.fft.fftshift(np.fft.irfft2(np.fft.rfft2(np.fft.ifftshift(img)) *
-                                                np.fft.rfft2(np.fft.ifftshift(disk)), s=(n, n)))
-        order = np.argsort(r, axis=None)
-        cum = np.cumsum(np.clip(img, 0, None).ravel()[order])
-        r50 = float(np.interp(0.5, cum / cum[-1], r.ravel()[order]))
-        prof, rr = img[n // 2, n // 2:], ax[n // 2:]
-        k = int(np.nonzero(prof >= prof.max() / 2.0)[0][-1])
-        r_half = rr[k] + (prof[k] - prof.max() / 2.0) / max(prof[k] - prof[k + 1], 1e-12) * h
-        ratio[i] = r50 / r_half
+        star = optics.defocused_star(float(b), obstruction, n=256, margin=10.0)
+        ratio[i] = star["r50"] / (star["fwhm"] / 2.0)
     rel = np.minimum.accumulate(ratio / ratio[0])                   # monotonic: flatter with defocus
     return nodes, np.log(1.0 - PROFILE_RESPONSE * (1.0 - rel))
 

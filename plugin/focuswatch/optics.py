@@ -135,38 +135,52 @@ def nina_hfr_factor(obstruction: float = 0.0) -> float:
 SEEING_BETA = 3.5
 
 
+def defocused_star(blur: float, obstruction: float = 0.0, beta: float = SEEING_BETA,
+                   n: int = 256, margin: float = 12.0) -> dict[str, float]:
+    """Shape of a seeing profile blurred by a defocus annulus, in units of the in-focus HFR.
+
+    The seeing is a Moffat (``beta``) scaled so its true half-flux radius is 1; the defocus
+    blur is a uniform annulus of outer diameter ``blur`` and hole ``obstruction * blur``.
+    Returns ``r50`` and ``r90`` (radii holding 50 and 90 % of the light) and ``fwhm`` (twice
+    the outermost half-maximum radius, so a donut's width is its outer one). Computed by FFT
+    convolution on a grid scaled to the blur, with the true encircled energy: the forward
+    model behind the defocus estimates of the policy and the diagnosis. The grid spans the
+    blur plus ``margin`` in-focus half-flux radii on each side, in ``n`` x ``n`` samples.
+    """
+    alpha = 1.0 / math.sqrt(2.0 ** (1.0 / (beta - 1.0)) - 1.0)  # Moffat with r50 = 1
+    half = max(blur / 2.0, 1.0) + margin
+    h = 2.0 * half / n
+    ax = (np.arange(n) - n // 2) * h
+    yy, xx = np.meshgrid(ax, ax, indexing="ij")
+    r = np.hypot(xx, yy)
+    img = (1.0 + (r / alpha) ** 2) ** (-beta)
+    if blur > 2 * h:
+        disk = ((r <= blur / 2.0) & (r >= obstruction * blur / 2.0)).astype(float)
+        img = np.fft.fftshift(np.fft.irfft2(np.fft.rfft2(np.fft.ifftshift(img)) * np.fft.rfft2(np.fft.ifftshift(disk)),
+                                            s=(n, n)))
+    order = np.argsort(r, axis=None)
+    rs = r.ravel()[order]
+    cum = np.cumsum(np.clip(img, 0, None).ravel()[order])
+    cum /= cum[-1]
+    prof = img[n // 2, n // 2:]
+    k = int(np.nonzero(prof >= prof.max() / 2.0)[0][-1])
+    r_half = ax[n // 2 + k] + (prof[k] - prof.max() / 2.0) / max(prof[k] - prof[min(k + 1, len(prof) - 1)], 1e-12) * h
+    return {"r50": float(np.interp(0.5, cum, rs)), "r90": float(np.interp(0.9, cum, rs)), "fwhm": 2.0 * float(r_half)}
+
+
 @lru_cache(maxsize=64)
 def _hfr_growth_table(obstruction: float, beta: float) -> tuple[np.ndarray, np.ndarray]:
     """HFR of (seeing Moffat convolved with a defocus annulus) over the in-focus HFR.
 
     Returns ``(b, g)``: blur diameters in units of the in-focus half-flux radius and the
-    half-flux radius they give, also in those units. Computed once per (obstruction, beta)
-    by FFT convolution on a grid scaled to each blur, with the true encircled energy; by
-    scaling, one table serves every seeing. Why not the quadrature sum of the two half-flux
-    radii: it overstates the growth by ~5-10 % around one focus zone, which made refocus
-    triggers fire late.
+    half-flux radius they give, also in those units (:func:`defocused_star` at each node;
+    by scaling, one table serves every seeing). Why not the quadrature sum of the two
+    half-flux radii: it overstates the growth by ~5-10 % around one focus zone, which made
+    refocus triggers fire late.
     """
-    alpha = 1.0 / math.sqrt(2.0 ** (1.0 / (beta - 1.0)) - 1.0)  # Moffat with r50 = 1
     b_nodes = np.concatenate([np.linspace(0.0, 4.0, 21), np.linspace(4.5, 20.0, 32), np.linspace(21.0, 80.0, 24)])
-    g = np.empty_like(b_nodes)
-    for i, b in enumerate(b_nodes):
-        n = 384 if b <= 4.0 else 256  # finer where the growth is small and must be exact
-        half = max(b / 2.0, 1.0) + 12.0
-        h = 2.0 * half / n
-        ax = (np.arange(n) - n // 2) * h
-        yy, xx = np.meshgrid(ax, ax, indexing="ij")
-        r = np.hypot(xx, yy)
-        seeing = (1.0 + (r / alpha) ** 2) ** (-beta)
-        if b > 2 * h:
-            disk = ((r <= b / 2.0) & (r >= obstruction * b / 2.0)).astype(float)
-            img = np.fft.irfft2(np.fft.rfft2(np.fft.ifftshift(seeing)) * np.fft.rfft2(np.fft.ifftshift(disk)), s=(n, n))
-            img = np.fft.fftshift(img)
-        else:
-            img = seeing
-        order = np.argsort(r, axis=None)
-        cum = np.cumsum(np.clip(img, 0, None).ravel()[order])
-        cum /= cum[-1]
-        g[i] = float(np.interp(0.5, cum, r.ravel()[order]))
+    # finer grids where the growth is small and must be exact
+    g = np.array([defocused_star(b, obstruction, beta, n=384 if b <= 4.0 else 256)["r50"] for b in b_nodes])
     g = g / g[0] if g[0] > 0 else g
     g = np.maximum.accumulate(g)  # monotonic for inversion (grid noise at the 0.1 % level)
     return b_nodes, g
