@@ -23,7 +23,7 @@ def test_hfr_and_fwhm_of_seeing_limited_stars(fwhm_px):
     f, st = _render(seeing_fwhm_arcsec=fwhm_px * SCALE, n_stars=150 if fwhm_px < 8 else 90)
     t = f.truth
     assert t["fwhm_px"] == pytest.approx(fwhm_px, rel=0.02)  # the simulator's own truth
-    assert st.n_stars >= 25
+    assert st.n_stars >= 20
     assert st.hfr_px == pytest.approx(t["hfr_px"], rel=0.03)
     assert st.fwhm_px == pytest.approx(t["fwhm_px"], rel=0.05)
     # NINA's flux-weighted radius (finite aperture) is a different, larger figure for peaked profiles
@@ -149,3 +149,14 @@ def test_to_dict_round_trip():
     _, st = _render(n_stars=80)
     back = stars.FrameStats.from_dict(st.to_dict())
     assert back.hfr_px == st.hfr_px and back.zones == st.zones and back.meta == st.meta
+
+
+@pytest.mark.parametrize("zones, n_stars", [(4, 150), (8, 60), (8, 150)])
+def test_crowded_defocused_fields(zones, n_stars):
+    """Big disks in a crowded field: neighbours' light is masked, overlapping pairs are left out."""
+    f = sim.render(sim.SimParams(width_px=640, height_px=640, n_stars=n_stars, seed=3, rig=RIG,
+                                 defocus_um=zones * 67.1, star_flux_min_e=3e4, star_flux_max_e=3e6))
+    st = stars.measure(f.to_frame())
+    assert st.n_stars >= 15
+    assert st.hfr_px == pytest.approx(f.truth["hfr_px"], rel=0.10)
+    assert st.profile_ratio < 0.85  # flat-topped, as the truth (~0.71-0.75)

@@ -137,7 +137,8 @@ _PIX_MOM2 = 1.0 / 12.0
 #: Detection works on a block-averaged copy of at most this many pixels (speed), then on a
 #: coarser one if stars are large (so a 60 px donut is one blob, not a dozen arcs).
 _DETECT_MAX_PIXELS = 4_000_000
-_DETECT_TARGET_SIZE = 5.0     # typical star extent (binned px) the detection pass aims for
+_DETECT_TARGET_SIZE = 10.0    # typical extent (binned px) of large stars in the second pass
+_DETECT_LARGE_PX = 32.0       # stars wider than this (full-resolution px) get the second pass
 _STAMP_PIXEL_BUDGET = 24_000_000
 _MIN_STARS_FOR_STATS = 3
 
@@ -161,29 +162,40 @@ def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
-def _detect(img: np.ndarray, b: int, thresh: float):
+def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, kernel_sigma: float | None = None,
+            deblend_cont: float = 0.005):
     """Background + source extraction on the ``b``-binned image (sep).
 
-    Returns (objects, background object, binned image) with object positions converted
-    to full-resolution pixel coordinates in the sep convention.
+    ``box_px`` is the background mesh in full-resolution pixels (it must be several times
+    the stars' size or their light leaks into the sky level); ``kernel_sigma`` (binned px)
+    replaces sep's default 3x3 matched filter by a Gaussian fitted to large stars.
+    Returns (objects, background, binned image, noise of a binned pixel).
     """
     import sep
 
     small = _block_mean(img, b)
-    box = int(max(16, min(256, round(128 / b))))
+    box = int(max(16, min(512, round(box_px / b))))
+    box = min(box, max(8, min(small.shape) // 2))
     bkg = sep.Background(small, bw=box, bh=box, fw=3, fh=3)
     sub = small - bkg.back(dtype=np.float32)
     rms = float(bkg.globalrms)
     if not math.isfinite(rms) or rms <= 0:
         rms = float(np.std(sub)) or 1.0
+    kernel = None
+    if kernel_sigma:
+        k = int(math.ceil(3 * kernel_sigma))
+        ax = np.arange(-k, k + 1)
+        kernel = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * kernel_sigma ** 2)).astype(np.float32)
     sep.set_extract_pixstack(max(300_000, small.size // 2))
     sep.set_sub_object_limit(4096)
+    kw = dict(err=rms, minarea=4 if b > 1 else 5, deblend_cont=deblend_cont, clean=True)
+    if kernel is not None:
+        kw["filter_kernel"] = kernel
     try:
-        objs = sep.extract(sub, thresh, err=rms, minarea=4 if b > 1 else 5,
-                           deblend_cont=0.005, clean=True)
+        objs = sep.extract(sub, thresh, **kw)
     except Exception as exc:  # sep raises bare Exception on pixel-stack overflow
         if "pixel buffer" in str(exc) or "object buffer" in str(exc) or "limit" in str(exc):
-            objs = sep.extract(sub, thresh * 3, err=rms, minarea=5, deblend_cont=0.005)
+            objs = sep.extract(sub, thresh * 3, **kw)
         else:
             raise
     return objs, bkg, small, rms
@@ -349,8 +361,36 @@ def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarr
     return stamps, np.sqrt(dx * dx + dy * dy)
 
 
+_N_NEIGHBOURS = 6
+
+
+def _mask_neighbours(stamps: np.ndarray, cx: np.ndarray, cy: np.ndarray, nbx: np.ndarray, nby: np.ndarray,
+                     axis: np.ndarray) -> np.ndarray:
+    """Zero the pixels of each stamp that lie nearer a neighbouring detection than the star.
+
+    ``(cx, cy)`` and ``(nbx, nby)`` (n, k) are in stamp coordinates (0 = the stamp's centre
+    pixel); far-away neighbours carry 1e6. A Voronoi cut: cheap, and exact for stars whose
+    light does not overlap (those that overlap were already rejected as blended).
+    """
+    dx0 = axis[None, None, :] - cx[:, None, None].astype(np.float32)
+    dy0 = axis[None, :, None] - cy[:, None, None].astype(np.float32)
+    own = dx0 * dx0 + dy0 * dy0
+    mask = np.zeros(stamps.shape, bool)
+    for k in range(nbx.shape[1]):
+        near = nbx[:, k] < 1e5
+        if not np.any(near):
+            continue
+        dx = axis[None, None, :] - nbx[:, k, None, None].astype(np.float32)
+        dy = axis[None, :, None] - nby[:, k, None, None].astype(np.float32)
+        mask |= (dx * dx + dy * dy < own) & near[:, None, None]
+    if mask.any():
+        stamps = np.where(mask, np.float32(0), stamps)
+    return stamps
+
+
 def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarray, cx: np.ndarray,
-                    cy: np.ndarray, sw: np.ndarray, R: int, sat: float | None) -> dict[str, np.ndarray]:
+                    cy: np.ndarray, sw: np.ndarray, R: int, sat: float | None,
+                    nbx: np.ndarray | None = None, nby: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Centroid, half-flux radii, flux, NINA HFR, shape and ring figures of a batch of stars.
 
     Pure numpy on (n, S, S) stamps; called in batches so memory stays bounded whatever the
@@ -365,6 +405,8 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     is_sat = raw.reshape(n, -1).max(axis=1) >= 0.95 * sat if sat else np.zeros(n, bool)
     stamps = raw - local_bkg[:, None, None]
     del raw
+    if nbx is not None:
+        stamps = _mask_neighbours(stamps, cx, cy, nbx, nby, off.astype(np.float32))
 
     # windowed centroids (Gaussian window, a few iterations; the window is separable, so each
     # iteration costs two small (n, S) exponentials and one contraction)
@@ -474,26 +516,30 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                           plate_scale_arcsec_px=plate_scale_arcsec_px, n_detected=n_det, n_rejected=rejected,
                           reason=reason, notes=tuple(frame.notes), meta=frame.meta)
 
-    # ---- detection, possibly twice at a coarser scale for large stars
+    # ---- detection; again with a coarser grid, a wider sky mesh and a matched filter when
+    # the stars are large (defocused disks and donuts stay one object each, and their light
+    # does not leak into the sky level)
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
     objs, bkg, small, rms_small = _detect(img, b, detect_thresh)
+    noise = float(rms_small) * b  # white noise of one full-resolution pixel
     if len(objs) >= 3:
         bright = objs[objs["flux"] >= np.median(objs["flux"])]
-        extent = np.median(np.maximum(bright["xmax"] - bright["xmin"], bright["ymax"] - bright["ymin"]) + 1)
-        if extent > 2.5 * _DETECT_TARGET_SIZE:
-            b2 = int(b * max(2, round(extent / _DETECT_TARGET_SIZE)))
+        extent = float(np.median(np.maximum(bright["xmax"] - bright["xmin"], bright["ymax"] - bright["ymin"]) + 1)) * b
+        if extent > _DETECT_LARGE_PX:
+            b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
-                objs, _, small2, _ = _detect(img, b2, detect_thresh)
-                objs_b = b2
-            else:
-                objs_b = b
-        else:
-            objs_b = b
-    else:
-        objs_b = b
+                objs, bkg, small, rms_small = _detect(img, b2, detect_thresh, box_px=max(128.0, 6.0 * extent),
+                                                      kernel_sigma=max(1.0, extent / b2 / 5.0), deblend_cont=0.05)
+                b = b2
+        elif extent > 16.0:
+            # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
+            import sep
+
+            box = int(max(16, min(512, round(6.0 * extent / b), max(8, min(small.shape) // 2))))
+            bkg = sep.Background(small, bw=box, bh=box, fw=3, fh=3)
     bkg_level = float(bkg.globalback)
-    noise = float(rms_small) * b  # white noise of one full-resolution pixel
     n_det = int(len(objs))
+    objs_b = b
     if n_det == 0:
         return empty("no stars detected (is the frame black, clouded out or not a sky frame?)", bkg_level,
                      noise, 0)
@@ -506,8 +552,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     flux_det = objs["flux"] * objs_b * objs_b
 
     # ---- stamp size: covers typical stars out to their faint wings, donuts included
-    typ_sigma = float(np.percentile(size_sigma, 75))
-    typ_extent = float(np.percentile(extent_full, 75))
+    # (medians of the brighter half: merged blends must not set the size)
+    brighter = flux_det >= np.median(flux_det)
+    typ_sigma = float(np.median(size_sigma[brighter]))
+    typ_extent = float(np.median(extent_full[brighter]))
     R = int(np.clip(math.ceil(max(5.0 * typ_sigma, 0.75 * typ_extent) + 3), 7, 96))
     S = 2 * R + 1
     order = np.argsort(-flux_det)
@@ -520,14 +568,21 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # blends: a neighbour within the aperture with >10 % of the flux
     from scipy.spatial import cKDTree
 
+    # two stars blend when their light overlaps: closer than the sum of their radii (the
+    # detection footprint) plus a margin, and the neighbour holds >10 % of the flux
     tree = cKDTree(np.column_stack([fx, fy]))
     blended = np.zeros(len(fx), bool)
-    pairs = tree.query_pairs(r=max(0.8 * R, 3.0), output_type="ndarray")
+    radius = 2.2 * size_sigma  # a uniform disk of radius r has sigma = r/2; a Gaussian holds ~91 % in 2.2 sigma
+    pairs = tree.query_pairs(r=float(2.2 * np.max(radius) + 3.0), output_type="ndarray")
     if len(pairs):
         i, j = pairs[:, 0], pairs[:, 1]
+        close = np.hypot(fx[i] - fx[j], fy[i] - fy[j]) < radius[i] + radius[j] + 2.0
+        i, j = i[close], j[close]
         fi, fj = flux_det[i], flux_det[j]
         blended[i[fj > 0.1 * fi]] = True
         blended[j[fi > 0.1 * fj]] = True
+    # objects far larger than the typical star are merged groups
+    blended |= extent_full > 1.8 * typ_extent + 2 * objs_b
     rejected["blended"] = int(np.count_nonzero(blended & inside))
     sel = order[(inside & ~blended)[order]][:n_keep]
     if len(sel) == 0:
@@ -544,9 +599,19 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     cx0 = (fx[sel] - ix).astype(np.float64)
     cy0 = (fy[sel] - iy).astype(np.float64)
     sw0 = np.clip(size_sigma[sel], 1.0, R / 2.0)
+    # the nearest other detections: their light inside a stamp is masked (each pixel goes to
+    # the nearer star), so a neighbour at the stamp's edge cannot inflate the radii
+    k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))
+    if k_nb > 0:
+        dist, idx = tree.query(np.column_stack([fx[sel], fy[sel]]), k=k_nb + 1)
+        idx, dist = idx[:, 1:], dist[:, 1:]
+        nbx = np.where(dist < 2 * R, fx[idx] - ix[:, None], 1e6)
+        nby = np.where(dist < 2 * R, fy[idx] - iy[:, None], 1e6)
+    else:
+        nbx = nby = np.full((n, 1), 1e6)
     batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
     parts = [_measure_stamps(img, ix[i:i + batch], iy[i:i + batch], local_bkg[i:i + batch], cx0[i:i + batch],
-                             cy0[i:i + batch], sw0[i:i + batch], R, sat)
+                             cy0[i:i + batch], sw0[i:i + batch], R, sat, nbx[i:i + batch], nby[i:i + batch])
              for i in range(0, n, batch)]
     m = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
     cx, cy, r50, r90, tot_flux, flags = m["cx"], m["cy"], m["r50"], m["r90"], m["flux"], m["flags"]
@@ -644,6 +709,20 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                      plate_scale_arcsec_px=plate_scale_arcsec_px)
 
 
+def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
+    """Leave out stars whose size is far from the rest: merged pairs the detection could not
+    split, or a neighbour's light in the aperture. The window is wide (4 robust sigmas of
+    log HFR, at least a factor 1.6 either way) so a tilted or curved field keeps its corners.
+    """
+    if len(stars) < 5:
+        return stars
+    lg = np.log(np.maximum(stars["hfr"], 1e-3))
+    med = float(np.median(lg))
+    mad = 1.4826 * float(np.median(np.abs(lg - med)))
+    keep = np.abs(lg - med) <= max(math.log(1.6), 4.0 * mad)
+    return stars[keep] if np.count_nonzero(keep) >= _MIN_STARS_FOR_STATS else stars
+
+
 def _shape_sample(stars: np.ndarray) -> np.ndarray:
     """The stars whose shape is worth a median: noise makes faint stars look elongated.
 
@@ -681,6 +760,7 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
                           reason=f"only {len(stars)} measurable stars (need {_MIN_STARS_FOR_STATS})",
                           notes=notes, meta=meta, stars=stars)
     good = stars[stars["snr"] >= 10] if np.count_nonzero(stars["snr"] >= 10) >= _MIN_STARS_FOR_STATS else stars
+    good = _drop_size_outliers(good)
     hfr = _med(good["hfr"])
     fwhm = _med(good["fwhm"])
     fitted = good[np.isfinite(good["fwhm"]) & (good["fwhm"] > 0)]
