@@ -639,8 +639,10 @@ def _decision_text(p) -> str:
     if d is None:
         return f"{p.path.name}  skip     {p.error or 'calibration frame (ignored)'}"
     cfz = f" ({fmt(d.defocus_cfz, '.2f')} CFZ)" if d.defocus_cfz is not None else ""
+    # a single frame's estimate jitters with the seeing; the drift model's is the steady one
+    model = f", trend {fmt(d.model_defocus_um, '.0f')} µm" if d.model_defocus_um is not None else ""
     return (f"{p.path.name}  {d.decision:<7}  {d.filter_name or '-':<4} HFR {fmt(d.hfr_px, '.2f')} px  "
-            f"defocus {fmt(d.defocus_um, '.0f')} µm{cfz}  {'; '.join(d.reasons)}")
+            f"defocus {fmt(d.defocus_um, '.0f')} µm{cfz}{model}  {'; '.join(d.reasons)}")
 
 
 def _summary_text(s) -> str:
