@@ -70,12 +70,13 @@ broadband 420-680 nm) see docs/bahtinov.md for the measured slope; a user-calibr
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from focuswatch.optics import Rig
+from focuswatch.records import Record
 
 #: Normal angles scanned by the coarse Radon step (deg).
 SCAN_STEP_DEG = 0.5
@@ -86,7 +87,7 @@ class BahtinovError(ValueError):
 
 
 @dataclass(frozen=True)
-class SpikeLine:
+class SpikeLine(Record):
     """One fitted spike: direction ``angle_deg`` (0-180), normal angle, and distance ``rho_px``
     of the line from the star along the normal. ``role`` is middle/outer (or group-k ...).
     ``n_samples`` profiles were used; ``rms_px`` their scatter about the line."""
@@ -100,17 +101,9 @@ class SpikeLine:
     role: str = ""
     triplet: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SpikeLine":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 @dataclass(frozen=True)
-class Triplet:
+class Triplet(Record):
     """One Bahtinov sub-mask of a Tri-Bahtinov mask, measured on its own.
 
     ``index`` 0-2 in order of ``normal_deg`` (the first within [-30, 30) deg, then +120,
@@ -133,14 +126,6 @@ class Triplet:
     focus_error_um: float | None = None
     focus_error_err_um: float | None = None
     focus_error_cfz: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Triplet":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ import numpy as np
 
 from focuswatch import optics
 from focuswatch.optics import Rig
+from focuswatch.records import Record
 
 LABELS: tuple[str, ...] = ("in_focus", "focus_miss", "poor_seeing", "backfocus", "tilt", "coma",
                            "collimation", "trailing", "dew")
@@ -98,7 +99,7 @@ OPTICAL_LABELS = frozenset({"backfocus", "tilt", "coma", "collimation"})
 # --------------------------------------------------------------------------- configuration
 
 @dataclass(frozen=True)
-class DiagnoseConfig:
+class DiagnoseConfig(Record):
     """Thresholds of the diagnosis (all dimensionless unless the name carries a unit).
 
     The defaults were tuned on the simulator's labelled set (tests/test_diagnose.py).
@@ -142,27 +143,17 @@ class DiagnoseConfig:
     #: Frame-level cloud flags in a night: star count or flux below this fraction of the night's level.
     cloud_fraction: float = 0.6
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DiagnoseConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 # --------------------------------------------------------------------------- results
 
 @dataclass(frozen=True)
-class Finding:
+class Finding(Record):
     """One observation: a label, how sure we are (0..1) and the figures behind it."""
 
     label: str
     confidence: float
     detail: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
@@ -1228,7 +1219,7 @@ def _detail(label: str, ev: Evidence, defocus: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- a night
 
 @dataclass(frozen=True)
-class NightFrame:
+class NightFrame(Record):
     """One frame's line in the night's story (units in the names)."""
 
     file: str | None
@@ -1243,14 +1234,6 @@ class NightFrame:
     star_flux_adu: float | None
     cloud: bool = False
     reject: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "NightFrame":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)

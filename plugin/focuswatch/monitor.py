@@ -84,6 +84,7 @@ import numpy as np
 from focuswatch import optics
 from focuswatch.errors import ConfigError
 from focuswatch.optics import Rig
+from focuswatch.records import Record
 
 DECISIONS = ("ok", "refocus", "skip")
 
@@ -101,7 +102,7 @@ AIRMASS_EXPONENT = 0.6
 # =========================================================================== configuration
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class PolicyConfig(Record):
     """Every threshold of the policy (the ``[policy]`` table); 0 / false switches a rule off.
 
     Units are in the names. Parse a TOML table with
@@ -161,19 +162,11 @@ class PolicyConfig:
         if not 0 < self.max_eccentricity <= 1:
             raise ConfigError(f"[policy] max_eccentricity = {self.max_eccentricity!r}: must be in (0, 1]")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PolicyConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 # =========================================================================== inputs
 
 @dataclass(frozen=True)
-class FrameRecord:
+class FrameRecord(Record):
     """One measured frame as the policy sees it (from ``FrameStats`` plus the header).
 
     ``time_s`` is the capture time (DATE-OBS, seconds since the epoch, UTC); ``temp_c`` the
@@ -206,14 +199,6 @@ class FrameRecord:
             return None
         return self.star_flux_adu / self.exposure_s if self.exposure_s else self.star_flux_adu
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FrameRecord":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 def record_from_stats(stats: Any, *, file: str, time_s: float, diagnosis: str | None = None,
                       diagnosis_advice: str | None = None) -> FrameRecord:
@@ -229,7 +214,7 @@ def record_from_stats(stats: Any, *, file: str, time_s: float, diagnosis: str | 
 
 
 @dataclass(frozen=True)
-class AutofocusMark:
+class AutofocusMark(Record):
     """An autofocus the policy was told about (NINA report, ``autofocus-done``, focuser jump).
 
     ``time_s`` in seconds since the epoch; ``temp_c``/``filter_name``/``position`` when known.
@@ -241,19 +226,11 @@ class AutofocusMark:
     temp_c: float | None = None
     position: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AutofocusMark":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 # =========================================================================== state
 
 @dataclass(frozen=True)
-class PolicyState:
+class PolicyState(Record):
     """What the policy remembers between frames (besides the frames themselves).
 
     ``af_time_s``/``af_temp_c``/``af_filter`` describe the current focus: they come from the
@@ -273,14 +250,6 @@ class PolicyState:
     last_focuser_pos: int | None = None
     n_refocus: int = 0
     n_autofocus: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PolicyState":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def on_autofocus(state: PolicyState, mark: AutofocusMark) -> PolicyState:
