@@ -95,3 +95,18 @@ def test_measure_human_output(tmp_path):
 def test_no_frames_found(tmp_path):
     rc, out, err = run("measure", tmp_path)
     assert rc == 2 and "no frames" in err
+
+
+def test_diagnose_and_grade_name_bad_frames(tmp_path):
+    import numpy as np
+    from astropy.io import fits
+
+    starless = tmp_path / "starless.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(500, 5, (256, 256)).astype(np.float32)).writeto(starless)
+    rc, out, err = run("diagnose", "--json", starless)
+    assert rc == 1 and "starless.fits" in err and "no stars" in err and "Traceback" not in err
+    assert json.loads(out.splitlines()[0])["label"] == "unknown"
+    truncated = tmp_path / "master.fits"
+    truncated.write_bytes(starless.read_bytes()[:20_000])
+    rc, out, err = run("grade", truncated)
+    assert rc == 1 and "master.fits" in err and "truncated" in err and "Traceback" not in err

@@ -284,6 +284,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         rig = rig_with_header(rig0, frame.meta)
         st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
         d = diagnose.frame(st, rig, image=frame, baseline_hfr_px=args.baseline_hfr_px)
+        if st.n_stars == 0:  # a star-less frame is bad input, as for measure: say so, exit non-zero
+            n_bad += 1
+            error_line(f"{path}: {st.reason}")
         results.append((st, d))
         if args.json:
             emit_json(d.to_dict())
@@ -303,7 +306,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"--plot {args.plot}: cannot write the PNG ({exc.strerror or exc})") from None
     if n_bad:
-        error_line(f"{n_bad} of {len(paths)} frames could not be read")
+        error_line(f"{n_bad} of {len(paths)} frames could not be read or had no stars")
     return EXIT_FAIL if n_bad else EXIT_OK
 
 

@@ -353,6 +353,9 @@ def grade_master_file(path: str | os.PathLike[str], *, rig: Rig | None = None, s
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such file")
+    from focuswatch import frames
+
+    frames.check_complete(p)  # a truncated or non-FITS master gets its own clear line, not Siril's
     info = siril.find_siril(siril_path)
     with siril.workspace() as wd:
         sm, own, mrig = _measure_master(p, wd, info, timeout_s, rig)
