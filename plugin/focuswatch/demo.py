@@ -84,6 +84,8 @@ class DemoResult:
     false_refocus_frames: list[int]
     max_true_defocus_cfz: float | None
     max_true_defocus_cfz_kept: float | None
+    worst_kept_frame: int | None
+    worst_kept_cause: str | None
     max_defocus_cfz: float | None
     elapsed_s: float
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -234,7 +236,10 @@ def run_demo(opts: DemoOptions = DemoOptions(), out: str | Path | None = None, *
     summ = summarize(decisions, n_autofocus=len(night.autofocus_frames))
     cfz = optics.cfz_um(DEMO_RIG.f_ratio or 5.0, 550.0)
     true_cfz = [abs(t["defocus_um"]) / cfz for _, t in rows if t]
-    kept = [abs(t["defocus_um"]) / cfz for p, t in rows if t and p.decision and p.decision.decision != "skip"]
+    kept_rows = [(abs(t["defocus_um"]) / cfz, t["index"], p.decision) for p, t in rows
+                 if t and p.decision and p.decision.decision != "skip"]
+    kept = [k[0] for k in kept_rows]
+    worst = max(kept_rows, key=lambda k: k[0]) if kept_rows else None
     result = DemoResult(
         folder=str(root), frames_folder=str(frames_dir), png=None, journal=str(journal.path),
         n_frames=opts.n_frames, n_measured=len(decisions), n_refocus=summ.n_refocus,
@@ -246,6 +251,8 @@ def run_demo(opts: DemoOptions = DemoOptions(), out: str | Path | None = None, *
                               and set(p.decision.rules) & IMAGE_RULES and abs(t["defocus_um"]) < 0.25 * cfz],
         max_true_defocus_cfz=max(true_cfz) if true_cfz else None,
         max_true_defocus_cfz_kept=max(kept) if kept else None,
+        worst_kept_frame=worst[1] if worst else None,
+        worst_kept_cause=_worst_cause(worst[1], rows, night.autofocus_frames) if worst else None,
         max_defocus_cfz=summ.max_defocus_cfz, elapsed_s=round(time.monotonic() - t_start, 2),
         rows=[{"index": t["index"] if t else None, "true_defocus_um": t["defocus_um"] if t else None,
                "temp_c": t["temp_c"] if t else None, **(p.decision.to_dict() if p.decision else {})}
@@ -305,6 +312,17 @@ def timeline_png(result: DemoResult, path: Path, *, cfz_um: float, limit_cfz: fl
     return path
 
 
+def _worst_cause(index: int, rows: list, autofocus_frames: list[int]) -> str:
+    """Why the worst kept frame was off: a filter change not yet refocused, or drift."""
+    last = None
+    for p, t in rows:
+        if t and t["index"] <= index and p.decision is not None and p.decision.decision == "refocus":
+            last = (t["index"], p.decision.rules)
+    if last and "filter_change" in last[1] and not any(last[0] < a <= index for a in autofocus_frames):
+        return f"the filter change at frame {last[0]}, waiting for its autofocus"
+    return "thermal drift"
+
+
 def summary_table(result: DemoResult) -> str:
     """The human summary printed at the end of ``focuswatch demo``."""
     lines = [f"frames           {result.n_measured} of {result.n_frames} measured in {result.elapsed_s:.0f} s",
@@ -318,7 +336,7 @@ def summary_table(result: DemoResult) -> str:
              f"({', '.join(f'{k}: {v}' for k, v in result.skip_reasons.items()) or 'none'})"]
     if result.max_true_defocus_cfz_kept is not None:
         lines.append(f"worst true defocus on kept frames {result.max_true_defocus_cfz_kept:.2f} CFZ "
-                     f"(0.50 = edge of the zone)")
+                     f"(0.50 = edge of the zone), frame {result.worst_kept_frame}: {result.worst_kept_cause}")
     lines += [f"timeline         {result.png}" if result.png else "timeline         (not drawn)",
               f"frames, journal  {result.folder}"]
     return "\n".join(lines)

@@ -474,8 +474,9 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     a2 = np.maximum(tr / 2 + det_term, 1e-6)
     b2 = np.maximum(tr / 2 - det_term, 1e-6)
 
-    # donuts: a dip in the middle of the radial profile
-    ring = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90)
+    # donuts: a dip in the middle of the radial profile (a hole needs a blur several pixels
+    # wide, so small stamps cannot hold one and skip the profile)
+    ring = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
     return {
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
