@@ -30,3 +30,21 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_console_script_is_declared():
     py = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert 'focuswatch = "focuswatch.cli:main"' in py
+
+
+def test_readme_configuration_example_loads(tmp_path):
+    """The TOML shown in the README is a valid configuration for every section it uses."""
+    from focuswatch.config import load_config, section_to_dataclass
+    from focuswatch.monitor import PolicyConfig
+    from focuswatch.triggers import TriggerConfig
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    toml = re.findall(r"```toml\n(.+?)\n```", text, re.S)[0]
+    path = tmp_path / "focuswatch.toml"
+    path.write_text(toml, encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.rig.f_ratio == 5.0 and cfg.rig.obstruction == 0.33
+    policy = section_to_dataclass(PolicyConfig, cfg.policy, "policy")
+    assert policy.defocus_limit_cfz == 0.4 and policy.max_interval_min == 90
+    trig = section_to_dataclass(TriggerConfig, cfg.trigger, "trigger")
+    assert trig.nina_api is False
