@@ -412,7 +412,7 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     # iteration costs two small (n, S) exponentials and one contraction)
     axis = off.astype(np.float32)
     pos = np.clip(stamps, 0, None)
-    for _ in range(4):
+    for _ in range(3):
         gx = np.exp(-(axis[None, :] - cx[:, None]) ** 2 / (2 * sw[:, None] ** 2)).astype(np.float32)
         gy = np.exp(-(axis[None, :] - cy[:, None]) ** 2 / (2 * sw[:, None] ** 2)).astype(np.float32)
         row_w = np.einsum("nij,nj->ni", pos, gx)
