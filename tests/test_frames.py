@@ -47,7 +47,10 @@ def test_nina_header_is_normalised(tmp_path):
     assert m.pixel_um == 7.52 and m.binning == 2 and m.focal_length_mm == 550.0 and m.f_ratio == 5.5
     assert m.ambient_temp_c == 6.0 and m.temperature_c == 7.25
     # 9 fractional digits are accepted; the time is UTC
-    assert m.timestamp == pytest.approx(1795299243.123457, abs=1e-3)
+    from datetime import datetime, timezone
+
+    assert m.timestamp == pytest.approx(datetime(2026, 11, 21, 22, 14, 3, 123457, tzinfo=timezone.utc).timestamp(),
+                                        abs=1e-3)
     assert m.airmass == pytest.approx(2.0, rel=1e-3)  # from CENTALT = 30 deg
     assert f.pixels.dtype == np.float32 and f.pixels.shape == (128, 128)
 
@@ -196,3 +199,17 @@ def test_image_file_names():
     assert frames.is_image_file("a/b/L_0001.fits") and frames.is_image_file("x.FIT")
     assert frames.is_image_file("x.fits.fz") and frames.is_image_file("x.xisf")
     assert not frames.is_image_file("x.json") and not frames.is_image_file(".x.fits")
+
+
+@pytest.mark.parametrize("dtype, header, compressed, expected", [
+    (np.uint16, {}, False, 65535.0),            # int16 + BZERO 32768 on disk
+    (np.int16, {}, False, 32767.0),
+    (np.uint8, {}, False, 255.0),
+    (np.uint16, {"SATURATE": 60000}, False, 60000.0),
+    (np.float32, {}, False, None),
+    (np.uint16, {}, True, 65535.0),
+])
+def test_saturation_level_from_type_and_header(tmp_path, dtype, header, compressed, expected):
+    data = (_stars().astype(np.float64) / (300 if dtype == np.uint8 else 1)).astype(dtype)
+    f = frames.load(_write(tmp_path / ("s.fits.fz" if compressed else "s.fits"), data, header, compressed))
+    assert f.saturation_adu == expected

@@ -399,21 +399,16 @@ def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: f
     return Frame(path, img, meta, scale, saturation, notes)
 
 
-def _saturation_for(dtype: np.dtype, header: Mapping[str, Any]) -> float | None:
+def _saturation_adu(header: Mapping[str, Any], raw_dtype: np.dtype, bscale: float = 1.0,
+                    bzero: float = 0.0) -> float | None:
+    """Saturation level in ADU: SATURATE/DATAMAX when the header gives it, else the top of
+    the stored integer type after BSCALE/BZERO (65535 for NINA's int16 + BZERO 32768);
+    ``None`` for float data, whose scale is unknown."""
     sat = _num(_first(header, "SATURATE", "DATAMAX"))
     if sat:
         return sat
-    if dtype.kind in "ui":
-        bitpix = dtype.itemsize * 8
-        bzero = _num(header.get("BZERO")) or 0.0
-        if bitpix == 16 and bzero == 32768:
-            return 65535.0
-        if bitpix == 8:
-            return 255.0
-        if bitpix == 16:
-            return 32767.0 + bzero
-    if dtype.kind == "u":
-        return float(np.iinfo(dtype).max)
+    if raw_dtype.kind in "ui":
+        return float(np.iinfo(raw_dtype.newbyteorder("=")).max) * bscale + bzero
     return None
 
 
@@ -451,14 +446,8 @@ def _plain_image(p: Path, offset: int, header: Mapping[str, Any]) -> Frame:
                 np.add(chunk, np.float32(bzero), out=blk, dtype=np.float32, casting="unsafe")
             else:
                 blk[:] = chunk
-    meta = meta_from_header(header)
-    if dt.kind in "ui":
-        sat = _num(_first(header, "SATURATE", "DATAMAX"))
-        if sat is None:
-            sat = float(np.iinfo(dt.newbyteorder("=")).max) * bscale + bzero
-    else:
-        sat = _num(_first(header, "SATURATE", "DATAMAX"))
-    return _prepare(p, out, meta, sat, integer=dt.kind in "ui")
+    return _prepare(p, out, meta_from_header(header), _saturation_adu(header, dt, bscale, bzero),
+                    integer=dt.kind in "ui")
 
 
 def _load_fits(p: Path, check: bool) -> Frame:
@@ -485,10 +474,8 @@ def _load_fits(p: Path, check: bool) -> Frame:
                         if meta.width is None or meta.height is None:
                             meta = FrameMeta.from_dict({**meta.to_dict(), "width": data.shape[-1],
                                                          "height": data.shape[-2]})
-                        sat = _saturation_for(np.asarray(data).dtype, header)
-                        if data.dtype.kind in "ui" and sat is None:
-                            sat = float(np.iinfo(data.dtype).max)
-                        return _prepare(p, data, meta, sat)
+                        # astropy has already applied BSCALE/BZERO here
+                        return _prepare(p, data, meta, _saturation_adu(header, np.asarray(data).dtype))
     except FrameError:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
@@ -520,8 +507,7 @@ def _load_xisf(p: Path) -> Frame:
     if arr.ndim == 3:
         arr = np.moveaxis(arr, -1, 0)
     meta = meta_from_header(kw)
-    sat = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else None
-    return _prepare(p, arr, meta, sat)
+    return _prepare(p, arr, meta, _saturation_adu(kw, arr.dtype))
 
 
 def load(path: str | Path, *, check: bool = True) -> Frame:

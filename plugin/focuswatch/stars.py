@@ -162,6 +162,15 @@ def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
+def _background(small: np.ndarray, box_binned_px: float):
+    """sep's sky model with a mesh of ``box_binned_px`` (16-512, at most half the image)."""
+    import sep
+
+    box = int(max(16, min(512, round(box_binned_px))))
+    box = min(box, max(8, min(small.shape) // 2))
+    return sep.Background(small, bw=box, bh=box, fw=3, fh=3)
+
+
 def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, kernel_sigma: float | None = None,
             deblend_cont: float = 0.005):
     """Background + source extraction on the ``b``-binned image (sep).
@@ -174,9 +183,7 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     import sep
 
     small = _block_mean(img, b)
-    box = int(max(16, min(512, round(box_px / b))))
-    box = min(box, max(8, min(small.shape) // 2))
-    bkg = sep.Background(small, bw=box, bh=box, fw=3, fh=3)
+    bkg = _background(small, box_px / b)
     sub = small - bkg.back(dtype=np.float32)
     rms = float(bkg.globalrms)
     if not math.isfinite(rms) or rms <= 0:
@@ -348,17 +355,30 @@ def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.n
 _STAMP_BATCH_PIXELS = 1_000_000
 
 
-def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarray, cx: np.ndarray,
-            cy: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
-    """Background-subtracted (n, S, S) stamps centred on integer pixels, and each pixel's
-    distance from the star's sub-pixel centre ``(cx, cy)`` (stamp coordinates)."""
-    off = np.arange(-R, R + 1)
-    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
-    stamps = raw - local_bkg[:, None, None]
-    axis = off.astype(np.float32)
+def _offsets(cx: np.ndarray, cy: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dy, r) of every stamp pixel from each star's sub-pixel centre (stamp coordinates,
+    0 = the stamp's centre pixel), float32 arrays of shape (n, S, S)."""
+    axis = np.arange(-R, R + 1, dtype=np.float32)
     dx = axis[None, None, :] - cx[:, None, None].astype(np.float32)
     dy = axis[None, :, None] - cy[:, None, None].astype(np.float32)
-    return stamps, np.sqrt(dx * dx + dy * dy)
+    dx, dy = np.broadcast_arrays(dx, dy)
+    return dx, dy, np.sqrt(dx * dx + dy * dy)
+
+
+def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarray, cx: np.ndarray,
+            cy: np.ndarray, R: int, nbx: np.ndarray | None = None,
+            nby: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Background-subtracted (n, S, S) stamps centred on the integer pixels ``(ix, iy)``, with
+    the pixels nearer a neighbour than the star zeroed, and each stamp's raw maximum (ADU,
+    for the saturation test). ``(cx, cy)`` is the star's sub-pixel centre in the stamp."""
+    off = np.arange(-R, R + 1)
+    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
+    peak = raw.reshape(len(ix), -1).max(axis=1)
+    stamps = raw - local_bkg[:, None, None]
+    del raw
+    if nbx is not None:
+        stamps = _mask_neighbours(stamps, cx, cy, nbx, nby, off.astype(np.float32))
+    return stamps, peak
 
 
 _N_NEIGHBOURS = 6
@@ -401,12 +421,8 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     n = len(ix)
     S = 2 * R + 1
     off = np.arange(-R, R + 1)
-    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
-    is_sat = raw.reshape(n, -1).max(axis=1) >= 0.95 * sat if sat else np.zeros(n, bool)
-    stamps = raw - local_bkg[:, None, None]
-    del raw
-    if nbx is not None:
-        stamps = _mask_neighbours(stamps, cx, cy, nbx, nby, off.astype(np.float32))
+    stamps, peak = _stamps(img, ix, iy, local_bkg, cx, cy, R, nbx, nby)
+    is_sat = peak >= 0.95 * sat if sat else np.zeros(n, bool)
 
     # windowed centroids (Gaussian window, a few iterations; the window is separable, so each
     # iteration costs two small (n, S) exponentials and one contraction)
@@ -439,10 +455,7 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     flux, _, _ = sep.sum_circle(mosaic, mx, my, rmax, subpix=_SUBPIX)
     del mosaic
 
-    dx = axis[None, None, :] - cx[:, None, None].astype(np.float32)
-    dy = axis[None, :, None] - cy[:, None, None].astype(np.float32)
-    dx, dy = np.broadcast_arrays(dx, dy)
-    rr = np.sqrt(dx * dx + dy * dy)
+    dx, dy, rr = _offsets(cx, cy, R)
 
     # NINA-style HFR: flux-weighted mean radius within 1.2x the star's (90 %) radius
     pos_in = np.where(rr <= np.maximum(1.2 * r90, 2.0)[:, None, None].astype(np.float32), pos, np.float32(0))
@@ -534,10 +547,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                 b = b2
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
-            import sep
-
-            box = int(max(16, min(512, round(6.0 * extent / b), max(8, min(small.shape) // 2))))
-            bkg = sep.Background(small, bw=box, bh=box, fw=3, fh=3)
+            bkg = _background(small, 6.0 * extent / b)
     bkg_level = float(bkg.globalback)
     n_det = int(len(objs))
     objs_b = b
@@ -566,7 +576,6 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     iy = np.rint(fy).astype(np.int64)
     inside = (ix - R >= 0) & (iy - R >= 0) & (ix + R < W) & (iy + R < H)
     rejected["edge"] = int(np.count_nonzero(~inside))
-    # blends: a neighbour within the aperture with >10 % of the flux
     from scipy.spatial import cKDTree
 
     # two stars blend when their light overlaps: closer than the sum of their radii (the
@@ -662,7 +671,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         # radial profile in 0.25 px bins (mean radius and mean value per bin, weighted by
         # the pixel count): the fit sees every pixel's radius but runs on ~50 points a star
         kp = len(pick)
-        st_p, rr_p = _stamps(img, ix[pick], iy[pick], local_bkg[pick], cx[pick], cy[pick], R)
+        st_p, _ = _stamps(img, ix[pick], iy[pick], local_bkg[pick], cx[pick], cy[pick], R, nbx[pick], nby[pick])
+        rr_p = _offsets(cx[pick], cy[pick], R)[2]
         rp = rr_p[:, win, win].reshape(kp, -1)
         vp = st_p[:, win, win].reshape(kp, -1).astype(np.float64)
         amp0 = np.maximum(st_p[:, R, R], 1e-3).astype(np.float64)
