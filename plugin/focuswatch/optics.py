@@ -57,11 +57,6 @@ def wavelength_for_filter(filter_name: str | None, default_nm: float = 550.0) ->
     return FILTER_WAVELENGTH_NM.get(key, default_nm)
 
 
-def f_ratio(aperture_mm: float, focal_length_mm: float) -> float:
-    """Focal ratio N = focal length / aperture."""
-    return focal_length_mm / aperture_mm
-
-
 def cfz_um(f_ratio: float, wavelength_nm: float = 550.0) -> float:
     """Total width of the classic critical focus zone, ``4.88 * lambda * N**2`` in um."""
     return 4.88 * (wavelength_nm / 1000.0) * f_ratio ** 2
@@ -325,7 +320,7 @@ class WavelengthRow(Record):
 
 
 @dataclass(frozen=True)
-class FocusZone:
+class FocusZone(Record):
     """What ``focuswatch calc`` reports for a rig (field names are the ``--json`` keys)."""
 
     f_ratio: float
@@ -346,11 +341,6 @@ class FocusZone:
     steps_across_cfz: float | None
     blur_px_per_10um: float | None
     wavelengths: tuple[WavelengthRow, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["wavelengths"] = [w.to_dict() for w in self.wavelengths]
-        return d
 
 
 def focus_zone(rig: Rig) -> FocusZone:
