@@ -233,6 +233,20 @@ def test_profile_model_half_flux_growth_agrees_with_optics():
         assert tab["r50"][bi, xi] == pytest.approx(optics.hfr_px_for_blur(x, r0), rel=0.02)
 
 
+@pytest.mark.parametrize("beta,eps,x", [(2.5, 0.0, 1.0), (3.5, 0.0, 4.0), (3.5, 0.35, 2.0), (5.0, 0.35, 10.0)])
+def test_profile_model_agrees_with_optics_defocused_star(beta, eps, x):
+    """Two grids of the same physics (seeing Moffat x defocus annulus): diagnose's
+    anti-aliased one in seeing-FWHM units and optics' hard-edged one in in-focus HFR units
+    agree on r50, r90 and the half-maximum width within their grid steps."""
+    fwhm = 4.0
+    m = diagnose.profile_model(fwhm, beta, x * fwhm, eps, n=512)
+    r0 = diagnose.moffat_r50_px(fwhm, beta)
+    o = optics.defocused_star(x * fwhm / r0, eps, beta, n=512)
+    assert o["r50"] * r0 == pytest.approx(m["r50_px"], rel=0.02)
+    assert o["r90"] * r0 == pytest.approx(m["r90_px"], rel=0.01)
+    assert o["fwhm"] * r0 == pytest.approx(m["fwhm_px"], rel=0.01)
+
+
 def test_model_mirrors_the_blended_fwhm_of_stars():
     """Small stars keep the Moffat fit's width, large ones the direct half-maximum width."""
     assert diagnose.stars_fwhm_px(2.0, 3.0) == pytest.approx(2.0 * diagnose.FIT_FWHM_SCALE, rel=0.05)
@@ -338,6 +352,17 @@ def test_cli_diagnose_folder_tells_the_night(frame_dir, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [json.loads(x)["label"] for x in lines[:2]] == ["focus_miss", "trailing"]
     assert "night" in json.loads(lines[-1])
+
+
+def test_cli_plot_never_overwrites_a_frame(frame_dir, tmp_path, capsys):
+    """``--plot light.fits`` (a slip of the fingers) must leave the user's frame untouched."""
+    light = tmp_path / "light.fits"
+    light.write_bytes((frame_dir / "f0.fits").read_bytes())
+    before = light.read_bytes()
+    assert main(["diagnose", str(light), "--plot", str(light)]) == 2
+    err = capsys.readouterr().err
+    assert "light.fits" in err and "Traceback" not in err
+    assert light.read_bytes() == before
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(frame_dir, tmp_path, capsys):

@@ -86,6 +86,7 @@ import numpy as np
 from focuswatch import optics
 from focuswatch.optics import Rig
 from focuswatch.records import Record
+from focuswatch.stars import moffat_fwhm
 
 LABELS: tuple[str, ...] = ("in_focus", "focus_miss", "poor_seeing", "backfocus", "tilt", "coma",
                            "collimation", "trailing", "dew")
@@ -152,16 +153,11 @@ class Finding(Record):
 
     label: str
     confidence: float
-    detail: str
-
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
-        return cls(str(d["label"]), float(d["confidence"]), str(d.get("detail", "")))
+    detail: str = ""
 
 
 @dataclass(frozen=True)
-class Evidence:
+class Evidence(Record):
     """The figures a verdict rests on (``--json`` key ``evidence``; units in the names).
 
     Zone grids are 3x3 lists, row 0 at the top of the frame (low y), ``None`` for an empty zone.
@@ -211,28 +207,9 @@ class Evidence:
     zone_angle_deg: tuple[tuple[float | None, ...], ...] = ()
     zone_n_stars: tuple[tuple[int, ...], ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = [list(r) if isinstance(r, tuple) else r for r in v]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Evidence":
-        names = {f.name for f in fields(cls)}
-        kw: dict[str, Any] = {}
-        for k, v in d.items():
-            if k not in names:
-                continue
-            if isinstance(v, list):
-                v = tuple(tuple(r) if isinstance(r, list) else r for r in v)
-            kw[k] = v
-        return cls(**kw)
-
 
 @dataclass(frozen=True)
-class Diagnosis:
+class Diagnosis(Record):
     """Verdict on one frame (``diagnose --json``).
 
     ``defocus_um`` is unsigned (star size cannot tell inside from outside focus);
@@ -258,27 +235,8 @@ class Diagnosis:
         return self.label in REFOCUS_LABELS
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file, "label": self.label, "confidence": self.confidence,
-            "findings": [f.to_dict() for f in self.findings],
-            "defocus_um": self.defocus_um, "defocus_cfz": self.defocus_cfz,
-            "defocus_method": self.defocus_method,
-            "evidence": self.evidence.to_dict(), "causes": list(self.causes),
-            "advice": list(self.advice), "reason": self.reason,
-            "refocus_advised": self.refocus_advised,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Diagnosis":
-        return cls(
-            file=d.get("file"), label=str(d["label"]), confidence=float(d["confidence"]),
-            findings=tuple(Finding.from_dict(f) for f in d.get("findings", ())),
-            defocus_um=d.get("defocus_um"), defocus_cfz=d.get("defocus_cfz"),
-            defocus_method=d.get("defocus_method"),
-            evidence=Evidence.from_dict(d.get("evidence", {"n_stars": 0})),
-            causes=tuple(d.get("causes", ())), advice=tuple(d.get("advice", ())),
-            reason=d.get("reason"),
-        )
+        """The fields plus ``refocus_advised`` (read back by :meth:`from_dict`, which ignores it)."""
+        return {**super().to_dict(), "refocus_advised": self.refocus_advised}
 
 
 # --------------------------------------------------------------------------- causes and advice
@@ -397,7 +355,7 @@ def _fit_moffat_fwhm(rc: np.ndarray, prof: np.ndarray, r50: float) -> tuple[floa
     sol = least_squares(res, [0.0, math.log(max(r50, 1e-3)), math.log(3.0)],
                         bounds=([-5.0, math.log(r50 * 0.01), math.log(1.2)], [5.0, math.log(r50 * 100), math.log(25.0)]))
     alpha, beta = math.exp(sol.x[1]), math.exp(sol.x[2])
-    return 2 * alpha * math.sqrt(2 ** (1 / beta) - 1), beta
+    return float(moffat_fwhm(alpha, beta)), beta
 
 
 #: ``stars.measure``'s pixel-width correction of the FWHM (a pixel adds 1/12 px^2 to each
@@ -642,6 +600,11 @@ def _median(a: Iterable[float] | np.ndarray) -> float | None:
     return float(np.median(v)) if v.size else None
 
 
+def _f(v: Any, spec: str = ".2f", unit: str = "", none: str = "—") -> str:
+    """A figure for the text output: formatted with its unit, ``none`` when it is missing."""
+    return none if v is None else f"{format(v, spec)}{unit}"
+
+
 def _r(v: float | None, nd: int = 3) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), nd)
 
@@ -787,8 +750,10 @@ def star_asymmetry(pixels: np.ndarray, x: np.ndarray, y: np.ndarray, hfr_px: np.
             m = r2 <= ap * ap
             v = np.where(m, st, 0.0)
             tot = v.sum()
+            if tot <= 0:  # the recentred aperture lost the star (noise): leave NaN, no 0/0
+                continue
             s2 = (v * r2).sum() / tot
-            if tot > 0 and s2 > 0:
+            if s2 > 0:
                 out[i] = [(v * r2 * dx).sum() / tot / s2 ** 1.5, (v * r2 * dy).sum() / tot / s2 ** 1.5]
     return out
 
@@ -1026,8 +991,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         # the annulus whose convolution with the seeing gives the donuts' half-flux radius:
         # optics' exact forward model (seeing Moffat x annulus), inverted. (The 90 % radius
         # would be more direct but picks up neighbours inside the big stamps of defocused stars.)
-        scale_s = stats.plate_scale_arcsec_px or rig.plate_scale_arcsec_px
-        seeing_px = ((rig.seeing_arcsec or config.reference_seeing_arcsec) / scale_s) if scale_s else 0.0
+        seeing_px = ((rig.seeing_arcsec or config.reference_seeing_arcsec) / scale) if scale else 0.0
         h_don = float(np.median(hfr[donut]))
         eps_tab = round(min(max(eps_est, 0.0), 0.9) * 20.0) / 20.0  # 0.05 steps: few growth tables
         if seeing_px > 0:
@@ -1184,8 +1148,9 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
 
 
 def _detail(label: str, ev: Evidence, defocus: Mapping[str, Any]) -> str:
+    """The sentence behind a secondary finding (``Finding.detail``): its figures, ``n/a`` if missing."""
     def f(v: Any, spec: str = ".2f") -> str:
-        return "n/a" if v is None else format(v, spec)
+        return _f(v, spec, none="n/a")
     if label == "focus_miss":
         return (f"flat-topped profile (HFD/FWHM {f(ev.profile_ratio)}, r90/r50 {f(ev.wing_ratio)}): "
                 f"blur {f(ev.blur_px, '.1f')} px on {f(ev.seeing_fwhm_px, '.1f')} px seeing, "
@@ -1509,16 +1474,12 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
 
 
 def fmt_pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.0f} %"
+    return _f(v, ".0f", " %", none="n/a")
 
 
 # --------------------------------------------------------------------------- text renderers
 
 ARCSEC = '"'
-
-
-def _f(v: Any, spec: str = ".2f", unit: str = "") -> str:
-    return "—" if v is None else f"{format(v, spec)}{unit}"
 
 
 def format_diagnosis(d: Diagnosis, *, verbose: bool = True) -> str:

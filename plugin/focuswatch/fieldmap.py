@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from focuswatch.errors import ConfigError
+from focuswatch.frames import is_image_file
+
 
 def plot_field_map(stats: Any, diagnosis: Any, path: str | Path, *, max_whiskers: int = 400) -> Path:
     """Draw the field map of one frame into a PNG at ``path`` and return the path.
@@ -27,7 +30,16 @@ def plot_field_map(stats: Any, diagnosis: Any, path: str | Path, *, max_whiskers
         Where to write the PNG (never next to the user's frames unless they ask for it).
     max_whiskers : int
         The brightest stars drawn as whiskers (more only clutters the picture).
+
+    Raises
+    ------
+    ConfigError
+        When ``path`` is named like a frame (``.fits``, ``.xisf``...): a slip such as
+        ``--plot light.fits`` must never overwrite a user's frame with a PNG.
     """
+    if is_image_file(path):
+        raise ConfigError(f"field map {path}: named like a frame (FITS/XISF), not a PNG; frames are never "
+                          "overwritten: give a path ending in .png")
     import matplotlib
 
     matplotlib.use("Agg")
