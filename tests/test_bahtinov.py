@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from focuswatch import bahtinov as bt, simmask as sm
+from focuswatch import bahtinov as bt, sim, simmask as sm
 from focuswatch.cli import main
 
 RIG = sm.DEFAULT_MASK_RIG  # 200 mm f/5, eps 0.33, 3.76 um pixels, 2 um steps
@@ -192,11 +192,7 @@ def test_result_round_trips():
 
 
 def _write(path, frame):
-    from astropy.io import fits
-    hdu = fits.PrimaryHDU(frame.pixels)  # astropy writes big-endian with BZERO
-    for k, v in frame.header.items():
-        hdu.header[k] = v
-    hdu.writeto(path)
+    path.write_bytes(sim.fits_bytes(frame))  # the simulator's FITS writer: big-endian with BZERO, NINA keywords
 
 
 def test_cli_bahtinov_json_plot_and_rig_from_header(tmp_path, capsys):

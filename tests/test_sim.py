@@ -77,6 +77,9 @@ def test_moffat_hfr_and_profile_ratio(beta):
     assert t["fwhm_px"] == pytest.approx(t["seeing_fwhm_px"], rel=3e-3)
     expected_ratio = {2.5: 1.36, 3.5: 1.20, 4.0: 1.17}[beta]  # design.md: HFD/FWHM of Moffat profiles
     assert t["profile_ratio"] == pytest.approx(expected_ratio, abs=0.015)
+    # closed form: HFD / FWHM = sqrt(2^(1/(beta-1)) - 1) / sqrt(2^(1/beta) - 1)
+    closed = math.sqrt(2 ** (1 / (beta - 1)) - 1) / math.sqrt(2 ** (1 / beta) - 1)
+    assert t["profile_ratio"] == pytest.approx(closed, rel=5e-3)
 
 
 def test_truth_basics_and_quadrature_model():
@@ -349,3 +352,18 @@ def test_sim_rig_fills_defaults_and_keeps_a_given_f_ratio():
     rig = sim.sim_rig(optics.Rig(focal_length_mm=700.0, pixel_um=4.63, f_ratio_given=7.0))
     assert (rig.f_ratio, rig.aperture_mm, rig.focuser_step_um) == (7.0, 100.0, 2.0)
     assert sim.sim_rig(None) == sim.DEFAULT_RIG
+
+
+def test_cli_sim_never_overwrites_a_frame_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "session"
+    assert cli.main(["sim", str(out), "--width", "32", "--height", "32", "--stars", "2"]) == 0
+    assert cli.main(["sim", str(out), "--width", "32", "--height", "32", "--stars", "2"]) == 0  # its own output
+    (name,) = [p.name for p in out.glob("*.fits")]
+    user = out / name  # a real capture program's frame that happens to have the same name
+    raw = (b"SIMPLE  =                    T".ljust(80) + b"END".ljust(80)).ljust(2880)
+    user.write_bytes(raw)
+    capsys.readouterr()
+    assert cli.main(["sim", str(out), "--width", "32", "--height", "32", "--stars", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "not overwriting" in err and name in err and "Traceback" not in err
+    assert user.read_bytes() == raw

@@ -26,8 +26,10 @@ def plot_af(summary: "AFSummary", path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from focuswatch.autofocus import _filter_key, _usable
+
     runs = [r for r in summary.runs if r.n_points][:MAX_PANELS]
-    temp_runs = [r for r in summary.runs if r.fit is not None and r.verdict != "bad" and r.run.temp_c is not None]
+    temp_runs, _ = _usable(summary.runs)  # the runs (and filter names) the coefficients were fitted to
     with_temp = len(temp_runs) >= 2
     n = len(runs) + (1 if with_temp else 0)
     n = max(n, 1)
@@ -66,7 +68,7 @@ def plot_af(summary: "AFSummary", path: str | Path) -> Path:
         ax = flat[len(runs)]
         by: dict[str, list] = {}
         for r in temp_runs:
-            by.setdefault((r.run.filter_name or "").strip() or "(none)", []).append(r)
+            by.setdefault(_filter_key(r.run.filter_name), []).append(r)
         coefs = {c.filter_name: c for c in summary.coefficients}
         for i, (name, rs) in enumerate(sorted(by.items())):
             t = np.array([r.run.temp_c for r in rs], float)

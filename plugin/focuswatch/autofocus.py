@@ -44,8 +44,8 @@ fitted slope vs optics     0.7-1.4x expected; otherwise step size setting or swe
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -69,13 +69,8 @@ class AFPoint(Record):
     n_stars: int | None = None
 
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AFPoint":
-        return cls(**{k: d[k] for k in ("position_steps", "hfr_px", "error_px", "n_stars") if k in d})
-
-
 @dataclass(frozen=True)
-class AFRun:
+class AFRun(Record):
     """One autofocus run (or manual focus series), whatever its source.
 
     ``hfr_kind`` says which half-flux definition the values follow: ``"nina"`` (NINA/ASTAP
@@ -105,23 +100,9 @@ class AFRun:
     focuser_step_um: float | None = None
     notes: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["points"] = [p.to_dict() for p in self.points]
-        d["notes"] = list(self.notes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AFRun":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        kw["points"] = tuple(AFPoint.from_dict(p) for p in d.get("points", ()))
-        kw["notes"] = tuple(d.get("notes", ()))
-        return cls(**kw)
-
 
 @dataclass(frozen=True)
-class HyperbolaFit:
+class HyperbolaFit(Record):
     """A robust hyperbola fit of HFR (px) against focuser position (steps).
 
     ``min_hfr_px`` is the HFR at best focus (``a + offset``); ``slope_px_per_step`` the
@@ -155,18 +136,8 @@ class HyperbolaFit:
         return hyperbola(position_steps, self.a_px, self.b_steps, self.best_position_steps, self.offset_px)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["rejected_positions_steps"] = list(self.rejected_positions_steps)
-        d["min_hfr_px"] = self.min_hfr_px
-        d["slope_px_per_step"] = self.slope_px_per_step
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "HyperbolaFit":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        kw["rejected_positions_steps"] = tuple(d.get("rejected_positions_steps", ()))
-        return cls(**kw)
+        """The fields plus the derived ``min_hfr_px`` and ``slope_px_per_step`` (ignored by ``from_dict``)."""
+        return {**super().to_dict(), "min_hfr_px": self.min_hfr_px, "slope_px_per_step": self.slope_px_per_step}
 
 
 @dataclass(frozen=True)
@@ -188,7 +159,7 @@ class AFJudgeConfig:
 
 
 @dataclass(frozen=True)
-class AFRunResult:
+class AFRunResult(Record):
     """A run with its refit and the verdict (field names are the ``af --json`` keys).
 
     ``verdict`` is ``"good"``, ``"marginal"`` or ``"bad"`` (bad runs are left out of the
@@ -225,23 +196,9 @@ class AFRunResult:
         return None if self.fit is None else self.fit.best_position_steps
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("run", "fit")}
-        d["run"] = self.run.to_dict()
-        d["fit"] = None if self.fit is None else self.fit.to_dict()
-        d["problems"] = list(self.problems)
-        d["advice"] = list(self.advice)
-        d["best_position_steps"] = self.best_position_steps
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AFRunResult":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        kw["run"] = AFRun.from_dict(d["run"])
-        kw["fit"] = None if d.get("fit") is None else HyperbolaFit.from_dict(d["fit"])
-        kw["problems"] = tuple(d.get("problems", ()))
-        kw["advice"] = tuple(d.get("advice", ()))
-        return cls(**kw)
+        """The fields (``fit`` with its derived values) plus ``best_position_steps``."""
+        return {**super().to_dict(), "fit": None if self.fit is None else self.fit.to_dict(),
+                "best_position_steps": self.best_position_steps}
 
 
 @dataclass(frozen=True)
@@ -283,7 +240,7 @@ class FilterOffset(Record):
 
 
 @dataclass(frozen=True)
-class AFSummary:
+class AFSummary(Record):
     """Everything ``focuswatch af`` reports (field names are the ``--json`` keys).
 
     ``common_slope_steps_per_c`` is the temperature slope shared by all filters in the
@@ -302,27 +259,7 @@ class AFSummary:
     offsets_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "runs": [r.to_dict() for r in self.runs],
-            "coefficients": [c.to_dict() for c in self.coefficients],
-            "offsets": [o.to_dict() for o in self.offsets],
-            "reference_filter": self.reference_filter,
-            "reference_temp_c": self.reference_temp_c,
-            "common_slope_steps_per_c": self.common_slope_steps_per_c,
-            "n_good": self.n_good, "n_marginal": self.n_marginal, "n_bad": self.n_bad,
-            "offsets_reason": self.offsets_reason,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AFSummary":
-        return cls(
-            runs=tuple(AFRunResult.from_dict(r) for r in d.get("runs", ())),
-            coefficients=tuple(TempCoefficient.from_dict(c) for c in d.get("coefficients", ())),
-            offsets=tuple(FilterOffset.from_dict(o) for o in d.get("offsets", ())),
-            reference_filter=d.get("reference_filter"), reference_temp_c=d.get("reference_temp_c"),
-            common_slope_steps_per_c=d.get("common_slope_steps_per_c"),
-            n_good=d.get("n_good", 0), n_marginal=d.get("n_marginal", 0), n_bad=d.get("n_bad", 0),
-            offsets_reason=d.get("offsets_reason"))
+        return {**super().to_dict(), "runs": [r.to_dict() for r in self.runs]}
 
 
 # --------------------------------------------------------------------------- fitting

@@ -70,8 +70,8 @@ broadband 420-680 nm) see docs/bahtinov.md for the measured slope; a user-calibr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class Triplet(Record):
 
 
 @dataclass(frozen=True)
-class BahtinovResult:
+class BahtinovResult(Record):
     """Spikes, offset and focus error (field names are the ``bahtinov --json`` keys).
 
     ``offset_px`` follows the sign convention of the module doc; ``focus_error_um`` > 0:
@@ -169,22 +169,6 @@ class BahtinovResult:
     focus_spread_cfz: float | None = None
     collimation_ok: bool | None = None
     collimation_hint: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["lines"] = [ln.to_dict() for ln in self.lines]
-        d["triplets"] = [t.to_dict() for t in self.triplets]
-        d["notes"] = list(self.notes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BahtinovResult":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        kw["lines"] = tuple(SpikeLine.from_dict(x) for x in d.get("lines", ()))
-        kw["triplets"] = tuple(Triplet.from_dict(x) for x in d.get("triplets", ()))
-        kw["notes"] = tuple(d.get("notes", ()))
-        return cls(**kw)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -262,6 +246,26 @@ def _ang_diff(a: float, b: float) -> float:
     return min(d, 180.0 - d)
 
 
+def _quadrature(errs: Sequence[float | None]) -> float | None:
+    """Root sum of squares of independent errors; ``None`` when one of them is unknown."""
+    if any(e is None for e in errs):
+        return None
+    return math.sqrt(sum(e * e for e in errs if e is not None))
+
+
+#: What tracing a line yields besides (normal_deg, rho_px): (strength, n_samples, rms_px, rho_err_px).
+LineInfo = tuple[float, int, float | None, float | None]
+
+
+def _spike_lines(refined: Sequence[tuple[float, float]], line_info: Sequence[LineInfo], roles: Sequence[str],
+                 trip: Sequence[int | None] | None = None) -> tuple[SpikeLine, ...]:
+    """:class:`SpikeLine` records for refined lines (normal_deg, rho_px) with their roles (and sub-masks)."""
+    trip = trip if trip is not None else [None] * len(refined)
+    return tuple(SpikeLine(angle_deg=_direction_deg(t), normal_deg=t, rho_px=r, strength=info[0],
+                           n_samples=info[1], rms_px=info[2], role=role, triplet=k)
+                 for (t, r), info, role, k in zip(refined, line_info, roles, trip))
+
+
 def _intersect(l1: tuple[float, float], l2: tuple[float, float]) -> tuple[float, float]:
     """Crossing of two lines given as (normal_deg, rho) relative to the star."""
     t1, r1 = math.radians(l1[0]), l1[1]
@@ -280,9 +284,10 @@ def _find_star(img: np.ndarray) -> tuple[int, int]:
     return int(ix), int(iy)
 
 
-def _core_radius(w: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> float:
-    """Radius where the azimuthal median of the stretched star falls to 10 % of its peak."""
-    r = np.hypot(xs, ys).ravel()
+def _core_radius(w: np.ndarray, radius: np.ndarray) -> float:
+    """Radius where the azimuthal median of the stretched star falls to 10 % of its peak
+    (``radius``: each pixel's distance from the star, px)."""
+    r = radius.ravel()
     v = w.ravel()
     rb = r.astype(int)
     n = int(rb.max()) + 1
@@ -553,9 +558,10 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
         raise BahtinovError(f"the brightest star at ({sx}, {sy}) is too close to the edge to follow its spikes")
     box = img[sy - h:sy + h + 1, sx - h:sx + h + 1] - bg
     yy, xx = np.mgrid[-h:h + 1, -h:h + 1].astype(float)
+    rr_all = np.hypot(xx, yy)
     w = np.sqrt(np.clip(box, 0.0, None))
-    r_in = _core_radius(w, xx, yy)
-    sel = (np.hypot(xx, yy) > r_in) & (np.hypot(xx, yy) < h) & (box > 2.0 * noise)
+    r_in = _core_radius(w, rr_all)
+    sel = (rr_all > r_in) & (rr_all < h) & (box > 2.0 * noise)
     if sel.sum() < 50:
         raise BahtinovError("no diffraction spikes around the brightest star (too faint or no mask?)")
     ang, strength, best = _radon(xx[sel], yy[sel], w[sel], rho_max=min(40.0, h / 2))
@@ -576,7 +582,7 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     if t_max - t_min < 10:
         raise BahtinovError("the spikes are too short or too close together to measure (crop less, or "
                             "use a longer focal length / smaller pixels)")
-    Found = list[tuple[float, float, tuple[float, int, float | None, float | None]]]
+    Found = list[tuple[float, float, LineInfo]]
 
     def trace(cands: Sequence[tuple[float, float, float]], t_lo: float, hw: float = half_width,
               ramp: bool = False) -> Found:
@@ -610,7 +616,6 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
 
         # the angle scan again on the outer part only (beyond TRI_SCAN_FRAC of the radius), where
         # spikes a few degrees apart no longer blend: for the outer spikes' half-angle
-        rr_all = np.hypot(xx, yy)
         far_sel = (rr_all > max(r_in, TRI_SCAN_FRAC * h)) & (rr_all < h)  # no 2-sigma cut: faint spikes count
         _, strength_far, _ = _radon(xx[far_sel], yy[far_sel], w[far_sel], rho_max=min(40.0, h / 2))
         found = _retrace_tri(found, trace, rho_at, strength_far, r_in, t_max) or found
@@ -629,23 +634,16 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     lam = wavelength_nm or rig.wavelength_nm
     cfz = rig.cfz_um(lam)
     sign = -1.0 if reverse else 1.0
-
-    def mk_lines(roles: Sequence[str]) -> tuple[SpikeLine, ...]:
-        return tuple(SpikeLine(angle_deg=_direction_deg(t), normal_deg=t, rho_px=r, strength=info[0],
-                               n_samples=info[1], rms_px=info[2], role=role)
-                     for (t, r), info, role in zip(refined, line_info, roles))
-
     if pattern == "tri-bahtinov":
         return _measure_tri(refined, line_info, sx, sy, rig, px_per_um, cfz, sign, reverse, notes, file)
     mid, o1, o2 = _triplet(refined)
     off, cxp, cyp, half = _offset(refined, mid, o1, o2)
     roles = ["outer"] * 3
     roles[mid] = "middle"
-    lines = mk_lines(roles)
+    lines = _spike_lines(refined, line_info, roles)
     if half < 5 or half > 40:
         notes.append(f"outer spikes {2 * half:.1f}° apart: unusual for a Bahtinov mask")
-    errs = [line_info[i][3] for i in (mid, o1, o2)]
-    off_err = math.sqrt(sum(e * e for e in errs)) if all(e is not None for e in errs) else None
+    off_err = _quadrature([line_info[i][3] for i in (mid, o1, o2)])
     if k is None:
         k = grabber_px_per_um(rig, half)
         src = "bahtinov-grabber" if k else None
@@ -716,7 +714,7 @@ def _retrace_tri(found: list, trace: Any, rho_at: Any, strength: np.ndarray, r_i
     return out if len(out) >= 6 else None
 
 
-def _measure_tri(refined: list[tuple[float, float]], line_info: list[tuple[float, int, float | None, float | None]],
+def _measure_tri(refined: list[tuple[float, float]], line_info: list[LineInfo],
                  sx: int, sy: int, rig: Rig, px_per_um: float | None, cfz: float | None, sign: float,
                  reverse: bool, notes: list[str], file: str | None) -> BahtinovResult:
     """Tri-Bahtinov: group the spikes by the mask's symmetry, measure each sub-mask, combine.
@@ -729,17 +727,11 @@ def _measure_tri(refined: list[tuple[float, float]], line_info: list[tuple[float
     """
     dirs = [_direction_deg(t) for t, _ in refined]
     grouping = _group_triplets(dirs, [info[0] for info in line_info])
-
-    def mk_lines(roles: Sequence[str], trip: Sequence[int | None]) -> tuple[SpikeLine, ...]:
-        return tuple(SpikeLine(angle_deg=_direction_deg(t), normal_deg=t, rho_px=r, strength=info[0],
-                               n_samples=info[1], rms_px=info[2], role=role, triplet=k)
-                     for (t, r), info, role, k in zip(refined, line_info, roles, trip))
-
     if grouping is None:
         notes.append(f"{len(refined)} spikes do not fit the 3-fold symmetry of a Tri-Bahtinov mask (grating angle "
                      "3-30°); focus error not measured")
         return BahtinovResult(pattern="tri-bahtinov", star_x_px=float(sx), star_y_px=float(sy),
-                              lines=mk_lines(["spike"] * len(refined), [None] * len(refined)), cfz_um=cfz,
+                              lines=_spike_lines(refined, line_info, ["spike"] * len(refined)), cfz_um=cfz,
                               reversed=reverse, verdict="Tri-Bahtinov pattern detected; focus error not measured",
                               notes=tuple(notes), file=file)
     groups, phi, beta, ambiguous = grouping
@@ -761,8 +753,7 @@ def _measure_tri(refined: list[tuple[float, float]], line_info: list[tuple[float
         if ia is None or ib is None or ia == ib:
             continue
         off, cxp, cyp, half = _offset(refined, im, ia, ib, normal_deg=normal)
-        errs = [line_info[i][3] for i in (im, ia, ib)]
-        off_err = math.sqrt(sum(e * e for e in errs)) if all(e is not None for e in errs) else None
+        off_err = _quadrature([line_info[i][3] for i in (im, ia, ib)])
         measured.append((k, normal % 360.0, dirs[im], half, sx + cxp, sy + cyp, off, off_err))
     measured.sort(key=lambda m: m[0])
     if len({m[0] for m in measured}) < len(measured):
@@ -773,8 +764,8 @@ def _measure_tri(refined: list[tuple[float, float]], line_info: list[tuple[float
         notes.append(f"grating angle ~{beta:.0f}°: {why}, so the middle spikes were told apart by brightness")
     if any(t is None for t in trip):
         notes.append(f"{sum(t is None for t in trip)} spike(s) outside the Tri-Bahtinov pattern ignored")
-    lines = tuple(sorted(mk_lines(roles, trip), key=lambda ln: (3 if ln.triplet is None else ln.triplet,
-                                                                 ln.role != "middle", ln.angle_deg)))
+    lines = tuple(sorted(_spike_lines(refined, line_info, roles, trip),
+                         key=lambda ln: (3 if ln.triplet is None else ln.triplet, ln.role != "middle", ln.angle_deg)))
     if not measured:
         notes.append("no complete triplet of spikes (middle + two outer) could be measured")
         return BahtinovResult(pattern="tri-bahtinov", star_x_px=float(sx), star_y_px=float(sy), lines=lines,
@@ -799,8 +790,8 @@ def _measure_tri(refined: list[tuple[float, float]], line_info: list[tuple[float
                                 focus_error_cfz=e / cfz if (e is not None and cfz) else None))
     n_t = len(measured)
     off_mean = float(np.mean([m[6] for m in measured]))
-    off_errs = [m[7] for m in measured]
-    off_mean_err = (math.sqrt(sum(e * e for e in off_errs)) / n_t) if all(e is not None for e in off_errs) else None
+    off_sum_err = _quadrature([m[7] for m in measured])
+    off_mean_err = off_sum_err / n_t if off_sum_err is not None else None
     if n_t < 3:
         notes.append(f"only {n_t} of the 3 sub-masks measured: the focus error is their mean, no collimation check")
     spread = spread_err = spread_cfz = None

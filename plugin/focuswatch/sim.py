@@ -231,10 +231,7 @@ class SimParams:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        rig = asdict(self.rig)
-        d["rig"] = rig
-        return d
+        return asdict(self)  # the rig with all its fields (f_ratio_given too), as from_dict reads it
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SimParams":
@@ -296,7 +293,6 @@ class PsfCondition(Record):
     trail_angle_deg: float = 0.0
     halo_fraction: float = 0.0
     halo_fwhm_px: float = 0.0
-
 
     def extent_px(self, wings: float = 5e-4, cap_fwhm: float = 8.0) -> float:
         """Radius (px) holding all but ``wings`` of the light (seeing wings capped)."""
@@ -496,8 +492,8 @@ def half_flux_radius(img: np.ndarray, h: float, fraction: float = 0.5) -> float:
     Each sample is a cell of side ``h``; a circle of radius R takes the fraction
     ``clip((R - r) / h + 1/2, 0, 1)`` of a cell whose centre is at distance r (an
     anti-aliased aperture), which removes the lattice-counting noise of a hard edge. A
-    histogram of radii brackets the answer, then the root is bracketed twice on 33 radii and interpolated. Against closed
-    forms (Moffat, Gaussian, disk, annulus) the error is < 0.1 % on grids of <= HFR/15.
+    histogram of radii brackets the answer, then the root is bracketed twice on 33 radii and
+    interpolated. Against closed forms (Moffat, Gaussian, disk, annulus) the error is < 0.1 % on grids of <= HFR/15.
     """
     r = _radii(img, h).ravel()
     w = img.ravel() / img.sum()
@@ -644,7 +640,7 @@ def _cells(params: SimParams, tol: float = 0.02) -> tuple[int, int]:
     w, h = params.width_px, params.height_px
     gx = np.linspace(-0.5, w - 0.5, 41)[None, :]
     gy = np.linspace(-0.5, h - 0.5, 41)[:, None]
-    blur = np.abs(field_defocus_um(params, gx, gy)) / params.f_ratio / params.pixel_um
+    blur = optics.blur_diameter_um(field_defocus_um(params, gx, gy), params.f_ratio) / params.pixel_um
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     coma = params.coma_px * np.hypot(gx - cx, gy - cy) / max(math.hypot(cx, cy), 1e-9)
     hfr0 = max(0.6 * params.seeing_fwhm_px, 0.3)
@@ -876,6 +872,7 @@ def _truth(plan: _Plan, stamps: list[_Stamp] | None, rendered: dict[str, np.ndar
     focus = _psf_stats(PsfCondition(p.seeing_fwhm_px, p.moffat_beta, p.blur_px(), p.rig.obstruction))
     seeing_only = _psf_stats(PsfCondition(p.seeing_fwhm_px, p.moffat_beta, 0.0))
     wavelength = optics.wavelength_for_filter(p.filter_name, p.rig.wavelength_nm)
+    cfz = optics.cfz_um(p.f_ratio, wavelength)
     sky_e = _sky_e(p)
     if not p.field_varies:  # one PSF: every star has the centre's (accurate) truth
         cell_hfr = [stats["hfr_px"]]
@@ -920,8 +917,8 @@ def _truth(plan: _Plan, stamps: list[_Stamp] | None, rendered: dict[str, np.ndar
         "plate_scale_arcsec_px": p.plate_scale_arcsec_px,
         "plate_scale": p.plate_scale_arcsec_px,
         "wavelength_nm": wavelength,
-        "cfz_um": optics.cfz_um(p.f_ratio, wavelength),
-        "defocus_in_cfz": abs(p.defocus_um) <= optics.cfz_um(p.f_ratio, wavelength) / 2.0,
+        "cfz_um": cfz,
+        "defocus_in_cfz": abs(p.defocus_um) <= cfz / 2.0,
         "focuser_pos": p.focuser_pos,
         "focuser_step_um": p.rig.focuser_step_um,
         "temp_c": p.temp_c,
@@ -958,9 +955,14 @@ def truth_for(params: SimParams) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- headers and names
 
+def _parse_date(text: str) -> datetime:
+    """A ``date_obs`` parameter (ISO 8601, UTC, optional ``Z``) as a naive datetime."""
+    return datetime.fromisoformat(str(text).replace("Z", ""))
+
+
 def _date_obs(text: str) -> str:
     """Normalise a DATE-OBS to NINA's ``YYYY-MM-DDTHH:MM:SS.fff`` (UTC)."""
-    dt = datetime.fromisoformat(str(text).replace("Z", ""))
+    dt = _parse_date(text)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
 
 
@@ -970,7 +972,7 @@ def nina_file_name(params: SimParams) -> str:
     >>> nina_file_name(SimParams(frame_nr=42))
     '2026-11-21_22-14-03_L_-10.00_120.00s_0042.fits'
     """
-    dt = datetime.fromisoformat(str(params.date_obs).replace("Z", ""))
+    dt = _parse_date(params.date_obs)
     filt = re.sub(r"[^A-Za-z0-9+-]", "", params.filter_name) or "NOFILTER"
     return (f"{dt.strftime('%Y-%m-%d_%H-%M-%S')}_{filt}_{params.sensor_temp_c:.2f}_"
             f"{params.exposure_s:.2f}s_{params.frame_nr:04d}.fits")
@@ -1023,10 +1025,12 @@ def fits_header(params: SimParams) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- I/O edge
 
-def fits_bytes(frame: SimFrame) -> bytes:
+def fits_bytes(frame: Any) -> bytes:
     """The complete FITS file of a frame (big-endian uint16, BZERO=32768) as bytes.
 
-    Watcher tests write it piecewise to imitate NINA writing a frame in place.
+    ``frame`` is anything with uint16 ``pixels`` and a ``header`` dict: a :class:`SimFrame`
+    or a :class:`focuswatch.simmask.MaskFrame`. Watcher tests write it piecewise to imitate
+    NINA writing a frame in place.
     """
     from astropy.io import fits
 
@@ -1162,7 +1166,7 @@ def night_frames(base: SimParams, plan: NightPlan, focuser: SimFocuser, seed: in
     with a little noise. Deterministic for a given ``seed``.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 77]))
-    t0 = datetime.fromisoformat(plan.start.replace("Z", ""))
+    t0 = _parse_date(plan.start)
     filt = base.filter_name
     for i in range(plan.n_frames):
         elapsed_s = i * plan.interval_s
@@ -1332,18 +1336,40 @@ def iter_write_night(folder: str | Path, params: Sequence[SimParams] | Iterator[
 
     ``truth_name`` (a JSON list of every truth so far) is rewritten after each frame, so a
     live demo's reader always finds a complete document. Each truth's ``"file"`` is the
-    frame's file name inside ``folder``.
+    frame's file name inside ``folder``. A file of that name that this simulator did not
+    write stops it with :class:`~focuswatch.errors.FrameError` (a user's frame is never overwritten).
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     truths: list[dict[str, Any]] = []
     for sp in params:
         frame = render(sp)
+        _refuse_foreign_frame(out / frame.file_name)
         path = write_fits(out / frame.file_name, frame)
         truth = {**frame.truth, "file": path.name}
         truths.append(truth)
         write_truth(out / truth_name, truths)
         yield truth
+
+
+def _refuse_foreign_frame(path: Path) -> None:
+    """Raise :class:`~focuswatch.errors.FrameError` when ``path`` holds a frame this simulator did not write.
+
+    ``focuswatch sim`` pointed at a real session folder must never overwrite a user's frame
+    that happens to have the same NINA-style name; its own earlier output may be replaced.
+    """
+    if not path.exists():
+        return
+    from focuswatch.errors import FrameError
+    from focuswatch.frames import read_header
+
+    try:
+        ours = read_header(path).software == SOFTWARE
+    except FrameError:
+        ours = False
+    if not ours:
+        raise FrameError(path, "exists and was not written by focuswatch sim; not overwriting it "
+                               "(choose an empty output folder)")
 
 
 def write_night(folder: str | Path, params: Sequence[SimParams] | Iterator[SimParams],

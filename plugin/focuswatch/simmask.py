@@ -162,8 +162,14 @@ def _square(s: np.ndarray, px_per_period: float) -> np.ndarray:
     return np.clip(0.5 + (tri - 0.25) * px_per_period, 0.0, 1.0)
 
 
-def mask_pupil(p: MaskParams, n: int, dx_mm: float, rotation_deg: float | None = None) -> np.ndarray:
-    """Amplitude transmission of aperture + mask on an ``n x n`` grid of spacing ``dx_mm``."""
+def _aperture(p: MaskParams, n: int, dx_mm: float, rotation_deg: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pupil grid ``n x n`` of spacing ``dx_mm`` centred on index ``n // 2``.
+
+    Returns ``(u, v, ap, up, vp)``: pupil coordinates (mm), the area-weighted open aperture
+    (disk minus central obstruction) and the mask coordinates (the pupil turned back by the
+    mask's rotation ``rotation_deg``).
+    """
     c = (np.arange(n) - n // 2) * dx_mm
     u, v = np.meshgrid(c, c)
     radius = float(p.rig.effective_aperture_mm) / 2.0
@@ -171,20 +177,24 @@ def mask_pupil(p: MaskParams, n: int, dx_mm: float, rotation_deg: float | None =
     ap = np.clip(0.5 + (radius - r) / dx_mm, 0.0, 1.0)
     if p.rig.obstruction > 0:
         ap *= np.clip(0.5 + (r - p.rig.obstruction * radius) / dx_mm, 0.0, 1.0)
-    rot = math.radians(p.rotation_deg if rotation_deg is None else rotation_deg)
+    rot = math.radians(rotation_deg)
     cr, sr = math.cos(rot), math.sin(rot)
-    up = cr * u + sr * v  # mask coordinates: the image rotated back by the mask's rotation
-    vp = -sr * u + cr * v
+    return u, v, ap, cr * u + sr * v, -sr * u + cr * v
+
+
+def mask_pupil(p: MaskParams, n: int, dx_mm: float, rotation_deg: float | None = None) -> np.ndarray:
+    """Amplitude transmission of aperture + mask on an ``n x n`` grid of spacing ``dx_mm``."""
+    _, _, ap, up, vp = _aperture(p, n, dx_mm, p.rotation_deg if rotation_deg is None else rotation_deg)
     period = 2.0 * p.slit_width_mm
     spp = period / dx_mm
     b = math.radians(p.outer_angle_deg)
     sb, cb = math.sin(b), math.cos(b)
     if p.mask == "tri-bahtinov":
-        t = np.zeros_like(u)
-        for k, (a, b, mid_part, inner_part, outer_part) in enumerate(_tri_parts(p, up, vp, dx_mm)):
-            t += mid_part * _square(b / period, spp)
-            t += outer_part * _square((-sb * a + cb * b) / period, spp)
-            t += inner_part * _square((sb * a + cb * b) / period, spp)
+        t = np.zeros_like(ap)
+        for a, bb, mid_part, inner_part, outer_part in _tri_parts(p, up, vp, dx_mm):
+            t += mid_part * _square(bb / period, spp)
+            t += outer_part * _square((-sb * a + cb * bb) / period, spp)
+            t += inner_part * _square((sb * a + cb * bb) / period, spp)
         return ap * t
     middle = _square(vp / period, spp)
     upper = _square((-sb * up + cb * vp) / period, spp)
@@ -238,17 +248,9 @@ def tri_geometry(p: MaskParams, n: int = 400) -> list[dict[str, float]]:
     ``geometric_px_per_um`` (offset per um of pure defocus) and ``defocus_um``, the focus
     that sub-mask sees (offset divided by that slope: ``p.defocus_um`` without astigmatism).
     """
-    radius = float(p.rig.effective_aperture_mm) / 2.0
-    dx = 2.1 * radius / n
-    c = (np.arange(n) - n // 2) * dx
-    u, v = np.meshgrid(c, c)
-    r = np.hypot(u, v)
-    ap = np.clip(0.5 + (radius - r) / dx, 0.0, 1.0)
-    if p.rig.obstruction > 0:
-        ap *= np.clip(0.5 + (r - p.rig.obstruction * radius) / dx, 0.0, 1.0)
+    dx = 2.1 * float(p.rig.effective_aperture_mm) / 2.0 / n
+    u, v, ap, up, vp = _aperture(p, n, dx, p.rotation_deg)
     rot = math.radians(p.rotation_deg)
-    up = math.cos(rot) * u + math.sin(rot) * v
-    vp = -math.sin(rot) * u + math.cos(rot) * v
     f_mm, pix = float(p.rig.focal_length_mm), float(p.rig.effective_pixel_um)
     th = math.radians(p.astigmatism_angle_deg)
     e = np.array([math.cos(th), math.sin(th)])
