@@ -1,9 +1,9 @@
 """Benchmark: stack and grade 20 IMX571-size subs (6248 x 4176, 16-bit) with the real Siril.
 
 Reports wall time per phase (rendering is excluded from the grade's time), the share spent
-inside Siril, and peak memory of focuswatch (this process) and of Siril (children).
+inside Siril, and peak memory of focuswatch (this process) and of Siril (children; POSIX only, null on Windows).
 
-    python benchmarks/bench_grade.py [--n 20] [--width 6248 --height 4176] [--stars 1500] [--keep-subs DIR]
+    python benchmarks/bench_grade.py [--n 20] [--width 6248 --height 4176] [--stars 1500] [--subs DIR]
 
 The subs are rendered once into a temporary folder (or ``--subs DIR`` reuses a folder of
 FITS); expect ~1 GB of FITS for the full size. Results print as one JSON line.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -60,8 +59,13 @@ def main() -> int:
         t = time.perf_counter()
         g = report.grade_session(folder, scan=scan, progress=False)
         grade_s = time.perf_counter() - t
-        self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        try:
+            import resource  # POSIX only
+        except ImportError:
+            self_kb = child_kb = None
+        else:
+            self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         fg = g.filters[0]
         total = scan_s + grade_s
         out = {
@@ -69,7 +73,8 @@ def main() -> int:
             "render_s": round(render_s, 1), "measure_subs_s": round(scan_s, 2),
             "stack_grade_s": round(grade_s, 2), "total_s": round(total, 2),
             "siril_s": round(g.siril_s, 2), "siril_share_pct": round(100 * g.siril_s / total, 1),
-            "peak_rss_focuswatch_mb": round(self_kb / 1024, 1), "peak_rss_siril_mb": round(child_kb / 1024, 1),
+            "peak_rss_focuswatch_mb": round(self_kb / 1024, 1) if self_kb else None,
+            "peak_rss_siril_mb": round(child_kb / 1024, 1) if child_kb else None,
             "letter": fg.grade.letter if fg.grade else None, "ratio": fg.grade.ratio if fg.grade else None,
             "n_stacked": fg.n_stacked, "n_reject": len(fg.grade.reject) if fg.grade else None,
             "siril_version": g.siril_version,

@@ -117,3 +117,16 @@ def test_roundness_from_eccentricity():
     assert grade.roundness_from_eccentricity(0.0) == 1.0
     assert grade.roundness_from_eccentricity(0.6) == pytest.approx(0.8)
     assert grade.roundness_from_eccentricity(None) is None
+
+
+def test_seeing_core_uses_each_best_sub_own_core_or_its_fwhm():
+    # best quarter of 8 = the two sharpest; only the second has a seeing core (3.1 px < its 3.2 px FWHM).
+    # Each sub contributes its own core, else its FWHM: median(3.0, 3.1) = 3.05.
+    subs = [SubQuality("a", fwhm_px=3.0), SubQuality("b", fwhm_px=3.2, seeing_fwhm_px=3.1)]
+    subs += [SubQuality(f"s{i}", fwhm_px=4.0 + i) for i in range(6)]
+    core, source = grade.best_subs_core(subs)
+    assert source == "best subs (seeing core)"
+    assert core == pytest.approx((3.0 + 3.1) / 2)
+    # a core above the sub's own FWHM is capped at the FWHM
+    capped, _ = grade.best_subs_core([SubQuality("c", fwhm_px=3.0, seeing_fwhm_px=3.4)])
+    assert capped == pytest.approx(3.0)

@@ -186,3 +186,16 @@ def test_report_shows_journal_events(drifting_session, tmp_path):
     # a journal that does not exist is said, not fatal
     rep2 = report.build_report(folder, journal_path=tmp_path / "nope.sqlite", scan=None, progress=False)
     assert any("does not exist" in u for u in rep2.unavailable)
+
+
+@pytest.mark.siril
+def test_keep_dir_whose_filter_folder_is_the_session_is_refused(siril_cli, tmp_path):
+    """--keep on the parent of a session folder named like its filter: Siril's work for filter
+    L would land in KEEP/L, the session itself. Refused before anything is written there."""
+    session = tmp_path / "night" / "L"
+    write_sim_session(session, [0.0, 0.0], filter_name="L")
+    before = snapshot(session)
+    with pytest.raises(ConfigError) as err:
+        report.grade_session(session, progress=False, keep_dir=tmp_path / "night")
+    assert "never writes next to your frames" in str(err.value)
+    assert snapshot(session) == before

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import snapshot
 from focuswatch import report, siril, stars
-from focuswatch.errors import SirilError
+from focuswatch.errors import ConfigError, SirilError
 
 # --------------------------------------------------------------------------- parsers (no Siril needed)
 
@@ -202,3 +202,40 @@ def test_pipe_client_round_trip(siril_cli, focused_session, tmp_path):
             pc.execute("frobnicate", timeout_s=60)
         proc = pc._proc
     assert proc is None or proc.poll() is not None  # Siril was terminated
+
+
+# --------------------------------------------------------------------------- the user's frames are sacred
+
+def test_restaging_into_a_kept_workdir_never_writes_through_old_links(tmp_path):
+    """A kept work directory holds links to the subs of the earlier run: staging a different
+    sub under the same name must replace the link, not copy the new sub into the old one."""
+    session = tmp_path / "session"
+    session.mkdir()
+    a, b = session / "A.fits", session / "B.fits"
+    a.write_bytes(b"A" * 2880)
+    b.write_bytes(b"B" * 2880)
+    before = snapshot(session)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    dst = keep / "light_00001.fits"
+    siril._stage(a, dst)
+    siril._stage(b, dst)  # second run, other subs
+    assert dst.read_bytes() == b"B" * 2880
+    assert a.read_bytes() == b"A" * 2880
+    assert snapshot(session) == before
+
+
+def test_workdir_in_the_folder_of_the_subs_is_refused_before_siril_runs(tmp_path):
+    folder = tmp_path / "L"
+    folder.mkdir()
+    subs = [folder / f"L_{i}.fits" for i in range(3)]
+    for s in subs:
+        s.write_bytes(b"\0" * 2880)
+    before = snapshot(folder)
+    never_run = siril.SirilInfo(str(tmp_path / "no-siril"), (1, 0, 6), "siril 1.0.6")
+    with pytest.raises(ConfigError) as err:
+        siril.stack(subs, folder, info=never_run)
+    assert "never writes next to your frames" in str(err.value)
+    with pytest.raises(ConfigError):
+        siril.measure(subs[0], folder, info=never_run)
+    assert snapshot(folder) == before

@@ -247,3 +247,14 @@ def test_installed_console_script_exit_codes(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert subprocess.run(argv + ["autofocus-done"], env=env, capture_output=True, timeout=60).returncode == 0
     assert subprocess.run(argv + ["check"], env=env, capture_output=True, timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2024-05-01T22:13:05.12Z", datetime(2024, 5, 1, 22, 13, 5, 120000, tzinfo=timezone.utc)),
+    ("2024-05-01T22:13:05.1234567", datetime(2024, 5, 1, 22, 13, 5, 123456, tzinfo=timezone.utc)),  # FITS: 7 digits
+    ("2024-05-01 22:13:05.5+02:00", datetime(2024, 5, 1, 20, 13, 5, 500000, tzinfo=timezone.utc)),
+    ("2024-05-01T22:13:05z", datetime(2024, 5, 1, 22, 13, 5, tzinfo=timezone.utc)),
+    ("22:13 yesterday", None),
+])
+def test_parse_iso_reads_what_capture_programs_write(text, expected):
+    assert sf.parse_iso(text) == expected

@@ -60,8 +60,9 @@ the median star count is **clouds**. Every sub with a cause is on the reject lis
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from focuswatch.optics import Rig, airy_fwhm_um
 from focuswatch.records import Record
@@ -205,12 +206,10 @@ class MasterGrade:
         return cls(**kw)
 
 
-def _median(values: Sequence[float]) -> float | None:
-    v = sorted(x for x in values if x is not None and math.isfinite(x))
-    if not v:
-        return None
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+def finite_median(values: Iterable[float | None]) -> float | None:
+    """Median of the finite values (``None`` and NaN skipped); ``None`` when there are none."""
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return statistics.median(v) if v else None
 
 
 def letter_for(ratio: float, config: GradeConfig = GradeConfig()) -> str:
@@ -247,23 +246,26 @@ def best_subs(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> list[S
 def best_subs_fwhm(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> tuple[float | None, int]:
     """Median FWHM (px) of the sharpest ``best_fraction`` of subs, and how many that is."""
     best = best_subs(subs, best_fraction)
-    return _median([s.fwhm_px for s in best]), len(best)  # type: ignore[misc]
+    return finite_median([s.fwhm_px for s in best]), len(best)  # type: ignore[misc]
 
 
 def best_subs_core(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> tuple[float | None, str]:
-    """Median seeing core (px) of the best subs: their defocus-free seeing FWHM where the
-    diagnosis gave one, else their FWHM; and which of the two it is."""
+    """Median seeing core (px) of the best subs: each sub's defocus-free seeing FWHM where the
+    diagnosis gave one (never above its FWHM), else its FWHM; and which of the two it is
+    (the seeing core when at least half of the best subs have one)."""
     best = best_subs(subs, best_fraction)
-    cores = [s.seeing_fwhm_px for s in best if _ok(s.seeing_fwhm_px)]
-    if cores and len(cores) * 2 >= len(best):
-        return _median([min(c, s.fwhm_px) for c, s in zip(cores, best)]), "best subs (seeing core)"  # type: ignore
-    return _median([s.fwhm_px for s in best]), "best subs"  # type: ignore[misc]
+    n_cores = sum(1 for s in best if _ok(s.seeing_fwhm_px))
+    if n_cores and n_cores * 2 >= len(best):
+        cores = [min(s.seeing_fwhm_px, s.fwhm_px) if _ok(s.seeing_fwhm_px) else s.fwhm_px  # type: ignore[type-var]
+                 for s in best]
+        return finite_median(cores), "best subs (seeing core)"
+    return finite_median([s.fwhm_px for s in best]), "best subs"
 
 
 def judge_subs(subs: Sequence[SubQuality], best_fwhm_px: float | None,
                config: GradeConfig = GradeConfig()) -> tuple[SubVerdict, ...]:
     """Tell which subs dragged the master down and why (focus, seeing, trailing, clouds)."""
-    med_stars = _median([float(s.n_stars) for s in subs if s.n_stars > 0]) or 0.0
+    med_stars = finite_median([float(s.n_stars) for s in subs if s.n_stars > 0]) or 0.0
     out = []
     for s in subs:
         ratio = (s.fwhm_px / best_fwhm_px) if (s.fwhm_px and best_fwhm_px) else None

@@ -29,11 +29,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from focuswatch import frames as frames_mod
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError, SirilError
-from focuswatch.grade import GradeConfig, MasterGrade, SubQuality, master as grade_master, roundness_from_eccentricity
+from focuswatch.grade import (GradeConfig, MasterGrade, SubQuality, finite_median, master as grade_master,
+                              roundness_from_eccentricity)
 from focuswatch.optics import Rig, defocus_um_from_hfr
 from focuswatch.records import Record
 
@@ -145,6 +146,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     sub would abort Siril's registration.
     """
     from focuswatch import stars
+    from focuswatch.config import rig_with_header
 
     measure = measure or stars.measure
     root = Path(folder)
@@ -163,11 +165,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
         if not frame.meta.is_light:
             scan.n_not_light += 1
             continue
-        scale = None
-        if rig is not None:
-            from focuswatch.config import rig_with_header
-
-            scale = rig_with_header(rig, frame.meta).plate_scale_arcsec_px
+        scale = rig_with_header(rig, frame.meta).plate_scale_arcsec_px if rig is not None else None
         try:
             st = measure(frame, plate_scale_arcsec_px=scale)
         except FrameError as exc:
@@ -440,14 +438,6 @@ class NightReport:
                 "grade": self.grade.to_dict() if self.grade else None, "unavailable": list(self.unavailable)}
 
 
-def _median(values: Iterable[float | None]) -> float | None:
-    v = sorted(x for x in values if x is not None and math.isfinite(x))
-    if not v:
-        return None
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
-
-
 def _journal_autofocus(j: Any) -> list[Any]:
     """Every autofocus event of a journal: ``Journal.autofocus_events()`` when the journal
     module offers it, else the documented ``autofocus_events`` table read directly."""
@@ -598,13 +588,13 @@ def build_report(folder: str | os.PathLike[str], *, rig: Rig | None = None, scan
         pts = [p for p in points if p.filter_name == filt]
         scale = full_rig.plate_scale_arcsec_px
         fw = [p.fwhm_px for p in pts]
-        med_fw = _median(fw)
+        med_fw = finite_median(fw)
         gl = graded.get(filt)
         rows.append(FilterRow(filt, len(pts), sum(1 for x in scan.left_out if any(x.file == str(s.file) for s in group)),
-                              _median(p.hfr_px for p in pts), med_fw,
+                              finite_median(p.hfr_px for p in pts), med_fw,
                               min((x for x in fw if x is not None), default=None),
                               med_fw * scale if (med_fw is not None and scale) else None,
-                              _median(p.eccentricity for p in pts), _median(float(p.n_stars) for p in pts),
+                              finite_median(p.eccentricity for p in pts), finite_median(float(p.n_stars) for p in pts),
                               max((p.defocus_um for p in pts if p.defocus_um is not None), default=None),
                               gl.grade.letter if gl and gl.grade else None))
     if grade is None:
@@ -736,6 +726,22 @@ color:#fff;margin-right:12px;vertical-align:middle}
 """
 
 
+def _table(cls: str, columns: Sequence[tuple[str, bool]], rows: Iterable[Sequence[str]], *,
+           header: bool = True) -> str:
+    """An HTML table: ``columns`` are (heading, left-aligned) pairs, ``rows`` hold cells that
+    are already HTML (escaped); numbers are right-aligned, text columns left."""
+    def cell(tag: str, text: str, left: bool) -> str:
+        return f"<{tag} class='l'>{text}</{tag}>" if left else f"<{tag}>{text}</{tag}>"
+
+    out = [f"<table class='{cls}'>"]
+    if header:
+        out.append("<tr>" + "".join(cell("th", html.escape(h), left) for h, left in columns) + "</tr>")
+    for row in rows:
+        out.append("<tr>" + "".join(cell("td", c, left) for c, (_, left) in zip(row, columns)) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
 def render_html(rep: NightReport) -> str:
     """The report as one self-contained HTML document (no scripts, no external files)."""
     e = html.escape
@@ -756,16 +762,15 @@ def render_html(rep: NightReport) -> str:
             parts.append(f"<div class='filtergrade'><p><span class='grade {cls}'>{e(letter)}</span>"
                          f"<b>Filter {e(fg.filter_name)}</b>: {e(g.explanation if g else (fg.problem or 'not graded'))}</p>")
             if g:
-                parts.append("<table class='gradetable'><tr><th class='l'>quantity</th><th>px</th><th>arcsec</th></tr>")
-                for name, px, arc in (("master FWHM (focuswatch)", g.master_fwhm_px, g.master_fwhm_arcsec),
-                                      ("master FWHM (Siril)", g.siril_fwhm_px,
-                                       g.siril_fwhm_px * g.plate_scale_arcsec_px
-                                       if (g.siril_fwhm_px and g.plate_scale_arcsec_px) else None),
-                                      ("limit", g.limit_fwhm_px, g.limit_fwhm_arcsec),
-                                      (f"seeing ({g.seeing_source or '?'})", g.seeing_fwhm_px, g.seeing_fwhm_arcsec),
-                                      ("Airy core", g.airy_fwhm_px, None), ("pixel sampling", g.sampling_fwhm_px, None)):
-                    parts.append(f"<tr><td class='l'>{e(name)}</td><td>{_f(px)}</td><td>{_f(arc)}</td></tr>")
-                parts.append("</table>")
+                rows = (("master FWHM (focuswatch)", g.master_fwhm_px, g.master_fwhm_arcsec),
+                        ("master FWHM (Siril)", g.siril_fwhm_px,
+                         g.siril_fwhm_px * g.plate_scale_arcsec_px if (g.siril_fwhm_px and g.plate_scale_arcsec_px)
+                         else None),
+                        ("limit", g.limit_fwhm_px, g.limit_fwhm_arcsec),
+                        (f"seeing ({g.seeing_source or '?'})", g.seeing_fwhm_px, g.seeing_fwhm_arcsec),
+                        ("Airy core", g.airy_fwhm_px, None), ("pixel sampling", g.sampling_fwhm_px, None))
+                parts.append(_table("gradetable", (("quantity", True), ("px", False), ("arcsec", False)),
+                                    ((e(name), _f(px), _f(arc)) for name, px, arc in rows)))
                 parts.append(f"<p>ratio {_f(g.ratio)} · roundness {_f(g.roundness)} · {g.n_stars} stars · "
                              f"noise {_f(g.noise_adu, '.1f')} ADU · {fg.n_stacked} of {fg.n_frames} subs stacked</p>")
                 if g.reject:
@@ -779,16 +784,13 @@ def render_html(rep: NightReport) -> str:
             parts.append("</div>")
     else:
         parts.append("<p class='note'>The master was not graded for this report.</p>")
-    parts.append("<h2 id='filters'>Per filter</h2><table class='filters'><tr><th class='l'>filter</th><th>frames</th>"
-                 "<th>left out</th><th>HFR median px</th><th>FWHM median px</th><th>FWHM best px</th>"
-                 "<th>FWHM median ″</th><th>eccentricity</th><th>stars</th><th>max defocus µm</th><th>grade</th></tr>")
-    for r in rep.filters:
-        parts.append(f"<tr><td class='l'>{e(r.filter_name)}</td><td>{r.n_frames}</td><td>{r.n_left_out}</td>"
-                     f"<td>{_f(r.hfr_median_px)}</td><td>{_f(r.fwhm_median_px)}</td><td>{_f(r.fwhm_best_px)}</td>"
-                     f"<td>{_f(r.fwhm_median_arcsec)}</td><td>{_f(r.eccentricity_median)}</td>"
-                     f"<td>{_f(r.n_stars_median, '.0f')}</td><td>{_f(r.defocus_max_um, '.0f')}</td>"
-                     f"<td>{e(r.grade_letter or '—')}</td></tr>")
-    parts.append("</table>")
+    parts.append("<h2 id='filters'>Per filter</h2>")
+    parts.append(_table("filters", (("filter", True), *((h, False) for h in (
+        "frames", "left out", "HFR median px", "FWHM median px", "FWHM best px", "FWHM median ″", "eccentricity",
+        "stars", "max defocus µm", "grade"))),
+        ((e(r.filter_name), str(r.n_frames), str(r.n_left_out), _f(r.hfr_median_px), _f(r.fwhm_median_px),
+          _f(r.fwhm_best_px), _f(r.fwhm_median_arcsec), _f(r.eccentricity_median), _f(r.n_stars_median, ".0f"),
+          _f(r.defocus_max_um, ".0f"), e(r.grade_letter or "—")) for r in rep.filters)))
     parts.append("<h2 id='plots'>The night</h2>")
     for pid, ptitle, uri in _plots(rep):
         parts.append(f"<figure id='{pid}'><img class='plot' alt='{e(ptitle)}' src='{uri}'></figure>")
@@ -796,30 +798,23 @@ def render_html(rep: NightReport) -> str:
     d = rep.diagnosis
     if d:
         if "label_counts" in d:
-            parts.append("<table class='diagnosis'><tr><th class='l'>verdict</th><th>frames</th></tr>")
-            for lab, cnt in sorted(d["label_counts"].items(), key=lambda kv: -kv[1]):
-                parts.append(f"<tr><td class='l'>{e(str(lab))}</td><td>{cnt}</td></tr>")
-            parts.append("</table>")
+            parts.append(_table("diagnosis", (("verdict", True), ("frames", False)),
+                                ((e(str(lab)), str(cnt))
+                                 for lab, cnt in sorted(d["label_counts"].items(), key=lambda kv: -kv[1]))))
         else:
-            parts.append("<table class='diagnosis'>")
-            for k, v in d.items():
-                if isinstance(v, (str, int, float)) or v is None:
-                    parts.append(f"<tr><td class='l'>{e(str(k))}</td><td class='l'>{_f(v)}</td></tr>")
-            parts.append("</table>")
+            parts.append(_table("diagnosis", (("", True), ("", True)),
+                                ((e(str(k)), _f(v)) for k, v in d.items()
+                                 if isinstance(v, (str, int, float)) or v is None), header=False))
     else:
         parts.append("<p class='note'>No diagnosis available.</p>")
     if rep.events:
-        parts.append("<h2 id='events'>Refocus decisions and autofocus runs</h2><table class='events'>"
-                     "<tr><th>hours</th><th class='l'>kind</th><th class='l'>what</th></tr>")
-        for ev in rep.events:
-            parts.append(f"<tr><td>{_f(ev.t_h)}</td><td class='l'>{e(ev.kind)}</td><td class='l'>{e(ev.text)}</td></tr>")
-        parts.append("</table>")
+        parts.append("<h2 id='events'>Refocus decisions and autofocus runs</h2>")
+        parts.append(_table("events", (("hours", False), ("kind", True), ("what", True)),
+                            ((_f(ev.t_h), e(ev.kind), e(ev.text)) for ev in rep.events)))
     if rep.left_out:
-        parts.append("<h2 id='leftout'>Frames left out</h2><table class='leftout'><tr><th class='l'>file</th>"
-                     "<th class='l'>problem</th></tr>")
-        for x in rep.left_out:
-            parts.append(f"<tr><td class='l'>{e(Path(x.file).name)}</td><td class='l'>{e(x.problem)}</td></tr>")
-        parts.append("</table>")
+        parts.append("<h2 id='leftout'>Frames left out</h2>")
+        parts.append(_table("leftout", (("file", True), ("problem", True)),
+                            ((e(Path(x.file).name), e(x.problem)) for x in rep.left_out)))
     if rep.unavailable:
         parts.append("<h2 id='unavailable'>Not in this report</h2><ul class='unavailable'>")
         for u in rep.unavailable:

@@ -41,6 +41,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -48,7 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from focuswatch.errors import SirilError
+from focuswatch.errors import ConfigError, SirilError
 from focuswatch.records import Record
 
 log = logging.getLogger("focuswatch.siril")
@@ -408,6 +409,15 @@ def parse_findstar_list(text: str) -> list[dict[str, float]]:
 
 # --------------------------------------------------------------------------- staging subs
 
+def _check_workdir(wd: Path, sources: Sequence[Path]) -> None:
+    """Refuse a work directory that holds any of ``sources``: Siril writes its sequence,
+    registered images and master into it, and nothing is ever written next to a user's frames."""
+    for src in sources:
+        if src.resolve().parent == wd:
+            raise ConfigError(f"{wd}: Siril's work directory is the folder of {src.name}; choose another "
+                              "one (focuswatch never writes next to your frames)")
+
+
 def _stage(src: Path, dst: Path) -> str:
     """Put a copy of the sub ``src`` at ``dst`` for Siril without touching ``src``.
 
@@ -416,6 +426,11 @@ def _stage(src: Path, dst: Path) -> str:
     out as plain FITS. Returns how it was staged.
     """
     name = src.name.lower()
+    if os.path.lexists(dst):
+        # A kept work directory holds the links/copies of an earlier run. Remove the entry
+        # first: copying or writing onto an old *link* would write through it into the
+        # user's sub it points at. Unlinking a link never touches its target.
+        dst.unlink()
     if name.endswith((".fits", ".fit", ".fts")):
         try:
             os.symlink(src.resolve(), dst)
@@ -488,13 +503,16 @@ def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str
     registration, average with winsorized sigma rejection, additive + scale normalisation
     of the inputs and **no** output normalisation (it would rescale the noise). The subs
     must already be validated (one unreadable sub aborts Siril's registration); they are
-    linked into ``workdir`` as ``light_00001.fits``... in the order given.
+    linked into ``workdir`` as ``light_00001.fits``... in the order given. A ``workdir``
+    that is the folder of a sub raises :class:`~focuswatch.errors.ConfigError` before
+    anything is written.
     """
     info = info or find_siril()
     subs = [Path(s) for s in subs]
     if len(subs) < 2:
         raise SirilError(f"stacking needs at least 2 subs, got {len(subs)}")
     wd = Path(workdir).resolve()
+    _check_workdir(wd, subs)
     wd.mkdir(parents=True, exist_ok=True)
     for i, src in enumerate(subs, start=1):
         _stage(src, wd / f"light_{i:05d}.fits")
@@ -560,6 +578,7 @@ def measure(image: str | os.PathLike[str], workdir: str | os.PathLike[str], *, i
     info = info or find_siril()
     src = Path(image)
     wd = Path(workdir).resolve()
+    _check_workdir(wd, [src])
     wd.mkdir(parents=True, exist_ok=True)
     if info.has_findstar_out:
         _stage(src, wd / "m_00001.fits")
@@ -568,11 +587,11 @@ def measure(image: str | os.PathLike[str], workdir: str | os.PathLike[str], *, i
                          expect=(r"Reading FITS|Loading", r"Found \d+", r"Background noise value"))
         rows = parse_findstar_list((wd / "stars.lst").read_text(encoding="utf-8", errors="replace")) \
             if (wd / "stars.lst").is_file() else []
-        fx = sorted(r["FWHMx [px]"] for r in rows if r.get("FWHMx [px]", 0) > 0)
-        fy = sorted(r["FWHMy [px]"] for r in rows if r.get("FWHMy [px]", 0) > 0)
-        rnd = sorted(r["FWHMy [px]"] / r["FWHMx [px]"] for r in rows
-                     if r.get("FWHMx [px]", 0) > 0 and r.get("FWHMy [px]", 0) > 0)
-        med = (lambda v: v[len(v) // 2] if v else None)
+        fx = [r["FWHMx [px]"] for r in rows if r.get("FWHMx [px]", 0) > 0]
+        fy = [r["FWHMy [px]"] for r in rows if r.get("FWHMy [px]", 0) > 0]
+        rnd = [r["FWHMy [px]"] / r["FWHMx [px]"] for r in rows
+               if r.get("FWHMx [px]", 0) > 0 and r.get("FWHMy [px]", 0) > 0]
+        med = (lambda v: statistics.median(v) if v else None)
         return SirilMeasurement(med(fx), med(fy), med(rnd), len(rows), parse_bgnoise(res.lines),
                                 parse_stat(res.lines), "findstar", res.elapsed_s, info.version_str)
     for i in (1, 2):
@@ -808,11 +827,9 @@ class PipeClient:
 
 def pysiril_available() -> bool:
     """True when pysiril (distributed outside PyPI) can be imported."""
-    try:
-        import pysiril  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("pysiril") is not None
 
 
 class _PysirilSession:  # pragma: no cover - pysiril is not installed in CI

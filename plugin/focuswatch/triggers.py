@@ -62,6 +62,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from focuswatch.config import section_to_dataclass
 from focuswatch.errors import ConfigError
+from focuswatch.records import Record
 from focuswatch.statefile import TriggerNote, iso_utc
 
 log = logging.getLogger("focuswatch.triggers")
@@ -169,7 +170,7 @@ class TriggerConfig:
 # --------------------------------------------------------------------------- request / result
 
 @dataclass(frozen=True)
-class TriggerRequest:
+class TriggerRequest(Record):
     """What the watcher asks for: a refocus, with the why and the numbers behind it.
 
     ``hfr_px`` is the newest frame's HFR in pixels, ``defocus_um`` the estimated defocus in µm,
@@ -184,14 +185,6 @@ class TriggerRequest:
     defocus_cfz: float | None = None
     frame_file: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TriggerRequest":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     def placeholders(self) -> dict[str, str]:
         """Values for ``{name}`` placeholders in a command and ``FOCUSWATCH_*`` variables."""
         def num(v: float | None, spec: str) -> str:
@@ -203,7 +196,7 @@ class TriggerRequest:
 
 
 @dataclass(frozen=True)
-class TriggerResult:
+class TriggerResult(Record):
     """What one attempt of one trigger did.
 
     ``ok`` is True only when the other side confirmed (NINA ``Success: true``, Ekos ``true``,
@@ -223,16 +216,6 @@ class TriggerResult:
     next_retry_s: float | None = None
     gave_up: bool = False
     detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["detail"] = dict(self.detail)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TriggerResult":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def to_note(self) -> TriggerNote:
         """The summary the watcher stores in the state file's ``last_trigger``."""
@@ -714,6 +697,3 @@ class TriggerRunner:
             except Exception:  # a journal problem must not stop the triggers
                 log.exception("recording the %s trigger result failed", trig.name)
         return result
-
-#: The same class under the name the watcher brief also uses.
-Dispatcher = TriggerRunner
