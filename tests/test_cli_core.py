@@ -110,3 +110,14 @@ def test_diagnose_and_grade_name_bad_frames(tmp_path):
     truncated.write_bytes(starless.read_bytes()[:20_000])
     rc, out, err = run("grade", truncated)
     assert rc == 1 and "master.fits" in err and "truncated" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["frame.fits", "frame_without_suffix"])
+def test_a_plot_never_overwrites_a_frame(tmp_path, name):
+    f = sim.render(sim.SimParams(width_px=256, height_px=256, n_stars=30, seed=5))
+    target = tmp_path / name
+    target.write_bytes(sim.fits_bytes(f))
+    before = target.read_bytes()
+    rc, out, err = run("calc", "--f-ratio", "5", "--pixel-um", "3.76", "--chart", target)
+    assert rc == 2 and "never overwritten" in err and "Traceback" not in err
+    assert target.read_bytes() == before

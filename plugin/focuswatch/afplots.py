@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from focuswatch.charts import save_png
+
 if TYPE_CHECKING:  # pragma: no cover
     from focuswatch.autofocus import AFSummary
     from focuswatch.bahtinov import BahtinovResult
@@ -86,9 +88,7 @@ def plot_af(summary: "AFSummary", path: str | Path) -> Path:
     for ax in flat[n:]:
         ax.set_visible(False)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    out = save_png(fig, path, "--plot", dpi=90)
     return out
 
 
@@ -125,7 +125,5 @@ def plot_bahtinov(image: np.ndarray, result: "BahtinovResult", path: str | Path,
     ax.set_title(result.verdict, fontsize=8, wrap=True)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    out = save_png(fig, path, "--plot", dpi=90)
     return out

@@ -1,11 +1,32 @@
-"""Small matplotlib charts for the calculator (I/O: writes a PNG)."""
+"""Small matplotlib charts for the calculator, and the one PNG writer every plot uses.
+
+I/O: writes PNGs, and never over a frame (:func:`save_png`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from focuswatch.frames import refuse_frame_target
 from focuswatch.optics import Rig, airy_diameter_um, cfz_um
+
+
+def save_png(fig, path: str | Path, what: str, dpi: int | None = None) -> Path:
+    """Write ``fig`` as a PNG at ``path`` and close it; refuse a path that is a frame.
+
+    Every plot goes through here so a slip such as ``--plot light.fits`` can never replace
+    a user's frame with a picture (:func:`focuswatch.frames.refuse_frame_target`).
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        refuse_frame_target(path, what)
+        out = Path(path)
+        fig.savefig(out, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return out
 
 
 def focus_zone_chart(rig: Rig, path: str | Path) -> Path:
@@ -19,6 +40,7 @@ def focus_zone_chart(rig: Rig, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    refuse_frame_target(path, "--chart")
     n = rig.f_ratio
     pix = rig.effective_pixel_um
     if n is None or pix is None:
@@ -36,7 +58,4 @@ def focus_zone_chart(rig: Rig, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_png(fig, path, "--chart")

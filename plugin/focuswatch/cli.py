@@ -885,6 +885,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FocuswatchError as exc:
         error_line(str(exc))
         return EXIT_FAIL
+    except OSError as exc:  # an unwritable output folder, a full disk...: one line, not a traceback
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        error_line(f"{where}{exc.strerror or exc}")
+        return EXIT_FAIL
     except KeyboardInterrupt:
         sys.stderr.write("focuswatch: interrupted\n")
         return 130

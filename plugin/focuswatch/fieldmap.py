@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from focuswatch.errors import ConfigError
-from focuswatch.frames import is_image_file
+from focuswatch.charts import save_png
+from focuswatch.frames import refuse_frame_target
 
 
 def plot_field_map(stats: Any, diagnosis: Any, path: str | Path, *, max_whiskers: int = 400) -> Path:
@@ -37,9 +37,7 @@ def plot_field_map(stats: Any, diagnosis: Any, path: str | Path, *, max_whiskers
         When ``path`` is named like a frame (``.fits``, ``.xisf``...): a slip such as
         ``--plot light.fits`` must never overwrite a user's frame with a PNG.
     """
-    if is_image_file(path):
-        raise ConfigError(f"field map {path}: named like a frame (FITS/XISF), not a PNG; frames are never "
-                          "overwritten: give a path ending in .png")
+    refuse_frame_target(path, "field map")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,8 +93,7 @@ def plot_field_map(stats: Any, diagnosis: Any, path: str | Path, *, max_whiskers
             f"{f(ev.curvature_pct, '.0f')} %, radial score {f(ev.radial_score, '.2f')}, "
             f"alignment {f(ev.alignment, '.2f')}", fontsize=9)
         fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, format="png")
-    finally:
+    except BaseException:
         plt.close(fig)
-    return out
+        raise
+    return save_png(fig, path, "field map")

@@ -57,6 +57,26 @@ def is_image_file(path: str | Path) -> bool:
     return name.endswith(IMAGE_SUFFIXES) and not name.startswith(".")
 
 
+def refuse_frame_target(path: str | Path, what: str) -> None:
+    """Raise :class:`ConfigError` when ``path`` names a frame: an output (a plot, a report)
+    must never overwrite one. A path counts as a frame by its name (``.fits``, ``.xisf``...)
+    or, for an existing file, by its first bytes (FITS ``SIMPLE``, XISF signature)."""
+    p = Path(path)
+    looks = is_image_file(p)
+    if not looks and p.is_file():
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(9)
+        except OSError:
+            head = b""
+        looks = head.startswith((b"SIMPLE  =", b"XISF0100"))
+    if looks:
+        from focuswatch.errors import ConfigError
+
+        raise ConfigError(f"{what} {p}: that is (or is named like) a frame, and frames are never overwritten; "
+                          "give a path ending in .png (or .html for a report)")
+
+
 @dataclass(frozen=True)
 class FrameMeta(Record):
     """The header facts focuswatch uses, normalised across capture programs.
