@@ -43,7 +43,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,22 +61,12 @@ OVERHEAD_S = 10.0                 # download + dither between exposures
 STAR_RULES = ("drift", "consecutive")
 
 
-def _policy_fields() -> set[str]:
-    return {f.name for f in fields(PolicyConfig)}
-
-
-def policy(**kw: Any) -> PolicyConfig:
-    """A PolicyConfig with only the settings this version of the monitor knows."""
-    known = _policy_fields()
-    return PolicyConfig(**{k: v for k, v in kw.items() if k in known})
-
-
 POLICIES: dict[str, PolicyConfig] = {
-    "star rules": policy(temperature_delta_c=0.0, max_interval_min=0.0),
-    "star rules HFR-only": policy(temperature_delta_c=0.0, max_interval_min=0.0),
-    "default": policy(),
-    "NINA hfr+5%": policy(temperature_delta_c=0.0, max_interval_min=0.0, defocus_limit_cfz=0.0,
-                          consecutive_frames=0, hfr_increase_pct=5.0, seeing_veto=False),
+    "star rules": PolicyConfig(temperature_delta_c=0.0, max_interval_min=0.0),
+    "star rules HFR-only": PolicyConfig(temperature_delta_c=0.0, max_interval_min=0.0),
+    "default": PolicyConfig(),
+    "NINA hfr+5%": PolicyConfig(temperature_delta_c=0.0, max_interval_min=0.0, defocus_limit_cfz=0.0,
+                                consecutive_frames=0, hfr_increase_pct=5.0, seeing_veto=False),
 }
 
 
@@ -100,9 +90,20 @@ class NightSpec:
 class NightResult:
     spec: NightSpec
     n_frames: int
-    requests: list[tuple[int, float, tuple[str, ...]]]     # (frame, true |defocus| CFZ, rules)
-    n_kept: int
-    n_out: int                                              # kept frames past 0.5 CFZ
+    #: (frame, true |defocus| in CFZ, rules) of every refocus request
+    requests: list[tuple[int, float, tuple[str, ...]]] = field(default_factory=list)
+    n_kept: int = 0
+    n_out: int = 0                                          # kept frames past 0.5 CFZ
+
+    def add(self, i: int, dec: Any, cfz: float) -> bool:
+        """Count frame ``i``'s decision at true |defocus| ``cfz``; True when it asked for a refocus."""
+        if dec.decision != "skip":
+            self.n_kept += 1
+            self.n_out += cfz > 0.5
+        if dec.decision == "refocus":
+            self.requests.append((i, cfz, tuple(dec.rules)))
+            return True
+        return False
 
 
 def _profile_ratio(defocus_um: float, h0_px: float, seeing_rel: float, noise: float) -> float:
@@ -161,8 +162,7 @@ def run_truth_night(spec: NightSpec, config: PolicyConfig, with_profile: bool = 
     t_af, d_af, n_af = night.temp[0], night.af_error_um[0], 1
     m.autofocus(AutofocusMark(time_s=1.7e9 - 60, source="dusk", filter_name="L", temp_c=float(t_af)))
     pending = False
-    requests: list[tuple[int, float, tuple[str, ...]]] = []
-    n_kept = n_out = 0
+    res = NightResult(spec, night.n)
     for i in range(night.n):
         if pending:
             t_af, d_af = night.temp[i], night.af_error_um[n_af % 64]
@@ -173,14 +173,8 @@ def run_truth_night(spec: NightSpec, config: PolicyConfig, with_profile: bool = 
         d = d_af + coef * (night.temp[i] - t_af)
         rec = night.record(i, d)
         dec = m.observe(rec if with_profile else replace(rec, profile_ratio=None))
-        cfz = abs(d) / CFZ_UM
-        if dec.decision != "skip":
-            n_kept += 1
-            n_out += cfz > 0.5
-        if dec.decision == "refocus":
-            requests.append((i, cfz, tuple(dec.rules)))
-            pending = True
-    return NightResult(spec, night.n, requests, n_kept, n_out)
+        pending = res.add(i, dec, abs(d) / CFZ_UM)
+    return res
 
 
 def run_rendered_night(spec: NightSpec, config: PolicyConfig, width: int = 512, height: int = 384,
@@ -203,8 +197,7 @@ def run_rendered_night(spec: NightSpec, config: PolicyConfig, width: int = 512, 
     focuser = sim.SimFocuser(coef_um_per_c=-spec.coef_um_per_c, autofocus_error_um=2.0)
     gen = sim.night_frames(base, plan, focuser, seed=spec.seed)
     m = Monitor(config, RIG)
-    requests: list[tuple[int, float, tuple[str, ...]]] = []
-    n_kept = n_out = 0
+    res = NightResult(spec, n)
     pending = False
     last_time_s = 0.0
     for i in range(n):
@@ -220,14 +213,8 @@ def run_rendered_night(spec: NightSpec, config: PolicyConfig, width: int = 512, 
         rec = record_from_stats(st, file=f.file_name, time_s=parse_date_obs(p.date_obs))
         last_time_s = rec.time_s
         dec = m.observe(rec)
-        cfz = abs(f.truth["defocus_um"]) / CFZ_UM
-        if dec.decision != "skip":
-            n_kept += 1
-            n_out += cfz > 0.5
-        if dec.decision == "refocus":
-            requests.append((i, cfz, tuple(dec.rules)))
-            pending = True
-    return NightResult(spec, n, requests, n_kept, n_out)
+        pending = res.add(i, dec, abs(f.truth["defocus_um"]) / CFZ_UM)
+    return res
 
 
 # ---------------------------------------------------------------------------------------- figures

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from focuswatch.config import Config
 from focuswatch.journal import Journal
 from focuswatch.monitor import PolicyConfig
 from focuswatch.optics import Rig
-from focuswatch.triggers import Trigger, TriggerResult, TriggerRunner, NinaApiTrigger
+from focuswatch.triggers import Trigger, TriggerRunner, NinaApiTrigger
 from focuswatch.watcher import Watcher, mark_from_nina_report, replay
 
 QUIET = PolicyConfig(temperature_delta_c=1.0, max_interval_min=0)
@@ -57,6 +59,18 @@ def make_watcher(folder: Path, tmp_path: Path, *, runner=None, policy=QUIET, **k
                    events_file=ef, runner=runner, poll_interval_s=0.05, **kw)
 
 
+@contextmanager
+def watching(folder: Path, tmp_path: Path, **kw):
+    """A started watcher (``make_watcher``), stopped and its journal closed afterwards."""
+    w = make_watcher(folder, tmp_path, **kw)
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+        w.journal.close()
+
+
 def pump(w: Watcher, until, timeout_s: float = 20.0):
     t0 = time.monotonic()
     out = []
@@ -72,9 +86,7 @@ def test_a_frame_written_slowly_in_chunks_is_measured_once_complete(tmp_path, ba
     night = tmp_path / "night" / "2026-11-21" / "LIGHT"
     night.mkdir(parents=True)
     data = fits_for(base_frame, 0)
-    w = make_watcher(tmp_path / "night", tmp_path)
-    w.start()
-    try:
+    with watching(tmp_path / "night", tmp_path) as w:
         target = night / "slow.fits"
         seen_early = []
         with open(target, "wb") as fh:                     # NINA writes in place, in pieces
@@ -91,39 +103,33 @@ def test_a_frame_written_slowly_in_chunks_is_measured_once_complete(tmp_path, ba
         assert pump(w, lambda o: True, 1) == []           # never processed twice
         assert w.journal.counts()["frames_measured"] == 1
         assert target.read_bytes() == data                 # untouched
-    finally:
-        w.stop()
-        w.journal.close()
+        assert list(night.iterdir()) == [target]           # nothing written next to it
 
 
 def test_burst_of_200_frames_processed_once_each_in_capture_order(tmp_path, base_frame):
     night = tmp_path / "night"
     night.mkdir()
     blobs = [fits_for(base_frame, i) for i in range(200)]
-    w = make_watcher(night, tmp_path, diagnose=False)
-    w.start()
-    try:
+    with watching(night, tmp_path, diagnose=False) as w:
         order = list(range(200))
         random.Random(3).shuffle(order)                    # names do not follow capture order
+        names = {i: f"frame_{random.Random(i).randint(0, 10**9):010d}.fits" for i in order}
         for i in order:
-            (night / f"frame_{random.Random(i).randint(0, 10**9):010d}.fits").write_bytes(blobs[i])
+            (night / names[i]).write_bytes(blobs[i])
         out = pump(w, lambda o: len(o) >= 200, timeout_s=60)
         assert len(out) == 200 and {o.status for o in out} == {"measured"}
         times = [o.decision.time_s for o in out]
         assert times == sorted(times)
         assert len({o.path for o in out}) == 200
         assert w.journal.counts()["decisions"] == 200
-    finally:
-        w.stop()
-        w.journal.close()
+        # every frame as written, nothing added next to them
+        assert {p.name: p.read_bytes() for p in night.iterdir()} == {names[i]: blobs[i] for i in order}
 
 
 def test_deleted_corrupt_calibration_and_other_files(tmp_path, base_frame, caplog):
     night = tmp_path / "night"
     night.mkdir()
-    w = make_watcher(night, tmp_path)
-    w.start()
-    try:
+    with watching(night, tmp_path) as w:
         with caplog.at_level(logging.INFO, logger="focuswatch.watcher"):
             part = night / "gone.fits"
             part.write_bytes(fits_for(base_frame, 0)[:5000])   # partial, then deleted
@@ -142,9 +148,8 @@ def test_deleted_corrupt_calibration_and_other_files(tmp_path, base_frame, caplo
         assert any("gone.fits" in r.getMessage() and "deleted" in r.getMessage() for r in caplog.records)
         c = w.journal.counts()
         assert c["frames_error"] == 1 and c["frames_ignored"] == 1 and c["frames_measured"] == 1
-    finally:
-        w.stop()
-        w.journal.close()
+        # the corrupt frame is reported, never removed or renamed
+        assert sorted(p.name for p in night.iterdir()) == ["corrupt.fits", "flat.fits", "good.fits", "notes.txt"]
 
 
 def test_restart_mid_night_catches_up_without_retriggering(tmp_path, base_frame):
@@ -152,21 +157,16 @@ def test_restart_mid_night_catches_up_without_retriggering(tmp_path, base_frame)
     night.mkdir()
     trig = CountingTrigger()
     temps = [10.0, 10.0, 10.0, 8.5, 8.5, 8.5, 8.4, 8.4]
-    w = make_watcher(night, tmp_path, runner=TriggerRunner([trig]))
-    w.start()
-    for i in range(5):
-        (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=temps[i]))
-    out = pump(w, lambda o: len(o) >= 5)
-    assert [o.decision.decision for o in out] == ["ok", "ok", "ok", "refocus", "ok"]
-    assert len(trig.requests) == 1
-    w.stop()
-    w.journal.close()
+    with watching(night, tmp_path, runner=TriggerRunner([trig])) as w:
+        for i in range(5):
+            (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=temps[i]))
+        out = pump(w, lambda o: len(o) >= 5)
+        assert [o.decision.decision for o in out] == ["ok", "ok", "ok", "refocus", "ok"]
+        assert len(trig.requests) == 1
     for i in range(5, 8):                                  # written while the watcher was stopped
         (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=temps[i]))
     trig2 = CountingTrigger()
-    w2 = make_watcher(night, tmp_path, runner=TriggerRunner([trig2]))
-    w2.start()
-    try:
+    with watching(night, tmp_path, runner=TriggerRunner([trig2])) as w2:
         out2 = pump(w2, lambda o: len(o) >= 3)
         assert sorted(o.path.name for o in out2) == ["f5.fits", "f6.fits", "f7.fits"]
         assert [o.decision.decision for o in out2] == ["ok", "ok", "ok"]     # still waiting for the AF
@@ -180,9 +180,6 @@ def test_restart_mid_night_catches_up_without_retriggering(tmp_path, base_frame)
         pump(w2, lambda o: w2.monitor.state.n_autofocus == 1)
         assert not statefile.read_state(w2.state_file).refocus_due
         assert w2.journal.counts()["autofocus_events"] == 1
-    finally:
-        w2.stop()
-        w2.journal.close()
 
 
 def test_nina_api_refusing_connections_is_recorded_and_the_watcher_goes_on(tmp_path, base_frame):
@@ -193,9 +190,7 @@ def test_nina_api_refusing_connections_is_recorded_and_the_watcher_goes_on(tmp_p
     night.mkdir()
     runner = TriggerRunner([NinaApiTrigger("127.0.0.1", port, timeout_s=1.0)], retry_initial_s=0.2,
                            retry_max_s=0.4, max_attempts=3)
-    w = make_watcher(night, tmp_path, runner=runner)
-    w.start()
-    try:
+    with watching(night, tmp_path, runner=runner) as w:
         for i, t in enumerate([10.0, 10.0, 8.0, 8.0]):
             (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=t))
         out = pump(w, lambda o: len(o) >= 4)
@@ -206,33 +201,38 @@ def test_nina_api_refusing_connections_is_recorded_and_the_watcher_goes_on(tmp_p
         assert "127.0.0.1" in results[0]["message"]
         state = statefile.read_state(w.state_file)
         assert state.refocus_due and state.last_trigger is not None and not state.last_trigger.ok
-    finally:
-        w.stop()
-        w.journal.close()
+
+
+def _nina_report(temp_c: float, timestamp: str) -> dict:
+    return {"Filter": "L", "Timestamp": timestamp, "Temperature": temp_c,
+            "CalculatedFocusPoint": {"Position": 10234, "Value": 2.1, "Error": 0.01},
+            "MeasurePoints": [{"Position": 10100 + 40 * k, "Value": 2 + abs(k - 3) * 0.5, "Error": 0.1}
+                              for k in range(7)]}
 
 
 def test_nina_autofocus_report_resets_the_baseline(tmp_path, base_frame):
     night, af = tmp_path / "night", tmp_path / "AutoFocus"
     night.mkdir()
     af.mkdir()
-    w = make_watcher(night, tmp_path, af_folder=af)
-    w.start()
-    try:
+    # an earlier night's report and event (NINA keeps every report; the journal is new): history
+    three_days_ago = datetime.now(timezone.utc) - timedelta(days=3)
+    old = af / "old--profile.json"
+    old.write_text(json.dumps(_nina_report(3.0, three_days_ago.isoformat())))
+    os.utime(old, (three_days_ago.timestamp(), three_days_ago.timestamp()))
+    statefile.append_autofocus_event(statefile.resolve_paths(tmp_path / "state")[1], statefile.AutofocusEvent(
+        time=statefile.iso_utc(three_days_ago), source="autofocus-done", temp_c=3.0))
+    with watching(night, tmp_path, af_folder=af) as w:
         (night / "f0.fits").write_bytes(fits_for(base_frame, 0))
         pump(w, lambda o: len(o) >= 1)
-        report = {"Filter": "L", "Timestamp": "2026-11-21T23:01:02.1234567+01:00", "Temperature": 7.5,
-                  "CalculatedFocusPoint": {"Position": 10234, "Value": 2.1, "Error": 0.01},
-                  "MeasurePoints": [{"Position": 10100 + 40 * k, "Value": 2 + abs(k - 3) * 0.5, "Error": 0.1}
-                                    for k in range(7)]}
+        assert w.monitor.state.n_autofocus == 0 and w.journal.counts()["autofocus_events"] == 0
+        report = _nina_report(7.5, "2026-11-21T23:01:02.1234567+01:00")
         (af / "2026-11-21--23-01-02--profile.json").write_text(json.dumps(report))
         pump(w, lambda o: w.monitor.state.n_autofocus == 1)
         assert w.monitor.state.af_temp_c == 7.5 and w.monitor.state.last_focuser_pos == 10234
         m = mark_from_nina_report(af / "2026-11-21--23-01-02--profile.json")
         utc = datetime(2026, 11, 21, 22, 1, 2, 123456, tzinfo=timezone.utc)      # 23:01:02+01:00
         assert m.time_s == pytest.approx(utc.timestamp(), abs=1e-3)
-    finally:
-        w.stop()
-        w.journal.close()
+        assert w.journal.counts()["autofocus_events"] == 1
 
 
 def test_run_loop_with_a_stop_event_and_polling_observer(tmp_path, base_frame):

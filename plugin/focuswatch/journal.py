@@ -28,14 +28,14 @@ corrupt), raises :class:`~focuswatch.errors.JournalError` with the path and what
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from focuswatch.cli import _clean
 from focuswatch.errors import JournalError
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord
+from focuswatch.statefile import default_state_dir, iso_utc
 
 SCHEMA_VERSION = 1
 JOURNAL_NAME = "journal.sqlite"
@@ -94,30 +94,12 @@ CREATE INDEX IF NOT EXISTS af_seq ON autofocus_events (seq);
 
 def default_journal_path() -> Path:
     """``journal.sqlite`` in the per-user state folder (:func:`statefile.default_state_dir`)."""
-    from focuswatch.statefile import default_state_dir
-
     return default_state_dir() / JOURNAL_NAME
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 def _json(obj: Any) -> str:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, Path):
-            return str(v)
-        if hasattr(v, "item") and callable(v.item):
-            return clean(v.item())
-        return v
-
-    return json.dumps(clean(obj), ensure_ascii=False, allow_nan=False)
+    """One row's JSON, made safe the same way as ``--json`` output (NaN -> null, numpy -> Python)."""
+    return json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False)
 
 
 class Journal:
@@ -261,7 +243,7 @@ class Journal:
             raise ValueError(f"unknown frame status {status!r}")
 
         def work() -> tuple[int, int | None]:
-            now = _now_iso()
+            now = iso_utc()
             row = self._db.execute("SELECT id FROM frames WHERE path = ? AND size_bytes = ? AND mtime_ns = ?",
                                    key).fetchone()
             values = (time_s, status, error, _json(record.to_dict()) if record else None,
@@ -294,7 +276,7 @@ class Journal:
             cur = self._db.execute(
                 "INSERT INTO triggers (decision_id, trigger, ok, message, data, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (decision_id, str(result.get("trigger", "")), 1 if result.get("ok") else 0,
-                 str(result.get("message", "")), _json(dict(result)), _now_iso()))
+                 str(result.get("message", "")), _json(dict(result)), iso_utc()))
             return int(cur.lastrowid or 0)
 
         return self._write(work)
@@ -310,7 +292,7 @@ class Journal:
                 return False
             self._db.execute("INSERT INTO autofocus_events (seq, key, time_s, source, data, recorded_at) "
                              "VALUES (?, ?, ?, ?, ?, ?)",
-                             (self._next_seq(), key, mark.time_s, mark.source, _json(mark.to_dict()), _now_iso()))
+                             (self._next_seq(), key, mark.time_s, mark.source, _json(mark.to_dict()), iso_utc()))
             return True
 
         return self._write(work)

@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -302,7 +302,7 @@ def advance(state: PolicyState, frame: FrameRecord, decision: "Decision") -> Pol
 # =========================================================================== outputs
 
 @dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     """The policy's verdict on one frame; the fields are the ``--json`` keys of ``replay``/``watch``.
 
     ``decision`` is ``ok``, ``refocus`` or ``skip``; ``reasons`` are sentences for people;
@@ -353,18 +353,11 @@ class Decision:
             raise ValueError(f"decision must be one of {DECISIONS}, not {self.decision!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """As :meth:`Record.to_dict`, with the sentence and name tuples as JSON's lists."""
         d = asdict(self)
         for k in ("reasons", "rules", "held", "warnings"):
             d[k] = list(d[k])
         return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Decision":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        for k in ("reasons", "rules", "held", "warnings"):
-            kw[k] = tuple(kw.get(k) or ())
-        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -682,7 +675,8 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
     trend = drift = None
     prof_drop = prof_sigma = None
     if base is not None and base.complete:
-        cache: dict[str | None, Baseline | None] = {}
+        # a complete baseline is the same whether or not this frame is counted: no second pass
+        cache: dict[str | None, Baseline | None] = {frame.filter_name: base}
         same = [f for f in with_frame if f.filter_name == frame.filter_name]
         rated = [(f, _ratio_of(f, with_frame, config, cache)) for f in same]
         rated = [(f, r) for f, r in rated if r is not None and r > 0]
@@ -995,12 +989,17 @@ def veto_trailing(ctx: Context, config: PolicyConfig) -> str | None:
     return f"elongated stars (eccentricity {e:.2f}): trailing, wind or guiding, not focus"
 
 
-def veto_diagnosis(ctx: Context, config: PolicyConfig) -> str | None:
+def _diagnosis_veto(ctx: Context, labels: frozenset[str], why: str) -> str | None:
+    """``diagnosis: <label><why> — <advice>`` when the frame's diagnosis is one of ``labels``."""
     label = (ctx.frame.diagnosis or "").lower()
-    if label in TRANSIENT_LABELS:
-        advice = f" — {ctx.frame.diagnosis_advice}" if ctx.frame.diagnosis_advice else ""
-        return f"diagnosis: {label}, not focus{advice}"
-    return None
+    if label not in labels:
+        return None
+    advice = f" — {ctx.frame.diagnosis_advice}" if ctx.frame.diagnosis_advice else ""
+    return f"diagnosis: {label}{why}{advice}"
+
+
+def veto_diagnosis(ctx: Context, config: PolicyConfig) -> str | None:
+    return _diagnosis_veto(ctx, TRANSIENT_LABELS, ", not focus")
 
 
 def veto_baseline(ctx: Context, config: PolicyConfig) -> str | None:
@@ -1013,11 +1012,7 @@ def veto_baseline(ctx: Context, config: PolicyConfig) -> str | None:
 
 
 def veto_optical_defect(ctx: Context, config: PolicyConfig) -> str | None:
-    label = (ctx.frame.diagnosis or "").lower()
-    if label in OPTICAL_LABELS:
-        advice = f" — {ctx.frame.diagnosis_advice}" if ctx.frame.diagnosis_advice else ""
-        return f"diagnosis: {label} (an optical defect a refocus does not fix){advice}"
-    return None
+    return _diagnosis_veto(ctx, OPTICAL_LABELS, " (an optical defect a refocus does not fix)")
 
 
 def veto_seeing(ctx: Context, config: PolicyConfig) -> str | None:
@@ -1103,10 +1098,6 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
             return Decision(decision="skip", reasons=(why,), rules=(v.name,), **figures)
     fired = [(r, r.func(ctx, config)) for r in RULES]
     fired = [(r, f) for r, f in fired if f is not None]
-    warnings: list[str] = []
-    opt_warn = veto_optical_defect(ctx, config)
-    if opt_warn:
-        warnings.append(opt_warn)
     holds: list[tuple[Veto, str]] = []
     for v in VETOES:
         if v.effect != "hold":
@@ -1114,6 +1105,8 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
         why = v.func(ctx, config)
         if why:
             holds.append((v, why))
+    # an optical defect is also worth a warning on its own (refocusing would not fix it)
+    warnings = [why for v, why in holds if v.name == "optical_defect"]
     active: list[Fired] = []
     held: list[str] = []
     hold_reasons: list[str] = []
@@ -1279,7 +1272,7 @@ def _rule_enabled(name: str, config: PolicyConfig) -> bool:
 # =========================================================================== summaries
 
 @dataclass(frozen=True)
-class Summary:
+class Summary(Record):
     """What happened over a night (or would have, for ``replay``)."""
 
     n_frames: int
@@ -1292,17 +1285,6 @@ class Summary:
     max_defocus_um: float | None
     max_defocus_cfz: float | None
     median_hfr_px: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["refocus_rules"] = dict(self.refocus_rules)
-        d["skip_reasons"] = dict(self.skip_reasons)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Summary":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def summarize(decisions: Sequence[Decision], n_autofocus: int = 0) -> Summary:

@@ -19,6 +19,8 @@ I/O only — every decision is :mod:`focuswatch.monitor`'s. How a frame travels:
 4. Autofocus events come from the event log ``focuswatch autofocus-done`` appends to, from
    new reports in NINA's autofocus folder, and from a jump of the focuser position in the
    headers (decided by the policy): the baseline is taken again from the frames after it.
+   Reports and events already there at start count only when the journal does not know them
+   and they are under ``STALE_EVENT_H`` old (NINA keeps every report of every night).
 
 A bad frame is logged as one line and skipped; it never stops the watcher. A restart
 continues from the journal: seen files are not measured again and the policy's memory is
@@ -54,6 +56,10 @@ CHECKSUM_GRACE_S = 3.0
 DIAGNOSIS_MIN_CONFIDENCE = 0.6
 #: A ready frame waits at most this long for an earlier frame still being written.
 ORDER_HOLD_S = 10.0
+#: Autofocus events already there when the watcher starts and older than this (wall clock)
+#: belong to an earlier night: they are not applied.
+STALE_EVENT_H = 12.0
+_UNREAD = object()          # the event log's signature before it was read (see Watcher._events_changed)
 
 
 def default_nina_autofocus_dir(environ: dict[str, str] | None = None, platform: str | None = None) -> Path | None:
@@ -160,8 +166,6 @@ def measure_record(frame: Any, config: Config, monitor: Monitor,
     rig = rig_with_header(config.rig, meta)
     try:
         stats = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
-    except FrameError:
-        raise
     except (ValueError, FloatingPointError, MemoryError) as exc:
         raise FrameError(frame.path, f"cannot measure stars: {exc}") from None
     label = advice = None
@@ -281,6 +285,7 @@ class Watcher:
         self._observer: Any = None
         self._checksum_folders: set[Path] = set()
         self._last_event_time: str | None = None
+        self._events_sig: Any = _UNREAD
         self._nina_seen: set[str] = set()
         self._state = None
         self._last_decision_id: int | None = None
@@ -312,15 +317,17 @@ class Watcher:
                 log.warning("%s", exc)
         if self.monitor.state.waiting_since_s is None and self._state.refocus_due:
             self._state = self._state.cleared()
-        # autofocus events recorded before: skip them on the first poll
+        # autofocus events recorded before, or from an earlier night (NINA keeps every report;
+        # a new journal knows none of them): skip them on the first poll
+        stale_before = time.time() - STALE_EVENT_H * 3600.0
         if self.events_file is not None:
-            known = [e for e in statefile.read_autofocus_events(self.events_file)
-                     if self.journal.has_autofocus(self._event_key(e))]
-            if known:
-                self._last_event_time = known[-1].time
+            old = [e for e in statefile.read_autofocus_events(self.events_file)
+                   if self.journal.has_autofocus(self._event_key(e)) or e.datetime_utc.timestamp() < stale_before]
+            if old:
+                self._last_event_time = old[-1].time
         if self.af_folder is not None and self.af_folder.is_dir():
             for p in self.af_folder.glob("*.json"):
-                if self.journal.has_autofocus(f"nina-report:{p.name}"):
+                if self.journal.has_autofocus(f"nina-report:{p.name}") or _mtime(p) < stale_before:
                     self._nina_seen.add(p.name)
         self._start_observer()
         self._catch_up()
@@ -372,11 +379,8 @@ class Watcher:
 
     def _catch_up(self) -> None:
         seen = self.journal.seen_keys(self.folder)
-        walker = self.folder.rglob("*") if self.recursive else self.folder.glob("*")
         n = 0
-        for p in walker:
-            if not frames_mod.is_image_file(p):
-                continue
+        for p in list_frames(self.folder, self.recursive):
             try:
                 if Journal.key_of(p) in seen:
                     continue
@@ -400,7 +404,9 @@ class Watcher:
         with self._lock:
             fresh, self._queue = self._queue, set()
         for p in fresh:
-            self._pending.setdefault(p.resolve() if not p.is_absolute() else p, _Pending(first_seen=now))
+            # the journal keys files by resolved path (Journal.key_of): the same key everywhere,
+            # or a frame under a symlinked sub-folder would be measured again on its next event
+            self._pending.setdefault(p.resolve(), _Pending(first_seen=now))
         done: list[Processed] = []
         ready = self._ready(now, done)
         if ready:
@@ -633,6 +639,21 @@ class Watcher:
         if self.on_trigger:
             self.on_trigger(res)
 
+    def _events_changed(self) -> bool:
+        """True when the event log's size or time changed since it was last read.
+
+        The log is only ever appended to and the worker polls it several times a second:
+        parsing a log of every night's autofocus runs each time is wasted work.
+        """
+        try:
+            st = os.stat(self.events_file)  # type: ignore[arg-type]
+            sig: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            sig = None
+        changed = sig != self._events_sig
+        self._events_sig = sig
+        return changed
+
     @staticmethod
     def _event_key(ev: Any) -> str:
         return f"{ev.source}:{ev.time}"
@@ -641,11 +662,12 @@ class Watcher:
         from focuswatch import statefile
 
         found: list[tuple[str, AutofocusMark, Any, float]] = []
-        if self.events_file is not None:
+        if self.events_file is not None and self._events_changed():
             try:
                 events = statefile.read_autofocus_events(self.events_file, since=self._last_event_time)
             except TriggerError as exc:
                 log.warning("%s", exc)
+                self._events_sig = _UNREAD           # locked by a hook appending to it: retry
                 events = []
             for ev in events:
                 self._last_event_time = ev.time
