@@ -265,3 +265,14 @@ def test_replay_runs_the_same_policy_without_writing(tmp_path, base_frame):
     assert [r.path.name for r in rows] == ["n4.fits", "n3.fits", "n2.fits", "n1.fits", "n0.fits"]
     assert [r.decision.decision for r in rows] == ["ok", "ok", "ok", "refocus", "ok"]
     assert sorted(p.name for p in night.iterdir()) == before
+
+
+def test_a_frame_whose_file_event_was_lost_is_found_by_the_rescan(tmp_path, base_frame):
+    night = tmp_path / "night"
+    night.mkdir()
+    with watching(night, tmp_path, rescan_interval_s=0.2) as w:
+        w._observer.stop()  # the OS stops telling us about new files (a lost event)
+        w._observer.join(timeout=5)
+        (night / "lost.fits").write_bytes(fits_for(base_frame, 0))
+        out = pump(w, lambda o: any(p.path.name == "lost.fits" for p in o), timeout_s=20)
+    assert [p.status for p in out if p.path.name == "lost.fits"] == ["measured"]

@@ -214,7 +214,8 @@ def run_demo(opts: DemoOptions = DemoOptions(), out: str | Path | None = None, *
     runner = TriggerRunner([SimAutofocusTrigger(requests)], retry_initial_s=1.0, retry_max_s=2.0, max_attempts=2)
     watcher = Watcher(frames_dir, journal, config=Config(rig=DEMO_RIG), policy=policy or PolicyConfig(),
                       state_file=state_file, events_file=events_file, runner=runner,
-                      poll_interval_s=min(0.1, max(0.02, opts.interval_s / 4)), on_processed=collect)
+                      poll_interval_s=min(0.1, max(0.02, opts.interval_s / 4)), rescan_interval_s=2.0,
+                      on_processed=collect)
     try:
         watcher.start()
         night.start()

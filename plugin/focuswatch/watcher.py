@@ -261,7 +261,8 @@ class Watcher:
                  recursive: bool = True, poll: bool = False, poll_interval_s: float = 0.25,
                  settle_polls: int = 1, on_processed: Callable[[Processed], None] | None = None,
                  on_autofocus: Callable[[AutofocusMark], None] | None = None,
-                 on_trigger: Callable[[Any], None] | None = None, diagnose: bool = True):
+                 on_trigger: Callable[[Any], None] | None = None, diagnose: bool = True,
+                 rescan_interval_s: float = 10.0):
         self.folder = Path(folder).resolve()
         if not self.folder.is_dir():
             raise FrameError(self.folder, "the folder to watch does not exist (or is not a folder)")
@@ -278,6 +279,8 @@ class Watcher:
         self.settle_polls = max(0, int(settle_polls))
         self.on_processed, self.on_autofocus, self.on_trigger = on_processed, on_autofocus, on_trigger
         self.use_diagnose = diagnose
+        self.rescan_interval_s = rescan_interval_s
+        self._next_rescan = 0.0
         self._queue: set[Path] = set()
         self._lock = threading.Lock()
         self._pending: dict[Path, _Pending] = {}
@@ -331,6 +334,7 @@ class Watcher:
                     self._nina_seen.add(p.name)
         self._start_observer()
         self._catch_up()
+        self._next_rescan = time.monotonic() + self.rescan_interval_s
         self.started = True
 
     def _start_observer(self) -> None:
@@ -378,9 +382,12 @@ class Watcher:
             self._queue.add(path)
 
     def _catch_up(self) -> None:
+        """Queue every frame in the folder the journal has not recorded (start-up and rescans)."""
         seen = self.journal.seen_keys(self.folder)
         n = 0
         for p in list_frames(self.folder, self.recursive):
+            if p.resolve() in self._pending:
+                continue
             try:
                 if Journal.key_of(p) in seen:
                     continue
@@ -389,7 +396,7 @@ class Watcher:
             self._enqueue(p)
             n += 1
         if n:
-            log.info("catching up with %d frames not yet in the journal", n)
+            log.info("queued %d frames not yet in the journal", n)
 
     @property
     def n_pending(self) -> int:
@@ -400,6 +407,12 @@ class Watcher:
     def process_pending(self) -> list[Processed]:
         """One worker pass: autofocus events, files that became complete, trigger retries."""
         now = time.monotonic()
+        if self.rescan_interval_s > 0 and now >= self._next_rescan:
+            # OS file events can be lost (a dated sub-folder created just before its first
+            # frame, a busy network share): a cheap rescan every few seconds picks up any
+            # frame the journal has not seen; ones already pending are not queued twice
+            self._next_rescan = now + self.rescan_interval_s
+            self._catch_up()
         self._af_queue.extend(self._poll_autofocus())
         with self._lock:
             fresh, self._queue = self._queue, set()
