@@ -506,19 +506,22 @@ def _load_fits(p: Path, check: bool) -> Frame:
     raise FrameError(p, "no 2-D image in this FITS file")
 
 
+def _xisf_keywords(p: Path):
+    """The XISF reader for ``p`` and its first image's FITS keywords (no pixels decoded)."""
+    from xisf import XISF
+
+    x = XISF(str(p))
+    metas = x.get_images_metadata()
+    if not metas:
+        raise FrameError(p, "no image in this XISF file")
+    return x, {k: (v[0]["value"] if isinstance(v, list) and v else v)
+               for k, v in metas[0].get("FITSKeywords", {}).items()}
+
+
 def _load_xisf(p: Path) -> Frame:
     try:
-        from xisf import XISF
-    except ImportError:  # pragma: no cover - xisf is a dependency
-        raise FrameError(p, "XISF needs the 'xisf' package: pip install xisf") from None
-    try:
-        x = XISF(str(p))
-        metas = x.get_images_metadata()
-        if not metas:
-            raise FrameError(p, "no image in this XISF file")
+        x, kw = _xisf_keywords(p)
         data = x.read_image(0)
-        kw = {k: (v[0]["value"] if isinstance(v, list) and v else v)
-              for k, v in metas[0].get("FITSKeywords", {}).items()}
     except FrameError:
         raise
     except Exception as exc:  # the xisf package raises bare exceptions of many kinds
@@ -561,7 +564,12 @@ def read_header(path: str | Path) -> FrameMeta:
     """Only the normalised header of a FITS/XISF file (cheap: no pixels are read)."""
     p = Path(path)
     if p.name.lower().endswith(XISF_SUFFIXES):
-        return load(p).meta
+        try:
+            return meta_from_header(_xisf_keywords(p)[1])
+        except FrameError:
+            raise
+        except Exception as exc:  # the xisf package raises bare exceptions of many kinds
+            raise FrameError(p, f"unreadable XISF: {exc}") from None
     from astropy.io import fits
     try:
         with warnings.catch_warnings():

@@ -23,7 +23,7 @@ beta=2.5, ~0.71 for a flat defocus disk — it tells a focus miss (flat-topped) 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -102,7 +102,8 @@ class FrameStats:
         return grid
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("stars", "zones", "meta")}
+        # field by field: asdict() would deep-copy the whole per-star table only to drop it
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("stars", "zones", "meta")}
         d["stars"] = self.n_stars
         d["zones"] = [z.to_dict() for z in self.zones]
         d["n_rejected"] = dict(self.n_rejected)
