@@ -136,14 +136,13 @@ def diagnose_label(stats: Any, rig: Rig, baseline_hfr_px: float | None = None) -
     """
     if not getattr(stats, "n_stars", 0):
         return None, None
-    try:
-        from focuswatch import diagnose
-    except ImportError:  # pragma: no cover - diagnose ships with focuswatch
-        return None, None
+    from focuswatch import diagnose
+
     try:
         dg = diagnose.frame(stats, rig, baseline_hfr_px=baseline_hfr_px)
-    except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not stop the watcher
-        log.debug("diagnosis failed on %s: %r", getattr(stats, "file", "?"), exc)
+    except Exception:  # noqa: BLE001 - a diagnosis bug must not stop the watcher, but must be seen
+        log.warning("diagnosis failed on %s (the frame is still judged without it)", getattr(stats, "file", "?"),
+                    exc_info=True)
         return None, None
     if float(getattr(dg, "confidence", 1.0) or 0.0) < DIAGNOSIS_MIN_CONFIDENCE:
         return None, None
