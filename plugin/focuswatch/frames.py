@@ -34,7 +34,6 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -186,29 +185,15 @@ def _str(v: Any) -> str | None:
 
 
 def parse_date_obs(text: str | None) -> float | None:
-    """Seconds since the epoch for a FITS DATE-OBS string (UTC unless it says otherwise)."""
-    if not text:
-        return None
-    s = str(text).strip().replace(" ", "T")
-    if s.endswith("Z"):
-        s = s[:-1]
-    # Python < 3.11 fromisoformat wants at most 6 fractional digits
-    if "." in s:
-        head, frac = s.split(".", 1)
-        digits = ""
-        for ch in frac:  # only the fraction's own digits; a UTC offset may follow
-            if not ch.isdigit():
-                break
-            digits += ch
-        rest = frac[len(digits):]
-        s = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    """Seconds since the epoch for a FITS DATE-OBS string (UTC unless it says otherwise).
+
+    One ISO parser serves the headers and the state files (:func:`statefile.parse_iso`):
+    any number of fractional digits, ``Z`` or a UTC offset, a space or ``T`` separator.
+    """
+    from focuswatch.statefile import parse_iso
+
+    dt = parse_iso(str(text)) if text else None
+    return dt.timestamp() if dt else None
 
 
 def meta_from_header(h: Mapping[str, Any]) -> FrameMeta:
