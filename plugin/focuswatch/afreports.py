@@ -221,7 +221,8 @@ def _split_runs(items: list[tuple[Path, Any, Any]]) -> list[list[tuple[Path, Any
 
 def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | None = None,
                      progress: bool = False,
-                     measure: Callable[..., Any] | None = None) -> list[AFRun]:
+                     measure: Callable[..., Any] | None = None,
+                     measure_frames: Callable[[list[Path]], list[Any]] | None = None) -> list[AFRun]:
     """Measure frames taken at several focuser positions and build V-curve runs from them.
 
     Every frame needs a focuser position (FOCPOS/FOCUSPOS); without one a
@@ -229,6 +230,8 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     where they are more than ``RUN_GAP_MIN`` minutes apart. Several frames at the same
     position are kept as separate points (the fit averages them). HFR is the true
     half-flux radius (``hfr_kind = "true"``); a frame without stars becomes a NaN point.
+    ``measure_frames(paths) -> [(path, meta, stats)]``, when given, measures instead (several
+    workers: :func:`focuswatch.batch.measure_af_frames`; bad frames are then left out).
     """
     if measure is None:
         from focuswatch import stars
@@ -248,8 +251,8 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
         more = f" (and {len(no_pos) - 1} more)" if len(no_pos) > 1 else ""
         raise FrameError(no_pos[0], "no focuser position in the header (FOCPOS/FOCUSPOS)" + more +
                          ": a V-curve needs the position of every frame")
-    it: Iterable = items
-    if progress:
+    it: Iterable = items if measure_frames is None else ()
+    if progress and measure_frames is None:
         from tqdm import tqdm
         it = tqdm(items, desc="measuring", unit="frame", leave=False)
     measured = []
@@ -257,6 +260,8 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
         frame = frames_mod.load(p)
         stats = measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
         measured.append((p, frame.meta, stats))
+    if measure_frames is not None:
+        measured = list(measure_frames([p for p, _ in items]))
     runs = []
     for group in _split_runs(measured):
         pts = []
@@ -275,7 +280,8 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     return runs
 
 
-def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = False
+def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = False,
+              measure_frames: Callable[..., list[Any]] | None = None
               ) -> tuple[list[AFRun], list[tuple[str, str]], Any]:
     """Everything ``focuswatch af`` reads: reports and frames named or found in folders.
 
@@ -296,7 +302,9 @@ def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = 
     runs, skipped = read_reports(reports, strict=strict)
     if images:
         rig = rig_with_header(rig, frames_mod.read_header(images[0]))
-        runs += runs_from_frames(images, plate_scale_arcsec_px=rig.plate_scale_arcsec_px, progress=progress)
+        runs += runs_from_frames(images, plate_scale_arcsec_px=rig.plate_scale_arcsec_px, progress=progress,
+                                 measure_frames=None if measure_frames is None else
+                                 (lambda ps: measure_frames(ps, rig.plate_scale_arcsec_px)))
     if not runs:
         first = skipped[0] if skipped else ("", "nothing readable")
         raise FrameError(Path(first[0]) if first[0] else None,

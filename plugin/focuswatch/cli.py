@@ -99,6 +99,42 @@ def rig_from_args(args: argparse.Namespace):
     return rig_from_mapping(values, "rig" if not cfg.path else f"rig in {cfg.path}")
 
 
+# --------------------------------------------------------------------------- scale (--workers, --scheduler)
+
+#: Commands that measure many frames and so take ``--workers`` / ``--scheduler``.
+SCALE_COMMANDS = ("measure", "diagnose", "report", "af", "grade", "archive")
+
+
+def add_scale_args(p: argparse.ArgumentParser) -> None:
+    """``--workers N`` and ``--scheduler tcp://HOST:PORT`` (see :mod:`focuswatch.parallel`)."""
+    g = p.add_argument_group("scale (all cores, or a Dask cluster)")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="local worker processes (default: [scale] workers, else every core)")
+    g.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run on this Dask scheduler; its workers must see the frames at the same paths "
+                        "(default: $FOCUSWATCH_SCHEDULER, else [scale] scheduler)")
+
+
+def runner_from_args(args: argparse.Namespace):
+    """The :class:`~focuswatch.parallel.Runner` from the flags, the environment and ``[scale]``."""
+    from focuswatch.config import load_config
+    from focuswatch.parallel import Runner
+
+    cfg = load_config(getattr(args, "config", None))
+    return Runner.resolve(workers=getattr(args, "workers", None), scheduler=getattr(args, "scheduler", None),
+                          config=cfg.scale)
+
+
+def problem_printer(as_json: bool) -> Callable[[Any], None]:
+    """Say at once that a frame was bad (skipped) or left undone: a line on stderr (+ a JSON row)."""
+    def say(o) -> None:
+        lost = o.status == "lost"
+        error_line(f"{o.path}: {'not measured: ' if lost else ''}{o.problem}")
+        if as_json:
+            emit_json({"file": str(o.path), "error": o.problem, **({"status": "lost"} if lost else {})})
+    return say
+
+
 # --------------------------------------------------------------------------- calc
 
 def _add_calc(sub) -> None:
@@ -208,25 +244,22 @@ def measure_path(path: Path, rig_table=None):
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from focuswatch.errors import FrameError
+    from focuswatch.batch import measure_one
+    from focuswatch.parallel import map_frames
 
     rig = rig_from_args(args)
+    runner = runner_from_args(args)
     paths = expand_frames(args.files)
     if not paths:
         raise ConfigError("no frames found in " + ", ".join(args.files))
-    n_bad = 0
+    batch = map_frames(measure_one, paths, args=(rig,), runner=runner, progress=not args.json,
+                       on_problem=problem_printer(args.json))
+    n_bad = len(batch.bad) + len(batch.lost)
     if not args.json:
         print(f"{'file':<40} {'stars':>5} {'HFR px':>7} {'NINA':>6} {'FWHM px':>7} {'ecc':>5} {'HFD/FWHM':>8} "
               f"{'bkg ADU':>8} {'noise':>6}")
-    for path in progress(paths, not args.json, "measuring"):
-        try:
-            st = measure_path(path, rig)
-        except FrameError as exc:
-            n_bad += 1
-            error_line(str(exc))
-            if args.json:
-                emit_json({"file": str(path), "error": exc.problem})
-            continue
+    for o in batch.done:
+        path, st = o.path, o.value
         if st.n_stars == 0:
             n_bad += 1
             error_line(f"{path}: {st.reason}")
@@ -238,6 +271,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
               f"{fmt(st.fwhm_px, '7.2f')} {fmt(st.eccentricity, '5.2f')} {fmt(st.profile_ratio, '8.2f')} "
               f"{fmt(st.background_adu, '8.0f')} {fmt(st.noise_adu, '6.1f')}"
               + (f"   ({st.reason})" if st.reason else ""))
+    if batch.undone_text():
+        error_line(batch.undone_text())
     if n_bad:
         error_line(f"{n_bad} of {len(paths)} frames could not be measured")
     return EXIT_FAIL if n_bad else EXIT_OK
@@ -261,37 +296,32 @@ def _add_diagnose(sub) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from focuswatch import diagnose, frames, stars
-    from focuswatch.config import rig_with_header
-    from focuswatch.errors import FrameError
+    from focuswatch import diagnose
+    from focuswatch.batch import diagnose_one
+    from focuswatch.parallel import map_frames
 
     rig0 = rig_from_args(args)
+    runner = runner_from_args(args)
     paths = expand_frames(args.files)
     if not paths:
         raise ConfigError("no frames found in " + ", ".join(args.files))
     if args.baseline_hfr_px is not None and not args.baseline_hfr_px > 0:
         raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
-    results, n_bad, rig = [], 0, rig0
-    for path in progress(paths, not args.json, "diagnosing"):
-        try:
-            frame = frames.load(path)
-        except FrameError as exc:
-            n_bad += 1
-            error_line(str(exc))
-            if args.json:
-                emit_json({"file": str(path), "error": exc.problem})
-            continue
-        rig = rig_with_header(rig0, frame.meta)
-        st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
-        d = diagnose.frame(st, rig, image=frame, baseline_hfr_px=args.baseline_hfr_px)
+    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px), runner=runner,
+                       progress=not args.json, desc="diagnosing", on_problem=problem_printer(args.json))
+    results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
+    for o in batch.done:
+        st, d, rig = o.value
         if st.n_stars == 0:  # a star-less frame is bad input, as for measure: say so, exit non-zero
             n_bad += 1
-            error_line(f"{path}: {st.reason}")
+            error_line(f"{o.path}: {st.reason}")
         results.append((st, d))
         if args.json:
             emit_json(d.to_dict())
         else:
             print(diagnose.format_diagnosis(d, verbose=len(paths) == 1))
+    if batch.undone_text():
+        error_line(batch.undone_text())
     if len(results) > 1:
         story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results])
         if args.json:
@@ -482,8 +512,20 @@ def _add_af(sub) -> None:
 def cmd_af(args: argparse.Namespace) -> int:
     from focuswatch import afreports, autofocus
 
+    from focuswatch.batch import measure_af_frames
+
     rig = rig_from_args(args)
-    runs, skipped, rig = afreports.load_runs(args.paths, rig, progress=not args.json and sys.stderr.isatty())
+    runner = runner_from_args(args)
+    on_problem = problem_printer(args.json)
+
+    def measure_frames(paths, scale):
+        measured, batch = measure_af_frames(paths, scale, runner, progress=not args.json)
+        for o in batch.bad + batch.lost:
+            on_problem(o)
+        return measured
+
+    runs, skipped, rig = afreports.load_runs(args.paths, rig, progress=not args.json and sys.stderr.isatty(),
+                                             measure_frames=measure_frames)
     summary = autofocus.analyze_runs(runs, rig, with_offset=args.offset, reference_filter=args.reference_filter,
                                      reference_temp_c=args.reference_temp_c)
     if args.plot:
@@ -529,8 +571,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
     if src.is_file():
         result = report.grade_master_file(src, rig=rig, siril_path=args.siril, timeout_s=args.siril_timeout)
     elif src.is_dir():
+        scan = scan_with_workers(args, src, rig)
         result = report.grade_session(src, rig=rig, siril_path=args.siril, keep_dir=args.keep,
-                                      timeout_s=args.siril_timeout, progress=not args.json)
+                                      timeout_s=args.siril_timeout, progress=not args.json, scan=scan)
     else:
         raise ConfigError(f"{src}: no such file or folder")
     if args.json:
@@ -542,6 +585,16 @@ def cmd_grade(args: argparse.Namespace) -> int:
                    + (f" ({result.filters[0].problem})" if result.filters and result.filters[0].problem else ""))
         return EXIT_FAIL
     return EXIT_OK
+
+
+def scan_with_workers(args: argparse.Namespace, folder: Path, rig):
+    """Measure a session's frames on ``--workers`` / ``--scheduler`` (``report.scan_session``'s result)."""
+    from focuswatch.batch import scan_session
+
+    scan, batch = scan_session(folder, rig=rig, progress=not args.json, runner=runner_from_args(args))
+    if batch.undone_text():
+        error_line(batch.undone_text())
+    return scan
 
 
 def _add_report(sub) -> None:
@@ -564,7 +617,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"{session}: not a folder")
     out = Path(args.out) if args.out else report.default_report_path(session)
     report.check_output_path(out, session)
-    scan = report.scan_session(session, rig=rig, progress=not args.json)
+    scan = scan_with_workers(args, session, rig)
     graded = None
     if args.grade:
         graded = report.grade_session(session, rig=rig, siril_path=args.siril, keep_dir=args.keep,
@@ -864,6 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(sub)
+    for name in SCALE_COMMANDS:
+        if name in sub.choices:
+            add_scale_args(sub.choices[name])
     return parser
 
 

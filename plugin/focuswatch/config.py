@@ -2,7 +2,8 @@
 
 Sections: ``[rig]`` (the calculator's inputs), ``[policy]`` (refocus rules, read by
 :mod:`focuswatch.monitor`), ``[trigger]`` (how to ask for a refocus, read by
-:mod:`focuswatch.triggers`), ``[watch]`` (folders, polling). Every section is turned into a
+:mod:`focuswatch.triggers`), ``[watch]`` (folders, polling), ``[scale]`` (workers, Dask
+scheduler; read by :mod:`focuswatch.parallel`). Every section is turned into a
 frozen dataclass by :func:`section_to_dataclass`, which rejects unknown keys and values of the
 wrong type with a :class:`~focuswatch.errors.ConfigError` naming ``section.key``.
 
@@ -191,10 +192,11 @@ class Config:
     trigger: Mapping[str, Any] = field(default_factory=dict)
     watch: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    scale: Mapping[str, Any] = field(default_factory=dict)
     rig_table: Mapping[str, Any] = field(default_factory=dict)
 
 
-KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch")
+KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale")
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -226,4 +228,4 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{p}: {exc}") from None
     return Config(rig=rig, policy=dict(raw.get("policy", {})), trigger=dict(raw.get("trigger", {})),
                   watch=dict(raw.get("watch", {})), path=p,
-                  rig_table=dict(raw.get("rig", {})))
+                  rig_table=dict(raw.get("rig", {})), scale=dict(raw.get("scale", {})))

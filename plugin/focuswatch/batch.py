@@ -1,0 +1,109 @@
+"""The per-frame work of the batch commands, as top-level functions a worker process can run.
+
+Each function takes a frame's *path* (workers read the file themselves, so only paths travel
+to them and small results come back) and returns the same objects the one-process code paths
+build, so ``--workers 1`` and ``--workers 8`` give the same numbers. They are run through
+:mod:`focuswatch.parallel`.
+
+``scan_session`` is :func:`focuswatch.report.scan_session` spread over workers: the same
+:class:`~focuswatch.report.SessionScan` (same order, same left-out reasons) for ``report``
+and ``grade``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from focuswatch.optics import Rig
+from focuswatch.parallel import Batch, Runner, map_frames
+
+
+def measure_one(path: Path, rig: Rig | None = None):
+    """``focuswatch measure`` on one frame: load, plate scale from rig + header, measure."""
+    from focuswatch import frames, stars
+    from focuswatch.config import rig_with_header
+
+    frame = frames.load(path)
+    r = rig_with_header(rig or Rig(), frame.meta)
+    return stars.measure(frame, plate_scale_arcsec_px=r.plate_scale_arcsec_px)
+
+
+def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | None = None):
+    """``focuswatch diagnose`` on one frame: ``(stats, diagnosis, rig with the header merged)``.
+
+    The diagnosis runs in the worker because it looks at the pixels (one-sided flares),
+    which never leave the worker.
+    """
+    from focuswatch import diagnose, frames, stars
+    from focuswatch.config import rig_with_header
+
+    frame = frames.load(path)
+    rig = rig_with_header(rig0 or Rig(), frame.meta)
+    st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
+    d = diagnose.frame(st, rig, image=frame, baseline_hfr_px=baseline_hfr_px)
+    return st, d, rig
+
+
+def scan_one(path: Path, rig: Rig | None = None):
+    """One frame of a session scan: ``None`` for a calibration frame, else its stats."""
+    from focuswatch import frames, stars
+    from focuswatch.config import rig_with_header
+
+    frame = frames.load(path)
+    if not frame.meta.is_light:
+        return None
+    scale = rig_with_header(rig, frame.meta).plate_scale_arcsec_px if rig is not None else None
+    return stars.measure(frame, plate_scale_arcsec_px=scale)
+
+
+def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
+    """One frame of an autofocus sweep: ``(path, header, stats)`` as ``runs_from_frames`` keeps it."""
+    from focuswatch import frames, stars
+
+    frame = frames.load(path)
+    return path, frame.meta, stars.measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
+
+
+def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
+                 runner: Runner | None = None, min_stars: int | None = None):
+    """:func:`focuswatch.report.scan_session` on several workers; returns ``(scan, batch)``.
+
+    Frames a worker could not finish (a worker died on them, the scheduler went away) are
+    left out with that reason, like unreadable ones, and listed in ``batch.lost``.
+    """
+    from focuswatch import report
+    from focuswatch.errors import ConfigError
+
+    min_stars = report.MIN_STARS_FOR_STACK if min_stars is None else min_stars
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a folder")
+    files = report.find_frames(root)
+    scan = report.SessionScan(str(root))
+    t0 = time.monotonic()
+    batch = map_frames(scan_one, files, args=(rig,), runner=runner, progress=progress, desc="measuring")
+    for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
+        scan.left_out.append(report.LeftOut(str(o.path), o.problem or "unreadable"))
+    for o in batch.done:
+        st = o.value
+        if st is None:
+            scan.n_not_light += 1
+            continue
+        scan.stats.append(st)
+        if st.n_stars < min_stars:
+            why = st.reason or "too few stars"
+            scan.left_out.append(report.LeftOut(str(o.path), f"only {st.n_stars} stars ({why}); left out of the stack"))
+        else:
+            scan.usable.append(str(o.path))
+    scan.measure_s = time.monotonic() - t0
+    return scan, batch
+
+
+def measure_af_frames(paths, plate_scale_arcsec_px: float | None, runner: Runner | None,
+                      progress: bool) -> tuple[list[Any], Batch]:
+    """Measure autofocus-sweep frames on workers: ``[(path, meta, stats)]`` in input order."""
+    batch = map_frames(af_one, paths, args=(plate_scale_arcsec_px,), runner=runner, progress=progress,
+                       order=None)
+    return [o.value for o in batch.done], batch
