@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -202,6 +203,11 @@ def _call(func: Callable[..., Any], path: Path, args: tuple) -> tuple[str, Any]:
         return BAD, f"{type(exc).__name__}: {exc}"
 
 
+def _call_path(path: Path, func: Callable[..., Any], args: tuple) -> tuple[str, Any]:
+    """:func:`_call` with the path first (``Client.map`` maps over the first argument)."""
+    return _call(func, path, args)
+
+
 # --------------------------------------------------------------------------- engines
 
 def _mp_context():
@@ -310,7 +316,7 @@ def _iter_local(func, items: Sequence[Path], args: tuple, workers: int, retries:
 
 def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iterator[Outcome]:
     try:
-        from distributed import Client, wait
+        from distributed import Client
     except ImportError:
         raise ConfigError(f"--scheduler {runner.scheduler}: Dask is not installed; "
                           "install it with: pip install \"focuswatch[dask]\"") from None
@@ -323,22 +329,33 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
     futures: dict[Any, int] = {}
     try:
         # paths go out (a few bytes each), small results come back: no pixels through the scheduler
-        futs = client.map(_call, items, func=func, args=args, pure=False, retries=0)
+        from functools import partial
+
+        task = partial(_call_path, func=func, args=args)
+        tries: dict[int, int] = {}
+        futs = client.map(task, items, pure=False, retries=0)
         futures = {f: i for i, f in enumerate(futs)}
         left = set(futures)
+        ready: queue.SimpleQueue = queue.SimpleQueue()
+        for f in futs:
+            f.add_done_callback(ready.put)
         unreachable_since: float | None = None
         while left:
+            done = []
             try:
-                res = wait(list(left), timeout=1.0, return_when="FIRST_COMPLETED")
-                done = res.done
-            except TimeoutError:
-                done = set()
+                done.append(ready.get(timeout=0.25))
+                while True:
+                    done.append(ready.get_nowait())
+            except queue.Empty:
+                pass
             for fut in done:
+                if fut not in left:
+                    continue
                 left.discard(fut)
                 i = futures[fut]
                 if fut.status == "finished":
                     try:
-                        status, value = fut.result(timeout=runner.lost_after_s)
+                        status, value = _fetch(fut, runner)
                     except Exception as exc:  # the result could not be fetched: the worker left
                         yield Outcome(i, items[i], LOST, None, f"result lost ({type(exc).__name__}: {exc})")
                         continue
@@ -347,9 +364,18 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
                 elif fut.status == "error":
                     exc = fut.exception()
                     name = type(exc).__name__
+                    tries[i] = tries.get(i, 1) + 1
+                    if name == "KilledWorker" and tries[i] <= runner.retries + 1:
+                        # the scheduler blames every task a dying worker held: run it once more
+                        log.warning("%s: its Dask worker died; retrying", items[i])
+                        again = client.submit(task, items[i], pure=False)
+                        futures[again] = i
+                        left.add(again)
+                        again.add_done_callback(ready.put)
+                        continue
                     why = ("the Dask workers running it died repeatedly" if name == "KilledWorker"
                            else f"{name}: {exc}")
-                    yield Outcome(i, items[i], LOST, None, why)
+                    yield Outcome(i, items[i], LOST, None, why, tries[i] - 1)
                 else:  # cancelled: the scheduler forgot it (restart, lost connection)
                     yield Outcome(i, items[i], LOST, None, f"scheduler {address} dropped it ({fut.status})")
             if client.status == "running":
@@ -372,6 +398,19 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
             client.close(timeout=2)
         except Exception:  # pragma: no cover
             pass
+
+
+def _fetch(fut, runner: Runner, attempts: int = 3):
+    """A finished future's result. When the worker holding it dies before we fetch it, the
+    scheduler computes it again: wait for that instead of reporting the frame lost."""
+    for k in range(attempts):
+        try:
+            return fut.result(timeout=runner.lost_after_s + runner.connect_timeout_s)
+        except Exception as exc:
+            if type(exc).__name__ in ("KilledWorker", "CancelledError") or k == attempts - 1:
+                raise
+            log.info("result of %s lost with its worker; waiting for it to be recomputed", fut.key)
+    raise RuntimeError("unreachable")  # pragma: no cover
 
 
 def iter_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]], *, args: tuple = (),
