@@ -32,14 +32,17 @@ def night(tmp_path_factory):
     folder = tmp_path_factory.mktemp("night")
     t0 = datetime(2026, 11, 21, 22, 0, 0)
     truths = []
+    rendered = {}  # two renders (in focus, 80 um out), headers per frame: rendering is the slow part
     for i in range(N_FRAMES):
-        p = sim.SimParams(width_px=256, height_px=256, n_stars=60, seed=5, seeing_fwhm_arcsec=2.5,
-                          defocus_um=30.0 * i, frame_nr=i + 1, exposure_s=60.0, focuser_pos=1000,
+        p = sim.SimParams(width_px=192, height_px=192, n_stars=50, seed=5, seeing_fwhm_arcsec=2.5,
+                          defocus_um=80.0 * (i % 2), frame_nr=i + 1, exposure_s=60.0, focuser_pos=1000 + i,
                           date_obs=(t0 + timedelta(minutes=2 * i)).isoformat(timespec="seconds"))
-        frame = sim.render(p)
+        if p.defocus_um not in rendered:
+            rendered[p.defocus_um] = sim.render(p)
+        frame = sim.SimFrame(rendered[p.defocus_um].pixels, sim.fits_header(p), {}, p)
         path = folder / f"L_{N_FRAMES - i:04d}.fits"  # later frames get smaller names
         sim.write_fits(path, frame)
-        truths.append({"file": path, "hfr_px": frame.truth["hfr_px"], "date": p.date_obs})
+        truths.append({"file": path, "hfr_px": rendered[p.defocus_um].truth["hfr_px"], "date": p.date_obs})
     good = truths[0]["file"].read_bytes()
     (folder / "L_9999_truncated.fits").write_bytes(good[: len(good) // 2])
     return folder, truths

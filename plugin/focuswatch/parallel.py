@@ -340,7 +340,15 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
         for f in futs:
             f.add_done_callback(ready.put)
         unreachable_since: float | None = None
-        while left:
+        quarantine: deque[int] = deque()
+        alone = None
+        while left or quarantine:
+            if quarantine and not left:  # nothing else running: a death now names its frame
+                i = quarantine.popleft()
+                alone = client.submit(task, items[i], pure=False)
+                futures[alone] = i
+                left.add(alone)
+                alone.add_done_callback(ready.put)
             done = []
             try:
                 done.append(ready.get(timeout=0.25))
@@ -365,13 +373,10 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
                     exc = fut.exception()
                     name = type(exc).__name__
                     tries[i] = tries.get(i, 1) + 1
-                    if name == "KilledWorker" and tries[i] <= runner.retries + 1:
-                        # the scheduler blames every task a dying worker held: run it once more
-                        log.warning("%s: its Dask worker died; retrying", items[i])
-                        again = client.submit(task, items[i], pure=False)
-                        futures[again] = i
-                        left.add(again)
-                        again.add_done_callback(ready.put)
+                    if name == "KilledWorker" and fut is not alone and runner.retries > 0:
+                        # the scheduler blames every task a dying worker held: run it again, alone
+                        log.warning("%s: its Dask worker died; it will be retried alone", items[i])
+                        quarantine.append(i)
                         continue
                     why = ("the Dask workers running it died repeatedly" if name == "KilledWorker"
                            else f"{name}: {exc}")
@@ -384,11 +389,11 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since >= runner.lost_after_s:
-                    for fut in sorted(left, key=lambda f: futures[f]):
-                        i = futures[fut]
+                    for i in sorted([futures[f] for f in left] + list(quarantine)):
                         yield Outcome(i, items[i], LOST, None,
                                       f"scheduler {address} went away before it was measured")
                     left.clear()
+                    quarantine.clear()
     finally:
         try:
             client.cancel(list(futures), force=True) if client.status == "running" and futures else None
