@@ -440,8 +440,14 @@ def export(rows: Sequence[Mapping[str, Any]], out: str | os.PathLike[str]) -> Pa
     return p
 
 
-def refuse_output(path: Path) -> None:
-    """An output (report, export) must never overwrite a frame."""
+def refuse_output(path: Path, root: Path, what: str) -> None:
+    """An output (report, export) must never overwrite a frame nor land inside ROOT."""
     from focuswatch.frames import refuse_frame_target
 
-    refuse_frame_target(path, "--report")
+    refuse_frame_target(path, what)
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return
+    raise ConfigError(f"{what} {path}: inside the archive {root}; choose a place outside it "
+                      "(focuswatch never writes next to your frames)")

@@ -921,13 +921,10 @@ def cmd_archive(args: argparse.Namespace) -> int:
     index_path = Path(args.index) if args.index else archive.default_index_path()
     out = None
     if not args.no_report:
-        from focuswatch.report import check_output_path
-
         out = Path(args.report_out) if args.report_out else Path(f"{root.resolve().name}-focuswatch-archive.html")
-        check_output_path(out, root)
-        archive.refuse_output(out)
+        archive.refuse_output(out, root, "--report")
     if args.export:
-        check_output_path(Path(args.export), root)
+        archive.refuse_output(Path(args.export), root, "--export")
     run = None
     with archive.ArchiveIndex(index_path) as index:
         if not args.no_scan:

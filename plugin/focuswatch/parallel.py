@@ -216,7 +216,10 @@ def _mp_context():
     import multiprocessing as mp
 
     if sys.platform.startswith("linux"):
-        method = "fork" if threading.active_count() == 1 else "forkserver"
+        # tqdm's monitor thread only sleeps and reads: it does not make forking unsafe
+        others = [t for t in threading.enumerate()
+                  if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
+        method = "fork" if not others else "forkserver"
         return mp.get_context(method)
     return mp.get_context("spawn")
 
