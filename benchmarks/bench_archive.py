@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", metavar="DIR", help="write the archive here and keep it")
     args = ap.parse_args(argv)
     runner = Runner(workers=args.workers)
-    print(f"cores available: {available_cores()}; {runner.describe()}; load average {os.getloadavg()[0]:.1f} "
+    print(f"cores available: {available_cores()}; {runner.describe()}; load average {getattr(os, 'getloadavg', lambda: (float('nan'),))()[0]:.1f} "
           "(shared machine: timings are noisy)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep) if args.keep else Path(tmp) / "archive"

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-dask", action="store_true")
     args = ap.parse_args(argv)
     print(f"cores available: {available_cores()}, python {sys.version.split()[0]}; load average "
-          f"{os.getloadavg()[0]:.1f} (other work on this machine makes timings noisy; ratios are same-run)")
+          f"{getattr(os, 'getloadavg', lambda: (float('nan'),))()[0]:.1f} (other work on this machine makes timings noisy; ratios are same-run)")
     with tempfile.TemporaryDirectory() as tmp:
         paths, truth = write_frames(Path(tmp), args.frames, args.sensor, args.stars)
         size_mb = paths[0].stat().st_size / 1e6

@@ -204,6 +204,7 @@ def slow_size(path: Path, delay_s: float) -> int:
     return path.stat().st_size
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_scheduler_that_goes_away_leaves_the_rest_reported_not_lost_silently(tmp_path):
     """`dask scheduler` and `dask worker` as real processes; the scheduler is killed mid-run."""
     sched_file = tmp_path / "scheduler.json"
