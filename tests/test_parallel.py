@@ -244,3 +244,16 @@ def test_scheduler_that_goes_away_leaves_the_rest_reported_not_lost_silently(tmp
             if pr is not None and pr.poll() is None:
                 pr.kill()
                 pr.wait(timeout=10)
+
+
+def test_archive_index_on_the_cluster_equals_the_local_index(night, cluster, tmp_path):
+    from focuswatch import archive
+
+    folder, truths = night
+    rows = {}
+    for name, runner in (("local", Runner(workers=1)), ("dask", Runner(scheduler=cluster.scheduler_address))):
+        with archive.ArchiveIndex(tmp_path / f"{name}.sqlite") as index:
+            run = archive.update_index(folder, index, runner=runner)
+            assert run.n_measured == N_FRAMES and run.n_bad == 1 and run.n_lost == 0
+            rows[name] = {r["path"]: r["hfr_px"] for r in index.rows(folder, status="measured")}
+    assert rows["dask"] == rows["local"] and len(rows["local"]) == N_FRAMES
