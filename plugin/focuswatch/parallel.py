@@ -299,8 +299,8 @@ def _iter_local(func, items: Sequence[Path], args: tuple, workers: int, retries:
                 deaths[i] = deaths.get(i, 0) + 1
                 if deaths[i] > retries:
                     yield Outcome(i, items[i], LOST, None,
-                                  f"a worker process died while measuring it ({deaths[i]} time(s)); "
-                                  "an unreadable or huge frame? try it alone with --workers 1", deaths[i])
+                                  f"a worker process died while measuring it ({deaths[i]} time(s)): "
+                                  "out of memory (try fewer --workers) or a corrupt frame?", deaths[i])
                 else:
                     log.warning("%s: a worker died measuring it; retrying", items[i])
                     quarantine.append(i)
