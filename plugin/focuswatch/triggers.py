@@ -739,7 +739,9 @@ def ekos_wait_result(train: str = "", *, bus_address: str = "", timeout_s: float
     """Follow Ekos's focus module until the run ends; the final Ekos::FocusState, ``None`` on timeout.
 
     Only ``FOCUS_COMPLETE`` (1) is a successful autofocus; ``FOCUS_FAILED``/``FOCUS_ABORTED``
-    are not (a failed Ekos run moves the focuser back to where it started). Reads the
+    are not (a failed Ekos run moves the focuser back to where it started: seen on KStars
+    3.6.2, "Autofocus failed, moving back to initial focus position", then ABORTED), nor is
+    ``FOCUS_WAITING`` after the start (Ekos waits for a star to be clicked). Reads the
     ``status`` property (KStars 3.6) or ``status(train)`` (later) every ``poll_s`` seconds.
     """
     from jeepney.io.blocking import open_dbus_connection
@@ -755,6 +757,8 @@ def ekos_wait_result(train: str = "", *, bus_address: str = "", timeout_s: float
         started = False
         while time.monotonic() < end:
             state = trig._status(dbus, api, train)
+            if state == EKOS_FOCUS_WAITING and started:
+                return state  # waits for a user's click (no Auto Select Star): not a success either
             if state is not None and state not in EKOS_IDLE_STATES:
                 started = True
             elif started or state in (EKOS_FOCUS_COMPLETE, EKOS_FOCUS_FAILED, EKOS_FOCUS_ABORTED):
