@@ -624,6 +624,34 @@ def test_sh_hooks_exit_codes_through_a_refocus_cycle(tmp_path):
     assert r.returncode == 2 and "set FOCUSWATCH to its full path" in r.stderr
 
 
+def _run_like_the_python_plugin(tmp_path, phase="before"):
+    """Execute the snippet the way NINA's Python Scripting plugin does (NINA.Plugin.Python,
+    PythonScriptingTrigger.cs EvaluateTriggerScript): the whole file in a fresh scope with phase,
+    previousItem, nextItem, parent, trigger, state and __file__ set, then ``scope.Contains("result")``
+    or "Python trigger script must assign a result value."; ``result`` truthy runs the instructions."""
+    path = HOOKS / "python_scripting_trigger.py"
+    scope = {"__name__": "__main__", "__file__": str(path), "phase": phase, "previousItem": None,
+             "nextItem": None, "parent": None, "trigger": None, "state": {}}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), scope)  # noqa: S102 - what the plugin does
+    if "result" not in scope:
+        raise RuntimeError("Python trigger script must assign a result value.")
+    return bool(scope["result"])
+
+
+def test_python_scripting_plugin_gets_a_module_level_result_and_never_an_exception(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOCUSWATCH_STATE_DIR", str(tmp_path))
+    assert _run_like_the_python_plugin(tmp_path) is False                    # no state yet
+    state_file, events_file = sf.resolve_paths(tmp_path)
+    sf.write_state(state_file, sf.State().refocus("HFR +25%"))
+    assert _run_like_the_python_plugin(tmp_path) is True
+    assert _run_like_the_python_plugin(tmp_path, phase="after") is True
+    state_file.write_text("not json")
+    assert _run_like_the_python_plugin(tmp_path) is False                    # unreadable: False, no raise
+    state_file.unlink()
+    state_file.mkdir()                                                       # even an OS error inside
+    assert _run_like_the_python_plugin(tmp_path) is False
+
+
 def test_python_scripting_snippet_agrees_with_check(tmp_path, monkeypatch):
     import importlib.util
 
