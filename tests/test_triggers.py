@@ -624,6 +624,27 @@ def test_sh_hooks_exit_codes_through_a_refocus_cycle(tmp_path):
     assert r.returncode == 2 and "set FOCUSWATCH to its full path" in r.stderr
 
 
+def test_hook_set_ups_survive_a_failed_autofocus_and_name_what_they_need():
+    """The set-ups as a user follows them. Sources: Sequencer Powerups 3.28 ExternalScript (`EXITCODE` set from
+    the exit code; a script that cannot run keeps the old value) and Powerups Lite (assignment commented out:
+    `EXITCODE` never changes); NINA 3.x Run Autofocus defaults to ContinueOnError after AutoFocusVM moved the
+    focuser back; Python Scripting plugin (PythonScriptingTrigger.cs: ScriptSource Inline/File, phase,
+    nextItem, required module-level `result`; NINA 3.3.0.1037+, 64-bit CPython through pythonnet)."""
+    text = (HOOKS / "README.md").read_text(encoding="utf-8")
+    parts = text.split("## Set-up ")
+    powerups, python, core = parts[1], parts[2], parts[3]
+    for setup in (powerups, python, core):
+        run_af = setup[setup.index("**Run Autofocus**"):]
+        assert run_af[:200].count("On error: Skip current instruction") == 1, setup[:40]
+    assert "Powerups Lite does not set `EXITCODE`" in powerups
+    done = powerups[powerups.index("autofocus-done.bat") - 200:powerups.index("autofocus-done.bat")]
+    assert "**External Script +**" in done                      # so EXITCODE goes back to 0
+    for words in ("Script source: File", "`phase`", "`nextItem`", "`result`", "3.3.0.1037", "64-bit CPython"):
+        assert words in python, words
+    nina_md = (REPO / "docs" / "nina.md").read_text(encoding="utf-8")
+    assert "Powerups Lite" in nina_md and "On error: Skip" in nina_md
+
+
 def _run_like_the_python_plugin(tmp_path, phase="before"):
     """Execute the snippet the way NINA's Python Scripting plugin does (NINA.Plugin.Python,
     PythonScriptingTrigger.cs EvaluateTriggerScript): the whole file in a fresh scope with phase,
