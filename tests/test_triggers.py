@@ -262,6 +262,18 @@ def test_retry_succeeds_once_nina_answers_and_resolve_stops_retries(nina):
     assert not runner.active and runner.poll(now=1e9) == [] and runner.next_due() is None
 
 
+def test_a_trigger_is_a_callable_that_keeps_its_deadline(tmp_path):
+    """For a runner off the measuring path: every wait inside a call is cut to the deadline."""
+    import time as _time
+
+    script = _script(tmp_path, "time.sleep(30)\n")
+    trig = tr.CommandTrigger([sys.executable, str(script)], timeout_s=120)
+    res = trig(REQ, deadline=_time.monotonic() + 0.5)
+    assert not res.ok and "did not finish within 0.5 s" in res.message and res.elapsed_s < 20
+    late = trig(REQ, deadline=_time.monotonic() - 1)
+    assert not late.ok and "no time left" in late.message and late.retryable
+
+
 class _Exploding(tr.Trigger):
     name = "boom"
 

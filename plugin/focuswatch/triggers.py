@@ -9,13 +9,16 @@ trigger here fails.
 ==============  ==========================================================================
 trigger         what it does
 ==============  ==========================================================================
-``nina-api``    ``GET http://HOST:PORT/v2/api/equipment/camera/info`` first (defers while
-                ``IsExposing`` is true), then ``GET .../v2/api/equipment/focuser/auto-focus``;
-                the JSON answer must say ``"Success": true``. Advanced API plugin, default
-                port 1888. It runs outside the sequencer: prefer in-sequence hooks when you can.
-``ekos-dbus``   D-Bus call ``start(trainname)`` on ``org.kde.kstars`` ``/KStars/Ekos/Focus``
-                (interface ``org.kde.kstars.Ekos.Focus``), falling back to ``start()`` for
-                KStars before optical trains. The reply ``false`` means Ekos refused.
+``nina-api``    ``GET .../v2/api/equipment/focuser/info`` (not connected: fails, not retried),
+                ``.../sequence/state`` (defers while an instruction is RUNNING),
+                ``.../equipment/camera/info`` (defers while ``IsExposing``), then
+                ``GET .../v2/api/equipment/focuser/auto-focus``; the JSON answer must say
+                ``"Success": true`` (a 409 is not retried). Advanced API plugin, default port
+                1888. It runs outside the sequencer: prefer in-sequence hooks when you can.
+``ekos-dbus``   introspects ``org.kde.kstars`` ``/KStars/Ekos/Focus``, finds the optical
+                train over D-Bus (or ``ekos_train``), defers while the focus module is busy,
+                calls ``start()`` (KStars 3.6) or ``start(train)`` and succeeds only when
+                ``newStatus``/``status`` show the autofocus running.
 ``command``     runs a program with arguments (never through a shell) with a timeout; exit 0
                 is success. ``{reason}``, ``{hfr_px}``, ``{defocus_um}``, ``{defocus_cfz}``,
                 ``{filter}``, ``{file}``, ``{time}`` in arguments are replaced; the same
@@ -250,15 +253,39 @@ class Trigger(abc.ABC):
     #: Short stable name used in logs, the journal and ``--json`` (``nina-api``, ...).
     name: str = "trigger"
 
-    def fire(self, request: TriggerRequest) -> TriggerResult:
-        """Deliver ``request`` once; returns the outcome (never raises)."""
+    #: ``time.monotonic()`` value by which the current :meth:`fire` must return (``None``: no limit).
+    _deadline: float | None = None
+
+    def __call__(self, request: TriggerRequest, *, deadline: float | None = None) -> TriggerResult:
+        """Same as :meth:`fire`: a trigger is a callable a runner can schedule with a deadline."""
+        return self.fire(request, deadline=deadline)
+
+    def budget_s(self, want_s: float) -> float:
+        """``want_s`` seconds, or less so that the current call ends by its deadline (at least 0.05 s)."""
+        if self._deadline is None:
+            return want_s
+        return max(0.05, min(want_s, self._deadline - time.monotonic()))
+
+    def fire(self, request: TriggerRequest, *, deadline: float | None = None) -> TriggerResult:
+        """Deliver ``request`` once; returns the outcome (never raises).
+
+        ``deadline`` (a ``time.monotonic()`` value) bounds every wait inside the call: network
+        and D-Bus timeouts, Ekos's confirmation, a command's run time are cut to what is left.
+        A deadline already passed gives a failed (retryable) result without trying.
+        """
         start = time.monotonic()
         stamp = iso_utc()
+        if deadline is not None and deadline <= start:
+            return TriggerResult(self.name, False, f"{self.name}: no time left before the deadline; not tried",
+                                 time=stamp)
+        self._deadline = deadline
         try:
             result = self._fire(request)
         except Exception as exc:  # the watcher must survive any trigger bug
             log.exception("%s trigger crashed", self.name)
             result = TriggerResult(self.name, False, f"{self.name}: unexpected error: {exc!r}")
+        finally:
+            self._deadline = None
         return dataclasses.replace(result, time=stamp, elapsed_s=round(time.monotonic() - start, 4))
 
     @abc.abstractmethod
@@ -316,7 +343,7 @@ class NinaApiTrigger(Trigger):
         url = self.url(path)
         status: int | None = None
         try:
-            with self._opener.open(url, timeout=self.timeout_s) as resp:
+            with self._opener.open(url, timeout=self.budget_s(self.timeout_s)) as resp:
                 status = resp.status
                 body = resp.read()
         except urllib.error.HTTPError as exc:
@@ -618,10 +645,10 @@ class EkosDbusTrigger(Trigger):
                               "focuswatch in the desktop session where KStars runs, or set "
                               "[trigger] ekos_bus_address")
         try:
-            conn = open_dbus_connection(bus, auth_timeout=self.timeout_s)
+            conn = open_dbus_connection(bus, auth_timeout=self.budget_s(self.timeout_s))
         except Exception as exc:  # RuntimeError (transport), OSError, TimeoutError...
             return self._fail(f"ekos-dbus: cannot connect to the D-Bus session bus at {bus} ({exc})")
-        dbus = _EkosBus(conn, self.timeout_s)
+        dbus = _EkosBus(conn, self.budget_s(self.timeout_s))
         try:
             try:
                 has = unwrap_msg(conn.send_and_get_reply(message_bus.NameHasOwner(EKOS_BUS_NAME),
@@ -714,7 +741,7 @@ class EkosDbusTrigger(Trigger):
     def _confirm(self, dbus: _EkosBus, api: EkosFocusApi, train: str, signals: Any) -> list[int]:
         """States seen after ``start`` until the run shows up (or ``confirm_s`` passes)."""
         seen: list[int] = []
-        end = time.monotonic() + self.confirm_s
+        end = time.monotonic() + self.budget_s(self.confirm_s)
         while time.monotonic() < end:
             try:
                 msg = dbus.conn.recv_until_filtered(signals, timeout=min(0.5, max(0.01, end - time.monotonic())))
@@ -795,7 +822,8 @@ class CommandTrigger(Trigger):
         env.update({f"FOCUSWATCH_{k.upper()}": v for k, v in values.items()})
         prog = argv[0]
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout_s,
+            limit_s = self.budget_s(self.timeout_s)
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit_s,
                                   env=env, shell=False, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except FileNotFoundError:
             return self._fail(f"command: program not found: {prog} (give the full path in [trigger] command)",
@@ -804,8 +832,8 @@ class CommandTrigger(Trigger):
             return self._fail(f"command: not allowed to run {prog} (is it executable?)", retryable=False)
         except subprocess.TimeoutExpired as exc:
             tail = _tail(exc.stderr)
-            return self._fail(f"command: {prog} did not finish within {self.timeout_s:g} s and was killed"
-                              + (f"; stderr: {tail}" if tail else ""), timeout_s=self.timeout_s)
+            return self._fail(f"command: {prog} did not finish within {limit_s:.3g} s and was killed"
+                              + (f"; stderr: {tail}" if tail else ""), timeout_s=limit_s)
         except OSError as exc:
             return self._fail(f"command: cannot run {prog} ({exc.strerror or exc})")
         if proc.returncode != 0:
