@@ -1,0 +1,184 @@
+"""One frame pipeline: frame → stars → diagnosis → the policy's record.
+
+Every command that judges frames goes through :func:`assess`: ``measure``, ``diagnose``,
+``report``, ``af`` (frames at several focuser positions), and the watcher and ``replay``
+through :func:`measure_record`. Before, each had its own copy of these steps, and they
+drifted apart (the diagnosis was asked with or without the pixels, with different
+baselines, and time came from different clocks).
+
+:func:`assess` is pure: it takes a loaded :class:`~focuswatch.frames.Frame`, the rig and an
+:class:`AssessContext` (the baseline the frame is judged against, its capture time) and
+returns a :class:`FrameAssessment`. It reads no file and no clock. :func:`assess_path` is
+the I/O edge: it loads the frame read-only, orders it in time (DATE-OBS, else the file's
+modification time) and calls :func:`assess`; it is a top-level function with picklable
+arguments, so a process pool can map it over a night's frames.
+
+>>> from focuswatch.frames import frame_from_array
+>>> import numpy as np
+>>> noise = np.random.default_rng(1).normal(100.0, 5.0, (64, 64)).astype(np.float32)
+>>> a = assess(frame_from_array(noise), None, AssessContext(time_s=0.0))
+>>> a.record.n_stars, a.diagnosis is None
+(0, True)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from focuswatch.errors import FrameError
+from focuswatch.optics import Rig
+
+log = logging.getLogger("focuswatch.pipeline")
+
+#: A diagnosis less sure than this is kept in the assessment but not handed to the policy
+#: (it would set a frame aside or hold a refocus on a guess). The watcher's constant.
+DIAGNOSIS_MIN_CONFIDENCE = 0.6
+
+
+@dataclass(frozen=True)
+class AssessContext:
+    """What one frame is judged against (all optional; picklable).
+
+    Parameters
+    ----------
+    time_s
+        Capture time, seconds since the epoch (UTC). ``None``: the header's DATE-OBS, else
+        0 (:func:`assess_path` fills it from the file time when the header has none).
+    baseline_hfr_px
+        True HFR right after the last autofocus (px) for the same filter: the diagnosis
+        turns HFR growth over it into defocus. The watcher passes the policy's baseline.
+    diagnose
+        Ask :func:`focuswatch.diagnose.frame` (``False``: stars only, e.g. V-curve frames).
+    use_pixels
+        Give the diagnosis the pixels too (``diagnose FILE`` does: halos, trailing); the
+        watcher and ``replay`` judge from the star table alone, so they agree.
+    min_confidence
+        A diagnosis below this is not passed on to the policy's record.
+    max_stars
+        Cap on the stars measured (``stars.measure``'s ``max_stars``).
+    """
+
+    time_s: float | None = None
+    baseline_hfr_px: float | None = None
+    diagnose: bool = True
+    use_pixels: bool = False
+    min_confidence: float = DIAGNOSIS_MIN_CONFIDENCE
+    max_stars: int = 3000
+
+
+@dataclass(frozen=True)
+class FrameAssessment:
+    """One frame, judged: its stars, its diagnosis and the policy's record.
+
+    ``rig`` is the rig with the header filling what the configuration left out;
+    ``stats`` a :class:`~focuswatch.stars.FrameStats`; ``diagnosis`` a
+    :class:`~focuswatch.diagnose.Diagnosis` or ``None`` (not asked, no stars, or failed:
+    ``diagnosis_error`` says why); ``record`` the :class:`~focuswatch.monitor.FrameRecord`
+    the policy decides on (diagnosis label and advice only when confident enough).
+    """
+
+    file: str
+    rig: Rig
+    stats: Any
+    diagnosis: Any
+    record: Any
+    diagnosis_error: str | None = None
+
+    @property
+    def n_stars(self) -> int:
+        return int(self.stats.n_stars or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``stats``, ``diagnosis`` and ``record`` as JSON-able dicts (the rig too)."""
+        return {"file": self.file, "rig": self.rig.to_dict(), "stats": self.stats.to_dict(),
+                "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None,
+                "record": self.record.to_dict(), "diagnosis_error": self.diagnosis_error}
+
+
+def _advice_text(advice: Any) -> str | None:
+    if isinstance(advice, (list, tuple)):
+        advice = "; ".join(str(a) for a in advice)
+    return advice or None
+
+
+def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()) -> FrameAssessment:
+    """Measure, diagnose and record one loaded frame (pure: no file, no clock).
+
+    Raises :class:`FrameError` when the stars cannot be measured at all (a frame with no
+    stars is a value: ``n_stars = 0`` and ``stats.reason``). A failing diagnosis never
+    loses the frame: it is logged with its traceback and ``diagnosis_error`` says so.
+    """
+    from focuswatch import stars
+    from focuswatch.config import rig_with_header
+    from focuswatch.monitor import record_from_stats
+
+    meta = frame.meta
+    full_rig = rig_with_header(rig or Rig(), meta)
+    try:
+        stats = stars.measure(frame, plate_scale_arcsec_px=full_rig.plate_scale_arcsec_px,
+                              max_stars=context.max_stars)
+    except (ValueError, FloatingPointError, MemoryError) as exc:
+        raise FrameError(frame.path, f"cannot measure stars: {exc}") from None
+    diagnosis, error = None, None
+    if context.diagnose and stats.n_stars:
+        from focuswatch import diagnose
+
+        try:
+            diagnosis = diagnose.frame(stats, full_rig, image=frame if context.use_pixels else None,
+                                       baseline_hfr_px=context.baseline_hfr_px)
+        except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not lose the frame, but must be seen
+            log.warning("diagnosis failed on %s (the frame is still judged without it)",
+                        frame.path or stats.file or "?", exc_info=True)
+            error = f"diagnosis failed: {exc}"
+    label = advice = None
+    if diagnosis is not None and float(getattr(diagnosis, "confidence", 1.0) or 0.0) >= context.min_confidence:
+        label, advice = diagnosis.label, _advice_text(getattr(diagnosis, "advice", None))
+    file = str(frame.path) if frame.path is not None else str(stats.file or "")
+    time_s = context.time_s if context.time_s is not None else (meta.timestamp or 0.0)
+    record = record_from_stats(stats, file=file, time_s=time_s, diagnosis=label, diagnosis_advice=advice)
+    return FrameAssessment(file, full_rig, stats, diagnosis, record, error)
+
+
+def capture_time_s(path: Path, meta: Any) -> float:
+    """Capture time for ordering and the record: DATE-OBS, else the file's modification time."""
+    from focuswatch import frames
+
+    return frames.frame_order_key(path, meta)[0]
+
+
+def assess_path(path: str | Path, rig: Rig | None = None, options: AssessContext = AssessContext()) -> FrameAssessment:
+    """Load ``path`` read-only and :func:`assess` it (the I/O edge; picklable for process pools).
+
+    ``options.time_s`` left at ``None`` is filled with the capture time (DATE-OBS, else the
+    file's modification time, as the watcher orders frames). Raises :class:`FrameError`
+    for a frame that cannot be read or measured.
+    """
+    from focuswatch import frames
+
+    p = Path(path)
+    frame = frames.load(p)
+    if options.time_s is None:
+        options = replace(options, time_s=capture_time_s(p, frame.meta))
+    return assess(frame, rig, options)
+
+
+def baseline_hfr_px(history: Any, filter_name: str | None) -> float | None:
+    """The policy's baseline for the diagnosis: the first accepted frame of the same filter
+    since the autofocus (``Monitor.history``), as the watcher has always used."""
+    return next((f.hfr_px for f in history if f.filter_name == filter_name), None)
+
+
+def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True) -> tuple[Any, Any, Rig]:
+    """Drop-in for ``watcher.measure_record``: (FrameRecord, FrameStats, rig) through :func:`assess`.
+
+    The watcher and ``replay`` judge each frame exactly as ``measure``, ``diagnose`` and
+    ``report`` do; the baseline handed to the diagnosis is the policy's (``monitor.history``).
+    """
+    path = frame.path if frame.path is not None else Path(".")
+    ctx = AssessContext(time_s=capture_time_s(path, frame.meta),
+                        baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
+                        diagnose=use_diagnose)
+    a = assess(frame, config.rig, ctx)
+    return a.record, a.stats, a.rig
