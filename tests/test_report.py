@@ -92,7 +92,7 @@ def test_cli_grade_refuses_keep_inside_session(focused_session, capsys):
 
 
 def test_cli_grade_missing_source(tmp_path, capsys):
-    assert main(["grade", str(tmp_path / "nope")]) == 2
+    assert main(["grade", str(tmp_path / "nope")]) == 1  # a missing input path is a file problem (1), everywhere
     assert "no such file or folder" in capsys.readouterr().err
 
 

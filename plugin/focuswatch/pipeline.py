@@ -58,6 +58,8 @@ class AssessContext:
         A diagnosis below this is not passed on to the policy's record.
     max_stars
         Cap on the stars measured (``stars.measure``'s ``max_stars``).
+    plate_scale_arcsec_px
+        Overrides the rig's plate scale (a caller that fixed it for a whole run of frames).
     """
 
     time_s: float | None = None
@@ -66,6 +68,7 @@ class AssessContext:
     use_pixels: bool = False
     min_confidence: float = DIAGNOSIS_MIN_CONFIDENCE
     max_stars: int = 3000
+    plate_scale_arcsec_px: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,8 @@ def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()
     meta = frame.meta
     full_rig = rig_with_header(rig or Rig(), meta)
     try:
-        stats = stars.measure(frame, plate_scale_arcsec_px=full_rig.plate_scale_arcsec_px,
-                              max_stars=context.max_stars)
+        scale = context.plate_scale_arcsec_px or full_rig.plate_scale_arcsec_px
+        stats = stars.measure(frame, plate_scale_arcsec_px=scale, max_stars=context.max_stars)
     except (ValueError, FloatingPointError, MemoryError) as exc:
         raise FrameError(frame.path, f"cannot measure stars: {exc}") from None
     diagnosis, error = None, None
@@ -139,6 +142,11 @@ def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()
     time_s = context.time_s if context.time_s is not None else (meta.timestamp or 0.0)
     record = record_from_stats(stats, file=file, time_s=time_s, diagnosis=label, diagnosis_advice=advice)
     return FrameAssessment(file, full_rig, stats, diagnosis, record, error)
+
+
+def measure_stats(frame: Any, *, plate_scale_arcsec_px: float | None = None) -> Any:
+    """The pipeline without the diagnosis: the frame's ``FrameStats`` (V-curve frames)."""
+    return assess(frame, None, AssessContext(diagnose=False, plate_scale_arcsec_px=plate_scale_arcsec_px)).stats
 
 
 def capture_time_s(path: Path, meta: Any) -> float:
