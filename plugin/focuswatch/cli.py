@@ -757,7 +757,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from focuswatch.config import load_config
     from focuswatch.errors import FrameError
     from focuswatch.monitor import summarize
-    from focuswatch.watcher import mark_from_event, mark_from_nina_report, replay
+    from focuswatch.pipeline import replay_night as replay
+    from focuswatch.watcher import mark_from_event, mark_from_nina_report
 
     if not require_input(args.folder).is_dir():
         raise ConfigError(f"{args.folder}: not a folder (replay reads a night's folder)")

@@ -190,3 +190,91 @@ def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = T
                         diagnose=use_diagnose)
     a = assess(frame, config.rig, ctx)
     return a.record, a.stats, a.rig
+
+
+# --------------------------------------------------------------------------- a night, replayed
+
+@dataclass(frozen=True)
+class NightFrame:
+    """One file of a night for :func:`interleave`: its capture-order key, path, header and
+    the time it was written (file modification time, the autofocus events' clock)."""
+
+    order_key: tuple[float, str]
+    path: Path
+    meta: Any
+    written_s: float
+
+
+def interleave(frames: list[NightFrame], marks: list[Any]) -> list[tuple[str, Any]]:
+    """The order the watcher applies things in: ``("frame", NightFrame)`` and ``("af", mark)``.
+
+    Pure. Frames go in capture order (DATE-OBS); an autofocus goes before the first frame
+    written after it (``written_s > mark.time_s``), exactly as :class:`~focuswatch.watcher.Watcher`
+    holds an event back for the frames written before it. Event logs and NINA reports carry
+    the PC's clock, as file times do; DATE-OBS may carry another (a camera's, a simulator's),
+    so an event is never compared with DATE-OBS. Marks after the last frame come last.
+    """
+    queue = sorted(marks, key=lambda m: m.time_s)
+    out: list[tuple[str, Any]] = []
+    for f in sorted(frames, key=lambda f: f.order_key):
+        while queue and f.written_s > queue[0].time_s:
+            out.append(("af", queue.pop(0)))
+        out.append(("frame", f))
+    out.extend(("af", m) for m in queue)
+    return out
+
+
+def replay_night(folder: str | Path, *, config: Any = None, policy: Any = None, af_marks: Any = (),
+                 recursive: bool = True, on_row: Any = None, progress: bool = False,
+                 diagnose: bool = True) -> tuple[list[Any], Any]:
+    """Run a finished night through the policy as the watcher would have, firing nothing.
+
+    The same steps as ``watch``: frames judged by :func:`measure_record` (the pipeline with
+    the policy's baseline), autofocus marks interleaved by :func:`interleave`. Returns the
+    ``watcher.Processed`` rows and the monitor. Nothing is written anywhere.
+    """
+    from focuswatch import frames as frames_mod
+    from focuswatch.config import Config
+    from focuswatch.monitor import Monitor
+    from focuswatch.progress import progress as bar
+    from focuswatch.watcher import Processed, list_frames, policy_from_config
+
+    config = config or Config()
+    policy = policy or policy_from_config(config)
+    out: list[Any] = []
+    night: list[NightFrame] = []
+    for p in list_frames(folder, recursive):
+        try:
+            meta = frames_mod.read_header(p)
+            written = p.stat().st_mtime
+        except (FrameError, OSError) as exc:
+            row = Processed(p, "error", error=str(exc) if isinstance(exc, FrameError) else f"{p}: {exc}")
+            out.append(row)
+            if on_row:
+                on_row(row)
+            continue
+        night.append(NightFrame(frames_mod.frame_order_key(p, meta), p, meta, written))
+    monitor = Monitor(policy, config.rig)
+    steps = interleave(night, list(af_marks))
+    for kind, item in bar(steps, desc="replay", enabled=progress, unit="step"):
+        if kind == "af":
+            monitor.autofocus(item)
+            continue
+        row = _replay_one(item, config, monitor, diagnose)
+        out.append(row)
+        if on_row:
+            on_row(row)
+    return out, monitor
+
+
+def _replay_one(f: NightFrame, config: Any, monitor: Any, diagnose: bool) -> Any:
+    from focuswatch import frames as frames_mod
+    from focuswatch.watcher import Processed
+
+    if not f.meta.is_light:
+        return Processed(f.path, "ignored")
+    try:
+        record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
+    except FrameError as exc:
+        return Processed(f.path, "error", error=str(exc))
+    return Processed(f.path, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
