@@ -315,7 +315,7 @@ class SeqImage(Record):
 
 
 @dataclass(frozen=True)
-class SeqFile:
+class SeqFile(Record):
     """The parts of a Siril ``.seq`` file we use."""
 
     name: str
