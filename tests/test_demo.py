@@ -50,6 +50,30 @@ def test_demo_refocuses_after_the_drift_and_draws_the_timeline(demo_night):
     assert all(any(0 < a - r <= 2 for r in summary["refocus_frames"]) for a in afs[1:]), summary
 
 
+def test_the_demo_prints_one_short_line_per_frame(demo_night):
+    """One line per frame within 120 columns; the policy's full reasons in --verbose and --json."""
+    from focuswatch.demo import frame_row, table_header
+    from focuswatch.monitor import Decision
+    from focuswatch.watcher import Processed
+
+    _, lines = demo_night
+    rows = [ln for ln in lines if ln["kind"] == "demo-frame"]
+    assert len(rows) == 30 and lines[-1]["kind"] == "demo"
+    assert len(table_header()) <= 120
+    long = 0
+    for r in rows:
+        assert r["reasons"] and r["index"] is not None and r["true_defocus_um"] is not None
+        p = Processed(Path(r["file"]), r["status"], decision=Decision.from_dict(r))
+        truth = {"index": r["index"], "defocus_um": r["true_defocus_um"]}
+        short = frame_row(p, truth)
+        assert "\n" not in short and len(short) <= 120 and r["decision"] in short
+        assert f"{r['true_defocus_um']:+.0f}" in short
+        verbose = frame_row(p, truth, verbose=True)
+        assert all(reason in verbose for reason in r["reasons"])
+        long += any(len(f"{r['decision']}  {reason}") > 120 for reason in r["reasons"])
+    assert long > 0  # the reasons really are too long for one line: that is why they moved
+
+
 def _journal_decisions(journal: Path) -> list:
     from focuswatch.journal import Journal
 

@@ -823,11 +823,13 @@ def _add_demo(sub) -> None:
     p.add_argument("--height-px", type=int, default=768)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--quiet", action="store_true", help="no line per frame")
+    p.add_argument("--verbose", dest="demo_verbose", action="store_true",
+                   help="the policy's full reasons under each frame's line")
     add_json_flag(p)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from focuswatch.demo import DemoOptions, run_demo, summary_table
+    from focuswatch.demo import DemoOptions, frame_row, run_demo, summary_table, table_header
 
     if args.frames < 10:
         raise ConfigError(f"--frames {args.frames}: the demo needs at least 10 frames")
@@ -835,12 +837,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        height_px=args.height_px, seed=args.seed)
 
     def on_row(p, truth) -> None:
-        if not args.json and not args.quiet:
-            true = f"  [true {truth['defocus_um']:+.0f} µm]" if truth else ""
-            print(_decision_text(p) + true, flush=True)
+        if args.json:  # the full reasons are in the frame's JSON line
+            emit_json({**_decision_row(p), "index": truth["index"] if truth else None,
+                       "true_defocus_um": truth["defocus_um"] if truth else None}, kind="demo-frame")
+        elif not args.quiet:
+            print(frame_row(p, truth, verbose=bool(args.demo_verbose or args.verbose)), flush=True)
 
     if not args.json:
         print(f"simulating {opts.n_frames} frames into {args.out or 'a new temporary folder'}...", flush=True)
+        if not args.quiet:
+            print(table_header(), flush=True)
     result = run_demo(opts, args.out, on_row=on_row)
     if args.json:
         emit_json(result.to_dict(), kind="demo")

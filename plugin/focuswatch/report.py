@@ -857,7 +857,7 @@ def _plots(rep: NightReport) -> list[tuple[str, str, str]]:
         where = "the watcher's journal" if rep.decisions_source == "journal" else "the refocus policy run over the frames"
         ax.set_title(f"Defocus from {where}, against the critical focus zone")
         xlabel(ax)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=6.5, loc="upper left", ncol=3)
         fig.tight_layout()
         out.append(("plot-defocus", "Estimated defocus", _png(fig)))
         plt.close(fig)
