@@ -184,4 +184,5 @@ def test_watch_command_runs_for_a_while_and_stops(tmp_path, capsys):
     assert rc == 0
     assert lines[0]["file"].endswith("a.fits") and lines[0]["decision"] == "ok"
     assert lines[-1]["summary"]["n_frames"] == 1
+    assert [ln["kind"] for ln in lines] == ["decision", "summary"] and {ln["schema"] for ln in lines} == {1}
     assert (tmp_path / "state" / "journal.sqlite").is_file() and (tmp_path / "state" / "state.json").is_file()
