@@ -33,6 +33,8 @@ def test_demo_refocuses_after_the_drift_and_draws_the_timeline(demo_night):
     out, lines = demo_night
     summary = lines[-1]
     assert summary["kind"] == "demo" and summary["schema"] == 1
+    from focuswatch.demo import DemoResult
+    assert DemoResult.from_dict(summary).to_json() == summary    # the demo's result round-trips
     assert summary["n_measured"] == 30
     drift_refocus = [i for i in summary["refocus_frames"] if i < int(0.8 * 30)]   # before the filter change
     assert drift_refocus, summary

@@ -38,7 +38,7 @@ def test_pipeline_results_round_trip(small_night):
     """FrameStats, Diagnosis, FrameRecord, Decision, AutofocusMark, PolicyState, Summary."""
     from focuswatch.diagnose import Diagnosis
     from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyState, Summary, summarize
-    from focuswatch.pipeline import AssessContext, assess_path
+    from focuswatch.pipeline import AssessContext, FrameAssessment, assess_path
     from focuswatch.stars import FrameStats
 
     mon = Monitor(rig=sim.DEFAULT_RIG)
@@ -51,6 +51,9 @@ def test_pipeline_results_round_trip(small_night):
         assert _through_json(Diagnosis.from_dict(_through_json(a.diagnosis.to_dict())).to_dict()) == \
             _through_json(a.diagnosis.to_dict())
         assert FrameRecord.from_dict(_through_json(a.record.to_dict())) == a.record
+        whole = _through_json(a.to_dict())
+        assert _through_json(FrameAssessment.from_dict(whole).to_dict()) == whole
+        assert FrameAssessment.from_dict(whole).rig == a.rig
         d = mon.observe(a.record, rig=a.rig)
         assert Decision.from_dict(_through_json(d.to_dict())) == d
         decisions.append(d)

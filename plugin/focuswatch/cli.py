@@ -742,7 +742,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def _add_replay(sub) -> None:
     p = sub.add_parser("replay", help="run a finished night through the refocus policy: what would have happened",
                        description="Measures the frames of FOLDER in DATE-OBS order and runs the same policy as "
-                                   "`watch` without firing anything or writing anywhere; one line per frame and "
+                                   "`watch` (an autofocus counts from the first frame written after it, as in "
+                                   "`watch`) without firing anything or writing anywhere; one line per frame and "
                                    "a summary. Use it to tune [policy] on your own nights.")
     p.add_argument("folder", metavar="FOLDER", help="the night's frames (sub-folders included)")
     p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig] and [policy] settings")

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from focuswatch.config import Config
 from focuswatch.journal import Journal
 from focuswatch.monitor import PolicyConfig, summarize
 from focuswatch.optics import Rig
+from focuswatch.records import Record
 from focuswatch.triggers import Trigger, TriggerRequest, TriggerResult, TriggerRunner
 from focuswatch.watcher import Processed, Watcher
 
@@ -66,8 +67,11 @@ class DemoOptions:
 
 
 @dataclass
-class DemoResult:
-    """What the demo did; ``to_dict()`` is ``demo --json``'s object."""
+class DemoResult(Record):
+    """What the demo did; ``to_dict()`` is ``demo --json``'s object (``from_dict`` reads it back,
+    without the per-frame ``rows``, which ``demo --json`` prints as ``demo-frame`` lines)."""
+
+    KIND: ClassVar[str] = "demo"
 
     folder: str
     frames_folder: str

@@ -99,6 +99,29 @@ class FrameAssessment:
                 "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None,
                 "record": self.record.to_dict(), "diagnosis_error": self.diagnosis_error}
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "FrameAssessment":
+        """Read :meth:`to_dict` back (each part through its own record's ``from_dict``)."""
+        from focuswatch.diagnose import Diagnosis
+        from focuswatch.monitor import FrameRecord
+        from focuswatch.stars import FrameStats
+
+        return cls(str(d["file"]), rig_from_dict(d["rig"]), FrameStats.from_dict(d["stats"]),
+                   Diagnosis.from_dict(d["diagnosis"]) if d.get("diagnosis") else None,
+                   FrameRecord.from_dict(d["record"]), d.get("diagnosis_error"))
+
+
+def rig_from_dict(d: Any) -> Rig:
+    """A :class:`Rig` from ``Rig.to_dict()`` (whose ``f_ratio`` is derived unless it was given)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(Rig)}
+    kw = {k: v for k, v in d.items() if k in names and v is not None}
+    f_ratio = d.get("f_ratio")
+    if f_ratio is not None and not (kw.get("aperture_mm") and kw.get("focal_length_mm")):
+        kw["f_ratio_given"] = f_ratio
+    return Rig(**kw)
+
 
 def _advice_text(advice: Any) -> str | None:
     if isinstance(advice, (list, tuple)):
