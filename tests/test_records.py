@@ -156,3 +156,18 @@ def test_every_json_line_is_tagged(small_night, tmp_path, capsys):
     night = _lines(capsys.readouterr().out)[-1]
     assert night["kind"] == "night" and night["night"]["n_frames"] == 2
     assert math.isfinite(_lines((main(["measure", "--json", frames[0]]), capsys.readouterr().out)[1])[0]["hfr_px"])
+
+
+def test_without_a_journal_the_report_decides_as_replay(small_night):
+    """No journal: the report runs the same pipeline and policy as `replay` (no autofocus events)."""
+    from focuswatch import report
+    from focuswatch.config import Config
+    from focuswatch.pipeline import replay_night
+
+    rep = report.build_report(small_night, rig=sim.DEFAULT_RIG, progress=False, journal_path=None)
+    rows, _ = replay_night(small_night, config=Config(rig=sim.DEFAULT_RIG))
+    replayed = {str(r.path): r.decision for r in rows}
+    assert len(replayed) == len(rep.points) == 4
+    for p in rep.points:
+        d = replayed[p.file]
+        assert (p.decision, p.defocus_um, p.model_defocus_um) == (d.decision, d.defocus_um, d.model_defocus_um)

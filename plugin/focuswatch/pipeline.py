@@ -138,7 +138,6 @@ def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()
     """
     from focuswatch import stars
     from focuswatch.config import rig_with_header
-    from focuswatch.monitor import record_from_stats
 
     meta = frame.meta
     full_rig = rig_with_header(rig or Rig(), meta)
@@ -147,24 +146,40 @@ def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()
         stats = stars.measure(frame, plate_scale_arcsec_px=scale, max_stars=context.max_stars)
     except (ValueError, FloatingPointError, MemoryError) as exc:
         raise FrameError(frame.path, f"cannot measure stars: {exc}") from None
+    file = str(frame.path) if frame.path is not None else str(stats.file or "")
+    return judge(stats, full_rig, context, image=frame, file=file)
+
+
+def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, image: Any = None,
+          file: str | None = None) -> FrameAssessment:
+    """The steps after the stars: diagnosis and the policy's record, from a ``FrameStats``.
+
+    ``rig`` must already hold the header's values (:func:`assess` passes its own); ``image``
+    (the frame) is given to the diagnosis only with ``context.use_pixels``. Used by
+    :func:`assess`, and by the report to judge measured frames again against the policy's
+    baseline without measuring them twice.
+    """
+    from focuswatch.monitor import record_from_stats
+
     diagnosis, error = None, None
     if context.diagnose and stats.n_stars:
         from focuswatch import diagnose
 
         try:
-            diagnosis = diagnose.frame(stats, full_rig, image=frame if context.use_pixels else None,
+            diagnosis = diagnose.frame(stats, rig, image=image if context.use_pixels else None,
                                        baseline_hfr_px=context.baseline_hfr_px)
         except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not lose the frame, but must be seen
-            log.warning("diagnosis failed on %s (the frame is still judged without it)",
-                        frame.path or stats.file or "?", exc_info=True)
+            log.warning("diagnosis failed on %s (the frame is still judged without it)", file or stats.file or "?",
+                        exc_info=True)
             error = f"diagnosis failed: {exc}"
     label = advice = None
     if diagnosis is not None and float(getattr(diagnosis, "confidence", 1.0) or 0.0) >= context.min_confidence:
         label, advice = diagnosis.label, _advice_text(getattr(diagnosis, "advice", None))
-    file = str(frame.path) if frame.path is not None else str(stats.file or "")
+    file = file if file is not None else str(stats.file or "")
+    meta = stats.meta
     time_s = context.time_s if context.time_s is not None else (meta.timestamp or 0.0)
     record = record_from_stats(stats, file=file, time_s=time_s, diagnosis=label, diagnosis_advice=advice)
-    return FrameAssessment(file, full_rig, stats, diagnosis, record, error)
+    return FrameAssessment(file, rig, stats, diagnosis, record, error)
 
 
 def measure_stats(frame: Any, *, plate_scale_arcsec_px: float | None = None) -> Any:

@@ -617,6 +617,7 @@ def _policy_decisions(scan: SessionScan, rig: Rig, policy: Any) -> dict[str, Any
     without autofocus events; a focuser jump still counts as one)."""
     from focuswatch.config import rig_with_header
     from focuswatch.monitor import Monitor
+    from focuswatch.pipeline import AssessContext, baseline_hfr_px, judge
 
     mon = Monitor(policy, rig)
     out: dict[str, Any] = {}
@@ -624,7 +625,11 @@ def _policy_decisions(scan: SessionScan, rig: Rig, policy: Any) -> dict[str, Any
         rec = scan.records.get(str(s.file))
         if rec is None:
             continue
-        out[str(s.file)] = mon.observe(rec, rig=rig_with_header(rig, s.meta))
+        frig = rig_with_header(rig, s.meta)
+        base = baseline_hfr_px(mon.history, rec.filter_name)
+        if base is not None and scan.diagnoses:  # as the watcher: diagnosed against the policy's baseline
+            rec = judge(s, frig, AssessContext(time_s=rec.time_s, baseline_hfr_px=base), file=rec.file).record
+        out[str(s.file)] = mon.observe(rec, rig=frig)
     return out
 
 
