@@ -246,8 +246,7 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     half-flux radius (``hfr_kind = "true"``); a frame without stars becomes a NaN point.
     """
     if measure is None:
-        from focuswatch import stars
-        measure = stars.measure
+        from focuswatch.pipeline import measure_stats as measure
     paths = list(paths)
     if len(paths) < 3:
         raise FrameError(paths[0] if paths else None,

@@ -349,7 +349,7 @@ class SeqImage(Record):
 
 
 @dataclass(frozen=True)
-class SeqFile:
+class SeqFile(Record):
     """The parts of a Siril ``.seq`` file we use."""
 
     name: str
