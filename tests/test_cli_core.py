@@ -73,7 +73,8 @@ def test_measure_good_and_bad_frames(tmp_path):
     rc, out, err = run("measure", "--json", frames_dir)
     assert rc == 1
     rows = {Path(d["file"]).name: d for d in map(json.loads, out.splitlines())}
-    assert rows["good.fits"]["stars"] > 30
+    assert rows["good.fits"]["n_stars"] > 30 and rows["good.fits"]["stars"] == rows["good.fits"]["n_stars"]  # alias kept for the published contract
+    assert {d["kind"] for d in rows.values()} == {"frame"} and {d["schema"] for d in rows.values()} == {1}
     assert rows["good.fits"]["hfr_px"] == pytest.approx(f.truth["hfr_px"], rel=0.05)
     assert rows["good.fits"]["plate_scale_arcsec_px"] == pytest.approx(0.7756, rel=1e-3)  # from the header
     assert "truncated" in rows["truncated.fits"]["error"]
@@ -121,3 +122,40 @@ def test_a_plot_never_overwrites_a_frame(tmp_path, name):
     rc, out, err = run("calc", "--f-ratio", "5", "--pixel-um", "3.76", "--chart", target)
     assert rc == 2 and "never overwritten" in err and "Traceback" not in err
     assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["measure", "{missing}"], ["diagnose", "{missing}"], ["grade", "{missing}"], ["report", "{missing}"],
+    ["replay", "{missing}"], ["af", "{missing}"], ["bahtinov", "{missing}"], ["report", "--from-json", "{missing}"],
+    ["watch", "{missing}", "--max-minutes", "0.01", "--state-dir", "{state}"],
+])
+def test_a_missing_input_path_is_exit_1_in_every_command(tmp_path, capsys, argv):
+    """README: 1 = a runtime problem such as a bad or missing file, 2 = bad usage. Every command agrees."""
+    missing = tmp_path / "no such night"
+    args = [a.format(missing=missing, state=tmp_path / "state") for a in argv]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err.splitlines()[0] and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2  # the line naming it (and a batch's count)
+
+
+def test_an_empty_folder_is_bad_usage_in_every_command(tmp_path, capsys):
+    for cmd in ("measure", "diagnose", "replay"):
+        assert main([cmd, str(tmp_path)]) == 2, cmd
+        assert "no frames" in capsys.readouterr().err.replace("no FITS/XISF frames", "no frames")
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
+    """`focuswatch measure ... | head -1`: the reader goes away; no traceback, exit 0."""
+    f = sim.render(sim.SimParams(width_px=128, height_px=128, n_stars=10, seed=2))
+    for i in range(3):
+        sim.write_fits(tmp_path / f"a{i}.fits", f)
+    p = subprocess.Popen([sys.executable, "-m", "focuswatch", "measure", "--json", *[str(tmp_path)] * 40],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()  # as `head -1` does
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert p.wait(timeout=120) == 0
+    assert json.loads(first)["kind"] == "frame"
+    assert "Traceback" not in err and "BrokenPipe" not in err

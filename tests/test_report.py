@@ -92,7 +92,7 @@ def test_cli_grade_refuses_keep_inside_session(focused_session, capsys):
 
 
 def test_cli_grade_missing_source(tmp_path, capsys):
-    assert main(["grade", str(tmp_path / "nope")]) == 2
+    assert main(["grade", str(tmp_path / "nope")]) == 1  # a missing input path is a file problem (1), everywhere
     assert "no such file or folder" in capsys.readouterr().err
 
 
@@ -180,7 +180,11 @@ def test_report_shows_journal_events(drifting_session, tmp_path):
     kinds = [(e.kind, round(e.t_h, 3)) for e in rep.events]
     assert kinds == [("autofocus", round(-60 / 3600, 3)), ("refocus decision", round(650 / 3600, 3))]
     assert "HFR grew 60 %" in rep.events[1].text
-    assert not any("journal" in u for u in rep.unavailable)
+    [note] = [u for u in rep.unavailable if "journal" in u]    # the other frames were not journaled: said
+    assert f"{len(rep.points) - 1} of {len(rep.points)} frames are not in" in note
+    by_name = {Path(p.file).name: p for p in rep.points}
+    assert by_name[frame.name].decision == "refocus" and rep.decisions_source == "journal"
+    assert all(p.decision is None and p.defocus_um is None for p in rep.points if p.file != str(frame))
     html = report.render_html(rep)
     assert "class='events'" in html and "nina-report" in html
     # a journal that does not exist is said, not fatal

@@ -154,8 +154,8 @@ def index_one(path: Path, rig: Rig | None = None, utc_offset_h: float | None = N
     Calibration frames are recognised from the header (or their folder) and not measured.
     Raises :class:`FrameError` for an unreadable frame (the caller stores a ``bad`` row).
     """
-    from focuswatch import frames, stars
-    from focuswatch.config import rig_with_header
+    from focuswatch import frames
+    from focuswatch.pipeline import AssessContext, assess
 
     st_ = path.stat()
     is_fits = not path.name.lower().endswith(frames.XISF_SUFFIXES)
@@ -173,8 +173,7 @@ def index_one(path: Path, rig: Rig | None = None, utc_offset_h: float | None = N
         row["status"] = "not_light"
         return row
     frame = frames.load(path)
-    r = rig_with_header(rig or Rig(), frame.meta)
-    s = stars.measure(frame, plate_scale_arcsec_px=r.plate_scale_arcsec_px)
+    s = assess(frame, rig, AssessContext(diagnose=False)).stats  # the one frame pipeline, as `measure`
     row.update({"status": "measured", "problem": s.reason, "n_stars": s.n_stars, "hfr_px": s.hfr_px,
                 "hfr_nina_px": s.hfr_nina_px, "fwhm_px": s.fwhm_px, "eccentricity": s.eccentricity,
                 "profile_ratio": s.profile_ratio, "background_adu": s.background_adu, "noise_adu": s.noise_adu,

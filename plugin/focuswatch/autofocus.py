@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from astropy.stats import mad_std
 
 from focuswatch import optics
 from focuswatch.optics import Rig
@@ -344,7 +345,7 @@ def fit_hyperbola(positions: Sequence[float], hfr_px: Sequence[float], *, with_o
         # drop the single worst point while it stands out from the others' scatter
         r = resid(res.x, x, y)
         others = r[keep]
-        sigma = max(1.4826 * float(np.median(np.abs(others - np.median(others)))), min_sigma)
+        sigma = max(float(mad_std(others)), min_sigma)
         worst = int(np.argmax(np.where(keep, np.abs(r), -1.0)))
         if abs(r[worst]) <= clip_sigma * sigma:
             break

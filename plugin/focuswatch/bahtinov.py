@@ -74,6 +74,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
+from astropy.stats import mad_std
 
 from focuswatch.optics import Rig
 from focuswatch.records import Record
@@ -551,7 +552,7 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     if img.ndim != 2 or min(img.shape) < 32:
         raise BahtinovError(f"need a 2-D image of at least 32x32 px, got shape {img.shape}")
     bg = float(np.median(img))
-    noise = 1.4826 * float(np.median(np.abs(img - bg))) or 1.0
+    noise = float(mad_std(img)) or 1.0
     sx, sy = _find_star(img)
     h = int(min(max_radius_px, sx, sy, img.shape[1] - 1 - sx, img.shape[0] - 1 - sy))
     if h < 16:

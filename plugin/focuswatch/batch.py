@@ -21,13 +21,10 @@ from focuswatch.parallel import Batch, Runner, map_frames
 
 
 def measure_one(path: Path, rig: Rig | None = None):
-    """``focuswatch measure`` on one frame: load, plate scale from rig + header, measure."""
-    from focuswatch import frames, stars
-    from focuswatch.config import rig_with_header
+    """``focuswatch measure`` on one frame: the one frame pipeline without the diagnosis."""
+    from focuswatch.pipeline import AssessContext, assess_path
 
-    frame = frames.load(path)
-    r = rig_with_header(rig or Rig(), frame.meta)
-    return stars.measure(frame, plate_scale_arcsec_px=r.plate_scale_arcsec_px)
+    return assess_path(path, rig, AssessContext(diagnose=False)).stats
 
 
 def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | None = None):
@@ -36,38 +33,46 @@ def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | N
     The diagnosis runs in the worker because it looks at the pixels (one-sided flares),
     which never leave the worker.
     """
-    from focuswatch import diagnose, frames, stars
-    from focuswatch.config import rig_with_header
+    from focuswatch import diagnose, frames
+    from focuswatch.pipeline import AssessContext, assess
 
     frame = frames.load(path)
-    rig = rig_with_header(rig0 or Rig(), frame.meta)
-    st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
-    d = diagnose.frame(st, rig, image=frame, baseline_hfr_px=baseline_hfr_px)
-    return st, d, rig
+    a = assess(frame, rig0, AssessContext(baseline_hfr_px=baseline_hfr_px, use_pixels=True, min_confidence=0.0))
+    d = a.diagnosis if a.diagnosis is not None else diagnose.frame(a.stats, a.rig, baseline_hfr_px=baseline_hfr_px)
+    return a.stats, d, a.rig
 
 
-def scan_one(path: Path, rig: Rig | None = None):
-    """One frame of a session scan: ``None`` for a calibration frame, else its stats."""
-    from focuswatch import frames, stars
-    from focuswatch.config import rig_with_header
+def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True):
+    """One frame of a session scan: ``None`` for a calibration frame, else its
+    :class:`~focuswatch.pipeline.FrameAssessment` (stats, diagnosis, the policy's record)."""
+    from focuswatch import frames
+    from focuswatch.pipeline import AssessContext, assess, capture_time_s
 
     frame = frames.load(path)
     if not frame.meta.is_light:
         return None
-    scale = rig_with_header(rig, frame.meta).plate_scale_arcsec_px if rig is not None else None
-    return stars.measure(frame, plate_scale_arcsec_px=scale)
+    return assess(frame, rig, AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=with_diagnosis))
 
 
 def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
     """One frame of an autofocus sweep: ``(path, header, stats)`` as ``runs_from_frames`` keeps it."""
-    from focuswatch import frames, stars
+    from focuswatch import frames
+    from focuswatch.pipeline import measure_stats
 
     frame = frames.load(path)
-    return path, frame.meta, stars.measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
+    return path, frame.meta, measure_stats(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
+
+
+def _stats_key(o) -> tuple[float, str]:
+    """Capture order of a scan outcome (its value is an assessment, or None for a calibration frame)."""
+    from focuswatch.frames import frame_order_key
+
+    a = o.value
+    return frame_order_key(o.path, a.stats.meta if a is not None else None)
 
 
 def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
-                 runner: Runner | None = None, min_stars: int | None = None):
+                 runner: Runner | None = None, min_stars: int | None = None, diagnose: bool = True):
     """:func:`focuswatch.report.scan_session` on several workers; returns ``(scan, batch)``.
 
     Frames a worker could not finish (a worker died on them, the scheduler went away) are
@@ -83,20 +88,30 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     files = report.find_frames(root)
     scan = report.SessionScan(str(root))
     t0 = time.monotonic()
-    batch = map_frames(scan_one, files, args=(rig,), runner=runner, progress=progress, desc="measuring")
+    batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring",
+                       order=_stats_key)
     for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
         scan.left_out.append(report.LeftOut(str(o.path), o.problem or "unreadable"))
+    n_failed = n_measured = 0
     for o in batch.done:
-        st = o.value
-        if st is None:
+        a = o.value
+        if a is None:
             scan.n_not_light += 1
             continue
+        st = a.stats
+        n_measured += 1
+        if diagnose:
+            scan.diagnoses[str(st.file)] = a.diagnosis
+            n_failed += a.diagnosis_error is not None
+        scan.records[str(st.file)] = a.record
         scan.stats.append(st)
         if st.n_stars < min_stars:
             why = st.reason or "too few stars"
             scan.left_out.append(report.LeftOut(str(o.path), f"only {st.n_stars} stars ({why}); left out of the stack"))
         else:
             scan.usable.append(str(o.path))
+    if n_failed:
+        scan.diagnose_notes.append(f"diagnosis: failed on {n_failed} of {n_measured} frames")
     scan.measure_s = time.monotonic() - t0
     return scan, batch
 

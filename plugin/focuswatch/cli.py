@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from focuswatch import __version__
-from focuswatch.errors import ConfigError, FocuswatchError
+from focuswatch.errors import ConfigError, FocuswatchError, FrameError
+from focuswatch.progress import progress as progress_bar
+from focuswatch.records import dumps, json_safe, tagged
 
 log = logging.getLogger("focuswatch")
 
@@ -27,28 +29,18 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 # --------------------------------------------------------------------------- shared helpers
 
-def _clean(obj: Any) -> Any:
-    """Make a value JSON-safe: NaN/inf become null, tuples lists, Paths strings."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        try:
-            return _clean(obj.item())
-        except (TypeError, ValueError):
-            return str(obj)
-    return obj
+#: The one JSON-safe encoder lives in :mod:`focuswatch.records` (kept here under its old name).
+_clean = json_safe
 
 
-def emit_json(obj: Any, stream=None) -> None:
-    """Print one JSON document on one line (JSON Lines when called repeatedly)."""
+def emit_json(obj: Any, stream=None, *, kind: str | None = None) -> None:
+    """Print one JSON document on one line (JSON Lines when called repeatedly).
+
+    ``kind`` tags the line with ``"kind"`` and ``"schema"`` (docs/schema.md); every line a
+    command prints names its kind.
+    """
     stream = stream or sys.stdout
-    stream.write(json.dumps(_clean(obj), ensure_ascii=False) + "\n")
+    stream.write(dumps(tagged(kind, json_safe(obj)) if kind else obj) + "\n")
     stream.flush()
 
 
@@ -125,13 +117,14 @@ def runner_from_args(args: argparse.Namespace):
                           config=cfg.scale)
 
 
-def problem_printer(as_json: bool) -> Callable[[Any], None]:
-    """Say at once that a frame was bad (skipped) or left undone: a line on stderr (+ a JSON row)."""
+def problem_printer(as_json: bool, kind: str = "frame") -> Callable[[Any], None]:
+    """Say at once that a frame was bad (skipped) or left undone: a line on stderr (+ a JSON row
+    of ``kind`` with ``file`` and ``error``)."""
     def say(o) -> None:
         lost = o.status == "lost"
         error_line(f"{o.path}: {'not measured: ' if lost else ''}{o.problem}")
         if as_json:
-            emit_json({"file": str(o.path), "error": o.problem, **({"status": "lost"} if lost else {})})
+            emit_json({"file": str(o.path), "error": o.problem, **({"status": "lost"} if lost else {})}, kind=kind)
     return say
 
 
@@ -162,7 +155,7 @@ def cmd_calc(args: argparse.Namespace) -> int:
             raise ConfigError("--chart needs the pixel size (pixel_um)")
         chart = str(focus_zone_chart(rig, args.chart))
     if args.json:
-        emit_json({**zone.to_dict(), "chart": chart})
+        emit_json({**zone.to_dict(), "chart": chart}, kind="zone")
         return EXIT_OK
     print(render_focus_zone(zone))
     if chart:
@@ -224,23 +217,24 @@ def expand_frames(items: Iterable[str]) -> list[Path]:
 
 
 def progress(items: Sequence[Any], enabled: bool, desc: str):
-    """A tqdm progress bar on stderr for long batch work (only on a terminal)."""
-    if not enabled or len(items) < 3 or not sys.stderr.isatty():
-        return items
-    from tqdm import tqdm
+    """A progress bar on stderr for long batch work (:func:`focuswatch.progress.progress`)."""
+    return progress_bar(items, desc=desc, enabled=enabled)
 
-    return tqdm(items, desc=desc, unit="frame", file=sys.stderr, leave=False)
+
+def require_input(path: str | Path) -> Path:
+    """An input path named on the command line must exist: a missing one is a file problem
+    (exit 1, as for an unreadable frame) in every command."""
+    p = Path(path)
+    if not p.exists():
+        raise FrameError(p, "no such file or folder")
+    return p
 
 
 def measure_path(path: Path, rig_table=None):
     """Load and measure one frame with the plate scale from the rig file or its header."""
-    from focuswatch import frames, stars
-    from focuswatch.config import rig_with_header
-    from focuswatch.optics import Rig
+    from focuswatch.pipeline import AssessContext, assess_path
 
-    frame = frames.load(path)
-    rig = rig_with_header(rig_table or Rig(), frame.meta)
-    return stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
+    return assess_path(path, rig_table, AssessContext(diagnose=False)).stats
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -264,7 +258,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
             n_bad += 1
             error_line(f"{path}: {st.reason}")
         if args.json:
-            emit_json({**st.to_dict(), **({"error": st.reason} if st.n_stars == 0 else {})})
+            row = st.to_dict()  # n_stars, and `stars` kept as its published alias (docs/schema.md)
+            emit_json({**row, **({"error": st.reason} if st.n_stars == 0 else {})}, kind="frame")
             continue
         name = path.name if len(path.name) <= 40 else "…" + path.name[-39:]
         print(f"{name:<40} {st.n_stars:>5} {fmt(st.hfr_px, '7.2f')} {fmt(st.hfr_nina_px, '6.2f')} "
@@ -308,7 +303,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.baseline_hfr_px is not None and not args.baseline_hfr_px > 0:
         raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
     batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px), runner=runner,
-                       progress=not args.json, desc="diagnosing", on_problem=problem_printer(args.json))
+                       progress=not args.json, desc="diagnosing",
+                       on_problem=problem_printer(args.json, "diagnosis"))
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
     for o in batch.done:
         st, d, rig = o.value
@@ -317,7 +313,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             error_line(f"{o.path}: {st.reason}")
         results.append((st, d))
         if args.json:
-            emit_json(d.to_dict())
+            emit_json(d.to_dict(), kind="diagnosis")
         else:
             print(diagnose.format_diagnosis(d, verbose=len(paths) == 1))
     if batch.undone_text():
@@ -325,7 +321,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if len(results) > 1:
         story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results])
         if args.json:
-            emit_json({"night": story.to_dict()})
+            emit_json({"night": story.to_dict()}, kind="night")
         else:
             print(diagnose.format_night(story))
     if args.plot and results:
@@ -410,7 +406,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     for truth in sim.iter_write_night(out, series):
         s = sim.truth_summary(truth)
         if args.json:
-            emit_json({**s, "file": str(out / s["file"])})
+            emit_json({**s, "file": str(out / s["file"])}, kind="sim-frame")
         else:
             print(f"{s['file']}  defocus {fmt(s['defocus_um'], '+.1f', ' um')}  HFR {fmt(s['hfr_px'], '.3f', ' px')}"
                   f"  FWHM {fmt(s['fwhm_px'], '.2f', ' px')}  {s['temp_c']:.2f} C  pos {s['focuser_pos']}")
@@ -452,11 +448,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                               clear=args.clear)
     except FocuswatchError as exc:  # check's contract: 2 = error
         if args.json:
-            emit_json({"status": "error", "exit_code": sf.EXIT_ERROR, "message": str(exc), "refocus_due": None})
+            emit_json({"status": "error", "exit_code": sf.EXIT_ERROR, "message": str(exc), "refocus_due": None},
+                      kind="check")
         error_line(str(exc))
         return sf.EXIT_ERROR
     if args.json:
-        emit_json(result.to_dict())
+        emit_json(result.to_dict(), kind="check")
     else:
         print(sf.describe_check(result))
     return result.exit_code
@@ -483,7 +480,7 @@ def cmd_autofocus_done(args: argparse.Namespace) -> int:
     state = sf.record_autofocus(state_file, events_file, event)
     if args.json:
         emit_json({"event": event.to_dict(), "state_file": state_file, "events_file": events_file,
-                   "state": state.to_dict()})
+                   "state": state.to_dict()}, kind="autofocus-done")
     else:
         print(f"autofocus recorded at {event.time} ({event.source}); refocus request cleared in {state_file}")
     return EXIT_OK
@@ -533,7 +530,7 @@ def cmd_af(args: argparse.Namespace) -> int:
         plot_af(summary, args.plot)
     if args.json:
         emit_json({**summary.to_dict(), "skipped": [{"file": f, "problem": m} for f, m in skipped],
-                   "rig": rig.to_dict(), "plot": args.plot})
+                   "rig": rig.to_dict(), "plot": args.plot}, kind="af")
     else:
         print(autofocus.summary_text(summary))
         for f, m in skipped:
@@ -567,7 +564,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from focuswatch import report
 
     rig = rig_from_args(args)
-    src = Path(args.source)
+    src = require_input(args.source)
     if src.is_file():
         result = report.grade_master_file(src, rig=rig, siril_path=args.siril, timeout_s=args.siril_timeout)
     elif src.is_dir():
@@ -577,7 +574,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"{src}: no such file or folder")
     if args.json:
-        emit_json(result.to_dict())
+        emit_json(result.to_dict(), kind="grade")
     else:
         print(report.format_grade(result))
     if not any(f.grade is not None for f in result.filters):
@@ -599,9 +596,13 @@ def scan_with_workers(args: argparse.Namespace, folder: Path, rig):
 
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML night report (plots, diagnosis, grade)")
-    p.add_argument("session", metavar="SESSION", help="the session folder")
+    p.add_argument("session", metavar="SESSION", nargs="?", help="the session folder")
     p.add_argument("-o", "--out", metavar="HTML", help="where to write it (default ./<session>-focuswatch-report.html)")
-    p.add_argument("--journal", metavar="DB", help="focuswatch journal with refocus decisions and autofocus runs")
+    p.add_argument("--journal", metavar="DB", help="the watcher's journal (default: found by itself in the "
+                                                   "watcher's state folder)")
+    p.add_argument("--no-journal", action="store_true", help="do not look for the watcher's journal")
+    p.add_argument("--from-json", dest="from_json", metavar="JSON",
+                   help="re-render a saved `report --json` without measuring again")
     p.add_argument("--grade", action="store_true", help="also stack with Siril and grade the masters")
     add_rig_args(p)
     _add_siril_args(p)
@@ -610,9 +611,24 @@ def _add_report(sub) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from focuswatch import report
+    from focuswatch.config import load_config
+    from focuswatch.watcher import policy_from_config
 
+    if args.from_json:
+        if args.session or args.grade:
+            raise ConfigError("--from-json re-renders a saved report: give no SESSION and no --grade")
+        rep = report.load_report(require_input(args.from_json))
+        path = report.write_report(rep, Path(args.out) if args.out else report.default_report_path(rep.session))
+        if args.json:
+            emit_json({**rep.to_dict(), "html": str(path)}, kind="report")
+        else:
+            print(f"{path}: re-rendered from {args.from_json}")
+        return EXIT_OK
+    if not args.session:
+        raise ConfigError("report: give the SESSION folder (or --from-json FILE)")
     rig = rig_from_args(args)
-    session = Path(args.session)
+    policy = policy_from_config(load_config(args.config))
+    session = require_input(args.session)
     if not session.is_dir():
         raise ConfigError(f"{session}: not a folder")
     out = Path(args.out) if args.out else report.default_report_path(session)
@@ -622,15 +638,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.grade:
         graded = report.grade_session(session, rig=rig, siril_path=args.siril, keep_dir=args.keep,
                                       timeout_s=args.siril_timeout, progress=not args.json, scan=scan)
-    rep = report.build_report(session, rig=rig, scan=scan, journal_path=args.journal, grade=graded)
+    journal = None if args.no_journal else (args.journal or report.AUTO)
+    rep = report.build_report(session, rig=rig, scan=scan, journal_path=journal, grade=graded, policy=policy)
     path = report.write_report(rep, out, protected=session)
     if args.json:
-        emit_json({**rep.to_dict(), "html": str(path)})
+        emit_json({**rep.to_dict(), "html": str(path)}, kind="report")
     else:
         print(f"{path}: {len(rep.points)} frames, {len(rep.left_out)} left out"
               + "".join(f"; {f.filter_name} grade {f.grade_letter}" for f in rep.filters if f.grade_letter))
-        for u in rep.unavailable:
-            print(f"  not included: {u}")
+        print(report.render_text(rep))
     return EXIT_OK
 
 
@@ -673,7 +689,7 @@ def cmd_bahtinov(args: argparse.Namespace) -> int:
         from focuswatch.afplots import plot_bahtinov
         plot_bahtinov(frame.pixels, result, args.plot)
     if args.json:
-        emit_json({**result.to_dict(), "plot": args.plot})
+        emit_json({**result.to_dict(), "plot": args.plot}, kind="bahtinov")
     else:
         print(bahtinov.result_text(result))
     return EXIT_OK
@@ -714,7 +730,10 @@ def _add_watch(sub) -> None:
                        description="Measures every new light frame once it is completely written, runs the refocus "
                                    "policy, records everything in the journal, writes the state file for "
                                    "`focuswatch check` and fires the [trigger]s. Ctrl-C stops.")
-    p.add_argument("folder", metavar="FOLDER", help="the folder frames are saved into (sub-folders included)")
+    p.add_argument("folder", metavar="FOLDER", nargs="?",
+                   help="the folder frames are saved into (sub-folders included); not with --nina-api")
+    p.add_argument("--nina-api", dest="nina_api", metavar="HOST[:PORT]",
+                   help="remote mode: follow NINA's Advanced API events (no shared folder; see docs/remote.md)")
     p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig], [policy], [trigger] settings")
     p.add_argument("--journal", metavar="FILE", help="SQLite journal (default: journal.sqlite in the state folder)")
     _add_state_args(p)
@@ -737,6 +756,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from focuswatch.triggers import TriggerRunner
     from focuswatch.watcher import Watcher, default_nina_autofocus_dir, policy_from_config
 
+    if getattr(args, "nina_api", None):
+        from focuswatch.remote import cmd_watch_remote
+        return cmd_watch_remote(args)
+    if not args.folder:
+        raise ConfigError("watch: give the FOLDER frames are saved into, or --nina-api HOST[:PORT]")
     cfg = load_config(args.config)
     policy = policy_from_config(cfg)
     state_file, events_file = statefile.resolve_paths(args.state_dir, args.state_file)
@@ -745,16 +769,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     af_folder = args.af_folder or default_nina_autofocus_dir()
 
     def on_processed(p) -> None:
-        emit_json(_decision_row(p)) if args.json else print(_decision_text(p), flush=True)
+        emit_json(_decision_row(p), kind="decision") if args.json else print(_decision_text(p), flush=True)
 
     def on_trigger(r) -> None:
         if args.json:
-            emit_json({"event": "trigger", **r.to_dict()})
+            emit_json({"event": "trigger", **r.to_dict()}, kind="trigger")
         else:
             print(f"trigger {r.trigger}: {'ok' if r.ok else 'FAILED'} — {r.message}", flush=True)
 
     def on_autofocus(m) -> None:
-        emit_json({"event": "autofocus", **m.to_dict()}) if args.json else print(
+        emit_json({"event": "autofocus", **m.to_dict()}, kind="autofocus") if args.json else print(
             f"autofocus ({m.source}): new baseline from the next frames", flush=True)
 
     with Journal(journal_path) as journal:
@@ -773,16 +797,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
             w.stop()
         from focuswatch.monitor import summarize
         s = summarize(w.decisions, w.monitor.state.n_autofocus)
-        emit_json({"summary": s.to_dict()}) if args.json else print(_summary_text(s))
+        emit_json({"summary": s.to_dict()}, kind="summary") if args.json else print(_summary_text(s))
     return EXIT_OK
 
 
 def _add_replay(sub) -> None:
     p = sub.add_parser("replay", help="run a finished night through the refocus policy: what would have happened",
                        description="Measures the frames of FOLDER in DATE-OBS order and runs the same policy as "
-                                   "`watch` without firing anything or writing anywhere; one line per frame and "
+                                   "`watch` (an autofocus counts from the first frame written after it, as in "
+                                   "`watch`) without firing anything or writing anywhere; one line per frame and "
                                    "a summary. Use it to tune [policy] on your own nights.")
-    p.add_argument("folder", metavar="FOLDER", help="the night's frames (sub-folders included)")
+    p.add_argument("folder", metavar="FOLDER", help="the night's frames (sub-folders included), or a saved NINA "
+                                                    "image history (/v2/api/image-history?all=true) .json")
     p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig] and [policy] settings")
     p.add_argument("--af-folder", metavar="DIR", help="NINA autofocus reports of that night (baseline resets)")
     p.add_argument("--events", metavar="FILE", help="an autofocus-events.jsonl log of that night")
@@ -795,10 +821,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from focuswatch.config import load_config
     from focuswatch.errors import FrameError
     from focuswatch.monitor import summarize
-    from focuswatch.watcher import mark_from_event, mark_from_nina_report, replay
+    from focuswatch.pipeline import replay_night as replay
+    from focuswatch.watcher import mark_from_event, mark_from_nina_report
 
-    if not Path(args.folder).is_dir():
-        raise FrameError(Path(args.folder), "no such folder")
+    if Path(args.folder).is_file() and Path(args.folder).suffix.lower() == ".json":
+        from focuswatch.remote import cmd_replay_history
+        return cmd_replay_history(args)
+    if not require_input(args.folder).is_dir():
+        raise ConfigError(f"{args.folder}: not a folder (replay reads a night's folder or a saved NINA image-history .json)")
     cfg = load_config(args.config)
     marks = []
     if args.af_folder:
@@ -809,14 +839,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     def on_row(p) -> None:
         if p.status == "error":
             error_line(p.error or str(p.path))
-        emit_json(_decision_row(p)) if args.json else print(_decision_text(p), flush=True)
+        emit_json(_decision_row(p), kind="decision") if args.json else print(_decision_text(p), flush=True)
 
     rows, mon = replay(args.folder, config=cfg, af_marks=marks, on_row=on_row, diagnose=not args.no_diagnose)
     s = summarize([r.decision for r in rows if r.decision is not None], mon.state.n_autofocus)
-    emit_json({"summary": s.to_dict()}) if args.json else print(_summary_text(s))
-    if not rows:
+    emit_json({"summary": s.to_dict()}, kind="summary") if args.json else print(_summary_text(s))
+    if not rows:  # as measure and diagnose: an empty folder is a usage problem
         error_line(f"{args.folder}: no FITS/XISF frames found")
-        return EXIT_FAIL
+        return EXIT_USAGE
     return EXIT_OK if any(r.status == "measured" for r in rows) else EXIT_FAIL
 
 
@@ -833,7 +863,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
     rows = monitor.rules_table(policy_from_config(load_config(args.config)))
     if args.json:
-        emit_json({"rules": rows})
+        emit_json({"rules": rows}, kind="rules")
         return EXIT_OK
     for r in rows:
         settings = ", ".join(f"{k} = {v}" for k, v in r["settings"].items())
@@ -860,11 +890,13 @@ def _add_demo(sub) -> None:
     p.add_argument("--height-px", type=int, default=768)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--quiet", action="store_true", help="no line per frame")
+    p.add_argument("--verbose", dest="demo_verbose", action="store_true",
+                   help="the policy's full reasons under each frame's line")
     add_json_flag(p)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from focuswatch.demo import DemoOptions, run_demo, summary_table
+    from focuswatch.demo import DemoOptions, frame_row, run_demo, summary_table, table_header
 
     if args.frames < 10:
         raise ConfigError(f"--frames {args.frames}: the demo needs at least 10 frames")
@@ -872,15 +904,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        height_px=args.height_px, seed=args.seed)
 
     def on_row(p, truth) -> None:
-        if not args.json and not args.quiet:
-            true = f"  [true {truth['defocus_um']:+.0f} µm]" if truth else ""
-            print(_decision_text(p) + true, flush=True)
+        if args.json:  # the full reasons are in the frame's JSON line
+            emit_json({**_decision_row(p), "index": truth["index"] if truth else None,
+                       "true_defocus_um": truth["defocus_um"] if truth else None}, kind="demo-frame")
+        elif not args.quiet:
+            print(frame_row(p, truth, verbose=bool(args.demo_verbose or args.verbose)), flush=True)
 
     if not args.json:
         print(f"simulating {opts.n_frames} frames into {args.out or 'a new temporary folder'}...", flush=True)
+        if not args.quiet:
+            print(table_header(), flush=True)
     result = run_demo(opts, args.out, on_row=on_row)
     if args.json:
-        emit_json(result.to_dict())
+        emit_json(result.to_dict(), kind="demo")
     else:
         print(summary_table(result))
     return EXIT_OK
@@ -1025,6 +1061,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FocuswatchError as exc:
         error_line(str(exc))
         return EXIT_FAIL
+    except BrokenPipeError:  # before OSError, its parent: a closed pipe is not an error
+        return _stdout_closed()
     except OSError as exc:  # an unwritable output folder, a full disk...: one line, not a traceback
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         error_line(f"{where}{exc.strerror or exc}")
@@ -1032,5 +1070,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("focuswatch: interrupted\n")
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``focuswatch measure ... | head -1``): stop quietly.
+
+    Python would print a traceback while flushing at exit; point stdout at devnull first
+    (the recipe in Python's own documentation on SIGPIPE).
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's capture)
+        pass
+    return EXIT_OK

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from focuswatch.config import Config
 from focuswatch.journal import Journal
 from focuswatch.monitor import PolicyConfig, summarize
 from focuswatch.optics import Rig
+from focuswatch.records import Record
 from focuswatch.triggers import Trigger, TriggerRequest, TriggerResult, TriggerRunner
 from focuswatch.watcher import Processed, Watcher
 
@@ -66,8 +67,11 @@ class DemoOptions:
 
 
 @dataclass
-class DemoResult:
-    """What the demo did; ``to_dict()`` is ``demo --json``'s object."""
+class DemoResult(Record):
+    """What the demo did; ``to_dict()`` is ``demo --json``'s object (``from_dict`` reads it back,
+    without the per-frame ``rows``, which ``demo --json`` prints as ``demo-frame`` lines)."""
+
+    KIND: ClassVar[str] = "demo"
 
     folder: str
     frames_folder: str
@@ -341,3 +345,50 @@ def summary_table(result: DemoResult) -> str:
     lines += [f"timeline         {result.png}" if result.png else "timeline         (not drawn)",
               f"frames, journal  {result.folder}"]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the per-frame table
+
+#: Width of one table line (fits a 120-column terminal with room to spare).
+TABLE_WIDTH = 118
+
+
+def table_header() -> str:
+    """Column heads of :func:`frame_row` (units in the heads, not in every cell)."""
+    return (f"{'#':>3} {'UTC':>5} {'filt':<4} {'stars':>5} {'HFR px':>6} {'defoc µm':>8} {'CFZ':>5} "
+            f"{'trend µm':>8} {'true µm':>7}  {'decision':<8} why")
+
+
+def _short_why(d: Any) -> str:
+    """The rules that fired, the veto that set the frame aside, or the rules a veto held."""
+    if d.decision in ("refocus", "skip") and d.rules:
+        return ", ".join(d.rules)
+    if d.held:
+        return "held: " + ", ".join(d.held)
+    return ""
+
+
+def frame_row(p: Processed, truth: dict[str, Any] | None, *, verbose: bool = False) -> str:
+    """One line per frame for ``focuswatch demo`` (at most :data:`TABLE_WIDTH` characters).
+
+    ``verbose`` adds the policy's full reasons on the following line(s), indented.
+    """
+    from datetime import datetime, timezone
+
+    def num(v: Any, spec: str, width: int) -> str:
+        return format(v, spec).rjust(width) if v is not None else "—".rjust(width)
+
+    idx = truth["index"] if truth else None
+    d = p.decision
+    if d is None:
+        head = f"{num(idx, 'd', 3)} {'':>5} {'':<4} {'':>5} {'':>6} {'':>8} {'':>5} {'':>8} {'':>7}  {'skip':<8} "
+        return (head + (p.error or "calibration frame (ignored)"))[:TABLE_WIDTH]
+    when = datetime.fromtimestamp(d.time_s, tz=timezone.utc).strftime("%H:%M") if d.time_s else "—"
+    true_um = truth.get("defocus_um") if truth else None
+    line = (f"{num(idx, 'd', 3)} {when:>5} {(d.filter_name or '-')[:4]:<4} {num(d.n_stars, 'd', 5)} "
+            f"{num(d.hfr_px, '.2f', 6)} {num(d.defocus_um, '.0f', 8)} {num(d.defocus_cfz, '.2f', 5)} "
+            f"{num(d.model_defocus_um, '.0f', 8)} {num(true_um, '+.0f', 7)}  {d.decision:<8} ")
+    line = (line + _short_why(d))[:TABLE_WIDTH]
+    if verbose and d.reasons:
+        line += "".join(f"\n      {r}" for r in d.reasons)
+    return line

@@ -82,6 +82,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from astropy.stats import mad_std
 
 from focuswatch import optics
 from focuswatch.optics import Rig
@@ -595,9 +596,7 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
-def _median(a: Iterable[float] | np.ndarray) -> float | None:
-    v = _finite(np.asarray(list(a) if not isinstance(a, np.ndarray) else a, float))
-    return float(np.median(v)) if v.size else None
+from focuswatch.numerics import finite_median as _median  # noqa: E402 - the one median helper
 
 
 def _f(v: Any, spec: str = ".2f", unit: str = "", none: str = "—") -> str:
@@ -660,7 +659,7 @@ def _field_fit(x: np.ndarray, y: np.ndarray, hfr: np.ndarray, w: int, h: int) ->
     for _ in range(5):  # iteratively clipped least squares (blends, cosmic hits)
         coef, *_ = np.linalg.lstsq(a[keep], t[keep], rcond=None)
         res = t - a @ coef
-        mad = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep]))) + 1e-12
+        mad = mad_std(res[keep]) + 1e-12
         new = np.abs(res) < 3.5 * mad
         if new.sum() < 10 or np.array_equal(new, keep):
             break
@@ -944,7 +943,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         if okv.sum() >= 8:
             v = vec[okv]
             med = np.median(v, axis=0)
-            err = 1.4826 * np.median(np.abs(v - med), axis=0) / math.sqrt(len(v))
+            err = mad_std(v, axis=0) / math.sqrt(len(v))
             asym = float(math.hypot(*med))
             asym_snr = float(asym / (math.hypot(*err) + 1e-9))
             asym_ang = math.degrees(math.atan2(med[1], med[0])) % 360.0
@@ -1393,7 +1392,7 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         k = 2
         smooth = np.array([np.median(sv[max(0, i - k):i + k + 1]) for i in range(sv.size)])
         resid = sv - smooth
-        mad = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+        mad = float(mad_std(resid))
         scatter = 100.0 * mad * 1.25 / float(np.median(sv))  # running-median residuals understate by ~1/1.25
     scale = next((s.plate_scale_arcsec_px for s in items if s.plate_scale_arcsec_px), None) or rig.plate_scale_arcsec_px
     seeing_arcsec = float(np.nanmedian(sv)) * scale if (sv.size and scale) else None

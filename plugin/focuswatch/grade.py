@@ -206,10 +206,7 @@ class MasterGrade:
         return cls(**kw)
 
 
-def finite_median(values: Iterable[float | None]) -> float | None:
-    """Median of the finite values (``None`` and NaN skipped); ``None`` when there are none."""
-    v = [x for x in values if x is not None and math.isfinite(x)]
-    return statistics.median(v) if v else None
+from focuswatch.numerics import finite_median  # noqa: E402 - the one median helper, re-exported here
 
 
 def letter_for(ratio: float, config: GradeConfig = GradeConfig()) -> str:

@@ -32,7 +32,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from focuswatch.cli import _clean
+from focuswatch.records import json_safe as _clean
 from focuswatch.errors import JournalError
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord
 from focuswatch.statefile import default_state_dir, iso_utc

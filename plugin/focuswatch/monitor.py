@@ -80,6 +80,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from astropy.stats import mad_std
 
 from focuswatch import optics
 from focuswatch.errors import ConfigError
@@ -529,9 +530,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
                     zz, dof, lookahead_min)
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    v = [float(x) for x in values if x is not None and math.isfinite(x)]
-    return float(np.median(v)) if v else None
+from focuswatch.numerics import finite_median as _median  # noqa: E402 - the one median helper
 
 
 def baseline_for(history: Sequence[FrameRecord], filter_name: str | None,
@@ -630,7 +629,7 @@ def fit_trend(times_min: Sequence[float], ratios: Sequence[float], *, lookahead_
     res = theilslopes(r, t)
     slope, intercept = float(res[0]), float(res[1])
     resid = r - (intercept + slope * t)
-    mad = float(np.median(np.abs(resid - np.median(resid)))) * 1.4826
+    mad = float(mad_std(resid))
     if n > 2:
         mad *= math.sqrt(n / (n - 2.0))
     sigma = max(mad, sigma_floor)

@@ -458,12 +458,11 @@ def capture_key(outcome: Outcome) -> tuple[float, str]:
 
 
 def progress_bar(iterable, total: int, desc: str, enabled: bool):
-    """tqdm on stderr, only when wanted and stderr is a terminal."""
-    if not enabled or total < 2 or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
+    """The one progress bar (:func:`focuswatch.progress.progress`): on stderr, only when it
+    is a terminal and wanted."""
+    from focuswatch.progress import progress
 
-    return tqdm(iterable, total=total, desc=desc, unit="frame", file=sys.stderr, leave=False)
+    return progress(iterable, desc=desc, enabled=enabled, total=total)
 
 
 def map_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]], *, args: tuple = (),

@@ -1,10 +1,23 @@
-"""One serialisation for every result: ``to_dict()`` for ``--json``, the journal and replay,
-``from_dict()`` to read them back.
+"""One schema for every result: ``to_dict()`` for ``--json``, the journal and replay,
+``from_dict()`` to read them back, and one JSON-safe encoder.
 
 Results are frozen dataclasses; they inherit :class:`Record` instead of each writing the
-same two methods. ``from_dict`` ignores keys it does not know (so older or newer JSON still
-loads) and rebuilds nested records, tuples of records and optional records from the type
-hints, so a saved night can be re-rendered without re-measuring.
+same two methods. ``from_dict`` is strict where it matters and lenient where files age:
+
+* a required field that is missing, or a value of the wrong JSON type (a string where a
+  number belongs, a list where a record belongs), raises :class:`ValueError` naming the
+  class and the field;
+* a ``kind`` tag that names another record type, or a ``schema`` newer than
+  :data:`SCHEMA_VERSION`, raises too;
+* keys it does not know are ignored (older or newer JSON still loads), and ``null`` in a
+  plain ``float`` field reads back as NaN (the encoder wrote NaN as null).
+
+Nested records, tuples of records and optional records are rebuilt from the type hints, so
+a saved night re-renders without re-measuring.
+
+Every JSON line the CLI prints carries ``"kind"`` and ``"schema"`` (:func:`tagged`);
+the kinds are listed in ``docs/schema.md``. Times are ``time_s`` (seconds since the epoch,
+UTC) inside; ISO 8601 only at the edges (state file, event log, human text).
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
@@ -13,54 +26,188 @@ hints, so a saved night can be re-rendered without re-measuring.
 ...     tags: tuple[str, ...] = ()
 >>> P.from_dict({"x_px": 1.5, "tags": ["a"], "unknown": 0})
 P(x_px=1.5, tags=('a',))
+>>> json_safe({"a": float("nan"), "b": (1, 2)})
+{'a': None, 'b': [1, 2]}
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import sys
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from pathlib import PurePath
+from typing import Any, ClassVar, Mapping, TypeVar
 
 R = TypeVar("R", bound="Record")
 
+#: Version of the JSON records (the ``"schema"`` of every JSON line). Bumped when a field
+#: changes meaning; a reader refuses records from a newer schema.
+SCHEMA_VERSION = 1
 
-def _revive(value: Any, hint: Any) -> Any:
-    """Turn plain JSON values back into what the annotation ``hint`` says."""
+#: The ``kind`` of every JSON line the CLI prints (documented in docs/schema.md).
+KINDS = ("frame", "diagnosis", "night", "decision", "summary", "rules", "run", "autofocus", "trigger",
+         "zone", "grade", "report", "check", "autofocus-done", "demo", "demo-frame", "sim-frame", "bahtinov",
+         "af", "error")
+
+
+# --------------------------------------------------------------------------- encoding
+
+def json_safe(obj: Any) -> Any:
+    """A value made JSON-safe: NaN/inf become null, tuples lists, paths strings, numpy
+    scalars and arrays Python values, records their ``to_dict()``.
+
+    The one cleaner for ``--json``, the journal, the state file and the simulator's truth.
+    """
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return json_safe(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(dataclasses.asdict(obj))
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
+        try:
+            return json_safe(obj.tolist())
+        except (TypeError, ValueError):
+            return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return json_safe(obj.item())
+        except (TypeError, ValueError):
+            return str(obj)
+    return obj
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    """Strict JSON text of ``obj`` (through :func:`json_safe`; never NaN)."""
+    kw.setdefault("ensure_ascii", False)
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
+
+
+def tagged(kind: str, payload: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """``payload`` (a mapping or a record) with ``"kind"`` and ``"schema"`` in front.
+
+    A payload's own ``kind`` key (``rules`` rows have one) is kept under ``kind`` only when
+    no tag is given; the tag wins otherwise.
+    """
+    body = payload.to_dict() if hasattr(payload, "to_dict") else dict(payload)
+    return {"kind": kind, "schema": SCHEMA_VERSION, **{k: v for k, v in body.items() if k not in ("kind", "schema")}}
+
+
+# --------------------------------------------------------------------------- decoding
+
+def _fail(where: str, value: Any, want: str) -> ValueError:
+    shown = repr(value)
+    return ValueError(f"{where}: expected {want}, got {shown[:60]}")
+
+
+def _revive(value: Any, hint: Any, where: str = "value") -> Any:
+    """Turn plain JSON values back into what the annotation ``hint`` says (strictly)."""
+    if hint is Any or hint is typing.Any:
+        return value
     if value is None:
+        if hint is float:
+            return math.nan  # the encoder writes NaN as null
         return None
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union or (sys.version_info >= (3, 10) and origin is types.UnionType):
-        for a in args:
-            if a is type(None):
-                continue
-            if isinstance(a, type) and dataclasses.is_dataclass(a) and isinstance(value, Mapping):
-                return _revive(value, a)
         real = [a for a in args if a is not type(None)]
-        return _revive(value, real[0]) if len(real) == 1 else value
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        for a in real:
+            if isinstance(a, type) and dataclasses.is_dataclass(a) and isinstance(value, Mapping):
+                return _revive(value, a, where)
+        if len(real) == 1:
+            return _revive(value, real[0], where)
+        return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise _fail(where, value, f"an object ({hint.__name__})")
         return hint.from_dict(value) if hasattr(hint, "from_dict") else hint(**value)
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(where, value, "a list")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_revive(v, args[0]) for v in value)
+            return tuple(_revive(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if args and len(args) == len(value):
-            return tuple(_revive(v, a) for v, a in zip(value, args))
+            return tuple(_revive(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         return tuple(value)
-    if origin is list and isinstance(value, (list, tuple)):
-        return [_revive(v, args[0]) if args else v for v in value]
+    if origin is list or hint is list:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(where, value, "a list")
+        return [_revive(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
+    if origin in (dict, Mapping) or hint in (dict, Mapping) or origin is typing.Mapping or \
+            getattr(origin, "__name__", "") == "Mapping":
+        if not isinstance(value, Mapping):
+            raise _fail(where, value, "an object")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, value, "a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise _fail(where, value, "a whole number")
+        return int(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(where, value, "true or false")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(where, value, "a string")
+        return value
     return value
 
 
 class Record:
-    """Mixin for frozen result dataclasses: ``to_dict`` / ``from_dict`` with one schema."""
+    """Mixin for frozen result dataclasses: ``to_dict`` / ``from_dict`` with one schema.
+
+    ``KIND`` names the record in tagged JSON lines (``"kind"``); ``None`` for records that
+    only travel inside others.
+    """
+
+    KIND: ClassVar[str | None] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-safe, tagged form (``kind``/``schema`` first when the class has a KIND)."""
+        body = json_safe(self.to_dict())
+        return tagged(self.KIND, body) if self.KIND else body
+
     @classmethod
     def from_dict(cls: type[R], d: Mapping[str, Any]) -> R:
+        """Rebuild from :meth:`to_dict` output (or a decoded JSON line); see the module doc."""
+        name = cls.__name__
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{name}: expected a JSON object, got {type(d).__name__}")
+        kind = d.get("kind")
+        if cls.KIND is not None and isinstance(kind, str) and "schema" in d and kind != cls.KIND:
+            raise ValueError(f"{name}: this is a {kind!r} record, not a {cls.KIND!r}")
+        schema = d.get("schema")
+        if isinstance(schema, int) and not isinstance(schema, bool) and "kind" in d and schema > SCHEMA_VERSION:
+            raise ValueError(f"{name}: written with schema {schema}, this focuswatch reads up to {SCHEMA_VERSION}; "
+                             "upgrade focuswatch")
         hints = typing.get_type_hints(cls)
-        kw = {f.name: _revive(d[f.name], hints.get(f.name, Any))
-              for f in dataclasses.fields(cls) if f.name in d}  # type: ignore[arg-type]
+        kw = {}
+        missing = []
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if not f.init:
+                continue
+            if f.name in d:
+                kw[f.name] = _revive(d[f.name], hints.get(f.name, Any), f"{name}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+                missing.append(f.name)
+        if missing:
+            raise ValueError(f"{name}: missing field(s) {', '.join(missing)}")
         return cls(**kw)

@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from focuswatch import frames as frames_mod
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError, SirilError
 from focuswatch.grade import (GradeConfig, MasterGrade, SubQuality, finite_median, master as grade_master,
                               roundness_from_eccentricity)
-from focuswatch.optics import Rig, defocus_um_from_hfr
+from focuswatch.optics import Rig
 from focuswatch.records import Record
 
 log = logging.getLogger("focuswatch.report")
@@ -71,6 +71,7 @@ class SessionScan:
     measure_s: float = 0.0
     diagnoses: dict[str, Any] = field(default_factory=dict)
     diagnose_notes: list[str] = field(default_factory=list)
+    records: dict[str, Any] = field(default_factory=dict)
 
     def diagnose(self, rig: Rig | None) -> dict[str, Any]:
         """``diagnose.frame`` of every measured frame (cached; ``None`` where it failed).
@@ -115,12 +116,10 @@ def _filter_of(stats: Any) -> str:
 
 
 def _progress(iterable: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
-    """tqdm on stderr, only for a TTY and when wanted (never with --json)."""
-    if not enabled or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
+    """The one progress bar (:func:`focuswatch.progress.progress`): a TTY only, never with --json."""
+    from focuswatch.progress import progress
 
-    return tqdm(iterable, total=total, desc=desc, unit="frame", file=sys.stderr, leave=False)
+    return progress(iterable, desc=desc, total=total, enabled=enabled)
 
 
 def find_frames(folder: str | os.PathLike[str]) -> list[Path]:
@@ -137,18 +136,17 @@ def find_frames(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
-                 min_stars: int = MIN_STARS_FOR_STACK, measure: Callable[..., Any] | None = None) -> SessionScan:
-    """Find, validate and measure the light frames of a session folder.
+                 min_stars: int = MIN_STARS_FOR_STACK, diagnose: bool = True) -> SessionScan:
+    """Find, validate, measure and diagnose the light frames of a session folder.
 
-    Each frame is read with ``frames.load`` (which checks completeness) and measured with
-    ``stars.measure``. Problems never stop the scan: the frame goes to ``left_out`` with
-    the reason (unreadable, truncated, fewer than ``min_stars`` stars), because one bad
-    sub would abort Siril's registration.
+    Each frame is read with ``frames.load`` (which checks completeness) and judged by the
+    one frame pipeline (:func:`focuswatch.pipeline.assess`: stars, diagnosis and the
+    policy's record, exactly as the watcher does). Problems never stop the scan: the frame
+    goes to ``left_out`` with the reason (unreadable, truncated, fewer than ``min_stars``
+    stars), because one bad sub would abort Siril's registration.
     """
-    from focuswatch import stars
-    from focuswatch.config import rig_with_header
+    from focuswatch.pipeline import AssessContext, assess, capture_time_s
 
-    measure = measure or stars.measure
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder")
@@ -156,6 +154,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     scan = SessionScan(str(root))
     t0 = time.monotonic()
     measured: list[tuple[tuple[float, str], Any, Path]] = []
+    n_failed = 0
     for path in _progress(files, len(files), "measuring", progress):
         try:
             frame = frames_mod.load(path)
@@ -165,13 +164,19 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
         if not frame.meta.is_light:
             scan.n_not_light += 1
             continue
-        scale = rig_with_header(rig, frame.meta).plate_scale_arcsec_px if rig is not None else None
         try:
-            st = measure(frame, plate_scale_arcsec_px=scale)
+            a = assess(frame, rig, AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=diagnose))
         except FrameError as exc:
             scan.left_out.append(LeftOut(str(path), exc.problem))
             continue
+        st = a.stats
+        if diagnose:
+            scan.diagnoses[str(st.file)] = a.diagnosis
+            n_failed += a.diagnosis_error is not None
+        scan.records[str(st.file)] = a.record
         measured.append((frames_mod.frame_order_key(path, frame.meta), st, path))
+    if n_failed:
+        scan.diagnose_notes.append(f"diagnosis: failed on {n_failed} of {len(measured)} frames")
     measured.sort(key=lambda t: t[0])
     for _, st, path in measured:
         scan.stats.append(st)
@@ -371,7 +376,13 @@ def grade_master_file(path: str | os.PathLike[str], *, rig: Rig | None = None, s
 
 @dataclass(frozen=True)
 class FramePoint(Record):
-    """One frame on the night's plots (time in hours since the first frame)."""
+    """One frame on the night's plots (time in hours since the first frame).
+
+    ``defocus_um``, ``defocus_cfz``, ``model_defocus_um`` and ``decision`` are the refocus
+    policy's (:class:`~focuswatch.monitor.Decision`): from the watcher's journal when it
+    recorded the frame, else from running the policy over the night as ``replay`` does.
+    ``timestamp`` is the capture time in seconds since the epoch (UTC).
+    """
 
     file: str
     filter_name: str
@@ -386,15 +397,24 @@ class FramePoint(Record):
     focuser_pos: int | None
     defocus_um: float | None
     label: str | None = None
+    model_defocus_um: float | None = None
+    defocus_cfz: float | None = None
+    decision: str | None = None
 
 
 @dataclass(frozen=True)
 class Event(Record):
-    """Something that happened at a time: an autofocus run or a refocus decision."""
+    """Something that happened at a time: an autofocus run or a refocus decision.
+
+    ``time_s`` is the event's own time (s since the epoch) when it is on the frames' clock,
+    ``file`` the frame it was decided on (refocus) or the first frame after it (autofocus).
+    """
 
     t_h: float | None
     kind: str
     text: str
+    time_s: float | None = None
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -415,8 +435,17 @@ class FilterRow(Record):
 
 
 @dataclass(frozen=True)
-class NightReport:
-    """Everything the HTML shows, as a value (``report --json`` prints it)."""
+class NightReport(Record):
+    """Everything the report shows, as one value: HTML, text and JSON are renderers of it.
+
+    ``report --json`` prints it; :meth:`from_dict` reads that JSON back, so a saved night
+    re-renders (``focuswatch report --from-json FILE``) without measuring again.
+    ``start_time_s`` is the first frame's time (s since the epoch, UTC), ``start_utc`` the
+    same for people. ``decisions_source`` says where the defocus and decisions came from:
+    ``journal`` (the watcher's, ``journal`` names it) or ``policy`` (run over the frames).
+    """
+
+    KIND: ClassVar[str] = "report"
 
     session: str
     start_utc: str | None
@@ -429,74 +458,179 @@ class NightReport:
     diagnosis: Mapping[str, Any] | None
     grade: SessionGrade | None
     unavailable: tuple[str, ...]
+    start_time_s: float | None = None
+    decisions_source: str | None = None
+    journal: str | None = None
+    limit_um: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"session": self.session, "start_utc": self.start_utc, "rig": dict(self.rig), "cfz_um": self.cfz_um,
                 "points": [p.to_dict() for p in self.points], "events": [e.to_dict() for e in self.events],
                 "filters": [f.to_dict() for f in self.filters], "left_out": [x.to_dict() for x in self.left_out],
                 "diagnosis": dict(self.diagnosis) if self.diagnosis else None,
-                "grade": self.grade.to_dict() if self.grade else None, "unavailable": list(self.unavailable)}
+                "grade": self.grade.to_dict() if self.grade else None, "unavailable": list(self.unavailable),
+                "start_time_s": self.start_time_s, "decisions_source": self.decisions_source,
+                "journal": self.journal, "limit_um": self.limit_um}
 
 
-def _journal_autofocus(j: Any) -> list[Any]:
-    """Every autofocus event of a journal: ``Journal.autofocus_events()`` when the journal
-    module offers it, else the documented ``autofocus_events`` table read directly."""
-    reader = getattr(j, "autofocus_events", None)
-    if callable(reader):
-        return list(reader())
+def load_report(path: str | os.PathLike[str]) -> NightReport:
+    """Read a saved ``report --json`` document back (:class:`ConfigError` naming the file if it is not one)."""
+    import json
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        return NightReport.from_dict(data)
+    except FileNotFoundError:
+        raise FrameError(p, "no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{p}: not a focuswatch report JSON ({exc})") from None
+
+
+# --------------------------------------------------------------------------- the watcher's journal
+
+@dataclass(frozen=True)
+class JournalNight:
+    """What the watcher's journal recorded for one session folder (read-only).
+
+    ``frames`` maps each frame's resolved path to (journal order, the policy's
+    :class:`~focuswatch.monitor.Decision` or ``None``); ``autofocus`` lists (journal order,
+    :class:`~focuswatch.monitor.AutofocusMark`) of every autofocus in the journal.
+    """
+
+    path: Path
+    frames: Mapping[str, tuple[int, Any]]
+    autofocus: tuple[tuple[int, Any], ...]
+
+
+def _open_ro(path: Path):
+    import sqlite3
+
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+
+
+def read_journal_night(path: str | os.PathLike[str], session: str | os.PathLike[str]) -> JournalNight:
+    """The journal's frames under ``session`` with their decisions, and its autofocus runs.
+
+    Opened read-only (the watcher may be writing it). Raises :class:`FocuswatchError`
+    subclasses or ``sqlite3.Error`` / ``ValueError`` for a file that is not a journal.
+    """
     import json
     import sqlite3
 
-    from focuswatch.monitor import AutofocusMark
+    from focuswatch.monitor import AutofocusMark, Decision
 
-    db = sqlite3.connect(f"{Path(j.path).resolve().as_uri()}?mode=ro", uri=True)
+    jp = Path(path)
+    prefix = str(Path(session).resolve())
+    db = _open_ro(jp)
     try:
-        rows = db.execute("SELECT data FROM autofocus_events ORDER BY time_s").fetchall()
+        rows = db.execute(
+            "SELECT f.seq, f.path, (SELECT d.data FROM decisions d WHERE d.frame_id = f.id ORDER BY d.id DESC "
+            "LIMIT 1) FROM frames f WHERE substr(f.path, 1, ?) = ? ORDER BY f.seq",
+            (len(prefix), prefix)).fetchall()
+        afs = db.execute("SELECT seq, data FROM autofocus_events ORDER BY seq").fetchall()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{jp}: not a focuswatch journal ({exc})") from None
     finally:
         db.close()
-    return [AutofocusMark.from_dict(json.loads(r[0])) for r in rows]
+    frames = {str(p): (int(seq), Decision.from_dict(json.loads(data)) if data else None) for seq, p, data in rows}
+    autofocus = tuple((int(seq), AutofocusMark.from_dict(json.loads(data))) for seq, data in afs)
+    return JournalNight(jp, frames, autofocus)
 
 
-def _journal_events(journal_path: str | os.PathLike[str] | None, t0: float | None,
-                    t_end: float | None) -> tuple[list[Event], list[str]]:
-    """Autofocus runs and refocus decisions from the watcher's journal, within the session.
+def journal_candidates(session: str | os.PathLike[str]) -> list[Path]:
+    """Where the watcher writes its journal, nearest first.
 
-    Only events between an hour before the first frame and an hour after the last one are
-    kept (a journal holds many nights). The journal is optional: when it is missing or
-    unreadable the report says so and carries on.
+    ``focuswatch watch`` writes ``journal.sqlite`` into its state folder: the per-user one
+    (``$FOCUSWATCH_STATE_DIR``, else the platform's, :func:`focuswatch.journal.default_journal_path`)
+    or the ``--state-dir`` given. A ``state`` folder beside the session (or beside its
+    parent) is where ``focuswatch demo`` and many users put it.
     """
-    if journal_path is None:
-        return [], ["journal: none given (--journal), so no refocus decisions or autofocus events are shown"]
-    jp = Path(journal_path)
-    if not jp.is_file():
-        return [], [f"journal: {jp} does not exist, so no refocus decisions or autofocus events are shown"]
-    try:
-        from focuswatch.journal import Journal
-    except ImportError:
-        return [], ["journal: the journal module is not available in this version"]
+    from focuswatch.journal import JOURNAL_NAME, default_journal_path
+
+    root = Path(session).resolve()
+    out = [root.parent / "state" / JOURNAL_NAME, root.parent.parent / "state" / JOURNAL_NAME, default_journal_path()]
+    seen: list[Path] = []
+    for p in out:
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def find_journal(session: str | os.PathLike[str]) -> Path | None:
+    """The first journal (:func:`journal_candidates`) that recorded frames of ``session``."""
+    for cand in journal_candidates(session):
+        if not cand.is_file():
+            continue
+        try:
+            if read_journal_night(cand, session).frames:
+                return cand
+        except (FocuswatchError, OSError, ValueError, TypeError, KeyError) as exc:
+            log.debug("journal %s not usable: %s", cand, exc)
+        except Exception as exc:  # sqlite3.Error and friends: a candidate, not the user's choice
+            log.debug("journal %s not usable: %s", cand, exc)
+    return None
+
+
+def _af_text(mark: Any) -> str:
+    return (f"{mark.source}" + (f", filter {mark.filter_name}" if mark.filter_name else "")
+            + (f", position {mark.position}" if mark.position is not None else "")
+            + (f", {mark.temp_c:.1f} °C" if mark.temp_c is not None else ""))
+
+
+def _journal_events(night: JournalNight, times: Mapping[str, float], t0: float | None, t_end: float | None,
+                    files_by_key: Mapping[str, str]) -> list[Event]:
+    """Autofocus runs and refocus decisions of the session, placed on its time axis.
+
+    A refocus decision sits at its frame. An autofocus sits at its own time when that time
+    is on the frames' clock (within an hour of the session); otherwise (an event log
+    written with the PC's clock while the frames carry DATE-OBS of another clock, as in the
+    demo) it sits where the watcher applied it: between the two frames it came between in
+    the journal. Autofocus runs outside the session are left out (a journal holds many nights).
+    """
     lo = (t0 - 3600.0) if t0 is not None else -math.inf
     hi = (t_end + 3600.0) if t_end is not None else math.inf
-
-    def when(ts: float | None) -> float | None:
-        return (float(ts) - t0) / 3600.0 if (ts is not None and t0 is not None) else None
-
+    order = sorted((seq, key) for key, (seq, _) in night.frames.items() if key in times)
     events: list[Event] = []
-    try:
-        with Journal(jp) as j:
-            for item in _journal_autofocus(j):
-                if lo <= item.time_s <= hi:
-                    what = f"{item.source}" + (f", filter {item.filter_name}" if item.filter_name else "") + \
-                           (f", position {item.position}" if item.position is not None else "") + \
-                           (f", {item.temp_c:.1f} °C" if item.temp_c is not None else "")
-                    events.append(Event(when(item.time_s), "autofocus", what))
-            for d in j.decisions():
-                if d.decision == "refocus" and d.time_s is not None and lo <= d.time_s <= hi:
-                    events.append(Event(when(d.time_s), "refocus decision",
-                                        f"{Path(d.file).name}: " + "; ".join(d.reasons)))
-    except (FocuswatchError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        return [], [f"journal: {jp} could not be read ({exc})"]
+    for seq, mark in night.autofocus:
+        before = [k for s, k in order if s < seq]
+        after = [k for s, k in order if s > seq]
+        if t0 is not None and lo <= mark.time_s <= hi:
+            t_h = (mark.time_s - t0) / 3600.0
+            events.append(Event(t_h, "autofocus", _af_text(mark), mark.time_s,
+                                files_by_key.get(after[0]) if after else None))
+        elif before and after:
+            t_h = (times[before[-1]] + times[after[0]]) / 2.0
+            events.append(Event(t_h, "autofocus", _af_text(mark) + f" (before {Path(after[0]).name})",
+                                None, files_by_key.get(after[0])))
+    for key, (seq, d) in night.frames.items():
+        if d is not None and d.decision == "refocus" and key in times:
+            t_h = (d.time_s - t0) / 3600.0 if (d.time_s is not None and t0 is not None) else times[key]
+            events.append(Event(t_h, "refocus decision", f"{Path(d.file).name}: " + "; ".join(d.reasons),
+                                d.time_s, files_by_key.get(key)))
     events.sort(key=lambda e: (e.t_h is None, e.t_h or 0.0))
-    return events, []
+    return events
+
+
+def _policy_decisions(scan: SessionScan, rig: Rig, policy: Any) -> dict[str, Any]:
+    """Without a journal: the refocus policy run over the frames in capture order (``replay``
+    without autofocus events; a focuser jump still counts as one)."""
+    from focuswatch.config import rig_with_header
+    from focuswatch.monitor import Monitor
+    from focuswatch.pipeline import AssessContext, baseline_hfr_px, judge
+
+    mon = Monitor(policy, rig)
+    out: dict[str, Any] = {}
+    for s in scan.stats:
+        rec = scan.records.get(str(s.file))
+        if rec is None:
+            continue
+        frig = rig_with_header(rig, s.meta)
+        base = baseline_hfr_px(mon.history, rec.filter_name)
+        if base is not None and scan.diagnoses:  # as the watcher: diagnosed against the policy's baseline
+            rec = judge(s, frig, AssessContext(time_s=rec.time_s, baseline_hfr_px=base), file=rec.file).record
+        out[str(s.file)] = mon.observe(rec, rig=frig)
+    return out
 
 
 def _night_diagnosis(scan: SessionScan, rig: Rig) -> tuple[list[str | None], Mapping[str, Any] | None, list[str]]:
@@ -528,60 +662,94 @@ def _night_diagnosis(scan: SessionScan, rig: Rig) -> tuple[list[str | None], Map
     return labels, summary, notes
 
 
+#: ``journal_path`` value that means: look for the watcher's journal (:func:`find_journal`).
+AUTO = "auto"
+
+
 def build_report(folder: str | os.PathLike[str], *, rig: Rig | None = None, scan: SessionScan | None = None,
-                 journal_path: str | os.PathLike[str] | None = None, grade: SessionGrade | None = None,
-                 progress: bool = True) -> NightReport:
+                 journal_path: str | os.PathLike[str] | None = AUTO, grade: SessionGrade | None = None,
+                 progress: bool = True, policy: Any = None) -> NightReport:
     """Measure (or reuse ``scan``) and assemble the night's :class:`NightReport`.
 
-    The defocus estimate per frame is the quadrature growth of the half-flux radius over
-    the lowest HFR since the session start, the last filter change or the last autofocus
-    (NINA's baseline), converted with the rig's focal ratio and pixel size
-    (:func:`focuswatch.optics.defocus_um_from_hfr`); it is ``None`` without them.
+    The defocus and the decisions are the refocus policy's, never a second estimate: read
+    from the watcher's journal (``journal_path``; :data:`AUTO` finds it, ``None`` does not
+    look) for the frames it recorded, else computed by running the policy (``policy``, a
+    :class:`~focuswatch.monitor.PolicyConfig`) over the frames in capture order.
     """
     from focuswatch.config import rig_with_header
+    from focuswatch.monitor import PolicyConfig
 
     scan = scan or scan_session(folder, rig=rig, progress=progress)
     stats = scan.stats
     first_meta = stats[0].meta if stats else None
     full_rig = rig_with_header(rig or Rig(), first_meta)
     unavailable: list[str] = []
-    ts = [s.meta.timestamp for s in stats]
+    ts = [scan.records[str(s.file)].time_s if str(s.file) in scan.records else s.meta.timestamp for s in stats]
+    ts = [s.meta.timestamp if s.meta.timestamp is not None else t for s, t in zip(stats, ts)]
     t0 = min((t for t in ts if t is not None), default=None)
     if t0 is not None and max(t for t in ts if t is not None) == t0 and len(stats) > 1:
         ts = [None] * len(stats)  # every frame claims the same time: plot against frame number
         t0 = None
     t_end = max((t for t in ts if t is not None), default=None)
-    events, notes = _journal_events(journal_path, t0, t_end)
-    unavailable += notes
+    t_h_of = [((ts[i] - t0) / 3600.0) if (ts[i] is not None and t0 is not None) else float(i)
+              for i in range(len(stats))]
+    key_of = {str(Path(str(s.file)).resolve()): str(s.file) for s in stats}
+    times = {k: t_h_of[i] for i, s in enumerate(stats) for k in [str(Path(str(s.file)).resolve())]}
+    # the policy's decisions: the journal's, else the policy run here
+    night: JournalNight | None = None
+    jp: Path | None = None
+    if journal_path == AUTO:
+        jp = find_journal(folder)
+        if jp is None:
+            unavailable.append("journal: no journal of the watcher recorded these frames (looked in "
+                               + ", ".join(str(c) for c in journal_candidates(folder))
+                               + "); give --journal; defocus and decisions are the policy's, run over the frames")
+    elif journal_path is None:
+        unavailable.append("journal: not read (--no-journal); defocus and decisions are the policy's, "
+                           "run over the frames")
+    else:
+        jp = Path(journal_path)
+        if not jp.is_file():
+            unavailable.append(f"journal: {jp} does not exist, so no refocus decisions or autofocus events are shown")
+            jp = None
+    if jp is not None:
+        try:
+            night = read_journal_night(jp, folder)
+        except Exception as exc:  # sqlite3.Error too: an unreadable journal is said, not fatal
+            unavailable.append(f"journal: {jp} could not be read ({exc})")
+            night = None
+    events: list[Event] = []
+    decisions: dict[str, Any] = {}
+    source = None
+    if night is not None:
+        events = _journal_events(night, times, t0, t_end, key_of)
+        decisions = {key_of[k]: d for k, (_, d) in night.frames.items() if k in key_of and d is not None}
+        source = "journal"
+        missing = sum(1 for s in stats if str(s.file) not in decisions)
+        if missing:
+            unavailable.append(f"journal: {missing} of {len(stats)} frames are not in {jp} (the watcher was not "
+                               "running?): no defocus or decision for them")
+    elif stats:
+        decisions = _policy_decisions(scan, full_rig, policy or PolicyConfig())
+        source = "policy"
+        events = [Event(t_h_of[i], "refocus decision", f"{Path(str(s.file)).name}: " + "; ".join(d.reasons),
+                        d.time_s, str(s.file))
+                  for i, s in enumerate(stats) for d in [decisions.get(str(s.file))]
+                  if d is not None and d.decision == "refocus"]
     labels, diagnosis, notes = _night_diagnosis(scan, full_rig) if stats else ([], None, [])
     unavailable += notes
-    n = full_rig.f_ratio
-    pix = full_rig.effective_pixel_um
-    if n is None or pix is None:
-        unavailable.append("defocus estimate: the focal ratio or pixel size is unknown (give --rig or header values)")
-    af_times = sorted(e.t_h for e in events if e.kind.lower().startswith("autofocus") and e.t_h is not None)
+    if full_rig.f_ratio is None or full_rig.effective_pixel_um is None:
+        unavailable.append("defocus: the focal ratio or pixel size is unknown (give --rig or header values)")
     points: list[FramePoint] = []
-    base: float | None = None
-    last_filter: str | None = None
-    af_idx = 0
     for i, s in enumerate(stats):
-        t_h = ((ts[i] - t0) / 3600.0) if (ts[i] is not None and t0 is not None) else float(i)
-        filt = _filter_of(s)
-        new_af = af_idx < len(af_times) and af_times[af_idx] <= t_h
-        while af_idx < len(af_times) and af_times[af_idx] <= t_h:
-            af_idx += 1
-        if filt != last_filter or new_af:
-            base = None
-            last_filter = filt
-        hfr = s.hfr_px if s.n_stars else None
-        if hfr is not None:
-            base = hfr if base is None else min(base, hfr)
-        defocus = None
-        if hfr is not None and base is not None and n is not None and pix is not None:
-            defocus = defocus_um_from_hfr(hfr, base, n, pix, full_rig.obstruction)
-        points.append(FramePoint(str(s.file), filt, t_h, ts[i], hfr, s.fwhm_px if s.n_stars else None,
-                                 s.eccentricity, int(s.n_stars), s.background_adu, s.meta.temperature_c,
-                                 s.meta.focuser_pos, defocus, labels[i] if i < len(labels) else None))
+        d = decisions.get(str(s.file))
+        points.append(FramePoint(
+            str(s.file), _filter_of(s), t_h_of[i], ts[i], s.hfr_px if s.n_stars else None,
+            s.fwhm_px if s.n_stars else None, s.eccentricity, int(s.n_stars), s.background_adu,
+            s.meta.temperature_c, s.meta.focuser_pos, d.defocus_um if d else None,
+            labels[i] if i < len(labels) else None, d.model_defocus_um if d else None,
+            d.defocus_cfz if d else None, d.decision if d else None))
+    limits = [d.limit_um for d in decisions.values() if d.limit_um is not None]
     rows = []
     graded = {f.filter_name: f for f in grade.filters} if grade else {}
     for filt, group in scan.by_filter().items():
@@ -595,13 +763,33 @@ def build_report(folder: str | os.PathLike[str], *, rig: Rig | None = None, scan
                               min((x for x in fw if x is not None), default=None),
                               med_fw * scale if (med_fw is not None and scale) else None,
                               finite_median(p.eccentricity for p in pts), finite_median(float(p.n_stars) for p in pts),
-                              max((p.defocus_um for p in pts if p.defocus_um is not None), default=None),
+                              max((p.defocus_um for p in pts if p.defocus_um is not None and p.decision != "skip"),
+                                  default=None),
                               gl.grade.letter if gl and gl.grade else None))
     if grade is None:
         unavailable.append("master grade: not computed (run 'focuswatch report --grade' or 'focuswatch grade')")
     start = datetime.fromtimestamp(t0, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t0 is not None else None
     return NightReport(str(folder), start, full_rig.to_dict(), full_rig.cfz_um(), tuple(points), tuple(events),
-                       tuple(rows), tuple(scan.left_out), diagnosis, grade, tuple(unavailable))
+                       tuple(rows), tuple(scan.left_out), diagnosis, grade, tuple(unavailable), t0, source,
+                       str(jp) if night is not None and jp is not None else None,
+                       finite_median(limits))
+
+
+def render_text(rep: NightReport) -> str:
+    """The report for a terminal: one line per filter, the refocus decisions and autofocus runs."""
+    lines = [f"{rep.session}: {len(rep.points)} light frames"
+             + (f" from {rep.start_utc}" if rep.start_utc else "") + f", {len(rep.left_out)} left out"
+             + (f"; decisions from {rep.decisions_source}" + (f" {rep.journal}" if rep.journal else "")
+                if rep.decisions_source else "")]
+    for r in rep.filters:
+        lines.append(f"  filter {r.filter_name}: {r.n_frames} frames, HFR {_f(r.hfr_median_px)} px, "
+                     f"FWHM {_f(r.fwhm_median_px)} px, worst defocus {_f(r.defocus_max_um, '.0f')} µm"
+                     + (f", grade {r.grade_letter}" if r.grade_letter else ""))
+    for ev in rep.events:
+        lines.append(f"  {_f(ev.t_h, '5.2f')} h  {ev.kind}: {ev.text}")
+    for u in rep.unavailable:
+        lines.append(f"  not included: {u}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -659,14 +847,22 @@ def _plots(rep: NightReport) -> list[tuple[str, str, str]]:
         if rep.cfz_um:
             ax.axhspan(0, rep.cfz_um / 2.0, color="tab:green", alpha=0.15,
                        label=f"within the zone (±{rep.cfz_um / 2:.0f} µm)")
+        if rep.limit_um:
+            ax.axhline(rep.limit_um, color="tab:orange", lw=1.0, label=f"refocus limit ({rep.limit_um:.0f} µm)")
         for f in filters:
             p = [q for q in pts if q.filter_name == f and q.defocus_um is not None]
-            ax.plot([q.t_h for q in p], [q.defocus_um for q in p], "o-", ms=3, color=colors[f], label=f)
+            ax.plot([q.t_h for q in p], [q.defocus_um for q in p], "o", ms=3, alpha=0.45, color=colors[f],
+                    label=f"{f}: one frame's estimate")
+            m = [q for q in pts if q.filter_name == f and q.model_defocus_um is not None]
+            if m:
+                ax.plot([q.t_h for q in m], [q.model_defocus_um for q in m], "-", lw=1.5, color=colors[f],
+                        label=f"{f}: drift model (what the policy uses)")
         marks(ax)
-        ax.set_ylabel("estimated defocus (µm)")
-        ax.set_title("Estimated defocus from HFR growth, against the critical focus zone")
+        ax.set_ylabel("defocus (µm)")
+        where = "the watcher's journal" if rep.decisions_source == "journal" else "the refocus policy run over the frames"
+        ax.set_title(f"Defocus from {where}, against the critical focus zone")
         xlabel(ax)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=6.5, loc="upper left", ncol=3)
         fig.tight_layout()
         out.append(("plot-defocus", "Estimated defocus", _png(fig)))
         plt.close(fig)

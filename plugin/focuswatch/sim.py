@@ -65,7 +65,7 @@ import numpy as np
 
 from focuswatch import optics
 from focuswatch.optics import Rig
-from focuswatch.records import Record
+from focuswatch.records import Record, json_safe
 
 __all__ = [
     "DEFAULT_RIG", "SimParams", "SimFrame", "PsfCondition", "render", "truth_for", "psf_condition",
@@ -1063,15 +1063,8 @@ def write_truth(path: str | Path, truths: Sequence[Mapping[str, Any]] | Mapping[
     return p
 
 
-def _finite(obj: Any) -> Any:
-    """Strict JSON: infinities and NaN (a Gaussian's beta) become null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+#: Strict JSON: infinities and NaN (a Gaussian's beta) become null (the one encoder, in records).
+_finite = json_safe
 
 
 def _json_default(o: Any) -> Any:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
+from astropy.stats import mad_std
 
 from focuswatch.frames import Frame, FrameMeta
 from focuswatch.records import Record
@@ -730,7 +731,7 @@ def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
         return stars
     lg = np.log(np.maximum(stars["hfr"], 1e-3))
     med = float(np.median(lg))
-    mad = 1.4826 * float(np.median(np.abs(lg - med)))
+    mad = float(mad_std(lg))
     keep = np.abs(lg - med) <= max(math.log(1.6), 4.0 * mad)
     return stars[keep] if np.count_nonzero(keep) >= _MIN_STARS_FOR_STATS else stars
 
@@ -749,9 +750,7 @@ def _shape_sample(stars: np.ndarray) -> np.ndarray:
     return stars[np.argsort(-stars["snr"])[:k]]
 
 
-def _med(values: np.ndarray) -> float | None:
-    v = values[np.isfinite(values)]
-    return float(np.median(v)) if len(v) else None
+from focuswatch.numerics import finite_median as _med  # noqa: E402 - the one median helper
 
 
 def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, height_px: int,

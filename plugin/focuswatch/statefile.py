@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping
 
 from focuswatch import __version__
 from focuswatch.errors import TriggerError
+from focuswatch.records import Record, json_safe
 
 STATE_FILE_NAME = "state.json"
 EVENTS_FILE_NAME = "autofocus-events.jsonl"
@@ -97,15 +98,8 @@ def parse_iso(text: str | None) -> datetime | None:
     return dt
 
 
-def _finite(v: Any) -> Any:
-    """JSON has no NaN: missing numbers are written as null."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
+#: JSON has no NaN: missing numbers are written as null (the one encoder, in records).
+_finite = json_safe
 
 
 def _opt_float(v: Any) -> float | None:
@@ -134,7 +128,7 @@ def _opt_str(v: Any) -> str | None:
 # --------------------------------------------------------------------------- dataclasses
 
 @dataclass(frozen=True)
-class LastFrame:
+class LastFrame(Record):
     """What the watcher saw in the newest light frame.
 
     ``defocus_cfz`` is the defocus as a fraction of the critical focus zone width (1.0 = one
@@ -162,7 +156,7 @@ class LastFrame:
 
 
 @dataclass(frozen=True)
-class AutofocusEvent:
+class AutofocusEvent(Record):
     """One autofocus run someone told us about: the HFR baseline restarts after ``time``.
 
     ``source`` says who reported it (``autofocus-done``, ``check --clear``, ``nina-report``,
@@ -198,7 +192,7 @@ class AutofocusEvent:
 
 
 @dataclass(frozen=True)
-class TriggerNote:
+class TriggerNote(Record):
     """The outcome of the newest trigger attempt (NINA API, Ekos, command), for the user.
 
     A failed trigger does not clear ``refocus_due``: the hooks still see it.
@@ -224,7 +218,7 @@ class TriggerNote:
 
 
 @dataclass(frozen=True)
-class State:
+class State(Record):
     """The watcher's verdict, as the hooks read it.
 
     Parameters

@@ -1,0 +1,318 @@
+"""One frame pipeline: frame → stars → diagnosis → the policy's record.
+
+Every command that judges frames goes through :func:`assess`: ``measure``, ``diagnose``,
+``report``, ``af`` (frames at several focuser positions), and the watcher and ``replay``
+through :func:`measure_record`. Before, each had its own copy of these steps, and they
+drifted apart (the diagnosis was asked with or without the pixels, with different
+baselines, and time came from different clocks).
+
+:func:`assess` is pure: it takes a loaded :class:`~focuswatch.frames.Frame`, the rig and an
+:class:`AssessContext` (the baseline the frame is judged against, its capture time) and
+returns a :class:`FrameAssessment`. It reads no file and no clock. :func:`assess_path` is
+the I/O edge: it loads the frame read-only, orders it in time (DATE-OBS, else the file's
+modification time) and calls :func:`assess`; it is a top-level function with picklable
+arguments, so a process pool can map it over a night's frames.
+
+>>> from focuswatch.frames import frame_from_array
+>>> import numpy as np
+>>> noise = np.random.default_rng(1).normal(100.0, 5.0, (64, 64)).astype(np.float32)
+>>> a = assess(frame_from_array(noise), None, AssessContext(time_s=0.0))
+>>> a.record.n_stars, a.diagnosis is None
+(0, True)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from focuswatch.errors import FrameError
+from focuswatch.optics import Rig
+
+log = logging.getLogger("focuswatch.pipeline")
+
+#: A diagnosis less sure than this is kept in the assessment but not handed to the policy
+#: (it would set a frame aside or hold a refocus on a guess). The watcher's constant.
+DIAGNOSIS_MIN_CONFIDENCE = 0.6
+
+
+@dataclass(frozen=True)
+class AssessContext:
+    """What one frame is judged against (all optional; picklable).
+
+    Parameters
+    ----------
+    time_s
+        Capture time, seconds since the epoch (UTC). ``None``: the header's DATE-OBS, else
+        0 (:func:`assess_path` fills it from the file time when the header has none).
+    baseline_hfr_px
+        True HFR right after the last autofocus (px) for the same filter: the diagnosis
+        turns HFR growth over it into defocus. The watcher passes the policy's baseline.
+    diagnose
+        Ask :func:`focuswatch.diagnose.frame` (``False``: stars only, e.g. V-curve frames).
+    use_pixels
+        Give the diagnosis the pixels too (``diagnose FILE`` does: halos, trailing); the
+        watcher and ``replay`` judge from the star table alone, so they agree.
+    min_confidence
+        A diagnosis below this is not passed on to the policy's record.
+    max_stars
+        Cap on the stars measured (``stars.measure``'s ``max_stars``).
+    plate_scale_arcsec_px
+        Overrides the rig's plate scale (a caller that fixed it for a whole run of frames).
+    """
+
+    time_s: float | None = None
+    baseline_hfr_px: float | None = None
+    diagnose: bool = True
+    use_pixels: bool = False
+    min_confidence: float = DIAGNOSIS_MIN_CONFIDENCE
+    max_stars: int = 3000
+    plate_scale_arcsec_px: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameAssessment:
+    """One frame, judged: its stars, its diagnosis and the policy's record.
+
+    ``rig`` is the rig with the header filling what the configuration left out;
+    ``stats`` a :class:`~focuswatch.stars.FrameStats`; ``diagnosis`` a
+    :class:`~focuswatch.diagnose.Diagnosis` or ``None`` (not asked, no stars, or failed:
+    ``diagnosis_error`` says why); ``record`` the :class:`~focuswatch.monitor.FrameRecord`
+    the policy decides on (diagnosis label and advice only when confident enough).
+    """
+
+    file: str
+    rig: Rig
+    stats: Any
+    diagnosis: Any
+    record: Any
+    diagnosis_error: str | None = None
+
+    @property
+    def n_stars(self) -> int:
+        return int(self.stats.n_stars or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``stats``, ``diagnosis`` and ``record`` as JSON-able dicts (the rig too)."""
+        return {"file": self.file, "rig": self.rig.to_dict(), "stats": self.stats.to_dict(),
+                "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None,
+                "record": self.record.to_dict(), "diagnosis_error": self.diagnosis_error}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "FrameAssessment":
+        """Read :meth:`to_dict` back (each part through its own record's ``from_dict``)."""
+        from focuswatch.diagnose import Diagnosis
+        from focuswatch.monitor import FrameRecord
+        from focuswatch.stars import FrameStats
+
+        return cls(str(d["file"]), rig_from_dict(d["rig"]), FrameStats.from_dict(d["stats"]),
+                   Diagnosis.from_dict(d["diagnosis"]) if d.get("diagnosis") else None,
+                   FrameRecord.from_dict(d["record"]), d.get("diagnosis_error"))
+
+
+def rig_from_dict(d: Any) -> Rig:
+    """A :class:`Rig` from ``Rig.to_dict()`` (whose ``f_ratio`` is derived unless it was given)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(Rig)}
+    kw = {k: v for k, v in d.items() if k in names and v is not None}
+    f_ratio = d.get("f_ratio")
+    if f_ratio is not None and not (kw.get("aperture_mm") and kw.get("focal_length_mm")):
+        kw["f_ratio_given"] = f_ratio
+    return Rig(**kw)
+
+
+def _advice_text(advice: Any) -> str | None:
+    if isinstance(advice, (list, tuple)):
+        advice = "; ".join(str(a) for a in advice)
+    return advice or None
+
+
+def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()) -> FrameAssessment:
+    """Measure, diagnose and record one loaded frame (pure: no file, no clock).
+
+    Raises :class:`FrameError` when the stars cannot be measured at all (a frame with no
+    stars is a value: ``n_stars = 0`` and ``stats.reason``). A failing diagnosis never
+    loses the frame: it is logged with its traceback and ``diagnosis_error`` says so.
+    """
+    from focuswatch import stars
+    from focuswatch.config import rig_with_header
+
+    meta = frame.meta
+    full_rig = rig_with_header(rig or Rig(), meta)
+    try:
+        scale = context.plate_scale_arcsec_px or full_rig.plate_scale_arcsec_px
+        stats = stars.measure(frame, plate_scale_arcsec_px=scale, max_stars=context.max_stars)
+    except (ValueError, FloatingPointError, MemoryError) as exc:
+        raise FrameError(frame.path, f"cannot measure stars: {exc}") from None
+    file = str(frame.path) if frame.path is not None else str(stats.file or "")
+    return judge(stats, full_rig, context, image=frame, file=file)
+
+
+def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, image: Any = None,
+          file: str | None = None) -> FrameAssessment:
+    """The steps after the stars: diagnosis and the policy's record, from a ``FrameStats``.
+
+    ``rig`` must already hold the header's values (:func:`assess` passes its own); ``image``
+    (the frame) is given to the diagnosis only with ``context.use_pixels``. Used by
+    :func:`assess`, and by the report to judge measured frames again against the policy's
+    baseline without measuring them twice.
+    """
+    from focuswatch.monitor import record_from_stats
+
+    diagnosis, error = None, None
+    if context.diagnose and stats.n_stars:
+        from focuswatch import diagnose
+
+        try:
+            diagnosis = diagnose.frame(stats, rig, image=image if context.use_pixels else None,
+                                       baseline_hfr_px=context.baseline_hfr_px)
+        except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not lose the frame, but must be seen
+            log.warning("diagnosis failed on %s (the frame is still judged without it)", file or stats.file or "?",
+                        exc_info=True)
+            error = f"diagnosis failed: {exc}"
+    label = advice = None
+    if diagnosis is not None and float(getattr(diagnosis, "confidence", 1.0) or 0.0) >= context.min_confidence:
+        label, advice = diagnosis.label, _advice_text(getattr(diagnosis, "advice", None))
+    file = file if file is not None else str(stats.file or "")
+    meta = stats.meta
+    time_s = context.time_s if context.time_s is not None else (meta.timestamp or 0.0)
+    record = record_from_stats(stats, file=file, time_s=time_s, diagnosis=label, diagnosis_advice=advice)
+    return FrameAssessment(file, rig, stats, diagnosis, record, error)
+
+
+def measure_stats(frame: Any, *, plate_scale_arcsec_px: float | None = None) -> Any:
+    """The pipeline without the diagnosis: the frame's ``FrameStats`` (V-curve frames)."""
+    return assess(frame, None, AssessContext(diagnose=False, plate_scale_arcsec_px=plate_scale_arcsec_px)).stats
+
+
+def capture_time_s(path: Path, meta: Any) -> float:
+    """Capture time for ordering and the record: DATE-OBS, else the file's modification time."""
+    from focuswatch import frames
+
+    return frames.frame_order_key(path, meta)[0]
+
+
+def assess_path(path: str | Path, rig: Rig | None = None, options: AssessContext = AssessContext()) -> FrameAssessment:
+    """Load ``path`` read-only and :func:`assess` it (the I/O edge; picklable for process pools).
+
+    ``options.time_s`` left at ``None`` is filled with the capture time (DATE-OBS, else the
+    file's modification time, as the watcher orders frames). Raises :class:`FrameError`
+    for a frame that cannot be read or measured.
+    """
+    from focuswatch import frames
+
+    p = Path(path)
+    frame = frames.load(p)
+    if options.time_s is None:
+        options = replace(options, time_s=capture_time_s(p, frame.meta))
+    return assess(frame, rig, options)
+
+
+def baseline_hfr_px(history: Any, filter_name: str | None) -> float | None:
+    """The policy's baseline for the diagnosis: the first accepted frame of the same filter
+    since the autofocus (``Monitor.history``), as the watcher has always used."""
+    return next((f.hfr_px for f in history if f.filter_name == filter_name), None)
+
+
+def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True) -> tuple[Any, Any, Rig]:
+    """Drop-in for ``watcher.measure_record``: (FrameRecord, FrameStats, rig) through :func:`assess`.
+
+    The watcher and ``replay`` judge each frame exactly as ``measure``, ``diagnose`` and
+    ``report`` do; the baseline handed to the diagnosis is the policy's (``monitor.history``).
+    """
+    path = frame.path if frame.path is not None else Path(".")
+    ctx = AssessContext(time_s=capture_time_s(path, frame.meta),
+                        baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
+                        diagnose=use_diagnose)
+    a = assess(frame, config.rig, ctx)
+    return a.record, a.stats, a.rig
+
+
+# --------------------------------------------------------------------------- a night, replayed
+
+@dataclass(frozen=True)
+class NightFrame:
+    """One file of a night for :func:`interleave`: its capture-order key, path, header and
+    the time it was written (file modification time, the autofocus events' clock)."""
+
+    order_key: tuple[float, str]
+    path: Path
+    meta: Any
+    written_s: float
+
+
+def interleave(frames: list[NightFrame], marks: list[Any]) -> list[tuple[str, Any]]:
+    """The order the watcher applies things in: ``("frame", NightFrame)`` and ``("af", mark)``.
+
+    Pure. Frames go in capture order (DATE-OBS); an autofocus goes before the first frame
+    written after it (``written_s > mark.time_s``), exactly as :class:`~focuswatch.watcher.Watcher`
+    holds an event back for the frames written before it. Event logs and NINA reports carry
+    the PC's clock, as file times do; DATE-OBS may carry another (a camera's, a simulator's),
+    so an event is never compared with DATE-OBS. Marks after the last frame come last.
+    """
+    queue = sorted(marks, key=lambda m: m.time_s)
+    out: list[tuple[str, Any]] = []
+    for f in sorted(frames, key=lambda f: f.order_key):
+        while queue and f.written_s > queue[0].time_s:
+            out.append(("af", queue.pop(0)))
+        out.append(("frame", f))
+    out.extend(("af", m) for m in queue)
+    return out
+
+
+def replay_night(folder: str | Path, *, config: Any = None, policy: Any = None, af_marks: Any = (),
+                 recursive: bool = True, on_row: Any = None, progress: bool = False,
+                 diagnose: bool = True) -> tuple[list[Any], Any]:
+    """Run a finished night through the policy as the watcher would have, firing nothing.
+
+    The same steps as ``watch``: frames judged by :func:`measure_record` (the pipeline with
+    the policy's baseline), autofocus marks interleaved by :func:`interleave`. Returns the
+    ``watcher.Processed`` rows and the monitor. Nothing is written anywhere.
+    """
+    from focuswatch import frames as frames_mod
+    from focuswatch.config import Config
+    from focuswatch.monitor import Monitor
+    from focuswatch.progress import progress as bar
+    from focuswatch.watcher import Processed, list_frames, policy_from_config
+
+    config = config or Config()
+    policy = policy or policy_from_config(config)
+    out: list[Any] = []
+    night: list[NightFrame] = []
+    for p in list_frames(folder, recursive):
+        try:
+            meta = frames_mod.read_header(p)
+            written = p.stat().st_mtime
+        except (FrameError, OSError) as exc:
+            row = Processed(p, "error", error=str(exc) if isinstance(exc, FrameError) else f"{p}: {exc}")
+            out.append(row)
+            if on_row:
+                on_row(row)
+            continue
+        night.append(NightFrame(frames_mod.frame_order_key(p, meta), p, meta, written))
+    monitor = Monitor(policy, config.rig)
+    steps = interleave(night, list(af_marks))
+    for kind, item in bar(steps, desc="replay", enabled=progress, unit="step"):
+        if kind == "af":
+            monitor.autofocus(item)
+            continue
+        row = _replay_one(item, config, monitor, diagnose)
+        out.append(row)
+        if on_row:
+            on_row(row)
+    return out, monitor
+
+
+def _replay_one(f: NightFrame, config: Any, monitor: Any, diagnose: bool) -> Any:
+    from focuswatch import frames as frames_mod
+    from focuswatch.watcher import Processed
+
+    if not f.meta.is_light:
+        return Processed(f.path, "ignored")
+    try:
+        record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
+    except FrameError as exc:
+        return Processed(f.path, "error", error=str(exc))
+    return Processed(f.path, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
