@@ -123,7 +123,7 @@ def indexed(sky, tmp_path_factory):
 
 def test_every_light_frame_measured_once_calibration_skipped_bad_reported(sky, indexed):
     root, truth = sky
-    run = next(r for r in indexed["records"] if r["kind"] == "archive.run")
+    run = next(r for r in indexed["records"] if r["kind"] == "archive-run")
     assert run["schema"] == 1
     assert run["n_measured"] == len(truth["lights"]) == 33
     assert run["n_not_light"] == 2 and run["n_bad"] == 1 and run["n_lost"] == 0
@@ -141,7 +141,7 @@ def test_every_light_frame_measured_once_calibration_skipped_bad_reported(sky, i
 
 def test_nights_share_outside_zone_and_refocus_runs_match_the_truth(sky, indexed):
     _, truth = sky
-    nights = {r["night"]: r for r in indexed["records"] if r["kind"] == "archive.night"}
+    nights = {r["night"]: r for r in indexed["records"] if r["kind"] == "archive-night"}
     assert set(nights) == set(NIGHTS)
     for night, share in truth["out"].items():
         assert nights[night]["share_out_of_zone"] == pytest.approx(share)
@@ -149,12 +149,12 @@ def test_nights_share_outside_zone_and_refocus_runs_match_the_truth(sky, indexed
         assert nights[night]["refocus_gain_px"] > 0.3   # 100 um and 70 um of defocus cleared
         assert nights[night]["lost_exposure_h"] == pytest.approx(3 * 300 / 3600)
         assert nights[night]["median_hfr_px"] > nights[night]["limit_hfr_px"] > 0
-    events = [r for r in indexed["records"] if r["kind"] == "archive.refocus"]
+    events = [r for r in indexed["records"] if r["kind"] == "archive-refocus"]
     assert len(events) == 6 and all(e["hfr_after_px"] < e["hfr_before_px"] for e in events)
 
 
 def test_temperature_coefficient_and_filter_offset_recovered_within_their_errors(indexed):
-    (rig,) = [r for r in indexed["records"] if r["kind"] == "archive.rig"]
+    (rig,) = [r for r in indexed["records"] if r["kind"] == "archive-rig"]
     k, se = rig["tempco_steps_per_c"], rig["tempco_se_steps_per_c"]
     assert 0 < se < 1.0
     assert abs(k - K_STEPS_PER_C) < 3 * se + 0.05

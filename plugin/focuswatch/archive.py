@@ -321,7 +321,7 @@ class IndexRun:
         return n / self.elapsed_s if self.elapsed_s > 0 and n else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "archive.run", "schema": SCHEMA_VERSION, "root": self.root, "index": self.index,
+        return {"kind": "archive-run", "schema": SCHEMA_VERSION, "root": self.root, "index": self.index,
                 "n_files": self.n_files, "n_unchanged": self.n_unchanged, "n_measured": self.n_measured,
                 "n_not_light": self.n_not_light, "n_bad": self.n_bad, "n_lost": self.n_lost,
                 "left_undone": [{"file": f, "problem": p} for f, p in self.lost],

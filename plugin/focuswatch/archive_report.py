@@ -152,13 +152,13 @@ class ArchiveReport:
 
     def records(self) -> list[dict[str, Any]]:
         """JSON Lines records, each tagged with ``kind`` and ``schema``."""
-        out = [{"kind": "archive.summary", "schema": SCHEMA, "root": self.root, "n_frames": self.n_frames,
+        out = [{"kind": "archive-summary", "schema": SCHEMA, "root": self.root, "n_frames": self.n_frames,
                 "n_bad": self.n_bad, "n_not_light": self.n_not_light, "n_nights": len(self.nights),
                 "n_rigs": len(self.rigs), "n_targets": self.n_targets, "n_filters": self.n_filters,
                 "notes": list(self.notes)}]
-        out += [{"kind": "archive.night", "schema": SCHEMA, **n.to_dict()} for n in self.nights]
-        out += [{"kind": "archive.rig", "schema": SCHEMA, **r.to_dict()} for r in self.rigs]
-        out += [{"kind": "archive.refocus", "schema": SCHEMA, **e.to_dict()} for e in self.refocus]
+        out += [{"kind": "archive-night", "schema": SCHEMA, **n.to_dict()} for n in self.nights]
+        out += [{"kind": "archive-rig", "schema": SCHEMA, **r.to_dict()} for r in self.rigs]
+        out += [{"kind": "archive-refocus", "schema": SCHEMA, **e.to_dict()} for e in self.refocus]
         return out
 
 

@@ -982,7 +982,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
         for rec in rep.records():
             emit_json(rec)
         if out is not None or exported is not None:
-            emit_json({"kind": "archive.files", "schema": archive_report.SCHEMA, "html": out, "export": exported,
+            emit_json({"kind": "archive-files", "schema": archive_report.SCHEMA, "html": out, "export": exported,
                        "index": index_path})
     else:
         if run is not None:

@@ -49,7 +49,8 @@ SCHEMA_VERSION = 1
 #: The ``kind`` of every JSON line the CLI prints (documented in docs/schema.md).
 KINDS = ("frame", "diagnosis", "night", "decision", "summary", "rules", "run", "autofocus", "trigger",
          "zone", "grade", "report", "check", "autofocus-done", "demo", "demo-frame", "sim-frame", "bahtinov",
-         "af", "error")
+         "af", "error", "archive-run", "archive-summary", "archive-night", "archive-rig", "archive-refocus",
+         "archive-files")
 
 
 # --------------------------------------------------------------------------- encoding
