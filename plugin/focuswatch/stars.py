@@ -85,6 +85,13 @@ class FrameStats:
     hfr_arcsec: float | None = None
     fwhm_arcsec: float | None = None
     zones: tuple[Zone, ...] = ()
+    #: 1-sigma uncertainty of ``hfr_px`` (px): photon noise for one or two stars, the
+    #: star-to-star scatter over sqrt(n) for more (:func:`hfr_uncertainty_px`)
+    hfr_err_px: float | None = None
+    #: False when the stars are too small (FWHM under ~2.5 px, pixel-integrated) or too
+    #: faint/few for their eccentricity to mean anything: no trailing, wind or collimation
+    #: call should be made from this frame's shape figures (:func:`elongation_reliable`)
+    elongation_reliable: bool | None = None
     n_detected: int = 0
     n_rejected: Mapping[str, int] = field(default_factory=dict)
     reason: str | None = None
@@ -141,7 +148,13 @@ _DETECT_MAX_PIXELS = 4_000_000
 _DETECT_TARGET_SIZE = 10.0    # typical extent (binned px) of large stars in the second pass
 _DETECT_LARGE_PX = 32.0       # stars wider than this (full-resolution px) get the second pass
 _STAMP_PIXEL_BUDGET = 24_000_000
-_MIN_STARS_FOR_STATS = 3
+#: Fewest stars for frame figures from :func:`measure` (one star is a valid measurement:
+#: single-star autofocus, sub-frames). Consumers keep their own minimum: the refocus
+#: policy (``MonitorConfig.min_stars``), the diagnosis (``DiagnoseConfig.min_stars``).
+MIN_STARS_FOR_STATS = 1
+_MIN_STARS_FOR_STATS = 3  # the size-outlier cut and the SNR >= 10 subset need this many
+#: margin (px) between a star's light and the frame's edge
+_EDGE_MARGIN_PX = 1.0
 
 
 def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
@@ -179,7 +192,8 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     ``box_px`` is the background mesh in full-resolution pixels (it must be several times
     the stars' size or their light leaks into the sky level); ``kernel_sigma`` (binned px)
     replaces sep's default 3x3 matched filter by a Gaussian fitted to large stars.
-    Returns (objects, background, binned image, noise of a binned pixel).
+    Donuts that sep split into arcs are put together again (:func:`_merge_rings`).
+    Returns (objects, background, binned image, noise of a binned pixel, rings merged).
     """
     import sep
 
@@ -206,7 +220,200 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
             objs = sep.extract(sub, thresh * 3, **kw)
         else:
             raise
-    return objs, bkg, small, rms
+    objs, n_holed = _merge_holed(objs, sub, thresh, kw)
+    objs, n_rings, _ = _merge_rings(objs, small.shape[1], small.shape[0])
+    return objs, bkg, small, rms, n_rings + n_holed
+
+
+#: a footprint whose holes hold at least this share of its filled area (and
+#: ``_HOLE_MIN_PX`` binned pixels) is a ring
+_HOLE_MIN_SHARE = 0.03
+_HOLE_MIN_PX = 4
+#: shares of the footprint's brightest pixel at which a hole is looked for
+_HOLE_LEVELS = (0.2, 0.35, 0.5)
+
+
+def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> tuple[np.ndarray, int]:
+    """Undo sep's deblending of a ring: a donut whose ring is brighter on one side is split
+    into pieces that share one footprint, and that footprint has a hole (the obstruction's
+    shadow). Two stars blended together make a footprint without a hole: they stay apart.
+    Returns (objects, number of rings put back together).
+    """
+    if len(objs) < 2:
+        return objs, 0
+    ov_i, ov_j = _overlapping_boxes(objs)
+    if not len(ov_i):
+        return objs, 0
+    import sep
+    from scipy import ndimage
+
+    kw1 = dict(kw)
+    kw1["deblend_cont"] = 1.0
+    parents, seg = sep.extract(sub, thresh, segmentation_map=True, **kw1)
+    hx = np.clip(np.rint(objs["x"]).astype(np.int64), 0, sub.shape[1] - 1)
+    hy = np.clip(np.rint(objs["y"]).astype(np.int64), 0, sub.shape[0] - 1)
+    owner = seg[hy, hx] - 1  # the parent footprint each deblended object sits in (-1: none)
+    involved = np.unique(np.concatenate([ov_i, ov_j]))
+    keep = np.ones(len(objs), bool)
+    new_rows = []
+    for pid in np.unique(owner[involved]):
+        if pid < 0:
+            continue
+        kids = np.nonzero(owner == pid)[0]
+        if len(kids) < 2:
+            continue
+        po = parents[pid]
+        ys = slice(po["ymin"], po["ymax"] + 1)
+        xs = slice(po["xmin"], po["xmax"] + 1)
+        own = seg[ys, xs] == pid + 1
+        vals = np.where(own, sub[ys, xs], -np.inf)
+        top = float(vals.max())
+        ring = False
+        # the hole shows at some level: at the detection threshold when it is dark, at a
+        # share of the ring's brightness when seeing has half filled it
+        for level in (-np.inf,) + _HOLE_LEVELS:
+            box = own if level == -np.inf else vals > level * top
+            filled = ndimage.binary_fill_holes(box)
+            hole = int(filled.sum() - box.sum())
+            if hole >= _HOLE_MIN_PX and hole >= _HOLE_MIN_SHARE * filled.sum():
+                ring = True
+                break
+        if not ring:
+            continue
+        # one ring: its hole holds the footprint's centre. Two overlapping donuts also
+        # make a footprint with holes, but each hole is off to one side
+        lab, _ = ndimage.label(filled & ~box)
+        ccx = int(np.clip(round(float(po["x"])) - po["xmin"], 0, box.shape[1] - 1))
+        ccy = int(np.clip(round(float(po["y"])) - po["ymin"], 0, box.shape[0] - 1))
+        if lab[ccy, ccx] == 0:
+            continue
+        keep[kids] = False
+        new_rows.append(po)
+    if not new_rows:
+        return objs, 0
+    return np.concatenate([objs[keep], np.array(new_rows, dtype=objs.dtype)]), len(new_rows)
+
+
+def _overlapping_boxes(objs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of detections whose bounding boxes overlap (deblended pieces of one footprint)."""
+    from scipy.spatial import cKDTree
+
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
+    cx, cy = 0.5 * (objs["xmin"] + objs["xmax"]), 0.5 * (objs["ymin"] + objs["ymax"])
+    pairs = cKDTree(np.column_stack([cx, cy])).query_pairs(r=float(np.max(ext)), output_type="ndarray")
+    if not len(pairs):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    i, j = pairs[:, 0], pairs[:, 1]
+    ov = ((objs["xmin"][i] <= objs["xmax"][j]) & (objs["xmin"][j] <= objs["xmax"][i])
+          & (objs["ymin"][i] <= objs["ymax"][j]) & (objs["ymin"][j] <= objs["ymax"][i]))
+    return i[ov], j[ov]
+
+
+@dataclass(frozen=True)
+class RingMergeConfig:
+    """How arcs of one donut are told from separate stars (binned detection pixels).
+
+    A defocused star on a telescope with spider vanes is a ring cut by the vanes' shadows;
+    sep detects each arc as its own object. Arcs of one ring sit around a common centre at
+    about the same distance, are elongated and lie tangentially, which a few close round
+    stars do not.
+    """
+
+    #: two detections are neighbours when their boxes, widened by this share of their
+    #: extent plus ``gap_px``, overlap (a vane's shadow is a few % of the ring's width)
+    gap_share: float = 0.25
+    gap_px: float = 1.5
+    #: spread of the arcs' distances from the common centre (std/mean) at most
+    radius_cv_max: float = 0.3
+    #: each arc elongated at least this much (a/b) and lying tangentially: the angle
+    #: between its major axis and the radius through it at least this (degrees)
+    arc_elongation_min: float = 1.3
+    arc_tangential_min_deg: float = 50.0
+    #: no gap between neighbouring arcs (seen from the centre) wider than this (degrees)
+    max_gap_deg: float = 200.0
+    #: brightest / faintest arc at most this
+    flux_ratio_max: float = 6.0
+
+
+RING_MERGE = RingMergeConfig()
+
+
+def _merge_rings(objs: np.ndarray, width: int, height: int,
+                 config: RingMergeConfig = RING_MERGE) -> tuple[np.ndarray, int, int]:
+    """Reassemble donuts that sep split into arcs; return (objects, n_rings, n_edge_groups).
+
+    Groups of touching detections are replaced by one object at the ring's centre when
+    they look like arcs of one ring (see :class:`RingMergeConfig`). A partial ring cut by
+    the frame's border fails the "arcs all round" test; its arcs stay apart and are
+    rejected as blended with each other, so they never count as stars.
+    """
+    n = len(objs)
+    if n < 2:
+        return objs, 0, 0
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
+    grow = config.gap_share * ext + config.gap_px
+    x0, x1 = objs["xmin"] - grow, objs["xmax"] + grow
+    y0, y1 = objs["ymin"] - grow, objs["ymax"] + grow
+    cx, cy = 0.5 * (objs["xmin"] + objs["xmax"]), 0.5 * (objs["ymin"] + objs["ymax"])
+    tree = cKDTree(np.column_stack([cx, cy]))
+    pairs = tree.query_pairs(r=float(np.max(ext + 2 * grow)), output_type="ndarray")
+    if not len(pairs):
+        return objs, 0, 0
+    i, j = pairs[:, 0], pairs[:, 1]
+    touch = (x0[i] <= x1[j]) & (x0[j] <= x1[i]) & (y0[i] <= y1[j]) & (y0[j] <= y1[i])
+    i, j = i[touch], j[touch]
+    if not len(i):
+        return objs, 0, 0
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    n_comp, label = connected_components(graph, directed=False)
+    sizes = np.bincount(label, minlength=n_comp)
+    keep = np.ones(n, bool)
+    new_rows = []
+    n_rings = n_edge = 0
+    flux = np.maximum(objs["flux"].astype(np.float64), 1e-12)
+    for comp in np.nonzero(sizes >= 2)[0]:
+        m = np.nonzero(label == comp)[0]
+        f = flux[m]
+        gx = float(np.sum(f * objs["x"][m]) / np.sum(f))
+        gy = float(np.sum(f * objs["y"][m]) / np.sum(f))
+        at_edge = (objs["xmin"][m].min() <= 1 or objs["ymin"][m].min() <= 1
+                   or objs["xmax"][m].max() >= width - 2 or objs["ymax"][m].max() >= height - 2)
+        dx, dy = objs["x"][m] - gx, objs["y"][m] - gy
+        d = np.hypot(dx, dy)
+        if np.mean(d) <= 0 or np.std(d) / np.mean(d) > config.radius_cv_max:
+            continue
+        if f.max() / f.min() > config.flux_ratio_max:
+            continue
+        elong = objs["a"][m] / np.maximum(objs["b"][m], 1e-3)
+        phi = np.arctan2(dy, dx)
+        rel = np.abs(np.degrees(np.angle(np.exp(1j * (objs["theta"][m] - phi)))))
+        rel = np.minimum(rel, 180.0 - rel)  # angle between the major axis and the radius, 0-90
+        if np.any(elong < config.arc_elongation_min) or np.any(rel < config.arc_tangential_min_deg):
+            continue
+        ang = np.sort(np.degrees(phi) % 360.0)
+        gaps = np.diff(np.concatenate([ang, ang[:1] + 360.0]))
+        if gaps.max() > config.max_gap_deg:
+            continue
+        n_rings += 1
+        n_edge += int(at_edge)
+        row = objs[m[np.argmax(f)]].copy()
+        row["x"], row["y"] = gx, gy
+        row["xmin"], row["xmax"] = objs["xmin"][m].min(), objs["xmax"][m].max()
+        row["ymin"], row["ymax"] = objs["ymin"][m].min(), objs["ymax"][m].max()
+        row["flux"] = float(np.sum(objs["flux"][m]))
+        row["npix"] = int(np.sum(objs["npix"][m]))
+        # a uniform disk of radius r has sigma r/2: the union box is the ring's diameter
+        half = 0.25 * max(row["xmax"] - row["xmin"] + 1, row["ymax"] - row["ymin"] + 1)
+        row["a"], row["b"], row["theta"] = half, half, 0.0
+        new_rows.append(row)
+        keep[m] = False
+    if not new_rows:
+        return objs, 0, 0
+    return np.concatenate([objs[keep], np.array(new_rows, dtype=objs.dtype)]), n_rings, n_edge
 
 
 def _batched_moffat(r: np.ndarray, y: np.ndarray, w: np.ndarray, amp0: np.ndarray,
@@ -373,10 +580,18 @@ def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarr
     the pixels nearer a neighbour than the star zeroed, and each stamp's raw maximum (ADU,
     for the saturation test). ``(cx, cy)`` is the star's sub-pixel centre in the stamp."""
     off = np.arange(-R, R + 1)
-    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
+    H, W = img.shape
+    rows = iy[:, None] + off[None, :]
+    cols = ix[:, None] + off[None, :]
+    raw = img[np.clip(rows, 0, H - 1)[:, :, None], np.clip(cols, 0, W - 1)[:, None, :]]
     peak = raw.reshape(len(ix), -1).max(axis=1)
     stamps = raw - local_bkg[:, None, None]
     del raw
+    # a stamp may reach past the frame's edge (a star near it, or one as big as the frame):
+    # the pixels outside hold nothing (the star itself lies inside, see measure())
+    outside = ((rows < 0) | (rows >= H))[:, :, None] | ((cols < 0) | (cols >= W))[:, None, :]
+    if outside.any():
+        stamps = np.where(outside, np.float32(0), stamps)
     if nbx is not None:
         stamps = _mask_neighbours(stamps, cx, cy, nbx, nby, off.astype(np.float32))
     return stamps, peak
@@ -498,6 +713,31 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     }
 
 
+def _constant_border(img: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows/columns of one constant value at the frame's edges: (top, bottom, left, right).
+
+    Cut-outs, registered and cropped frames often carry a border of zeros. Its step down
+    from the sky would be detected as a long "star" and the stars beside it called edge
+    stars; measurement runs on the frame inside it instead.
+    """
+    H, W = img.shape
+
+    def run(get, n):
+        k = 0
+        while k < n - 16:
+            line = get(k)
+            if line.min() != line.max():
+                break
+            k += 1
+        return k
+
+    top = run(lambda k: img[k], H)
+    bottom = run(lambda k: img[H - 1 - k], H - top)
+    left = run(lambda k: img[top:H - bottom, k], W)
+    right = run(lambda k: img[top:H - bottom, W - 1 - k], W - left)
+    return top, bottom, left, right
+
+
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
     """Measure an in-memory image (tests, the simulator): :func:`measure` on a wrapped frame."""
     from focuswatch.frames import frame_from_array
@@ -506,7 +746,7 @@ def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, *
 
 
 def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_stars: int = 3000,
-            n_fit: int = 300, detect_thresh: float = 4.0) -> FrameStats:
+            n_fit: int = 300, detect_thresh: float = 4.0, min_stars: int = MIN_STARS_FOR_STATS) -> FrameStats:
     """Find and measure the stars of a frame.
 
     Steps: background and detection with sep on a block-averaged copy (at most ~4 Mpx, and
@@ -519,8 +759,19 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     Rejected (counted in ``n_rejected``): saturated, edge-clipped, blended (a neighbour with
     >10 % of the flux inside the aperture), hot pixels and cosmic rays (smaller than any
     optics can make a star), and too faint to measure (SNR < 5).
+
+    ``min_stars`` (default 1) is the fewest measured stars for frame figures: one bright
+    star is enough for ``hfr_px`` (single-star autofocus, sub-frames); ``hfr_err_px``
+    then says how far to trust it. Callers that need a crowd (the refocus policy, the
+    diagnosis) keep their own minimum.
     """
     img = frame.pixels
+    top, bottom, left, right = _constant_border(img)
+    border_note: tuple[str, ...] = ()
+    if top or bottom or left or right:
+        img = img[top:img.shape[0] - bottom, left:img.shape[1] - right]
+        border_note = (f"a constant border (top {top}, bottom {bottom}, left {left}, right {right} px) "
+                       "is left out as outside the image",)
     H, W = img.shape
     scale = float(frame.scale_px)
     file = str(frame.path) if frame.path is not None else None
@@ -535,7 +786,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the stars are large (defocused disks and donuts stay one object each, and their light
     # does not leak into the sky level)
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
-    objs, bkg, small, rms_small = _detect(img, b, detect_thresh)
+    objs, bkg, small, rms_small, n_rings = _detect(img, b, detect_thresh)
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     if len(objs) >= 3:
         bright = objs[objs["flux"] >= np.median(objs["flux"])]
@@ -543,8 +794,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
-                objs, bkg, small, rms_small = _detect(img, b2, detect_thresh, box_px=max(128.0, 6.0 * extent),
-                                                      kernel_sigma=max(1.0, extent / b2 / 5.0), deblend_cont=0.05)
+                objs, bkg, small, rms_small, n_rings = _detect(img, b2, detect_thresh,
+                                                               box_px=max(128.0, 6.0 * extent),
+                                                               kernel_sigma=max(1.0, extent / b2 / 5.0),
+                                                               deblend_cont=0.05)
                 b = b2
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
@@ -572,10 +825,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     S = 2 * R + 1
     order = np.argsort(-flux_det)
     n_keep = int(min(len(order), max_stars, max(20, _STAMP_PIXEL_BUDGET // (S * S))))
-    # edge clipping: the whole stamp must lie inside the frame
+    # edge clipping: the star's own light (its detection box, or 2.5 sigma, plus a margin)
+    # must lie inside the frame; its stamp may reach past the edge (zeros there), so a
+    # single big star in a small sub-frame is still measured
     ix = np.rint(fx).astype(np.int64)
     iy = np.rint(fy).astype(np.int64)
-    inside = (ix - R >= 0) & (iy - R >= 0) & (ix + R < W) & (iy + R < H)
+    own_r = np.maximum(0.5 * extent_full, 2.5 * size_sigma) + _EDGE_MARGIN_PX
+    inside = (fx - own_r >= -0.5) & (fy - own_r >= -0.5) & (fx + own_r <= W - 0.5) & (fy + own_r <= H - 0.5)
     rejected["edge"] = int(np.count_nonzero(~inside))
     from scipy.spatial import cKDTree
 
@@ -701,8 +957,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # ---- per-star table in sensor pixels
     k = np.nonzero(keep)[0]
     stars = np.zeros(len(k), STAR_DTYPE)
-    stars["x"] = ((ix + cx)[k] + 0.5) * scale - 0.5
-    stars["y"] = ((iy + cy)[k] + 0.5) * scale - 0.5
+    stars["x"] = ((ix + cx)[k] + left + 0.5) * scale - 0.5
+    stars["y"] = ((iy + cy)[k] + top + 0.5) * scale - 0.5
     stars["flux"] = tot_flux[k]
     stars["peak"] = centre[k]
     stars["snr"] = snr[k]
@@ -716,9 +972,12 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     stars["ecc"] = ecc[k]
     stars["ring"] = ring[k]
     stars["outer_r"] = r90[k] * scale
-    return summarize(stars, frame=frame, width_px=int(W * scale), height_px=int(H * scale),
+    extra = border_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
+                           if n_rings else ())
+    H0, W0 = frame.pixels.shape
+    return summarize(stars, frame=frame, width_px=int(W0 * scale), height_px=int(H0 * scale),
                      background_adu=bkg_level, noise_adu=noise, n_detected=n_det, n_rejected=rejected,
-                     plate_scale_arcsec_px=plate_scale_arcsec_px)
+                     plate_scale_arcsec_px=plate_scale_arcsec_px, min_stars=min_stars, extra_notes=extra)
 
 
 def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
@@ -754,22 +1013,92 @@ def _med(values: np.ndarray) -> float | None:
     return float(np.median(v)) if len(v) else None
 
 
+def _fmt_px(v: float | None) -> str:
+    return "?" if v is None else f"{v:.1f} px"
+
+
+@dataclass(frozen=True)
+class ShapeConfig:
+    """When a frame's eccentricity can be believed.
+
+    Second moments of a star a pixel or two wide are dominated by where the star falls on
+    the pixel grid: a round star of FWHM 1.5 px reads eccentricity 0.3-0.6 depending on its
+    sub-pixel phase, and a trail shorter than a pixel does not show at all. The median of
+    many stars cancels part of that, so the FWHM floor is lower with many bright stars.
+    """
+
+    #: below this median FWHM (px) one star's shape is pixel noise
+    min_fwhm_px: float = 2.5
+    #: with at least ``many_stars`` bright stars the floor drops to this
+    min_fwhm_many_px: float = 2.0
+    many_stars: int = 20
+    #: fewest bright stars for any shape claim
+    min_stars: int = 3
+
+
+SHAPE = ShapeConfig()
+
+
+def elongation_reliable(shape_stars: np.ndarray, config: ShapeConfig = SHAPE) -> bool:
+    """Whether the eccentricity of these (bright) stars can support an elongation claim.
+
+    ``shape_stars`` is the sample the frame's eccentricity comes from. The FWHM used is the
+    fitted one where available, else ``2 * hfr`` (a Gaussian's HFD equals its FWHM).
+    """
+    if len(shape_stars) < config.min_stars:
+        return False
+    fw = shape_stars["fwhm"]
+    fw = np.where(np.isfinite(fw) & (fw > 0), fw, 2.0 * shape_stars["hfr"])
+    floor = config.min_fwhm_many_px if len(shape_stars) >= config.many_stars else config.min_fwhm_px
+    return bool(np.median(fw) >= floor)
+
+
+def hfr_uncertainty_px(stars: np.ndarray) -> float | None:
+    """1-sigma uncertainty of the frame's median HFR (px).
+
+    Per star the photon/sky noise gives ``sigma_i ~ hfr_i / SNR_i`` (the half-flux radius
+    moves by about its own size over the SNR; checked against repeated noise draws in the
+    tests). One star: that. A few: the per-star errors combined as for a mean, times 1.25
+    for the median. Five or more: the larger of that and the observed scatter (1.4826 MAD)
+    over sqrt(n), also times 1.25, so real star-to-star differences (field curvature,
+    blends) count too.
+    """
+    if len(stars) == 0:
+        return None
+    hfr = stars["hfr"]
+    snr = np.maximum(stars["snr"], 1.0)
+    per = hfr / snr
+    n = len(stars)
+    if n == 1:
+        return float(per[0])
+    noise = 1.2533 * math.sqrt(float(np.sum(per ** 2))) / n
+    if n < 5:
+        return noise
+    mad = 1.4826 * float(np.median(np.abs(hfr - np.median(hfr))))
+    return max(noise, 1.2533 * mad / math.sqrt(n))
+
+
 def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, height_px: int,
               background_adu: float | None = None, noise_adu: float | None = None, n_detected: int = 0,
-              n_rejected: Mapping[str, int] | None = None, plate_scale_arcsec_px: float | None = None) -> FrameStats:
+              n_rejected: Mapping[str, int] | None = None, plate_scale_arcsec_px: float | None = None,
+              min_stars: int = MIN_STARS_FOR_STATS, extra_notes: tuple[str, ...] = ()) -> FrameStats:
     """Frame medians and the 3x3 zones from a per-star table (also used on filtered tables).
 
     Medians use stars with SNR >= 10 when there are enough of them, so faint noisy stars do
-    not drag the frame figure around.
+    not drag the frame figure around. With fewer than ``min_stars`` stars the frame gets
+    no figures (``reason`` says so). ``hfr_err_px`` says how far the frame's HFR can be
+    trusted (see :func:`hfr_uncertainty_px`): with one or two stars it is their photon
+    noise, with many the star-to-star scatter over sqrt(n).
     """
     meta = frame.meta if frame is not None else FrameMeta()
     file = str(frame.path) if frame is not None and frame.path is not None else None
-    notes = tuple(frame.notes) if frame is not None else ()
-    if len(stars) < _MIN_STARS_FOR_STATS:
+    notes = (tuple(frame.notes) if frame is not None else ()) + tuple(extra_notes)
+    min_stars = max(1, int(min_stars))
+    if len(stars) < min_stars:
         return FrameStats(file=file, n_stars=int(len(stars)), background_adu=background_adu, noise_adu=noise_adu,
                           width_px=width_px, height_px=height_px, plate_scale_arcsec_px=plate_scale_arcsec_px,
                           n_detected=n_detected, n_rejected=dict(n_rejected or {}),
-                          reason=f"only {len(stars)} measurable stars (need {_MIN_STARS_FOR_STATS})",
+                          reason=f"only {len(stars)} measurable stars (need {min_stars})",
                           notes=notes, meta=meta, stars=stars)
     good = stars[stars["snr"] >= 10] if np.count_nonzero(stars["snr"] >= 10) >= _MIN_STARS_FOR_STATS else stars
     good = _drop_size_outliers(good)
@@ -788,9 +1117,17 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
             zones.append(Zone(r_, c_, int(len(z)), _med(z["hfr"]) if len(z) else None,
                               _med(z["fwhm"]) if len(z) else None, _med(_shape_sample(z)["ecc"]) if len(z) else None))
     ps = plate_scale_arcsec_px
+    shape = _shape_sample(good)
+    reliable = elongation_reliable(shape)
+    ecc = _med(shape["ecc"])
+    if not reliable and len(shape):
+        notes = notes + (f"stars too small or too few to show their shape (median FWHM "
+                         f"{_fmt_px(_med(shape['fwhm']))}, {len(shape)} star(s)): eccentricity is not evidence of "
+                         "trailing, wind or collimation",)
     return FrameStats(
         file=file, n_stars=int(len(stars)), hfr_px=hfr, hfr_nina_px=_med(good["hfr_nina"]), fwhm_px=fwhm,
-        eccentricity=_med(_shape_sample(good)["ecc"]), profile_ratio=ratio, ring_ratio=ring_ratio,
+        eccentricity=ecc, profile_ratio=ratio, ring_ratio=ring_ratio,
+        hfr_err_px=hfr_uncertainty_px(good), elongation_reliable=reliable,
         star_flux_adu=_med(good["flux"]), background_adu=background_adu, noise_adu=noise_adu,
         width_px=width_px, height_px=height_px, plate_scale_arcsec_px=ps,
         hfr_arcsec=hfr * ps if (hfr is not None and ps) else None,
