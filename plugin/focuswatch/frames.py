@@ -49,6 +49,9 @@ MAX_DATA_BYTES = 8 * 1024 ** 3
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fit.fz", ".fz")
 XISF_SUFFIXES = (".xisf",)
 IMAGE_SUFFIXES = FITS_SUFFIXES + XISF_SUFFIXES
+#: Pictures (screen grabs, DSLR conversions) :func:`load` also reads, through Pillow. They are
+#: not frames a watcher waits for (no header), so :func:`is_image_file` leaves them out.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -559,6 +562,34 @@ def _load_xisf(p: Path) -> Frame:
     return _prepare(p, arr, meta, _saturation_adu(kw, arr.dtype))
 
 
+def _load_picture(p: Path) -> Frame:
+    """A PNG, JPEG or TIFF picture through Pillow, as luminance (the mean of its colours).
+
+    Rows are flipped into FITS order (row 0 = the bottom of the picture), so a picture of a
+    frame shown bottom-up, as FITS viewers do, keeps its handedness: a mirrored Bahtinov
+    pattern would flip the sign of the focus error. No header: no exposure, no optics.
+    """
+    try:
+        from PIL import Image
+    except ImportError:  # pillow is a dependency; a stripped install may lack it
+        raise FrameError(p, "reading PNG/JPEG/TIFF needs Pillow: pip install pillow") from None
+    try:
+        with Image.open(p) as im:
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F", "L"):
+                arr = np.asarray(im)
+            else:
+                arr = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrameError(p, f"unreadable picture: {text}") from None
+    arr = arr[::-1]
+    sat = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else None
+    frame = _prepare(p, arr, FrameMeta(width=int(arr.shape[1]), height=int(arr.shape[0])), sat)
+    frame.notes.append(f"picture ({mode}): rows flipped to FITS order, row 0 = the bottom of the picture")
+    return frame
+
+
 def load(path: str | Path, *, check: bool = True) -> Frame:
     """Read a frame from disk, read-only; raise :class:`FrameError` on anything bad.
 
@@ -572,6 +603,8 @@ def load(path: str | Path, *, check: bool = True) -> Frame:
             raise FrameError(p, "no such file" if not p.exists() else "not a regular file")
         if p.name.lower().endswith(XISF_SUFFIXES):
             return _load_xisf(p)
+        if p.name.lower().endswith(PICTURE_SUFFIXES):
+            return _load_picture(p)
         return _load_fits(p, check)
     except PermissionError:
         raise FrameIncomplete(p, "locked by another program (permission denied); retry later") from None

@@ -231,6 +231,8 @@ _HOLE_MIN_SHARE = 0.03
 _HOLE_MIN_PX = 4
 #: shares of the footprint's brightest pixel at which a hole is looked for
 _HOLE_LEVELS = (0.2, 0.35, 0.5)
+#: the hole's centre within this share of the footprint's extent from the footprint's centroid
+_HOLE_CENTRE_SHARE = 0.2
 
 
 def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> tuple[np.ndarray, int]:
@@ -280,12 +282,13 @@ def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> 
                 break
         if not ring:
             continue
-        # one ring: its hole holds the footprint's centre. Two overlapping donuts also
-        # make a footprint with holes, but each hole is off to one side
-        lab, _ = ndimage.label(filled & ~box)
-        ccx = int(np.clip(round(float(po["x"])) - po["xmin"], 0, box.shape[1] - 1))
-        ccy = int(np.clip(round(float(po["y"])) - po["ymin"], 0, box.shape[0] - 1))
-        if lab[ccy, ccx] == 0:
+        # one ring: its (largest) hole sits at the footprint's centre. Two overlapping
+        # donuts also make a footprint with holes, but each hole is off to one side
+        lab, n_lab = ndimage.label(filled & ~box)
+        areas = np.bincount(lab.ravel(), minlength=n_lab + 1)[1:]
+        hy_, hx_ = ndimage.center_of_mass(lab == int(np.argmax(areas)) + 1)
+        extent = max(box.shape)
+        if math.hypot(hx_ + po["xmin"] - po["x"], hy_ + po["ymin"] - po["y"]) > _HOLE_CENTRE_SHARE * extent:
             continue
         keep[kids] = False
         new_rows.append(po)
