@@ -529,6 +529,23 @@ def _ring_ratio(prof: np.ndarray, r90: np.ndarray) -> np.ndarray:
     return out
 
 
+def _annulus_ratio(r20: np.ndarray, r80: np.ndarray) -> np.ndarray:
+    """Inner/outer radius of a uniform annulus with these 20 % and 80 % flux radii.
+
+    An annulus from ``e R`` to ``R`` holds the share ``(r^2 - e^2 R^2) / (R^2 (1 - e^2))``
+    inside radius ``r``, so ``R^2 (1 - e^2) = (r80^2 - r20^2) / 0.6`` and
+    ``e^2 R^2 = r20^2 - 0.2 R^2 (1 - e^2)``. Unlike half-maximum radii (which seeing pulls
+    toward the ring's crest, reading 0.43 for a 0.33 obstruction) this uses the light
+    itself; spider-vane shadows remove whole sectors and do not change it. For a
+    defocused star on an obstructed telescope it is the obstruction ratio.
+    """
+    width2 = (r80 ** 2 - r20 ** 2) / 0.6
+    inner2 = r20 ** 2 - 0.2 * width2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = np.sqrt(np.clip(inner2, 0.0, None) / np.maximum(inner2 + width2, 1e-12))
+    return np.where(np.isfinite(e) & (width2 > 0), e, 0.0)
+
+
 def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.ndarray:
     """Full width at half maximum read directly off binned radial profiles (NaN if unclear).
 
@@ -669,8 +686,8 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     mx = col * S + R + cx
     my = row * S + R + cy
     rmax = np.full(n, R - 1.0)
-    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9], subpix=_SUBPIX)
-    r50, r90 = radii[:, 0], radii[:, 1]
+    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9, 0.2, 0.8], subpix=_SUBPIX)
+    r50, r90, r20, r80 = radii[:, 0], radii[:, 1], radii[:, 2], radii[:, 3]
     flux, _, _ = sep.sum_circle(mosaic, mx, my, rmax, subpix=_SUBPIX)
     del mosaic
 
@@ -708,7 +725,8 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
 
     # donuts: a dip in the middle of the radial profile (a hole needs a blur several pixels
     # wide, so small stamps cannot hold one and skip the profile)
-    ring = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
+    dip = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
+    ring = np.where(dip > 0, _annulus_ratio(r20, r80), 0.0)
     return {
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
