@@ -686,8 +686,10 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     mx = col * S + R + cx
     my = row * S + R + cy
     rmax = np.full(n, R - 1.0)
-    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9, 0.2, 0.8], subpix=_SUBPIX)
+    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9, 0.2, 0.8] + list(_WING_FRACS),
+                                   subpix=_SUBPIX)
     r50, r90, r20, r80 = radii[:, 0], radii[:, 1], radii[:, 2], radii[:, 3]
+    r_wing = radii[:, 4:]
     flux, _, _ = sep.sum_circle(mosaic, mx, my, rmax, subpix=_SUBPIX)
     del mosaic
 
@@ -731,6 +733,7 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
         "ring": ring, "saturated": is_sat, "centre": stamps[:, R, R].astype(np.float64),
+        "r_wing": r_wing, **_wing_annuli(stamps, rr, R),
     }
 
 
@@ -757,6 +760,80 @@ def _constant_border(img: np.ndarray) -> tuple[int, int, int, int]:
     left = run(lambda k: img[top:H - bottom, k], W)
     right = run(lambda k: img[top:H - bottom, W - 1 - k], W - left)
     return top, bottom, left, right
+
+
+#: Flux fractions (of the light inside the aperture) at which the curve of growth is also
+#: read, so the half-flux radius can be re-read against the light beyond the aperture.
+_WING_FRACS = (0.525, 0.55, 0.575, 0.6)
+
+
+@dataclass(frozen=True)
+class WingConfig:
+    """The light of a star's wings beyond its measuring aperture.
+
+    Seeing (Kolmogorov, intensity ~ r^-11/3) and diffraction by the obstruction and the
+    spider vanes (~ r^-3) carry 3-10 % of a small star's light beyond a few FWHM; a
+    half-flux radius normalised to the light inside the aperture then reads 3-5 % low.
+    The frame's bright stars give the wing's brightness at the aperture's edge and its
+    log slope there; a power law extrapolates the missing share, ``2 pi R^2 I(R) / (alpha -
+    2)``. The slope at the edge is steeper than far out, so the share is a lower bound.
+    """
+
+    #: fewest bright stars (SNR >= ``min_snr``) to estimate the wings from
+    min_stars: int = 3
+    min_snr: float = 50.0
+    #: log slope clipped to this range (Kolmogorov 11/3, Airy 3; steeper = no wings)
+    alpha_min: float = 3.0
+    alpha_max: float = 8.0
+    #: the share beyond the aperture at most this (the highest of ``_WING_FRACS`` x 2 - 1)
+    max_share: float = 0.15
+
+
+WING = WingConfig()
+
+
+def _wing_annuli(stamps: np.ndarray, rr: np.ndarray, R: int) -> dict[str, np.ndarray]:
+    """Mean intensity of two annuli at the stamp's edge: (0.6-0.8) and (0.8-1.0) of R-1."""
+    rmax = R - 1.0
+    a1 = (rr >= 0.6 * rmax) & (rr < 0.8 * rmax)
+    a2 = (rr >= 0.8 * rmax) & (rr <= rmax)
+    n1 = np.maximum(a1.sum(axis=(1, 2)), 1)
+    n2 = np.maximum(a2.sum(axis=(1, 2)), 1)
+    i1 = np.where(a1, stamps, 0).sum(axis=(1, 2), dtype=np.float64) / n1
+    i2 = np.where(a2, stamps, 0).sum(axis=(1, 2), dtype=np.float64) / n2
+    return {"wing_i1": i1, "wing_i2": i2}
+
+
+def wing_share(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int,
+               config: WingConfig = WING) -> float:
+    """The frame's share of star light beyond the aperture of radius ``R - 1`` (0 if unclear)."""
+    rmax = R - 1.0
+    if rmax < 4:
+        return 0.0
+    good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
+    if np.count_nonzero(good) < config.min_stars:
+        return 0.0
+    r1, r2 = 0.7 * rmax, 0.9 * rmax
+    alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
+    alpha = min(max(alpha, config.alpha_min), config.alpha_max)
+    edge = float(np.median(i2[good] / flux[good]))  # per unit of aperture flux, at r2
+    share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+    return float(min(max(share, 0.0), config.max_share))
+
+
+def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float) -> np.ndarray:
+    """Half-flux radius when ``share`` (of the aperture flux) lies beyond the aperture: the
+    radius holding ``0.5 (1 + share)`` of the aperture's light, interpolated on the curve
+    of growth read at ``_WING_FRACS``."""
+    if share <= 0:
+        return r50
+    target = 0.5 * (1.0 + share)
+    fr = np.array((0.5,) + _WING_FRACS)
+    rad = np.column_stack([r50, r_wing])
+    out = np.empty(len(r50))
+    for i in range(len(r50)):
+        out[i] = np.interp(target, fr, rad[i]) if np.all(np.isfinite(rad[i])) else r50[i]
+    return out
 
 
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
@@ -927,7 +1004,18 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     if np.count_nonzero(keep) < 1:
         return empty("no measurable stars (all saturated, hot pixels or too faint)", bkg_level, noise, n_det)
 
-    hfr = np.sqrt(np.maximum(r50 ** 2 - _PIX_HFR2, 0.01))
+    # light in the wings beyond the aperture (seeing, diffraction): the frame's bright
+    # stars say how much, and every star's half-flux radius is re-read against it
+    # (only stars with no other detection within two stamp radii: a neighbour's light at
+    # the stamp's edge would pass for wings)
+    if len(fx) > 1:
+        nn = tree.query(np.column_stack([fx[sel], fy[sel]]), k=2)[0][:, 1]
+    else:
+        nn = np.full(n, np.inf)
+    alone = keep & (nn > 2.0 * R)
+    share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
+    r_half = _reread_half_radius(r50, m["r_wing"], share)
+    hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 
     # ---- Moffat FWHM on bright, unsaturated, isolated stars spread over the 3x3 grid
     fwhm = np.full(n, np.nan)
