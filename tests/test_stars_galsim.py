@@ -123,3 +123,99 @@ def test_one_donut_alone(donut_cache):
     assert st.n_stars == 1
     assert st.hfr_px == pytest.approx(hlr, rel=0.10)
     assert st.hfr_err_px is not None and st.hfr_err_px < 0.1 * st.hfr_px
+
+
+# --------------------------------------------------------------------------- small stars
+
+SMALL = [(3.76, 1.5, 0), (3.76, 2.5, 4), (3.76, 4.0, 4), (3.76, 6.0, 4), (9.0, 1.5, 0), (9.0, 2.5, 4)]
+
+
+@pytest.mark.parametrize("pixel_um, fwhm_px, nstruts", SMALL)
+def test_small_in_focus_stars_read_their_true_half_light_radius(pixel_um, fwhm_px, nstruts):
+    """In focus, seeing FWHM 1.5-6 px, well sampled (3.76 um) and undersampled (9 um):
+    within 3 % of GalSim's half-light radius of the profile (optics * Kolmogorov)."""
+    scope = gt.Scope(pixel_um=pixel_um)
+    prof = gt.psf(scope, obscuration=0.33, nstruts=nstruts, seeing_fwhm_arcsec=fwhm_px * scope.scale_arcsec_px)
+    hlr = gt.true_hlr_px_intrinsic(prof, scope)
+    rng = np.random.default_rng(int(fwhm_px * 10 + pixel_um))
+    canvas = np.zeros((300, 300))
+    pos: list[tuple[float, float]] = []
+    while len(pos) < 30:
+        x, y = rng.uniform(20, 280, 2)
+        if all(math.hypot(x - a, y - b) > 40 for a, b in pos):
+            pos.append((x, y))
+            stamp = gt.draw(prof, scope, 41, dx_px=x - round(x), dy_px=y - round(y))
+            gt.place(canvas, stamp * rng.uniform(5e4, 3e5), x, y)
+    st = stars.measure_array(gt.add_noise(canvas, seed=2))
+    assert st.hfr_px == pytest.approx(hlr, rel=0.03)
+
+
+def test_hfr_error_of_one_star_matches_its_scatter_over_noise_draws():
+    """``hfr_err_px`` of a single star against the scatter of its HFR over 12 noise draws."""
+    scope = gt.Scope()
+    prof = gt.psf(scope, obscuration=0.33, nstruts=4, seeing_fwhm_arcsec=2.5)
+    stamp = gt.draw(prof, scope, 63)
+    canvas = np.zeros((64, 64))
+    gt.place(canvas, stamp * 2e4, 31.3, 32.6)
+    vals, errs = [], []
+    for seed in range(12):
+        st = stars.measure_array(gt.add_noise(canvas, seed=seed))
+        assert st.n_stars == 1
+        vals.append(st.hfr_px)
+        errs.append(st.hfr_err_px)
+    scatter = float(np.std(vals, ddof=1))
+    assert 0.4 * scatter < float(np.median(errs)) < 2.5 * scatter
+
+
+# --------------------------------------------------------------------------- undersampled colour
+
+SMART = gt.Scope(pixel_um=2.9, diam_mm=50.0, f_ratio=5.0)  # 50 mm f/5 smart telescope, 2.4"/px
+
+
+def _bayer_field(prof, pattern: str, *, n: int = 50, size_px: int = 256, seed: int = 1) -> np.ndarray:
+    """Stars of one PSF, coloured (R 0.8, G 1, B 0.6), mosaicked into a Bayer pattern."""
+    rng = np.random.default_rng(seed)
+    chans = {c: np.zeros((size_px, size_px)) for c in "RGB"}
+    pos: list[tuple[float, float]] = []
+    while len(pos) < n:
+        x, y = rng.uniform(12, size_px - 12, 2)
+        if all(math.hypot(x - a, y - b) > 18 for a, b in pos):
+            pos.append((x, y))
+            stamp = gt.draw(prof, SMART, 21, dx_px=x - round(x), dy_px=y - round(y))
+            flux = rng.uniform(2e4, 2e5)
+            for c, w in zip("RGB", (0.8, 1.0, 0.6)):
+                gt.place(chans[c], stamp * flux * w, x, y)
+    yy, xx = np.indices((size_px, size_px))
+    mosaic = np.zeros((size_px, size_px))
+    for dy in (0, 1):
+        for dx in (0, 1):
+            site = (yy % 2 == dy) & (xx % 2 == dx)
+            mosaic[site] = chans[pattern[2 * dy + dx]][site]
+    return gt.add_noise(mosaic, seed=seed)
+
+
+@pytest.mark.parametrize("fwhm_px", [1.2, 1.6, 2.0, 2.5])
+@pytest.mark.parametrize("pattern", ["GRBG", "RGGB"])
+def test_round_undersampled_bayer_stars_never_read_as_elongated(fwhm_px, pattern):
+    prof = galsim.Kolmogorov(fwhm=fwhm_px * SMART.scale_arcsec_px)
+    st = stars.measure_array(_bayer_field(prof, pattern), {"BAYERPAT": pattern})
+    assert any("green channel" in n for n in st.notes)
+    assert st.width_px == 256  # full resolution, not superpixels
+    # either the shape is trustworthy and round, or it is flagged as not evidence
+    elongation_claim = st.elongation_reliable and st.eccentricity >= 0.40  # diagnose's "elongated" line
+    assert not elongation_claim, (st.eccentricity, st.elongation_reliable)
+    if fwhm_px <= 1.6:
+        assert st.elongation_reliable is False
+    # the size is measured on full-resolution green, not halved sampling
+    assert st.fwhm_px == pytest.approx(fwhm_px, rel=0.25)
+
+
+@pytest.mark.parametrize("fwhm_px", [2.5, 4.0])
+def test_truly_elongated_bayer_stars_still_read_elongated(fwhm_px):
+    axis_ratio = 1.5  # e = sqrt(1 - 1/1.5^2) = 0.75
+    prof = galsim.Kolmogorov(fwhm=fwhm_px * SMART.scale_arcsec_px).shear(q=1 / axis_ratio, beta=30 * galsim.degrees)
+    st = stars.measure_array(_bayer_field(prof, "GRBG"), {"BAYERPAT": "GRBG"})
+    assert st.elongation_reliable is True
+    assert st.eccentricity == pytest.approx(math.sqrt(1 - 1 / axis_ratio ** 2), abs=0.1)
+    theta = np.degrees(np.median(st.stars["theta"])) % 180.0
+    assert theta == pytest.approx(30.0, abs=10.0)
