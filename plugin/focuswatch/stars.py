@@ -686,10 +686,11 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     mx = col * S + R + cx
     my = row * S + R + cy
     rmax = np.full(n, R - 1.0)
-    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9, 0.2, 0.8] + list(_WING_FRACS),
-                                   subpix=_SUBPIX)
+    radii, flags = sep.flux_radius(mosaic, mx, my, rmax,
+                                   [0.5, 0.9, 0.2, 0.8] + list(_WING_FRACS) + list(_WING_FRACS_90), subpix=_SUBPIX)
     r50, r90, r20, r80 = radii[:, 0], radii[:, 1], radii[:, 2], radii[:, 3]
-    r_wing = radii[:, 4:]
+    r_wing = radii[:, 4:4 + len(_WING_FRACS)]
+    r_wing90 = radii[:, 4 + len(_WING_FRACS):]
     flux, _, _ = sep.sum_circle(mosaic, mx, my, rmax, subpix=_SUBPIX)
     del mosaic
 
@@ -733,7 +734,7 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
         "ring": ring, "saturated": is_sat, "centre": stamps[:, R, R].astype(np.float64),
-        "r_wing": r_wing, **_wing_annuli(stamps, rr, R),
+        "r_wing": r_wing, "r_wing90": r_wing90, **_wing_annuli(stamps, rr, R),
     }
 
 
@@ -765,6 +766,8 @@ def _constant_border(img: np.ndarray) -> tuple[int, int, int, int]:
 #: Flux fractions (of the light inside the aperture) at which the curve of growth is also
 #: read, so the half-flux radius can be re-read against the light beyond the aperture.
 _WING_FRACS = (0.525, 0.55, 0.575, 0.6)
+#: the same for the 90 % radius (``outer_r``), so r90/r50 keeps its meaning (a halo)
+_WING_FRACS_90 = (0.925, 0.95, 0.975)
 
 
 @dataclass(frozen=True)
@@ -821,14 +824,16 @@ def wing_share(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray
     return float(min(max(share, 0.0), config.max_share))
 
 
-def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float) -> np.ndarray:
+def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float, *, frac: float = 0.5,
+                        fracs: tuple[float, ...] = _WING_FRACS) -> np.ndarray:
     """Half-flux radius when ``share`` (of the aperture flux) lies beyond the aperture: the
     radius holding ``0.5 (1 + share)`` of the aperture's light, interpolated on the curve
-    of growth read at ``_WING_FRACS``."""
+    of growth read at ``fracs`` (``frac`` = 0.9 with ``_WING_FRACS_90`` for ``outer_r``;
+    capped at the last fraction read)."""
     if share <= 0:
         return r50
-    target = 0.5 * (1.0 + share)
-    fr = np.array((0.5,) + _WING_FRACS)
+    target = min(frac * (1.0 + share), fracs[-1])
+    fr = np.array((frac,) + tuple(fracs))
     rad = np.column_stack([r50, r_wing])
     out = np.empty(len(r50))
     for i in range(len(r50)):
@@ -1015,6 +1020,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     alone = keep & (nn > 2.0 * R)
     share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
     r_half = _reread_half_radius(r50, m["r_wing"], share)
+    r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90)
     hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 
     # ---- Moffat FWHM on bright, unsaturated, isolated stars spread over the 3x3 grid
