@@ -133,6 +133,18 @@ def test_rgb_fits_is_read_as_luminance(tmp_path):
     assert any("luminance" in n for n in f.notes)
 
 
+def test_rgb_xisf_is_read_as_luminance(tmp_path):
+    from xisf import XISF
+
+    mono = _stars(96, 128).astype(np.float64)
+    rgb = np.stack([mono * 0.5, mono, mono * 1.5], axis=-1).astype(np.float32)  # (H, W, 3): xisf's order
+    p = tmp_path / "rgb.xisf"
+    XISF.write(str(p), rgb)
+    f = frames.load(p)
+    assert f.pixels.shape == (96, 128)
+    np.testing.assert_allclose(f.pixels, mono, rtol=1e-5)
+
+
 def test_xisf(tmp_path):
     from xisf import XISF
 
