@@ -1270,9 +1270,9 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
     reliable = elongation_reliable(shape)
     ecc = _med(shape["ecc"])
     if not reliable and len(shape):
-        notes = notes + (f"stars too small or too few to show their shape (median FWHM "
-                         f"{_fmt_px(_med(shape['fwhm']))}, {len(shape)} star(s)): eccentricity is not evidence of "
-                         "trailing, wind or collimation",)
+        why = (f"only {len(shape)} bright star(s) for the shape figures" if len(shape) < SHAPE.min_stars else
+               f"stars too small to show their shape (median FWHM {_fmt_px(_med(shape['fwhm']))})")
+        notes = notes + (f"{why}: eccentricity is not evidence of trailing, wind or collimation",)
     return FrameStats(
         file=file, n_stars=int(len(stars)), hfr_px=hfr, hfr_nina_px=_med(good["hfr_nina"]), fwhm_px=fwhm,
         eccentricity=ecc, profile_ratio=ratio, ring_ratio=ring_ratio,
