@@ -224,13 +224,78 @@ def test_cli_two_point_report_fails_clearly(tmp_path, capsys):
     assert "2 usable points" in cap.err and "Traceback" not in cap.err
 
 
-def test_cli_frames_without_focuser_position(tmp_path, capsys):
+def test_cli_blank_frames_fail_in_one_line_naming_the_file(tmp_path, capsys):
     from astropy.io import fits
     for i in range(3):
         fits.PrimaryHDU(np.full((32, 32), 100 + i, dtype=np.uint16)).writeto(tmp_path / f"f{i}.fits")
     assert main(["af", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "no focuser position" in err and "f0.fits" in err
+    assert "blank image" in err and "f0.fits" in err and "Traceback" not in err
+
+
+def _star_frames(folder, hfr_by_frame, *, focpos=None, key=None, shuffle_names=False):
+    """Frames of one Gaussian star whose HFR follows ``hfr_by_frame`` (truth by construction:
+    a Gaussian's half-flux radius is sigma * sqrt(2 ln 2)); DATE-OBS one minute apart."""
+    from astropy.io import fits
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:96, :96]
+    names = []
+    for i, hfr in enumerate(hfr_by_frame):
+        sigma = hfr / math.sqrt(2 * math.log(2))
+        img = rng.normal(300, 4, (96, 96)) + 4e4 / (2 * math.pi * sigma ** 2) * np.exp(
+            -((xx - 47.3) ** 2 + (yy - 48.6) ** 2) / (2 * sigma ** 2))
+        h = fits.Header({"DATE-OBS": f"2024-01-17T20:{10 + i:02d}:00", "EXPTIME": 3.0})
+        if focpos is not None:
+            h["FOCPOS"] = focpos[i]
+        if key is not None:
+            h[key[0]] = key[1][i]
+        name = f"z{len(hfr_by_frame) - i:02d}.fits" if shuffle_names else f"f{i:02d}.fits"
+        fits.PrimaryHDU(img.astype(np.uint16), header=h).writeto(folder / name)
+        names.append(name)
+    return names
+
+
+V_HFR = [6.0, 4.6, 3.4, 2.4, 1.9, 2.4, 3.4, 4.6, 6.0]  # minimum at the 5th frame
+
+
+def test_frames_without_focuser_position_use_the_capture_order(tmp_path, capsys):
+    # the names run backwards: the order must come from DATE-OBS, not the names
+    _star_frames(tmp_path, V_HFR, shuffle_names=True)
+    assert main(["af", str(tmp_path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    run = d["runs"][0]
+    assert run["run"]["position_source"] == "frame_order"
+    assert run["fit"]["best_position_steps"] == pytest.approx(5.0, abs=0.3)
+    assert any("frame numbers" in p for p in run["problems"])
+
+
+def test_positions_from_a_list_a_file_or_a_named_keyword(tmp_path, capsys):
+    steps = [1000 + 50 * i for i in range(len(V_HFR))]
+    _star_frames(tmp_path, V_HFR, key=("MYFOCUS", steps))
+    expected = steps[4]
+    assert main(["af", str(tmp_path), "--json", "--positions", ",".join(str(v) for v in steps)]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    assert run["run"]["position_source"] == "list"
+    assert run["fit"]["best_position_steps"] == pytest.approx(expected, abs=10)
+    listing = tmp_path / "positions.txt"
+    listing.write_text("# focuser steps\n" + "\n".join(str(v) for v in steps) + "\n")
+    assert main(["af", str(tmp_path), "--json", "--positions", str(listing)]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["fit"]["best_position_steps"] == pytest.approx(
+        expected, abs=10)
+    assert main(["af", str(tmp_path), "--json", "--position-key", "myfocus"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    assert run["run"]["position_source"] == "keyword"
+    assert run["fit"]["best_position_steps"] == pytest.approx(expected, abs=10)
+
+
+@pytest.mark.parametrize("args, words", [(["--positions", "1,2,3"], "3 position(s) for 9 frames"),
+                                          (["--positions", "1,2,x"], "'x' is not a number"),
+                                          (["--position-key", "NOSUCHKEY"], "NOSUCHKEY")])
+def test_bad_positions_are_refused_in_one_line(tmp_path, capsys, args, words):
+    _star_frames(tmp_path, V_HFR)
+    assert main(["af", str(tmp_path)] + args) in (1, 2)
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_vcurve_from_simulated_frames(tmp_path, capsys):

@@ -104,12 +104,45 @@ def test_tile_compressed(tmp_path):
     np.testing.assert_allclose(f.pixels, data.astype(np.float32))
 
 
-def test_bayer_frames_use_superpixels(tmp_path):
+@pytest.mark.parametrize("pattern", ["RGGB", "GRBG"])
+def test_bayer_frames_use_green_at_full_resolution(tmp_path, pattern):
     data = _stars(128, 128)
-    p = _write(tmp_path / "osc.fits", data, {"BAYERPAT": "RGGB"})
+    p = _write(tmp_path / "osc.fits", data, {"BAYERPAT": pattern})
     f = frames.load(p)
-    assert f.scale_px == 2 and f.pixels.shape == (64, 64)
-    assert f.pixels.sum() == pytest.approx(float(data.astype(np.float64).sum()), rel=1e-6)
+    assert f.scale_px == 1 and f.pixels.shape == (128, 128)
+    yy, xx = np.indices(data.shape)
+    green = ((yy + xx) % 2 == 0) if pattern == "GRBG" else ((yy + xx) % 2 == 1)
+    d = data.astype(np.float32)
+    np.testing.assert_array_equal(f.pixels[green], d[green])  # green sites untouched
+    # a red/blue site inside the frame: the mean of its four green neighbours
+    y, x = next((y, x) for y in range(1, 5) for x in range(1, 5) if not green[y, x])
+    assert f.pixels[y, x] == pytest.approx((d[y, x - 1] + d[y, x + 1] + d[y - 1, x] + d[y + 1, x]) / 4)
+    assert any("green" in n for n in f.notes)
+
+
+def test_rgb_fits_is_read_as_luminance(tmp_path):
+    from astropy.io import fits
+
+    mono = _stars(96, 128).astype(np.float64)
+    cube = np.stack([mono * 0.5, mono, mono * 1.5]).astype(np.float32)  # (3, H, W), as GIMP/Siril save it
+    p = tmp_path / "rgb.fits"
+    fits.PrimaryHDU(cube).writeto(p)
+    f = frames.load(p)
+    assert f.pixels.shape == (96, 128)
+    np.testing.assert_allclose(f.pixels, mono, rtol=1e-5)
+    assert any("luminance" in n for n in f.notes)
+
+
+def test_rgb_xisf_is_read_as_luminance(tmp_path):
+    from xisf import XISF
+
+    mono = _stars(96, 128).astype(np.float64)
+    rgb = np.stack([mono * 0.5, mono, mono * 1.5], axis=-1).astype(np.float32)  # (H, W, 3): xisf's order
+    p = tmp_path / "rgb.xisf"
+    XISF.write(str(p), rgb)
+    f = frames.load(p)
+    assert f.pixels.shape == (96, 128)
+    np.testing.assert_allclose(f.pixels, mono, rtol=1e-5)
 
 
 def test_xisf(tmp_path):
@@ -151,7 +184,7 @@ BAD = {
     "text": (lambda p, good: p.write_text("SIMPLE? no, this is text"), "not a FITS"),
     "nan": (lambda p, good: fits.PrimaryHDU(np.full((64, 64), np.nan, np.float32)).writeto(p), "NaN"),
     "zeros": (lambda p, good: fits.PrimaryHDU(np.zeros((64, 64), np.uint16)).writeto(p), "blank"),
-    "cube": (lambda p, good: fits.PrimaryHDU(np.zeros((3, 64, 64), np.uint16)).writeto(p), "3-D"),
+    "cube": (lambda p, good: fits.PrimaryHDU(np.zeros((5, 64, 64), np.uint16)).writeto(p), "3-D"),
     "absurd": (lambda p, good: p.write_bytes(good.read_bytes().replace(
         b"NAXIS1  = %20d" % 128, b"NAXIS1  = %20d" % 999999999)), "GB"),
     "tiny": (lambda p, good: fits.PrimaryHDU(np.ones((4, 4), np.float32)).writeto(p), "too small"),

@@ -46,8 +46,12 @@ def test_donuts_are_one_star_each_with_the_right_size(blur_px):
     assert st.n_detected <= t["n_stars_inside"] + 2
     assert st.n_stars >= 0.5 * len(inside)
     assert st.hfr_px == pytest.approx(t["hfr_px"], rel=0.10)
-    # the hole shows the obstruction
-    assert st.ring_ratio == pytest.approx(0.33, abs=0.08)
+    # the hole shows the obstruction; seeing spills light into a hole only ~2 seeing discs
+    # wide (blur 20 px: hole 6.6 px, seeing 3.2 px), and the ratio then reads low
+    if blur_px >= 40:
+        assert st.ring_ratio == pytest.approx(0.33, abs=0.05)
+    else:
+        assert 0.15 < st.ring_ratio < 0.38
     # for an annulus NINA's flux-weighted radius sits below the true half-flux radius:
     # (2/3)(1-e^3)/(1-e^2) vs sqrt((1+e^2)/2) of the outer radius
     from focuswatch.optics import nina_hfr_factor, true_hfr_factor

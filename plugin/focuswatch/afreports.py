@@ -234,67 +234,182 @@ def _split_runs(items: list[tuple[Path, Any, Any]]) -> list[list[tuple[Path, Any
     return groups
 
 
+#: Where the focuser positions of frame runs come from (``AFRun.position_source``).
+POSITION_SOURCES = ("header", "keyword", "list", "frame_order")
+
+
+def parse_positions(text: str) -> list[float]:
+    """Positions given by the user: a file of numbers, or a comma list ("100,150,200").
+
+    A file may hold the numbers separated by commas, spaces or new lines; ``#`` starts a
+    comment. Raises :class:`ConfigError` naming what is wrong.
+    """
+    from focuswatch.errors import ConfigError
+
+    p = Path(text)
+    src = f"--positions {text}"
+    if p.is_file():
+        try:
+            body = p.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ConfigError(f"{src}: unreadable ({exc.strerror or exc})") from None
+        body = "\n".join(line.split("#", 1)[0] for line in body.splitlines())
+    else:
+        body = text
+    tokens = [t for t in re.split(r"[,;\s]+", body) if t]
+    if not tokens:
+        raise ConfigError(f"{src}: no positions (give a comma list such as 100,150,200 or a file of numbers)")
+    out = []
+    for t in tokens:
+        v = _num(t)
+        if v is None:
+            where = "" if p.is_file() else " (and there is no file of that name)"
+            raise ConfigError(f"{src}: '{t}' is not a number{where}")
+        out.append(v)
+    return out
+
+
+def _header_keyword(path: Path, key: str) -> Any:
+    """The raw value of one header keyword of a FITS or XISF frame (None when absent)."""
+    if path.name.lower().endswith(frames_mod.XISF_SUFFIXES):
+        try:
+            return frames_mod._xisf_keywords(path)[1].get(key)
+        except FrameError:
+            raise
+        except Exception as exc:  # the xisf package raises bare exceptions of many kinds
+            raise FrameError(path, f"unreadable XISF: {exc}") from None
+    import warnings
+
+    from astropy.io import fits
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+                for hdu in hdul:
+                    if key in hdu.header:
+                        return hdu.header[key]
+    except (OSError, ValueError, IndexError) as exc:
+        raise FrameError(path, f"unreadable FITS header: {exc}") from None
+    return None
+
+
+def _natural_key(name: str) -> list[Any]:
+    """File names with their numbers compared as numbers (STAR_2 before STAR_10)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def capture_order(items: Sequence[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
+    """Frames in the order they were taken: DATE-OBS when every frame has one, else the file
+    names in natural order (file times are not used: copies and downloads rewrite them)."""
+    if all(m.timestamp is not None for _, m in items):
+        return sorted(items, key=lambda it: (it[1].timestamp, _natural_key(it[0].name)))
+    return sorted(items, key=lambda it: _natural_key(it[0].name))
+
+
 def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | None = None,
                      progress: bool = False,
                      measure: Callable[..., Any] | None = None,
+                     positions: Sequence[float] | None = None,
+                     position_key: str | None = None,
+                     min_stars: int = 1,
                      measure_frames: Callable[[list[Path]], list[Any]] | None = None) -> list[AFRun]:
     """Measure frames taken at several focuser positions and build V-curve runs from them.
 
-    Every frame needs a focuser position (FOCPOS/FOCUSPOS); without one a
-    :class:`FrameError` names the frame. Frames are grouped by filter and split into runs
-    where they are more than ``RUN_GAP_MIN`` minutes apart. Several frames at the same
-    position are kept as separate points (the fit averages them). HFR is the true
-    half-flux radius (``hfr_kind = "true"``); a frame without stars becomes a NaN point.
+    Where each frame's focuser position comes from, first that applies:
+
+    1. ``positions``: one number per frame, in capture order (``--positions``);
+    2. ``position_key``: a header keyword the user names (``--position-key``);
+    3. FOCPOS/FOCUSPOS in every header;
+    4. otherwise the frame order: 1, 2, 3 ... in capture order (:func:`capture_order`). The
+       best focus is then a frame number, the slope is per frame, and uneven steps bend the
+       curve (the fit still finds the minimum).
+
+    The run carries ``position_source`` (``list``, ``keyword``, ``header`` or
+    ``frame_order``). Frames are grouped by filter and split into runs where they are more
+    than ``RUN_GAP_MIN`` minutes apart (not for ``list`` and ``frame_order``: the user
+    named one run). Several frames at the same position are kept as separate points (the
+    fit averages them). HFR is the true half-flux radius (``hfr_kind = "true"``); a frame
+    with fewer than ``min_stars`` stars becomes a NaN point (one star is enough: single-star
+    autofocus).
     ``measure_frames(paths) -> [(path, meta, stats)]``, when given, measures instead (several
     workers: :func:`focuswatch.batch.measure_af_frames`; bad frames are then left out).
     """
+    from focuswatch.errors import ConfigError
+
     if measure is None:
         from focuswatch.pipeline import measure_stats as measure
     paths = list(paths)
     if len(paths) < 3:
         raise FrameError(paths[0] if paths else None,
                          f"{len(paths)} frame(s): a V-curve needs frames at 3 or more focuser positions (7-11 usual)")
-    items = []
-    no_pos = []
-    for p in paths:
-        meta = frames_mod.read_header(p)
-        if meta.focuser_pos is None:
-            no_pos.append(p)
-        items.append((p, meta))
-    if no_pos:
-        more = f" (and {len(no_pos) - 1} more)" if len(no_pos) > 1 else ""
-        raise FrameError(no_pos[0], "no focuser position in the header (FOCPOS/FOCUSPOS)" + more +
-                         ": a V-curve needs the position of every frame")
-    it: Iterable = items if measure_frames is None else ()
+    items = capture_order([(p, frames_mod.read_header(p)) for p in paths])
+    pos: list[float]
+    if positions is not None:
+        if len(positions) != len(items):
+            raise ConfigError(f"--positions: {len(positions)} position(s) for {len(items)} frames "
+                              "(give one per frame, in capture order)")
+        pos, source = [float(v) for v in positions], "list"
+    elif position_key:
+        key = position_key.strip().upper()
+        pos = []
+        for p, _ in items:
+            v = _num(_header_keyword(p, key))
+            if v is None:
+                raise FrameError(p, f"no number in header keyword {key} (--position-key)")
+            pos.append(v)
+        source = "keyword"
+    elif all(m.focuser_pos is not None for _, m in items):
+        pos, source = [float(m.focuser_pos) for _, m in items], "header"
+    else:
+        pos, source = [float(i + 1) for i in range(len(items))], "frame_order"
+    it: Iterable = list(zip(items, pos)) if measure_frames is None else []
     if progress and measure_frames is None:
         from tqdm import tqdm
-        it = tqdm(items, desc="measuring", unit="frame", leave=False)
+        it = tqdm(it, desc="measuring", unit="frame", leave=False)
     measured = []
-    for p, meta in it:
+    for (p, _), x in it:
         frame = frames_mod.load(p)
         stats = measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
-        measured.append((p, frame.meta, stats))
+        measured.append((p, frame.meta, stats, x))
     if measure_frames is not None:
-        measured = list(measure_frames([p for p, _ in items]))
+        x_of = {p: x for (p, _), x in zip(items, pos)}
+        measured = [(p, meta, stats, x_of[p]) for p, meta, stats in measure_frames([p for p, _ in items])]
+    if source in ("list", "frame_order"):
+        groups = [measured]
+    else:
+        by_path = {m[0]: m for m in measured}
+        groups = [[by_path[g[0]] for g in grp] for grp in _split_runs([(m[0], m[1], m[2]) for m in measured])]
+    order_note = {
+        "list": "positions from --positions, in capture order",
+        "keyword": f"positions from header keyword {position_key.strip().upper() if position_key else ''}",
+        "header": "positions from FOCPOS/FOCUSPOS",
+        "frame_order": "no focuser position in the headers: positions are the frame numbers in capture order "
+                       "(DATE-OBS, else file name); give --positions or --position-key for focuser steps",
+    }[source]
     runs = []
-    for group in _split_runs(measured):
+    for group in groups:
         pts = []
-        temps = [m.temperature_c for _, m, _ in group if m.temperature_c is not None]
-        steps = [m.focuser_step_um for _, m, _ in group if m.focuser_step_um]
-        for p, m, s in group:
-            hfr = s.hfr_px if (s.n_stars and s.hfr_px) else float("nan")
-            pts.append(AFPoint(position_steps=float(m.focuser_pos), hfr_px=float(hfr), n_stars=int(s.n_stars)))
+        temps = [m.temperature_c for _, m, _, _ in group if m.temperature_c is not None]
+        steps = [m.focuser_step_um for _, m, _, _ in group if m.focuser_step_um]
+        for p, m, s, x in group:
+            ok = s.n_stars >= max(1, min_stars) and s.hfr_px
+            hfr = s.hfr_px if ok else float("nan")
+            err = getattr(s, "hfr_err_px", None) if ok else None
+            pts.append(AFPoint(position_steps=float(x), hfr_px=float(hfr), n_stars=int(s.n_stars),
+                               error_px=float(err) if err is not None else None))
         first = group[0]
         src = str(first[0].parent) if len(group) > 1 else str(first[0])
-        notes = (f"{len(group)} frames: {group[0][0].name} ... {group[-1][0].name}",)
+        notes = (f"{len(group)} frames: {group[0][0].name} ... {group[-1][0].name}", order_note)
         runs.append(AFRun(
             points=tuple(pts), source=src, timestamp=first[1].date_obs, filter_name=first[1].filter_name,
             temp_c=float(np.median(temps)) if temps else None, hfr_kind="true", method="frames",
-            fitting=None, focuser_step_um=float(np.median(steps)) if steps else None, notes=notes))
+            fitting=None, focuser_step_um=float(np.median(steps)) if steps and source != "frame_order" else None,
+            notes=notes, position_source=source))
     return runs
 
 
 def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = False,
+              positions: Sequence[float] | str | None = None, position_key: str | None = None,
               measure_frames: Callable[..., list[Any]] | None = None
               ) -> tuple[list[AFRun], list[tuple[str, str]], Any]:
     """Everything ``focuswatch af`` reads: reports and frames named or found in folders.
@@ -302,7 +417,9 @@ def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = 
     A report named on the command line must be readable (else :class:`FrameError`); bad
     reports found in a folder are skipped and returned as ``(file, problem)``. Returns
     ``(runs, skipped, rig)`` where the rig's gaps (focal length, pixel size, focuser step
-    size) are filled from the first frame's header, if frames were read.
+    size) are filled from the first frame's header, if frames were read. ``positions`` (a
+    list, or the text of ``--positions``) and ``position_key`` say where the frames'
+    focuser positions come from (:func:`runs_from_frames`).
     """
     from focuswatch.config import rig_with_header
     from focuswatch.optics import Rig
@@ -316,7 +433,10 @@ def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = 
     runs, skipped = read_reports(reports, strict=strict)
     if images:
         rig = rig_with_header(rig, frames_mod.read_header(images[0]))
+        if isinstance(positions, str):
+            positions = parse_positions(positions)
         runs += runs_from_frames(images, plate_scale_arcsec_px=rig.plate_scale_arcsec_px, progress=progress,
+                                 positions=positions, position_key=position_key,
                                  measure_frames=None if measure_frames is None else
                                  (lambda ps: measure_frames(ps, rig.plate_scale_arcsec_px)))
     if not runs:

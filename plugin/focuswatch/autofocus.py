@@ -100,6 +100,10 @@ class AFRun(Record):
     duration_s: float | None = None
     focuser_step_um: float | None = None
     notes: tuple[str, ...] = ()
+    #: where frame runs took their positions: "header" (FOCPOS), "keyword" (a header
+    #: keyword the user named), "list" (--positions) or "frame_order" (1, 2, 3 ... in
+    #: capture order); None for NINA reports
+    position_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,9 @@ class AFJudgeConfig:
     max_step_cfz: float = 2.5
     steps_per_side: int = 4
     clip_sigma: float = 3.0
+    #: runs whose positions are frame numbers: the hyperbola is fitted on this many
+    #: frames around the lowest HFR (frame numbers are not linear in focuser steps)
+    frame_order_window: int = 5
 
 
 @dataclass(frozen=True)
@@ -409,6 +416,16 @@ def _step_steps(positions: np.ndarray) -> float | None:
     return float(np.median(np.diff(u)))
 
 
+def _around_minimum(x: np.ndarray, y: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``window`` points nearest in order to the lowest HFR (fewer at the ends of the run)."""
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    k = int(np.argmin(y))
+    half = window // 2
+    lo = max(0, min(k - half, len(x) - window))
+    return x[lo:lo + window], y[lo:lo + window]
+
+
 def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
               config: AFJudgeConfig | None = None) -> AFRunResult:
     """Refit a run and judge it; never raises for a bad run (the verdict says ``"bad"``).
@@ -429,6 +446,14 @@ def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
         problems.append(f"{n_dropped} point{'s' if n_dropped > 1 else ''} without a valid HFR (NaN: no stars?)")
     x = np.array([p.position_steps for p in pts], dtype=float)
     y = np.array([p.hfr_px for p in pts], dtype=float)
+    frame_order = run.position_source == "frame_order"
+    if frame_order and len(x) >= cfg.frame_order_window:
+        # frame numbers are not focuser steps (runs often step finer near focus), so the
+        # hyperbola only holds near the minimum: fit the frames around the lowest HFR
+        x, y = _around_minimum(x, y, cfg.frame_order_window)
+        problems.append(f"positions are frame numbers (no focuser position in the headers): best focus is a "
+                        f"frame number, fitted on the {len(x)} frames around the lowest HFR; step, slope and "
+                        "sweep are not judged (give --positions or --position-key for those)")
     step = _step_steps(x) if len(x) else None
     step_um = step * rig.focuser_step_um if (step and rig.focuser_step_um) else None
     lam = optics.wavelength_for_filter(run.filter_name, rig.wavelength_nm)
@@ -436,7 +461,10 @@ def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
     common = dict(run=run, n_points=len(pts), step_steps=step, step_um=step_um, cfz_um=cfz,
                   step_cfz=step_um / cfz if (step_um and cfz) else None)
     try:
-        fit = fit_hyperbola(x, y, with_offset=with_offset, clip_sigma=cfg.clip_sigma)
+        # frame-number runs keep every point of their window: uneven steps make the far
+        # points look like outliers of a curve drawn against frame numbers
+        fit = fit_hyperbola(x, y, with_offset=with_offset, clip_sigma=cfg.clip_sigma,
+                            max_rejected=0 if frame_order else None)
     except FitError as exc:
         problems.append(str(exc))
         advice.append(f"run autofocus with {2 * cfg.steps_per_side + 1} points "
@@ -470,15 +498,17 @@ def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
     xu, yu = x[used], y[used]
     n_left = int(np.sum(xu < x0))
     n_right = int(np.sum(xu > x0))
-    if inside and min(n_left, n_right) < cfg.min_points_per_side:
+    if inside and min(n_left, n_right) < cfg.min_points_per_side and not frame_order:
         problems.append(f"unbalanced curve: {n_left} point(s) left and {n_right} right of best focus")
         marginal = True
     hmin = fit.min_hfr_px
     ratio_l = float(yu[np.argmin(xu)] / hmin) if n_left else None
     ratio_r = float(yu[np.argmax(xu)] / hmin) if n_right else None
     ratios = [r for r in (ratio_l, ratio_r) if r is not None]
-    narrow = bool(ratios) and max(ratios) < cfg.outer_ratio_low
-    if narrow:
+    narrow = bool(ratios) and max(ratios) < cfg.outer_ratio_low and not frame_order
+    if frame_order:
+        pass
+    elif narrow:
         problems.append(f"sweep too narrow: outer points only {max(ratios):.1f}x the minimum HFR "
                         f"(aim for ~{cfg.outer_ratio_target:g}x)")
         marginal = True
@@ -487,7 +517,8 @@ def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
                         "faint, bloated or lost")
         marginal = True
 
-    exp_slope = expected_slope_px_per_step(rig, rig.focuser_step_um, run.hfr_kind) if rig.focuser_step_um else None
+    exp_slope = (expected_slope_px_per_step(rig, rig.focuser_step_um, run.hfr_kind)
+                 if rig.focuser_step_um and not frame_order else None)
     slope_ratio = fit.slope_px_per_step / exp_slope if exp_slope else None
     if bad:  # a curve that does not fit says nothing about the step size
         slope_ratio = None
@@ -502,7 +533,7 @@ def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
         problems.append(f"V-curve slope {fit.slope_px_per_step:.4f} px/step is {slope_ratio:.2f}x what the "
                         f"optics predict ({exp_slope:.4f}); {why}")
         marginal = True
-    elif exp_slope is None and not bad:
+    elif exp_slope is None and not bad and not frame_order:
         problems.append("asymptote not checked: give the f-ratio, pixel size and focuser step size (µm)")
 
     if step_um and cfz:
@@ -527,13 +558,15 @@ def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
         rec_steps = d3_um / cfg.steps_per_side / rig.focuser_step_um
     rec_um = rec_steps * rig.focuser_step_um if (rec_steps and rig.focuser_step_um) else None
     rec_n = 2 * cfg.steps_per_side + 1
+    if frame_order:
+        rec_steps = rec_um = None
     if rec_steps and step and (abs(rec_steps / step - 1.0) > 0.3 or narrow):
         txt = f"set the autofocus step size to ~{rec_steps:.0f} steps"
         if rec_um:
             txt += f" ({rec_um:.0f} µm)"
         txt += f" with {cfg.steps_per_side} steps on each side ({rec_n} points)"
         advice.append(txt)
-    if inside and min(n_left, n_right) < cfg.min_points_per_side and not bad:
+    if inside and min(n_left, n_right) < cfg.min_points_per_side and not bad and not frame_order:
         advice.append("start the run nearer to focus so both branches get points")
     if bad and fit.r_squared_all < cfg.min_r_squared:
         advice.append("repeat the run under a clear sky; consider more exposure time per point")
@@ -701,7 +734,12 @@ def run_text(r: AFRunResult) -> list[str]:
     if run.final_hfr_px is not None:
         bits.append(f"final HFR {run.final_hfr_px:.2f} px")
     lines = [head, "  " + ", ".join(bits)]
-    if r.fit is not None:
+    if r.fit is not None and run.position_source == "frame_order":
+        f = r.fit
+        err = f" ± {f.best_position_err_steps:.1f}" if f.best_position_err_steps is not None else ""
+        lines.append(f"  best focus at frame {f.best_position_steps:.1f}{err} (frame numbers in capture order); "
+                     f"min HFR {f.min_hfr_px:.2f} px; R² {f.r_squared:.3f}")
+    elif r.fit is not None:
         f = r.fit
         err = f" ± {f.best_position_err_steps:.0f}" if f.best_position_err_steps is not None else ""
         rep = ""
@@ -715,7 +753,7 @@ def run_text(r: AFRunResult) -> list[str]:
         if r.expected_slope_px_per_step and r.slope_ratio is not None:
             slope += f" vs {r.expected_slope_px_per_step:.4f} expected ({r.slope_ratio:.2f}x)"
         lines.append(slope)
-    if r.step_steps:
+    if r.step_steps and run.position_source != "frame_order":
         st = f"  step {r.step_steps:.0f} steps"
         if r.step_um:
             st += f" = {r.step_um:.1f} µm"

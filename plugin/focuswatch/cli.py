@@ -503,6 +503,11 @@ def _add_af(sub) -> None:
     p.add_argument("--reference-temp-c", dest="reference_temp_c", type=float, metavar="C",
                    help="temperature for the filter offsets (default: the median of the runs)")
     p.add_argument("--plot", metavar="PNG", help="draw the V-curves and best focus vs temperature")
+    p.add_argument("--positions", metavar="LIST|FILE",
+                   help="focuser positions of the frames, one per frame in capture order: a comma list "
+                        "(100,150,200) or a file of numbers (default: FOCPOS, else the frame order 1, 2, 3 ...)")
+    p.add_argument("--position-key", dest="position_key", metavar="KEYWORD",
+                   help="header keyword holding the focuser position (when it is not FOCPOS/FOCUSPOS)")
     add_json_flag(p)
 
 
@@ -522,6 +527,7 @@ def cmd_af(args: argparse.Namespace) -> int:
         return measured
 
     runs, skipped, rig = afreports.load_runs(args.paths, rig, progress=not args.json and sys.stderr.isatty(),
+                                             positions=args.positions, position_key=args.position_key,
                                              measure_frames=measure_frames)
     summary = autofocus.analyze_runs(runs, rig, with_offset=args.offset, reference_filter=args.reference_filter,
                                      reference_temp_c=args.reference_temp_c)
@@ -659,7 +665,8 @@ def _add_bahtinov(sub) -> None:
                                    "error in µm against the critical focus zone; a Tri-Bahtinov's three sub-masks are "
                                    "measured one by one (their mean is the focus error, their spread a collimation "
                                    "hint). Exit 1 when no pattern is found.")
-    p.add_argument("file", metavar="FILE", help="FITS/XISF frame taken through the mask")
+    p.add_argument("file", metavar="FILE", help="FITS/XISF frame (colour read as luminance) or a PNG/JPEG/TIFF "
+                                                "picture taken through the mask")
     add_rig_args(p)
     p.add_argument("--px-per-um", type=float, dest="px_per_um", metavar="K",
                    help="calibrated offset per µm of defocus (default: the Bahtinov Grabber formula; the "

@@ -5,9 +5,10 @@ frame (astropy reads without memory-mapping so Windows keeps no handle open), an
 every way a file can be bad into a :class:`~focuswatch.errors.FrameError` naming the file.
 
 Supported: FITS (``.fits .fit .fts``), tile-compressed FITS (``.fits.fz``), 8/16/32-bit
-integer (with BZERO) and float, mono 2-D; one-shot-colour frames carrying ``BAYERPAT`` are
-reduced to a 2x2 superpixel luminance so the Bayer grid does not fake star sizes; XISF
-through the ``xisf`` package.
+integer (with BZERO) and float, mono 2-D or 3-plane colour (measured as luminance, the
+mean of the planes); one-shot-colour frames carrying ``BAYERPAT`` are measured on their
+green channel interpolated to full resolution (:func:`bayer_green_full`), so the Bayer grid
+neither fakes star sizes nor halves the sampling; XISF through the ``xisf`` package.
 
 Keyword sources for :class:`FrameMeta` (NINA, SGP, Ekos, ASIAIR, APT):
 
@@ -48,6 +49,9 @@ MAX_DATA_BYTES = 8 * 1024 ** 3
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fit.fz", ".fz")
 XISF_SUFFIXES = (".xisf",)
 IMAGE_SUFFIXES = FITS_SUFFIXES + XISF_SUFFIXES
+#: Pictures (screen grabs, DSLR conversions) :func:`load` also reads, through Pillow. They are
+#: not frames a watcher waits for (no header), so :func:`is_image_file` leaves them out.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -355,6 +359,54 @@ def check_complete(path: str | Path) -> FitsLayout | None:
 
 # --------------------------------------------------------------------------- pixels
 
+#: Planes a colour image may have (RGB) to be read as luminance.
+COLOUR_PLANES = 3
+
+
+def _colour_to_luminance(path: Path | None, arr: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """A 3-D array as one 2-D plane: a single plane as it is, 3 colour planes as luminance.
+
+    Colour FITS (Siril, GIMP, colour-camera tools) stores planes first, ``(3, H, W)``;
+    XISF arrives here planes first too; an ``(H, W, 3)`` array (PIL order) is accepted.
+    Luminance is the plain mean of the three planes: star sizes need no colour weighting,
+    and the mean keeps the ADU scale (and the saturation level) of one plane.
+    """
+    if arr.shape[0] == 1:
+        return arr[0], None
+    if arr.shape[-1] == 1:
+        return arr[..., 0], None
+    if arr.shape[0] == COLOUR_PLANES and arr.shape[-1] != COLOUR_PLANES:
+        planes = arr
+    elif arr.shape[-1] == COLOUR_PLANES and arr.shape[0] != COLOUR_PLANES:
+        planes = np.moveaxis(arr, -1, 0)
+    elif arr.shape[0] == COLOUR_PLANES:
+        planes = arr
+    else:
+        raise FrameError(path, f"a 3-D cube of {arr.shape[0]} planes, not a mono 2-D frame or a 3-plane colour image")
+    lum = (planes[0].astype(np.float32) + planes[1].astype(np.float32) + planes[2].astype(np.float32)) / np.float32(3)
+    return lum, "colour image (3 planes): measured on the luminance, the mean of the planes"
+
+
+def bayer_green_full(img: np.ndarray, pattern: str) -> np.ndarray:
+    """The green channel of a Bayer mosaic at full resolution (float32, same shape).
+
+    Green sites keep their value; each red or blue site gets the mean of its four green
+    neighbours (left, right, up, down; mirrored at the border). Why not 2x2 superpixels:
+    they halve a sampling that is often already coarse, and on undersampled stars (1-2
+    superpixels wide) the moments then read round stars as elongated. ``pattern`` is the
+    colour of the top-left 2x2 block, row by row (RGGB, BGGR, GRBG, GBRG).
+    """
+    pat = pattern.upper()
+    a = np.asarray(img, dtype=np.float32)
+    green_first = pat in ("GRBG", "GBRG")  # green at (0, 0) and (1, 1), else at (0, 1) and (1, 0)
+    yy = np.arange(a.shape[0])[:, None]
+    xx = np.arange(a.shape[1])[None, :]
+    is_green = ((yy + xx) % 2 == 0) if green_first else ((yy + xx) % 2 == 1)
+    p = np.pad(a, 1, mode="reflect")
+    neigh = (p[1:-1, :-2] + p[1:-1, 2:] + p[:-2, 1:-1] + p[2:, 1:-1]) * np.float32(0.25)
+    return np.ascontiguousarray(np.where(is_green, a, neigh), dtype=np.float32)
+
+
 def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: float | None,
              integer: bool = False) -> Frame:
     """Turn raw image data into a measurable float32 frame (or raise FrameError).
@@ -362,19 +414,14 @@ def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: f
     ``integer=True`` says the pixels came from integers, so the NaN scan is skipped.
     """
     arr = np.asarray(data)
+    colour_note = None
     if arr.ndim == 3:
-        planes = [i for i in range(arr.shape[0]) if arr.shape[0] > 1]
-        if arr.shape[0] == 1:
-            arr = arr[0]
-        elif arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        else:
-            raise FrameError(path, f"a 3-D cube of {len(planes) or arr.shape[0]} planes, not a mono 2-D frame")
+        arr, colour_note = _colour_to_luminance(path, arr)
     if arr.ndim != 2:
         raise FrameError(path, f"a {arr.ndim}-D array, not a mono 2-D frame")
     if min(arr.shape) < 16:
         raise FrameError(path, f"image too small to measure ({arr.shape[1]}x{arr.shape[0]} px)")
-    notes: list[str] = []
+    notes: list[str] = [colour_note] if colour_note else []
     img = np.ascontiguousarray(arr, dtype=np.float32)
     if integer or arr.dtype.kind in "ui":
         n_bad = 0
@@ -394,13 +441,10 @@ def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: f
     if hi <= lo:
         raise FrameError(path, f"blank image: every pixel is {lo:g}")
     scale = 1
-    if meta.bayer_pattern:
-        h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
-        v = img[:h, :w]
-        img = np.ascontiguousarray(v[0::2, 0::2] + v[0::2, 1::2] + v[1::2, 0::2] + v[1::2, 1::2], dtype=np.float32)
-        scale = 2
-        saturation = None if saturation is None else saturation * 4
-        notes.append(f"one-shot-colour {meta.bayer_pattern}: measured on a 2x2 superpixel luminance")
+    if meta.bayer_pattern and colour_note is None:
+        img = bayer_green_full(img, meta.bayer_pattern)
+        notes.append(f"one-shot-colour {meta.bayer_pattern}: measured on the green channel, interpolated to full "
+                     "resolution (bilinear: each red/blue site gets the mean of its 4 green neighbours)")
     return Frame(path, img, meta, scale, saturation, notes)
 
 
@@ -518,6 +562,34 @@ def _load_xisf(p: Path) -> Frame:
     return _prepare(p, arr, meta, _saturation_adu(kw, arr.dtype))
 
 
+def _load_picture(p: Path) -> Frame:
+    """A PNG, JPEG or TIFF picture through Pillow, as luminance (the mean of its colours).
+
+    Rows are flipped into FITS order (row 0 = the bottom of the picture), so a picture of a
+    frame shown bottom-up, as FITS viewers do, keeps its handedness: a mirrored Bahtinov
+    pattern would flip the sign of the focus error. No header: no exposure, no optics.
+    """
+    try:
+        from PIL import Image
+    except ImportError:  # pillow is a dependency; a stripped install may lack it
+        raise FrameError(p, "reading PNG/JPEG/TIFF needs Pillow: pip install pillow") from None
+    try:
+        with Image.open(p) as im:
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F", "L"):
+                arr = np.asarray(im)
+            else:
+                arr = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrameError(p, f"unreadable picture: {text}") from None
+    arr = arr[::-1]
+    sat = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else None
+    frame = _prepare(p, arr, FrameMeta(width=int(arr.shape[1]), height=int(arr.shape[0])), sat)
+    frame.notes.append(f"picture ({mode}): rows flipped to FITS order, row 0 = the bottom of the picture")
+    return frame
+
+
 def load(path: str | Path, *, check: bool = True) -> Frame:
     """Read a frame from disk, read-only; raise :class:`FrameError` on anything bad.
 
@@ -531,6 +603,8 @@ def load(path: str | Path, *, check: bool = True) -> Frame:
             raise FrameError(p, "no such file" if not p.exists() else "not a regular file")
         if p.name.lower().endswith(XISF_SUFFIXES):
             return _load_xisf(p)
+        if p.name.lower().endswith(PICTURE_SUFFIXES):
+            return _load_picture(p)
         return _load_fits(p, check)
     except PermissionError:
         raise FrameIncomplete(p, "locked by another program (permission denied); retry later") from None

@@ -86,6 +86,13 @@ class FrameStats:
     hfr_arcsec: float | None = None
     fwhm_arcsec: float | None = None
     zones: tuple[Zone, ...] = ()
+    #: 1-sigma uncertainty of ``hfr_px`` (px): photon noise for one or two stars, the
+    #: star-to-star scatter over sqrt(n) for more (:func:`hfr_uncertainty_px`)
+    hfr_err_px: float | None = None
+    #: False when the stars are too small (FWHM under ~2.5 px, pixel-integrated) or too
+    #: faint/few for their eccentricity to mean anything: no trailing, wind or collimation
+    #: call should be made from this frame's shape figures (:func:`elongation_reliable`)
+    elongation_reliable: bool | None = None
     n_detected: int = 0
     n_rejected: Mapping[str, int] = field(default_factory=dict)
     reason: str | None = None
@@ -142,7 +149,13 @@ _DETECT_MAX_PIXELS = 4_000_000
 _DETECT_TARGET_SIZE = 10.0    # typical extent (binned px) of large stars in the second pass
 _DETECT_LARGE_PX = 32.0       # stars wider than this (full-resolution px) get the second pass
 _STAMP_PIXEL_BUDGET = 24_000_000
-_MIN_STARS_FOR_STATS = 3
+#: Fewest stars for frame figures from :func:`measure` (one star is a valid measurement:
+#: single-star autofocus, sub-frames). Consumers keep their own minimum: the refocus
+#: policy (``MonitorConfig.min_stars``), the diagnosis (``DiagnoseConfig.min_stars``).
+MIN_STARS_FOR_STATS = 1
+_MIN_STARS_FOR_STATS = 3  # the size-outlier cut and the SNR >= 10 subset need this many
+#: margin (px) between a star's light and the frame's edge
+_EDGE_MARGIN_PX = 1.0
 
 
 def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
@@ -180,7 +193,8 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     ``box_px`` is the background mesh in full-resolution pixels (it must be several times
     the stars' size or their light leaks into the sky level); ``kernel_sigma`` (binned px)
     replaces sep's default 3x3 matched filter by a Gaussian fitted to large stars.
-    Returns (objects, background, binned image, noise of a binned pixel).
+    Donuts that sep split into arcs are put together again (:func:`_merge_rings`).
+    Returns (objects, background, binned image, noise of a binned pixel, rings merged).
     """
     import sep
 
@@ -207,7 +221,237 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
             objs = sep.extract(sub, thresh * 3, **kw)
         else:
             raise
-    return objs, bkg, small, rms
+    objs, n_holed = _merge_holed(objs, sub, thresh, kw)
+    objs, n_rings, _ = _merge_rings(objs, small.shape[1], small.shape[0])
+    return objs, bkg, small, rms, n_rings + n_holed
+
+
+#: a footprint whose holes hold at least this share of its filled area (and
+#: ``_HOLE_MIN_PX`` binned pixels) is a ring
+_HOLE_MIN_SHARE = 0.03
+_HOLE_MIN_PX = 4
+#: pieces smaller than this (binned px) cannot belong to a ring with a hole
+_HOLE_MIN_EXTENT_PX = 6
+#: shares of the footprint's brightest pixel at which a hole is looked for
+_HOLE_LEVELS = (0.2, 0.35, 0.5)
+#: the hole's centre within this share of the footprint's extent from the footprint's centroid
+_HOLE_CENTRE_SHARE = 0.2
+
+
+def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> tuple[np.ndarray, int]:
+    """Undo sep's deblending of a ring: a donut whose ring is brighter on one side is split
+    into pieces that share one footprint, and that footprint has a hole (the obstruction's
+    shadow). Two stars blended together make a footprint without a hole: they stay apart.
+    Returns (objects, number of rings put back together).
+    """
+    if len(objs) < 2:
+        return objs, 0
+    ov_i, ov_j = _overlapping_boxes(objs)
+    # a hole needs a ring a few pixels across: pieces of small stars are real blends
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]) + 1
+    big = (ext[ov_i] >= _HOLE_MIN_EXTENT_PX) & (ext[ov_j] >= _HOLE_MIN_EXTENT_PX)
+    ov_i, ov_j = ov_i[big], ov_j[big]
+    if not len(ov_i):
+        return objs, 0
+    import sep
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    kw1 = dict(kw)
+    kw1["deblend_cont"] = 1.0  # the footprints before deblending
+    n = len(objs)
+    _, label = connected_components(coo_matrix((np.ones(len(ov_i)), (ov_i, ov_j)), shape=(n, n)), directed=False)
+    involved = np.unique(np.concatenate([ov_i, ov_j]))
+    keep = np.ones(n, bool)
+    new_rows = []
+    H, W = sub.shape
+    for grp in np.unique(label[involved]):
+        members = np.nonzero(label == grp)[0]
+        # re-extract only around this group (cheap on a full frame with many close pairs)
+        x0 = max(int(objs["xmin"][members].min()) - 3, 0)
+        y0 = max(int(objs["ymin"][members].min()) - 3, 0)
+        x1 = min(int(objs["xmax"][members].max()) + 4, W)
+        y1 = min(int(objs["ymax"][members].max()) + 4, H)
+        cut = np.ascontiguousarray(sub[y0:y1, x0:x1])
+        try:
+            parents, seg = sep.extract(cut, thresh, segmentation_map=True, **kw1)
+        except Exception:  # sep raises bare Exception (buffer limits): leave the group as it is
+            continue
+        hx = np.clip(np.rint(objs["x"][members]).astype(np.int64) - x0, 0, cut.shape[1] - 1)
+        hy = np.clip(np.rint(objs["y"][members]).astype(np.int64) - y0, 0, cut.shape[0] - 1)
+        owner = seg[hy, hx] - 1  # the footprint each deblended piece sits in (-1: none)
+        for pid in np.unique(owner):
+            kids = members[owner == pid]
+            if pid < 0 or len(kids) < 2 or not _is_one_ring(parents[pid], seg == pid + 1, cut):
+                continue
+            row = parents[pid].copy()
+            for f, off in (("x", x0), ("xmin", x0), ("xmax", x0), ("y", y0), ("ymin", y0), ("ymax", y0)):
+                row[f] = row[f] + off
+            keep[kids] = False
+            new_rows.append(row)
+    if not new_rows:
+        return objs, 0
+    return np.concatenate([objs[keep], np.array(new_rows, dtype=objs.dtype)]), len(new_rows)
+
+
+def _is_one_ring(po: np.void, own_full: np.ndarray, img: np.ndarray) -> bool:
+    """Whether one footprint (``own_full``, a mask of ``img``) is a ring: it has a hole, at
+    the detection threshold or at a share of its brightest pixel (seeing half fills a hole),
+    and its largest hole sits at the footprint's centroid (two overlapping donuts make holes
+    off to each side)."""
+    from scipy import ndimage
+
+    ys = slice(po["ymin"], po["ymax"] + 1)
+    xs = slice(po["xmin"], po["xmax"] + 1)
+    own = own_full[ys, xs]
+    vals = np.where(own, img[ys, xs], -np.inf)
+    top = float(vals.max())
+    for level in (-np.inf,) + _HOLE_LEVELS:
+        box = own if level == -np.inf else vals > level * top
+        filled = ndimage.binary_fill_holes(box)
+        hole = int(filled.sum() - box.sum())
+        if hole >= _HOLE_MIN_PX and hole >= _HOLE_MIN_SHARE * filled.sum():
+            lab, n_lab = ndimage.label(filled & ~box)
+            areas = np.bincount(lab.ravel(), minlength=n_lab + 1)[1:]
+            hy_, hx_ = ndimage.center_of_mass(lab == int(np.argmax(areas)) + 1)
+            off = math.hypot(hx_ + po["xmin"] - po["x"], hy_ + po["ymin"] - po["y"])
+            return off <= _HOLE_CENTRE_SHARE * max(box.shape)
+    return False
+
+
+def _candidate_pairs(cx: np.ndarray, cy: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) closer than the larger of their two ``reach`` values.
+
+    One search radius per object: a single big object (a bright star's wide footprint)
+    must not make every small one search that far, which on a 3000-star frame costs more
+    than the whole measurement.
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.column_stack([cx, cy]))
+    hits = tree.query_ball_point(np.column_stack([cx, cy]), r=reach)
+    ii = np.repeat(np.arange(len(cx)), [len(h) for h in hits])
+    jj = np.fromiter((k for h in hits for k in h), dtype=np.int64, count=int(len(ii)))
+    a, b = np.minimum(ii, jj), np.maximum(ii, jj)
+    pairs = np.unique(np.column_stack([a, b])[a != b], axis=0) if len(a) else np.zeros((0, 2), np.int64)
+    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+
+
+def _overlapping_boxes(objs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of detections whose bounding boxes overlap (deblended pieces of one footprint)."""
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
+    cx, cy = 0.5 * (objs["xmin"] + objs["xmax"]), 0.5 * (objs["ymin"] + objs["ymax"])
+    i, j = _candidate_pairs(cx, cy, math.sqrt(2.0) * ext)
+    if not len(i):
+        return i, j
+    ov = ((objs["xmin"][i] <= objs["xmax"][j]) & (objs["xmin"][j] <= objs["xmax"][i])
+          & (objs["ymin"][i] <= objs["ymax"][j]) & (objs["ymin"][j] <= objs["ymax"][i]))
+    return i[ov], j[ov]
+
+
+@dataclass(frozen=True)
+class RingMergeConfig:
+    """How arcs of one donut are told from separate stars (binned detection pixels).
+
+    A defocused star on a telescope with spider vanes is a ring cut by the vanes' shadows;
+    sep detects each arc as its own object. Arcs of one ring sit around a common centre at
+    about the same distance, are elongated and lie tangentially, which a few close round
+    stars do not.
+    """
+
+    #: two detections are neighbours when their boxes, widened by this share of their
+    #: extent plus ``gap_px``, overlap (a vane's shadow is a few % of the ring's width)
+    gap_share: float = 0.25
+    gap_px: float = 1.5
+    #: spread of the arcs' distances from the common centre (std/mean) at most
+    radius_cv_max: float = 0.3
+    #: each arc elongated at least this much (a/b) and lying tangentially: the angle
+    #: between its major axis and the radius through it at least this (degrees)
+    arc_elongation_min: float = 1.3
+    arc_tangential_min_deg: float = 50.0
+    #: no gap between neighbouring arcs (seen from the centre) wider than this (degrees)
+    max_gap_deg: float = 200.0
+    #: brightest / faintest arc at most this
+    flux_ratio_max: float = 6.0
+
+
+RING_MERGE = RingMergeConfig()
+
+
+def _merge_rings(objs: np.ndarray, width: int, height: int,
+                 config: RingMergeConfig = RING_MERGE) -> tuple[np.ndarray, int, int]:
+    """Reassemble donuts that sep split into arcs; return (objects, n_rings, n_edge_groups).
+
+    Groups of touching detections are replaced by one object at the ring's centre when
+    they look like arcs of one ring (see :class:`RingMergeConfig`). A partial ring cut by
+    the frame's border fails the "arcs all round" test; its arcs stay apart and are
+    rejected as blended with each other, so they never count as stars.
+    """
+    n = len(objs)
+    if n < 2:
+        return objs, 0, 0
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
+    grow = config.gap_share * ext + config.gap_px
+    x0, x1 = objs["xmin"] - grow, objs["xmax"] + grow
+    y0, y1 = objs["ymin"] - grow, objs["ymax"] + grow
+    cx, cy = 0.5 * (objs["xmin"] + objs["xmax"]), 0.5 * (objs["ymin"] + objs["ymax"])
+    i, j = _candidate_pairs(cx, cy, math.sqrt(2.0) * (ext + 2 * grow))
+    if not len(i):
+        return objs, 0, 0
+    touch = (x0[i] <= x1[j]) & (x0[j] <= x1[i]) & (y0[i] <= y1[j]) & (y0[j] <= y1[i])
+    i, j = i[touch], j[touch]
+    if not len(i):
+        return objs, 0, 0
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    n_comp, label = connected_components(graph, directed=False)
+    sizes = np.bincount(label, minlength=n_comp)
+    keep = np.ones(n, bool)
+    new_rows = []
+    n_rings = n_edge = 0
+    flux = np.maximum(objs["flux"].astype(np.float64), 1e-12)
+    for comp in np.nonzero(sizes >= 2)[0]:
+        m = np.nonzero(label == comp)[0]
+        f = flux[m]
+        gx = float(np.sum(f * objs["x"][m]) / np.sum(f))
+        gy = float(np.sum(f * objs["y"][m]) / np.sum(f))
+        at_edge = (objs["xmin"][m].min() <= 1 or objs["ymin"][m].min() <= 1
+                   or objs["xmax"][m].max() >= width - 2 or objs["ymax"][m].max() >= height - 2)
+        dx, dy = objs["x"][m] - gx, objs["y"][m] - gy
+        d = np.hypot(dx, dy)
+        if np.mean(d) <= 0 or np.std(d) / np.mean(d) > config.radius_cv_max:
+            continue
+        if f.max() / f.min() > config.flux_ratio_max:
+            continue
+        elong = objs["a"][m] / np.maximum(objs["b"][m], 1e-3)
+        phi = np.arctan2(dy, dx)
+        rel = np.abs(np.degrees(np.angle(np.exp(1j * (objs["theta"][m] - phi)))))
+        rel = np.minimum(rel, 180.0 - rel)  # angle between the major axis and the radius, 0-90
+        if np.any(elong < config.arc_elongation_min) or np.any(rel < config.arc_tangential_min_deg):
+            continue
+        ang = np.sort(np.degrees(phi) % 360.0)
+        gaps = np.diff(np.concatenate([ang, ang[:1] + 360.0]))
+        if gaps.max() > config.max_gap_deg:
+            continue
+        n_rings += 1
+        n_edge += int(at_edge)
+        row = objs[m[np.argmax(f)]].copy()
+        row["x"], row["y"] = gx, gy
+        row["xmin"], row["xmax"] = objs["xmin"][m].min(), objs["xmax"][m].max()
+        row["ymin"], row["ymax"] = objs["ymin"][m].min(), objs["ymax"][m].max()
+        row["flux"] = float(np.sum(objs["flux"][m]))
+        row["npix"] = int(np.sum(objs["npix"][m]))
+        # a uniform disk of radius r has sigma r/2: the union box is the ring's diameter
+        half = 0.25 * max(row["xmax"] - row["xmin"] + 1, row["ymax"] - row["ymin"] + 1)
+        row["a"], row["b"], row["theta"] = half, half, 0.0
+        new_rows.append(row)
+        keep[m] = False
+    if not new_rows:
+        return objs, 0, 0
+    return np.concatenate([objs[keep], np.array(new_rows, dtype=objs.dtype)]), n_rings, n_edge
 
 
 def _batched_moffat(r: np.ndarray, y: np.ndarray, w: np.ndarray, amp0: np.ndarray,
@@ -320,6 +564,23 @@ def _ring_ratio(prof: np.ndarray, r90: np.ndarray) -> np.ndarray:
     return out
 
 
+def _annulus_ratio(r20: np.ndarray, r80: np.ndarray) -> np.ndarray:
+    """Inner/outer radius of a uniform annulus with these 20 % and 80 % flux radii.
+
+    An annulus from ``e R`` to ``R`` holds the share ``(r^2 - e^2 R^2) / (R^2 (1 - e^2))``
+    inside radius ``r``, so ``R^2 (1 - e^2) = (r80^2 - r20^2) / 0.6`` and
+    ``e^2 R^2 = r20^2 - 0.2 R^2 (1 - e^2)``. Unlike half-maximum radii (which seeing pulls
+    toward the ring's crest, reading 0.43 for a 0.33 obstruction) this uses the light
+    itself; spider-vane shadows remove whole sectors and do not change it. For a
+    defocused star on an obstructed telescope it is the obstruction ratio.
+    """
+    width2 = (r80 ** 2 - r20 ** 2) / 0.6
+    inner2 = r20 ** 2 - 0.2 * width2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = np.sqrt(np.clip(inner2, 0.0, None) / np.maximum(inner2 + width2, 1e-12))
+    return np.where(np.isfinite(e) & (width2 > 0), e, 0.0)
+
+
 def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.ndarray:
     """Full width at half maximum read directly off binned radial profiles (NaN if unclear).
 
@@ -374,10 +635,18 @@ def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarr
     the pixels nearer a neighbour than the star zeroed, and each stamp's raw maximum (ADU,
     for the saturation test). ``(cx, cy)`` is the star's sub-pixel centre in the stamp."""
     off = np.arange(-R, R + 1)
-    raw = img[(iy[:, None, None] + off[None, :, None]), (ix[:, None, None] + off[None, None, :])]
+    H, W = img.shape
+    rows = iy[:, None] + off[None, :]
+    cols = ix[:, None] + off[None, :]
+    raw = img[np.clip(rows, 0, H - 1)[:, :, None], np.clip(cols, 0, W - 1)[:, None, :]]
     peak = raw.reshape(len(ix), -1).max(axis=1)
     stamps = raw - local_bkg[:, None, None]
     del raw
+    # a stamp may reach past the frame's edge (a star near it, or one as big as the frame):
+    # the pixels outside hold nothing (the star itself lies inside, see measure())
+    outside = ((rows < 0) | (rows >= H))[:, :, None] | ((cols < 0) | (cols >= W))[:, None, :]
+    if outside.any():
+        stamps = np.where(outside, np.float32(0), stamps)
     if nbx is not None:
         stamps = _mask_neighbours(stamps, cx, cy, nbx, nby, off.astype(np.float32))
     return stamps, peak
@@ -452,8 +721,11 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     mx = col * S + R + cx
     my = row * S + R + cy
     rmax = np.full(n, R - 1.0)
-    radii, flags = sep.flux_radius(mosaic, mx, my, rmax, [0.5, 0.9], subpix=_SUBPIX)
-    r50, r90 = radii[:, 0], radii[:, 1]
+    radii, flags = sep.flux_radius(mosaic, mx, my, rmax,
+                                   [0.5, 0.9, 0.2, 0.8] + list(_WING_FRACS) + list(_WING_FRACS_90), subpix=_SUBPIX)
+    r50, r90, r20, r80 = radii[:, 0], radii[:, 1], radii[:, 2], radii[:, 3]
+    r_wing = radii[:, 4:4 + len(_WING_FRACS)]
+    r_wing90 = radii[:, 4 + len(_WING_FRACS):]
     flux, _, _ = sep.sum_circle(mosaic, mx, my, rmax, subpix=_SUBPIX)
     del mosaic
 
@@ -491,12 +763,117 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
 
     # donuts: a dip in the middle of the radial profile (a hole needs a blur several pixels
     # wide, so small stamps cannot hold one and skip the profile)
-    ring = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
+    dip = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
+    ring = np.where(dip > 0, _annulus_ratio(r20, r80), 0.0)
     return {
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
         "ring": ring, "saturated": is_sat, "centre": stamps[:, R, R].astype(np.float64),
+        "r_wing": r_wing, "r_wing90": r_wing90, **_wing_annuli(stamps, rr, R),
     }
+
+
+def _constant_border(img: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows/columns of one constant value at the frame's edges: (top, bottom, left, right).
+
+    Cut-outs, registered and cropped frames often carry a border of zeros. Its step down
+    from the sky would be detected as a long "star" and the stars beside it called edge
+    stars; measurement runs on the frame inside it instead.
+    """
+    H, W = img.shape
+
+    def run(get, n):
+        k = 0
+        while k < n - 16:
+            line = get(k)
+            if line.min() != line.max():
+                break
+            k += 1
+        return k
+
+    top = run(lambda k: img[k], H)
+    bottom = run(lambda k: img[H - 1 - k], H - top)
+    left = run(lambda k: img[top:H - bottom, k], W)
+    right = run(lambda k: img[top:H - bottom, W - 1 - k], W - left)
+    return top, bottom, left, right
+
+
+#: Flux fractions (of the light inside the aperture) at which the curve of growth is also
+#: read, so the half-flux radius can be re-read against the light beyond the aperture.
+_WING_FRACS = (0.525, 0.55, 0.575, 0.6)
+#: the same for the 90 % radius (``outer_r``), so r90/r50 keeps its meaning (a halo)
+_WING_FRACS_90 = (0.925, 0.95, 0.975)
+
+
+@dataclass(frozen=True)
+class WingConfig:
+    """The light of a star's wings beyond its measuring aperture.
+
+    Seeing (Kolmogorov, intensity ~ r^-11/3) and diffraction by the obstruction and the
+    spider vanes (~ r^-3) carry 3-10 % of a small star's light beyond a few FWHM; a
+    half-flux radius normalised to the light inside the aperture then reads 3-5 % low.
+    The frame's bright stars give the wing's brightness at the aperture's edge and its
+    log slope there; a power law extrapolates the missing share, ``2 pi R^2 I(R) / (alpha -
+    2)``. The slope at the edge is steeper than far out, so the share is a lower bound.
+    """
+
+    #: fewest bright stars (SNR >= ``min_snr``) to estimate the wings from
+    min_stars: int = 3
+    min_snr: float = 50.0
+    #: log slope clipped to this range (Kolmogorov 11/3, Airy 3; steeper = no wings)
+    alpha_min: float = 3.0
+    alpha_max: float = 8.0
+    #: the share beyond the aperture at most this (the highest of ``_WING_FRACS`` x 2 - 1)
+    max_share: float = 0.15
+
+
+WING = WingConfig()
+
+
+def _wing_annuli(stamps: np.ndarray, rr: np.ndarray, R: int) -> dict[str, np.ndarray]:
+    """Mean intensity of two annuli at the stamp's edge: (0.6-0.8) and (0.8-1.0) of R-1."""
+    rmax = R - 1.0
+    a1 = (rr >= 0.6 * rmax) & (rr < 0.8 * rmax)
+    a2 = (rr >= 0.8 * rmax) & (rr <= rmax)
+    n1 = np.maximum(a1.sum(axis=(1, 2)), 1)
+    n2 = np.maximum(a2.sum(axis=(1, 2)), 1)
+    i1 = np.where(a1, stamps, 0).sum(axis=(1, 2), dtype=np.float64) / n1
+    i2 = np.where(a2, stamps, 0).sum(axis=(1, 2), dtype=np.float64) / n2
+    return {"wing_i1": i1, "wing_i2": i2}
+
+
+def wing_share(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int,
+               config: WingConfig = WING) -> float:
+    """The frame's share of star light beyond the aperture of radius ``R - 1`` (0 if unclear)."""
+    rmax = R - 1.0
+    if rmax < 4:
+        return 0.0
+    good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
+    if np.count_nonzero(good) < config.min_stars:
+        return 0.0
+    r1, r2 = 0.7 * rmax, 0.9 * rmax
+    alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
+    alpha = min(max(alpha, config.alpha_min), config.alpha_max)
+    edge = float(np.median(i2[good] / flux[good]))  # per unit of aperture flux, at r2
+    share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+    return float(min(max(share, 0.0), config.max_share))
+
+
+def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float, *, frac: float = 0.5,
+                        fracs: tuple[float, ...] = _WING_FRACS) -> np.ndarray:
+    """Half-flux radius when ``share`` (of the aperture flux) lies beyond the aperture: the
+    radius holding ``0.5 (1 + share)`` of the aperture's light, interpolated on the curve
+    of growth read at ``fracs`` (``frac`` = 0.9 with ``_WING_FRACS_90`` for ``outer_r``;
+    capped at the last fraction read)."""
+    if share <= 0:
+        return r50
+    target = min(frac * (1.0 + share), fracs[-1])
+    fr = np.array((frac,) + tuple(fracs))
+    rad = np.column_stack([r50, r_wing])
+    j = int(min(np.searchsorted(fr, target, side="right") - 1, len(fr) - 2))
+    t = (target - fr[j]) / (fr[j + 1] - fr[j])
+    out = rad[:, j] + t * (rad[:, j + 1] - rad[:, j])
+    return np.where(np.isfinite(out), out, r50)
 
 
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
@@ -507,7 +884,7 @@ def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, *
 
 
 def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_stars: int = 3000,
-            n_fit: int = 300, detect_thresh: float = 4.0) -> FrameStats:
+            n_fit: int = 300, detect_thresh: float = 4.0, min_stars: int = MIN_STARS_FOR_STATS) -> FrameStats:
     """Find and measure the stars of a frame.
 
     Steps: background and detection with sep on a block-averaged copy (at most ~4 Mpx, and
@@ -520,8 +897,19 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     Rejected (counted in ``n_rejected``): saturated, edge-clipped, blended (a neighbour with
     >10 % of the flux inside the aperture), hot pixels and cosmic rays (smaller than any
     optics can make a star), and too faint to measure (SNR < 5).
+
+    ``min_stars`` (default 1) is the fewest measured stars for frame figures: one bright
+    star is enough for ``hfr_px`` (single-star autofocus, sub-frames); ``hfr_err_px``
+    then says how far to trust it. Callers that need a crowd (the refocus policy, the
+    diagnosis) keep their own minimum.
     """
     img = frame.pixels
+    top, bottom, left, right = _constant_border(img)
+    border_note: tuple[str, ...] = ()
+    if top or bottom or left or right:
+        img = img[top:img.shape[0] - bottom, left:img.shape[1] - right]
+        border_note = (f"a constant border (top {top}, bottom {bottom}, left {left}, right {right} px) "
+                       "is left out as outside the image",)
     H, W = img.shape
     scale = float(frame.scale_px)
     file = str(frame.path) if frame.path is not None else None
@@ -536,7 +924,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the stars are large (defocused disks and donuts stay one object each, and their light
     # does not leak into the sky level)
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
-    objs, bkg, small, rms_small = _detect(img, b, detect_thresh)
+    objs, bkg, small, rms_small, n_rings = _detect(img, b, detect_thresh)
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     if len(objs) >= 3:
         bright = objs[objs["flux"] >= np.median(objs["flux"])]
@@ -544,8 +932,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
-                objs, bkg, small, rms_small = _detect(img, b2, detect_thresh, box_px=max(128.0, 6.0 * extent),
-                                                      kernel_sigma=max(1.0, extent / b2 / 5.0), deblend_cont=0.05)
+                objs, bkg, small, rms_small, n_rings = _detect(img, b2, detect_thresh,
+                                                               box_px=max(128.0, 6.0 * extent),
+                                                               kernel_sigma=max(1.0, extent / b2 / 5.0),
+                                                               deblend_cont=0.05)
                 b = b2
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
@@ -573,10 +963,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     S = 2 * R + 1
     order = np.argsort(-flux_det)
     n_keep = int(min(len(order), max_stars, max(20, _STAMP_PIXEL_BUDGET // (S * S))))
-    # edge clipping: the whole stamp must lie inside the frame
+    # edge clipping: the star's own light (its detection box, or 2.5 sigma, plus a margin)
+    # must lie inside the frame; its stamp may reach past the edge (zeros there), so a
+    # single big star in a small sub-frame is still measured
     ix = np.rint(fx).astype(np.int64)
     iy = np.rint(fy).astype(np.int64)
-    inside = (ix - R >= 0) & (iy - R >= 0) & (ix + R < W) & (iy + R < H)
+    own_r = np.maximum(0.5 * extent_full, 2.5 * size_sigma) + _EDGE_MARGIN_PX
+    inside = (fx - own_r >= -0.5) & (fy - own_r >= -0.5) & (fx + own_r <= W - 0.5) & (fy + own_r <= H - 0.5)
     rejected["edge"] = int(np.count_nonzero(~inside))
     from scipy.spatial import cKDTree
 
@@ -651,7 +1044,19 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     if np.count_nonzero(keep) < 1:
         return empty("no measurable stars (all saturated, hot pixels or too faint)", bkg_level, noise, n_det)
 
-    hfr = np.sqrt(np.maximum(r50 ** 2 - _PIX_HFR2, 0.01))
+    # light in the wings beyond the aperture (seeing, diffraction): the frame's bright
+    # stars say how much, and every star's half-flux radius is re-read against it
+    # (only stars with no other detection within two stamp radii: a neighbour's light at
+    # the stamp's edge would pass for wings)
+    if len(fx) > 1:
+        nn = tree.query(np.column_stack([fx[sel], fy[sel]]), k=2)[0][:, 1]
+    else:
+        nn = np.full(n, np.inf)
+    alone = keep & (nn > 2.0 * R)
+    share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
+    r_half = _reread_half_radius(r50, m["r_wing"], share)
+    r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90)
+    hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 
     # ---- Moffat FWHM on bright, unsaturated, isolated stars spread over the 3x3 grid
     fwhm = np.full(n, np.nan)
@@ -702,8 +1107,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # ---- per-star table in sensor pixels
     k = np.nonzero(keep)[0]
     stars = np.zeros(len(k), STAR_DTYPE)
-    stars["x"] = ((ix + cx)[k] + 0.5) * scale - 0.5
-    stars["y"] = ((iy + cy)[k] + 0.5) * scale - 0.5
+    stars["x"] = ((ix + cx)[k] + left + 0.5) * scale - 0.5
+    stars["y"] = ((iy + cy)[k] + top + 0.5) * scale - 0.5
     stars["flux"] = tot_flux[k]
     stars["peak"] = centre[k]
     stars["snr"] = snr[k]
@@ -717,9 +1122,12 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     stars["ecc"] = ecc[k]
     stars["ring"] = ring[k]
     stars["outer_r"] = r90[k] * scale
-    return summarize(stars, frame=frame, width_px=int(W * scale), height_px=int(H * scale),
+    extra = border_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
+                           if n_rings else ())
+    H0, W0 = frame.pixels.shape
+    return summarize(stars, frame=frame, width_px=int(W0 * scale), height_px=int(H0 * scale),
                      background_adu=bkg_level, noise_adu=noise, n_detected=n_det, n_rejected=rejected,
-                     plate_scale_arcsec_px=plate_scale_arcsec_px)
+                     plate_scale_arcsec_px=plate_scale_arcsec_px, min_stars=min_stars, extra_notes=extra)
 
 
 def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
@@ -753,22 +1161,92 @@ def _shape_sample(stars: np.ndarray) -> np.ndarray:
 from focuswatch.numerics import finite_median as _med  # noqa: E402 - the one median helper
 
 
+def _fmt_px(v: float | None) -> str:
+    return "?" if v is None else f"{v:.1f} px"
+
+
+@dataclass(frozen=True)
+class ShapeConfig:
+    """When a frame's eccentricity can be believed.
+
+    Second moments of a star a pixel or two wide are dominated by where the star falls on
+    the pixel grid: a round star of FWHM 1.5 px reads eccentricity 0.3-0.6 depending on its
+    sub-pixel phase, and a trail shorter than a pixel does not show at all. The median of
+    many stars cancels part of that, so the FWHM floor is lower with many bright stars.
+    """
+
+    #: below this median FWHM (px) one star's shape is pixel noise
+    min_fwhm_px: float = 2.5
+    #: with at least ``many_stars`` bright stars the floor drops to this
+    min_fwhm_many_px: float = 2.0
+    many_stars: int = 20
+    #: fewest bright stars for any shape claim
+    min_stars: int = 3
+
+
+SHAPE = ShapeConfig()
+
+
+def elongation_reliable(shape_stars: np.ndarray, config: ShapeConfig = SHAPE) -> bool:
+    """Whether the eccentricity of these (bright) stars can support an elongation claim.
+
+    ``shape_stars`` is the sample the frame's eccentricity comes from. The FWHM used is the
+    fitted one where available, else ``2 * hfr`` (a Gaussian's HFD equals its FWHM).
+    """
+    if len(shape_stars) < config.min_stars:
+        return False
+    fw = shape_stars["fwhm"]
+    fw = np.where(np.isfinite(fw) & (fw > 0), fw, 2.0 * shape_stars["hfr"])
+    floor = config.min_fwhm_many_px if len(shape_stars) >= config.many_stars else config.min_fwhm_px
+    return bool(np.median(fw) >= floor)
+
+
+def hfr_uncertainty_px(stars: np.ndarray) -> float | None:
+    """1-sigma uncertainty of the frame's median HFR (px).
+
+    Per star the photon/sky noise gives ``sigma_i ~ hfr_i / SNR_i`` (the half-flux radius
+    moves by about its own size over the SNR; checked against repeated noise draws in the
+    tests). One star: that. A few: the per-star errors combined as for a mean, times 1.25
+    for the median. Five or more: the larger of that and the observed scatter (1.4826 MAD)
+    over sqrt(n), also times 1.25, so real star-to-star differences (field curvature,
+    blends) count too.
+    """
+    if len(stars) == 0:
+        return None
+    hfr = stars["hfr"]
+    snr = np.maximum(stars["snr"], 1.0)
+    per = hfr / snr
+    n = len(stars)
+    if n == 1:
+        return float(per[0])
+    noise = 1.2533 * math.sqrt(float(np.sum(per ** 2))) / n
+    if n < 5:
+        return noise
+    mad = 1.4826 * float(np.median(np.abs(hfr - np.median(hfr))))
+    return max(noise, 1.2533 * mad / math.sqrt(n))
+
+
 def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, height_px: int,
               background_adu: float | None = None, noise_adu: float | None = None, n_detected: int = 0,
-              n_rejected: Mapping[str, int] | None = None, plate_scale_arcsec_px: float | None = None) -> FrameStats:
+              n_rejected: Mapping[str, int] | None = None, plate_scale_arcsec_px: float | None = None,
+              min_stars: int = MIN_STARS_FOR_STATS, extra_notes: tuple[str, ...] = ()) -> FrameStats:
     """Frame medians and the 3x3 zones from a per-star table (also used on filtered tables).
 
     Medians use stars with SNR >= 10 when there are enough of them, so faint noisy stars do
-    not drag the frame figure around.
+    not drag the frame figure around. With fewer than ``min_stars`` stars the frame gets
+    no figures (``reason`` says so). ``hfr_err_px`` says how far the frame's HFR can be
+    trusted (see :func:`hfr_uncertainty_px`): with one or two stars it is their photon
+    noise, with many the star-to-star scatter over sqrt(n).
     """
     meta = frame.meta if frame is not None else FrameMeta()
     file = str(frame.path) if frame is not None and frame.path is not None else None
-    notes = tuple(frame.notes) if frame is not None else ()
-    if len(stars) < _MIN_STARS_FOR_STATS:
+    notes = (tuple(frame.notes) if frame is not None else ()) + tuple(extra_notes)
+    min_stars = max(1, int(min_stars))
+    if len(stars) < min_stars:
         return FrameStats(file=file, n_stars=int(len(stars)), background_adu=background_adu, noise_adu=noise_adu,
                           width_px=width_px, height_px=height_px, plate_scale_arcsec_px=plate_scale_arcsec_px,
                           n_detected=n_detected, n_rejected=dict(n_rejected or {}),
-                          reason=f"only {len(stars)} measurable stars (need {_MIN_STARS_FOR_STATS})",
+                          reason=f"only {len(stars)} measurable stars (need {min_stars})",
                           notes=notes, meta=meta, stars=stars)
     good = stars[stars["snr"] >= 10] if np.count_nonzero(stars["snr"] >= 10) >= _MIN_STARS_FOR_STATS else stars
     good = _drop_size_outliers(good)
@@ -787,9 +1265,17 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
             zones.append(Zone(r_, c_, int(len(z)), _med(z["hfr"]) if len(z) else None,
                               _med(z["fwhm"]) if len(z) else None, _med(_shape_sample(z)["ecc"]) if len(z) else None))
     ps = plate_scale_arcsec_px
+    shape = _shape_sample(good)
+    reliable = elongation_reliable(shape)
+    ecc = _med(shape["ecc"])
+    if not reliable and len(shape):
+        why = (f"only {len(shape)} bright star(s) for the shape figures" if len(shape) < SHAPE.min_stars else
+               f"stars too small to show their shape (median FWHM {_fmt_px(_med(shape['fwhm']))})")
+        notes = notes + (f"{why}: eccentricity is not evidence of trailing, wind or collimation",)
     return FrameStats(
         file=file, n_stars=int(len(stars)), hfr_px=hfr, hfr_nina_px=_med(good["hfr_nina"]), fwhm_px=fwhm,
-        eccentricity=_med(_shape_sample(good)["ecc"]), profile_ratio=ratio, ring_ratio=ring_ratio,
+        eccentricity=ecc, profile_ratio=ratio, ring_ratio=ring_ratio,
+        hfr_err_px=hfr_uncertainty_px(good), elongation_reliable=reliable,
         star_flux_adu=_med(good["flux"]), background_adu=background_adu, noise_adu=noise_adu,
         width_px=width_px, height_px=height_px, plate_scale_arcsec_px=ps,
         hfr_arcsec=hfr * ps if (hfr is not None and ps) else None,

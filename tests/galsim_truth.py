@@ -1,0 +1,152 @@
+"""Physical-optics stars rendered with GalSim: independent truth for the measurement tests.
+
+Nothing here calls focuswatch: the PSF is GalSim's ``OpticalPSF`` (an obstructed pupil
+with spider vanes and a Zernike defocus, Fourier optics) convolved with GalSim's
+``Kolmogorov`` seeing and the pixel, and the true half-light radius comes from GalSim's own
+enclosed-flux calculation on a high-resolution noiseless render.
+
+Defocus conversion. A focal-plane defocus ``delta_um`` at focal ratio ``N`` is a wavefront
+error of ``W_pv = delta_um / (8 N^2)`` peak to valley; GalSim's ``defocus`` is the Noll Z4
+coefficient in waves RMS, ``Z4 = sqrt(3) (2 rho^2 - 1)``, whose peak to valley is
+``2 sqrt(3)`` times the coefficient. The geometric blur diameter is ``delta_um / N``
+(checked against the render by :func:`ring_outer_radius_px`).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+ARCSEC_PER_RAD = 206264.806
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Telescope and camera: the issue's 200 mm f/5 Newtonian with 3.76 um pixels by default."""
+
+    diam_mm: float = 200.0
+    f_ratio: float = 5.0
+    pixel_um: float = 3.76
+    lam_nm: float = 550.0
+
+    @property
+    def focal_mm(self) -> float:
+        return self.diam_mm * self.f_ratio
+
+    @property
+    def scale_arcsec_px(self) -> float:
+        return 206.265 * self.pixel_um / self.focal_mm
+
+
+def defocus_waves_rms(delta_um: float, scope: Scope) -> float:
+    """GalSim's Z4 coefficient (waves RMS) for a focal-plane defocus of ``delta_um``."""
+    w_pv_um = delta_um / (8.0 * scope.f_ratio ** 2)
+    return w_pv_um / (scope.lam_nm / 1000.0) / (2.0 * math.sqrt(3.0))
+
+
+def psf(scope: Scope, *, obscuration: float = 0.0, defocus_um: float = 0.0, nstruts: int = 0,
+        strut_thick: float = 0.02, seeing_fwhm_arcsec: float = 2.0, strut_angle_deg: float = 0.0):
+    """The GalSim profile: optics (Fourier) * Kolmogorov seeing, in arcsec."""
+    import galsim
+
+    lam_over_diam = scope.lam_nm * 1e-9 / (scope.diam_mm * 1e-3) * ARCSEC_PER_RAD
+    blur_arcsec = defocus_um / scope.f_ratio / 1000.0 / scope.focal_mm * ARCSEC_PER_RAD
+    # Pupil sampling sets the image plane: its field of view is lam / pupil_plane_scale and
+    # its sampling lam / pupil_plane_size. A defocused star needs a field several times its
+    # geometric blur (else it wraps round), while the fine pupil GalSim would pick for a
+    # diffraction-limited star makes huge FFTs; a pupil twice the aperture samples the
+    # image at Nyquist. The defocus phase then changes by < 0.5 wave per pupil sample.
+    kw = {}
+    n_waves = abs(defocus_waves_rms(defocus_um, scope)) * 2 * math.sqrt(3)
+    fov_arcsec = max(6.0 * blur_arcsec, 8.0 * seeing_fwhm_arcsec, 64.0 * lam_over_diam)
+    lam_m = scope.lam_nm * 1e-9
+    if n_waves > 2:  # near focus GalSim's own sampling is small and right
+        kw["pupil_plane_scale"] = lam_m / (fov_arcsec / ARCSEC_PER_RAD)
+        kw["pupil_plane_size"] = 2.8 * scope.diam_mm * 1e-3
+    with warnings.catch_warnings():
+        # GalSim sizes its own pupil from the diffraction limit and warns that ours (sized
+        # from the geometric blur) is coarse; the half-light radii match the geometric
+        # values (see ring_outer_radius_px and the tests), so the warning does not apply
+        warnings.simplefilter("ignore")
+        optics = galsim.OpticalPSF(lam_over_diam=lam_over_diam, obscuration=obscuration,
+                                   nstruts=nstruts, strut_thick=strut_thick,
+                                   strut_angle=strut_angle_deg * galsim.degrees,
+                                   defocus=defocus_waves_rms(defocus_um, scope), **kw)
+    if seeing_fwhm_arcsec and seeing_fwhm_arcsec > 0:
+        return galsim.Convolve([optics, galsim.Kolmogorov(fwhm=seeing_fwhm_arcsec)])
+    return optics
+
+
+def draw(profile, scope: Scope, size_px: int, *, dx_px: float = 0.0, dy_px: float = 0.0,
+         flux: float = 1.0) -> np.ndarray:
+    """Render ``profile`` on the camera's pixels (method 'auto' integrates over the pixel)."""
+    import galsim
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # see psf(): GalSim's sampling advice for its own pupil
+        img = profile.withFlux(flux).drawImage(nx=size_px, ny=size_px, scale=scope.scale_arcsec_px,
+                                               offset=(dx_px, dy_px), method="auto")
+    return img.array.astype(np.float64)
+
+
+def true_hlr_px(profile, scope: Scope, *, oversample: int = 4, size_px: int | None = None) -> float:
+    """True half-light radius in camera pixels, of the profile as it reaches the sensor.
+
+    Measured on a noiseless render ``oversample`` times finer than the camera's pixels,
+    with the camera's pixel convolved in (GalSim's ``method='auto'``): the pixel's own width
+    is part of what a measurement of the image can see, so it is part of the truth
+    compared with. The centre is the profile's own (0, 0).
+    """
+    import galsim
+
+    scale = scope.scale_arcsec_px
+    prof = galsim.Convolve([profile, galsim.Pixel(scale)])
+    fine = scale / oversample
+    n = size_px or 256
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        img = prof.drawImage(nx=n * oversample, ny=n * oversample, scale=fine, method="no_pixel")
+    a = img.array.astype(np.float64)
+    c = (a.shape[0] - 1) / 2.0 if a.shape[0] % 2 else a.shape[0] / 2.0
+    yy, xx = np.indices(a.shape)
+    r = np.hypot(xx - c, yy - c).ravel()
+    order = np.argsort(r)
+    cum = np.cumsum(a.ravel()[order])
+    half = 0.5 * prof.flux
+    k = int(np.searchsorted(cum, half))
+    return float(r[order][k]) / oversample
+
+
+def true_hlr_px_intrinsic(profile, scope: Scope) -> float:
+    """GalSim's own half-light radius of the profile before the pixel (camera px)."""
+    return float(profile.calculateHLR(scale=scope.scale_arcsec_px / 4)) / scope.scale_arcsec_px
+
+
+def ring_outer_radius_px(image: np.ndarray, frac: float = 0.98) -> float:
+    """Radius holding ``frac`` of the light of a centred render: ~ the geometric blur radius."""
+    c = (image.shape[0] - 1) / 2.0
+    yy, xx = np.indices(image.shape)
+    r = np.hypot(xx - c, yy - c).ravel()
+    order = np.argsort(r)
+    cum = np.cumsum(image.ravel()[order])
+    return float(r[order][int(np.searchsorted(cum, frac * cum[-1]))])
+
+
+def add_noise(img: np.ndarray, *, sky_adu: float = 500.0, read_noise_adu: float = 5.0, seed: int = 0) -> np.ndarray:
+    """Sky level plus Poisson and read noise (gain 1), as float32."""
+    rng = np.random.default_rng(seed)
+    lam = np.clip(img + sky_adu, 0, None)
+    return (rng.poisson(lam) + rng.normal(0.0, read_noise_adu, img.shape)).astype(np.float32)
+
+
+def place(canvas: np.ndarray, stamp: np.ndarray, x: float, y: float) -> None:
+    """Add ``stamp`` (odd or even size) to ``canvas`` with its centre at integer (x, y), clipped."""
+    h, w = stamp.shape
+    x0, y0 = int(round(x)) - w // 2, int(round(y)) - h // 2
+    xs, ys = max(0, x0), max(0, y0)
+    xe, ye = min(canvas.shape[1], x0 + w), min(canvas.shape[0], y0 + h)
+    if xe > xs and ye > ys:
+        canvas[ys:ye, xs:xe] += stamp[ys - y0:ye - y0, xs - x0:xe - x0]
