@@ -387,7 +387,7 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
                        "(DATE-OBS, else file name); give --positions or --position-key for focuser steps",
     }[source]
     runs = []
-    for group in groups:
+    for group in (g for g in groups if g):  # every frame of a group may have been unreadable
         pts = []
         temps = [m.temperature_c for _, m, _, _ in group if m.temperature_c is not None]
         steps = [m.focuser_step_um for _, m, _, _ in group if m.focuser_step_um]
