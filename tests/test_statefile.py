@@ -18,7 +18,7 @@ import pytest
 
 from focuswatch import statefile as sf
 from focuswatch.cli import main
-from focuswatch.errors import TriggerError
+from focuswatch.errors import StateFileError
 
 T0 = datetime(2024, 5, 1, 22, 0, 0, tzinfo=timezone.utc)
 
@@ -79,10 +79,10 @@ def test_read_state_missing_is_none_and_garbage_names_the_file(tmp_path):
     assert sf.read_state(tmp_path / "nope.json") is None
     bad = tmp_path / "state.json"
     bad.write_text("{half a state")
-    with pytest.raises(TriggerError, match="state.json: not a focuswatch state file"):
+    with pytest.raises(StateFileError, match="state.json: not a focuswatch state file"):
         sf.read_state(bad)
     bad.write_text("[1, 2]")
-    with pytest.raises(TriggerError, match="not a focuswatch state file"):
+    with pytest.raises(StateFileError, match="not a focuswatch state file"):
         sf.read_state(bad)
 
 
@@ -112,7 +112,7 @@ def test_readers_never_see_a_half_written_state(tmp_path):
 def test_unwritable_state_folder_is_a_trigger_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(TriggerError, match="cannot write the state file"):
+    with pytest.raises(StateFileError, match="cannot write the state file"):
         sf.write_state(blocker / "state.json", _state())
 
 
@@ -133,7 +133,7 @@ def test_event_log_append_read_since_and_skip_broken_lines(tmp_path):
 
 
 def test_event_with_bad_time_is_refused(tmp_path):
-    with pytest.raises(TriggerError, match="not an ISO 8601 time"):
+    with pytest.raises(StateFileError, match="not an ISO 8601 time"):
         sf.append_autofocus_event(tmp_path / "e.jsonl", sf.AutofocusEvent(time="yesterday"))
 
 

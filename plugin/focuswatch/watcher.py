@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 
 from focuswatch import frames as frames_mod
 from focuswatch.config import Config, rig_with_header, section_to_dataclass
-from focuswatch.errors import FrameError, FrameIncomplete, TriggerError
+from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
 from focuswatch.journal import Journal
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig, record_from_stats
 from focuswatch.optics import Rig
@@ -315,7 +315,7 @@ class Watcher:
                 old = statefile.read_state(self.state_file)
                 if old is not None:
                     self._state = replace(old, watch_dir=str(self.folder))
-            except TriggerError as exc:
+            except StateFileError as exc:
                 log.warning("%s", exc)
         if self.monitor.state.waiting_since_s is None and self._state.refocus_due:
             self._state = self._state.cleared()
@@ -617,7 +617,7 @@ class Watcher:
 
         try:
             statefile.write_state(self.state_file, self._state)
-        except TriggerError as exc:
+        except StateFileError as exc:
             log.error("%s", exc)
 
     def _after_decision(self, record: FrameRecord, d: Decision) -> None:
@@ -677,7 +677,7 @@ class Watcher:
         if self.events_file is not None and self._events_changed():
             try:
                 events = statefile.read_autofocus_events(self.events_file, since=self._last_event_time)
-            except TriggerError as exc:
+            except StateFileError as exc:
                 log.warning("%s", exc)
                 self._events_sig = _UNREAD           # locked by a hook appending to it: retry
                 events = []
