@@ -258,3 +258,34 @@ def test_installed_console_script_exit_codes(tmp_path):
 ])
 def test_parse_iso_reads_what_capture_programs_write(text, expected):
     assert sf.parse_iso(text) == expected
+
+
+# --------------------------------------------------------------------------- issue 10, finding 8
+
+def test_deeply_nested_state_file_is_one_error_not_a_recursion(tmp_path):
+    p = tmp_path / "state.json"
+    p.write_text("[" * 100_000)
+    with pytest.raises(StateFileError, match="not a focuswatch state file"):
+        sf.read_state(p)
+    ev = tmp_path / "autofocus-events.jsonl"
+    ev.write_text("[" * 100_000 + "\n")
+    assert sf.read_autofocus_events(ev) == []
+
+
+@pytest.mark.parametrize("bad", [{"refocus_due": "yes"}, {"refocus_due": 1}, {"schema": 99},
+                                 {"schema": "1"}, {"schema": 0}])
+def test_state_with_wrong_types_or_future_schema_is_refused(tmp_path, bad):
+    p = tmp_path / "state.json"
+    p.write_text(json.dumps({"refocus_due": False, "schema": 1, **bad}))
+    with pytest.raises(StateFileError, match="not a focuswatch state file"):
+        sf.read_state(p)
+
+
+def test_check_and_autofocus_done_on_a_nested_state_file_give_one_line(tmp_path, capsys):
+    p = tmp_path / "state.json"
+    p.write_text("[" * 100_000)
+    assert main(["check", "--state-file", str(p)]) == sf.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not a focuswatch state file" in err
+    main(["autofocus-done", "--state-file", str(p)])
+    assert "Traceback" not in capsys.readouterr().err

@@ -669,7 +669,8 @@ def _add_watch(sub) -> None:
                    help=r"NINA's autofocus report folder (default on Windows: %%LOCALAPPDATA%%\NINA\AutoFocus)")
     p.add_argument("--no-recursive", action="store_true", help="do not watch sub-folders")
     p.add_argument("--poll", action="store_true", help="poll the folder instead of OS events (network shares)")
-    p.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="worker poll interval (default 0.5)")
+    p.add_argument("--interval-s", type=float, default=None, metavar="S",
+                   help="worker poll interval (default: [watch] poll_interval_s, 0.5)")
     p.add_argument("--max-minutes", type=float, metavar="MIN", help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--no-diagnose", action="store_true", help="do not ask the single-frame diagnosis")
     add_json_flag(p)
@@ -707,9 +708,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with Journal(journal_path) as journal:
         runner = TriggerRunner.from_config(cfg.trigger)
         w = Watcher(args.folder, journal, config=cfg, policy=policy, state_file=state_file, events_file=events_file,
-                    runner=runner, af_folder=af_folder, recursive=not args.no_recursive, poll=args.poll,
-                    poll_interval_s=args.interval_s, on_processed=on_processed, on_trigger=on_trigger,
-                    on_autofocus=on_autofocus, diagnose=not args.no_diagnose)
+                    runner=runner, af_folder=af_folder, recursive=False if args.no_recursive else None,
+                    poll=True if args.poll else None, poll_interval_s=args.interval_s, on_processed=on_processed,
+                    on_trigger=on_trigger, on_autofocus=on_autofocus, diagnose=False if args.no_diagnose else None)
         if not args.json:
             print(f"watching {w.folder} (journal {journal_path}, state {state_file}); Ctrl-C stops", flush=True)
         stop = threading.Event()
