@@ -221,7 +221,8 @@ def _split_runs(items: list[tuple[Path, Any, Any]]) -> list[list[tuple[Path, Any
 
 def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | None = None,
                      progress: bool = False,
-                     measure: Callable[..., Any] | None = None) -> list[AFRun]:
+                     measure: Callable[..., Any] | None = None,
+                     skipped: list[tuple[str, str]] | None = None) -> list[AFRun]:
     """Measure frames taken at several focuser positions and build V-curve runs from them.
 
     Every frame needs a focuser position (FOCPOS/FOCUSPOS); without one a
@@ -229,7 +230,11 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     where they are more than ``RUN_GAP_MIN`` minutes apart. Several frames at the same
     position are kept as separate points (the fit averages them). HFR is the true
     half-flux radius (``hfr_kind = "true"``); a frame without stars becomes a NaN point.
+    With a ``skipped`` list, an unreadable frame is appended to it as ``(file, problem)``
+    and left out instead of stopping the run (:mod:`focuswatch.boundary`).
     """
+    from focuswatch.boundary import frame_boundary
+
     if measure is None:
         from focuswatch import stars
         measure = stars.measure
@@ -240,7 +245,13 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     items = []
     no_pos = []
     for p in paths:
-        meta = frames_mod.read_header(p)
+        try:
+            meta = frames_mod.read_header(p)
+        except FrameError as exc:
+            if skipped is None:
+                raise
+            skipped.append((str(p), exc.problem))
+            continue
         if meta.focuser_pos is None:
             no_pos.append(p)
         items.append((p, meta))
@@ -254,8 +265,15 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
         it = tqdm(items, desc="measuring", unit="frame", leave=False)
     measured = []
     for p, meta in it:
-        frame = frames_mod.load(p)
-        stats = measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
+        try:
+            with frame_boundary(p):
+                frame = frames_mod.load(p)
+                stats = measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
+        except FrameError as exc:
+            if skipped is None:
+                raise
+            skipped.append((str(p), exc.problem))
+            continue
         measured.append((p, frame.meta, stats))
     runs = []
     for group in _split_runs(measured):
@@ -295,8 +313,14 @@ def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = 
                          "no NINA autofocus reports (*.json) or frames (FITS/XISF) found")
     runs, skipped = read_reports(reports, strict=strict)
     if images:
-        rig = rig_with_header(rig, frames_mod.read_header(images[0]))
-        runs += runs_from_frames(images, plate_scale_arcsec_px=rig.plate_scale_arcsec_px, progress=progress)
+        for img in images:  # the first readable header fills the rig's gaps
+            try:
+                rig = rig_with_header(rig, frames_mod.read_header(img))
+                break
+            except FrameError:
+                continue
+        runs += runs_from_frames(images, plate_scale_arcsec_px=rig.plate_scale_arcsec_px, progress=progress,
+                                 skipped=skipped)
     if not runs:
         first = skipped[0] if skipped else ("", "nothing readable")
         raise FrameError(Path(first[0]) if first[0] else None,

@@ -208,6 +208,7 @@ def measure_path(path: Path, rig_table=None):
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from focuswatch.boundary import guarded
     from focuswatch.errors import FrameError
 
     rig = rig_from_args(args)
@@ -220,7 +221,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
               f"{'bkg ADU':>8} {'noise':>6}")
     for path in progress(paths, not args.json, "measuring"):
         try:
-            st = measure_path(path, rig)
+            st = guarded(path, measure_path, path, rig)
         except FrameError as exc:
             n_bad += 1
             error_line(str(exc))
@@ -262,6 +263,7 @@ def _add_diagnose(sub) -> None:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from focuswatch import diagnose, frames, stars
+    from focuswatch.boundary import frame_boundary
     from focuswatch.config import rig_with_header
     from focuswatch.errors import FrameError
 
@@ -274,16 +276,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     results, n_bad, rig = [], 0, rig0
     for path in progress(paths, not args.json, "diagnosing"):
         try:
-            frame = frames.load(path)
+            with frame_boundary(path):
+                frame = frames.load(path)
+                rig = rig_with_header(rig0, frame.meta)
+                st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
+                d = diagnose.frame(st, rig, image=frame, baseline_hfr_px=args.baseline_hfr_px)
         except FrameError as exc:
             n_bad += 1
             error_line(str(exc))
             if args.json:
                 emit_json({"file": str(path), "error": exc.problem})
             continue
-        rig = rig_with_header(rig0, frame.meta)
-        st = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
-        d = diagnose.frame(st, rig, image=frame, baseline_hfr_px=args.baseline_hfr_px)
         if st.n_stars == 0:  # a star-less frame is bad input, as for measure: say so, exit non-zero
             n_bad += 1
             error_line(f"{path}: {st.reason}")
@@ -496,12 +499,16 @@ def cmd_af(args: argparse.Namespace) -> int:
         print(autofocus.summary_text(summary))
         for f, m in skipped:
             print(f"skipped {f}: {m}")
+    from focuswatch.frames import is_image_file
+    bad_frames = [(f, m) for f, m in skipped if is_image_file(f)]
+    for f, m in bad_frames:
+        error_line(f"{f}: {m}")
     if summary.n_bad == len(summary.runs):
         first = summary.runs[0]
         error_line(f"{first.run.source or 'run'}: no usable autofocus run"
                    + (f" ({first.problems[-1]})" if len(summary.runs) == 1 and first.problems else ""))
         return EXIT_FAIL
-    return EXIT_OK
+    return EXIT_FAIL if bad_frames else EXIT_OK
 
 
 # --------------------------------------------------------------------------- grade / report
@@ -765,7 +772,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not rows:
         error_line(f"{args.folder}: no FITS/XISF frames found")
         return EXIT_FAIL
-    return EXIT_OK if any(r.status == "measured" for r in rows) else EXIT_FAIL
+    ok = any(r.status == "measured" for r in rows) and not any(r.status == "error" for r in rows)
+    return EXIT_OK if ok else EXIT_FAIL
 
 
 def _add_rules(sub) -> None:
@@ -862,6 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and optical defects.")
     parser.add_argument("--version", action="version", version=f"focuswatch {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug log output, with the traceback of any unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(sub)
@@ -872,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``focuswatch`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.command:
         parser.print_help()
@@ -893,5 +903,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("focuswatch: interrupted\n")
         return 130
+    except Exception as exc:  # a bug of ours: one line; the traceback with --debug (and in a log file)
+        log.debug("unexpected error", exc_info=True)
+        if args.debug:
+            raise
+        error_line(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return EXIT_FAIL
     except BrokenPipeError:
         return EXIT_OK

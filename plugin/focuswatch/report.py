@@ -146,6 +146,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     sub would abort Siril's registration.
     """
     from focuswatch import stars
+    from focuswatch.boundary import guarded
     from focuswatch.config import rig_with_header
 
     measure = measure or stars.measure
@@ -167,7 +168,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
             continue
         scale = rig_with_header(rig, frame.meta).plate_scale_arcsec_px if rig is not None else None
         try:
-            st = measure(frame, plate_scale_arcsec_px=scale)
+            st = guarded(path, measure, frame, plate_scale_arcsec_px=scale)
         except FrameError as exc:
             scan.left_out.append(LeftOut(str(path), exc.problem))
             continue

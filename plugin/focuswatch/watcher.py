@@ -363,7 +363,9 @@ class Watcher:
         self._last_event_time: str | None = None
         self._events_sig: Any = _UNREAD
         self._nina_seen: set[str] = set()
-        self._state = None
+        from focuswatch import statefile
+
+        self._state: Any = statefile.State(watch_dir=str(self.folder))  # start() reads the old one
         self._last_decision_id: int | None = None
         self.decisions: list[Decision] = []
         self.n_errors = 0
