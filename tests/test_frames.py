@@ -307,18 +307,25 @@ def test_one_d_and_one_by_one_images_are_not_called_truncated(tmp_path):
     assert "too small" in str(e2.value) and "truncat" not in str(e2.value)
 
 
-def test_big_cube_is_refused_from_the_header_without_reading(tmp_path, monkeypatch):
-    """A 4.8 GB cube was read whole (9.4 GB of memory) before being refused."""
+def test_big_cube_is_refused_from_the_header_without_reading(tmp_path):
+    """A 4.8 GB cube was read whole (9.4 GB of memory) before being refused; here 240 MB."""
+    import tracemalloc
+
     hdr = fits.Header()
     hdr["SIMPLE"], hdr["BITPIX"], hdr["NAXIS"] = True, 16, 3
-    hdr["NAXIS1"], hdr["NAXIS2"], hdr["NAXIS3"] = 9576, 6388, 40  # 4.9 GB
+    hdr["NAXIS1"], hdr["NAXIS2"], hdr["NAXIS3"] = 4000, 3000, 10
     p = tmp_path / "cube.fits"
     with open(p, "wb") as fh:
         fh.write(hdr.tostring().encode())
-        fh.truncate(2880 + 9576 * 6388 * 40 * 2)  # sparse: no disk used
-    monkeypatch.setattr(frames, "_plain_image", lambda *a, **k: pytest.fail("pixels were read"))
-    with pytest.raises(FrameError, match="3-D cube of 40 planes"):
-        frames.load(p)
+        fh.truncate(2880 + (4000 * 3000 * 10 * 2 + 2879) // 2880 * 2880)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError, match="3-D cube of 10 planes"):
+            frames.load(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated to refuse a cube"
 
 
 @pytest.mark.skipif(os.name == "nt" or (hasattr(os, "geteuid") and os.geteuid() == 0),
