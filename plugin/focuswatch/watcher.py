@@ -386,6 +386,7 @@ class Watcher:
                 self.monitor.autofocus(a)
         if n:
             log.info("restored %d frames of this night from %s", n, self.journal.path)
+        self._last_decision_id = self.journal.last_decision_id()
         self._state = statefile.State(watch_dir=str(self.folder))
         if self.state_file is not None:
             try:
@@ -396,6 +397,18 @@ class Watcher:
                 log.warning("%s", exc)
         if self.monitor.state.waiting_since_s is None and self._state.refocus_due:
             self._state = self._state.cleared()
+        elif self._state.refocus_due and self.runner is not None and not self.journal.refocus_answered():
+            # decided before a crash, never delivered: ask once more (an answered one is not repeated)
+            from focuswatch.triggers import TriggerRequest
+
+            lf = self._state.last_frame
+            req = TriggerRequest(reason=self._state.reason or "a refocus was due before the restart",
+                                 time=statefile.iso_utc(), filter_name=self._state.filter_name,
+                                 hfr_px=lf.hfr_px if lf else None, defocus_um=lf.defocus_um if lf else None,
+                                 defocus_cfz=lf.defocus_cfz if lf else None, frame_file=lf.file if lf else None)
+            log.info("a refocus decided before the restart was never answered by a trigger: asking again")
+            for res in self.runner.request(req, self.clock()):
+                self._trigger_result(res)
         # autofocus events recorded before, or from an earlier night (NINA keeps every report;
         # a new journal knows none of them): skip them on the first poll
         stale_before = time.time() - STALE_EVENT_H * 3600.0
