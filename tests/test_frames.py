@@ -437,3 +437,35 @@ def test_xisf_attachment_bounds(tmp_path):
     part.write_bytes(b"\0" * len(blob))
     with pytest.raises(FrameIncomplete, match="zero bytes"):
         frames.check_complete(part)
+
+
+def test_unknown_errors_are_one_line_with_the_traceback_only_in_the_debug_log(tmp_path, caplog):
+    import logging
+
+    from focuswatch.boundary import guarded
+
+    def buggy():
+        return {}["no such key"]
+
+    p = tmp_path / "f.fits"
+    with caplog.at_level(logging.DEBUG, logger="focuswatch.boundary"):
+        with pytest.raises(FrameError) as err:
+            guarded(p, buggy)
+    assert str(p) in str(err.value) and "KeyError" in str(err.value) and "\n" not in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    rec = [r for r in caplog.records if r.exc_info]
+    assert rec and rec[0].levelno == logging.DEBUG and rec[0].exc_info[0] is KeyError
+
+
+def test_cli_debug_flag_shows_what_the_plain_run_hides(tmp_path, capsys, monkeypatch):
+    from focuswatch import cli
+
+    def boom(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "calc", (cli.COMMANDS["calc"][0], boom))
+    assert cli.main(["calc"]) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", "calc"])

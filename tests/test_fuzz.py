@@ -178,6 +178,7 @@ def test_mutants_give_one_line_each_and_no_traceback(originals, handler, suffix)
         seen["error" if rows and rows[-1].status == "error" else "measured"] += 1
 
     run()
+    print(f"fuzz {suffix}: {seen}")
     assert seen["error"] > 0  # the mutants did damage something
 
 
