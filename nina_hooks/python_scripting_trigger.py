@@ -1,14 +1,23 @@
 """focuswatch state reader for N.I.N.A.'s Python Scripting plugin (standard library only).
 
-Use it as the condition of a "Python Trigger" (or any predicate the plugin evaluates between
-sequence items) and nest "Run Autofocus" in that trigger, followed by an External Script running
-``autofocus-done.bat`` (or set ``CLEAR_ON_TRIGGER = True`` below, which records the autofocus
-here the moment the trigger fires).
+Use it as the script of a "Python Trigger" with **Script source = File** (this file), timing
+"Before next item", and nest "Run Autofocus" (On error: *Skip current instruction set*)
+followed by an External Script running ``autofocus-done.bat`` in the trigger's "Triggered
+Instructions". Needs NINA 3.3.0.1037 or later and a 64-bit CPython (the plugin runs the script
+in-process through pythonnet; see nina_hooks/README.md).
 
-The predicate is :func:`refocus_due`; it returns True only when the focuswatch watcher wrote a
-fresh state saying a refocus is due and no autofocus has been reported since. It never raises:
-any problem (no state yet, stale state, unreadable file) answers False, so a broken watcher can
-not make NINA autofocus in a loop. The same rules as ``focuswatch check``.
+How the plugin runs it (NINA.Plugin.Python, PythonScriptingTrigger.cs): before (and/or after)
+each sequence item it executes the whole file in a fresh scope with ``phase`` ("before" or
+"after"), ``previousItem``, ``nextItem``, ``parent``, ``trigger``, ``state`` (a dict kept
+between runs) and ``__file__`` set, then *requires* a module-level variable ``result``:
+without it the trigger fails with "Python trigger script must assign a result value.". A
+truthy ``result`` runs the triggered instructions.
+
+So this file assigns ``result`` at module level, always: True only when the focuswatch watcher
+wrote a fresh state saying a refocus is due and no autofocus has been reported since. Any
+problem (no state yet, stale state, unreadable file, a bug here) gives ``result = False``, so a
+broken watcher can not make NINA autofocus in a loop, and nothing is ever raised into NINA.
+The same rules as ``focuswatch check``.
 
 Run directly it behaves like ``focuswatch check`` without focuswatch installed::
 
@@ -119,7 +128,19 @@ def refocus_due() -> bool:
         return False
 
 
-if __name__ == "__main__":
+def _plugin_result() -> bool:
+    """The value for the plugin's ``result``: :func:`refocus_due`, and False on anything unexpected."""
+    try:
+        return bool(refocus_due())
+    except BaseException:  # noqa: BLE001 - nothing may escape into NINA's sequencer
+        return False
+
+
+#: What the Python Scripting plugin reads after running this file (it must exist, see the docstring).
+result = _plugin_result() if ("phase" in globals() or __name__ != "__main__") else False
+
+
+if __name__ == "__main__" and "phase" not in globals():  # run from a command prompt, not by the plugin
     code, message = check()
     print(message)
     sys.exit(code)

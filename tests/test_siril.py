@@ -77,6 +77,23 @@ def test_parse_stat_and_bgnoise():
     assert siril.parse_stat(["nothing"]) is None
 
 
+# Siril 1.2+ prints the stat line without AvgDev and with bgnoise (Siril 1.2.6 / 1.4.4,
+# src/core/command.c process_stat; design.md section 7); 1.0.6 prints AvgDev and no bgnoise.
+@pytest.mark.parametrize("line, avg_dev, bgnoise", [
+    ("B&W layer: Mean: 508.7, Median: 500.1, Sigma: 109.6, AvgDev: 12.7, Min: 462.0, Max: 6159.5", 12.7, None),
+    ("B&W layer: Mean: 508.7, Median: 500.1, Sigma: 109.6, Min: 462.0, Max: 6159.5, bgnoise: 4.62", None, 4.62),
+    ("Red layer: Mean: 5.087e+02, Median: 500.1, Sigma: 109.6, Min: 462, Max: 6159.5, bgnoise: 4.62e+00",
+     None, 4.62),
+])
+def test_parse_stat_by_key_name_with_avgdev_optional(line, avg_dev, bgnoise):
+    st = siril.parse_stat(["log: some other line", line])
+    assert st is not None
+    assert (st.mean, st.median, st.sigma, st.min, st.max) == pytest.approx((508.7, 500.1, 109.6, 462.0, 6159.5))
+    assert st.avg_dev == (pytest.approx(avg_dev) if avg_dev is not None else None)
+    assert st.bgnoise == (pytest.approx(bgnoise) if bgnoise is not None else None)
+    assert siril.parse_bgnoise([line]) == (pytest.approx(bgnoise) if bgnoise is not None else None)
+
+
 def test_missing_siril_names_what_to_install(tmp_path):
     with pytest.raises(SirilError) as err:
         siril.find_siril(tmp_path / "no-such-siril-cli")
@@ -239,3 +256,31 @@ def test_workdir_in_the_folder_of_the_subs_is_refused_before_siril_runs(tmp_path
     with pytest.raises(ConfigError):
         siril.measure(subs[0], folder, info=never_run)
     assert snapshot(folder) == before
+
+
+# --------------------------------------------------------------------------- other programs' settings
+
+@pytest.mark.siril
+def test_grade_leaves_the_users_siril_settings_byte_identical(siril_cli, focused_session, tmp_path, monkeypatch):
+    """Siril 1.0.6 (src/core/initfile.c, checkinitfile): with ``-i FILE`` and no FILE it falls back to
+    ``~/.config/siril/siril.config`` and rewrites it (working-directory, libraw settings...); Siril >= 1.2
+    exits instead ("Could not load or create settings file, exiting."). Seen on the real siril-cli 1.0.6:
+    `grade` changed a user's file. Siril's settings now live in the work folder (XDG_CONFIG_HOME)."""
+    from focuswatch import cli
+
+    home = tmp_path / "home"
+    user_cfg = home / ".config" / "siril" / "siril.config"
+    user_cfg.parent.mkdir(parents=True)
+    user_cfg.write_bytes(b'working-directory = "/my/own/astro";\n# the user\'s own Siril settings\n')
+    before = (user_cfg.read_bytes(), user_cfg.stat().st_mtime_ns)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    folder, _ = focused_session
+    keep = tmp_path / "keep"
+    rc = cli.main(["grade", str(folder), "--keep", str(keep), "--json", "--aperture-mm", "100",
+                   "--focal-length-mm", "500", "--pixel-um", "3.76", "--siril-timeout", "300"])
+    assert rc == 0
+    assert (user_cfg.read_bytes(), user_cfg.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in (home / ".config" / "siril").iterdir()) == ["siril.config"]
+    # Siril did use a settings file: the private one in our work folder
+    assert list(keep.rglob(f"{siril.CONFIG_SUBDIR}/siril/siril.config"))

@@ -29,6 +29,19 @@ REQ = tr.TriggerRequest("HFR +18% over 6 frames", time="2024-05-01T22:00:00+00:0
 
 # --------------------------------------------------------------------------- fake NINA
 
+def _sequence(exposure_status: str, af_status: str, container_status: str = "RUNNING") -> list:
+    """A ``/v2/api/sequence/state`` Response (ninaAPI V2 Sequence.cs getSequenceRecursivleyNew): a target
+    container holding Take Exposure and Run Autofocus, plus the global triggers."""
+    return [{"GlobalTriggers": [{"Name": "Meridian Flip_Trigger", "Status": "CREATED"}]},
+            {"Name": "Start_Container", "Status": "FINISHED", "Items": [], "Conditions": [], "Triggers": []},
+            {"Name": "Target Area_Container", "Status": container_status, "Conditions": [], "Triggers": [],
+             "Items": [{"Name": "M 31_Container", "Status": container_status, "Conditions": [],
+                        "Triggers": [{"Name": "Autofocus After HFR Increase_Trigger", "Status": "CREATED"}],
+                        "Items": [{"Name": "Take Exposure", "Status": exposure_status, "ExposureTime": 300},
+                                  {"Name": "Run Autofocus", "Status": af_status}]}]},
+            {"Name": "End_Container", "Status": "CREATED", "Items": [], "Conditions": [], "Triggers": []}]
+
+
 def _api(response, success=True, error="", status=200):
     """A body shaped like the Advanced API's HttpResponse (ninaAPI CoreUtility.HttpResponse)."""
     return {"Response": response, "Error": error, "StatusCode": status, "Success": success, "Type": "API"}
@@ -70,6 +83,11 @@ class FakeNina:
         self.thread.start()
 
     def idle(self):
+        # shapes from ninaAPI 2.2.x: WebService/V2/Equipment/Focuser.cs (FocuserInfo -> focuser.GetInfo()),
+        # WebService/V2/Application/Sequence.cs (SequenceState: [{"GlobalTriggers": [...]}, containers...])
+        self.routes[tr.NINA_FOCUSER_PATH] = (200, _api({"Name": "ZWO EAF", "Connected": True, "Position": 15120,
+                                                        "IsMoving": False}), 0.0)
+        self.routes[tr.NINA_SEQUENCE_STATE_PATH] = (200, _api(_sequence("FINISHED", "CREATED")), 0.0)
         self.routes[tr.NINA_CAMERA_PATH] = (200, _api({"Name": "ZWO ASI2600MM", "Connected": True,
                                                        "IsExposing": False}), 0.0)
         self.routes[tr.NINA_AF_PATH] = (200, _api("Autofocus started"), 0.0)
@@ -99,7 +117,7 @@ def test_nina_starts_autofocus_after_checking_the_camera(nina):
     res = tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=2).fire(REQ)
     assert res.ok and res.trigger == "nina-api"
     assert "Autofocus started" in res.message and f"127.0.0.1:{nina.port}" in res.message
-    assert nina.requests == [tr.NINA_CAMERA_PATH, tr.NINA_AF_PATH]
+    assert nina.requests == [tr.NINA_FOCUSER_PATH, tr.NINA_SEQUENCE_STATE_PATH, tr.NINA_CAMERA_PATH, tr.NINA_AF_PATH]
     assert res.detail["answer"]["Success"] is True and res.time and res.elapsed_s >= 0
 
 
@@ -113,7 +131,8 @@ def test_nina_defers_while_the_camera_is_exposing(nina):
 
 def test_nina_without_camera_check_goes_straight_to_autofocus(nina):
     nina.routes[tr.NINA_CAMERA_PATH] = (200, _api({"IsExposing": True}), 0.0)
-    res = tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=2, check_camera=False).fire(REQ)
+    res = tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=2, check_camera=False, check_sequence=False,
+                            check_focuser=False).fire(REQ)
     assert res.ok and nina.requests == [tr.NINA_AF_PATH]
 
 
@@ -121,12 +140,14 @@ def test_nina_refused_connection_says_what_to_check():
     port = _closed_port()
     res = tr.NinaApiTrigger("127.0.0.1", port, timeout_s=1).fire(REQ)
     assert not res.ok and res.retryable
-    assert res.message == (f"NINA at 127.0.0.1:{port} refused the connection — is NINA running with the "
-                           "Advanced API plugin enabled?")
+    # ninaAPI/AdvancedAPI.cs: ActualPort = GetNearestAvailablePort(PreferredPort), PreferredPort per profile
+    assert res.message.startswith(f"NINA at 127.0.0.1:{port} refused the connection — is NINA running with the "
+                                  "Advanced API plugin enabled?")
+    assert "next free port" in res.message and "per-profile" in res.message and "nina_port" in res.message
 
 
 def test_nina_timeout(nina):
-    nina.routes[tr.NINA_CAMERA_PATH] = (200, _api({"IsExposing": False}), 1.0)
+    nina.routes[tr.NINA_FOCUSER_PATH] = (200, _api({"IsExposing": False}), 1.0)
     res = tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=0.3).fire(REQ)
     assert not res.ok and "did not answer within 0.3 s" in res.message
     assert res.elapsed_s < 0.95  # gave up on its own timeout, not the server's delay
@@ -148,6 +169,43 @@ def test_nina_error_replies(nina, route, answer, expected):
     nina.routes[route] = answer
     res = tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=2).fire(REQ)
     assert not res.ok and expected in res.message
+
+
+# ninaAPI 2.2.x WebService/V2/Equipment/Focuser.cs FocuserStartAF: a disconnected focuser sets the error table
+# (StatusCode 409) but does not return, so StartAutoFocus still runs and fails: each retry would open another
+# failing autofocus. Checked first through focuser/info, and a 409 answer is not retried.
+def test_disconnected_focuser_is_not_retried_and_no_autofocus_is_opened(nina):
+    nina.routes[tr.NINA_FOCUSER_PATH] = (200, _api({"Name": "ZWO EAF", "Connected": False}), 0.0)
+    runner = tr.TriggerRunner([tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=2)], max_attempts=5)
+    (res,) = runner.request(REQ, now=0.0)
+    assert not res.ok and not res.retryable and res.gave_up and "focuser is not connected" in res.message
+    assert not runner.active and tr.NINA_AF_PATH not in nina.requests
+
+
+def test_a_409_autofocus_answer_is_not_retried(nina):
+    nina.routes[tr.NINA_FOCUSER_PATH] = (404, "Not Found", 0.0)   # an older plugin without focuser/info
+    nina.routes[tr.NINA_AF_PATH] = (200, _api("Autofocus started", False, "Focuser not connected", 409), 0.0)
+    runner = tr.TriggerRunner([tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=2)], max_attempts=5)
+    (res,) = runner.request(REQ, now=0.0)
+    assert not res.ok and not res.retryable and res.gave_up and not runner.active
+    assert nina.requests.count(tr.NINA_AF_PATH) == 1
+
+
+# ninaAPI WebService/V2/Application/Sequence.cs: statuses are SequenceEntityStatus names (CREATED, RUNNING,
+# FINISHED, FAILED, SKIPPED, DISABLED); "Sequence is not initialized" is a 409 error table.
+@pytest.mark.parametrize("state, fires, words", [
+    (_api(_sequence("RUNNING", "CREATED")), False, "sequence is running (Take Exposure)"),
+    (_api(_sequence("FINISHED", "RUNNING")), False, "already running an autofocus (Run Autofocus)"),
+    (_api(_sequence("FINISHED", "CREATED")), True, ""),          # between two instructions
+    (_api(_sequence("FINISHED", "FINISHED", "FINISHED")), True, ""),
+    (_api("", False, "Sequence is not initialized", 409), True, ""),
+])
+def test_sequence_state_is_checked_before_the_autofocus(nina, state, fires, words):
+    nina.routes[tr.NINA_SEQUENCE_STATE_PATH] = (200, state, 0.0)
+    res = tr.NinaApiTrigger("127.0.0.1", nina.port, timeout_s=2).fire(REQ)
+    assert res.ok is fires and (tr.NINA_AF_PATH in nina.requests) is fires
+    if not fires:
+        assert words in res.message and res.retryable and res.detail["deferred"] is True
 
 
 # --------------------------------------------------------------------------- retries
@@ -202,6 +260,18 @@ def test_retry_succeeds_once_nina_answers_and_resolve_stops_retries(nina):
     assert not runner.request(REQ, now=200.0)[0].ok and runner.active
     runner.resolve()
     assert not runner.active and runner.poll(now=1e9) == [] and runner.next_due() is None
+
+
+def test_a_trigger_is_a_callable_that_keeps_its_deadline(tmp_path):
+    """For a runner off the measuring path: every wait inside a call is cut to the deadline."""
+    import time as _time
+
+    script = _script(tmp_path, "time.sleep(30)\n")
+    trig = tr.CommandTrigger([sys.executable, str(script)], timeout_s=120)
+    res = trig(REQ, deadline=_time.monotonic() + 0.5)
+    assert not res.ok and "did not finish within 0.5 s" in res.message and res.elapsed_s < 20
+    late = trig(REQ, deadline=_time.monotonic() - 1)
+    assert not late.ok and "no time left" in late.message and late.retryable
 
 
 class _Exploding(tr.Trigger):
@@ -313,21 +383,57 @@ def session_bus(tmp_path):
         proc.stdout.close()
 
 
-class EkosStandIn:
-    """Owns org.kde.kstars and answers /KStars/Ekos/Focus start(s) like KStars 3.6+ (or start() when legacy)."""
+# Introspection XML of /KStars/Ekos/Focus as the real KStars 3.6.2 (Debian 12) exports it (captured with
+# `gdbus introspect` from a headless KStars with the Simulators profile), trimmed to what the trigger reads.
+KSTARS_362_FOCUS_XML = """<node><interface name="org.kde.kstars.Ekos.Focus">
+<method name="start"><annotation name="org.freedesktop.DBus.Method.NoReply" value="true"/></method>
+<method name="abort"><annotation name="org.freedesktop.DBus.Method.NoReply" value="true"/></method>
+<method name="canAutoFocus"><arg type="b" direction="out"/></method>
+<signal name="newStatus"><arg name="status" type="(i)" direction="out"/></signal>
+<signal name="newHFR"><arg name="HFR" type="d" direction="out"/><arg name="position" type="i" direction="out"/></signal>
+<property name="opticalTrain" type="s" access="readwrite"/>
+<property name="status" type="i" access="read"/>
+</interface></node>"""
+# Later KStars (trains per focuser; KDE/kstars ekos/focus, as the jeepney/Java clients of it call it):
+# start(s trainname) -> b, status(s trainname) -> (i), signal newStatus((i) status, s trainname).
+KSTARS_TRAIN_FOCUS_XML = """<node><interface name="org.kde.kstars.Ekos.Focus">
+<method name="start"><arg name="trainname" type="s" direction="in"/><arg type="b" direction="out"/></method>
+<method name="status"><arg name="trainname" type="s" direction="in"/><arg type="(i)" direction="out"/></method>
+<signal name="newStatus"><arg type="(i)" direction="out"/><arg type="s" direction="out"/></signal>
+</interface></node>"""
+CAPTURE_XML = """<node><interface name="org.kde.kstars.Ekos.Capture">
+<property name="opticalTrain" type="s" access="readwrite"/></interface></node>"""
 
-    def __init__(self, address: str, reply: bool = True, legacy: bool = False):
+
+class EkosStandIn:
+    """Owns org.kde.kstars and answers /KStars/Ekos/Focus like KStars 3.6.2 (``modern=False``) or a KStars
+    with per-train focus (``modern=True``): introspection, properties, status, start and newStatus signals.
+
+    ``after_start`` lists the states it goes through after ``start`` (each sent as ``newStatus``)."""
+
+    def __init__(self, address: str, *, modern: bool = False, reply: bool = True, status: int = 0,
+                 train: str = "Primary", after_start=(5,), capture_train: str | None = None, with_focus=True):
         from jeepney.bus_messages import message_bus
         from jeepney.io.blocking import open_dbus_connection
         from jeepney.wrappers import unwrap_msg
 
-        self.reply, self.legacy = reply, legacy
-        self.calls: list[tuple[str, str, tuple]] = []
+        self.modern, self.reply, self.status, self.train = modern, reply, status, train
+        self.after_start, self.capture_train, self.with_focus = list(after_start), capture_train, with_focus
+        self.calls: list[tuple[str, str, str, tuple]] = []
         self.conn = open_dbus_connection(address)
         assert unwrap_msg(self.conn.send_and_get_reply(message_bus.RequestName(tr.EKOS_BUS_NAME), timeout=5)) == (1,)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+
+    def _signal(self, state: int, train: str) -> None:
+        from jeepney import DBusAddress, new_signal
+
+        addr = DBusAddress(tr.EKOS_FOCUS_PATH, interface=tr.EKOS_FOCUS_INTERFACE)
+        if self.modern:
+            self.conn.send(new_signal(addr, "newStatus", "(i)s", ((state,), train)))
+        else:
+            self.conn.send(new_signal(addr, "newStatus", "(i)", ((state,),)))
 
     def _serve(self):
         from jeepney import HeaderFields, MessageType, new_error, new_method_return
@@ -342,17 +448,33 @@ class EkosStandIn:
             h = msg.header
             if h.message_type != MessageType.method_call:
                 continue
+            path, iface = h.fields.get(HeaderFields.path), h.fields.get(HeaderFields.interface)
             member, sig = h.fields.get(HeaderFields.member), h.fields.get(HeaderFields.signature, "")
-            self.calls.append((h.fields.get(HeaderFields.interface), member, sig, msg.body))
-            if h.fields.get(HeaderFields.path) != tr.EKOS_FOCUS_PATH or member != "start":
-                self.conn.send(new_error(msg, "org.freedesktop.DBus.Error.UnknownObject", "s", ("no",)))
-            elif self.legacy and sig:
-                self.conn.send(new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s",
-                                         (f"No such method 'start' with signature '{sig}'",)))
-            elif self.legacy:
-                self.conn.send(new_method_return(msg))
-            else:
-                self.conn.send(new_method_return(msg, "b", (self.reply,)))
+            self.calls.append((iface, member, sig, msg.body))
+            wants_reply = not (h.flags & 1)
+            if member == "Introspect":
+                xml = {tr.EKOS_FOCUS_PATH: (KSTARS_TRAIN_FOCUS_XML if self.modern else KSTARS_362_FOCUS_XML)
+                       if self.with_focus else "<node/>",
+                       tr.EKOS_CAPTURE_PATH: CAPTURE_XML if self.capture_train is not None else "<node/>"}
+                self.conn.send(new_method_return(msg, "s", (xml.get(path, "<node/>"),)))
+            elif member == "Get":
+                value = {"status": ("i", self.status), "opticalTrain": ("s", self.train if path == tr.EKOS_FOCUS_PATH
+                                                                        else self.capture_train)}[msg.body[1]]
+                self.conn.send(new_method_return(msg, "v", (value,)))
+            elif member == "status":
+                self.conn.send(new_method_return(msg, "(i)", ((self.status,),)))
+            elif member == "start":
+                train = msg.body[0] if msg.body else self.train
+                if self.modern:
+                    self.conn.send(new_method_return(msg, "b", (self.reply,)))
+                elif wants_reply:
+                    self.conn.send(new_method_return(msg))
+                if self.reply:
+                    for st in self.after_start:
+                        self.status = st
+                        self._signal(st, train)
+            elif wants_reply:
+                self.conn.send(new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s", ("no",)))
 
     def close(self):
         self._stop.set()
@@ -360,37 +482,108 @@ class EkosStandIn:
         self.conn.close()
 
 
-def test_ekos_start_arrives_with_the_train_name(session_bus):
+def _starts(ekos):
+    return [c for c in ekos.calls if c[1] == "start"]
+
+
+def test_ekos_362_start_without_train_is_confirmed_by_newstatus(session_bus):
+    """KStars 3.6.2: start() (NoReply), train from the opticalTrain property, confirmed by newStatus((5,))."""
     ekos = EkosStandIn(session_bus)
     try:
-        res = tr.EkosDbusTrigger("Main Scope", bus_address=session_bus, timeout_s=3).fire(REQ)
+        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
     finally:
         ekos.close()
     assert res.ok, res.message
-    assert ekos.calls == [(tr.EKOS_FOCUS_INTERFACE, "start", "s", ("Main Scope",))]
-    assert "start(s)" in res.message and res.detail["reply"] == [True]
+    assert _starts(ekos) == [(tr.EKOS_FOCUS_INTERFACE, "start", "", ())]
+    assert res.detail["train"] == "Primary" and res.detail["states"] == ["FOCUS_PROGRESS"]
 
 
-def test_ekos_refusal_and_legacy_start(session_bus):
-    ekos = EkosStandIn(session_bus, reply=False)
+def test_ekos_train_name_is_found_never_empty(session_bus):
+    """start("") on a per-train KStars opens a new focus tab on an unused train and still answers true: the
+    train comes from the config, else Ekos (focus module, then capture module), else the trigger refuses."""
+    ekos = EkosStandIn(session_bus, modern=True, capture_train="Main Scope")
     try:
-        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3).fire(REQ)
+        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
+    finally:
+        ekos.close()
+    assert res.ok, res.message
+    assert _starts(ekos) == [(tr.EKOS_FOCUS_INTERFACE, "start", "s", ("Main Scope",))]
+
+    ekos = EkosStandIn(session_bus, modern=True, capture_train=None)
+    try:
+        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
+    finally:
+        ekos.close()
+    assert not res.ok and not res.retryable and "set [trigger] ekos_train" in res.message
+    assert _starts(ekos) == []
+
+    ekos = EkosStandIn(session_bus, modern=True)
+    try:
+        res = tr.EkosDbusTrigger("Guide Scope", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
+    finally:
+        ekos.close()
+    assert res.ok and _starts(ekos) == [(tr.EKOS_FOCUS_INTERFACE, "start", "s", ("Guide Scope",))]
+
+
+def test_ekos_true_without_a_running_autofocus_is_not_success(session_bus):
+    ekos = EkosStandIn(session_bus, modern=True, after_start=())          # answers true, nothing happens
+    try:
+        res = tr.EkosDbusTrigger("Main", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
+    finally:
+        ekos.close()
+    assert not res.ok and "no autofocus started within 1 s" in res.message
+
+    # KStars 3.6.2 observed: without Auto Select Star the run stops in FOCUS_WAITING for a click
+    ekos = EkosStandIn(session_bus, after_start=(5, 4))
+    try:
+        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
+    finally:
+        ekos.close()
+    assert res.ok and res.detail["states"][0] == "FOCUS_PROGRESS"
+
+    ekos = EkosStandIn(session_bus, after_start=(4,))
+    try:
+        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
+    finally:
+        ekos.close()
+    assert not res.ok and "Auto Select Star" in res.message
+
+    ekos = EkosStandIn(session_bus, modern=True, reply=False)
+    try:
+        res = tr.EkosDbusTrigger("Main", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
     finally:
         ekos.close()
     assert not res.ok and "Ekos refused to start an autofocus" in res.message
 
-    old = EkosStandIn(session_bus, legacy=True)
+
+@pytest.mark.parametrize("modern", [False, True])
+def test_ekos_busy_focus_module_is_not_started(session_bus, modern):
+    ekos = EkosStandIn(session_bus, modern=modern, status=5)               # FOCUS_PROGRESS
     try:
-        res = tr.EkosDbusTrigger("ignored", bus_address=session_bus, timeout_s=3).fire(REQ)
+        res = tr.EkosDbusTrigger("Primary", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
     finally:
-        old.close()
-    assert res.ok and res.detail["call"] == "start()"
-    assert [c[2] for c in old.calls] == ["s", ""]
+        ekos.close()
+    assert not res.ok and res.retryable and "busy (FOCUS_PROGRESS" in res.message and _starts(ekos) == []
+
+
+def test_ekos_362_other_train_is_refused(session_bus):
+    ekos = EkosStandIn(session_bus)
+    try:
+        res = tr.EkosDbusTrigger("Guide Scope", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
+    finally:
+        ekos.close()
+    assert not res.ok and not res.retryable and "uses 'Primary'" in res.message and _starts(ekos) == []
 
 
 def test_ekos_not_running_and_no_bus(session_bus, monkeypatch, tmp_path):
     res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3).fire(REQ)
     assert not res.ok and "KStars is not running on the session bus" in res.message
+    ekos = EkosStandIn(session_bus, with_focus=False)
+    try:
+        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3).fire(REQ)
+    finally:
+        ekos.close()
+    assert not res.ok and "Ekos is not started" in res.message
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     res = tr.EkosDbusTrigger("").fire(REQ)
     assert not res.ok and "no D-Bus session bus" in res.message
@@ -441,6 +634,55 @@ def test_sh_hooks_exit_codes_through_a_refocus_cycle(tmp_path):
     missing = {**env, "FOCUSWATCH": str(tmp_path / "nope"), "FOCUSWATCH_PYTHON": ""}
     r = _bash("focuswatch-check.sh", missing)
     assert r.returncode == 2 and "set FOCUSWATCH to its full path" in r.stderr
+
+
+def test_hook_set_ups_survive_a_failed_autofocus_and_name_what_they_need():
+    """The set-ups as a user follows them. Sources: Sequencer Powerups 3.28 ExternalScript (`EXITCODE` set from
+    the exit code; a script that cannot run keeps the old value) and Powerups Lite (assignment commented out:
+    `EXITCODE` never changes); NINA 3.x Run Autofocus defaults to ContinueOnError after AutoFocusVM moved the
+    focuser back; Python Scripting plugin (PythonScriptingTrigger.cs: ScriptSource Inline/File, phase,
+    nextItem, required module-level `result`; NINA 3.3.0.1037+, 64-bit CPython through pythonnet)."""
+    text = (HOOKS / "README.md").read_text(encoding="utf-8")
+    parts = text.split("## Set-up ")
+    powerups, python, core = parts[1], parts[2], parts[3]
+    for setup in (powerups, python, core):
+        run_af = setup[setup.index("**Run Autofocus**"):]
+        assert run_af[:200].count("On error: Skip current instruction") == 1, setup[:40]
+    assert "Powerups Lite does not set `EXITCODE`" in powerups
+    done = powerups[powerups.index("autofocus-done.bat") - 200:powerups.index("autofocus-done.bat")]
+    assert "**External Script +**" in done                      # so EXITCODE goes back to 0
+    for words in ("Script source: File", "`phase`", "`nextItem`", "`result`", "3.3.0.1037", "64-bit CPython"):
+        assert words in python, words
+    nina_md = (REPO / "docs" / "nina.md").read_text(encoding="utf-8")
+    assert "Powerups Lite" in nina_md and "On error: Skip" in nina_md
+
+
+def _run_like_the_python_plugin(tmp_path, phase="before"):
+    """Execute the snippet the way NINA's Python Scripting plugin does (NINA.Plugin.Python,
+    PythonScriptingTrigger.cs EvaluateTriggerScript): the whole file in a fresh scope with phase,
+    previousItem, nextItem, parent, trigger, state and __file__ set, then ``scope.Contains("result")``
+    or "Python trigger script must assign a result value."; ``result`` truthy runs the instructions."""
+    path = HOOKS / "python_scripting_trigger.py"
+    scope = {"__name__": "__main__", "__file__": str(path), "phase": phase, "previousItem": None,
+             "nextItem": None, "parent": None, "trigger": None, "state": {}}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), scope)  # noqa: S102 - what the plugin does
+    if "result" not in scope:
+        raise RuntimeError("Python trigger script must assign a result value.")
+    return bool(scope["result"])
+
+
+def test_python_scripting_plugin_gets_a_module_level_result_and_never_an_exception(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOCUSWATCH_STATE_DIR", str(tmp_path))
+    assert _run_like_the_python_plugin(tmp_path) is False                    # no state yet
+    state_file, events_file = sf.resolve_paths(tmp_path)
+    sf.write_state(state_file, sf.State().refocus("HFR +25%"))
+    assert _run_like_the_python_plugin(tmp_path) is True
+    assert _run_like_the_python_plugin(tmp_path, phase="after") is True
+    state_file.write_text("not json")
+    assert _run_like_the_python_plugin(tmp_path) is False                    # unreadable: False, no raise
+    state_file.unlink()
+    state_file.mkdir()                                                       # even an OS error inside
+    assert _run_like_the_python_plugin(tmp_path) is False
 
 
 def test_python_scripting_snippet_agrees_with_check(tmp_path, monkeypatch):

@@ -84,6 +84,20 @@ def _point(d: Any) -> tuple[float | None, float | None, float | None]:
     return _num(d.get("Position")), _num(d.get("Value")), _num(d.get("Error"))
 
 
+def _unwrap_advanced_api(data: dict) -> dict:
+    """The report inside an Advanced API answer, or ``data`` itself when it is a bare report.
+
+    ``GET /v2/api/equipment/focuser/last-af`` (ninaAPI WebService/V2/Equipment/Focuser.cs)
+    answers ``{"Response": <report>, "Error", "StatusCode", "Success", "Type"}``, and
+    ``{"Success": false, "Error": "No AF available", ...}`` when there is none.
+    """
+    if "MeasurePoints" in data or "Success" not in data or "Response" not in data:
+        return data
+    if data.get("Success") is not True or not isinstance(data.get("Response"), dict):
+        raise ValueError(f"the Advanced API has no autofocus report: {data.get('Error') or 'no error text'}")
+    return data["Response"]
+
+
 def parse_nina_report(data: Any, source: str | None = None) -> AFRun:
     """Turn a decoded NINA autofocus report into an :class:`AFRun` (``ValueError`` if it is not one).
 
@@ -92,6 +106,7 @@ def parse_nina_report(data: Any, source: str | None = None) -> AFRun:
     """
     if not isinstance(data, dict):
         raise ValueError("not a NINA autofocus report (the JSON is not an object)")
+    data = _unwrap_advanced_api(data)
     mp = data.get("MeasurePoints")
     if not isinstance(mp, list):
         raise ValueError("not a NINA autofocus report (no MeasurePoints list)")

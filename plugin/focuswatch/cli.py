@@ -668,7 +668,10 @@ def _add_watch(sub) -> None:
                        description="Measures every new light frame once it is completely written, runs the refocus "
                                    "policy, records everything in the journal, writes the state file for "
                                    "`focuswatch check` and fires the [trigger]s. Ctrl-C stops.")
-    p.add_argument("folder", metavar="FOLDER", help="the folder frames are saved into (sub-folders included)")
+    p.add_argument("folder", metavar="FOLDER", nargs="?",
+                   help="the folder frames are saved into (sub-folders included); not with --nina-api")
+    p.add_argument("--nina-api", dest="nina_api", metavar="HOST[:PORT]",
+                   help="remote mode: follow NINA's Advanced API events (no shared folder; see docs/remote.md)")
     p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig], [policy], [trigger] settings")
     p.add_argument("--journal", metavar="FILE", help="SQLite journal (default: journal.sqlite in the state folder)")
     _add_state_args(p)
@@ -692,6 +695,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from focuswatch.triggers import TriggerRunner
     from focuswatch.watcher import Watcher, default_nina_autofocus_dir, policy_from_config
 
+    if getattr(args, "nina_api", None):
+        from focuswatch.remote import cmd_watch_remote
+        return cmd_watch_remote(args)
+    if not args.folder:
+        raise ConfigError("watch: give the FOLDER frames are saved into, or --nina-api HOST[:PORT]")
     cfg = load_config(args.config)
     policy = policy_from_config(cfg)
     state_file, events_file = statefile.resolve_paths(args.state_dir, args.state_file)
@@ -737,7 +745,8 @@ def _add_replay(sub) -> None:
                        description="Measures the frames of FOLDER in DATE-OBS order and runs the same policy as "
                                    "`watch` without firing anything or writing anywhere; one line per frame and "
                                    "a summary. Use it to tune [policy] on your own nights.")
-    p.add_argument("folder", metavar="FOLDER", help="the night's frames (sub-folders included)")
+    p.add_argument("folder", metavar="FOLDER", help="the night's frames (sub-folders included), or a saved NINA "
+                                                    "image history (/v2/api/image-history?all=true) .json")
     p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig] and [policy] settings")
     p.add_argument("--af-folder", metavar="DIR", help="NINA autofocus reports of that night (baseline resets)")
     p.add_argument("--events", metavar="FILE", help="an autofocus-events.jsonl log of that night")
@@ -752,6 +761,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from focuswatch.monitor import summarize
     from focuswatch.watcher import mark_from_event, mark_from_nina_report, replay
 
+    if Path(args.folder).is_file() and Path(args.folder).suffix.lower() == ".json":
+        from focuswatch.remote import cmd_replay_history
+        return cmd_replay_history(args)
     if not Path(args.folder).is_dir():
         raise FrameError(Path(args.folder), "no such folder")
     cfg = load_config(args.config)

@@ -183,12 +183,33 @@ def _clean_lines(text: str) -> list[str]:
     return out
 
 
-def _siril_env() -> dict[str, str]:
-    """Environment for siril-cli: C numbers (a decimal comma would break our parsing)."""
+#: Sub-folder of a work directory that holds Siril's own settings (see :func:`_siril_env`).
+CONFIG_SUBDIR = "siril-config"
+
+
+def _siril_env(workdir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Environment for siril-cli: C numbers, and Siril's settings isolated in ``workdir``.
+
+    C locale: a decimal comma would break our parsing. Settings: Siril keeps them in GLib's
+    user config folder (``$XDG_CONFIG_HOME/siril``; GLib honours ``XDG_CONFIG_HOME`` on
+    Windows too, ``APPDATA``/``LOCALAPPDATA`` are set as well for older builds). ``-i FILE``
+    is no help: Siril >= 1.2 exits at start when FILE does not exist ("Could not load or
+    create settings file, exiting.") and 1.0.6 then falls back to the user's own
+    ``~/.config/siril/siril.config`` and rewrites it (seen: ``grade`` changed a user's
+    settings). So Siril gets a private config folder inside our work directory: the user's
+    preferences neither change our results nor get overwritten.
+    """
     env = dict(os.environ)
     env["LC_ALL"] = "C"
     env["LANG"] = "C"
     env["LC_NUMERIC"] = "C"
+    if workdir is not None:
+        cfg = Path(workdir).resolve() / CONFIG_SUBDIR
+        cfg.mkdir(parents=True, exist_ok=True)
+        env["XDG_CONFIG_HOME"] = str(cfg)
+        if os.name == "nt":  # pragma: no cover - Windows only
+            env["APPDATA"] = str(cfg)
+            env["LOCALAPPDATA"] = str(cfg)
     return env
 
 
@@ -220,12 +241,11 @@ def run_script(commands: Sequence[str], workdir: str | os.PathLike[str], *, info
     script = wd / f"{name}.ssf"
     body = ["requires 1.0.0", *commands]
     script.write_text("\n".join(body) + "\n", encoding="utf-8")
-    # -i: a config file of our own, so the user's Siril preferences neither change our
-    # results nor get overwritten by us.
-    argv = [info.executable, "-i", str(wd / "siril.config"), "-d", str(wd), "-s", str(script)]
+    # no -i: Siril's settings live in a private folder of wd (see _siril_env)
+    argv = [info.executable, "-d", str(wd), "-s", str(script)]
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, cwd=str(wd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=_siril_env())
+                            stderr=subprocess.PIPE, env=_siril_env(wd))
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -266,24 +286,37 @@ def run_script(commands: Sequence[str], workdir: str | os.PathLike[str], *, info
 
 @dataclass(frozen=True)
 class ImageStat(Record):
-    """Siril's ``stat`` line, in Siril's units (16-bit ADU for integer and 0..1 float images)."""
+    """Siril's ``stat`` line, in Siril's units (16-bit ADU for integer and 0..1 float images).
+
+    ``avg_dev`` is printed by Siril 1.0 only; ``bgnoise`` by Siril 1.2+ only (``None`` when
+    the version does not print it).
+    """
 
     mean: float
     median: float
     sigma: float
-    avg_dev: float
+    avg_dev: float | None
     min: float
     max: float
+    bgnoise: float | None = None
+
+
+_STAT_PAIR = re.compile(r"([A-Za-z]+):\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf)",
+                        re.IGNORECASE)
 
 
 def parse_stat(lines: Sequence[str]) -> ImageStat | None:
-    """Parse ``B&W layer: Mean: 508.7, Median: 500.1, Sigma: 109.6, AvgDev: 12.7, Min: .., Max: ..``."""
-    rx = re.compile(r"Mean:\s*([-\d.eE+]+),\s*Median:\s*([-\d.eE+]+),\s*Sigma:\s*([-\d.eE+]+),\s*"
-                    r"AvgDev:\s*([-\d.eE+]+),\s*Min:\s*([-\d.eE+]+),\s*Max:\s*([-\d.eE+]+)")
+    """Parse Siril's ``stat`` line by key name, whatever the version's order and extras.
+
+    1.0.6: ``B&W layer: Mean: 508.7, Median: 500.1, Sigma: 109.6, AvgDev: 12.7, Min: .., Max: ..``;
+    1.2+: ``... Sigma: 109.6, Min: .., Max: .., bgnoise: 4.62`` (no AvgDev). Mean, Median,
+    Sigma, Min and Max are required; AvgDev and bgnoise are optional.
+    """
     for line in lines:
-        m = rx.search(line)
-        if m:
-            return ImageStat(*(float(g) for g in m.groups()))
+        pairs = {k.lower(): float(v) for k, v in _STAT_PAIR.findall(line)}
+        if all(k in pairs for k in ("mean", "median", "sigma", "min", "max")):
+            return ImageStat(pairs["mean"], pairs["median"], pairs["sigma"], pairs.get("avgdev"),
+                             pairs["min"], pairs["max"], pairs.get("bgnoise"))
     return None
 
 
@@ -296,7 +329,8 @@ def parse_bgnoise(lines: Sequence[str]) -> float | None:
         m = re.search(r"Background noise value \(channel: #\d+\):\s*([-\d.eE+]+)", line)
         if m:
             return float(m.group(1))
-    return None
+    st = parse_stat(lines)  # Siril 1.2+ also prints it on the stat line
+    return st.bgnoise if st is not None else None
 
 
 @dataclass(frozen=True)
@@ -717,11 +751,12 @@ class PipeClient:
         if self.info.fixed_pipes:
             self._lock()
         try:
-            argv = [self.info.executable, "-p", "-i", str(self.workdir / "siril.config"), "-d", str(self.workdir)]
+            argv = [self.info.executable, "-p", "-d", str(self.workdir)]
             if not self.info.fixed_pipes:
                 argv += ["-r", self.pipe_in, "-w", self.pipe_out]
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env=_siril_env(), cwd=str(self.workdir))
+                                          stderr=subprocess.DEVNULL, env=_siril_env(self.workdir),
+                                          cwd=str(self.workdir))
             deadline = time.monotonic() + self.start_timeout_s
             while not (os.path.exists(self.pipe_in) and os.path.exists(self.pipe_out)):
                 if self._proc.poll() is not None:

@@ -9,13 +9,16 @@ trigger here fails.
 ==============  ==========================================================================
 trigger         what it does
 ==============  ==========================================================================
-``nina-api``    ``GET http://HOST:PORT/v2/api/equipment/camera/info`` first (defers while
-                ``IsExposing`` is true), then ``GET .../v2/api/equipment/focuser/auto-focus``;
-                the JSON answer must say ``"Success": true``. Advanced API plugin, default
-                port 1888. It runs outside the sequencer: prefer in-sequence hooks when you can.
-``ekos-dbus``   D-Bus call ``start(trainname)`` on ``org.kde.kstars`` ``/KStars/Ekos/Focus``
-                (interface ``org.kde.kstars.Ekos.Focus``), falling back to ``start()`` for
-                KStars before optical trains. The reply ``false`` means Ekos refused.
+``nina-api``    ``GET .../v2/api/equipment/focuser/info`` (not connected: fails, not retried),
+                ``.../sequence/state`` (defers while an instruction is RUNNING),
+                ``.../equipment/camera/info`` (defers while ``IsExposing``), then
+                ``GET .../v2/api/equipment/focuser/auto-focus``; the JSON answer must say
+                ``"Success": true`` (a 409 is not retried). Advanced API plugin, default port
+                1888. It runs outside the sequencer: prefer in-sequence hooks when you can.
+``ekos-dbus``   introspects ``org.kde.kstars`` ``/KStars/Ekos/Focus``, finds the optical
+                train over D-Bus (or ``ekos_train``), defers while the focus module is busy,
+                calls ``start()`` (KStars 3.6) or ``start(train)`` and succeeds only when
+                ``newStatus``/``status`` show the autofocus running.
 ``command``     runs a program with arguments (never through a shell) with a timeout; exit 0
                 is success. ``{reason}``, ``{hfr_px}``, ``{defocus_um}``, ``{defocus_cfz}``,
                 ``{filter}``, ``{file}``, ``{time}`` in arguments are replaced; the same
@@ -69,6 +72,9 @@ log = logging.getLogger("focuswatch.triggers")
 
 NINA_AF_PATH = "/v2/api/equipment/focuser/auto-focus"
 NINA_CAMERA_PATH = "/v2/api/equipment/camera/info"
+NINA_FOCUSER_PATH = "/v2/api/equipment/focuser/info"
+NINA_SEQUENCE_STATE_PATH = "/v2/api/sequence/state"
+NINA_LAST_AF_PATH = "/v2/api/equipment/focuser/last-af"
 EKOS_BUS_NAME = "org.kde.kstars"
 EKOS_FOCUS_PATH = "/KStars/Ekos/Focus"
 EKOS_FOCUS_INTERFACE = "org.kde.kstars.Ekos.Focus"
@@ -91,12 +97,21 @@ class TriggerConfig:
         Where the Advanced API listens (plugin default 1888).
     nina_check_camera
         Ask ``camera/info`` first and defer while the camera is exposing.
+    nina_check_sequence
+        Ask ``sequence/state`` first and defer while a sequence instruction is RUNNING (an
+        API autofocus runs outside the sequencer and would collide with it).
+    nina_check_focuser
+        Ask ``focuser/info`` first; a focuser that is not connected is a failure that is
+        not retried (each retry would open another failing autofocus).
     timeout_s
         Seconds to wait for NINA's HTTP answer and for the Ekos D-Bus reply.
     ekos_dbus
         Call Ekos's ``start`` on the session D-Bus.
     ekos_train
-        Optical train name passed to ``start`` (``""``: Ekos's default train).
+        Optical train to focus (``""``: the one Ekos's focus module reports over D-Bus; KStars
+        versions with ``start(trainname)`` that do not report it need the name here).
+    ekos_confirm_s
+        Seconds to wait, after ``start``, for Ekos's status to show the autofocus running.
     ekos_bus_address
         D-Bus address (``unix:path=...``); ``""`` uses ``$DBUS_SESSION_BUS_ADDRESS``.
     command
@@ -115,10 +130,13 @@ class TriggerConfig:
     nina_host: str = "127.0.0.1"
     nina_port: int = 1888
     nina_check_camera: bool = True
+    nina_check_sequence: bool = True
+    nina_check_focuser: bool = True
     timeout_s: float = 5.0
     ekos_dbus: bool = False
     ekos_train: str = ""
     ekos_bus_address: str = ""
+    ekos_confirm_s: float = 15.0
     command: tuple[str, ...] = ()
     command_timeout_s: float = 120.0
     retry_initial_s: float = 30.0
@@ -134,7 +152,7 @@ class TriggerConfig:
             raise bad("nina_port", "must be a TCP port between 1 and 65535")
         if not self.nina_host.strip():
             raise bad("nina_host", "must name the machine NINA runs on (e.g. 127.0.0.1)")
-        for key in ("timeout_s", "command_timeout_s", "retry_initial_s", "retry_max_s"):
+        for key in ("timeout_s", "command_timeout_s", "retry_initial_s", "retry_max_s", "ekos_confirm_s"):
             v = getattr(self, key)
             if not (math.isfinite(v) and v > 0):
                 raise bad(key, "must be a positive number of seconds")
@@ -235,15 +253,39 @@ class Trigger(abc.ABC):
     #: Short stable name used in logs, the journal and ``--json`` (``nina-api``, ...).
     name: str = "trigger"
 
-    def fire(self, request: TriggerRequest) -> TriggerResult:
-        """Deliver ``request`` once; returns the outcome (never raises)."""
+    #: ``time.monotonic()`` value by which the current :meth:`fire` must return (``None``: no limit).
+    _deadline: float | None = None
+
+    def __call__(self, request: TriggerRequest, *, deadline: float | None = None) -> TriggerResult:
+        """Same as :meth:`fire`: a trigger is a callable a runner can schedule with a deadline."""
+        return self.fire(request, deadline=deadline)
+
+    def budget_s(self, want_s: float) -> float:
+        """``want_s`` seconds, or less so that the current call ends by its deadline (at least 0.05 s)."""
+        if self._deadline is None:
+            return want_s
+        return max(0.05, min(want_s, self._deadline - time.monotonic()))
+
+    def fire(self, request: TriggerRequest, *, deadline: float | None = None) -> TriggerResult:
+        """Deliver ``request`` once; returns the outcome (never raises).
+
+        ``deadline`` (a ``time.monotonic()`` value) bounds every wait inside the call: network
+        and D-Bus timeouts, Ekos's confirmation, a command's run time are cut to what is left.
+        A deadline already passed gives a failed (retryable) result without trying.
+        """
         start = time.monotonic()
         stamp = iso_utc()
+        if deadline is not None and deadline <= start:
+            return TriggerResult(self.name, False, f"{self.name}: no time left before the deadline; not tried",
+                                 time=stamp)
+        self._deadline = deadline
         try:
             result = self._fire(request)
         except Exception as exc:  # the watcher must survive any trigger bug
             log.exception("%s trigger crashed", self.name)
             result = TriggerResult(self.name, False, f"{self.name}: unexpected error: {exc!r}")
+        finally:
+            self._deadline = None
         return dataclasses.replace(result, time=stamp, elapsed_s=round(time.monotonic() - start, 4))
 
     @abc.abstractmethod
@@ -278,8 +320,9 @@ class NinaApiTrigger(Trigger):
     name = "nina-api"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1888, *, timeout_s: float = 5.0,
-                 check_camera: bool = True):
+                 check_camera: bool = True, check_sequence: bool = True, check_focuser: bool = True):
         self.host, self.port, self.timeout_s, self.check_camera = host, int(port), float(timeout_s), check_camera
+        self.check_sequence, self.check_focuser = check_sequence, check_focuser
         # No proxies: NINA is on this machine or the LAN, and an HTTP_PROXY must not eat the call.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -303,7 +346,7 @@ class NinaApiTrigger(Trigger):
         status: int | None = None
         deadline = time.monotonic() + self.timeout_s  # connect + read, from the start of the request
         try:
-            with self._opener.open(url, timeout=self.timeout_s) as resp:
+            with self._opener.open(url, timeout=self.budget_s(self.timeout_s)) as resp:
                 status = resp.status
                 body = read_before(resp, deadline)
         except urllib.error.HTTPError as exc:
@@ -336,7 +379,12 @@ class NinaApiTrigger(Trigger):
 
     def _explain(self, reason: Any) -> str:
         if isinstance(reason, ConnectionRefusedError):
-            return f"{self.where} refused the connection — is NINA running with the Advanced API plugin enabled?"
+            # ninaAPI/AdvancedAPI.cs (2.2.x): ActualPort = GetNearestAvailablePort(PreferredPort), and
+            # PreferredPort is stored per NINA profile: the server may listen on another port.
+            return (f"{self.where} refused the connection — is NINA running with the Advanced API plugin "
+                    f"enabled? The plugin moves to the next free port when {self.port} is taken, and its port "
+                    "is a per-profile setting: check the port shown in NINA (Plugins → Advanced API) and set "
+                    "[trigger] nina_port")
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return f"{self.where} did not answer within {self.timeout_s:g} s"
         if isinstance(reason, socket.gaierror):
@@ -351,6 +399,14 @@ class NinaApiTrigger(Trigger):
 
     def _fire(self, request: TriggerRequest) -> TriggerResult:
         try:
+            if self.check_focuser:
+                blocked = self._focuser_blocked()
+                if blocked is not None:
+                    return blocked
+            if self.check_sequence:
+                blocked = self._sequence_blocked()
+                if blocked is not None:
+                    return blocked
             if self.check_camera:
                 cam = self._get_json(NINA_CAMERA_PATH)
                 info = cam.get("Response")
@@ -362,12 +418,81 @@ class NinaApiTrigger(Trigger):
             return self._fail(str(exc), **exc.detail)
         answer_clean = {k: v for k, v in answer.items() if not k.startswith("_")}
         if answer.get("Success") is not True:
-            return self._fail(f"{self.where} refused the autofocus: {self._api_error(answer)}", answer=answer_clean)
+            # "Focuser not connected" comes as StatusCode 409 in the body (ninaAPI
+            # WebService/V2/Equipment/Focuser.cs): a retry only opens another failing autofocus.
+            conflict = answer.get("StatusCode") == 409 or answer.get("_http_status") == 409
+            return self._fail(f"{self.where} refused the autofocus: {self._api_error(answer)}",
+                              retryable=not conflict, answer=answer_clean)
         text = answer.get("Response")
         if not isinstance(text, str):
             return self._fail(f"{self.where} answered the autofocus call without a 'Response' text "
                               f"({answer_clean!r:.120})", answer=answer_clean)
         return self._ok(f"{self.where}: {text}", answer=answer_clean)
+
+    def _focuser_blocked(self) -> TriggerResult | None:
+        """A failed result when NINA's focuser is not connected (not retried), else None."""
+        try:
+            foc = self._get_json(NINA_FOCUSER_PATH)
+        except _NinaFailure as exc:
+            if exc.detail.get("http_status") == 404:
+                return None  # an Advanced API without this route: the autofocus call will tell
+            raise
+        info = foc.get("Response")
+        if foc.get("Success") is True and isinstance(info, Mapping) and info.get("Connected") is False:
+            return self._fail(f"{self.where}: NINA's focuser is not connected; connect it in NINA (Equipment → "
+                              "Focuser) — not retried", retryable=False, focuser=_short(info))
+        return None
+
+    def _sequence_blocked(self) -> TriggerResult | None:
+        """A deferral while an instruction of NINA's sequence is RUNNING, else None."""
+        try:
+            seq = self._get_json(NINA_SEQUENCE_STATE_PATH)
+        except _NinaFailure as exc:
+            if exc.detail.get("http_status") == 404:
+                return None  # older Advanced API: no sequence/state route
+            raise
+        if seq.get("Success") is not True:
+            return None  # "Sequence is not initialized" (409): no sequence, nothing to collide with
+        running = running_sequence_items(seq.get("Response"))
+        if not running:
+            return None
+        names = ", ".join(running[:3])
+        if any("autofocus" in n.lower() for n in running):
+            return self._fail(f"{self.where}: NINA is already running an autofocus ({names}); not starting "
+                              "another", deferred=True, running=running)
+        return self._fail(f"{self.where}: NINA's sequence is running ({names}); an Advanced API autofocus would "
+                          "collide with it, so it is deferred (will retry; the in-sequence hooks of docs/nina.md "
+                          "act between exposures)", deferred=True, running=running)
+
+
+def running_sequence_items(tree: Any) -> list[str]:
+    """Names of the instructions and triggers with ``Status == "RUNNING"`` in ``sequence/state``.
+
+    The Advanced API (ninaAPI WebService/V2/Application/Sequence.cs, ``SequenceState``) answers
+    a list: ``{"GlobalTriggers": [...]}`` then the containers, each ``{"Name": "..._Container",
+    "Status", "Items", "Conditions", "Triggers"}``; leaves are ``{"Name", "Status", ...}``.
+    A running container alone is the sequence stepping between instructions; only running
+    instructions (and triggers, e.g. an autofocus trigger at work) are listed, deepest first.
+    """
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for x in node:
+                walk(x)
+            return
+        if not isinstance(node, Mapping):
+            return
+        for key in ("Items", "Triggers", "GlobalTriggers"):
+            if key in node:
+                walk(node[key])
+        name = node.get("Name")
+        is_container = "Items" in node or (isinstance(name, str) and name.endswith("_Container"))
+        if not is_container and isinstance(name, str) and str(node.get("Status", "")).upper() == "RUNNING":
+            found.append(name)
+
+    walk(tree)
+    return found
 
 
 def _loads_object(body: bytes) -> dict[str, Any] | None:
@@ -383,26 +508,135 @@ def _short(info: Mapping[str, Any]) -> dict[str, Any]:
     return {k: info[k] for k in keys if k in info}
 
 
-class EkosDbusTrigger(Trigger):
-    """Start an Ekos autofocus over D-Bus (``org.kde.kstars`` ``/KStars/Ekos/Focus``).
+#: Ekos::FocusState (kstars/ekos/ekos.h, KStars 3.6.2 and later; later builds may append values).
+EKOS_FOCUS_STATES = {0: "FOCUS_IDLE", 1: "FOCUS_COMPLETE", 2: "FOCUS_FAILED", 3: "FOCUS_ABORTED",
+                     4: "FOCUS_WAITING", 5: "FOCUS_PROGRESS", 6: "FOCUS_FRAMING", 7: "FOCUS_CHANGING_FILTER",
+                     8: "FOCUS_UNKNOWN"}
+#: States in which the focus module is free: a new autofocus may start.
+EKOS_IDLE_STATES = frozenset({0, 1, 2, 3})
+#: States that show a started autofocus at work.
+EKOS_RUNNING_STATES = frozenset({5, 6, 7})
+EKOS_FOCUS_COMPLETE, EKOS_FOCUS_FAILED, EKOS_FOCUS_ABORTED, EKOS_FOCUS_WAITING = 1, 2, 3, 4
+EKOS_CAPTURE_PATH = "/KStars/Ekos/Capture"
+EKOS_CAPTURE_INTERFACE = "org.kde.kstars.Ekos.Capture"
 
-    KStars 3.6+ (optical trains) exports ``start(s trainname) -> b``; older versions export
-    ``start()`` with no reply value. We call the first and fall back to the second when the
-    method signature is refused. jeepney is pure Python, so this imports on Windows too; there
-    it simply reports that no session bus is available.
+
+def ekos_state_name(state: int | None) -> str:
+    return "unknown" if state is None else EKOS_FOCUS_STATES.get(state, f"state {state}")
+
+
+def _ekos_state(value: Any) -> int | None:
+    """An Ekos::FocusState from D-Bus: a plain ``i`` (property) or the struct ``(i)`` (signal, status())."""
+    while isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return int(value)
+
+
+@dataclass(frozen=True)
+class EkosFocusApi:
+    """What a running KStars exports on ``/KStars/Ekos/Focus`` (read by introspection).
+
+    KStars 3.6.2 (Debian 12, verified against the real program): ``start()`` (no reply
+    value), properties ``opticalTrain``, ``status`` (``i``), signal ``newStatus((i))``.
+    Later KStars (optical trains per focuser, e.g. 3.7): ``start(s trainname)``,
+    ``status(s) -> (i)``, signal ``newStatus((i), s)``.
+    """
+
+    start_signatures: tuple[str, ...]
+    has_status_method: bool
+    properties: tuple[str, ...]
+
+    @property
+    def takes_train(self) -> bool:
+        return "s" in self.start_signatures
+
+    @classmethod
+    def from_introspection(cls, xml_text: str) -> "EkosFocusApi | None":
+        import xml.etree.ElementTree as ET
+
+        try:
+            root = ET.fromstring(xml_text)
+        except ET.ParseError:
+            return None
+        for iface in root.iter("interface"):
+            if iface.get("name") != EKOS_FOCUS_INTERFACE:
+                continue
+            starts, status_m = [], False
+            for m in iface.iter("method"):
+                ins = "".join(a.get("type", "") for a in m.iter("arg") if a.get("direction", "in") == "in")
+                if m.get("name") == "start":
+                    starts.append(ins)
+                elif m.get("name") == "status":
+                    status_m = True
+            props = tuple(p.get("name", "") for p in iface.iter("property"))
+            return cls(tuple(starts), status_m, props)
+        return None
+
+
+class _EkosBus:
+    """A few D-Bus calls on one jeepney connection, each within the trigger's time budget."""
+
+    def __init__(self, conn: Any, timeout_s: float):
+        self.conn, self.timeout_s = conn, timeout_s
+
+    def call(self, path: str, interface: str, member: str, signature: str = "", body: tuple = (),
+             timeout_s: float | None = None) -> tuple:
+        from jeepney import DBusAddress, new_method_call
+        from jeepney.wrappers import unwrap_msg
+
+        addr = DBusAddress(path, bus_name=EKOS_BUS_NAME, interface=interface)
+        msg = new_method_call(addr, member, signature or None, body) if signature else new_method_call(addr, member)
+        return unwrap_msg(self.conn.send_and_get_reply(msg, timeout=timeout_s or self.timeout_s))
+
+    def send_no_reply(self, path: str, interface: str, member: str) -> None:
+        from jeepney import DBusAddress, new_method_call
+        from jeepney.low_level import MessageFlag
+
+        msg = new_method_call(DBusAddress(path, bus_name=EKOS_BUS_NAME, interface=interface), member)
+        msg.header.flags |= MessageFlag.no_reply_expected
+        self.conn.send(msg)
+
+    def introspect(self, path: str) -> str:
+        return str(self.call(path, "org.freedesktop.DBus.Introspectable", "Introspect")[0])
+
+    def get_property(self, path: str, interface: str, name: str) -> Any:
+        (variant,) = self.call(path, "org.freedesktop.DBus.Properties", "Get", "ss", (interface, name))
+        return variant[1] if isinstance(variant, tuple) and len(variant) == 2 else variant
+
+
+class EkosDbusTrigger(Trigger):
+    """Start an Ekos autofocus over D-Bus and confirm that it runs (``org.kde.kstars`` ``/KStars/Ekos/Focus``).
+
+    Steps, each read from the real KStars (3.6.2) or its source (later versions):
+
+    1. introspect ``/KStars/Ekos/Focus`` to learn the API (``start()`` or ``start(s)``); no such
+       object means Ekos is not started;
+    2. find the optical train: ``[trigger] ekos_train``, else the focus module's
+       ``opticalTrain`` property, else the capture module's; with ``start(s)`` and no train
+       found the trigger refuses (``start("")`` opens a new focus tab on an unused train and
+       still answers true). With ``start()`` (one focuser) a configured train that differs
+       from the module's is refused: that KStars can only focus the train its Focus tab shows;
+    3. refuse while the module is busy (``status`` WAITING, PROGRESS, FRAMING, CHANGING_FILTER);
+    4. call ``start`` and confirm through ``newStatus`` (and ``status`` polls) that the autofocus
+       runs within ``confirm_s``: ``true`` from ``start`` alone does not mean it ran.
+
+    Use :func:`ekos_wait_result` to follow a run to its end (only ``FOCUS_COMPLETE`` is a success).
     """
 
     name = "ekos-dbus"
 
-    def __init__(self, train: str = "", *, bus_address: str = "", timeout_s: float = 5.0):
+    def __init__(self, train: str = "", *, bus_address: str = "", timeout_s: float = 5.0, confirm_s: float = 15.0):
         self.train, self.bus_address, self.timeout_s = train, bus_address, float(timeout_s)
+        self.confirm_s = float(confirm_s)
 
     def describe(self) -> str:
         return f"ekos-dbus: {EKOS_BUS_NAME} {EKOS_FOCUS_PATH} start({self.train!r})"
 
     def _fire(self, request: TriggerRequest) -> TriggerResult:
         try:
-            from jeepney import DBusAddress, MessageType, new_method_call
+            from jeepney import MatchRule
             from jeepney.bus_messages import message_bus
             from jeepney.io.blocking import open_dbus_connection
             from jeepney.wrappers import DBusErrorResponse, unwrap_msg
@@ -414,9 +648,10 @@ class EkosDbusTrigger(Trigger):
                               "focuswatch in the desktop session where KStars runs, or set "
                               "[trigger] ekos_bus_address")
         try:
-            conn = open_dbus_connection(bus, auth_timeout=self.timeout_s)
+            conn = open_dbus_connection(bus, auth_timeout=self.budget_s(self.timeout_s))
         except Exception as exc:  # RuntimeError (transport), OSError, TimeoutError...
             return self._fail(f"ekos-dbus: cannot connect to the D-Bus session bus at {bus} ({exc})")
+        dbus = _EkosBus(conn, self.budget_s(self.timeout_s))
         try:
             try:
                 has = unwrap_msg(conn.send_and_get_reply(message_bus.NameHasOwner(EKOS_BUS_NAME),
@@ -424,17 +659,33 @@ class EkosDbusTrigger(Trigger):
                 if not has or not has[0]:
                     return self._fail(f"ekos-dbus: KStars is not running on the session bus ({EKOS_BUS_NAME} "
                                       "not found)")
-                focus = DBusAddress(EKOS_FOCUS_PATH, bus_name=EKOS_BUS_NAME, interface=EKOS_FOCUS_INTERFACE)
-                reply = conn.send_and_get_reply(new_method_call(focus, "start", "s", (self.train,)),
-                                                timeout=self.timeout_s)
-                signature = "start(s)"
-                if reply.header.message_type == MessageType.error:
-                    err = DBusErrorResponse(reply)
-                    if err.name in ("org.freedesktop.DBus.Error.UnknownMethod",
-                                    "org.freedesktop.DBus.Error.InvalidArgs"):
-                        reply = conn.send_and_get_reply(new_method_call(focus, "start"), timeout=self.timeout_s)
-                        signature = "start()"
-                body = unwrap_msg(reply)
+                api = EkosFocusApi.from_introspection(dbus.introspect(EKOS_FOCUS_PATH))
+                if api is None or not api.start_signatures:
+                    return self._fail("ekos-dbus: KStars runs but Ekos is not started (no focus module on "
+                                      f"{EKOS_FOCUS_PATH}); start Ekos with your profile and connect the devices")
+                train, problem = self._train(dbus, api)
+                if problem is not None:
+                    return problem
+                state = self._status(dbus, api, train)
+                if state is not None and state not in EKOS_IDLE_STATES:
+                    return self._fail(f"ekos-dbus: Ekos's focus module is busy ({ekos_state_name(state)}, train "
+                                      f"{train!r}); not starting another autofocus (will retry)", deferred=True,
+                                      status=ekos_state_name(state), train=train)
+                rule = MatchRule(type="signal", interface=EKOS_FOCUS_INTERFACE, member="newStatus",
+                                 path=EKOS_FOCUS_PATH)
+                with conn.filter(rule) as signals:
+                    unwrap_msg(conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=self.timeout_s))
+                    if api.takes_train:
+                        call = "start(s)"
+                        reply = dbus.call(EKOS_FOCUS_PATH, EKOS_FOCUS_INTERFACE, "start", "s", (train,))
+                        if reply and reply[0] is False:
+                            return self._fail(f"ekos-dbus: Ekos refused to start an autofocus (train {train!r}); is "
+                                              "the train's focuser connected?", reply=list(reply), call=call,
+                                              train=train)
+                    else:
+                        call = "start()"
+                        dbus.send_no_reply(EKOS_FOCUS_PATH, EKOS_FOCUS_INTERFACE, "start")
+                    seen = self._confirm(dbus, api, train, signals)
             except DBusErrorResponse as exc:
                 return self._fail(f"ekos-dbus: Ekos answered with an error: {exc.name}: "
                                   f"{' '.join(map(str, exc.data)) or 'no message'}", dbus_error=exc.name)
@@ -444,12 +695,108 @@ class EkosDbusTrigger(Trigger):
                 return self._fail(f"ekos-dbus: the D-Bus connection failed ({exc})")
         finally:
             conn.close()
-        if body and body[0] is False:
-            return self._fail(f"ekos-dbus: Ekos refused to start an autofocus (train {self.train!r}); is the "
-                              "focus module idle and the train's focuser connected?", reply=list(body),
-                              call=signature)
-        return self._ok(f"ekos-dbus: Ekos autofocus started ({signature}, train {self.train!r})",
-                        reply=list(body), call=signature)
+        names = [ekos_state_name(s) for s in seen]
+        if any(s in EKOS_RUNNING_STATES or s == EKOS_FOCUS_COMPLETE for s in seen):
+            return self._ok(f"ekos-dbus: Ekos autofocus running ({call}, train {train!r}; {' → '.join(names)})",
+                            call=call, train=train, states=names)
+        why = "no status change"
+        if seen and seen[-1] == EKOS_FOCUS_WAITING:
+            why = ("Ekos waits for a star to be selected: turn on 'Auto Select Star' in the Focus tab's "
+                   "settings")
+        elif seen:
+            why = f"status went {' → '.join(names)}"
+        return self._fail(f"ekos-dbus: Ekos accepted {call} but no autofocus started within {self.confirm_s:g} s "
+                          f"(train {train!r}: {why})", call=call, train=train, states=names)
+
+    def _train(self, dbus: _EkosBus, api: EkosFocusApi) -> tuple[str, TriggerResult | None]:
+        current = ""
+        if "opticalTrain" in api.properties:
+            current = str(dbus.get_property(EKOS_FOCUS_PATH, EKOS_FOCUS_INTERFACE, "opticalTrain") or "")
+        if not api.takes_train:
+            if self.train and current and self.train != current:
+                return current, self._fail(
+                    f"ekos-dbus: [trigger] ekos_train is {self.train!r} but Ekos's Focus tab uses {current!r}; this "
+                    "KStars starts the autofocus of the train its Focus tab shows: select it there or change "
+                    "ekos_train", retryable=False, train=current)
+            return self.train or current, None
+        train = self.train or current
+        if not train:
+            try:
+                xml_text = dbus.introspect(EKOS_CAPTURE_PATH)
+                if 'name="opticalTrain"' in xml_text:
+                    train = str(dbus.get_property(EKOS_CAPTURE_PATH, EKOS_CAPTURE_INTERFACE, "opticalTrain") or "")
+            except Exception:  # noqa: BLE001 - discovery is best effort; the message below says what to do
+                train = ""
+        if not train:
+            return "", self._fail(
+                "ekos-dbus: cannot tell which optical train to focus (Ekos does not say over D-Bus); set "
+                "[trigger] ekos_train to the train name shown in Ekos's Focus tab — an empty name would open a "
+                "new focus tab on an unused train", retryable=False)
+        return train, None
+
+    def _status(self, dbus: _EkosBus, api: EkosFocusApi, train: str) -> int | None:
+        if api.has_status_method:
+            return _ekos_state(dbus.call(EKOS_FOCUS_PATH, EKOS_FOCUS_INTERFACE, "status", "s", (train,)))
+        if "status" in api.properties:
+            return _ekos_state(dbus.get_property(EKOS_FOCUS_PATH, EKOS_FOCUS_INTERFACE, "status"))
+        return None
+
+    def _confirm(self, dbus: _EkosBus, api: EkosFocusApi, train: str, signals: Any) -> list[int]:
+        """States seen after ``start`` until the run shows up (or ``confirm_s`` passes)."""
+        seen: list[int] = []
+        end = time.monotonic() + self.budget_s(self.confirm_s)
+        while time.monotonic() < end:
+            try:
+                msg = dbus.conn.recv_until_filtered(signals, timeout=min(0.5, max(0.01, end - time.monotonic())))
+                body = msg.body
+                if api.takes_train and len(body) > 1 and body[1] != train:
+                    continue  # another train's focus module
+                state = _ekos_state(body[0] if body else None)
+            except TimeoutError:
+                state = self._status(dbus, api, train)
+                if seen and state == seen[-1]:
+                    continue
+            if state is None:
+                continue
+            seen.append(state)
+            if state in EKOS_RUNNING_STATES or state == EKOS_FOCUS_COMPLETE:
+                break
+        return seen
+
+
+def ekos_wait_result(train: str = "", *, bus_address: str = "", timeout_s: float = 600.0,
+                     poll_s: float = 1.0) -> int | None:
+    """Follow Ekos's focus module until the run ends; the final Ekos::FocusState, ``None`` on timeout.
+
+    Only ``FOCUS_COMPLETE`` (1) is a successful autofocus; ``FOCUS_FAILED``/``FOCUS_ABORTED``
+    are not (a failed Ekos run moves the focuser back to where it started: seen on KStars
+    3.6.2, "Autofocus failed, moving back to initial focus position", then ABORTED), nor is
+    ``FOCUS_WAITING`` after the start (Ekos waits for a star to be clicked). Reads the
+    ``status`` property (KStars 3.6) or ``status(train)`` (later) every ``poll_s`` seconds.
+    """
+    from jeepney.io.blocking import open_dbus_connection
+
+    conn = open_dbus_connection(bus_address or os.environ.get("DBUS_SESSION_BUS_ADDRESS", ""))
+    try:
+        dbus = _EkosBus(conn, 10.0)
+        api = EkosFocusApi.from_introspection(dbus.introspect(EKOS_FOCUS_PATH))
+        if api is None:
+            return None
+        trig = EkosDbusTrigger(train)
+        end = time.monotonic() + timeout_s
+        started = False
+        while time.monotonic() < end:
+            state = trig._status(dbus, api, train)
+            if state == EKOS_FOCUS_WAITING and started:
+                return state  # waits for a user's click (no Auto Select Star): not a success either
+            if state is not None and state not in EKOS_IDLE_STATES:
+                started = True
+            elif started or state in (EKOS_FOCUS_COMPLETE, EKOS_FOCUS_FAILED, EKOS_FOCUS_ABORTED):
+                return state
+            time.sleep(poll_s)
+        return None
+    finally:
+        conn.close()
 
 
 class CommandTrigger(Trigger):
@@ -478,7 +825,8 @@ class CommandTrigger(Trigger):
         env.update({f"FOCUSWATCH_{k.upper()}": v for k, v in values.items()})
         prog = argv[0]
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout_s,
+            limit_s = self.budget_s(self.timeout_s)
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=limit_s,
                                   env=env, shell=False, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except FileNotFoundError:
             return self._fail(f"command: program not found: {prog} (give the full path in [trigger] command)",
@@ -487,8 +835,8 @@ class CommandTrigger(Trigger):
             return self._fail(f"command: not allowed to run {prog} (is it executable?)", retryable=False)
         except subprocess.TimeoutExpired as exc:
             tail = _tail(exc.stderr)
-            return self._fail(f"command: {prog} did not finish within {self.timeout_s:g} s and was killed"
-                              + (f"; stderr: {tail}" if tail else ""), timeout_s=self.timeout_s)
+            return self._fail(f"command: {prog} did not finish within {limit_s:.3g} s and was killed"
+                              + (f"; stderr: {tail}" if tail else ""), timeout_s=limit_s)
         except OSError as exc:
             return self._fail(f"command: cannot run {prog} ({exc.strerror or exc})")
         if proc.returncode != 0:
@@ -526,10 +874,12 @@ def build_triggers(config: TriggerConfig | Mapping[str, Any] | None) -> list[Tri
     out: list[Trigger] = []
     if config.nina_api:
         out.append(NinaApiTrigger(config.nina_host, config.nina_port, timeout_s=config.timeout_s,
-                                  check_camera=config.nina_check_camera))
+                                  check_camera=config.nina_check_camera,
+                                  check_sequence=config.nina_check_sequence,
+                                  check_focuser=config.nina_check_focuser))
     if config.ekos_dbus:
         out.append(EkosDbusTrigger(config.ekos_train, bus_address=config.ekos_bus_address,
-                                   timeout_s=config.timeout_s))
+                                   timeout_s=config.timeout_s, confirm_s=config.ekos_confirm_s))
     if config.command:
         out.append(CommandTrigger(config.command, timeout_s=config.command_timeout_s))
     return out
