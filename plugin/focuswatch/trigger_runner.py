@@ -30,14 +30,24 @@ log = logging.getLogger("focuswatch.triggers")
 
 #: Extra seconds an attempt gets beyond its trigger's own ``timeout_s`` budget.
 DEADLINE_MARGIN_S = 1.0
-#: Requests one attempt may make (NINA: the camera check, then the autofocus call).
-REQUESTS_PER_ATTEMPT = 2
+#: Requests one attempt may make (NINA: focuser, sequence and camera checks, then the autofocus).
+REQUESTS_PER_ATTEMPT = 4
+#: After the deadline the worker waits this much longer for the trigger's own (better worded) failure.
+GRACE_S = 0.5
 
 
 def attempt_deadline_s(trigger: Any) -> float:
-    """The overall deadline of one attempt of ``trigger``: its requests' budgets plus a margin."""
+    """The overall deadline of one attempt of ``trigger``: its requests' budgets plus a margin.
+
+    A command trigger's budget is its run time (``timeout_s``, killed after it); a network
+    trigger may make :data:`REQUESTS_PER_ATTEMPT` requests of ``timeout_s`` each.
+    """
+    own = getattr(trigger, "deadline_s", None)
+    if own:
+        return float(own)
     per = float(getattr(trigger, "timeout_s", 5.0) or 5.0)
-    return REQUESTS_PER_ATTEMPT * per + DEADLINE_MARGIN_S
+    n = 1 if getattr(trigger, "name", "") == "command" else REQUESTS_PER_ATTEMPT
+    return n * per + DEADLINE_MARGIN_S
 
 
 def read_before(resp: Any, deadline: float, clock: Callable[[], float] = time.monotonic,
@@ -69,20 +79,38 @@ class DeadlineTrigger:
     """A trigger whose :meth:`fire` returns within ``deadline_s``, whatever the remote does."""
 
     def __init__(self, inner: Any, deadline_s: float | None = None):
+        import inspect
+
         self.inner = inner
         self.name = getattr(inner, "name", "trigger")
         self.deadline_s = float(deadline_s if deadline_s is not None else attempt_deadline_s(inner))
+        try:
+            self._takes_deadline = "deadline" in inspect.signature(inner.fire).parameters
+        except (TypeError, ValueError):
+            self._takes_deadline = False
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self.inner, item)
 
-    def fire(self, request: Any) -> Any:
+    def __call__(self, request: Any, *, deadline: float | None = None) -> Any:
+        return self.fire(request, deadline=deadline)
+
+    def fire(self, request: Any, *, deadline: float | None = None) -> Any:
+        """Fire ``inner`` in a thread; give up waiting at the overall deadline.
+
+        The deadline (``deadline_s`` from now, or the caller's if sooner) is also handed to
+        the trigger, which cuts its own waits to it (``Trigger.fire(deadline=...)``), so the
+        abandoned thread ends soon after too.
+        """
         box: dict[str, Any] = {}
         done = threading.Event()
+        own = time.monotonic() + self.deadline_s
+        dl = own if deadline is None else min(own, deadline)
 
         def work() -> None:
             try:
-                box["result"] = self.inner.fire(request)
+                box["result"] = self.inner.fire(request, deadline=dl) if self._takes_deadline \
+                    else self.inner.fire(request)
             except BaseException as exc:  # noqa: BLE001 - fire() should not raise; never kill the worker
                 box["error"] = exc
             finally:
@@ -90,7 +118,7 @@ class DeadlineTrigger:
 
         t0 = time.monotonic()
         threading.Thread(target=work, name=f"focuswatch-{self.name}", daemon=True).start()
-        if not done.wait(self.deadline_s):
+        if not done.wait(max(0.0, dl - t0) + GRACE_S):
             from focuswatch.triggers import TriggerResult
 
             log.warning("%s: no answer within the overall deadline of %.3g s; the attempt is abandoned",

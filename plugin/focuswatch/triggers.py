@@ -344,7 +344,7 @@ class NinaApiTrigger(Trigger):
 
         url = self.url(path)
         status: int | None = None
-        deadline = time.monotonic() + self.timeout_s  # connect + read, from the start of the request
+        deadline = time.monotonic() + self.budget_s(self.timeout_s)  # connect + read, from the start
         try:
             with self._opener.open(url, timeout=self.budget_s(self.timeout_s)) as resp:
                 status = resp.status
