@@ -589,3 +589,31 @@ def test_bom_is_accepted_and_watch_section_is_read(tmp_path):
         assert w.policy.max_interval_min == 30
         w2 = Watcher(night, j, config=cfg, poll_interval_s=1.0)   # a command-line flag wins
         assert w2.poll_interval_s == 1.0
+
+
+class FailingTrigger(Trigger):
+    name = "failing"
+
+    def _fire(self, request):
+        return self._fail("nobody home", retryable=False)
+
+
+def test_a_refocus_never_answered_before_a_crash_is_asked_again_once(tmp_path, base_frame):
+    """Soak finding: killed between deciding and delivering, the refocus was never asked again."""
+    night = tmp_path / "night"
+    night.mkdir()
+    with watching(night, tmp_path, runner=TriggerRunner([FailingTrigger()], max_attempts=1), diagnose=False) as w:
+        for i, t in enumerate([10.0, 10.0, 10.0, 8.0]):
+            (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=t))
+        pump(w, lambda o: len(w.journal.triggers()) >= 1)
+        assert not w.journal.refocus_answered()
+    trig = CountingTrigger()
+    with watching(night, tmp_path, runner=TriggerRunner([trig]), diagnose=False) as w2:
+        pump(w2, lambda o: len(trig.requests) >= 1 and len(w2.journal.triggers()) >= 2)
+        assert len(trig.requests) == 1 and "temperature" in trig.requests[0].reason
+        assert w2.journal.refocus_answered()
+    with watching(night, tmp_path, runner=TriggerRunner([trig]), diagnose=False) as w3:  # answered: not again
+        pump(w3, lambda o: True, 1)
+        time.sleep(0.3)
+        w3.process_pending()
+    assert len(trig.requests) == 1

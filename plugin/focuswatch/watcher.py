@@ -6,25 +6,30 @@ I/O only — every decision is :mod:`focuswatch.monitor`'s. How a frame travels:
    image file in a queue (recursive by default: NINA writes into dated sub-folders; ``poll``
    uses watchdog's PollingObserver for network shares). On start, a scan of the folder
    catches up with every file the journal has not seen (the watcher was stopped).
-2. :meth:`Watcher.process_pending` (the worker; call it in a loop, or use :meth:`run`) waits
-   until each file is complete: its size reached what the FITS headers promise
-   (``frames.check_complete``), it did not change between two polls, it carries CHECKSUM
-   when earlier frames of the folder did (CFITSIO writes it last), and it can be opened
-   (Windows locks: retried). Files are only ever opened read-only.
+2. :meth:`Watcher.process_pending` (the worker; call it in a loop, or use :meth:`run`) feeds
+   each pending file's ``stat()`` and the clock to a :class:`~focuswatch.readiness.Readiness`
+   state machine (both passed in, so tests drive it without sleeping). A file proven whole
+   (``frames.check_complete``: every END card and the size the headers promise, no zero-filled
+   tail, or a matching DATASUM / XISF checksum) is measured at once; an unproven one waits for
+   stable content; an incomplete one that stops changing is reported once. Files are only ever
+   opened read-only.
 3. Ready files are processed in capture order (``frames.frame_order_key``: DATE-OBS, else
    the file time): calibration frames (FLAT, DARK, BIAS) are recorded as ignored; lights are
    measured (``stars.measure``), diagnosed (``diagnose.frame``, when available), decided
    (``Monitor.observe``), journaled, the state file is rewritten and a refocus goes to the
-   :class:`~focuswatch.triggers.TriggerRunner` (retries with back-off).
+   :class:`~focuswatch.triggers.TriggerRunner` (retries with back-off) in its worker.
 4. Autofocus events come from the event log ``focuswatch autofocus-done`` appends to, from
    new reports in NINA's autofocus folder, and from a jump of the focuser position in the
    headers (decided by the policy): the baseline is taken again from the frames after it.
    Reports and events already there at start count only when the journal does not know them
    and they are under ``STALE_EVENT_H`` old (NINA keeps every report of every night).
 
-A bad frame is logged as one line and skipped; it never stops the watcher. A restart
-continues from the journal: seen files are not measured again and the policy's memory is
-rebuilt from the recorded decisions, so nothing is triggered twice.
+A bad frame is logged as one line and skipped (:mod:`focuswatch.boundary` words whatever went
+wrong); it never stops the watcher. Triggers run in their own worker with an overall deadline
+(:mod:`focuswatch.trigger_runner`), so a slow NINA never delays measuring and ``stop()`` returns
+within seconds. A restart continues from the journal: seen files are not measured again and
+the policy's memory is rebuilt from the recorded decisions, so nothing is triggered twice —
+except a refocus no trigger ever answered (the watcher was killed first), which is asked again.
 """
 from __future__ import annotations
 
