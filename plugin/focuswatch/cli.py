@@ -181,7 +181,8 @@ def expand_frames(items: Iterable[str]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+            # a symlink that is not a file (broken, a loop) is listed too, so it is named, not skipped
+            out.extend(sorted(q for q in p.rglob("*") if (q.is_file() or q.is_symlink()) and is_image_file(q)))
         else:
             out.append(p)
     return out

@@ -321,6 +321,12 @@ class FitsLayout:
         return next((h for h in self.hdus if h.has_pixels), None)
 
 
+def _gb(n_bytes: int) -> str:
+    """``12.5 GB``, or ``3.2e+12 GB`` for the absurd sizes a corrupt header claims."""
+    gb = n_bytes / 1e9
+    return f"{gb:.1f} GB" if gb < 1e6 else f"{gb:.2g} GB"
+
+
 def _header_int(h: Mapping[str, Any], key: str, default: int) -> int:
     v = h.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -417,7 +423,7 @@ def _hdu_from_header(p: Path, index: int, header: Mapping[str, Any], bad: tuple[
     nelem = math.prod(dims) if dims else 0
     data = abs(bitpix) // 8 * gcount * (pcount + nelem) if naxis else 0
     if data > MAX_DATA_BYTES:
-        raise FrameError(p, f"corrupt or unsupported FITS header: it claims {data / 1e9:.1f} GB of data "
+        raise FrameError(p, f"corrupt or unsupported FITS header: it claims {_gb(data)} of data "
                             f"(axes {' x '.join(str(d) for d in dims)})")
     xt = str(header.get("XTENSION", "") or "").strip().upper()
     compressed = bool(header.get("ZIMAGE") is True) and xt == "BINTABLE"
@@ -578,7 +584,7 @@ def xisf_layout(path: str | Path) -> XisfLayout:
             raise FrameError(p, "no image in this XISF file")
         expected = max((pos + size for pos, size, _ in blocks), default=16 + xml_len)
         if expected > MAX_DATA_BYTES + 16 + xml_len:
-            raise FrameError(p, f"corrupt XISF header: it claims {expected / 1e9:.1f} GB of data")
+            raise FrameError(p, f"corrupt XISF header: it claims {_gb(expected)} of data")
         zero_tail, ok = False, None
         has_sum = any(c for *_, c in blocks)
         if actual >= expected and blocks:

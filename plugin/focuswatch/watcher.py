@@ -854,7 +854,8 @@ def list_frames(folder: str | Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (sorted by name; callers order them by capture time)."""
     root = Path(folder)
     it: Iterable[Path] = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in it if p.is_file() and frames_mod.is_image_file(p))
+    # a symlink that is not a file (broken, a loop) is listed too: it is named once, not skipped
+    return sorted(p for p in it if (p.is_file() or p.is_symlink()) and frames_mod.is_image_file(p))
 
 
 def replay(folder: str | Path, *, config: Config | None = None, policy: PolicyConfig | None = None,
