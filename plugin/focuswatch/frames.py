@@ -9,6 +9,13 @@ integer (with BZERO) and float, mono 2-D; one-shot-colour frames carrying ``BAYE
 reduced to a 2x2 superpixel luminance so the Bayer grid does not fake star sizes; XISF
 through the ``xisf`` package.
 
+Headers are parsed by astropy (``Header.fromstring``) card by card, so one unparsable card is
+left out instead of failing the frame; only the size arithmetic is ours, in Python integers.
+:func:`check_complete` proves a file whole before it is measured (END cards and the size the
+headers promise; DATASUM / XISF checksums when the data still ends in zero bytes; XISF
+attachment bounds), and absurd sizes, cubes and 1-D arrays are refused from the header
+without reading the pixels.
+
 Keyword sources for :class:`FrameMeta` (NINA, SGP, Ekos, ASIAIR, APT):
 
 ==================  =====================================================
