@@ -2,11 +2,11 @@
 
 For full-size IMX571 (6248 x 4176) and IMX455 (9576 x 6388) frames, 3.76 um pixels, rendered
 by the simulator: the file is written in place in 4 MB chunks (like NINA), the clock starts when
-the last byte is flushed and stops when ``Watcher.process_pending`` returns its decision. A
-frame proven whole by its size and END card is measured at once (no stability polls), so the
-figure is load + measure + diagnosis plus the watcher's own overhead (printed: ``overhead``,
-the latency minus the load, measure and diagnosis timed inside the same pass), which includes
-at most one 0.1 s poll for the OS file event.
+the last byte is flushed and stops when the watcher's ``on_processed`` sees its decision, with
+the real ``Watcher.run`` loop (default 0.5 s poll; a file event wakes it at once). A frame proven
+whole by its size and END card is measured at once (no stability polls), so the figure is load +
+measure + diagnosis plus the watcher's own overhead (printed: ``overhead``, the latency minus the
+load, measure and diagnosis timed inside the same pass).
 
     python benchmarks/bench_watch_latency.py [--sensors imx571 imx455] [--repeat 3]
 """
@@ -16,6 +16,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from focuswatch.watcher import Watcher
 SENSORS = {"imx571": (6248, 4176), "imx455": (9576, 6388)}
 
 
-def bench(name: str, repeat: int, chunk: int = 4 << 20) -> dict:
+def bench(name: str, repeat: int, chunk: int = 4 << 20, poll_s: float = 0.5) -> dict:
     w_px, h_px = SENSORS[name]
     t = time.perf_counter()
     base = sim.render(sim.SimParams(width_px=w_px, height_px=h_px, n_stars=1500, seed=3))
@@ -39,9 +40,10 @@ def bench(name: str, repeat: int, chunk: int = 4 << 20) -> dict:
         night.mkdir()
         journal = Journal(root / "state" / "journal.sqlite")
         sf, ef = statefile.resolve_paths(root / "state")
+        decided: dict[str, float] = {}
         watcher = Watcher(night, journal, config=Config(rig=sim.DEFAULT_RIG), state_file=sf, events_file=ef,
-                          poll_interval_s=0.1)
-        watcher.start()
+                          poll_interval_s=poll_s,
+                          on_processed=lambda p: decided.setdefault(p.path.name, time.perf_counter()))
         lat, load_s, measure_s, inner_s = [], [], [], []
         spent: list[float] = []
 
@@ -58,23 +60,23 @@ def bench(name: str, repeat: int, chunk: int = 4 << 20) -> dict:
         from focuswatch import diagnose
         orig = (frames.load, stars.measure, diagnose.frame)
         frames.load, stars.measure, diagnose.frame = (timed(f) for f in orig)
+        stop = threading.Event()
+        th = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+        th.start()   # the real loop: woken by file events, else every poll_s
         try:
             for i in range(repeat):
                 hdr = dict(base.header, **{"DATE-OBS": f"2026-11-21T22:{i:02d}:00.000"})
                 data = sim.fits_bytes(replace(base, header=hdr))
                 path = night / f"{name}_{i:03d}.fits"
+                spent.clear()
                 with open(path, "wb") as fh:
                     for k in range(0, len(data), chunk):
                         fh.write(data[k:k + chunk])
-                    fh.flush()
-                t0 = time.perf_counter()
-                spent.clear()
-                done = []
-                while not done:
-                    done = [p for p in watcher.process_pending() if p.path.name == path.name]
-                    if not done:
-                        time.sleep(0.1)
-                lat.append(time.perf_counter() - t0)
+                        fh.flush()
+                    t0 = time.perf_counter()          # the last byte is on disk
+                while path.name not in decided:
+                    time.sleep(0.005)
+                lat.append(decided[path.name] - t0)
                 inner_s.append(sum(spent))
                 t1 = time.perf_counter()
                 fr = orig[0](path)
@@ -84,8 +86,9 @@ def bench(name: str, repeat: int, chunk: int = 4 << 20) -> dict:
                 load_s.append(t2 - t1)
                 measure_s.append(t3 - t2)
         finally:
+            stop.set()
+            th.join(10)
             frames.load, stars.measure, diagnose.frame = orig
-            watcher.stop()
             journal.close()
     return {"sensor": name, "size_px": f"{w_px}x{h_px}", "mb": round(len(data) / 1e6, 1),
             "render_s": round(render_s, 2), "latency_s_median": round(statistics.median(lat), 3),

@@ -56,6 +56,8 @@ from focuswatch.readiness import BAD, GONE, READY, STUCK, Readiness, ReadinessCo
 
 log = logging.getLogger("focuswatch.watcher")
 
+#: Shortest time between two worker passes woken by file events (a burst must not spin the CPU).
+MIN_PASS_GAP_S = 0.02
 #: A diagnosis less sure than this does not set a frame aside or hold a refocus.
 DIAGNOSIS_MIN_CONFIDENCE = 0.6
 #: Autofocus events already there when the watcher starts and older than this (wall clock)
@@ -359,6 +361,7 @@ class Watcher:
         self._next_rescan = 0.0
         self._queue: set[Path] = set()
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._pending: dict[Path, Readiness] = {}
         self._held: dict[Path, Any] = {}          # proven whole, waiting for a burst to settle
         self._burst, self._last_new_s = 0, float("-inf")
@@ -467,7 +470,11 @@ class Watcher:
                 self.process_pending()
                 if max_s is not None and self.clock() - t0 >= max_s:
                     break
-                stop_event.wait(self.poll_interval_s)
+                # a file event (a write, the writer closing the file) wakes the worker at once, so
+                # a frame is measured as soon as its last byte lands, not at the next poll
+                if self._wake.wait(self.poll_interval_s):
+                    self._wake.clear()
+                    stop_event.wait(MIN_PASS_GAP_S)  # many events (a burst copy): not a busy loop
         finally:
             self.stop()
 
@@ -482,6 +489,7 @@ class Watcher:
     def _enqueue(self, path: Path) -> None:
         with self._lock:
             self._queue.add(path)
+        self._wake.set()
 
     def _catch_up(self) -> None:
         """Queue every frame in the folder the journal has not recorded (start-up and rescans)."""
