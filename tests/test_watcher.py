@@ -284,7 +284,6 @@ def test_a_frame_whose_file_event_was_lost_is_found_by_the_rescan(tmp_path, base
 
 # --------------------------------------------------------------------------- issue 9/10: readiness without sleeping
 
-from focuswatch import frames as frames_mod  # noqa: E402
 from focuswatch.errors import ConfigError, FrameError, FrameIncomplete  # noqa: E402
 from focuswatch.readiness import BAD, GONE, READY, STUCK, WAIT, Readiness, ReadinessConfig  # noqa: E402
 

@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable
 from focuswatch import frames as frames_mod
 from focuswatch.boundary import describe as describe_frame_problem
 from focuswatch.boundary import frame_boundary
-from focuswatch.config import Config, rig_with_header, section_to_dataclass
+from focuswatch.config import Config, rig_with_header
 from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
 from focuswatch.journal import Journal
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig, record_from_stats
