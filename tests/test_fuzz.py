@@ -219,7 +219,18 @@ def test_report_scan_carries_on(tmp_path, originals):
     folder, bad = _bad_folder(tmp_path, originals)
     scan = report.scan_session(folder)
     assert sorted(Path(x.file).name for x in scan.left_out if Path(x.file).name in bad) == sorted(bad)
+    assert sorted(Path(x.file).name for x in scan.unreadable) == sorted(bad)
     assert len(scan.stats) == 2
+
+
+def test_report_command_writes_the_report_and_exits_non_zero(tmp_path, originals, capsys):
+    folder, bad = _bad_folder(tmp_path, originals)
+    out = tmp_path / "r.html"
+    rc = main(["report", str(folder), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and out.exists() and "Traceback" not in err
+    for name in bad:
+        assert sum(name in ln for ln in err.splitlines()) == 1
 
 
 def test_af_frames_carry_on_and_exit_non_zero(tmp_path, originals, capsys):

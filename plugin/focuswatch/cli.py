@@ -586,7 +586,9 @@ def cmd_report(args: argparse.Namespace) -> int:
               + "".join(f"; {f.filter_name} grade {f.grade_letter}" for f in rep.filters if f.grade_letter))
         for u in rep.unavailable:
             print(f"  not included: {u}")
-    return EXIT_OK
+    for bad in scan.unreadable:  # one line each; the report is still written, the exit status says so
+        error_line(f"{bad.file}: {bad.problem}")
+    return EXIT_FAIL if scan.unreadable else EXIT_OK
 
 
 # --------------------------------------------------------------------------- bahtinov

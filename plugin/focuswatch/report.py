@@ -71,6 +71,8 @@ class SessionScan:
     measure_s: float = 0.0
     diagnoses: dict[str, Any] = field(default_factory=dict)
     diagnose_notes: list[str] = field(default_factory=list)
+    #: frames that could not be read or measured at all (also in ``left_out``): the command exits 1
+    unreadable: list[LeftOut] = field(default_factory=list)
 
     def diagnose(self, rig: Rig | None) -> dict[str, Any]:
         """``diagnose.frame`` of every measured frame (cached; ``None`` where it failed).
@@ -162,6 +164,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
             frame = frames_mod.load(path)
         except FrameError as exc:
             scan.left_out.append(LeftOut(str(path), exc.problem))
+            scan.unreadable.append(scan.left_out[-1])
             continue
         if not frame.meta.is_light:
             scan.n_not_light += 1
@@ -171,6 +174,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
             st = guarded(path, measure, frame, plate_scale_arcsec_px=scale)
         except FrameError as exc:
             scan.left_out.append(LeftOut(str(path), exc.problem))
+            scan.unreadable.append(scan.left_out[-1])
             continue
         measured.append((frames_mod.frame_order_key(path, frame.meta), st, path))
     measured.sort(key=lambda t: t[0])
