@@ -71,6 +71,12 @@ class FakeNina:
                         return
                     if "camera" in self.path:
                         body = {"Success": True, "Response": {"IsExposing": False}, "StatusCode": 200}
+                    elif "focuser/info" in self.path:
+                        body = {"Success": True, "Response": {"Connected": True}, "StatusCode": 200}
+                    elif "sequence" in self.path:
+                        body = {"Success": False, "Error": "Sequence is not initialized", "StatusCode": 409}
+                    elif "auto-focus" not in self.path:
+                        body = {"Success": False, "Error": "Unknown route", "StatusCode": 404}
                     else:
                         nina.n_af += 1
                         from focuswatch import statefile
