@@ -246,3 +246,259 @@ def test_saturation_level_from_type_and_header(tmp_path, dtype, header, compress
     data = (_stars().astype(np.float64) / (300 if dtype == np.uint8 else 1)).astype(dtype)
     f = frames.load(_write(tmp_path / ("s.fits.fz" if compressed else "s.fits"), data, header, compressed))
     assert f.saturation_adu == expected
+
+
+# --------------------------------------------------------------------------- issue 10: bad input, one line each
+
+def _good_blob(tmp_path, h=64, w=64, **kw):
+    return _write(tmp_path / "good_src.fits", _stars(h, w), NINA_HEADER, **kw).read_bytes()
+
+
+def _set_card(blob: bytes, key: str, value: str) -> bytes:
+    """Replace the value field of card ``key`` in the first header (byte-level, like a bad writer)."""
+    i = 0
+    while i < 2880 * 4:
+        if blob[i:i + 8].rstrip() == key.encode():
+            card = (f"{key:<8}= {value:>20}").ljust(80).encode()
+            return blob[:i] + card + blob[i + 80:]
+        i += 80
+    raise AssertionError(key)
+
+
+def _replace_card(blob: bytes, old_key: str, key: str, value: str) -> bytes:
+    i = blob.index(f"{old_key:<8}= ".encode())
+    return blob[:i] + (f"{key:<8}= {value:>20}").ljust(80).encode() + blob[i + 80:]
+
+
+KILLERS = {
+    # the six files that killed the watcher (issue 10, finding 1), each named in one line
+    "exptime_nan": (lambda b: _set_card(b, "EXPTIME", "NAN"), None),
+    "naxis_999": (lambda b: _set_card(b, "NAXIS", "999"), "NAXIS"),
+    "cube_2e9": (lambda b: _set_card(_set_card(_set_card(_set_card(b, "NAXIS", "3"), "BITPIX", "-64"),
+                                               "NAXIS1", "2000000000"), "NAXIS2", "2000000000").replace(b"GAIN    = ", b"NAXIS3  = "), "GB"),
+    "bscale_1e300": (lambda b: _set_card(_set_card(b, "BZERO", "1E300"), "BSCALE", "1E300"), "BSCALE"),
+    "naxis1_overflow": (lambda b: _set_card(b, "NAXIS1", "99999999999999999999"), "GB"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KILLERS))
+def test_watcher_killer_headers_give_one_line(tmp_path, name):
+    make, words = KILLERS[name]
+    p = tmp_path / f"{name}.fits"
+    p.write_bytes(make(_good_blob(tmp_path)))
+    if words is None:  # an unparsable EXPTIME card is left out, the frame is still measured
+        f = frames.load(p)
+        # EXPTIME is left out (noted); NINA's EXPOSURE card still gives the exposure
+        assert f.meta.exposure_s == 120.0 and any("EXPTIME" in n for n in f.notes)
+        assert frames.read_header(p).filter_name == "Ha"
+        return
+    for fn in (frames.load, frames.check_complete) if words != "BSCALE" else (frames.load,):
+        with pytest.raises(FrameError) as err:
+            fn(p)
+        assert str(p) in str(err.value) and words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_corrupt_tile_compressed_data_is_one_line(tmp_path):
+    good = _write(tmp_path / "g.fits.fz", _stars(256, 256), NINA_HEADER, compressed=True)
+    blob = bytearray(good.read_bytes())
+    lay = frames.fits_layout(good)
+    h = lay.image_hdu
+    heap = h.data_start + h.data_bytes
+    blob[heap - 3000:heap - 100] = bytes(range(256)) * 11 + bytes(2900 - 2816)  # garbage in the tiles
+    p = tmp_path / "bad.fits.fz"
+    p.write_bytes(bytes(blob))
+    with pytest.raises(FrameError) as err:
+        frames.load(p)
+    assert str(p) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_quoted_xtension_with_comment_is_a_table_not_an_image(tmp_path):
+    """The hand parser kept the comment of ``XTENSION= 'BINTABLE' / comment``: a table-only FITS said has_image."""
+    t = fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.arange(20.0)),
+                                       fits.Column("b", "E", array=np.arange(20.0))])
+    t.header["XTENSION"] = ("BINTABLE", "binary table extension")
+    p = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), t]).writeto(p)
+    assert b"'BINTABLE'           / binary" in p.read_bytes() or b"/ binary table" in p.read_bytes()
+    assert not frames.fits_layout(p).has_image
+    with pytest.raises(FrameError, match="only a table"):
+        frames.load(p)
+
+
+def test_one_d_and_one_by_one_images_are_not_called_truncated(tmp_path):
+    one_d = tmp_path / "line.fits"
+    fits.PrimaryHDU(np.arange(100, dtype=np.float32)).writeto(one_d)
+    single = tmp_path / "dot.fits"
+    fits.PrimaryHDU(np.ones((1, 1), np.float32)).writeto(single)
+    with pytest.raises(FrameError) as e1:
+        frames.load(one_d)
+    assert "1-D" in str(e1.value) and "truncat" not in str(e1.value)
+    assert not isinstance(e1.value, FrameIncomplete)
+    frames.check_complete(one_d)  # complete: no error
+    with pytest.raises(FrameError) as e2:
+        frames.load(single)
+    assert "too small" in str(e2.value) and "truncat" not in str(e2.value)
+
+
+def test_big_cube_is_refused_from_the_header_without_reading(tmp_path):
+    """A 4.8 GB cube was read whole (9.4 GB of memory) before being refused; here 240 MB."""
+    import tracemalloc
+
+    hdr = fits.Header()
+    hdr["SIMPLE"], hdr["BITPIX"], hdr["NAXIS"] = True, 16, 3
+    hdr["NAXIS1"], hdr["NAXIS2"], hdr["NAXIS3"] = 4000, 3000, 10
+    p = tmp_path / "cube.fits"
+    with open(p, "wb") as fh:
+        fh.write(hdr.tostring().encode())
+        fh.truncate(2880 + (4000 * 3000 * 10 * 2 + 2879) // 2880 * 2880)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError, match="3-D cube of 10 planes"):
+            frames.load(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated to refuse a cube"
+
+
+@pytest.mark.skipif(os.name == "nt" or (hasattr(os, "geteuid") and os.geteuid() == 0),
+                    reason="mode 000 is readable by root / has no meaning on Windows")
+def test_unreadable_file_is_not_called_locked(tmp_path):
+    p = _write(tmp_path / "secret.fits", _stars())
+    p.chmod(0)
+    try:
+        with pytest.raises(FrameError) as err:
+            frames.load(p)
+    finally:
+        p.chmod(0o644)
+    assert "not readable" in str(err.value) and "locked" not in str(err.value)
+    assert not isinstance(err.value, FrameIncomplete)
+
+
+def test_unreadable_versus_locked_without_root(tmp_path, monkeypatch):
+    """The same PermissionError means 'unreadable' when we may not read the file, 'locked' when we may."""
+    from focuswatch.boundary import guarded
+
+    p = _write(tmp_path / "x.fits", _stars())
+
+    def denied():
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(FrameError) as err:
+        guarded(p, denied)
+    assert "not readable" in str(err.value) and not isinstance(err.value, FrameIncomplete)
+    monkeypatch.setattr(os, "access", lambda *a, **k: True)
+    with pytest.raises(FrameIncomplete, match="locked"):
+        guarded(p, denied)
+
+
+def test_permission_error_on_another_file_names_that_file(tmp_path):
+    """astropy failing to write its own config under a read-only HOME is not 'the frame is locked'."""
+    from focuswatch.boundary import guarded
+
+    frame = tmp_path / "a.fits"
+    cfg = tmp_path / "home" / ".astropy" / "config"
+
+    def astropy_like():
+        raise PermissionError(13, "Permission denied", str(cfg))
+
+    with pytest.raises(FrameError) as err:
+        guarded(frame, astropy_like)
+    assert str(cfg) in str(err.value) and "locked" not in str(err.value) and str(frame) in str(err.value)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks need privileges on Windows")
+def test_symlink_loop_is_named_as_such(tmp_path):
+    p = tmp_path / "loop.fits"
+    p.symlink_to(p)
+    for fn in (frames.load, frames.read_header):
+        with pytest.raises(FrameError) as err:
+            fn(p)
+        assert "symbolic link loop" in str(err.value) and "no such file" not in str(err.value)
+
+
+def test_datasum_matches_astropy(tmp_path):
+    p = tmp_path / "cs.fits"
+    fits.PrimaryHDU(_stars(100, 90)).writeto(p, checksum=True)
+    lay = frames.fits_layout(p)
+    h = lay.image_hdu
+    with open(p, "rb") as fh:
+        assert frames._datasum(fh, h.data_start, h.data_bytes) == int(h.header["DATASUM"])
+
+
+def test_preallocated_zero_filled_file_is_not_proven_complete(tmp_path):
+    """Pre-allocated at full size, then filled: size alone says complete; the zero tail says not yet."""
+    good = _write(tmp_path / "g.fits", _stars(), NINA_HEADER)
+    blob = good.read_bytes()
+    p = tmp_path / "prealloc.fits"
+    p.write_bytes(b"\0" * len(blob))
+    with pytest.raises(FrameIncomplete, match="zero bytes"):
+        frames.check_complete(p)
+    half = len(blob) // 2
+    p.write_bytes(blob[:half] + b"\0" * (len(blob) - half))
+    lay = frames.check_complete(p)
+    assert lay.complete and lay.zero_tail and not lay.proven
+    p.write_bytes(blob)
+    assert frames.check_complete(p).proven
+    # with a DATASUM, a zero tail is settled by the sum
+    cs = tmp_path / "cs.fits"
+    fits.PrimaryHDU(_stars(), fits.Header(list(NINA_HEADER.items()))).writeto(cs, checksum=True)
+    cblob = cs.read_bytes()
+    lay = frames.check_complete(cs)
+    assert lay.proven
+    cs.write_bytes(cblob[:len(cblob) - 3000] + b"\0" * 3000)
+    with pytest.raises(FrameIncomplete, match="DATASUM"):
+        frames.check_complete(cs)
+
+
+def test_xisf_attachment_bounds(tmp_path):
+    from xisf import XISF
+
+    p = tmp_path / "x.xisf"
+    XISF.write(str(p), _stars()[..., None], image_metadata={"FITSKeywords": {}})
+    blob = p.read_bytes()
+    lay = frames.check_complete(p)
+    assert lay.complete and lay.expected_bytes == len(blob) and lay.proven
+    part = tmp_path / "part.xisf"
+    for cut in (10, 200, len(blob) // 2, len(blob) - 1):
+        part.write_bytes(blob[:cut])
+        with pytest.raises(FrameIncomplete):
+            frames.check_complete(part)
+        with pytest.raises(FrameIncomplete):
+            frames.load(part)
+    part.write_bytes(b"\0" * len(blob))
+    with pytest.raises(FrameIncomplete, match="zero bytes"):
+        frames.check_complete(part)
+
+
+def test_unknown_errors_are_one_line_with_the_traceback_only_in_the_debug_log(tmp_path, caplog):
+    import logging
+
+    from focuswatch.boundary import guarded
+
+    def buggy():
+        return {}["no such key"]
+
+    p = tmp_path / "f.fits"
+    with caplog.at_level(logging.DEBUG, logger="focuswatch.boundary"):
+        with pytest.raises(FrameError) as err:
+            guarded(p, buggy)
+    assert str(p) in str(err.value) and "KeyError" in str(err.value) and "\n" not in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    rec = [r for r in caplog.records if r.exc_info]
+    assert rec and rec[0].levelno == logging.DEBUG and rec[0].exc_info[0] is KeyError
+
+
+def test_cli_debug_flag_shows_what_the_plain_run_hides(tmp_path, capsys, monkeypatch):
+    from focuswatch import cli
+
+    def boom(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "calc", (cli.COMMANDS["calc"][0], boom))
+    assert cli.main(["calc"]) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", "calc"])

@@ -18,7 +18,7 @@ import pytest
 
 from focuswatch import statefile as sf
 from focuswatch.cli import main
-from focuswatch.errors import TriggerError
+from focuswatch.errors import StateFileError
 
 T0 = datetime(2024, 5, 1, 22, 0, 0, tzinfo=timezone.utc)
 
@@ -79,10 +79,10 @@ def test_read_state_missing_is_none_and_garbage_names_the_file(tmp_path):
     assert sf.read_state(tmp_path / "nope.json") is None
     bad = tmp_path / "state.json"
     bad.write_text("{half a state")
-    with pytest.raises(TriggerError, match="state.json: not a focuswatch state file"):
+    with pytest.raises(StateFileError, match="state.json: not a focuswatch state file"):
         sf.read_state(bad)
     bad.write_text("[1, 2]")
-    with pytest.raises(TriggerError, match="not a focuswatch state file"):
+    with pytest.raises(StateFileError, match="not a focuswatch state file"):
         sf.read_state(bad)
 
 
@@ -112,7 +112,7 @@ def test_readers_never_see_a_half_written_state(tmp_path):
 def test_unwritable_state_folder_is_a_trigger_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(TriggerError, match="cannot write the state file"):
+    with pytest.raises(StateFileError, match="cannot write the state file"):
         sf.write_state(blocker / "state.json", _state())
 
 
@@ -133,7 +133,7 @@ def test_event_log_append_read_since_and_skip_broken_lines(tmp_path):
 
 
 def test_event_with_bad_time_is_refused(tmp_path):
-    with pytest.raises(TriggerError, match="not an ISO 8601 time"):
+    with pytest.raises(StateFileError, match="not an ISO 8601 time"):
         sf.append_autofocus_event(tmp_path / "e.jsonl", sf.AutofocusEvent(time="yesterday"))
 
 
@@ -258,3 +258,34 @@ def test_installed_console_script_exit_codes(tmp_path):
 ])
 def test_parse_iso_reads_what_capture_programs_write(text, expected):
     assert sf.parse_iso(text) == expected
+
+
+# --------------------------------------------------------------------------- issue 10, finding 8
+
+def test_deeply_nested_state_file_is_one_error_not_a_recursion(tmp_path):
+    p = tmp_path / "state.json"
+    p.write_text("[" * 100_000)
+    with pytest.raises(StateFileError, match="not a focuswatch state file"):
+        sf.read_state(p)
+    ev = tmp_path / "autofocus-events.jsonl"
+    ev.write_text("[" * 100_000 + "\n")
+    assert sf.read_autofocus_events(ev) == []
+
+
+@pytest.mark.parametrize("bad", [{"refocus_due": "yes"}, {"refocus_due": 1}, {"schema": 99},
+                                 {"schema": "1"}, {"schema": 0}])
+def test_state_with_wrong_types_or_future_schema_is_refused(tmp_path, bad):
+    p = tmp_path / "state.json"
+    p.write_text(json.dumps({"refocus_due": False, "schema": 1, **bad}))
+    with pytest.raises(StateFileError, match="not a focuswatch state file"):
+        sf.read_state(p)
+
+
+def test_check_and_autofocus_done_on_a_nested_state_file_give_one_line(tmp_path, capsys):
+    p = tmp_path / "state.json"
+    p.write_text("[" * 100_000)
+    assert main(["check", "--state-file", str(p)]) == sf.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not a focuswatch state file" in err
+    main(["autofocus-done", "--state-file", str(p)])
+    assert "Traceback" not in capsys.readouterr().err

@@ -93,10 +93,13 @@ def test_a_frame_written_slowly_in_chunks_is_measured_once_complete(tmp_path, ba
             for k in range(0, len(data), 8192):
                 fh.write(data[k:k + 8192])
                 fh.flush()
-                seen_early += w.process_pending()
+                got = w.process_pending()
+                if k + 8192 < len(data):
+                    seen_early += got
                 time.sleep(0.02)
         assert seen_early == [], "a partial frame was read"
-        out = pump(w, lambda o: len(o) >= 1)
+        # proven whole (size + END card) by the last chunk: measured at once, or on the next pass
+        out = got or pump(w, lambda o: len(o) >= 1)
         assert [o.status for o in out] == ["measured"]
         assert out[0].stats["n_stars"] > 10 and out[0].decision.decision == "ok"
         time.sleep(0.2)
@@ -162,6 +165,7 @@ def test_restart_mid_night_catches_up_without_retriggering(tmp_path, base_frame)
             (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=temps[i]))
         out = pump(w, lambda o: len(o) >= 5)
         assert [o.decision.decision for o in out] == ["ok", "ok", "ok", "refocus", "ok"]
+        pump(w, lambda o: len(w.journal.triggers()) >= 1)   # triggers run in their own worker
         assert len(trig.requests) == 1
     for i in range(5, 8):                                  # written while the watcher was stopped
         (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=temps[i]))
@@ -276,3 +280,339 @@ def test_a_frame_whose_file_event_was_lost_is_found_by_the_rescan(tmp_path, base
         (night / "lost.fits").write_bytes(fits_for(base_frame, 0))
         out = pump(w, lambda o: any(p.path.name == "lost.fits" for p in o), timeout_s=20)
     assert [p.status for p in out if p.path.name == "lost.fits"] == ["measured"]
+
+
+# --------------------------------------------------------------------------- issue 9/10: readiness without sleeping
+
+from focuswatch.errors import ConfigError, FrameError, FrameIncomplete  # noqa: E402
+from focuswatch.readiness import BAD, GONE, READY, STUCK, WAIT, Readiness, ReadinessConfig  # noqa: E402
+
+
+class FakeLayout:
+    def __init__(self, proven=True, has_checksum=False):
+        self.proven, self.has_checksum = proven, has_checksum
+
+
+def _machine(results, sigs=None, **cfg):
+    """A Readiness whose probe returns (or raises) the next item of ``results``."""
+    it = iter(results)
+    sig_it = iter(sigs or [])
+
+    def probe(_p):
+        r = next(it)
+        if isinstance(r, BaseException):
+            raise r
+        return r
+
+    return Readiness(Path("x.fits"), 0.0, ReadinessConfig(**cfg), probe=probe,
+                     signature=lambda _p, _l: next(sig_it))
+
+
+def test_readiness_a_proven_file_is_ready_at_once():
+    r = _machine([FakeLayout()])
+    assert r.step(1000, 1, now=0.0).verdict == READY            # no stability polls when proven
+
+
+def test_readiness_incomplete_waits_warns_once_then_gives_up_unchanged():
+    inc = FrameIncomplete("x.fits", "truncated")
+    r = _machine([inc] * 10, stuck_after_s=100, give_up_s=300)
+    assert r.step(10, 1, now=0.0).verdict == WAIT
+    assert r.step(20, 2, now=150.0).verdict == STUCK            # grew, but still not whole after 150 s
+    assert r.step(20, 2, now=200.0).verdict == WAIT             # the warning is given once
+    assert r.step(20, 2, now=449.0).verdict == WAIT             # unchanged for 299 s
+    step = r.step(20, 2, now=451.0)
+    assert step.verdict == BAD and "given up" in step.problem
+
+
+def test_readiness_unproven_file_needs_stable_content():
+    layout = FakeLayout(proven=False)
+    r = _machine([layout] * 10, sigs=[("a",), ("b",), ("b",), ("b",)], stable_s=2.0)
+    assert r.step(100, 1, now=0.0).verdict == WAIT              # signature a
+    assert r.step(100, 1, now=1.0).verdict == WAIT              # content changed (b) although size did not
+    assert r.step(100, 1, now=2.5).verdict == WAIT              # b for 1.5 s only
+    assert r.step(100, 1, now=3.1).verdict == READY
+
+
+def test_readiness_waits_for_checksum_in_checksum_folders_and_other_verdicts():
+    r = _machine([FakeLayout(has_checksum=False)] * 3, checksum_grace_s=3.0)
+    assert r.step(100, 1, now=0.0, expect_checksum=True).verdict == WAIT
+    assert r.step(100, 1, now=3.5, expect_checksum=True).verdict == READY
+    assert _machine([FrameError("x.fits", "not a FITS file")]).step(5, 1, now=0).verdict == BAD
+    assert _machine([FileNotFoundError()]).step(5, 1, now=0).verdict == GONE
+    assert _machine([]).step(None, 0, now=0).verdict == GONE
+
+
+class Driven:
+    """A watcher that is never started: files are handed to it and its clock is stepped."""
+
+    def __init__(self, folder: Path, tmp_path: Path, **kw):
+        self.t = 1000.0
+        self.rows = []
+        sf, ef = statefile.resolve_paths(tmp_path / "state")
+        self.journal = Journal(tmp_path / "state" / "journal.sqlite")
+        self.w = Watcher(folder, self.journal, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET,
+                         state_file=sf, events_file=ef, rescan_interval_s=0, clock=lambda: self.t,
+                         on_processed=self.rows.append, diagnose=False, **kw)
+
+    def tick(self, path: Path | None = None, dt: float = 0.3):
+        if path is not None:
+            self.w._enqueue(path)
+        out = self.w.process_pending()
+        self.t += dt
+        return out
+
+    def close(self):
+        self.w.stop()
+        self.journal.close()
+
+
+def test_preallocated_file_filled_in_place_reaches_journal_and_policy_once(tmp_path, base_frame):
+    """Finding 5: a zero-filled full-size file being filled gave 3-4 journal rows."""
+    night = tmp_path / "night"
+    night.mkdir()
+    d = Driven(night, tmp_path)
+    data = fits_for(base_frame, 0)
+    p = night / "prealloc.fits"
+    p.write_bytes(b"\0" * len(data))                       # full size at once
+    try:
+        out = d.tick(p)
+        with open(p, "r+b") as fh:
+            for k in range(0, len(data), 16384):
+                fh.seek(k)
+                fh.write(data[k:k + 16384])
+                fh.flush()
+                os.utime(p, ns=(0, 10 ** 9 * (k // 16384 + 1)))   # every write is visible as a change
+                out += d.tick()
+        out += d.tick() + d.tick(dt=5.0) + d.tick()
+        assert [o.status for o in out] == ["measured"]
+        assert out[0].stats["n_stars"] > 10
+        c = d.journal.counts()
+        assert c.get("frames_measured") == 1 and c.get("frames_error", 0) == 0 and c["decisions"] == 1
+        assert p.read_bytes() == data
+    finally:
+        d.close()
+
+
+def test_xisf_written_in_8_chunks_is_recorded_once(tmp_path, base_frame):
+    """Finding 5: an XISF written in 8 chunks gave 2 error rows before the real one."""
+    from xisf import XISF
+
+    night = tmp_path / "night"
+    night.mkdir()
+    src = tmp_path / "src.xisf"
+    kw = {k: [{"value": str(v), "comment": ""}] for k, v in base_frame.header.items()}
+    XISF.write(str(src), base_frame.pixels[..., None], image_metadata={"FITSKeywords": kw})
+    blob = src.read_bytes()
+    d = Driven(night, tmp_path)
+    p = night / "chunks.xisf"
+    out = []
+    try:
+        step = len(blob) // 8 + 1
+        with open(p, "wb") as fh:
+            for k in range(0, len(blob), step):
+                fh.write(blob[k:k + step])
+                fh.flush()
+                out += d.tick(p)
+        out += d.tick() + d.tick(dt=5.0) + d.tick()
+        assert [o.status for o in out] == ["measured"], [(o.status, o.error) for o in out]
+        assert d.journal.counts().get("frames_error", 0) == 0
+    finally:
+        d.close()
+
+
+def _set_card(blob: bytes, key: str, value: str) -> bytes:
+    i = blob.index(f"{key:<8}= ".encode())
+    return blob[:i] + (f"{key:<8}= {value:>20}").ljust(80).encode() + blob[i + 80:]
+
+
+def test_the_six_watcher_killers_are_one_line_each_and_the_watcher_goes_on(tmp_path, base_frame):
+    """Finding 1: each of these stopped the watcher (exit 1, four with a traceback)."""
+    night = tmp_path / "night"
+    night.mkdir()
+    good = fits_for(base_frame, 0)
+    from astropy.io import fits
+
+    fz = tmp_path / "src.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(base_frame.pixels.astype("int32"))]).writeto(fz)
+    fzb = bytearray(fz.read_bytes())
+    fzb[-2500:-200] = bytes(range(230)) * 10
+    killers = {
+        "exptime_nan.fits": _set_card(good, "EXPTIME", "NAN"),
+        "naxis_999.fits": _set_card(good, "NAXIS", "999"),
+        "corrupt.fits.fz": bytes(fzb),
+        "cube_2e9.fits": _set_card(_set_card(_set_card(_set_card(good, "NAXIS", "3"), "BITPIX", "-64"),
+                                             "NAXIS1", "2000000000"), "NAXIS2", "2000000000").replace(
+                                                 b"GAIN    = ", b"NAXIS3  = ", 1),
+        "bscale.fits": _set_card(_set_card(good, "BZERO", "1E300"), "BSCALE", "1E300"),
+    }
+    d = Driven(night, tmp_path)
+    try:
+        out = []
+        for name, blob in killers.items():
+            (night / name).write_bytes(blob)
+            out += d.tick(night / name, dt=400.0) + d.tick(dt=400.0)
+        loop = night / "loop.fits"
+        loop.symlink_to(loop)                                   # created while it runs
+        out += d.tick(loop, dt=400.0) + d.tick(night / "loop.fits", dt=400.0)
+        (night / "after.fits").write_bytes(fits_for(base_frame, 1))
+        out += d.tick(night / "after.fits") + d.tick()
+        by = {o.path.name: o for o in out}
+        assert sorted(o.path.name for o in out) == sorted(by)   # each file once
+        assert set(by) == set(killers) | {"loop.fits", "after.fits"}
+        assert by["after.fits"].status == "measured" and by["exptime_nan.fits"].status == "measured"
+        for name in set(killers) - {"exptime_nan.fits"} | {"loop.fits"}:
+            assert by[name].status == "error" and name in by[name].error and "\n" not in by[name].error
+        assert "symbolic link loop" in by["loop.fits"].error
+        assert "GB" in by["cube_2e9.fits"].error and "NAXIS" in by["naxis_999.fits"].error
+    finally:
+        d.close()
+
+
+class BlockingTrigger(Trigger):
+    """A trigger that hangs until released (a command trigger running 25 s, a frozen NINA)."""
+
+    name = "blocking"
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.timeout_s = 60.0
+
+    def _fire(self, request):
+        self.started.set()
+        self.release.wait(60)
+        return self._ok("finally")
+
+
+def test_a_hanging_trigger_never_stops_measuring_and_stop_is_prompt(tmp_path, base_frame):
+    """Finding 4: a trigger ran on the measuring path; a 25 s command stopped measuring for 21 s."""
+    night = tmp_path / "night"
+    night.mkdir()
+    trig = BlockingTrigger()
+    w = make_watcher(night, tmp_path, runner=TriggerRunner([trig]))
+    w.start()
+    try:
+        for i, t in enumerate([10.0, 10.0, 10.0, 8.0]):
+            (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=t))
+        out = pump(w, lambda o: len(o) >= 4)
+        assert [o.decision.decision for o in out] == ["ok", "ok", "ok", "refocus"]
+        assert trig.started.wait(20)                          # the trigger is now hanging...
+        for i in range(4, 7):                                 # ...and frames are still measured
+            (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=8.0))
+        more = pump(w, lambda o: len(o) >= 3)
+        assert [o.status for o in more] == ["measured"] * 3
+        assert not trig.release.is_set()
+    finally:
+        stopper = threading.Thread(target=w.stop, daemon=True)
+        stopper.start()
+        stopper.join(10)                                      # stop returns although the trigger hangs
+        alive = stopper.is_alive()
+        trig.release.set()
+        w.journal.close()
+    assert not alive
+
+
+def test_slow_nina_gets_an_overall_deadline(tmp_path):
+    """A NINA answering one byte at a time is cut off by the overall deadline, not waited out."""
+    import http.server
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server API
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for _ in range(600):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    srv.daemon_threads = True
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        trig = NinaApiTrigger("127.0.0.1", srv.server_address[1], timeout_s=0.5, check_camera=False)
+        from focuswatch.triggers import TriggerRequest
+
+        res = trig.fire(TriggerRequest(reason="test"))
+        assert not res.ok and "did not answer within 0.5 s" in res.message
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+# --------------------------------------------------------------------------- finding 6: settings
+
+def _cfg(tmp_path, text: str, bom: bool = False) -> Path:
+    p = tmp_path / "rig.toml"
+    p.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return p
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[policy]\ndefocus_limit_cfz = nan\n", "[policy] defocus_limit_cfz"),
+    ("[policy]\nmax_interval_min = inf\n", "[policy] max_interval_min"),
+    ("[policy]\nconsecutive_frames = 99999999999999999999\n", "[policy] consecutive_frames"),
+    ("[trigger]\ntimeout_s = nan\n", "[trigger] timeout_s"),
+    ("[trigger]\nnina_port = 99999999999999\n", "[trigger] nina_port"),
+    ("[watch]\nstable_s = -1\n", "[watch] stable_s"),
+    ("[watch]\nsurprise = 1\n", "[watch] surprise"),
+])
+def test_bad_settings_are_one_line_naming_the_file_and_key(tmp_path, text, words):
+    from focuswatch.config import load_config
+
+    p = _cfg(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert msg.startswith(str(p)) and words in msg and "\n" not in msg
+
+
+def test_bom_is_accepted_and_watch_section_is_read(tmp_path):
+    from focuswatch.config import load_config
+
+    p = _cfg(tmp_path, "[watch]\nstable_s = 7.5\npoll_interval_s = 0.2\nrecursive = false\n"
+                       "[policy]\nmax_interval_min = 30\n", bom=True)
+    cfg = load_config(p)
+    night = tmp_path / "night"
+    night.mkdir()
+    with Journal(tmp_path / "j.sqlite") as j:
+        w = Watcher(night, j, config=cfg)
+        assert w.readiness.stable_s == 7.5 and w.poll_interval_s == 0.2 and w.recursive is False
+        assert w.policy.max_interval_min == 30
+        w2 = Watcher(night, j, config=cfg, poll_interval_s=1.0)   # a command-line flag wins
+        assert w2.poll_interval_s == 1.0
+
+
+class FailingTrigger(Trigger):
+    name = "failing"
+
+    def _fire(self, request):
+        return self._fail("nobody home", retryable=False)
+
+
+def test_a_refocus_never_answered_before_a_crash_is_asked_again_once(tmp_path, base_frame):
+    """Soak finding: killed between deciding and delivering, the refocus was never asked again."""
+    night = tmp_path / "night"
+    night.mkdir()
+    with watching(night, tmp_path, runner=TriggerRunner([FailingTrigger()], max_attempts=1), diagnose=False) as w:
+        for i, t in enumerate([10.0, 10.0, 10.0, 8.0]):
+            (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=t))
+        pump(w, lambda o: len(w.journal.triggers()) >= 1)
+        assert not w.journal.refocus_answered()
+    trig = CountingTrigger()
+    with watching(night, tmp_path, runner=TriggerRunner([trig]), diagnose=False) as w2:
+        pump(w2, lambda o: len(trig.requests) >= 1 and len(w2.journal.triggers()) >= 2)
+        assert len(trig.requests) == 1 and "temperature" in trig.requests[0].reason
+        assert w2.journal.refocus_answered()
+    with watching(night, tmp_path, runner=TriggerRunner([trig]), diagnose=False) as w3:  # answered: not again
+        pump(w3, lambda o: True, 1)
+        time.sleep(0.3)
+        w3.process_pending()
+    assert len(trig.requests) == 1

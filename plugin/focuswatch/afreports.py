@@ -312,7 +312,8 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
                      positions: Sequence[float] | None = None,
                      position_key: str | None = None,
                      min_stars: int = 1,
-                     measure_frames: Callable[[list[Path]], list[Any]] | None = None) -> list[AFRun]:
+                     measure_frames: Callable[[list[Path]], list[Any]] | None = None,
+                     skipped: list[tuple[str, str]] | None = None) -> list[AFRun]:
     """Measure frames taken at several focuser positions and build V-curve runs from them.
 
     Where each frame's focuser position comes from, first that applies:
@@ -333,8 +334,11 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     autofocus).
     ``measure_frames(paths) -> [(path, meta, stats)]``, when given, measures instead (several
     workers: :func:`focuswatch.batch.measure_af_frames`; bad frames are then left out).
+    With a ``skipped`` list, an unreadable frame is appended to it as ``(file, problem)``
+    and left out instead of stopping the run (:mod:`focuswatch.boundary`).
     """
     from focuswatch.errors import ConfigError
+    from focuswatch.boundary import frame_boundary
 
     if measure is None:
         from focuswatch.pipeline import measure_stats as measure
@@ -342,7 +346,15 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     if len(paths) < 3:
         raise FrameError(paths[0] if paths else None,
                          f"{len(paths)} frame(s): a V-curve needs frames at 3 or more focuser positions (7-11 usual)")
-    items = capture_order([(p, frames_mod.read_header(p)) for p in paths])
+    headers = []
+    for p in paths:
+        try:
+            headers.append((p, frames_mod.read_header(p)))
+        except FrameError as exc:
+            if skipped is None:
+                raise
+            skipped.append((str(p), exc.problem))
+    items = capture_order(headers)
     pos: list[float]
     if positions is not None:
         if len(positions) != len(items):
@@ -368,8 +380,15 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
         it = tqdm(it, desc="measuring", unit="frame", leave=False)
     measured = []
     for (p, _), x in it:
-        frame = frames_mod.load(p)
-        stats = measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
+        try:
+            with frame_boundary(p):
+                frame = frames_mod.load(p)
+                stats = measure(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
+        except FrameError as exc:
+            if skipped is None:
+                raise
+            skipped.append((str(p), exc.problem))
+            continue
         measured.append((p, frame.meta, stats, x))
     if measure_frames is not None:
         x_of = {p: x for (p, _), x in zip(items, pos)}
@@ -432,11 +451,16 @@ def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = 
                          "no NINA autofocus reports (*.json) or frames (FITS/XISF) found")
     runs, skipped = read_reports(reports, strict=strict)
     if images:
-        rig = rig_with_header(rig, frames_mod.read_header(images[0]))
+        for img in images:  # the first readable header fills the rig's gaps
+            try:
+                rig = rig_with_header(rig, frames_mod.read_header(img))
+                break
+            except FrameError:
+                continue
         if isinstance(positions, str):
             positions = parse_positions(positions)
         runs += runs_from_frames(images, plate_scale_arcsec_px=rig.plate_scale_arcsec_px, progress=progress,
-                                 positions=positions, position_key=position_key,
+                                 positions=positions, position_key=position_key, skipped=skipped,
                                  measure_frames=None if measure_frames is None else
                                  (lambda ps: measure_frames(ps, rig.plate_scale_arcsec_px)))
     if not runs:

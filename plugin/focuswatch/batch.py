@@ -90,8 +90,11 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     t0 = time.monotonic()
     batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring",
                        order=_stats_key)
+    bad = {id(o) for o in batch.bad}
     for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
         scan.left_out.append(report.LeftOut(str(o.path), o.problem or "unreadable"))
+        if id(o) in bad:  # unreadable frames make the command exit 1 (lost ones are said by undone_text)
+            scan.unreadable.append(scan.left_out[-1])
     n_failed = n_measured = 0
     for o in batch.done:
         a = o.value

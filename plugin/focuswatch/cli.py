@@ -210,7 +210,8 @@ def expand_frames(items: Iterable[str]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+            # a symlink that is not a file (broken, a loop) is listed too, so it is named, not skipped
+            out.extend(sorted(q for q in p.rglob("*") if (q.is_file() or q.is_symlink()) and is_image_file(q)))
         else:
             out.append(p)
     return out
@@ -541,12 +542,16 @@ def cmd_af(args: argparse.Namespace) -> int:
         print(autofocus.summary_text(summary))
         for f, m in skipped:
             print(f"skipped {f}: {m}")
+    from focuswatch.frames import is_image_file
+    bad_frames = [(f, m) for f, m in skipped if is_image_file(f)]
+    for f, m in bad_frames:
+        error_line(f"{f}: {m}")
     if summary.n_bad == len(summary.runs):
         first = summary.runs[0]
         error_line(f"{first.run.source or 'run'}: no usable autofocus run"
                    + (f" ({first.problems[-1]})" if len(summary.runs) == 1 and first.problems else ""))
         return EXIT_FAIL
-    return EXIT_OK
+    return EXIT_FAIL if bad_frames else EXIT_OK
 
 
 # --------------------------------------------------------------------------- grade / report
@@ -653,7 +658,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"{path}: {len(rep.points)} frames, {len(rep.left_out)} left out"
               + "".join(f"; {f.filter_name} grade {f.grade_letter}" for f in rep.filters if f.grade_letter))
         print(report.render_text(rep))
-    return EXIT_OK
+    for bad in scan.unreadable:  # one line each; the report is still written, the exit status says so
+        error_line(f"{bad.file}: {bad.problem}")
+    return EXIT_FAIL if scan.unreadable else EXIT_OK
 
 
 # --------------------------------------------------------------------------- bahtinov
@@ -748,7 +755,8 @@ def _add_watch(sub) -> None:
                    help=r"NINA's autofocus report folder (default on Windows: %%LOCALAPPDATA%%\NINA\AutoFocus)")
     p.add_argument("--no-recursive", action="store_true", help="do not watch sub-folders")
     p.add_argument("--poll", action="store_true", help="poll the folder instead of OS events (network shares)")
-    p.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="worker poll interval (default 0.5)")
+    p.add_argument("--interval-s", type=float, default=None, metavar="S",
+                   help="worker poll interval (default: [watch] poll_interval_s, 0.5)")
     p.add_argument("--max-minutes", type=float, metavar="MIN", help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--no-diagnose", action="store_true", help="do not ask the single-frame diagnosis")
     add_json_flag(p)
@@ -791,9 +799,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with Journal(journal_path) as journal:
         runner = TriggerRunner.from_config(cfg.trigger)
         w = Watcher(args.folder, journal, config=cfg, policy=policy, state_file=state_file, events_file=events_file,
-                    runner=runner, af_folder=af_folder, recursive=not args.no_recursive, poll=args.poll,
-                    poll_interval_s=args.interval_s, on_processed=on_processed, on_trigger=on_trigger,
-                    on_autofocus=on_autofocus, diagnose=not args.no_diagnose)
+                    runner=runner, af_folder=af_folder, recursive=False if args.no_recursive else None,
+                    poll=True if args.poll else None, poll_interval_s=args.interval_s, on_processed=on_processed,
+                    on_trigger=on_trigger, on_autofocus=on_autofocus, diagnose=False if args.no_diagnose else None)
         if not args.json:
             print(f"watching {w.folder} (journal {journal_path}, state {state_file}); Ctrl-C stops", flush=True)
         stop = threading.Event()
@@ -854,7 +862,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not rows:  # as measure and diagnose: an empty folder is a usage problem
         error_line(f"{args.folder}: no FITS/XISF frames found")
         return EXIT_USAGE
-    return EXIT_OK if any(r.status == "measured" for r in rows) else EXIT_FAIL
+    ok = any(r.status == "measured" for r in rows) and not any(r.status == "error" for r in rows)
+    return EXIT_OK if ok else EXIT_FAIL
 
 
 def _add_rules(sub) -> None:
@@ -1041,6 +1050,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and optical defects.")
     parser.add_argument("--version", action="version", version=f"focuswatch {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug log output, with the traceback of any unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(sub)
@@ -1054,7 +1065,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``focuswatch`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.command:
         parser.print_help()
@@ -1077,6 +1088,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("focuswatch: interrupted\n")
         return 130
+    except Exception as exc:  # a bug of ours: one line; the traceback with --debug (and in a log file)
+        log.debug("unexpected error", exc_info=True)
+        if args.debug:
+            raise
+        error_line(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return EXIT_FAIL
 
 
 def _stdout_closed() -> int:

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -57,6 +58,11 @@ RIG_LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
+#: No setting is a number beyond this (frames, minutes, steps, ports...): a bigger one is a typo
+#: (``consecutive_frames = 99999999999999999999`` quietly switched a rule off).
+MAX_MAGNITUDE = 1.0e9
+
+
 def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
     """Check (and gently coerce) a TOML value against a dataclass field annotation."""
     origin = typing.get_origin(annotation)
@@ -74,11 +80,20 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False, value
-        return True, float(value)
+        try:
+            x = float(value)
+        except OverflowError:
+            return False, value
+        if not math.isfinite(x) or abs(x) > MAX_MAGNITUDE:
+            return False, value  # nan switched rules off silently; inf never fires
+        return True, x
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
+                    and abs(value) <= MAX_MAGNITUDE:
                 return True, int(value)
+            return False, value
+        if abs(value) > MAX_MAGNITUDE:
             return False, value
         return True, value
     if annotation is bool:
@@ -104,8 +119,10 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
 def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
     """Build the frozen config dataclass ``cls`` from a TOML table, validating every key.
 
-    Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``; the
-    dataclass's own ``__post_init__`` may add range checks the same way.
+    Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``. Numbers
+    must be finite and at most :data:`MAX_MAGNITUDE` in size; a field may state its own
+    bounds as ``field(metadata={"range": (lo, hi)})``; the dataclass's own ``__post_init__``
+    may add range checks the same way.
     """
     values = dict(values or {})
     hints = typing.get_type_hints(cls)
@@ -118,6 +135,11 @@ def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section
         ok, coerced = _type_ok(value, hints[key])
         if not ok:
             raise ConfigError(f"[{section}] {key} = {value!r}: expected {_type_name(hints[key])}")
+        bounds = fields[key].metadata.get("range") if fields[key].metadata else None
+        if bounds is not None and isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
+            lo, hi = bounds
+            if not lo <= coerced <= hi:
+                raise ConfigError(f"[{section}] {key} = {value!r}: must be between {lo:g} and {hi:g}")
         kwargs[key] = coerced
     try:
         return cls(**kwargs)
@@ -131,7 +153,9 @@ def _type_name(annotation: Any) -> str:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if args:
         return " or ".join(_type_name(a) for a in args)
-    return {float: "a number", int: "a whole number", bool: "true or false", str: "a string"}.get(
+    return {float: f"a finite number (at most {MAX_MAGNITUDE:g} in size)",
+            int: f"a whole number (at most {MAX_MAGNITUDE:g} in size)",
+            bool: "true or false", str: "a string"}.get(
         annotation, str(annotation))
 
 
@@ -198,6 +222,32 @@ class Config:
 
 KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale")
 
+#: The dataclass (``"module:Class"``, imported only when the file has that section) that
+#: validates each section when the file is loaded, so a bad value is one line naming the
+#: file and ``[section] key`` before anything runs. A class with a ``from_mapping``
+#: classmethod is built through it (``[trigger]`` checks its command list there).
+SECTION_TYPES: dict[str, str] = {
+    "policy": "focuswatch.monitor:PolicyConfig",
+    "trigger": "focuswatch.triggers:TriggerConfig",
+    "watch": "focuswatch.watcher:WatchConfig",
+}
+
+
+def validate_section(name: str, values: Mapping[str, Any] | None, source: str | Path | None = None) -> Any:
+    """Validate one section with its dataclass (:data:`SECTION_TYPES`); errors name ``source``."""
+    import importlib
+
+    module, _, cls_name = SECTION_TYPES[name].partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    try:
+        if hasattr(cls, "from_mapping"):
+            return cls.from_mapping(values or {}, name)
+        return section_to_dataclass(cls, values, name)
+    except ConfigError as exc:
+        if source is None or str(exc).startswith(str(source)):
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
+
 
 def load_config(path: str | Path | None) -> Config:
     """Read the TOML file at ``path`` (``None``: an empty configuration).
@@ -209,7 +259,8 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        # utf-8-sig: Notepad and PowerShell save TOML with a byte-order mark
+        raw = tomllib.loads(p.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: configuration file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -226,6 +277,9 @@ def load_config(path: str | Path | None) -> Config:
         rig = rig_from_mapping(raw.get("rig"))
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+    for name in SECTION_TYPES:
+        if name in raw:
+            validate_section(name, raw[name], p)
     return Config(rig=rig, policy=dict(raw.get("policy", {})), trigger=dict(raw.get("trigger", {})),
                   watch=dict(raw.get("watch", {})), path=p,
                   rig_table=dict(raw.get("rig", {})), scale=dict(raw.get("scale", {})))

@@ -35,6 +35,14 @@ class TriggerError(FocuswatchError):
     """A refocus trigger (NINA API, Ekos D-Bus, command) failed."""
 
 
+class StateFileError(FocuswatchError):
+    """The state file or the autofocus event log cannot be read, parsed or written.
+
+    Its own class (not a :class:`TriggerError`): a corrupt ``state.json`` is not a failed
+    trigger, and ``check`` must tell the two apart.
+    """
+
+
 class JournalError(FocuswatchError):
     """The SQLite journal is corrupt, locked or unwritable."""
 

@@ -348,6 +348,23 @@ class Journal:
             out[table] = int(self._exec(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         return out
 
+    def last_decision_id(self) -> int | None:
+        """The id of the newest decision (trigger rows after a restart link to it)."""
+        row = self._exec("SELECT MAX(id) FROM decisions").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def refocus_answered(self) -> bool:
+        """True unless the latest refocus decision has no successful trigger after it.
+
+        A watcher killed (``kill -9``, a power cut) between deciding a refocus and hearing back
+        from its trigger would otherwise never ask again: the restarted one asks once more.
+        """
+        row = self._exec("SELECT MAX(id) FROM decisions WHERE decision = 'refocus'").fetchone()
+        if row is None or row[0] is None:
+            return True
+        ok = self._exec("SELECT 1 FROM triggers WHERE ok = 1 AND decision_id >= ?", (int(row[0]),)).fetchone()
+        return ok is not None
+
     def triggers(self) -> list[dict[str, Any]]:
         """Every recorded trigger attempt, oldest first."""
         return [json.loads(r[0]) for r in self._exec("SELECT data FROM triggers ORDER BY id").fetchall()]

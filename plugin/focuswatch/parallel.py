@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from focuswatch.errors import ConfigError, FocuswatchError
+from focuswatch.errors import ConfigError, FocuswatchError, FrameError
 
 log = logging.getLogger("focuswatch.parallel")
 
@@ -192,15 +192,14 @@ def _call(func: Callable[..., Any], path: Path, args: tuple) -> tuple[str, Any]:
     do not survive pickling back from a process, and one bad frame must not look like a
     broken worker.
     """
-    try:
-        return OK, func(path, *args)
-    except FocuswatchError as exc:
-        return BAD, getattr(exc, "problem", None) or str(exc)
-    except MemoryError:
-        return BAD, "out of memory while measuring this frame (fewer --workers leave each more memory)"
-    except Exception as exc:  # one odd frame must never abort a batch of thousands
-        log.debug("per-frame function failed on %s", path, exc_info=True)
-        return BAD, f"{type(exc).__name__}: {exc}"
+    from focuswatch.boundary import guarded
+
+    try:  # the one frame boundary words every failure (focuswatch.boundary)
+        return OK, guarded(path, func, path, *args)
+    except FrameError as exc:
+        return BAD, exc.problem or str(exc)
+    except FocuswatchError as exc:  # a settings problem met while measuring: said once per frame
+        return BAD, str(exc)
 
 
 def _call_path(path: Path, func: Callable[..., Any], args: tuple) -> tuple[str, Any]:

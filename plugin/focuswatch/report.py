@@ -72,6 +72,8 @@ class SessionScan:
     diagnoses: dict[str, Any] = field(default_factory=dict)
     diagnose_notes: list[str] = field(default_factory=list)
     records: dict[str, Any] = field(default_factory=dict)
+    #: frames that could not be read or measured at all (also in ``left_out``): the command exits 1
+    unreadable: list[LeftOut] = field(default_factory=list)
 
     def diagnose(self, rig: Rig | None) -> dict[str, Any]:
         """``diagnose.frame`` of every measured frame (cached; ``None`` where it failed).
@@ -146,6 +148,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     stars), because one bad sub would abort Siril's registration.
     """
     from focuswatch.pipeline import AssessContext, assess, capture_time_s
+    from focuswatch.boundary import guarded
 
     root = Path(folder)
     if not root.is_dir():
@@ -160,14 +163,17 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
             frame = frames_mod.load(path)
         except FrameError as exc:
             scan.left_out.append(LeftOut(str(path), exc.problem))
+            scan.unreadable.append(scan.left_out[-1])
             continue
         if not frame.meta.is_light:
             scan.n_not_light += 1
             continue
         try:
-            a = assess(frame, rig, AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=diagnose))
+            a = guarded(path, assess, frame, rig,
+                        AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=diagnose))
         except FrameError as exc:
             scan.left_out.append(LeftOut(str(path), exc.problem))
+            scan.unreadable.append(scan.left_out[-1])
             continue
         st = a.stats
         if diagnose:

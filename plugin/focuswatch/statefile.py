@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from focuswatch import __version__
-from focuswatch.errors import TriggerError
+from focuswatch.errors import StateFileError
 from focuswatch.records import Record, json_safe
 
 STATE_FILE_NAME = "state.json"
@@ -269,9 +269,16 @@ class State(Record):
         """Build from a decoded state file; unknown keys are ignored, ``filter`` is read as ``filter_name``."""
         if not isinstance(d, Mapping):
             raise ValueError("the state file does not hold a JSON object")
+        due = d.get("refocus_due", False)
+        if not isinstance(due, bool):
+            raise ValueError(f"refocus_due is {due!r}, expected true or false")
+        schema = d.get("schema", SCHEMA_VERSION)
+        if isinstance(schema, bool) or not isinstance(schema, int) or not 1 <= schema <= SCHEMA_VERSION:
+            raise ValueError(f"schema {schema!r} is not one this focuswatch reads (1 to {SCHEMA_VERSION}); "
+                             "it was written by a newer focuswatch, or is not a state file")
         lf, la, lt = d.get("last_frame"), d.get("last_autofocus"), d.get("last_trigger")
         return cls(
-            refocus_due=bool(d.get("refocus_due", False)), reason=str(d.get("reason") or ""),
+            refocus_due=due, reason=str(d.get("reason") or ""),
             since=_opt_str(d.get("since")),
             last_frame=LastFrame.from_dict(lf) if isinstance(lf, Mapping) else None,
             last_autofocus=AutofocusEvent.from_dict(la) if isinstance(la, Mapping) and la.get("time") else None,
@@ -279,7 +286,7 @@ class State(Record):
             filter_name=_opt_str(d.get("filter_name", d.get("filter"))), temp_c=_opt_float(d.get("temp_c")),
             updated=str(d.get("updated") or ""), version=str(d.get("version") or ""),
             pid=_opt_int(d.get("pid")), watch_dir=_opt_str(d.get("watch_dir")),
-            schema=_opt_int(d.get("schema")) or SCHEMA_VERSION)
+            schema=schema)
 
     def refocus(self, reason: str, now: datetime | None = None) -> "State":
         """This state with a refocus due for ``reason``; ``since`` is kept if one was already due."""
@@ -359,7 +366,7 @@ def write_state(path: str | Path, state: State, *, stamp: bool = True) -> Path:
 
     Raises
     ------
-    TriggerError
+    StateFileError
         The folder cannot be created or written (the message names it).
     """
     p = Path(path)
@@ -370,7 +377,7 @@ def write_state(path: str | Path, state: State, *, stamp: bool = True) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=p.parent)
     except OSError as exc:
-        raise TriggerError(f"{p.parent}: cannot write the state file there ({exc.strerror or exc})") from None
+        raise StateFileError(f"{p.parent}: cannot write the state file there ({exc.strerror or exc})") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
@@ -390,8 +397,39 @@ def write_state(path: str | Path, state: State, *, stamp: bool = True) -> Path:
             tmp.unlink()
         except OSError:
             pass
-        raise TriggerError(f"{p}: cannot replace the state file ({exc.strerror or exc})") from None
+        raise StateFileError(f"{p}: cannot replace the state file ({exc.strerror or exc})") from None
     return p
+
+
+#: Deeper JSON nesting than this is refused before parsing (a state file is two levels deep;
+#: 100,000 nested ``[`` would otherwise end in a ``RecursionError``).
+MAX_JSON_DEPTH = 32
+
+
+def _loads_bounded(text: str) -> Any:
+    """``json.loads`` that refuses absurd nesting with a ``ValueError`` instead of recursing.
+
+    The depth is counted outside strings in one pass, so a hostile file costs no recursion.
+    """
+    depth = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        elif ch in "]}":
+            depth -= 1
+    return json.loads(text)
 
 
 def read_state(path: str | Path) -> State | None:
@@ -399,7 +437,7 @@ def read_state(path: str | Path) -> State | None:
 
     Raises
     ------
-    TriggerError
+    StateFileError
         The file exists but is not a focuswatch state (bad JSON, not an object) or cannot be
         read; the message names the file.
     """
@@ -413,14 +451,14 @@ def read_state(path: str | Path) -> State | None:
             return None
         except PermissionError as exc:  # Windows: the writer is replacing it right now
             if attempt == _REPLACE_TRIES - 1:
-                raise TriggerError(f"{p}: cannot read the state file ({exc.strerror or exc})") from None
+                raise StateFileError(f"{p}: cannot read the state file ({exc.strerror or exc})") from None
             time.sleep(_REPLACE_PAUSE_S)
         except (OSError, UnicodeDecodeError) as exc:
-            raise TriggerError(f"{p}: cannot read the state file ({exc})") from None
+            raise StateFileError(f"{p}: cannot read the state file ({exc})") from None
     try:
-        return State.from_dict(json.loads(text or ""))
+        return State.from_dict(_loads_bounded(text or ""))
     except (ValueError, TypeError) as exc:
-        raise TriggerError(f"{p}: not a focuswatch state file ({exc}); delete it and let the watcher "
+        raise StateFileError(f"{p}: not a focuswatch state file ({exc}); delete it and let the watcher "
                            "write a new one") from None
 
 
@@ -433,19 +471,19 @@ def append_autofocus_event(events_file: str | Path, event: AutofocusEvent) -> Pa
 
     Raises
     ------
-    TriggerError
+    StateFileError
         The log cannot be written.
     """
     p = Path(events_file)
     if parse_iso(event.time) is None:
-        raise TriggerError(f"autofocus event time {event.time!r} is not an ISO 8601 time")
+        raise StateFileError(f"autofocus event time {event.time!r} is not an ISO 8601 time")
     line = json.dumps(event.to_dict(), ensure_ascii=False, allow_nan=False) + "\n"
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(p, "a", encoding="utf-8", newline="\n") as fh:
             fh.write(line)
     except OSError as exc:
-        raise TriggerError(f"{p}: cannot append the autofocus event ({exc.strerror or exc})") from None
+        raise StateFileError(f"{p}: cannot append the autofocus event ({exc.strerror or exc})") from None
     return p
 
 
@@ -478,7 +516,7 @@ def read_autofocus_events(state_dir_or_file: str | Path | None = None,
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return []
     except OSError as exc:
-        raise TriggerError(f"{p}: cannot read the autofocus event log ({exc.strerror or exc})") from None
+        raise StateFileError(f"{p}: cannot read the autofocus event log ({exc.strerror or exc})") from None
     cutoff = parse_iso(since) if isinstance(since, str) else since
     if cutoff is not None and cutoff.tzinfo is None:
         cutoff = cutoff.replace(tzinfo=timezone.utc)
@@ -488,7 +526,7 @@ def read_autofocus_events(state_dir_or_file: str | Path | None = None,
         if not line:
             continue
         try:
-            ev = AutofocusEvent.from_dict(json.loads(line))
+            ev = AutofocusEvent.from_dict(_loads_bounded(line))
         except (ValueError, TypeError, AttributeError):
             continue
         if cutoff is None or ev.datetime_utc > cutoff:
@@ -530,7 +568,7 @@ def record_autofocus(state_file: str | Path, events_file: str | Path, event: Aut
     append_autofocus_event(events_file, event)
     try:
         state = read_state(state_file) or State(updated=iso_utc())
-    except TriggerError as exc:  # a corrupt state must not block the acknowledgement; the watcher rewrites it
+    except StateFileError as exc:  # a corrupt state must not block the acknowledgement; the watcher rewrites it
         _log.warning("%s; replacing it", exc)
         state = State(updated=iso_utc())
     new = apply_autofocus_events(state, [event])
@@ -607,7 +645,7 @@ def run_check(state_file: str | Path, events_file: str | Path, *, max_age_min: f
 
     Raises
     ------
-    TriggerError
+    StateFileError
         The state file or event log exists but cannot be read or written.
     """
     now = now or utc_now()

@@ -340,12 +340,15 @@ class NinaApiTrigger(Trigger):
 
     def _get_json(self, path: str) -> dict[str, Any]:
         """GET ``path`` and return the decoded JSON object, or raise _NinaFailure with a clear message."""
+        from focuswatch.trigger_runner import read_before
+
         url = self.url(path)
         status: int | None = None
+        deadline = time.monotonic() + self.budget_s(self.timeout_s)  # connect + read, from the start
         try:
             with self._opener.open(url, timeout=self.budget_s(self.timeout_s)) as resp:
                 status = resp.status
-                body = resp.read()
+                body = read_before(resp, deadline)
         except urllib.error.HTTPError as exc:
             status = exc.code
             try:

@@ -6,25 +6,30 @@ I/O only — every decision is :mod:`focuswatch.monitor`'s. How a frame travels:
    image file in a queue (recursive by default: NINA writes into dated sub-folders; ``poll``
    uses watchdog's PollingObserver for network shares). On start, a scan of the folder
    catches up with every file the journal has not seen (the watcher was stopped).
-2. :meth:`Watcher.process_pending` (the worker; call it in a loop, or use :meth:`run`) waits
-   until each file is complete: its size reached what the FITS headers promise
-   (``frames.check_complete``), it did not change between two polls, it carries CHECKSUM
-   when earlier frames of the folder did (CFITSIO writes it last), and it can be opened
-   (Windows locks: retried). Files are only ever opened read-only.
+2. :meth:`Watcher.process_pending` (the worker; call it in a loop, or use :meth:`run`) feeds
+   each pending file's ``stat()`` and the clock to a :class:`~focuswatch.readiness.Readiness`
+   state machine (both passed in, so tests drive it without sleeping). A file proven whole
+   (``frames.check_complete``: every END card and the size the headers promise, no zero-filled
+   tail, or a matching DATASUM / XISF checksum) is measured at once; an unproven one waits for
+   stable content; an incomplete one that stops changing is reported once. Files are only ever
+   opened read-only.
 3. Ready files are processed in capture order (``frames.frame_order_key``: DATE-OBS, else
    the file time): calibration frames (FLAT, DARK, BIAS) are recorded as ignored; lights are
    measured (``stars.measure``), diagnosed (``diagnose.frame``, when available), decided
    (``Monitor.observe``), journaled, the state file is rewritten and a refocus goes to the
-   :class:`~focuswatch.triggers.TriggerRunner` (retries with back-off).
+   :class:`~focuswatch.triggers.TriggerRunner` (retries with back-off) in its worker.
 4. Autofocus events come from the event log ``focuswatch autofocus-done`` appends to, from
    new reports in NINA's autofocus folder, and from a jump of the focuser position in the
    headers (decided by the policy): the baseline is taken again from the frames after it.
    Reports and events already there at start count only when the journal does not know them
    and they are under ``STALE_EVENT_H`` old (NINA keeps every report of every night).
 
-A bad frame is logged as one line and skipped; it never stops the watcher. A restart
-continues from the journal: seen files are not measured again and the policy's memory is
-rebuilt from the recorded decisions, so nothing is triggered twice.
+A bad frame is logged as one line and skipped (:mod:`focuswatch.boundary` words whatever went
+wrong); it never stops the watcher. Triggers run in their own worker with an overall deadline
+(:mod:`focuswatch.trigger_runner`), so a slow NINA never delays measuring and ``stop()`` returns
+within seconds. A restart continues from the journal: seen files are not measured again and
+the policy's memory is rebuilt from the recorded decisions, so nothing is triggered twice —
+except a refocus no trigger ever answered (the watcher was killed first), which is asked again.
 """
 from __future__ import annotations
 
@@ -34,28 +39,27 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from focuswatch import frames as frames_mod
-from focuswatch.config import Config, rig_with_header, section_to_dataclass
-from focuswatch.errors import FrameError, FrameIncomplete, TriggerError
+from focuswatch.boundary import describe as describe_frame_problem
+from focuswatch.boundary import frame_boundary
+from focuswatch.config import Config, rig_with_header
+from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
 from focuswatch.journal import Journal
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig, record_from_stats
 from focuswatch.optics import Rig
+from focuswatch.readiness import BAD, GONE, READY, STUCK, Readiness, ReadinessConfig
 
 log = logging.getLogger("focuswatch.watcher")
 
-#: A file that stays incomplete (or locked) this long is reported once as stuck.
-STUCK_AFTER_S = 120.0
-#: Without CHECKSUM (while earlier frames had one) a stable, complete file is taken after this.
-CHECKSUM_GRACE_S = 3.0
+#: Shortest time between two worker passes woken by file events (a burst must not spin the CPU).
+MIN_PASS_GAP_S = 0.02
 #: A diagnosis less sure than this does not set a frame aside or hold a refocus.
 DIAGNOSIS_MIN_CONFIDENCE = 0.6
-#: A ready frame waits at most this long for an earlier frame still being written.
-ORDER_HOLD_S = 10.0
 #: Autofocus events already there when the watcher starts and older than this (wall clock)
 #: belong to an earlier night: they are not applied.
 STALE_EVENT_H = 12.0
@@ -72,8 +76,68 @@ def default_nina_autofocus_dir(environ: dict[str, str] | None = None, platform: 
 
 
 def policy_from_config(cfg: Config) -> PolicyConfig:
-    """The ``[policy]`` table as a validated :class:`PolicyConfig`."""
-    return section_to_dataclass(PolicyConfig, cfg.policy, "policy")
+    """The ``[policy]`` table as a validated :class:`PolicyConfig` (errors name the file)."""
+    from focuswatch.config import validate_section
+
+    return validate_section("policy", cfg.policy, cfg.path)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """The ``[watch]`` table: how the watcher looks at the folder (command-line flags win).
+
+    Attributes
+    ----------
+    recursive, poll
+        Watch sub-folders; poll instead of OS file events (network shares).
+    poll_interval_s
+        Seconds between two passes of the worker (and of the polling observer).
+    rescan_interval_s
+        Seconds between two rescans for frames whose OS event was lost (0: never).
+    settle_polls
+        Polls of unchanged size a *proven* complete frame must also wait (0: measure at once).
+    stable_s
+        How long a frame that cannot prove it is whole (pre-allocated, zero tail, no
+        checksum) must keep its size, time and content before it is read.
+    checksum_grace_s, stuck_after_s, give_up_s
+        See :class:`~focuswatch.readiness.ReadinessConfig`.
+    order_hold_s
+        A ready frame waits at most this long for an earlier frame still being written.
+    burst_quiet_s
+        When several new files arrive together (a copy, a catch-up after a restart), the
+        proven ones wait until no new file arrived for this long, then go in capture order.
+        A lone frame (live capture) is measured the moment it is proven whole.
+    diagnose
+        Ask the single-frame diagnosis before the policy.
+    af_folder
+        NINA's autofocus report folder ("" = the default on Windows, none elsewhere).
+    """
+
+    recursive: bool = True
+    poll: bool = False
+    poll_interval_s: float = field(default=0.5, metadata={"range": (0.01, 60.0)})
+    rescan_interval_s: float = field(default=10.0, metadata={"range": (0.0, 86400.0)})
+    settle_polls: int = field(default=0, metadata={"range": (0, 100)})
+    stable_s: float = field(default=2.0, metadata={"range": (0.0, 3600.0)})
+    checksum_grace_s: float = field(default=3.0, metadata={"range": (0.0, 3600.0)})
+    stuck_after_s: float = field(default=120.0, metadata={"range": (1.0, 86400.0)})
+    give_up_s: float = field(default=300.0, metadata={"range": (1.0, 86400.0)})
+    order_hold_s: float = field(default=10.0, metadata={"range": (0.0, 3600.0)})
+    burst_quiet_s: float = field(default=0.5, metadata={"range": (0.0, 60.0)})
+    diagnose: bool = True
+    af_folder: str = ""
+
+    def readiness(self) -> ReadinessConfig:
+        return ReadinessConfig(settle_polls=self.settle_polls, stable_s=self.stable_s,
+                               checksum_grace_s=self.checksum_grace_s, stuck_after_s=self.stuck_after_s,
+                               give_up_s=self.give_up_s)
+
+
+def watch_from_config(cfg: Config) -> WatchConfig:
+    """The ``[watch]`` table as a validated :class:`WatchConfig` (errors name the file)."""
+    from focuswatch.config import validate_section
+
+    return validate_section("watch", cfg.watch, cfg.path)
 
 
 # --------------------------------------------------------------------------- autofocus sources
@@ -163,10 +227,8 @@ def measure_record(frame: Any, config: Config, monitor: Monitor,
 
     meta = frame.meta
     rig = rig_with_header(config.rig, meta)
-    try:
+    with frame_boundary(frame.path):
         stats = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
-    except (ValueError, FloatingPointError, MemoryError) as exc:
-        raise FrameError(frame.path, f"cannot measure stars: {exc}") from None
     label = advice = None
     if use_diagnose:
         base = next((f.hfr_px for f in monitor.history if f.filter_name == meta.filter_name), None)
@@ -175,6 +237,17 @@ def measure_record(frame: Any, config: Config, monitor: Monitor,
     record = record_from_stats(stats, file=str(path), time_s=frames_mod.frame_order_key(path, meta)[0],
                                diagnosis=label, diagnosis_advice=advice)
     return record, stats, rig
+
+
+def _probe(p: Path) -> Any:
+    """:func:`frames.check_complete` with every other failure worded by the frame boundary
+    (a file that vanished stays a ``FileNotFoundError``: the readiness says "gone")."""
+    try:
+        return frames_mod.check_complete(p)
+    except (FileNotFoundError, FrameError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line per frame, whatever happened
+        raise describe_frame_problem(p, exc) from None
 
 
 # --------------------------------------------------------------------------- watchdog handler
@@ -198,17 +271,6 @@ class _Handler:
                     enq(Path(target))
 
         self.handler = H()
-
-
-@dataclass
-class _Pending:
-    first_seen: float
-    size: int = -1
-    mtime_ns: int = -1
-    stable_polls: int = 0
-    complete_since: float | None = None
-    stuck_reported: bool = False
-    order_key: tuple[float, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -244,55 +306,78 @@ class Watcher:
         A :class:`~focuswatch.triggers.TriggerRunner` (``None``: state file only).
     af_folder
         NINA's autofocus report folder to watch (``None``: not watched).
-    recursive, poll
-        Watch sub-folders; use the polling observer (network shares).
-    settle_polls
-        How many consecutive polls the size must stay unchanged before a complete file is read.
+    recursive, poll, poll_interval_s, settle_polls, rescan_interval_s, diagnose
+        Override the ``[watch]`` table (``None``: take it from ``config``, see :class:`WatchConfig`).
     on_processed, on_autofocus, on_trigger
         Callbacks for the CLI (print lines) and the demo.
-    diagnose
-        Ask :mod:`focuswatch.diagnose` about each frame before the policy (when importable).
+    background_triggers
+        Run the triggers in a worker thread with an overall deadline per attempt
+        (:mod:`focuswatch.trigger_runner`), off the measuring path. ``False``: in line
+        (only for tests that step a fake runner).
+    clock, stat
+        The monotonic clock and ``os.stat``: passed in so the readiness of files can be
+        driven without sleeping (as watchdog's ``PollingObserverVFS`` takes its ``stat``).
     """
 
     def __init__(self, folder: str | Path, journal: Journal, *, config: Config | None = None,
                  policy: PolicyConfig | None = None, state_file: str | Path | None = None,
                  events_file: str | Path | None = None, runner: Any = None, af_folder: str | Path | None = None,
-                 recursive: bool = True, poll: bool = False, poll_interval_s: float = 0.25,
-                 settle_polls: int = 1, on_processed: Callable[[Processed], None] | None = None,
+                 recursive: bool | None = None, poll: bool | None = None, poll_interval_s: float | None = None,
+                 settle_polls: int | None = None, on_processed: Callable[[Processed], None] | None = None,
                  on_autofocus: Callable[[AutofocusMark], None] | None = None,
-                 on_trigger: Callable[[Any], None] | None = None, diagnose: bool = True,
-                 rescan_interval_s: float = 10.0):
+                 on_trigger: Callable[[Any], None] | None = None, diagnose: bool | None = None,
+                 rescan_interval_s: float | None = None, watch: WatchConfig | None = None,
+                 background_triggers: bool = True, clock: Callable[[], float] = time.monotonic,
+                 stat: Callable[[Any], os.stat_result] = os.stat):
         self.folder = Path(folder).resolve()
         if not self.folder.is_dir():
             raise FrameError(self.folder, "the folder to watch does not exist (or is not a folder)")
         self.journal = journal
         self.config = config or Config()
         self.policy = policy or policy_from_config(self.config)
+        wc = watch or watch_from_config(self.config)
+        given = {k: v for k, v in dict(recursive=recursive, poll=poll, poll_interval_s=poll_interval_s,
+                                       settle_polls=settle_polls, diagnose=diagnose,
+                                       rescan_interval_s=rescan_interval_s).items() if v is not None}
+        self.watch = wc = replace(wc, **given)
         self.monitor = Monitor(self.policy, self.config.rig)
         self.state_file = Path(state_file) if state_file else None
         self.events_file = Path(events_file) if events_file else None
+        if runner is not None and background_triggers and not hasattr(runner, "close"):
+            from focuswatch.trigger_runner import BackgroundTriggers
+
+            runner = BackgroundTriggers(runner, clock=clock)
         self.runner = runner
-        self.af_folder = Path(af_folder) if af_folder else None
-        self.recursive, self.poll = recursive, poll
-        self.poll_interval_s = poll_interval_s
-        self.settle_polls = max(0, int(settle_polls))
+        self.af_folder = Path(af_folder) if af_folder else (Path(wc.af_folder) if wc.af_folder else None)
+        self.recursive, self.poll = wc.recursive, wc.poll
+        self.poll_interval_s = wc.poll_interval_s
+        self.settle_polls = wc.settle_polls
+        self.readiness = wc.readiness()
         self.on_processed, self.on_autofocus, self.on_trigger = on_processed, on_autofocus, on_trigger
-        self.use_diagnose = diagnose
-        self.rescan_interval_s = rescan_interval_s
+        self.use_diagnose = wc.diagnose
+        self.rescan_interval_s = wc.rescan_interval_s
+        self.order_hold_s = wc.order_hold_s
+        self.clock, self.stat = clock, stat
         self._next_rescan = 0.0
         self._queue: set[Path] = set()
         self._lock = threading.Lock()
-        self._pending: dict[Path, _Pending] = {}
+        self._wake = threading.Event()
+        self._pending: dict[Path, Readiness] = {}
+        self._held: dict[Path, Any] = {}          # proven whole, waiting for a burst to settle
+        self._burst, self._last_new_s = 0, float("-inf")
         self._af_queue: list[tuple[str, AutofocusMark, Any, float]] = []
         self._observer: Any = None
         self._checksum_folders: set[Path] = set()
         self._last_event_time: str | None = None
         self._events_sig: Any = _UNREAD
         self._nina_seen: set[str] = set()
-        self._state = None
+        from focuswatch import statefile
+
+        self._state: Any = statefile.State(watch_dir=str(self.folder))  # start() reads the old one
         self._last_decision_id: int | None = None
         self.decisions: list[Decision] = []
         self.n_errors = 0
+        self._named_bad: set[str] = set()
         self.started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -309,16 +394,29 @@ class Watcher:
                 self.monitor.autofocus(a)
         if n:
             log.info("restored %d frames of this night from %s", n, self.journal.path)
+        self._last_decision_id = self.journal.last_decision_id()
         self._state = statefile.State(watch_dir=str(self.folder))
         if self.state_file is not None:
             try:
                 old = statefile.read_state(self.state_file)
                 if old is not None:
                     self._state = replace(old, watch_dir=str(self.folder))
-            except TriggerError as exc:
+            except StateFileError as exc:
                 log.warning("%s", exc)
         if self.monitor.state.waiting_since_s is None and self._state.refocus_due:
             self._state = self._state.cleared()
+        elif self._state.refocus_due and self.runner is not None and not self.journal.refocus_answered():
+            # decided before a crash, never delivered: ask once more (an answered one is not repeated)
+            from focuswatch.triggers import TriggerRequest
+
+            lf = self._state.last_frame
+            req = TriggerRequest(reason=self._state.reason or "a refocus was due before the restart",
+                                 time=statefile.iso_utc(), filter_name=self._state.filter_name,
+                                 hfr_px=lf.hfr_px if lf else None, defocus_um=lf.defocus_um if lf else None,
+                                 defocus_cfz=lf.defocus_cfz if lf else None, frame_file=lf.file if lf else None)
+            log.info("a refocus decided before the restart was never answered by a trigger: asking again")
+            for res in self.runner.request(req, self.clock()):
+                self._trigger_result(res)
         # autofocus events recorded before, or from an earlier night (NINA keeps every report;
         # a new journal knows none of them): skip them on the first poll
         stale_before = time.time() - STALE_EVENT_H * 3600.0
@@ -333,7 +431,7 @@ class Watcher:
                     self._nina_seen.add(p.name)
         self._start_observer()
         self._catch_up()
-        self._next_rescan = time.monotonic() + self.rescan_interval_s
+        self._next_rescan = self.clock() + self.rescan_interval_s
         self.started = True
 
     def _start_observer(self) -> None:
@@ -348,23 +446,35 @@ class Watcher:
         self._observer = obs
 
     def stop(self) -> None:
-        """Stop the observer (files still pending are picked up by the next start's catch-up)."""
+        """Stop the observer and the trigger worker, within a few seconds whatever a trigger
+        is doing (files still pending are picked up by the next start's catch-up)."""
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
         self.started = False
 
     def run(self, stop_event: threading.Event, *, max_s: float | None = None) -> None:
-        """``start()``, process until ``stop_event`` is set (or ``max_s`` passed), ``stop()``."""
+        """``start()``, process until ``stop_event`` is set (or ``max_s`` passed), ``stop()``.
+
+        Triggers run in their own worker, so a pass never waits on the network: ``max_s``
+        and ``stop_event`` (Ctrl-C) are honoured within one pass plus ``poll_interval_s``.
+        """
         self.start()
-        t0 = time.monotonic()
+        t0 = self.clock()
         try:
             while not stop_event.is_set():
                 self.process_pending()
-                if max_s is not None and time.monotonic() - t0 >= max_s:
+                if max_s is not None and self.clock() - t0 >= max_s:
                     break
-                stop_event.wait(self.poll_interval_s)
+                # a file event (a write, the writer closing the file) wakes the worker at once, so
+                # a frame is measured as soon as its last byte lands, not at the next poll
+                if self._wake.wait(self.poll_interval_s):
+                    self._wake.clear()
+                    stop_event.wait(MIN_PASS_GAP_S)  # many events (a burst copy): not a busy loop
         finally:
             self.stop()
 
@@ -379,13 +489,18 @@ class Watcher:
     def _enqueue(self, path: Path) -> None:
         with self._lock:
             self._queue.add(path)
+        self._wake.set()
 
     def _catch_up(self) -> None:
         """Queue every frame in the folder the journal has not recorded (start-up and rescans)."""
         seen = self.journal.seen_keys(self.folder)
         n = 0
         for p in list_frames(self.folder, self.recursive):
-            if p.resolve() in self._pending:
+            try:
+                rp = p.resolve()
+            except (OSError, RuntimeError):
+                continue
+            if rp in self._pending or rp in self._held:
                 continue
             try:
                 if Journal.key_of(p) in seen:
@@ -404,8 +519,12 @@ class Watcher:
 
     # ------------------------------------------------------------------ the worker
     def process_pending(self) -> list[Processed]:
-        """One worker pass: autofocus events, files that became complete, trigger retries."""
-        now = time.monotonic()
+        """One worker pass: autofocus events, files that became complete, trigger results.
+
+        Never raises for a frame: whatever one file does becomes one line (a ``Processed``
+        with status ``error``) through :mod:`focuswatch.boundary`.
+        """
+        now = self.clock()
         if self.rescan_interval_s > 0 and now >= self._next_rescan:
             # OS file events can be lost (a dated sub-folder created just before its first
             # frame, a busy network share): a cheap rescan every few seconds picks up any
@@ -415,18 +534,36 @@ class Watcher:
         self._af_queue.extend(self._poll_autofocus())
         with self._lock:
             fresh, self._queue = self._queue, set()
+        done: list[Processed] = []
         for p in fresh:
             # the journal keys files by resolved path (Journal.key_of): the same key everywhere,
             # or a frame under a symlinked sub-folder would be measured again on its next event
-            self._pending.setdefault(p.resolve(), _Pending(first_seen=now))
-        done: list[Processed] = []
-        ready = self._ready(now, done)
+            try:
+                rp = p.resolve()
+            except (OSError, RuntimeError) as exc:  # a symlink loop: Python 3.11 raises RuntimeError
+                out = self._unkeyed_error(p, describe_frame_problem(p, exc))
+                if out is not None:
+                    done.append(out)
+                continue
+            if rp not in self._pending and rp not in self._held:
+                if now - self._last_new_s >= self.watch.burst_quiet_s:
+                    self._burst = 0
+                self._burst += 1
+                self._last_new_s = now
+                self._pending[rp] = self._readiness(rp, now)
+        self._held.update(self._ready(now, done))
+        if self._held and self._burst > 1 and now - self._last_new_s < self.watch.burst_quiet_s:
+            # many files arriving at once (a copy, a catch-up): let the burst settle, then go in
+            # capture order. A lone live frame is measured the moment it is proven whole.
+            ready: list[tuple[Path, Any]] = []
+        else:
+            ready, self._held = list(self._held.items()), {}
         if ready:
             metas: list[tuple[tuple[float, str], Path, Any]] = []
-            for p in ready:
+            for p, _ in ready:
                 try:
                     meta = frames_mod.read_header(p)
-                except (FrameError, OSError):
+                except FrameError:
                     meta = None
                 metas.append((frames_mod.frame_order_key(p, meta), p, meta))
             metas.sort(key=lambda x: x[0])
@@ -434,70 +571,59 @@ class Watcher:
             for key, p, meta in metas:
                 self._apply_autofocus_before(now, p)
                 if first_waiting is not None and key > first_waiting:
-                    # an earlier frame is still being written: keep capture order
-                    try:
-                        fs = p.stat()
-                    except OSError:
-                        continue
-                    self._pending[p] = _Pending(first_seen=now, size=fs.st_size, mtime_ns=fs.st_mtime_ns,
-                                                stable_polls=self.settle_polls, order_key=key)
+                    # an earlier frame is still being written: keep capture order (this one is
+                    # proven whole already, so it goes as soon as the earlier one is done)
+                    r = self._readiness(p, now)
+                    r.order_key = key
+                    self._pending[p] = r
                     continue
                 out = self._process(p, meta)
                 if out is not None:
                     done.append(out)
         self._apply_autofocus_before(now, None)
         if self.runner is not None:
-            for res in self.runner.poll(time.monotonic()):
+            for res in self.runner.poll(self.clock()):
                 self._trigger_result(res)
         return done
 
-    def _ready(self, now: float, done: list[Processed]) -> list[Path]:
-        ready: list[Path] = []
-        for p, st in list(self._pending.items()):
+    def _readiness(self, p: Path, now: float) -> Readiness:
+        return Readiness(p, now, self.readiness, probe=_probe, signature=frames_mod.content_signature)
+
+    def _ready(self, now: float, done: list[Processed]) -> list[tuple[Path, Any]]:
+        """Feed every pending file's ``stat()`` to its :class:`Readiness`; return the ready ones."""
+        ready: list[tuple[Path, Any]] = []
+        for p, r in list(self._pending.items()):
             try:
-                s = p.stat()
+                st = self.stat(p)
+                size, mtime_ns = int(st.st_size), int(st.st_mtime_ns)
             except FileNotFoundError:
+                size, mtime_ns = None, 0
+            except OSError as exc:
+                err = describe_frame_problem(p, exc)
+                if isinstance(err, FrameIncomplete):
+                    self._maybe_stuck(p, r, now, err.problem)
+                else:
+                    done.append(self._record_error(p, err))
+                    del self._pending[p]
+                continue
+            if size is not None and self.journal.seen((str(p), size, mtime_ns)):
+                del self._pending[p]
+                continue
+            step = r.step(size, mtime_ns, now, expect_checksum=p.parent in self._checksum_folders)
+            if step.verdict == GONE:
                 log.info("%s: deleted before it could be read; skipped", p)
                 del self._pending[p]
-                continue
-            except OSError as exc:
-                self._maybe_stuck(p, st, now, f"cannot stat ({exc})")
-                continue
-            if s.st_size != st.size or s.st_mtime_ns != st.mtime_ns:
-                st.size, st.mtime_ns, st.stable_polls, st.complete_since = s.st_size, s.st_mtime_ns, 0, None
-                if self.settle_polls > 0:
-                    continue
-            else:
-                st.stable_polls += 1
-            if st.stable_polls < self.settle_polls:
-                continue
-            if self.journal.seen((str(p), int(s.st_size), int(s.st_mtime_ns))):
+            elif step.verdict == BAD:
+                done.append(self._record_error(p, FrameError(p, step.problem or "not a readable frame")))
                 del self._pending[p]
-                continue
-            try:
-                layout = frames_mod.check_complete(p)
-            except FrameIncomplete as exc:
-                self._maybe_stuck(p, st, now, exc.problem)
-                continue
-            except FrameError as exc:
-                done.append(self._record_error(p, exc))
-                del self._pending[p]
-                continue
-            except FileNotFoundError:
-                del self._pending[p]
-                continue
-            except PermissionError:
-                self._maybe_stuck(p, st, now, "locked by another program")
-                continue
-            if layout is not None:
-                if layout.has_checksum:
+            elif step.verdict == STUCK:
+                log.warning("%s: still not readable after %.0f s (%s); will keep trying", p, now - r.first_seen,
+                            step.problem)
+            elif step.verdict == READY:
+                if getattr(step.layout, "has_checksum", False):
                     self._checksum_folders.add(p.parent)
-                elif p.parent in self._checksum_folders:
-                    st.complete_since = st.complete_since or now
-                    if now - st.complete_since < CHECKSUM_GRACE_S:
-                        continue
-            ready.append(p)
-            del self._pending[p]
+                ready.append((p, step.layout))
+                del self._pending[p]
         return ready
 
     def _apply_autofocus_before(self, now: float, path: Path | None) -> None:
@@ -505,7 +631,7 @@ class Watcher:
 
         An autofocus report can appear while the last frame taken before it still waits for
         its size to settle; that frame belongs to the old focus. So an event waits (at most
-        ``ORDER_HOLD_S``) for files written before it, and is applied before ``path`` only if
+        ``order_hold_s``) for files written before it, and is applied before ``path`` only if
         the event is older than the file (``path=None``: apply all that may go).
         """
         while self._af_queue:
@@ -516,7 +642,7 @@ class Watcher:
                         return
                 except OSError:
                     return
-            elif now - seen < ORDER_HOLD_S and any(
+            elif now - seen < self.order_hold_s and any(
                     st.size >= 0 and _mtime(q) <= mark.time_s for q, st in self._pending.items()):
                 return
             self._af_queue.pop(0)
@@ -526,32 +652,45 @@ class Watcher:
         """Capture-order key of the earliest file still being written (recent ones only).
 
         Its header is usually whole long before its pixels, so DATE-OBS is known; a file
-        stuck for ``ORDER_HOLD_S`` no longer holds the others back.
+        stuck for ``order_hold_s`` no longer holds the others back.
         """
         best = None
-        for p, st in self._pending.items():
-            if now - st.first_seen > ORDER_HOLD_S:
+        for p, r in self._pending.items():
+            if now - r.first_seen > self.order_hold_s:
                 continue
-            if st.order_key is None:
+            if r.order_key is None:
                 try:
                     meta = frames_mod.read_header(p)
-                    st.order_key = frames_mod.frame_order_key(p, meta)
-                except (FrameError, OSError, ValueError):
+                except FrameError:
                     continue
-            if best is None or st.order_key < best:
-                best = st.order_key
+                r.order_key = frames_mod.frame_order_key(p, meta)
+            if best is None or r.order_key < best:
+                best = r.order_key
         return best
 
-    def _maybe_stuck(self, p: Path, st: _Pending, now: float, why: str) -> None:
-        if not st.stuck_reported and now - st.first_seen > STUCK_AFTER_S:
-            log.warning("%s: still not readable after %.0f s (%s); will keep trying", p, now - st.first_seen, why)
-            st.stuck_reported = True
+    def _maybe_stuck(self, p: Path, r: Readiness, now: float, why: str) -> None:
+        if not r.stuck_reported and now - r.first_seen > self.readiness.stuck_after_s:
+            log.warning("%s: still not readable after %.0f s (%s); will keep trying", p, now - r.first_seen, why)
+            r.stuck_reported = True
 
     def _key(self, p: Path) -> tuple[str, int, int] | None:
         try:
             return Journal.key_of(p)
-        except OSError:
+        except (OSError, RuntimeError):
             return None
+
+    def _unkeyed_error(self, p: Path, exc: FrameError) -> Processed | None:
+        """A file that cannot even be keyed (a symlink loop): named once per run, not journaled."""
+        name = str(p)
+        if name in self._named_bad:
+            return None
+        self._named_bad.add(name)
+        self.n_errors += 1
+        log.warning("%s", exc)
+        out = Processed(p, "error", error=str(exc))
+        if self.on_processed:
+            self.on_processed(out)
+        return out
 
     def _record_error(self, p: Path, exc: FrameError) -> Processed:
         key = self._key(p)
@@ -573,6 +712,7 @@ class Watcher:
         return out
 
     def _process(self, p: Path, meta: Any) -> Processed | None:
+        """Measure, decide and journal one ready file; any failure of the frame is one line."""
         key = self._key(p)
         if key is None:
             log.info("%s: deleted before it could be read; skipped", p)
@@ -580,25 +720,22 @@ class Watcher:
         if meta is not None and not meta.is_light:
             return self._ignored(key, p, meta)
         try:
-            frame = frames_mod.load(p)
+            with frame_boundary(p):
+                frame = frames_mod.load(p)
+                if not frame.meta.is_light:
+                    return self._ignored(key, p, frame.meta)
+                record, stats, rig = measure_record(frame, self.config, self.monitor, self.use_diagnose)
+                stats_d = stats.to_dict()
         except FrameIncomplete as exc:
             log.debug("%s: not ready yet (%s)", p, exc.problem)
-            self._pending[p] = _Pending(first_seen=time.monotonic())
+            self._pending[p] = self._readiness(p, self.clock())
             return None
         except FrameError as exc:
             if not p.exists():
                 log.info("%s: deleted before it could be read; skipped", p)
                 return None
             return self._record_error(p, exc)
-        meta = frame.meta
-        if not meta.is_light:
-            return self._ignored(key, p, meta)
-        try:
-            record, stats, rig = measure_record(frame, self.config, self.monitor, self.use_diagnose)
-        except FrameError as exc:
-            return self._record_error(p, exc)
         decision = self.monitor.observe(record, rig=rig)
-        stats_d = stats.to_dict()
         _, did = self.journal.record_frame(key, time_s=record.time_s, status="measured", record=record, stats=stats_d,
                                            decision=decision)
         self._last_decision_id = did
@@ -617,7 +754,7 @@ class Watcher:
 
         try:
             statefile.write_state(self.state_file, self._state)
-        except TriggerError as exc:
+        except StateFileError as exc:
             log.error("%s", exc)
 
     def _after_decision(self, record: FrameRecord, d: Decision) -> None:
@@ -640,7 +777,7 @@ class Watcher:
             req = TriggerRequest(reason="; ".join(d.reasons), time=statefile.iso_utc(), filter_name=record.filter_name,
                                  hfr_px=d.hfr_px, defocus_um=d.defocus_um, defocus_cfz=d.defocus_cfz,
                                  frame_file=record.file)
-            for res in self.runner.request(req, time.monotonic()):
+            for res in self.runner.request(req, self.clock()):
                 self._trigger_result(res)
 
     def _trigger_result(self, res: Any) -> None:
@@ -677,7 +814,7 @@ class Watcher:
         if self.events_file is not None and self._events_changed():
             try:
                 events = statefile.read_autofocus_events(self.events_file, since=self._last_event_time)
-            except TriggerError as exc:
+            except StateFileError as exc:
                 log.warning("%s", exc)
                 self._events_sig = _UNREAD           # locked by a hook appending to it: retry
                 events = []
@@ -685,7 +822,7 @@ class Watcher:
                 self._last_event_time = ev.time
                 key = self._event_key(ev)
                 if not self.journal.has_autofocus(key):
-                    found.append((key, mark_from_event(ev), ev, time.monotonic()))
+                    found.append((key, mark_from_event(ev), ev, self.clock()))
         if self.af_folder is not None and self.af_folder.is_dir():
             for p in sorted(self.af_folder.glob("*.json")):
                 if p.name in self._nina_seen:
@@ -696,7 +833,7 @@ class Watcher:
                 self._nina_seen.add(p.name)
                 key = f"nina-report:{p.name}"
                 if not self.journal.has_autofocus(key):
-                    found.append((key, mark, None, time.monotonic()))
+                    found.append((key, mark, None, self.clock()))
         found.sort(key=lambda x: x[1].time_s)
         return found
 
@@ -725,7 +862,8 @@ def list_frames(folder: str | Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (sorted by name; callers order them by capture time)."""
     root = Path(folder)
     it: Iterable[Path] = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in it if p.is_file() and frames_mod.is_image_file(p))
+    # a symlink that is not a file (broken, a loop) is listed too: it is named once, not skipped
+    return sorted(p for p in it if (p.is_file() or p.is_symlink()) and frames_mod.is_image_file(p))
 
 
 def replay(folder: str | Path, *, config: Config | None = None, policy: PolicyConfig | None = None,
@@ -774,7 +912,8 @@ def _replay_one(p: Path, meta: Any, config: Config, monitor: Monitor, diagnose: 
     if not meta.is_light:
         return Processed(p, "ignored")
     try:
-        record, stats, rig = measure_record(frames_mod.load(p), config, monitor, diagnose)
+        with frame_boundary(p):
+            record, stats, rig = measure_record(frames_mod.load(p), config, monitor, diagnose)
     except FrameError as exc:
         return Processed(p, "error", error=str(exc))
     return Processed(p, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
