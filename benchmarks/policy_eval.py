@@ -58,7 +58,7 @@ CFZ_UM = optics.cfz_um(F_RATIO, 550.0)
 SEEING_ARCSEC = 2.8
 HFR_AT_SEEING_PX = 1.417          # stars.measure / sim truth at 2.8" on this rig, in focus
 OVERHEAD_S = 10.0                 # download + dither between exposures
-STAR_RULES = ("drift", "consecutive")
+STAR_RULES = ("drift", "consecutive", "reference")
 
 
 POLICIES: dict[str, PolicyConfig] = {

@@ -112,7 +112,7 @@ class PolicyConfig(Record):
     drift_z: float = 3.5
     trend_window_min: float = 60.0
     min_trend_frames: int = 5
-    lookahead_frames: float = 1.0
+    lookahead_frames: float = 2.0
     consecutive_frames: int = 3
     baseline_frames: int = 3
     jitter_floor_pct: float = 3.0
@@ -130,9 +130,12 @@ class PolicyConfig(Record):
     cooldown_frames: int = 5
     focuser_jump_steps: int = 10
     airmass_correction: bool = True
+    thin_cloud_star_fraction: float = 0.85
+    night_jitter_floor_pct: float = 1.0
+    night_jitter_min_dof: int = 12
     reference_frames: int = 2
-    seeing_wander_pct_per_h: float = 5.0
-    cross_filter_pct: float = 6.0
+    seeing_wander_pct_per_h: float = 3.0
+    cross_filter_pct: float = 4.0
     rig_seeing_pct: float = 20.0
 
     def __post_init__(self) -> None:
@@ -183,6 +186,9 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "cooldown_frames": (0, 100000, " frames (0 = never ask again before an autofocus)"),
     "focuser_jump_steps": (0, 10_000_000, " steps (0 = off)"),
     "reference_frames": (0, 100, " frames (0 = off)"),
+    "night_jitter_floor_pct": (0.0, 100.0, " % (the floor once the night's scatter is well measured)"),
+    "night_jitter_min_dof": (1, 100000, " frame-to-frame differences"),
+    "thin_cloud_star_fraction": (0.0, 1.0, " (a fraction of the star count the star growth explains; 0 = off)"),
     "seeing_wander_pct_per_h": (0.0, 100.0, " % per hour"),
     "cross_filter_pct": ((0.0,), 100.0, " %"),
     "rig_seeing_pct": ((0.0,), 200.0, " %"),
@@ -446,7 +452,7 @@ class DriftFit:
     drift. ``defocus_um`` is at the newest frame, ``predicted_um`` ``lookahead_min`` later,
     ``predicted_low_um`` its lower bound at ``confidence_z``. ``z`` is the significance of
     the growth against "no drift" (root of the likelihood ratio, in sigmas); ``dof`` the
-    degrees of freedom of ``sigma`` (frames - 2).
+    degrees of freedom of ``sigma`` (frames - 2, plus the night's when its scatter was pooled in).
     """
 
     n_frames: int
@@ -512,7 +518,8 @@ def _rss(y: np.ndarray, model: np.ndarray) -> np.ndarray:
 def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blur: float, obstruction: float,
               lookahead_min: float, z: float, sigma_floor: float, prior_dof: float = 0.0,
               profiles: Sequence[float | None] | None = None, profile_floor: float = 0.005,
-              level_prior: tuple[float, float] | None = None) -> DriftFit | None:
+              level_prior: tuple[float, float] | None = None,
+              sigma_prior: tuple[float, float] | None = None) -> DriftFit | None:
     """Fit :class:`DriftFit` to HFR ratios (and HFD/FWHM) at ``times_min`` (minutes since the first frame).
 
     ``um_per_blur`` converts a blur diameter in units of the in-focus HFR to defocus in µm
@@ -527,7 +534,10 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     frames that were already out of focus when the baseline was taken then count as defocus,
     and the fit does not trade the growth for a lower level (the lag of the first release:
     -51 % at the request on a physical-optics night). Returns ``None`` with fewer than 3
-    frames or no time span.
+    frames or no time span. ``sigma_prior`` = (scatter, its degrees of freedom) measured over
+    the whole night is pooled with the fit's residual scatter (both weighted by their degrees
+    of freedom; ``dof`` then counts both), so a few long exposures since the autofocus are
+    judged against a scatter known to the night's precision.
 
     >>> t = [0, 10, 20, 30, 40, 50, 60, 70]
     >>> r = [float(np.exp(np.interp(0.2 * i / 7 * 5, *_growth_curve(0.0)))) for i in range(8)]
@@ -548,7 +558,12 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     rss_h = _rss(y, np.interp(x, xs, lg))
     dof = n - 2
     k_h = int(np.argmin(rss_h))
-    sigma = max(sigma_floor, math.sqrt(float(rss_h[k_h]) / dof) if dof > 0 else 0.0)
+    if sigma_prior is not None and sigma_prior[1] > 0:
+        pooled = (float(rss_h[k_h]) + sigma_prior[1] * sigma_prior[0] ** 2) / (max(dof, 0) + sigma_prior[1])
+        sigma = max(sigma_floor, math.sqrt(pooled))
+        dof = max(dof, 0) + int(sigma_prior[1])
+    else:
+        sigma = max(sigma_floor, math.sqrt(float(rss_h[k_h]) / dof) if dof > 0 else 0.0)
     chi2 = rss_h / sigma ** 2
     level_log: np.ndarray | None = None
     if level_prior is not None and level_prior[1] > 0 and math.isfinite(level_prior[0]):
@@ -730,14 +745,17 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
     prof_drop = prof_sigma = None
     same = [f for f in with_frame if f.filter_name == frame.filter_name]
     night_j, night_dof = night.jitter() if night is not None else (None, 0)
+    night_known = night_j is not None and night_dof >= config.night_jitter_min_dof
     if base is not None and base.complete:
         # a complete baseline is the same whether or not this frame is counted: no second pass
         cache: dict[str | None, Baseline | None] = {frame.filter_name: base}
         rated = [(f, _ratio_of(f, with_frame, config, cache)) for f in same]
         rated = [(f, r) for f, r in rated if r is not None and r > 0]
         pts = [(f.time_s, r) for f, r in rated]
-        jitter, jitter_dof = frame_jitter([r for _, r in pts], floor, config.prior_dof)
-    jitter, jitter_dof = combined_jitter(jitter, jitter_dof, night, floor, config.prior_dof)
+        jitter, jitter_dof = frame_jitter([r for _, r in pts], 0.0, config.prior_dof)
+    jitter, jitter_dof = combined_jitter(jitter if base is not None and base.complete else 0.0, jitter_dof, night,
+                                         floor=floor, night_floor=config.night_jitter_floor_pct / 100.0,
+                                         night_min_dof=config.night_jitter_min_dof, prior_dof=config.prior_dof)
     reference = _reference(frame, night, config, rig, jitter) if frame.hfr_px else None
     if base is not None and base.complete:
         prof_frames = [f for f, _ in rated]
@@ -751,11 +769,17 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
                               lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor)
         if len(pts) >= 3 and opt and exp_hfr:
             t0 = pts[0][0]
-            level_prior = (math.log(reference.hfr_px / exp_hfr), reference.sigma) if reference else None
+            # the reference anchors the in-focus level only when it says the baseline was already
+            # out of focus (significantly larger); a consistent one would only add its own noise
+            level_prior = None
+            if reference and math.log(reference.hfr_px / exp_hfr) < -config.confidence_z * reference.sigma:
+                level_prior = (math.log(reference.hfr_px / exp_hfr), reference.sigma)
             drift = fit_drift([(t - t0) / 60.0 for t, _ in pts], [r for _, r in pts],
                               um_per_blur=opt[0] * opt[1] * exp_hfr, obstruction=rig.obstruction,
                               lookahead_min=lookahead, z=config.confidence_z,
-                              sigma_floor=max(floor, night_j or 0.0),
+                              sigma_floor=(config.night_jitter_floor_pct if night_known else config.jitter_floor_pct)
+                              / 100.0,
+                              sigma_prior=(night_j, float(night_dof)) if night_known else None,
                               prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
                               profile_floor=config.profile_floor, level_prior=level_prior)
         prof_drop, prof_sigma = _profile_change(same, base, config)
@@ -821,6 +845,11 @@ def frame_jitter(ratios: Sequence[float], floor: float, prior_dof: float) -> tup
     d = np.sort(np.abs(d - np.median(d)))[:-1]
     sd = math.sqrt(float(np.mean(d ** 2)) / 2.0)
     return max(floor, sd), len(d) - 1 + prior_dof
+
+
+#: Detected stars fall as HFR**-1.2 when stars grow (peak = flux / HFR**2, and a typical field's
+#: counts go as flux**-0.6): the star loss that focus or seeing alone explain.
+STAR_COUNT_HFR_EXPONENT = 1.2
 
 
 #: Frames whose HFD/FWHM is compared with the baseline's for the profile corroboration.
@@ -962,7 +991,12 @@ def rule_reference(ctx: Context, config: PolicyConfig) -> Fired | None:
     ref, m, z = ctx.reference, ctx.reference_excess, ctx.reference_z
     if ref is None or m is None or z is None or m <= 0:
         return None
-    zc = critical_z(config.drift_z, ctx.jitter_dof)
+    # Welch-Satterthwaite: only the frames' jitter is an estimate (its dof); the reference's
+    # scatter is mostly the stated allowances, so a small dof does not inflate the whole bar
+    k = max(len(ctx.reference_frames), 1)
+    var_j = ctx.jitter ** 2 / k
+    dof = ctx.jitter_dof * ((var_j + ref.sigma ** 2) / var_j) ** 2 if var_j > 0 else math.inf
+    zc = critical_z(config.drift_z, min(dof, 1e6))
     if z < zc:
         return None
     hfr = ref.hfr_px * math.exp(m)
@@ -1124,6 +1158,12 @@ def veto_clouds(ctx: Context, config: PolicyConfig) -> str | None:
             and f.flux_per_s < config.cloud_flux_fraction * b.flux_per_s:
         return (f"clouds? star flux {100 * f.flux_per_s / b.flux_per_s:.0f} % of the baseline "
                 f"(< {100 * config.cloud_flux_fraction:.0f} %)")
+    if config.thin_cloud_star_fraction > 0 and f.hfr_px and b.hfr_px and b.n_stars:
+        # larger stars are fainter per pixel: fewer pass the detection threshold, focus or seeing alike
+        grown = max(1.0, f.hfr_px / b.hfr_px) ** -STAR_COUNT_HFR_EXPONENT
+        if f.n_stars < config.thin_cloud_star_fraction * grown * b.n_stars:
+            return (f"thin clouds? {f.n_stars} stars against {b.n_stars:.0f} in the baseline, fewer than the "
+                    f"star growth explains (< {100 * config.thin_cloud_star_fraction * grown:.0f} %)")
     return None
 
 
@@ -1205,7 +1245,8 @@ VETOES: tuple[Veto, ...] = (
     Veto("diagnosis", "skip", "all", veto_diagnosis,
          f"the single-frame diagnosis says {' / '.join(sorted(TRANSIENT_LABELS))} (its transient labels)"),
     Veto("clouds", "skip", "all", veto_clouds,
-         "star count < cloud_star_fraction x baseline, or star flux per second < cloud_flux_fraction x baseline"),
+         "star count < cloud_star_fraction x baseline, or star flux per second < cloud_flux_fraction x baseline, "
+         "or star count < thin_cloud_star_fraction x what the stars' growth explains (HFR ratio**-1.2)"),
     Veto("trailing", "skip", "all", veto_trailing,
          "eccentricity >= max_eccentricity and eccentricity_rise above the baseline"),
     Veto("autofocus_in_progress", "hold", "all", veto_af_in_progress, "an autofocus is running"),

@@ -360,16 +360,17 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
     return Reference(math.exp(mean), math.sqrt(1.0 / float(np.sum(w))), tuple(c.source for c in cands))
 
 
-def combined_jitter(segment_jitter: float, segment_dof: float, night: NightMemory | None,
-                    floor: float, prior_dof: float) -> tuple[float, float]:
+def combined_jitter(segment_jitter: float, segment_dof: float, night: NightMemory | None, *,
+                    floor: float, night_floor: float, night_min_dof: int, prior_dof: float) -> tuple[float, float]:
     """(jitter, dof) for the significance tests, with the scatter measured over the whole night.
 
-    The larger of the night's and the segment's scatter (seeing can get worse: calm hours
-    never vouch for a rough one), never below ``floor``, with the night's degrees of freedom
-    plus ``prior_dof`` when the night has more of them than the segment.
+    ``segment_jitter`` is the scatter measured since the autofocus (unfloored, 0 when there are
+    too few frames). When the night's scatter rests on ``night_min_dof`` differences or more,
+    it is trusted down to ``night_floor`` (its Student's t has the night's degrees of freedom);
+    the larger of the two scatters counts (seeing can get worse: calm hours never vouch for a
+    rough one). Otherwise the segment's, never below ``floor``, with its own degrees of freedom.
     """
     nj, ndof = night.jitter() if night is not None else (None, 0)
-    if nj is None or ndof + prior_dof <= segment_dof:
-        return segment_jitter, segment_dof
-    return max(floor, nj, segment_jitter), ndof + prior_dof
-
+    if nj is not None and ndof >= night_min_dof:
+        return max(night_floor, nj, segment_jitter), ndof + prior_dof
+    return max(floor, segment_jitter), segment_dof
