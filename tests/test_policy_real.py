@@ -175,8 +175,8 @@ def real_night_frame(seed: int):
 @pytest.mark.parametrize("seed", range(5))
 def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     """Drift 1 (B, out of focus from its first frame): asked at the same frame as NINA, the third.
-    Drift 2 (R, +9 % over nine frames): asked inside the zone; NINA's rule, which compares with the
-    lowest (noisiest) HFR since the autofocus, asks 0-3 frames earlier at 0.3-0.4 zone: there our
+    Drift 2 (R, +9 % over nine frames): asked before 0.6 CFZ; NINA's rule, which compares with the
+    lowest (noisiest) HFR since the autofocus, asks 0-4 frames earlier at 0.3-0.45 zone: there our
     drift model is at 3-3.5 sigma, short of drift_z (the figures are in the policy REPORT)."""
     nina_recs, nina = closed_loop(real_night_frame(seed), len(PLAN), NINA)
     make = real_night_frame(seed)
@@ -193,13 +193,13 @@ def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     old = PolicyConfig(**{**OURS.to_dict(), "reference_frames": 0})
     _, before = closed_loop(real_night_frame(seed), B_FIRST + 3, old)
     assert requests(before[B_FIRST:]) == []
-    # ours: drift 1 no later than NINA, drift 2 inside the zone and at most 3 frames after NINA
+    # ours: drift 1 no later than NINA, drift 2 before 0.6 CFZ and at most 4 frames after NINA
     ours_b = [i for i in our_req if B_FIRST <= i < B_FIRST + 7]
     ours_r2 = [i for i in our_req if R2_FIRST <= i < R2_FIRST + 14]
     assert ours_b and ours_b[0] <= B_FIRST + 2, (our_req, [d.reasons for d in ours[B_FIRST:B_FIRST + 3]])
     assert "reference" in ours[ours_b[0]].rules
-    assert ours_r2 and ours_r2[0] <= nina_r2 + 3, (our_req, nina_r2)
-    assert make.truth_um[ours_r2[0]] < 0.5 * optics.cfz_um(5.0, 640.0)
+    assert ours_r2 and ours_r2[0] <= nina_r2 + 4, (our_req, nina_r2)
+    assert make.truth_um[ours_r2[0]] < 0.6 * optics.cfz_um(5.0, 640.0)      # the drift target of item 3
     # and nothing else all night: every request of ours answers a real defocus
     assert set(our_req) <= {ours_b[0], ours_r2[0]}, our_req
     first = ours[ours_b[0]]

@@ -5,8 +5,9 @@ autofocus. On a real NINA night (issue 13) the frames after a filter change were
 of focus, so that baseline was too: the stars looked "as in focus as ever" while they grew by a
 third. This module gives the policy in-focus sizes that do not come from the frames being judged:
 
-* **the night's best per filter**: the in-focus level right after each earlier autofocus of
-  that filter (the lowest one: a failed autofocus does not raise it);
+* **the night's best per filter**: the in-focus levels right after earlier autofocus runs of
+  that filter, pooled without the runs 2 sigma above their median (a failed autofocus does not
+  raise it, one lucky run does not lower it);
 * **the other filters, scaled by wavelength**: the seeing FWHM goes as lambda^-0.2
   (Kolmogorov turbulence), diffraction as lambda; a filter that changed without an
   autofocus (offsets, parfocal filters) is compared with the filter that was just focused;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
@@ -261,15 +263,20 @@ class NightMemory:
         """(frame-to-frame seeing jitter over the night as a log scatter, its degrees of freedom).
 
         RMS of the successive differences about their median, the largest 10 % dropped (a
-        focus step, a gust), over sqrt 2. ``(None, 0)`` with fewer than 3 differences.
+        focus step, a gust) and the truncation corrected (normal consistency), over sqrt 2.
+        ``(None, 0)`` with fewer than 3 differences.
         """
         d = np.asarray(self.steps, dtype=float)
         if len(d) < 3:
             return None, 0
         d = np.sort(np.abs(d - np.median(d)))
         keep = max(2, int(math.ceil(0.9 * len(d))))
+        p = keep / len(d)
         d = d[:keep]
-        return math.sqrt(float(np.mean(d ** 2)) / 2.0), len(d) - 1
+        # the RMS of the kept |d| underestimates a normal scatter (90 % kept: by 21 %): undo that
+        z = NormalDist().inv_cdf((1.0 + p) / 2.0) if p < 1.0 else math.inf
+        c2 = 1.0 - 2.0 * z * NormalDist().pdf(z) / p if math.isfinite(z) else 1.0
+        return math.sqrt(float(np.mean(d ** 2)) / 2.0 / max(c2, 0.1)), len(d) - 1
 
 
 @dataclass(frozen=True)
@@ -301,8 +308,9 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
 
     Candidates (each from frames other than the ones being judged):
 
-    * the night's best of this filter: the lowest median of the trusted frames after an
-      earlier autofocus (not the current one);
+    * the night's best of this filter: the in-focus levels right after earlier autofocus runs
+      (not the current one); with 3 runs or more those not 2 sigma above their median, pooled
+      (a failed run is left out, one lucky run does not set the bar), else the lower one;
     * every other filter's latest trusted median, scaled to this filter's wavelength;
     * the rig with a seeing figure (the frame's measured seeing, else the rig's
       ``seeing_arcsec`` at ``rig_seeing_pct`` uncertainty; true half-flux radius, so
@@ -318,7 +326,7 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
         if s.trusted:
             groups.setdefault((s.segment, s.filter_name), []).append(s)
     cands: list[Candidate] = []
-    best: Candidate | None = None
+    own: list[Candidate] = []
     latest_other: dict[str | None, tuple[float, Candidate]] = {}
     aperture = getattr(rig, "effective_aperture_mm", None) if rig else None
     scale = getattr(rig, "plate_scale_arcsec_px", None) if rig else None
@@ -331,9 +339,7 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
         if filt == filter_name:
             if seg == night.segment:
                 continue                                          # the baseline under judgement
-            c = Candidate(f"night's best {filter_name or '-'}", med + am, math.sqrt(base_var))
-            if best is None or c.log_hfr < best.log_hfr:
-                best = c
+            own.append(Candidate(f"night's best {filter_name or '-'}", med + am, math.sqrt(base_var)))
         else:
             wl_from = optics.wavelength_for_filter(filt, getattr(rig, "wavelength_nm", 550.0) if rig else 550.0)
             scaled = math.log(scale_hfr_to_wavelength(math.exp(med), wl_from, wl_to, aperture_mm=aperture,
@@ -342,8 +348,19 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
                           math.sqrt(base_var + (cross_filter_pct / 100.0) ** 2))
             if filt not in latest_other or t_mid > latest_other[filt][0]:
                 latest_other[filt] = (t_mid, c)
-    if best is not None:
-        cands.append(best)
+    if own:
+        # the night's best: with 3 runs or more, every run not 2 sigma above their median (a failed
+        # run's higher level is left out), pooled, so one lucky run does not set the bar (the
+        # lowest of many noisy levels is biased low); with 1-2 runs, the lower one
+        if len(own) >= 3:
+            mid = float(np.median([c.log_hfr for c in own]))
+            keep = [c for c in own if c.log_hfr - mid <= 2.0 * c.sigma]
+        else:
+            keep = [min(own, key=lambda c: c.log_hfr)]
+        w = np.array([1.0 / c.sigma ** 2 for c in keep])
+        v = float(np.sum(w * np.array([c.log_hfr for c in keep])) / np.sum(w))
+        cands.append(Candidate(f"night's best {filter_name or '-'} ({len(keep)} of {len(own)} autofocus runs)", v,
+                               max(math.sqrt(1.0 / float(np.sum(w))), min(c.sigma for c in keep))))
     cands += [c for _, c in latest_other.values()]
     seeing, pct = (seeing_arcsec, rig_seeing_pct / 2.0) if seeing_arcsec else \
         (getattr(rig, "seeing_arcsec", None) if rig else None, rig_seeing_pct)
