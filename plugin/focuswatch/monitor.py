@@ -141,9 +141,10 @@ class PolicyConfig(Record):
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            lo, hi, why = _CONFIG_RANGES.get(f.name, (None, None, ""))
+            lo, hi, what = _CONFIG_RANGES.get(f.name, (None, None, ""))
             if isinstance(value, bool) or lo is None:
                 continue
+            why = f" ({what})" if what else ""
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"[policy] {f.name} = {value!r}: must be a finite number{why}")
             if f.type in ("int", int) and float(value) != int(value):
@@ -158,40 +159,40 @@ class PolicyConfig(Record):
                 raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be from 0 up to (not) 1")
 
 
-_Z = " (in standard deviations: 2 = 97.7 %, 3 = 99.87 %)"
-#: Allowed range of every numeric ``[policy]`` setting: (lowest, highest, why); a lowest given
-#: as a 1-tuple is exclusive. Finite always: NaN or infinity is refused with the key's name.
+_Z = "in standard deviations: 2 = 97.7 %, 3 = 99.87 %"
+#: Allowed range of every numeric ``[policy]`` setting: (lowest, highest, what it is); a lowest
+#: given as a 1-tuple is exclusive. Finite always: NaN or infinity is refused with the key's name.
 _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
-    "temperature_delta_c": (0.0, 100.0, " °C (0 = off)"),
-    "max_interval_min": (0.0, 1440.0, " minutes (0 = off)"),
-    "defocus_limit_cfz": (0.0, 5.0, " (a fraction of the critical focus zone, 0.5 is its edge; 0 = off)"),
+    "temperature_delta_c": (0.0, 100.0, "°C; 0 = off"),
+    "max_interval_min": (0.0, 1440.0, "minutes; 0 = off"),
+    "defocus_limit_cfz": (0.0, 5.0, "a fraction of the critical focus zone, 0.5 is its edge; 0 = off"),
     "confidence_z": ((0.0,), 10.0, _Z),
     "drift_z": ((0.0,), 10.0, _Z),
-    "trend_window_min": (0.0, 1440.0, " minutes (0 = every frame since the autofocus)"),
-    "min_trend_frames": (3, 10000, " (a trend needs 3 frames or more)"),
-    "lookahead_frames": (0.0, 100.0, " frames"),
-    "consecutive_frames": (0, 1000, " frames (0 = off)"),
-    "baseline_frames": (1, 1000, " frames"),
-    "jitter_floor_pct": (0.0, 100.0, " %"),
-    "prior_dof": (0.0, 10000.0, " degrees of freedom"),
-    "profile_drop_min": (0.0, 1.0, " (HFD/FWHM)"),
-    "profile_floor": (0.0, 1.0, " (HFD/FWHM)"),
-    "fallback_hfr_increase_pct": (0.0, 1000.0, " %"),
-    "hfr_increase_pct": (0.0, 1000.0, " % (0 = off)"),
-    "min_stars": (0, 1_000_000, " stars"),
-    "cloud_star_fraction": (0.0, 1.0, " (a fraction of the baseline, below 1; 0 = off)"),
-    "cloud_flux_fraction": (0.0, 1.0, " (a fraction of the baseline, below 1; 0 = off)"),
-    "max_eccentricity": ((0.0,), 1.0, ""),
-    "eccentricity_rise": (0.0, 1.0, ""),
-    "cooldown_frames": (0, 100000, " frames (0 = never ask again before an autofocus)"),
-    "focuser_jump_steps": (0, 10_000_000, " steps (0 = off)"),
-    "reference_frames": (0, 100, " frames (0 = off)"),
-    "night_jitter_floor_pct": (0.0, 100.0, " % (the floor once the night's scatter is well measured)"),
-    "night_jitter_min_dof": (1, 100000, " frame-to-frame differences"),
-    "thin_cloud_star_fraction": (0.0, 1.0, " (a fraction of the star count the star growth explains; 0 = off)"),
-    "seeing_wander_pct_per_h": (0.0, 100.0, " % per hour"),
-    "cross_filter_pct": ((0.0,), 100.0, " %"),
-    "rig_seeing_pct": ((0.0,), 200.0, " %"),
+    "trend_window_min": (0.0, 1440.0, "minutes; 0 = every frame since the autofocus"),
+    "min_trend_frames": (3, 10000, "frames: a trend needs 3 or more"),
+    "lookahead_frames": (0.0, 100.0, "frames"),
+    "consecutive_frames": (0, 1000, "frames; 0 = off"),
+    "baseline_frames": (1, 1000, "frames"),
+    "jitter_floor_pct": (0.0, 100.0, "%"),
+    "prior_dof": (0.0, 10000.0, "degrees of freedom"),
+    "profile_drop_min": (0.0, 1.0, "HFD/FWHM"),
+    "profile_floor": (0.0, 1.0, "HFD/FWHM"),
+    "fallback_hfr_increase_pct": (0.0, 1000.0, "%"),
+    "hfr_increase_pct": (0.0, 1000.0, "%; 0 = off"),
+    "min_stars": (0, 1_000_000, "stars"),
+    "cloud_star_fraction": (0.0, 1.0, "a fraction of the baseline, below 1; 0 = off"),
+    "cloud_flux_fraction": (0.0, 1.0, "a fraction of the baseline, below 1; 0 = off"),
+    "max_eccentricity": ((0.0,), 1.0, "eccentricity"),
+    "eccentricity_rise": (0.0, 1.0, "eccentricity"),
+    "cooldown_frames": (0, 100000, "frames; 0 = never ask again before an autofocus"),
+    "focuser_jump_steps": (0, 10_000_000, "steps; 0 = off"),
+    "reference_frames": (0, 100, "frames; 0 = off"),
+    "night_jitter_floor_pct": (0.0, 100.0, "%, the floor once the night's scatter is well measured"),
+    "night_jitter_min_dof": (1, 100000, "frame-to-frame differences"),
+    "thin_cloud_star_fraction": (0.0, 1.0, "a fraction of the star count the stars' growth explains; 0 = off"),
+    "seeing_wander_pct_per_h": (0.0, 100.0, "% per hour"),
+    "cross_filter_pct": ((0.0,), 100.0, "%"),
+    "rig_seeing_pct": ((0.0,), 200.0, "%"),
 }
 
 
@@ -1083,8 +1084,9 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("drift", "image", rule_drift,
          "the drift model (defocus growing steadily since the autofocus, fitted to the HFR ratios and the "
-         "profile flattening together, its in-focus level anchored on the independent reference) puts the "
-         "defocus one frame ahead past the limit, and that growth is significant at drift_z sigmas "
+         "profile flattening together, its in-focus level anchored on the independent reference when that "
+         "says the baseline was already out of focus) puts the defocus lookahead_frames ahead past the limit, "
+         "and that growth is significant at drift_z sigmas "
          "(Student's t for the night's scatter)",
          ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof"),
          "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
