@@ -66,8 +66,11 @@ import numpy as np
 from focuswatch import diagnose as _diagnose
 from focuswatch import optics
 from focuswatch.errors import ConfigError
-from focuswatch.policy_baseline import (AIRMASS_EXPONENT, NightMemory, Reference, combined_jitter,
+from focuswatch.policy_baseline import (AIRMASS_EXPONENT, HfrRecord, NightMemory, Reference, combined_jitter,
                                         reference_for)
+
+__all__ = ["AutofocusMark", "Decision", "FrameRecord", "HfrRecord", "Monitor", "PolicyConfig", "PolicyState", "RULES",
+           "VETOES", "decide", "record_from_stats", "rules_table", "summarize"]
 from focuswatch.optics import Rig
 from focuswatch.records import Record
 

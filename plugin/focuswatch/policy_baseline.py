@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
