@@ -380,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             for g, f in groups:
                 print(json.dumps({"policy": name, "group": g, **f}))
         else:
-            counted = ("drift + consecutive" if rules == STAR_RULES else "hfr_increase" if rules
-                       else "every rule; false/early: drift + consecutive")
+            counted = ("drift + consecutive + reference" if rules == STAR_RULES else "hfr_increase" if rules
+                       else "every rule; false/early: drift + consecutive + reference")
             print_table(f"policy: {name} (requests counted: {counted}; {len(specs)} nights of "
                         f"{args.hours:g} h)", groups)
         if args.rendered and "HFR-only" not in name:

@@ -997,9 +997,12 @@ def rule_reference(ctx: Context, config: PolicyConfig) -> Fired | None:
         return None
     # Welch-Satterthwaite: only the frames' jitter is an estimate (its dof); the reference's
     # scatter is mostly the stated allowances, so a small dof does not inflate the whole bar
+    # (until the night's scatter is itself well measured: the reference's error rests on it too)
     k = max(len(ctx.reference_frames), 1)
     var_j = ctx.jitter ** 2 / k
     dof = ctx.jitter_dof * ((var_j + ref.sigma ** 2) / var_j) ** 2 if var_j > 0 else math.inf
+    if ctx.night_dof < config.night_jitter_min_dof:
+        dof = ctx.jitter_dof
     zc = critical_z(config.drift_z, min(dof, 1e6))
     if z < zc:
         return None
