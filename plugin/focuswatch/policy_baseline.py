@@ -224,12 +224,13 @@ class InFocusSample:
 class NightMemory:
     """What the policy keeps over the whole night, across autofocus runs (pure, in memory).
 
-    ``samples`` every accepted frame; ``steps`` the log-HFR differences of successive accepted
+    ``samples`` every accepted frame (``trusted`` those known to be in focus); ``steps`` the log-HFR differences of successive accepted
     frames of one filter within one autofocus segment (the frame-to-frame scatter, free of
     slow drifts, filter changes and autofocus jumps).
     """
 
     samples: list[InFocusSample] = field(default_factory=list)
+    trusted: list[InFocusSample] = field(default_factory=list)
     steps: list[float] = field(default_factory=list)
     segment: int = 0
     segment_filter: str | None = None
@@ -253,7 +254,10 @@ class NightMemory:
         log_h = math.log(hfr_px) - (AIRMASS_EXPONENT * math.log(airmass) if airmass and airmass > 0 else 0.0)
         k = self.n_in_segment.get(filter_name, 0)
         trusted = filter_name == self.segment_filter and k < baseline_frames
-        self.samples.append(InFocusSample(filter_name, float(time_s), log_h, self.segment, trusted))
+        sample = InFocusSample(filter_name, float(time_s), log_h, self.segment, trusted)
+        self.samples.append(sample)
+        if trusted:
+            self.trusted.append(sample)
         self.n_in_segment[filter_name] = k + 1
         if filter_name in self._last:
             self.steps.append(log_h - self._last[filter_name])
@@ -322,9 +326,8 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
     am = AIRMASS_EXPONENT * math.log(airmass) if airmass and airmass > 0 else 0.0
     wl_to = optics.wavelength_for_filter(filter_name, getattr(rig, "wavelength_nm", 550.0) if rig else 550.0)
     groups: dict[tuple[int, str | None], list[InFocusSample]] = {}
-    for s in night.samples:
-        if s.trusted:
-            groups.setdefault((s.segment, s.filter_name), []).append(s)
+    for s in night.trusted:
+        groups.setdefault((s.segment, s.filter_name), []).append(s)
     cands: list[Candidate] = []
     own: list[Candidate] = []
     latest_other: dict[str | None, tuple[float, Candidate]] = {}
