@@ -659,8 +659,8 @@ def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: fl
     >>> fit = blur_from_profile(2.0, 2.2, 1.13)  # Kolmogorov seeing, in focus
     >>> fit.min_blur_to_seeing < 0.3
     True
-    >>> round(blur_from_profile(4.1, 1.45, 0.76).blur_px / 4.1, 1)  # a big flat disk: blur ~ 2.8 HFR
-    2.8
+    >>> round(blur_from_profile(4.1, 1.45, 0.76).blur_px / 4.1, 1)  # a big flat disk: blur ~ 2.9 HFR
+    2.9
     """
     c = config or DiagnoseConfig()
     tab = _profile_table(obstruction)
