@@ -243,6 +243,29 @@ class DiagnoseConfig(Record):
     coma_max_exponent: float = 2.2
     coma_flare: float = 0.02
     coma_flare_full: float = 0.04
+    #: Soft-step corners of the shape rules (same units as the figure they grade; bands are
+    #: (score 0, score 1); ``*_frac`` and ``field_variation_band`` are fractions of the threshold).
+    dew_wing_step: float = 0.04
+    dew_halo_onset_frac: float = 0.6
+    dew_vs_baseline_band: tuple[float, float] = (0.97, 1.03)
+    dew_core_excess_band: tuple[float, float] = (2.5, 3.5)
+    elongated_step: float = 0.04
+    aligned_below: float = 0.15
+    aligned_above: float = 0.1
+    flare_snr_step: float = 0.35
+    flare_asymmetry_band: tuple[float, float] = (0.01, 0.025)
+    uniform_ecc_band: tuple[float, float] = (0.12, 0.25)
+    radial_step: float = 0.3
+    structured_band: tuple[float, float] = (0.3, 0.5)
+    coma_ecc_growth_band: tuple[float, float] = (0.08, 0.18)
+    coma_flare_radial_band: tuple[float, float] = (0.2, 0.35)
+    coma_exponent_step: float = 0.15
+    field_variation_band: tuple[float, float] = (0.75, 1.25)
+    field_significance_step: float = 0.5
+    anisotropic_step: float = 0.1
+    focus_miss_cfz_band: tuple[float, float] = (0.7, 1.1)
+    #: How much a field pattern (and coma) lowers the focus-miss and poor-seeing scores.
+    field_damping: float = 0.6
 
     #: (low, high) allowed for each setting, inclusive.
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
@@ -253,7 +276,8 @@ class DiagnoseConfig(Record):
         "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),
         "seeing_beta_min": (1.1, 20.0), "seeing_beta_max": (1.1, 50.0), "moffat_prior_chi2": (0.0, 100.0),
         "plausible_delta_chi2": (0.0, 100.0),
-        "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0), "wing_ratio_sigma": (1e-3, 10.0), "profile_ratio_sigma": (1e-3, 10.0),
+        "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0), "wing_ratio_sigma": (1e-3, 10.0),
+        "profile_ratio_sigma": (1e-3, 10.0),
         "wing_ratio_bias": (-1.0, 1.0), "profile_ratio_bias": (-1.0, 1.0), "pix_r90_px2": (0.0, 10.0),
         "fit_fwhm_scale": (0.5, 2.0), "fit_fwhm_add_px2": (0.0, 10.0), "blend_lo_px": (0.0, 100.0),
         "blend_hi_px": (0.0, 100.0), "crowded_fwhm_px": (1.0, 1000.0), "crowded_vs_expected": (1.0, 100.0),
@@ -261,10 +285,23 @@ class DiagnoseConfig(Record):
         "poor_seeing_step": (1e-3, 5.0), "focus_miss_blur_step": (1e-3, 5.0), "flat_profile_step": (1e-3, 1.0),
         "field_curvature_min_pct": (0.0, 1000.0), "field_curvature_full_pct": (0.0, 1000.0),
         "coma_max_exponent": (0.0, 4.0), "coma_flare": (0.0, 1.0), "coma_flare_full": (0.0, 1.0),
+        "dew_wing_step": (1e-3, 5.0), "dew_halo_onset_frac": (0.0, 1.0), "dew_vs_baseline_band": (0.5, 2.0),
+        "dew_core_excess_band": (1.0, 20.0), "elongated_step": (1e-3, 1.0), "aligned_below": (0.0, 1.0),
+        "aligned_above": (0.0, 1.0), "flare_snr_step": (1e-3, 50.0), "flare_asymmetry_band": (0.0, 1.0),
+        "uniform_ecc_band": (0.0, 1.0), "radial_step": (1e-3, 1.0), "structured_band": (0.0, 1.0),
+        "coma_ecc_growth_band": (0.0, 1.0), "coma_flare_radial_band": (0.0, 1.0), "coma_exponent_step": (1e-3, 2.0),
+        "field_variation_band": (0.0, 10.0), "field_significance_step": (1e-3, 50.0),
+        "anisotropic_step": (1e-3, 1.0), "focus_miss_cfz_band": (0.0, 10.0), "field_damping": (0.0, 1.0),
     }
 
     def __post_init__(self) -> None:
         check_limits(self, self.LIMITS)
+        for name in ("dew_vs_baseline_band", "dew_core_excess_band", "flare_asymmetry_band", "uniform_ecc_band",
+                     "structured_band", "coma_ecc_growth_band", "coma_flare_radial_band", "field_variation_band",
+                     "focus_miss_cfz_band"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ValueError(f"{name} = {(lo, hi)!r}: expected (low, high) with low < high")
         if self.blend_hi_px <= self.blend_lo_px:
             raise ValueError(f"blend_hi_px = {self.blend_hi_px!r}: expected more than blend_lo_px "
                              f"({self.blend_lo_px!r})")
@@ -1231,13 +1268,13 @@ def _dew_score(ev: Evidence, baseline_hfr_px: float | None, c: DiagnoseConfig) -
     FWHM is a focus or seeing problem (whose wide apertures pick up neighbours' light).
     """
     wx = ev.wing_excess or 0.0
-    score = _smooth_step(wx, c.dew_wing_excess - 0.04, c.dew_wing_excess + 0.04)
+    score = _smooth_step(wx, c.dew_wing_excess - c.dew_wing_step, c.dew_wing_excess + c.dew_wing_step)
     halo_px = wx * (ev.hfr_px or 0.0)  # r90 excess (px): wing excess is in units of r50 = HFR
-    score *= _smooth_step(halo_px, 0.6 * c.dew_min_halo_px, c.dew_min_halo_px)
+    score *= _smooth_step(halo_px, c.dew_halo_onset_frac * c.dew_min_halo_px, c.dew_min_halo_px)
     if baseline_hfr_px and ev.hfr_px:
-        score *= _smooth_step(ev.hfr_px / baseline_hfr_px, 0.97, 1.03)
+        score *= _smooth_step(ev.hfr_px / baseline_hfr_px, *c.dew_vs_baseline_band)
     if ev.size_excess is not None:  # the core stays seeing-sized under dew: a core several
-        score *= 1.0 - _smooth_step(ev.size_excess, 2.5, 3.5)  # times that is focus or seeing
+        score *= 1.0 - _smooth_step(ev.size_excess, *c.dew_core_excess_band)  # times that is focus or seeing
     return score
 
 
@@ -1252,30 +1289,31 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     al = ev.alignment or 0.0
     pr = ev.profile_ratio
     el = c.elongated_ecc
-    elong = _smooth_step(e, el - 0.04, el + 0.04)
-    aligned = _smooth_step(al, c.aligned - 0.15, c.aligned + 0.1)
+    elong = _smooth_step(e, el - c.elongated_step, el + c.elongated_step)
+    aligned = _smooth_step(al, c.aligned - c.aligned_below, c.aligned + c.aligned_above)
     flare = 0.0  # one-sided, one direction: collimation (needs the pixels)
     if ev.asymmetry_snr is not None and ev.asymmetry is not None:
-        flare = _smooth_step(ev.asymmetry_snr, c.flare_snr - 0.35, c.flare_snr + 0.35) * \
-            _smooth_step(ev.asymmetry, 0.01, 0.025)
+        flare = _smooth_step(ev.asymmetry_snr, c.flare_snr - c.flare_snr_step, c.flare_snr + c.flare_snr_step) * \
+            _smooth_step(ev.asymmetry, *c.flare_asymmetry_band)
 
     # elongation with one orientation everywhere: a trail, or a flare if it is one-sided
-    uniform_e = 1.0 - _smooth_step(abs(ee - ce), 0.12, 0.25)
-    common = elong * aligned * uniform_e * (1.0 - _smooth_step(abs(rho), c.radial, c.radial + 0.3))
+    uniform_e = 1.0 - _smooth_step(abs(ee - ce), *c.uniform_ecc_band)
+    common = elong * aligned * uniform_e * (1.0 - _smooth_step(abs(rho), c.radial, c.radial + c.radial_step))
     s["trailing"] = common * (1.0 - flare)
-    s["collimation"] = max(common, elong * _smooth_step(al, 0.3, 0.5)) * flare
+    s["collimation"] = max(common, elong * _smooth_step(al, *c.structured_band)) * flare
     # coma: round centre, radial elongation growing outward
-    grow_e = _smooth_step(ee - ce, 0.08, 0.18)
-    radial_e = _smooth_step(rho, c.radial - 0.15, c.radial + 0.1)
+    grow_e = _smooth_step(ee - ce, *c.coma_ecc_growth_band)
+    radial_e = _smooth_step(rho, c.radial - c.aligned_below, c.radial + c.aligned_above)
     if ev.asymmetry_radial is not None:
         radial_e = max(radial_e, _smooth_step(ev.asymmetry_radial, c.coma_flare, c.coma_flare_full)
-                       * _smooth_step(rho, 0.2, 0.35))
+                       * _smooth_step(rho, *c.coma_flare_radial_band))
     # coma, not a curved field with radial astigmatism: comet tails (a one-sided radial flare,
     # needs the pixels) or, without pixels, a size growing ~linearly with the field radius
     if ev.asymmetry_radial is not None:
         comatic = _smooth_step(ev.asymmetry_radial, c.coma_flare, c.coma_flare_full)
     elif ev.field_growth_exponent is not None:
-        comatic = 1.0 - _smooth_step(ev.field_growth_exponent, c.coma_max_exponent - 0.15, c.coma_max_exponent + 0.15)
+        comatic = 1.0 - _smooth_step(ev.field_growth_exponent, c.coma_max_exponent - c.coma_exponent_step,
+                                     c.coma_max_exponent + c.coma_exponent_step)
     else:
         comatic = 1.0
     s["coma"] = grow_e * radial_e * comatic
@@ -1283,13 +1321,16 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     # field: curvature (isotropic bowl) vs tilt (plane or trough)
     var = ev.field_variation_pct or 0.0
     sig = ev.field_significance or 0.0
-    fieldy = _smooth_step(var, c.field_variation_pct * 0.75, c.field_variation_pct * 1.25) * \
-        _smooth_step(sig, c.field_significance - 0.5, c.field_significance + 0.5)
+    fieldy = _smooth_step(var, c.field_variation_pct * c.field_variation_band[0],
+                          c.field_variation_pct * c.field_variation_band[1]) * \
+        _smooth_step(sig, c.field_significance - c.field_significance_step,
+                     c.field_significance + c.field_significance_step)
     an = ev.anisotropy if ev.anisotropy is not None else 0.0
     curv = ev.fit_curvature_pct if ev.fit_curvature_pct is not None else 0.0
-    bowl = _smooth_step(abs(curv), c.field_curvature_min_pct, c.field_curvature_full_pct) * (1.0 - _smooth_step(an, c.anisotropic - 0.1, c.anisotropic + 0.1))
+    aniso = _smooth_step(an, c.anisotropic - c.anisotropic_step, c.anisotropic + c.anisotropic_step)
+    bowl = _smooth_step(abs(curv), c.field_curvature_min_pct, c.field_curvature_full_pct) * (1.0 - aniso)
     s["backfocus"] = fieldy * bowl * (1.0 - s["coma"])
-    s["tilt"] = fieldy * _smooth_step(an, c.anisotropic - 0.1, c.anisotropic + 0.1) * (1.0 - s["coma"])
+    s["tilt"] = fieldy * aniso * (1.0 - s["coma"])
 
     # size and shape of the profile
     flat = _smooth_step(c.flat_profile_ratio - (pr if pr is not None else 9.0), -c.flat_profile_step,
@@ -1302,21 +1343,22 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     miss = max(miss, flat)  # a flat-topped profile is defocus by itself (design.md section 2)
     dcfz = defocus.get("cfz_low", defocus.get("cfz"))
     if dcfz is not None:
-        miss *= _smooth_step(dcfz, c.focus_miss_cfz * 0.7, c.focus_miss_cfz * 1.1)
+        lo_cfz, hi_cfz = c.focus_miss_cfz_band
+        miss *= _smooth_step(dcfz, c.focus_miss_cfz * lo_cfz, c.focus_miss_cfz * hi_cfz)
     if (ev.donut_fraction or 0.0) >= c.donut_fraction:
         miss = max(miss, c.donut_miss_score)
     # elongation only counts with a structure (one orientation, or radial/tangential):
     # random orientations are noise or blends of big disks
-    structured = max(_smooth_step(al, 0.3, 0.5), _smooth_step(abs(rho), 0.3, 0.5))
+    structured = max(_smooth_step(al, *c.structured_band), _smooth_step(abs(rho), *c.structured_band))
     round_ = 1.0 - elong * structured
     # a faint, broad halo makes moment shapes noisy but not aligned: only structured
     # elongation (a trail) rules dew out
     s["dew"] = _dew_score(ev, baseline_hfr_px, c) * round_ * (1.0 - flat)
-    s["focus_miss"] = miss * round_ * (1.0 - fieldy * 0.6) * (1.0 - s["dew"])
+    s["focus_miss"] = miss * round_ * (1.0 - fieldy * c.field_damping) * (1.0 - s["dew"])
     if excess is not None:
         big = _smooth_step(excess, c.poor_seeing_excess - c.poor_seeing_step, c.poor_seeing_excess + c.poor_seeing_step)
-        s["poor_seeing"] = big * (1.0 - miss) * round_ * (1.0 - s["dew"]) * (1.0 - fieldy * 0.6) * \
-            (1.0 - 0.6 * s["coma"])  # coma's growing tails make stars larger, too
+        s["poor_seeing"] = big * (1.0 - miss) * round_ * (1.0 - s["dew"]) * (1.0 - fieldy * c.field_damping) * \
+            (1.0 - c.field_damping * s["coma"])  # coma's growing tails make stars larger, too
     return s
 
 

@@ -14,7 +14,8 @@ Model
 *Aberrations* (Seidel forms, peak coefficients in waves, ``rho`` the normalised pupil
 radius, ``theta`` the pupil angle): defocus ``W020 rho^2`` with ``W020 = Delta / (8 N^2)``
 (Delta the focal-plane shift, same unit as the wavelength), coma ``-W131 rho^3
-cos(theta - phi)`` (signed so the comet's tail points along ``phi``) and astigmatism ``W222 rho^2 cos^2(theta - phi)``. As in
+cos(theta - phi)`` (signed so the comet's tail points along ``phi``) and astigmatism
+``W222 rho^2 cos^2(theta - phi)``. As in
 :mod:`focuswatch.simmask`, the pupil phase is ``-2 pi W``.
 
 *Image.* The diffraction PSF is ``|FFT(pupil)|^2`` on a focal-plane grid of spacing
@@ -658,7 +659,8 @@ def labelled_set(seed: int = 0, n_frames: int = 40, *, width_px: int = 320, n_st
         if not fwhm_range_px[0] <= fwhm_px <= fwhm_range_px[1]:
             continue
         kind = str(kinds[int(rng.integers(len(kinds)))])
-        seeing = Seeing(see, kind=kind, beta=float(rng.uniform(2.5, 5.0)), outer_scale_over_r0=float(rng.uniform(50, 300)))
+        seeing = Seeing(see, kind=kind, beta=float(rng.uniform(2.5, 5.0)),
+                        outer_scale_over_r0=float(rng.uniform(50, 300)))
         cfz = float(defocus_cfz[int(rng.integers(len(defocus_cfz)))])
         n = o.f_ratio
         defocus = cfz * 4.88 * 0.55 * n * n
