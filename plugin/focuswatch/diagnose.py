@@ -655,8 +655,9 @@ class ProfileFit:
     """What the profile shape says (:func:`blur_from_profile`); sizes in px.
 
     ``blur_px`` and ``seeing_fwhm_px`` come from the best seeing family; ``seeing_beta`` is
-    its Moffat-equivalent beta (Kolmogorov ~4.77); ``min_blur_to_seeing`` the smallest blur
-    / seeing ratio that any seeing family still fits (within ``plausible_delta_chi2``): a
+    its Moffat-equivalent beta (Kolmogorov ~4.77); ``min_blur_to_seeing`` (and ``min_blur_px``)
+    the smallest blur / seeing ratio (blur) that any seeing family still fits (within
+    ``plausible_delta_chi2``): a
     focus miss is only called when even that is large, so a seeing profile with thinner
     wings than the one assumed (Kolmogorov reads HFD/FWHM ~1.13, Moffat beta=4 ~1.17) is
     never taken for a defocus.
@@ -668,6 +669,8 @@ class ProfileFit:
     wing_excess: float
     family: str
     min_blur_to_seeing: float
+    #: The smallest blur diameter (px) any plausible family allows (each with its own seeing).
+    min_blur_px: float = 0.0
 
     def __iter__(self):  # the former 4-tuple (seeing, blur, beta, excess)
         return iter((self.seeing_fwhm_px, self.blur_px, self.seeing_beta, self.wing_excess))
@@ -705,7 +708,7 @@ def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: fl
     fine = np.linspace(0.0, xs[-1], 801)
     wm = None if wing_ratio is None or not math.isfinite(wing_ratio) else wing_ratio - c.wing_ratio_bias
     pm = None if profile_ratio is None or not math.isfinite(profile_ratio) else profile_ratio - c.profile_ratio_bias
-    chis, fits = [], []
+    chis, fits, r50s = [], [], []
     for i, fam in enumerate(tab["families"]):
         moffat = fam["kind"] == "moffat"
         if moffat and not c.seeing_beta_min <= fam["beta_equiv"] <= c.seeing_beta_max:
@@ -730,15 +733,19 @@ def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: fl
                 lr = np.minimum(lr, 0.0)  # the geometric limit holds for any larger seeing
             chi += (lr / math.log(c.family_s_width)) ** 2
         chis.append(chi)
+        r50s.append(r50)
         k = int(np.argmin(chi))
         excess = 0.0 if wm is None else float(wm - w[k])
         fits.append((float(chi[k]), float(fine[k]), float(r50[k]), float(fam["beta_equiv"]), excess, fam["name"]))
     best = min(range(len(fits)), key=lambda j: fits[j][0])
     chi_b, x, r50_per_f, be, excess, name = fits[best]
     lim = chi_b + c.plausible_delta_chi2
-    x_low = min(float(fine[np.argmax(ch <= lim)]) for ch in chis if np.any(ch <= lim))
+    lows = [(float(fine[k]), float(fine[k] * hfr_px / r50[k]))
+            for ch, r50 in zip(chis, r50s) if np.any(ch <= lim) for k in (int(np.argmax(ch <= lim)),)]
+    x_low = min(v[0] for v in lows)
+    blur_low = min(v[1] for v in lows)
     seeing = hfr_px / r50_per_f
-    return ProfileFit(seeing, x * seeing, be, excess, name, x_low)
+    return ProfileFit(seeing, x * seeing, be, excess, name, x_low, min(blur_low, x * seeing))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1230,7 +1237,7 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
         out.update(method=f"profile shape ({fit.family} seeing x defocus)", blur_px=fit.blur_px, seeing_px=seeing,
                    seeing_beta=fit.seeing_beta, wing_excess=fit.wing_excess,
                    x=fit.blur_px / seeing if seeing > 0 else None, x_low=fit.min_blur_to_seeing,
-                   family=fit.family)
+                   blur_low_px=fit.min_blur_px, family=fit.family)
     n = rig.f_ratio
     pix = rig.effective_pixel_um
     if donut_d_px is not None:
@@ -1248,9 +1255,9 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
         um = optics.defocus_um_from_blur(out["blur_px"] * pix, n)
         out["um"] = um
         out["cfz"] = um / optics.cfz_um(n, rig.wavelength_nm)
-        if out.get("x_low") is not None and out.get("seeing_px") and donut_d_px is None:
+        if out.get("blur_low_px") is not None and donut_d_px is None:
             # the smallest defocus the profile allows, for the zone gate of the focus call
-            low_um = optics.defocus_um_from_blur(out["x_low"] * out["seeing_px"] * pix, n)
+            low_um = optics.defocus_um_from_blur(out["blur_low_px"] * pix, n)
             out["cfz_low"] = min(low_um / optics.cfz_um(n, rig.wavelength_nm), out["cfz"])
     return out
 
