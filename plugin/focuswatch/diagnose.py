@@ -83,7 +83,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from functools import lru_cache
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
