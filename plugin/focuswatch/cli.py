@@ -303,7 +303,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise ConfigError("no frames found in " + ", ".join(args.files))
     if args.baseline_hfr_px is not None and not args.baseline_hfr_px > 0:
         raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
-    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px), runner=runner,
+    from focuswatch.config import load_config
+
+    dcfg = load_config(getattr(args, "config", None)).diagnose_config()  # [diagnose] thresholds
+    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px, dcfg), runner=runner,
                        progress=not args.json, desc="diagnosing",
                        on_problem=problem_printer(args.json, "diagnosis"))
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
@@ -573,14 +576,17 @@ def _add_grade(sub) -> None:
 
 def cmd_grade(args: argparse.Namespace) -> int:
     from focuswatch import report
+    from focuswatch.config import load_config
 
     rig = rig_from_args(args)
     src = require_input(args.source)
     if src.is_file():
-        result = report.grade_master_file(src, rig=rig, siril_path=args.siril, timeout_s=args.siril_timeout)
+        result = report.grade_master_file(src, rig=rig, siril_path=args.siril, timeout_s=args.siril_timeout,
+                                          config=load_config(args.config).grade_config())
     elif src.is_dir():
         scan = scan_with_workers(args, src, rig)
         result = report.grade_session(src, rig=rig, siril_path=args.siril, keep_dir=args.keep,
+                                      config=load_config(args.config).grade_config(),
                                       timeout_s=args.siril_timeout, progress=not args.json, scan=scan)
     else:
         raise ConfigError(f"{src}: no such file or folder")
@@ -648,6 +654,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     graded = None
     if args.grade:
         graded = report.grade_session(session, rig=rig, siril_path=args.siril, keep_dir=args.keep,
+                                      config=load_config(args.config).grade_config(),
                                       timeout_s=args.siril_timeout, progress=not args.json, scan=scan)
     journal = None if args.no_journal else (args.journal or report.AUTO)
     rep = report.build_report(session, rig=rig, scan=scan, journal_path=journal, grade=graded, policy=policy)

@@ -60,6 +60,9 @@ class AssessContext:
         Cap on the stars measured (``stars.measure``'s ``max_stars``).
     plate_scale_arcsec_px
         Overrides the rig's plate scale (a caller that fixed it for a whole run of frames).
+    diagnose_config
+        The ``[diagnose]`` thresholds (:class:`focuswatch.diagnose.DiagnoseConfig`); ``None``:
+        the defaults.
     """
 
     time_s: float | None = None
@@ -69,6 +72,7 @@ class AssessContext:
     min_confidence: float = DIAGNOSIS_MIN_CONFIDENCE
     max_stars: int = 3000
     plate_scale_arcsec_px: float | None = None
+    diagnose_config: Any = None
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,9 @@ def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, ima
         from focuswatch import diagnose
 
         try:
+            extra = {"config": context.diagnose_config} if context.diagnose_config is not None else {}
             diagnosis = diagnose.frame(stats, rig, image=image if context.use_pixels else None,
-                                       baseline_hfr_px=context.baseline_hfr_px)
+                                       baseline_hfr_px=context.baseline_hfr_px, **extra)
         except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not lose the frame, but must be seen
             log.warning("diagnosis failed on %s (the frame is still judged without it)", file or stats.file or "?",
                         exc_info=True)
