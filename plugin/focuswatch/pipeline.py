@@ -311,8 +311,11 @@ def _replay_one(f: NightFrame, config: Any, monitor: Any, diagnose: bool) -> Any
 
     if not f.meta.is_light:
         return Processed(f.path, "ignored")
+    from focuswatch.boundary import frame_boundary
+
     try:
-        record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
+        with frame_boundary(f.path):  # whatever this frame does is one line, as in ``watch``
+            record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
     except FrameError as exc:
         return Processed(f.path, "error", error=str(exc))
     return Processed(f.path, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
