@@ -747,7 +747,8 @@ def _add_watch(sub) -> None:
     p.add_argument("folder", metavar="FOLDER", nargs="?",
                    help="the folder frames are saved into (sub-folders included); not with --nina-api")
     p.add_argument("--nina-api", dest="nina_api", metavar="HOST[:PORT]",
-                   help="remote mode: follow NINA's Advanced API events (no shared folder; see docs/remote.md)")
+                   help="without FOLDER: remote mode, NINA's Advanced API events only (docs/remote.md); with "
+                        "FOLDER: NINA's IMAGE-SAVE marks a file complete and AUTOFOCUS-FINISHED confirms an autofocus")
     p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig], [policy], [trigger] settings")
     p.add_argument("--journal", metavar="FILE", help="SQLite journal (default: journal.sqlite in the state folder)")
     _add_state_args(p)
@@ -771,9 +772,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from focuswatch.triggers import TriggerRunner
     from focuswatch.watcher import Watcher, default_nina_autofocus_dir, policy_from_config
 
-    if getattr(args, "nina_api", None):
+    if getattr(args, "nina_api", None) and not args.folder:
         from focuswatch.remote import cmd_watch_remote
         return cmd_watch_remote(args)
+    nina_api = None
+    if getattr(args, "nina_api", None):  # FOLDER and --nina-api: IMAGE-SAVE says when a file is complete
+        from focuswatch.nina_events import parse_host_port
+        try:
+            nina_api = parse_host_port(args.nina_api)
+        except ValueError as exc:
+            raise ConfigError(f"--nina-api {args.nina_api!r}: {exc}; expected HOST or HOST:PORT (default port 1888)") \
+                from None
     if not args.folder:
         raise ConfigError("watch: give the FOLDER frames are saved into, or --nina-api HOST[:PORT]")
     cfg = load_config(args.config)
@@ -796,12 +805,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
         emit_json({"event": "autofocus", **m.to_dict()}, kind="autofocus") if args.json else print(
             f"autofocus ({m.source}): new baseline from the next frames", flush=True)
 
+    def on_autofocus_verdict(m, status, why) -> None:
+        if status == "confirmed":
+            return  # on_autofocus says it
+        if args.json:
+            emit_json({"event": "autofocus-rejected", "status": status, "reason": why, **m.to_dict()},
+                      kind="autofocus")
+        else:
+            print(f"autofocus ({m.source}) {'FAILED (moved back)' if status == 'failed' else 'not confirmed'}: "
+                  f"{why}; the baseline and the refocus request stay", flush=True)
+
     with Journal(journal_path) as journal:
         runner = TriggerRunner.from_config(cfg.trigger)
         w = Watcher(args.folder, journal, config=cfg, policy=policy, state_file=state_file, events_file=events_file,
                     runner=runner, af_folder=af_folder, recursive=False if args.no_recursive else None,
                     poll=True if args.poll else None, poll_interval_s=args.interval_s, on_processed=on_processed,
-                    on_trigger=on_trigger, on_autofocus=on_autofocus, diagnose=False if args.no_diagnose else None)
+                    on_trigger=on_trigger, on_autofocus=on_autofocus, diagnose=False if args.no_diagnose else None,
+                    nina_api=nina_api, on_autofocus_verdict=on_autofocus_verdict)
         if not args.json:
             print(f"watching {w.folder} (journal {journal_path}, state {state_file}); Ctrl-C stops", flush=True)
         stop = threading.Event()
