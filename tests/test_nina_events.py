@@ -235,7 +235,8 @@ def test_remote_mode_refocuses_through_the_api_and_only_a_confirmed_autofocus_re
         # the truth: +10 % HFR (the HFR-only limit) is first passed at frame 8 (+12 %); a refocus must come
         # after that and before the growth reaches +25 % (frame 11, +24 %... frame 12, +28 %)
         assert 8 <= first <= 11, [d.decision for d in session.decisions]
-        assert fired and fired[0].ok and tr.NINA_AF_PATH in nina_api.requests
+        _wait(lambda: fired)                       # the triggers run off the event loop (BackgroundTriggers)
+        assert fired[0].ok and tr.NINA_AF_PATH in nina_api.requests
         assert session.monitor.state.waiting_since_s is not None
         # a failed NINA autofocus sends STARTING but no FINISHED: the request and baseline stay
         nina_api.push(_socket({"Event": "AUTOFOCUS-STARTING"}))

@@ -21,6 +21,7 @@ from focuswatch import __version__
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError
 from focuswatch.progress import progress as progress_bar
 from focuswatch.records import dumps, json_safe, tagged
+from focuswatch.render_text import emit_json, error_line, fmt, summary_text
 
 log = logging.getLogger("focuswatch")
 
@@ -33,29 +34,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 _clean = json_safe
 
 
-def emit_json(obj: Any, stream=None, *, kind: str | None = None) -> None:
-    """Print one JSON document on one line (JSON Lines when called repeatedly).
-
-    ``kind`` tags the line with ``"kind"`` and ``"schema"`` (docs/schema.md); every line a
-    command prints names its kind.
-    """
-    stream = stream or sys.stdout
-    stream.write(dumps(tagged(kind, json_safe(obj)) if kind else obj) + "\n")
-    stream.flush()
-
-
-def error_line(message: str) -> None:
-    """One clear line on stderr: ``focuswatch: error: <file or setting>: <what is wrong>``."""
-    sys.stderr.write(f"focuswatch: error: {message}\n")
-    sys.stderr.flush()
-
-
-def fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
-    """Format a possibly-missing number for human output."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
-        return "—".rjust(int(width)) if width else "—"
-    return f"{value:{spec}}{unit}"
+# emit_json, error_line, fmt: in focuswatch.render_text (shared with remote.py), imported above
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
@@ -731,12 +710,7 @@ def _decision_text(p) -> str:
             f"defocus {fmt(d.defocus_um, '.0f')} µm{cfz}{model}  {'; '.join(d.reasons)}")
 
 
-def _summary_text(s) -> str:
-    rules = ", ".join(f"{k} {v}" for k, v in s.refocus_rules.items()) or "none"
-    skips = ", ".join(f"{k} {v}" for k, v in s.skip_reasons.items()) or "none"
-    return (f"{s.n_frames} frames: {s.n_ok} ok, {s.n_refocus} refocus ({rules}), {s.n_skip} set aside ({skips}); "
-            f"autofocus runs seen {s.n_autofocus}; worst defocus {fmt(s.max_defocus_um, '.0f')} µm "
-            f"({fmt(s.max_defocus_cfz, '.2f')} CFZ); median HFR {fmt(s.median_hfr_px, '.2f')} px")
+_summary_text = summary_text  # old name, kept for anyone importing it
 
 
 def _add_watch(sub) -> None:
