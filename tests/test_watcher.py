@@ -720,3 +720,30 @@ def test_an_unconfirmable_nina_autofocus_is_given_up_after_n_frames(tmp_path, ba
         assert [v[0] for v in verdicts] == ["unconfirmed"] and "filter Ha" in verdicts[0][1]
         assert w.monitor.state.n_autofocus == 0
         assert _af_rows(w.journal) == {"nina-report:run.json": "nina-report:unconfirmed"}
+
+
+def test_a_nina_hook_without_its_report_is_judged_from_where_the_focuser_was(tmp_path, base_frame):
+    """No --af-folder: the hook's run is judged against the FOCPOS of the last light frame before it
+    (where NINA's run started, and where a failed run moves back to)."""
+    night = tmp_path / "night"
+    night.mkdir()
+    verdicts = []
+    now = datetime.now(timezone.utc)
+    with watching(night, tmp_path, diagnose=False, on_autofocus_verdict=lambda m, st, why: verdicts.append(st)) as w:
+        (night / "f0.fits").write_bytes(fits_for(base_frame, 0, FOCPOS=15400, FILTER="L"))
+        pump(w, lambda o: len(o) >= 1)
+        statefile.append_autofocus_event(w.events_file, statefile.make_event(
+            statefile.iso_utc(now - timedelta(minutes=10)), source="nina-hook"))
+        w.process_pending()
+        (night / "f1.fits").write_bytes(fits_for(base_frame, 1, FOCPOS=15400, FILTER="L"))   # moved back
+        pump(w, lambda o: len(o) >= 1)
+        assert verdicts == ["failed"] and w.monitor.state.n_autofocus == 0
+        statefile.append_autofocus_event(w.events_file, statefile.make_event(
+            statefile.iso_utc(now - timedelta(minutes=5)), source="nina-hook"))
+        w.process_pending()
+        (night / "f2.fits").write_bytes(fits_for(base_frame, 2, FOCPOS=15180, FILTER="L"))   # a new focus
+        pump(w, lambda o: len(o) >= 1)
+        assert verdicts == ["failed", "confirmed"] and w.monitor.state.n_autofocus == 1
+        # an Ekos or manual autofocus-done is not NINA's: it counts at once, as before
+        statefile.append_autofocus_event(w.events_file, statefile.make_event(source="autofocus-done"))
+        pump(w, lambda o: w.monitor.state.n_autofocus == 2, timeout_s=5)

@@ -221,12 +221,41 @@ def mark_from_nina_report(path: str | Path) -> AutofocusMark | None:
 
 
 def is_nina_source(source: str | None) -> bool:
-    """A NINA autofocus signal (report, sequence hook ``nina-hook``, Advanced API ``nina-api``).
+    """A NINA autofocus signal: a report (``nina-report``), the sequence hook (``nina-hook``, the
+    hooks' default ``--source``), the Advanced API (``nina-api``) or plain ``nina``.
 
     These need confirming (:mod:`focuswatch.afconfirm`); other sources (Ekos, ``check
-    --clear``, a plain ``autofocus-done``) count at once.
+    --clear``, a plain ``autofocus-done``, a simulator) count at once.
     """
-    return bool(source) and str(source).lower().startswith("nina")
+    src = str(source or "").lower()
+    return src in ("nina", "nina-report", "nina-api") or src.startswith("nina-hook")
+
+
+def confirm_from_start(candidate: afconfirm.AFCandidate, *, focuser_pos: float | None, frame_filter: str | None,
+                       config: afconfirm.AFConfirmConfig) -> afconfirm.AFVerdict:
+    """A hook's run without its report: judged against where the focuser was *before* the run
+    (the last light frame's FOCPOS, ``candidate.initial_pos`` — NINA's InitialFocusPoint is the
+    position the run started from, and a failed run moves back there).
+
+    Back at the start → ``failed`` (a run that really ended within the tolerance of its start
+    changed nothing worth a new baseline); moved → ``confirmed``; no FOCPOS, no start, another
+    filter → ``pending``.
+    """
+    pos, init = focuser_pos, candidate.initial_pos
+    if pos is None or init is None:
+        return afconfirm.AFVerdict(afconfirm.PENDING, "no NINA report for this run and no focuser position (FOCPOS) "
+                                                      "before and after it to compare")
+    if candidate.filter_name and frame_filter and frame_filter.strip().lower() != candidate.filter_name.strip().lower():
+        return afconfirm.AFVerdict(afconfirm.PENDING, f"the next frame uses filter {frame_filter}, the frames before "
+                                                      f"the autofocus {candidate.filter_name} (a filter offset may "
+                                                      "move the focuser)")
+    tol = afconfirm.tolerance_steps(candidate, config)
+    if abs(float(pos) - float(init)) <= tol:
+        return afconfirm.AFVerdict(afconfirm.FAILED, f"the next frame's FOCPOS {pos:.0f} is where the focuser was "
+                                                     f"before the run ({init:.0f}, ±{tol:.0f} steps): a failed NINA "
+                                                     "run moves back there")
+    return afconfirm.AFVerdict(afconfirm.CONFIRMED, f"the focuser moved from {init:.0f} to {pos:.0f} "
+                                                    "(no NINA report for this run to compare with)")
 
 
 @dataclass
@@ -414,6 +443,7 @@ class Watcher:
         # NINA autofocus runs held until confirmed (issue 11 defect 4), parsed reports by name
         self._runs: list[NinaRun] = []
         self._nina_reports: dict[str, tuple[AutofocusMark, afconfirm.AFCandidate]] = {}
+        self._last_light: tuple[int | None, str | None] = (None, None)   # FOCPOS, filter of the last light
         self._af_confirm = afconfirm.AFConfirmConfig(tolerance_steps=wc.af_tolerance_steps)
         self.on_autofocus_verdict = on_autofocus_verdict
         # NINA's Advanced API as the "file complete" signal
@@ -796,6 +826,7 @@ class Watcher:
             # a NINA autofocus waiting for its verdict: this light frame's FOCPOS decides, and a
             # confirmed one applies *before* the frame is judged (it is the first at the new focus)
             self._judge_nina_runs(p, frame.meta)
+            self._last_light = (frame.meta.focuser_pos, frame.meta.filter_name)
             record, stats, rig = measure_record(frame, self.config, self.monitor, self.use_diagnose)
             stats_d = stats.to_dict()
         except FrameIncomplete as exc:
@@ -1006,7 +1037,10 @@ class Watcher:
             if report is None:
                 report = self._report_for(mark.time_s)      # the hook's / API's own report
             parsed = self._nina_reports.get(report) if report else None
-            cand = parsed[1] if parsed else afconfirm.AFCandidate(time_s=mark.time_s, source=mark.source)
+            # no report (no --af-folder, or not written yet): judged from where the focuser was before
+            cand = parsed[1] if parsed else afconfirm.AFCandidate(
+                time_s=mark.time_s, source=mark.source, initial_pos=self._last_light[0],
+                filter_name=self._last_light[1])
             run = NinaRun(mark.time_s, cand, parsed[0] if parsed else mark, report)
             self._runs = self._runs[-_MAX_RUNS_KEPT:] + [run]
             if report and parsed and not key.startswith("nina-report:"):
@@ -1034,8 +1068,10 @@ class Watcher:
         for run in [r for r in self._runs if r.status == afconfirm.PENDING]:
             if _mtime(p) < run.time_s - 1.0:
                 continue                                    # written before the run ended
-            v = afconfirm.confirm(run.candidate, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name,
-                                  config=self._af_confirm)
+            judge = afconfirm.confirm if (run.candidate.calculated_pos is not None
+                                          or run.candidate.api_finished) else confirm_from_start
+            v = judge(run.candidate, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name,
+                      config=self._af_confirm)
             if v.status != afconfirm.PENDING:
                 self._settle(run, v.status, v.reason)
                 continue
