@@ -23,6 +23,13 @@ I/O only — every decision is :mod:`focuswatch.monitor`'s. How a frame travels:
    headers (decided by the policy): the baseline is taken again from the frames after it.
    Reports and events already there at start count only when the journal does not know them
    and they are under ``STALE_EVENT_H`` old (NINA keeps every report of every night).
+   A NINA autofocus (report, ``nina-hook`` event, the Advanced API's AUTOFOCUS-FINISHED) is
+   held until confirmed (:mod:`focuswatch.afconfirm`): NINA writes the report before it
+   validates the run and moves the focuser back after a failed one, so the first light frame
+   after it decides — its FOCPOS at the calculated point confirms (applied before that frame
+   is judged), back at the initial point fails (baseline and refocus request stay).
+5. With ``nina_api`` NINA's IMAGE-SAVE event marks a pending file complete at once and its
+   image history does the same after a (re)connect (:mod:`focuswatch.nina_events`).
 
 A bad frame is logged as one line and skipped (:mod:`focuswatch.boundary` words whatever went
 wrong); it never stops the watcher. Triggers run in their own worker with an overall deadline
