@@ -34,7 +34,13 @@ records' HFD/FWHM removed (HFR only, as from a measurement without profiles), th
 policy, and NINA's HFR-increase trigger (rule ``hfr_increase`` at 5 %, our drift rules off, no seeing
 veto: NINA has none).
 
-    python benchmarks/policy_eval.py [--seeds 4] [--hours 6] [--rendered 0] [--json]
+``--real N`` adds the issue-13 nights (``tests/test_policy_real.py`` builds them; truth from GalSim
+and closed-form optics, HFR-only records as NINA reports them), our policy beside NINA's 5 % rule,
+N seeds each: the reconstructed NINA night (catch frames of its two drifts), 30-frame seeing-jitter
+and cloud nights (requests per night, every request false), steady 2-3 um/frame drifts (true defocus
+and the drift model's error at the first request).
+
+    python benchmarks/policy_eval.py [--seeds 4] [--hours 6] [--rendered 0] [--real 0] [--json]
 """
 from __future__ import annotations
 
@@ -58,7 +64,7 @@ CFZ_UM = optics.cfz_um(F_RATIO, 550.0)
 SEEING_ARCSEC = 2.8
 HFR_AT_SEEING_PX = 1.417          # stars.measure / sim truth at 2.8" on this rig, in focus
 OVERHEAD_S = 10.0                 # download + dither between exposures
-STAR_RULES = ("drift", "consecutive")
+STAR_RULES = ("drift", "consecutive", "reference")
 
 
 POLICIES: dict[str, PolicyConfig] = {
@@ -266,6 +272,69 @@ def print_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
               f"{_f(f['out_of_zone_pct'], '.1f'):>6} {_f(f['requests_per_night'], '.1f'):>6}")
 
 
+def real_nights(n_seeds: int, as_json: bool) -> None:
+    """The issue-13 nights: ours vs NINA's 5 % rule (see ``--real``)."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import test_policy_real as T
+
+    rows: list[dict[str, Any]] = []
+    b_ours, b_nina, r_ours, r_nina, r_cfz_ours, r_cfz_nina, other = [], [], [], [], [], [], 0
+    cfz_r = optics.cfz_um(5.0, 640.0)
+    for seed in range(n_seeds):
+        mk_n, mk_o = T.real_night_frame(seed), T.real_night_frame(seed)
+        _, nina = T.closed_loop(mk_n, len(T.PLAN), T.NINA)
+        _, ours = T.closed_loop(mk_o, len(T.PLAN), T.OURS)
+        for reqs, mk, b_list, r_list, c_list in ((T.requests(nina), mk_n, b_nina, r_nina, r_cfz_nina),
+                                                  (T.requests(ours), mk_o, b_ours, r_ours, r_cfz_ours)):
+            b = [i - T.B_FIRST + 1 for i in reqs if T.B_FIRST <= i < T.B_FIRST + 7]
+            r = [i for i in reqs if T.R2_FIRST <= i < T.R2_FIRST + 14]
+            b_list.append(b[0] if b else None)
+            r_list.append(r[0] - T.R2_FIRST + 1 if r else None)
+            c_list.append(mk.truth_um[r[0]] / cfz_r if r else None)
+        other += len([i for i in T.requests(ours) if not (T.B_FIRST <= i < T.B_FIRST + 7
+                                                            or T.R2_FIRST <= i < T.R2_FIRST + 14)])
+
+    def med(v: list[Any]) -> str:
+        v = [x for x in v if x is not None]
+        return f"{np.median(v):.2f}" if v else "-"
+
+    rows.append({"night": "reconstructed NINA night", "seeds": n_seeds,
+                 "drift1_frame_ours": med(b_ours), "drift1_frame_nina": med(b_nina),
+                 "drift1_missed_ours": sum(x is None for x in b_ours),
+                 "drift2_frame_ours": med(r_ours), "drift2_frame_nina": med(r_nina),
+                 "drift2_cfz_ours": med(r_cfz_ours), "drift2_cfz_nina": med(r_cfz_nina),
+                 "drift2_missed_ours": sum(x is None for x in r_ours), "other_requests_ours": other})
+    for kind, night in (("seeing jitter 2.0-4.2\"", T.seeing_jitter_night), ("clouds", T.cloud_night)):
+        counts = {"ours": [], "nina": []}
+        for seed in range(n_seeds):
+            frames = night(seed)
+            for who, cfg in (("ours", T.OURS), ("nina", T.NINA)):
+                _, d = T.closed_loop(lambda i, _f: frames[i], len(frames), cfg)
+                counts[who].append(len(T.requests(d)))
+        rows.append({"night": f"{kind}, 30 x 300 s", "seeds": n_seeds,
+                     "false_per_night_ours": float(np.mean(counts["ours"])),
+                     "false_per_night_nina": float(np.mean(counts["nina"]))})
+    for truth in ("moffat 2.5", "moffat 4.5", "galsim"):
+        got = T.drift_requests(truth)
+        cfz = np.array([t / T.CFZ_UM for t, _, _ in got])
+        err = np.array([m / t - 1.0 for t, m, _ in got])
+        rows.append({"night": f"steady drift 2-3 um/frame, truth {truth}", "seeds": 3,
+                     "request_cfz_median": float(np.median(cfz)), "request_cfz_max": float(cfz.max()),
+                     "share_before_0p6_cfz": float(np.mean(cfz < 0.6)),
+                     "model_error_median_pct": 100 * float(np.median(err)),
+                     "model_error_worst_pct": 100 * float(err[np.argmax(np.abs(err))])})
+    if as_json:
+        for r in rows:
+            print(json.dumps({"group": "real nights", **r}))
+        return
+    print("\nissue-13 nights: our policy (defaults, image rules) beside NINA's 5 % HFR-increase rule")
+    for r in rows:
+        print("  " + r["night"] + ": " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                                    for k, v in r.items() if k != "night"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=4, help="nights per grid cell")
@@ -275,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join(POLICIES))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a [policy] setting in every policy (repeatable), e.g. --set drift_z=3.5")
+    ap.add_argument("--real", type=int, default=0, help="seeds of the issue-13 nights (ours vs NINA); 0 = skip")
     ap.add_argument("--json", action="store_true", help="one JSON object per policy and group")
     args = ap.parse_args(argv)
+    if args.real:
+        real_nights(args.real, args.json)
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -308,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             for g, f in groups:
                 print(json.dumps({"policy": name, "group": g, **f}))
         else:
-            counted = ("drift + consecutive" if rules == STAR_RULES else "hfr_increase" if rules
-                       else "every rule; false/early: drift + consecutive")
+            counted = ("drift + consecutive + reference" if rules == STAR_RULES else "hfr_increase" if rules
+                       else "every rule; false/early: drift + consecutive + reference")
             print_table(f"policy: {name} (requests counted: {counted}; {len(specs)} nights of "
                         f"{args.hours:g} h)", groups)
         if args.rendered and "HFR-only" not in name:

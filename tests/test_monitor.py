@@ -386,3 +386,52 @@ def test_fit_drift_recovers_a_known_drift_and_its_significance():
     still = monitor.fit_drift(t, [1.0 + 0.03 * math.sin(i) for i in range(40)], um_per_blur=26.7,
                               obstruction=0.0, lookahead_min=0, z=2.0, sigma_floor=0.03)
     assert still is not None and still.z < 2
+
+
+# --------------------------------------------------------------------------- one source of truth (issue 9)
+
+def test_rule_tables_are_generated_from_rules_and_each_rule_owns_its_off_switch():
+    doc = monitor.__doc__ or ""
+    assert "{RULE_TABLE}" not in doc and "{VETO_TABLE}" not in doc
+    assert monitor.rule_table_text() in doc and monitor.veto_table_text() in doc
+    assert not hasattr(monitor, "_rule_enabled")
+    rows = {r["name"]: r for r in monitor.rules_table()}
+    # switching a rule off by its own setting is what the table reports, and it stops firing
+    offs = {"drift": dict(defocus_limit_cfz=0), "reference": dict(reference_frames=0),
+            "consecutive": dict(consecutive_frames=0), "temperature": dict(temperature_delta_c=0),
+            "time": dict(max_interval_min=0), "filter_change": dict(refocus_on_filter_change=False)}
+    assert set(offs) | {"hfr_increase"} == {r.name for r in monitor.RULES}
+    for rule in monitor.RULES:
+        assert rows[rule.name]["active"] == (rule.name != "hfr_increase")
+        if rule.name in offs:
+            cfg = PolicyConfig(**offs[rule.name])
+            assert not rule.enabled(cfg) and not monitor.rules_table(cfg)[monitor.RULES.index(rule)]["active"]
+            assert all(k in rule.off_when for k in offs[rule.name])
+    # the time rule, switched off, never fires on a night that makes it fire
+    frames = series(40, dt_min=5.0)
+    assert first_refocus(run(frames, PolicyConfig(temperature_delta_c=0, max_interval_min=0))) is None
+
+
+def test_veto_labels_are_the_diagnosis_groups():
+    from focuswatch import diagnose
+
+    optical = {str(getattr(x, "value", x)) for x in diagnose.OPTICAL_LABELS}
+    assert monitor.OPTICAL_LABELS == optical
+    emitted = {str(getattr(x, "value", x)) for x in getattr(diagnose, "LABELS", ()) or diagnose.Label}
+    # every veto label is one the diagnosis can emit (the first release listed wind, guiding, clouds...)
+    assert monitor.TRANSIENT_LABELS <= emitted and monitor.OPTICAL_LABELS <= emitted
+    assert "trailing" in monitor.TRANSIENT_LABELS and "dew" in monitor.TRANSIENT_LABELS
+    assert not monitor.TRANSIENT_LABELS & {"focus_miss", "in_focus", "poor_seeing"}
+    d = run([replace(f, diagnosis="dew") if i == 4 else f for i, f in enumerate(series(6))])
+    assert d[4].decision == "skip" and d[4].rules == ("diagnosis",)
+
+
+@pytest.mark.parametrize("key,value", [("defocus_limit_cfz", float("nan")), ("max_interval_min", float("inf")),
+                                       ("consecutive_frames", 1e20), ("consecutive_frames", 2.5),
+                                       ("drift_z", -1.0), ("cross_filter_pct", 0.0), ("jitter_floor_pct", -0.1),
+                                       ("min_trend_frames", 2), ("cloud_star_fraction", 1.0)])
+def test_policy_config_refuses_non_finite_and_out_of_range_values_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"\[policy\] {key} = "):
+        PolicyConfig(**{key: value})
+    with pytest.raises(ConfigError, match=rf"\[policy\] {key}"):
+        section_to_dataclass(PolicyConfig, {key: value}, "policy")

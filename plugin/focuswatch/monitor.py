@@ -5,25 +5,11 @@ last autofocus (``history``), the :class:`PolicyState` and the frame's time (``n
 :class:`Decision` — ``ok``, ``refocus`` or ``skip`` — with its reasons and figures.
 :class:`Monitor` is the small stateful wrapper the watcher, ``replay`` and the demo share.
 
-Rules (each one pure function below; a refocus lists every rule that fired)
+Rules (each one pure function below; a refocus lists every rule that fired). This table and
+the vetoes' below are generated from :data:`RULES` and :data:`VETOES` (``focuswatch rules``
+prints the same rows with your settings).
 
-==============  =====================================================================  ==============================  ==========================
-rule            fires when                                                             settings (default)              switched off by
-==============  =====================================================================  ==============================  ==========================
-drift           the drift model (defocus growing steadily since the autofocus, fitted  defocus_limit_cfz (0.4),        defocus_limit_cfz = 0
-                to the HFR ratios and the profile flattening together) puts the        drift_z (3.5),
-                defocus one frame ahead past the limit, *and* that growth is           lookahead_frames (1),
-                significant at drift_z sigmas (Student's t for the frames' dof)        min_trend_frames (5),
-                                                                                       jitter_floor_pct (3.0),
-                                                                                       prior_dof (6)
-consecutive     ``consecutive_frames`` accepted frames in a row each past the limit    consecutive_frames (3),         consecutive_frames = 0
-                at their lower bound: HFR / (1 + z x jitter (+) z' x baseline error)   confidence_z (2.0), drift_z
-temperature     focuser temperature moved ``temperature_delta_c`` since the autofocus  temperature_delta_c (1.0 °C)    temperature_delta_c = 0
-time            ``max_interval_min`` minutes since the autofocus                       max_interval_min (90)           max_interval_min = 0
-filter_change   the filter differs from the one the autofocus was made with            refocus_on_filter_change (on)   false, or parfocal_filters
-hfr_increase    NINA's rule for comparison: LSQ line over the last 10 frames ends      hfr_increase_pct (0 = off)      hfr_increase_pct = 0
-                ``hfr_increase_pct`` % above the lowest HFR since the autofocus
-==============  =====================================================================  ==============================  ==========================
+{RULE_TABLE}
 
 The defocus limit is ``defocus_limit_cfz`` x the critical focus zone (total width,
 ``optics.cfz_um`` at the filter's wavelength); 0.5 is the edge of the zone, the default 0.4
@@ -43,29 +29,25 @@ jitter measured on few frames raises the bar (Student's t with the frames' degre
 freedom plus ``prior_dof``). HFD/FWHM (``profile_ratio``) flattens with defocus but not with
 seeing, so when measured it is a second witness in the fit and the ``seeing`` veto's evidence.
 
+Baselines that frames already out of focus cannot fool (:mod:`focuswatch.policy_baseline`):
+the first frames after an autofocus are in focus only in the filter it was made with. For
+the others (a filter change without a refocus) and for every frame, an *independent*
+reference is kept: the night's best of the filter over earlier autofocus runs, the other
+filters' in-focus size scaled by wavelength, and the rig's in-focus size for a measured seeing.
+The ``reference`` rule compares the last ``reference_frames`` frames with it, and the drift
+model takes it as a prior on its in-focus level. The frame-to-frame scatter behind every
+significance test is measured over the whole night (never below the current segment's), so
+3-6 long exposures after an autofocus are judged against a scatter known to tens of degrees
+of freedom. HFR-only records (NINA's image statistics, :class:`~focuswatch.policy_baseline.HfrRecord`)
+work the same way without the profile witness.
+
 Vetoes (written once, applied to every rule)
 
-=====================  ======  ==========================================================================
-veto                   effect  when
-=====================  ======  ==========================================================================
-not_light              skip    IMAGETYP is FLAT, DARK, BIAS... (frame ignored entirely)
-too_few_stars          skip    fewer than ``min_stars`` stars (or no HFR)
-clouds                 skip    star count < ``cloud_star_fraction`` x baseline, or star flux per second
-                               < ``cloud_flux_fraction`` x baseline
-trailing               skip    eccentricity >= ``max_eccentricity`` and ``eccentricity_rise`` above baseline
-diagnosis              skip    the single-frame diagnosis says trailing / wind / clouds / dew
-baseline               hold    image rules wait until the filter's baseline is complete
-optical_defect         hold    image rules do not refocus a tilt / curvature / coma / collimation frame
-seeing                 hold    image rules: the profile was measured and did not flatten: HFD/FWHM of
-                               the last 3 frames not ``profile_drop_min`` (0.015) and confidence_z
-                               standard errors below the baseline's (seeing, not focus); ``seeing_veto``
-cooldown               hold    a refocus was asked for; wait for the autofocus or ``cooldown_frames``
-autofocus_in_progress  hold    an autofocus is running
-=====================  ======  ==========================================================================
+{VETO_TABLE}
 
 "skip" sets the frame aside (not counted in the baseline or trend); "hold" keeps the frame
 (decision ``ok``) but holds the refocus back, saying which rule was held. Adding a rule is one
-function, one row in :data:`RULES` and in the table above, and one table-driven test.
+function, one row in :data:`RULES` (the tables above follow) and one table-driven test.
 
 >>> m = Monitor(PolicyConfig(), Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=3.76))
 >>> d = m.observe(FrameRecord(file="a.fits", time_s=0.0, n_stars=80, hfr_px=2.0, temp_c=10.0))
@@ -76,28 +58,43 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from astropy.stats import mad_std
 
+from focuswatch import diagnose as _diagnose
 from focuswatch import optics
 from focuswatch.errors import ConfigError
+from focuswatch.policy_baseline import (AIRMASS_EXPONENT, HfrRecord, NightMemory, Reference, combined_jitter,
+                                        reference_for)
+
+__all__ = ["AutofocusMark", "Decision", "FrameRecord", "HfrRecord", "Monitor", "PolicyConfig", "PolicyState", "RULES",
+           "VETOES", "decide", "record_from_stats", "rules_table", "summarize"]
 from focuswatch.optics import Rig
 from focuswatch.records import Record
 
 DECISIONS = ("ok", "refocus", "skip")
 
-#: Diagnosis labels (from :mod:`focuswatch.diagnose`) that set a frame aside: the stars are not
-#: telling us about focus.
-TRANSIENT_LABELS = frozenset({"trailing", "wind", "guiding", "vibration", "clouds", "cloud", "dew"})
-#: Diagnosis labels of stable optical defects: a refocus would not help, warn instead.
-OPTICAL_LABELS = frozenset({"tilt", "curvature", "backfocus", "field_curvature", "coma", "collimation",
-                            "astigmatism"})
 
-#: Seeing FWHM grows as airmass**0.6 (Kolmogorov turbulence).
-AIRMASS_EXPONENT = 0.6
+
+def _label_names(group: Any) -> frozenset[str]:
+    """Label values as plain strings (the diagnosis may give them as an Enum)."""
+    return frozenset(str(getattr(x, "value", x)) for x in group)
+
+
+#: Diagnosis labels of stable optical defects: a refocus would not help, warn instead. The
+#: diagnosis owns the labels: the sets are its groups, never a copy.
+OPTICAL_LABELS: frozenset[str] = _label_names(_diagnose.OPTICAL_LABELS)
+#: Diagnosis labels that set a frame aside: the stars are not telling us about focus
+#: (the diagnosis's transient group; before it exports one: its labels that are neither
+#: optical, focus nor seeing, i.e. trailing and dew).
+TRANSIENT_LABELS: frozenset[str] = _label_names(
+    getattr(_diagnose, "TRANSIENT_LABELS", None)
+    or (set(_label_names(getattr(_diagnose, "LABELS", None) or getattr(_diagnose, "Label", ())))
+        - OPTICAL_LABELS - _label_names(getattr(_diagnose, "REFOCUS_LABELS", ("focus_miss",)))
+        - {"in_focus", "poor_seeing", "unknown"}))
 
 
 # =========================================================================== configuration
@@ -119,7 +116,7 @@ class PolicyConfig(Record):
     drift_z: float = 3.5
     trend_window_min: float = 60.0
     min_trend_frames: int = 5
-    lookahead_frames: float = 1.0
+    lookahead_frames: float = 2.0
     consecutive_frames: int = 3
     baseline_frames: int = 3
     jitter_floor_pct: float = 3.0
@@ -137,31 +134,70 @@ class PolicyConfig(Record):
     cooldown_frames: int = 5
     focuser_jump_steps: int = 10
     airmass_correction: bool = True
+    thin_cloud_star_fraction: float = 0.85
+    night_jitter_floor_pct: float = 1.0
+    night_jitter_min_dof: int = 12
+    reference_frames: int = 2
+    seeing_wander_pct_per_h: float = 3.0
+    cross_filter_pct: float = 4.0
+    rig_seeing_pct: float = 20.0
 
     def __post_init__(self) -> None:
-        nonneg = ("temperature_delta_c", "max_interval_min", "defocus_limit_cfz", "trend_window_min",
-                  "lookahead_frames", "jitter_floor_pct", "fallback_hfr_increase_pct", "hfr_increase_pct",
-                  "eccentricity_rise", "consecutive_frames", "cooldown_frames", "focuser_jump_steps",
-                  "min_stars", "prior_dof", "profile_drop_min", "profile_floor")
-        for name in nonneg:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be 0 or more")
-        for name in ("confidence_z", "drift_z"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be above 0 "
-                                  "(in standard deviations: 2 = 97.7 %, 3 = 99.87 %)")
-        if self.defocus_limit_cfz > 5:
-            raise ConfigError(f"[policy] defocus_limit_cfz = {self.defocus_limit_cfz!r}: a fraction of the "
-                              "critical focus zone, 0.5 is its edge; 5 zones is beyond any sane limit")
-        if self.min_trend_frames < 3:
-            raise ConfigError(f"[policy] min_trend_frames = {self.min_trend_frames!r}: a trend needs 3 frames or more")
-        if self.baseline_frames < 1:
-            raise ConfigError(f"[policy] baseline_frames = {self.baseline_frames!r}: must be 1 or more")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lo, hi, what = _CONFIG_RANGES.get(f.name, (None, None, ""))
+            if isinstance(value, bool) or lo is None:
+                continue
+            why = f" ({what})" if what else ""
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"[policy] {f.name} = {value!r}: must be a finite number{why}")
+            if f.type in ("int", int) and float(value) != int(value):
+                raise ConfigError(f"[policy] {f.name} = {value!r}: must be a whole number{why}")
+            lo_open = isinstance(lo, tuple)
+            low = lo[0] if lo_open else lo
+            if (value <= low if lo_open else value < low) or value > hi:
+                span = f"above {low:g}" if lo_open else f"from {low:g}"
+                raise ConfigError(f"[policy] {f.name} = {value!r}: must be {span} up to {hi:g}{why}")
         for name in ("cloud_star_fraction", "cloud_flux_fraction"):
-            if not 0 <= getattr(self, name) < 1:
+            if getattr(self, name) >= 1:
                 raise ConfigError(f"[policy] {name} = {getattr(self, name)!r}: must be from 0 up to (not) 1")
-        if not 0 < self.max_eccentricity <= 1:
-            raise ConfigError(f"[policy] max_eccentricity = {self.max_eccentricity!r}: must be in (0, 1]")
+
+
+_Z = "in standard deviations: 2 = 97.7 %, 3 = 99.87 %"
+#: Allowed range of every numeric ``[policy]`` setting: (lowest, highest, what it is); a lowest
+#: given as a 1-tuple is exclusive. Finite always: NaN or infinity is refused with the key's name.
+_CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
+    "temperature_delta_c": (0.0, 100.0, "°C; 0 = off"),
+    "max_interval_min": (0.0, 1440.0, "minutes; 0 = off"),
+    "defocus_limit_cfz": (0.0, 5.0, "a fraction of the critical focus zone, 0.5 is its edge; 0 = off"),
+    "confidence_z": ((0.0,), 10.0, _Z),
+    "drift_z": ((0.0,), 10.0, _Z),
+    "trend_window_min": (0.0, 1440.0, "minutes; 0 = every frame since the autofocus"),
+    "min_trend_frames": (3, 10000, "frames: a trend needs 3 or more"),
+    "lookahead_frames": (0.0, 100.0, "frames"),
+    "consecutive_frames": (0, 1000, "frames; 0 = off"),
+    "baseline_frames": (1, 1000, "frames"),
+    "jitter_floor_pct": (0.0, 100.0, "%"),
+    "prior_dof": (0.0, 10000.0, "degrees of freedom"),
+    "profile_drop_min": (0.0, 1.0, "HFD/FWHM"),
+    "profile_floor": (0.0, 1.0, "HFD/FWHM"),
+    "fallback_hfr_increase_pct": (0.0, 1000.0, "%"),
+    "hfr_increase_pct": (0.0, 1000.0, "%; 0 = off"),
+    "min_stars": (0, 1_000_000, "stars"),
+    "cloud_star_fraction": (0.0, 1.0, "a fraction of the baseline, below 1; 0 = off"),
+    "cloud_flux_fraction": (0.0, 1.0, "a fraction of the baseline, below 1; 0 = off"),
+    "max_eccentricity": ((0.0,), 1.0, "eccentricity"),
+    "eccentricity_rise": (0.0, 1.0, "eccentricity"),
+    "cooldown_frames": (0, 100000, "frames; 0 = never ask again before an autofocus"),
+    "focuser_jump_steps": (0, 10_000_000, "steps; 0 = off"),
+    "reference_frames": (0, 100, "frames; 0 = off"),
+    "night_jitter_floor_pct": (0.0, 100.0, "%, the floor once the night's scatter is well measured"),
+    "night_jitter_min_dof": (1, 100000, "frame-to-frame differences"),
+    "thin_cloud_star_fraction": (0.0, 1.0, "a fraction of the star count the stars' growth explains; 0 = off"),
+    "seeing_wander_pct_per_h": (0.0, 100.0, "% per hour"),
+    "cross_filter_pct": ((0.0,), 100.0, "%"),
+    "rig_seeing_pct": ((0.0,), 200.0, "%"),
+}
 
 
 # =========================================================================== inputs
@@ -174,6 +210,9 @@ class FrameRecord(Record):
     focuser temperature (else ambient); ``star_flux_adu`` the median star flux and
     ``background_adu`` the sky level, both over the whole exposure. ``diagnosis`` is the
     label of the single-frame diagnosis when one was made, ``diagnosis_advice`` its advice.
+    ``seeing_arcsec`` is a measured seeing FWHM when one is known (a seeing monitor);
+    ``hfr_kind`` ``"nina"`` when ``hfr_px`` is NINA's flux-weighted HFR (HFR-only records,
+    :class:`focuswatch.policy_baseline.HfrRecord`), else ``None`` (the true half-flux radius).
     """
 
     file: str
@@ -193,6 +232,8 @@ class FrameRecord(Record):
     is_light: bool = True
     diagnosis: str | None = None
     diagnosis_advice: str | None = None
+    seeing_arcsec: float | None = None
+    hfr_kind: str | None = None
 
     @property
     def flux_per_s(self) -> float | None:
@@ -316,6 +357,9 @@ class Decision(Record):
     ahead (point estimate and lower bound), ``model_defocus_um`` its defocus at this frame
     (steadier than ``defocus_um``, one frame's estimate), ``drift_z`` its significance in sigmas and
     ``profile_drop`` how far HFD/FWHM fell below the baseline's (positive: flatter, defocus).
+    ``reference_hfr_px`` is the independent in-focus HFR (night's best, other filters scaled
+    by wavelength, rig + seeing), ``reference_pct`` its log scatter in %, ``reference_z`` how
+    many sigmas the last ``reference_frames`` frames sit above it.
     """
 
     file: str
@@ -348,6 +392,9 @@ class Decision(Record):
     temp_delta_c: float | None = None
     minutes_since_af: float | None = None
     n_frames_since_af: int | None = None
+    reference_hfr_px: float | None = None
+    reference_pct: float | None = None
+    reference_z: float | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -410,7 +457,7 @@ class DriftFit:
     drift. ``defocus_um`` is at the newest frame, ``predicted_um`` ``lookahead_min`` later,
     ``predicted_low_um`` its lower bound at ``confidence_z``. ``z`` is the significance of
     the growth against "no drift" (root of the likelihood ratio, in sigmas); ``dof`` the
-    degrees of freedom of ``sigma`` (frames - 2).
+    degrees of freedom of ``sigma`` (frames - 2, plus the night's when its scatter was pooled in).
     """
 
     n_frames: int
@@ -475,7 +522,9 @@ def _rss(y: np.ndarray, model: np.ndarray) -> np.ndarray:
 
 def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blur: float, obstruction: float,
               lookahead_min: float, z: float, sigma_floor: float, prior_dof: float = 0.0,
-              profiles: Sequence[float | None] | None = None, profile_floor: float = 0.005) -> DriftFit | None:
+              profiles: Sequence[float | None] | None = None, profile_floor: float = 0.005,
+              level_prior: tuple[float, float] | None = None,
+              sigma_prior: tuple[float, float] | None = None) -> DriftFit | None:
     """Fit :class:`DriftFit` to HFR ratios (and HFD/FWHM) at ``times_min`` (minutes since the first frame).
 
     ``um_per_blur`` converts a blur diameter in units of the in-focus HFR to defocus in µm
@@ -485,8 +534,15 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     extra degrees of freedom for that prior. ``profiles`` (HFD/FWHM per frame, ``None``
     where not measured) add the flattening of the profile as a second, seeing-insensitive
     witness of the same defocus (scatter never below ``profile_floor``): the two are fitted
-    jointly, each weighted by its own scatter. Returns ``None`` with fewer than 3 frames or
-    no time span.
+    jointly, each weighted by its own scatter. ``level_prior`` = (ln level, its sigma) is an
+    independent estimate of the in-focus level (:class:`~focuswatch.policy_baseline.Reference`):
+    frames that were already out of focus when the baseline was taken then count as defocus,
+    and the fit does not trade the growth for a lower level (the lag of the first release:
+    -51 % at the request on a physical-optics night). Returns ``None`` with fewer than 3
+    frames or no time span. ``sigma_prior`` = (scatter, its degrees of freedom) measured over
+    the whole night is pooled with the fit's residual scatter (both weighted by their degrees
+    of freedom; ``dof`` then counts both), so a few long exposures since the autofocus are
+    judged against a scatter known to the night's precision.
 
     >>> t = [0, 10, 20, 30, 40, 50, 60, 70]
     >>> r = [float(np.exp(np.interp(0.2 * i / 7 * 5, *_growth_curve(0.0)))) for i in range(8)]
@@ -507,8 +563,20 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     rss_h = _rss(y, np.interp(x, xs, lg))
     dof = n - 2
     k_h = int(np.argmin(rss_h))
-    sigma = max(sigma_floor, math.sqrt(float(rss_h[k_h]) / dof) if dof > 0 else 0.0)
+    if sigma_prior is not None and sigma_prior[1] > 0:
+        pooled = (float(rss_h[k_h]) + sigma_prior[1] * sigma_prior[0] ** 2) / (max(dof, 0) + sigma_prior[1])
+        sigma = max(sigma_floor, math.sqrt(pooled))
+        dof = max(dof, 0) + int(sigma_prior[1])
+    else:
+        sigma = max(sigma_floor, math.sqrt(float(rss_h[k_h]) / dof) if dof > 0 else 0.0)
     chi2 = rss_h / sigma ** 2
+    level_log: np.ndarray | None = None
+    if level_prior is not None and level_prior[1] > 0 and math.isfinite(level_prior[0]):
+        c0, w_p = float(level_prior[0]), 1.0 / float(level_prior[1]) ** 2
+        resid = y[None, :] - np.interp(x, xs, lg)
+        w = 1.0 / sigma ** 2
+        level_log = (resid.sum(axis=1) * w + c0 * w_p) / (n * w + w_p)
+        chi2 = np.sum((resid - level_log[:, None]) ** 2, axis=1) * w + (level_log - c0) ** 2 * w_p
     if profiles is not None:
         p = np.array([np.nan if v is None else float(v) for v in profiles])
         ok = np.isfinite(p) & (p > 0)
@@ -520,7 +588,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
             chi2 = chi2 + rss_p / s_p ** 2
     k = int(np.argmin(chi2))
     zz = math.sqrt(max(0.0, float(chi2[0] - chi2[k])))
-    level = float(np.exp(np.mean(y - np.interp(x[k], xs, lg))))
+    level = float(np.exp(level_log[k] if level_log is not None else np.mean(y - np.interp(x[k], xs, lg))))
     scale = (t_now + max(lookahead_min, 0.0)) / t_now
     zc = critical_z(z, dof + prior_dof)
     inside = np.nonzero(chi2 - chi2[k] <= zc * zc)[0]
@@ -585,6 +653,11 @@ class Context:
     minutes_since_af: float | None
     temp_delta_c: float | None
     rig: Rig
+    reference: Reference | None = None
+    reference_excess: float | None = None
+    reference_z: float | None = None
+    reference_frames: tuple[FrameRecord, ...] = ()
+    night_dof: float = 0.0
 
     @property
     def baseline_sigma(self) -> float:
@@ -657,7 +730,7 @@ def _limits(frame: FrameRecord, exp_hfr: float | None, config: PolicyConfig,
 
 
 def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyConfig, now: float,
-             frame: FrameRecord, rig: Rig) -> Context:
+             frame: FrameRecord, rig: Rig, night: NightMemory | None = None) -> Context:
     hist = tuple(history)
     with_frame = hist + (frame,)
     prior = baseline_for(hist, frame.filter_name, config)
@@ -673,13 +746,21 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
     jitter, jitter_dof = floor, config.prior_dof
     trend = drift = None
     prof_drop = prof_sigma = None
+    same = [f for f in with_frame if f.filter_name == frame.filter_name]
+    night_j, night_dof = night.jitter() if night is not None else (None, 0)
+    night_known = night_j is not None and night_dof >= config.night_jitter_min_dof
     if base is not None and base.complete:
         # a complete baseline is the same whether or not this frame is counted: no second pass
         cache: dict[str | None, Baseline | None] = {frame.filter_name: base}
-        same = [f for f in with_frame if f.filter_name == frame.filter_name]
         rated = [(f, _ratio_of(f, with_frame, config, cache)) for f in same]
         rated = [(f, r) for f, r in rated if r is not None and r > 0]
         pts = [(f.time_s, r) for f, r in rated]
+        jitter, jitter_dof = frame_jitter([r for _, r in pts], 0.0, config.prior_dof)
+    jitter, jitter_dof = combined_jitter(jitter if base is not None and base.complete else 0.0, jitter_dof, night,
+                                         floor=floor, night_floor=config.night_jitter_floor_pct / 100.0,
+                                         night_min_dof=config.night_jitter_min_dof, prior_dof=config.prior_dof)
+    reference = _reference(frame, night, config, rig, jitter) if frame.hfr_px else None
+    if base is not None and base.complete:
         prof_frames = [f for f, _ in rated]
         steps = np.diff(np.sort([t for t, _ in pts]))
         cadence_min = float(np.median(steps)) / 60.0 if len(steps) else 0.0
@@ -691,20 +772,65 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
                               lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor)
         if len(pts) >= 3 and opt and exp_hfr:
             t0 = pts[0][0]
+            # the reference anchors the in-focus level only when it says the baseline was already
+            # out of focus (significantly larger); a consistent one would only add its own noise
+            level_prior = None
+            if reference and math.log(reference.hfr_px / exp_hfr) < -config.confidence_z * reference.sigma:
+                level_prior = (math.log(reference.hfr_px / exp_hfr), reference.sigma)
             drift = fit_drift([(t - t0) / 60.0 for t, _ in pts], [r for _, r in pts],
                               um_per_blur=opt[0] * opt[1] * exp_hfr, obstruction=rig.obstruction,
-                              lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor,
+                              lookahead_min=lookahead, z=config.confidence_z,
+                              sigma_floor=(config.night_jitter_floor_pct if night_known else config.jitter_floor_pct)
+                              / 100.0,
+                              sigma_prior=(night_j, float(night_dof)) if night_known else None,
                               prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
-                              profile_floor=config.profile_floor)
-        jitter, jitter_dof = frame_jitter([r for _, r in pts], floor, config.prior_dof)
+                              profile_floor=config.profile_floor, level_prior=level_prior)
         prof_drop, prof_sigma = _profile_change(same, base, config)
+    excess = ref_z = None
+    recent: tuple[FrameRecord, ...] = ()
+    k = config.reference_frames
+    if reference is not None and k > 0:
+        recent = tuple(f for f in same if f.hfr_px and f.hfr_px > 0)[-k:]
+        if len(recent) == k:
+            logs = [math.log(f.hfr_px / reference.hfr_px) - _airmass_log(f, frame, config) for f in recent]
+            excess, ref_z = reference_z_of(logs, reference.sigma, jitter)
     minutes = (now - state.af_time_s) / 60.0 if state.af_time_s is not None else 0.0
     tdelta = None
     if frame.temp_c is not None:
         ref = state.af_temp_c if state.af_temp_c is not None else frame.temp_c
         tdelta = frame.temp_c - ref
     return Context(frame, hist, state, now, prior, base, exp_hfr, ratio, defocus, cfz, limit_um, limit_ratio,
-                   jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig)
+                   jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig,
+                   reference, excess, ref_z, recent, float(night_dof))
+
+
+def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:
+    """ln of the seeing growth from ``now_frame``'s airmass to ``f``'s (0 when unknown or off)."""
+    if not config.airmass_correction or not f.airmass or not now_frame.airmass:
+        return 0.0
+    return AIRMASS_EXPONENT * math.log(f.airmass / now_frame.airmass)
+
+
+def reference_z_of(log_excess: Sequence[float], ref_sigma: float, jitter: float) -> tuple[float, float]:
+    """(mean ln(HFR / reference) of the frames, its significance in sigmas).
+
+    The frames' jitter averages down over their number; the reference's own scatter does not.
+    """
+    m = float(np.mean(log_excess))
+    se = math.sqrt(jitter ** 2 / len(log_excess) + ref_sigma ** 2)
+    return m, m / se
+
+
+def _reference(frame: FrameRecord, night: NightMemory | None, config: PolicyConfig, rig: Rig,
+               jitter: float) -> Reference | None:
+    """The independent in-focus HFR for ``frame`` (:func:`focuswatch.policy_baseline.reference_for`)."""
+    if night is None:
+        night = NightMemory()
+    return reference_for(frame.filter_name, frame.time_s, frame.airmass if config.airmass_correction else None,
+                         night, jitter=jitter, wander_pct_per_h=config.seeing_wander_pct_per_h,
+                         cross_filter_pct=config.cross_filter_pct, baseline_frames=config.baseline_frames,
+                         rig=rig, seeing_arcsec=frame.seeing_arcsec, rig_seeing_pct=config.rig_seeing_pct,
+                         hfr_kind=frame.hfr_kind)
 
 
 def frame_jitter(ratios: Sequence[float], floor: float, prior_dof: float) -> tuple[float, float]:
@@ -722,6 +848,11 @@ def frame_jitter(ratios: Sequence[float], floor: float, prior_dof: float) -> tup
     d = np.sort(np.abs(d - np.median(d)))[:-1]
     sd = math.sqrt(float(np.mean(d ** 2)) / 2.0)
     return max(floor, sd), len(d) - 1 + prior_dof
+
+
+#: Detected stars fall as HFR**-1.2 when stars grow (peak = flux / HFR**2, and a typical field's
+#: counts go as flux**-0.6): the star loss that focus or seeing alone explain.
+STAR_COUNT_HFR_EXPONENT = 1.2
 
 
 #: Frames whose HFD/FWHM is compared with the baseline's for the profile corroboration.
@@ -783,7 +914,7 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     no drift at all (Student's t for a jitter measured on few frames). Without a focal ratio
     or pixel size: the Theil-Sen trend's lower bound against the HFR-percent fallback.
     """
-    if config.defocus_limit_cfz <= 0 or ctx.baseline is None or not ctx.baseline.complete:
+    if ctx.baseline is None or not ctx.baseline.complete:
         return None
     if ctx.drift is None or ctx.limit_um is None:
         return _rule_drift_fallback(ctx, config)
@@ -823,7 +954,7 @@ def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
     growth, would be slow to accept.
     """
     n = config.consecutive_frames
-    if n <= 0 or config.defocus_limit_cfz <= 0 or ctx.baseline is None or not ctx.baseline.complete:
+    if ctx.baseline is None or not ctx.baseline.complete:
         return None
     frames = list(ctx.history) + [ctx.frame]
     n_base = sum(1 for f in frames if f.filter_name == ctx.frame.filter_name)
@@ -851,9 +982,49 @@ def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
                                 f"lower bound (HFR / (1 + {zc:.1f} × {100 * sigma:.1f} % jitter); now {what})")
 
 
+def rule_reference(ctx: Context, config: PolicyConfig) -> Fired | None:
+    """The last frames sit above an in-focus size they did not set: already out of focus.
+
+    The mean of the last ``reference_frames`` frames of the filter against the independent
+    reference (night's best, other filters scaled by wavelength, rig + seeing), significant at
+    ``drift_z`` (Student's t for the night's scatter) and, as a defocus, past the limit. It
+    needs no baseline of its own, so it catches frames that were out of focus from the first
+    one (a filter change without a refocus) and works with 2-3 long exposures.
+    """
+    ref, m, z = ctx.reference, ctx.reference_excess, ctx.reference_z
+    if ref is None or m is None or z is None or m <= 0:
+        return None
+    # Welch-Satterthwaite: only the frames' jitter is an estimate (its dof); the reference's
+    # scatter is mostly the stated allowances, so a small dof does not inflate the whole bar
+    # (until the night's scatter is itself well measured: the reference's error rests on it too)
+    k = max(len(ctx.reference_frames), 1)
+    var_j = ctx.jitter ** 2 / k
+    dof = ctx.jitter_dof * ((var_j + ref.sigma ** 2) / var_j) ** 2 if var_j > 0 else math.inf
+    if ctx.night_dof < config.night_jitter_min_dof:
+        dof = ctx.jitter_dof
+    zc = critical_z(config.drift_z, min(dof, 1e6))
+    if z < zc:
+        return None
+    hfr = ref.hfr_px * math.exp(m)
+    opt = _optics(ctx.rig)
+    if opt and ctx.limit_um is not None:
+        defocus = optics.defocus_um_from_hfr(hfr, ref.hfr_px, opt[0], opt[1], ctx.rig.obstruction)
+        if defocus < ctx.limit_um:
+            return None
+        what = f"defocus {defocus:.0f} µm"
+    else:
+        if math.exp(m) < 1.0 + config.fallback_hfr_increase_pct / 100.0:
+            return None
+        what = f"HFR {100 * math.expm1(m):+.0f} %"
+    n = len(ctx.reference_frames)
+    return Fired("reference", f"the last {n} frames' HFR {hfr:.2f} px is {100 * math.expm1(m):+.0f} % above the "
+                              f"in-focus {ref.describe()} ({z:.1f} σ, needs {zc:.1f} σ; {what}) is past the "
+                              f"{_limit_text(ctx, config)}")
+
+
 def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
     """The focuser temperature moved by ``temperature_delta_c`` since the autofocus."""
-    if config.temperature_delta_c <= 0 or ctx.temp_delta_c is None:
+    if ctx.temp_delta_c is None:
         return None
     if abs(ctx.temp_delta_c) + 1e-9 < config.temperature_delta_c:
         return None
@@ -863,7 +1034,7 @@ def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
 
 def rule_time(ctx: Context, config: PolicyConfig) -> Fired | None:
     """``max_interval_min`` minutes passed since the autofocus."""
-    if config.max_interval_min <= 0 or ctx.minutes_since_af is None:
+    if ctx.minutes_since_af is None:
         return None
     if ctx.minutes_since_af < config.max_interval_min:
         return None
@@ -872,8 +1043,6 @@ def rule_time(ctx: Context, config: PolicyConfig) -> Fired | None:
 
 def rule_filter_change(ctx: Context, config: PolicyConfig) -> Fired | None:
     """The filter is not the one the autofocus was made with (filters not parfocal)."""
-    if not config.refocus_on_filter_change or config.parfocal_filters:
-        return None
     af, cur = ctx.state.af_filter, ctx.frame.filter_name
     if af is None or cur is None or af == cur:
         return None
@@ -883,8 +1052,6 @@ def rule_filter_change(ctx: Context, config: PolicyConfig) -> Fired | None:
 
 def rule_hfr_increase(ctx: Context, config: PolicyConfig) -> Fired | None:
     """NINA's HFR-increase trigger, for comparison: LSQ over 10 frames vs the lowest HFR."""
-    if config.hfr_increase_pct <= 0:
-        return None
     same = [f.hfr_px for f in list(ctx.history) + [ctx.frame] if f.filter_name == ctx.frame.filter_name and f.hfr_px]
     if len(same) < 3:
         return None
@@ -902,7 +1069,12 @@ def rule_hfr_increase(ctx: Context, config: PolicyConfig) -> Fired | None:
 
 @dataclass(frozen=True)
 class Rule:
-    """One row of the rule table: ``kind`` is ``image`` (reads the stars) or ``schedule``."""
+    """One row of the rule table: ``kind`` is ``image`` (reads the stars) or ``schedule``.
+
+    ``enabled`` says from the settings whether the rule is on (its own off-switch, stated
+    once: ``off_when`` is its sentence for people); ``needs_baseline`` whether the
+    ``baseline`` veto holds it while the filter's baseline is being built.
+    """
 
     name: str
     kind: str
@@ -910,28 +1082,46 @@ class Rule:
     fires_when: str
     settings: tuple[str, ...]
     off_when: str
+    enabled: Callable[[PolicyConfig], bool]
+    needs_baseline: bool = True
 
 
 RULES: tuple[Rule, ...] = (
     Rule("drift", "image", rule_drift,
-         "drift model (HFR + profile since the autofocus) one frame ahead is past the limit, "
-         "and the growth is significant",
+         "the drift model (defocus growing steadily since the autofocus, fitted to the HFR ratios and the "
+         "profile flattening together, its in-focus level anchored on the independent reference when that "
+         "says the baseline was already out of focus) puts the defocus lookahead_frames ahead past the limit, "
+         "and that growth is significant at drift_z sigmas "
+         "(Student's t for the night's scatter)",
          ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof"),
-         "defocus_limit_cfz = 0"),
+         "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
+    Rule("reference", "image", rule_reference,
+         "the last reference_frames frames are above the independent in-focus size (night's best of the "
+         "filter, other filters scaled by wavelength, rig + seeing) by more than the limit, significant at "
+         "drift_z sigmas (filter changes without a refocus, few long exposures)",
+         ("reference_frames", "defocus_limit_cfz", "drift_z", "seeing_wander_pct_per_h", "cross_filter_pct",
+          "rig_seeing_pct"),
+         "reference_frames = 0", lambda c: c.reference_frames > 0 and c.defocus_limit_cfz > 0,
+         needs_baseline=False),
     Rule("consecutive", "image", rule_consecutive,
-         "N accepted frames in a row each past the limit at their lower bound (focus steps, long exposures)",
-         ("consecutive_frames", "defocus_limit_cfz", "confidence_z", "drift_z"), "consecutive_frames = 0"),
+         "consecutive_frames accepted frames in a row each past the limit at their lower bound: "
+         "HFR / (1 + confidence_z x jitter (+) drift_z x baseline error) (focus steps)",
+         ("consecutive_frames", "defocus_limit_cfz", "confidence_z", "drift_z"), "consecutive_frames = 0",
+         lambda c: c.consecutive_frames > 0 and c.defocus_limit_cfz > 0),
     Rule("temperature", "schedule", rule_temperature,
-         "focuser temperature changed by the limit since the autofocus", ("temperature_delta_c",),
-         "temperature_delta_c = 0"),
-    Rule("time", "schedule", rule_time, "minutes since the autofocus reach the limit", ("max_interval_min",),
-         "max_interval_min = 0"),
+         "the focuser temperature moved temperature_delta_c since the autofocus", ("temperature_delta_c",),
+         "temperature_delta_c = 0", lambda c: c.temperature_delta_c > 0),
+    Rule("time", "schedule", rule_time, "max_interval_min minutes since the autofocus", ("max_interval_min",),
+         "max_interval_min = 0", lambda c: c.max_interval_min > 0),
     Rule("filter_change", "schedule", rule_filter_change,
-         "filter differs from the one focused with", ("refocus_on_filter_change", "parfocal_filters"),
-         "refocus_on_filter_change = false or parfocal_filters = true"),
+         "the filter differs from the one the autofocus was made with",
+         ("refocus_on_filter_change", "parfocal_filters"),
+         "refocus_on_filter_change = false, or parfocal_filters = true",
+         lambda c: c.refocus_on_filter_change and not c.parfocal_filters),
     Rule("hfr_increase", "image", rule_hfr_increase,
-         "NINA's rule: LSQ over the last 10 frames vs the lowest HFR since the autofocus", ("hfr_increase_pct",),
-         "hfr_increase_pct = 0 (default)"),
+         "NINA's rule, for comparison: a least-squares line over the last 10 frames of the filter ends "
+         "hfr_increase_pct % above the lowest HFR since the autofocus", ("hfr_increase_pct",),
+         "hfr_increase_pct = 0 (default)", lambda c: c.hfr_increase_pct > 0),
 )
 
 
@@ -975,6 +1165,12 @@ def veto_clouds(ctx: Context, config: PolicyConfig) -> str | None:
             and f.flux_per_s < config.cloud_flux_fraction * b.flux_per_s:
         return (f"clouds? star flux {100 * f.flux_per_s / b.flux_per_s:.0f} % of the baseline "
                 f"(< {100 * config.cloud_flux_fraction:.0f} %)")
+    if config.thin_cloud_star_fraction > 0 and f.hfr_px and b.hfr_px and b.n_stars:
+        # larger stars are fainter per pixel: fewer pass the detection threshold, focus or seeing alike
+        grown = max(1.0, f.hfr_px / b.hfr_px) ** -STAR_COUNT_HFR_EXPONENT
+        if f.n_stars < config.thin_cloud_star_fraction * grown * b.n_stars:
+            return (f"thin clouds? {f.n_stars} stars against {b.n_stars:.0f} in the baseline, fewer than the "
+                    f"star growth explains (< {100 * config.thin_cloud_star_fraction * grown:.0f} %)")
     return None
 
 
@@ -1050,23 +1246,34 @@ def veto_af_in_progress(ctx: Context, config: PolicyConfig) -> str | None:
 
 
 VETOES: tuple[Veto, ...] = (
-    Veto("not_light", "skip", "all", veto_not_light, "IMAGETYP is FLAT, DARK, BIAS..."),
-    Veto("too_few_stars", "skip", "all", veto_too_few_stars, "fewer than min_stars stars, or no HFR"),
-    Veto("diagnosis", "skip", "all", veto_diagnosis, "diagnosis says trailing / wind / clouds / dew"),
-    Veto("clouds", "skip", "all", veto_clouds, "star count or flux per second far below the baseline"),
-    Veto("trailing", "skip", "all", veto_trailing, "eccentricity >= max_eccentricity and rose above the baseline"),
+    Veto("not_light", "skip", "all", veto_not_light,
+         "IMAGETYP is FLAT, DARK, BIAS... (frame ignored entirely)"),
+    Veto("too_few_stars", "skip", "all", veto_too_few_stars, "fewer than min_stars stars (or no HFR)"),
+    Veto("diagnosis", "skip", "all", veto_diagnosis,
+         f"the single-frame diagnosis says {' / '.join(sorted(TRANSIENT_LABELS))} (its transient labels)"),
+    Veto("clouds", "skip", "all", veto_clouds,
+         "star count < cloud_star_fraction x baseline, or star flux per second < cloud_flux_fraction x baseline, "
+         "or star count < thin_cloud_star_fraction x what the stars' growth explains (HFR ratio**-1.2)"),
+    Veto("trailing", "skip", "all", veto_trailing,
+         "eccentricity >= max_eccentricity and eccentricity_rise above the baseline"),
     Veto("autofocus_in_progress", "hold", "all", veto_af_in_progress, "an autofocus is running"),
-    Veto("cooldown", "hold", "all", veto_cooldown, "a refocus was asked for: wait for the autofocus or N frames"),
-    Veto("baseline", "hold", "image", veto_baseline, "the filter's baseline is still being built"),
-    Veto("optical_defect", "hold", "image", veto_optical_defect, "diagnosis says tilt / curvature / coma..."),
-    Veto("seeing", "hold", "image", veto_seeing, "HFD/FWHM measured and not flattened: seeing, not focus"),
+    Veto("cooldown", "hold", "all", veto_cooldown,
+         "a refocus was asked for; wait for the autofocus or cooldown_frames frames"),
+    Veto("baseline", "hold", "image", veto_baseline,
+         "rules that need the filter's own baseline wait until it is complete (baseline_frames)"),
+    Veto("optical_defect", "hold", "image", veto_optical_defect,
+         f"the diagnosis says {' / '.join(sorted(OPTICAL_LABELS))} (its optical labels): a refocus does not "
+         "fix it, warn instead"),
+    Veto("seeing", "hold", "image", veto_seeing,
+         "the profile was measured and did not flatten: HFD/FWHM of the last 3 frames not profile_drop_min "
+         "and confidence_z standard errors below the baseline's (seeing, not focus); seeing_veto"),
 )
 
 
 # =========================================================================== decide
 
 def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyConfig, now: float, *,
-           frame: FrameRecord, rig: Rig | None = None) -> Decision:
+           frame: FrameRecord, rig: Rig | None = None, night: NightMemory | None = None) -> Decision:
     """The verdict on ``frame`` given the accepted frames since the autofocus.
 
     Parameters
@@ -1085,9 +1292,12 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
         The frame to decide on.
     rig
         Optics for the defocus conversion (``None``: HFR-percent fallback).
+    night
+        What the night taught so far (in-focus sizes per filter and autofocus run, the
+        frame-to-frame scatter); ``None``: only ``history`` (no independent reference).
     """
     rig = rig or Rig()
-    ctx = _context(history, state, config, now, frame, rig)
+    ctx = _context(history, state, config, now, frame, rig, night)
     figures = _figures(ctx, config)
     for v in VETOES:
         if v.effect != "skip":
@@ -1095,7 +1305,7 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
         why = v.func(ctx, config)
         if why:
             return Decision(decision="skip", reasons=(why,), rules=(v.name,), **figures)
-    fired = [(r, r.func(ctx, config)) for r in RULES]
+    fired = [(r, r.func(ctx, config)) for r in RULES if r.enabled(config)]
     fired = [(r, f) for r, f in fired if f is not None]
     holds: list[tuple[Veto, str]] = []
     for v in VETOES:
@@ -1110,7 +1320,8 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
     held: list[str] = []
     hold_reasons: list[str] = []
     for rule, f in fired:
-        blocking = [(v, why) for v, why in holds if v.scope == "all" or v.scope == rule.kind]
+        blocking = [(v, why) for v, why in holds if (v.scope == "all" or v.scope == rule.kind)
+                    and (rule.needs_baseline or v.name != "baseline")]
         if blocking:
             held.append(rule.name)
             for v, why in blocking:
@@ -1172,6 +1383,9 @@ def _figures(ctx: Context, config: PolicyConfig) -> dict[str, Any]:
         profile_ratio=f.profile_ratio, baseline_profile_ratio=b.profile_ratio if b else None,
         temp_c=f.temp_c, temp_delta_c=ctx.temp_delta_c, minutes_since_af=ctx.minutes_since_af,
         n_frames_since_af=ctx.state.n_frames_since_af + (1 if f.is_light else 0),
+        reference_hfr_px=ctx.reference.hfr_px if ctx.reference else None,
+        reference_pct=100.0 * ctx.reference.sigma if ctx.reference else None,
+        reference_z=ctx.reference_z,
     )
 
 
@@ -1190,6 +1404,7 @@ class Monitor:
         self.rig = rig or Rig()
         self.state = PolicyState()
         self.history: list[FrameRecord] = []
+        self.night = NightMemory()
 
     def autofocus(self, mark: AutofocusMark) -> None:
         """An autofocus happened: the baseline is taken again from the frames after it.
@@ -1206,6 +1421,7 @@ class Monitor:
             return
         self.state = on_autofocus(st, mark)
         self.history = []
+        self.night.autofocus(mark.filter_name)
 
     def _pre(self, frame: FrameRecord) -> None:
         st = self.state
@@ -1222,7 +1438,7 @@ class Monitor:
         """Decide on ``frame`` and remember it; ``now`` defaults to the frame's time."""
         self._pre(frame)
         d = decide(self.history, self.state, self.config, frame.time_s if now is None else now,
-                   frame=frame, rig=rig or self.rig)
+                   frame=frame, rig=rig or self.rig, night=self.night)
         self._post(frame, d)
         return d
 
@@ -1235,6 +1451,10 @@ class Monitor:
         self.state = advance(self.state, frame, d)
         if d.decision != "skip" and frame.is_light:
             self.history.append(frame)
+            if frame.hfr_px:
+                self.night.add(frame.filter_name, frame.time_s, frame.hfr_px,
+                               frame.airmass if self.config.airmass_correction else None,
+                               self.config.baseline_frames)
 
     def autofocus_started(self) -> None:
         """An autofocus is running (a capture program said so): hold refocus requests."""
@@ -1250,22 +1470,43 @@ def rules_table(config: PolicyConfig | None = None) -> list[dict[str, Any]]:
     for r in RULES:
         rows.append({"kind": "rule", "name": r.name, "scope": r.kind, "fires_when": r.fires_when,
                      "settings": {s: getattr(config, s) for s in r.settings}, "off_when": r.off_when,
-                     "active": r.func is not None and _rule_enabled(r.name, config)})
+                     "active": bool(r.enabled(config))})
     for v in VETOES:
         rows.append({"kind": "veto", "name": v.name, "scope": v.scope, "effect": v.effect, "fires_when": v.when,
                      "settings": {}, "off_when": "", "active": True})
     return rows
 
 
-def _rule_enabled(name: str, config: PolicyConfig) -> bool:
-    return {
-        "drift": config.defocus_limit_cfz > 0,
-        "consecutive": config.consecutive_frames > 0 and config.defocus_limit_cfz > 0,
-        "temperature": config.temperature_delta_c > 0,
-        "time": config.max_interval_min > 0,
-        "filter_change": config.refocus_on_filter_change and not config.parfocal_filters,
-        "hfr_increase": config.hfr_increase_pct > 0,
-    }.get(name, True)
+def _rst_table(headers: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int]) -> str:
+    """A reStructuredText simple table, each cell wrapped to its column's width."""
+    import textwrap
+
+    rule = "  ".join("=" * w for w in widths)
+    out = [rule, "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), rule]
+    for row in rows:
+        cells = [textwrap.wrap(c, w) or [""] for c, w in zip(row, widths)]
+        for i in range(max(len(c) for c in cells)):
+            out.append("  ".join((c[i] if i < len(c) else "").ljust(w) for c, w in zip(cells, widths)).rstrip())
+    out.append(rule)
+    return "\n".join(out)
+
+
+def rule_table_text(config: PolicyConfig | None = None) -> str:
+    """The rule table of this module's docstring, generated from :data:`RULES` (defaults or ``config``)."""
+    config = config or PolicyConfig()
+    rows = [(r.name, r.fires_when, ", ".join(f"{k} ({getattr(config, k)!r})" for k in r.settings), r.off_when)
+            for r in RULES]
+    return _rst_table(("rule", "fires when", "settings (value)", "switched off by"), rows, (14, 56, 34, 24))
+
+
+def veto_table_text() -> str:
+    """The veto table of this module's docstring, generated from :data:`VETOES`."""
+    rows = [(v.name, v.effect, v.scope, v.when) for v in VETOES]
+    return _rst_table(("veto", "effect", "scope", "when"), rows, (21, 6, 5, 78))
+
+
+if __doc__:
+    __doc__ = __doc__.replace("{RULE_TABLE}", rule_table_text()).replace("{VETO_TABLE}", veto_table_text())
 
 
 # =========================================================================== summaries
