@@ -354,6 +354,14 @@ def test_remote_record_is_hfr_only():
     rec = record_from_image(ev)
     assert (rec.hfr_px, rec.n_stars, rec.filter_name, rec.exposure_s, rec.profile_ratio, rec.temp_c) == \
         (2.5, 250, "L", 120.0, None, None)
+    # policy: NINA's HFR is the flux-weighted mean radius, and the record says so
+    assert rec.hfr_kind == "nina" and rec.is_light and rec.time_s == pytest.approx(ev.time_s)
+    from focuswatch.remote import hfr_record_from_image
+
+    hr = hfr_record_from_image(ev)
+    assert (hr.hfr_kind, hr.hfr_stdev_px, hr.temp_c) == ("nina", 0.31, None)
+    none = record_from_image(ne.image_from_stats(_stats(4, "NaN", stars=0)))
+    assert none.hfr_px is None and none.n_stars == 0
 
 
 # --------------------------------------------------------------------------- FOLDER + --nina-api: IMAGE-SAVE = file complete

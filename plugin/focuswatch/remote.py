@@ -2,9 +2,10 @@
 
 ``focuswatch watch --nina-api HOST[:PORT]`` runs the same refocus policy
 (:class:`focuswatch.monitor.Monitor`) on NINA's own figures: every ``IMAGE-SAVE`` event becomes
-an HFR-only :class:`~focuswatch.monitor.FrameRecord` (NINA's HFR and star count, the filter,
-the exposure; no profile shape, no focuser temperature — NINA's event carries the *camera*
-temperature, which says nothing about focus, so the temperature rule stays quiet). Refocus
+an HFR-only record (:class:`~focuswatch.policy_baseline.HfrRecord`, ``hfr_kind = "nina"``:
+NINA's HFR is its flux-weighted mean radius; star count, filter, exposure; no profile shape,
+no focuser temperature — NINA's event carries the *camera* temperature, which says nothing
+about focus, so the temperature rule stays quiet). Refocus
 requests go out through the configured ``[trigger]``s, normally the Advanced API's own
 autofocus call on the same host. ``AUTOFOCUS-STARTING`` holds requests while NINA focuses;
 ``AUTOFOCUS-FINISHED`` (sent only for successful runs) resets the baseline and answers the
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.policy_baseline import HfrRecord
 from focuswatch.nina_events import (AutofocusFinished, AutofocusPointAdded, AutofocusStarting, ImageSaved,
                                     NinaEventSource, SourceStatus, image_history, load_image_history)
 from focuswatch.render_text import emit_json, error_line, fmt, summary_text
@@ -37,16 +39,25 @@ log = logging.getLogger("focuswatch.remote")
 EXIT_OK, EXIT_FAIL = 0, 1
 
 
-def record_from_image(ev: ImageSaved, index: int = 0) -> FrameRecord:
-    """The policy's view of one NINA image: HFR, star count, filter, exposure, time.
+def hfr_record_from_image(ev: ImageSaved, index: int = 0) -> HfrRecord:
+    """The policy's HFR-only view of one NINA image (:class:`~focuswatch.policy_baseline.HfrRecord`).
 
     ``file`` is NINA's base file name (``image-<index>`` when NINA sent none); ``hfr_px`` is
-    NINA's HFR (its flux-weighted mean radius: the policy works on HFR *ratios* against the
-    night's own baseline, so the definition cancels out).
+    NINA's HFR — its flux-weighted mean radius, so ``hfr_kind = "nina"`` (the policy compares
+    it with the rig's expected size accordingly); 0 or no HFR (no stars) → ``None``, the
+    policy skips the frame. No profile witness, no focuser temperature (NINA's event carries
+    the camera's), no airmass.
     """
-    return FrameRecord(file=ev.filename or f"image-{index}", time_s=ev.time_s or 0.0, n_stars=ev.n_stars,
-                       hfr_px=ev.hfr_px, exposure_s=ev.exposure_s, filter_name=ev.filter_name,
-                       is_light=ev.is_light)
+    hfr = ev.hfr_px if ev.hfr_px is not None and ev.hfr_px > 0 else None
+    return HfrRecord(file=ev.filename or f"image-{index}", time_s=ev.time_s or 0.0, hfr_px=hfr,
+                     n_stars=ev.n_stars, hfr_stdev_px=ev.hfr_sd_px, filter_name=ev.filter_name,
+                     exposure_s=ev.exposure_s, image_type=ev.image_type or "LIGHT", hfr_kind="nina")
+
+
+def record_from_image(ev: ImageSaved, index: int = 0) -> FrameRecord:
+    """The :class:`FrameRecord` ``Monitor.observe`` takes, from :func:`hfr_record_from_image`
+    (``hfr_kind = "nina"``, no ``profile_ratio``, no ``temp_c``)."""
+    return hfr_record_from_image(ev, index).to_frame_record()
 
 
 @dataclass
@@ -251,5 +262,5 @@ def cmd_replay_history(args: Any) -> int:
     return EXIT_OK
 
 
-__all__ = ["record_from_image", "RemoteSession", "run_remote", "replay_history", "cmd_watch_remote",
+__all__ = ["hfr_record_from_image", "record_from_image", "RemoteSession", "run_remote", "replay_history", "cmd_watch_remote",
            "cmd_replay_history"]
