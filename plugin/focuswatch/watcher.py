@@ -969,9 +969,10 @@ class Watcher:
                 events.append(self._nina_inbox.get_nowait())
             except queue.Empty:
                 break
+        n_saved = len(self._nina_saved)
         for ev in events:
             if isinstance(ev, ImageSaved):
-                if ev.filename:
+                if ev.filename:   # NINA sends a Windows path or a base name: the name is the key
                     self._nina_saved.add(Path(ev.filename.replace("\\", "/")).name)
             elif isinstance(ev, AutofocusFinished):
                 key = f"nina-api:{ev.time}"
@@ -982,8 +983,8 @@ class Watcher:
                 (log.info if ev.connected else log.warning)("%s", ev.message)
                 if ev.connected:
                     self._fetch_history()
-        if self._nina_saved:
-            # files NINA finished may already be pending: mark them ready on this pass
+        if len(self._nina_saved) > n_saved:
+            # files NINA finished may already be pending: mark them ready on the next pass
             self._wake.set()
         return found
 
