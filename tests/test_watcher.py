@@ -747,3 +747,22 @@ def test_a_nina_hook_without_its_report_is_judged_from_where_the_focuser_was(tmp
         # an Ekos or manual autofocus-done is not NINA's: it counts at once, as before
         statefile.append_autofocus_event(w.events_file, statefile.make_event(source="autofocus-done"))
         pump(w, lambda o: w.monitor.state.n_autofocus == 2, timeout_s=5)
+
+
+def test_replay_judges_nina_reports_as_watch_does(tmp_path, base_frame):
+    """`replay --af-folder`: a report whose next frame sits back at the start position is not an
+    autofocus (the baseline stays); one whose next frame is at its calculated point is."""
+    night, af = tmp_path / "night", tmp_path / "AutoFocus"
+    night.mkdir()
+    af.mkdir()
+    t0 = datetime(2026, 11, 21, 21, 0, tzinfo=timezone.utc).timestamp()
+    for i, pos in enumerate([15400, 15400, 15400, 15100]):
+        p = night / f"n{i}.fits"
+        p.write_bytes(fits_for(base_frame, i, FOCPOS=pos, FILTER="L", FOCTEMP=8.0))
+        os.utime(p, (t0 + 600 * i, t0 + 600 * i))                   # written 10 min apart
+    for name, after in (("failed.json", 0), ("good.json", 2)):     # each run ends 5 min after frame `after`
+        (af / name).write_text(json.dumps(_nina_af_report(datetime.fromtimestamp(t0 + 600 * after + 300,
+                                                                                  timezone.utc))))
+    marks = [mark_from_nina_report(p) for p in sorted(af.glob("*.json"))]
+    _, mon = replay(night, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET, af_marks=marks, diagnose=False)
+    assert mon.state.n_autofocus == 1 and mon.state.last_focuser_pos == 15100

@@ -294,10 +294,17 @@ def replay_night(folder: str | Path, *, config: Any = None, policy: Any = None, 
         night.append(NightFrame(frames_mod.frame_order_key(p, meta), p, meta, written))
     monitor = Monitor(policy, config.rig)
     steps = interleave(night, list(af_marks))
+    from focuswatch.watcher import ReplayConfirm, watch_from_config
+
+    nina = ReplayConfirm(watch_from_config(config))   # a NINA autofocus counts once confirmed, as in watch
     for kind, item in bar(steps, desc="replay", enabled=progress, unit="step"):
         if kind == "af":
-            monitor.autofocus(item)
+            if not nina.hold(item):
+                monitor.autofocus(item)
             continue
+        if item.meta.is_light:
+            for mark in nina.frame(item.meta):
+                monitor.autofocus(mark)
         row = _replay_one(item, config, monitor, diagnose)
         out.append(row)
         if on_row:

@@ -265,6 +265,65 @@ def confirm_from_start(candidate: afconfirm.AFCandidate, *, focuser_pos: float |
                                                     "(no NINA report for this run to compare with)")
 
 
+def judge_nina_run(candidate: afconfirm.AFCandidate, *, focuser_pos: float | None, frame_filter: str | None,
+                   config: afconfirm.AFConfirmConfig) -> afconfirm.AFVerdict:
+    """The verdict of the first light frame after a NINA run: :func:`focuswatch.afconfirm.confirm`
+    when the run's calculated focus point is known (or the API confirmed it), else
+    :func:`confirm_from_start`."""
+    judge = afconfirm.confirm if (candidate.calculated_pos is not None or candidate.api_finished) \
+        else confirm_from_start
+    return judge(candidate, focuser_pos=focuser_pos, frame_filter=frame_filter, config=config)
+
+
+class ReplayConfirm:
+    """``replay``'s side of "a NINA autofocus counts only once confirmed", as ``watch`` does it.
+
+    A mark from a NINA source is held; the first light frame after it judges it from the
+    mark's ``position`` (the report's calculated focus point) and the FOCPOS of the last light
+    frame before it (where the run started: NINA's InitialFocusPoint). Confirmed marks are
+    returned to apply *before* that frame; failed ones are dropped; unconfirmed ones are
+    dropped after ``af_confirm_frames`` light frames.
+    """
+
+    def __init__(self, watch: WatchConfig | None = None):
+        self.watch = watch or WatchConfig()
+        self.config = afconfirm.AFConfirmConfig(tolerance_steps=self.watch.af_tolerance_steps)
+        self.held: list[list[Any]] = []          # [mark, candidate, n_frames]
+        self.last_light: tuple[Any, Any] = (None, None)
+        self.verdicts: list[tuple[AutofocusMark, str, str]] = []
+
+    def hold(self, mark: AutofocusMark) -> bool:
+        """True when ``mark`` is NINA's and is held (the caller must not apply it now)."""
+        if not is_nina_source(mark.source):
+            return False
+        cand = afconfirm.AFCandidate(time_s=mark.time_s, source=mark.source,
+                                     calculated_pos=float(mark.position) if mark.position is not None else None,
+                                     initial_pos=self.last_light[0], filter_name=mark.filter_name or self.last_light[1])
+        self.held.append([mark, cand, 0])
+        return True
+
+    def frame(self, meta: Any) -> list[AutofocusMark]:
+        """A light frame's header: the held marks it confirms (apply them before judging it)."""
+        apply: list[AutofocusMark] = []
+        for item in list(self.held):
+            mark, cand, n = item
+            v = judge_nina_run(cand, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name, config=self.config)
+            status = v.status
+            if status == afconfirm.PENDING:
+                item[2] = n + 1
+                if item[2] < self.watch.af_confirm_frames:
+                    continue
+                status = UNCONFIRMED
+            self.held.remove(item)
+            self.verdicts.append((mark, status, v.reason))
+            if status == afconfirm.CONFIRMED:
+                apply.append(mark)
+            else:
+                log.info("replay: NINA autofocus (%s) not counted (%s): %s", mark.source, status, v.reason)
+        self.last_light = (meta.focuser_pos, meta.filter_name)
+        return apply
+
+
 @dataclass
 class NinaRun:
     """One NINA autofocus run: every signal of it (report, hook event, AUTOFOCUS-FINISHED) and
@@ -1076,10 +1135,8 @@ class Watcher:
         for run in [r for r in self._runs if r.status == afconfirm.PENDING]:
             if _mtime(p) < run.time_s - 1.0:
                 continue                                    # written before the run ended
-            judge = afconfirm.confirm if (run.candidate.calculated_pos is not None
-                                          or run.candidate.api_finished) else confirm_from_start
-            v = judge(run.candidate, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name,
-                      config=self._af_confirm)
+            v = judge_nina_run(run.candidate, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name,
+                               config=self._af_confirm)
             if v.status != afconfirm.PENDING:
                 self._settle(run, v.status, v.reason)
                 continue
