@@ -211,26 +211,44 @@ def test_star_asymmetry_tells_a_one_sided_flare_from_a_symmetric_smear():
     assert a_flare[0] > 0.05 and abs(a_flare[1]) < 0.01  # points along +x, where the flare is
 
 
-def test_profile_table_matches_the_model():
-    """The embedded table is what profile_model computes (spot checks, three obstructions)."""
-    for eps, bi, xi in ((0.0, 3, 0), (0.0, 1, 8), (0.35, 3, 14), (0.25, 5, 11)):
+def _family(tab, name):
+    return [f["name"] for f in tab["families"]].index(name)
+
+
+def test_generated_profile_table_matches_the_model():
+    """The generated Moffat cross-check rows are what profile_model computes (spot checks)."""
+    for eps, name, xi in ((0.0, "moffat beta=4", 0), (0.0, "moffat beta=3", 8), (0.35, "moffat beta=4", 14),
+                          (0.25, "moffat beta=5", 11)):
         tab = diagnose._profile_table(eps)
-        m = diagnose.profile_model(4.0, diagnose._BETAS[bi], 4.0 * diagnose._XS[xi], eps, n=512)
-        assert tab["r50"][bi, xi] == pytest.approx(m["r50_px"] / 4.0, abs=2e-3)
-        assert tab["w"][bi, xi] == pytest.approx(m["r90_px"] / m["r50_px"], abs=2e-3)
-        assert tab["fit"][bi, xi] == pytest.approx(m["fit_fwhm_px"] / 4.0, rel=5e-3)
-        assert tab["hm"][bi, xi] == pytest.approx(m["fwhm_px"] / 4.0, rel=5e-3)
+        i = _family(tab, name)
+        beta = tab["families"][i]["beta_equiv"]
+        m = diagnose.profile_model(4.0, beta, 4.0 * tab["xs"][xi], eps, n=512)
+        assert tab["r50"][i, xi] == pytest.approx(m["r50_px"] / 4.0, abs=2e-3)
+        assert tab["w"][i, xi] == pytest.approx(m["r90_px"] / m["r50_px"], abs=2e-3)
+        assert tab["fit"][i, xi] == pytest.approx(m["fit_fwhm_px"] / 4.0, rel=5e-3)
+        assert tab["hm"][i, xi] == pytest.approx(m["fwhm_px"] / 4.0, rel=5e-3)
 
 
-def test_profile_model_half_flux_growth_agrees_with_optics():
-    """The profile table and optics' HFR-growth model are the same physics (beta 3.5); their
-    grids differ (anti-aliased disk on 512 px here, a coarser hard-edged one in optics): 2 %."""
+def test_generated_kolmogorov_rows_agree_with_galsim():
+    """The physical rows start from GalSim's Kolmogorov profile (in focus, seeing-dominated)."""
+    galsim = pytest.importorskip("galsim")
     tab = diagnose._profile_table(0.0)
-    bi = diagnose._BETAS.index(3.5)
-    r0 = diagnose.moffat_r50_px(1.0, 3.5)
+    i = _family(tab, "kolmogorov geometric")
+    k = galsim.Kolmogorov(fwhm=1.0)
+    assert tab["r50"][i, 0] == pytest.approx(k.half_light_radius, rel=0.01)
+    assert tab["hm"][i, 0] == pytest.approx(1.0, rel=0.01)
+    assert 2.0 * tab["r50"][i, 0] / tab["hm"][i, 0] == pytest.approx(1.13, abs=0.01)  # HFD/FWHM, below Moffat 4's
+
+
+def test_generated_kolmogorov_growth_agrees_with_optics():
+    """The profile table's Kolmogorov row and optics' calibrated geometric growth are the same physics
+    (two grids: 512 samples over the star here, 1024 over a wider field there): 3 %."""
+    tab = diagnose._profile_table(0.0)
+    i = _family(tab, "kolmogorov geometric")
+    r0 = tab["r50"][i, 0]
     for xi in (4, 8, 12, 15, 19):
-        x = diagnose._XS[xi]
-        assert tab["r50"][bi, xi] == pytest.approx(optics.hfr_px_for_blur(x, r0), rel=0.02)
+        x = tab["xs"][xi]
+        assert tab["r50"][i, xi] == pytest.approx(optics.hfr_px_for_blur(x, r0, 0.0, None), rel=0.03)
 
 
 @pytest.mark.parametrize("beta,eps,x", [(2.5, 0.0, 1.0), (3.5, 0.0, 4.0), (3.5, 0.35, 2.0), (5.0, 0.35, 10.0)])
@@ -378,3 +396,113 @@ def test_cli_bad_input_is_one_line_and_nonzero(frame_dir, tmp_path, capsys):
     empty.mkdir()
     assert main(["diagnose", str(empty)]) == 2
     assert main(["diagnose", str(frame_dir / "f0.fits"), "--baseline-hfr-px", "-1"]) == 2
+
+
+# --------------------------------------------------------------------------- physical optics (independent truth)
+
+from physframes import NEWTONIAN, measured, rig_of, seeing_frame  # noqa: E402
+
+from focuswatch import physoptics as po  # noqa: E402
+
+
+@pytest.mark.parametrize("seeing,kind", [(4.2, "kolmogorov"), (5.0, "kolmogorov"), (3.5, "vonkarman")])
+def test_focused_frame_in_bad_seeing_is_never_a_focus_miss(seeing, kind):
+    """Kolmogorov seeing reads HFD/FWHM ~1.13, below the Moffat beta=4 value (1.17) the former
+    discriminator assumed: it called a focused 4.2" frame ``focus_miss``."""
+    spec = seeing_frame(seeing, kind=kind)
+    frame, st = measured(spec)
+    d = diagnose.frame(st, rig_of(NEWTONIAN), image=frame)
+    assert d.label != "focus_miss"
+    assert not d.refocus_advised
+    assert d.label in ("poor_seeing", "in_focus")
+    assert d.evidence.min_blur_to_seeing is not None and d.evidence.min_blur_to_seeing < 0.6
+
+
+def test_focus_miss_versus_seeing_on_a_held_out_physical_set():
+    """Held-out frames (a seed the thresholds were not looked at with): rigs, seeing kinds
+    (Kolmogorov, von Karman, Moffat), 1.5-5", 0-3 CFZ, FWHM 1.5-6 px. No frame truly in focus
+    (0 or 0.25 CFZ) is ever called a focus miss. The target is 95 %; the tuning seed reaches
+    98.2 %, the 80-frame held-out seed 12 92.2 % (benchmarks/diagnose_eval.py), this small
+    held-out set 12 of 14: both misses are a small
+    refractor (80 mm f/6) at 1 CFZ, 0.6 waves of defocus, where wave optics grows the star
+    without flattening its top, so the profile shape cannot see it (the baseline can)."""
+    frames = po.labelled_set(seed=2027, n_frames=16, width_px=256, n_stars=30)
+    scored = right = 0
+    for lf in frames:
+        frame, st = measured(lf.spec)
+        d = diagnose.frame(st, rig_of(lf.spec.optics), image=frame)
+        if lf.defocus_cfz <= 0.25:
+            assert d.label != "focus_miss", (lf.rig_name, lf.spec.seeing)
+        if lf.truth == "ambiguous":
+            continue
+        scored += 1
+        right += (d.label == "focus_miss") == (lf.truth == "focus_miss")
+    assert scored >= 10
+    assert right / scored >= 0.85
+
+
+def _field_frame(ab: po.FieldAberrations, seeing: float = 1.8) -> po.FrameSpec:
+    return po.FrameSpec(optics=NEWTONIAN, seeing=po.Seeing(seeing), aberrations=ab, width_px=512, height_px=512,
+                        n_stars=90, seed=4, field_zones=4)
+
+
+def test_coma_is_not_read_as_backfocus():
+    """Coma (W131 growing with the field radius): radial comet tails with a sharp centre."""
+    frame, st = measured(_field_frame(po.FieldAberrations(coma_waves=3.0)))
+    d = diagnose.frame(st, rig_of(NEWTONIAN), image=frame)
+    assert d.label == "coma"
+    assert d.evidence.asymmetry_radial is not None and d.evidence.asymmetry_radial > 0.04
+
+
+def test_curved_field_with_radial_astigmatism_is_backfocus_not_coma():
+    """A curved field (focus shift ~ r^2) with astigmatism: radially elongated, but symmetric stars."""
+    frame, st = measured(_field_frame(po.FieldAberrations(curvature_um=200.0, astig_waves=0.5)))
+    d = diagnose.frame(st, rig_of(NEWTONIAN), image=frame)
+    assert d.label == "backfocus"
+    assert d.evidence.radial_score is not None and d.evidence.radial_score > 0.5  # elongated, radially
+    assert abs(d.evidence.asymmetry_radial) < 0.02
+
+
+# --------------------------------------------------------------------------- thresholds from TOML
+
+def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
+    from focuswatch.config import load_config
+
+    p = tmp_path / "fw.toml"
+    p.write_text("[diagnose]\nfocus_miss_cfz = 1.0\nmin_stars = 8\n\n[grade]\nsoft_factor = 1.3\n", encoding="utf-8")
+    cfg = load_config(p)
+    assert cfg.diagnose_config().focus_miss_cfz == 1.0 and cfg.diagnose_config().min_stars == 8
+    assert cfg.grade_config().soft_factor == 1.3
+    assert diagnose.DiagnoseConfig().focus_miss_cfz == 0.7  # defaults untouched
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[diagnose]\nfocus_miss_cfz = -1.0\n", "focus_miss_cfz"),
+    ("[diagnose]\nplausible_delta_chi2 = nan\n", "plausible_delta_chi2"),
+    ("[diagnose]\nfocus_miss_cfz = \"big\"\n", "focus_miss_cfz"),
+    ("[diagnose]\nno_such_thing = 1\n", "no_such_thing"),
+    ("[grade]\nfocus_blur_to_seeing = 0.0\n", "focus_blur_to_seeing"),
+])
+def test_a_wrong_threshold_is_one_line_naming_file_section_and_key(tmp_path, text, key):
+    from focuswatch.config import load_config
+    from focuswatch.errors import ConfigError
+
+    p = tmp_path / "fw.toml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    section = text.split("]")[0] + "]"
+    assert "\n" not in msg
+    assert str(p) in msg and section in msg and key in msg
+    assert "expected" in msg or "unknown setting" in msg
+
+
+def test_labels_are_an_enum_that_stays_a_plain_string():
+    lab = diagnose.Label.focus_miss
+    assert lab == "focus_miss" and json.dumps({"label": lab}) == '{"label": "focus_miss"}'
+    assert "focus_miss" in diagnose.REFOCUS_LABELS and lab in diagnose.REFOCUS_LABELS
+    assert diagnose.OPTICAL_LABELS == {"backfocus", "tilt", "coma", "collimation"}
+    assert diagnose.TRANSIENT_LABELS == {"trailing", "dew", "clouds"}
+    assert set(diagnose.LABELS) | {"unknown"} == diagnose.FRAME_LABELS
+    assert diagnose.OPTICAL_LABELS <= diagnose.FRAME_LABELS

@@ -3,7 +3,9 @@
 Sections: ``[rig]`` (the calculator's inputs), ``[policy]`` (refocus rules, read by
 :mod:`focuswatch.monitor`), ``[trigger]`` (how to ask for a refocus, read by
 :mod:`focuswatch.triggers`), ``[watch]`` (folders, polling), ``[scale]`` (workers, Dask
-scheduler; read by :mod:`focuswatch.parallel`). Every section is turned into a
+scheduler; read by :mod:`focuswatch.parallel`), ``[diagnose]`` and ``[grade]``
+(thresholds of :class:`focuswatch.diagnose.DiagnoseConfig` and
+:class:`focuswatch.grade.GradeConfig`). Every section is turned into a
 frozen dataclass by :func:`section_to_dataclass`, which rejects unknown keys and values of the
 wrong type with a :class:`~focuswatch.errors.ConfigError` naming ``section.key``.
 
@@ -218,9 +220,23 @@ class Config:
     path: Path | None = None
     scale: Mapping[str, Any] = field(default_factory=dict)
     rig_table: Mapping[str, Any] = field(default_factory=dict)
+    diagnose: Mapping[str, Any] = field(default_factory=dict)
+    grade: Mapping[str, Any] = field(default_factory=dict)
+
+    def diagnose_config(self) -> Any:
+        """The ``[diagnose]`` table as a :class:`focuswatch.diagnose.DiagnoseConfig` (validated at load)."""
+        from focuswatch.diagnose import DiagnoseConfig
+
+        return section_to_dataclass(DiagnoseConfig, self.diagnose, "diagnose")
+
+    def grade_config(self) -> Any:
+        """The ``[grade]`` table as a :class:`focuswatch.grade.GradeConfig` (validated at load)."""
+        from focuswatch.grade import GradeConfig
+
+        return section_to_dataclass(GradeConfig, self.grade, "grade")
 
 
-KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale")
+KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale", "diagnose", "grade")
 
 #: The dataclass (``"module:Class"``, imported only when the file has that section) that
 #: validates each section when the file is loaded, so a bad value is one line naming the
@@ -280,6 +296,13 @@ def load_config(path: str | Path | None) -> Config:
     for name in SECTION_TYPES:
         if name in raw:
             validate_section(name, raw[name], p)
-    return Config(rig=rig, policy=dict(raw.get("policy", {})), trigger=dict(raw.get("trigger", {})),
-                  watch=dict(raw.get("watch", {})), path=p,
-                  rig_table=dict(raw.get("rig", {})), scale=dict(raw.get("scale", {})))
+    cfg = Config(rig=rig, policy=dict(raw.get("policy", {})), trigger=dict(raw.get("trigger", {})),
+                 watch=dict(raw.get("watch", {})), path=p,
+                 rig_table=dict(raw.get("rig", {})), scale=dict(raw.get("scale", {})),
+                 diagnose=dict(raw.get("diagnose", {})), grade=dict(raw.get("grade", {})))
+    try:  # thresholds of the diagnosis and the grade: checked now, one line naming the setting
+        cfg.diagnose_config()
+        cfg.grade_config()
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    return cfg

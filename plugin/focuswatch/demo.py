@@ -33,7 +33,7 @@ from focuswatch.monitor import PolicyConfig, summarize
 from focuswatch.optics import Rig
 from focuswatch.records import Record
 from focuswatch.triggers import Trigger, TriggerRequest, TriggerResult, TriggerRunner
-from focuswatch.watcher import Processed, WatchConfig, Watcher
+from focuswatch.watcher import WatchConfig, Processed, Watcher
 
 log = logging.getLogger("focuswatch.demo")
 
@@ -228,9 +228,10 @@ def run_demo(opts: DemoOptions = DemoOptions(), out: str | Path | None = None, *
     watcher = Watcher(frames_dir, journal, config=Config(rig=DEMO_RIG), policy=policy or PolicyConfig(),
                       state_file=state_file, events_file=events_file, runner=runner,
                       poll_interval_s=min(0.1, max(0.02, opts.interval_s / 4)), rescan_interval_s=2.0,
-                      on_processed=collect,
-                      # live capture, one frame at a time: frames seconds apart are not a burst to settle
-                      watch=WatchConfig(burst_quiet_s=0.0))
+                      # frames come every interval_s here (minutes on a real night): a gap of a
+                      # quarter of it already means "not a burst copy", so each frame goes at once
+                      watch=WatchConfig(burst_quiet_s=min(0.5, opts.interval_s / 4)),
+                      on_processed=collect)
     try:
         watcher.start()
         night.start()

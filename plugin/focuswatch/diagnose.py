@@ -40,36 +40,40 @@ trailing       stars elongated with one common orientation everywhere (alignment
 collimation    stars elongated everywhere, centre included, with one common one-sided flare
                (third moment of the light, needs the pixels): a trail is symmetric
 coma           clean round centre, elongation growing with the distance to the centre and
-               pointing at it (radial score near +1)
+               pointing at it (radial score near +1), with a one-sided radial flare (comet
+               tails; with the pixels) or a size growing ~linearly with the radius (without)
 backfocus      sharp centre, all four corners worse by a similar amount (curvature %), the size
-               grows ~ r^2 in every direction
+               grows ~ r^2 in every direction; radial/tangential elongation allowed, symmetric
 tilt           size gradient across the frame, the sharpest region off-centre or a trough
                along one axis (anisotropic growth; ASTAP tilt %)
 dew            stars with halos: the 90 %/50 % flux radius ratio (pixel width taken out)
                wider than any seeing profile (Moffat beta >= 2.5) of the same HFD/FWHM
                allows, by >= 0.25 px; never stars smaller than the baseline or a core
                several times the in-focus size
-focus_miss     round stars, uniform field, a flat-topped profile or donuts: the inferred
-               defocus blur is about the seeing FWHM or more, and >= 0.7 CFZ
+focus_miss     round stars, uniform field, a flat-topped profile or donuts: the smallest defocus
+               blur any plausible seeing profile allows is about the seeing FWHM or more, and
+               >= 0.7 CFZ
 poor_seeing    round stars, uniform field, a peaked seeing profile (no defocus blur), FWHM
                >= 1.25x the in-focus size of the rig on a fair (2.5") night
 in_focus       none of the above
 =============  ==================================================================================
 
-Defocus without a baseline comes from the profile itself: a seeing Moffat profile
-convolved with the geometric defocus disk (annulus on an obstructed scope) has known
-shape figures for each ratio blur/seeing and seeing beta (:func:`profile_model`, tabulated
-in ``_PROFILE_TABLES``): the 90 %/50 % flux radius ratio and HFD over the FWHM *as
-stars.measure reports it* (:func:`stars_fwhm_px`: its Moffat fit for stars under ~4 px,
-the width read directly off the radial profile at half maximum above ~6 px, blended in
-between; so simulated seeing reads HFD/FWHM ~1.2 and a large flat disk ~0.72). The two
-measured figures give beta and blur/seeing, the half-flux radius the scale. On frames of
-big disks the wide apertures catch neighbours' light: the profile figures then come
-from the stars with the lowest HFD/FWHM and the 90 % radius is not used. Donuts give
-the blur from their half-flux radius and ring ratio (optics' seeing x annulus model,
-:func:`focuswatch.optics.defocus_blur_px_from_hfr`, also used with a baseline).
-``defocus_um = N * blur_px * pixel_um``. On the simulator (200 mm f/5, 3.76 um, 2.5"
-seeing): 1 to 10 CFZ come out within 5 % (tests/test_diagnose.py; docs/diagnose.md).
+Defocus without a baseline comes from the profile itself: each seeing family (Kolmogorov
+over the pupil's diffraction, physical optics; Moffat rows as a cross-check) convolved with
+the defocus has known shape figures for each ratio blur/seeing, generated as data by
+``scripts/make_calibration.py`` (``focuswatch/data/focus_seeing_calibration.json``, read
+through :mod:`focuswatch.calibration`; docs/diagnose.md): the 90 %/50 % flux radius ratio
+and HFD over the FWHM *as stars.measure reports it* (:func:`stars_fwhm_px`: its Moffat fit
+for small stars, the width read directly off the radial profile at half maximum for large
+ones, blended in between). The two measured figures give the family and blur/seeing, the
+half-flux radius the scale; a focus miss needs a blur under *every* plausible family
+(:class:`ProfileFit`), so seeing with thin wings (Kolmogorov HFD/FWHM ~1.13) is not a
+defocus. On frames of big disks the wide apertures catch neighbours' light: the profile
+figures then come from the stars with the lowest HFD/FWHM and the 90 % radius is not used.
+Donuts give the blur from their half-flux radius and ring ratio; a post-autofocus baseline
+gives it from the HFR growth through :func:`focuswatch.optics.defocus_um_from_hfr` (the
+calibrated physical-optics model the policy and the grade use too).
+``defocus_um = N * blur_px * pixel_um``.
 
 Coordinates follow sep (x = column, y = row, (0, 0) the centre of the first pixel);
 zone row 0 is the top of the frame as displayed (low y), as in :class:`stars.Zone`.
@@ -78,24 +82,56 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 from astropy.stats import mad_std
 
-from focuswatch import optics
+from focuswatch import calibration, optics
 from focuswatch.optics import Rig
 from focuswatch.records import Record
 from focuswatch.stars import moffat_fwhm
 
-LABELS: tuple[str, ...] = ("in_focus", "focus_miss", "poor_seeing", "backfocus", "tilt", "coma",
-                           "collimation", "trailing", "dew")
-UNKNOWN = "unknown"
+class Label(str, Enum):
+    """The diagnosis labels. A ``str`` enum: JSON and comparisons see the plain string
+    (member names equal their values, so hashing matches the strings too).
+
+    ``frame`` emits every member but ``clouds``; ``clouds`` is a night label only
+    (:func:`night`, from star counts and fluxes across frames).
+    """
+
+    in_focus = "in_focus"
+    focus_miss = "focus_miss"
+    poor_seeing = "poor_seeing"
+    backfocus = "backfocus"
+    tilt = "tilt"
+    coma = "coma"
+    collimation = "collimation"
+    trailing = "trailing"
+    dew = "dew"
+    unknown = "unknown"
+    clouds = "clouds"
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The verdicts :func:`frame` can give besides ``unknown``.
+LABELS: tuple[str, ...] = tuple(lb.value for lb in Label if lb not in (Label.unknown, Label.clouds))
+#: Every label :func:`frame` can emit (``unknown`` included).
+FRAME_LABELS: frozenset[str] = frozenset(LABELS) | {Label.unknown.value}
+UNKNOWN = Label.unknown.value
 #: Labels an autofocus run can fix; everything else is a warning with advice.
-REFOCUS_LABELS = frozenset({"focus_miss"})
+REFOCUS_LABELS: frozenset[str] = frozenset({Label.focus_miss.value})
 #: Problems of the optical train itself (stable over the night, not fixed by refocusing).
-OPTICAL_LABELS = frozenset({"backfocus", "tilt", "coma", "collimation"})
+OPTICAL_LABELS: frozenset[str] = frozenset(lb.value for lb in (Label.backfocus, Label.tilt, Label.coma,
+                                                                 Label.collimation))
+#: Passing problems that make a frame's star sizes say nothing about focus (frame labels;
+#: ``clouds`` is a night label, also listed so a night's verdict can be vetoed the same way).
+TRANSIENT_LABELS: frozenset[str] = frozenset(lb.value for lb in (Label.trailing, Label.dew, Label.clouds))
 
 
 # --------------------------------------------------------------------------- configuration
@@ -104,7 +140,12 @@ OPTICAL_LABELS = frozenset({"backfocus", "tilt", "coma", "collimation"})
 class DiagnoseConfig(Record):
     """Thresholds of the diagnosis (all dimensionless unless the name carries a unit).
 
-    The defaults were tuned on the simulator's labelled set (tests/test_diagnose.py).
+    Settable from the ``[diagnose]`` table of the TOML file (:mod:`focuswatch.config`);
+    every value is checked against :attr:`LIMITS` when the object is built. The profile
+    model itself (how seeing and defocus shape a star) is generated data, not a setting
+    (``focuswatch/data/focus_seeing_calibration.json``, docs/diagnose.md). The focus-versus-
+    seeing thresholds were checked on physical-optics renders (benchmarks/diagnose_eval.py);
+    the shape thresholds (trailing, coma, tilt, dew) on the simulator's labelled set.
     """
 
     min_stars: int = 12
@@ -118,8 +159,11 @@ class DiagnoseConfig(Record):
     reference_seeing_arcsec: float = 2.5
     #: FWHM over the expected in-focus FWHM above which the seeing is called poor.
     poor_seeing_excess: float = 1.25
-    #: Inferred blur diameter over the seeing FWHM above which focus is called missed.
-    focus_miss_blur_ratio: float = 0.9
+    #: Smallest blur diameter over the seeing FWHM that the profile allows (every plausible
+    #: seeing family), above which focus is called missed: about the edge of the seeing-aware
+    #: focus zone (Goldman & Megdal, 5 % growth: a blur of ~0.52x the seeing). Chosen on the
+    #: physical-optics labelled set (benchmarks/diagnose_eval.py, seed 11).
+    focus_miss_blur_ratio: float = 0.55
     #: ... and the inferred defocus in units of the CFZ width (when the rig is known).
     focus_miss_cfz: float = 0.7
     #: 90 %/50 % flux radius ratio above the best seeing/defocus model: a halo (dew). On the
@@ -144,6 +188,134 @@ class DiagnoseConfig(Record):
     anisotropic: float = 0.45
     #: Frame-level cloud flags in a night: star count or flux below this fraction of the night's level.
     cloud_fraction: float = 0.6
+    #: Seeing families of the profile inversion (generated data): Moffat cross-check rows
+    #: are used within this beta range and pay this chi^2 against the physical (Kolmogorov)
+    #: rows; a broader wing than beta 2.5 allows is a halo, not seeing.
+    seeing_beta_min: float = 2.5
+    seeing_beta_max: float = 7.0
+    moffat_prior_chi2: float = 1.0
+    #: chi^2 above the best fit within which a seeing family still counts as plausible: a
+    #: focus miss needs a blur under every plausible family.
+    plausible_delta_chi2: float = 2.0
+    #: The physical families' seeing in units of lambda N must match the star's within about
+    #: this factor (a chi^2 of 1 at it); the geometric (diffraction-free) family stands for this s.
+    #: Off by default (100): on the labelled set a tight prior (1.6-3) called more focused
+    #: frames defocused, the measured HFD/FWHM of seeing stars reading ~0.05 below the s=4-8 rows.
+    family_s_width: float = 100.0
+    geometric_family_s: float = 16.0
+    #: Scatter of the measured shape figures (chi^2 units of the inversion).
+    wing_ratio_sigma: float = 0.06
+    profile_ratio_sigma: float = 0.035
+    #: Measured minus model shape figures (stars.measure on rendered stars, SNR >= 20).
+    wing_ratio_bias: float = 0.01
+    profile_ratio_bias: float = 0.01
+    #: stars.measure's pixel term of the 90 % flux radius: ``r90_measured^2 = r90^2 +
+    #: pix_r90_px2`` (0.69-0.78 px^2 measured on seeing stars of 1.0-2.6 px FWHM).
+    pix_r90_px2: float = 0.75
+    #: stars.measure's Moffat-fit FWHM reads ``sqrt((fit_fwhm_scale * fit)^2 + fit_fwhm_add_px2)``
+    #: of the continuous profile's fit, and is blended into the directly read half-maximum
+    #: width between ``blend_lo_px`` and ``blend_hi_px`` (see :func:`stars_fwhm_px`).
+    fit_fwhm_scale: float = 1.02
+    fit_fwhm_add_px2: float = 0.25
+    blend_lo_px: float = 4.0
+    blend_hi_px: float = 6.0
+    #: Median FWHM (px) from which star apertures hold neighbours' light (when it is also
+    #: ``crowded_vs_expected`` times the expected in-focus FWHM: big defocused disks).
+    crowded_fwhm_px: float = 8.0
+    crowded_vs_expected: float = 2.5
+    #: Ring ratio above which a star is a donut, and the share of donuts that makes a frame
+    #: of donuts (then the focus miss is certain: ``donut_miss_score``).
+    donut_ring_ratio: float = 0.15
+    donut_fraction: float = 0.3
+    donut_miss_score: float = 0.9
+    #: Half-widths of the soft steps turning figures into scores (same units as the figure).
+    poor_seeing_step: float = 0.1
+    focus_miss_blur_step: float = 0.1
+    flat_profile_step: float = 0.02
+    field_curvature_min_pct: float = 10.0
+    field_curvature_full_pct: float = 20.0
+    #: Coma against field curvature: coma grows ~linearly with the field radius and smears
+    #: stars radially with a one-sided (comatic) flare; curvature grows ~quadratically. The
+    #: size excess's power law in the field radius below which the growth counts as coma's
+    #: (used without the pixels; in seeing it reads 1.3-2.1 for coma, 2.3-2.7 for curvature
+    #: on physical-optics frames of a 200 mm f/5), and the radial third-moment flare from
+    #: which a star has a comet tail (coma 0.045-0.19, curvature with astigmatism 0.002).
+    coma_max_exponent: float = 2.2
+    coma_flare: float = 0.02
+    coma_flare_full: float = 0.04
+    #: Soft-step corners of the shape rules (same units as the figure they grade; bands are
+    #: (score 0, score 1); ``*_frac`` and ``field_variation_band`` are fractions of the threshold).
+    dew_wing_step: float = 0.04
+    dew_halo_onset_frac: float = 0.6
+    dew_vs_baseline_band: tuple[float, float] = (0.97, 1.03)
+    dew_core_excess_band: tuple[float, float] = (2.5, 3.5)
+    elongated_step: float = 0.04
+    aligned_below: float = 0.15
+    aligned_above: float = 0.1
+    flare_snr_step: float = 0.35
+    flare_asymmetry_band: tuple[float, float] = (0.01, 0.025)
+    uniform_ecc_band: tuple[float, float] = (0.12, 0.25)
+    radial_step: float = 0.3
+    structured_band: tuple[float, float] = (0.3, 0.5)
+    coma_ecc_growth_band: tuple[float, float] = (0.08, 0.18)
+    coma_flare_radial_band: tuple[float, float] = (0.2, 0.35)
+    coma_exponent_step: float = 0.15
+    field_variation_band: tuple[float, float] = (0.75, 1.25)
+    field_significance_step: float = 0.5
+    anisotropic_step: float = 0.1
+    focus_miss_cfz_band: tuple[float, float] = (0.7, 1.1)
+    #: How much a field pattern (and coma) lowers the focus-miss and poor-seeing scores.
+    field_damping: float = 0.6
+
+    #: (low, high) allowed for each setting, inclusive.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "min_stars": (1, 10000), "flat_profile_ratio": (0.3, 1.5), "reference_seeing_arcsec": (0.2, 20.0),
+        "poor_seeing_excess": (1.0, 5.0), "focus_miss_blur_ratio": (0.05, 10.0), "focus_miss_cfz": (0.05, 20.0),
+        "dew_wing_excess": (0.0, 5.0), "dew_min_halo_px": (0.0, 50.0), "elongated_ecc": (0.0, 1.0),
+        "aligned": (0.0, 1.0), "radial": (0.0, 1.0), "flare_snr": (0.0, 100.0), "field_variation_pct": (0.0, 500.0),
+        "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),
+        "seeing_beta_min": (1.1, 20.0), "seeing_beta_max": (1.1, 50.0), "moffat_prior_chi2": (0.0, 100.0),
+        "plausible_delta_chi2": (0.0, 100.0),
+        "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0), "wing_ratio_sigma": (1e-3, 10.0),
+        "profile_ratio_sigma": (1e-3, 10.0),
+        "wing_ratio_bias": (-1.0, 1.0), "profile_ratio_bias": (-1.0, 1.0), "pix_r90_px2": (0.0, 10.0),
+        "fit_fwhm_scale": (0.5, 2.0), "fit_fwhm_add_px2": (0.0, 10.0), "blend_lo_px": (0.0, 100.0),
+        "blend_hi_px": (0.0, 100.0), "crowded_fwhm_px": (1.0, 1000.0), "crowded_vs_expected": (1.0, 100.0),
+        "donut_ring_ratio": (0.0, 1.0), "donut_fraction": (0.0, 1.0), "donut_miss_score": (0.0, 1.0),
+        "poor_seeing_step": (1e-3, 5.0), "focus_miss_blur_step": (1e-3, 5.0), "flat_profile_step": (1e-3, 1.0),
+        "field_curvature_min_pct": (0.0, 1000.0), "field_curvature_full_pct": (0.0, 1000.0),
+        "coma_max_exponent": (0.0, 4.0), "coma_flare": (0.0, 1.0), "coma_flare_full": (0.0, 1.0),
+        "dew_wing_step": (1e-3, 5.0), "dew_halo_onset_frac": (0.0, 1.0), "dew_vs_baseline_band": (0.5, 2.0),
+        "dew_core_excess_band": (1.0, 20.0), "elongated_step": (1e-3, 1.0), "aligned_below": (0.0, 1.0),
+        "aligned_above": (0.0, 1.0), "flare_snr_step": (1e-3, 50.0), "flare_asymmetry_band": (0.0, 1.0),
+        "uniform_ecc_band": (0.0, 1.0), "radial_step": (1e-3, 1.0), "structured_band": (0.0, 1.0),
+        "coma_ecc_growth_band": (0.0, 1.0), "coma_flare_radial_band": (0.0, 1.0), "coma_exponent_step": (1e-3, 2.0),
+        "field_variation_band": (0.0, 10.0), "field_significance_step": (1e-3, 50.0),
+        "anisotropic_step": (1e-3, 1.0), "focus_miss_cfz_band": (0.0, 10.0), "field_damping": (0.0, 1.0),
+    }
+
+    def __post_init__(self) -> None:
+        check_limits(self, self.LIMITS)
+        for name in ("dew_vs_baseline_band", "dew_core_excess_band", "flare_asymmetry_band", "uniform_ecc_band",
+                     "structured_band", "coma_ecc_growth_band", "coma_flare_radial_band", "field_variation_band",
+                     "focus_miss_cfz_band"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ValueError(f"{name} = {(lo, hi)!r}: expected (low, high) with low < high")
+        if self.blend_hi_px <= self.blend_lo_px:
+            raise ValueError(f"blend_hi_px = {self.blend_hi_px!r}: expected more than blend_lo_px "
+                             f"({self.blend_lo_px!r})")
+
+
+def check_limits(obj: Any, limits: Mapping[str, tuple[float, float]]) -> None:
+    """Raise ``ValueError("key = value: expected ...")`` for a non-finite or out-of-range setting."""
+    for name, (lo, hi) in limits.items():
+        v = getattr(obj, name)
+        vals = v if isinstance(v, (tuple, list)) else (v,)
+        for x in vals:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not lo <= x <= hi:
+                raise ValueError(f"{name} = {v!r}: expected a finite number from {lo:g} to {hi:g}")
+
 
 
 # --------------------------------------------------------------------------- results
@@ -193,6 +365,8 @@ class Evidence(Record):
     fit_tilt_pct: float | None = None
     fit_curvature_pct: float | None = None
     anisotropy: float | None = None
+    #: Power law of the size's growth with the field radius (coma ~1, curvature ~2).
+    field_growth_exponent: float | None = None
     gradient_angle_deg: float | None = None
     best_spot_xy_px: tuple[float, float] | None = None
     ring_ratio: float | None = None
@@ -202,6 +376,9 @@ class Evidence(Record):
     seeing_fwhm_px: float | None = None
     blur_px: float | None = None
     blur_to_seeing: float | None = None
+    #: The smallest blur / seeing FWHM any plausible seeing profile allows (the focus call).
+    min_blur_to_seeing: float | None = None
+    seeing_family: str | None = None
     zone_hfr_px: tuple[tuple[float | None, ...], ...] = ()
     zone_fwhm_px: tuple[tuple[float | None, ...], ...] = ()
     zone_ecc: tuple[tuple[float | None, ...], ...] = ()
@@ -323,6 +500,10 @@ ADVICE: dict[str, tuple[str, ...]] = {
 
 # --------------------------------------------------------------------------- the profile model
 
+#: Half-light radius over FWHM of the Kolmogorov long-exposure profile (0.5548 / 0.9759).
+KOLMOGOROV_HLR_PER_FWHM = 0.568525
+
+
 def _moffat_alpha(fwhm: float, beta: float) -> float:
     return fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
@@ -362,18 +543,13 @@ def _fit_moffat_fwhm(rc: np.ndarray, prof: np.ndarray, r50: float) -> tuple[floa
 #: ``stars.measure``'s pixel-width correction of the FWHM (a pixel adds 1/12 px^2 to each
 #: axis' variance, 8 ln2/12 px^2 to the FWHM^2 of a Gaussian).
 _PIX_FWHM2 = 8.0 * math.log(2.0) / 12.0
-#: ``stars.measure`` blends its Moffat-fit FWHM into the width read directly off the radial
-#: profile at half maximum between these directly read widths (px, on the pixel grid).
-_BLEND_PX = (4.0, 6.0)
-#: The Moffat-fit FWHM of ``stars.measure`` on simulated seeing stars (beta 3.5, FWHM
-#: 1.3-6.5 px, SNR >= 20) reads ``sqrt((FIT_FWHM_SCALE * fit)^2 + FIT_FWHM_ADD2)`` of the
-#: continuous profile's fit: ~2 % wide plus ~0.25 px^2 that the Gaussian pixel correction
-#: leaves in small Moffat stars. Within 1.5 % of the measured width over that range.
-FIT_FWHM_SCALE = 1.02
-FIT_FWHM_ADD2 = 0.25
+#: Defaults of the measurement model (settable in :class:`DiagnoseConfig`), kept as names.
+_BLEND_PX = (DiagnoseConfig.blend_lo_px, DiagnoseConfig.blend_hi_px)
+FIT_FWHM_SCALE = DiagnoseConfig.fit_fwhm_scale
+FIT_FWHM_ADD2 = DiagnoseConfig.fit_fwhm_add_px2
 
 
-def stars_fwhm_px(fit_fwhm_px: Any, half_max_width_px: Any) -> Any:
+def stars_fwhm_px(fit_fwhm_px: Any, half_max_width_px: Any, *, config: "DiagnoseConfig | None" = None) -> Any:
     """The FWHM (px) that :func:`focuswatch.stars.measure` reports for a star.
 
     ``fit_fwhm_px`` is what its Moffat fit gives on the continuous profile and
@@ -387,10 +563,11 @@ def stars_fwhm_px(fit_fwhm_px: Any, half_max_width_px: Any) -> Any:
     seeing disk blurred by 1 px keeps the fit's width, the same shape 4x larger reads its
     true half-maximum width. Works on scalars and numpy arrays.
     """
-    fit = np.sqrt(np.square(FIT_FWHM_SCALE * np.asarray(fit_fwhm_px, float)) + FIT_FWHM_ADD2)
+    c = config or DiagnoseConfig()
+    fit = np.sqrt(np.square(c.fit_fwhm_scale * np.asarray(fit_fwhm_px, float)) + c.fit_fwhm_add_px2)
     fit_p = np.sqrt(np.square(fit) + _PIX_FWHM2)
     dir_p = np.sqrt(np.square(half_max_width_px) + _PIX_FWHM2)
-    w = np.clip((dir_p - _BLEND_PX[0]) / (_BLEND_PX[1] - _BLEND_PX[0]), 0.0, 1.0)
+    w = np.clip((dir_p - c.blend_lo_px) / (c.blend_hi_px - c.blend_lo_px), 0.0, 1.0)
     fw = (1.0 - w) * fit_p + w * dir_p
     return np.sqrt(np.maximum(fw * fw - _PIX_FWHM2, 0.01))
 
@@ -451,142 +628,124 @@ def profile_model(seeing_fwhm_px: float, beta: float, blur_px: float, obstructio
             "meas_fwhm_px": meas, "profile_ratio": 2.0 * r50 / meas}
 
 
-#: Grid of the inversion: seeing Moffat beta and blur diameter / seeing FWHM.
-_BETAS = (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.0)
-_XS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0)
-#: Seeing FWHM (px) the table is computed at; every entry is scale-free (the continuous
-#: profile has no pixels), the pixel-dependent blend is applied at inversion time.
-_TABLE_FWHM_PX = 4.0
+def _profile_table(obstruction: float) -> dict[str, Any]:
+    """The generated shape table for the nearest tabulated obstruction
+    (:func:`focuswatch.calibration.profile_table`; ``scripts/make_calibration.py``)."""
+    return calibration.profile_table(round(float(obstruction), 2))
 
 
-def _compute_profile_table(obstruction: float, n: int = 512) -> dict[str, np.ndarray]:
-    """Model shape figures on the (beta, x) grid, in units of the seeing FWHM (slow: ~10 s).
-
-    ``r50``: half-flux radius; ``w``: r90/r50; ``fit``: the Moffat-fit FWHM; ``hm``: the
-    true half-maximum width (all but ``w`` over the seeing FWHM).
-    """
-    shape = (len(_BETAS), len(_XS))
-    out = {k: np.zeros(shape) for k in ("r50", "w", "fit", "hm")}
-    f = _TABLE_FWHM_PX
-    for i, be in enumerate(_BETAS):
-        for j, x in enumerate(_XS):
-            m = profile_model(f, be, f * x, obstruction, n=n)
-            out["r50"][i, j] = m["r50_px"] / f
-            out["w"][i, j] = m["r90_px"] / m["r50_px"]
-            out["fit"][i, j] = m["fit_fwhm_px"] / f
-            out["hm"][i, j] = m["fwhm_px"] / f
-    return out
+#: Defaults of the measurement model (settable in :class:`DiagnoseConfig`), kept as names.
+WING_RATIO_BIAS = DiagnoseConfig.wing_ratio_bias
+PROFILE_RATIO_BIAS = DiagnoseConfig.profile_ratio_bias
+PIX_R90_2 = DiagnoseConfig.pix_r90_px2
 
 
-def _format_profile_tables(obstructions: Sequence[float] = (0.0, 0.25, 0.35, 0.45), n: int = 512) -> str:
-    """Python source of ``_PROFILE_TABLES`` (paste it over the one at the end of this file).
-
-    ``python -c "from focuswatch import diagnose; print(diagnose._format_profile_tables())"``
-    """
-    lines = ["_PROFILE_TABLES: dict[float, dict[str, tuple[tuple[float, ...], ...]]] = {"]
-    for eps in obstructions:
-        tab = _compute_profile_table(eps, n)
-        lines.append(f"    {eps}: {{")
-        for key, arr in tab.items():
-            lines.append(f'        "{key}": (')
-            for row in arr:
-                lines.append("            (" + ", ".join(f"{v:.4f}" for v in row) + "),")
-            lines.append("        ),")
-        lines.append("    },")
-    lines.append("}")
-    return "\n".join(lines)
-
-
-@lru_cache(maxsize=16)
-def _profile_table(obstruction: float) -> dict[str, np.ndarray]:
-    """The precomputed table for the nearest tabulated obstruction."""
-    eps = min(_PROFILE_TABLES, key=lambda e: abs(e - obstruction))
-    return {k: np.asarray(v, float) for k, v in _PROFILE_TABLES[eps].items()}
-
-
-#: Measured minus model shape figures, median over 19 simulated frames (pure seeing 1.0-6.5
-#: px FWHM at 0.78 and 1.55"/px, and seeing x defocus blur 1.8-21 px; SNR >= 20 stars as
-#: diagnose uses them) once the pixel terms (:data:`PIX_R90_2`, :data:`FIT_FWHM_SCALE`,
-#: :data:`FIT_FWHM_ADD2`) are in: +0.009 for HFD/FWHM and +0.009 for r90/r50, scatter about
-#: 0.02 (seeing stars over 4 px read HFD/FWHM 0.02-0.04 low, stars of ~1 px FWHM 0.08 low).
-WING_RATIO_BIAS = 0.01
-PROFILE_RATIO_BIAS = 0.01
-#: The 90 % flux radius of ``stars.measure`` (``outer_r``) carries the pixel's width, unlike
-#: its half-flux radius: ``r90_measured^2 = r90^2 + PIX_R90_2`` (px^2; 0.69-0.78 measured on
-#: seeing stars of 1.0-2.6 px FWHM, where it matters; about the Gaussian value 2 ln10/12 =
-#: 0.38 doubled by sep's sub-pixel apertures, as for the HFR). Without it a star of HFR
-#: 0.8 px reads r90/r50 2.5 instead of 2.2 and looks like a halo (the demo's dew false
-#: positives on its former 1.55"/px rig).
-PIX_R90_2 = 0.75
-#: Moffat beta of atmospheric seeing: searched in this range, with a prior (centre, width).
-#: Turbulence theory gives ~4.8, stars measure 2.5-4.5; a broader wing than beta 2.5 allows
-#: is a halo (dew, scattered light), not seeing.
-SEEING_BETA_RANGE = (2.5, 7.0)
-SEEING_BETA_PRIOR = (3.5, 1.0)
-
-
-def wing_ratio_px(r90_px: np.ndarray, hfr_px: np.ndarray) -> np.ndarray:
+def wing_ratio_px(r90_px: np.ndarray, hfr_px: np.ndarray, pix_r90_px2: float = PIX_R90_2) -> np.ndarray:
     """r90/r50 of measured stars with the pixel's width taken out of the 90 % radius.
 
     ``hfr_px`` (``stars`` column ``hfr``) is already corrected for the pixel; the 90 %
     radius (``outer_r``) is not, see :data:`PIX_R90_2`.
     """
-    r90 = np.sqrt(np.maximum(np.square(r90_px) - PIX_R90_2, np.square(hfr_px)))
+    r90 = np.sqrt(np.maximum(np.square(r90_px) - pix_r90_px2, np.square(hfr_px)))
     return r90 / hfr_px
 
 
+@dataclass(frozen=True)
+class ProfileFit:
+    """What the profile shape says (:func:`blur_from_profile`); sizes in px.
+
+    ``blur_px`` and ``seeing_fwhm_px`` come from the best seeing family; ``seeing_beta`` is
+    its Moffat-equivalent beta (Kolmogorov ~4.77); ``min_blur_to_seeing`` (and ``min_blur_px``)
+    the smallest blur / seeing ratio (blur) that any seeing family still fits (within
+    ``plausible_delta_chi2``): a
+    focus miss is only called when even that is large, so a seeing profile with thinner
+    wings than the one assumed (Kolmogorov reads HFD/FWHM ~1.13, Moffat beta=4 ~1.17) is
+    never taken for a defocus.
+    """
+
+    seeing_fwhm_px: float
+    blur_px: float
+    seeing_beta: float
+    wing_excess: float
+    family: str
+    min_blur_to_seeing: float
+    #: The smallest blur diameter (px) any plausible family allows (each with its own seeing).
+    min_blur_px: float = 0.0
+
+    def __iter__(self):  # the former 4-tuple (seeing, blur, beta, excess)
+        return iter((self.seeing_fwhm_px, self.blur_px, self.seeing_beta, self.wing_excess))
+
+
 def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: float | None, *,
-                      obstruction: float = 0.0) -> tuple[float, float, float, float]:
-    """Invert the profile model: (seeing FWHM px, defocus blur diameter px, seeing beta,
-    wing excess).
+                      obstruction: float = 0.0, config: "DiagnoseConfig | None" = None,
+                      lambda_n_px: float | None = None) -> ProfileFit:
+    """Invert the profile model: seeing FWHM (px), defocus blur diameter (px), seeing family.
 
     ``hfr_px`` is the true half-flux radius, ``wing_ratio`` the measured 90 %/50 % flux
     radius ratio (pixel-corrected, :func:`wing_ratio_px`; 1.34 for a flat disk, 2.1-2.5
     for seeing) and ``profile_ratio`` HFD over the FWHM ``stars.measure`` reports
-    (~1.2 for seeing, ~0.72 for a large flat disk). For each candidate seeing beta and
-    ratio blur/seeing the half-flux radius fixes the seeing FWHM in pixels, hence the
-    FWHM the measurement reports (:func:`stars_fwhm_px`: Moffat fit for small stars,
-    direct half-maximum width for large ones). The pair of shape figures then fixes beta
-    and blur/seeing. The blur is well constrained even where the ratio is not: for a
-    large blur the half-flux radius is ~0.354 of it whatever the seeing. ``wing excess``
-    is how much wider the 90 % radius is than the best model allows (r90/r50 units; a
-    halo: dew, scattered light).
+    (~1.13-1.2 for seeing, ~0.72 for a large flat disk). The shape of each seeing family
+    (Kolmogorov over the pupil's diffraction, and Moffat cross-check rows) convolved with
+    the defocus is tabulated against ``x`` = blur / seeing FWHM in the generated calibration
+    data. For each family and ``x`` the half-flux radius fixes the seeing FWHM in pixels,
+    hence the FWHM the measurement reports (:func:`stars_fwhm_px`: Moffat fit for small
+    stars, direct half-maximum width for large ones); the pair of shape figures then fixes
+    the family and ``x``. ``wing_excess`` is how much wider the 90 % radius is than the best
+    model allows (r90/r50 units; a halo: dew, scattered light). With ``lambda_n_px`` (the
+    rig's lambda N in pixels) the physical families whose seeing in lambda N units (``s``)
+    is far from the one the star implies pay a chi^2 (``family_s_width``): how much the
+    diffraction shapes the star is known from the rig, not free.
 
-    >>> see, blur, beta, _ = blur_from_profile(2.0, 2.17, 1.18)  # seeing, beta 3.5
-    >>> round(see, 1), blur < 0.3 * see
-    (3.3, True)
-    >>> see, blur, beta, _ = blur_from_profile(4.1, 1.66, 0.79)  # 3 CFZ on the test rig
-    >>> round(blur, 1)
-    10.7
+    >>> fit = blur_from_profile(2.0, 2.2, 1.13)  # Kolmogorov seeing, in focus
+    >>> fit.min_blur_to_seeing < 0.3
+    True
+    >>> round(blur_from_profile(4.1, 1.45, 0.76).blur_px / 4.1, 1)  # a big flat disk: blur ~ 2.9 HFR
+    2.9
     """
-    tab = _profile_table(round(float(obstruction), 2))
-    xs = np.asarray(_XS)
+    c = config or DiagnoseConfig()
+    tab = _profile_table(obstruction)
+    xs = tab["xs"]
     fine = np.linspace(0.0, xs[-1], 801)
-    wm = None if wing_ratio is None or not math.isfinite(wing_ratio) else wing_ratio - WING_RATIO_BIAS
-    pm = None if profile_ratio is None or not math.isfinite(profile_ratio) else profile_ratio - PROFILE_RATIO_BIAS
-    best = (math.inf, 0.0, 0.0, 3.5, 0.0)
-    for i, be in enumerate(_BETAS):
-        if not SEEING_BETA_RANGE[0] <= be <= SEEING_BETA_RANGE[1]:
+    wm = None if wing_ratio is None or not math.isfinite(wing_ratio) else wing_ratio - c.wing_ratio_bias
+    pm = None if profile_ratio is None or not math.isfinite(profile_ratio) else profile_ratio - c.profile_ratio_bias
+    chis, fits, r50s = [], [], []
+    for i, fam in enumerate(tab["families"]):
+        moffat = fam["kind"] == "moffat"
+        if moffat and not c.seeing_beta_min <= fam["beta_equiv"] <= c.seeing_beta_max:
             continue
         r50 = np.interp(fine, xs, tab["r50"][i])
         w = np.interp(fine, xs, tab["w"][i])
         chi = np.zeros_like(fine)
         if wm is not None:
-            chi += ((w - wm) / 0.06) ** 2
+            chi += ((w - wm) / c.wing_ratio_sigma) ** 2
         if pm is not None:
             seeing = hfr_px / r50  # px, for each candidate x
             meas = stars_fwhm_px(np.interp(fine, xs, tab["fit"][i]) * seeing,
-                                 np.interp(fine, xs, tab["hm"][i]) * seeing)
-            p = 2.0 * hfr_px / meas
-            chi += ((p - pm) / 0.035) ** 2
-        chi += ((be - SEEING_BETA_PRIOR[0]) / SEEING_BETA_PRIOR[1]) ** 2
+                                 np.interp(fine, xs, tab["hm"][i]) * seeing, config=c)
+            chi += ((2.0 * hfr_px / meas - pm) / c.profile_ratio_sigma) ** 2
+        if moffat:
+            chi += c.moffat_prior_chi2
+        elif lambda_n_px and lambda_n_px > 0:
+            s_data = hfr_px / r50 / lambda_n_px  # the seeing FWHM in lambda N, for each x
+            s_fam = fam.get("s") or c.geometric_family_s
+            lr = np.log(s_data / s_fam)
+            if not fam.get("s"):
+                lr = np.minimum(lr, 0.0)  # the geometric limit holds for any larger seeing
+            chi += (lr / math.log(c.family_s_width)) ** 2
+        chis.append(chi)
+        r50s.append(r50)
         k = int(np.argmin(chi))
-        if chi[k] < best[0]:
-            excess = 0.0 if wm is None else float(wm - w[k])
-            best = (float(chi[k]), float(fine[k]), float(r50[k]), be, excess)
-    _, x, r50_per_f, be, excess = best
+        excess = 0.0 if wm is None else float(wm - w[k])
+        fits.append((float(chi[k]), float(fine[k]), float(r50[k]), float(fam["beta_equiv"]), excess, fam["name"]))
+    best = min(range(len(fits)), key=lambda j: fits[j][0])
+    chi_b, x, r50_per_f, be, excess, name = fits[best]
+    lim = chi_b + c.plausible_delta_chi2
+    lows = [(float(fine[k]), float(fine[k] * hfr_px / r50[k]))
+            for ch, r50 in zip(chis, r50s) if np.any(ch <= lim) for k in (int(np.argmax(ch <= lim)),)]
+    x_low = min(v[0] for v in lows)
+    blur_low = min(v[1] for v in lows)
     seeing = hfr_px / r50_per_f
-    return seeing, x * seeing, be, excess
+    return ProfileFit(seeing, x * seeing, be, excess, name, x_low, min(blur_low, x * seeing))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -757,6 +916,36 @@ def star_asymmetry(pixels: np.ndarray, x: np.ndarray, y: np.ndarray, hfr_px: np.
     return out
 
 
+def field_growth_exponent(rn: np.ndarray, hfr_px: np.ndarray, n_rings: int = 5) -> float | None:
+    """Power law of the star size's growth with the field radius: ~1 for coma, ~2 for field
+    curvature or a wrong backfocus.
+
+    Stars are binned in ``n_rings`` rings of equal count by ``rn`` (field radius over the
+    half diagonal); the excess size of ring ``k`` over the central ring,
+    ``sqrt(HFR_k^2 - HFR_0^2)``, is fitted as ``c * r^p`` (log-log least squares over the rings
+    with a clear excess). Coma's blur grows as the field angle h, defocus from a curved
+    field as h^2. ``None`` when fewer than three rings stand out.
+
+    >>> r = np.linspace(0.05, 1.0, 200)
+    >>> round(field_growth_exponent(r, np.hypot(1.5, 2.0 * r ** 2)), 1)
+    2.0
+    """
+    if len(rn) < 5 * n_rings:
+        return None
+    order = np.argsort(rn)
+    rings = np.array_split(order, n_rings)
+    rr = np.array([np.median(rn[k]) for k in rings])
+    hh = np.array([np.median(hfr_px[k]) for k in rings])
+    h0 = hh[0]
+    ex2 = hh ** 2 - h0 ** 2
+    use = (ex2 > (0.1 * h0) ** 2) & (rr > 0)
+    use[0] = False
+    if use.sum() < 3:
+        return None
+    p = np.polyfit(np.log(rr[use]), 0.5 * np.log(ex2[use]), 1)[0]
+    return float(p)
+
+
 def _zones(x: np.ndarray, y: np.ndarray, w: int, h: int) -> np.ndarray:
     col = np.clip((x / w * 3).astype(int), 0, 2)
     row = np.clip((y / h * 3).astype(int), 0, 2)
@@ -870,9 +1059,6 @@ def _bright(t: np.ndarray, n_min: int = 12) -> np.ndarray:
     return t[np.argsort(-t["snr"])][:max(n_min, len(t) // 2)]
 
 
-#: Median FWHM (px) from which star apertures are wide enough to hold neighbours' light
-#: (when it is also >= 2.5x the expected in-focus FWHM: big defocused disks).
-_CROWDED_FWHM_PX = 8.0
 
 
 def _own_light(bt: np.ndarray) -> np.ndarray:
@@ -911,7 +1097,8 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     scale = stats.plate_scale_arcsec_px or rig.plate_scale_arcsec_px
     exp_fwhm = expected_fwhm_px(rig, config, scale)
     # big disks (several times the in-focus size): the wide apertures catch neighbours
-    crowded = bool(fwhm_med and fwhm_med >= _CROWDED_FWHM_PX and (exp_fwhm is None or fwhm_med >= 2.5 * exp_fwhm))
+    crowded = bool(fwhm_med and fwhm_med >= config.crowded_fwhm_px
+                   and (exp_fwhm is None or fwhm_med >= config.crowded_vs_expected * exp_fwhm))
     own = _own_light(bt) if crowded else bt  # the profile figures: stars free of neighbours' light
     hfr_med = float(np.median(own["hfr"]))
     own_fit = own[np.isfinite(own["fwhm"]) & (own["fwhm"] > 0)]
@@ -920,7 +1107,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     good_outer = np.isfinite(outer) & (outer > 0)
     wing = None
     if good_outer.sum() >= 5 and not crowded:  # r90 reaches neighbours even where r50 does not
-        wing = float(np.median(wing_ratio_px(outer[good_outer], own["hfr"][good_outer])))
+        wing = float(np.median(wing_ratio_px(outer[good_outer], own["hfr"][good_outer], config.pix_r90_px2)))
     beta = _median(fitted["beta"]) if len(fitted) else None
 
     # orientation: alignment over the whole frame, radial score away from the centre
@@ -978,14 +1165,15 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         curv_pct = 100.0 * (corners.mean() - zh3[1, 1]) / zh3[1, 1]
 
     fit = _field_fit(x, y, hfr, w, h)
+    growth_p = field_growth_exponent(rn, hfr)
 
     # donuts
     ring = np.nan_to_num(bt["ring"], nan=0.0)
-    donut = ring > 0.15
+    donut = ring > config.donut_ring_ratio
     donut_frac = float(donut.mean())
     ring_ratio = float(np.median(ring[donut])) if donut.sum() >= 3 else stats.ring_ratio
     donut_d = eps_est = None
-    if donut_frac >= 0.3 and donut.sum() >= 3:
+    if donut_frac >= config.donut_fraction and donut.sum() >= 3:
         eps_est = float(np.median(ring[donut]))
         # the annulus whose convolution with the seeing gives the donuts' half-flux radius:
         # optics' exact forward model (seeing Moffat x annulus), inverted. (The 90 % radius
@@ -994,7 +1182,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         h_don = float(np.median(hfr[donut]))
         eps_tab = round(min(max(eps_est, 0.0), 0.9) * 20.0) / 20.0  # 0.05 steps: few growth tables
         if seeing_px > 0:
-            donut_d = optics.defocus_blur_px_from_hfr(h_don, moffat_r50_px(seeing_px, optics.SEEING_BETA), eps_tab)
+            donut_d = optics.defocus_blur_px_from_hfr(h_don, KOLMOGOROV_HLR_PER_FWHM * seeing_px, eps_tab, None)
         else:  # no plate scale: the disk alone
             donut_d = 2.0 * h_don / optics.true_hfr_factor(eps_tab)
 
@@ -1016,13 +1204,14 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         tilt_pct=_r(tilt_pct, 1), curvature_pct=_r(curv_pct, 1),
         fit_tilt_pct=_r(fit.tilt_pct, 1) if fit else None,
         fit_curvature_pct=_r(fit.curvature_pct, 1) if fit else None,
-        anisotropy=_r(fit.anisotropy) if fit else None,
+        anisotropy=_r(fit.anisotropy) if fit else None, field_growth_exponent=_r(growth_p, 2),
         gradient_angle_deg=_r(fit.gradient_angle_deg, 1) if fit and fit.gradient_angle_deg is not None else None,
         best_spot_xy_px=(round(fit.best_xy[0], 1), round(fit.best_xy[1], 1)) if fit else None,
         ring_ratio=_r(ring_ratio), donut_fraction=_r(donut_frac),
         donut_outer_diameter_px=_r(donut_d), obstruction_estimate=_r(eps_est),
         seeing_fwhm_px=_r(defocus.get("seeing_px")), blur_px=_r(defocus.get("blur_px")),
-        blur_to_seeing=_r(defocus.get("x")),
+        blur_to_seeing=_r(defocus.get("x")), min_blur_to_seeing=_r(defocus.get("x_low")),
+        seeing_family=defocus.get("family"),
         zone_hfr_px=_grid(zh3), zone_fwhm_px=_grid(zf.reshape(3, 3)), zone_ecc=_grid(ze.reshape(3, 3)),
         zone_angle_deg=_grid(za.reshape(3, 3), 1),
         zone_n_stars=tuple(tuple(int(v) for v in row) for row in zn.reshape(3, 3)),
@@ -1037,23 +1226,37 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
     obstruction = rig.obstruction or 0.0
     out: dict[str, Any] = {}
     if wing_ratio is not None or profile_ratio is not None:
-        seeing, blur, beta, excess = blur_from_profile(hfr_px, wing_ratio, profile_ratio,
-                                                       obstruction=eps if eps is not None else obstruction)
-        out.update(method="profile shape (Moffat seeing x defocus disk)", blur_px=blur, seeing_px=seeing,
-                   seeing_beta=beta, wing_excess=excess, x=blur / seeing if seeing > 0 else None)
-    if donut_d_px is not None:
-        out.update(method="donut outer diameter", blur_px=donut_d_px)
-    elif baseline_hfr_px:
-        out.update(method="HFR growth over the post-autofocus baseline",
-                   blur_px=optics.defocus_blur_px_from_hfr(hfr_px, baseline_hfr_px, obstruction))
-    if "blur_px" not in out:
-        return out
+        ln_px = (rig.wavelength_nm / 1000.0 * rig.f_ratio / rig.effective_pixel_um
+                 if (rig.f_ratio and rig.effective_pixel_um) else None)
+        fit = blur_from_profile(hfr_px, wing_ratio, profile_ratio,
+                                obstruction=eps if eps is not None else obstruction, config=config,
+                                lambda_n_px=ln_px)
+        seeing = fit.seeing_fwhm_px
+        out.update(method=f"profile shape ({fit.family} seeing x defocus)", blur_px=fit.blur_px, seeing_px=seeing,
+                   seeing_beta=fit.seeing_beta, wing_excess=fit.wing_excess,
+                   x=fit.blur_px / seeing if seeing > 0 else None, x_low=fit.min_blur_to_seeing,
+                   blur_low_px=fit.min_blur_px, family=fit.family)
     n = rig.f_ratio
     pix = rig.effective_pixel_um
+    if donut_d_px is not None:
+        out.update(method="donut outer diameter", blur_px=donut_d_px)
+    elif baseline_hfr_px and n and pix:
+        um = optics.defocus_um_from_hfr(hfr_px, baseline_hfr_px, n, pix, obstruction,
+                                        wavelength_nm=rig.wavelength_nm)
+        out.update(method="HFR growth over the post-autofocus baseline (physical optics)", blur_px=um / n / pix)
+    elif baseline_hfr_px:
+        out.update(method="HFR growth over the post-autofocus baseline",
+                   blur_px=optics.defocus_blur_px_from_hfr(hfr_px, baseline_hfr_px, obstruction, None))
+    if "blur_px" not in out:
+        return out
     if n and pix:
         um = optics.defocus_um_from_blur(out["blur_px"] * pix, n)
         out["um"] = um
         out["cfz"] = um / optics.cfz_um(n, rig.wavelength_nm)
+        if out.get("blur_low_px") is not None and donut_d_px is None:
+            # the smallest defocus the profile allows, for the zone gate of the focus call
+            low_um = optics.defocus_um_from_blur(out["blur_low_px"] * pix, n)
+            out["cfz_low"] = min(low_um / optics.cfz_um(n, rig.wavelength_nm), out["cfz"])
     return out
 
 
@@ -1070,13 +1273,13 @@ def _dew_score(ev: Evidence, baseline_hfr_px: float | None, c: DiagnoseConfig) -
     FWHM is a focus or seeing problem (whose wide apertures pick up neighbours' light).
     """
     wx = ev.wing_excess or 0.0
-    score = _smooth_step(wx, c.dew_wing_excess - 0.04, c.dew_wing_excess + 0.04)
+    score = _smooth_step(wx, c.dew_wing_excess - c.dew_wing_step, c.dew_wing_excess + c.dew_wing_step)
     halo_px = wx * (ev.hfr_px or 0.0)  # r90 excess (px): wing excess is in units of r50 = HFR
-    score *= _smooth_step(halo_px, 0.6 * c.dew_min_halo_px, c.dew_min_halo_px)
+    score *= _smooth_step(halo_px, c.dew_halo_onset_frac * c.dew_min_halo_px, c.dew_min_halo_px)
     if baseline_hfr_px and ev.hfr_px:
-        score *= _smooth_step(ev.hfr_px / baseline_hfr_px, 0.97, 1.03)
+        score *= _smooth_step(ev.hfr_px / baseline_hfr_px, *c.dew_vs_baseline_band)
     if ev.size_excess is not None:  # the core stays seeing-sized under dew: a core several
-        score *= 1.0 - _smooth_step(ev.size_excess, 2.5, 3.5)  # times that is focus or seeing
+        score *= 1.0 - _smooth_step(ev.size_excess, *c.dew_core_excess_band)  # times that is focus or seeing
     return score
 
 
@@ -1091,58 +1294,76 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     al = ev.alignment or 0.0
     pr = ev.profile_ratio
     el = c.elongated_ecc
-    elong = _smooth_step(e, el - 0.04, el + 0.04)
-    aligned = _smooth_step(al, c.aligned - 0.15, c.aligned + 0.1)
+    elong = _smooth_step(e, el - c.elongated_step, el + c.elongated_step)
+    aligned = _smooth_step(al, c.aligned - c.aligned_below, c.aligned + c.aligned_above)
     flare = 0.0  # one-sided, one direction: collimation (needs the pixels)
     if ev.asymmetry_snr is not None and ev.asymmetry is not None:
-        flare = _smooth_step(ev.asymmetry_snr, c.flare_snr - 0.35, c.flare_snr + 0.35) * \
-            _smooth_step(ev.asymmetry, 0.01, 0.025)
+        flare = _smooth_step(ev.asymmetry_snr, c.flare_snr - c.flare_snr_step, c.flare_snr + c.flare_snr_step) * \
+            _smooth_step(ev.asymmetry, *c.flare_asymmetry_band)
 
     # elongation with one orientation everywhere: a trail, or a flare if it is one-sided
-    uniform_e = 1.0 - _smooth_step(abs(ee - ce), 0.12, 0.25)
-    common = elong * aligned * uniform_e * (1.0 - _smooth_step(abs(rho), c.radial, c.radial + 0.3))
+    uniform_e = 1.0 - _smooth_step(abs(ee - ce), *c.uniform_ecc_band)
+    common = elong * aligned * uniform_e * (1.0 - _smooth_step(abs(rho), c.radial, c.radial + c.radial_step))
     s["trailing"] = common * (1.0 - flare)
-    s["collimation"] = max(common, elong * _smooth_step(al, 0.3, 0.5)) * flare
+    s["collimation"] = max(common, elong * _smooth_step(al, *c.structured_band)) * flare
     # coma: round centre, radial elongation growing outward
-    grow_e = _smooth_step(ee - ce, 0.08, 0.18)
-    radial_e = _smooth_step(rho, c.radial - 0.15, c.radial + 0.1)
+    grow_e = _smooth_step(ee - ce, *c.coma_ecc_growth_band)
+    radial_e = _smooth_step(rho, c.radial - c.aligned_below, c.radial + c.aligned_above)
     if ev.asymmetry_radial is not None:
-        radial_e = max(radial_e, _smooth_step(ev.asymmetry_radial, 0.02, 0.04) * _smooth_step(rho, 0.2, 0.35))
-    s["coma"] = grow_e * radial_e
+        radial_e = max(radial_e, _smooth_step(ev.asymmetry_radial, c.coma_flare, c.coma_flare_full)
+                       * _smooth_step(rho, *c.coma_flare_radial_band))
+    # coma, not a curved field with radial astigmatism: comet tails (a one-sided radial flare,
+    # needs the pixels) or, without pixels, a size growing ~linearly with the field radius
+    if ev.asymmetry_radial is not None:
+        comatic = _smooth_step(ev.asymmetry_radial, c.coma_flare, c.coma_flare_full)
+    elif ev.field_growth_exponent is not None:
+        comatic = 1.0 - _smooth_step(ev.field_growth_exponent, c.coma_max_exponent - c.coma_exponent_step,
+                                     c.coma_max_exponent + c.coma_exponent_step)
+    else:
+        comatic = 1.0
+    s["coma"] = grow_e * radial_e * comatic
 
     # field: curvature (isotropic bowl) vs tilt (plane or trough)
     var = ev.field_variation_pct or 0.0
     sig = ev.field_significance or 0.0
-    fieldy = _smooth_step(var, c.field_variation_pct * 0.75, c.field_variation_pct * 1.25) * \
-        _smooth_step(sig, c.field_significance - 0.5, c.field_significance + 0.5)
+    fieldy = _smooth_step(var, c.field_variation_pct * c.field_variation_band[0],
+                          c.field_variation_pct * c.field_variation_band[1]) * \
+        _smooth_step(sig, c.field_significance - c.field_significance_step,
+                     c.field_significance + c.field_significance_step)
     an = ev.anisotropy if ev.anisotropy is not None else 0.0
     curv = ev.fit_curvature_pct if ev.fit_curvature_pct is not None else 0.0
-    bowl = _smooth_step(abs(curv), 10.0, 20.0) * (1.0 - _smooth_step(an, c.anisotropic - 0.1, c.anisotropic + 0.1))
+    aniso = _smooth_step(an, c.anisotropic - c.anisotropic_step, c.anisotropic + c.anisotropic_step)
+    bowl = _smooth_step(abs(curv), c.field_curvature_min_pct, c.field_curvature_full_pct) * (1.0 - aniso)
     s["backfocus"] = fieldy * bowl * (1.0 - s["coma"])
-    s["tilt"] = fieldy * _smooth_step(an, c.anisotropic - 0.1, c.anisotropic + 0.1) * (1.0 - s["coma"])
+    s["tilt"] = fieldy * aniso * (1.0 - s["coma"])
 
     # size and shape of the profile
-    flat = _smooth_step(c.flat_profile_ratio - (pr if pr is not None else 9.0), -0.02, 0.02)
+    flat = _smooth_step(c.flat_profile_ratio - (pr if pr is not None else 9.0), -c.flat_profile_step,
+                        c.flat_profile_step)
     excess = ev.size_excess
-    x = defocus.get("x") or 0.0
-    miss = _smooth_step(x, c.focus_miss_blur_ratio - 0.25, c.focus_miss_blur_ratio + 0.25)
+    # the smallest blur any plausible seeing profile allows: seeing with thin wings is not defocus
+    x = defocus.get("x_low", defocus.get("x")) or 0.0
+    miss = _smooth_step(x, c.focus_miss_blur_ratio - c.focus_miss_blur_step,
+                        c.focus_miss_blur_ratio + c.focus_miss_blur_step)
     miss = max(miss, flat)  # a flat-topped profile is defocus by itself (design.md section 2)
-    dcfz = defocus.get("cfz")
+    dcfz = defocus.get("cfz_low", defocus.get("cfz"))
     if dcfz is not None:
-        miss *= _smooth_step(dcfz, c.focus_miss_cfz * 0.7, c.focus_miss_cfz * 1.1)
-    if (ev.donut_fraction or 0.0) >= 0.3:
-        miss = max(miss, 0.9)
+        lo_cfz, hi_cfz = c.focus_miss_cfz_band
+        miss *= _smooth_step(dcfz, c.focus_miss_cfz * lo_cfz, c.focus_miss_cfz * hi_cfz)
+    if (ev.donut_fraction or 0.0) >= c.donut_fraction:
+        miss = max(miss, c.donut_miss_score)
     # elongation only counts with a structure (one orientation, or radial/tangential):
     # random orientations are noise or blends of big disks
-    structured = max(_smooth_step(al, 0.3, 0.5), _smooth_step(abs(rho), 0.3, 0.5))
+    structured = max(_smooth_step(al, *c.structured_band), _smooth_step(abs(rho), *c.structured_band))
     round_ = 1.0 - elong * structured
     # a faint, broad halo makes moment shapes noisy but not aligned: only structured
     # elongation (a trail) rules dew out
     s["dew"] = _dew_score(ev, baseline_hfr_px, c) * round_ * (1.0 - flat)
-    s["focus_miss"] = miss * round_ * (1.0 - fieldy * 0.6) * (1.0 - s["dew"])
+    s["focus_miss"] = miss * round_ * (1.0 - fieldy * c.field_damping) * (1.0 - s["dew"])
     if excess is not None:
-        big = _smooth_step(excess, c.poor_seeing_excess - 0.1, c.poor_seeing_excess + 0.1)
-        s["poor_seeing"] = big * (1.0 - miss) * round_ * (1.0 - s["dew"]) * (1.0 - fieldy * 0.6)
+        big = _smooth_step(excess, c.poor_seeing_excess - c.poor_seeing_step, c.poor_seeing_excess + c.poor_seeing_step)
+        s["poor_seeing"] = big * (1.0 - miss) * round_ * (1.0 - s["dew"]) * (1.0 - fieldy * c.field_damping) * \
+            (1.0 - c.field_damping * s["coma"])  # coma's growing tails make stars larger, too
     return s
 
 
@@ -1548,157 +1769,3 @@ def format_night(s: NightStory) -> str:
 #: [beta index][x index] of r50/FWHM_seeing, r90/r50, Moffat-fit FWHM/FWHM_seeing and true
 #: half-maximum width/FWHM_seeing. Regenerate with :func:`_format_profile_tables`;
 #: tests/test_diagnose.py checks samples against :func:`profile_model`.
-_PROFILE_TABLES: dict[float, dict[str, tuple[tuple[float, ...], ...]]] = {
-    0.0: {
-        "r50": (
-            (0.7697, 0.7818, 0.7966, 0.8170, 0.8563, 0.8964, 0.9424, 0.9933, 1.0484, 1.1770, 1.3109, 1.4584, 1.6141, 1.9308, 2.2559, 2.9288, 3.6163, 4.6612, 5.7136, 7.1103),
-            (0.6755, 0.6859, 0.7028, 0.7225, 0.7574, 0.7996, 0.8508, 0.9042, 0.9645, 1.0944, 1.2354, 1.3807, 1.5352, 1.8566, 2.1942, 2.8749, 3.5667, 4.6116, 5.6734, 7.0761),
-            (0.6288, 0.6399, 0.6544, 0.6824, 0.7127, 0.7543, 0.8025, 0.8590, 0.9222, 1.0551, 1.1962, 1.3428, 1.5059, 1.8322, 2.1652, 2.8560, 3.5563, 4.6031, 5.6600, 7.0699),
-            (0.6060, 0.6098, 0.6250, 0.6544, 0.6893, 0.7258, 0.7818, 0.8397, 0.8990, 1.0304, 1.1770, 1.3323, 1.4870, 1.8158, 2.1549, 2.8428, 3.5396, 4.6021, 5.6600, 7.0699),
-            (0.5823, 0.5982, 0.6098, 0.6300, 0.6650, 0.7127, 0.7605, 0.8170, 0.8806, 1.0143, 1.1630, 1.3127, 1.4775, 1.8026, 2.1445, 2.8409, 3.5381, 4.6021, 5.6600, 7.0699),
-            (0.5617, 0.5700, 0.5857, 0.6175, 0.6544, 0.6927, 0.7512, 0.7996, 0.8590, 0.9956, 1.1447, 1.3020, 1.4632, 1.7976, 2.1393, 2.8333, 3.5365, 4.5949, 5.6600, 7.0699),
-            (0.5491, 0.5533, 0.5617, 0.5964, 0.6250, 0.6650, 0.7225, 0.7818, 0.8480, 0.9862, 1.1385, 1.2893, 1.4487, 1.7843, 2.1289, 2.8333, 3.5355, 4.5949, 5.6600, 7.0699),
-        ),
-        "w": (
-            (2.9828, 2.9405, 2.8959, 2.8399, 2.7379, 2.6441, 2.5476, 2.4570, 2.3668, 2.1950, 2.0580, 1.9425, 1.8456, 1.7113, 1.6235, 1.5175, 1.4615, 1.4138, 1.3902, 1.3741),
-            (2.4947, 2.4591, 2.4251, 2.3892, 2.3222, 2.2443, 2.1624, 2.0956, 2.0266, 1.9060, 1.8097, 1.7374, 1.6763, 1.5875, 1.5243, 1.4568, 1.4182, 1.3902, 1.3716, 1.3615),
-            (2.2911, 2.2590, 2.2361, 2.1790, 2.1454, 2.0892, 2.0276, 1.9635, 1.9014, 1.8030, 1.7297, 1.6720, 1.6174, 1.5424, 1.4961, 1.4364, 1.4025, 1.3798, 1.3654, 1.3562),
-            (2.1664, 2.1673, 2.1400, 2.0983, 2.0446, 2.0161, 1.9460, 1.8821, 1.8401, 1.7621, 1.6880, 1.6270, 1.5879, 1.5246, 1.4796, 1.4279, 1.3990, 1.3740, 1.3620, 1.3546),
-            (2.1250, 2.0748, 2.0720, 2.0552, 2.0112, 1.9515, 1.9113, 1.8678, 1.8115, 1.7367, 1.6672, 1.6195, 1.5717, 1.5146, 1.4717, 1.4188, 1.3952, 1.3699, 1.3593, 1.3523),
-            (2.0304, 2.0176, 2.0095, 1.9541, 1.9196, 1.8952, 1.8380, 1.8118, 1.7818, 1.7080, 1.6467, 1.5952, 1.5564, 1.4998, 1.4593, 1.4131, 1.3880, 1.3694, 1.3571, 1.3510),
-            (1.9257, 1.9348, 1.9520, 1.9091, 1.8928, 1.8719, 1.8169, 1.7791, 1.7386, 1.6704, 1.6125, 1.5781, 1.5455, 1.4910, 1.4529, 1.4055, 1.3824, 1.3629, 1.3540, 1.3484),
-        ),
-        "fit": (
-            (0.9995, 1.0215, 1.0721, 1.1563, 1.2667, 1.3999, 1.5533, 1.7194, 1.9002, 2.2322, 2.5534, 2.8855, 3.2248, 3.9199, 4.6271, 6.0609, 7.5072, 9.6910, 11.8822, 14.8104),
-            (0.9991, 1.0198, 1.0673, 1.1475, 1.2539, 1.3838, 1.5346, 1.7009, 1.8527, 2.1532, 2.4733, 2.8053, 3.1451, 3.8420, 4.5515, 5.9903, 7.4409, 9.6309, 11.8271, 14.7608),
-            (0.9990, 1.0185, 1.0640, 1.1411, 1.2445, 1.3721, 1.5216, 1.6679, 1.8078, 2.1081, 2.4291, 2.7625, 3.1039, 3.8042, 4.5169, 5.9610, 7.4159, 9.6104, 11.8095, 14.7463),
-            (0.9988, 1.0176, 1.0615, 1.1362, 1.2373, 1.3634, 1.5105, 1.6390, 1.7786, 2.0796, 2.4018, 2.7368, 3.0799, 3.7833, 4.4987, 5.9468, 7.4042, 9.6013, 11.8023, 14.7406),
-            (0.9987, 1.0169, 1.0595, 1.1326, 1.2320, 1.3565, 1.4903, 1.6185, 1.7583, 2.0601, 2.3837, 2.7203, 3.0646, 3.7706, 4.4879, 5.9388, 7.3979, 9.5966, 11.7985, 14.7377),
-            (0.9986, 1.0160, 1.0568, 1.1272, 1.2238, 1.3465, 1.4636, 1.5918, 1.7320, 2.0356, 2.3615, 2.7003, 3.0469, 3.7563, 4.4763, 5.9304, 7.3918, 9.5919, 11.7948, 14.7348),
-            (0.9984, 1.0148, 1.0534, 1.1207, 1.2144, 1.3197, 1.4354, 1.5640, 1.7050, 2.0113, 2.3402, 2.6820, 3.0310, 3.7442, 4.4666, 5.9238, 7.3868, 9.5881, 11.7919, 14.7326),
-        ),
-        "hm": (
-            (0.9995, 1.0242, 1.0837, 1.1790, 1.2998, 1.4515, 1.6275, 1.8253, 2.0221, 2.4629, 2.9322, 3.4138, 3.9007, 4.8894, 5.8937, 7.9028, 9.9085, 12.9232, 15.9331, 19.9407),
-            (0.9993, 1.0214, 1.0759, 1.1645, 1.2787, 1.4233, 1.5921, 1.7890, 1.9847, 2.4289, 2.9030, 3.3900, 3.8839, 4.8834, 5.8949, 7.9120, 9.9209, 12.9367, 15.9474, 19.9537),
-            (0.9991, 1.0196, 1.0708, 1.1549, 1.2646, 1.4043, 1.5695, 1.7638, 1.9625, 2.4090, 2.8881, 3.3800, 3.8790, 4.8854, 5.9007, 7.9207, 9.9299, 12.9449, 15.9552, 19.9602),
-            (0.9989, 1.0183, 1.0671, 1.1481, 1.2544, 1.3906, 1.5534, 1.7462, 1.9473, 2.3965, 2.8799, 3.3760, 3.8785, 4.8891, 5.9063, 7.9271, 9.9358, 12.9497, 15.9596, 19.9637),
-            (0.9988, 1.0174, 1.0644, 1.1429, 1.2467, 1.3803, 1.5414, 1.7331, 1.9364, 2.3882, 2.8753, 3.3746, 3.8797, 4.8928, 5.9109, 7.9317, 9.9398, 12.9528, 15.9623, 19.9658),
-            (0.9987, 1.0162, 1.0605, 1.1357, 1.2359, 1.3658, 1.5246, 1.7153, 1.9218, 2.3781, 2.8710, 3.3749, 3.8831, 4.8987, 5.9174, 7.9374, 9.9445, 12.9565, 15.9655, 19.9683),
-            (0.9986, 1.0148, 1.0562, 1.1274, 1.2236, 1.3492, 1.5056, 1.6956, 1.9064, 2.3692, 2.8692, 3.3781, 3.8890, 4.9059, 5.9242, 7.9429, 9.9489, 12.9598, 15.9683, 19.9705),
-        ),
-    },
-    0.25: {
-        "r50": (
-            (0.7697, 0.7818, 0.7996, 0.8227, 0.8563, 0.8990, 0.9473, 1.0003, 1.0640, 1.1948, 1.3375, 1.4870, 1.6469, 1.9752, 2.3144, 3.0123, 3.7247, 4.8002, 5.8792, 7.3360),
-            (0.6755, 0.6859, 0.7061, 0.7258, 0.7605, 0.8083, 0.8590, 0.9222, 0.9814, 1.1156, 1.2636, 1.4192, 1.5789, 1.9105, 2.2559, 2.9661, 3.6728, 4.7636, 5.8506, 7.2908),
-            (0.6288, 0.6399, 0.6544, 0.6827, 0.7225, 0.7605, 0.8141, 0.8752, 0.9424, 1.0749, 1.2297, 1.3824, 1.5473, 1.8885, 2.2344, 2.9416, 3.6587, 4.7521, 5.8402, 7.2870),
-            (0.6060, 0.6114, 0.6250, 0.6553, 0.6927, 0.7354, 0.7956, 0.8563, 0.9120, 1.0551, 1.2066, 1.3687, 1.5306, 1.8733, 2.2244, 2.9306, 3.6546, 4.7428, 5.8350, 7.2848),
-            (0.5823, 0.5982, 0.6098, 0.6399, 0.6755, 0.7225, 0.7727, 0.8341, 0.8990, 1.0417, 1.1948, 1.3550, 1.5260, 1.8602, 2.2161, 2.9269, 3.6526, 4.7428, 5.8350, 7.2848),
-            (0.5617, 0.5700, 0.5863, 0.6175, 0.6544, 0.7061, 0.7543, 0.8141, 0.8806, 1.0281, 1.1810, 1.3375, 1.5105, 1.8533, 2.2043, 2.9195, 3.6506, 4.7428, 5.8350, 7.2848),
-            (0.5491, 0.5533, 0.5617, 0.5982, 0.6288, 0.6824, 0.7354, 0.7996, 0.8590, 1.0073, 1.1650, 1.3340, 1.5012, 1.8469, 2.1992, 2.9121, 3.6465, 4.7428, 5.8350, 7.2848),
-        ),
-        "w": (
-            (2.9828, 2.9405, 2.8853, 2.8226, 2.7437, 2.6391, 2.5404, 2.4464, 2.3447, 2.1719, 2.0327, 1.9173, 1.8226, 1.6879, 1.5973, 1.4882, 1.4291, 1.3822, 1.3575, 1.3383),
-            (2.4947, 2.4591, 2.4142, 2.3808, 2.3215, 2.2329, 2.1564, 2.0641, 2.0003, 1.8828, 1.7835, 1.7052, 1.6471, 1.5601, 1.4973, 1.4241, 1.3887, 1.3534, 1.3381, 1.3270),
-            (2.2911, 2.2590, 2.2483, 2.1873, 2.1226, 2.0761, 2.0110, 1.9429, 1.8763, 1.7869, 1.7000, 1.6399, 1.5871, 1.5110, 1.4622, 1.4051, 1.3737, 1.3441, 1.3305, 1.3221),
-            (2.1664, 2.1616, 2.1400, 2.0991, 2.0445, 2.0005, 1.9219, 1.8612, 1.8341, 1.7339, 1.6661, 1.6033, 1.5612, 1.4904, 1.4440, 1.3953, 1.3636, 1.3400, 1.3266, 1.3190),
-            (2.1250, 2.0782, 2.0781, 2.0263, 1.9878, 1.9358, 1.8935, 1.8388, 1.7954, 1.7088, 1.6409, 1.5909, 1.5396, 1.4824, 1.4374, 1.3883, 1.3570, 1.3365, 1.3242, 1.3172),
-            (2.0304, 2.0189, 2.0131, 1.9604, 1.9356, 1.8743, 1.8439, 1.7972, 1.7572, 1.6740, 1.6118, 1.5696, 1.5237, 1.4655, 1.4281, 1.3806, 1.3536, 1.3325, 1.3222, 1.3153),
-            (1.9257, 1.9348, 1.9520, 1.9034, 1.8909, 1.8269, 1.8116, 1.7562, 1.7311, 1.6591, 1.5943, 1.5424, 1.5067, 1.4514, 1.4179, 1.3753, 1.3497, 1.3281, 1.3198, 1.3146),
-        ),
-        "fit": (
-            (0.9995, 1.0230, 1.0769, 1.1674, 1.2871, 1.4320, 1.5996, 1.7835, 1.9800, 2.3058, 2.6512, 3.0083, 3.3729, 4.1192, 4.8777, 6.4144, 7.9637, 10.3008, 12.6443, 15.7745),
-            (0.9991, 1.0212, 1.0720, 1.1582, 1.2738, 1.4159, 1.5822, 1.7529, 1.9043, 2.2289, 2.5745, 2.9328, 3.2989, 4.0488, 4.8111, 6.3544, 7.9092, 10.2527, 12.6016, 15.7373),
-            (0.9990, 1.0199, 1.0685, 1.1515, 1.2638, 1.4041, 1.5696, 1.7092, 1.8603, 2.1856, 2.5330, 2.8934, 3.2618, 4.0159, 4.7819, 6.3312, 7.8893, 10.2379, 12.5891, 15.7275),
-            (0.9988, 1.0189, 1.0659, 1.1464, 1.2566, 1.3950, 1.5414, 1.6806, 1.8319, 2.1585, 2.5078, 2.8703, 3.2408, 3.9984, 4.7671, 6.3200, 7.8808, 10.2312, 12.5837, 15.7239),
-            (0.9987, 1.0182, 1.0638, 1.1425, 1.2509, 1.3881, 1.5213, 1.6605, 1.8121, 2.1401, 2.4913, 2.8556, 3.2275, 3.9881, 4.7588, 6.3141, 7.8768, 10.2281, 12.5821, 18.1321),
-            (0.9986, 1.0172, 1.0609, 1.1369, 1.2427, 1.3692, 1.4949, 1.6344, 1.7868, 2.1173, 2.4713, 2.8384, 3.2126, 3.9767, 4.7500, 6.3086, 7.8726, 10.2257, 12.6405, 25.1558),
-            (0.9984, 1.0159, 1.0573, 1.1300, 1.2329, 1.3413, 1.4670, 1.6072, 1.7611, 2.0952, 2.4527, 2.8228, 3.1998, 3.9675, 4.7430, 6.3041, 7.8698, 10.2229, 17.8650, 54.7630),
-        ),
-        "hm": (
-            (0.9995, 1.0260, 1.0898, 1.1924, 1.3269, 1.4952, 1.7001, 1.9214, 2.1585, 2.6552, 3.1347, 3.6151, 4.0926, 5.0493, 6.0234, 7.9912, 9.9700, 12.9615, 15.9612, 19.9587),
-            (0.9993, 1.0231, 1.0814, 1.1771, 1.3029, 1.4657, 1.6637, 1.8867, 2.1211, 2.6232, 3.1031, 3.5836, 4.0592, 5.0158, 5.9932, 7.9678, 9.9537, 12.9532, 15.9574, 19.9590),
-            (0.9991, 1.0212, 1.0760, 1.1669, 1.2878, 1.4459, 1.6396, 1.8637, 2.0978, 2.6050, 3.0856, 3.5662, 4.0404, 4.9975, 5.9780, 7.9579, 9.9488, 12.9525, 15.9591, 19.9618),
-            (0.9989, 1.0198, 1.0721, 1.1596, 1.2770, 1.4317, 1.6225, 1.8478, 2.0822, 2.5933, 3.0744, 3.5549, 4.0289, 4.9864, 5.9690, 7.9534, 9.9473, 12.9536, 15.9613, 19.9643),
-            (0.9988, 1.0188, 1.0691, 1.1541, 1.2689, 1.4210, 1.6098, 1.8361, 2.0719, 2.5855, 3.0669, 3.5474, 4.0206, 4.9792, 5.9633, 7.9510, 9.9472, 12.9549, 15.9631, 19.9660),
-            (0.9987, 1.0174, 1.0651, 1.1463, 1.2574, 1.4059, 1.5923, 1.8202, 2.0585, 2.5761, 3.0578, 3.5382, 4.0105, 4.9702, 5.9569, 7.9491, 9.9482, 12.9572, 15.9657, 19.9683),
-            (0.9986, 1.0160, 1.0604, 1.1375, 1.2442, 1.3885, 1.5731, 1.8029, 2.0449, 2.5676, 3.0489, 3.5280, 4.0004, 4.9614, 5.9512, 7.9488, 9.9502, 12.9599, 15.9684, 19.9705),
-        ),
-    },
-    0.35: {
-        "r50": (
-            (0.7697, 0.7818, 0.7996, 0.8227, 0.8590, 0.9042, 0.9596, 1.0120, 1.0749, 1.2105, 1.3636, 1.5260, 1.6839, 2.0245, 2.3730, 3.0918, 3.8264, 4.9309, 6.0428, 7.5258),
-            (0.6755, 0.6859, 0.7061, 0.7258, 0.7697, 0.8141, 0.8672, 0.9273, 0.9956, 1.1385, 1.2893, 1.4487, 1.6199, 1.9646, 2.3147, 3.0479, 3.7778, 4.8907, 6.0124, 7.4994),
-            (0.6288, 0.6399, 0.6567, 0.6859, 0.7225, 0.7697, 0.8284, 0.8912, 0.9523, 1.0966, 1.2561, 1.4209, 1.5892, 1.9416, 2.2935, 3.0230, 3.7582, 4.8817, 5.9972, 7.4977),
-            (0.6060, 0.6151, 0.6250, 0.6579, 0.7028, 0.7512, 0.7996, 0.8590, 0.9349, 1.0786, 1.2373, 1.4043, 1.5759, 1.9236, 2.2854, 3.0147, 3.7563, 4.8750, 5.9947, 7.4965),
-            (0.5823, 0.5982, 0.6133, 0.6435, 0.6824, 0.7258, 0.7907, 0.8508, 0.9222, 1.0640, 1.2278, 1.3908, 1.5654, 1.9199, 2.2805, 3.0106, 3.7504, 4.8705, 5.9947, 7.4965),
-            (0.5617, 0.5700, 0.5863, 0.6175, 0.6579, 0.7061, 0.7605, 0.8284, 0.8990, 1.0507, 1.2066, 1.3807, 1.5519, 1.9043, 2.2740, 3.0051, 3.7504, 4.8705, 5.9947, 7.4965),
-            (0.5491, 0.5533, 0.5617, 0.5982, 0.6399, 0.6893, 0.7512, 0.8141, 0.8885, 1.0417, 1.1994, 1.3739, 1.5428, 1.8964, 2.2609, 3.0051, 3.7484, 4.8705, 5.9947, 7.4965),
-        ),
-        "w": (
-            (2.9828, 2.9405, 2.8853, 2.8312, 2.7361, 2.6289, 2.5159, 2.4267, 2.3277, 2.1557, 2.0071, 1.8839, 1.7965, 1.6617, 1.5716, 1.4627, 1.4016, 1.3532, 1.3293, 1.3117),
-            (2.4947, 2.4591, 2.4220, 2.3827, 2.2972, 2.2250, 2.1420, 2.0674, 1.9849, 1.8595, 1.7629, 1.6859, 1.6186, 1.5284, 1.4720, 1.3955, 1.3589, 1.3269, 1.3086, 1.2971),
-            (2.2911, 2.2590, 2.2402, 2.1842, 2.1260, 2.0590, 1.9850, 1.9220, 1.8704, 1.7681, 1.6793, 1.6129, 1.5608, 1.4820, 1.4369, 1.3765, 1.3451, 1.3168, 1.3025, 1.2904),
-            (2.1664, 2.1516, 2.1400, 2.0968, 2.0219, 1.9670, 1.9226, 1.8733, 1.7967, 1.7163, 1.6370, 1.5763, 1.5277, 1.4662, 1.4181, 1.3647, 1.3357, 1.3109, 1.2972, 1.2885),
-            (2.1250, 2.0811, 2.0662, 2.0232, 1.9757, 1.9372, 1.8646, 1.8188, 1.7613, 1.6866, 1.6125, 1.5584, 1.5122, 1.4503, 1.4060, 1.3587, 1.3311, 1.3072, 1.2959, 1.2855),
-            (2.0304, 2.0189, 2.0145, 1.9698, 1.9298, 1.8893, 1.8399, 1.7855, 1.7329, 1.6497, 1.5919, 1.5342, 1.4958, 1.4389, 1.3962, 1.3519, 1.3252, 1.3040, 1.2923, 1.2836),
-            (1.9257, 1.9371, 1.9520, 1.9034, 1.8674, 1.8332, 1.7794, 1.7433, 1.6895, 1.6165, 1.5644, 1.5092, 1.4791, 1.4275, 1.3903, 1.3413, 1.3195, 1.3008, 1.2890, 1.2818),
-        ),
-        "fit": (
-            (0.9995, 1.0240, 1.0812, 1.1778, 1.3058, 1.4620, 1.6434, 1.8418, 2.0270, 2.3727, 2.7378, 3.1163, 3.5016, 4.2904, 5.0904, 6.7116, 8.3430, 10.8030, 13.2694, 16.5601),
-            (0.9991, 1.0221, 1.0760, 1.1683, 1.2918, 1.4458, 1.6260, 1.7910, 1.9521, 2.2975, 2.6638, 3.0442, 3.4317, 4.2251, 5.0297, 6.6575, 8.2954, 10.7624, 13.2319, 16.5298),
-            (0.9990, 1.0208, 1.0723, 1.1613, 1.2819, 1.4335, 1.5988, 1.7477, 1.9088, 2.2557, 2.6243, 3.0073, 3.3975, 4.1956, 5.0041, 6.6381, 8.2792, 10.7495, 13.2236, 18.2493),
-            (0.9988, 1.0198, 1.0696, 1.1559, 1.2742, 1.4244, 1.5706, 1.7194, 1.8810, 2.2297, 2.6006, 2.9860, 3.3783, 4.1803, 4.9912, 6.6296, 8.2731, 10.7448, 14.1097, 24.7737),
-            (0.9987, 1.0191, 1.0674, 1.1518, 1.2687, 1.4154, 1.5506, 1.6997, 1.8618, 2.2123, 2.5853, 2.9727, 3.3667, 4.1715, 4.9844, 6.6250, 8.2699, 10.7428, 17.5906, 34.1193),
-            (0.9986, 1.0180, 1.0644, 1.1460, 1.2601, 1.3893, 1.5244, 1.6741, 1.8373, 2.1908, 2.5670, 2.9572, 3.3537, 4.1623, 4.9772, 6.6202, 8.2670, 13.3825, 26.5981, 1325.6638),
-            (0.9984, 1.0167, 1.0606, 1.1389, 1.2476, 1.3616, 1.4969, 1.6478, 1.8126, 2.1701, 2.5503, 2.9437, 3.3427, 4.1546, 4.9721, 6.6171, 8.2641, 21.0715, 1060.0886, 1325.6638),
-        ),
-        "hm": (
-            (0.9995, 1.0273, 1.0949, 1.2050, 1.3521, 1.5377, 1.7680, 2.0053, 2.2692, 2.7561, 3.2284, 3.7009, 4.1743, 5.1218, 6.0827, 8.0344, 10.0009, 12.9812, 15.9759, 19.9684),
-            (0.9993, 1.0242, 1.0861, 1.1888, 1.3265, 1.5049, 1.7304, 1.9705, 2.2348, 2.7244, 3.1948, 3.6657, 4.1363, 5.0795, 6.0431, 7.9993, 9.9736, 12.9637, 15.9641, 19.9625),
-            (0.9991, 1.0222, 1.0804, 1.1780, 1.3093, 1.4843, 1.7054, 1.9493, 2.2138, 2.7058, 3.1756, 3.6453, 4.1146, 5.0561, 6.0210, 7.9825, 9.9624, 12.9586, 15.9624, 19.9633),
-            (0.9989, 1.0208, 1.0763, 1.1703, 1.2979, 1.4696, 1.6880, 1.9346, 2.1999, 2.6941, 3.1628, 3.6316, 4.1001, 5.0412, 6.0075, 7.9731, 9.9574, 12.9574, 15.9630, 19.9649),
-            (0.9988, 1.0198, 1.0732, 1.1645, 1.2893, 1.4586, 1.6753, 1.9240, 2.1903, 2.6862, 3.1539, 3.6225, 4.0897, 5.0310, 5.9986, 7.9675, 9.9548, 12.9574, 15.9641, 19.9663),
-            (0.9987, 1.0183, 1.0689, 1.1564, 1.2772, 1.4431, 1.6578, 1.9098, 2.1781, 2.6766, 3.1429, 3.6107, 4.0763, 5.0175, 5.9875, 7.9616, 9.9529, 12.9584, 15.9660, 19.9684),
-            (0.9986, 1.0167, 1.0641, 1.1470, 1.2633, 1.4253, 1.6381, 1.8947, 2.1663, 2.6669, 3.1320, 3.5984, 4.0621, 5.0034, 5.9769, 7.9573, 9.9526, 12.9603, 15.9684, 19.9705),
-        ),
-    },
-    0.45: {
-        "r50": (
-            (0.7697, 0.7818, 0.7996, 0.8284, 0.8644, 0.9120, 0.9669, 1.0304, 1.0966, 1.2411, 1.3976, 1.5624, 1.7292, 2.0894, 2.4500, 3.1981, 3.9499, 5.0992, 6.2485, 7.7990),
-            (0.6755, 0.6859, 0.7061, 0.7322, 0.7721, 0.8227, 0.8806, 0.9473, 1.0120, 1.1650, 1.3323, 1.4925, 1.6727, 2.0260, 2.3949, 3.1471, 3.9123, 5.0668, 6.2192, 7.7650),
-            (0.6288, 0.6399, 0.6579, 0.6893, 0.7258, 0.7818, 0.8425, 0.9042, 0.9742, 1.1324, 1.2911, 1.4632, 1.6415, 2.0060, 2.3746, 3.1317, 3.9009, 5.0473, 6.2119, 7.7650),
-            (0.6060, 0.6175, 0.6277, 0.6615, 0.7061, 0.7543, 0.8141, 0.8806, 0.9523, 1.1084, 1.2747, 1.4454, 1.6272, 1.9963, 2.3621, 3.1265, 3.8934, 5.0451, 6.2119, 7.7593),
-            (0.5823, 0.5982, 0.6175, 0.6508, 0.6893, 0.7480, 0.7996, 0.8644, 0.9432, 1.0966, 1.2673, 1.4406, 1.6199, 1.9858, 2.3589, 3.1213, 3.8896, 5.0408, 6.2119, 7.7593),
-            (0.5617, 0.5700, 0.5863, 0.6175, 0.6650, 0.7225, 0.7818, 0.8508, 0.9222, 1.0880, 1.2467, 1.4308, 1.6112, 1.9752, 2.3512, 3.1161, 3.8877, 5.0401, 6.2090, 7.7593),
-            (0.5491, 0.5533, 0.5700, 0.6060, 0.6508, 0.7028, 0.7605, 0.8284, 0.9042, 1.0706, 1.2411, 1.4192, 1.5966, 1.9722, 2.3470, 3.1127, 3.8782, 5.0386, 6.2070, 7.7593),
-        ),
-        "w": (
-            (2.9828, 2.9405, 2.8878, 2.8118, 2.7212, 2.6152, 2.5029, 2.3936, 2.2923, 2.1193, 1.9729, 1.8555, 1.7681, 1.6301, 1.5414, 1.4308, 1.3706, 1.3214, 1.2952, 1.2737),
-            (2.4947, 2.4652, 2.4258, 2.3673, 2.2919, 2.2080, 2.1222, 2.0327, 1.9691, 1.8343, 1.7271, 1.6563, 1.5862, 1.5030, 1.4404, 1.3671, 1.3239, 1.2914, 1.2744, 1.2600),
-            (2.2911, 2.2590, 2.2361, 2.1779, 2.1258, 2.0404, 1.9671, 1.9063, 1.8434, 1.7314, 1.6520, 1.5843, 1.5283, 1.4545, 1.4048, 1.3435, 1.3086, 1.2807, 1.2659, 1.2539),
-            (2.1664, 2.1433, 2.1392, 2.0872, 2.0240, 1.9673, 1.9025, 1.8429, 1.7857, 1.6865, 1.6125, 1.5526, 1.5004, 1.4294, 1.3875, 1.3297, 1.2988, 1.2765, 1.2619, 1.2530),
-            (2.1250, 2.0811, 2.0554, 2.0062, 1.9658, 1.8973, 1.8598, 1.8075, 1.7435, 1.6578, 1.5832, 1.5278, 1.4814, 1.4200, 1.3753, 1.3235, 1.2945, 1.2742, 1.2584, 1.2501),
-            (2.0304, 2.0189, 2.0145, 1.9843, 1.9167, 1.8512, 1.8111, 1.7497, 1.7120, 1.6167, 1.5669, 1.5066, 1.4600, 1.4054, 1.3636, 1.3144, 1.2887, 1.2683, 1.2562, 1.2469),
-            (1.9257, 1.9387, 1.9236, 1.8891, 1.8481, 1.8112, 1.7749, 1.7311, 1.6876, 1.5974, 1.5328, 1.4847, 1.4469, 1.3883, 1.3528, 1.3078, 1.2850, 1.2642, 1.2525, 1.2460),
-        ),
-        "fit": (
-            (0.9995, 1.0255, 1.0868, 1.1916, 1.3297, 1.5012, 1.6986, 1.9126, 2.0867, 2.4558, 2.8464, 3.2488, 3.6587, 4.4963, 5.3450, 7.0613, 8.7878, 11.3895, 13.9956, 17.4766),
-            (0.9991, 1.0236, 1.0814, 1.1815, 1.3157, 1.4844, 1.6789, 1.8392, 2.0127, 2.3824, 2.7751, 3.1803, 3.5930, 4.4363, 5.2897, 7.0136, 8.7458, 11.3535, 13.9656, 17.4510),
-            (0.9990, 1.0222, 1.0775, 1.1740, 1.3055, 1.4728, 1.6362, 1.7963, 1.9703, 2.3422, 2.7378, 3.1459, 3.5615, 4.4099, 5.2670, 6.9977, 8.7335, 11.3441, 15.0876, 25.0452),
-            (0.9988, 1.0211, 1.0746, 1.1685, 1.2976, 1.4617, 1.6081, 1.7685, 1.9433, 2.3174, 2.7158, 3.1265, 3.5446, 4.3964, 5.2566, 6.9899, 8.7285, 12.1592, 20.5335, 39.3074),
-            (0.9987, 1.0203, 1.0723, 1.1642, 1.2916, 1.4420, 1.5884, 1.7492, 1.9248, 2.3011, 2.7018, 3.1145, 3.5345, 4.3889, 5.2508, 6.9869, 8.7262, 15.2662, 28.5019, 216.6391),
-            (0.9986, 1.0192, 1.0690, 1.1581, 1.2831, 1.4160, 1.5626, 1.7243, 1.9013, 2.2811, 2.6853, 3.1008, 3.5232, 4.3813, 5.2457, 6.9841, 9.9553, 24.0640, 1097.9948, 1372.1476),
-            (0.9984, 1.0178, 1.0651, 1.1505, 1.2641, 1.3884, 1.5356, 1.6989, 1.8779, 2.2623, 2.6704, 3.0894, 3.5142, 4.3754, 5.2412, 6.9820, 15.3307, 891.0213, 1097.6294, 1372.1476),
-        ),
-        "hm": (
-            (0.9995, 1.0291, 1.1017, 1.2216, 1.3842, 1.5927, 1.8485, 2.1065, 2.3692, 2.8579, 3.3299, 3.7966, 4.2632, 5.2066, 6.1543, 8.0904, 10.0420, 13.0088, 15.9970, 19.9824),
-            (0.9993, 1.0259, 1.0924, 1.2042, 1.3575, 1.5592, 1.8133, 2.0721, 2.3388, 2.8251, 3.2932, 3.7567, 4.2222, 5.1600, 6.1085, 8.0454, 10.0042, 12.9809, 15.9753, 19.9687),
-            (0.9991, 1.0238, 1.0863, 1.1927, 1.3395, 1.5367, 1.7901, 2.0517, 2.3206, 2.8060, 3.2717, 3.7331, 4.1985, 5.1321, 6.0814, 8.0211, 9.9858, 12.9700, 15.9687, 19.9662),
-            (0.9989, 1.0223, 1.0819, 1.1845, 1.3265, 1.5206, 1.7730, 2.0378, 2.3087, 2.7940, 3.2578, 3.7189, 4.1830, 5.1138, 6.0640, 8.0065, 9.9759, 12.9652, 15.9668, 19.9664),
-            (0.9988, 1.0212, 1.0786, 1.1783, 1.3167, 1.5084, 1.7603, 2.0280, 2.3005, 2.7858, 3.2482, 3.7090, 4.1721, 5.1010, 6.0520, 7.9973, 9.9700, 12.9630, 15.9665, 19.9671),
-            (0.9987, 1.0197, 1.0741, 1.1696, 1.3033, 1.4920, 1.7428, 2.0150, 2.2903, 2.7748, 3.2365, 3.6961, 4.1575, 5.0841, 6.0365, 7.9863, 9.9640, 12.9616, 15.9671, 19.9687),
-            (0.9986, 1.0180, 1.0689, 1.1596, 1.2885, 1.4738, 1.7234, 2.0017, 2.2804, 2.7637, 3.2244, 3.6814, 4.1412, 5.0669, 6.0209, 7.9765, 9.9597, 12.9617, 15.9688, 19.9706),
-        ),
-    },
-}

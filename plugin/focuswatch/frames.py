@@ -792,16 +792,18 @@ def _plain_image(p: Path, offset: int, header: Mapping[str, Any]) -> Frame:
     """
     bitpix = int(header["BITPIX"])
     h, w = int(header["NAXIS2"]), int(header["NAXIS1"])
+    planes = int(header.get("NAXIS3", 1) or 1) if int(header.get("NAXIS", 2) or 2) == 3 else 1
     dt = np.dtype(_FITS_DTYPES[bitpix])
     bscale = float(header.get("BSCALE", 1.0) or 1.0)
     bzero = float(header.get("BZERO", 0.0) or 0.0)
-    out = np.empty((h, w), np.float32)
+    out = np.empty((planes, h, w) if planes > 1 else (h, w), np.float32)  # colour planes: _prepare averages
     flat = out.reshape(-1)
+    h_all = h * planes  # the planes follow each other: read them as one tall image
     rows = max(1, (8 << 20) // max(1, w * dt.itemsize))
     with open(p, "rb") as fh:
         fh.seek(offset)
-        for i in range(0, h, rows):
-            k = min(rows, h - i)
+        for i in range(0, h_all, rows):
+            k = min(rows, h_all - i)
             chunk = np.fromfile(fh, dtype=dt, count=k * w)
             if chunk.size != k * w:
                 raise FrameIncomplete(p, "truncated: the pixel data ends early")
@@ -838,7 +840,9 @@ def _refuse_shape(p: Path, dims: tuple[int, ...]) -> None:
     planes = math.prod(dims[2:]) if len(dims) > 2 else 1
     if len(dims) == 1:
         raise FrameError(p, f"a 1-D array of {dims[0]} values, not a 2-D frame")
-    if planes > 1:
+    if len(dims) == 3 and planes == COLOUR_PLANES:  # RGB as Siril, GIMP and colour cameras save it: luminance
+        pass
+    elif planes > 1:
         raise FrameError(p, f"a {len(dims)}-D cube of {planes} planes ({' x '.join(map(str, dims))}), "
                             "not a mono 2-D frame; refused without reading its pixels")
     if dims[0] * dims[1] > MAX_IMAGE_PIXELS:
@@ -876,7 +880,8 @@ def _load_fits(p: Path, check: bool) -> Frame:
         if not check and layout.actual_bytes < hdu.data_start + hdu.data_bytes:
             raise FrameIncomplete(p, "truncated: the pixel data ends early")
         _scaling_ok(p, header, hdu.bitpix)
-        frame = _plain_image(p, hdu.data_start, {**header, "NAXIS1": dims[0], "NAXIS2": dims[1]})
+        frame = _plain_image(p, hdu.data_start, {**header, "NAXIS": len(dims),
+                                                  **{f"NAXIS{i + 1}": d for i, d in enumerate(dims)}})
     else:
         frame = _compressed_image(p, hdu, header)
     if layout.notes:

@@ -62,7 +62,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from focuswatch.optics import Rig, airy_fwhm_um
 from focuswatch.records import Record
@@ -92,16 +92,44 @@ CAUSE_ADVICE = {
 
 @dataclass(frozen=True)
 class GradeConfig(Record):
-    """Thresholds of the grade (unitless ratios unless the name says otherwise)."""
+    """Thresholds of the grade (unitless ratios unless the name says otherwise).
+
+    Settable from the ``[grade]`` table of the TOML file; checked against :attr:`LIMITS`.
+    Whether a soft sub lost its sharpness to focus or to the seeing is not a threshold on
+    its size: it is the diagnosis' calibrated profile call (:func:`focuswatch.diagnose.
+    blur_from_profile`, generated physical-optics tables), the same one the per-frame
+    diagnosis makes, with ``focus_blur_to_seeing`` its limit.
+    """
 
     letter_limits: tuple[float, float, float, float, float] = (1.15, 1.30, 1.50, 1.75, 2.00)
     best_fraction: float = 0.25
     soft_factor: float = 1.25
+    #: Without a profile (no HFR or HFD/FWHM for the sub): FWHM over the best subs above which
+    #: a soft sub is put down to focus (the former size-only rule).
     focus_factor: float = 1.6
     trail_eccentricity: float = 0.55
     flat_profile_ratio: float = 0.85
     cloud_star_fraction: float = 0.5
     min_roundness: float = 0.85
+    #: Smallest defocus blur / seeing FWHM that the profile allows, above which a soft sub is
+    #: out of focus (the diagnosis' ``focus_miss_blur_ratio``).
+    focus_blur_to_seeing: float = 0.55
+
+    #: (low, high) allowed for each setting, inclusive.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "letter_limits": (1.0, 20.0), "best_fraction": (0.01, 1.0), "soft_factor": (1.0, 10.0),
+        "focus_factor": (1.0, 20.0), "trail_eccentricity": (0.0, 1.0), "flat_profile_ratio": (0.3, 1.5),
+        "cloud_star_fraction": (0.0, 1.0), "min_roundness": (0.0, 1.0), "focus_blur_to_seeing": (0.05, 10.0),
+    }
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in self.LIMITS.items():
+            v = getattr(self, name)
+            for x in (v if isinstance(v, (tuple, list)) else (v,)):
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not lo <= x <= hi:
+                    raise ValueError(f"{name} = {v!r}: expected a finite number from {lo:g} to {hi:g}")
+        if list(self.letter_limits) != sorted(self.letter_limits):
+            raise ValueError(f"letter_limits = {self.letter_limits!r}: expected increasing limits")
 
 
 @dataclass(frozen=True)
@@ -118,13 +146,18 @@ class SubQuality(Record):
     filter_name: str | None = None
     timestamp: float | None = None
     seeing_fwhm_px: float | None = None
+    blur_to_seeing: float | None = None
 
     @classmethod
-    def from_stats(cls, stats: Any, seeing_fwhm_px: float | None = None) -> "SubQuality":
+    def from_stats(cls, stats: Any, seeing_fwhm_px: float | None = None,
+                   blur_to_seeing: float | None = None) -> "SubQuality":
         """Build from a ``stars.FrameStats`` (or anything with the same attributes).
 
         ``seeing_fwhm_px`` is the seeing core of the sub without its defocus blur (from
-        ``diagnose.frame(...).evidence.seeing_fwhm_px``), when known.
+        ``diagnose.frame(...).evidence.seeing_fwhm_px``), when known; ``blur_to_seeing`` the
+        diagnosis' smallest plausible defocus blur over the seeing
+        (``evidence.min_blur_to_seeing``); without it the grade runs the same profile call
+        on the sub's HFR and HFD/FWHM.
         """
         meta = getattr(stats, "meta", None)
         return cls(file=str(getattr(stats, "file", "") or ""), fwhm_px=getattr(stats, "fwhm_px", None),
@@ -134,7 +167,7 @@ class SubQuality(Record):
                    background_adu=getattr(stats, "background_adu", None),
                    filter_name=getattr(meta, "filter_name", None) if meta else None,
                    timestamp=getattr(meta, "timestamp", None) if meta else None,
-                   seeing_fwhm_px=seeing_fwhm_px)
+                   seeing_fwhm_px=seeing_fwhm_px, blur_to_seeing=blur_to_seeing)
 
 
 @dataclass(frozen=True)
@@ -259,6 +292,19 @@ def best_subs_core(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> t
     return finite_median([s.fwhm_px for s in best]), "best subs"
 
 
+def sub_blur_to_seeing(s: SubQuality) -> float | None:
+    """The smallest defocus blur / seeing FWHM the sub's profile allows: the diagnosis' own
+    figure when given, else the same calibrated call on its HFR and HFD/FWHM
+    (:func:`focuswatch.diagnose.blur_from_profile`); ``None`` without a profile."""
+    if s.blur_to_seeing is not None and math.isfinite(s.blur_to_seeing):
+        return float(s.blur_to_seeing)
+    if not (_ok(s.hfr_px) and _ok(s.profile_ratio)):
+        return None
+    from focuswatch.diagnose import blur_from_profile
+
+    return blur_from_profile(float(s.hfr_px), None, float(s.profile_ratio)).min_blur_to_seeing  # type: ignore[arg-type]
+
+
 def judge_subs(subs: Sequence[SubQuality], best_fwhm_px: float | None,
                config: GradeConfig = GradeConfig()) -> tuple[SubVerdict, ...]:
     """Tell which subs dragged the master down and why (focus, seeing, trailing, clouds)."""
@@ -276,13 +322,21 @@ def judge_subs(subs: Sequence[SubQuality], best_fwhm_px: float | None,
             detail = f"elongated stars (eccentricity {s.eccentricity:.2f})"
         elif ratio is not None and ratio > config.soft_factor:
             flat = s.profile_ratio is not None and s.profile_ratio < config.flat_profile_ratio
-            if flat or ratio > config.focus_factor:
-                cause = "focus"
+            x_low = sub_blur_to_seeing(s)
+            if x_low is not None:
+                focus = flat or x_low >= config.focus_blur_to_seeing
+                shape = (f"flat-topped profile ({s.profile_ratio:.2f})" if flat else
+                         f"a defocus blur of at least {x_low:.2f}x the seeing" if focus else
+                         f"a seeing profile (HFD/FWHM {s.profile_ratio:.2f})")
+            else:  # no profile to read: the size alone
+                focus = flat or ratio > config.focus_factor
                 shape = f"flat-topped profile ({s.profile_ratio:.2f})" if flat else "a large, steady growth"
+            if focus:
+                cause = "focus"
                 detail = f"FWHM {ratio:.2f}x the best subs with {shape}"
             else:
                 cause = "seeing"
-                detail = f"FWHM {ratio:.2f}x the best subs with a peaked profile"
+                detail = f"FWHM {ratio:.2f}x the best subs with {shape if x_low is not None else 'a peaked profile'}"
         elif ratio is not None:
             detail = f"FWHM {ratio:.2f}x the best subs"
         out.append(SubVerdict(s.file, s.fwhm_px, ratio, cause, cause is not None, detail))

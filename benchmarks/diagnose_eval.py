@@ -1,0 +1,210 @@
+"""Focus miss versus seeing on physical-optics frames: focuswatch against plain pipelines.
+
+Renders the labelled set of :func:`focuswatch.physoptics.labelled_set` (seeing 1.5-5",
+Kolmogorov / von Karman / Moffat, defocus 0-3 CFZ, obstruction 0-0.45, FWHM 1.5-6 px, six
+rigs), and prints, side by side:
+
+* ``focuswatch``: ``stars.measure`` + ``diagnose.frame`` (focus_miss or not);
+* ``sep HFR rule``: sep's half-flux radius against the rig's expected in-focus HFR on a fair
+  night (Kolmogorov 2.5"), a miss when 1.25x larger (what a plain pipeline can do);
+* ``ASTAP``: ``astap_cli -f FILE -analyse 10`` (HFD median), same ratio rule, when
+  ``astap_cli`` is on the PATH.
+
+Then the defocus estimate (:func:`focuswatch.optics.defocus_um_from_hfr`, the call the
+policy, the diagnosis and the grade share) from 0.5 to 10 CFZ, given the in-focus HFR:
+on the true half-light radius of each render (the model) and on ``stars.measure``'s HFR
+(model and measurement), against the geometric Moffat model it replaced.
+
+Run: ``PYTHONPATH=plugin python benchmarks/diagnose_eval.py [--frames 120] [--seed 11]``.
+Frames are written to a temporary folder only for ASTAP.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
+
+from focuswatch import diagnose, optics, physoptics as po, stars  # noqa: E402
+from focuswatch.frames import frame_from_array  # noqa: E402
+from focuswatch.optics import Rig  # noqa: E402
+
+KOLM_HLR_PER_FWHM = diagnose.KOLMOGOROV_HLR_PER_FWHM
+RATIO_RULE = 1.25
+REFERENCE_SEEING_ARCSEC = 2.5
+
+
+def rig_of(spec: po.FrameSpec) -> Rig:
+    o = spec.optics
+    return Rig(aperture_mm=o.aperture_mm, focal_length_mm=o.focal_length_mm, pixel_um=o.pixel_um,
+               obstruction=o.obstruction)
+
+
+def expected_hfr_px(spec: po.FrameSpec) -> float:
+    return KOLM_HLR_PER_FWHM * REFERENCE_SEEING_ARCSEC / spec.optics.plate_scale_arcsec_px
+
+
+def sep_hfr(pixels: np.ndarray) -> float | None:
+    """A plain sep pipeline: background, extraction, median flux_radius(0.5) of isolated stars."""
+    import sep
+
+    data = pixels.astype(np.float64)
+    bkg = sep.Background(data)
+    sub = data - bkg
+    objs = sep.extract(sub, 5.0, err=bkg.globalrms, minarea=5)
+    if len(objs) < 3:
+        return None
+    r, flag = sep.flux_radius(sub, objs["x"], objs["y"], 6.0 * objs["a"], 0.5, subpix=5)
+    ok = (flag == 0) & np.isfinite(r) & (r > 0)
+    return float(np.median(r[ok])) if ok.sum() >= 3 else None
+
+
+def astap_hfd(pixels: np.ndarray, header: dict, folder: Path) -> float | None:
+    exe = shutil.which("astap_cli")
+    if not exe:
+        return None
+    from astropy.io import fits
+
+    path = folder / "frame.fits"
+    h = fits.Header()
+    for k, v in header.items():
+        h[k] = v
+    fits.PrimaryHDU(pixels.astype(np.uint16), h).writeto(path, overwrite=True)
+    try:
+        out = subprocess.run([exe, "-f", str(path), "-analyse", "10"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.stdout.splitlines():
+        if line.startswith("HFD_MEDIAN="):
+            try:
+                v = float(line.split("=", 1)[1])
+            except ValueError:
+                return None
+            return v if v > 0 else None
+    return None
+
+
+def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
+    w = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    fmt = "  ".join("{:<%d}" % x for x in w)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * x for x in w))] + [fmt.format(*r) for r in rows])
+
+
+def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool) -> None:
+    frames = po.labelled_set(seed=seed, n_frames=n_frames)
+    methods = ["focuswatch", "sep HFR rule"] + (["ASTAP HFD rule"] if use_astap and shutil.which("astap_cli") else [])
+    conf = {m: Counter() for m in methods}
+    labels = Counter()
+    wrong: list[str] = []
+    t_render = t_measure = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for lf in frames:
+            t = time.perf_counter()
+            fr = po.render_frame(lf.spec)
+            t_render += time.perf_counter() - t
+            header = po.frame_header(lf.spec)
+            t = time.perf_counter()
+            frame = frame_from_array(fr.pixels, header)
+            st = stars.measure(frame)
+            dg = diagnose.frame(st, rig_of(lf.spec), image=frame)
+            t_measure += time.perf_counter() - t
+            labels[(lf.truth, dg.label)] += 1
+            calls = {"focuswatch": dg.label == "focus_miss"}
+            h = sep_hfr(fr.pixels)
+            calls["sep HFR rule"] = (h is not None and h > RATIO_RULE * expected_hfr_px(lf.spec))
+            if "ASTAP HFD rule" in methods:
+                hfd = astap_hfd(fr.pixels, header, Path(tmp))
+                calls["ASTAP HFD rule"] = (hfd is not None and hfd / 2.0 > RATIO_RULE * expected_hfr_px(lf.spec))
+            for m in methods:
+                conf[m][(lf.truth, "focus_miss" if calls[m] else "not_focus")] += 1
+            if lf.truth != "ambiguous" and (dg.label == "focus_miss") != (lf.truth == "focus_miss"):
+                wrong.append(f"  {lf.rig_name}, {lf.spec.seeing.kind} {lf.spec.seeing.fwhm_arcsec:.2f}\", "
+                             f"{lf.defocus_cfz} CFZ (blur/seeing {lf.blur_to_seeing:.2f}, FWHM {lf.fwhm_px:.1f} px): "
+                             f"{dg.label}, min blur/seeing {dg.evidence.min_blur_to_seeing}, "
+                             f"HFD/FWHM {dg.evidence.profile_ratio}, r90/r50 {dg.evidence.wing_ratio}")
+    print(f"labelled set: {len(frames)} frames (seed {seed}); truth: "
+          + ", ".join(f"{k} {v}" for k, v in Counter(f.truth for f in frames).items()))
+    print(f"render {t_render / len(frames):.2f} s/frame, measure+diagnose {t_measure / len(frames):.2f} s/frame\n")
+    rows = []
+    for m in methods:
+        c = conf[m]
+        tp, fn = c[("focus_miss", "focus_miss")], c[("focus_miss", "not_focus")]
+        fp, tn = c[("not_focus", "focus_miss")], c[("not_focus", "not_focus")]
+        n = tp + fn + fp + tn
+        acc = (tp + tn) / n if n else float("nan")
+        amb = c[("ambiguous", "focus_miss")], c[("ambiguous", "not_focus")]
+        rows.append((m, f"{tp}", f"{fn}", f"{fp}", f"{tn}", f"{100 * acc:.1f} %", f"{amb[0]}/{amb[1]}"))
+    print("focus miss versus seeing (scored frames; ambiguous: called miss / not)")
+    print(table(rows, ("method", "miss->miss", "miss->not", "not->miss", "not->not", "accuracy", "ambiguous")))
+    print("\nfocuswatch labels by truth:")
+    truths = sorted({k[0] for k in labels})
+    labs = sorted({k[1] for k in labels})
+    print(table([(t, *[str(labels[(t, lb)]) for lb in labs]) for t in truths], ("truth", *labs)))
+    if wrong:
+        print("\nfocuswatch errors:")
+        print("\n".join(wrong))
+
+
+def defocus_accuracy(seed: int) -> None:
+    """Defocus estimate from the HFR growth, 0.5-10 CFZ, on three rigs and two seeings."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    cfzs = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+    worst = {"model": 0.0, "measured": 0.0, "moffat (old)": 0.0}
+    for name, ap, fl, pix, eps, vanes in po.LABELLED_RIGS[:4]:
+        for see in (2.0, 3.5):
+            o = po.Optics(aperture_mm=ap, focal_length_mm=fl, pixel_um=pix, obstruction=eps, n_vanes=vanes)
+            n = o.f_ratio
+            s = po.Seeing(see)
+            img0, samp = po.continuous_psf(o, po.Aberrations(), s)
+            h0 = po.encircled_radius(img0, samp) / pix
+            spec0 = po.FrameSpec(optics=o, seeing=s, width_px=320, height_px=320, n_stars=36,
+                                 seed=int(rng.integers(1 << 30)))
+            m0 = stars.measure(frame_from_array(po.render_frame(spec0).pixels, po.frame_header(spec0))).hfr_px
+            for c in cfzs:
+                d = c * optics.cfz_um(n)
+                img, samp = po.continuous_psf(o, po.Aberrations(defocus_um=d), s)
+                h = po.encircled_radius(img, samp) / pix
+                est = optics.defocus_um_from_hfr(h, h0, n, pix, eps)
+                old = optics.defocus_um_from_hfr(h, h0, n, pix, eps, beta=optics.SEEING_BETA)
+                spec = po.FrameSpec(optics=o, seeing=s, aberrations=po.FieldAberrations(defocus_um=d), width_px=320,
+                                    height_px=320, n_stars=36, seed=int(rng.integers(1 << 30)),
+                                    margin_px=int(min(d / n / pix / 2 + 12, 80)))
+                mh = stars.measure(frame_from_array(po.render_frame(spec).pixels, po.frame_header(spec))).hfr_px
+                est_m = optics.defocus_um_from_hfr(mh, m0, n, pix, eps) if (mh and m0) else float("nan")
+                errs = (100 * (est / d - 1), 100 * (est_m / d - 1), 100 * (old / d - 1))
+                for k, e in zip(worst, errs):
+                    if math.isfinite(e):
+                        worst[k] = max(worst[k], abs(e))
+                rows.append((name, f'{see}"', f"{c}", f"{d:.0f}", f"{est:.0f} ({errs[0]:+.0f} %)",
+                             f"{est_m:.0f} ({errs[1]:+.0f} %)", f"{old:.0f} ({errs[2]:+.0f} %)"))
+    print("\ndefocus estimate from the HFR growth (given the in-focus HFR), um")
+    print(table(rows, ("rig", "seeing", "CFZ", "truth", "calibrated, true HLR", "calibrated, measured HFR",
+                       "Moffat geometric (old)")))
+    print("worst |error|: " + ", ".join(f"{k} {v:.0f} %" for k, v in worst.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--no-astap", action="store_true")
+    ap.add_argument("--skip-defocus", action="store_true")
+    args = ap.parse_args(argv)
+    focus_vs_seeing(args.frames, args.seed, not args.no_astap)
+    if not args.skip_defocus:
+        defocus_accuracy(args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

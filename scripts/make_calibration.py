@@ -1,0 +1,269 @@
+"""Generate focuswatch's focus-versus-seeing calibration tables from physical optics.
+
+Writes ``plugin/focuswatch/data/focus_seeing_calibration.json`` (read by
+:mod:`focuswatch.optics` and :mod:`focuswatch.diagnose`; documented in docs/diagnose.md).
+Everything comes from :mod:`focuswatch.physoptics` (obstructed pupil, defocus phase,
+Kolmogorov seeing; itself checked against GalSim in tests/test_physoptics.py), plus Moffat
+rows as a cross-check profile. Run from the repository root::
+
+    PYTHONPATH=plugin python scripts/make_calibration.py [--quick]
+
+Tables
+------
+``growth``: half-light radius (in units of lambda N) of Kolmogorov seeing of FWHM
+``s * lambda N`` convolved with the diffraction PSF of an obstructed pupil defocused by
+``W`` waves (peak, ``W = Delta / (8 N^2 lambda)``), for each obstruction ``eps``.
+``growth_geometric``: the seeing-dominated limit (no diffraction): HLR / in-focus HLR of
+Kolmogorov seeing convolved with the geometric annulus of diameter ``b`` in-focus HLRs.
+``profile``: shape figures of seeing families convolved with defocus, per obstruction, in
+units of the seeing FWHM over ``x = blur diameter / seeing FWHM``: ``r50``, ``w`` (r90/r50),
+``fit`` (FWHM of the Moffat fit stars.measure makes), ``hm`` (true half-maximum width).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugin"))
+
+from focuswatch import physoptics as po  # noqa: E402
+
+OUT = ROOT / "plugin" / "focuswatch" / "data" / "focus_seeing_calibration.json"
+
+EPS = (0.0, 0.15, 0.25, 0.35, 0.45)
+S_NODES = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+W_NODES = tuple(np.round(np.concatenate([np.arange(0.0, 1.0, 0.1), np.arange(1.0, 3.0, 0.25),
+                                          np.arange(3.0, 8.01, 0.5)]), 4))
+B_NODES = tuple(np.round(np.concatenate([np.linspace(0.0, 4.0, 21), np.linspace(4.5, 20.0, 32),
+                                          np.linspace(21.0, 80.0, 24)]), 4))
+XS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0)
+#: seeing families of the profile table: physical (Kolmogorov seeing over the diffraction of
+#: the pupil, s = seeing FWHM / (lambda N)) and Moffat cross-check rows.
+FAMILIES = (
+    {"name": "kolmogorov s=2", "kind": "kolmogorov", "s": 2.0, "beta_equiv": 4.765},
+    {"name": "kolmogorov s=4", "kind": "kolmogorov", "s": 4.0, "beta_equiv": 4.765},
+    {"name": "kolmogorov s=8", "kind": "kolmogorov", "s": 8.0, "beta_equiv": 4.765},
+    {"name": "kolmogorov geometric", "kind": "kolmogorov", "s": None, "beta_equiv": 4.765},
+    {"name": "moffat beta=2.5", "kind": "moffat", "beta": 2.5, "beta_equiv": 2.5},
+    {"name": "moffat beta=3", "kind": "moffat", "beta": 3.0, "beta_equiv": 3.0},
+    {"name": "moffat beta=3.5", "kind": "moffat", "beta": 3.5, "beta_equiv": 3.5},
+    {"name": "moffat beta=4", "kind": "moffat", "beta": 4.0, "beta_equiv": 4.0},
+    {"name": "moffat beta=5", "kind": "moffat", "beta": 5.0, "beta_equiv": 5.0},
+)
+
+
+def _radial_otf(otf: np.ndarray, samp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Compress a 2-D OTF (unshifted, OTF[0, 0] = 1) to ``(nu_k, weight_k)``: frequencies and
+    OTF x frequency-cell area, summed in fine radial bins (|OTF| < 1e-9 dropped)."""
+    n = otf.shape[0]
+    dnu = 1.0 / (n * samp)
+    f = np.fft.fftfreq(n, d=samp)
+    nu = np.hypot(*np.meshgrid(f, f)).ravel()
+    v = np.real(otf).ravel()
+    keep = np.abs(v) > 1e-9
+    nu, v = nu[keep], v[keep]
+    k = np.round(nu / (dnu / 8.0)).astype(int)
+    wsum = np.bincount(k, v * dnu * dnu)
+    nsum = np.bincount(k, nu * np.abs(v))
+    asum = np.bincount(k, np.abs(v))
+    ok = asum > 0
+    return np.where(ok, nsum / np.maximum(asum, 1e-300), 0.0)[ok], wsum[ok]
+
+
+def _ee_curve(nu: np.ndarray, w: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Encircled energy at ``radii`` from the radial OTF (Parseval with the disk's transform
+    ``R J1(2 pi nu R) / nu``): exact for a band-limited PSF, no pixel staircase."""
+    from scipy.special import j1
+
+    out = np.empty(len(radii))
+    z = nu == 0
+    for i, r in enumerate(radii):
+        c = np.where(z, math.pi * r * r, r * j1(2.0 * math.pi * nu * r) / np.where(z, 1.0, nu))
+        out[i] = float(np.sum(w * c))
+    return out
+
+
+def _ee(otf: np.ndarray, samp: float, fracs=(0.5, 0.9), r_max: float | None = None) -> list[float]:
+    """Radii (same unit as ``samp``) holding ``fracs`` of the light: a coarse log grid, then a
+    fine one around each answer."""
+    nu, w = _radial_otf(otf, samp)
+    n = otf.shape[0]
+    r_max = r_max or n * samp / 3.0
+    radii = np.geomspace(r_max / 2000.0, r_max, 120)
+    ee = np.maximum.accumulate(_ee_curve(nu, w, radii))
+    out = []
+    for f in fracs:
+        k = int(np.clip(np.searchsorted(ee, f), 1, len(radii) - 1))
+        fine = np.linspace(radii[k - 1], radii[k], 24)
+        ef = np.maximum.accumulate(_ee_curve(nu, w, fine))
+        out.append(float(np.interp(f, ef, fine)))
+    return out
+
+
+def _radial_profile(otf: np.ndarray, samp: float, radii: np.ndarray) -> np.ndarray:
+    """Azimuthally averaged intensity at ``radii`` from the OTF (J0 transform)."""
+    from scipy.special import j0
+
+    nu, w = _radial_otf(otf, samp)
+    return np.array([float(np.sum(w * j0(2.0 * math.pi * nu * r))) for r in radii])
+
+
+def growth_tables(n: int) -> dict:
+    """HLR / (lambda N) over (eps, s, W), diffraction included."""
+    out = {}
+    for eps in EPS:
+        tab = np.zeros((len(S_NODES), len(W_NODES)))
+        for samp, (lo, hi) in ((0.125, (0.0, 1.5)), (0.25, (1.5, 4.0)), (0.45, (4.0, 99.0))):
+            # sample in units of lambda N: fine for small seeing, coarse for large (wider field)
+            s_idx = [i for i, s in enumerate(S_NODES) if lo < s <= hi]
+            fx = np.fft.fftfreq(n, d=samp)
+            nu = np.hypot(*np.meshgrid(fx, fx))
+            for j, w in enumerate(W_NODES):
+                psf = po.optical_psf(f_ratio=1.0, wavelength_nm=1000.0, sample_um=samp, n=n, obstruction=eps,
+                                     defocus_um=8.0 * w)
+                otf = np.fft.fft2(np.fft.ifftshift(psf))
+                for i in s_idx:
+                    tab[i, j] = _ee(otf * po.seeing_mtf(nu, S_NODES[i]), samp, (0.5,))[0]
+        out[str(eps)] = np.round(tab, 5).tolist()
+        print(f"growth eps={eps} done", flush=True)
+    return out
+
+
+def _annulus_otf(nu: np.ndarray, blur: float, eps: float) -> np.ndarray:
+    """Transform of a uniform annulus of outer diameter ``blur`` and hole ``eps * blur``, 1 at nu = 0."""
+    from scipy.special import j1
+
+    def disk(rad: float) -> np.ndarray:
+        x = 2.0 * math.pi * nu * rad
+        return np.where(x > 1e-9, rad * j1(x) / np.where(nu > 0, nu, 1.0), math.pi * rad * rad)
+
+    big, small = blur / 2.0, eps * blur / 2.0
+    area = math.pi * (big * big - small * small)
+    return (disk(big) - (disk(small) if small > 0 else 0.0)) / area
+
+
+def _kolmogorov_annulus_otf(eps: float, blur: float, fwhm: float, n: int, samp: float) -> np.ndarray:
+    fx = np.fft.fftfreq(n, d=samp)
+    nu = np.hypot(*np.meshgrid(fx, fx))
+    otf = po.seeing_mtf(nu, fwhm)
+    return otf * _annulus_otf(nu, blur, eps) if blur > 0 else otf
+
+
+def geometric_growth(n: int) -> dict:
+    """HLR / in-focus HLR over b = blur / in-focus HLR (Kolmogorov x annulus, no diffraction)."""
+    out = {}
+    fwhm = 1.0
+    hlr0 = None
+    for eps in EPS:
+        g = []
+        for b in B_NODES:
+            h0 = hlr0 or 0.5548 * fwhm
+            blur = b * h0
+            samp = (max(blur, 8 * fwhm) + 12 * fwhm) / n
+            g.append(_ee(_kolmogorov_annulus_otf(eps, blur, fwhm, n, samp), samp, (0.5,))[0])
+        g = np.array(g)
+        hlr0 = g[0]
+        out[str(eps)] = np.round(np.maximum.accumulate(g / g[0]), 5).tolist()
+        print(f"geometric eps={eps} done", flush=True)
+    return out
+
+
+def _profile_figures(otf: np.ndarray, samp: float, fwhm_unit: float, fit_moffat) -> tuple[float, float, float, float]:
+    """(r50, r90/r50, Moffat-fit FWHM, half-maximum width), sizes over ``fwhm_unit``."""
+    r50, r90 = _ee(otf, samp)
+    n = otf.shape[0]
+    centres = np.arange(0.0, min(n * samp / 3.0, 8.0 * r90), samp / 2.0) + samp / 4.0
+    prof = _radial_profile(otf, samp, centres)
+    ipk = int(np.argmax(prof))
+    pk = prof[ipk]
+    j = ipk + int(np.argmax(prof[ipk:] < pk / 2))
+    rh = float(np.interp(pk / 2, [prof[j], prof[j - 1]], [centres[j], centres[j - 1]]))
+    fit_fwhm, _ = fit_moffat(centres, np.clip(prof, 0.0, None), r50)
+    return r50 / fwhm_unit, r90 / r50, fit_fwhm / fwhm_unit, 2.0 * rh / fwhm_unit
+
+
+def profile_tables(n: int) -> dict:
+    from focuswatch.diagnose import _fit_moffat_fwhm, profile_model
+
+    out = {}
+    for eps in EPS:
+        rows = {k: [] for k in ("r50", "w", "fit", "hm")}
+        for fam in FAMILIES:
+            vals = {k: [] for k in rows}
+            for x in XS:
+                if fam["kind"] == "moffat":
+                    m = profile_model(4.0, fam["beta"], 4.0 * x, eps, n=n)
+                    fig = (m["r50_px"] / 4.0, m["r90_px"] / m["r50_px"], m["fit_fwhm_px"] / 4.0, m["fwhm_px"] / 4.0)
+                elif fam["s"] is None:
+                    fwhm = 1.0
+                    samp = (max(4.0 * fwhm, x * fwhm) * 1.6 + 6.0 * fwhm) * 2 / n
+                    fig = _profile_figures(_kolmogorov_annulus_otf(eps, x * fwhm, fwhm, n, samp), samp, fwhm,
+                                           _fit_moffat_fwhm)
+                else:
+                    s = fam["s"]  # seeing FWHM in lambda N; lambda N = 1
+                    w = x * s / 8.0
+                    span = (max(4.0 * s, x * s) * 1.6 + 6.0 * s) * 2
+                    samp = min(0.45, span / n)
+                    nn = n
+                    while 2.0 * (4 * w + 16) > nn * samp:  # enough pupil samples for the phase
+                        nn *= 2
+                    psf = po.optical_psf(f_ratio=1.0, wavelength_nm=1000.0, sample_um=samp, n=nn, obstruction=eps,
+                                         defocus_um=8.0 * w)
+                    fx = np.fft.fftfreq(nn, d=samp)
+                    nu = np.hypot(*np.meshgrid(fx, fx))
+                    otf = np.fft.fft2(np.fft.ifftshift(psf)) * po.seeing_mtf(nu, s)
+                    fig = _profile_figures(otf, samp, s, _fit_moffat_fwhm)
+                for k, v in zip(rows, fig):
+                    vals[k].append(round(float(v), 5))
+            for k in rows:
+                rows[k].append(vals[k])
+        out[str(eps)] = rows
+        print(f"profile eps={eps} done", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small grids (a test of the script, not for use)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    n = 256 if args.quick else 1024
+    t0 = time.time()
+    data = {
+        "schema": "focuswatch.focus_seeing_calibration/1",
+        "provenance": {
+            "script": "scripts/make_calibration.py",
+            "generated_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "numpy": np.__version__, "python": platform.python_version(),
+            "grid_n": n, "quick": bool(args.quick),
+            "model": "physoptics: obstructed circular pupil (no vanes), W020 = Delta/(8 N^2), monochromatic; "
+                     "Kolmogorov long-exposure MTF exp(-3.44 (nu lambda F / r0)^(5/3)), FWHM = 0.976 lambda/r0",
+        },
+        "eps": list(EPS),
+        "s_nodes": list(S_NODES),
+        "w_nodes": [float(w) for w in W_NODES],
+        "b_nodes": [float(b) for b in B_NODES],
+        "xs": list(XS),
+        "families": list(FAMILIES),
+    }
+    data["growth_geometric"] = geometric_growth(n)
+    data["growth"] = growth_tables(n)
+    data["profile"] = profile_tables(512 if not args.quick else 256)
+    data["provenance"]["seconds"] = round(time.time() - t0, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

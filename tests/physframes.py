@@ -1,0 +1,36 @@
+"""Physical-optics frames shared by the diagnosis, grade and optics tests (cached per session).
+
+Rendered with :mod:`focuswatch.physoptics` (checked against GalSim in test_physoptics.py),
+never with the simulator the thresholds were first tuned on.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from focuswatch import physoptics as po, stars
+from focuswatch.frames import frame_from_array
+from focuswatch.optics import Rig
+
+NEWTONIAN = po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33, n_vanes=4,
+                      vane_width=0.01)
+
+
+def rig_of(o: po.Optics) -> Rig:
+    return Rig(aperture_mm=o.aperture_mm, focal_length_mm=o.focal_length_mm, pixel_um=o.pixel_um,
+               obstruction=o.obstruction)
+
+
+@lru_cache(maxsize=None)
+def measured(spec: po.FrameSpec) -> tuple[Any, Any]:
+    """``(frame, stats)`` of a rendered spec (cached: the specs are frozen and hashable)."""
+    fr = po.render_frame(spec)
+    frame = frame_from_array(fr.pixels, po.frame_header(spec))
+    return frame, stars.measure(frame)
+
+
+def seeing_frame(seeing_arcsec: float, *, kind: str = "kolmogorov", defocus_um: float = 0.0, seed: int = 1,
+                 optics: po.Optics = NEWTONIAN, size_px: int = 320, n_stars: int = 40) -> po.FrameSpec:
+    return po.FrameSpec(optics=optics, seeing=po.Seeing(seeing_arcsec, kind=kind),
+                        aberrations=po.FieldAberrations(defocus_um=defocus_um), width_px=size_px, height_px=size_px,
+                        n_stars=n_stars, seed=seed)

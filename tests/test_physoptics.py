@@ -1,0 +1,116 @@
+"""The physical-optics renderer against GalSim and closed forms (the truth the calibration rests on)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from focuswatch import physoptics as po
+
+galsim = pytest.importorskip("galsim")
+
+LAM_NM = 550.0
+N = 5.0
+LAM_N_UM = LAM_NM / 1000.0 * N
+
+
+def test_airy_fwhm_and_hlr_match_closed_form_and_galsim():
+    psf = po.optical_psf(f_ratio=N, wavelength_nm=LAM_NM, sample_um=0.2, n=512)
+    fwhm = po.fwhm(psf, 0.2) / LAM_N_UM
+    hlr = po.encircled_radius(psf, 0.2) / LAM_N_UM
+    airy = galsim.Airy(lam_over_diam=1.0)
+    assert fwhm == pytest.approx(1.029, rel=0.02)  # 1.03 lambda N, closed form
+    assert fwhm == pytest.approx(airy.calculateFWHM(), rel=0.02)
+    assert hlr == pytest.approx(airy.half_light_radius, rel=0.02)
+
+
+def test_obstructed_airy_matches_galsim():
+    psf = po.optical_psf(f_ratio=N, wavelength_nm=LAM_NM, sample_um=0.2, n=512, obstruction=0.4)
+    hlr = po.encircled_radius(psf, 0.2) / LAM_N_UM
+    ref = galsim.Airy(lam_over_diam=1.0, obscuration=0.4).drawImage(scale=0.05, nx=400, ny=400, method="no_pixel")
+    assert hlr == pytest.approx(ref.calculateHLR(), rel=0.03)
+
+
+@pytest.mark.parametrize("kind", ["kolmogorov", "vonkarman"])
+def test_seeing_profile_matches_galsim(kind):
+    """The long-exposure atmospheric MTF alone (diffraction left out), in arcsec units."""
+    fwhm, n, samp = 3.0, 512, 3.0 / 16.0
+    s = po.Seeing(fwhm, kind=kind, outer_scale_over_r0=100.0)
+    img = np.fft.fftshift(np.real(np.fft.ifft2(s.otf(n, samp, po.ARCSEC_PER_RAD / 1000.0))))  # 1 um = 1"
+    r0 = po.KOLMOGOROV_FWHM_FACTOR * 550e-9 / (fwhm / po.ARCSEC_PER_RAD)
+    ref = galsim.Kolmogorov(fwhm=fwhm) if kind == "kolmogorov" else galsim.VonKarman(lam=550.0, r0=r0, L0=100.0 * r0)
+    assert po.fwhm(img, samp) == pytest.approx(ref.calculateFWHM(), rel=0.02)
+    assert po.encircled_radius(img, samp) == pytest.approx(ref.half_light_radius, rel=0.02)
+
+
+@pytest.mark.parametrize("waves", [0.7, 2.0])
+def test_defocused_psf_matches_galsim_optical_psf(waves):
+    """Obstructed pupil with four spider vanes, defocused: half-light radius against GalSim.
+
+    GalSim's ``defocus`` is the Noll Z4 coefficient, ``sqrt(3) (2 rho^2 - 1)``: a peak rho^2
+    term of ``2 sqrt(3) z4`` waves.
+    """
+    d_um = waves * 8.0 * N * N * LAM_NM / 1000.0
+    o = po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33, n_vanes=4,
+                  vane_width=0.01)
+    img, samp = po.continuous_psf(o, po.Aberrations(defocus_um=d_um), po.Seeing(0.0))
+    ours = po.encircled_radius(img, samp) / LAM_N_UM
+    g = galsim.OpticalPSF(lam_over_diam=1.0, defocus=waves / (2.0 * math.sqrt(3.0)), obscuration=0.33, nstruts=4,
+                          strut_thick=0.01, strut_angle=0.0 * galsim.degrees, pad_factor=2, oversampling=2)
+    ref = g.drawImage(scale=0.1, nx=200, ny=200, method="no_pixel").calculateHLR()
+    assert ours == pytest.approx(ref, rel=0.03)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.33])
+def test_large_defocus_gives_the_geometric_blur(eps):
+    """Far from focus the star is the cone's cut: a disk of diameter Delta / N, half its light
+    inside ``(Delta / 2N) sqrt((1 + eps^2) / 2)``."""
+    d_um = 600.0
+    o = po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=eps)
+    img, samp = po.continuous_psf(o, po.Aberrations(defocus_um=d_um), po.Seeing(0.0))
+    outer = d_um / N / 2.0
+    assert po.encircled_radius(img, samp) == pytest.approx(outer * math.sqrt((1 + eps * eps) / 2.0), rel=0.03)
+    # 90 % of a uniform annulus lies inside R sqrt(eps^2 + 0.9 (1 - eps^2)): the disk's edge is at Delta / 2N
+    assert po.encircled_radius(img, samp, 0.9) == pytest.approx(outer * math.sqrt(0.9 + 0.1 * eps * eps), rel=0.04)
+
+
+def test_star_image_is_pixel_integrated_and_centred():
+    o = po.Optics(obstruction=0.3, n_vanes=3)
+    stamp, os_ = po.star_image(o, po.Aberrations(defocus_um=50.0), po.Seeing(2.0), dx_px=0.3, dy_px=-0.2)
+    c = stamp.shape[0] // 2
+    yy, xx = np.mgrid[0:stamp.shape[0], 0:stamp.shape[1]]
+    assert stamp.sum() == pytest.approx(1.0)
+    assert (stamp * xx).sum() - c == pytest.approx(0.3, abs=0.03)
+    assert (stamp * yy).sum() - c == pytest.approx(-0.2, abs=0.03)
+
+
+def test_coma_makes_a_one_sided_tail_along_its_angle():
+    o = po.Optics(obstruction=0.0)
+    img, samp = po.continuous_psf(o, po.Aberrations(coma_waves=1.5, coma_angle_deg=0.0), po.Seeing(0.5))
+    n = img.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n]
+    peak_x = np.unravel_index(np.argmax(img), img.shape)[1]
+    cx = (img * xx).sum()
+    # the light's centroid sits on the tail's side of the sharp core (+x), rows stay symmetric
+    assert cx - peak_x > 1.0
+    assert abs((img * yy).sum() - n // 2) < 0.5
+
+
+def test_moffat_seeing_is_a_cross_check_profile():
+    n, samp = 512, 3.0 / 16.0
+    otf = po.Seeing(3.0, kind="moffat", beta=4.0).otf(n, samp, po.ARCSEC_PER_RAD / 1000.0)
+    img = np.fft.fftshift(np.real(np.fft.ifft2(otf)))
+    ref = galsim.Moffat(beta=4.0, fwhm=3.0)
+    assert po.encircled_radius(img, samp) == pytest.approx(ref.half_light_radius, rel=0.02)
+
+
+def test_render_frame_is_seeded_and_places_the_stars():
+    spec = po.FrameSpec(width_px=160, height_px=128, n_stars=8, seed=5)
+    a = po.render_frame(spec)
+    b = po.render_frame(spec)
+    assert a.pixels.shape == (128, 160) and a.pixels.dtype == np.uint16
+    assert np.array_equal(a.pixels, b.pixels)
+    st = a.truth["stars"][0]
+    x, y = int(round(st["x"])), int(round(st["y"]))
+    assert a.pixels[y, x] > np.median(a.pixels) + 50
