@@ -299,10 +299,17 @@ def replay_night(folder: str | Path, *, config: Any = None, policy: Any = None, 
         night.append(NightFrame(frames_mod.frame_order_key(p, meta), p, meta, written))
     monitor = Monitor(policy, config.rig)
     steps = interleave(night, list(af_marks))
+    from focuswatch.watcher import ReplayConfirm, watch_from_config
+
+    nina = ReplayConfirm(watch_from_config(config))   # a NINA autofocus counts once confirmed, as in watch
     for kind, item in bar(steps, desc="replay", enabled=progress, unit="step"):
         if kind == "af":
-            monitor.autofocus(item)
+            if not nina.hold(item):
+                monitor.autofocus(item)
             continue
+        if item.meta.is_light:
+            for mark in nina.frame(item.meta):
+                monitor.autofocus(mark)
         row = _replay_one(item, config, monitor, diagnose)
         out.append(row)
         if on_row:
@@ -316,8 +323,11 @@ def _replay_one(f: NightFrame, config: Any, monitor: Any, diagnose: bool) -> Any
 
     if not f.meta.is_light:
         return Processed(f.path, "ignored")
+    from focuswatch.boundary import frame_boundary
+
     try:
-        record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
+        with frame_boundary(f.path):  # whatever this frame does is one line, as in ``watch``
+            record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
     except FrameError as exc:
         return Processed(f.path, "error", error=str(exc))
     return Processed(f.path, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
