@@ -577,7 +577,10 @@ def cmd_grade(args: argparse.Namespace) -> int:
         error_line(f"{src}: nothing could be graded"
                    + (f" ({result.filters[0].problem})" if result.filters and result.filters[0].problem else ""))
         return EXIT_FAIL
-    return EXIT_OK
+    unreadable = scan.unreadable if src.is_dir() else []
+    for bad in unreadable:  # graded without them; each named once, and the exit status says so
+        error_line(f"{bad.file}: {bad.problem}")
+    return EXIT_FAIL if unreadable else EXIT_OK
 
 
 def scan_with_workers(args: argparse.Namespace, folder: Path, rig):
