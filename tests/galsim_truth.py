@@ -152,6 +152,21 @@ def place(canvas: np.ndarray, stamp: np.ndarray, x: float, y: float) -> None:
         canvas[ys:ye, xs:xe] += stamp[ys - y0:ye - y0, xs - x0:xe - x0]
 
 
+def spread(rng: np.random.Generator, n: int, lo_px: float, hi_px: float, min_sep_px: float,
+           max_tries: int = 20000):
+    """Yield up to ``n`` random centres in ``[lo_px, hi_px]`` (both axes), each at least
+    ``min_sep_px`` from the ones before. Lazy, so a caller drawing its fluxes from the same
+    ``rng`` between centres keeps the random stream (and so the fields) reproducible."""
+    pos: list[tuple[float, float]] = []
+    for _ in range(max_tries):
+        if len(pos) >= n:
+            return
+        x, y = rng.uniform(lo_px, hi_px, 2)
+        if all(math.hypot(x - a, y - b) >= min_sep_px for a, b in pos):
+            pos.append((x, y))
+            yield float(x), float(y)
+
+
 def scatter(stamp: np.ndarray, n: int, size_px: int, *, seed: int, min_sep: float, margin: float,
             flux: tuple[float, float] = (3e5, 1.5e6)) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """``n`` copies of a normalised stamp at random places at least ``min_sep`` apart, with noise.
@@ -162,13 +177,9 @@ def scatter(stamp: np.ndarray, n: int, size_px: int, *, seed: int, min_sep: floa
     rng = np.random.default_rng(seed)
     canvas = np.zeros((size_px, size_px))
     pos: list[tuple[float, float]] = []
-    tries = 0
-    while len(pos) < n and tries < 20000:
-        tries += 1
-        x, y = rng.uniform(margin, size_px - 1 - margin, 2)
-        if all(math.hypot(x - a, y - b) >= min_sep for a, b in pos):
-            pos.append((x, y))
-            place(canvas, stamp * rng.uniform(*flux), x, y)
+    for x, y in spread(rng, n, margin, size_px - 1 - margin, min_sep):
+        pos.append((x, y))
+        place(canvas, stamp * rng.uniform(*flux), x, y)
     return add_noise(canvas, seed=seed), pos
 
 
@@ -176,13 +187,9 @@ def small_star_field(profile, scope: Scope, *, seed: int, n: int = 30, size_px: 
     """``n`` well separated in-focus stars of ``profile``, each drawn at its sub-pixel offset, with noise."""
     rng = np.random.default_rng(seed)
     canvas = np.zeros((size_px, size_px))
-    pos: list[tuple[float, float]] = []
-    while len(pos) < n:
-        x, y = rng.uniform(20, size_px - 20, 2)
-        if all(math.hypot(x - a, y - b) > 40 for a, b in pos):
-            pos.append((x, y))
-            stamp = draw(profile, scope, 41, dx_px=x - round(x), dy_px=y - round(y))
-            place(canvas, stamp * rng.uniform(5e4, 3e5), x, y)
+    for x, y in spread(rng, n, 20, size_px - 20, 40):
+        stamp = draw(profile, scope, 41, dx_px=x - round(x), dy_px=y - round(y))
+        place(canvas, stamp * rng.uniform(5e4, 3e5), x, y)
     return add_noise(canvas, seed=2)
 
 
@@ -191,15 +198,11 @@ def bayer_field(profile, scope: Scope, pattern: str, *, n: int = 50, size_px: in
     """Stars of one PSF, coloured (R 0.8, G 1, B 0.6), mosaicked into a Bayer ``pattern``, with noise."""
     rng = np.random.default_rng(seed)
     chans = {c: np.zeros((size_px, size_px)) for c in "RGB"}
-    pos: list[tuple[float, float]] = []
-    while len(pos) < n:
-        x, y = rng.uniform(12, size_px - 12, 2)
-        if all(math.hypot(x - a, y - b) > 18 for a, b in pos):
-            pos.append((x, y))
-            stamp = draw(profile, scope, 21, dx_px=x - round(x), dy_px=y - round(y))
-            flux = rng.uniform(2e4, 2e5)
-            for c, w in zip("RGB", (0.8, 1.0, 0.6)):
-                place(chans[c], stamp * flux * w, x, y)
+    for x, y in spread(rng, n, 12, size_px - 12, 18):
+        stamp = draw(profile, scope, 21, dx_px=x - round(x), dy_px=y - round(y))
+        flux = rng.uniform(2e4, 2e5)
+        for c, w in zip("RGB", (0.8, 1.0, 0.6)):
+            place(chans[c], stamp * flux * w, x, y)
     yy, xx = np.indices((size_px, size_px))
     mosaic = np.zeros((size_px, size_px))
     for dy in (0, 1):
