@@ -19,6 +19,7 @@ from focuswatch import cli
 from focuswatch import nina_events as ne
 from focuswatch import triggers as tr
 from focuswatch.remote import RemoteSession, record_from_image, run_remote
+from watch_pump import pump
 
 T0 = datetime(2026, 11, 21, 22, 0, 0, tzinfo=timezone(timedelta(hours=1)))
 
@@ -404,18 +405,6 @@ def _folder_watcher(tmp_path, port, *, af=None, verdicts=None):
                    on_autofocus_verdict=(lambda m, st, why: verdicts.append(st)) if verdicts is not None else None)
 
 
-def _pump(w, until, timeout_s=15.0):
-    import time as _time
-
-    t0, out = _time.monotonic(), []
-    while _time.monotonic() - t0 < timeout_s:
-        out += w.process_pending()
-        if until(out):
-            return out
-        _time.sleep(0.05)
-    raise AssertionError(f"timed out; so far {[(o.path.name, o.status) for o in out]}")
-
-
 def _saved(name: str, i: int = 1) -> str:
     return _socket({"Event": "IMAGE-SAVE", "ImageStatistics": {**_stats(i, 2.2), "Filename": name}})
 
@@ -425,7 +414,7 @@ def test_image_save_marks_the_file_complete_without_size_polling(nina_api, tmp_p
     w = _folder_watcher(tmp_path, nina_api.port)
     try:
         w.start()
-        _pump(w, lambda o: nina_api.n_clients >= 1 and w.journal is not None)
+        pump(w, lambda o: nina_api.n_clients >= 1 and w.journal is not None)
         target = w.folder / "2026-11-21_22-01-00_L_0001.fits"
         target.write_bytes(_unprovable_fits(sim_frame))
         from focuswatch import frames
@@ -434,7 +423,7 @@ def test_image_save_marks_the_file_complete_without_size_polling(nina_api, tmp_p
         for _ in range(10):                          # no stable hour has passed: not measured
             assert w.process_pending() == []
         nina_api.push(_saved(target.name))           # NINA: "I saved it"
-        out = _pump(w, lambda o: len(o) >= 1)
+        out = pump(w, lambda o: len(o) >= 1)
         assert [(o.path.name, o.status) for o in out] == [(target.name, "measured")]
         assert out[0].stats["n_stars"] > 5
     finally:
@@ -450,7 +439,7 @@ def test_image_history_catches_up_after_a_restart(nina_api, tmp_path, sim_frame)
     w = _folder_watcher(tmp_path, nina_api.port)
     try:
         w.start()
-        out = _pump(w, lambda o: len(o) >= 1)
+        out = pump(w, lambda o: len(o) >= 1)
         assert [(o.path.name, o.status) for o in out] == [(name, "measured")]
         assert any(r.startswith(ne.IMAGE_HISTORY_PATH) for r in nina_api.requests)
     finally:
@@ -471,14 +460,14 @@ def test_autofocus_finished_confirms_a_held_nina_report(nina_api, tmp_path, sim_
     try:
         w.start()
         (w.folder / "f0.fits").write_bytes(sim.fits_bytes(sim_frame))
-        _pump(w, lambda o: len(o) >= 1 and nina_api.n_clients >= 1)
+        pump(w, lambda o: len(o) >= 1 and nina_api.n_clients >= 1)
         rep = _report()
         rep["Timestamp"] = (datetime.now(timezone.utc) - timedelta(seconds=20)).isoformat()
         (af / "run.json").write_text(json.dumps(rep))
         w.process_pending()
         assert w.monitor.state.n_autofocus == 0 and verdicts == []
         nina_api.push(_socket({"Event": "AUTOFOCUS-FINISHED"}))
-        _pump(w, lambda o: verdicts == ["confirmed"])
+        pump(w, lambda o: verdicts == ["confirmed"])
         assert w.monitor.state.n_autofocus == 1 and w.monitor.state.last_focuser_pos == 15100
         rows = dict(w.journal._exec("SELECT key, source FROM autofocus_events").fetchall())
         assert rows.pop("nina-report:run.json") == "nina-report"

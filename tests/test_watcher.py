@@ -22,6 +22,7 @@ from focuswatch.monitor import PolicyConfig
 from focuswatch.optics import Rig
 from focuswatch.triggers import Trigger, TriggerRunner, NinaApiTrigger
 from focuswatch.watcher import Watcher, mark_from_nina_report, replay
+from watch_pump import pump
 
 QUIET = PolicyConfig(temperature_delta_c=1.0, max_interval_min=0)
 
@@ -69,17 +70,6 @@ def watching(folder: Path, tmp_path: Path, **kw):
     finally:
         w.stop()
         w.journal.close()
-
-
-def pump(w: Watcher, until, timeout_s: float = 20.0):
-    t0 = time.monotonic()
-    out = []
-    while time.monotonic() - t0 < timeout_s:
-        out += w.process_pending()
-        if until(out):
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; processed so far: {[(o.path.name, o.status) for o in out]}")
 
 
 def test_a_frame_written_slowly_in_chunks_is_measured_once_complete(tmp_path, base_frame):
