@@ -162,7 +162,7 @@ def test_without_a_journal_the_report_decides_as_replay(small_night):
     """No journal: the report runs the same pipeline and policy as `replay` (no autofocus events)."""
     from focuswatch import report
     from focuswatch.config import Config
-    from focuswatch.pipeline import replay_night
+    from focuswatch.watcher import replay as replay_night
 
     rep = report.build_report(small_night, rig=sim.DEFAULT_RIG, progress=False, journal_path=None)
     rows, _ = replay_night(small_night, config=Config(rig=sim.DEFAULT_RIG))

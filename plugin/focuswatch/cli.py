@@ -840,7 +840,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from focuswatch.config import load_config
     from focuswatch.errors import FrameError
     from focuswatch.monitor import summarize
-    from focuswatch.pipeline import replay_night as replay
+    from focuswatch.watcher import replay
     from focuswatch.watcher import mark_from_event, mark_from_nina_report
 
     if Path(args.folder).is_file() and Path(args.folder).suffix.lower() == ".json":

@@ -38,7 +38,7 @@ The ``reference`` rule compares the last ``reference_frames`` frames with it, an
 model takes it as a prior on its in-focus level. The frame-to-frame scatter behind every
 significance test is measured over the whole night (never below the current segment's), so
 3-6 long exposures after an autofocus are judged against a scatter known to tens of degrees
-of freedom. HFR-only records (NINA's image statistics, :class:`~focuswatch.policy_baseline.HfrRecord`)
+of freedom. HFR-only records (NINA's image statistics, :class:`HfrRecord`)
 work the same way without the profile witness.
 
 Vetoes (written once, applied to every rule)
@@ -67,8 +67,7 @@ from astropy.stats import mad_std
 from focuswatch import diagnose as _diagnose
 from focuswatch import optics
 from focuswatch.errors import ConfigError
-from focuswatch.policy_baseline import (AIRMASS_EXPONENT, HfrRecord, NightMemory, Reference, combined_jitter,
-                                        reference_for)
+from focuswatch.policy_baseline import AIRMASS_EXPONENT, NightMemory, Reference, combined_jitter, reference_for
 
 __all__ = ["AutofocusMark", "Decision", "FrameRecord", "HfrRecord", "Monitor", "PolicyConfig", "PolicyState", "RULES",
            "VETOES", "decide", "record_from_stats", "rules_table", "summarize"]
@@ -212,7 +211,7 @@ class FrameRecord(Record):
     label of the single-frame diagnosis when one was made, ``diagnosis_advice`` its advice.
     ``seeing_arcsec`` is a measured seeing FWHM when one is known (a seeing monitor);
     ``hfr_kind`` ``"nina"`` when ``hfr_px`` is NINA's flux-weighted HFR (HFR-only records,
-    :class:`focuswatch.policy_baseline.HfrRecord`), else ``None`` (the true half-flux radius).
+    :class:`HfrRecord`), else ``None`` (the true half-flux radius).
     """
 
     file: str
@@ -253,6 +252,90 @@ def record_from_stats(stats: Any, *, file: str, time_s: float, diagnosis: str | 
         exposure_s=meta.exposure_s, filter_name=meta.filter_name, temp_c=meta.temperature_c,
         focuser_pos=meta.focuser_pos, airmass=meta.airmass, is_light=meta.is_light,
         diagnosis=diagnosis, diagnosis_advice=diagnosis_advice)
+
+
+
+# =========================================================================== HFR-only records
+
+@dataclass(frozen=True)
+class HfrRecord(Record):
+    """One light frame as a capture program reports it, without pixels: what the policy needs.
+
+    The fields map one to one onto N.I.N.A.'s image statistics (image history
+    ``GET /v2/api/image-history`` and the Advanced API WebSocket event ``IMAGE-SAVE`` →
+    ``ImageStatistics``):
+
+    ==================  ==================  =======================================================
+    field               NINA                meaning
+    ==================  ==================  =======================================================
+    ``file``            ``Filename``        the frame's (base) name: a key, never opened
+    ``time_s``          ``Date``            capture time, seconds since 1970 UTC (convert the ISO
+                                            string at the edge, e.g. ``statefile.parse_iso``)
+    ``hfr_px``          ``HFR``             NINA's HFR (flux-weighted mean radius, px); 0 or NaN
+                                            when NINA found no stars
+    ``hfr_stdev_px``    ``HFRStDev``        scatter of the HFR over the stars (px), informative
+    ``n_stars``         ``Stars``           stars detected
+    ``filter_name``     ``Filter``          the filter (None / "" when there is no wheel)
+    ``exposure_s``      ``ExposureTime``    seconds
+    ``image_type``      ``ImageType``       LIGHT, FLAT, DARK... (only LIGHT is judged)
+    ``temp_c``          --                  focuser temperature when known (°C)
+    ``airmass``         --                  when known (the policy scales seeing by it)
+    ``seeing_arcsec``   --                  a measured seeing FWHM (seeing monitor) if any
+    ==================  ==================  =======================================================
+
+    ``hfr_kind`` says which half-flux definition ``hfr_px`` uses: ``"nina"`` (NINA / ASTAP,
+    flux-weighted mean radius) or ``"true"`` (radius enclosing half the flux, as
+    ``focuswatch measure``). Growth ratios are nearly the same for both; only the comparison
+    with the rig's expected size (:func:`infocus_hfr_px`, a true half-flux radius) needs it.
+    """
+
+    file: str
+    time_s: float
+    hfr_px: float | None
+    n_stars: int = 0
+    hfr_stdev_px: float | None = None
+    filter_name: str | None = None
+    exposure_s: float | None = None
+    image_type: str = "LIGHT"
+    temp_c: float | None = None
+    airmass: float | None = None
+    seeing_arcsec: float | None = None
+    hfr_kind: str = "nina"
+
+    def __post_init__(self) -> None:
+        if self.hfr_kind not in ("nina", "true"):
+            raise ValueError(f"hfr_kind must be 'nina' or 'true', not {self.hfr_kind!r}")
+
+    @classmethod
+    def from_nina(cls, stats: Mapping[str, Any], *, time_s: float, **extra: Any) -> "HfrRecord":
+        """From NINA's ``ImageStatistics`` / image-history entry (keys as NINA spells them).
+
+        ``time_s`` is NINA's ``Date`` already converted (this module reads no clock and parses
+        no dates). Missing or NaN HFR gives ``hfr_px = None`` (the policy skips the frame).
+        """
+        def num(key: str) -> float | None:
+            v = stats.get(key)
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                return None
+            return x if math.isfinite(x) else None
+
+        hfr = num("HFR")
+        stars = num("Stars")
+        return cls(file=str(stats.get("Filename") or stats.get("FileName") or ""), time_s=float(time_s),
+                   hfr_px=hfr if hfr and hfr > 0 else None, n_stars=int(stars or 0),
+                   hfr_stdev_px=num("HFRStDev"), filter_name=(stats.get("Filter") or None),
+                   exposure_s=num("ExposureTime"), image_type=str(stats.get("ImageType") or "LIGHT"),
+                   **extra)
+
+    def to_frame_record(self) -> "FrameRecord":
+        """The :class:`FrameRecord` the policy consumes (no profile, no flux)."""
+        return FrameRecord(file=self.file, time_s=float(self.time_s), n_stars=int(self.n_stars),
+                           hfr_px=self.hfr_px, exposure_s=self.exposure_s, filter_name=self.filter_name,
+                           temp_c=self.temp_c, airmass=self.airmass,
+                           is_light=self.image_type.strip().upper() in ("LIGHT", ""),
+                           seeing_arcsec=self.seeing_arcsec, hfr_kind=self.hfr_kind)
 
 
 @dataclass(frozen=True)

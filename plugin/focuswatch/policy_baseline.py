@@ -25,7 +25,7 @@ The frame-to-frame scatter used by the significance tests is also kept over the 
 autofocus a scatter measured on those alone has 1-3 degrees of freedom and Student's t makes
 any test hopeless.
 
-:class:`HfrRecord` is what a capture program's statistics give without the pixels (NINA's
+:class:`focuswatch.monitor.HfrRecord` is what a capture program's statistics give without the pixels (NINA's
 image history, the Advanced API's ``IMAGE-SAVE`` event): HFR, its scatter over the stars, the
 star count, filter, exposure, time. No profile witness (HFD/FWHM): the policy then decides on
 HFR alone.
@@ -47,91 +47,6 @@ from focuswatch.records import Record
 SEEING_WAVELENGTH_EXPONENT = -0.2
 #: Seeing FWHM grows as airmass**0.6 (Kolmogorov turbulence).
 AIRMASS_EXPONENT = 0.6
-
-
-# =========================================================================== HFR-only records
-
-@dataclass(frozen=True)
-class HfrRecord(Record):
-    """One light frame as a capture program reports it, without pixels: what the policy needs.
-
-    The fields map one to one onto N.I.N.A.'s image statistics (image history
-    ``GET /v2/api/image-history`` and the Advanced API WebSocket event ``IMAGE-SAVE`` →
-    ``ImageStatistics``):
-
-    ==================  ==================  =======================================================
-    field               NINA                meaning
-    ==================  ==================  =======================================================
-    ``file``            ``Filename``        the frame's (base) name: a key, never opened
-    ``time_s``          ``Date``            capture time, seconds since 1970 UTC (convert the ISO
-                                            string at the edge, e.g. ``statefile.parse_iso``)
-    ``hfr_px``          ``HFR``             NINA's HFR (flux-weighted mean radius, px); 0 or NaN
-                                            when NINA found no stars
-    ``hfr_stdev_px``    ``HFRStDev``        scatter of the HFR over the stars (px), informative
-    ``n_stars``         ``Stars``           stars detected
-    ``filter_name``     ``Filter``          the filter (None / "" when there is no wheel)
-    ``exposure_s``      ``ExposureTime``    seconds
-    ``image_type``      ``ImageType``       LIGHT, FLAT, DARK... (only LIGHT is judged)
-    ``temp_c``          --                  focuser temperature when known (°C)
-    ``airmass``         --                  when known (the policy scales seeing by it)
-    ``seeing_arcsec``   --                  a measured seeing FWHM (seeing monitor) if any
-    ==================  ==================  =======================================================
-
-    ``hfr_kind`` says which half-flux definition ``hfr_px`` uses: ``"nina"`` (NINA / ASTAP,
-    flux-weighted mean radius) or ``"true"`` (radius enclosing half the flux, as
-    ``focuswatch measure``). Growth ratios are nearly the same for both; only the comparison
-    with the rig's expected size (:func:`infocus_hfr_px`, a true half-flux radius) needs it.
-    """
-
-    file: str
-    time_s: float
-    hfr_px: float | None
-    n_stars: int = 0
-    hfr_stdev_px: float | None = None
-    filter_name: str | None = None
-    exposure_s: float | None = None
-    image_type: str = "LIGHT"
-    temp_c: float | None = None
-    airmass: float | None = None
-    seeing_arcsec: float | None = None
-    hfr_kind: str = "nina"
-
-    def __post_init__(self) -> None:
-        if self.hfr_kind not in ("nina", "true"):
-            raise ValueError(f"hfr_kind must be 'nina' or 'true', not {self.hfr_kind!r}")
-
-    @classmethod
-    def from_nina(cls, stats: Mapping[str, Any], *, time_s: float, **extra: Any) -> "HfrRecord":
-        """From NINA's ``ImageStatistics`` / image-history entry (keys as NINA spells them).
-
-        ``time_s`` is NINA's ``Date`` already converted (this module reads no clock and parses
-        no dates). Missing or NaN HFR gives ``hfr_px = None`` (the policy skips the frame).
-        """
-        def num(key: str) -> float | None:
-            v = stats.get(key)
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                return None
-            return x if math.isfinite(x) else None
-
-        hfr = num("HFR")
-        stars = num("Stars")
-        return cls(file=str(stats.get("Filename") or stats.get("FileName") or ""), time_s=float(time_s),
-                   hfr_px=hfr if hfr and hfr > 0 else None, n_stars=int(stars or 0),
-                   hfr_stdev_px=num("HFRStDev"), filter_name=(stats.get("Filter") or None),
-                   exposure_s=num("ExposureTime"), image_type=str(stats.get("ImageType") or "LIGHT"),
-                   **extra)
-
-    def to_frame_record(self) -> Any:
-        """The :class:`focuswatch.monitor.FrameRecord` the policy consumes (no profile, no flux)."""
-        from focuswatch.monitor import FrameRecord
-
-        return FrameRecord(file=self.file, time_s=float(self.time_s), n_stars=int(self.n_stars),
-                           hfr_px=self.hfr_px, exposure_s=self.exposure_s, filter_name=self.filter_name,
-                           temp_c=self.temp_c, airmass=self.airmass,
-                           is_light=self.image_type.strip().upper() in ("LIGHT", ""),
-                           seeing_arcsec=self.seeing_arcsec, hfr_kind=self.hfr_kind)
 
 
 # =========================================================================== the rig's in-focus size

@@ -2,7 +2,7 @@
 
 ``focuswatch watch --nina-api HOST[:PORT]`` runs the same refocus policy
 (:class:`focuswatch.monitor.Monitor`) on NINA's own figures: every ``IMAGE-SAVE`` event becomes
-an HFR-only record (:class:`~focuswatch.policy_baseline.HfrRecord`, ``hfr_kind = "nina"``:
+an HFR-only record (:class:`~focuswatch.monitor.HfrRecord`, ``hfr_kind = "nina"``:
 NINA's HFR is its flux-weighted mean radius; star count, filter, exposure; no profile shape,
 no focuser temperature — NINA's event carries the *camera* temperature, which says nothing
 about focus, so the temperature rule stays quiet). Refocus
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
-from focuswatch.policy_baseline import HfrRecord
+from focuswatch.monitor import HfrRecord
 from focuswatch.nina_events import (AutofocusFinished, AutofocusPointAdded, AutofocusStarting, ImageSaved,
                                     NinaEventSource, SourceStatus, image_history, load_image_history)
 from focuswatch.render_text import emit_json, error_line, fmt, summary_text
@@ -40,7 +40,7 @@ EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def hfr_record_from_image(ev: ImageSaved, index: int = 0) -> HfrRecord:
-    """The policy's HFR-only view of one NINA image (:class:`~focuswatch.policy_baseline.HfrRecord`).
+    """The policy's HFR-only view of one NINA image (:class:`~focuswatch.monitor.HfrRecord`).
 
     ``file`` is NINA's base file name (``image-<index>`` when NINA sent none); ``hfr_px`` is
     NINA's HFR — its flux-weighted mean radius, so ``hfr_kind = "nina"`` (the policy compares

@@ -11,7 +11,7 @@ Ctrl-C went unheard (issue 10). Here:
   read, measured from the start of the attempt. Past it the attempt counts as a failure
   ("no answer within N s") and is retried by the runner's back-off; the late thread is
   abandoned (daemon) and its result dropped.
-* :func:`read_before` reads an HTTP body against a deadline, so the NINA trigger's own
+* :func:`focuswatch.triggers.read_before` reads an HTTP body against a deadline, so the NINA trigger's own
   thread also ends instead of trickling on.
 * :meth:`BackgroundTriggers.close` returns within ``join_s`` whatever a trigger is doing:
   stop and Ctrl-C end the watcher within a few seconds.
@@ -48,31 +48,6 @@ def attempt_deadline_s(trigger: Any) -> float:
     per = float(getattr(trigger, "timeout_s", 5.0) or 5.0)
     n = 1 if getattr(trigger, "name", "") == "command" else REQUESTS_PER_ATTEMPT
     return n * per + DEADLINE_MARGIN_S
-
-
-def read_before(resp: Any, deadline: float, clock: Callable[[], float] = time.monotonic,
-                chunk_bytes: int = 65536) -> bytes:
-    """Read an ``http.client`` response body, raising ``TimeoutError`` once ``deadline`` passes.
-
-    Each read waits at most the time left (the socket timeout is lowered as it goes), so a
-    server trickling one byte a second cannot keep it past the deadline.
-    """
-    parts: list[bytes] = []
-    while True:
-        left = deadline - clock()
-        if left <= 0:
-            raise TimeoutError("the answer did not arrive before the overall deadline")
-        sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
-        if sock is not None:
-            try:
-                sock.settimeout(max(0.01, left))
-            except OSError:
-                pass
-        reader = getattr(resp, "read1", None) or resp.read
-        data = reader(chunk_bytes)
-        if not data:
-            return b"".join(parts)
-        parts.append(data)
 
 
 class DeadlineTrigger:

@@ -82,6 +82,33 @@ EKOS_FOCUS_INTERFACE = "org.kde.kstars.Ekos.Focus"
 STDERR_TAIL_CHARS = 400
 
 
+# --------------------------------------------------------------------------- HTTP against a deadline
+
+def read_before(resp: Any, deadline: float, clock: Callable[[], float] = time.monotonic,
+                chunk_bytes: int = 65536) -> bytes:
+    """Read an ``http.client`` response body, raising ``TimeoutError`` once ``deadline`` passes.
+
+    Each read waits at most the time left (the socket timeout is lowered as it goes), so a
+    server trickling one byte a second cannot keep it past the deadline.
+    """
+    parts: list[bytes] = []
+    while True:
+        left = deadline - clock()
+        if left <= 0:
+            raise TimeoutError("the answer did not arrive before the overall deadline")
+        sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+        if sock is not None:
+            try:
+                sock.settimeout(max(0.01, left))
+            except OSError:
+                pass
+        reader = getattr(resp, "read1", None) or resp.read
+        data = reader(chunk_bytes)
+        if not data:
+            return b"".join(parts)
+        parts.append(data)
+
+
 # --------------------------------------------------------------------------- configuration
 
 @dataclass(frozen=True)
@@ -340,7 +367,6 @@ class NinaApiTrigger(Trigger):
 
     def _get_json(self, path: str) -> dict[str, Any]:
         """GET ``path`` and return the decoded JSON object, or raise _NinaFailure with a clear message."""
-        from focuswatch.trigger_runner import read_before
 
         url = self.url(path)
         status: int | None = None

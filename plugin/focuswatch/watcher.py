@@ -1208,12 +1208,61 @@ def list_frames(folder: str | Path, recursive: bool = True) -> list[Path]:
     return sorted(p for p in it if (p.is_file() or p.is_symlink()) and frames_mod.is_image_file(p))
 
 
-def replay(folder: str | Path, **kwargs: Any) -> tuple[list[Processed], Any]:
-    """A finished night through the policy as ``watch`` would have run it, firing nothing.
+def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_marks: Any = (),
+           recursive: bool = True, on_row: Any = None, progress: bool = False,
+           diagnose: bool = True) -> tuple[list[Processed], Any]:
+    """Run a finished night through the policy as the watcher would have, firing nothing.
 
-    :func:`focuswatch.pipeline.replay_night` (one ordering of autofocus marks for watch and
-    replay: an autofocus goes before the first frame *written* after it).
+    The same steps as ``watch``: frames judged by :func:`focuswatch.pipeline.measure_record`
+    (the pipeline with the policy's baseline), autofocus marks interleaved by
+    :func:`focuswatch.pipeline.interleave` (one ordering for watch and replay: an autofocus goes
+    before the first frame *written* after it). Returns the :class:`Processed` rows and the
+    monitor. Nothing is written anywhere.
     """
-    from focuswatch.pipeline import replay_night
+    from focuswatch.pipeline import NightFrame, interleave
+    from focuswatch.progress import progress as bar
 
-    return replay_night(folder, **kwargs)
+    config = config or Config()
+    policy = policy or policy_from_config(config)
+    out: list[Any] = []
+    night: list[NightFrame] = []
+    for p in list_frames(folder, recursive):
+        try:
+            meta = frames_mod.read_header(p)
+            written = p.stat().st_mtime
+        except (FrameError, OSError) as exc:
+            row = Processed(p, "error", error=str(exc) if isinstance(exc, FrameError) else f"{p}: {exc}")
+            out.append(row)
+            if on_row:
+                on_row(row)
+            continue
+        night.append(NightFrame(frames_mod.frame_order_key(p, meta), p, meta, written))
+    monitor = Monitor(policy, config.rig)
+    steps = interleave(night, list(af_marks))
+    nina = ReplayConfirm(watch_from_config(config))   # a NINA autofocus counts once confirmed, as in watch
+    for kind, item in bar(steps, desc="replay", enabled=progress, unit="step"):
+        if kind == "af":
+            if not nina.hold(item):
+                monitor.autofocus(item)
+            continue
+        if item.meta.is_light:
+            for mark in nina.frame(item.meta):
+                monitor.autofocus(mark)
+        row = _replay_one(item, config, monitor, diagnose)
+        out.append(row)
+        if on_row:
+            on_row(row)
+    return out, monitor
+
+
+def _replay_one(f: Any, config: Any, monitor: Any, diagnose: bool) -> Processed:
+    from focuswatch.pipeline import measure_record
+
+    if not f.meta.is_light:
+        return Processed(f.path, "ignored")
+    try:
+        with frame_boundary(f.path):  # whatever this frame does is one line, as in ``watch``
+            record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
+    except FrameError as exc:
+        return Processed(f.path, "error", error=str(exc))
+    return Processed(f.path, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
