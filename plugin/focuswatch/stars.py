@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-from astropy.stats import mad_std
 
 from focuswatch.frames import Frame, FrameMeta
 from focuswatch.records import Record
@@ -254,13 +253,11 @@ def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> 
     if not len(ov_i):
         return objs, 0
     import sep
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     kw1 = dict(kw)
     kw1["deblend_cont"] = 1.0  # the footprints before deblending
     n = len(objs)
-    _, label = connected_components(coo_matrix((np.ones(len(ov_i)), (ov_i, ov_j)), shape=(n, n)), directed=False)
+    label = _components(n, ov_i, ov_j)
     involved = np.unique(np.concatenate([ov_i, ov_j]))
     keep = np.ones(n, bool)
     new_rows = []
@@ -319,6 +316,115 @@ def _is_one_ring(po: np.void, own_full: np.ndarray, img: np.ndarray) -> bool:
     return False
 
 
+def _neighbours_within(x: np.ndarray, y: np.ndarray, sel: np.ndarray,
+                       r: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every other point within ``r`` of the points ``sel``: (row in ``sel``, index of the
+    neighbour, distance), sorted by row then distance."""
+    i, j = _pairs_within(x, y, r)
+    row_of = np.full(len(x), -1, np.int64)
+    row_of[sel] = np.arange(len(sel))
+    rows = np.concatenate([row_of[i], row_of[j]])
+    other = np.concatenate([j, i])
+    take = rows >= 0
+    rows, other = rows[take], other[take]
+    me = np.asarray(sel)[rows]
+    d = np.sqrt((x[me] - x[other]) ** 2 + (y[me] - y[other]) ** 2)
+    o = np.lexsort((other, d, rows))
+    return rows[o], other[o], d[o]
+
+
+def _nearest_offsets(x: np.ndarray, y: np.ndarray, n: int, rows: np.ndarray, other: np.ndarray, d: np.ndarray,
+                     k: int, r: float, ix: np.ndarray, iy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) offsets from each star's stamp centre ``(ix, iy)`` to its ``k`` nearest
+    neighbours closer than ``r`` (from :func:`_neighbours_within`); 1e6 where there are fewer."""
+    nbx = np.full((n, k), 1e6)
+    nby = np.full((n, k), 1e6)
+    close = d < r
+    rows, other = rows[close], other[close]
+    if len(rows):
+        first = np.searchsorted(rows, rows, side="left")
+        rank = np.arange(len(rows)) - first
+        use = rank < k
+        rows, other, rank = rows[use], other[use], rank[use]
+        nbx[rows, rank] = x[other] - ix[rows]
+        nby[rows, rank] = y[other] - iy[rows]
+    return nbx, nby
+
+
+def _mad_std(x: np.ndarray) -> float:
+    """Robust standard deviation, 1.4826 x the median absolute deviation (astropy's
+    ``mad_std``, same constant and arithmetic; written out so measuring needs no astropy.stats)."""
+    return float(np.median(np.abs(x - np.median(x)))) * 1.482602218505602
+
+
+#: candidate pairs examined per numpy step in :func:`_pairs_within` (bounds memory in a
+#: crowded field: 2M pairs ~ 50 MB of temporaries)
+_PAIR_CHUNK = 2_000_000
+
+
+def _pairs_within(x: np.ndarray, y: np.ndarray, reach: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i < j), in lexicographic order, with distance <= max(reach_i, reach_j).
+
+    A sweep over the points sorted by x: each point looks only at the points within its own
+    reach in x, then the exact distance decides. Pure numpy (importing scipy.spatial for a
+    k-d tree costs more than the whole search on a few thousand stars).
+    """
+    n = len(x)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    reach = np.broadcast_to(np.asarray(reach, dtype=np.float64), x.shape)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    pad = reach + 1e-9 * (1.0 + np.abs(x))  # rounding of x +- reach must not lose a pair
+    lo = np.searchsorted(xs, x - pad, side="left")
+    cnt = np.searchsorted(xs, x + pad, side="right") - lo
+    cum = np.cumsum(cnt)
+    keys = []
+    start = 0
+    while start < n:
+        done = int(cum[start - 1]) if start else 0
+        end = max(start + 1, int(np.searchsorted(cum, done + _PAIR_CHUNK, side="right")))
+        c = cnt[start:end]
+        ii = np.repeat(np.arange(start, end), c)
+        within = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        jj = order[np.repeat(lo[start:end], c) + within]
+        d2 = (x[ii] - x[jj]) ** 2 + (y[ii] - y[jj]) ** 2
+        ok = (d2 <= reach[ii] * reach[ii]) & (ii != jj)
+        a, b = np.minimum(ii[ok], jj[ok]), np.maximum(ii[ok], jj[ok])
+        keys.append(a * n + b)
+        start = end
+    key = np.unique(np.concatenate(keys))
+    return key // n, key % n
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the undirected graph with edges (i, j) on ``n`` nodes.
+
+    Labels are numbered in the order of each component's lowest node, as
+    ``scipy.sparse.csgraph.connected_components`` numbers them (min-label propagation with
+    pointer jumping; a few numpy passes for the small groups of a star field).
+    """
+    label = np.arange(n)
+    if len(i):
+        while True:
+            m = np.minimum(label[i], label[j])
+            new = label.copy()
+            np.minimum.at(new, i, m)
+            np.minimum.at(new, j, m)
+            new = new[new]
+            while True:
+                nxt = new[new]
+                if np.array_equal(nxt, new):
+                    break
+                new = nxt
+            if np.array_equal(new, label):
+                break
+            label = new
+    return np.unique(label, return_inverse=True)[1].astype(np.int32)
+
+
 def _candidate_pairs(cx: np.ndarray, cy: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) closer than the larger of their two ``reach`` values.
 
@@ -326,15 +432,7 @@ def _candidate_pairs(cx: np.ndarray, cy: np.ndarray, reach: np.ndarray) -> tuple
     must not make every small one search that far, which on a 3000-star frame costs more
     than the whole measurement.
     """
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(np.column_stack([cx, cy]))
-    hits = tree.query_ball_point(np.column_stack([cx, cy]), r=reach)
-    ii = np.repeat(np.arange(len(cx)), [len(h) for h in hits])
-    jj = np.fromiter((k for h in hits for k in h), dtype=np.int64, count=int(len(ii)))
-    a, b = np.minimum(ii, jj), np.maximum(ii, jj)
-    pairs = np.unique(np.column_stack([a, b])[a != b], axis=0) if len(a) else np.zeros((0, 2), np.int64)
-    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    return _pairs_within(cx, cy, reach)
 
 
 def _overlapping_boxes(objs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -390,10 +488,6 @@ def _merge_rings(objs: np.ndarray, width: int, height: int,
     n = len(objs)
     if n < 2:
         return objs, 0, 0
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
     grow = config.gap_share * ext + config.gap_px
     x0, x1 = objs["xmin"] - grow, objs["xmax"] + grow
@@ -406,8 +500,8 @@ def _merge_rings(objs: np.ndarray, width: int, height: int,
     i, j = i[touch], j[touch]
     if not len(i):
         return objs, 0, 0
-    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    n_comp, label = connected_components(graph, directed=False)
+    label = _components(n, i, j)
+    n_comp = int(label.max()) + 1
     sizes = np.bincount(label, minlength=n_comp)
     keep = np.ones(n, bool)
     new_rows = []
@@ -971,16 +1065,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     own_r = np.maximum(0.5 * extent_full, 2.5 * size_sigma) + _EDGE_MARGIN_PX
     inside = (fx - own_r >= -0.5) & (fy - own_r >= -0.5) & (fx + own_r <= W - 0.5) & (fy + own_r <= H - 0.5)
     rejected["edge"] = int(np.count_nonzero(~inside))
-    from scipy.spatial import cKDTree
-
     # two stars blend when their light overlaps: closer than the sum of their radii (the
     # detection footprint) plus a margin, and the neighbour holds >10 % of the flux
-    tree = cKDTree(np.column_stack([fx, fy]))
     blended = np.zeros(len(fx), bool)
     radius = 2.2 * size_sigma  # a uniform disk of radius r has sigma = r/2; a Gaussian holds ~91 % in 2.2 sigma
-    pairs = tree.query_pairs(r=float(2.2 * np.max(radius) + 3.0), output_type="ndarray")
-    if len(pairs):
-        i, j = pairs[:, 0], pairs[:, 1]
+    # r_i + r_j + 2 <= max(2 r_i + 2, 2 r_j + 2): each point's own reach finds every such pair
+    i, j = _pairs_within(fx, fy, 2.0 * radius + 2.0)
+    if len(i):
         close = np.hypot(fx[i] - fx[j], fy[i] - fy[j]) < radius[i] + radius[j] + 2.0
         i, j = i[close], j[close]
         fi, fj = flux_det[i], flux_det[j]
@@ -1007,11 +1098,9 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the nearest other detections: their light inside a stamp is masked (each pixel goes to
     # the nearer star), so a neighbour at the stamp's edge cannot inflate the radii
     k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))
+    near_i, near_j, near_d = _neighbours_within(fx, fy, sel, 2.0 * R)
     if k_nb > 0:
-        dist, idx = tree.query(np.column_stack([fx[sel], fy[sel]]), k=k_nb + 1)
-        idx, dist = idx[:, 1:], dist[:, 1:]
-        nbx = np.where(dist < 2 * R, fx[idx] - ix[:, None], 1e6)
-        nby = np.where(dist < 2 * R, fy[idx] - iy[:, None], 1e6)
+        nbx, nby = _nearest_offsets(fx, fy, n, near_i, near_j, near_d, k_nb, 2.0 * R, ix, iy)
     else:
         nbx = nby = np.full((n, 1), 1e6)
     batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
@@ -1048,11 +1137,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # stars say how much, and every star's half-flux radius is re-read against it
     # (only stars with no other detection within two stamp radii: a neighbour's light at
     # the stamp's edge would pass for wings)
-    if len(fx) > 1:
-        nn = tree.query(np.column_stack([fx[sel], fy[sel]]), k=2)[0][:, 1]
-    else:
-        nn = np.full(n, np.inf)
-    alone = keep & (nn > 2.0 * R)
+    # nearest other detection farther than 2 R <=> none within 2 R
+    crowded = np.zeros(n, bool)
+    crowded[near_i] = True
+    alone = keep & ~crowded
     share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
     r_half = _reread_half_radius(r50, m["r_wing"], share)
     r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90)
@@ -1139,7 +1227,7 @@ def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
         return stars
     lg = np.log(np.maximum(stars["hfr"], 1e-3))
     med = float(np.median(lg))
-    mad = float(mad_std(lg))
+    mad = _mad_std(lg)
     keep = np.abs(lg - med) <= max(math.log(1.6), 4.0 * mad)
     return stars[keep] if np.count_nonzero(keep) >= _MIN_STARS_FOR_STATS else stars
 
