@@ -74,11 +74,12 @@ try:
     runpy.run_module("focuswatch", run_name="__main__", alter_sys=True)
 except SystemExit:
     pass
-try:
-    import resource
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-except ImportError:  # Windows
-    rss = 0
+rss = 0
+try:  # Linux: this process's own high-water mark (ru_maxrss would carry the parent's over exec)
+    with open("/proc/self/status") as fh:
+        rss = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    pass
 heavy = [m for m in ("scipy", "scipy.spatial", "scipy.sparse", "focuswatch.monitor", "focuswatch.diagnose",
                      "astropy.io.fits") if m in sys.modules]
 print("CHILD", rss, ",".join(heavy), file=sys.stderr)

@@ -218,13 +218,12 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
         k = int(math.ceil(3 * kernel_sigma))
         ax = np.arange(-k, k + 1)
         kernel = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * kernel_sigma ** 2)).astype(np.float32)
-    sep.set_extract_pixstack(max(300_000, small.size // 2))
     sep.set_sub_object_limit(4096)
     kw = dict(err=rms, minarea=4 if b > 1 else 5, deblend_cont=deblend_cont, clean=True)
     if kernel is not None:
         kw["filter_kernel"] = kernel
     try:
-        objs = sep.extract(sub, thresh, **kw)
+        objs = _extract_with_stack(sep, sub, thresh, kw, max(_PIXSTACK_FIRST, small.size // 2))
     except Exception as exc:  # sep raises bare Exception on pixel-stack overflow
         if "pixel buffer" in str(exc) or "object buffer" in str(exc) or "limit" in str(exc):
             objs = sep.extract(sub, thresh * 3, **kw)
@@ -233,6 +232,28 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     objs, n_holed = _merge_holed(objs, sub, thresh, kw)
     objs, n_rings, _ = _merge_rings(objs, small.shape[1], small.shape[0])
     return objs, bkg, small, rms, n_rings + n_holed
+
+
+#: sep's pixel stack for a first extraction (its own default). sep allocates and writes the
+#: whole stack on every call: half the binned image (2M entries, ~80 MB on a 61 Mpx frame)
+#: is asked for only when this one overflows, which a star field never does
+_PIXSTACK_FIRST = 300_000
+
+
+def _extract_with_stack(sep: Any, sub: np.ndarray, thresh: float, kw: dict, full_stack: int) -> np.ndarray:
+    """``sep.extract`` with a small pixel stack first, the full one if that overflows.
+
+    sep's result does not depend on the stack's size unless it overflows, so this is the
+    extraction with ``full_stack`` (whose own overflow is raised to the caller as before).
+    """
+    if full_stack > _PIXSTACK_FIRST:
+        sep.set_extract_pixstack(_PIXSTACK_FIRST)
+        try:
+            return sep.extract(sub, thresh, **kw)
+        except Exception:  # noqa: BLE001 - sep raises bare Exception; the full stack decides as before
+            pass
+    sep.set_extract_pixstack(full_stack)
+    return sep.extract(sub, thresh, **kw)
 
 
 #: a footprint whose holes hold at least this share of its filled area (and
@@ -280,6 +301,9 @@ def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> 
         x1 = min(int(objs["xmax"][members].max()) + 4, W)
         y1 = min(int(objs["ymax"][members].max()) + 4, H)
         cut = np.ascontiguousarray(sub[y0:y1, x0:x1])
+        # a cut cannot hold more pixels than its own: a stack that size never overflows (sep
+        # allocates and writes the whole stack on every call)
+        sep.set_extract_pixstack(max(_PIXSTACK_FIRST, cut.size + 16))
         try:
             parents, seg = sep.extract(cut, thresh, segmentation_map=True, **kw1)
         except Exception:  # sep raises bare Exception (buffer limits): leave the group as it is
@@ -719,7 +743,7 @@ def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.n
     return out
 
 
-_STAMP_BATCH_PIXELS = 1_000_000
+_STAMP_BATCH_PIXELS = 500_000
 
 
 def _offsets(cx: np.ndarray, cy: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1107,10 +1131,14 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     n = len(sel)
 
     # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
-    back_map = bkg.back()
+    # only the background at the stars is needed: drop the binned image and read sep's map
+    # as float32 (sep computes it in float32; a float64 copy holds the same values, twice the size)
+    del small
+    back_map = bkg.back(dtype=np.float32)
     by = np.clip(((iy + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[0] - 1)
     bx = np.clip(((ix + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[1] - 1)
     local_bkg = back_map[by, bx].astype(np.float32)
+    del back_map
     sat = frame.saturation_adu
     cx0 = (fx[sel] - ix).astype(np.float64)
     cy0 = (fy[sel] - iy).astype(np.float64)
