@@ -203,13 +203,18 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     the stars' size or their light leaks into the sky level); ``kernel_sigma`` (binned px)
     replaces sep's default 3x3 matched filter by a Gaussian fitted to large stars.
     Donuts that sep split into arcs are put together again (:func:`_merge_rings`).
-    Returns (objects, background, binned image, noise of a binned pixel, rings merged).
+    Returns (objects, background, noise of a binned pixel, rings merged).
     """
     import sep
 
     small = _block_mean(img, b)
     bkg = _background(small, box_px / b)
-    sub = small - bkg.back(dtype=np.float32)
+    if b > 1 and small.dtype == np.float32:
+        sub = small  # a fresh binned copy: the sky comes off in place (the same float32 subtraction)
+        bkg.subfrom(sub)
+    else:
+        sub = small - bkg.back(dtype=np.float32)
+    del small
     rms = float(bkg.globalrms)
     if not math.isfinite(rms) or rms <= 0:
         rms = float(np.std(sub)) or 1.0
@@ -223,15 +228,15 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     if kernel is not None:
         kw["filter_kernel"] = kernel
     try:
-        objs = _extract_with_stack(sep, sub, thresh, kw, max(_PIXSTACK_FIRST, small.size // 2))
+        objs = _extract_with_stack(sep, sub, thresh, kw, max(_PIXSTACK_FIRST, sub.size // 2))
     except Exception as exc:  # sep raises bare Exception on pixel-stack overflow
         if "pixel buffer" in str(exc) or "object buffer" in str(exc) or "limit" in str(exc):
             objs = sep.extract(sub, thresh * 3, **kw)
         else:
             raise
     objs, n_holed = _merge_holed(objs, sub, thresh, kw)
-    objs, n_rings, _ = _merge_rings(objs, small.shape[1], small.shape[0])
-    return objs, bkg, small, rms, n_rings + n_holed
+    objs, n_rings, _ = _merge_rings(objs, sub.shape[1], sub.shape[0])
+    return objs, bkg, rms, n_rings + n_holed
 
 
 #: sep's pixel stack for a first extraction (its own default). sep allocates and writes the
@@ -1063,7 +1068,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the stars are large (defocused disks and donuts stay one object each, and their light
     # does not leak into the sky level)
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
-    objs, bkg, small, rms_small, n_rings = _detect(img, b, detect_thresh)
+    objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh)
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     if len(objs) >= 3:
         bright = objs[objs["flux"] >= np.median(objs["flux"])]
@@ -1071,14 +1076,14 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
-                objs, bkg, small, rms_small, n_rings = _detect(img, b2, detect_thresh,
+                objs, bkg, rms_small, n_rings = _detect(img, b2, detect_thresh,
                                                                box_px=max(128.0, 6.0 * extent),
                                                                kernel_sigma=max(1.0, extent / b2 / 5.0),
                                                                deblend_cont=0.05)
                 b = b2
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
-            bkg = _background(small, 6.0 * extent / b)
+            bkg = _background(_block_mean(img, b), 6.0 * extent / b)  # binned again: detection kept no copy
     bkg_level = float(bkg.globalback)
     n_det = int(len(objs))
     objs_b = b
@@ -1132,9 +1137,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     n = len(sel)
 
     # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
-    # only the background at the stars is needed: drop the binned image and read sep's map
-    # as float32 (sep computes it in float32; a float64 copy holds the same values, twice the size)
-    del small
+    # only the background at the stars is needed: sep's map read as float32 (sep computes it
+    # in float32; a float64 copy holds the same values, twice the size)
     back_map = bkg.back(dtype=np.float32)
     by = np.clip(((iy + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[0] - 1)
     bx = np.clip(((ix + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[1] - 1)
