@@ -93,21 +93,6 @@ def _v(v: float | None) -> str:
     return "    —" if v is None else f"{v:5.2f}"
 
 
-def field(stamp: np.ndarray, n: int, size: int, seed: int, min_sep: float, margin: float,
-          flux=(3e5, 1.5e6)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    canvas = np.zeros((size, size))
-    pos: list[tuple[float, float]] = []
-    tries = 0
-    while len(pos) < n and tries < 20000:
-        tries += 1
-        x, y = rng.uniform(margin, size - 1 - margin, 2)
-        if all(math.hypot(x - a, y - b) >= min_sep for a, b in pos):
-            pos.append((x, y))
-            gt.place(canvas, stamp * rng.uniform(*flux), x, y)
-    return gt.add_noise(canvas, seed=seed)
-
-
 def donuts() -> None:
     scope = gt.Scope()
     print("\nGalSim donuts (200 mm f/5, 3.76 um px, seeing 2\", 14 donuts): median HFR px and error vs truth")
@@ -121,7 +106,8 @@ def donuts() -> None:
         stamp = gt.draw(prof, scope, int(blur * 1.3 + 24) | 1)
         stamp /= stamp.sum()
         truth = gt.true_hlr_px_intrinsic(prof, scope)
-        img = field(stamp, 14, 640 if blur > 30 else 400, seed=int(d), min_sep=blur * 1.25 + 10, margin=blur / 2 + 6)
+        img, _ = gt.scatter(stamp, 14, 640 if blur > 30 else 400, seed=int(d), min_sep=blur * 1.25 + 10,
+                            margin=blur / 2 + 6)
         t0 = time.perf_counter()
         st = stars.measure_array(img)
         dt = time.perf_counter() - t0
@@ -142,16 +128,7 @@ def small_stars() -> None:
         scope = gt.Scope(pixel_um=pix)
         prof = gt.psf(scope, obscuration=0.33, nstruts=ns, seeing_fwhm_arcsec=fw * scope.scale_arcsec_px)
         truth = gt.true_hlr_px_intrinsic(prof, scope)
-        rng = np.random.default_rng(int(fw * 10 + pix))
-        canvas = np.zeros((300, 300))
-        pos: list[tuple[float, float]] = []
-        while len(pos) < 30:
-            x, y = rng.uniform(20, 280, 2)
-            if all(math.hypot(x - a, y - b) > 40 for a, b in pos):
-                pos.append((x, y))
-                gt.place(canvas, gt.draw(prof, scope, 41, dx_px=x - round(x), dy_px=y - round(y))
-                         * rng.uniform(5e4, 3e5), x, y)
-        img = gt.add_noise(canvas, seed=2)
+        img = gt.small_star_field(prof, scope, seed=int(fw * 10 + pix))
         st = stars.measure_array(img)
         s_hfr, _ = plain_sep(img)
         a_hfr, _ = astap(img)
@@ -167,24 +144,7 @@ def bayer_shapes() -> None:
         prof = galsim.Kolmogorov(fwhm=fw * scope.scale_arcsec_px)
         if q != 1.0:
             prof = prof.shear(q=1 / q, beta=30 * galsim.degrees)
-        rng = np.random.default_rng(1)
-        chans = {c: np.zeros((256, 256)) for c in "RGB"}
-        pos: list[tuple[float, float]] = []
-        while len(pos) < 50:
-            x, y = rng.uniform(12, 244, 2)
-            if all(math.hypot(x - a, y - b) > 18 for a, b in pos):
-                pos.append((x, y))
-                s = gt.draw(prof, scope, 21, dx_px=x - round(x), dy_px=y - round(y))
-                f = rng.uniform(2e4, 2e5)
-                for c, w in zip("RGB", (0.8, 1.0, 0.6)):
-                    gt.place(chans[c], s * f * w, x, y)
-        yy, xx = np.indices((256, 256))
-        mos = np.zeros((256, 256))
-        for dy in (0, 1):
-            for dx in (0, 1):
-                site = (yy % 2 == dy) & (xx % 2 == dx)
-                mos[site] = chans["GRBG"[2 * dy + dx]][site]
-        img = gt.add_noise(mos, seed=1)
+        img = gt.bayer_field(prof, scope, "GRBG", seed=1)
         st = stars.measure_array(img, {"BAYERPAT": "GRBG"})
         v = img[:256, :256]
         sp = v[0::2, 0::2] + v[0::2, 1::2] + v[1::2, 0::2] + v[1::2, 1::2]  # the old 2x2 superpixels

@@ -150,3 +150,63 @@ def place(canvas: np.ndarray, stamp: np.ndarray, x: float, y: float) -> None:
     xe, ye = min(canvas.shape[1], x0 + w), min(canvas.shape[0], y0 + h)
     if xe > xs and ye > ys:
         canvas[ys:ye, xs:xe] += stamp[ys - y0:ye - y0, xs - x0:xe - x0]
+
+
+def spread(rng: np.random.Generator, n: int, lo_px: float, hi_px: float, min_sep_px: float,
+           max_tries: int = 20000):
+    """Yield up to ``n`` random centres in ``[lo_px, hi_px]`` (both axes), each at least
+    ``min_sep_px`` from the ones before. Lazy, so a caller drawing its fluxes from the same
+    ``rng`` between centres keeps the random stream (and so the fields) reproducible."""
+    pos: list[tuple[float, float]] = []
+    for _ in range(max_tries):
+        if len(pos) >= n:
+            return
+        x, y = rng.uniform(lo_px, hi_px, 2)
+        if all(math.hypot(x - a, y - b) >= min_sep_px for a, b in pos):
+            pos.append((x, y))
+            yield float(x), float(y)
+
+
+def scatter(stamp: np.ndarray, n: int, size_px: int, *, seed: int, min_sep: float, margin: float,
+            flux: tuple[float, float] = (3e5, 1.5e6)) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """``n`` copies of a normalised stamp at random places at least ``min_sep`` apart, with noise.
+
+    Returns the noisy frame and the centres placed (fewer than ``n`` when the field is too
+    crowded to hold them). Shared by the tests and the benchmark so both see the same fields.
+    """
+    rng = np.random.default_rng(seed)
+    canvas = np.zeros((size_px, size_px))
+    pos: list[tuple[float, float]] = []
+    for x, y in spread(rng, n, margin, size_px - 1 - margin, min_sep):
+        pos.append((x, y))
+        place(canvas, stamp * rng.uniform(*flux), x, y)
+    return add_noise(canvas, seed=seed), pos
+
+
+def small_star_field(profile, scope: Scope, *, seed: int, n: int = 30, size_px: int = 300) -> np.ndarray:
+    """``n`` well separated in-focus stars of ``profile``, each drawn at its sub-pixel offset, with noise."""
+    rng = np.random.default_rng(seed)
+    canvas = np.zeros((size_px, size_px))
+    for x, y in spread(rng, n, 20, size_px - 20, 40):
+        stamp = draw(profile, scope, 41, dx_px=x - round(x), dy_px=y - round(y))
+        place(canvas, stamp * rng.uniform(5e4, 3e5), x, y)
+    return add_noise(canvas, seed=2)
+
+
+def bayer_field(profile, scope: Scope, pattern: str, *, n: int = 50, size_px: int = 256,
+                seed: int = 1) -> np.ndarray:
+    """Stars of one PSF, coloured (R 0.8, G 1, B 0.6), mosaicked into a Bayer ``pattern``, with noise."""
+    rng = np.random.default_rng(seed)
+    chans = {c: np.zeros((size_px, size_px)) for c in "RGB"}
+    for x, y in spread(rng, n, 12, size_px - 12, 18):
+        stamp = draw(profile, scope, 21, dx_px=x - round(x), dy_px=y - round(y))
+        flux = rng.uniform(2e4, 2e5)
+        for c, w in zip("RGB", (0.8, 1.0, 0.6)):
+            place(chans[c], stamp * flux * w, x, y)
+    yy, xx = np.indices((size_px, size_px))
+    mosaic = np.zeros((size_px, size_px))
+    for dy in (0, 1):
+        for dx in (0, 1):
+            site = (yy % 2 == dy) & (xx % 2 == dx)
+            mosaic[site] = chans[pattern[2 * dy + dx]][site]
+    return add_noise(mosaic, seed=seed)

@@ -96,15 +96,17 @@ def kstars_ekos(tmp_path_factory):
     # no first-run wizard (it would wait for a click); everything else is KStars's default
     (home / ".config" / "kstarsrc").write_text("[General]\nRunStartupWizard=false\n")
     bus_log = root / "dbus.log"
+    bus_log_fh = open(bus_log, "w")  # closed in the finally below (ResourceWarning is an error here)
     daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1",
                                f"--address=unix:path={root / 'bus'}"],
-                              stdout=subprocess.PIPE, stderr=open(bus_log, "w"), text=True)
+                              stdout=subprocess.PIPE, stderr=bus_log_fh, text=True)
     address = daemon.stdout.readline().strip()
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
            "XDG_DATA_HOME": str(home / ".local" / "share"), "XDG_CACHE_HOME": str(home / ".cache"),
            "QT_QPA_PLATFORM": "offscreen", "DBUS_SESSION_BUS_ADDRESS": address}
     log = root / "kstars.log"
-    ks = subprocess.Popen(["kstars"], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    ks_log_fh = open(log, "w")
+    ks = subprocess.Popen(["kstars"], env=env, stdout=ks_log_fh, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL, start_new_session=True)
     bus = None
     try:
@@ -146,6 +148,8 @@ def kstars_ekos(tmp_path_factory):
         daemon.terminate()
         daemon.wait(timeout=10)
         daemon.stdout.close()
+        ks_log_fh.close()
+        bus_log_fh.close()
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from focuswatch import cli
 from focuswatch import nina_events as ne
 from focuswatch import triggers as tr
 from focuswatch.remote import RemoteSession, record_from_image, run_remote
+from watch_pump import pump
 
 T0 = datetime(2026, 11, 21, 22, 0, 0, tzinfo=timezone(timedelta(hours=1)))
 
@@ -235,7 +236,8 @@ def test_remote_mode_refocuses_through_the_api_and_only_a_confirmed_autofocus_re
         # the truth: +10 % HFR (the HFR-only limit) is first passed at frame 8 (+12 %); a refocus must come
         # after that and before the growth reaches +25 % (frame 11, +24 %... frame 12, +28 %)
         assert 8 <= first <= 11, [d.decision for d in session.decisions]
-        assert fired and fired[0].ok and tr.NINA_AF_PATH in nina_api.requests
+        _wait(lambda: fired)                       # the triggers run off the event loop (BackgroundTriggers)
+        assert fired[0].ok and tr.NINA_AF_PATH in nina_api.requests
         assert session.monitor.state.waiting_since_s is not None
         # a failed NINA autofocus sends STARTING but no FINISHED: the request and baseline stay
         nina_api.push(_socket({"Event": "AUTOFOCUS-STARTING"}))
@@ -353,3 +355,139 @@ def test_remote_record_is_hfr_only():
     rec = record_from_image(ev)
     assert (rec.hfr_px, rec.n_stars, rec.filter_name, rec.exposure_s, rec.profile_ratio, rec.temp_c) == \
         (2.5, 250, "L", 120.0, None, None)
+    # policy: NINA's HFR is the flux-weighted mean radius, and the record says so
+    assert rec.hfr_kind == "nina" and rec.is_light and rec.time_s == pytest.approx(ev.time_s)
+    from focuswatch.remote import hfr_record_from_image
+
+    hr = hfr_record_from_image(ev)
+    assert (hr.hfr_kind, hr.hfr_stdev_px, hr.temp_c) == ("nina", 0.31, None)
+    none = record_from_image(ne.image_from_stats(_stats(4, "NaN", stars=0)))
+    assert none.hfr_px is None and none.n_stars == 0
+
+
+# --------------------------------------------------------------------------- FOLDER + --nina-api: IMAGE-SAVE = file complete
+
+@pytest.fixture(scope="module")
+def sim_frame():
+    from focuswatch import sim
+
+    return sim.render(sim.SimParams(width_px=192, height_px=192, n_stars=25, seed=5, star_flux_min_e=2e4))
+
+
+def _unprovable_fits(frame, **hdr) -> bytes:
+    """A complete frame whose pixel data ends in zero bytes: by size alone it looks pre-allocated
+    (still being filled), so without NINA's word the watcher must wait for stable content."""
+    from dataclasses import replace as dc_replace
+
+    from focuswatch import sim
+
+    pixels = frame.pixels.copy()
+    pixels[-1, :] = 32768            # stored as 0 with BZERO = 32768
+    return sim.fits_bytes(dc_replace(frame, pixels=pixels, header={**frame.header, **hdr}))
+
+
+def _folder_watcher(tmp_path, port, *, af=None, verdicts=None):
+    from focuswatch import statefile
+    from focuswatch.config import Config
+    from focuswatch.journal import Journal
+    from focuswatch.monitor import PolicyConfig
+    from focuswatch.optics import Rig
+    from focuswatch.watcher import WatchConfig, Watcher
+
+    night = tmp_path / "night"
+    night.mkdir(exist_ok=True)
+    sf, ef = statefile.resolve_paths(tmp_path / "state")
+    # stable_s of an hour: a file that cannot prove it is whole is measured only on NINA's word
+    wc = WatchConfig(stable_s=3600.0, checksum_grace_s=3600.0, poll_interval_s=0.05, diagnose=False)
+    return Watcher(night, Journal(tmp_path / "state" / "journal.sqlite"), config=Config(rig=Rig(aperture_mm=200)),
+                   policy=PolicyConfig(temperature_delta_c=5.0, max_interval_min=0), state_file=sf, events_file=ef,
+                   af_folder=af, watch=wc, nina_api=("127.0.0.1", port),
+                   on_autofocus_verdict=(lambda m, st, why: verdicts.append(st)) if verdicts is not None else None)
+
+
+def _saved(name: str, i: int = 1) -> str:
+    return _socket({"Event": "IMAGE-SAVE", "ImageStatistics": {**_stats(i, 2.2), "Filename": name}})
+
+
+def test_image_save_marks_the_file_complete_without_size_polling(nina_api, tmp_path, sim_frame):
+    nina_api.routes[ne.IMAGE_HISTORY_PATH] = _api([])
+    w = _folder_watcher(tmp_path, nina_api.port)
+    try:
+        w.start()
+        pump(w, lambda o: nina_api.n_clients >= 1 and w.journal is not None)
+        target = w.folder / "2026-11-21_22-01-00_L_0001.fits"
+        target.write_bytes(_unprovable_fits(sim_frame))
+        from focuswatch import frames
+
+        assert not frames.check_complete(target).proven          # looks like it is still being filled
+        for _ in range(10):                          # no stable hour has passed: not measured
+            assert w.process_pending() == []
+        nina_api.push(_saved(target.name))           # NINA: "I saved it"
+        out = pump(w, lambda o: len(o) >= 1)
+        assert [(o.path.name, o.status) for o in out] == [(target.name, "measured")]
+        assert out[0].stats["n_stars"] > 5
+    finally:
+        w.stop()
+        w.journal.close()
+
+
+def test_image_history_catches_up_after_a_restart(nina_api, tmp_path, sim_frame):
+    (tmp_path / "night").mkdir()
+    name = "2026-11-21_22-03-00_L_0002.fits"
+    (tmp_path / "night" / name).write_bytes(_unprovable_fits(sim_frame))   # saved while we were down
+    nina_api.routes[ne.IMAGE_HISTORY_PATH] = _api([{**_stats(2, 2.3), "Filename": f"C:\\Data\\M31\\{name}"}])
+    w = _folder_watcher(tmp_path, nina_api.port)
+    try:
+        w.start()
+        out = pump(w, lambda o: len(o) >= 1)
+        assert [(o.path.name, o.status) for o in out] == [(name, "measured")]
+        assert any(r.startswith(ne.IMAGE_HISTORY_PATH) for r in nina_api.requests)
+    finally:
+        w.stop()
+        w.journal.close()
+
+
+def test_autofocus_finished_confirms_a_held_nina_report(nina_api, tmp_path, sim_frame):
+    """NINA's report alone is held (written before validation); AUTOFOCUS-FINISHED, sent only for
+    successful runs, confirms it at once, without waiting for a frame."""
+    from focuswatch import sim
+
+    nina_api.routes[ne.IMAGE_HISTORY_PATH] = _api([])
+    af = tmp_path / "AutoFocus"
+    af.mkdir()
+    verdicts: list[str] = []
+    w = _folder_watcher(tmp_path, nina_api.port, af=af, verdicts=verdicts)
+    try:
+        w.start()
+        (w.folder / "f0.fits").write_bytes(sim.fits_bytes(sim_frame))
+        pump(w, lambda o: len(o) >= 1 and nina_api.n_clients >= 1)
+        rep = _report()
+        rep["Timestamp"] = (datetime.now(timezone.utc) - timedelta(seconds=20)).isoformat()
+        (af / "run.json").write_text(json.dumps(rep))
+        w.process_pending()
+        assert w.monitor.state.n_autofocus == 0 and verdicts == []
+        nina_api.push(_socket({"Event": "AUTOFOCUS-FINISHED"}))
+        pump(w, lambda o: verdicts == ["confirmed"])
+        assert w.monitor.state.n_autofocus == 1 and w.monitor.state.last_focuser_pos == 15100
+        rows = dict(w.journal._exec("SELECT key, source FROM autofocus_events").fetchall())
+        assert rows.pop("nina-report:run.json") == "nina-report"
+        assert list(rows.values()) == ["nina-api:same-run"]          # one run, counted once
+    finally:
+        w.stop()
+        w.journal.close()
+
+
+def test_cli_watch_folder_with_nina_api(nina_api, tmp_path, sim_frame, capsys):
+    """`focuswatch watch FOLDER --nina-api HOST:PORT`: the folder watcher, NINA saying when a file is whole."""
+    night = tmp_path / "night"
+    night.mkdir()
+    name = "2026-11-21_22-05-00_L_0003.fits"
+    (night / name).write_bytes(_unprovable_fits(sim_frame))
+    nina_api.routes[ne.IMAGE_HISTORY_PATH] = _api([{**_stats(3, 2.3), "Filename": name}])
+    cfg = tmp_path / "rig.toml"
+    cfg.write_text("[rig]\naperture_mm = 200\n[watch]\nstable_s = 3600.0\nchecksum_grace_s = 3600.0\n")
+    assert cli.main(["watch", str(night), "--nina-api", f"127.0.0.1:{nina_api.port}", "--config", str(cfg),
+                     "--state-dir", str(tmp_path / "state"), "--max-minutes", "0.06", "--json",
+                     "--no-diagnose"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["file"].endswith(name), r["status"]) for r in out if r["kind"] == "decision"] == [(True, "measured")]

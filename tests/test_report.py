@@ -52,6 +52,15 @@ def test_session_with_bad_subs_still_grades_and_names_them(siril_cli, messy_sess
 
 
 @pytest.mark.siril
+def test_cli_grade_names_the_unreadable_sub_and_exits_1(siril_cli, messy_session, tmp_path, capsys):
+    """Issue 10: a folder command grades what it can, names each bad frame once, exits non-zero."""
+    folder, _ = messy_session
+    assert main(["grade", str(folder), "--keep", str(tmp_path / "k")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("L_0099_truncated.fits") == 1 and "truncated" in err and "Traceback" not in err
+
+
+@pytest.mark.siril
 def test_drifting_session_grades_worse_and_blames_focus(siril_cli, focused_session, drifting_session):
     good = report.grade_session(focused_session[0], progress=False)
     bad = report.grade_session(drifting_session[0], progress=False)

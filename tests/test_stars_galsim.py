@@ -21,22 +21,6 @@ from focuswatch import stars  # noqa: E402
 SCOPE = gt.Scope()  # 200 mm f/5 Newtonian, 3.76 um pixels, 550 nm
 
 
-def _field(stamp: np.ndarray, n: int, size_px: int, *, seed: int, min_sep: float, margin: float,
-           flux=(3e5, 1.5e6)) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """``n`` copies of a normalised stamp at random places at least ``min_sep`` apart."""
-    rng = np.random.default_rng(seed)
-    canvas = np.zeros((size_px, size_px))
-    pos: list[tuple[float, float]] = []
-    tries = 0
-    while len(pos) < n and tries < 20000:
-        tries += 1
-        x, y = rng.uniform(margin, size_px - 1 - margin, 2)
-        if all(math.hypot(x - a, y - b) >= min_sep for a, b in pos):
-            pos.append((x, y))
-            gt.place(canvas, stamp * rng.uniform(*flux), x, y)
-    return gt.add_noise(canvas, seed=seed), pos
-
-
 @pytest.fixture(scope="module")
 def donut_cache():
     cache: dict = {}
@@ -72,7 +56,7 @@ def test_donuts_with_spider_shadows_are_one_star_each(donut_cache, obscuration, 
     stamp, hlr, blur_px = donut_cache(obscuration, defocus_um, nstruts)
     size = 640 if blur_px > 30 else 400
     n = 14
-    img, pos = _field(stamp, n, size, seed=int(defocus_um), min_sep=blur_px * 1.25 + 10,
+    img, pos = gt.scatter(stamp, n, size, seed=int(defocus_um), min_sep=blur_px * 1.25 + 10,
                       margin=blur_px / 2 + 6)
     st = stars.measure_array(img)
     assert st.reason is None
@@ -93,7 +77,7 @@ def test_donuts_with_spider_shadows_are_one_star_each(donut_cache, obscuration, 
 
 def test_partial_rings_at_the_edge_are_not_measured_as_arcs(donut_cache):
     stamp, hlr, blur_px = donut_cache(0.33, 700.0, 4)
-    img, pos = _field(stamp, 6, 400, seed=3, min_sep=blur_px * 1.3 + 10, margin=blur_px / 2 + 6)
+    img, pos = gt.scatter(stamp, 6, 400, seed=3, min_sep=blur_px * 1.3 + 10, margin=blur_px / 2 + 6)
     img = img.astype(np.float64)
     cut = np.zeros_like(img)
     r = blur_px / 2
@@ -109,7 +93,7 @@ def test_partial_rings_at_the_edge_are_not_measured_as_arcs(donut_cache):
 def test_donuts_in_a_crowded_field(donut_cache):
     """Touching and overlapping donuts, bright and faint: the frame's HFR stays right."""
     stamp, hlr, blur_px = donut_cache(0.33, 700.0, 4)
-    img, pos = _field(stamp, 40, 520, seed=8, min_sep=blur_px * 0.8, margin=blur_px / 2 + 4, flux=(1e5, 2e6))
+    img, pos = gt.scatter(stamp, 40, 520, seed=8, min_sep=blur_px * 0.8, margin=blur_px / 2 + 4, flux=(1e5, 2e6))
     st = stars.measure_array(img)
     assert st.n_stars >= 5
     assert st.n_detected <= len(pos) + 3  # not hundreds of arcs
@@ -118,7 +102,7 @@ def test_donuts_in_a_crowded_field(donut_cache):
 
 def test_one_donut_alone(donut_cache):
     stamp, hlr, blur_px = donut_cache(0.33, 700.0, 4)
-    img, _ = _field(stamp, 1, 96, seed=1, min_sep=0, margin=47.5, flux=(1e6, 1e6 + 1))
+    img, _ = gt.scatter(stamp, 1, 96, seed=1, min_sep=0, margin=47.5, flux=(1e6, 1e6 + 1))
     st = stars.measure_array(img)
     assert st.n_stars == 1
     assert st.hfr_px == pytest.approx(hlr, rel=0.10)
@@ -137,16 +121,7 @@ def test_small_in_focus_stars_read_their_true_half_light_radius(pixel_um, fwhm_p
     scope = gt.Scope(pixel_um=pixel_um)
     prof = gt.psf(scope, obscuration=0.33, nstruts=nstruts, seeing_fwhm_arcsec=fwhm_px * scope.scale_arcsec_px)
     hlr = gt.true_hlr_px_intrinsic(prof, scope)
-    rng = np.random.default_rng(int(fwhm_px * 10 + pixel_um))
-    canvas = np.zeros((300, 300))
-    pos: list[tuple[float, float]] = []
-    while len(pos) < 30:
-        x, y = rng.uniform(20, 280, 2)
-        if all(math.hypot(x - a, y - b) > 40 for a, b in pos):
-            pos.append((x, y))
-            stamp = gt.draw(prof, scope, 41, dx_px=x - round(x), dy_px=y - round(y))
-            gt.place(canvas, stamp * rng.uniform(5e4, 3e5), x, y)
-    st = stars.measure_array(gt.add_noise(canvas, seed=2))
+    st = stars.measure_array(gt.small_star_field(prof, scope, seed=int(fwhm_px * 10 + pixel_um)))
     assert st.hfr_px == pytest.approx(hlr, rel=0.03)
 
 
@@ -172,33 +147,11 @@ def test_hfr_error_of_one_star_matches_its_scatter_over_noise_draws():
 SMART = gt.Scope(pixel_um=2.9, diam_mm=50.0, f_ratio=5.0)  # 50 mm f/5 smart telescope, 2.4"/px
 
 
-def _bayer_field(prof, pattern: str, *, n: int = 50, size_px: int = 256, seed: int = 1) -> np.ndarray:
-    """Stars of one PSF, coloured (R 0.8, G 1, B 0.6), mosaicked into a Bayer pattern."""
-    rng = np.random.default_rng(seed)
-    chans = {c: np.zeros((size_px, size_px)) for c in "RGB"}
-    pos: list[tuple[float, float]] = []
-    while len(pos) < n:
-        x, y = rng.uniform(12, size_px - 12, 2)
-        if all(math.hypot(x - a, y - b) > 18 for a, b in pos):
-            pos.append((x, y))
-            stamp = gt.draw(prof, SMART, 21, dx_px=x - round(x), dy_px=y - round(y))
-            flux = rng.uniform(2e4, 2e5)
-            for c, w in zip("RGB", (0.8, 1.0, 0.6)):
-                gt.place(chans[c], stamp * flux * w, x, y)
-    yy, xx = np.indices((size_px, size_px))
-    mosaic = np.zeros((size_px, size_px))
-    for dy in (0, 1):
-        for dx in (0, 1):
-            site = (yy % 2 == dy) & (xx % 2 == dx)
-            mosaic[site] = chans[pattern[2 * dy + dx]][site]
-    return gt.add_noise(mosaic, seed=seed)
-
-
 @pytest.mark.parametrize("fwhm_px", [1.2, 1.6, 2.5])
 @pytest.mark.parametrize("pattern", ["GRBG", "RGGB"])
 def test_round_undersampled_bayer_stars_never_read_as_elongated(fwhm_px, pattern):
     prof = galsim.Kolmogorov(fwhm=fwhm_px * SMART.scale_arcsec_px)
-    st = stars.measure_array(_bayer_field(prof, pattern), {"BAYERPAT": pattern})
+    st = stars.measure_array(gt.bayer_field(prof, SMART, pattern), {"BAYERPAT": pattern})
     assert any("green channel" in n for n in st.notes)
     assert st.width_px == 256  # full resolution, not superpixels
     # either the shape is trustworthy and round, or it is flagged as not evidence
@@ -214,7 +167,7 @@ def test_round_undersampled_bayer_stars_never_read_as_elongated(fwhm_px, pattern
 def test_truly_elongated_bayer_stars_still_read_elongated(fwhm_px):
     axis_ratio = 1.5  # e = sqrt(1 - 1/1.5^2) = 0.75
     prof = galsim.Kolmogorov(fwhm=fwhm_px * SMART.scale_arcsec_px).shear(q=1 / axis_ratio, beta=30 * galsim.degrees)
-    st = stars.measure_array(_bayer_field(prof, "GRBG"), {"BAYERPAT": "GRBG"})
+    st = stars.measure_array(gt.bayer_field(prof, SMART, "GRBG"), {"BAYERPAT": "GRBG"})
     assert st.elongation_reliable is True
     assert st.eccentricity == pytest.approx(math.sqrt(1 - 1 / axis_ratio ** 2), abs=0.1)
     theta = np.degrees(np.median(st.stars["theta"])) % 180.0

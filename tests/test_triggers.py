@@ -486,13 +486,20 @@ def _starts(ekos):
     return [c for c in ekos.calls if c[1] == "start"]
 
 
-def test_ekos_362_start_without_train_is_confirmed_by_newstatus(session_bus):
-    """KStars 3.6.2: start() (NoReply), train from the opticalTrain property, confirmed by newStatus((5,))."""
-    ekos = EkosStandIn(session_bus)
+def _fire_at_standin(session_bus, train: str, *, confirm_s: float | None = None, **standin_kw):
+    """Fire an Ekos trigger for ``train`` at a fresh Ekos stand-in; ``(result, stand-in)`` (closed)."""
+    ekos = EkosStandIn(session_bus, **standin_kw)
     try:
-        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
+        kw = {} if confirm_s is None else {"confirm_s": confirm_s}
+        res = tr.EkosDbusTrigger(train, bus_address=session_bus, timeout_s=3, **kw).fire(REQ)
     finally:
         ekos.close()
+    return res, ekos
+
+
+def test_ekos_362_start_without_train_is_confirmed_by_newstatus(session_bus):
+    """KStars 3.6.2: start() (NoReply), train from the opticalTrain property, confirmed by newStatus((5,))."""
+    res, ekos = _fire_at_standin(session_bus, "", confirm_s=3)
     assert res.ok, res.message
     assert _starts(ekos) == [(tr.EKOS_FOCUS_INTERFACE, "start", "", ())]
     assert res.detail["train"] == "Primary" and res.detail["states"] == ["FOCUS_PROGRESS"]
@@ -501,88 +508,49 @@ def test_ekos_362_start_without_train_is_confirmed_by_newstatus(session_bus):
 def test_ekos_train_name_is_found_never_empty(session_bus):
     """start("") on a per-train KStars opens a new focus tab on an unused train and still answers true: the
     train comes from the config, else Ekos (focus module, then capture module), else the trigger refuses."""
-    ekos = EkosStandIn(session_bus, modern=True, capture_train="Main Scope")
-    try:
-        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "", confirm_s=3, modern=True, capture_train="Main Scope")
     assert res.ok, res.message
     assert _starts(ekos) == [(tr.EKOS_FOCUS_INTERFACE, "start", "s", ("Main Scope",))]
 
-    ekos = EkosStandIn(session_bus, modern=True, capture_train=None)
-    try:
-        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "", confirm_s=3, modern=True, capture_train=None)
     assert not res.ok and not res.retryable and "set [trigger] ekos_train" in res.message
     assert _starts(ekos) == []
 
-    ekos = EkosStandIn(session_bus, modern=True)
-    try:
-        res = tr.EkosDbusTrigger("Guide Scope", bus_address=session_bus, timeout_s=3, confirm_s=3).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "Guide Scope", confirm_s=3, modern=True)
     assert res.ok and _starts(ekos) == [(tr.EKOS_FOCUS_INTERFACE, "start", "s", ("Guide Scope",))]
 
 
 def test_ekos_true_without_a_running_autofocus_is_not_success(session_bus):
-    ekos = EkosStandIn(session_bus, modern=True, after_start=())          # answers true, nothing happens
-    try:
-        res = tr.EkosDbusTrigger("Main", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
-    finally:
-        ekos.close()
+    # answers true, nothing happens
+    res, ekos = _fire_at_standin(session_bus, "Main", confirm_s=1, modern=True, after_start=())
     assert not res.ok and "no autofocus started within 1 s" in res.message
 
     # KStars 3.6.2 observed: without Auto Select Star the run stops in FOCUS_WAITING for a click
-    ekos = EkosStandIn(session_bus, after_start=(5, 4))
-    try:
-        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "", confirm_s=1, after_start=(5, 4))
     assert res.ok and res.detail["states"][0] == "FOCUS_PROGRESS"
 
-    ekos = EkosStandIn(session_bus, after_start=(4,))
-    try:
-        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "", confirm_s=1, after_start=(4,))
     assert not res.ok and "Auto Select Star" in res.message
 
-    ekos = EkosStandIn(session_bus, modern=True, reply=False)
-    try:
-        res = tr.EkosDbusTrigger("Main", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "Main", confirm_s=1, modern=True, reply=False)
     assert not res.ok and "Ekos refused to start an autofocus" in res.message
 
 
 @pytest.mark.parametrize("modern", [False, True])
 def test_ekos_busy_focus_module_is_not_started(session_bus, modern):
-    ekos = EkosStandIn(session_bus, modern=modern, status=5)               # FOCUS_PROGRESS
-    try:
-        res = tr.EkosDbusTrigger("Primary", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "Primary", confirm_s=1, modern=modern, status=5)  # FOCUS_PROGRESS
     assert not res.ok and res.retryable and "busy (FOCUS_PROGRESS" in res.message and _starts(ekos) == []
 
 
 def test_ekos_362_other_train_is_refused(session_bus):
-    ekos = EkosStandIn(session_bus)
-    try:
-        res = tr.EkosDbusTrigger("Guide Scope", bus_address=session_bus, timeout_s=3, confirm_s=1).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "Guide Scope", confirm_s=1)
     assert not res.ok and not res.retryable and "uses 'Primary'" in res.message and _starts(ekos) == []
 
 
 def test_ekos_not_running_and_no_bus(session_bus, monkeypatch, tmp_path):
     res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3).fire(REQ)
     assert not res.ok and "KStars is not running on the session bus" in res.message
-    ekos = EkosStandIn(session_bus, with_focus=False)
-    try:
-        res = tr.EkosDbusTrigger("", bus_address=session_bus, timeout_s=3).fire(REQ)
-    finally:
-        ekos.close()
+    res, ekos = _fire_at_standin(session_bus, "", with_focus=False)
     assert not res.ok and "Ekos is not started" in res.message
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     res = tr.EkosDbusTrigger("").fire(REQ)

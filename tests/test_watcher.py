@@ -22,6 +22,7 @@ from focuswatch.monitor import PolicyConfig
 from focuswatch.optics import Rig
 from focuswatch.triggers import Trigger, TriggerRunner, NinaApiTrigger
 from focuswatch.watcher import Watcher, mark_from_nina_report, replay
+from watch_pump import pump
 
 QUIET = PolicyConfig(temperature_delta_c=1.0, max_interval_min=0)
 
@@ -69,17 +70,6 @@ def watching(folder: Path, tmp_path: Path, **kw):
     finally:
         w.stop()
         w.journal.close()
-
-
-def pump(w: Watcher, until, timeout_s: float = 20.0):
-    t0 = time.monotonic()
-    out = []
-    while time.monotonic() - t0 < timeout_s:
-        out += w.process_pending()
-        if until(out):
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; processed so far: {[(o.path.name, o.status) for o in out]}")
 
 
 def test_a_frame_written_slowly_in_chunks_is_measured_once_complete(tmp_path, base_frame):
@@ -231,6 +221,9 @@ def test_nina_autofocus_report_resets_the_baseline(tmp_path, base_frame):
         assert w.monitor.state.n_autofocus == 0 and w.journal.counts()["autofocus_events"] == 0
         report = _nina_report(7.5, "2026-11-21T23:01:02.1234567+01:00")
         (af / "2026-11-21--23-01-02--profile.json").write_text(json.dumps(report))
+        w.process_pending()
+        assert w.monitor.state.n_autofocus == 0        # held: NINA writes the report before validating
+        (night / "f1.fits").write_bytes(fits_for(base_frame, 1, FOCPOS=10234))   # at the calculated point
         pump(w, lambda o: w.monitor.state.n_autofocus == 1)
         assert w.monitor.state.af_temp_c == 7.5 and w.monitor.state.last_focuser_pos == 10234
         m = mark_from_nina_report(af / "2026-11-21--23-01-02--profile.json")
@@ -616,3 +609,150 @@ def test_a_refocus_never_answered_before_a_crash_is_asked_again_once(tmp_path, b
         time.sleep(0.3)
         w3.process_pending()
     assert len(trig.requests) == 1
+
+
+# --------------------------------------------------------------------------- issue 11 defect 4: a failed NINA autofocus
+
+def _nina_af_report(timestamp: datetime, calc: int = 15100, init: int = 15400) -> dict:
+    """A NINA 3.x autofocus report whose run moved the focuser from ``init`` to ``calc``.
+
+    N.I.N.A. 3.x AutoFocusVM.cs writes it (GenerateReport) *before* validating the run; a run
+    that fails validation moves the focuser back to InitialFocusPoint, report or not."""
+    pts = [{"Position": 15000 + 50 * k, "Value": 2.0 + 0.02 * (k - 2) ** 2, "Error": 0.05} for k in range(9)]
+    return {"Version": 2, "Filter": "L", "Timestamp": timestamp.isoformat(), "Temperature": 8.0,
+            "Method": "STARHFR", "Fitting": "HYPERBOLIC",
+            "InitialFocusPoint": {"Position": init, "Value": 2.9, "Error": 0.0},
+            "CalculatedFocusPoint": {"Position": calc, "Value": 2.0, "Error": 0.0},
+            "PreviousFocusPoint": {"Position": calc, "Value": 2.0, "Error": 0.0}, "MeasurePoints": pts}
+
+
+def _af_rows(journal: Journal) -> dict[str, str]:
+    return dict(journal._exec("SELECT key, source FROM autofocus_events").fetchall())
+
+
+def test_a_failed_nina_autofocus_keeps_the_baseline_and_the_request(tmp_path, base_frame):
+    """Real report files and real frames: FOCPOS back at InitialFocusPoint → failed (not counted,
+    the refocus stays due); a later run whose next frame sits at CalculatedFocusPoint → confirmed."""
+    night, af = tmp_path / "night", tmp_path / "AutoFocus"
+    night.mkdir()
+    af.mkdir()
+    counting = CountingTrigger()
+    verdicts = []
+    now = datetime.now(timezone.utc)
+    with watching(night, tmp_path, af_folder=af, runner=TriggerRunner([counting]), background_triggers=False,
+                  diagnose=False, on_autofocus_verdict=lambda m, st, why: verdicts.append(st)) as w:
+        for i, t in enumerate([10.0, 10.0, 10.0, 8.0]):                 # a 2 °C drop: refocus
+            (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=t, FOCPOS=15400, FILTER="L"))
+            pump(w, lambda o: len(o) >= 1)
+        assert w.decisions[-1].decision == "refocus" and len(counting.requests) == 1
+        (af / "run1.json").write_text(json.dumps(_nina_af_report(now - timedelta(minutes=10))))
+        w.process_pending()
+        assert w.monitor.state.n_autofocus == 0 and verdicts == []                  # held
+        # NINA rejected the run and moved back: the next light frame is at the initial position
+        (night / "f4.fits").write_bytes(fits_for(base_frame, 4, FOCTEMP=8.0, FOCPOS=15400, FILTER="L"))
+        pump(w, lambda o: len(o) >= 1)
+        assert verdicts == ["failed"] and w.monitor.state.n_autofocus == 0
+        assert statefile.read_state(w.state_file).refocus_due                       # the request stays
+        assert _af_rows(w.journal) == {"nina-report:run1.json": "nina-report:failed"}
+        # the second run worked: the next frame sits at the calculated point
+        (af / "run2.json").write_text(json.dumps(_nina_af_report(now - timedelta(minutes=3))))
+        w.process_pending()
+        (night / "f5.fits").write_bytes(fits_for(base_frame, 5, FOCTEMP=8.0, FOCPOS=15100, FILTER="L"))
+        out = pump(w, lambda o: len(o) >= 1)
+        assert verdicts == ["failed", "confirmed"] and w.monitor.state.n_autofocus == 1
+        assert out[0].decision.decision == "ok"                     # judged after the new baseline
+        assert not statefile.read_state(w.state_file).refocus_due
+        assert _af_rows(w.journal)["nina-report:run2.json"] == "nina-report"
+    # a restart does not apply the failed run, nor hold it again
+    with watching(night, tmp_path, af_folder=af, diagnose=False) as w2:
+        w2.process_pending()
+        assert w2.monitor.state.n_autofocus == 1 and w2._runs == []
+
+
+def test_a_nina_hook_after_a_failed_run_is_the_same_run_and_not_counted(tmp_path, base_frame):
+    """Run Autofocus continues on error, so the autofocus-done hook after it still runs: the hook
+    and the report are one run, judged by the next light frame."""
+    night, af = tmp_path / "night", tmp_path / "AutoFocus"
+    night.mkdir()
+    af.mkdir()
+    now = datetime.now(timezone.utc)
+    with watching(night, tmp_path, af_folder=af, diagnose=False) as w:
+        (night / "f0.fits").write_bytes(fits_for(base_frame, 0, FOCPOS=15400, FILTER="L"))
+        pump(w, lambda o: len(o) >= 1)
+        statefile.append_autofocus_event(w.events_file, statefile.make_event(
+            statefile.iso_utc(now - timedelta(seconds=60)), source="nina-hook", filter_name="L"))
+        w.process_pending()                         # the hook before its report was seen: held, no evidence
+        report = af / "run.json"
+        report.write_text(json.dumps(_nina_af_report(now - timedelta(seconds=70))))
+        w.process_pending()
+        (night / "f1.fits").write_bytes(fits_for(base_frame, 1, FOCPOS=15400, FILTER="L"))
+        pump(w, lambda o: len(o) >= 1)
+        assert w.monitor.state.n_autofocus == 0
+        rows = _af_rows(w.journal)
+        assert rows["nina-report:run.json"] == "nina-report:failed"
+        assert [v for k, v in rows.items() if k != "nina-report:run.json"] == ["nina-hook:failed"]
+
+
+def test_an_unconfirmable_nina_autofocus_is_given_up_after_n_frames(tmp_path, base_frame):
+    night, af = tmp_path / "night", tmp_path / "AutoFocus"
+    night.mkdir()
+    af.mkdir()
+    from focuswatch.watcher import WatchConfig
+
+    verdicts = []
+    with watching(night, tmp_path, af_folder=af, diagnose=False, watch=WatchConfig(af_confirm_frames=2),
+                  on_autofocus_verdict=lambda m, st, why: verdicts.append((st, why))) as w:
+        (af / "run.json").write_text(json.dumps(_nina_af_report(datetime.now(timezone.utc) - timedelta(minutes=5))))
+        w.process_pending()
+        for i in range(3):       # another filter: a filter offset may have moved the focuser, proves nothing
+            (night / f"h{i}.fits").write_bytes(fits_for(base_frame, i, FOCPOS=15400 + 500, FILTER="Ha"))
+            pump(w, lambda o: len(o) >= 1)
+        assert [v[0] for v in verdicts] == ["unconfirmed"] and "filter Ha" in verdicts[0][1]
+        assert w.monitor.state.n_autofocus == 0
+        assert _af_rows(w.journal) == {"nina-report:run.json": "nina-report:unconfirmed"}
+
+
+def test_a_nina_hook_without_its_report_is_judged_from_where_the_focuser_was(tmp_path, base_frame):
+    """No --af-folder: the hook's run is judged against the FOCPOS of the last light frame before it
+    (where NINA's run started, and where a failed run moves back to)."""
+    night = tmp_path / "night"
+    night.mkdir()
+    verdicts = []
+    now = datetime.now(timezone.utc)
+    with watching(night, tmp_path, diagnose=False, on_autofocus_verdict=lambda m, st, why: verdicts.append(st)) as w:
+        (night / "f0.fits").write_bytes(fits_for(base_frame, 0, FOCPOS=15400, FILTER="L"))
+        pump(w, lambda o: len(o) >= 1)
+        statefile.append_autofocus_event(w.events_file, statefile.make_event(
+            statefile.iso_utc(now - timedelta(minutes=10)), source="nina-hook"))
+        w.process_pending()
+        (night / "f1.fits").write_bytes(fits_for(base_frame, 1, FOCPOS=15400, FILTER="L"))   # moved back
+        pump(w, lambda o: len(o) >= 1)
+        assert verdicts == ["failed"] and w.monitor.state.n_autofocus == 0
+        statefile.append_autofocus_event(w.events_file, statefile.make_event(
+            statefile.iso_utc(now - timedelta(minutes=5)), source="nina-hook"))
+        w.process_pending()
+        (night / "f2.fits").write_bytes(fits_for(base_frame, 2, FOCPOS=15180, FILTER="L"))   # a new focus
+        pump(w, lambda o: len(o) >= 1)
+        assert verdicts == ["failed", "confirmed"] and w.monitor.state.n_autofocus == 1
+        # an Ekos or manual autofocus-done is not NINA's: it counts at once, as before
+        statefile.append_autofocus_event(w.events_file, statefile.make_event(source="autofocus-done"))
+        pump(w, lambda o: w.monitor.state.n_autofocus == 2, timeout_s=5)
+
+
+def test_replay_judges_nina_reports_as_watch_does(tmp_path, base_frame):
+    """`replay --af-folder`: a report whose next frame sits back at the start position is not an
+    autofocus (the baseline stays); one whose next frame is at its calculated point is."""
+    night, af = tmp_path / "night", tmp_path / "AutoFocus"
+    night.mkdir()
+    af.mkdir()
+    t0 = datetime(2026, 11, 21, 21, 0, tzinfo=timezone.utc).timestamp()
+    for i, pos in enumerate([15400, 15400, 15400, 15100]):
+        p = night / f"n{i}.fits"
+        p.write_bytes(fits_for(base_frame, i, FOCPOS=pos, FILTER="L", FOCTEMP=8.0))
+        os.utime(p, (t0 + 600 * i, t0 + 600 * i))                   # written 10 min apart
+    for name, after in (("failed.json", 0), ("good.json", 2)):     # each run ends 5 min after frame `after`
+        (af / name).write_text(json.dumps(_nina_af_report(datetime.fromtimestamp(t0 + 600 * after + 300,
+                                                                                  timezone.utc))))
+    marks = [mark_from_nina_report(p) for p in sorted(af.glob("*.json"))]
+    _, mon = replay(night, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET, af_marks=marks, diagnose=False)
+    assert mon.state.n_autofocus == 1 and mon.state.last_focuser_pos == 15100

@@ -27,7 +27,8 @@ def measure_one(path: Path, rig: Rig | None = None):
     return assess_path(path, rig, AssessContext(diagnose=False)).stats
 
 
-def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | None = None):
+def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | None = None,
+                 diagnose_config: Any = None):
     """``focuswatch diagnose`` on one frame: ``(stats, diagnosis, rig with the header merged)``.
 
     The diagnosis runs in the worker because it looks at the pixels (one-sided flares),
@@ -37,8 +38,11 @@ def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | N
     from focuswatch.pipeline import AssessContext, assess
 
     frame = frames.load(path)
-    a = assess(frame, rig0, AssessContext(baseline_hfr_px=baseline_hfr_px, use_pixels=True, min_confidence=0.0))
-    d = a.diagnosis if a.diagnosis is not None else diagnose.frame(a.stats, a.rig, baseline_hfr_px=baseline_hfr_px)
+    a = assess(frame, rig0, AssessContext(baseline_hfr_px=baseline_hfr_px, use_pixels=True, min_confidence=0.0,
+                                          diagnose_config=diagnose_config))
+    extra = {"config": diagnose_config} if diagnose_config is not None else {}
+    d = a.diagnosis if a.diagnosis is not None else diagnose.frame(a.stats, a.rig, baseline_hfr_px=baseline_hfr_px,
+                                                                   **extra)
     return a.stats, d, a.rig
 
 

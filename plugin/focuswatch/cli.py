@@ -21,6 +21,7 @@ from focuswatch import __version__
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError
 from focuswatch.progress import progress as progress_bar
 from focuswatch.records import dumps, json_safe, tagged
+from focuswatch.render_text import emit_json, error_line, fmt, summary_text
 
 log = logging.getLogger("focuswatch")
 
@@ -33,29 +34,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 _clean = json_safe
 
 
-def emit_json(obj: Any, stream=None, *, kind: str | None = None) -> None:
-    """Print one JSON document on one line (JSON Lines when called repeatedly).
-
-    ``kind`` tags the line with ``"kind"`` and ``"schema"`` (docs/schema.md); every line a
-    command prints names its kind.
-    """
-    stream = stream or sys.stdout
-    stream.write(dumps(tagged(kind, json_safe(obj)) if kind else obj) + "\n")
-    stream.flush()
-
-
-def error_line(message: str) -> None:
-    """One clear line on stderr: ``focuswatch: error: <file or setting>: <what is wrong>``."""
-    sys.stderr.write(f"focuswatch: error: {message}\n")
-    sys.stderr.flush()
-
-
-def fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
-    """Format a possibly-missing number for human output."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
-        return "—".rjust(int(width)) if width else "—"
-    return f"{value:{spec}}{unit}"
+# emit_json, error_line, fmt: in focuswatch.render_text (shared with remote.py), imported above
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
@@ -303,7 +282,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise ConfigError("no frames found in " + ", ".join(args.files))
     if args.baseline_hfr_px is not None and not args.baseline_hfr_px > 0:
         raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
-    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px), runner=runner,
+    from focuswatch.config import load_config
+
+    dcfg = load_config(getattr(args, "config", None)).diagnose_config()  # [diagnose] thresholds
+    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px, dcfg), runner=runner,
                        progress=not args.json, desc="diagnosing",
                        on_problem=problem_printer(args.json, "diagnosis"))
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
@@ -573,14 +555,17 @@ def _add_grade(sub) -> None:
 
 def cmd_grade(args: argparse.Namespace) -> int:
     from focuswatch import report
+    from focuswatch.config import load_config
 
     rig = rig_from_args(args)
     src = require_input(args.source)
     if src.is_file():
-        result = report.grade_master_file(src, rig=rig, siril_path=args.siril, timeout_s=args.siril_timeout)
+        result = report.grade_master_file(src, rig=rig, siril_path=args.siril, timeout_s=args.siril_timeout,
+                                          config=load_config(args.config).grade_config())
     elif src.is_dir():
         scan = scan_with_workers(args, src, rig)
         result = report.grade_session(src, rig=rig, siril_path=args.siril, keep_dir=args.keep,
+                                      config=load_config(args.config).grade_config(),
                                       timeout_s=args.siril_timeout, progress=not args.json, scan=scan)
     else:
         raise ConfigError(f"{src}: no such file or folder")
@@ -592,7 +577,10 @@ def cmd_grade(args: argparse.Namespace) -> int:
         error_line(f"{src}: nothing could be graded"
                    + (f" ({result.filters[0].problem})" if result.filters and result.filters[0].problem else ""))
         return EXIT_FAIL
-    return EXIT_OK
+    unreadable = scan.unreadable if src.is_dir() else []
+    for bad in unreadable:  # graded without them; each named once, and the exit status says so
+        error_line(f"{bad.file}: {bad.problem}")
+    return EXIT_FAIL if unreadable else EXIT_OK
 
 
 def scan_with_workers(args: argparse.Namespace, folder: Path, rig):
@@ -648,6 +636,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     graded = None
     if args.grade:
         graded = report.grade_session(session, rig=rig, siril_path=args.siril, keep_dir=args.keep,
+                                      config=load_config(args.config).grade_config(),
                                       timeout_s=args.siril_timeout, progress=not args.json, scan=scan)
     journal = None if args.no_journal else (args.journal or report.AUTO)
     rep = report.build_report(session, rig=rig, scan=scan, journal_path=journal, grade=graded, policy=policy)
@@ -731,12 +720,7 @@ def _decision_text(p) -> str:
             f"defocus {fmt(d.defocus_um, '.0f')} µm{cfz}{model}  {'; '.join(d.reasons)}")
 
 
-def _summary_text(s) -> str:
-    rules = ", ".join(f"{k} {v}" for k, v in s.refocus_rules.items()) or "none"
-    skips = ", ".join(f"{k} {v}" for k, v in s.skip_reasons.items()) or "none"
-    return (f"{s.n_frames} frames: {s.n_ok} ok, {s.n_refocus} refocus ({rules}), {s.n_skip} set aside ({skips}); "
-            f"autofocus runs seen {s.n_autofocus}; worst defocus {fmt(s.max_defocus_um, '.0f')} µm "
-            f"({fmt(s.max_defocus_cfz, '.2f')} CFZ); median HFR {fmt(s.median_hfr_px, '.2f')} px")
+_summary_text = summary_text  # old name, kept for anyone importing it
 
 
 def _add_watch(sub) -> None:
@@ -747,7 +731,8 @@ def _add_watch(sub) -> None:
     p.add_argument("folder", metavar="FOLDER", nargs="?",
                    help="the folder frames are saved into (sub-folders included); not with --nina-api")
     p.add_argument("--nina-api", dest="nina_api", metavar="HOST[:PORT]",
-                   help="remote mode: follow NINA's Advanced API events (no shared folder; see docs/remote.md)")
+                   help="without FOLDER: remote mode, NINA's Advanced API events only (docs/remote.md); with "
+                        "FOLDER: NINA's IMAGE-SAVE marks a file complete and AUTOFOCUS-FINISHED confirms an autofocus")
     p.add_argument("--config", "--rig", dest="config", metavar="TOML", help="[rig], [policy], [trigger] settings")
     p.add_argument("--journal", metavar="FILE", help="SQLite journal (default: journal.sqlite in the state folder)")
     _add_state_args(p)
@@ -771,9 +756,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from focuswatch.triggers import TriggerRunner
     from focuswatch.watcher import Watcher, default_nina_autofocus_dir, policy_from_config
 
-    if getattr(args, "nina_api", None):
+    if getattr(args, "nina_api", None) and not args.folder:
         from focuswatch.remote import cmd_watch_remote
         return cmd_watch_remote(args)
+    nina_api = None
+    if getattr(args, "nina_api", None):  # FOLDER and --nina-api: IMAGE-SAVE says when a file is complete
+        from focuswatch.nina_events import parse_host_port
+        try:
+            nina_api = parse_host_port(args.nina_api)
+        except ValueError as exc:
+            raise ConfigError(f"--nina-api {args.nina_api!r}: {exc}; expected HOST or HOST:PORT (default port 1888)") \
+                from None
     if not args.folder:
         raise ConfigError("watch: give the FOLDER frames are saved into, or --nina-api HOST[:PORT]")
     cfg = load_config(args.config)
@@ -796,12 +789,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
         emit_json({"event": "autofocus", **m.to_dict()}, kind="autofocus") if args.json else print(
             f"autofocus ({m.source}): new baseline from the next frames", flush=True)
 
+    def on_autofocus_verdict(m, status, why) -> None:
+        if status == "confirmed":
+            return  # on_autofocus says it
+        if args.json:
+            emit_json({"event": "autofocus-rejected", "status": status, "reason": why, **m.to_dict()},
+                      kind="autofocus")
+        else:
+            print(f"autofocus ({m.source}) {'FAILED (moved back)' if status == 'failed' else 'not confirmed'}: "
+                  f"{why}; the baseline and the refocus request stay", flush=True)
+
     with Journal(journal_path) as journal:
         runner = TriggerRunner.from_config(cfg.trigger)
         w = Watcher(args.folder, journal, config=cfg, policy=policy, state_file=state_file, events_file=events_file,
                     runner=runner, af_folder=af_folder, recursive=False if args.no_recursive else None,
                     poll=True if args.poll else None, poll_interval_s=args.interval_s, on_processed=on_processed,
-                    on_trigger=on_trigger, on_autofocus=on_autofocus, diagnose=False if args.no_diagnose else None)
+                    on_trigger=on_trigger, on_autofocus=on_autofocus, diagnose=False if args.no_diagnose else None,
+                    nina_api=nina_api, on_autofocus_verdict=on_autofocus_verdict)
         if not args.json:
             print(f"watching {w.folder} (journal {journal_path}, state {state_file}); Ctrl-C stops", flush=True)
         stop = threading.Event()

@@ -138,6 +138,11 @@ class _Night(threading.Thread):
         self.autofocus_frames: list[int] = sorted(self.plan.autofocus_frames)
         self.error: BaseException | None = None
         self.done = threading.Event()
+        #: how many frames the watcher has handled (set by run_demo). A real night has minutes
+        #: between frames; the demo's fraction of a second must not let the camera run ahead
+        #: of the watcher, or a refocus would reach it frames late and the night would differ
+        #: from run to run with the machine's load.
+        self.n_handled: Callable[[], int] = lambda: 1 << 30
 
     def run(self) -> None:
         try:
@@ -157,6 +162,9 @@ class _Night(threading.Thread):
             if self.stop_event.is_set():
                 return
             t0 = time.monotonic()
+            give_up = t0 + 30.0
+            while self.n_handled() < i and not self.stop_event.is_set() and time.monotonic() < give_up:
+                self.stop_event.wait(0.005)      # the next exposure starts once the last frame was judged
             self._maybe_autofocus(i, rng)
             params = next(gen)
             frame = sim.render(params)
@@ -207,6 +215,7 @@ def run_demo(opts: DemoOptions = DemoOptions(), out: str | Path | None = None, *
     stop = threading.Event()
     night = _Night(opts, frames_dir, events_file, requests, stop)
     rows: list[tuple[Processed, dict[str, Any] | None]] = []
+    night.n_handled = lambda: len(rows)
 
     def collect(p: Processed) -> None:
         truth = night.truths.get(str(p.path.resolve()))

@@ -243,9 +243,24 @@ def _terminate(pool) -> None:
         pr.join(timeout=2.0)
 
 
+def _collect(finished: dict[Any, int], items: Sequence[Path], deaths: dict[int, int],
+             broken: list[int]) -> Iterator[Outcome]:
+    """The outcomes of finished futures (future -> item index); the indices whose worker
+    died (``BrokenProcessPool``) are appended to ``broken`` instead."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    for fut, i in list(finished.items()):
+        try:
+            status, value = fut.result()
+        except BrokenProcessPool:
+            broken.append(i)
+            continue
+        yield Outcome(i, items[i], status, value if status == OK else None,
+                      None if status == OK else value, deaths.get(i, 0) + 1)
+
+
 def _iter_local(func, items: Sequence[Path], args: tuple, workers: int, retries: int) -> Iterator[Outcome]:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
 
     ctx = _mp_context()
     pending = deque(range(len(items)))
@@ -269,27 +284,12 @@ def _iter_local(func, items: Sequence[Path], args: tuple, workers: int, retries:
             alone = len(inflight) == 1
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
             broken: list[int] = []
-            for fut in done:
-                i = inflight.pop(fut)
-                try:
-                    status, value = fut.result()
-                except BrokenProcessPool:
-                    broken.append(i)
-                    continue
-                yield Outcome(i, items[i], status, value if status == OK else None,
-                              None if status == OK else value, deaths.get(i, 0) + 1)
+            yield from _collect({fut: inflight.pop(fut) for fut in done}, items, deaths, broken)
             if not broken:
                 continue
             # the pool is dead: every frame still out fails the same way; find out which did finish
             wait(list(inflight))
-            for fut, i in list(inflight.items()):
-                try:
-                    status, value = fut.result()
-                except BrokenProcessPool:
-                    broken.append(i)
-                    continue
-                yield Outcome(i, items[i], status, value if status == OK else None,
-                              None if status == OK else value, deaths.get(i, 0) + 1)
+            yield from _collect(inflight, items, deaths, broken)
             inflight.clear()
             _terminate(pool)
             pool = None

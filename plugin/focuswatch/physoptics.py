@@ -261,16 +261,11 @@ def grid_for(optics_: Optics, ab: Aberrations, seeing: Seeing, oversample: int |
     return n, oversample
 
 
-def star_image(optics_: Optics, ab: Aberrations, seeing: Seeing, *, oversample: int | None = None,
-               n: int | None = None, dx_px: float = 0.0, dy_px: float = 0.0,
-               pixel_integrate: bool = True) -> tuple[np.ndarray, int]:
-    """A star's image on the detector pixels, sum 1; ``(stamp, oversample)``.
-
-    The stamp is ``n / oversample`` pixels wide with the star at pixel ``stamp // 2``
-    shifted by ``(dx_px, dy_px)``. Polychromatic when ``optics_.wavelengths_nm`` holds
-    several wavelengths (equal photon weights). ``pixel_integrate=False`` samples the
-    continuous PSF at pixel centres instead of integrating over the pixel.
-    """
+def _star_otf(optics_: Optics, ab: Aberrations, seeing: Seeing, n: int | None,
+              oversample: int | None) -> tuple[np.ndarray, int, int, float]:
+    """``(otf, n, oversample, sample_um)``: the star's optics (equal photon weights over the
+    wavelengths) times the seeing, before the pixel; the one place both the detector image
+    and the continuous PSF are made, so they cannot drift apart."""
     if n is None or oversample is None:
         n0, os0 = grid_for(optics_, ab, seeing, oversample)
         n = n or n0
@@ -286,6 +281,20 @@ def star_image(optics_: Optics, ab: Aberrations, seeing: Seeing, *, oversample: 
         otf += np.fft.fft2(np.fft.ifftshift(psf))
     otf /= len(optics_.wavelengths_nm)
     otf *= seeing.otf(n, sample, optics_.focal_length_mm)
+    return otf, n, oversample, sample
+
+
+def star_image(optics_: Optics, ab: Aberrations, seeing: Seeing, *, oversample: int | None = None,
+               n: int | None = None, dx_px: float = 0.0, dy_px: float = 0.0,
+               pixel_integrate: bool = True) -> tuple[np.ndarray, int]:
+    """A star's image on the detector pixels, sum 1; ``(stamp, oversample)``.
+
+    The stamp is ``n / oversample`` pixels wide with the star at pixel ``stamp // 2``
+    shifted by ``(dx_px, dy_px)``. Polychromatic when ``optics_.wavelengths_nm`` holds
+    several wavelengths (equal photon weights). ``pixel_integrate=False`` samples the
+    continuous PSF at pixel centres instead of integrating over the pixel.
+    """
+    otf, n, oversample, sample = _star_otf(optics_, ab, seeing, n, oversample)
     fx, fy = _freq(n, sample)
     if pixel_integrate:
         otf *= np.sinc(fx * optics_.pixel_um) * np.sinc(fy * optics_.pixel_um)
@@ -302,21 +311,7 @@ def star_image(optics_: Optics, ab: Aberrations, seeing: Seeing, *, oversample: 
 def continuous_psf(optics_: Optics, ab: Aberrations, seeing: Seeing, *, n: int | None = None,
                    oversample: int | None = None) -> tuple[np.ndarray, float]:
     """The PSF before the pixel (finely sampled): ``(image, sample_um)``, sum 1, centre ``n // 2``."""
-    if n is None or oversample is None:
-        n0, os0 = grid_for(optics_, ab, seeing, oversample)
-        n = n or n0
-        oversample = oversample or os0
-    sample = optics_.pixel_um / oversample
-    otf = np.zeros((n, n), complex)
-    for lam in optics_.wavelengths_nm:
-        psf = optical_psf(f_ratio=optics_.f_ratio, wavelength_nm=lam, sample_um=sample, n=n,
-                          obstruction=optics_.obstruction, n_vanes=optics_.n_vanes, vane_width=optics_.vane_width,
-                          vane_angle_deg=optics_.vane_angle_deg, defocus_um=ab.defocus_um,
-                          coma_waves=ab.coma_waves * 550.0 / lam, coma_angle_deg=ab.coma_angle_deg,
-                          astig_waves=ab.astig_waves * 550.0 / lam, astig_angle_deg=ab.astig_angle_deg)
-        otf += np.fft.fft2(np.fft.ifftshift(psf))
-    otf /= len(optics_.wavelengths_nm)
-    otf *= seeing.otf(n, sample, optics_.focal_length_mm)
+    otf, n, oversample, sample = _star_otf(optics_, ab, seeing, n, oversample)
     img = np.clip(np.fft.fftshift(np.real(np.fft.ifft2(otf))), 0.0, None)
     return img / img.sum(), sample
 

@@ -60,6 +60,9 @@ class AssessContext:
         Cap on the stars measured (``stars.measure``'s ``max_stars``).
     plate_scale_arcsec_px
         Overrides the rig's plate scale (a caller that fixed it for a whole run of frames).
+    diagnose_config
+        The ``[diagnose]`` thresholds (:class:`focuswatch.diagnose.DiagnoseConfig`); ``None``:
+        the defaults.
     """
 
     time_s: float | None = None
@@ -69,6 +72,7 @@ class AssessContext:
     min_confidence: float = DIAGNOSIS_MIN_CONFIDENCE
     max_stars: int = 3000
     plate_scale_arcsec_px: float | None = None
+    diagnose_config: Any = None
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,9 @@ def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, ima
         from focuswatch import diagnose
 
         try:
+            extra = {"config": context.diagnose_config} if context.diagnose_config is not None else {}
             diagnosis = diagnose.frame(stats, rig, image=image if context.use_pixels else None,
-                                       baseline_hfr_px=context.baseline_hfr_px)
+                                       baseline_hfr_px=context.baseline_hfr_px, **extra)
         except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not lose the frame, but must be seen
             log.warning("diagnosis failed on %s (the frame is still judged without it)", file or stats.file or "?",
                         exc_info=True)
@@ -326,10 +331,17 @@ def replay_night(folder: str | Path, *, config: Any = None, policy: Any = None, 
         night.append(NightFrame(frames_mod.frame_order_key(p, meta), p, meta, written))
     monitor = Monitor(policy, config.rig)
     steps = interleave(night, list(af_marks))
+    from focuswatch.watcher import ReplayConfirm, watch_from_config
+
+    nina = ReplayConfirm(watch_from_config(config))   # a NINA autofocus counts once confirmed, as in watch
     for kind, item in bar(steps, desc="replay", enabled=progress, unit="step"):
         if kind == "af":
-            monitor.autofocus(item)
+            if not nina.hold(item):
+                monitor.autofocus(item)
             continue
+        if item.meta.is_light:
+            for mark in nina.frame(item.meta):
+                monitor.autofocus(mark)
         row = _replay_one(item, config, monitor, diagnose)
         out.append(row)
         if on_row:
@@ -343,8 +355,11 @@ def _replay_one(f: NightFrame, config: Any, monitor: Any, diagnose: bool) -> Any
 
     if not f.meta.is_light:
         return Processed(f.path, "ignored")
+    from focuswatch.boundary import frame_boundary
+
     try:
-        record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
+        with frame_boundary(f.path):  # whatever this frame does is one line, as in ``watch``
+            record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
     except FrameError as exc:
         return Processed(f.path, "error", error=str(exc))
     return Processed(f.path, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())

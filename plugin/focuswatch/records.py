@@ -50,7 +50,7 @@ SCHEMA_VERSION = 1
 KINDS = ("frame", "diagnosis", "night", "decision", "summary", "rules", "run", "autofocus", "trigger",
          "zone", "grade", "report", "check", "autofocus-done", "demo", "demo-frame", "sim-frame", "bahtinov",
          "af", "error", "archive-run", "archive-summary", "archive-night", "archive-rig", "archive-refocus",
-         "archive-files")
+         "archive-files", "connection")
 
 
 # --------------------------------------------------------------------------- encoding

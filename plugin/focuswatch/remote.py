@@ -2,9 +2,10 @@
 
 ``focuswatch watch --nina-api HOST[:PORT]`` runs the same refocus policy
 (:class:`focuswatch.monitor.Monitor`) on NINA's own figures: every ``IMAGE-SAVE`` event becomes
-an HFR-only :class:`~focuswatch.monitor.FrameRecord` (NINA's HFR and star count, the filter,
-the exposure; no profile shape, no focuser temperature — NINA's event carries the *camera*
-temperature, which says nothing about focus, so the temperature rule stays quiet). Refocus
+an HFR-only record (:class:`~focuswatch.policy_baseline.HfrRecord`, ``hfr_kind = "nina"``:
+NINA's HFR is its flux-weighted mean radius; star count, filter, exposure; no profile shape,
+no focuser temperature — NINA's event carries the *camera* temperature, which says nothing
+about focus, so the temperature rule stays quiet). Refocus
 requests go out through the configured ``[trigger]``s, normally the Advanced API's own
 autofocus call on the same host. ``AUTOFOCUS-STARTING`` holds requests while NINA focuses;
 ``AUTOFOCUS-FINISHED`` (sent only for successful runs) resets the baseline and answers the
@@ -27,22 +28,36 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.policy_baseline import HfrRecord
 from focuswatch.nina_events import (AutofocusFinished, AutofocusPointAdded, AutofocusStarting, ImageSaved,
                                     NinaEventSource, SourceStatus, image_history, load_image_history)
+from focuswatch.render_text import emit_json, error_line, fmt, summary_text
 
 log = logging.getLogger("focuswatch.remote")
 
+#: Exit codes (as :mod:`focuswatch.cli`'s; not imported from it: the CLI imports this module).
+EXIT_OK, EXIT_FAIL = 0, 1
 
-def record_from_image(ev: ImageSaved, index: int = 0) -> FrameRecord:
-    """The policy's view of one NINA image: HFR, star count, filter, exposure, time.
+
+def hfr_record_from_image(ev: ImageSaved, index: int = 0) -> HfrRecord:
+    """The policy's HFR-only view of one NINA image (:class:`~focuswatch.policy_baseline.HfrRecord`).
 
     ``file`` is NINA's base file name (``image-<index>`` when NINA sent none); ``hfr_px`` is
-    NINA's HFR (its flux-weighted mean radius: the policy works on HFR *ratios* against the
-    night's own baseline, so the definition cancels out).
+    NINA's HFR — its flux-weighted mean radius, so ``hfr_kind = "nina"`` (the policy compares
+    it with the rig's expected size accordingly); 0 or no HFR (no stars) → ``None``, the
+    policy skips the frame. No profile witness, no focuser temperature (NINA's event carries
+    the camera's), no airmass.
     """
-    return FrameRecord(file=ev.filename or f"image-{index}", time_s=ev.time_s or 0.0, n_stars=ev.n_stars,
-                       hfr_px=ev.hfr_px, exposure_s=ev.exposure_s, filter_name=ev.filter_name,
-                       is_light=ev.is_light)
+    hfr = ev.hfr_px if ev.hfr_px is not None and ev.hfr_px > 0 else None
+    return HfrRecord(file=ev.filename or f"image-{index}", time_s=ev.time_s or 0.0, hfr_px=hfr,
+                     n_stars=ev.n_stars, hfr_stdev_px=ev.hfr_sd_px, filter_name=ev.filter_name,
+                     exposure_s=ev.exposure_s, image_type=ev.image_type or "LIGHT", hfr_kind="nina")
+
+
+def record_from_image(ev: ImageSaved, index: int = 0) -> FrameRecord:
+    """The :class:`FrameRecord` ``Monitor.observe`` takes, from :func:`hfr_record_from_image`
+    (``hfr_kind = "nina"``, no ``profile_ratio``, no ``temp_c``)."""
+    return hfr_record_from_image(ev, index).to_frame_record()
 
 
 @dataclass
@@ -52,6 +67,11 @@ class RemoteSession:
     Call :meth:`handle` with every event (live or from the history); ``fire=False`` replays
     without triggering. Callbacks: ``on_decision(record, decision)``, ``on_trigger(result)``,
     ``on_autofocus(mark)``, ``on_status(SourceStatus)``.
+
+    The triggers run off the event loop (:class:`~focuswatch.trigger_runner.BackgroundTriggers`,
+    an overall deadline per attempt): a slow NINA answering the autofocus call never delays
+    the next event. Results come back through :meth:`poll`; :meth:`close` stops the worker.
+    ``background_triggers=False`` runs them in line (tests stepping a fake runner).
     """
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -61,8 +81,13 @@ class RemoteSession:
     on_trigger: Callable[[Any], None] | None = None
     on_autofocus: Callable[[AutofocusMark], None] | None = None
     on_status: Callable[[SourceStatus], None] | None = None
+    background_triggers: bool = True
 
     def __post_init__(self) -> None:
+        if self.runner is not None and self.background_triggers and not hasattr(self.runner, "close"):
+            from focuswatch.trigger_runner import BackgroundTriggers
+
+            self.runner = BackgroundTriggers(self.runner)
         self.monitor = Monitor(self.policy, self.rig)
         self.decisions: list[Decision] = []
         self._seen: set[tuple[str | None, str | None]] = set()
@@ -117,12 +142,18 @@ class RemoteSession:
         return self.n_images - before
 
     def poll(self, now: float | None = None) -> None:
-        """Due trigger retries (call every loop turn)."""
+        """Trigger results that finished, due retries (call every loop turn)."""
         if self.runner is None:
             return
         for res in self.runner.poll(time.monotonic() if now is None else now):
             if self.on_trigger:
                 self.on_trigger(res)
+
+    def close(self) -> None:
+        """Stop the trigger worker (within seconds, whatever a trigger is doing)."""
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
 
 
 def run_remote(host: str, port: int, session: RemoteSession, stop: threading.Event, *,
@@ -146,6 +177,8 @@ def run_remote(host: str, port: int, session: RemoteSession, stop: threading.Eve
             session.poll()
     finally:
         src.stop()
+        session.poll()          # results that finished meanwhile are still reported
+        session.close()
 
 
 def replay_history(path: str | Path, session: RemoteSession) -> list[tuple[ImageSaved, Decision | None]]:
@@ -163,15 +196,12 @@ def _row(rec: FrameRecord, d: Decision) -> dict[str, Any]:
 
 
 def _text(rec: FrameRecord, d: Decision) -> str:
-    from focuswatch.cli import fmt
-
     return (f"{rec.file}  {d.decision:<7}  {rec.filter_name or '-':<4} HFR {fmt(d.hfr_px, '.2f')} px  "
             f"stars {rec.n_stars}  {'; '.join(d.reasons)}")
 
 
 def cmd_watch_remote(args: Any) -> int:
     """``focuswatch watch --nina-api HOST[:PORT]``: the policy on NINA's events, triggers as configured."""
-    from focuswatch.cli import EXIT_OK, emit_json
     from focuswatch.config import load_config
     from focuswatch.errors import ConfigError
     from focuswatch.monitor import summarize
@@ -187,14 +217,14 @@ def cmd_watch_remote(args: Any) -> int:
     cfg = load_config(args.config)
     session = RemoteSession(policy=policy_from_config(cfg), rig=cfg.rig,
                             runner=TriggerRunner.from_config(cfg.trigger))
-    session.on_decision = (lambda r, d: emit_json(_row(r, d))) if args.json else (
+    session.on_decision = (lambda r, d: emit_json(_row(r, d), kind="decision")) if args.json else (
         lambda r, d: print(_text(r, d), flush=True))
-    session.on_trigger = (lambda r: emit_json({"event": "trigger", **r.to_dict()})) if args.json else (
-        lambda r: print(f"trigger {r.trigger}: {'ok' if r.ok else 'FAILED'} — {r.message}", flush=True))
-    session.on_autofocus = (lambda m: emit_json({"event": "autofocus", **m.to_dict()})) if args.json else (
-        lambda m: print("autofocus finished (NINA): new baseline from the next frames", flush=True))
-    session.on_status = (lambda s: emit_json({"event": "connection", **s.to_dict()})) if args.json else (
-        lambda s: print(s.message, flush=True))
+    session.on_trigger = (lambda r: emit_json({"event": "trigger", **r.to_dict()}, kind="trigger")) if args.json \
+        else (lambda r: print(f"trigger {r.trigger}: {'ok' if r.ok else 'FAILED'} — {r.message}", flush=True))
+    session.on_autofocus = (lambda m: emit_json({"event": "autofocus", **m.to_dict()}, kind="autofocus")) \
+        if args.json else (lambda m: print("autofocus finished (NINA): new baseline from the next frames", flush=True))
+    session.on_status = (lambda s: emit_json({"event": "connection", **s.to_dict()}, kind="connection")) \
+        if args.json else (lambda s: print(s.message, flush=True))
     if not args.json:
         print(f"listening to NINA at {host}:{port} (Advanced API WebSocket); Ctrl-C stops", flush=True)
     stop = threading.Event()
@@ -204,36 +234,33 @@ def cmd_watch_remote(args: Any) -> int:
         stop.set()
     s = summarize(session.decisions, session.monitor.state.n_autofocus)
     if args.json:
-        emit_json({"summary": s.to_dict()})
+        emit_json({"summary": s.to_dict()}, kind="summary")
     else:
-        from focuswatch.cli import _summary_text
-        print(_summary_text(s))
+        print(summary_text(s))
     return EXIT_OK
 
 
 def cmd_replay_history(args: Any) -> int:
     """``focuswatch replay IMAGE_HISTORY.json``: a saved NINA image history through the policy."""
-    from focuswatch.cli import EXIT_FAIL, EXIT_OK, emit_json, error_line
     from focuswatch.config import load_config
     from focuswatch.monitor import summarize
     from focuswatch.watcher import policy_from_config
 
     cfg = load_config(args.config)
     session = RemoteSession(policy=policy_from_config(cfg), rig=cfg.rig)
-    session.on_decision = (lambda r, d: emit_json(_row(r, d))) if args.json else (
+    session.on_decision = (lambda r, d: emit_json(_row(r, d), kind="decision")) if args.json else (
         lambda r, d: print(_text(r, d), flush=True))
     rows = replay_history(args.folder, session)
     s = summarize(session.decisions, session.monitor.state.n_autofocus)
     if args.json:
-        emit_json({"summary": s.to_dict()})
+        emit_json({"summary": s.to_dict()}, kind="summary")
     else:
-        from focuswatch.cli import _summary_text
-        print(_summary_text(s))
+        print(summary_text(s))
     if not any(d is not None for _, d in rows):
         error_line(f"{args.folder}: no light frames in this image history")
         return EXIT_FAIL
     return EXIT_OK
 
 
-__all__ = ["record_from_image", "RemoteSession", "run_remote", "replay_history", "cmd_watch_remote",
+__all__ = ["hfr_record_from_image", "record_from_image", "RemoteSession", "run_remote", "replay_history", "cmd_watch_remote",
            "cmd_replay_history"]

@@ -540,7 +540,10 @@ def read_journal_night(path: str | os.PathLike[str], session: str | os.PathLike[
     finally:
         db.close()
     frames = {str(p): (int(seq), Decision.from_dict(json.loads(data)) if data else None) for seq, p, data in rows}
-    autofocus = tuple((int(seq), AutofocusMark.from_dict(json.loads(data))) for seq, data in afs)
+    from focuswatch.watcher import _NOT_APPLIED  # a failed / unconfirmed NINA run is not an autofocus
+
+    autofocus = tuple((int(seq), m) for seq, m in ((seq, AutofocusMark.from_dict(json.loads(data))) for seq, data in afs)
+                      if not str(m.source).endswith(_NOT_APPLIED))
     return JournalNight(jp, frames, autofocus)
 
 

@@ -23,6 +23,13 @@ I/O only — every decision is :mod:`focuswatch.monitor`'s. How a frame travels:
    headers (decided by the policy): the baseline is taken again from the frames after it.
    Reports and events already there at start count only when the journal does not know them
    and they are under ``STALE_EVENT_H`` old (NINA keeps every report of every night).
+   A NINA autofocus (report, ``nina-hook`` event, the Advanced API's AUTOFOCUS-FINISHED) is
+   held until confirmed (:mod:`focuswatch.afconfirm`): NINA writes the report before it
+   validates the run and moves the focuser back after a failed one, so the first light frame
+   after it decides — its FOCPOS at the calculated point confirms (applied before that frame
+   is judged), back at the initial point fails (baseline and refocus request stay).
+5. With ``nina_api`` NINA's IMAGE-SAVE event marks a pending file complete at once and its
+   image history does the same after a (re)connect (:mod:`focuswatch.nina_events`).
 
 A bad frame is logged as one line and skipped (:mod:`focuswatch.boundary` words whatever went
 wrong); it never stops the watcher. Triggers run in their own worker with an overall deadline
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import sys
 import threading
@@ -44,13 +52,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from focuswatch import afconfirm
 from focuswatch import frames as frames_mod
 from focuswatch.boundary import describe as describe_frame_problem
 from focuswatch.boundary import frame_boundary
 from focuswatch.config import Config, rig_with_header
 from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
 from focuswatch.journal import Journal
-from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig, record_from_stats
+from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
 from focuswatch.readiness import BAD, GONE, READY, STUCK, Readiness, ReadinessConfig
 
@@ -58,12 +67,19 @@ log = logging.getLogger("focuswatch.watcher")
 
 #: Shortest time between two worker passes woken by file events (a burst must not spin the CPU).
 MIN_PASS_GAP_S = 0.02
-#: A diagnosis less sure than this does not set a frame aside or hold a refocus.
-DIAGNOSIS_MIN_CONFIDENCE = 0.6
 #: Autofocus events already there when the watcher starts and older than this (wall clock)
 #: belong to an earlier night: they are not applied.
 STALE_EVENT_H = 12.0
 _UNREAD = object()          # the event log's signature before it was read (see Watcher._events_changed)
+#: Journal ``source`` suffixes of NINA autofocus signals that were *not* applied to the policy
+#: (a failed run, one never confirmed, a second signal of a run already counted): a restart
+#: must not apply them either.
+AF_FAILED, AF_UNCONFIRMED, AF_SAME_RUN = ":failed", ":unconfirmed", ":same-run"
+_NOT_APPLIED = (AF_FAILED, AF_UNCONFIRMED, AF_SAME_RUN)
+UNCONFIRMED = "unconfirmed"
+#: A hook's matching report may be written up to this long after the hook ran (clock rounding).
+_REPORT_AFTER_HOOK_S = 5.0
+_MAX_RUNS_KEPT = 50
 
 
 def default_nina_autofocus_dir(environ: dict[str, str] | None = None, platform: str | None = None) -> Path | None:
@@ -111,6 +127,17 @@ class WatchConfig:
         Ask the single-frame diagnosis before the policy.
     af_folder
         NINA's autofocus report folder ("" = the default on Windows, none elsewhere).
+    af_confirm_frames
+        A NINA autofocus (a new report, an ``autofocus-done`` hook) counts only once the next
+        light frame confirms it (:mod:`focuswatch.afconfirm`); after this many light frames
+        that cannot tell (another filter, FOCPOS near neither focus point) it is given up:
+        not counted, the baseline and the refocus request stay.
+    af_same_run_s
+        NINA signals (report, hook event, the Advanced API's AUTOFOCUS-FINISHED) this close
+        in time belong to the same autofocus run.
+    af_tolerance_steps
+        FOCPOS within this many steps of a focus point is "at" it (grows to half the run's
+        step between measure points when that is larger).
     """
 
     recursive: bool = True
@@ -126,6 +153,9 @@ class WatchConfig:
     burst_quiet_s: float = field(default=0.5, metadata={"range": (0.0, 60.0)})
     diagnose: bool = True
     af_folder: str = ""
+    af_confirm_frames: int = field(default=3, metadata={"range": (1, 1000)})
+    af_same_run_s: float = field(default=120.0, metadata={"range": (0.0, 3600.0)})
+    af_tolerance_steps: float = field(default=3.0, metadata={"range": (0.0, 1.0e6)})
 
     def readiness(self) -> ReadinessConfig:
         return ReadinessConfig(settle_polls=self.settle_polls, stable_s=self.stable_s,
@@ -164,12 +194,13 @@ def _epoch(text: str | None) -> float | None:
     return dt.timestamp() if dt.tzinfo else dt.astimezone().timestamp()
 
 
-def mark_from_nina_report(path: str | Path) -> AutofocusMark | None:
-    """An :class:`AutofocusMark` from a NINA autofocus report, ``None`` while it is unreadable.
+def nina_report_candidate(path: str | Path) -> tuple[AutofocusMark, afconfirm.AFCandidate] | None:
+    """The mark a NINA autofocus report would apply and the :class:`~focuswatch.afconfirm.AFCandidate`
+    that must be confirmed first; ``None`` while the report is unreadable.
 
-    NINA writes the report at the end of a run (even one that later fails validation); a
-    report still being written or garbled is skipped and retried at the next poll. Reading
-    is :func:`focuswatch.afreports.read_nina_report`'s job.
+    NINA writes the report at the end of a run, *before* it validates it (N.I.N.A. 3.x
+    ``AutoFocusVM.cs``: ``GenerateReport`` then the validation; a failed run moves the focuser
+    back to ``InitialFocusPoint``), so a report alone does not prove a new focus.
     """
     from focuswatch.afreports import read_nina_report
 
@@ -180,8 +211,133 @@ def mark_from_nina_report(path: str | Path) -> AutofocusMark | None:
     except (FrameError, OSError):
         return None
     pos = run.reported_position_steps
-    return AutofocusMark(time_s=float(when), source="nina-report", filter_name=run.filter_name,
+    mark = AutofocusMark(time_s=float(when), source="nina-report", filter_name=run.filter_name,
                          temp_c=run.temp_c, position=int(round(pos)) if pos is not None else None)
+    return mark, afconfirm.candidate_from_run(run, float(when), source="nina-report")
+
+
+def mark_from_nina_report(path: str | Path) -> AutofocusMark | None:
+    """An :class:`AutofocusMark` from a NINA autofocus report, ``None`` while it is unreadable.
+
+    A report still being written or garbled is skipped and retried at the next poll. Reading
+    is :func:`focuswatch.afreports.read_nina_report`'s job; the watcher applies it only once
+    confirmed (:func:`nina_report_candidate`); ``replay`` applies it as is.
+    """
+    got = nina_report_candidate(path)
+    return got[0] if got else None
+
+
+def is_nina_source(source: str | None) -> bool:
+    """A NINA autofocus signal: a report (``nina-report``), the sequence hook (``nina-hook``, the
+    hooks' default ``--source``), the Advanced API (``nina-api``) or plain ``nina``.
+
+    These need confirming (:mod:`focuswatch.afconfirm`); other sources (Ekos, ``check
+    --clear``, a plain ``autofocus-done``, a simulator) count at once.
+    """
+    src = str(source or "").lower()
+    return src in ("nina", "nina-report", "nina-api") or src.startswith("nina-hook")
+
+
+def confirm_from_start(candidate: afconfirm.AFCandidate, *, focuser_pos: float | None, frame_filter: str | None,
+                       config: afconfirm.AFConfirmConfig) -> afconfirm.AFVerdict:
+    """A hook's run without its report: judged against where the focuser was *before* the run
+    (the last light frame's FOCPOS, ``candidate.initial_pos`` — NINA's InitialFocusPoint is the
+    position the run started from, and a failed run moves back there).
+
+    Back at the start → ``failed`` (a run that really ended within the tolerance of its start
+    changed nothing worth a new baseline); moved → ``confirmed``; no FOCPOS, no start, another
+    filter → ``pending``.
+    """
+    pos, init = focuser_pos, candidate.initial_pos
+    if pos is None or init is None:
+        return afconfirm.AFVerdict(afconfirm.PENDING, "no NINA report for this run and no focuser position (FOCPOS) "
+                                                      "before and after it to compare")
+    if candidate.filter_name and frame_filter and frame_filter.strip().lower() != candidate.filter_name.strip().lower():
+        return afconfirm.AFVerdict(afconfirm.PENDING, f"the next frame uses filter {frame_filter}, the frames before "
+                                                      f"the autofocus {candidate.filter_name} (a filter offset may "
+                                                      "move the focuser)")
+    tol = afconfirm.tolerance_steps(candidate, config)
+    if abs(float(pos) - float(init)) <= tol:
+        return afconfirm.AFVerdict(afconfirm.FAILED, f"the next frame's FOCPOS {pos:.0f} is where the focuser was "
+                                                     f"before the run ({init:.0f}, ±{tol:.0f} steps): a failed NINA "
+                                                     "run moves back there")
+    return afconfirm.AFVerdict(afconfirm.CONFIRMED, f"the focuser moved from {init:.0f} to {pos:.0f} "
+                                                    "(no NINA report for this run to compare with)")
+
+
+def judge_nina_run(candidate: afconfirm.AFCandidate, *, focuser_pos: float | None, frame_filter: str | None,
+                   config: afconfirm.AFConfirmConfig) -> afconfirm.AFVerdict:
+    """The verdict of the first light frame after a NINA run: :func:`focuswatch.afconfirm.confirm`
+    when the run's calculated focus point is known (or the API confirmed it), else
+    :func:`confirm_from_start`."""
+    judge = afconfirm.confirm if (candidate.calculated_pos is not None or candidate.api_finished) \
+        else confirm_from_start
+    return judge(candidate, focuser_pos=focuser_pos, frame_filter=frame_filter, config=config)
+
+
+class ReplayConfirm:
+    """``replay``'s side of "a NINA autofocus counts only once confirmed", as ``watch`` does it.
+
+    A mark from a NINA source is held; the first light frame after it judges it from the
+    mark's ``position`` (the report's calculated focus point) and the FOCPOS of the last light
+    frame before it (where the run started: NINA's InitialFocusPoint). Confirmed marks are
+    returned to apply *before* that frame; failed ones are dropped; unconfirmed ones are
+    dropped after ``af_confirm_frames`` light frames.
+    """
+
+    def __init__(self, watch: WatchConfig | None = None):
+        self.watch = watch or WatchConfig()
+        self.config = afconfirm.AFConfirmConfig(tolerance_steps=self.watch.af_tolerance_steps)
+        self.held: list[list[Any]] = []          # [mark, candidate, n_frames]
+        self.last_light: tuple[Any, Any] = (None, None)
+        self.verdicts: list[tuple[AutofocusMark, str, str]] = []
+
+    def hold(self, mark: AutofocusMark) -> bool:
+        """True when ``mark`` is NINA's and is held (the caller must not apply it now)."""
+        if not is_nina_source(mark.source):
+            return False
+        cand = afconfirm.AFCandidate(time_s=mark.time_s, source=mark.source,
+                                     calculated_pos=float(mark.position) if mark.position is not None else None,
+                                     initial_pos=self.last_light[0], filter_name=mark.filter_name or self.last_light[1])
+        self.held.append([mark, cand, 0])
+        return True
+
+    def frame(self, meta: Any) -> list[AutofocusMark]:
+        """A light frame's header: the held marks it confirms (apply them before judging it)."""
+        apply: list[AutofocusMark] = []
+        for item in list(self.held):
+            mark, cand, n = item
+            v = judge_nina_run(cand, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name, config=self.config)
+            status = v.status
+            if status == afconfirm.PENDING:
+                item[2] = n + 1
+                if item[2] < self.watch.af_confirm_frames:
+                    continue
+                status = UNCONFIRMED
+            self.held.remove(item)
+            self.verdicts.append((mark, status, v.reason))
+            if status == afconfirm.CONFIRMED:
+                apply.append(mark)
+            else:
+                log.info("replay: NINA autofocus (%s) not counted (%s): %s", mark.source, status, v.reason)
+        self.last_light = (meta.focuser_pos, meta.filter_name)
+        return apply
+
+
+@dataclass
+class NinaRun:
+    """One NINA autofocus run: every signal of it (report, hook event, AUTOFOCUS-FINISHED) and
+    its verdict (``pending`` until a light frame or the Advanced API decides)."""
+
+    time_s: float
+    candidate: afconfirm.AFCandidate
+    mark: AutofocusMark                       # applied when confirmed (the report's, when there is one)
+    report: str | None = None
+    signals: list[tuple[str, AutofocusMark, Any]] = field(default_factory=list)
+    status: str = afconfirm.PENDING
+    reason: str = ""
+    n_frames: int = 0
+    journaled: set[str] = field(default_factory=set)
 
 
 def mark_from_event(event: Any) -> AutofocusMark:
@@ -192,51 +348,18 @@ def mark_from_event(event: Any) -> AutofocusMark:
 
 # --------------------------------------------------------------------------- measuring one frame
 
-def diagnose_label(stats: Any, rig: Rig, baseline_hfr_px: float | None = None) -> tuple[str | None, str | None]:
-    """(label, advice) from :func:`focuswatch.diagnose.frame`, or ``(None, None)``.
-
-    The hook that lets the policy set aside trailing/dew frames and warn (instead of
-    refocusing) on optical defects; a diagnosis failure never stops the watcher.
-    """
-    if not getattr(stats, "n_stars", 0):
-        return None, None
-    from focuswatch import diagnose
-
-    try:
-        dg = diagnose.frame(stats, rig, baseline_hfr_px=baseline_hfr_px)
-    except Exception:  # noqa: BLE001 - a diagnosis bug must not stop the watcher, but must be seen
-        log.warning("diagnosis failed on %s (the frame is still judged without it)", getattr(stats, "file", "?"),
-                    exc_info=True)
-        return None, None
-    if float(getattr(dg, "confidence", 1.0) or 0.0) < DIAGNOSIS_MIN_CONFIDENCE:
-        return None, None
-    advice = getattr(dg, "advice", None)
-    if isinstance(advice, (list, tuple)):
-        advice = "; ".join(str(a) for a in advice)
-    return getattr(dg, "label", None), (advice or None)
-
-
 def measure_record(frame: Any, config: Config, monitor: Monitor,
                    use_diagnose: bool = True) -> tuple[FrameRecord, Any, Rig]:
     """Measure a loaded frame and turn it into the policy's :class:`FrameRecord`.
 
-    The rig is the configuration's, with the header filling what it leaves out; raises
-    :class:`FrameError` when the stars cannot be measured.
+    The one frame pipeline (:func:`focuswatch.pipeline.measure_record`: stars, diagnosis
+    against the policy's baseline, record) inside the frame boundary, so whatever goes wrong
+    with this frame becomes one :class:`FrameError` naming it.
     """
-    from focuswatch import stars
+    from focuswatch import pipeline
 
-    meta = frame.meta
-    rig = rig_with_header(config.rig, meta)
     with frame_boundary(frame.path):
-        stats = stars.measure(frame, plate_scale_arcsec_px=rig.plate_scale_arcsec_px)
-    label = advice = None
-    if use_diagnose:
-        base = next((f.hfr_px for f in monitor.history if f.filter_name == meta.filter_name), None)
-        label, advice = diagnose_label(stats, rig, base)
-    path = frame.path if frame.path is not None else Path(str(stats.file))
-    record = record_from_stats(stats, file=str(path), time_s=frames_mod.frame_order_key(path, meta)[0],
-                               diagnosis=label, diagnosis_advice=advice)
-    return record, stats, rig
+        return pipeline.measure_record(frame, config, monitor, use_diagnose)
 
 
 def _probe(p: Path) -> Any:
@@ -317,6 +440,16 @@ class Watcher:
     clock, stat
         The monotonic clock and ``os.stat``: passed in so the readiness of files can be
         driven without sleeping (as watchdog's ``PollingObserverVFS`` takes its ``stat``).
+    nina_api
+        ``(host, port)`` of NINA's Advanced API: its ``IMAGE-SAVE`` event marks a pending file
+        ready at once (NINA has finished writing it), ``AUTOFOCUS-FINISHED`` confirms an
+        autofocus, and ``image-history`` catches up after every (re)connect.
+    nina_source, nina_history
+        Stand-ins for :class:`~focuswatch.nina_events.NinaEventSource` and
+        :func:`~focuswatch.nina_events.image_history` (``None``: the real ones).
+    on_autofocus_verdict
+        Called ``(mark, status, reason)`` when a NINA autofocus is judged: ``confirmed``,
+        ``failed`` (NINA moved the focuser back) or ``unconfirmed`` (given up).
     """
 
     def __init__(self, folder: str | Path, journal: Journal, *, config: Config | None = None,
@@ -328,7 +461,9 @@ class Watcher:
                  on_trigger: Callable[[Any], None] | None = None, diagnose: bool | None = None,
                  rescan_interval_s: float | None = None, watch: WatchConfig | None = None,
                  background_triggers: bool = True, clock: Callable[[], float] = time.monotonic,
-                 stat: Callable[[Any], os.stat_result] = os.stat):
+                 stat: Callable[[Any], os.stat_result] = os.stat, nina_api: tuple[str, int] | None = None,
+                 nina_source: Any = None, nina_history: Callable[[str, int], list[Any]] | None = None,
+                 on_autofocus_verdict: Callable[[AutofocusMark, str, str], None] | None = None):
         self.folder = Path(folder).resolve()
         if not self.folder.is_dir():
             raise FrameError(self.folder, "the folder to watch does not exist (or is not a folder)")
@@ -371,6 +506,24 @@ class Watcher:
         self._last_event_time: str | None = None
         self._events_sig: Any = _UNREAD
         self._nina_seen: set[str] = set()
+        # NINA autofocus runs held until confirmed (issue 11 defect 4), parsed reports by name
+        self._runs: list[NinaRun] = []
+        self._nina_reports: dict[str, tuple[AutofocusMark, afconfirm.AFCandidate]] = {}
+        self._last_light: tuple[int | None, str | None] = (None, None)   # FOCPOS, filter of the last light
+        self._af_confirm = afconfirm.AFConfirmConfig(tolerance_steps=wc.af_tolerance_steps)
+        self.on_autofocus_verdict = on_autofocus_verdict
+        # NINA's Advanced API as the "file complete" signal
+        self.nina_api = nina_api
+        self._nina_source = nina_source
+        if nina_api is not None and nina_source is None:
+            from focuswatch.nina_events import NinaEventSource
+
+            self._nina_source = NinaEventSource(nina_api[0], nina_api[1])
+        if self._nina_source is not None and getattr(self._nina_source, "on_event", None) is None:
+            self._nina_source.on_event = lambda _ev: self._wake.set()
+        self._nina_history = nina_history
+        self._nina_inbox: "queue.Queue[Any]" = queue.Queue()   # image-history answers (another thread)
+        self._nina_saved: set[str] = set()                      # names NINA said it finished writing
         from focuswatch import statefile
 
         self._state: Any = statefile.State(watch_dir=str(self.folder))  # start() reads the old one
@@ -390,7 +543,7 @@ class Watcher:
             if kind == "frame":
                 self.monitor.restore(a, b)
                 n += 1
-            else:
+            elif not str(a.source).endswith(_NOT_APPLIED):   # a failed NINA run stays not applied
                 self.monitor.autofocus(a)
         if n:
             log.info("restored %d frames of this night from %s", n, self.journal.path)
@@ -430,6 +583,8 @@ class Watcher:
                 if self.journal.has_autofocus(f"nina-report:{p.name}") or _mtime(p) < stale_before:
                     self._nina_seen.add(p.name)
         self._start_observer()
+        if self._nina_source is not None:
+            self._nina_source.start()
         self._catch_up()
         self._next_rescan = self.clock() + self.rescan_interval_s
         self.started = True
@@ -452,6 +607,8 @@ class Watcher:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+        if self._nina_source is not None and self.started:
+            self._nina_source.stop()
         close = getattr(self.runner, "close", None)
         if close is not None:
             close()
@@ -532,6 +689,8 @@ class Watcher:
             self._next_rescan = now + self.rescan_interval_s
             self._catch_up()
         self._af_queue.extend(self._poll_autofocus())
+        self._af_queue.extend(self._poll_nina_api())
+        self._af_queue.sort(key=lambda x: x[1].time_s)
         with self._lock:
             fresh, self._queue = self._queue, set()
         done: list[Processed] = []
@@ -607,6 +766,12 @@ class Watcher:
                     del self._pending[p]
                 continue
             if size is not None and self.journal.seen((str(p), size, mtime_ns)):
+                del self._pending[p]
+                continue
+            if size is not None and p.name in self._nina_saved:
+                # NINA's IMAGE-SAVE: it finished writing this file, no need to watch its size
+                self._nina_saved.discard(p.name)
+                ready.append((p, None))
                 del self._pending[p]
                 continue
             step = r.step(size, mtime_ns, now, expect_checksum=p.parent in self._checksum_folders)
@@ -722,10 +887,14 @@ class Watcher:
         try:
             with frame_boundary(p):
                 frame = frames_mod.load(p)
-                if not frame.meta.is_light:
-                    return self._ignored(key, p, frame.meta)
-                record, stats, rig = measure_record(frame, self.config, self.monitor, self.use_diagnose)
-                stats_d = stats.to_dict()
+            if not frame.meta.is_light:
+                return self._ignored(key, p, frame.meta)
+            # a NINA autofocus waiting for its verdict: this light frame's FOCPOS decides, and a
+            # confirmed one applies *before* the frame is judged (it is the first at the new focus)
+            self._judge_nina_runs(p, frame.meta)
+            self._last_light = (frame.meta.focuser_pos, frame.meta.filter_name)
+            record, stats, rig = measure_record(frame, self.config, self.monitor, self.use_diagnose)
+            stats_d = stats.to_dict()
         except FrameIncomplete as exc:
             log.debug("%s: not ready yet (%s)", p, exc.problem)
             self._pending[p] = self._readiness(p, self.clock())
@@ -827,9 +996,11 @@ class Watcher:
             for p in sorted(self.af_folder.glob("*.json")):
                 if p.name in self._nina_seen:
                     continue
-                mark = mark_from_nina_report(p)
-                if mark is None:
+                got = nina_report_candidate(p)
+                if got is None:
                     continue  # still being written: next poll
+                self._nina_reports[p.name] = got
+                mark = got[0]
                 self._nina_seen.add(p.name)
                 key = f"nina-report:{p.name}"
                 if not self.journal.has_autofocus(key):
@@ -837,7 +1008,178 @@ class Watcher:
         found.sort(key=lambda x: x[1].time_s)
         return found
 
+    # ------------------------------------------------------------------ NINA autofocus: held until confirmed
+    def _poll_nina_api(self) -> list[tuple[str, AutofocusMark, Any, float]]:
+        """Drain the Advanced API's events: IMAGE-SAVE marks a file ready, AUTOFOCUS-FINISHED is an
+        autofocus signal (sent only for successful runs), a (re)connect asks for the image history."""
+        if self._nina_source is None:
+            return []
+        from focuswatch.nina_events import AutofocusFinished, ImageSaved, SourceStatus
+
+        found: list[tuple[str, AutofocusMark, Any, float]] = []
+        events: list[Any] = []
+        while True:
+            ev = self._nina_source.get(timeout_s=0)
+            if ev is None:
+                break
+            events.append(ev)
+        while True:
+            try:
+                events.append(self._nina_inbox.get_nowait())
+            except queue.Empty:
+                break
+        n_saved = len(self._nina_saved)
+        for ev in events:
+            if isinstance(ev, ImageSaved):
+                if ev.filename:   # NINA sends a Windows path or a base name: the name is the key
+                    self._nina_saved.add(Path(ev.filename.replace("\\", "/")).name)
+            elif isinstance(ev, AutofocusFinished):
+                key = f"nina-api:{ev.time}"
+                if not self.journal.has_autofocus(key):
+                    when = _epoch(ev.time) or time.time()
+                    found.append((key, AutofocusMark(time_s=when, source="nina-api"), None, self.clock()))
+            elif isinstance(ev, SourceStatus):
+                (log.info if ev.connected else log.warning)("%s", ev.message)
+                if ev.connected:
+                    self._fetch_history()
+        if len(self._nina_saved) > n_saved:
+            # files NINA finished may already be pending: mark them ready on the next pass
+            self._wake.set()
+        return found
+
+    def _fetch_history(self) -> None:
+        """Ask NINA's image history (in a thread: a slow NINA must not hold the worker): after a
+        restart, every file NINA already finished counts as complete."""
+        if self.nina_api is None and self._nina_history is None:
+            return
+        from focuswatch.nina_events import image_history
+
+        fetch = self._nina_history or image_history
+        host, port = self.nina_api or ("127.0.0.1", 1888)
+
+        def work() -> None:
+            try:
+                images = fetch(host, port)
+            except Exception as exc:  # noqa: BLE001 - the live events and size checks still work
+                log.warning("could not read NINA's image history: %s", exc)
+                return
+            for im in images:
+                self._nina_inbox.put(im)
+            log.info("NINA's image history: %d image(s) already saved", len(images))
+            self._wake.set()
+
+        threading.Thread(target=work, name="nina-history", daemon=True).start()
+
+    def _run_near(self, time_s: float) -> NinaRun | None:
+        """The NINA run another signal at ``time_s`` belongs to (within ``af_same_run_s``)."""
+        near = [r for r in self._runs if abs(r.time_s - time_s) <= self.watch.af_same_run_s]
+        return min(near, key=lambda r: abs(r.time_s - time_s)) if near else None
+
+    def _report_for(self, time_s: float) -> str | None:
+        """The newest NINA report written within ``af_same_run_s`` before a hook/API signal."""
+        if self.af_folder is None or not self.af_folder.is_dir():
+            return None
+        lo, hi = time_s - self.watch.af_same_run_s, time_s + _REPORT_AFTER_HOOK_S
+        best: tuple[float, str] | None = None
+        for p in self.af_folder.glob("*.json"):
+            t = _mtime(p)
+            if lo <= t <= hi and (best is None or t > best[0]):
+                best = (t, p.name)
+        if best is None:
+            return None
+        if best[1] not in self._nina_reports:
+            got = nina_report_candidate(self.af_folder / best[1])
+            if got is None:
+                return None
+            self._nina_reports[best[1]] = got
+        return best[1]
+
+    def _nina_signal(self, key: str, mark: AutofocusMark, ev: Any) -> None:
+        """A NINA report, hook event or AUTOFOCUS-FINISHED: joins (or opens) its run, held until
+        confirmed. NINA writes the report before validating the run and Run Autofocus continues
+        on error, so neither the report nor a hook after it proves the focus moved."""
+        report = key.split(":", 1)[1] if key.startswith("nina-report:") else None
+        run = self._run_near(mark.time_s)
+        if run is None:
+            if report is None:
+                report = self._report_for(mark.time_s)      # the hook's / API's own report
+            parsed = self._nina_reports.get(report) if report else None
+            # no report (no --af-folder, or not written yet): judged from where the focuser was before
+            cand = parsed[1] if parsed else afconfirm.AFCandidate(
+                time_s=mark.time_s, source=mark.source, initial_pos=self._last_light[0],
+                filter_name=self._last_light[1])
+            run = NinaRun(mark.time_s, cand, parsed[0] if parsed else mark, report)
+            self._runs = self._runs[-_MAX_RUNS_KEPT:] + [run]
+            if report and parsed and not key.startswith("nina-report:"):
+                # the report is this run's: it must not become a second one at the next poll
+                self._nina_seen.add(report)
+                run.signals.append((f"nina-report:{report}", parsed[0], None))
+        elif report and run.report is None and report in self._nina_reports:
+            r_mark, r_cand = self._nina_reports[report]
+            run.candidate = replace(r_cand, api_finished=run.candidate.api_finished)
+            run.mark, run.report = r_mark, report
+        if all(k != key for k, _, _ in run.signals):
+            run.signals.append((key, mark, ev))
+        if mark.source == "nina-api":
+            run.candidate = replace(run.candidate, api_finished=True)
+        if run.status != afconfirm.PENDING:
+            self._journal_run(run)                          # a late signal of a run already judged
+            return
+        log.info("NINA autofocus (%s): held until the next light frame confirms it", mark.source)
+        verdict = afconfirm.confirm(run.candidate, config=self._af_confirm)
+        if verdict.status == afconfirm.CONFIRMED:           # AUTOFOCUS-FINISHED: at once
+            self._settle(run, verdict.status, verdict.reason)
+
+    def _judge_nina_runs(self, p: Path, meta: Any) -> None:
+        """The first light frame written after a held NINA run confirms it, fails it or not."""
+        for run in [r for r in self._runs if r.status == afconfirm.PENDING]:
+            if _mtime(p) < run.time_s - 1.0:
+                continue                                    # written before the run ended
+            v = judge_nina_run(run.candidate, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name,
+                               config=self._af_confirm)
+            if v.status != afconfirm.PENDING:
+                self._settle(run, v.status, v.reason)
+                continue
+            run.n_frames += 1
+            if run.n_frames >= self.watch.af_confirm_frames:
+                self._settle(run, UNCONFIRMED, f"{v.reason} ({run.n_frames} light frame(s) since)")
+
+    def _settle(self, run: NinaRun, status: str, reason: str) -> None:
+        run.status, run.reason = status, reason
+        if status == afconfirm.CONFIRMED:
+            key = next((k for k, _, _ in run.signals if k.startswith("nina-report:")), run.signals[0][0])
+            ev = next((e for _, _, e in run.signals if e is not None), None)
+            run.journaled.add(key)
+            self._count_autofocus((key, run.mark, ev))
+            log.info("NINA autofocus confirmed: %s", reason)
+        elif status == afconfirm.FAILED:
+            log.warning("NINA autofocus failed (moved back): %s; the baseline and the refocus request stay", reason)
+        else:
+            log.warning("NINA autofocus not confirmed, not counted: %s; the baseline and the refocus request stay",
+                        reason)
+        self._journal_run(run)
+        if self.on_autofocus_verdict:
+            self.on_autofocus_verdict(run.mark, status, reason)
+
+    def _journal_run(self, run: NinaRun) -> None:
+        """Every signal of a judged run in the journal, so none is read again (nor applied by a
+        restart): the applied one as is, the others under a ``:same-run``/``:failed``/
+        ``:unconfirmed`` source."""
+        suffix = {afconfirm.CONFIRMED: AF_SAME_RUN, afconfirm.FAILED: AF_FAILED}.get(run.status, AF_UNCONFIRMED)
+        for key, mark, _ in run.signals:
+            if key not in run.journaled:
+                run.journaled.add(key)
+                self.journal.record_autofocus(key, replace(mark, source=f"{mark.source}{suffix}"))
+
     def _apply_autofocus(self, item: tuple[str, AutofocusMark, Any]) -> None:
+        """An autofocus signal in its turn: NINA's are held until confirmed, others count now."""
+        key, mark, ev = item
+        if is_nina_source(mark.source):
+            self._nina_signal(key, mark, ev)
+        else:
+            self._count_autofocus(item)
+
+    def _count_autofocus(self, item: tuple[str, AutofocusMark, Any]) -> None:
         from focuswatch import statefile
 
         key, mark, ev = item
@@ -866,54 +1208,12 @@ def list_frames(folder: str | Path, recursive: bool = True) -> list[Path]:
     return sorted(p for p in it if (p.is_file() or p.is_symlink()) and frames_mod.is_image_file(p))
 
 
-def replay(folder: str | Path, *, config: Config | None = None, policy: PolicyConfig | None = None,
-           af_marks: Iterable[AutofocusMark] = (), recursive: bool = True,
-           on_row: Callable[[Processed], None] | None = None, progress: bool = False,
-           diagnose: bool = True) -> tuple[list[Processed], Monitor]:
-    """Run a finished night through the policy in DATE-OBS order, firing nothing.
+def replay(folder: str | Path, **kwargs: Any) -> tuple[list[Processed], Any]:
+    """A finished night through the policy as ``watch`` would have run it, firing nothing.
 
-    ``af_marks`` (autofocus runs from NINA reports or the event log) are interleaved by
-    time. Returns every processed file and the monitor (its state tells how many autofocus
-    runs were seen). Nothing is written anywhere.
+    :func:`focuswatch.pipeline.replay_night` (one ordering of autofocus marks for watch and
+    replay: an autofocus goes before the first frame *written* after it).
     """
-    config = config or Config()
-    policy = policy or policy_from_config(config)
-    files = list_frames(folder, recursive)
-    keyed = []
-    out: list[Processed] = []
-    for p in files:
-        try:
-            meta = frames_mod.read_header(p)
-        except FrameError as exc:
-            row = Processed(p, "error", error=str(exc))
-            out.append(row)
-            if on_row:
-                on_row(row)
-            continue
-        keyed.append((frames_mod.frame_order_key(p, meta), p, meta))
-    keyed.sort(key=lambda x: x[0])
-    marks = sorted(af_marks, key=lambda m: m.time_s)
-    monitor = Monitor(policy, config.rig)
-    iterator: Iterable[Any] = keyed
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(keyed, desc="replay", unit="frame", file=sys.stderr)
-    for (t, _), p, meta in iterator:
-        while marks and marks[0].time_s <= t:
-            monitor.autofocus(marks.pop(0))
-        row = _replay_one(p, meta, config, monitor, diagnose)
-        out.append(row)
-        if on_row:
-            on_row(row)
-    return out, monitor
+    from focuswatch.pipeline import replay_night
 
-
-def _replay_one(p: Path, meta: Any, config: Config, monitor: Monitor, diagnose: bool) -> Processed:
-    if not meta.is_light:
-        return Processed(p, "ignored")
-    try:
-        with frame_boundary(p):
-            record, stats, rig = measure_record(frames_mod.load(p), config, monitor, diagnose)
-    except FrameError as exc:
-        return Processed(p, "error", error=str(exc))
-    return Processed(p, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
+    return replay_night(folder, **kwargs)
