@@ -90,8 +90,25 @@ class FrameAssessment:
     rig: Rig
     stats: Any
     diagnosis: Any
-    record: Any
+    record_source: Any
     diagnosis_error: str | None = None
+
+    @property
+    def record(self) -> Any:
+        """The policy's :class:`~focuswatch.monitor.FrameRecord`, built on first use: ``measure``
+        wants the stars only, and importing the policy (monitor, diagnose) would cost it more
+        than a tenth of a second per process."""
+        src = self.record_source
+        if isinstance(src, _PendingRecord):
+            src = src.build()
+            object.__setattr__(self, "record_source", src)
+        return src
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FrameAssessment):
+            return NotImplemented
+        return ((self.file, self.rig, self.stats, self.diagnosis, self.record, self.diagnosis_error)
+                == (other.file, other.rig, other.stats, other.diagnosis, other.record, other.diagnosis_error))
 
     @property
     def n_stars(self) -> int:
@@ -163,8 +180,6 @@ def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, ima
     :func:`assess`, and by the report to judge measured frames again against the policy's
     baseline without measuring them twice.
     """
-    from focuswatch.monitor import record_from_stats
-
     diagnosis, error = None, None
     if context.diagnose and stats.n_stars:
         from focuswatch import diagnose
@@ -183,8 +198,25 @@ def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, ima
     file = file if file is not None else str(stats.file or "")
     meta = stats.meta
     time_s = context.time_s if context.time_s is not None else (meta.timestamp or 0.0)
-    record = record_from_stats(stats, file=file, time_s=time_s, diagnosis=label, diagnosis_advice=advice)
+    record = _PendingRecord(stats, file, time_s, label, advice)
     return FrameAssessment(file, rig, stats, diagnosis, record, error)
+
+
+@dataclass(frozen=True)
+class _PendingRecord:
+    """What :func:`judge` hands ``record_from_stats``, kept until the record is asked for."""
+
+    stats: Any
+    file: str
+    time_s: float
+    label: Any
+    advice: Any
+
+    def build(self) -> Any:
+        from focuswatch.monitor import record_from_stats
+
+        return record_from_stats(self.stats, file=self.file, time_s=self.time_s, diagnosis=self.label,
+                                 diagnosis_advice=self.advice)
 
 
 def measure_stats(frame: Any, *, plate_scale_arcsec_px: float | None = None) -> Any:

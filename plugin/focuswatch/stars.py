@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-from astropy.stats import mad_std
 
 from focuswatch.frames import Frame, FrameMeta
 from focuswatch.records import Record
@@ -158,21 +157,31 @@ _MIN_STARS_FOR_STATS = 3  # the size-outlier cut and the SNR >= 10 subset need t
 _EDGE_MARGIN_PX = 1.0
 
 
+#: rows of the block-averaged image made per step of :func:`_block_mean` (bounds its
+#: temporaries to a strip: the whole-frame row sums of a 61 Mpx frame were 2 x 61 MB)
+_BLOCK_STRIP_BYTES = 4 << 20
+
+
 def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
     """Average ``b x b`` blocks (cropping the ragged edge); float32, C-contiguous."""
     if b <= 1:
         return img
-    h, w = img.shape[0] // b * b, img.shape[1] // b * b
-    # Add whole rows first (long contiguous vectors), then columns of the row sums: about
-    # 3x faster than numpy's mean over axes (1, 3) of the 4-D view, and exact.
-    rows = img[:h].reshape(h // b, b, img.shape[1])  # a view: only whole rows are cropped
-    acc = rows[:, 0, :].astype(np.float32, copy=True)
-    for i in range(1, b):
-        acc += rows[:, i, :]
-    cols = np.ascontiguousarray(acc[:, :w]).reshape(h // b, w // b, b)
-    out = cols[:, :, 0].copy()
-    for j in range(1, b):
-        out += cols[:, :, j]
+    h, w = img.shape[0] // b, img.shape[1] // b
+    out = np.empty((h, w), np.float32)
+    step = max(1, _BLOCK_STRIP_BYTES // (4 * b * img.shape[1]))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        # Add whole rows first (long contiguous vectors), then columns of the row sums: about
+        # 3x faster than numpy's mean over axes (1, 3) of the 4-D view, and exact.
+        rows = img[r0 * b:r1 * b].reshape(r1 - r0, b, img.shape[1])  # a view
+        acc = rows[:, 0, :].astype(np.float32, copy=True)
+        for i in range(1, b):
+            acc += rows[:, i, :]
+        cols = np.ascontiguousarray(acc[:, :w * b]).reshape(r1 - r0, w, b)
+        strip = out[r0:r1]
+        strip[:] = cols[:, :, 0]
+        for j in range(1, b):
+            strip += cols[:, :, j]
     out *= np.float32(1.0 / (b * b))
     return out
 
@@ -194,13 +203,18 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     the stars' size or their light leaks into the sky level); ``kernel_sigma`` (binned px)
     replaces sep's default 3x3 matched filter by a Gaussian fitted to large stars.
     Donuts that sep split into arcs are put together again (:func:`_merge_rings`).
-    Returns (objects, background, binned image, noise of a binned pixel, rings merged).
+    Returns (objects, background, noise of a binned pixel, rings merged).
     """
     import sep
 
     small = _block_mean(img, b)
     bkg = _background(small, box_px / b)
-    sub = small - bkg.back(dtype=np.float32)
+    if b > 1 and small.dtype == np.float32:
+        sub = small  # a fresh binned copy: the sky comes off in place (the same float32 subtraction)
+        bkg.subfrom(sub)
+    else:
+        sub = small - bkg.back(dtype=np.float32)
+    del small
     rms = float(bkg.globalrms)
     if not math.isfinite(rms) or rms <= 0:
         rms = float(np.std(sub)) or 1.0
@@ -209,21 +223,42 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
         k = int(math.ceil(3 * kernel_sigma))
         ax = np.arange(-k, k + 1)
         kernel = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * kernel_sigma ** 2)).astype(np.float32)
-    sep.set_extract_pixstack(max(300_000, small.size // 2))
     sep.set_sub_object_limit(4096)
     kw = dict(err=rms, minarea=4 if b > 1 else 5, deblend_cont=deblend_cont, clean=True)
     if kernel is not None:
         kw["filter_kernel"] = kernel
     try:
-        objs = sep.extract(sub, thresh, **kw)
+        objs = _extract_with_stack(sep, sub, thresh, kw, max(_PIXSTACK_FIRST, sub.size // 2))
     except Exception as exc:  # sep raises bare Exception on pixel-stack overflow
         if "pixel buffer" in str(exc) or "object buffer" in str(exc) or "limit" in str(exc):
             objs = sep.extract(sub, thresh * 3, **kw)
         else:
             raise
     objs, n_holed = _merge_holed(objs, sub, thresh, kw)
-    objs, n_rings, _ = _merge_rings(objs, small.shape[1], small.shape[0])
-    return objs, bkg, small, rms, n_rings + n_holed
+    objs, n_rings, _ = _merge_rings(objs, sub.shape[1], sub.shape[0])
+    return objs, bkg, rms, n_rings + n_holed
+
+
+#: sep's pixel stack for a first extraction (its own default). sep allocates and writes the
+#: whole stack on every call: half the binned image (2M entries, ~80 MB on a 61 Mpx frame)
+#: is asked for only when this one overflows, which a star field never does
+_PIXSTACK_FIRST = 300_000
+
+
+def _extract_with_stack(sep: Any, sub: np.ndarray, thresh: float, kw: dict, full_stack: int) -> np.ndarray:
+    """``sep.extract`` with a small pixel stack first, the full one if that overflows.
+
+    sep's result does not depend on the stack's size unless it overflows, so this is the
+    extraction with ``full_stack`` (whose own overflow is raised to the caller as before).
+    """
+    if full_stack > _PIXSTACK_FIRST:
+        sep.set_extract_pixstack(_PIXSTACK_FIRST)
+        try:
+            return sep.extract(sub, thresh, **kw)
+        except Exception:  # noqa: BLE001 - sep raises bare Exception; the full stack decides as before
+            pass
+    sep.set_extract_pixstack(full_stack)
+    return sep.extract(sub, thresh, **kw)
 
 
 #: a footprint whose holes hold at least this share of its filled area (and
@@ -254,13 +289,11 @@ def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> 
     if not len(ov_i):
         return objs, 0
     import sep
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     kw1 = dict(kw)
     kw1["deblend_cont"] = 1.0  # the footprints before deblending
     n = len(objs)
-    _, label = connected_components(coo_matrix((np.ones(len(ov_i)), (ov_i, ov_j)), shape=(n, n)), directed=False)
+    label = _components(n, ov_i, ov_j)
     involved = np.unique(np.concatenate([ov_i, ov_j]))
     keep = np.ones(n, bool)
     new_rows = []
@@ -273,6 +306,9 @@ def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> 
         x1 = min(int(objs["xmax"][members].max()) + 4, W)
         y1 = min(int(objs["ymax"][members].max()) + 4, H)
         cut = np.ascontiguousarray(sub[y0:y1, x0:x1])
+        # a cut cannot hold more pixels than its own: a stack that size never overflows (sep
+        # allocates and writes the whole stack on every call)
+        sep.set_extract_pixstack(max(_PIXSTACK_FIRST, cut.size + 16))
         try:
             parents, seg = sep.extract(cut, thresh, segmentation_map=True, **kw1)
         except Exception:  # sep raises bare Exception (buffer limits): leave the group as it is
@@ -319,6 +355,115 @@ def _is_one_ring(po: np.void, own_full: np.ndarray, img: np.ndarray) -> bool:
     return False
 
 
+def _neighbours_within(x: np.ndarray, y: np.ndarray, sel: np.ndarray,
+                       r: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every other point within ``r`` of the points ``sel``: (row in ``sel``, index of the
+    neighbour, distance), sorted by row then distance."""
+    i, j = _pairs_within(x, y, r)
+    row_of = np.full(len(x), -1, np.int64)
+    row_of[sel] = np.arange(len(sel))
+    rows = np.concatenate([row_of[i], row_of[j]])
+    other = np.concatenate([j, i])
+    take = rows >= 0
+    rows, other = rows[take], other[take]
+    me = np.asarray(sel)[rows]
+    d = np.sqrt((x[me] - x[other]) ** 2 + (y[me] - y[other]) ** 2)
+    o = np.lexsort((other, d, rows))
+    return rows[o], other[o], d[o]
+
+
+def _nearest_offsets(x: np.ndarray, y: np.ndarray, n: int, rows: np.ndarray, other: np.ndarray, d: np.ndarray,
+                     k: int, r: float, ix: np.ndarray, iy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) offsets from each star's stamp centre ``(ix, iy)`` to its ``k`` nearest
+    neighbours closer than ``r`` (from :func:`_neighbours_within`); 1e6 where there are fewer."""
+    nbx = np.full((n, k), 1e6)
+    nby = np.full((n, k), 1e6)
+    close = d < r
+    rows, other = rows[close], other[close]
+    if len(rows):
+        first = np.searchsorted(rows, rows, side="left")
+        rank = np.arange(len(rows)) - first
+        use = rank < k
+        rows, other, rank = rows[use], other[use], rank[use]
+        nbx[rows, rank] = x[other] - ix[rows]
+        nby[rows, rank] = y[other] - iy[rows]
+    return nbx, nby
+
+
+def _mad_std(x: np.ndarray) -> float:
+    """Robust standard deviation, 1.4826 x the median absolute deviation (astropy's
+    ``mad_std``, same constant and arithmetic; written out so measuring needs no astropy.stats)."""
+    return float(np.median(np.abs(x - np.median(x)))) * 1.482602218505602
+
+
+#: candidate pairs examined per numpy step in :func:`_pairs_within` (bounds memory in a
+#: crowded field: 2M pairs ~ 50 MB of temporaries)
+_PAIR_CHUNK = 2_000_000
+
+
+def _pairs_within(x: np.ndarray, y: np.ndarray, reach: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i < j), in lexicographic order, with distance <= max(reach_i, reach_j).
+
+    A sweep over the points sorted by x: each point looks only at the points within its own
+    reach in x, then the exact distance decides. Pure numpy (importing scipy.spatial for a
+    k-d tree costs more than the whole search on a few thousand stars).
+    """
+    n = len(x)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    reach = np.broadcast_to(np.asarray(reach, dtype=np.float64), x.shape)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    pad = reach + 1e-9 * (1.0 + np.abs(x))  # rounding of x +- reach must not lose a pair
+    lo = np.searchsorted(xs, x - pad, side="left")
+    cnt = np.searchsorted(xs, x + pad, side="right") - lo
+    cum = np.cumsum(cnt)
+    keys = []
+    start = 0
+    while start < n:
+        done = int(cum[start - 1]) if start else 0
+        end = max(start + 1, int(np.searchsorted(cum, done + _PAIR_CHUNK, side="right")))
+        c = cnt[start:end]
+        ii = np.repeat(np.arange(start, end), c)
+        within = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        jj = order[np.repeat(lo[start:end], c) + within]
+        d2 = (x[ii] - x[jj]) ** 2 + (y[ii] - y[jj]) ** 2
+        ok = (d2 <= reach[ii] * reach[ii]) & (ii != jj)
+        a, b = np.minimum(ii[ok], jj[ok]), np.maximum(ii[ok], jj[ok])
+        keys.append(a * n + b)
+        start = end
+    key = np.unique(np.concatenate(keys))
+    return key // n, key % n
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the undirected graph with edges (i, j) on ``n`` nodes.
+
+    Labels are numbered in the order of each component's lowest node, as
+    ``scipy.sparse.csgraph.connected_components`` numbers them (min-label propagation with
+    pointer jumping; a few numpy passes for the small groups of a star field).
+    """
+    label = np.arange(n)
+    if len(i):
+        while True:
+            m = np.minimum(label[i], label[j])
+            new = label.copy()
+            np.minimum.at(new, i, m)
+            np.minimum.at(new, j, m)
+            new = new[new]
+            while True:
+                nxt = new[new]
+                if np.array_equal(nxt, new):
+                    break
+                new = nxt
+            if np.array_equal(new, label):
+                break
+            label = new
+    return np.unique(label, return_inverse=True)[1].astype(np.int32)
+
+
 def _candidate_pairs(cx: np.ndarray, cy: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) closer than the larger of their two ``reach`` values.
 
@@ -326,15 +471,7 @@ def _candidate_pairs(cx: np.ndarray, cy: np.ndarray, reach: np.ndarray) -> tuple
     must not make every small one search that far, which on a 3000-star frame costs more
     than the whole measurement.
     """
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(np.column_stack([cx, cy]))
-    hits = tree.query_ball_point(np.column_stack([cx, cy]), r=reach)
-    ii = np.repeat(np.arange(len(cx)), [len(h) for h in hits])
-    jj = np.fromiter((k for h in hits for k in h), dtype=np.int64, count=int(len(ii)))
-    a, b = np.minimum(ii, jj), np.maximum(ii, jj)
-    pairs = np.unique(np.column_stack([a, b])[a != b], axis=0) if len(a) else np.zeros((0, 2), np.int64)
-    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    return _pairs_within(cx, cy, reach)
 
 
 def _overlapping_boxes(objs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -390,10 +527,6 @@ def _merge_rings(objs: np.ndarray, width: int, height: int,
     n = len(objs)
     if n < 2:
         return objs, 0, 0
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
     grow = config.gap_share * ext + config.gap_px
     x0, x1 = objs["xmin"] - grow, objs["xmax"] + grow
@@ -406,8 +539,8 @@ def _merge_rings(objs: np.ndarray, width: int, height: int,
     i, j = i[touch], j[touch]
     if not len(i):
         return objs, 0, 0
-    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    n_comp, label = connected_components(graph, directed=False)
+    label = _components(n, i, j)
+    n_comp = int(label.max()) + 1
     sizes = np.bincount(label, minlength=n_comp)
     keep = np.ones(n, bool)
     new_rows = []
@@ -615,7 +748,7 @@ def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.n
     return out
 
 
-_STAMP_BATCH_PIXELS = 1_000_000
+_STAMP_BATCH_PIXELS = 500_000
 
 
 def _offsets(cx: np.ndarray, cy: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -638,7 +771,17 @@ def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarr
     H, W = img.shape
     rows = iy[:, None] + off[None, :]
     cols = ix[:, None] + off[None, :]
-    raw = img[np.clip(rows, 0, H - 1)[:, :, None], np.clip(cols, 0, W - 1)[:, None, :]]
+    S = len(off)
+    R = S // 2
+    whole = (iy >= R) & (iy < H - R) & (ix >= R) & (ix < W - R)
+    raw = np.empty((len(ix), S, S), img.dtype)
+    # stamps wholly inside the frame: plain slices (a third of the time of fancy indexing)
+    for k in np.nonzero(whole)[0].tolist():
+        y, x = int(iy[k]), int(ix[k])
+        raw[k] = img[y - R:y + R + 1, x - R:x + R + 1]
+    edge = np.nonzero(~whole)[0]
+    if len(edge):
+        raw[edge] = img[np.clip(rows[edge], 0, H - 1)[:, :, None], np.clip(cols[edge], 0, W - 1)[:, None, :]]
     peak = raw.reshape(len(ix), -1).max(axis=1)
     stamps = raw - local_bkg[:, None, None]
     del raw
@@ -744,8 +887,9 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     qxx = np.ones((n, 1), np.float32)
     qyy = np.ones((n, 1), np.float32)
     qxy = np.zeros((n, 1), np.float32)
-    for _ in range(3):
-        q = qyy * dxx - 2 * qxy * dxy + qxx * dyy
+    for it in range(3):
+        # the first pass is circular (q = 1, 1, 0): the same numbers as the general form, 3 passes fewer
+        q = dxx + dyy if it == 0 else qyy * dxx - 2 * qxy * dxy + qxx * dyy
         wm = np.where(q <= rad2.reshape(n, 1), pflat, np.float32(0))
         sw_tot = np.maximum(wm.sum(axis=1, dtype=np.float64), 1e-12)
         mxx = (wm * dxx).sum(axis=1, dtype=np.float64) / sw_tot
@@ -924,7 +1068,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the stars are large (defocused disks and donuts stay one object each, and their light
     # does not leak into the sky level)
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
-    objs, bkg, small, rms_small, n_rings = _detect(img, b, detect_thresh)
+    objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh)
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     if len(objs) >= 3:
         bright = objs[objs["flux"] >= np.median(objs["flux"])]
@@ -932,14 +1076,14 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
-                objs, bkg, small, rms_small, n_rings = _detect(img, b2, detect_thresh,
+                objs, bkg, rms_small, n_rings = _detect(img, b2, detect_thresh,
                                                                box_px=max(128.0, 6.0 * extent),
                                                                kernel_sigma=max(1.0, extent / b2 / 5.0),
                                                                deblend_cont=0.05)
                 b = b2
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
-            bkg = _background(small, 6.0 * extent / b)
+            bkg = _background(_block_mean(img, b), 6.0 * extent / b)  # binned again: detection kept no copy
     bkg_level = float(bkg.globalback)
     n_det = int(len(objs))
     objs_b = b
@@ -971,16 +1115,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     own_r = np.maximum(0.5 * extent_full, 2.5 * size_sigma) + _EDGE_MARGIN_PX
     inside = (fx - own_r >= -0.5) & (fy - own_r >= -0.5) & (fx + own_r <= W - 0.5) & (fy + own_r <= H - 0.5)
     rejected["edge"] = int(np.count_nonzero(~inside))
-    from scipy.spatial import cKDTree
-
     # two stars blend when their light overlaps: closer than the sum of their radii (the
     # detection footprint) plus a margin, and the neighbour holds >10 % of the flux
-    tree = cKDTree(np.column_stack([fx, fy]))
     blended = np.zeros(len(fx), bool)
     radius = 2.2 * size_sigma  # a uniform disk of radius r has sigma = r/2; a Gaussian holds ~91 % in 2.2 sigma
-    pairs = tree.query_pairs(r=float(2.2 * np.max(radius) + 3.0), output_type="ndarray")
-    if len(pairs):
-        i, j = pairs[:, 0], pairs[:, 1]
+    # r_i + r_j + 2 <= max(2 r_i + 2, 2 r_j + 2): each point's own reach finds every such pair
+    i, j = _pairs_within(fx, fy, 2.0 * radius + 2.0)
+    if len(i):
         close = np.hypot(fx[i] - fx[j], fy[i] - fy[j]) < radius[i] + radius[j] + 2.0
         i, j = i[close], j[close]
         fi, fj = flux_det[i], flux_det[j]
@@ -996,10 +1137,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     n = len(sel)
 
     # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
-    back_map = bkg.back()
+    # only the background at the stars is needed: sep's map read as float32 (sep computes it
+    # in float32; a float64 copy holds the same values, twice the size)
+    back_map = bkg.back(dtype=np.float32)
     by = np.clip(((iy + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[0] - 1)
     bx = np.clip(((ix + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[1] - 1)
     local_bkg = back_map[by, bx].astype(np.float32)
+    del back_map
     sat = frame.saturation_adu
     cx0 = (fx[sel] - ix).astype(np.float64)
     cy0 = (fy[sel] - iy).astype(np.float64)
@@ -1007,11 +1151,9 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the nearest other detections: their light inside a stamp is masked (each pixel goes to
     # the nearer star), so a neighbour at the stamp's edge cannot inflate the radii
     k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))
+    near_i, near_j, near_d = _neighbours_within(fx, fy, sel, 2.0 * R)
     if k_nb > 0:
-        dist, idx = tree.query(np.column_stack([fx[sel], fy[sel]]), k=k_nb + 1)
-        idx, dist = idx[:, 1:], dist[:, 1:]
-        nbx = np.where(dist < 2 * R, fx[idx] - ix[:, None], 1e6)
-        nby = np.where(dist < 2 * R, fy[idx] - iy[:, None], 1e6)
+        nbx, nby = _nearest_offsets(fx, fy, n, near_i, near_j, near_d, k_nb, 2.0 * R, ix, iy)
     else:
         nbx = nby = np.full((n, 1), 1e6)
     batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
@@ -1048,11 +1190,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # stars say how much, and every star's half-flux radius is re-read against it
     # (only stars with no other detection within two stamp radii: a neighbour's light at
     # the stamp's edge would pass for wings)
-    if len(fx) > 1:
-        nn = tree.query(np.column_stack([fx[sel], fy[sel]]), k=2)[0][:, 1]
-    else:
-        nn = np.full(n, np.inf)
-    alone = keep & (nn > 2.0 * R)
+    # nearest other detection farther than 2 R <=> none within 2 R
+    crowded = np.zeros(n, bool)
+    crowded[near_i] = True
+    alone = keep & ~crowded
     share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
     r_half = _reread_half_radius(r50, m["r_wing"], share)
     r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90)
@@ -1139,7 +1280,7 @@ def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
         return stars
     lg = np.log(np.maximum(stars["hfr"], 1e-3))
     med = float(np.median(lg))
-    mad = float(mad_std(lg))
+    mad = _mad_std(lg)
     keep = np.abs(lg - med) <= max(math.log(1.6), 4.0 * mad)
     return stars[keep] if np.count_nonzero(keep) >= _MIN_STARS_FOR_STATS else stars
 
