@@ -10,9 +10,7 @@ Each subcommand is one ``_add_<name>`` (its arguments) and one ``cmd_<name>`` (i
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -20,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 from focuswatch import __version__
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError
 from focuswatch.progress import progress as progress_bar
-from focuswatch.records import dumps, json_safe, tagged
+from focuswatch.records import json_safe
 from focuswatch.render_text import emit_json, error_line, fmt, summary_text
 
 log = logging.getLogger("focuswatch")
@@ -838,7 +836,6 @@ def _add_replay(sub) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from focuswatch import statefile
     from focuswatch.config import load_config
-    from focuswatch.errors import FrameError
     from focuswatch.monitor import summarize
     from focuswatch.watcher import replay
     from focuswatch.watcher import mark_from_event, mark_from_nina_report

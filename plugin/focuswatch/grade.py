@@ -60,9 +60,8 @@ the median star count is **clouds**. Every sub with a cause is on the reject lis
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from focuswatch.optics import Rig, airy_fwhm_um
 from focuswatch.records import Record

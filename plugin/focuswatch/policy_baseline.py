@@ -36,12 +36,11 @@ import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from focuswatch import optics
-from focuswatch.records import Record
 
 #: Seeing FWHM scales as wavelength**-0.2 (Kolmogorov: r0 ~ lambda**1.2, FWHM ~ lambda/r0).
 SEEING_WAVELENGTH_EXPONENT = -0.2

@@ -34,9 +34,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 import types
 import typing
+from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import Any, ClassVar, Mapping, TypeVar
 
@@ -212,3 +214,31 @@ class Record:
         if missing:
             raise ValueError(f"{name}: missing field(s) {', '.join(missing)}")
         return cls(**kw)
+
+
+# --------------------------------------------------------------------------- time at the edges
+
+_FRACTION = re.compile(r"\d\d:\d\d:\d\d\.(\d+)")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    """Parse an ISO 8601 time (``Z`` suffix accepted); naive means UTC; ``None``/garbage -> ``None``.
+
+    Any number of fractional-second digits is accepted (FITS writers use 1 to 7; Python
+    3.10's ``fromisoformat`` takes only 3 or 6), so this also reads DATE-OBS values.
+    """
+    if not text or not isinstance(text, str):
+        return None
+    t = text.strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    frac = _FRACTION.search(t)
+    if frac:
+        t = f"{t[:frac.start(1)]}{frac.group(1)[:6].ljust(6, '0')}{t[frac.end(1):]}"
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt

@@ -25,10 +25,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
-from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
-from focuswatch.monitor import HfrRecord
+from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, HfrRecord, Monitor, PolicyConfig
 from focuswatch.nina_events import (AutofocusFinished, AutofocusPointAdded, AutofocusStarting, ImageSaved,
                                     NinaEventSource, SourceStatus, image_history, load_image_history)
 from focuswatch.render_text import emit_json, error_line, fmt, summary_text

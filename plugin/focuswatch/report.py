@@ -24,12 +24,11 @@ import io
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from focuswatch import frames as frames_mod
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError, SirilError

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from focuswatch.frames import Frame, FrameMeta
+from focuswatch.model import Frame, FrameMeta
 from focuswatch.records import Record
 
 #: dtype of the per-star table (:attr:`FrameStats.stars`).
@@ -1022,7 +1022,7 @@ def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float, *, fr
 
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
     """Measure an in-memory image (tests, the simulator): :func:`measure` on a wrapped frame."""
-    from focuswatch.frames import frame_from_array
+    from focuswatch.model import frame_from_array
 
     return measure(frame_from_array(pixels, header, kw.pop("saturation_adu", None)), **kw)
 

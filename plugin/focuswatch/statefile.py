@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from typing import Any, Iterable, Mapping
 
 from focuswatch import __version__
 from focuswatch.errors import StateFileError
-from focuswatch.records import Record, json_safe
+from focuswatch.records import Record, json_safe, parse_iso  # parse_iso: the one ISO parser
 
 STATE_FILE_NAME = "state.json"
 EVENTS_FILE_NAME = "autofocus-events.jsonl"
@@ -57,7 +56,6 @@ EXIT_FINE, EXIT_REFOCUS, EXIT_ERROR = 0, 1, 2
 
 # --------------------------------------------------------------------------- time helpers
 
-_FRACTION = re.compile(r"\d\d:\d\d:\d\d\.(\d+)")
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC (the one place this module reads the clock)."""
@@ -73,29 +71,6 @@ def iso_utc(when: datetime | None = None) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def parse_iso(text: str | None) -> datetime | None:
-    """Parse an ISO 8601 time (``Z`` suffix accepted); naive means UTC; ``None``/garbage -> ``None``.
-
-    Any number of fractional-second digits is accepted (FITS writers use 1 to 7; Python
-    3.10's ``fromisoformat`` takes only 3 or 6), so this also reads DATE-OBS values.
-    """
-    if not text or not isinstance(text, str):
-        return None
-    t = text.strip()
-    if t.endswith(("Z", "z")):
-        t = t[:-1] + "+00:00"
-    frac = _FRACTION.search(t)
-    if frac:
-        t = f"{t[:frac.start(1)]}{frac.group(1)[:6].ljust(6, '0')}{t[frac.end(1):]}"
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt
 
 
 #: JSON has no NaN: missing numbers are written as null (the one encoder, in records).

@@ -56,7 +56,7 @@ from focuswatch import afconfirm
 from focuswatch import frames as frames_mod
 from focuswatch.boundary import describe as describe_frame_problem
 from focuswatch.boundary import frame_boundary
-from focuswatch.config import Config, rig_with_header
+from focuswatch.config import Config
 from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
 from focuswatch.journal import Journal
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
