@@ -137,8 +137,26 @@ class HduInfo:
         return bool(self.image_dims) and all(d > 0 for d in self.image_dims)
 
 
+class _Completeness:
+    """``complete`` and ``proven`` for both layouts (FITS and XISF say the same things)."""
+
+    actual_bytes: int
+    expected_bytes: int
+    zero_tail: bool
+    checksum_ok: bool | None
+
+    @property
+    def complete(self) -> bool:
+        return self.actual_bytes >= self.expected_bytes
+
+    @property
+    def proven(self) -> bool:
+        """Complete beyond doubt: size plus END cards and no zero tail, or a matching checksum."""
+        return self.complete and (self.checksum_ok is True or (not self.zero_tail and self.checksum_ok is None))
+
+
 @dataclass(frozen=True)
-class FitsLayout:
+class FitsLayout(_Completeness):
     """What the headers of a FITS file promise, read without trusting the file to be whole.
 
     ``complete`` means every header has its END card and the file holds all the bytes the
@@ -157,15 +175,6 @@ class FitsLayout:
     zero_tail: bool = False
     checksum_ok: bool | None = None
     notes: tuple[str, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return self.actual_bytes >= self.expected_bytes
-
-    @property
-    def proven(self) -> bool:
-        """Complete beyond doubt: size plus END cards and no zero tail, or a matching DATASUM."""
-        return self.complete and (self.checksum_ok is True or (not self.zero_tail and self.checksum_ok is None))
 
     @property
     def image_hdu(self) -> HduInfo | None:
@@ -371,7 +380,7 @@ def fits_layout(path: str | Path) -> FitsLayout:
 
 
 @dataclass(frozen=True)
-class XisfLayout:
+class XisfLayout(_Completeness):
     """What an XISF header promises: the attachments' byte ranges (``attachment:POS:SIZE``)."""
 
     expected_bytes: int
@@ -380,14 +389,6 @@ class XisfLayout:
     checksum_ok: bool | None = None
     has_image: bool = True
     has_checksum: bool = False
-
-    @property
-    def complete(self) -> bool:
-        return self.actual_bytes >= self.expected_bytes
-
-    @property
-    def proven(self) -> bool:
-        return self.complete and (self.checksum_ok is True or (not self.zero_tail and self.checksum_ok is None))
 
 
 def xisf_layout(path: str | Path) -> XisfLayout:
