@@ -149,6 +149,14 @@ def test_the_report_draws_the_watchers_defocus_and_autofocus_runs(demo_night, tm
     assert main(["report", "--from-json", str(saved), "-o", str(html2)]) == 0
     assert html2.read_text(encoding="utf-8") == render_html(rep)
     assert "sim-autofocus" in html2.read_text(encoding="utf-8")
+    # a re-render never overwrites a frame: not a path named like one, not one inside the session
+    frame = sorted((out / "frames").rglob("*.fits"))[0]
+    before = frame.read_bytes()
+    capsys.readouterr()
+    assert main(["report", "--from-json", str(saved), "-o", str(tmp_path / "light.fits")]) == 2
+    assert main(["report", "--from-json", str(saved), "-o", str(out / "frames" / "r.html")]) == 2
+    assert frame.read_bytes() == before and not (out / "frames" / "r.html").exists()
+    assert not (tmp_path / "light.fits").exists() and "Traceback" not in capsys.readouterr().err
 
 
 def test_replay_and_rules_commands(tmp_path, capsys):

@@ -615,7 +615,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.session or args.grade:
             raise ConfigError("--from-json re-renders a saved report: give no SESSION and no --grade")
         rep = report.load_report(require_input(args.from_json))
-        path = report.write_report(rep, Path(args.out) if args.out else report.default_report_path(rep.session))
+        path = report.write_report(rep, Path(args.out) if args.out else report.default_report_path(rep.session),
+                                   protected=rep.session if rep.session and Path(rep.session).is_dir() else None)
         if args.json:
             emit_json({**rep.to_dict(), "html": str(path)}, kind="report")
         else:

@@ -1036,8 +1036,12 @@ def default_report_path(session: str | os.PathLike[str], cwd: str | os.PathLike[
 
 
 def write_report(rep: NightReport, path: str | os.PathLike[str], *, protected: str | os.PathLike[str] | None = None) -> Path:
-    """Write the HTML to ``path``; refuses a path inside ``protected`` (the session folder)."""
+    """Write the HTML to ``path``; refuses a path that is or is named like a frame, and one
+    inside ``protected`` (the session folder)."""
+    from focuswatch.frames import refuse_frame_target
+
     out = Path(path)
+    refuse_frame_target(out, "the report")
     if protected is not None:
         _check_output_dir(out, Path(protected), "the report")
     out.parent.mkdir(parents=True, exist_ok=True)
