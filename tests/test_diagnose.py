@@ -238,6 +238,12 @@ def test_generated_kolmogorov_rows_agree_with_galsim():
     assert tab["r50"][i, 0] == pytest.approx(k.half_light_radius, rel=0.01)
     assert tab["hm"][i, 0] == pytest.approx(1.0, rel=0.01)
     assert 2.0 * tab["r50"][i, 0] / tab["hm"][i, 0] == pytest.approx(1.13, abs=0.01)  # HFD/FWHM, below Moffat 4's
+    # the same ratio from GalSim's own numbers (not a copied literal), and below a Moffat beta=4 profile's
+    # closed form HFD/FWHM = sqrt(2^(1/(beta-1)) - 1) / sqrt(2^(1/beta) - 1), beta = 4
+    hfd_over_fwhm = 2.0 * k.half_light_radius / k.fwhm
+    assert 2.0 * tab["r50"][i, 0] / tab["hm"][i, 0] == pytest.approx(hfd_over_fwhm, rel=0.01)
+    moffat4 = ((2.0 ** (1.0 / 3.0) - 1.0) / (2.0 ** 0.25 - 1.0)) ** 0.5
+    assert 2.0 * tab["r50"][i, 0] / tab["hm"][i, 0] < moffat4 - 0.02
 
 
 def test_generated_kolmogorov_growth_agrees_with_optics():

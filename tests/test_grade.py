@@ -167,11 +167,19 @@ def test_a_defocused_sub_is_put_down_to_focus():
 
     from physframes import NEWTONIAN, measured, seeing_frame
 
+    from focuswatch import optics
+
+    # critical focus zone in closed form (4.88 lambda N^2, lambda = 0.55 um), not the code's figure
+    cfz_um = 4.88 * 0.55 * NEWTONIAN.f_ratio ** 2
+    assert optics.cfz_um(NEWTONIAN.f_ratio) == pytest.approx(cfz_um, rel=1e-3)
     good = [grade.SubQuality.from_stats(measured(seeing_frame(2.0, seed=k))[1]) for k in (1, 2)]
-    bad = grade.SubQuality.from_stats(measured(seeing_frame(2.0, defocus_um=3.0 * 67.1, seed=3))[1])
+    bad = grade.SubQuality.from_stats(measured(seeing_frame(2.0, defocus_um=3.0 * cfz_um, seed=3))[1])
     v = grade.judge_subs([*good, bad], float(np.median([s.fwhm_px for s in good])))
     assert v[-1].cause == "focus"
     assert all(x.cause is None for x in v[:2])
+    # a quarter zone out is within focus: physically the star barely grows, so never put down to focus
+    near = grade.SubQuality.from_stats(measured(seeing_frame(2.0, defocus_um=0.25 * cfz_um, seed=4))[1])
+    assert grade.judge_subs([*good, near], float(np.median([s.fwhm_px for s in good])))[-1].cause != "focus"
 
 
 @pytest.mark.parametrize("key,value", [("soft_factor", 0.5), ("best_fraction", float("nan")),
