@@ -687,7 +687,11 @@ class Watcher:
             # frame, a busy network share): a cheap rescan every few seconds picks up any
             # frame the journal has not seen; ones already pending are not queued twice
             self._next_rescan = now + self.rescan_interval_s
-            self._catch_up()
+            try:
+                self._catch_up()
+            except OSError as exc:  # a network share that hiccups must not end the night: next rescan
+                log.warning("%s: could not list the folder (%s); will look again", self.folder,
+                            exc.strerror or exc)
         self._af_queue.extend(self._poll_autofocus())
         self._af_queue.extend(self._poll_nina_api())
         self._af_queue.sort(key=lambda x: x[1].time_s)
