@@ -529,3 +529,24 @@ def test_stale_layout_is_not_trusted(tmp_path):
     src.write_bytes(blob[:len(blob) - 2880])
     with pytest.raises(FrameIncomplete):
         frames.load(src, layout=layout)
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_pictures_are_read_without_a_memory_map(tmp_path, monkeypatch, mode):
+    """Pillow memory-maps an uncompressed TIFF it opened by name; on Windows a mapped file
+    cannot be deleted or renamed by the capture program, so pictures are read from our own
+    read-only handle instead (same pixels)."""
+    import mmap
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    arr = (rng.random((64, 64)) * (250 if mode == "L" else 60000)).astype(np.uint8 if mode == "L" else np.uint16)
+    p = tmp_path / "grab.tif"
+    Image.fromarray(arr).save(p)
+    maps = []
+    real = mmap.mmap
+    monkeypatch.setattr(mmap, "mmap", lambda *a, **k: maps.append(a) or real(*a, **k))
+    f = frames.load(p)
+    assert maps == []
+    np.testing.assert_array_equal(f.pixels, arr[::-1].astype(np.float32))

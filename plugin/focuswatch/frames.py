@@ -705,7 +705,9 @@ def _load_picture(p: Path) -> Frame:
     except ImportError:  # pillow is a dependency; a stripped install may lack it
         raise FrameError(p, "reading PNG/JPEG/TIFF needs Pillow: pip install pillow") from None
     try:
-        with Image.open(p) as im:
+        # our own read-only handle: opened by name, Pillow memory-maps uncompressed pictures,
+        # and on Windows a mapped file cannot be deleted or renamed by the program that wrote it
+        with open(p, "rb") as fh, Image.open(fh) as im:
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F", "L"):
                 arr = np.asarray(im)
