@@ -502,3 +502,51 @@ def test_cli_debug_flag_shows_what_the_plain_run_hides(tmp_path, capsys, monkeyp
     assert "ZeroDivisionError" in err and "--debug" in err and "Traceback" not in err
     with pytest.raises(ZeroDivisionError):
         cli.main(["--debug", "calc"])
+
+
+def test_layout_from_the_probe_is_reused_not_walked_again(tmp_path, monkeypatch):
+    """The watcher's readiness probe already walked the headers: load and read_header
+    reuse that layout (same pixels, same header) instead of opening the headers again."""
+    p = _write(tmp_path / "probe.fits", _stars(), NINA_HEADER)
+    expected = frames.load(p)
+    expected_meta = frames.read_header(p)
+    layout = frames.check_complete(p)
+    walks = []
+    real = frames._walk_hdus
+    monkeypatch.setattr(frames, "_walk_hdus", lambda *a, **k: walks.append(1) or real(*a, **k))
+    got = frames.load(p, layout=layout)
+    meta = frames.read_header(p, layout=layout)
+    assert walks == []
+    np.testing.assert_array_equal(got.pixels, expected.pixels)
+    assert meta == expected_meta and got.meta == expected.meta
+
+
+def test_stale_layout_is_not_trusted(tmp_path):
+    """A layout whose size no longer matches the file (rewritten, truncated) is checked again."""
+    src = _write(tmp_path / "full.fits", _stars(256, 256), NINA_HEADER)
+    blob = src.read_bytes()
+    layout = frames.check_complete(src)
+    src.write_bytes(blob[:len(blob) - 2880])
+    with pytest.raises(FrameIncomplete):
+        frames.load(src, layout=layout)
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_pictures_are_read_without_a_memory_map(tmp_path, monkeypatch, mode):
+    """Pillow memory-maps an uncompressed TIFF it opened by name; on Windows a mapped file
+    cannot be deleted or renamed by the capture program, so pictures are read from our own
+    read-only handle instead (same pixels)."""
+    import mmap
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    arr = (rng.random((64, 64)) * (250 if mode == "L" else 60000)).astype(np.uint8 if mode == "L" else np.uint16)
+    p = tmp_path / "grab.tif"
+    Image.fromarray(arr).save(p)
+    maps = []
+    real = mmap.mmap
+    monkeypatch.setattr(mmap, "mmap", lambda *a, **k: maps.append(a) or real(*a, **k))
+    f = frames.load(p)
+    assert maps == []
+    np.testing.assert_array_equal(f.pixels, arr[::-1].astype(np.float32))

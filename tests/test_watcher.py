@@ -756,3 +756,28 @@ def test_replay_judges_nina_reports_as_watch_does(tmp_path, base_frame):
     marks = [mark_from_nina_report(p) for p in sorted(af.glob("*.json"))]
     _, mon = replay(night, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET, af_marks=marks, diagnose=False)
     assert mon.state.n_autofocus == 1 and mon.state.last_focuser_pos == 15100
+
+
+def test_a_failing_rescan_does_not_stop_the_watcher(tmp_path, base_frame, monkeypatch):
+    """A network share that fails one listing (EIO) is a warning; the next rescan finds the frame."""
+    import errno
+
+    from focuswatch import watcher as watcher_mod
+
+    night = tmp_path / "night"
+    night.mkdir()
+    real = watcher_mod.list_frames
+    with watching(night, tmp_path, rescan_interval_s=0.2) as w:
+        w._observer.stop()  # only the rescan can find the frame
+        w._observer.join(timeout=5)
+        (night / "share.fits").write_bytes(fits_for(base_frame, 0))
+
+        def broken(*a, **k):
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(watcher_mod, "list_frames", broken)
+        w._next_rescan = 0.0
+        assert w.process_pending() == []          # the listing failed: no exception, no frame
+        monkeypatch.setattr(watcher_mod, "list_frames", real)
+        out = pump(w, lambda o: any(p.path.name == "share.fits" for p in o), timeout_s=20)
+    assert [p.status for p in out if p.path.name == "share.fits"] == ["measured"]

@@ -604,10 +604,22 @@ def _scaling_ok(p: Path, header: Mapping[str, Any], bitpix: int) -> None:
                             "can hold; corrupt header")
 
 
-def _load_fits(p: Path, check: bool) -> Frame:
+def _layout_still_valid(p: Path, layout: Any, kind: type) -> bool:
+    """Whether ``layout`` (from :func:`check_complete` a moment ago) still describes ``p``:
+    same kind and same size on disk. Saves walking the headers (and a DATASUM pass) again."""
+    if not isinstance(layout, kind):
+        return False
+    try:
+        return os.stat(p).st_size == layout.actual_bytes
+    except OSError:
+        return False
+
+
+def _load_fits(p: Path, check: bool, layout: Any = None) -> Frame:
     """Open a FITS frame from its proven layout: plain 2-D images are read directly, only
     tile-compressed ones go through astropy (which decompresses them)."""
-    layout = check_complete(p) if check else fits_layout(p)
+    if not _layout_still_valid(p, layout, FitsLayout):
+        layout = check_complete(p) if check else fits_layout(p)
     hdu = layout.image_hdu
     if hdu is None:
         if any(h.is_table for h in layout.hdus):
@@ -660,8 +672,8 @@ def _xisf_keywords(p: Path):
                for k, v in metas[0].get("FITSKeywords", {}).items()}
 
 
-def _load_xisf(p: Path, check: bool = True) -> Frame:
-    if check:
+def _load_xisf(p: Path, check: bool = True, layout: Any = None) -> Frame:
+    if check and not _layout_still_valid(p, layout, XisfLayout):
         check_complete(p)
     try:
         x, kw = _xisf_keywords(p)
@@ -693,7 +705,9 @@ def _load_picture(p: Path) -> Frame:
     except ImportError:  # pillow is a dependency; a stripped install may lack it
         raise FrameError(p, "reading PNG/JPEG/TIFF needs Pillow: pip install pillow") from None
     try:
-        with Image.open(p) as im:
+        # our own read-only handle: opened by name, Pillow memory-maps uncompressed pictures,
+        # and on Windows a mapped file cannot be deleted or renamed by the program that wrote it
+        with open(p, "rb") as fh, Image.open(fh) as im:
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F", "L"):
                 arr = np.asarray(im)
@@ -729,35 +743,42 @@ def _opened_path(path: str | Path) -> Path:
     return p
 
 
-def load(path: str | Path, *, check: bool = True) -> Frame:
+def load(path: str | Path, *, check: bool = True, layout: FitsLayout | XisfLayout | None = None) -> Frame:
     """Read a frame from disk, read-only; raise :class:`FrameError` on anything bad.
 
     ``check=True`` first verifies that the file is complete (FITS size from the headers,
     XISF attachment bounds), so a frame still being written raises
     :class:`FrameIncomplete` instead of being measured on half its pixels. Whatever else
     goes wrong becomes one :class:`FrameError` line (:func:`focuswatch.boundary.frame_boundary`).
+    ``layout``: what :func:`check_complete` just returned for this file (the watcher's
+    readiness probe); reused while the file keeps that size, so the headers are not
+    walked (nor a DATASUM summed) twice per frame.
     """
     from focuswatch.boundary import frame_boundary
 
     with frame_boundary(path):
         p = _opened_path(path)
         if p.name.lower().endswith(XISF_SUFFIXES):
-            return _load_xisf(p, check)
+            return _load_xisf(p, check, layout)
         if p.name.lower().endswith(PICTURE_SUFFIXES):
             return _load_picture(p)
-        return _load_fits(p, check)
+        return _load_fits(p, check, layout)
 
 
-def read_header(path: str | Path) -> FrameMeta:
+def read_header(path: str | Path, *, layout: FitsLayout | XisfLayout | None = None) -> FrameMeta:
     """Only the normalised header of a FITS/XISF file (cheap: no pixels are read).
 
     Works on a file still being written once its headers are whole; one bad card is left
-    out rather than failing the header.
+    out rather than failing the header. ``layout``: a FITS layout from
+    :func:`check_complete` of this file, whose headers are used instead of reading them again.
     """
     from focuswatch.boundary import frame_boundary
 
     with frame_boundary(path):
         p = _opened_path(path)
+        if _layout_still_valid(p, layout, FitsLayout) and layout.hdus:
+            img = next((h for h in layout.hdus if h.has_pixels), layout.hdus[-1])
+            return meta_from_header(_merged_header(layout.hdus, img))
         if p.name.lower().endswith(XISF_SUFFIXES):
             try:
                 return meta_from_header(_xisf_keywords(p)[1])

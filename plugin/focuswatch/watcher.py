@@ -687,7 +687,11 @@ class Watcher:
             # frame, a busy network share): a cheap rescan every few seconds picks up any
             # frame the journal has not seen; ones already pending are not queued twice
             self._next_rescan = now + self.rescan_interval_s
-            self._catch_up()
+            try:
+                self._catch_up()
+            except OSError as exc:  # a network share that hiccups must not end the night: next rescan
+                log.warning("%s: could not list the folder (%s); will look again", self.folder,
+                            exc.strerror or exc)
         self._af_queue.extend(self._poll_autofocus())
         self._af_queue.extend(self._poll_nina_api())
         self._af_queue.sort(key=lambda x: x[1].time_s)
@@ -718,16 +722,16 @@ class Watcher:
         else:
             ready, self._held = list(self._held.items()), {}
         if ready:
-            metas: list[tuple[tuple[float, str], Path, Any]] = []
-            for p, _ in ready:
+            metas: list[tuple[tuple[float, str], Path, Any, Any]] = []
+            for p, layout in ready:
                 try:
-                    meta = frames_mod.read_header(p)
+                    meta = frames_mod.read_header(p, layout=layout)
                 except FrameError:
                     meta = None
-                metas.append((frames_mod.frame_order_key(p, meta), p, meta))
+                metas.append((frames_mod.frame_order_key(p, meta), p, meta, layout))
             metas.sort(key=lambda x: x[0])
             first_waiting = self._earliest_pending(now)
-            for key, p, meta in metas:
+            for key, p, meta, layout in metas:
                 self._apply_autofocus_before(now, p)
                 if first_waiting is not None and key > first_waiting:
                     # an earlier frame is still being written: keep capture order (this one is
@@ -736,7 +740,7 @@ class Watcher:
                     r.order_key = key
                     self._pending[p] = r
                     continue
-                out = self._process(p, meta)
+                out = self._process(p, meta, layout)
                 if out is not None:
                     done.append(out)
         self._apply_autofocus_before(now, None)
@@ -876,8 +880,10 @@ class Watcher:
             self.on_processed(out)
         return out
 
-    def _process(self, p: Path, meta: Any) -> Processed | None:
-        """Measure, decide and journal one ready file; any failure of the frame is one line."""
+    def _process(self, p: Path, meta: Any, layout: Any = None) -> Processed | None:
+        """Measure, decide and journal one ready file; any failure of the frame is one line.
+
+        ``layout``: the readiness probe's proof that the file is whole, reused by the load."""
         key = self._key(p)
         if key is None:
             log.info("%s: deleted before it could be read; skipped", p)
@@ -886,7 +892,7 @@ class Watcher:
             return self._ignored(key, p, meta)
         try:
             with frame_boundary(p):
-                frame = frames_mod.load(p)
+                frame = frames_mod.load(p, layout=layout)
             if not frame.meta.is_light:
                 return self._ignored(key, p, frame.meta)
             # a NINA autofocus waiting for its verdict: this light frame's FOCPOS decides, and a
