@@ -5,9 +5,9 @@ to them and small results come back) and returns the same objects the one-proces
 build, so ``--workers 1`` and ``--workers 8`` give the same numbers. They are run through
 :mod:`focuswatch.parallel`.
 
-``scan_session`` is :func:`focuswatch.report.scan_session` spread over workers: the same
-:class:`~focuswatch.report.SessionScan` (same order, same left-out reasons) for ``report``
-and ``grade``.
+``scan_session`` is the one session scanner: :func:`focuswatch.report.scan_session` is it
+run in this process, so ``--workers 1`` and ``--workers 8`` build the same
+:class:`~focuswatch.report.SessionScan` (same order, same left-out reasons).
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def _stats_key(o) -> tuple[float, str]:
 
 def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
                  runner: Runner | None = None, min_stars: int | None = None, diagnose: bool = True):
-    """:func:`focuswatch.report.scan_session` on several workers; returns ``(scan, batch)``.
+    """Find, validate and measure a session's light frames on ``runner``; returns ``(scan, batch)``.
 
     Frames a worker could not finish (a worker died on them, the scheduler went away) are
     left out with that reason, like unreadable ones, and listed in ``batch.lost``.
