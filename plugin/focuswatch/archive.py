@@ -339,7 +339,8 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
     Rows are committed as results arrive (at most every ``commit_every_s``); on Ctrl-C what
     is done so far is committed and ``interrupted`` is set.
     """
-    from focuswatch.parallel import BAD, LOST, OK, iter_frames, progress_bar
+    from focuswatch.parallel import BAD, LOST, OK, iter_frames
+    from focuswatch.progress import progress as progress_bar
 
     top = Path(root)
     if not top.is_dir():
@@ -365,7 +366,7 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
     last = time.monotonic()
     try:
         for o in progress_bar(iter_frames(index_one, todo, args=(rig, utc_offset_h), runner=runner),
-                              len(todo), "indexing", progress):
+                              desc="indexing", enabled=progress, total=len(todo)):
             if o.status == OK:
                 pending.append(o.value)
                 if o.value.get("status") == "not_light":

@@ -456,14 +456,6 @@ def capture_key(outcome: Outcome) -> tuple[float, str]:
     return frame_order_key(outcome.path, meta)
 
 
-def progress_bar(iterable, total: int, desc: str, enabled: bool):
-    """The one progress bar (:func:`focuswatch.progress.progress`): on stderr, only when it
-    is a terminal and wanted."""
-    from focuswatch.progress import progress
-
-    return progress(iterable, desc=desc, enabled=enabled, total=total)
-
-
 def map_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]], *, args: tuple = (),
                runner: Runner | None = None, progress: bool = False, desc: str = "measuring",
                order: Callable[[Outcome], Any] | None = capture_key,
@@ -478,7 +470,10 @@ def map_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]]
     t0 = time.monotonic()
     items = [Path(p) for p in paths]
     batch = Batch(engine=runner.describe())
-    for o in progress_bar(iter_frames(func, items, args=args, runner=runner), len(items), desc, progress):
+    from focuswatch.progress import progress as progress_bar
+
+    for o in progress_bar(iter_frames(func, items, args=args, runner=runner), desc=desc, enabled=progress,
+                          total=len(items)):
         if o.status == OK:
             batch.done.append(o)
             continue
