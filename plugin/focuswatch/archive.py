@@ -285,16 +285,11 @@ def _sql(v: Any) -> Any:
 # --------------------------------------------------------------------------- scanning a root
 
 def find_images(root: Path) -> list[Path]:
-    """Every FITS/XISF file under ``root`` (hidden files and folders skipped), sorted."""
-    from focuswatch.frames import is_image_file
+    """Every FITS/XISF file under ``root`` (hidden files and folders skipped), sorted:
+    :func:`focuswatch.report.find_frames`, the one folder walk of the batch commands."""
+    from focuswatch.report import find_frames
 
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if is_image_file(name):
-                out.append(Path(dirpath) / name)
-    return sorted(out)
+    return find_frames(root)
 
 
 @dataclass

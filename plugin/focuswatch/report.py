@@ -117,15 +117,18 @@ def _filter_of(stats: Any) -> str:
 
 
 def find_frames(folder: str | os.PathLike[str]) -> list[Path]:
-    """Every image file under ``folder`` (recursively; hidden files and folders skipped)."""
-    root = Path(folder)
+    """Every image file under ``folder`` (recursively; hidden files and folders skipped), sorted.
+
+    ``os.walk`` with the hidden folders pruned, so a big archive's ``.git`` or ``.thumbnails``
+    is never walked (``archive`` lists whole libraries through this too).
+    """
     out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel):
-            continue
-        if p.is_file() and frames_mod.is_image_file(p):
-            out.append(p)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            p = Path(dirpath) / name
+            if frames_mod.is_image_file(name) and p.is_file():
+                out.append(p)
     return sorted(out)
 
 
