@@ -67,14 +67,6 @@ def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
     return path, frame.meta, measure_stats(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
 
 
-def _stats_key(o) -> tuple[float, str]:
-    """Capture order of a scan outcome (its value is an assessment, or None for a calibration frame)."""
-    from focuswatch.frames import frame_order_key
-
-    a = o.value
-    return frame_order_key(o.path, a.stats.meta if a is not None else None)
-
-
 def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
                  runner: Runner | None = None, min_stars: int | None = None, diagnose: bool = True):
     """Find, validate and measure a session's light frames on ``runner``; returns ``(scan, batch)``.
@@ -92,8 +84,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     files = report.find_frames(root)
     scan = report.SessionScan(str(root))
     t0 = time.monotonic()
-    batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring",
-                       order=_stats_key)
+    batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring")
     bad = {id(o) for o in batch.bad}
     for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
         scan.left_out.append(report.LeftOut(str(o.path), o.problem or "unreadable"))

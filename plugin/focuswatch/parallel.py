@@ -443,12 +443,15 @@ def iter_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]
 
 
 def capture_key(outcome: Outcome) -> tuple[float, str]:
-    """DATE-OBS of the result's header (``.meta``, or the first item of a tuple that has
-    one), then the file name; frames without DATE-OBS sort by their modification time."""
+    """DATE-OBS of the result's header (``.meta``, ``.stats.meta`` of an assessment, or the
+    first item of a tuple that has one), then the file name; frames without DATE-OBS sort by
+    their modification time."""
     from focuswatch.frames import frame_order_key
 
     v = outcome.value
     meta = getattr(v, "meta", None)
+    if meta is None:
+        meta = getattr(getattr(v, "stats", None), "meta", None)
     if meta is None and isinstance(v, tuple):
         meta = next((getattr(x, "meta", None) for x in v if getattr(x, "meta", None) is not None), None)
         if meta is None:
