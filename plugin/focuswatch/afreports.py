@@ -375,9 +375,9 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     else:
         pos, source = [float(i + 1) for i in range(len(items))], "frame_order"
     it: Iterable = list(zip(items, pos)) if measure_frames is None else []
-    if progress and measure_frames is None:
-        from tqdm import tqdm
-        it = tqdm(it, desc="measuring", unit="frame", leave=False)
+    if measure_frames is None:
+        from focuswatch.progress import progress as progress_bar
+        it = progress_bar(it, desc="measuring", enabled=progress)
     measured = []
     for (p, _), x in it:
         try:

@@ -285,16 +285,11 @@ def _sql(v: Any) -> Any:
 # --------------------------------------------------------------------------- scanning a root
 
 def find_images(root: Path) -> list[Path]:
-    """Every FITS/XISF file under ``root`` (hidden files and folders skipped), sorted."""
-    from focuswatch.frames import is_image_file
+    """Every FITS/XISF file under ``root`` (hidden files and folders skipped), sorted:
+    :func:`focuswatch.report.find_frames`, the one folder walk of the batch commands."""
+    from focuswatch.report import find_frames
 
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if is_image_file(name):
-                out.append(Path(dirpath) / name)
-    return sorted(out)
+    return find_frames(root)
 
 
 @dataclass
@@ -339,7 +334,8 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
     Rows are committed as results arrive (at most every ``commit_every_s``); on Ctrl-C what
     is done so far is committed and ``interrupted`` is set.
     """
-    from focuswatch.parallel import BAD, LOST, OK, iter_frames, progress_bar
+    from focuswatch.parallel import BAD, LOST, OK, iter_frames
+    from focuswatch.progress import progress as progress_bar
 
     top = Path(root)
     if not top.is_dir():
@@ -365,7 +361,7 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
     last = time.monotonic()
     try:
         for o in progress_bar(iter_frames(index_one, todo, args=(rig, utc_offset_h), runner=runner),
-                              len(todo), "indexing", progress):
+                              desc="indexing", enabled=progress, total=len(todo)):
             if o.status == OK:
                 pending.append(o.value)
                 if o.value.get("status") == "not_light":

@@ -5,9 +5,9 @@ to them and small results come back) and returns the same objects the one-proces
 build, so ``--workers 1`` and ``--workers 8`` give the same numbers. They are run through
 :mod:`focuswatch.parallel`.
 
-``scan_session`` is :func:`focuswatch.report.scan_session` spread over workers: the same
-:class:`~focuswatch.report.SessionScan` (same order, same left-out reasons) for ``report``
-and ``grade``.
+``scan_session`` is the one session scanner: :func:`focuswatch.report.scan_session` is it
+run in this process, so ``--workers 1`` and ``--workers 8`` build the same
+:class:`~focuswatch.report.SessionScan` (same order, same left-out reasons).
 """
 from __future__ import annotations
 
@@ -67,17 +67,9 @@ def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
     return path, frame.meta, measure_stats(frame, plate_scale_arcsec_px=plate_scale_arcsec_px)
 
 
-def _stats_key(o) -> tuple[float, str]:
-    """Capture order of a scan outcome (its value is an assessment, or None for a calibration frame)."""
-    from focuswatch.frames import frame_order_key
-
-    a = o.value
-    return frame_order_key(o.path, a.stats.meta if a is not None else None)
-
-
 def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
                  runner: Runner | None = None, min_stars: int | None = None, diagnose: bool = True):
-    """:func:`focuswatch.report.scan_session` on several workers; returns ``(scan, batch)``.
+    """Find, validate and measure a session's light frames on ``runner``; returns ``(scan, batch)``.
 
     Frames a worker could not finish (a worker died on them, the scheduler went away) are
     left out with that reason, like unreadable ones, and listed in ``batch.lost``.
@@ -92,8 +84,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     files = report.find_frames(root)
     scan = report.SessionScan(str(root))
     t0 = time.monotonic()
-    batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring",
-                       order=_stats_key)
+    batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring")
     bad = {id(o) for o in batch.bad}
     for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
         scan.left_out.append(report.LeftOut(str(o.path), o.problem or "unreadable"))

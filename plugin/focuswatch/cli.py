@@ -17,8 +17,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 from focuswatch import __version__
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError
-from focuswatch.progress import progress as progress_bar
-from focuswatch.records import json_safe
 from focuswatch.render_text import emit_json, error_line, fmt, summary_text
 
 log = logging.getLogger("focuswatch")
@@ -27,10 +25,6 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-#: The one JSON-safe encoder lives in :mod:`focuswatch.records` (kept here under its old name).
-_clean = json_safe
-
 
 # emit_json, error_line, fmt: in focuswatch.render_text (shared with remote.py), imported above
 
@@ -192,11 +186,6 @@ def expand_frames(items: Iterable[str]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def progress(items: Sequence[Any], enabled: bool, desc: str):
-    """A progress bar on stderr for long batch work (:func:`focuswatch.progress.progress`)."""
-    return progress_bar(items, desc=desc, enabled=enabled)
 
 
 def require_input(path: str | Path) -> Path:

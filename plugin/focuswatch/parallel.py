@@ -443,25 +443,20 @@ def iter_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]
 
 
 def capture_key(outcome: Outcome) -> tuple[float, str]:
-    """DATE-OBS of the result's header (``.meta``, or the first item of a tuple that has
-    one), then the file name; frames without DATE-OBS sort by their modification time."""
+    """DATE-OBS of the result's header (``.meta``, ``.stats.meta`` of an assessment, or the
+    first item of a tuple that has one), then the file name; frames without DATE-OBS sort by
+    their modification time."""
     from focuswatch.frames import frame_order_key
 
     v = outcome.value
     meta = getattr(v, "meta", None)
+    if meta is None:
+        meta = getattr(getattr(v, "stats", None), "meta", None)
     if meta is None and isinstance(v, tuple):
         meta = next((getattr(x, "meta", None) for x in v if getattr(x, "meta", None) is not None), None)
         if meta is None:
             meta = next((x for x in v if type(x).__name__ == "FrameMeta"), None)
     return frame_order_key(outcome.path, meta)
-
-
-def progress_bar(iterable, total: int, desc: str, enabled: bool):
-    """The one progress bar (:func:`focuswatch.progress.progress`): on stderr, only when it
-    is a terminal and wanted."""
-    from focuswatch.progress import progress
-
-    return progress(iterable, desc=desc, enabled=enabled, total=total)
 
 
 def map_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]], *, args: tuple = (),
@@ -478,7 +473,10 @@ def map_frames(func: Callable[..., Any], paths: Sequence[str | os.PathLike[str]]
     t0 = time.monotonic()
     items = [Path(p) for p in paths]
     batch = Batch(engine=runner.describe())
-    for o in progress_bar(iter_frames(func, items, args=args, runner=runner), len(items), desc, progress):
+    from focuswatch.progress import progress as progress_bar
+
+    for o in progress_bar(iter_frames(func, items, args=args, runner=runner), desc=desc, enabled=progress,
+                          total=len(items)):
         if o.status == OK:
             batch.done.append(o)
             continue

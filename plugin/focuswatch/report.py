@@ -116,23 +116,19 @@ def _filter_of(stats: Any) -> str:
     return str(name).strip() if name else "none"
 
 
-def _progress(iterable: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
-    """The one progress bar (:func:`focuswatch.progress.progress`): a TTY only, never with --json."""
-    from focuswatch.progress import progress
-
-    return progress(iterable, desc=desc, total=total, enabled=enabled)
-
-
 def find_frames(folder: str | os.PathLike[str]) -> list[Path]:
-    """Every image file under ``folder`` (recursively; hidden files and folders skipped)."""
-    root = Path(folder)
+    """Every image file under ``folder`` (recursively; hidden files and folders skipped), sorted.
+
+    ``os.walk`` with the hidden folders pruned, so a big archive's ``.git`` or ``.thumbnails``
+    is never walked (``archive`` lists whole libraries through this too).
+    """
     out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel):
-            continue
-        if p.is_file() and frames_mod.is_image_file(p):
-            out.append(p)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            p = Path(dirpath) / name
+            if frames_mod.is_image_file(name) and p.is_file():
+                out.append(p)
     return sorted(out)
 
 
@@ -145,52 +141,15 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     policy's record, exactly as the watcher does). Problems never stop the scan: the frame
     goes to ``left_out`` with the reason (unreadable, truncated, fewer than ``min_stars``
     stars), because one bad sub would abort Siril's registration.
-    """
-    from focuswatch.pipeline import AssessContext, assess, capture_time_s
-    from focuswatch.boundary import guarded
 
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: not a folder")
-    files = find_frames(root)
-    scan = SessionScan(str(root))
-    t0 = time.monotonic()
-    measured: list[tuple[tuple[float, str], Any, Path]] = []
-    n_failed = 0
-    for path in _progress(files, len(files), "measuring", progress):
-        try:
-            frame = frames_mod.load(path)
-        except FrameError as exc:
-            scan.left_out.append(LeftOut(str(path), exc.problem))
-            scan.unreadable.append(scan.left_out[-1])
-            continue
-        if not frame.meta.is_light:
-            scan.n_not_light += 1
-            continue
-        try:
-            a = guarded(path, assess, frame, rig,
-                        AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=diagnose))
-        except FrameError as exc:
-            scan.left_out.append(LeftOut(str(path), exc.problem))
-            scan.unreadable.append(scan.left_out[-1])
-            continue
-        st = a.stats
-        if diagnose:
-            scan.diagnoses[str(st.file)] = a.diagnosis
-            n_failed += a.diagnosis_error is not None
-        scan.records[str(st.file)] = a.record
-        measured.append((frames_mod.frame_order_key(path, frame.meta), st, path))
-    if n_failed:
-        scan.diagnose_notes.append(f"diagnosis: failed on {n_failed} of {len(measured)} frames")
-    measured.sort(key=lambda t: t[0])
-    for _, st, path in measured:
-        scan.stats.append(st)
-        if st.n_stars < min_stars:
-            why = st.reason or "too few stars"
-            scan.left_out.append(LeftOut(str(path), f"only {st.n_stars} stars ({why}); left out of the stack"))
-        else:
-            scan.usable.append(str(path))
-    scan.measure_s = time.monotonic() - t0
+    This is :func:`focuswatch.batch.scan_session` run in this process (one code path for
+    ``--workers 1`` and ``--workers 8``).
+    """
+    from focuswatch.batch import scan_session as scan_on_workers
+    from focuswatch.parallel import Runner
+
+    scan, _ = scan_on_workers(folder, rig=rig, progress=progress, runner=Runner(workers=1),
+                              min_stars=min_stars, diagnose=diagnose)
     return scan
 
 
