@@ -32,7 +32,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from focuswatch.records import json_safe as _clean
+from focuswatch.records import json_safe
 from focuswatch.errors import JournalError
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord
 from focuswatch.statefile import default_state_dir, iso_utc
@@ -99,7 +99,7 @@ def default_journal_path() -> Path:
 
 def _json(obj: Any) -> str:
     """One row's JSON, made safe the same way as ``--json`` output (NaN -> null, numpy -> Python)."""
-    return json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False)
+    return json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False)
 
 
 class Journal:
