@@ -50,12 +50,23 @@ def _growth_array(eps_key: str) -> np.ndarray:
     return np.maximum.accumulate(np.asarray(tables()["growth"][eps_key], float), axis=1)
 
 
+@lru_cache(maxsize=1)
+def _nodes() -> tuple[np.ndarray, np.ndarray]:
+    """``(W nodes, log seeing nodes)`` as arrays, made once: the defocus inversion asks per star."""
+    d = tables()
+    w = np.asarray(d["w_nodes"], float)
+    ls = np.log(np.asarray(d["s_nodes"], float))
+    w.setflags(write=False)
+    ls.setflags(write=False)
+    return w, ls
+
+
 def growth_row(s: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """``(W nodes, HLR / (lambda N))`` for Kolmogorov seeing of FWHM ``s lambda N`` and
     obstruction ``eps`` (linear in log s between the tabulated seeings, linear in eps)."""
     d = tables()
-    w = np.asarray(d["w_nodes"], float)
-    ls = np.log(np.asarray(d["s_nodes"], float))
+    w, ls = _nodes()
+    w = w.copy()  # callers get their own array; the cached one stays intact
     x = math.log(min(max(s, d["s_nodes"][0]), d["s_nodes"][-1]))
     lo, hi, t = _eps_pair(eps)
     rows = []
@@ -74,11 +85,10 @@ def hlr_lambda_n(s: float, w_waves: float, eps: float) -> float:
 def seeing_for_hlr(h0_lambda_n: float, eps: float) -> float:
     """The seeing ``s`` (FWHM / lambda N) whose in-focus half-light radius is ``h0``
     (clamped to the table: below it the star is diffraction-limited)."""
-    d = tables()
-    s_nodes = np.asarray(d["s_nodes"], float)
+    _, ls = _nodes()
     lo, hi, t = _eps_pair(eps)
     h = (1.0 - t) * _growth_array(lo)[:, 0] + t * _growth_array(hi)[:, 0]
-    return float(np.exp(np.interp(h0_lambda_n, h, np.log(s_nodes))))
+    return float(np.exp(np.interp(h0_lambda_n, h, ls)))
 
 
 def max_seeing_s() -> float:

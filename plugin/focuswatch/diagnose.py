@@ -505,7 +505,8 @@ KOLMOGOROV_HLR_PER_FWHM = 0.568525
 
 
 def _moffat_alpha(fwhm: float, beta: float) -> float:
-    return fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    """Moffat ``alpha`` for a FWHM: the inverse of :func:`focuswatch.stars.moffat_fwhm` (same arithmetic)."""
+    return fwhm / float(moffat_fwhm(1.0, beta))
 
 
 def moffat_r50_px(fwhm_px: float, beta: float) -> float:

@@ -42,7 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-ARCSEC_PER_RAD = 206264.806
+from focuswatch.optics import ARCSEC_PER_RAD
+
 #: Kolmogorov long-exposure FWHM = KOLMOGOROV_FWHM_FACTOR * lambda / r0 (GalSim's value).
 KOLMOGOROV_FWHM_FACTOR = 0.975865
 

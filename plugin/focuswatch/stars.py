@@ -1363,7 +1363,7 @@ def hfr_uncertainty_px(stars: np.ndarray) -> float | None:
     noise = 1.2533 * math.sqrt(float(np.sum(per ** 2))) / n
     if n < 5:
         return noise
-    mad = 1.4826 * float(np.median(np.abs(hfr - np.median(hfr))))
+    mad = _mad_std(hfr)
     return max(noise, 1.2533 * mad / math.sqrt(n))
 
 
