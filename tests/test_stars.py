@@ -164,3 +164,102 @@ def test_crowded_defocused_fields(zones, n_stars):
     assert st.n_stars >= 15
     assert st.hfr_px == pytest.approx(f.truth["hfr_px"], rel=0.10)
     assert st.profile_ratio < 0.85  # flat-topped, as the truth (~0.71-0.75)
+
+
+# --------------------------------------------------------------------------- profiling a sample
+# Above ProfileConfig.max_stars isolated candidates, measure() profiles a sample spread over
+# the 3x3 zones and over brightness. Its frame figures must stay within their own statistical
+# uncertainty of profiling every star, and of truth the code did not produce (GalSim, our
+# Fourier optics with field curvature).
+
+def _median_err(v: np.ndarray) -> float:
+    """1-sigma uncertainty of the median of ``v`` (1.2533 x robust sigma / sqrt(n))."""
+    v = v[np.isfinite(v)]
+    return 1.2533 * stars._mad_std(v) / math.sqrt(len(v))
+
+
+def test_profile_sample_is_spread_over_zones_and_brightness():
+    rng = np.random.default_rng(5)
+    n, w, h = 3000, 900, 600
+    fx, fy = rng.uniform(0, w, n), rng.uniform(0, h, n)
+    fx[:40] = rng.uniform(0, w / 3, 40)  # a sparse corner: top-left gets only these 40 + its share
+    fy[:40] = rng.uniform(0, h / 3, 40)
+    keep = ~((fx < w / 3) & (fy < h / 3))
+    keep[:40] = True
+    sel = np.nonzero(keep)[0]  # "brightest first": index order
+    cfg = stars.ProfileConfig(max_stars=300, min_per_zone=30)
+    assert np.array_equal(stars._profile_sample(sel[:300], fx, fy, w, h, cfg), sel[:300])  # at the cap: all
+    assert np.array_equal(stars._profile_sample(sel, fx, fy, w, h, stars.ProfileConfig(max_stars=0)), sel)
+    got = stars._profile_sample(sel, fx, fy, w, h, cfg)
+    assert np.array_equal(got, stars._profile_sample(sel, fx, fy, w, h, cfg))  # deterministic
+    assert np.all(np.diff(np.searchsorted(sel, got)) > 0)  # a subset, in the order given
+    zone = lambda idx: np.minimum((fy[idx] * 3 / h).astype(int), 2) * 3 + np.minimum((fx[idx] * 3 / w).astype(int), 2)
+    per_zone = np.bincount(zone(got), minlength=9)
+    assert 300 <= len(got) <= 300 + 30
+    assert per_zone[0] == 30  # the sparse corner keeps its floor
+    full_zone = np.bincount(zone(sel), minlength=9)[1:]
+    assert np.allclose(per_zone[1:] / per_zone[1:].sum(), full_zone / full_zone.sum(), atol=0.005)  # in proportion
+    # brightness: within each zone the sample's ranks are evenly spread over the zone's ranks
+    for z in range(1, 9):
+        ranks = np.searchsorted(sel[zone(sel) == z], got[zone(got) == z]) / np.count_nonzero(zone(sel) == z)
+        assert abs(np.median(ranks) - 0.5) < 0.03 and ranks.min() < 0.05 and ranks.max() > 0.95
+
+
+@pytest.fixture(scope="module")
+def galsim_crowd():
+    """400 stars of one GalSim PSF (obstructed, 4 vanes, Kolmogorov seeing 3 px) on 900 x 900 px."""
+    import galsim_truth as gt
+
+    scope = gt.Scope()
+    prof = gt.psf(scope, obscuration=0.33, nstruts=4, seeing_fwhm_arcsec=3.0 * scope.scale_arcsec_px)
+    img, _ = gt.scatter(gt.draw(prof, scope, 41), 400, 900, seed=3, min_sep=30, margin=25, flux=(2e4, 4e5))
+    return img, gt.true_hlr_px_intrinsic(prof, scope)
+
+
+def test_a_profiled_sample_gives_the_full_figures_within_their_uncertainty(galsim_crowd):
+    img, hlr = galsim_crowd
+    full = stars.measure_array(img, profile=stars.ProfileConfig(max_stars=0))
+    part = stars.measure_array(img, profile=stars.ProfileConfig(max_stars=100, min_per_zone=8))
+    assert len(full.stars) > 300 and 100 <= len(part.stars) <= 110
+    assert any("profiled" in n and f"of {len(full.stars)}" in n for n in part.notes)
+    assert not any("profiled" in n for n in full.notes)
+    # the count still stands for the whole frame (clouds compare star counts)
+    assert part.n_stars == pytest.approx(full.n_stars, rel=0.05)
+    # the sample's own hfr_err_px covers the difference; both agree with GalSim's truth as well
+    assert abs(part.hfr_px - full.hfr_px) <= 3 * part.hfr_err_px
+    assert part.hfr_err_px > full.hfr_err_px
+    assert part.hfr_px == pytest.approx(hlr, rel=0.05) and full.hfr_px == pytest.approx(hlr, rel=0.05)
+    t = part.stars
+    assert abs(part.fwhm_px - full.fwhm_px) <= 3 * _median_err(t["fwhm"]) + 1e-3
+    shape = stars._shape_sample(t[t["snr"] >= 10])
+    assert abs(part.eccentricity - full.eccentricity) <= 3 * _median_err(shape["ecc"])
+    assert abs(part.hfr_nina_px - full.hfr_nina_px) <= 3 * _median_err(t["hfr_nina"])
+
+
+def test_a_profiled_sample_keeps_the_field_map_of_a_curved_field():
+    """Fourier optics with 300 um of field curvature: every zone of the sample within its
+    uncertainty of the full measurement, corners blurrier than edges blurrier than centre."""
+    from focuswatch import physoptics as po
+    from focuswatch.model import frame_from_array
+
+    spec = po.FrameSpec(optics=po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76,
+                                         obstruction=0.33), seeing=po.Seeing(2.5),
+                        aberrations=po.FieldAberrations(curvature_um=300.0), width_px=900, height_px=900,
+                        n_stars=400, field_zones=3, seed=4)
+    frame = frame_from_array(po.render_frame(spec).pixels, po.frame_header(spec))
+    full = stars.measure(frame, profile=stars.ProfileConfig(max_stars=0))
+    part = stars.measure(frame, profile=stars.ProfileConfig(max_stars=110, min_per_zone=8))
+    assert len(part.stars) < len(full.stars) / 2
+    t = part.stars
+    zr = np.minimum((t["y"] * 3 / part.height_px).astype(int), 2)
+    zc = np.minimum((t["x"] * 3 / part.width_px).astype(int), 2)
+    g_full, g_part = full.zone_grid(), part.zone_grid()
+    for zp, zf in zip(part.zones, full.zones):
+        assert zp.n_stars >= 8
+        hf = t["hfr"][(zr == zp.row) & (zc == zp.col) & (t["snr"] >= 10)]
+        assert abs(zp.hfr_px - zf.hfr_px) <= 3 * _median_err(hf) + 0.01, (zp, zf)
+    for g in (g_full, g_part):
+        corners = np.mean(g[[0, 0, 2, 2], [0, 2, 0, 2]])
+        edges = np.mean(g[[0, 1, 1, 2], [1, 0, 2, 1]])
+        assert corners > edges + 0.3 > g[1, 1] + 0.5
+    assert abs(part.hfr_px - full.hfr_px) <= 3 * part.hfr_err_px

@@ -1003,6 +1003,24 @@ def wing_share(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray
     return float(min(max(share, 0.0), config.max_share))
 
 
+def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, share: float,
+                        r50: np.ndarray, r_wing: np.ndarray) -> float:
+    """1-sigma error (px, before the pixel correction) that the wing share's own sampling
+    error puts on the median half-flux radius: a seeded bootstrap of :func:`wing_share` over
+    the stars it was read from, carried through :func:`_reread_half_radius`."""
+    if share <= 0 or len(flux) < 2 or not len(r50):
+        return 0.0
+    rng = np.random.default_rng(0)
+    boot = [wing_share(flux[k], snr[k], i1[k], i2[k], R)
+            for k in rng.integers(0, len(flux), size=(_WING_BOOTSTRAP, len(flux)))]
+    sigma = float(np.std(boot))
+    if not sigma:
+        return 0.0
+    lo = _reread_half_radius(r50, r_wing, max(share - sigma, 0.0))
+    hi = _reread_half_radius(r50, r_wing, share + sigma)
+    return 0.5 * abs(float(np.nanmedian(hi)) - float(np.nanmedian(lo)))
+
+
 def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float, *, frac: float = 0.5,
                         fracs: tuple[float, ...] = _WING_FRACS) -> np.ndarray:
     """Half-flux radius when ``share`` (of the aperture flux) lies beyond the aperture: the
@@ -1020,6 +1038,65 @@ def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float, *, fr
     return np.where(np.isfinite(out), out, r50)
 
 
+@dataclass(frozen=True)
+class ProfileConfig:
+    """How many stars get the full per-star profile (the expensive part of :func:`measure`).
+
+    A full frame of a large sensor holds thousands of isolated stars. The frame figures are
+    medians, whose uncertainty falls as 1/sqrt(n) (``hfr_err_px``), and the 3x3 zones need a
+    few dozen stars each; profiling a star (a stamp several times its size, sep's curve of
+    growth at 11 fractions with 3x3 sub-pixels, centroids, second moments, radial profiles,
+    wings) costs more per star than detecting it. Above ``max_stars`` isolated candidates a
+    sample is profiled, chosen without looking at any star's size or shape so the medians
+    stay unbiased: in each 3x3 zone (the grid of :attr:`FrameStats.zones`, which the
+    diagnosis' tilt, curvature and field map read) the quota is the zone's share of the
+    candidates (at least ``min_per_zone`` while the zone has them, so a sparse corner keeps
+    its figure), taken at evenly spaced brightness ranks so every magnitude keeps its share.
+    ``n_stars`` then scales the sample's measurable share back to all candidates (star
+    counts still compare between frames: clouds) and a note says how many were profiled.
+    """
+
+    #: most stars profiled per frame (0: all). 800 leaves each zone of an even field ~90
+    #: stars, and the frame median's uncertainty sqrt(2200/800) = 1.7x that of 2200 stars
+    max_stars: int = 800
+    #: fewest stars profiled in a zone (or all it has, when fewer)
+    min_per_zone: int = 30
+
+
+PROFILE = ProfileConfig()
+#: resamples of the bootstrap that gives the wing share's uncertainty on a profiled sample
+#: (seeded: the same frame gives the same figures)
+_WING_BOOTSTRAP = 64
+
+
+def _profile_sample(sel: np.ndarray, fx: np.ndarray, fy: np.ndarray, width: int, height: int,
+                    config: ProfileConfig = PROFILE) -> np.ndarray:
+    """The candidates ``sel`` (brightest first) to profile: all of them up to
+    ``config.max_stars``, else a sample stratified over the 3x3 zones and, within each
+    zone, at evenly spaced brightness ranks (deterministic; see :class:`ProfileConfig`).
+    Returned in the order of ``sel``."""
+    n = len(sel)
+    cap = int(config.max_stars)
+    if cap <= 0 or n <= cap:
+        return sel
+    zone = (np.minimum((fy[sel] * 3 / height).astype(np.int64), 2) * 3
+            + np.minimum((fx[sel] * 3 / width).astype(np.int64), 2))
+    counts = np.bincount(zone, minlength=9)
+    share = cap * counts / n
+    quota = np.floor(share).astype(np.int64)
+    rest = cap - int(quota.sum())  # the largest remainders fill the quota up to the cap
+    if rest > 0:
+        quota[np.argsort(-(share - quota), kind="stable")[:rest]] += 1
+    quota = np.minimum(np.maximum(quota, np.minimum(counts, config.min_per_zone)), counts)
+    take = []
+    for z in range(9):
+        members = np.nonzero(zone == z)[0]  # positions in sel, brightest first
+        q = int(quota[z])
+        if q > 0:
+            take.append(members[((np.arange(q) + 0.5) * len(members) / q).astype(np.int64)])
+    return sel[np.sort(np.concatenate(take))]
+
+
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
     """Measure an in-memory image (tests, the simulator): :func:`measure` on a wrapped frame."""
     from focuswatch.model import frame_from_array
@@ -1028,7 +1105,8 @@ def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, *
 
 
 def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_stars: int = 3000,
-            n_fit: int = 300, detect_thresh: float = 4.0, min_stars: int = MIN_STARS_FOR_STATS) -> FrameStats:
+            n_fit: int = 300, detect_thresh: float = 4.0, min_stars: int = MIN_STARS_FOR_STATS,
+            profile: ProfileConfig = PROFILE) -> FrameStats:
     """Find and measure the stars of a frame.
 
     Steps: background and detection with sep on a block-averaged copy (at most ~4 Mpx, and
@@ -1046,6 +1124,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     star is enough for ``hfr_px`` (single-star autofocus, sub-frames); ``hfr_err_px``
     then says how far to trust it. Callers that need a crowd (the refocus policy, the
     diagnosis) keep their own minimum.
+
+    With more isolated candidates than ``profile.max_stars``, a sample spread over the zones
+    and over brightness is profiled (:class:`ProfileConfig`); ``n_stars`` is then scaled
+    to all candidates, the per-star table holds the sample, and a note says so.
     """
     img = frame.pixels
     top, bottom, left, right = _constant_border(img)
@@ -1133,42 +1215,58 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     sel = order[(inside & ~blended)[order]][:n_keep]
     if len(sel) == 0:
         return empty("no isolated stars away from the edges", bkg_level, noise, n_det)
-    ix, iy = ix[sel], iy[sel]
-    n = len(sel)
+    pool = sel
+    sel = _profile_sample(pool, fx, fy, W, H, profile)
+    n_cand = len(pool)
 
     # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
     # only the background at the stars is needed: sep's map read as float32 (sep computes it
     # in float32; a float64 copy holds the same values, twice the size)
     back_map = bkg.back(dtype=np.float32)
-    by = np.clip(((iy + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[0] - 1)
-    bx = np.clip(((ix + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[1] - 1)
-    local_bkg = back_map[by, bx].astype(np.float32)
-    del back_map
     sat = frame.saturation_adu
-    cx0 = (fx[sel] - ix).astype(np.float64)
-    cy0 = (fy[sel] - iy).astype(np.float64)
-    sw0 = np.clip(size_sigma[sel], 1.0, R / 2.0)
-    # the nearest other detections: their light inside a stamp is masked (each pixel goes to
-    # the nearer star), so a neighbour at the stamp's edge cannot inflate the radii
     k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))
-    near_i, near_j, near_d = _neighbours_within(fx, fy, sel, 2.0 * R)
-    if k_nb > 0:
-        nbx, nby = _nearest_offsets(fx, fy, n, near_i, near_j, near_d, k_nb, 2.0 * R, ix, iy)
-    else:
-        nbx = nby = np.full((n, 1), 1e6)
     batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
-    parts = [_measure_stamps(img, ix[i:i + batch], iy[i:i + batch], local_bkg[i:i + batch], cx0[i:i + batch],
-                             cy0[i:i + batch], sw0[i:i + batch], R, sat, nbx[i:i + batch], nby[i:i + batch])
-             for i in range(0, n, batch)]
-    m = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
+    gain = frame.meta.gain if (frame.meta.gain and 0.05 < frame.meta.gain < 20) else 1.0
+
+    def profile_stars(sel_: np.ndarray) -> dict[str, np.ndarray]:
+        """Stamps and per-star figures of the candidates ``sel_`` (see :func:`_measure_stamps`),
+        with their stamp positions, neighbours and SNR."""
+        ix_, iy_ = np.rint(fx[sel_]).astype(np.int64), np.rint(fy[sel_]).astype(np.int64)
+        n_ = len(sel_)
+        by = np.clip(((iy_ + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[0] - 1)
+        bx = np.clip(((ix_ + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[1] - 1)
+        bkg_ = back_map[by, bx].astype(np.float32)
+        cx0 = (fx[sel_] - ix_).astype(np.float64)
+        cy0 = (fy[sel_] - iy_).astype(np.float64)
+        sw0 = np.clip(size_sigma[sel_], 1.0, R / 2.0)
+        # the nearest other detections: their light inside a stamp is masked (each pixel goes to
+        # the nearer star), so a neighbour at the stamp's edge cannot inflate the radii
+        near_i, near_j, near_d = _neighbours_within(fx, fy, sel_, 2.0 * R)
+        if k_nb > 0:
+            nbx_, nby_ = _nearest_offsets(fx, fy, n_, near_i, near_j, near_d, k_nb, 2.0 * R, ix_, iy_)
+        else:
+            nbx_ = nby_ = np.full((n_, 1), 1e6)
+        parts = [_measure_stamps(img, ix_[i:i + batch], iy_[i:i + batch], bkg_[i:i + batch], cx0[i:i + batch],
+                                 cy0[i:i + batch], sw0[i:i + batch], R, sat, nbx_[i:i + batch], nby_[i:i + batch])
+                 for i in range(0, n_, batch)]
+        out = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
+        # nearest other detection farther than 2 R <=> none within 2 R
+        crowded_ = np.zeros(n_, bool)
+        crowded_[near_i] = True
+        area = math.pi * np.maximum(out["r90"], 1.0) ** 2
+        out["snr"] = out["flux"] / np.sqrt(area * noise ** 2 + np.maximum(out["flux"], 0) / gain)
+        out.update(ix=ix_, iy=iy_, local_bkg=bkg_, nbx=nbx_, nby=nby_, crowded=crowded_)
+        return out
+
+    m = profile_stars(sel)
+    n = len(sel)
+    del back_map
+    ix, iy, local_bkg, nbx, nby, snr = m["ix"], m["iy"], m["local_bkg"], m["nbx"], m["nby"], m["snr"]
     cx, cy, r50, r90, tot_flux, flags = m["cx"], m["cy"], m["r50"], m["r90"], m["flux"], m["flags"]
     hfr_nina, a2, b2, ecc, theta, ring = m["hfr_nina"], m["a2"], m["b2"], m["ecc"], m["theta"], m["ring"]
     is_sat, centre = m["saturated"], m["centre"]
 
-    # ---- signal to noise, hot pixels / cosmic rays, faint stars
-    gain = frame.meta.gain if (frame.meta.gain and 0.05 < frame.meta.gain < 20) else 1.0
-    area = math.pi * np.maximum(r90, 1.0) ** 2
-    snr = tot_flux / np.sqrt(area * noise ** 2 + np.maximum(tot_flux, 0) / gain)
+    # ---- signal to noise (above), hot pixels / cosmic rays, faint stars
     # hot pixels and cosmic rays: far sharper than the optics allow (relative to the frame's
     # own typical star, since a defocused frame has no sharp stars at all)
     ok_r = r50[np.isfinite(r50) & (r50 > 0.6)]
@@ -1179,9 +1277,11 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     typical_minor = float(np.median(minor[~hot])) if np.any(~hot) else 1.0
     hot |= (minor < 0.45 * typical_minor) & (ecc > 0.95)
     faint = (snr < 5) | ~np.isfinite(r50) | (tot_flux <= 0) | (flags != 0) & (r50 <= 0)
-    rejected["saturated"] = int(np.count_nonzero(is_sat))
-    rejected["hot_pixel"] = int(np.count_nonzero(hot & ~is_sat))
-    rejected["faint"] = int(np.count_nonzero(faint & ~hot & ~is_sat))
+    # counted on the profiled sample, scaled to all candidates when it is one
+    to_all = n_cand / n
+    rejected["saturated"] = int(round(np.count_nonzero(is_sat) * to_all))
+    rejected["hot_pixel"] = int(round(np.count_nonzero(hot & ~is_sat) * to_all))
+    rejected["faint"] = int(round(np.count_nonzero(faint & ~hot & ~is_sat) * to_all))
     keep = ~is_sat & ~hot & ~faint
     if np.count_nonzero(keep) < 1:
         return empty("no measurable stars (all saturated, hot pixels or too faint)", bkg_level, noise, n_det)
@@ -1190,12 +1290,15 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # stars say how much, and every star's half-flux radius is re-read against it
     # (only stars with no other detection within two stamp radii: a neighbour's light at
     # the stamp's edge would pass for wings)
-    # nearest other detection farther than 2 R <=> none within 2 R
-    crowded = np.zeros(n, bool)
-    crowded[near_i] = True
-    alone = keep & ~crowded
+    alone = keep & ~m["crowded"]
     share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
     r_half = _reread_half_radius(r50, m["r_wing"], share)
+    wing_err_px = 0.0
+    if n < n_cand:
+        # a frame figure from the sample's few bright lone stars: its own sampling error moves
+        # every star's HFR together, which the star-to-star scatter does not show
+        wing_err_px = _wing_share_hfr_err(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone],
+                                          R, share, r50[keep], m["r_wing"][keep])
     r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90)
     hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 
@@ -1265,10 +1368,18 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     stars["outer_r"] = r90[k] * scale
     extra = border_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
                            if n_rings else ())
+    n_total = None
+    if n < n_cand:
+        n_total = int(round(len(k) * to_all))
+        extra = extra + (f"profiled {n} of {n_cand} isolated stars ({n_det} detected), a sample spread over "
+                         f"the 3x3 zones and over brightness (ProfileConfig.max_stars = {profile.max_stars}); "
+                         f"{len(k)} measurable in the sample: n_stars ({n_total}) and the rejection counts are "
+                         f"scaled to all candidates, hfr_err_px includes the sample's wing-share error",)
     H0, W0 = frame.pixels.shape
     return summarize(stars, frame=frame, width_px=int(W0 * scale), height_px=int(H0 * scale),
                      background_adu=bkg_level, noise_adu=noise, n_detected=n_det, n_rejected=rejected,
-                     plate_scale_arcsec_px=plate_scale_arcsec_px, min_stars=min_stars, extra_notes=extra)
+                     plate_scale_arcsec_px=plate_scale_arcsec_px, min_stars=min_stars, extra_notes=extra,
+                     n_stars=n_total, hfr_err_extra_px=wing_err_px * scale)
 
 
 def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
@@ -1367,17 +1478,28 @@ def hfr_uncertainty_px(stars: np.ndarray) -> float | None:
     return max(noise, 1.2533 * mad / math.sqrt(n))
 
 
+def _quadrature(err: float | None, extra: float) -> float | None:
+    """``err`` and ``extra`` added in quadrature (``err`` unchanged when ``extra`` is 0)."""
+    if err is None or not extra:
+        return err
+    return math.hypot(err, extra)
+
+
 def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, height_px: int,
               background_adu: float | None = None, noise_adu: float | None = None, n_detected: int = 0,
               n_rejected: Mapping[str, int] | None = None, plate_scale_arcsec_px: float | None = None,
-              min_stars: int = MIN_STARS_FOR_STATS, extra_notes: tuple[str, ...] = ()) -> FrameStats:
+              min_stars: int = MIN_STARS_FOR_STATS, extra_notes: tuple[str, ...] = (),
+              n_stars: int | None = None, hfr_err_extra_px: float = 0.0) -> FrameStats:
     """Frame medians and the 3x3 zones from a per-star table (also used on filtered tables).
 
     Medians use stars with SNR >= 10 when there are enough of them, so faint noisy stars do
     not drag the frame figure around. With fewer than ``min_stars`` stars the frame gets
     no figures (``reason`` says so). ``hfr_err_px`` says how far the frame's HFR can be
     trusted (see :func:`hfr_uncertainty_px`): with one or two stars it is their photon
-    noise, with many the star-to-star scatter over sqrt(n).
+    noise, with many the star-to-star scatter over sqrt(n). ``n_stars`` overrides the
+    reported star count when ``stars`` is a profiled sample of more (:class:`ProfileConfig`);
+    ``hfr_err_extra_px`` is added to ``hfr_err_px`` in quadrature (an error common to every
+    star, such as the sample's wing share).
     """
     meta = frame.meta if frame is not None else FrameMeta()
     file = str(frame.path) if frame is not None and frame.path is not None else None
@@ -1414,9 +1536,9 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
                f"stars too small to show their shape (median FWHM {_fmt_px(_med(shape['fwhm']))})")
         notes = notes + (f"{why}: eccentricity is not evidence of trailing, wind or collimation",)
     return FrameStats(
-        file=file, n_stars=int(len(stars)), hfr_px=hfr, hfr_nina_px=_med(good["hfr_nina"]), fwhm_px=fwhm,
+        file=file, n_stars=int(len(stars) if n_stars is None else n_stars), hfr_px=hfr, hfr_nina_px=_med(good["hfr_nina"]), fwhm_px=fwhm,
         eccentricity=ecc, profile_ratio=ratio, ring_ratio=ring_ratio,
-        hfr_err_px=hfr_uncertainty_px(good), elongation_reliable=reliable,
+        hfr_err_px=_quadrature(hfr_uncertainty_px(good), hfr_err_extra_px), elongation_reliable=reliable,
         star_flux_adu=_med(good["flux"]), background_adu=background_adu, noise_adu=noise_adu,
         width_px=width_px, height_px=height_px, plate_scale_arcsec_px=ps,
         hfr_arcsec=hfr * ps if (hfr is not None and ps) else None,
