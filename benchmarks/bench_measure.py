@@ -96,17 +96,27 @@ def import_costs(repeat: int) -> None:
         print(f"  import {mod:<20} {t - base:6.3f} s")
 
 
+#: CPU seconds of this process (all its threads) per function, filled by :func:`alternating`:
+#: on a machine shared with other work the wall clock waits for the cores, the CPU time
+#: does not (what an idle machine's wall time would be, for single-threaded work)
+CPU_S: dict = {}
+
+
 def alternating(fns: dict, repeat: int) -> tuple[dict, dict]:
     """Median seconds of each function, run in alternating rounds (a shared machine's load
     drifts: blocks of runs of one then the other would compare different loads)."""
     times: dict = {k: [] for k in fns}
+    cpu: dict = {k: [] for k in fns}
     outs: dict = {}
     for _ in range(repeat):
         for k, fn in fns.items():
             gc.collect()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             outs[k] = fn()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    CPU_S.update({k: statistics.median(v) for k, v in cpu.items()})
     return {k: statistics.median(v) for k, v in times.items()}, outs
 
 
@@ -170,11 +180,16 @@ def main(argv=None) -> int:
                   f"{st.fwhm_px:.3f} vs {st_all.fwhm_px:.3f} vs {sf.truth['fwhm_px']:.3f} px; ecc {st.eccentricity:.3f} "
                   f"vs {st_all.eccentricity:.3f}; zone HFR max |diff| "
                   f"{np.nanmax(np.abs(st.zone_grid() - st_all.zone_grid())):.4f} px")
+            print(f"  CPU seconds (medians; ~ an idle machine's wall time): load {CPU_S['load']:.3f}, measure "
+                  f"{CPU_S['measure']:.3f} (every star {CPU_S['measure_every']:.3f}), load + measure "
+                  f"{CPU_S['total']:.3f} (every star {CPU_S['total_every']:.3f}), plain sep {CPU_S['sep']:.3f}")
             if name == "IMX455":
-                print(f"  warm measure only          {t_meas_only:6.3f} s   (target <= 0.35 s)  "
-                      f"{'OK' if t_meas_only <= 0.35 else 'MISSED'}")
-                print(f"  warm load + measure        {t_total:6.3f} s   (target <= 0.35 s)  "
-                      f"{'OK' if t_total <= 0.35 else 'MISSED'}")
+                print(f"  warm measure only          {t_meas_only:6.3f} s wall, {CPU_S['measure']:.3f} s CPU "
+                      f"(target <= 0.35 s)  {'OK' if t_meas_only <= 0.35 else 'MISSED'} (wall), "
+                      f"{'OK' if CPU_S['measure'] <= 0.35 else 'MISSED'} (CPU)")
+                print(f"  warm load + measure        {t_total:6.3f} s wall, {CPU_S['total']:.3f} s CPU "
+                      f"(target <= 0.35 s)  {'OK' if t_total <= 0.35 else 'MISSED'} (wall), "
+                      f"{'OK' if CPU_S['total'] <= 0.35 else 'MISSED'} (CPU)")
             if args.process:
                 # alternate the two (the load of a shared machine drifts between blocks of runs)
                 fw, plain = [], []
