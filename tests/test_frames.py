@@ -157,6 +157,34 @@ def test_xisf(tmp_path):
     assert f.meta.filter_name == "R" and f.meta.focuser_pos == 777
 
 
+def test_xisf_header_is_parsed_once_per_file_version(tmp_path, monkeypatch):
+    """The watcher reads a new frame's header, then loads it: one XML parse by the reader,
+    and a rewritten file (new size or time) is parsed again, with its new keywords."""
+    import os
+    import xisf
+
+    data = _stars()[:, :, None]
+    p = tmp_path / "frame.xisf"
+    xisf.XISF.write(str(p), data, image_metadata={"FITSKeywords": {"FILTER": [{"value": "R", "comment": ""}]}})
+    opened = []
+    real = xisf.XISF
+
+    class Counting(real):
+        def __init__(self, fname):
+            opened.append(fname)
+            super().__init__(fname)
+
+    monkeypatch.setattr(xisf, "XISF", Counting)
+    meta = frames.read_header(p)
+    f = frames.load(p)
+    assert meta.filter_name == "R" and f.meta.filter_name == "R" and f.pixels.shape == (128, 128)
+    assert len(opened) == 1
+    real.write(str(p), data, image_metadata={"FITSKeywords": {"FILTER": [{"value": "Ha", "comment": ""}]}})
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # the same size: the time tells it apart
+    assert frames.load(p).meta.filter_name == "Ha" and len(opened) == 2
+
+
 def test_completeness_of_a_file_written_in_chunks(tmp_path):
     src = _write(tmp_path / "full.fits", _stars(256, 256), NINA_HEADER)
     blob = src.read_bytes()

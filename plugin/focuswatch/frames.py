@@ -660,16 +660,32 @@ def _compressed_image(p: Path, hdu: HduInfo, header: Mapping[str, Any]) -> Frame
     return _prepare(p, data, meta, _saturation_adu(header, data.dtype))
 
 
+#: the last XISF header parsed, keyed by (path, size, mtime): the watcher reads a new frame's
+#: header and then loads it, and each would parse the XML again
+_XISF_LAST: dict[tuple[str, int, int], tuple[Any, dict[str, Any]]] = {}
+
+
 def _xisf_keywords(p: Path):
-    """The XISF reader for ``p`` and its first image's FITS keywords (no pixels decoded)."""
+    """The XISF reader for ``p`` and its first image's FITS keywords (no pixels decoded).
+
+    Parsed once per file version: a second call for the same unchanged file (same size and
+    modification time) returns the same reader."""
     from xisf import XISF
 
+    st = os.stat(p)
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    hit = _XISF_LAST.get(key)
+    if hit is not None:
+        return hit
     x = XISF(str(p))
     metas = x.get_images_metadata()
     if not metas:
         raise FrameError(p, "no image in this XISF file")
-    return x, {k: (v[0]["value"] if isinstance(v, list) and v else v)
-               for k, v in metas[0].get("FITSKeywords", {}).items()}
+    out = x, {k: (v[0]["value"] if isinstance(v, list) and v else v)
+              for k, v in metas[0].get("FITSKeywords", {}).items()}
+    _XISF_LAST.clear()
+    _XISF_LAST[key] = out
+    return out
 
 
 def _load_xisf(p: Path, check: bool = True, layout: Any = None) -> Frame:
