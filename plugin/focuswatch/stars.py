@@ -1309,7 +1309,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     cand = np.nonzero(keep & (snr > 20))[0]
     if len(cand) == 0:
         cand = np.nonzero(keep)[0]
-    per_zone = max(5, n_fit // 9)
+    # a profiled sample fits its share of the stars (the fits are per-star work like the rest)
+    per_zone = max(5, int(round(n_fit * n / n_cand)) // 9)
     pick = []
     for z in range(9):
         cz = cand[zone_of[cand] == z]
