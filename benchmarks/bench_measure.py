@@ -108,8 +108,9 @@ def alternating(fns: dict, repeat: int) -> tuple[dict, dict]:
     times: dict = {k: [] for k in fns}
     cpu: dict = {k: [] for k in fns}
     outs: dict = {}
-    for _ in range(repeat):
-        for k, fn in fns.items():
+    for r in range(repeat):
+        # forwards, then backwards: no function always runs right after the same other one
+        for k, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
             gc.collect()
             c0 = time.process_time()
             t0 = time.perf_counter()
