@@ -1005,8 +1005,8 @@ def wing_share(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray
 
 def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, share: float,
                         r50: np.ndarray, r_wing: np.ndarray) -> float:
-    """1-sigma error (px, before the pixel correction) that the wing share's own sampling
-    error puts on the median half-flux radius: a seeded bootstrap of :func:`wing_share` over
+    """1-sigma error (px) that the wing share's own sampling error puts on the median
+    half-flux radius: a seeded bootstrap of :func:`wing_share` over
     the stars it was read from, carried through :func:`_reread_half_radius`."""
     if share <= 0 or len(flux) < 2 or not len(r50):
         return 0.0
@@ -1018,7 +1018,11 @@ def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: n
         return 0.0
     lo = _reread_half_radius(r50, r_wing, max(share - sigma, 0.0))
     hi = _reread_half_radius(r50, r_wing, share + sigma)
-    return 0.5 * abs(float(np.nanmedian(hi)) - float(np.nanmedian(lo)))
+
+    def hfr_of(r: np.ndarray) -> float:  # as measure() turns radii into hfr (pixel width out)
+        return float(np.nanmedian(np.sqrt(np.maximum(r ** 2 - _PIX_HFR2, 0.01))))
+
+    return 0.5 * abs(hfr_of(hi) - hfr_of(lo))
 
 
 def _reread_half_radius(r50: np.ndarray, r_wing: np.ndarray, share: float, *, frac: float = 0.5,
