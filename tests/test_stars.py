@@ -234,6 +234,10 @@ def test_a_profiled_sample_gives_the_full_figures_within_their_uncertainty(galsi
     shape = stars._shape_sample(t[t["snr"] >= 10])
     assert abs(part.eccentricity - full.eccentricity) <= 3 * _median_err(shape["ecc"])
     assert abs(part.hfr_nina_px - full.hfr_nina_px) <= 3 * _median_err(t["hfr_nina"])
+    # too few bright lone stars in the sample for the wing share: every candidate is profiled
+    again = stars.measure_array(img, profile=stars.ProfileConfig(max_stars=100, min_per_zone=8,
+                                                                 min_wing_stars=10 ** 6))
+    assert again.to_dict() == full.to_dict() and len(again.stars) == len(full.stars)
 
 
 def test_a_profiled_sample_keeps_the_field_map_of_a_curved_field():

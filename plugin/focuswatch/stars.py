@@ -1065,6 +1065,10 @@ class ProfileConfig:
     max_stars: int = 800
     #: fewest stars profiled in a zone (or all it has, when fewer)
     min_per_zone: int = 30
+    #: the wing share (light beyond the aperture) is read from bright lone stars; when the
+    #: sample holds fewer of them than this, every candidate is profiled after all (a share
+    #: from a handful, or none, could move every HFR by several %)
+    min_wing_stars: int = 20
 
 
 PROFILE = ProfileConfig()
@@ -1263,6 +1267,12 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         return out
 
     m = profile_stars(sel)
+    if len(sel) < n_cand:
+        i1, i2 = m["wing_i1"], m["wing_i2"]
+        wing_ok = (m["snr"] >= WING.min_snr) & ~m["crowded"] & (m["flux"] > 0) & (i2 > 0) & (i1 > i2)
+        if np.count_nonzero(wing_ok) < profile.min_wing_stars:
+            sel = pool
+            m = profile_stars(sel)
     n = len(sel)
     del back_map
     ix, iy, local_bkg, nbx, nby, snr = m["ix"], m["iy"], m["local_bkg"], m["nbx"], m["nby"], m["snr"]
