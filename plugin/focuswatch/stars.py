@@ -1271,8 +1271,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         i1, i2 = m["wing_i1"], m["wing_i2"]
         wing_ok = (m["snr"] >= WING.min_snr) & ~m["crowded"] & (m["flux"] > 0) & (i2 > 0) & (i1 > i2)
         if np.count_nonzero(wing_ok) < profile.min_wing_stars:
+            # the rest joins the sample (per-star work: no star is profiled twice), in the
+            # candidates' order, so the result is the one of profiling every star
+            in_sample = np.isin(pool, sel)
+            rest = profile_stars(pool[~in_sample])
+            back = np.argsort(np.concatenate([np.nonzero(in_sample)[0], np.nonzero(~in_sample)[0]]))
+            m = {k: np.concatenate([m[k], rest[k]])[back] for k in m}
             sel = pool
-            m = profile_stars(sel)
     n = len(sel)
     del back_map
     ix, iy, local_bkg, nbx, nby, snr = m["ix"], m["iy"], m["local_bkg"], m["nbx"], m["nby"], m["snr"]
