@@ -241,16 +241,20 @@ class NightSession:
         ``time_s -> AFSignal | None``: the NINA report a hook or API signal at ``time_s``
         belongs to, when the feeder can look for one the loop has not been given yet (the
         watcher globs the report folder). Reports already offered are always searched.
+    log_errors
+        Log a bad file as a warning (the watcher); ``replay``'s caller prints its rows itself.
     """
 
     def __init__(self, monitor: Monitor, config: Any, *, watch: Any, diagnose: bool = True,
-                 sink: NightSink | None = None, report_for: Callable[[float], AFSignal | None] | None = None):
+                 sink: NightSink | None = None, report_for: Callable[[float], AFSignal | None] | None = None,
+                 log_errors: bool = True):
         self.monitor = monitor
         self.config = config
         self.watch = watch
         self.use_diagnose = diagnose
         self.sink = sink or NightSink()
         self.report_for = report_for
+        self.log_errors = log_errors
         self.af_confirm = afconfirm.AFConfirmConfig(tolerance_steps=watch.af_tolerance_steps)
         self.queue: list[tuple[AFSignal, float]] = []        # (signal, when the feeder saw it), by time
         self.runs: list[NinaRun] = []
@@ -471,7 +475,8 @@ class NightSession:
 
     def error(self, path: Path, exc: FrameError, *, key: Any = None) -> Processed:
         """A file that is not a usable frame: one line, one journal row, the night goes on."""
-        log.warning("%s", exc)
+        if self.log_errors:
+            log.warning("%s", exc)
         self.sink.record_frame(key, time_s=None, status="error", error=str(exc))
         return self._out(Processed(path, "error", error=str(exc)))
 

@@ -1052,18 +1052,19 @@ def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_mar
             if on_row:
                 on_row(row)
 
+    session = NightSession(Monitor(policy, config.rig), config, watch=watch_from_config(config), diagnose=diagnose,
+                           sink=sink, log_errors=False)
     night: list[tuple[tuple[float, str], Path, Any, float]] = []
     for p in list_frames(folder, recursive):
         try:
             meta = frames_mod.read_header(p)
             written = p.stat().st_mtime
-        except (FrameError, OSError) as exc:
-            emit(Processed(p, "error", error=str(exc) if isinstance(exc, FrameError) else f"{p}: {exc}"))
+        except (FrameError, OSError) as exc:   # not a frame: one row (the journal's, as in ``watch``)
+            err = exc if isinstance(exc, FrameError) else FrameError(p, str(exc.strerror or exc))
+            emit(session.error(p, err))
             continue
         night.append((frames_mod.frame_order_key(p, meta), p, meta, written))
     night.sort(key=lambda x: x[0])
-    session = NightSession(Monitor(policy, config.rig), config, watch=watch_from_config(config), diagnose=diagnose,
-                           sink=sink)
     for item in af_marks:
         session.offer(item if isinstance(item, AFSignal) else AFSignal.of(item), 0.0)
     for _, p, meta, written in bar(night, desc="replay", enabled=progress, unit="frame"):
