@@ -67,8 +67,9 @@ MAX_MAGNITUDE = 1.0e9
 def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
     """Build the frozen config dataclass ``cls`` from a TOML table, validating every key.
 
-    Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``. Numbers
-    must be finite and at most :data:`MAX_MAGNITUDE` in size; a field may state its own
+    Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``; the types
+    are read by :func:`focuswatch.records.revive` (the one reflector, shared with
+    ``Record.from_dict``). Numbers must be finite and at most :data:`MAX_MAGNITUDE` in size; a field may state its own
     bounds as ``field(metadata={"range": (lo, hi)})``; the dataclass's own ``__post_init__``
     may add range checks the same way.
     """

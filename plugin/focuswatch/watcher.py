@@ -1,6 +1,9 @@
 """The folder watcher: new frames in, decisions, journal rows, state file and triggers out.
 
-I/O only — every decision is :mod:`focuswatch.monitor`'s. How a frame travels:
+I/O only — every decision is :mod:`focuswatch.monitor`'s, and the night itself (autofocus order,
+NINA confirmation, the frame step) is :class:`focuswatch.nightloop.NightSession`'s, the loop
+:func:`replay` runs too: the watcher *feeds* it (when is a file whole, what arrived) and is its
+sink (journal, state file, triggers). How a frame travels:
 
 1. A thin watchdog handler (:class:`_Handler`) puts the path of every created/modified/moved
    image file in a queue (recursive by default: NINA writes into dated sub-folders; ``poll``
