@@ -140,8 +140,10 @@ class PolicyConfig(Record):
     seeing_wander_pct_per_h: float = 3.0
     cross_filter_pct: float = 4.0
     rig_seeing_pct: float = 20.0
+    filter_offsets: str = ""
 
     def __post_init__(self) -> None:
+        parse_filter_offsets(self.filter_offsets)                # raises ConfigError naming the key
         for f in fields(self):
             value = getattr(self, f.name)
             lo, hi, what = _CONFIG_RANGES.get(f.name, (None, None, ""))
@@ -197,6 +199,27 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "cross_filter_pct": ((0.0,), 100.0, "%"),
     "rig_seeing_pct": ((0.0,), 200.0, "%"),
 }
+
+
+def parse_filter_offsets(text: str) -> dict[str, float]:
+    """``[policy] filter_offsets``: the capture program's focus offsets per filter, in steps.
+
+    Written ``"L=0 R=12 B=-30"`` (spaces or commas between entries), as NINA's filter wheel
+    settings give them. A focuser move between two filters that matches the difference of
+    their offsets (within ``focuser_jump_steps``) is the filter offset, not an autofocus.
+    """
+    out: dict[str, float] = {}
+    for item in text.replace(",", " ").split():
+        name, eq, value = item.partition("=")
+        try:
+            steps = float(value)
+        except ValueError:
+            steps = math.nan
+        if not eq or not name or not math.isfinite(steps):
+            raise ConfigError(f"[policy] filter_offsets = {text!r}: {item!r} is not FILTER=STEPS "
+                              f"(e.g. \"L=0 R=12 B=-30\")")
+        out[name] = steps
+    return out
 
 
 # =========================================================================== inputs
@@ -1488,6 +1511,10 @@ class Monitor:
         self.state = PolicyState()
         self.history: list[FrameRecord] = []
         self.night = NightMemory()
+        self.offsets_steps = parse_filter_offsets(self.config.filter_offsets)
+        #: focuser moves seen at filter changes, (from, to) -> steps (both directions)
+        self.learnt_offsets_steps: dict[tuple[str, str], float] = {}
+        self._last_filter: str | None = None
 
     def autofocus(self, mark: AutofocusMark) -> None:
         """An autofocus happened: the baseline is taken again from the frames after it.
@@ -1506,9 +1533,59 @@ class Monitor:
         self.history = []
         self.night.autofocus(mark.filter_name)
 
+    def expected_offset_steps(self, old: str, new: str) -> float | None:
+        """The focuser move a change from filter ``old`` to ``new`` makes by itself (steps).
+
+        From ``[policy] filter_offsets`` when both filters are there, else the move seen at
+        the last change between the two filters (either way round); ``None`` when unknown.
+        """
+        if old in self.offsets_steps and new in self.offsets_steps:
+            return self.offsets_steps[new] - self.offsets_steps[old]
+        return self.learnt_offsets_steps.get((old, new))
+
+    def _new_hfr_minimum(self, frame: FrameRecord) -> bool:
+        """The frame is clearly below its filter's last level: something refocused.
+
+        Against the last ``baseline_frames`` accepted frames of the filter (airmass-corrected
+        as the night remembers them): below their lowest by ``confidence_z`` x the night's
+        frame-to-frame scatter (``jitter_floor_pct`` until that is known).
+        """
+        if not frame.hfr_px or frame.hfr_px <= 0 or not math.isfinite(frame.hfr_px):
+            return False
+        seen = [s.log_hfr for s in self.night.samples if s.filter_name == frame.filter_name]
+        if not seen:
+            return False
+        am = frame.airmass if self.config.airmass_correction and frame.airmass and frame.airmass > 0 else None
+        log_h = math.log(frame.hfr_px) - (AIRMASS_EXPONENT * math.log(am) if am else 0.0)
+        jitter, _ = self.night.jitter()
+        jitter = max(self.config.jitter_floor_pct / 100.0 if jitter is None else jitter, 1e-4)
+        return log_h < min(seen[-self.config.baseline_frames:]) - self.config.confidence_z * jitter
+
+    def _is_filter_offset(self, frame: FrameRecord) -> bool:
+        """A focuser jump that is the new filter's offset, not an autofocus (and learn the move).
+
+        It must coincide with a filter change, match that pair's configured or learnt offset
+        within ``focuser_jump_steps``, and bring no new HFR minimum for the filter (an
+        autofocus run at the filter change would). A jump without a filter change is always an
+        autofocus.
+        """
+        old, new = self._last_filter, frame.filter_name
+        if old is None or new is None or old == new or frame.focuser_pos is None \
+                or self.state.last_focuser_pos is None:
+            return False
+        move = float(frame.focuser_pos - self.state.last_focuser_pos)
+        want = self.expected_offset_steps(old, new)
+        self.learnt_offsets_steps[(old, new)], self.learnt_offsets_steps[(new, old)] = move, -move
+        if want is None or abs(move - want) >= self.config.focuser_jump_steps:
+            return False
+        return not self._new_hfr_minimum(frame)
+
     def _pre(self, frame: FrameRecord) -> None:
         st = self.state
         if not focuser_jumped(st, frame, self.config):
+            return
+        if self._is_filter_offset(frame):
+            self.state = replace(st, last_focuser_pos=frame.focuser_pos)
             return
         if st.n_frames_since_af == 0 and st.af_source not in (None, "start", "focuser-jump"):
             # the autofocus we were told about moved the focuser: the same event, seen twice
@@ -1532,6 +1609,8 @@ class Monitor:
 
     def _post(self, frame: FrameRecord, d: Decision) -> None:
         self.state = advance(self.state, frame, d)
+        if frame.is_light and frame.filter_name:
+            self._last_filter = frame.filter_name
         if d.decision != "skip" and frame.is_light:
             self.history.append(frame)
             if frame.hfr_px:
