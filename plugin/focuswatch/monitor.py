@@ -136,7 +136,7 @@ class PolicyConfig(Record):
     airmass_correction: bool = True
     thin_cloud_star_fraction: float = 0.85
     night_jitter_floor_pct: float = 1.0
-    night_jitter_min_dof: int = 12
+    night_jitter_min_dof: int = 8
     reference_frames: int = 2
     seeing_wander_pct_per_h: float = 3.0
     cross_filter_pct: float = 4.0
