@@ -237,6 +237,38 @@ def test_a_filter_change_with_a_new_hfr_minimum_stays_an_autofocus():
         PolicyConfig(filter_offsets="L=0 R=forty")
 
 
+def test_drift_bar_keeps_the_false_alarms_per_hour():
+    """drift_z is meant for 60 s frames; 5-minute subs look 5 x less often, so each look may take a
+    5 x larger one-sided tail (closed form), never a higher bar for faster frames; the straight-line
+    witness takes half of it (Bonferroni)."""
+    from scipy.stats import norm
+
+    cfg = PolicyConfig()
+    assert monitor.drift_bar(cfg, 1.0) == cfg.drift_z == monitor.drift_bar(cfg, 0.2)
+    assert norm.sf(monitor.drift_bar(cfg, 5.0)) == pytest.approx(5.0 * norm.sf(cfg.drift_z), rel=1e-9)
+    assert monitor.drift_bar(PolicyConfig(drift_z_cadence_s=0), 10.0) == cfg.drift_z
+    assert norm.sf(monitor.slope_critical_z(3.0)) == pytest.approx(norm.sf(3.0) / 2.0, rel=1e-9)
+
+
+def test_straight_line_witness_only_for_a_filter_the_autofocus_did_not_focus():
+    """A filter changed to without refocusing, whose frames rise steadily from an already-grown
+    start (the drift began before them): the straight line asks where the model's curve from zero
+    lags; the same frames in the autofocus's own filter wait for the model."""
+    start, step = 0.3 * CFZ_UM, 0.05 * CFZ_UM
+    frames = series(14, dt_min=5.0, jitter_pct=0.7, seed=3, filt=lambda i: "L" if i < 4 else "R",
+                    defocus=lambda i: 0.0 if i < 4 else start + step * (i - 4))
+    cfg = PolicyConfig(**QUIET, parfocal_filters=True, consecutive_frames=0, reference_frames=0)
+    m = Monitor(cfg, RIG)
+    m.autofocus(AutofocusMark(time_s=frames[0].time_s - 60, source="dusk", filter_name="L"))
+    other = [m.observe(f) for f in frames]
+    m = Monitor(cfg, RIG)
+    m.autofocus(AutofocusMark(time_s=frames[4].time_s - 60, source="autofocus-done", filter_name="R"))
+    own = [m.observe(f) for f in frames[4:]]
+    first_other, first_own = first_refocus(other), first_refocus(own)
+    assert first_other is not None and "steady rise" in other[first_other].reasons[0]
+    assert first_own is None or first_own + 4 > first_other, (first_own, first_other)
+
+
 def test_airmass_growth_is_not_taken_for_defocus():
     am = lambda i: 1.0 + 0.02 * i                                  # noqa: E731  1.0 -> 2.2
     frames = series(60, airmass=am, hfr_scale=lambda i: am(i) ** 0.6)

@@ -217,9 +217,9 @@ def test_night_tables_are_physical():
 @pytest.mark.parametrize("seed", range(5))
 def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     """Drift 1 (B, out of focus from its first frame): asked at the same frame as NINA, the third.
-    Drift 2 (R, +9 % over nine frames): asked before 0.6 CFZ; NINA's rule, which compares with the
-    lowest (noisiest) HFR since the autofocus, asks 0-4 frames earlier (over 10 seeds: frame 6 vs
-    our 7, at 0.45 vs 0.48 CFZ): there our drift model is at 3-3.8 sigma, short of drift_z."""
+    Drift 2 (R, +9 % over nine frames): asked before 0.6 CFZ; over 10 seeds at NINA's median frame
+    (the 6th, 0.48 CFZ), on single seeds 0-3 frames after NINA's rule, which compares with the
+    lowest (noisiest) HFR since the autofocus with no significance test at all."""
     nina_recs, nina = closed_loop(real_night_frame(seed), len(PLAN), NINA)
     make = real_night_frame(seed)
     recs, ours = closed_loop(make, len(PLAN), OURS)
@@ -235,12 +235,12 @@ def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     old = PolicyConfig(**{**OURS.to_dict(), "reference_frames": 0})
     _, before = closed_loop(real_night_frame(seed), B_FIRST + 3, old)
     assert requests(before[B_FIRST:]) == []
-    # ours: drift 1 no later than NINA, drift 2 before 0.6 CFZ and at most 4 frames after NINA
+    # ours: drift 1 no later than NINA, drift 2 before 0.6 CFZ and at most 3 frames after NINA
     ours_b = [i for i in our_req if B_FIRST <= i < B_FIRST + 7]
     ours_r2 = [i for i in our_req if R2_FIRST <= i < R2_FIRST + 14]
     assert ours_b and ours_b[0] <= B_FIRST + 2, (our_req, [d.reasons for d in ours[B_FIRST:B_FIRST + 3]])
     assert "reference" in ours[ours_b[0]].rules
-    assert ours_r2 and ours_r2[0] <= nina_r2 + 4, (our_req, nina_r2)
+    assert ours_r2 and ours_r2[0] <= nina_r2 + 3, (our_req, nina_r2)
     assert make.truth_um[ours_r2[0]] < 0.6 * optics.cfz_um(5.0, 640.0)      # the drift target of item 3
     # and nothing else all night: every request of ours answers a real defocus
     assert set(our_req) <= {ours_b[0], ours_r2[0]}, our_req
@@ -389,12 +389,13 @@ def test_steady_drift_asks_before_0p6_cfz_with_the_model_within_25_pct(truth):
     """300 s subs, HFR only (no profile witness), 2 % seeing jitter. Truth: closed-form seeing x
     defocus disk with other seeing profiles than the model's Moffat beta 3.5, and GalSim's
     physical optics (diffraction included). The first release asked at 0.79 CFZ with the model
-    at -51 %. Single requests scatter (a 1 % HFR error is ~15 % of defocus near 0.4 CFZ): the
-    targets hold for the median, the worst case is bounded."""
+    at -51 %. Before 0.6 CFZ on 17-18 of 18 nights (GalSim: one at 0.63); the model within 25 % on
+    16 of 18: the two outside are requests at 0.36-0.41 CFZ, where a 1 % HFR error is ~15 % of the
+    defocus and the frame that tipped the test was high (winner's curse)."""
     got = drift_requests(truth)
     cfz = np.array([t / CFZ_UM for t, _, _ in got])
     err = np.array([m / t - 1.0 for t, m, _ in got])
     assert cfz.min() > 0.2, cfz                                       # never on seeing jitter
-    assert np.median(cfz) < 0.6 and np.mean(cfz < 0.6) >= 0.75, cfz
-    assert cfz.max() < 0.75, cfz
-    assert abs(np.median(err)) < 0.25 and np.all(np.abs(err) < 0.6), err
+    assert np.median(cfz) < 0.55 and np.mean(cfz < 0.6) >= 0.9, cfz
+    assert cfz.max() < 0.65, cfz
+    assert abs(np.median(err)) < 0.1 and np.mean(np.abs(err) < 0.25) >= 0.85 and np.all(np.abs(err) < 0.6), err
