@@ -56,15 +56,16 @@ def test_near_focus_donuts_report_no_ratio(optics, defocus_um, seeing):
     assert st.ring_ratio is None
 
 
-def test_without_the_rig_only_dark_holes_give_a_ratio():
-    """No focal ratio or pixel size in the header: the quick ratio, reported only when the hole is dark."""
+def test_without_the_rig_the_diffraction_scale_is_fitted_too():
+    """No focal ratio or pixel size in the header: lambda N is fitted with the rest."""
     from focuswatch import stars
 
     deep = po.render_frame(_donut_spec(F5, 1000.0, 1.5)).pixels
     st = stars.measure_array(deep.astype(np.float32))
     assert st.ring_ratio is not None and st.ring_ratio == pytest.approx(0.45, abs=0.05)
-    filled = po.render_frame(_donut_spec(F5, 400.0, 4.0)).pixels
-    assert stars.measure_array(filled.astype(np.float32)).ring_ratio is None
+    filled = po.render_frame(_donut_spec(F4, 400.0, 4.0)).pixels
+    ratio = stars.measure_array(filled.astype(np.float32)).ring_ratio
+    assert ratio is not None and ratio == pytest.approx(0.33, abs=0.05)
 
 
 def test_partial_ring_at_the_edge_fits_like_a_whole_one():
@@ -82,11 +83,6 @@ def test_partial_ring_at_the_edge_fits_like_a_whole_one():
     fit = ringfit.fit_rings(prof, rbar, [30.0, 30.0], [0.3, 0.3], [3.0, 3.0], diffraction_px=d_px)
     assert fit.reliable.all()
     assert fit.eps == pytest.approx([0.33, 0.33], abs=0.03)
-
-
-def test_hole_depth_of_closed_form_profiles():
-    prof = np.array([[0.1, 0.05, 0.5, 1.0, 0.4, 0.0], [1.0, 0.8, 0.5, 0.2, 0.1, 0.0]])
-    assert ringfit.hole_depth(prof) == pytest.approx([0.05, 1.0])
 
 
 def test_annulus_model_matches_the_closed_form_encircled_flux():

@@ -59,12 +59,9 @@ class RingFitConfig:
     ``1 / (q_oversample * bins)`` (finer steps would not change the bins' values).
     ``n_iter``: Levenberg-Marquardt iterations. ``min_outer_px``: profiles of stars
     smaller than this have too few bins to hold a hole and are not fitted.
-    ``max_hole_depth``: the criterion :mod:`focuswatch.stars` uses. A donut's quick ratio
-    (20 %/80 % flux radii) is trusted only when the darkest bin inside its ring holds at
-    most this share of the ring's peak. Measured on physical-optics renders (obstruction
-    0.2-0.45, 200-1000 um, seeing 1.5-4", f/4, f/5, f/6.3; see docs/donuts.md): up to
-    0.16 every ratio was within +-0.05 of the obstruction, at 0.17 one read -0.068.
-    (Used only when the rig is unknown; with it, the physical-optics fit decides.)
+    ``diffraction_start_px``: where the fit of ``lambda N`` (in px) starts when the header
+    does not give the focal ratio and pixel size (f/4-f/10 with 2.4-9 um pixels span
+    0.25-2.3 px; on the renders the fit found it within -17/+22 % from 0.8).
     ``wavelength_um``: the light's mean wavelength (a broadband L filter: 0.55 um).
     ``min_defocus_waves``: nearer focus than this (peak-to-valley waves, ``R / (4 lambda N)``)
     a donut is a few Fresnel rings, the fit finds a wrong minimum (an outer radius 10-25 %
@@ -84,7 +81,7 @@ class RingFitConfig:
     q_oversample: float = 5.0
     n_iter: int = 15
     min_outer_px: float = 4.0
-    max_hole_depth: float = 0.16
+    diffraction_start_px: float = 0.8
     wavelength_um: float = 0.55
     min_defocus_waves: float = 3.0
     max_fit_stars: int = 24
@@ -104,6 +101,7 @@ class RingFit:
     seeing_fwhm_px: np.ndarray  # FWHM of the seeing kernel, px
     hole_seeing: np.ndarray     # hole diameter / seeing FWHM
     reliable: np.ndarray        # bool: eps can be trusted (see RingFitConfig)
+    diffraction_px: np.ndarray | None = None  # lambda N in px (fitted, or the one given)
 
 
 def radial_profile(stamps: np.ndarray, rr: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +181,7 @@ def _kernel_otf(q: np.ndarray, fwhm_px: np.ndarray, config: RingFitConfig) -> np
     return np.exp(-3.44 * (q[None, :] * w / KOLMOGOROV_FWHM_FACTOR) ** (5.0 / 3.0))
 
 
-def defocused_annulus_otf(q: np.ndarray, outer_px: np.ndarray, eps: np.ndarray, diffraction_px: float,
+def defocused_annulus_otf(q: np.ndarray, outer_px: np.ndarray, eps: np.ndarray, diffraction_px: float | np.ndarray,
                           n_xi: int | None = None, xi_per_wave: float = 8.0) -> np.ndarray:
     """Transfer function (stars, q) of a defocused annular pupil in physical optics.
 
@@ -199,8 +197,9 @@ def defocused_annulus_otf(q: np.ndarray, outer_px: np.ndarray, eps: np.ndarray, 
     q = np.asarray(q, float)
     R = np.asarray(outer_px, float)[:, None, None]
     e = np.asarray(eps, float)[:, None, None]
-    W = R / (4.0 * diffraction_px)
-    s = np.clip(q * diffraction_px, 0.0, 1.0)[None, :, None]
+    d = np.broadcast_to(np.asarray(diffraction_px, float), R.shape[:1])[:, None, None]
+    W = R / (4.0 * d)
+    s = np.clip(q[None, :, None] * d, 0.0, 1.0)
     if n_xi is None:
         n_xi = int(min(512, max(48, xi_per_wave * float(np.max(W)))))
     xi = (np.arange(n_xi) + 0.5) / n_xi
@@ -274,7 +273,7 @@ def _solve_linear(m: np.ndarray, area: np.ndarray, y: np.ndarray, w: np.ndarray)
 
 def fit_rings(prof: np.ndarray, rbar_px: np.ndarray, outer0_px: np.ndarray, eps0: np.ndarray,
               seeing0_px: np.ndarray | float, config: RingFitConfig = RING_FIT,
-              diffraction_px: float | None = None) -> RingFit:
+              diffraction_px: float | None = None, fit_diffraction: bool = False) -> RingFit:
     """Fit every profile (rows of ``prof``, 1-px bins from the centre) with the donut model.
 
     The fit is made to the encircled flux (the profile's bin means times the bins' areas,
@@ -283,7 +282,9 @@ def fit_rings(prof: np.ndarray, rbar_px: np.ndarray, outer0_px: np.ndarray, eps0
     (:func:`defocused_annulus_otf`); without it the geometric annulus is used, which on
     physical-optics renders at 1-10 waves of defocus reads eps 0.05-0.4 high (see
     docs/donuts.md). ``outer0_px``, ``eps0``, ``seeing0_px`` start the fit (rough values
-    will do: the outer radius within ~20 %). Radii past ``fit_extent * R + 3 FWHM`` of the
+    will do: the outer radius within ~20 %). With ``fit_diffraction`` the ``lambda N`` of
+    each star is fitted too, starting from ``diffraction_px`` (for frames whose header does
+    not give the focal ratio and pixel size). Radii past ``fit_extent * R + 3 FWHM`` of the
     start are left out (neighbours and background only).
     """
     prof = np.asarray(prof, float)
@@ -306,7 +307,9 @@ def fit_rings(prof: np.ndarray, rbar_px: np.ndarray, outer0_px: np.ndarray, eps0
     # scale each curve to order 1 (conditioning; eps does not depend on it)
     scale = np.maximum(np.abs(ee).max(axis=1), 1e-30)
     y = ee / scale[:, None]
-    q_max = min(config.q_max_cyc_px, 1.0 / diffraction_px) if diffraction_px else config.q_max_cyc_px
+    q_max = min(config.q_max_cyc_px, 1.0 / diffraction_px) if (diffraction_px and not fit_diffraction) \
+        else config.q_max_cyc_px
+    k_par = 4 if (diffraction_px and fit_diffraction) else 3
     q, pix, _, q_edges = _hankel_grid(nb, q_max, config.q_oversample)
     # the model is read at the bins' own mean pixel radii and summed like the data
     P = _point_matrix(np.asarray(rbar_px, float)[:, :nb], q_edges) * ring_area[:, :, None]
@@ -317,7 +320,8 @@ def fit_rings(prof: np.ndarray, rbar_px: np.ndarray, outer0_px: np.ndarray, eps0
 
         R, e, _ = _from_params(p, config)
         if diffraction_px:
-            return defocused_annulus_otf(q, R, e, diffraction_px, xi_per_wave=config.xi_per_wave) * pix[None, :]
+            d = np.exp(p[:, 3]) if k_par == 4 else diffraction_px
+            return defocused_annulus_otf(q, R, e, d, xi_per_wave=config.xi_per_wave) * pix[None, :]
         k = 2.0 * math.pi * q[None, :]
         Rc, ec = R[:, None], e[:, None]
         return (Rc * j1(k * Rc) - ec * Rc * j1(k * ec * Rc)) / (math.pi * q[None, :] * Rc * Rc * (1.0 - ec * ec)) \
@@ -327,15 +331,17 @@ def fit_rings(prof: np.ndarray, rbar_px: np.ndarray, outer0_px: np.ndarray, eps0
         return _solve_linear(np.einsum("nbq,nq->nb", P, opt * _kernel_otf(q, np.exp(p[:, 2]), config)), area, y, w)
 
     p = _to_params(R0, e0, w0, config)
+    if k_par == 4:
+        p = np.concatenate([p, np.full((n, 1), math.log(diffraction_px))], axis=1)
     opt = optics(p)
     res, flux = resid(p, opt)
     cost = (res ** 2).sum(1)
     lam = np.full(n, 1e-2)
     h = 1e-4
-    jac = np.zeros((n, nb, 3))
+    jac = np.zeros((n, nb, k_par))
 
     def jacobian(p, opt, res):
-        for j in range(3):
+        for j in range(k_par):
             dp = p.copy()
             dp[:, j] += h
             jac[:, :, j] = (resid(dp, opt if j == 2 else optics(dp))[0] - res) / h
@@ -345,7 +351,7 @@ def fit_rings(prof: np.ndarray, rbar_px: np.ndarray, outer0_px: np.ndarray, eps0
         A = np.einsum("nbi,nbj->nij", jac, jac)
         g = np.einsum("nbi,nb->ni", jac, res)
         diag = np.einsum("nii->ni", A)
-        Ad = A + lam[:, None, None] * np.eye(3)[None] * (diag[:, :, None] + 1e-12)
+        Ad = A + lam[:, None, None] * np.eye(k_par)[None] * (diag[:, :, None] + 1e-12)
         try:
             step = -np.linalg.solve(Ad, g[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
@@ -368,37 +374,21 @@ def fit_rings(prof: np.ndarray, rbar_px: np.ndarray, outer0_px: np.ndarray, eps0
 
     jacobian(p, opt, res)
     R, e, fw = _from_params(p, config)
+    d_fit = np.exp(p[:, 3]) if k_par == 4 else np.full(n, float(diffraction_px or np.nan))
     # covariance of the parameters, scaled by the fit's own residual variance
     dof = np.maximum((w > 0).sum(1) - 5, 1)
     s2 = cost / dof
     A = np.einsum("nbi,nbj->nij", jac, jac)
     with np.errstate(invalid="ignore", divide="ignore"):
         ok_cov = np.linalg.det(A) > 0
-        cov = np.linalg.pinv(np.where(ok_cov[:, None, None], A, np.eye(3)[None]))
+        cov = np.linalg.pinv(np.where(ok_cov[:, None, None], A, np.eye(k_par)[None]))
         de_dt = (e - lo) * (hi - e) / (hi - lo)
         eps_err = np.sqrt(np.clip(cov[:, 1, 1] * s2, 0, None)) * de_dt
     eps_err = np.where(ok_cov & (flux > 0), eps_err, np.inf)
     hole = 2.0 * e * R / fw
     reliable = (np.isfinite(eps_err) & (eps_err <= config.max_eps_err) & (hole >= config.min_hole_seeing)
                 & (R >= config.min_outer_px) & (e > lo + 0.01) & (e < hi - 0.01))
-    return RingFit(e, eps_err, R, fw, hole, reliable)
-
-
-def hole_depth(prof: np.ndarray) -> np.ndarray:
-    """Darkest bin inside the ring over the ring's peak, per profile (1 where no ring).
-
-    A hole filled by seeing or by diffraction (light bent into the obstruction's shadow
-    when it is less than a few Fresnel zones across) is shallow: its ratio reads wrong.
-    """
-    p = np.asarray(prof, float)  # NaN: no pixel left in the annulus
-    n, nb = p.shape
-    k = np.nanargmax(np.where(np.isfinite(p), p, -np.inf), axis=1)
-    peak = p[np.arange(n), k]
-    inner = np.where(np.arange(nb)[None, :] < k[:, None], p, np.inf)
-    low = np.min(np.where(np.isfinite(inner), inner, np.inf), axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = low / peak
-    return np.where((k > 0) & (peak > 0) & np.isfinite(d), d, 1.0)
+    return RingFit(e, eps_err, R, fw, hole, reliable, d_fit)
 
 
 def diffraction_px(meta: object, scale_px: float = 1.0, config: RingFitConfig = RING_FIT) -> float | None:
@@ -420,29 +410,28 @@ def refine_ring_ratio(prof: np.ndarray, rbar_px: np.ndarray, ring0: np.ndarray, 
     """Ring ratio of the donuts in a star table and whether it holds: ``(ring, ring_ok)``.
 
     ``ring0`` is the quick ratio (> 0 marks a donut: a dip in its profile), ``prof`` and
-    ``rbar_px`` the stars' radial profiles (:func:`radial_profile`). With the rig known
-    (``diffraction_px_``) the ``max_fit_stars`` brightest donuts are fitted with the
-    physical-optics model and those whose fit is reliable (see :class:`RingFitConfig`)
-    get the fitted eps and ``ring_ok``. Without it the quick ratio stays and ``ring_ok``
-    says whether the hole is dark enough (``max_hole_depth``) for it to hold. Every
-    donut keeps ``ring > 0``, so counts of donuts do not change.
+    ``rbar_px`` the stars' radial profiles (:func:`radial_profile`). The ``max_fit_stars``
+    brightest donuts are fitted with the physical-optics model, with the rig's
+    ``lambda N`` (``diffraction_px_``) or, when the header does not give it, fitting it
+    too; those whose fit is reliable (see :class:`RingFitConfig`) get the fitted eps and
+    ``ring_ok``. The others keep the quick ratio with ``ring_ok`` False. Every donut keeps
+    ``ring > 0``, so counts of donuts do not change.
     """
     ring = np.asarray(ring0, float).copy()
     ok = np.zeros(len(ring), bool)
     sel = np.nonzero(ring > 0)[0]
-    if not len(sel) or np.asarray(prof).shape[1] < 2:
-        return ring, ok
     prof = np.asarray(prof, float)
-    rbar_px = np.asarray(rbar_px, float)
-    if not diffraction_px_:
-        ok[sel] = hole_depth(prof[sel]) <= config.max_hole_depth
+    if not len(sel) or prof.shape[1] < 2:
         return ring, ok
+    rbar_px = np.asarray(rbar_px, float)
     sel = sel[np.argsort(-np.asarray(flux, float)[sel], kind="stable")[:config.max_fit_stars]]
     e0 = ring[sel]
     # r90 of a blurred annulus ~ R sqrt(0.9 + 0.1 e^2) plus some seeing: start a bit inside it
     outer0 = np.asarray(r90_px, float)[sel] / np.sqrt(0.9 + 0.1 * e0 ** 2) * 0.95
-    fit = fit_rings(prof[sel], rbar_px[sel], outer0, e0, np.maximum(0.12 * outer0, 1.5), config, diffraction_px_)
-    waves = fit.outer_px / (4.0 * diffraction_px_)
+    known = bool(diffraction_px_)
+    fit = fit_rings(prof[sel], rbar_px[sel], outer0, e0, np.maximum(0.12 * outer0, 1.5), config,
+                    diffraction_px_ if known else config.diffraction_start_px, fit_diffraction=not known)
+    waves = fit.outer_px / (4.0 * fit.diffraction_px)
     good = fit.reliable & (waves >= config.min_defocus_waves)
     ring[sel[good]] = fit.eps[good]
     ok[sel[good]] = True
