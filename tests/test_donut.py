@@ -35,9 +35,9 @@ def _true_hlr_px(spec: po.FrameSpec) -> float:
     return po.encircled_radius(img, 1.0, 0.5)
 
 
-# holes 1.7-3.4 seeing discs wide, partly filled by seeing and diffraction: the quick
-# 20/80 % flux ratio read 0.15-0.29 on these (obstruction 0.33-0.45)
-FILLED_BUT_FITTABLE = [(F5, 400.0, 4.0), (F4, 400.0, 4.0), (C8, 1000.0, 4.0)]
+# holes 1.7-3.3 seeing discs wide, partly filled by seeing and diffraction: the quick
+# 20/80 % flux ratio read 0.08-0.15 low on these
+FILLED_BUT_FITTABLE = [(F5, 700.0, 4.0), (F4, 400.0, 4.0), (C8, 1000.0, 4.0)]
 
 
 @pytest.mark.parametrize("optics, defocus_um, seeing", FILLED_BUT_FITTABLE)

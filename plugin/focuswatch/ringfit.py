@@ -65,7 +65,10 @@ class RingFitConfig:
     ``wavelength_um``: the light's mean wavelength (a broadband L filter: 0.55 um).
     ``min_defocus_waves``: nearer focus than this (peak-to-valley waves, ``R / (4 lambda N)``)
     a donut is a few Fresnel rings, the fit finds a wrong minimum (an outer radius 10-25 %
-    large, eps 0.1-0.4 low, at 1.8-2.8 waves on the renders) and is not trusted.
+    large, eps 0.1-0.4 low, at 1.8-2.8 waves on the renders) and is not trusted; at
+    3.6 waves GalSim donuts with thick vanes (3 x 0.03 D) still read 0.07 high: vanes
+    shade a larger share of the pupil near the obstruction than near the rim, which the
+    model (no vanes) takes for a larger hole.
     ``max_fit_stars``: the frame's ratio is the median of this many brightest donuts (the
     physical-optics fit costs ~10 ms a star; a few hundred would take seconds).
     """
@@ -83,7 +86,7 @@ class RingFitConfig:
     min_outer_px: float = 4.0
     diffraction_start_px: float = 0.8
     wavelength_um: float = 0.55
-    min_defocus_waves: float = 3.0
+    min_defocus_waves: float = 4.0
     max_fit_stars: int = 24
     xi_per_wave: float = 8.0
 
