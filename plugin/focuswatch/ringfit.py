@@ -1,28 +1,33 @@
-"""Obstruction ratio of defocused stars (donuts) from a model fit of their radial profile.
+"""Obstruction ratio of defocused stars (donuts) from a physical-optics fit of their profile.
 
-Why a model. The inner/outer ratio read off a donut's profile (half-maximum radii, or the
-20 %/80 % flux radii of :func:`focuswatch.stars._annulus_ratio`) reads low once the hole is
-less than about four seeing discs across: seeing spills light into the hole and the ring
-looks thicker than it is. Here each star's azimuthally averaged profile is fitted with the
-image a defocused obstructed telescope makes in geometric optics,
+Why a model. The inner/outer ratio read off a donut's profile (the 20 %/80 % flux radii of
+:func:`focuswatch.stars._annulus_ratio`) reads low once the hole is less than about four
+seeing discs across: seeing spills light into the hole and the ring looks thicker than it
+is. And at the defocus a focus run or a collimation check uses (200-1000 um at f/4-f/6.3,
+i.e. 2-15 waves) the donut is not the geometric annulus either: it is a Fresnel pattern,
+with ripples, a bright rim, and light bent into an obstruction shadow that is only a zone
+or two across. A fit with the geometric annulus * seeing reads eps 0.05-0.4 high on
+physical-optics renders; this module's fit uses the physical image:
 
-    uniform annulus (outer radius R, inner radius eps R)  *  seeing  *  pixel,
+    defocused annular pupil (outer image radius R, hole eps)  ->  OTF  x  seeing  x  pixel,
 
-solving for ``R``, ``eps`` and the seeing FWHM (flux and a residual background enter
-linearly and are solved exactly at every step). Averaging over azimuth makes the fit blind
-to spider-vane shadows: a vane removes the same share of every radius. ``eps`` is the
-obstruction ratio. When the hole is too filled to pin ``eps`` down (its fitted uncertainty
-too large, or the hole narrower than :attr:`RingFitConfig.min_hole_seeing` seeing discs)
-the star's fit is flagged unreliable, and a frame whose donuts are mostly unreliable
-reports no ratio (``None``) rather than a wrong one.
+solving for ``R``, ``eps``, the seeing FWHM and, when the header does not give the focal
+ratio and pixel size, ``lambda N`` (flux and a residual background enter linearly and are
+solved exactly at every step). Azimuthal averaging makes thin spider vanes nearly
+invisible (see ``min_defocus_waves`` for thick ones). ``eps`` is the obstruction ratio.
 
-How. The profile model is computed in the Fourier (Hankel) domain, where the three factors
-multiply: the annulus transform is ``[R J1(2 pi q R) - e R J1(2 pi q e R)] / (pi q R^2 (1 - e^2))``,
-the seeing's is closed form (Kolmogorov ``exp(-3.44 (q lambda/r0)^(5/3))``, Gaussian, or
-Moffat's ``u^nu K_nu(u)``), the square pixel's is its sinc product averaged over azimuth.
-One fixed matrix (Bessel ``J1`` averaged over each 1-px radial bin) brings the product back
-to the measured bins, so a batch of stars costs a few (stars x frequencies) Bessel
-evaluations per iteration. Levenberg-Marquardt runs on all stars at once.
+How. Everything is computed in the Fourier (Hankel) domain, where the factors multiply.
+The pupil's OTF is its autocorrelation with the defocus phase (:func:`defocused_annulus_otf`:
+closed-form chord lengths, one numerical integral); Kolmogorov seeing is
+``exp(-3.44 (q lambda/r0)^(5/3))`` (Gaussian and Moffat kernels too); the square pixel is
+its sinc product averaged over azimuth. Per-star matrices of Bessel integrals bring the
+product back to the image at each radial bin's own mean pixel radius, and the fit is made
+to the encircled flux built from those bins (it weighs the light, not the ripples).
+Levenberg-Marquardt runs on all stars at once. Stars whose fit is unreliable (too near
+focus, eps poorly constrained, hole much narrower than the seeing) are flagged, and a
+frame whose donuts are mostly unreliable reports no ratio (``None``) rather than a wrong
+one. The geometric model stays available (``diffraction_px=None``) for tests and for
+very large defocus.
 
 Pure computation: no I/O, no clock.
 """
@@ -34,8 +39,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["RingFitConfig", "RING_FIT", "RingFit", "radial_profile", "annulus_profile", "fit_rings",
-           "refine_ring_ratio", "frame_ring_ratio"]
+__all__ = ["RingFitConfig", "RING_FIT", "RingFit", "radial_profile", "defocused_annulus_otf", "annulus_ee",
+           "annulus_profile", "fit_rings", "diffraction_px", "refine_ring_ratio", "frame_ring_ratio"]
 
 KOLMOGOROV_FWHM_FACTOR = 0.976  # FWHM = 0.976 lambda / r0 (long-exposure Kolmogorov)
 
@@ -70,7 +75,7 @@ class RingFitConfig:
     shade a larger share of the pupil near the obstruction than near the rim, which the
     model (no vanes) takes for a larger hole.
     ``max_fit_stars``: the frame's ratio is the median of this many brightest donuts (the
-    physical-optics fit costs ~10 ms a star; a few hundred would take seconds).
+    physical-optics fit costs 10-50 ms a star, see benchmarks/bench_ringfit.py).
     """
 
     kernel: str = "kolmogorov"
