@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from focuswatch import optics
+from focuswatch.physoptics import KOLMOGOROV_FWHM_FACTOR
 
 #: Seeing FWHM scales as wavelength**-0.2 (Kolmogorov: r0 ~ lambda**1.2, FWHM ~ lambda/r0).
 SEEING_WAVELENGTH_EXPONENT = -0.2
@@ -50,16 +51,13 @@ AIRMASS_EXPONENT = 0.6
 
 # =========================================================================== the rig's in-focus size
 
-#: Kolmogorov long-exposure PSF: FWHM = 0.9759 lambda / r0.
-_KOLMOGOROV_FWHM = 0.9759
-
 
 @lru_cache(maxsize=256)
 def _infocus_hfr_rad(seeing_fwhm_rad: float, lambda_over_d_rad: float) -> float:
     """True half-light radius (rad) of Kolmogorov seeing through a clear circular aperture."""
     from scipy.special import j1
 
-    r0_over_lambda = _KOLMOGOROV_FWHM / seeing_fwhm_rad          # 1 / (lambda / r0)
+    r0_over_lambda = KOLMOGOROV_FWHM_FACTOR / seeing_fwhm_rad   # 1 / (lambda / r0); FWHM = k lambda / r0
     f_cut = 1.0 / lambda_over_d_rad                              # cycles per radian
     f_max = min(f_cut, 12.0 * r0_over_lambda)
     f = np.linspace(0.0, f_max, 4001)
