@@ -1,7 +1,7 @@
 """Autofocus runs: V-curve refits, judgement of a run, temperature coefficients, filter offsets.
 
 Pure computation: runs come in as :class:`AFRun` values (built from NINA reports or from a
-folder of frames by :mod:`focuswatch.afreports`), results go out as frozen dataclasses. No
+folder of frames by :mod:`focuswatch.io.afreports`), results go out as frozen dataclasses. No
 files, no clock.
 
 The V-curve model is the hyperbola NINA, ASTAP and Ekos fit::
@@ -52,7 +52,7 @@ from astropy.stats import mad_std
 
 from focuswatch import optics
 from focuswatch.optics import Rig
-from focuswatch.records import Record
+from focuswatch.model.records import Record
 
 #: HFR definitions a run's values can follow.
 HFR_KINDS = ("nina", "true")

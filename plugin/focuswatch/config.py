@@ -1,9 +1,9 @@
 """One TOML file for the rig and the policy, with FITS headers filling the gaps.
 
 Sections: ``[rig]`` (the calculator's inputs), ``[policy]`` (refocus rules, read by
-:mod:`focuswatch.monitor`), ``[trigger]`` (how to ask for a refocus, read by
+:mod:`focuswatch.policy`), ``[trigger]`` (how to ask for a refocus, read by
 :mod:`focuswatch.triggers`), ``[watch]`` (folders, polling), ``[scale]`` (workers, Dask
-scheduler; read by :mod:`focuswatch.parallel`), ``[diagnose]`` and ``[grade]``
+scheduler; read by :mod:`focuswatch.scale.parallel`), ``[diagnose]`` and ``[grade]``
 (thresholds of :class:`focuswatch.diagnose.DiagnoseConfig` and
 :class:`focuswatch.grade.GradeConfig`). Every section is turned into a
 frozen dataclass by :func:`section_to_dataclass`, which rejects unknown keys and values of the
@@ -40,7 +40,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from focuswatch.errors import ConfigError
-from focuswatch.frames import FrameMeta
+from focuswatch.io.frames import FrameMeta
 from focuswatch.optics import Rig
 
 T = TypeVar("T")
@@ -243,9 +243,9 @@ KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale", "diagnose", "gra
 #: file and ``[section] key`` before anything runs. A class with a ``from_mapping``
 #: classmethod is built through it (``[trigger]`` checks its command list there).
 SECTION_TYPES: dict[str, str] = {
-    "policy": "focuswatch.monitor:PolicyConfig",
+    "policy": "focuswatch.policy:PolicyConfig",
     "trigger": "focuswatch.triggers:TriggerConfig",
-    "watch": "focuswatch.watcher:WatchConfig",
+    "watch": "focuswatch.watch:WatchConfig",
 }
 
 
