@@ -287,7 +287,7 @@ def _sql(v: Any) -> Any:
 def find_images(root: Path) -> list[Path]:
     """Every FITS/XISF file under ``root`` (hidden files and folders skipped), sorted:
     :func:`focuswatch.render.report.find_frames`, the one folder walk of the batch commands."""
-    from focuswatch.render.report import find_frames
+    from focuswatch.scale.session import find_frames
 
     return find_frames(root)
 

@@ -75,20 +75,20 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     Frames a worker could not finish (a worker died on them, the scheduler went away) are
     left out with that reason, like unreadable ones, and listed in ``batch.lost``.
     """
-    from focuswatch.render import report
+    from focuswatch.scale import session
     from focuswatch.errors import ConfigError
 
-    min_stars = report.MIN_STARS_FOR_STACK if min_stars is None else min_stars
+    min_stars = session.MIN_STARS_FOR_STACK if min_stars is None else min_stars
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder")
-    files = report.find_frames(root)
-    scan = report.SessionScan(str(root))
+    files = session.find_frames(root)
+    scan = session.SessionScan(str(root))
     t0 = time.monotonic()
     batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring")
     bad = {id(o) for o in batch.bad}
     for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
-        scan.left_out.append(report.LeftOut(str(o.path), o.problem or "unreadable"))
+        scan.left_out.append(session.LeftOut(str(o.path), o.problem or "unreadable"))
         if id(o) in bad:  # unreadable frames make the command exit 1 (lost ones are said by undone_text)
             scan.unreadable.append(scan.left_out[-1])
     n_failed = n_measured = 0
@@ -106,7 +106,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
         scan.stats.append(st)
         if st.n_stars < min_stars:
             why = st.reason or "too few stars"
-            scan.left_out.append(report.LeftOut(str(o.path), f"only {st.n_stars} stars ({why}); left out of the stack"))
+            scan.left_out.append(session.LeftOut(str(o.path), f"only {st.n_stars} stars ({why}); left out of the stack"))
         else:
             scan.usable.append(str(o.path))
     if n_failed:
