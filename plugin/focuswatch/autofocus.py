@@ -51,6 +51,7 @@ import numpy as np
 from astropy.stats import mad_std
 
 from focuswatch import optics
+from focuswatch.errors import FitError  # noqa: F401 - raised here, importable from here
 from focuswatch.optics import Rig
 from focuswatch.model.records import Record
 
@@ -276,10 +277,6 @@ def hyperbola(x: float | np.ndarray, a: float, b: float, x0: float, c: float = 0
     """The V-curve model ``a * sqrt(1 + ((x - x0) / b)**2) + c`` (HFR px at position x steps)."""
     v = a * np.sqrt(1.0 + ((np.asarray(x, dtype=float) - x0) / b) ** 2) + c
     return float(v) if np.ndim(v) == 0 else v
-
-
-class FitError(ValueError):
-    """The points cannot make a V-curve (too few, not finite, no spread)."""
 
 
 def _initial_guess(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

@@ -76,15 +76,12 @@ from typing import Any, Sequence
 import numpy as np
 from astropy.stats import mad_std
 
+from focuswatch.errors import BahtinovError  # noqa: F401 - raised here, importable from here
 from focuswatch.optics import Rig
 from focuswatch.model.records import Record
 
 #: Normal angles scanned by the coarse Radon step (deg).
 SCAN_STEP_DEG = 0.5
-
-
-class BahtinovError(ValueError):
-    """No usable Bahtinov pattern in the image (the message says why)."""
 
 
 @dataclass(frozen=True)
