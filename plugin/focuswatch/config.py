@@ -40,7 +40,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from focuswatch.errors import ConfigError
-from focuswatch.io.frames import FrameMeta
+from focuswatch.model.frame import FrameMeta
 from focuswatch.optics import Rig
 
 T = TypeVar("T")
