@@ -66,6 +66,10 @@ from focuswatch.triggers.nina_api import (  # noqa: F401 - the package's face
     running_sequence_items,
 )
 from focuswatch.triggers.ekos import (  # noqa: F401 - the package's face
+    EKOS_FOCUS_COMPLETE,
+    EKOS_FOCUS_FAILED,
+    EKOS_FOCUS_ABORTED,
+    EKOS_FOCUS_WAITING,
     EKOS_BUS_NAME,
     EKOS_FOCUS_PATH,
     EKOS_FOCUS_INTERFACE,
@@ -98,6 +102,10 @@ from focuswatch.triggers.runner import (  # noqa: F401 - the package's face
 )
 
 __all__ = [
+    "EKOS_FOCUS_COMPLETE",
+    "EKOS_FOCUS_FAILED",
+    "EKOS_FOCUS_ABORTED",
+    "EKOS_FOCUS_WAITING",
     "TriggerConfig",
     "TriggerRequest",
     "TriggerResult",
