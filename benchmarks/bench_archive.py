@@ -18,8 +18,10 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from focuswatch import archive, archive_report, sim
-from focuswatch.parallel import Runner, available_cores
+from focuswatch import sim
+from focuswatch.scale import archive
+from focuswatch.scale import archive_report
+from focuswatch.scale.parallel import Runner, available_cores
 
 
 def _card(key: str, value) -> str:

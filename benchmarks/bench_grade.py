@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--subs", metavar="DIR", help="reuse these subs instead of rendering")
     args = ap.parse_args()
 
-    from focuswatch import report
+    from focuswatch.render import report
 
     with tempfile.TemporaryDirectory(prefix="fw-bench-grade-") as tmp:
         folder = Path(args.subs) if args.subs else Path(tmp) / "session"

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from focuswatch import frames, sim, stars
+from focuswatch import sim, stars
+from focuswatch.io import frames
 from focuswatch.optics import Rig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,7 +46,7 @@ def plain_sep(img: np.ndarray) -> int:
 
 
 IMPORTS = ("numpy", "astropy.io.fits", "astropy.io.fits.header", "sep", "scipy.spatial", "scipy.sparse",
-           "focuswatch.cli", "focuswatch.frames", "focuswatch.stars", "focuswatch.monitor")
+           "focuswatch.cli", "focuswatch.io.frames", "focuswatch.stars", "focuswatch.policy")
 
 #: ``focuswatch measure FILE`` in a child that reports, on its last stderr line, its peak
 #: resident memory (bytes) and which heavy modules the command imported
@@ -62,7 +63,7 @@ try:  # Linux: this process's own high-water mark (ru_maxrss would carry the par
         rss = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
 except (OSError, StopIteration):
     pass
-heavy = [m for m in ("scipy", "scipy.spatial", "scipy.sparse", "focuswatch.monitor", "focuswatch.diagnose",
+heavy = [m for m in ("scipy", "scipy.spatial", "scipy.sparse", "focuswatch.policy", "focuswatch.diagnose",
                      "astropy.io.fits") if m in sys.modules]
 print("CHILD", rss, ",".join(heavy), file=sys.stderr)
 """

@@ -30,9 +30,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from focuswatch import sim
-from focuswatch.batch import measure_one
+from focuswatch.scale.batch import measure_one
 from focuswatch.optics import Rig
-from focuswatch.parallel import Runner, available_cores, map_frames
+from focuswatch.scale.parallel import Runner, available_cores, map_frames
 
 SENSORS = {"IMX455": (9576, 6388), "IMX571": (6248, 4176)}
 

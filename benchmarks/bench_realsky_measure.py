@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT / "plugin"))
 import galsim  # noqa: E402
 
 import galsim_truth as gt  # noqa: E402
-from focuswatch import frames, stars  # noqa: E402
+from focuswatch import stars  # noqa: E402
+from focuswatch.io import frames  # noqa: E402
 
 
 def plain_sep(img: np.ndarray) -> tuple[float | None, int]:

@@ -1,8 +1,8 @@
-"""Cost of the donut ring-ratio fit (:mod:`focuswatch.ringfit`); prints figures, not a test.
+"""Cost of the donut ring-ratio fit (:mod:`focuswatch.stars.ringfit`); prints figures, not a test.
 
     PYTHONPATH=plugin python benchmarks/bench_ringfit.py [--repeat 3]
 
-For physical-optics donuts (:mod:`focuswatch.physoptics`; 200 mm f/5, obstruction 0.33,
+For physical-optics donuts (:mod:`focuswatch.sim.physical`; 200 mm f/5, obstruction 0.33,
 700 um of defocus, 2.5" seeing) it prints the seconds per donut of the fit with the rig
 known and with lambda N fitted too, for batches of 1, 12 and 48 donuts (a frame fits at most
 ``RingFitConfig.max_fit_stars``), and ``stars.measure`` on a frame of donuts with and
@@ -15,8 +15,10 @@ import time
 
 import numpy as np
 
-from focuswatch import physoptics as po, ringfit, stars
-from focuswatch.frames import frame_from_array
+from focuswatch import stars
+from focuswatch.sim import physical as po
+from focuswatch.stars import ringfit
+from focuswatch.io.frames import frame_from_array
 
 
 def _best(fn, repeat: int) -> float:

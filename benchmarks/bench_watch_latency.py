@@ -21,10 +21,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from focuswatch import frames, sim, stars, statefile
+from focuswatch import sim, stars
+from focuswatch.io import frames
+from focuswatch.io import statefile
 from focuswatch.config import Config
-from focuswatch.journal import Journal
-from focuswatch.watcher import Watcher
+from focuswatch.io.journal import Journal
+from focuswatch.watch import Watcher
 
 SENSORS = {"imx571": (6248, 4176), "imx455": (9576, 6388)}
 

@@ -1,6 +1,6 @@
 """Focus miss versus seeing on physical-optics frames: focuswatch against plain pipelines.
 
-Renders the labelled set of :func:`focuswatch.physoptics.labelled_set` (seeing 1.5-5",
+Renders the labelled set of :func:`focuswatch.sim.physical.labelled_set` (seeing 1.5-5",
 Kolmogorov / von Karman / Moffat, defocus 0-3 CFZ, obstruction 0-0.45, FWHM 1.5-6 px, six
 rigs), and prints, side by side:
 
@@ -34,8 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
 
-from focuswatch import diagnose, optics, physoptics as po, stars  # noqa: E402
-from focuswatch.frames import frame_from_array  # noqa: E402
+from focuswatch import diagnose, optics, stars  # noqa: E402
+from focuswatch.sim import physical as po  # noqa: E402
+from focuswatch.io.frames import frame_from_array  # noqa: E402
 from focuswatch.optics import Rig  # noqa: E402
 
 KOLM_HLR_PER_FWHM = diagnose.KOLMOGOROV_HLR_PER_FWHM

@@ -1,6 +1,6 @@
 """Evaluate the refocus policy on many simulated nights (prints figures; not a test).
 
-Every night is driven through :class:`focuswatch.monitor.Monitor` frame by frame, exactly as
+Every night is driven through :class:`focuswatch.policy.Monitor` frame by frame, exactly as
 the watcher does: a refocus request makes the simulated capture program autofocus before the
 next frame (the focuser lands within ~2 µm of best focus) and the monitor is told about it.
 
@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from focuswatch import optics
-from focuswatch.monitor import AutofocusMark, FrameRecord, Monitor, PolicyConfig
+from focuswatch.policy import AutofocusMark, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
 
 RIG = Rig(aperture_mm=130.0, focal_length_mm=650.0, pixel_um=3.76, focuser_step_um=2.0)
@@ -187,8 +187,8 @@ def run_rendered_night(spec: NightSpec, config: PolicyConfig, width: int = 512, 
                        n_stars: int = 70) -> NightResult:
     """The same night rendered by the simulator and measured by stars.measure (slow)."""
     from focuswatch import sim, stars
-    from focuswatch.frames import parse_date_obs
-    from focuswatch.monitor import record_from_stats
+    from focuswatch.io.frames import parse_date_obs
+    from focuswatch.policy import record_from_stats
 
     cadence = spec.exposure_s + OVERHEAD_S
     n = int(spec.hours * 3600 / cadence)

@@ -79,7 +79,7 @@ class FakeNina:
                         body = {"Success": False, "Error": "Unknown route", "StatusCode": 404}
                     else:
                         nina.n_af += 1
-                        from focuswatch import statefile
+                        from focuswatch.io import statefile
 
                         statefile.append_autofocus_event(nina.events_file, statefile.make_event(source="nina-fake"))
                         body = {"Success": True, "Response": "Autofocus started", "StatusCode": 200, "Type": "API"}
@@ -221,7 +221,8 @@ def _wait_for(db: Path, n_files: int, timeout_s: float, proc: WatchProcess | Non
 def run_soak(root: Path, *, n_frames: int = 1000, bad_every: int = 25, burst: int = 20,
              kills_at: tuple[float, ...] = (0.2, 0.45), size_px: int = 160, timeout_s: float = 600.0) -> SoakResult:
     """Run the soak in ``root`` and return its figures (see the module docstring)."""
-    from focuswatch import sim, statefile
+    from focuswatch import sim
+    from focuswatch.io import statefile
 
     t_start = time.monotonic()
     folder, state = root / "night", root / "state"

@@ -2,7 +2,7 @@
 
 Writes ``plugin/focuswatch/data/focus_seeing_calibration.json`` (read by
 :mod:`focuswatch.optics` and :mod:`focuswatch.diagnose`; documented in docs/diagnose.md).
-Everything comes from :mod:`focuswatch.physoptics` (obstructed pupil, defocus phase,
+Everything comes from :mod:`focuswatch.sim.physical` (obstructed pupil, defocus phase,
 Kolmogorov seeing; itself checked against GalSim in tests/test_physoptics.py), plus Moffat
 rows as a cross-check profile. Run from the repository root::
 
@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugin"))
 
-from focuswatch import physoptics as po  # noqa: E402
+from focuswatch.sim import physical as po  # noqa: E402
 
 OUT = ROOT / "plugin" / "focuswatch" / "data" / "focus_seeing_calibration.json"
 

@@ -1,6 +1,6 @@
 """Physical-optics frames shared by the diagnosis, grade and optics tests (cached per session).
 
-Rendered with :mod:`focuswatch.physoptics` (checked against GalSim in test_physoptics.py),
+Rendered with :mod:`focuswatch.sim.physical` (checked against GalSim in test_physoptics.py),
 never with the simulator the thresholds were first tuned on.
 """
 from __future__ import annotations
@@ -8,8 +8,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from focuswatch import physoptics as po, stars
-from focuswatch.frames import frame_from_array
+from focuswatch import stars
+from focuswatch.sim import physical as po
+from focuswatch.io.frames import frame_from_array
 from focuswatch.optics import Rig
 
 NEWTONIAN = po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33, n_vanes=4,

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from focuswatch import archive, archive_report
+from focuswatch.scale import archive
+from focuswatch.scale import archive_report
 from focuswatch.cli import main
 from focuswatch.optics import cfz_um
 

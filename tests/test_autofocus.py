@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from focuswatch import afreports, autofocus as af
+from focuswatch import autofocus as af
+from focuswatch.io import afreports
 from focuswatch.cli import main
 from focuswatch.errors import FrameError
 from focuswatch.optics import Rig

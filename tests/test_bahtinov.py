@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from focuswatch import bahtinov as bt, sim, simmask as sm
+from focuswatch import bahtinov as bt, sim
+from focuswatch.sim import mask as sm
 from focuswatch.cli import main
 
 RIG = sm.DEFAULT_MASK_RIG  # 200 mm f/5, eps 0.33, 3.76 um pixels, 2 um steps

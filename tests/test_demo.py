@@ -33,7 +33,7 @@ def test_demo_refocuses_after_the_drift_and_draws_the_timeline(demo_night):
     out, lines = demo_night
     summary = lines[-1]
     assert summary["kind"] == "demo" and summary["schema"] == 1
-    from focuswatch.demo import DemoResult
+    from focuswatch.cli.demo import DemoResult
     assert DemoResult.from_dict(summary).to_json() == summary    # the demo's result round-trips
     assert summary["n_measured"] == 30
     drift_refocus = [i for i in summary["refocus_frames"] if i < int(0.8 * 30)]   # before the filter change
@@ -56,9 +56,9 @@ def test_demo_refocuses_after_the_drift_and_draws_the_timeline(demo_night):
 
 def test_the_demo_prints_one_short_line_per_frame(demo_night):
     """One line per frame within 120 columns; the policy's full reasons in --verbose and --json."""
-    from focuswatch.demo import frame_row, table_header
-    from focuswatch.monitor import Decision
-    from focuswatch.watcher import Processed
+    from focuswatch.cli.demo import frame_row, table_header
+    from focuswatch.policy import Decision
+    from focuswatch.watch import Processed
 
     _, lines = demo_night
     rows = [ln for ln in lines if ln["kind"] == "demo-frame"]
@@ -79,7 +79,7 @@ def test_the_demo_prints_one_short_line_per_frame(demo_night):
 
 
 def _journal_decisions(journal: Path) -> list:
-    from focuswatch.journal import Journal
+    from focuswatch.io.journal import Journal
 
     with Journal(journal) as j:
         return j.decisions()
@@ -87,7 +87,7 @@ def _journal_decisions(journal: Path) -> list:
 
 def test_a_replayed_night_decides_as_the_watched_one(demo_night, tmp_path, capsys):
     """`replay` of the demo's frames and autofocus log gives the watcher's decisions, frame by frame."""
-    from focuswatch.demo import DEMO_RIG
+    from focuswatch.cli.demo import DEMO_RIG
 
     out, _ = demo_night
     watched = _journal_decisions(out / "state" / "journal.sqlite")
@@ -117,7 +117,7 @@ def test_a_replayed_night_decides_as_the_watched_one(demo_night, tmp_path, capsy
 
 def test_the_report_draws_the_watchers_defocus_and_autofocus_runs(demo_night, tmp_path, capsys):
     """`report` on the demo's frames finds the journal by itself and shows the policy's numbers."""
-    from focuswatch.report import NightReport, render_html
+    from focuswatch.render.report import NightReport, render_html
 
     out, lines = demo_night
     watched = {str(Path(d.file).resolve()): d for d in _journal_decisions(out / "state" / "journal.sqlite")}

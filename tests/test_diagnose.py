@@ -408,7 +408,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(frame_dir, tmp_path, capsys):
 
 from physframes import NEWTONIAN, measured, rig_of, seeing_frame  # noqa: E402
 
-from focuswatch import physoptics as po  # noqa: E402
+from focuswatch.sim import physical as po  # noqa: E402
 
 
 @pytest.mark.parametrize("seeing,kind", [(4.2, "kolmogorov"), (5.0, "kolmogorov"), (3.5, "vonkarman")])

@@ -1,6 +1,6 @@
 """Donut ring ratio (issue 13 item 2) and coma vs backfocus (item 7) on physical optics.
 
-Truth: frames rendered by :mod:`focuswatch.physoptics` (Fourier optics, checked against
+Truth: frames rendered by :mod:`focuswatch.sim.physical` (Fourier optics, checked against
 GalSim in test_physoptics.py) and closed forms for the geometric annulus model; never the
 simulator the thresholds were first tuned on.
 """
@@ -11,7 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from focuswatch import diagnose, physoptics as po, ringfit
+from focuswatch import diagnose
+from focuswatch.sim import physical as po
+from focuswatch.stars import ringfit
 
 from physframes import measured, rig_of
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from focuswatch import frames
+from focuswatch.io import frames
 from focuswatch.errors import FrameError, FrameIncomplete
 
 NINA_HEADER = {

@@ -26,12 +26,12 @@ from astropy.io import fits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from focuswatch import statefile
+from focuswatch.io import statefile
 from focuswatch.cli import main
 from focuswatch.config import Config
-from focuswatch.journal import Journal
+from focuswatch.io.journal import Journal
 from focuswatch.optics import Rig
-from focuswatch.watcher import Watcher, WatchConfig
+from focuswatch.watch import Watcher, WatchConfig
 
 N_EXAMPLES = int(os.environ.get("FOCUSWATCH_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=N_EXAMPLES, deadline=None, database=None, derandomize=True,
@@ -214,7 +214,7 @@ def test_one_bad_frame_does_not_abort_a_folder_command(tmp_path, originals, comm
 
 
 def test_report_scan_carries_on(tmp_path, originals):
-    from focuswatch import report
+    from focuswatch.render import report
 
     folder, bad = _bad_folder(tmp_path, originals)
     scan = report.scan_session(folder)

@@ -6,8 +6,8 @@ import sqlite3
 import pytest
 
 from focuswatch.errors import JournalError
-from focuswatch.journal import SCHEMA_VERSION, Journal
-from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.io.journal import SCHEMA_VERSION, Journal
+from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
 
 RIG = Rig(aperture_mm=100, focal_length_mm=500, pixel_um=3.76)

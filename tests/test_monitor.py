@@ -7,10 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from focuswatch import monitor, optics
+from focuswatch import optics
+from focuswatch import policy as monitor
 from focuswatch.config import section_to_dataclass
 from focuswatch.errors import ConfigError
-from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
 
 #: 100 mm f/5 refractor, 3.76 um pixels at 500 mm: the CFZ matters against 2" seeing.
@@ -330,7 +331,7 @@ def test_decision_round_trips_and_summary_counts():
 def _measured_night(plan, coef_um_per_c: float, seed: int):
     """Render a small night with the simulator and measure it with the real star measurement."""
     from focuswatch import sim, stars
-    from focuswatch.monitor import record_from_stats
+    from focuswatch.policy import record_from_stats
 
     base = sim.SimParams(width_px=320, height_px=256, n_stars=45, seed=seed, rig=RIG, star_flux_min_e=8e3)
     focuser = sim.SimFocuser(coef_um_per_c=coef_um_per_c, autofocus_error_um=0.0)
@@ -338,7 +339,7 @@ def _measured_night(plan, coef_um_per_c: float, seed: int):
     for p in sim.night_frames(base, plan, focuser, seed=seed):
         f = sim.render(p)
         st = stars.measure(f.to_frame(), plate_scale_arcsec_px=RIG.plate_scale_arcsec_px)
-        from focuswatch.frames import parse_date_obs
+        from focuswatch.io.frames import parse_date_obs
         out.append((record_from_stats(st, file=f.file_name, time_s=parse_date_obs(p.date_obs)), f.truth, p))
     return out
 
@@ -439,7 +440,7 @@ def test_seeing_jitter_never_fires_and_drift_is_caught_in_the_zone(name, kw, n, 
     assert set(decisions[first].rules) & {"drift", "consecutive"}
 
 
-# The same nights with the star's growth from physical optics (focuswatch.physoptics: Kolmogorov
+# The same nights with the star's growth from physical optics (focuswatch.sim.physical: Kolmogorov
 # seeing through the 130 mm f/5's diffraction, checked against GalSim in test_physoptics.py), not the
 # optics model the policy inverts. HFR only: no profile witness derived from the policy's own numbers.
 _PHYS_CFZ_GRID = np.arange(0.0, 1.51, 0.125)
@@ -449,7 +450,7 @@ def _phys_growth_table() -> np.ndarray:
     """True HFR (px) at 2.8" over the 130 mm f/5 at each defocus of ``_PHYS_CFZ_GRID`` (cached)."""
     cached = getattr(_phys_growth_table, "cache", None)
     if cached is None:
-        from focuswatch import physoptics as po
+        from focuswatch.sim import physical as po
 
         o = po.Optics(aperture_mm=130.0, focal_length_mm=650.0, pixel_um=3.76)
         hs = []

@@ -14,11 +14,11 @@ from http import HTTPStatus
 
 import pytest
 
-from focuswatch import afconfirm as afc
+from focuswatch.policy import afconfirm as afc
 from focuswatch import cli
-from focuswatch import nina_events as ne
+from focuswatch.watch import nina_events as ne
 from focuswatch import triggers as tr
-from focuswatch.remote import RemoteSession, record_from_image, run_remote
+from focuswatch.watch.remote import RemoteSession, record_from_image, run_remote
 from watch_pump import pump
 
 T0 = datetime(2026, 11, 21, 22, 0, 0, tzinfo=timezone(timedelta(hours=1)))
@@ -316,7 +316,7 @@ def _report(calc=15100, init=15400, prev=None, filt="L") -> dict:
     (15400, "L", True, "confirmed"),      # AUTOFOCUS-FINISHED is sent only for successful runs
 ])
 def test_autofocus_is_accepted_only_when_confirmed(focpos, filt, api_finished, status):
-    from focuswatch.afreports import parse_nina_report
+    from focuswatch.io.afreports import parse_nina_report
 
     run = parse_nina_report(_report())
     cand = afc.candidate_from_run(run, time_s=0.0)
@@ -328,7 +328,7 @@ def test_autofocus_is_accepted_only_when_confirmed(focpos, filt, api_finished, s
 
 def test_previous_focus_point_is_not_read_as_the_previous_autofocus():
     """PreviousFocusPoint is the same run's result: whatever it says, the verdict is the same."""
-    from focuswatch.afreports import parse_nina_report
+    from focuswatch.io.afreports import parse_nina_report
 
     verdicts = {afc.confirm(afc.candidate_from_run(parse_nina_report(_report(prev=p)), 0.0),
                             focuser_pos=15400, frame_filter="L").status for p in (15100, 15400, 9999)}
@@ -359,7 +359,7 @@ def test_remote_record_is_hfr_only():
         (2.5, 250, "L", 120.0, None, None)
     # policy: NINA's HFR is the flux-weighted mean radius, and the record says so
     assert rec.hfr_kind == "nina" and rec.is_light and rec.time_s == pytest.approx(ev.time_s)
-    from focuswatch.remote import hfr_record_from_image
+    from focuswatch.watch.remote import hfr_record_from_image
 
     hr = hfr_record_from_image(ev)
     assert (hr.hfr_kind, hr.hfr_stdev_px, hr.temp_c) == ("nina", 0.31, None)
@@ -389,12 +389,12 @@ def _unprovable_fits(frame, **hdr) -> bytes:
 
 
 def _folder_watcher(tmp_path, port, *, af=None, verdicts=None):
-    from focuswatch import statefile
+    from focuswatch.io import statefile
     from focuswatch.config import Config
-    from focuswatch.journal import Journal
-    from focuswatch.monitor import PolicyConfig
+    from focuswatch.io.journal import Journal
+    from focuswatch.policy import PolicyConfig
     from focuswatch.optics import Rig
-    from focuswatch.watcher import WatchConfig, Watcher
+    from focuswatch.watch import WatchConfig, Watcher
 
     night = tmp_path / "night"
     night.mkdir(exist_ok=True)
@@ -419,7 +419,7 @@ def test_image_save_marks_the_file_complete_without_size_polling(nina_api, tmp_p
         pump(w, lambda o: nina_api.n_clients >= 1 and w.journal is not None)
         target = w.folder / "2026-11-21_22-01-00_L_0001.fits"
         target.write_bytes(_unprovable_fits(sim_frame))
-        from focuswatch import frames
+        from focuswatch.io import frames
 
         assert not frames.check_complete(target).proven          # looks like it is still being filled
         for _ in range(10):                          # no stable hour has passed: not measured

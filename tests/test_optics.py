@@ -126,7 +126,7 @@ def test_defocus_from_hfr_growth_against_simulated_truth(obstruction, zones):
 
 # --------------------------------------------------------------------------- physical optics (independent truth)
 
-from focuswatch import physoptics as po  # noqa: E402
+from focuswatch.sim import physical as po  # noqa: E402
 
 _PO_RIGS = (po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33, n_vanes=4),
             po.Optics(aperture_mm=80.0, focal_length_mm=480.0, pixel_um=2.4))
@@ -155,7 +155,7 @@ def test_defocus_estimate_within_20_percent_from_half_to_ten_cfz(rig_i, seeing):
 
 
 def test_calibration_data_says_where_it_came_from():
-    from focuswatch import calibration
+    from focuswatch.diagnose import calibration
 
     prov = calibration.provenance()
     assert prov["script"] == "scripts/make_calibration.py"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from focuswatch import parallel
-from focuswatch.batch import measure_one, scan_session
+from focuswatch.scale import parallel
+from focuswatch.scale.batch import measure_one, scan_session
 from focuswatch.errors import ConfigError
-from focuswatch.parallel import Runner, map_frames
+from focuswatch.scale.parallel import Runner, map_frames
 
 N_FRAMES = 6
 
@@ -99,7 +99,7 @@ def test_a_dead_local_worker_is_retried_then_its_frame_reported(tmp_path):
 
 
 def test_session_scan_on_workers_equals_the_one_process_scan(night):
-    from focuswatch import report
+    from focuswatch.render import report
 
     folder, _ = night
     serial = report.scan_session(folder, progress=False)
@@ -247,7 +247,7 @@ def test_scheduler_that_goes_away_leaves_the_rest_reported_not_lost_silently(tmp
 
 
 def test_archive_index_on_the_cluster_equals_the_local_index(night, cluster, tmp_path):
-    from focuswatch import archive
+    from focuswatch.scale import archive
 
     folder, truths = night
     rows = {}

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from focuswatch import physoptics as po
+from focuswatch.sim import physical as po
 
 galsim = pytest.importorskip("galsim")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from focuswatch import sim
-from focuswatch.frames import frame_from_array
-from focuswatch.monitor import AutofocusMark
+from focuswatch.io.frames import frame_from_array
+from focuswatch.policy import AutofocusMark
 from focuswatch.pipeline import AssessContext, assess, assess_path
 
 
@@ -55,9 +55,10 @@ def test_assess_path_maps_over_a_process_pool(two_frames):
 
 
 def test_the_watchers_measure_record_and_the_pipelines_agree(two_frames):
-    from focuswatch import frames, watcher
+    from focuswatch.io import frames
+    from focuswatch import watch as watcher
     from focuswatch.config import Config
-    from focuswatch.monitor import Monitor
+    from focuswatch.policy import Monitor
     from focuswatch.pipeline import measure_record
 
     cfg = Config(rig=sim.DEFAULT_RIG)
@@ -83,9 +84,9 @@ def test_the_night_loop_applies_an_autofocus_before_the_first_frame_written_afte
     """The one ordering rule of ``watch`` and ``replay`` (pure: no file, no clock)."""
     from types import SimpleNamespace
 
-    from focuswatch.monitor import Monitor
-    from focuswatch.nightloop import AFSignal, NightSession, RecordingSink
-    from focuswatch.watcher import WatchConfig
+    from focuswatch.policy import Monitor
+    from focuswatch.watch.loop import AFSignal, NightSession, RecordingSink
+    from focuswatch.watch import WatchConfig
 
     sink = RecordingSink()
     night = NightSession(Monitor(), None, watch=WatchConfig(), sink=sink)

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 
 from focuswatch import optics
-from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
-from focuswatch.monitor import HfrRecord
-from focuswatch.policy_baseline import infocus_hfr_px, scale_hfr_to_wavelength
+from focuswatch.policy import HfrRecord
+from focuswatch.policy.baseline import infocus_hfr_px, scale_hfr_to_wavelength
 
 #: 130 mm f/5, 3.76 um pixels (1.19"/px): the zone (67 um) is only +7 % HFR wide in 2.8" seeing.
 RIG = Rig(aperture_mm=130, focal_length_mm=650, pixel_um=3.76)

@@ -35,7 +35,7 @@ def test_console_script_is_declared():
 def test_readme_configuration_example_loads(tmp_path):
     """The TOML shown in the README is a valid configuration for every section it uses."""
     from focuswatch.config import load_config, section_to_dataclass
-    from focuswatch.monitor import PolicyConfig
+    from focuswatch.policy import PolicyConfig
     from focuswatch.triggers import TriggerConfig
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")

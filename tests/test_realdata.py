@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from focuswatch import frames, stars
+from focuswatch import stars
+from focuswatch.io import frames
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 ATIK = REAL / "atik_star_focus"

@@ -9,7 +9,7 @@ import pytest
 
 from focuswatch import sim
 from focuswatch.cli import main
-from focuswatch.records import SCHEMA_VERSION, Record, dumps, json_safe
+from focuswatch.model.records import SCHEMA_VERSION, Record, dumps, json_safe
 
 
 def _through_json(d):
@@ -37,7 +37,7 @@ def test_json_safe_writes_nan_as_null_and_numpy_as_python():
 def test_pipeline_results_round_trip(small_night):
     """FrameStats, Diagnosis, FrameRecord, Decision, AutofocusMark, PolicyState, Summary."""
     from focuswatch.diagnose import Diagnosis
-    from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyState, Summary, summarize
+    from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyState, Summary, summarize
     from focuswatch.pipeline import AssessContext, FrameAssessment, assess_path
     from focuswatch.stars import FrameStats
 
@@ -66,7 +66,7 @@ def test_pipeline_results_round_trip(small_night):
 
 
 def test_state_file_records_round_trip():
-    from focuswatch import statefile as sf
+    from focuswatch.io import statefile as sf
 
     st = sf.State(refocus_due=True, reason="drift", since="2026-11-21T22:00:00.000+00:00",
                   last_frame=sf.LastFrame("a.fits", hfr_px=2.5, defocus_um=float("nan"), decision="refocus"),
@@ -91,7 +91,7 @@ def test_siril_seq_file_round_trips():
 
 
 def test_night_report_round_trips_and_re_renders(small_night):
-    from focuswatch import report
+    from focuswatch.render import report
 
     rep = report.build_report(small_night, rig=sim.DEFAULT_RIG, progress=False, journal_path=None)
     assert rep.decisions_source == "policy" and [p.decision for p in rep.points][-1] == "refocus"
@@ -104,7 +104,7 @@ def test_night_report_round_trips_and_re_renders(small_night):
 
 
 def test_from_dict_is_strict_about_what_matters():
-    from focuswatch.monitor import Decision, FrameRecord
+    from focuswatch.policy import Decision, FrameRecord
 
     with pytest.raises(ValueError, match="missing field.*time_s"):
         FrameRecord.from_dict({"file": "a.fits"})
@@ -119,7 +119,7 @@ def test_from_dict_is_strict_about_what_matters():
     # unknown keys (a newer writer's, or the line's tags) are ignored; NaN written as null reads back
     r = FrameRecord.from_dict({"kind": "x", "file": "a", "time_s": 1.0, "new_field": 3, "schema": SCHEMA_VERSION})
     assert r.file == "a"
-    from focuswatch.report import NightReport
+    from focuswatch.render.report import NightReport
     with pytest.raises(ValueError, match="not a 'report'"):
         NightReport.from_dict({"kind": "frame", "schema": 1})
 
@@ -160,9 +160,9 @@ def test_every_json_line_is_tagged(small_night, tmp_path, capsys):
 
 def test_without_a_journal_the_report_decides_as_replay(small_night):
     """No journal: the report runs the same pipeline and policy as `replay` (no autofocus events)."""
-    from focuswatch import report
+    from focuswatch.render import report
     from focuswatch.config import Config
-    from focuswatch.watcher import replay as replay_night
+    from focuswatch.watch import replay as replay_night
 
     rep = report.build_report(small_night, rig=sim.DEFAULT_RIG, progress=False, journal_path=None)
     rows, _ = replay_night(small_night, config=Config(rig=sim.DEFAULT_RIG))
@@ -180,8 +180,8 @@ def test_records_and_settings_share_one_type_reflector(tmp_path):
     from focuswatch import config as config_mod
     from focuswatch.config import MAX_MAGNITUDE, load_config, section_to_dataclass
     from focuswatch.errors import ConfigError
-    from focuswatch.monitor import FrameRecord, PolicyConfig
-    from focuswatch.records import TypeMismatch, revive
+    from focuswatch.policy import FrameRecord, PolicyConfig
+    from focuswatch.model.records import TypeMismatch, revive
 
     assert not hasattr(config_mod, "_type_ok")                       # the second reflector is gone
     # one function, two strictness levels

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import snapshot, write_sim_session
-from focuswatch import report
+from focuswatch.render import report
 from focuswatch.cli import main
 from focuswatch.errors import ConfigError
 
@@ -169,9 +169,9 @@ def test_report_with_grade_json(siril_cli, drifting_session, tmp_path, capsys):
 
 
 def test_report_shows_journal_events(drifting_session, tmp_path):
-    from focuswatch.frames import parse_date_obs
-    from focuswatch.journal import Journal
-    from focuswatch.monitor import AutofocusMark, Decision, FrameRecord
+    from focuswatch.io.frames import parse_date_obs
+    from focuswatch.io.journal import Journal
+    from focuswatch.policy import AutofocusMark, Decision, FrameRecord
 
     folder, truths = drifting_session
     t0 = parse_date_obs("2026-11-21T21:00:00")

@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from focuswatch import cli, frames, optics, sim
+from focuswatch import cli, optics, sim
+from focuswatch.io import frames
 from focuswatch.sim import SimParams
 
 SMALL = dict(width_px=256, height_px=256, n_stars=12)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import snapshot
-from focuswatch import report, siril, stars
+from focuswatch import siril, stars
+from focuswatch.render import report
 from focuswatch.errors import ConfigError, SirilError
 
 # --------------------------------------------------------------------------- parsers (no Siril needed)

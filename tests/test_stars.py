@@ -47,7 +47,7 @@ def test_donuts_are_one_star_each_with_the_right_size(blur_px):
     assert st.n_stars >= 0.5 * len(inside)
     assert st.hfr_px == pytest.approx(t["hfr_px"], rel=0.10)
     # the hole shows the obstruction; at blur 20 px (3.4 waves of defocus, hole ~2 seeing
-    # discs) the fit is not trusted (focuswatch.ringfit) and no ratio is better than a low one
+    # discs) the fit is not trusted (focuswatch.stars.ringfit) and no ratio is better than a low one
     if blur_px >= 40:
         assert st.ring_ratio == pytest.approx(0.33, abs=0.05)
     else:
@@ -244,8 +244,8 @@ def test_a_profiled_sample_gives_the_full_figures_within_their_uncertainty(galsi
 def test_a_profiled_sample_keeps_the_field_map_of_a_curved_field():
     """Fourier optics with 300 um of field curvature: every zone of the sample within its
     uncertainty of the full measurement, corners blurrier than edges blurrier than centre."""
-    from focuswatch import physoptics as po
-    from focuswatch.model import frame_from_array
+    from focuswatch.sim import physical as po
+    from focuswatch.model.frame import frame_from_array
 
     spec = po.FrameSpec(optics=po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76,
                                          obstruction=0.33), seeing=po.Seeing(2.5),

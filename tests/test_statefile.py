@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from focuswatch import statefile as sf
+from focuswatch.io import statefile as sf
 from focuswatch.cli import main
 from focuswatch.errors import StateFileError
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from focuswatch import statefile as sf
+from focuswatch.io import statefile as sf
 from focuswatch import triggers as tr
 from focuswatch.errors import ConfigError
 

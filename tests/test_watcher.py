@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from focuswatch import sim, statefile
+from focuswatch import sim
+from focuswatch.io import statefile
 from focuswatch.config import Config
-from focuswatch.journal import Journal
-from focuswatch.monitor import PolicyConfig
+from focuswatch.io.journal import Journal
+from focuswatch.policy import PolicyConfig
 from focuswatch.optics import Rig
 from focuswatch.triggers import Trigger, TriggerRunner, NinaApiTrigger
-from focuswatch.watcher import Watcher, mark_from_nina_report, replay
+from focuswatch.watch import Watcher, mark_from_nina_report, replay
 from watch_pump import pump
 
 QUIET = PolicyConfig(temperature_delta_c=1.0, max_interval_min=0)
@@ -123,7 +124,7 @@ def test_deleted_corrupt_calibration_and_other_files(tmp_path, base_frame, caplo
     night = tmp_path / "night"
     night.mkdir()
     with watching(night, tmp_path) as w:
-        with caplog.at_level(logging.INFO, logger="focuswatch.watcher"):
+        with caplog.at_level(logging.INFO, logger="focuswatch.watch"):
             part = night / "gone.fits"
             part.write_bytes(fits_for(base_frame, 0)[:5000])   # partial, then deleted
             w.process_pending()
@@ -278,7 +279,7 @@ def test_a_frame_whose_file_event_was_lost_is_found_by_the_rescan(tmp_path, base
 # --------------------------------------------------------------------------- issue 9/10: readiness without sleeping
 
 from focuswatch.errors import ConfigError, FrameError, FrameIncomplete  # noqa: E402
-from focuswatch.readiness import BAD, GONE, READY, STUCK, WAIT, Readiness, ReadinessConfig  # noqa: E402
+from focuswatch.watch.readiness import BAD, GONE, READY, STUCK, WAIT, Readiness, ReadinessConfig  # noqa: E402
 
 
 class FakeLayout:
@@ -697,7 +698,7 @@ def test_an_unconfirmable_nina_autofocus_is_given_up_after_n_frames(tmp_path, ba
     night, af = tmp_path / "night", tmp_path / "AutoFocus"
     night.mkdir()
     af.mkdir()
-    from focuswatch.watcher import WatchConfig
+    from focuswatch.watch import WatchConfig
 
     verdicts = []
     with watching(night, tmp_path, af_folder=af, diagnose=False, watch=WatchConfig(af_confirm_frames=2),
@@ -762,7 +763,7 @@ def test_a_failing_rescan_does_not_stop_the_watcher(tmp_path, base_frame, monkey
     """A network share that fails one listing (EIO) is a warning; the next rescan finds the frame."""
     import errno
 
-    from focuswatch import watcher as watcher_mod
+    from focuswatch import watch as watcher_mod
 
     night = tmp_path / "night"
     night.mkdir()
@@ -786,7 +787,7 @@ def test_a_failing_rescan_does_not_stop_the_watcher(tmp_path, base_frame, monkey
 # --------------------------------------------------------------------------- issue 9: watch and replay are one loop
 
 def _decision_json(d) -> str:
-    from focuswatch.records import dumps
+    from focuswatch.model.records import dumps
 
     return dumps(d.to_dict(), sort_keys=True)     # NaN as null: two equal decisions give one text
 
@@ -798,8 +799,8 @@ def test_a_replayed_night_decides_as_the_watched_one(tmp_path, base_frame):
     a refocus, a corrupt file and a flat in the middle, a NINA autofocus that fails
     confirmation (the focuser is back at the start), one that is confirmed, an ``autofocus-done``
     from the event log, and a NINA hook without a report that fails."""
-    from focuswatch.nightloop import RecordingSink
-    from focuswatch.watcher import WatchConfig, autofocus_signals
+    from focuswatch.watch.loop import RecordingSink
+    from focuswatch.watch import WatchConfig, autofocus_signals
 
     night, af = tmp_path / "night", tmp_path / "AutoFocus"
     night.mkdir()

@@ -1,4 +1,4 @@
-"""Driving a :class:`focuswatch.watcher.Watcher` in tests without its run loop (shared helper)."""
+"""Driving a :class:`focuswatch.watch.Watcher` in tests without its run loop (shared helper)."""
 from __future__ import annotations
 
 import time

@@ -1,7 +1,7 @@
 """Autofocus runs: V-curve refits, judgement of a run, temperature coefficients, filter offsets.
 
 Pure computation: runs come in as :class:`AFRun` values (built from NINA reports or from a
-folder of frames by :mod:`focuswatch.afreports`), results go out as frozen dataclasses. No
+folder of frames by :mod:`focuswatch.io.afreports`), results go out as frozen dataclasses. No
 files, no clock.
 
 The V-curve model is the hyperbola NINA, ASTAP and Ekos fit::
@@ -51,8 +51,9 @@ import numpy as np
 from astropy.stats import mad_std
 
 from focuswatch import optics
+from focuswatch.errors import FitError  # noqa: F401 - raised here, importable from here
 from focuswatch.optics import Rig
-from focuswatch.records import Record
+from focuswatch.model.records import Record
 
 #: HFR definitions a run's values can follow.
 HFR_KINDS = ("nina", "true")
@@ -276,10 +277,6 @@ def hyperbola(x: float | np.ndarray, a: float, b: float, x0: float, c: float = 0
     """The V-curve model ``a * sqrt(1 + ((x - x0) / b)**2) + c`` (HFR px at position x steps)."""
     v = a * np.sqrt(1.0 + ((np.asarray(x, dtype=float) - x0) / b) ** 2) + c
     return float(v) if np.ndim(v) == 0 else v
-
-
-class FitError(ValueError):
-    """The points cannot make a V-curve (too few, not finite, no spread)."""
 
 
 def _initial_guess(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

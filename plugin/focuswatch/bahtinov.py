@@ -25,7 +25,7 @@ Angles are degrees from +x (the column axis) toward +y (the row axis), sep's coo
 The middle spike's normal ``n`` is taken with its angle in (-45, 135] deg: for a roughly
 vertical middle spike ``n`` points to +x, for a roughly horizontal one to +y.
 ``offset_px = rho_middle - n . crossing``: positive when the middle spike lies on the +n
-side of the outer spikes' crossing. With the mask as :mod:`focuswatch.simmask` renders it
+side of the outer spikes' crossing. With the mask as :mod:`focuswatch.sim.mask` renders it
 (single-grating half on the -x side of the pupil as mapped onto the image) a positive
 offset means the sensor is *beyond* focus (too far out); so ``focus_error_um`` > 0 means
 "move the focuser inward". A mask turned by 180 deg, or a camera/diagonal that mirrors
@@ -48,7 +48,7 @@ spikes are traced from where neighbours separate, on a sloped local background
 (:func:`_retrace_tri`); :func:`_group_triplets` assigns them (brightness decides the
 middles when the geometry cannot: the middle grating has twice the area of each outer
 one); each sub-mask's offset is counted along its own normal, the three normals
-``phi0 + 120 k`` with ``phi0`` in [-30, 30) deg. With :mod:`focuswatch.simmask`'s layout
+``phi0 + 120 k`` with ``phi0`` in [-30, 30) deg. With :mod:`focuswatch.sim.mask`'s layout
 at ``rotation_deg`` within +-30 deg a positive offset means beyond focus; a pattern turned
 by 60 deg is the same nine lines with the opposite sign (``reverse``). The focus error is
 the mean of the three sub-masks', their spread (max - min) the collimation/tilt hint:
@@ -61,7 +61,7 @@ Bahtinov Grabber's empirical constant (design.md section 5)::
     k [px/um] = (9/32) * D / (f * pixel_um) * (1 + cos 45 deg * (1 + tan b))
 
 with ``b`` half the angle between the outer spikes (measured). Against the Fourier-optics
-simulation of :mod:`focuswatch.simmask` (200 mm f/5, eps 0.33, 3.76 um pixels, b = 20 deg,
+simulation of :mod:`focuswatch.sim.mask` (200 mm f/5, eps 0.33, 3.76 um pixels, b = 20 deg,
 broadband 420-680 nm) see docs/bahtinov.md for the measured slope; a user-calibrated
 ``px_per_um`` overrides the formula. A Tri-Bahtinov's sub-masks use the geometric
 :func:`tri_px_per_um` (their sub-apertures are wedges, not half and quarter disks).
@@ -76,15 +76,12 @@ from typing import Any, Sequence
 import numpy as np
 from astropy.stats import mad_std
 
+from focuswatch.errors import BahtinovError  # noqa: F401 - raised here, importable from here
 from focuswatch.optics import Rig
-from focuswatch.records import Record
+from focuswatch.model.records import Record
 
 #: Normal angles scanned by the coarse Radon step (deg).
 SCAN_STEP_DEG = 0.5
-
-
-class BahtinovError(ValueError):
-    """No usable Bahtinov pattern in the image (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +193,7 @@ def tri_px_per_um(rig: Rig, outer_half_angle_deg: float) -> float | None:
     """Middle-spike offset (px) per um of defocus for one sub-mask of a Tri-Bahtinov mask.
 
     Geometric (ray) model of the usual Tri-Bahtinov layout (C.Y. Tan's design, also the
-    Tri-Bahtinov generators built on it; :mod:`focuswatch.simmask` renders it): three 120 deg
+    Tri-Bahtinov generators built on it; :mod:`focuswatch.sim.mask` renders it): three 120 deg
     sectors; in each, the middle grating fills the 60 deg wedge on one side of the bisector,
     and the other wedge is split at the equal-area radius ``sqrt((R^2 + r_obs^2)/2)`` into an
     inner part and a rim part whose gratings are turned by -+b (the rim one toward the middle

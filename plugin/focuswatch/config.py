@@ -1,9 +1,9 @@
 """One TOML file for the rig and the policy, with FITS headers filling the gaps.
 
 Sections: ``[rig]`` (the calculator's inputs), ``[policy]`` (refocus rules, read by
-:mod:`focuswatch.monitor`), ``[trigger]`` (how to ask for a refocus, read by
+:mod:`focuswatch.policy`), ``[trigger]`` (how to ask for a refocus, read by
 :mod:`focuswatch.triggers`), ``[watch]`` (folders, polling), ``[scale]`` (workers, Dask
-scheduler; read by :mod:`focuswatch.parallel`), ``[diagnose]`` and ``[grade]``
+scheduler; read by :mod:`focuswatch.scale.parallel`), ``[diagnose]`` and ``[grade]``
 (thresholds of :class:`focuswatch.diagnose.DiagnoseConfig` and
 :class:`focuswatch.grade.GradeConfig`). Every section is turned into a
 frozen dataclass by :func:`section_to_dataclass`, which rejects unknown keys and values of the
@@ -38,9 +38,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from focuswatch.errors import ConfigError
-from focuswatch.frames import FrameMeta
+from focuswatch.model.frame import FrameMeta
 from focuswatch.optics import Rig
-from focuswatch.records import revive
+from focuswatch.model.records import revive
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section
     """Build the frozen config dataclass ``cls`` from a TOML table, validating every key.
 
     Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``; the types
-    are read by :func:`focuswatch.records.revive` (the one reflector, shared with
+    are read by :func:`focuswatch.model.records.revive` (the one reflector, shared with
     ``Record.from_dict``). Numbers must be finite and at most :data:`MAX_MAGNITUDE` in size; a field may state its own
     bounds as ``field(metadata={"range": (lo, hi)})``; the dataclass's own ``__post_init__``
     may add range checks the same way.
@@ -191,9 +191,9 @@ KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale", "diagnose", "gra
 #: file and ``[section] key`` before anything runs. A class with a ``from_mapping``
 #: classmethod is built through it (``[trigger]`` checks its command list there).
 SECTION_TYPES: dict[str, str] = {
-    "policy": "focuswatch.monitor:PolicyConfig",
+    "policy": "focuswatch.policy:PolicyConfig",
     "trigger": "focuswatch.triggers:TriggerConfig",
-    "watch": "focuswatch.watcher:WatchConfig",
+    "watch": "focuswatch.watch:WatchConfig",
 }
 
 

@@ -63,3 +63,17 @@ class SirilError(FocuswatchError):
         if self.log_tail:
             text += "; last Siril output: " + " | ".join(self.log_tail[-3:])
         super().__init__(text)
+
+
+class BahtinovError(FocuswatchError, ValueError):
+    """No usable Bahtinov pattern in the image (the message says why).
+
+    Also a ``ValueError``, as it was before it joined the hierarchy, so old callers still catch it.
+    """
+
+
+class FitError(FocuswatchError, ValueError):
+    """The points cannot make a V-curve (too few, not finite, no spread).
+
+    Also a ``ValueError``, as it was before it joined the hierarchy, so old callers still catch it.
+    """

@@ -1,7 +1,7 @@
 """Grading a stacked master against what the rig and the night allowed (pure).
 
 Numbers in, a frozen :class:`MasterGrade` out; no files, no Siril, no clock. The I/O side
-(:mod:`focuswatch.report`, :mod:`focuswatch.siril`) measures the subs and the master and
+(:mod:`focuswatch.render.report`, :mod:`focuswatch.siril`) measures the subs and the master and
 hands the numbers here.
 
 The limit
@@ -64,7 +64,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
 from focuswatch.optics import Rig, airy_fwhm_um
-from focuswatch.records import Record
+from focuswatch.model.records import Record
 
 #: FWHM-equivalent of the pixel box: sqrt(8 ln 2 / 12) pixels.
 SAMPLING_FWHM_PX = math.sqrt(8.0 * math.log(2.0) / 12.0)
@@ -238,7 +238,7 @@ class MasterGrade:
         return cls(**kw)
 
 
-from focuswatch.numerics import finite_median  # noqa: E402 - the one median helper, re-exported here
+from focuswatch.model.numerics import finite_median  # noqa: E402 - the one median helper, re-exported here
 
 
 def letter_for(ratio: float, config: GradeConfig = GradeConfig()) -> str:

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from focuswatch.records import Record
+from focuswatch.model.records import Record
 
 ARCSEC_PER_RAD = 206264.806
 
@@ -183,9 +183,9 @@ def _hfr_growth_table(obstruction: float, beta: float) -> tuple[np.ndarray, np.n
 
 def _growth(obstruction: float, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
     """``(b, g)`` growth table: the calibrated Kolmogorov one (``beta=None``, generated data,
-    :func:`focuswatch.calibration.geometric_growth`) or a Moffat of that ``beta``."""
+    :func:`focuswatch.diagnose.calibration.geometric_growth`) or a Moffat of that ``beta``."""
     if beta is None:
-        from focuswatch import calibration
+        from focuswatch.diagnose import calibration
 
         return calibration.geometric_growth(round(float(obstruction), 3))
     return _hfr_growth_table(round(float(obstruction), 2), round(float(beta), 1))
@@ -256,7 +256,7 @@ def defocus_um_from_hfr(hfr_px: float, hfr0_px: float, f_ratio: float, pixel_um:
                                     f_ratio)
     if hfr0_px <= 0 or hfr_px <= hfr0_px or f_ratio <= 0 or pixel_um <= 0:
         return 0.0
-    from focuswatch import calibration
+    from focuswatch.diagnose import calibration
 
     ln_px = _lambda_n_px(f_ratio, pixel_um, wavelength_nm)
     h0, h = hfr0_px / ln_px, hfr_px / ln_px
@@ -285,7 +285,7 @@ def hfr_px_for_defocus(defocus_um: float, hfr0_px: float, f_ratio: float, pixel_
         return hfr_px_for_blur(blur_diameter_um(defocus_um, f_ratio) / pixel_um, hfr0_px, obstruction, beta)
     if hfr0_px <= 0:
         return hfr0_px
-    from focuswatch import calibration
+    from focuswatch.diagnose import calibration
 
     ln_px = _lambda_n_px(f_ratio, pixel_um, wavelength_nm)
     s = calibration.seeing_for_hlr(hfr0_px / ln_px, obstruction)

@@ -6,14 +6,14 @@ through :func:`measure_record`. Before, each had its own copy of these steps, an
 drifted apart (the diagnosis was asked with or without the pixels, with different
 baselines, and time came from different clocks).
 
-:func:`assess` is pure: it takes a loaded :class:`~focuswatch.frames.Frame`, the rig and an
+:func:`assess` is pure: it takes a loaded :class:`~focuswatch.io.frames.Frame`, the rig and an
 :class:`AssessContext` (the baseline the frame is judged against, its capture time) and
 returns a :class:`FrameAssessment`. It reads no file and no clock. :func:`assess_path` is
 the I/O edge: it loads the frame read-only, orders it in time (DATE-OBS, else the file's
 modification time) and calls :func:`assess`; it is a top-level function with picklable
 arguments, so a process pool can map it over a night's frames.
 
->>> from focuswatch.frames import frame_from_array
+>>> from focuswatch.io.frames import frame_from_array
 >>> import numpy as np
 >>> noise = np.random.default_rng(1).normal(100.0, 5.0, (64, 64)).astype(np.float32)
 >>> a = assess(frame_from_array(noise), None, AssessContext(time_s=0.0))
@@ -82,7 +82,7 @@ class FrameAssessment:
     ``rig`` is the rig with the header filling what the configuration left out;
     ``stats`` a :class:`~focuswatch.stars.FrameStats`; ``diagnosis`` a
     :class:`~focuswatch.diagnose.Diagnosis` or ``None`` (not asked, no stars, or failed:
-    ``diagnosis_error`` says why); ``record`` the :class:`~focuswatch.monitor.FrameRecord`
+    ``diagnosis_error`` says why); ``record`` the :class:`~focuswatch.policy.FrameRecord`
     the policy decides on (diagnosis label and advice only when confident enough).
     """
 
@@ -95,7 +95,7 @@ class FrameAssessment:
 
     @property
     def record(self) -> Any:
-        """The policy's :class:`~focuswatch.monitor.FrameRecord`, built on first use: ``measure``
+        """The policy's :class:`~focuswatch.policy.FrameRecord`, built on first use: ``measure``
         wants the stars only, and importing the policy (monitor, diagnose) would cost it more
         than a tenth of a second per process."""
         src = self.record_source
@@ -124,7 +124,7 @@ class FrameAssessment:
     def from_dict(cls, d: Any) -> "FrameAssessment":
         """Read :meth:`to_dict` back (each part through its own record's ``from_dict``)."""
         from focuswatch.diagnose import Diagnosis
-        from focuswatch.monitor import FrameRecord
+        from focuswatch.policy import FrameRecord
         from focuswatch.stars import FrameStats
 
         return cls(str(d["file"]), rig_from_dict(d["rig"]), FrameStats.from_dict(d["stats"]),
@@ -213,7 +213,7 @@ class _PendingRecord:
     advice: Any
 
     def build(self) -> Any:
-        from focuswatch.monitor import record_from_stats
+        from focuswatch.policy import record_from_stats
 
         return record_from_stats(self.stats, file=self.file, time_s=self.time_s, diagnosis=self.label,
                                  diagnosis_advice=self.advice)
@@ -226,7 +226,7 @@ def measure_stats(frame: Any, *, plate_scale_arcsec_px: float | None = None) -> 
 
 def capture_time_s(path: Path, meta: Any) -> float:
     """Capture time for ordering and the record: DATE-OBS, else the file's modification time."""
-    from focuswatch import frames
+    from focuswatch.io import frames
 
     return frames.frame_order_key(path, meta)[0]
 
@@ -238,7 +238,7 @@ def assess_path(path: str | Path, rig: Rig | None = None, options: AssessContext
     file's modification time, as the watcher orders frames). Raises :class:`FrameError`
     for a frame that cannot be read or measured.
     """
-    from focuswatch import frames
+    from focuswatch.io import frames
 
     p = Path(path)
     frame = frames.load(p)

@@ -1,0 +1,128 @@
+"""``measure`` and ``diagnose``: one frame or a folder through the pipeline."""
+from __future__ import annotations
+
+
+import argparse
+from pathlib import Path
+
+from focuswatch.errors import ConfigError
+from focuswatch.render.text import emit_json, error_line, fmt
+from focuswatch.cli.common import EXIT_FAIL, EXIT_OK, add_json_flag, add_rig_args, expand_frames, problem_printer, rig_from_args, runner_from_args
+
+
+# --------------------------------------------------------------------------- measure
+
+def _add_measure(sub) -> None:
+    p = sub.add_parser("measure", help="measure stars (HFR, FWHM, eccentricity, 3x3 zones) in frames")
+    p.add_argument("files", nargs="+", metavar="FILE", help="FITS/XISF frames or folders")
+    add_rig_args(p)
+    add_json_flag(p)
+
+
+def measure_path(path: Path, rig_table=None):
+    """Load and measure one frame with the plate scale from the rig file or its header."""
+    from focuswatch.pipeline import AssessContext, assess_path
+
+    return assess_path(path, rig_table, AssessContext(diagnose=False)).stats
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from focuswatch.scale.batch import measure_one
+    from focuswatch.scale.parallel import map_frames
+
+    rig = rig_from_args(args)
+    runner = runner_from_args(args)
+    paths = expand_frames(args.files)
+    if not paths:
+        raise ConfigError("no frames found in " + ", ".join(args.files))
+    batch = map_frames(measure_one, paths, args=(rig,), runner=runner, progress=not args.json,
+                       on_problem=problem_printer(args.json))
+    n_bad = len(batch.bad) + len(batch.lost)
+    if not args.json:
+        print(f"{'file':<40} {'stars':>5} {'HFR px':>7} {'NINA':>6} {'FWHM px':>7} {'ecc':>5} {'HFD/FWHM':>8} "
+              f"{'bkg ADU':>8} {'noise':>6}")
+    for o in batch.done:
+        path, st = o.path, o.value
+        if st.n_stars == 0:
+            n_bad += 1
+            error_line(f"{path}: {st.reason}")
+        if args.json:
+            row = st.to_dict()  # n_stars, and `stars` kept as its published alias (docs/schema.md)
+            emit_json({**row, **({"error": st.reason} if st.n_stars == 0 else {})}, kind="frame")
+            continue
+        name = path.name if len(path.name) <= 40 else "…" + path.name[-39:]
+        print(f"{name:<40} {st.n_stars:>5} {fmt(st.hfr_px, '7.2f')} {fmt(st.hfr_nina_px, '6.2f')} "
+              f"{fmt(st.fwhm_px, '7.2f')} {fmt(st.eccentricity, '5.2f')} {fmt(st.profile_ratio, '8.2f')} "
+              f"{fmt(st.background_adu, '8.0f')} {fmt(st.noise_adu, '6.1f')}"
+              + (f"   ({st.reason})" if st.reason else ""))
+    if batch.undone_text():
+        error_line(batch.undone_text())
+    if n_bad:
+        error_line(f"{n_bad} of {len(paths)} frames could not be measured")
+    return EXIT_FAIL if n_bad else EXIT_OK
+
+
+# --------------------------------------------------------------------------- diagnose
+
+def _add_diagnose(sub) -> None:
+    p = sub.add_parser("diagnose", help="tell a focus miss from seeing, tilt, backfocus, coma, collimation, "
+                                        "trailing and dew; several frames tell the night's story",
+                       description="Diagnose one frame (label, confidence, evidence, defocus in um and CFZ, "
+                                   "advice) or several frames / a folder (drift rate, seeing scatter, clouds, "
+                                   "dew onset, frames to reject, the most likely problem).")
+    p.add_argument("files", nargs="+", metavar="FILE", help="FITS/XISF frames or folders")
+    p.add_argument("--plot", metavar="PNG", help="field map (zone HFR heat map with eccentricity whiskers) of "
+                                                  "the frame, or of the last frame when several are given")
+    p.add_argument("--baseline-hfr-px", type=float, dest="baseline_hfr_px",
+                   help="true HFR right after the last autofocus (px): defocus from its growth")
+    add_rig_args(p)
+    add_json_flag(p)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from focuswatch import diagnose
+    from focuswatch.scale.batch import diagnose_one
+    from focuswatch.scale.parallel import map_frames
+
+    rig0 = rig_from_args(args)
+    runner = runner_from_args(args)
+    paths = expand_frames(args.files)
+    if not paths:
+        raise ConfigError("no frames found in " + ", ".join(args.files))
+    if args.baseline_hfr_px is not None and not args.baseline_hfr_px > 0:
+        raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
+    from focuswatch.config import load_config
+
+    dcfg = load_config(getattr(args, "config", None)).diagnose_config()  # [diagnose] thresholds
+    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px, dcfg), runner=runner,
+                       progress=not args.json, desc="diagnosing",
+                       on_problem=problem_printer(args.json, "diagnosis"))
+    results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
+    for o in batch.done:
+        st, d, rig = o.value
+        if st.n_stars == 0:  # a star-less frame is bad input, as for measure: say so, exit non-zero
+            n_bad += 1
+            error_line(f"{o.path}: {st.reason}")
+        results.append((st, d))
+        if args.json:
+            emit_json(d.to_dict(), kind="diagnosis")
+        else:
+            print(diagnose.format_diagnosis(d, verbose=len(paths) == 1))
+    if batch.undone_text():
+        error_line(batch.undone_text())
+    if len(results) > 1:
+        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results])
+        if args.json:
+            emit_json({"night": story.to_dict()}, kind="night")
+        else:
+            print(diagnose.format_night(story))
+    if args.plot and results:
+        from focuswatch.render.fieldmap import plot_field_map
+
+        try:
+            plot_field_map(results[-1][0], results[-1][1], args.plot)
+        except OSError as exc:
+            raise ConfigError(f"--plot {args.plot}: cannot write the PNG ({exc.strerror or exc})") from None
+    if n_bad:
+        error_line(f"{n_bad} of {len(paths)} frames could not be read or had no stars")
+    return EXIT_FAIL if n_bad else EXIT_OK

@@ -1,0 +1,376 @@
+"""The watcher's journal: every frame, decision, trigger and autofocus, in SQLite.
+
+I/O at the edge, no decisions. The journal lives in the per-user state folder
+(``statefile.default_state_dir() / "journal.sqlite"``, or ``--journal``), never next to a
+user's frames. It is what lets a restarted watcher continue where it stopped: frames are
+keyed by absolute path + size + modification time (a file rewritten in place is a new
+frame), and :meth:`Journal.restore_items` hands back the recorded frames and autofocus
+events of the current night in the order they were applied, so the policy state is rebuilt
+without deciding — or triggering — again.
+
+Tables (schema version in ``schema_version``)
+
+====================  ==========================================================================
+``frames``            one row per file seen: key, capture time, status (``measured``, ``error``,
+                      ``ignored``), the error line, the policy's :class:`FrameRecord` and the
+                      measurement (``FrameStats.to_dict()``) as JSON
+``decisions``         one row per measured frame: ``ok`` / ``refocus`` / ``skip``, the reasons
+                      and every figure (``Decision.to_dict()``) as JSON
+``triggers``          one row per trigger attempt (``TriggerResult.to_dict()``)
+``autofocus_events``  one row per autofocus (key = its source + time, so the same event read
+                      twice is recorded once)
+====================  ==========================================================================
+
+SQLite runs in WAL mode so ``focuswatch`` commands can read while the watcher writes. A
+journal another process holds locked, or a file that is not a focuswatch journal (or is
+corrupt), raises :class:`~focuswatch.errors.JournalError` with the path and what to do.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from focuswatch.model.records import json_safe
+from focuswatch.errors import JournalError
+from focuswatch.policy import AutofocusMark, Decision, FrameRecord
+from focuswatch.io.statefile import default_state_dir, iso_utc
+
+SCHEMA_VERSION = 1
+JOURNAL_NAME = "journal.sqlite"
+#: How far back (hours before the newest frame) a restart restores the policy's memory.
+RESTORE_WINDOW_H = 18.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    time_s REAL,
+    status TEXT NOT NULL,
+    error TEXT,
+    record TEXT,
+    stats TEXT,
+    recorded_at TEXT NOT NULL,
+    UNIQUE (path, size_bytes, mtime_ns)
+);
+CREATE INDEX IF NOT EXISTS frames_time ON frames (time_s);
+CREATE INDEX IF NOT EXISTS frames_seq ON frames (seq);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    frame_id INTEGER NOT NULL REFERENCES frames (id),
+    time_s REAL,
+    decision TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    data TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_frame ON decisions (frame_id);
+CREATE TABLE IF NOT EXISTS triggers (
+    id INTEGER PRIMARY KEY,
+    decision_id INTEGER REFERENCES decisions (id),
+    trigger TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS autofocus_events (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    time_s REAL NOT NULL,
+    source TEXT NOT NULL,
+    data TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS af_seq ON autofocus_events (seq);
+"""
+
+
+def default_journal_path() -> Path:
+    """``journal.sqlite`` in the per-user state folder (:func:`statefile.default_state_dir`)."""
+    return default_state_dir() / JOURNAL_NAME
+
+
+def _json(obj: Any) -> str:
+    """One row's JSON, made safe the same way as ``--json`` output (NaN -> null, numpy -> Python)."""
+    return json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False)
+
+
+class Journal:
+    """One open journal (a SQLite connection); use as a context manager or call :meth:`close`.
+
+    Not shared between threads: the watcher uses it from its worker only.
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 5.0):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"{self.path.parent}: cannot create the journal folder ({exc.strerror or exc})") from None
+        try:
+            # one worker thread uses it at a time (the watcher may run in a thread of its own)
+            self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open the journal ({exc})") from None
+        try:
+            self._setup()
+        except JournalError:
+            self._db.close()
+            raise
+
+    # ------------------------------------------------------------------ plumbing
+    def _explain(self, exc: sqlite3.Error) -> JournalError:
+        text = str(exc)
+        low = text.lower()
+        if "locked" in low or "busy" in low:
+            return JournalError(f"{self.path}: the journal is locked by another program (is another "
+                                "`focuswatch watch` running on it?); stop it or give --journal another file")
+        if "not a database" in low or "malformed" in low or "corrupt" in low or "disk image" in low:
+            return JournalError(f"{self.path}: not a focuswatch journal, or it is corrupt ({text}); move it "
+                                "away (the watcher starts a new one) or give --journal another file")
+        if "readonly" in low or "read-only" in low or "unable to open" in low:
+            return JournalError(f"{self.path}: cannot write the journal ({text}); check the folder's permissions")
+        return JournalError(f"{self.path}: journal error: {text}")
+
+    def _exec(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+
+    def _setup(self) -> None:
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode is None:
+                raise sqlite3.DatabaseError("file is not a database")
+            check = self._db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {check[0] if check else '?'}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes, no fsync per frame
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in [s for s in _SCHEMA.split(";") if s.strip()]:
+                    self._db.execute(stmt)
+                row = self._db.execute("SELECT version FROM schema_version").fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    self._db.execute("ROLLBACK")
+                    raise JournalError(f"{self.path}: written by a newer focuswatch (journal schema {row[0]}, "
+                                       f"this version reads {SCHEMA_VERSION}); upgrade focuswatch or use --journal")
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error:  # pragma: no cover
+            pass
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _next_seq(self) -> int:
+        row = self._exec("SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM frames "
+                         "UNION ALL SELECT MAX(seq) FROM autofocus_events)").fetchone()
+        return int(row[0] or 0) + 1
+
+    def _write(self, fn):
+        """Run ``fn`` inside one transaction (all of a frame's rows, or none)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn()
+                self._db.execute("COMMIT")
+                return out
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+
+    # ------------------------------------------------------------------ frames
+    @staticmethod
+    def key_of(path: str | Path) -> tuple[str, int, int]:
+        """(absolute path, size in bytes, modification time in ns) of a file on disk."""
+        p = Path(path).resolve()
+        st = p.stat()
+        return str(p), int(st.st_size), int(st.st_mtime_ns)
+
+    def seen(self, key: tuple[str, int, int]) -> bool:
+        """True when this exact file (path, size, mtime) was already handled."""
+        row = self._exec("SELECT 1 FROM frames WHERE path = ? AND size_bytes = ? AND mtime_ns = ?", key).fetchone()
+        return row is not None
+
+    def seen_keys(self, under: str | Path | None = None) -> set[tuple[str, int, int]]:
+        """Every handled file key (optionally only below the folder ``under``)."""
+        if under is None:
+            rows = self._exec("SELECT path, size_bytes, mtime_ns FROM frames").fetchall()
+        else:
+            prefix = str(Path(under).resolve())
+            rows = self._exec("SELECT path, size_bytes, mtime_ns FROM frames WHERE substr(path, 1, ?) = ?",
+                              (len(prefix), prefix)).fetchall()
+        return {(str(a), int(b), int(c)) for a, b, c in rows}
+
+    def record_frame(self, key: tuple[str, int, int], *, time_s: float | None, status: str,
+                     record: FrameRecord | None = None, stats: Mapping[str, Any] | None = None,
+                     decision: Decision | None = None, error: str | None = None) -> tuple[int, int | None]:
+        """Record one file (and its decision) atomically; returns (frame id, decision id).
+
+        ``status`` is ``measured`` (with ``record`` and ``decision``), ``error`` (with the
+        one-line ``error``) or ``ignored`` (calibration frame). A key recorded before is
+        updated in place (``INSERT OR REPLACE`` semantics would break the decision link).
+        """
+        if status not in ("measured", "error", "ignored"):
+            raise ValueError(f"unknown frame status {status!r}")
+
+        def work() -> tuple[int, int | None]:
+            now = iso_utc()
+            row = self._db.execute("SELECT id FROM frames WHERE path = ? AND size_bytes = ? AND mtime_ns = ?",
+                                   key).fetchone()
+            values = (time_s, status, error, _json(record.to_dict()) if record else None,
+                      _json(dict(stats)) if stats is not None else None, now)
+            if row is None:
+                cur = self._db.execute(
+                    "INSERT INTO frames (seq, path, size_bytes, mtime_ns, time_s, status, error, record, stats, "
+                    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (self._next_seq(), *key, *values))
+                frame_id = int(cur.lastrowid or 0)
+            else:
+                frame_id = int(row[0])
+                self._db.execute("UPDATE frames SET time_s = ?, status = ?, error = ?, record = ?, stats = ?, "
+                                 "recorded_at = ? WHERE id = ?", (*values, frame_id))
+            decision_id = None
+            if decision is not None:
+                cur = self._db.execute(
+                    "INSERT INTO decisions (frame_id, time_s, decision, reasons, data, recorded_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (frame_id, decision.time_s, decision.decision, _json(list(decision.reasons)),
+                     _json(decision.to_dict()), now))
+                decision_id = int(cur.lastrowid or 0)
+            return frame_id, decision_id
+
+        return self._write(work)
+
+    # ------------------------------------------------------------------ triggers
+    def record_trigger(self, result: Mapping[str, Any], decision_id: int | None = None) -> int:
+        """Record one trigger attempt (``TriggerResult.to_dict()``)."""
+        def work() -> int:
+            cur = self._db.execute(
+                "INSERT INTO triggers (decision_id, trigger, ok, message, data, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (decision_id, str(result.get("trigger", "")), 1 if result.get("ok") else 0,
+                 str(result.get("message", "")), _json(dict(result)), iso_utc()))
+            return int(cur.lastrowid or 0)
+
+        return self._write(work)
+
+    # ------------------------------------------------------------------ autofocus
+    def has_autofocus(self, key: str) -> bool:
+        return self._exec("SELECT 1 FROM autofocus_events WHERE key = ?", (key,)).fetchone() is not None
+
+    def record_autofocus(self, key: str, mark: AutofocusMark) -> bool:
+        """Record an autofocus under ``key``; False (nothing written) when it was recorded before."""
+        def work() -> bool:
+            if self._db.execute("SELECT 1 FROM autofocus_events WHERE key = ?", (key,)).fetchone():
+                return False
+            self._db.execute("INSERT INTO autofocus_events (seq, key, time_s, source, data, recorded_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (self._next_seq(), key, mark.time_s, mark.source, _json(mark.to_dict()), iso_utc()))
+            return True
+
+        return self._write(work)
+
+    def latest_autofocus_time_s(self) -> float | None:
+        row = self._exec("SELECT MAX(time_s) FROM autofocus_events").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # ------------------------------------------------------------------ reading back
+    def restore_items(self, window_h: float = RESTORE_WINDOW_H) -> list[tuple[str, Any, Any]]:
+        """The current night, in the order it was applied: ``("af", mark, None)`` and
+        ``("frame", FrameRecord, Decision)`` items for frames measured within ``window_h``
+        hours of the newest one (and autofocus events recorded since the first of them)."""
+        row = self._exec("SELECT MAX(time_s) FROM frames WHERE status = 'measured'").fetchone()
+        if row is None or row[0] is None:
+            return []
+        start = float(row[0]) - window_h * 3600.0
+        frames = self._exec(
+            "SELECT f.seq, f.record, d.data FROM frames f JOIN decisions d ON d.frame_id = f.id "
+            "WHERE f.status = 'measured' AND f.time_s >= ? AND d.id = (SELECT MAX(id) FROM decisions "
+            "WHERE frame_id = f.id) ORDER BY f.seq", (start,)).fetchall()
+        if not frames:
+            return []
+        first_seq = int(frames[0][0])
+        afs = self._exec("SELECT seq, data FROM autofocus_events WHERE seq >= ? ORDER BY seq",
+                         (first_seq,)).fetchall()
+        items: list[tuple[int, tuple[str, Any, Any]]] = []
+        try:
+            for seq, rec, dec in frames:
+                items.append((int(seq), ("frame", FrameRecord.from_dict(json.loads(rec)),
+                                         Decision.from_dict(json.loads(dec)))))
+            for seq, data in afs:
+                items.append((int(seq), ("af", AutofocusMark.from_dict(json.loads(data)), None)))
+        except (ValueError, TypeError) as exc:
+            raise JournalError(f"{self.path}: a journal row cannot be read back ({exc}); move the journal "
+                               "away to start afresh") from None
+        items.sort(key=lambda x: x[0])
+        return [it for _, it in items]
+
+    def decisions(self, since_time_s: float | None = None) -> list[Decision]:
+        """Every recorded decision (latest per frame), oldest first."""
+        rows = self._exec(
+            "SELECT d.data FROM decisions d JOIN frames f ON d.frame_id = f.id "
+            "WHERE (? IS NULL OR f.time_s >= ?) ORDER BY f.seq, d.id", (since_time_s, since_time_s)).fetchall()
+        return [Decision.from_dict(json.loads(r[0])) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (frames by status), for summaries and tests."""
+        out: dict[str, int] = {}
+        for status, n in self._exec("SELECT status, COUNT(*) FROM frames GROUP BY status").fetchall():
+            out[f"frames_{status}"] = int(n)
+        for table in ("decisions", "triggers", "autofocus_events"):
+            out[table] = int(self._exec(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        return out
+
+    def last_decision_id(self) -> int | None:
+        """The id of the newest decision (trigger rows after a restart link to it)."""
+        row = self._exec("SELECT MAX(id) FROM decisions").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def refocus_answered(self) -> bool:
+        """True unless the latest refocus decision has no successful trigger after it.
+
+        A watcher killed (``kill -9``, a power cut) between deciding a refocus and hearing back
+        from its trigger would otherwise never ask again: the restarted one asks once more.
+        """
+        row = self._exec("SELECT MAX(id) FROM decisions WHERE decision = 'refocus'").fetchone()
+        if row is None or row[0] is None:
+            return True
+        ok = self._exec("SELECT 1 FROM triggers WHERE ok = 1 AND decision_id >= ?", (int(row[0]),)).fetchone()
+        return ok is not None
+
+    def triggers(self) -> list[dict[str, Any]]:
+        """Every recorded trigger attempt, oldest first."""
+        return [json.loads(r[0]) for r in self._exec("SELECT data FROM triggers ORDER BY id").fetchall()]
+
+    def iter_frames(self) -> Iterator[dict[str, Any]]:
+        """Every frame row (path, status, error, time_s), oldest first."""
+        for path, status, error, time_s in self._exec(
+                "SELECT path, status, error, time_s FROM frames ORDER BY seq").fetchall():
+            yield {"path": path, "status": status, "error": error, "time_s": time_s}

@@ -1,0 +1,1 @@
+"""Output: text lines, JSON, HTML reports, charts, progress bars."""
