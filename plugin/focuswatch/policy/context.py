@@ -1,0 +1,203 @@
+"""Everything the rules and vetoes look at for one frame, computed once: :class:`Context`.
+
+:func:`_context` runs the estimators of :mod:`focuswatch.policy.estimators` over the frames
+since the autofocus (baseline, expected HFR, defocus and its limit, jitter, trend, drift
+model, profile change, the independent reference of :mod:`focuswatch.policy.baseline`) so
+that each rule and veto is a short comparison of those figures with the settings. The small
+helpers the rules share (the limit as a sentence, a ratio as a defocus) live here too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from focuswatch import optics
+from focuswatch.optics import Rig
+from focuswatch.policy.baseline import AIRMASS_EXPONENT, NightMemory, Reference, combined_jitter, reference_for
+from focuswatch.policy.config import PolicyConfig
+from focuswatch.policy.estimators import (Baseline, DriftFit, Trend, _profile_change, baseline_for,
+                                          expected_hfr_px, fit_drift, fit_trend, frame_jitter, reference_z_of)
+from focuswatch.policy.records import FrameRecord
+from focuswatch.policy.state import PolicyState
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything the rules and vetoes look at for one frame, computed once by :func:`decide`."""
+
+    frame: FrameRecord
+    history: tuple[FrameRecord, ...]
+    state: PolicyState
+    now_s: float
+    prior_baseline: Baseline | None
+    baseline: Baseline | None
+    expected_hfr_px: float | None
+    ratio: float | None
+    defocus_um: float | None
+    cfz_um: float | None
+    limit_um: float | None
+    limit_ratio: float | None
+    jitter: float
+    jitter_dof: float
+    trend: Trend | None
+    drift: DriftFit | None
+    profile_drop: float | None
+    profile_sigma: float | None
+    minutes_since_af: float | None
+    temp_delta_c: float | None
+    rig: Rig
+    reference: Reference | None = None
+    reference_excess: float | None = None
+    reference_z: float | None = None
+    reference_frames: tuple[FrameRecord, ...] = ()
+    night_dof: float = 0.0
+    cadence_min: float = 0.0
+
+    @property
+    def baseline_sigma(self) -> float:
+        """Uncertainty of the baseline (fraction): the median of ``n`` jittery frames."""
+        n = self.baseline.n_frames if self.baseline else 1
+        return 1.2533 * self.jitter / math.sqrt(max(n, 1))
+
+
+def _optics(rig: Rig) -> tuple[float, float] | None:
+    n, pix = rig.f_ratio, rig.effective_pixel_um
+    return (n, pix) if n and pix else None
+
+
+def _ratio_of(f: FrameRecord, history: Sequence[FrameRecord], config: PolicyConfig,
+              cache: dict[str | None, Baseline | None]) -> float | None:
+    if f.filter_name not in cache:
+        cache[f.filter_name] = baseline_for(history, f.filter_name, config)
+    b = cache[f.filter_name]
+    if b is None or not f.hfr_px:
+        return None
+    return f.hfr_px / expected_hfr_px(b, f, config)
+
+
+def _limits(frame: FrameRecord, exp_hfr: float | None, config: PolicyConfig,
+            rig: Rig) -> tuple[float | None, float | None, float | None]:
+    """(CFZ um, limit um, limit as an HFR ratio) for ``frame``'s filter and in-focus HFR."""
+    opt = _optics(rig)
+    wl = optics.wavelength_for_filter(frame.filter_name, rig.wavelength_nm)
+    cfz = optics.cfz_um(opt[0], wl) if opt else None
+    limit_um = config.defocus_limit_cfz * cfz if cfz else None
+    limit_ratio = None
+    if exp_hfr:
+        if opt and limit_um is not None:
+            limit_ratio = optics.hfr_px_for_defocus(limit_um, exp_hfr, opt[0], opt[1], rig.obstruction) / exp_hfr
+        else:
+            limit_ratio = 1.0 + config.fallback_hfr_increase_pct / 100.0
+    return cfz, limit_um, limit_ratio
+
+
+def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyConfig, now: float,
+             frame: FrameRecord, rig: Rig, night: NightMemory | None = None) -> Context:
+    hist = tuple(history)
+    with_frame = hist + (frame,)
+    prior = baseline_for(hist, frame.filter_name, config)
+    base = prior if (prior is not None and prior.complete) else baseline_for(with_frame, frame.filter_name, config)
+    exp_hfr = expected_hfr_px(base, frame, config) if base else None
+    ratio = frame.hfr_px / exp_hfr if (exp_hfr and frame.hfr_px) else None
+    opt = _optics(rig)
+    cfz, limit_um, limit_ratio = _limits(frame, exp_hfr, config, rig)
+    defocus = None
+    if opt and exp_hfr and frame.hfr_px:
+        defocus = optics.defocus_um_from_hfr(frame.hfr_px, exp_hfr, opt[0], opt[1], rig.obstruction)
+    floor = config.jitter_floor_pct / 100.0
+    jitter, jitter_dof = floor, config.prior_dof
+    trend = drift = None
+    prof_drop = prof_sigma = None
+    same = [f for f in with_frame if f.filter_name == frame.filter_name]
+    night_j, night_dof = night.jitter() if night is not None else (None, 0)
+    night_known = night_j is not None and night_dof >= config.night_jitter_min_dof
+    if base is not None and base.complete:
+        # a complete baseline is the same whether or not this frame is counted: no second pass
+        cache: dict[str | None, Baseline | None] = {frame.filter_name: base}
+        rated = [(f, _ratio_of(f, with_frame, config, cache)) for f in same]
+        rated = [(f, r) for f, r in rated if r is not None and r > 0]
+        pts = [(f.time_s, r) for f, r in rated]
+        jitter, jitter_dof = frame_jitter([r for _, r in pts], 0.0, config.prior_dof)
+    jitter, jitter_dof = combined_jitter(jitter if base is not None and base.complete else 0.0, jitter_dof, night,
+                                         floor=floor, night_floor=config.night_jitter_floor_pct / 100.0,
+                                         night_min_dof=config.night_jitter_min_dof, prior_dof=config.prior_dof)
+    reference = _reference(frame, night, config, rig, jitter) if frame.hfr_px else None
+    if base is not None and base.complete:
+        prof_frames = [f for f, _ in rated]
+        steps = np.diff(np.sort([t for t, _ in pts]))
+        cadence_min = float(np.median(steps)) / 60.0 if len(steps) else 0.0
+        lookahead = config.lookahead_frames * cadence_min
+        window = [(t, r) for t, r in pts
+                  if config.trend_window_min <= 0 or t >= now - config.trend_window_min * 60.0]
+        if len(window) >= config.min_trend_frames:
+            trend = fit_trend([(t - now) / 60.0 for t, _ in window], [r for _, r in window],
+                              lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor)
+        if len(pts) >= 3 and opt and exp_hfr:
+            t0 = pts[0][0]
+            # the reference anchors the in-focus level only when it says the baseline was already
+            # out of focus (significantly larger); a consistent one would only add its own noise
+            level_prior = None
+            if reference and math.log(reference.hfr_px / exp_hfr) < -config.confidence_z * reference.sigma:
+                level_prior = (math.log(reference.hfr_px / exp_hfr), reference.sigma)
+            drift = fit_drift([(t - t0) / 60.0 for t, _ in pts], [r for _, r in pts],
+                              um_per_blur=opt[0] * opt[1] * exp_hfr, obstruction=rig.obstruction,
+                              lookahead_min=lookahead, z=config.confidence_z,
+                              sigma_floor=(config.night_jitter_floor_pct if night_known else config.jitter_floor_pct)
+                              / 100.0,
+                              sigma_prior=(night_j, float(night_dof)) if night_known else None,
+                              prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
+                              profile_floor=config.profile_floor, level_prior=level_prior)
+        prof_drop, prof_sigma = _profile_change(same, base, config)
+    excess = ref_z = None
+    recent: tuple[FrameRecord, ...] = ()
+    k = config.reference_frames
+    if reference is not None and k > 0:
+        recent = tuple(f for f in same if f.hfr_px and f.hfr_px > 0)[-k:]
+        if len(recent) == k:
+            logs = [math.log(f.hfr_px / reference.hfr_px) - _airmass_log(f, frame, config) for f in recent]
+            excess, ref_z = reference_z_of(logs, reference.sigma, jitter)
+    minutes = (now - state.af_time_s) / 60.0 if state.af_time_s is not None else 0.0
+    tdelta = None
+    if frame.temp_c is not None:
+        ref = state.af_temp_c if state.af_temp_c is not None else frame.temp_c
+        tdelta = frame.temp_c - ref
+    return Context(frame, hist, state, now, prior, base, exp_hfr, ratio, defocus, cfz, limit_um, limit_ratio,
+                   jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig,
+                   reference, excess, ref_z, recent, float(night_dof),
+                   cadence_min if base is not None and base.complete else 0.0)
+
+
+def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:
+    """ln of the seeing growth from ``now_frame``'s airmass to ``f``'s (0 when unknown or off)."""
+    if not config.airmass_correction or not f.airmass or not now_frame.airmass:
+        return 0.0
+    return AIRMASS_EXPONENT * math.log(f.airmass / now_frame.airmass)
+
+
+def _reference(frame: FrameRecord, night: NightMemory | None, config: PolicyConfig, rig: Rig,
+               jitter: float) -> Reference | None:
+    """The independent in-focus HFR for ``frame`` (:func:`focuswatch.policy_baseline.reference_for`)."""
+    if night is None:
+        night = NightMemory()
+    return reference_for(frame.filter_name, frame.time_s, frame.airmass if config.airmass_correction else None,
+                         night, jitter=jitter, wander_pct_per_h=config.seeing_wander_pct_per_h,
+                         cross_filter_pct=config.cross_filter_pct, baseline_frames=config.baseline_frames,
+                         rig=rig, seeing_arcsec=frame.seeing_arcsec, rig_seeing_pct=config.rig_seeing_pct,
+                         hfr_kind=frame.hfr_kind)
+
+
+def _ratio_to_defocus(ctx: Context, ratio: float) -> float | None:
+    opt = _optics(ctx.rig)
+    if not opt or not ctx.expected_hfr_px:
+        return None
+    return optics.defocus_um_from_hfr(ratio * ctx.expected_hfr_px, ctx.expected_hfr_px, opt[0], opt[1],
+                                      ctx.rig.obstruction)
+
+
+def _limit_text(ctx: Context, config: PolicyConfig) -> str:
+    if ctx.limit_um is not None:
+        return f"limit {config.defocus_limit_cfz:.2f} CFZ = {ctx.limit_um:.0f} µm"
+    return f"limit +{config.fallback_hfr_increase_pct:g} % HFR (no focal ratio/pixel size: defocus unknown)"
