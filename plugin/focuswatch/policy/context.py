@@ -179,7 +179,7 @@ def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -
 
 def _reference(frame: FrameRecord, night: NightMemory | None, config: PolicyConfig, rig: Rig,
                jitter: float) -> Reference | None:
-    """The independent in-focus HFR for ``frame`` (:func:`focuswatch.policy_baseline.reference_for`)."""
+    """The independent in-focus HFR for ``frame`` (:func:`focuswatch.policy.baseline.reference_for`)."""
     if night is None:
         night = NightMemory()
     return reference_for(frame.filter_name, frame.time_s, frame.airmass if config.airmass_correction else None,

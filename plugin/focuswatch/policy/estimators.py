@@ -156,7 +156,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     where not measured) add the flattening of the profile as a second, seeing-insensitive
     witness of the same defocus (scatter never below ``profile_floor``): the two are fitted
     jointly, each weighted by its own scatter. ``level_prior`` = (ln level, its sigma) is an
-    independent estimate of the in-focus level (:class:`~focuswatch.policy_baseline.Reference`):
+    independent estimate of the in-focus level (:class:`~focuswatch.policy.baseline.Reference`):
     frames that were already out of focus when the baseline was taken then count as defocus,
     and the fit does not trade the growth for a lower level (the lag of the first release:
     -51 % at the request on a physical-optics night). Returns ``None`` with fewer than 3
