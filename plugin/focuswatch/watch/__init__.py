@@ -10,9 +10,10 @@ module                      job
 :mod:`.config`              ``[watch]`` / ``[policy]`` tables (:class:`WatchConfig`), NINA's report folder
 :mod:`.loop`                the night session: frames and autofocus signals in, decisions out
 :mod:`.readiness`           is a file whole yet? a state machine fed ``(size, mtime, now)``
-:mod:`.watcher`             :class:`Watcher`: watchdog events, catch-up scans, readiness, NINA API polling
+:mod:`.watcher`             :class:`Watcher`: watchdog events, catch-up scans, readiness, capture order
 :mod:`.sink`                where a watched night's results go: journal, ``state.json``, triggers
 :mod:`.afsignals`           NINA reports and event-log lines as autofocus signals
+:mod:`.afinputs`            the live watcher's autofocus inputs: event log, report folder, NINA API
 :mod:`.replay`              a finished night through the same loop (:func:`replay`, :func:`list_frames`)
 :mod:`.nina_events`         NINA's Advanced API: IMAGE-SAVE, AUTOFOCUS-FINISHED, image history
 :mod:`.remote`              ``watch --nina-api`` without a folder: the policy on NINA's events

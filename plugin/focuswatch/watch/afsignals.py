@@ -42,7 +42,7 @@ def _epoch(text: str | None) -> float | None:
 
 
 def nina_report_candidate(path: str | Path) -> tuple[AutofocusMark, afconfirm.AFCandidate] | None:
-    """The mark a NINA autofocus report would apply and the :class:`~focuswatch.afconfirm.AFCandidate`
+    """The mark a NINA autofocus report would apply and the :class:`~focuswatch.policy.afconfirm.AFCandidate`
     that must be confirmed first; ``None`` while the report is unreadable.
 
     NINA writes the report at the end of a run, *before* it validates it (N.I.N.A. 3.x
@@ -67,7 +67,7 @@ def mark_from_nina_report(path: str | Path) -> AutofocusMark | None:
     """An :class:`AutofocusMark` from a NINA autofocus report, ``None`` while it is unreadable.
 
     A report still being written or garbled is skipped and retried at the next poll. Reading
-    is :func:`focuswatch.afreports.read_nina_report`'s job; the watcher applies it only once
+    is :func:`focuswatch.io.afreports.read_nina_report`'s job; the watcher applies it only once
     confirmed (:func:`nina_report_candidate`); ``replay`` applies it as is.
     """
     got = nina_report_candidate(path)

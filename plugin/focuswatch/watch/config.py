@@ -50,7 +50,7 @@ class WatchConfig:
         How long a frame that cannot prove it is whole (pre-allocated, zero tail, no
         checksum) must keep its size, time and content before it is read.
     checksum_grace_s, stuck_after_s, give_up_s
-        See :class:`~focuswatch.readiness.ReadinessConfig`.
+        See :class:`~focuswatch.watch.readiness.ReadinessConfig`.
     order_hold_s
         A ready frame waits at most this long for an earlier frame still being written.
     burst_quiet_s
@@ -63,7 +63,7 @@ class WatchConfig:
         NINA's autofocus report folder ("" = the default on Windows, none elsewhere).
     af_confirm_frames
         A NINA autofocus (a new report, an ``autofocus-done`` hook) counts only once the next
-        light frame confirms it (:mod:`focuswatch.afconfirm`); after this many light frames
+        light frame confirms it (:mod:`focuswatch.policy.afconfirm`); after this many light frames
         that cannot tell (another filter, FOCPOS near neither focus point) it is given up:
         not counted, the baseline and the refocus request stay.
     af_same_run_s

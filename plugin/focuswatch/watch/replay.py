@@ -33,10 +33,10 @@ def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_mar
            diagnose: bool = True, sink: NightSink | None = None) -> tuple[list[Processed], Any]:
     """Run a finished night through the policy as the watcher would have, firing nothing.
 
-    The same loop as ``watch`` (:class:`~focuswatch.nightloop.NightSession`), fed from the
+    The same loop as ``watch`` (:class:`~focuswatch.watch.loop.NightSession`), fed from the
     finished files in capture order and every autofocus signal up front: an autofocus goes
     before the first frame *written* after it, a NINA run counts once a light frame confirms
-    it. ``af_marks``: :class:`~focuswatch.nightloop.AFSignal` items
+    it. ``af_marks``: :class:`~focuswatch.watch.loop.AFSignal` items
     (:func:`autofocus_signals`, what ``watch`` reads) or bare :class:`AutofocusMark` ones.
     ``sink`` receives the journal rows ``watch`` would write (default: nowhere). Returns the
     :class:`Processed` rows and the monitor. Nothing is written anywhere.

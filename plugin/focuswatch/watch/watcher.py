@@ -18,9 +18,9 @@ is :class:`~focuswatch.watch.loop.NightSession`'s and everything that leaves it 
 3. Ready files go to the night session in capture order (``frames.frame_order_key``); a
    burst of new files settles first, and a ready frame waits (at most ``order_hold_s``) for
    an earlier one still being written.
-4. Autofocus signals are polled from the event log and NINA's report folder
-   (:mod:`focuswatch.watch.afsignals`); with ``nina_api`` NINA's IMAGE-SAVE event marks a
-   pending file complete at once and AUTOFOCUS-FINISHED is a signal
+4. Autofocus signals are polled once a pass (:class:`~focuswatch.watch.afinputs.AutofocusInputs`)
+   from the event log and NINA's report folder; with ``nina_api`` NINA's IMAGE-SAVE event
+   marks a pending file complete at once and AUTOFOCUS-FINISHED is a signal
    (:mod:`focuswatch.watch.nina_events`). Signals already there at start count only when the
    journal does not know them and they are under ``STALE_EVENT_H`` old.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import replace
@@ -43,10 +42,10 @@ from focuswatch.io import frames as frames_mod
 from focuswatch.io.journal import Journal
 from focuswatch.optics import Rig
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
-from focuswatch.watch.afsignals import _epoch, _mtime, event_signal, report_signal
+from focuswatch.watch.afinputs import AutofocusInputs
+from focuswatch.watch.afsignals import _mtime
 from focuswatch.watch.config import WatchConfig, policy_from_config, watch_from_config
-from focuswatch.watch.loop import REPORT_AFTER_HOOK_S as _REPORT_AFTER_HOOK_S
-from focuswatch.watch.loop import AFSignal, NightSession, NinaRun, Processed
+from focuswatch.watch.loop import NightSession, NinaRun, Processed
 from focuswatch.watch.readiness import BAD, GONE, READY, STUCK, Readiness
 from focuswatch.watch.replay import list_frames
 from focuswatch.watch.sink import _WatcherSink
@@ -58,7 +57,6 @@ MIN_PASS_GAP_S = 0.02
 #: Autofocus events already there when the watcher starts and older than this (wall clock)
 #: belong to an earlier night: they are not applied.
 STALE_EVENT_H = 12.0
-_UNREAD = object()          # the event log's signature before it was read (see Watcher._events_changed)
 
 
 def measure_record(frame: Any, config: Config, monitor: Monitor,
@@ -122,7 +120,7 @@ class Watcher:
     folder
         The folder the capture program saves into.
     journal
-        An open :class:`~focuswatch.journal.Journal`.
+        An open :class:`~focuswatch.io.journal.Journal`.
     config
         The loaded configuration (``[rig]``, ``[policy]``, ``[trigger]``).
     state_file, events_file
@@ -137,7 +135,7 @@ class Watcher:
         Callbacks for the CLI (print lines) and the demo.
     background_triggers
         Run the triggers in a worker thread with an overall deadline per attempt
-        (:mod:`focuswatch.trigger_runner`), off the measuring path. ``False``: in line
+        (:mod:`focuswatch.triggers.runner`), off the measuring path. ``False``: in line
         (only for tests that step a fake runner).
     clock, stat
         The monotonic clock and ``os.stat``: passed in so the readiness of files can be
@@ -147,8 +145,8 @@ class Watcher:
         ready at once (NINA has finished writing it), ``AUTOFOCUS-FINISHED`` confirms an
         autofocus, and ``image-history`` catches up after every (re)connect.
     nina_source, nina_history
-        Stand-ins for :class:`~focuswatch.nina_events.NinaEventSource` and
-        :func:`~focuswatch.nina_events.image_history` (``None``: the real ones).
+        Stand-ins for :class:`~focuswatch.watch.nina_events.NinaEventSource` and
+        :func:`~focuswatch.watch.nina_events.image_history` (``None``: the real ones).
     on_autofocus_verdict
         Called ``(mark, status, reason)`` when a NINA autofocus is judged: ``confirmed``,
         ``failed`` (NINA moved the focuser back) or ``unconfirmed`` (given up).
@@ -202,23 +200,12 @@ class Watcher:
         self._burst, self._last_new_s = 0, float("-inf")
         self._observer: Any = None
         self._checksum_folders: set[Path] = set()
-        self._last_event_time: str | None = None
-        self._events_sig: Any = _UNREAD
-        self._nina_seen: set[str] = set()
-        self._nina_reports: dict[str, AFSignal] = {}   # NINA reports parsed so far, by name
         self.on_autofocus_verdict = on_autofocus_verdict
-        # NINA's Advanced API as the "file complete" signal
         self.nina_api = nina_api
-        self._nina_source = nina_source
-        if nina_api is not None and nina_source is None:
-            from focuswatch.watch.nina_events import NinaEventSource
-
-            self._nina_source = NinaEventSource(nina_api[0], nina_api[1])
-        if self._nina_source is not None and getattr(self._nina_source, "on_event", None) is None:
-            self._nina_source.on_event = lambda _ev: self._wake.set()
-        self._nina_history = nina_history
-        self._nina_inbox: "queue.Queue[Any]" = queue.Queue()   # image-history answers (another thread)
-        self._nina_saved: set[str] = set()                      # names NINA said it finished writing
+        # the event log, NINA's report folder and its Advanced API, polled once a pass
+        self.af_inputs = AutofocusInputs(journal, clock=clock, wake=self._wake, events_file=self.events_file,
+                                         af_folder=self.af_folder, af_same_run_s=wc.af_same_run_s, nina_api=nina_api,
+                                         nina_source=nina_source, nina_history=nina_history)
         from focuswatch.io import statefile
 
         self._state: Any = statefile.State(watch_dir=str(self.folder))  # start() reads the old one
@@ -227,7 +214,7 @@ class Watcher:
         # the night itself: the one loop ``replay`` runs too; this watcher feeds it and is its sink
         self._sink = _WatcherSink(self)   # journal, state file, triggers
         self.session = NightSession(Monitor(self.policy, self.config.rig), self.config, watch=wc,
-                                    diagnose=wc.diagnose, sink=self._sink, report_for=self._report_signal)
+                                    diagnose=wc.diagnose, sink=self._sink, report_for=self.af_inputs.report_near)
         self._named_bad: set[str] = set()
         self.started = False
 
@@ -281,19 +268,9 @@ class Watcher:
                 self._sink.trigger_result(res)
         # autofocus events recorded before, or from an earlier night (NINA keeps every report;
         # a new journal knows none of them): skip them on the first poll
-        stale_before = time.time() - STALE_EVENT_H * 3600.0
-        if self.events_file is not None:
-            old = [e for e in statefile.read_autofocus_events(self.events_file)
-                   if self.journal.has_autofocus(self._event_key(e)) or e.datetime_utc.timestamp() < stale_before]
-            if old:
-                self._last_event_time = old[-1].time
-        if self.af_folder is not None and self.af_folder.is_dir():
-            for p in self.af_folder.glob("*.json"):
-                if self.journal.has_autofocus(f"nina-report:{p.name}") or _mtime(p) < stale_before:
-                    self._nina_seen.add(p.name)
+        self.af_inputs.skip_known(time.time() - STALE_EVENT_H * 3600.0)
         self._start_observer()
-        if self._nina_source is not None:
-            self._nina_source.start()
+        self.af_inputs.start()
         self._catch_up()
         self._next_rescan = self.clock() + self.rescan_interval_s
         self.started = True
@@ -316,8 +293,8 @@ class Watcher:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
-        if self._nina_source is not None and self.started:
-            self._nina_source.stop()
+        if self.started:
+            self.af_inputs.stop()
         close = getattr(self.runner, "close", None)
         if close is not None:
             close()
@@ -401,7 +378,7 @@ class Watcher:
             except OSError as exc:  # a network share that hiccups must not end the night: next rescan
                 log.warning("%s: could not list the folder (%s); will look again", self.folder,
                             exc.strerror or exc)
-        for sig, seen in self._poll_autofocus() + self._poll_nina_api():
+        for sig, seen in self.af_inputs.poll(self.session.claimed_reports):
             self.session.offer(sig, seen)
         with self._lock:
             fresh, self._queue = self._queue, set()
@@ -480,9 +457,8 @@ class Watcher:
             if size is not None and self.journal.seen((str(p), size, mtime_ns)):
                 del self._pending[p]
                 continue
-            if size is not None and p.name in self._nina_saved:
+            if size is not None and self.af_inputs.finished_writing(p.name):
                 # NINA's IMAGE-SAVE: it finished writing this file, no need to watch its size
-                self._nina_saved.discard(p.name)
                 ready.append((p, None))
                 del self._pending[p]
                 continue
@@ -586,140 +562,6 @@ class Watcher:
             self._pending[p] = self._readiness(p, self.clock())
             return None
 
-
-    def _events_changed(self) -> bool:
-        """True when the event log's size or time changed since it was last read.
-
-        The log is only ever appended to and the worker polls it several times a second:
-        parsing a log of every night's autofocus runs each time is wasted work.
-        """
-        try:
-            st = os.stat(self.events_file)  # type: ignore[arg-type]
-            sig: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            sig = None
-        changed = sig != self._events_sig
-        self._events_sig = sig
-        return changed
-
-    @staticmethod
-    def _event_key(ev: Any) -> str:
-        return f"{ev.source}:{ev.time}"
-
-    def _poll_autofocus(self) -> list[tuple[AFSignal, float]]:
-        """New autofocus signals of the event log and the NINA report folder, with the clock
-        at which they were seen."""
-        from focuswatch.io import statefile
-
-        found: list[tuple[AFSignal, float]] = []
-        if self.events_file is not None and self._events_changed():
-            try:
-                events = statefile.read_autofocus_events(self.events_file, since=self._last_event_time)
-            except StateFileError as exc:
-                log.warning("%s", exc)
-                self._events_sig = _UNREAD           # locked by a hook appending to it: retry
-                events = []
-            for ev in events:
-                self._last_event_time = ev.time
-                sig = event_signal(ev)
-                if not self.journal.has_autofocus(sig.key):
-                    found.append((sig, self.clock()))
-        if self.af_folder is not None and self.af_folder.is_dir():
-            for p in sorted(self.af_folder.glob("*.json")):
-                if p.name in self._nina_seen or p.name in self.session.claimed_reports:
-                    continue
-                sig = report_signal(p)
-                if sig is None:
-                    continue  # still being written: next poll
-                self._nina_reports[p.name] = sig
-                self._nina_seen.add(p.name)
-                if not self.journal.has_autofocus(sig.key):
-                    found.append((sig, self.clock()))
-        found.sort(key=lambda x: x[0].mark.time_s)
-        return found
-
-    # ------------------------------------------------------------------ NINA autofocus: held until confirmed
-    def _poll_nina_api(self) -> list[tuple[AFSignal, float]]:
-        """Drain the Advanced API's events: IMAGE-SAVE marks a file ready, AUTOFOCUS-FINISHED is an
-        autofocus signal (sent only for successful runs), a (re)connect asks for the image history."""
-        if self._nina_source is None:
-            return []
-        from focuswatch.watch.nina_events import AutofocusFinished, ImageSaved, SourceStatus
-
-        found: list[tuple[AFSignal, float]] = []
-        events: list[Any] = []
-        while True:
-            ev = self._nina_source.get(timeout_s=0)
-            if ev is None:
-                break
-            events.append(ev)
-        while True:
-            try:
-                events.append(self._nina_inbox.get_nowait())
-            except queue.Empty:
-                break
-        n_saved = len(self._nina_saved)
-        for ev in events:
-            if isinstance(ev, ImageSaved):
-                if ev.filename:   # NINA sends a Windows path or a base name: the name is the key
-                    self._nina_saved.add(Path(ev.filename.replace("\\", "/")).name)
-            elif isinstance(ev, AutofocusFinished):
-                key = f"nina-api:{ev.time}"
-                if not self.journal.has_autofocus(key):
-                    when = _epoch(ev.time) or time.time()
-                    found.append((AFSignal(key, AutofocusMark(time_s=when, source="nina-api")), self.clock()))
-            elif isinstance(ev, SourceStatus):
-                (log.info if ev.connected else log.warning)("%s", ev.message)
-                if ev.connected:
-                    self._fetch_history()
-        if len(self._nina_saved) > n_saved:
-            # files NINA finished may already be pending: mark them ready on the next pass
-            self._wake.set()
-        return found
-
-    def _fetch_history(self) -> None:
-        """Ask NINA's image history (in a thread: a slow NINA must not hold the worker): after a
-        restart, every file NINA already finished counts as complete."""
-        if self.nina_api is None and self._nina_history is None:
-            return
-        from focuswatch.watch.nina_events import image_history
-
-        fetch = self._nina_history or image_history
-        host, port = self.nina_api or ("127.0.0.1", 1888)
-
-        def work() -> None:
-            try:
-                images = fetch(host, port)
-            except Exception as exc:  # noqa: BLE001 - the live events and size checks still work
-                log.warning("could not read NINA's image history: %s", exc)
-                return
-            for im in images:
-                self._nina_inbox.put(im)
-            log.info("NINA's image history: %d image(s) already saved", len(images))
-            self._wake.set()
-
-        threading.Thread(target=work, name="nina-history", daemon=True).start()
-
-    def _report_signal(self, time_s: float) -> AFSignal | None:
-        """The newest NINA report written within ``af_same_run_s`` before a hook/API signal at
-        ``time_s`` (the night session asks; the folder may hold one not polled yet)."""
-        if self.af_folder is None or not self.af_folder.is_dir():
-            return None
-        lo, hi = time_s - self.watch.af_same_run_s, time_s + _REPORT_AFTER_HOOK_S
-        best: tuple[float, str] | None = None
-        for p in self.af_folder.glob("*.json"):
-            t = _mtime(p)
-            if lo <= t <= hi and (best is None or t > best[0]):
-                best = (t, p.name)
-        if best is None:
-            return None
-        if best[1] not in self._nina_reports:
-            got = report_signal(self.af_folder / best[1])
-            if got is None:
-                return None
-            self._nina_reports[best[1]] = got
-        self._nina_seen.add(best[1])
-        return self._nina_reports[best[1]]
 
 
 def _written_s(p: Path) -> float | None:
