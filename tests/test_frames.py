@@ -447,12 +447,14 @@ def test_symlink_loop_is_named_as_such(tmp_path):
 
 
 def test_datasum_matches_astropy(tmp_path):
+    from focuswatch.io.completeness import _datasum
+
     p = tmp_path / "cs.fits"
     fits.PrimaryHDU(_stars(100, 90)).writeto(p, checksum=True)
     lay = frames.fits_layout(p)
     h = lay.image_hdu
     with open(p, "rb") as fh:
-        assert frames._datasum(fh, h.data_start, h.data_bytes) == int(h.header["DATASUM"])
+        assert _datasum(fh, h.data_start, h.data_bytes) == int(h.header["DATASUM"])
 
 
 def test_preallocated_zero_filled_file_is_not_proven_complete(tmp_path):
@@ -540,8 +542,10 @@ def test_layout_from_the_probe_is_reused_not_walked_again(tmp_path, monkeypatch)
     expected_meta = frames.read_header(p)
     layout = frames.check_complete(p)
     walks = []
-    real = frames._walk_hdus
-    monkeypatch.setattr(frames, "_walk_hdus", lambda *a, **k: walks.append(1) or real(*a, **k))
+    from focuswatch.io import fits as fits_io   # where the headers are walked
+
+    real = fits_io._walk_hdus
+    monkeypatch.setattr(fits_io, "_walk_hdus", lambda *a, **k: walks.append(1) or real(*a, **k))
     got = frames.load(p, layout=layout)
     meta = frames.read_header(p, layout=layout)
     assert walks == []

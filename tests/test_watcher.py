@@ -763,7 +763,7 @@ def test_a_failing_rescan_does_not_stop_the_watcher(tmp_path, base_frame, monkey
     """A network share that fails one listing (EIO) is a warning; the next rescan finds the frame."""
     import errno
 
-    from focuswatch import watch as watcher_mod
+    from focuswatch.watch import watcher as watcher_mod   # where the catch-up scan looks list_frames up
 
     night = tmp_path / "night"
     night.mkdir()

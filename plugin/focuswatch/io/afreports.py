@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from focuswatch.io import frames as frames_mod
+from focuswatch.io.xisf import _xisf_keywords
 from focuswatch.autofocus import AFPoint, AFRun
 from focuswatch.errors import FrameError
 
@@ -273,7 +274,7 @@ def _header_keyword(path: Path, key: str) -> Any:
     """The raw value of one header keyword of a FITS or XISF frame (None when absent)."""
     if path.name.lower().endswith(frames_mod.XISF_SUFFIXES):
         try:
-            return frames_mod._xisf_keywords(path)[1].get(key)
+            return _xisf_keywords(path)[1].get(key)
         except FrameError:
             raise
         except Exception as exc:  # the xisf package raises bare exceptions of many kinds

@@ -3,8 +3,8 @@
 Like watchdog's ``PollingObserverVFS(stat, listdir, polling_interval)``, nothing in here
 calls the clock or ``stat()``: the watcher feeds each pending file's size, modification
 time and the current monotonic time, and passes in the two functions that look inside a
-file (``probe``: :func:`focuswatch.frames.check_complete`; ``signature``:
-:func:`focuswatch.frames.content_signature`). Tests feed it values directly and never sleep.
+file (``probe``: :func:`focuswatch.io.frames.check_complete`; ``signature``:
+:func:`focuswatch.io.frames.content_signature`). Tests feed it values directly and never sleep.
 
 What "ready" means, cheapest proof first:
 

@@ -206,7 +206,7 @@ def cmd_watch_remote(args: Any) -> int:
     from focuswatch.policy import summarize
     from focuswatch.watch.nina_events import parse_host_port
     from focuswatch.triggers import TriggerRunner
-    from focuswatch.watch import policy_from_config
+    from focuswatch.watch.config import policy_from_config
 
     try:
         host, port = parse_host_port(args.nina_api)
@@ -243,7 +243,7 @@ def cmd_replay_history(args: Any) -> int:
     """``focuswatch replay IMAGE_HISTORY.json``: a saved NINA image history through the policy."""
     from focuswatch.config import load_config
     from focuswatch.policy import summarize
-    from focuswatch.watch import policy_from_config
+    from focuswatch.watch.config import policy_from_config
 
     cfg = load_config(args.config)
     session = RemoteSession(policy=policy_from_config(cfg), rig=cfg.rig)
