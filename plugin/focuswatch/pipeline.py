@@ -239,15 +239,15 @@ def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = T
     ``time_s`` is the capture time (:func:`focuswatch.io.assess.measure_record` passes
     DATE-OBS, else the file's modification time).
 
-    ``time_s=None`` still reads the file's time through :mod:`focuswatch.io.assess`: a
-    stop-gap for the callers in ``focuswatch.watch`` that do not pass it yet. Once they
+    ``time_s=None`` still reads the file's time (:func:`focuswatch.io.frames.frame_order_key`):
+    a stop-gap for the two callers in ``focuswatch.watch`` that do not pass it yet. Once they
     call :func:`focuswatch.io.assess.measure_record`, that branch goes and this module
     touches no file at all.
     """
     if time_s is None:
-        from focuswatch.io.assess import capture_time_s  # stop-gap, see the docstring
+        from focuswatch.io.frames import frame_order_key  # stop-gap, see the docstring
 
-        time_s = capture_time_s(frame.path if frame.path is not None else Path("."), frame.meta)
+        time_s = frame_order_key(frame.path if frame.path is not None else Path("."), frame.meta)[0]
     ctx = AssessContext(time_s=time_s,
                         baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
                         diagnose=use_diagnose)
