@@ -1,4 +1,4 @@
-"""Bahtinov mask analysis against Fourier-optics simulations with a known defocus (simmask)."""
+"""Bahtinov mask analysis against Fourier-optics simulations with a known defocus (focuswatch.sim.mask)."""
 from __future__ import annotations
 
 import json

@@ -10,7 +10,8 @@ import pytest
 from focuswatch import sim
 from focuswatch.io.frames import frame_from_array
 from focuswatch.policy import AutofocusMark
-from focuswatch.pipeline import AssessContext, assess, assess_path
+from focuswatch.io.assess import assess_path
+from focuswatch.pipeline import AssessContext, assess
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_the_watchers_measure_record_and_the_pipelines_agree(two_frames):
     from focuswatch import watch as watcher
     from focuswatch.config import Config
     from focuswatch.policy import Monitor
-    from focuswatch.pipeline import measure_record
+    from focuswatch.io.assess import measure_record
 
     cfg = Config(rig=sim.DEFAULT_RIG)
     for path, _ in two_frames:

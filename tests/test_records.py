@@ -38,7 +38,8 @@ def test_pipeline_results_round_trip(small_night):
     """FrameStats, Diagnosis, FrameRecord, Decision, AutofocusMark, PolicyState, Summary."""
     from focuswatch.diagnose import Diagnosis
     from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyState, Summary, summarize
-    from focuswatch.pipeline import AssessContext, FrameAssessment, assess_path
+    from focuswatch.io.assess import assess_path
+    from focuswatch.pipeline import AssessContext, FrameAssessment
     from focuswatch.stars import FrameStats
 
     mon = Monitor(rig=sim.DEFAULT_RIG)

@@ -8,7 +8,8 @@ for every command:
   :mod:`~focuswatch.optics`, ``stars/``, ``diagnose/``, ``policy/`` (refocus rules),
   :mod:`~focuswatch.grade`, :mod:`~focuswatch.autofocus`, :mod:`~focuswatch.bahtinov`,
   ``sim/`` (simulated frames with a known truth; its only I/O is ``sim/write.py``);
-* I/O at the edges: ``io/`` (frames read-only, journal, state file, NINA reports),
+* I/O at the edges: ``io/`` (frames read-only, a frame file through the pipeline, journal, state
+  file, NINA reports),
   ``watch/`` (the watcher loop, readiness, NINA events, remote mode), ``triggers/`` (one
   module per trigger and the runner), ``siril/``;
 * many frames and output: ``scale/`` (worker pools, batch jobs, archive), ``render/`` (text,

@@ -6,14 +6,13 @@ through :func:`measure_record`. Before, each had its own copy of these steps, an
 drifted apart (the diagnosis was asked with or without the pixels, with different
 baselines, and time came from different clocks).
 
-:func:`assess` is pure: it takes a loaded :class:`~focuswatch.io.frames.Frame`, the rig and an
-:class:`AssessContext` (the baseline the frame is judged against, its capture time) and
-returns a :class:`FrameAssessment`. It reads no file and no clock. :func:`assess_path` is
-the I/O edge: it loads the frame read-only, orders it in time (DATE-OBS, else the file's
-modification time) and calls :func:`assess`; it is a top-level function with picklable
-arguments, so a process pool can map it over a night's frames.
+This module is pure: it reads no file and no clock. :func:`assess` takes a loaded
+:class:`~focuswatch.model.frame.Frame`, the rig and an :class:`AssessContext` (the baseline the
+frame is judged against, its capture time) and returns a :class:`FrameAssessment`. The file
+side lives in :mod:`focuswatch.io.assess`: ``assess_path`` loads a frame read-only, dates it
+(DATE-OBS, else the file's modification time) and calls :func:`assess`.
 
->>> from focuswatch.io.frames import frame_from_array
+>>> from focuswatch.model.frame import frame_from_array
 >>> import numpy as np
 >>> noise = np.random.default_rng(1).normal(100.0, 5.0, (64, 64)).astype(np.float32)
 >>> a = assess(frame_from_array(noise), None, AssessContext(time_s=0.0))
@@ -23,7 +22,7 @@ arguments, so a process pool can map it over a night's frames.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,8 @@ class AssessContext:
     ----------
     time_s
         Capture time, seconds since the epoch (UTC). ``None``: the header's DATE-OBS, else
-        0 (:func:`assess_path` fills it from the file time when the header has none).
+        0 (:func:`focuswatch.io.assess.assess_path` fills it from the file time when the
+        header has none).
     baseline_hfr_px
         True HFR right after the last autofocus (px) for the same filter: the diagnosis
         turns HFR growth over it into defocus. The watcher passes the policy's baseline.
@@ -96,7 +96,7 @@ class FrameAssessment:
     @property
     def record(self) -> Any:
         """The policy's :class:`~focuswatch.policy.FrameRecord`, built on first use: ``measure``
-        wants the stars only, and importing the policy (monitor, diagnose) would cost it more
+        wants the stars only, and importing the policy and the diagnosis would cost it more
         than a tenth of a second per process."""
         src = self.record_source
         if isinstance(src, _PendingRecord):
@@ -224,43 +224,31 @@ def measure_stats(frame: Any, *, plate_scale_arcsec_px: float | None = None) -> 
     return assess(frame, None, AssessContext(diagnose=False, plate_scale_arcsec_px=plate_scale_arcsec_px)).stats
 
 
-def capture_time_s(path: Path, meta: Any) -> float:
-    """Capture time for ordering and the record: DATE-OBS, else the file's modification time."""
-    from focuswatch.io import frames
-
-    return frames.frame_order_key(path, meta)[0]
-
-
-def assess_path(path: str | Path, rig: Rig | None = None, options: AssessContext = AssessContext()) -> FrameAssessment:
-    """Load ``path`` read-only and :func:`assess` it (the I/O edge; picklable for process pools).
-
-    ``options.time_s`` left at ``None`` is filled with the capture time (DATE-OBS, else the
-    file's modification time, as the watcher orders frames). Raises :class:`FrameError`
-    for a frame that cannot be read or measured.
-    """
-    from focuswatch.io import frames
-
-    p = Path(path)
-    frame = frames.load(p)
-    if options.time_s is None:
-        options = replace(options, time_s=capture_time_s(p, frame.meta))
-    return assess(frame, rig, options)
-
-
 def baseline_hfr_px(history: Any, filter_name: str | None) -> float | None:
     """The policy's baseline for the diagnosis: the first accepted frame of the same filter
     since the autofocus (``Monitor.history``), as the watcher has always used."""
     return next((f.hfr_px for f in history if f.filter_name == filter_name), None)
 
 
-def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True) -> tuple[Any, Any, Rig]:
-    """Drop-in for ``watcher.measure_record``: (FrameRecord, FrameStats, rig) through :func:`assess`.
+def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True, *,
+                   time_s: float | None = None) -> tuple[Any, Any, Rig]:
+    """(FrameRecord, FrameStats, rig) through :func:`assess`, judged as the watcher judges.
 
     The watcher and ``replay`` judge each frame exactly as ``measure``, ``diagnose`` and
     ``report`` do; the baseline handed to the diagnosis is the policy's (``monitor.history``).
+    ``time_s`` is the capture time (:func:`focuswatch.io.assess.measure_record` passes
+    DATE-OBS, else the file's modification time).
+
+    ``time_s=None`` still reads the file's time (:func:`focuswatch.io.frames.frame_order_key`):
+    a stop-gap for the two callers in ``focuswatch.watch`` that do not pass it yet. Once they
+    call :func:`focuswatch.io.assess.measure_record`, that branch goes and this module
+    touches no file at all.
     """
-    path = frame.path if frame.path is not None else Path(".")
-    ctx = AssessContext(time_s=capture_time_s(path, frame.meta),
+    if time_s is None:
+        from focuswatch.io.frames import frame_order_key  # stop-gap, see the docstring
+
+        time_s = frame_order_key(frame.path if frame.path is not None else Path("."), frame.meta)[0]
+    ctx = AssessContext(time_s=time_s,
                         baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
                         diagnose=use_diagnose)
     a = assess(frame, config.rig, ctx)

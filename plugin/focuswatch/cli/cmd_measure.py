@@ -21,7 +21,8 @@ def _add_measure(sub) -> None:
 
 def measure_path(path: Path, rig_table=None):
     """Load and measure one frame with the plate scale from the rig file or its header."""
-    from focuswatch.pipeline import AssessContext, assess_path
+    from focuswatch.io.assess import assess_path
+    from focuswatch.pipeline import AssessContext
 
     return assess_path(path, rig_table, AssessContext(diagnose=False)).stats
 

@@ -58,7 +58,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 def scan_with_workers(args: argparse.Namespace, folder: Path, rig):
-    """Measure a session's frames on ``--workers`` / ``--scheduler`` (``report.scan_session``'s result)."""
+    """Measure a session's frames on ``--workers`` / ``--scheduler``.
+
+    The result is :func:`focuswatch.render.report.scan_session`'s, measured on workers."""
     from focuswatch.scale.batch import scan_session
 
     scan, batch = scan_session(folder, rig=rig, progress=not args.json, runner=runner_from_args(args))

@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 # --------------------------------------------------------------------------- shared helpers
 
-# emit_json, error_line, fmt: in focuswatch.render.text (shared with remote.py), imported above
+# emit_json, error_line, fmt: in focuswatch.render.text (shared with focuswatch.watch.remote), imported above
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ def plot_af(summary: "AFSummary", path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from focuswatch.autofocus import _filter_key, _usable
+    from focuswatch.autofocus.trends import _filter_key, _usable
 
     runs = [r for r in summary.runs if r.n_points][:MAX_PANELS]
     temp_runs, _ = _usable(summary.runs)  # the runs (and filter names) the coefficients were fitted to

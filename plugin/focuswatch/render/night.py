@@ -46,7 +46,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
                  min_stars: int = MIN_STARS_FOR_STACK, diagnose: bool = True) -> SessionScan:
     """Find, validate, measure and diagnose the light frames of a session folder.
 
-    Each frame is read with ``frames.load`` (which checks completeness) and judged by the
+    Each frame is read with :func:`focuswatch.io.frames.load` (which checks completeness) and judged by the
     one frame pipeline (:func:`focuswatch.pipeline.assess`: stars, diagnosis and the
     policy's record, exactly as the watcher does). Problems never stop the scan: the frame
     goes to ``left_out`` with the reason (unreadable, truncated, fewer than ``min_stars``

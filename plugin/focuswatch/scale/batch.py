@@ -22,7 +22,8 @@ from focuswatch.scale.parallel import Batch, Runner, map_frames
 
 def measure_one(path: Path, rig: Rig | None = None):
     """``focuswatch measure`` on one frame: the one frame pipeline without the diagnosis."""
-    from focuswatch.pipeline import AssessContext, assess_path
+    from focuswatch.io.assess import assess_path
+    from focuswatch.pipeline import AssessContext
 
     return assess_path(path, rig, AssessContext(diagnose=False)).stats
 
@@ -51,7 +52,8 @@ def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True):
     """One frame of a session scan: ``None`` for a calibration frame, else its
     :class:`~focuswatch.pipeline.FrameAssessment` (stats, diagnosis, the policy's record)."""
     from focuswatch.io import frames
-    from focuswatch.pipeline import AssessContext, assess, capture_time_s
+    from focuswatch.io.assess import capture_time_s
+    from focuswatch.pipeline import AssessContext, assess
 
     frame = frames.load(path)
     if not frame.meta.is_light:

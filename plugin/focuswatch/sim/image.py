@@ -116,7 +116,8 @@ class SimFrame:
         return nina_file_name(self.params)
 
     def to_frame(self):
-        """The pixels as a :class:`focuswatch.model.frame.Frame`, as ``frames.load`` would return them."""
+        """The pixels as a :class:`focuswatch.model.frame.Frame`, as :func:`focuswatch.io.frames.load`
+        would return them."""
         from focuswatch.model.frame import frame_from_array
         return frame_from_array(self.pixels, self.header, saturation_adu=self.params.saturation_adu)
 
