@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from focuswatch.errors import FrameError
@@ -231,23 +230,14 @@ def baseline_hfr_px(history: Any, filter_name: str | None) -> float | None:
 
 
 def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True, *,
-                   time_s: float | None = None) -> tuple[Any, Any, Rig]:
+                   time_s: float) -> tuple[Any, Any, Rig]:
     """(FrameRecord, FrameStats, rig) through :func:`assess`, judged as the watcher judges.
 
     The watcher and ``replay`` judge each frame exactly as ``measure``, ``diagnose`` and
     ``report`` do; the baseline handed to the diagnosis is the policy's (``monitor.history``).
-    ``time_s`` is the capture time (:func:`focuswatch.io.assess.measure_record` passes
-    DATE-OBS, else the file's modification time).
-
-    ``time_s=None`` still reads the file's time (:func:`focuswatch.io.frames.frame_order_key`):
-    a stop-gap for the two callers in ``focuswatch.watch`` that do not pass it yet. Once they
-    call :func:`focuswatch.io.assess.measure_record`, that branch goes and this module
-    touches no file at all.
+    ``time_s`` is the capture time: :func:`focuswatch.io.assess.measure_record`, the file
+    side, passes DATE-OBS or else the file's modification time, so this module reads no file.
     """
-    if time_s is None:
-        from focuswatch.io.frames import frame_order_key  # stop-gap, see the docstring
-
-        time_s = frame_order_key(frame.path if frame.path is not None else Path("."), frame.meta)[0]
     ctx = AssessContext(time_s=time_s,
                         baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
                         diagnose=use_diagnose)

@@ -459,10 +459,10 @@ class NightSession:
         return self._out(Processed(path, "measured", decision=decision, stats=stats_d))
 
     def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any]:
-        from focuswatch import pipeline
+        from focuswatch.io import assess
 
         with frame_boundary(frame.path):  # whatever this frame does is one line
-            return pipeline.measure_record(frame, self.config, self.monitor, self.use_diagnose)
+            return assess.measure_record(frame, self.config, self.monitor, self.use_diagnose)
 
     @staticmethod
     def _request(record: FrameRecord, d: Decision) -> Any:

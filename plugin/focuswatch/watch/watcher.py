@@ -67,10 +67,10 @@ def measure_record(frame: Any, config: Config, monitor: Monitor,
     against the policy's baseline, record) inside the frame boundary, so whatever goes wrong
     with this frame becomes one :class:`FrameError` naming it.
     """
-    from focuswatch import pipeline
+    from focuswatch.io import assess
 
     with frame_boundary(frame.path):
-        return pipeline.measure_record(frame, config, monitor, use_diagnose)
+        return assess.measure_record(frame, config, monitor, use_diagnose)
 
 
 def _probe(p: Path) -> Any:
