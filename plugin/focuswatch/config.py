@@ -38,8 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from focuswatch.errors import ConfigError
-from focuswatch.model.frame import FrameMeta
-from focuswatch.optics import Rig
+from focuswatch.optics import Rig, rig_with_header  # noqa: F401  (re-exported: callers read it from here too)
 from focuswatch.model.records import revive
 
 T = TypeVar("T")
@@ -127,30 +126,6 @@ def rig_from_mapping(values: Mapping[str, Any] | None, section: str = "rig") -> 
             if not lo <= value <= hi:
                 raise ConfigError(f"[{section}] {name} = {value!r}: must be between {lo:g} and {hi:g}")
     return section_to_dataclass(Rig, values, section)
-
-
-def rig_with_header(rig: Rig, meta: FrameMeta | None) -> Rig:
-    """Fill what the rig file leaves out from a frame's header; the file always wins.
-
-    XPIXSZ already includes binning (NINA and the FITS convention), so a pixel size taken
-    from the header comes with ``binning = 1``.
-    """
-    if meta is None:
-        return rig
-    changes: dict[str, Any] = {}
-    if rig.focal_length_mm is None and meta.focal_length_mm:
-        changes["focal_length_mm"] = meta.focal_length_mm
-    if rig.pixel_um is None and meta.pixel_um:
-        changes["pixel_um"] = meta.pixel_um
-        changes["binning"] = 1
-    if rig.focuser_step_um is None and meta.focuser_step_um:
-        changes["focuser_step_um"] = meta.focuser_step_um
-    if rig.aperture_mm is None and rig.f_ratio_given is None:
-        if meta.aperture_mm:
-            changes["aperture_mm"] = meta.aperture_mm
-        elif meta.f_ratio:
-            changes["f_ratio_given"] = meta.f_ratio
-    return dataclasses.replace(rig, **changes) if changes else rig
 
 
 @dataclass(frozen=True)

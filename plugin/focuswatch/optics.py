@@ -456,3 +456,28 @@ def focus_zone(rig: Rig) -> FocusZone:
         blur_px_per_10um=blur_diameter_um(10.0, n) / pix if pix else None,
         wavelengths=rows,
     )
+
+
+def rig_with_header(rig: Rig, meta: Any) -> Rig:
+    """Fill what the rig file leaves out from a frame's header (a :class:`~focuswatch.model.frame.FrameMeta`);
+    the file always wins. Pure, so the pipeline can call it without the TOML reader.
+
+    XPIXSZ already includes binning (NINA and the FITS convention), so a pixel size taken
+    from the header comes with ``binning = 1``.
+    """
+    if meta is None:
+        return rig
+    changes: dict[str, Any] = {}
+    if rig.focal_length_mm is None and meta.focal_length_mm:
+        changes["focal_length_mm"] = meta.focal_length_mm
+    if rig.pixel_um is None and meta.pixel_um:
+        changes["pixel_um"] = meta.pixel_um
+        changes["binning"] = 1
+    if rig.focuser_step_um is None and meta.focuser_step_um:
+        changes["focuser_step_um"] = meta.focuser_step_um
+    if rig.aperture_mm is None and rig.f_ratio_given is None:
+        if meta.aperture_mm:
+            changes["aperture_mm"] = meta.aperture_mm
+        elif meta.f_ratio:
+            changes["f_ratio_given"] = meta.f_ratio
+    return replace(rig, **changes) if changes else rig

@@ -157,7 +157,7 @@ def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()
     loses the frame: it is logged with its traceback and ``diagnosis_error`` says so.
     """
     from focuswatch import stars
-    from focuswatch.config import rig_with_header
+    from focuswatch.optics import rig_with_header
 
     meta = frame.meta
     full_rig = rig_with_header(rig or Rig(), meta)

@@ -102,7 +102,7 @@ def _add_bahtinov(sub) -> None:
 def cmd_bahtinov(args: argparse.Namespace) -> int:
     from focuswatch import bahtinov
     from focuswatch.io import frames
-    from focuswatch.config import rig_with_header
+    from focuswatch.optics import rig_with_header
 
     frame = frames.load(args.file)
     rig = rig_with_header(rig_from_args(args), frame.meta)

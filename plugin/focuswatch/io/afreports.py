@@ -441,7 +441,7 @@ def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = 
     list, or the text of ``--positions``) and ``position_key`` say where the frames'
     focuser positions come from (:func:`runs_from_frames`).
     """
-    from focuswatch.config import rig_with_header
+    from focuswatch.optics import rig_with_header
     from focuswatch.optics import Rig
 
     rig = rig or Rig()

@@ -141,7 +141,7 @@ def _own_summary(st: Any) -> dict[str, Any]:
 def _measure_master(master: Path, workdir: Path, info: Any, timeout_s: float, rig: Rig | None):
     """Siril's and focuswatch's measurements of a master; plate scale from rig + header."""
     from focuswatch import siril, stars
-    from focuswatch.config import rig_with_header
+    from focuswatch.optics import rig_with_header
 
     sm = siril.measure(master, workdir, info=info, timeout_s=timeout_s)
     pixels, header = siril.load_master_pixels(master)
@@ -188,7 +188,7 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
     groups = scan.by_filter()
     results: list[FilterGrade] = []
     siril_s = 0.0
-    from focuswatch.config import rig_with_header
+    from focuswatch.optics import rig_with_header
 
     with siril.workspace(keep_dir) as wd:
         for filt, stats in groups.items():
@@ -492,7 +492,7 @@ def _journal_events(night: JournalNight, times: Mapping[str, float], t0: float |
 def _policy_decisions(scan: SessionScan, rig: Rig, policy: Any) -> dict[str, Any]:
     """Without a journal: the refocus policy run over the frames in capture order (``replay``
     without autofocus events; a focuser jump still counts as one)."""
-    from focuswatch.config import rig_with_header
+    from focuswatch.optics import rig_with_header
     from focuswatch.policy import Monitor
     from focuswatch.pipeline import AssessContext, baseline_hfr_px, judge
 
@@ -553,7 +553,7 @@ def build_report(folder: str | os.PathLike[str], *, rig: Rig | None = None, scan
     look) for the frames it recorded, else computed by running the policy (``policy``, a
     :class:`~focuswatch.policy.PolicyConfig`) over the frames in capture order.
     """
-    from focuswatch.config import rig_with_header
+    from focuswatch.optics import rig_with_header
     from focuswatch.policy import PolicyConfig
 
     scan = scan or scan_session(folder, rig=rig, progress=progress)

@@ -64,7 +64,7 @@ class SessionScan:
             self.diagnose_notes.append("diagnosis: the diagnose module is not available")
             self.diagnoses = {str(s.file): None for s in self.stats}
             return self.diagnoses
-        from focuswatch.config import rig_with_header
+        from focuswatch.optics import rig_with_header
 
         failures = 0
         for s in self.stats:
