@@ -10,7 +10,7 @@ import pytest
 from focuswatch import sim
 from focuswatch.frames import frame_from_array
 from focuswatch.monitor import AutofocusMark
-from focuswatch.pipeline import AssessContext, NightFrame, assess, assess_path, interleave
+from focuswatch.pipeline import AssessContext, assess, assess_path
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +69,31 @@ def test_the_watchers_measure_record_and_the_pipelines_agree(two_frames):
         assert mine[1].to_dict() == theirs[1].to_dict()
 
 
-def _nf(name: str, capture_s: float, written_s: float) -> NightFrame:
-    return NightFrame((capture_s, name), Path(name), None, written_s)
-
-
 @pytest.mark.parametrize("frames, marks, order", [
     # DATE-OBS on another clock than the PC (a simulator, a camera clock): only file times count
     ([("a", 0, 1000), ("b", 60, 1060), ("c", 120, 1120)], [1030.0], ["a", "af", "b", "c"]),
-    # an event before every frame, and one after the last
+    # an event before every frame, and one after the last (applied when the night is released)
     ([("a", 0, 1000), ("b", 60, 1060)], [900.0, 2000.0], ["af", "a", "b", "af"]),
-    # frames go in capture order; the watcher holds b for a, and applies the event before a
-    # (written after it), as it does for the file it is about to process
+    # frames go in capture order; an event goes before the first frame written after it, even
+    # when that frame was captured first (the watcher held b for a)
     ([("b", 60, 1050), ("a", 0, 1100)], [1070.0], ["af", "a", "b"]),
     ([("a", 0, 1000)], [], ["a"]),
 ])
-def test_interleave_applies_an_autofocus_before_the_first_frame_written_after_it(frames, marks, order):
-    steps = interleave([_nf(*f) for f in frames], [AutofocusMark(time_s=t) for t in marks])
-    assert [("af" if k == "af" else str(x.path)) for k, x in steps] == order
+def test_the_night_loop_applies_an_autofocus_before_the_first_frame_written_after_it(frames, marks, order):
+    """The one ordering rule of ``watch`` and ``replay`` (pure: no file, no clock)."""
+    from types import SimpleNamespace
+
+    from focuswatch.monitor import Monitor
+    from focuswatch.nightloop import AFSignal, NightSession, RecordingSink
+    from focuswatch.watcher import WatchConfig
+
+    sink = RecordingSink()
+    night = NightSession(Monitor(), None, watch=WatchConfig(), sink=sink)
+    for t in marks:
+        night.offer(AFSignal.of(AutofocusMark(time_s=t, source="autofocus-done")), now_s=0.0)
+    dark = SimpleNamespace(is_light=False, timestamp=None)          # ignored: no load, no measuring
+    for name, capture_s, written_s in sorted(frames, key=lambda f: f[1]):
+        night.frame(Path(name), dark, written_s=written_s, load=None, key=name)
+    night.release(now_s=0.0)
+    assert [("af" if r.what == "autofocus" else r.key) for r in sink.rows] == order
+    assert night.monitor.state.n_autofocus == len(marks)

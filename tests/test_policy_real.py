@@ -11,6 +11,9 @@ Truth never comes from the policy's own model:
   other filters' HFR and grow 11 % in two more frames, an autofocus that then brings HFR down 22 %;
   a second drift of +9 % over nine frames). The per-frame numbers themselves were not published
   with the issue: the series below follows those figures, with 1 % seeing jitter (see SEEING_JITTER).
+  Its star sizes, per filter and defocus, are GalSim renders (Kolmogorov at the filter's
+  wavelength through the aperture's physical optics, :func:`galsim_filter_table`), and so are the
+  seeing-jitter and cloud nights' in-focus sizes: none comes from the policy's optics model.
 
 NINA's HFR-increase trigger is the project's ``hfr_increase`` rule at 5 %, which follows NINA's
 ``AutofocusAfterHFRIncreaseTrigger.ShouldTrigger`` (per filter, frames since the last autofocus,
@@ -120,9 +123,40 @@ def test_nina_image_statistics_become_policy_records():
 
 # --------------------------------------------------------------------------- the real night, reconstructed
 
-def _growth(ratio: float, hfr0_px: float) -> float:
-    """Defocus (um) that grows an in-focus star of ``hfr0_px`` by ``ratio`` (closed-form optics, seeing x disk)."""
-    return optics.defocus_um_from_hfr(ratio * hfr0_px, hfr0_px, 5.0, 3.76)
+#: The night's seeing (arcsec at 550 nm) and the defocus grid of its GalSim tables (um).
+NIGHT_SEEING = 2.6
+NIGHT_GRID_UM = np.arange(0.0, 97.0, 8.0)
+
+
+@functools.lru_cache(maxsize=None)
+def galsim_filter_table(wavelength_nm: float) -> np.ndarray:
+    """True HFR (px) through the 130 mm f/5 at ``wavelength_nm`` over NIGHT_GRID_UM (GalSim).
+
+    Kolmogorov seeing of NIGHT_SEEING x (lambda / 550)^-0.2 convolved with GalSim's physical
+    optics (Airy diffraction at this wavelength, Zernike defocus): the reconstructed night's truth
+    owes nothing to the policy's optics model.
+    """
+    galsim = pytest.importorskip("galsim")
+    lod = wavelength_nm * 1e-9 / 0.13 * 206264.806
+    seeing = NIGHT_SEEING * (wavelength_nm / 550.0) ** -0.2
+    out = []
+    for d in NIGHT_GRID_UM:
+        z4_waves = d / (16.0 * math.sqrt(3.0) * 25.0 * wavelength_nm * 1e-3)
+        psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing), galsim.OpticalPSF(lam_over_diam=lod, defocus=z4_waves))
+        out.append(_hlr_px(psf, oversample=3, size_px=64))
+    return np.maximum.accumulate(np.array(out))          # the grid's sampling noise never makes it shrink
+
+
+def night_hfr_px(filt: str, seeing_factor: float, defocus_um: float) -> float:
+    """GalSim's HFR in ``filt`` when the seeing is ``seeing_factor`` x the night's (blur scales with it)."""
+    t = galsim_filter_table(WAVELENGTH_NM[filt])
+    return seeing_factor * float(np.interp(defocus_um / seeing_factor, NIGHT_GRID_UM, t))
+
+
+def _growth(ratio: float, filt: str) -> float:
+    """Defocus (um) that grows ``filt``'s in-focus star by ``ratio``, read off GalSim's table."""
+    t = galsim_filter_table(WAVELENGTH_NM[filt])
+    return float(np.interp(ratio * t[0], t, NIGHT_GRID_UM))
 
 
 #: (filter, exposure s, target) of the 55 lights, in capture order.
@@ -139,26 +173,22 @@ B_VS_OTHERS = (1.19, 1.19 * 1.055, 1.19 * 1.11)
 
 
 def real_night_frame(seed: int):
-    """Frame maker for :func:`closed_loop`: the reconstructed NINA night, HFR-only records."""
+    """Frame maker for :func:`closed_loop`: the reconstructed NINA night, HFR-only records, GalSim truth."""
     rng = np.random.default_rng(seed)
-    seeing = 2.6 * np.exp(rng.normal(0.0, SEEING_JITTER, len(PLAN)))
+    seeing = np.exp(rng.normal(0.0, SEEING_JITTER, len(PLAN)))
     meas = rng.normal(0.0, 0.005, len(PLAN))
     stars = rng.integers(560, 640, len(PLAN))
     times = T0 + np.cumsum([0.0] + [p[1] + 20.0 for p in PLAN[:-1]])
-    l_hfr = infocus_hfr_px(2.6, 130.0, 550.0, SCALE)
-    b_hfr = infocus_hfr_px(2.6 * (450 / 550) ** -0.2, 130.0, 450.0, SCALE)
+    l_hfr, b_hfr = night_hfr_px("L", 1.0, 0.0), night_hfr_px("B", 1.0, 0.0)
     # B: out of focus from its first frame (a wrong offset plus the tube cooling), growing 11 % in
     # two frames; R at target D: a steady drift from +3 % to +12 % over nine frames
-    b_defocus = [_growth(r * l_hfr / b_hfr, b_hfr) for r in B_VS_OTHERS]
+    b_defocus = [_growth(r * l_hfr / b_hfr, "B") for r in B_VS_OTHERS]
     b_defocus += [b_defocus[-1] + (b_defocus[-1] - b_defocus[0]) / 2 * k for k in range(1, 5)]
-    r_hfr = infocus_hfr_px(2.6 * (640 / 550) ** -0.2, 130.0, 640.0, SCALE)
-    r0, r8 = _growth(1.03, r_hfr), _growth(1.03 * 1.09, r_hfr)
+    r0, r8 = _growth(1.03, "R"), _growth(1.03 * 1.09, "R")
     r_defocus = [r0 + (r8 - r0) / 8.0 * k for k in range(14)]
 
     def make(i: int, focused: dict) -> FrameRecord:
         filt, exp_s, _ = PLAN[i]
-        wl = WAVELENGTH_NM[filt]
-        h0 = infocus_hfr_px(round(float(seeing[i]) * (wl / 550.0) ** -0.2, 4), 130.0, wl, SCALE)
         if filt == "B" and focused.get("B", -1) <= B_FIRST:
             d = b_defocus[i - B_FIRST]
         elif filt == "R" and i >= R2_FIRST and focused.get("R", -1) <= R2_FIRST:
@@ -166,19 +196,30 @@ def real_night_frame(seed: int):
         else:
             d = 0.0
         make.truth_um[i] = d
-        hfr = optics.hfr_px_for_defocus(d, h0, 5.0, 3.76) * (1.0 + meas[i])
+        hfr = night_hfr_px(filt, float(seeing[i]), d) * (1.0 + meas[i])
         return HfrRecord(file=f"{PLAN[i][2]}_{filt}_{i:03d}.fits", time_s=float(times[i]), hfr_px=round(hfr, 3),
                          n_stars=int(stars[i]), filter_name=filt, exposure_s=exp_s).to_frame_record()
     make.truth_um = {}
     return make
 
 
+def test_night_tables_are_physical():
+    """The night's GalSim truth: in focus as Kolmogorov through the aperture; blue stars larger
+    than red in focus (seeing ~ lambda^-0.2 outweighs diffraction ~ lambda at 130 mm)."""
+    for filt in ("B", "L", "R"):
+        t = galsim_filter_table(WAVELENGTH_NM[filt])
+        see = NIGHT_SEEING * (WAVELENGTH_NM[filt] / 550.0) ** -0.2
+        assert t[0] == pytest.approx(infocus_hfr_px(see, 130.0, WAVELENGTH_NM[filt], SCALE), rel=0.015)
+        assert t[-1] > 1.3 * t[0]
+    assert galsim_filter_table(450.0)[0] > galsim_filter_table(640.0)[0]
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     """Drift 1 (B, out of focus from its first frame): asked at the same frame as NINA, the third.
-    Drift 2 (R, +9 % over nine frames): asked before 0.6 CFZ; NINA's rule, which compares with the
-    lowest (noisiest) HFR since the autofocus, asks 0-4 frames earlier (over 10 seeds: frame 6 vs
-    our 7, at 0.45 vs 0.48 CFZ): there our drift model is at 3-3.8 sigma, short of drift_z."""
+    Drift 2 (R, +9 % over nine frames): asked before 0.6 CFZ; over 10 seeds at NINA's median frame
+    (the 6th, 0.48 CFZ), on single seeds 0-3 frames after NINA's rule, which compares with the
+    lowest (noisiest) HFR since the autofocus with no significance test at all."""
     nina_recs, nina = closed_loop(real_night_frame(seed), len(PLAN), NINA)
     make = real_night_frame(seed)
     recs, ours = closed_loop(make, len(PLAN), OURS)
@@ -194,12 +235,12 @@ def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     old = PolicyConfig(**{**OURS.to_dict(), "reference_frames": 0})
     _, before = closed_loop(real_night_frame(seed), B_FIRST + 3, old)
     assert requests(before[B_FIRST:]) == []
-    # ours: drift 1 no later than NINA, drift 2 before 0.6 CFZ and at most 4 frames after NINA
+    # ours: drift 1 no later than NINA, drift 2 before 0.6 CFZ and at most 3 frames after NINA
     ours_b = [i for i in our_req if B_FIRST <= i < B_FIRST + 7]
     ours_r2 = [i for i in our_req if R2_FIRST <= i < R2_FIRST + 14]
     assert ours_b and ours_b[0] <= B_FIRST + 2, (our_req, [d.reasons for d in ours[B_FIRST:B_FIRST + 3]])
     assert "reference" in ours[ours_b[0]].rules
-    assert ours_r2 and ours_r2[0] <= nina_r2 + 4, (our_req, nina_r2)
+    assert ours_r2 and ours_r2[0] <= nina_r2 + 3, (our_req, nina_r2)
     assert make.truth_um[ours_r2[0]] < 0.6 * optics.cfz_um(5.0, 640.0)      # the drift target of item 3
     # and nothing else all night: every request of ours answers a real defocus
     assert set(our_req) <= {ours_b[0], ours_r2[0]}, our_req
@@ -215,7 +256,7 @@ def seeing_jitter_night(seed: int, n: int = 30, exp_s: float = 300.0) -> list[Fr
     out = []
     for i in range(n):
         see = math.exp(rng.uniform(math.log(2.0), math.log(4.2)))
-        h = infocus_hfr_px(round(see, 3), 130.0, 550.0, SCALE) * (1 + rng.normal(0, 0.01))
+        h = night_hfr_px("L", see / NIGHT_SEEING, 0.0) * (1 + rng.normal(0, 0.01))
         out.append(HfrRecord(file=f"s{i:03d}.fits", time_s=T0 + i * (exp_s + 15), hfr_px=h,
                              n_stars=int(300 * (2.8 / see) ** 0.5), filter_name="L", exposure_s=exp_s,
                              hfr_kind="true").to_frame_record())
@@ -233,7 +274,7 @@ def cloud_night(seed: int, n: int = 30, exp_s: float = 300.0) -> list[FrameRecor
     out = []
     for i in range(n):
         see = 2.8 * (1 + rng.normal(0, 0.03))
-        h = infocus_hfr_px(round(see, 3), 130.0, 550.0, SCALE) * (1 + 0.25 * (1 - trans[i])) * (1 + rng.normal(0, 0.01))
+        h = night_hfr_px("L", see / NIGHT_SEEING, 0.0) * (1 + 0.25 * (1 - trans[i])) * (1 + rng.normal(0, 0.01))
         out.append(HfrRecord(file=f"c{i:03d}.fits", time_s=T0 + i * (exp_s + 15), hfr_px=h,
                              n_stars=int(300 * trans[i] ** 1.3), filter_name="L", exposure_s=exp_s,
                              hfr_kind="true").to_frame_record())
@@ -348,12 +389,13 @@ def test_steady_drift_asks_before_0p6_cfz_with_the_model_within_25_pct(truth):
     """300 s subs, HFR only (no profile witness), 2 % seeing jitter. Truth: closed-form seeing x
     defocus disk with other seeing profiles than the model's Moffat beta 3.5, and GalSim's
     physical optics (diffraction included). The first release asked at 0.79 CFZ with the model
-    at -51 %. Single requests scatter (a 1 % HFR error is ~15 % of defocus near 0.4 CFZ): the
-    targets hold for the median, the worst case is bounded."""
+    at -51 %. Before 0.6 CFZ on 17-18 of 18 nights (GalSim: one at 0.63); the model within 25 % on
+    16 of 18: the two outside are requests at 0.36-0.41 CFZ, where a 1 % HFR error is ~15 % of the
+    defocus and the frame that tipped the test was high (winner's curse)."""
     got = drift_requests(truth)
     cfz = np.array([t / CFZ_UM for t, _, _ in got])
     err = np.array([m / t - 1.0 for t, m, _ in got])
     assert cfz.min() > 0.2, cfz                                       # never on seeing jitter
-    assert np.median(cfz) < 0.6 and np.mean(cfz < 0.6) >= 0.75, cfz
-    assert cfz.max() < 0.75, cfz
-    assert abs(np.median(err)) < 0.25 and np.all(np.abs(err) < 0.6), err
+    assert np.median(cfz) < 0.55 and np.mean(cfz < 0.6) >= 0.9, cfz
+    assert cfz.max() < 0.65, cfz
+    assert abs(np.median(err)) < 0.1 and np.mean(np.abs(err) < 0.25) >= 0.85 and np.all(np.abs(err) < 0.6), err

@@ -171,3 +171,38 @@ def test_without_a_journal_the_report_decides_as_replay(small_night):
     for p in rep.points:
         d = replayed[p.file]
         assert (p.decision, p.defocus_um, p.model_defocus_um) == (d.decision, d.defocus_um, d.model_defocus_um)
+
+
+def test_records_and_settings_share_one_type_reflector(tmp_path):
+    """`Record.from_dict` and the TOML sections check values with the same `records.revive`: the
+    JSON side takes any number, the settings side only finite ones of sane size, and each
+    names where the value was (`Class.field`, the file and `[section] key`)."""
+    from focuswatch import config as config_mod
+    from focuswatch.config import MAX_MAGNITUDE, load_config, section_to_dataclass
+    from focuswatch.errors import ConfigError
+    from focuswatch.monitor import FrameRecord, PolicyConfig
+    from focuswatch.records import TypeMismatch, revive
+
+    assert not hasattr(config_mod, "_type_ok")                       # the second reflector is gone
+    # one function, two strictness levels
+    assert revive([1, 2.0], tuple[float, ...], "x") == (1.0, 2.0)
+    assert revive(1e20, float, "x") == 1e20
+    with pytest.raises(TypeMismatch, match=r"^\[policy\] x: expected a finite number"):
+        revive(1e20, float, "[policy] x", limit=MAX_MAGNITUDE)
+    with pytest.raises(TypeMismatch, match=r"x\[1\]: expected a finite number"):
+        revive([1.0, math.nan], tuple[float, ...], "x", limit=MAX_MAGNITUDE)
+    with pytest.raises(TypeMismatch, match="a list of 2"):
+        revive([1.0, 2.0, 3.0], tuple[float, float], "band")
+    # JSON's Infinity in a whole-number field was an OverflowError escaping from_dict
+    with pytest.raises(ValueError, match="FrameRecord.n_stars: expected a whole number"):
+        FrameRecord.from_dict(json.loads('{"file": "a", "time_s": 1.0, "n_stars": Infinity}'))
+    # the settings side keeps its messages: the file, `[section] key = value`, what was expected
+    p = tmp_path / "rig.toml"
+    p.write_text("[policy]\nconsecutive_frames = 2.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value) == f"{p}: [policy] consecutive_frames = 2.5: expected a whole number (at most 1e+09 in size)"
+    assert section_to_dataclass(PolicyConfig, {"consecutive_frames": 3.0}, "policy").consecutive_frames == 3
+    p.write_text("[diagnose]\nfocus_miss_cfz_band = [0.5, nan]\n")
+    with pytest.raises(ConfigError, match=r"\[diagnose\] focus_miss_cfz_band = \[0.5, nan\]: expected"):
+        load_config(p)

@@ -46,12 +46,12 @@ def test_donuts_are_one_star_each_with_the_right_size(blur_px):
     assert st.n_detected <= t["n_stars_inside"] + 2
     assert st.n_stars >= 0.5 * len(inside)
     assert st.hfr_px == pytest.approx(t["hfr_px"], rel=0.10)
-    # the hole shows the obstruction; seeing spills light into a hole only ~2 seeing discs
-    # wide (blur 20 px: hole 6.6 px, seeing 3.2 px), and the ratio then reads low
+    # the hole shows the obstruction; at blur 20 px (3.4 waves of defocus, hole ~2 seeing
+    # discs) the fit is not trusted (focuswatch.ringfit) and no ratio is better than a low one
     if blur_px >= 40:
         assert st.ring_ratio == pytest.approx(0.33, abs=0.05)
     else:
-        assert 0.15 < st.ring_ratio < 0.38
+        assert st.ring_ratio is None or st.ring_ratio == pytest.approx(0.33, abs=0.05)
     # for an annulus NINA's flux-weighted radius sits below the true half-flux radius:
     # (2/3)(1-e^3)/(1-e^2) vs sqrt((1+e^2)/2) of the outer radius
     from focuswatch.optics import nina_hfr_factor, true_hfr_factor

@@ -781,3 +781,107 @@ def test_a_failing_rescan_does_not_stop_the_watcher(tmp_path, base_frame, monkey
         monkeypatch.setattr(watcher_mod, "list_frames", real)
         out = pump(w, lambda o: any(p.path.name == "share.fits" for p in o), timeout_s=20)
     assert [p.status for p in out if p.path.name == "share.fits"] == ["measured"]
+
+
+# --------------------------------------------------------------------------- issue 9: watch and replay are one loop
+
+def _decision_json(d) -> str:
+    from focuswatch.records import dumps
+
+    return dumps(d.to_dict(), sort_keys=True)     # NaN as null: two equal decisions give one text
+
+
+def test_a_replayed_night_decides_as_the_watched_one(tmp_path, base_frame):
+    """Real files appearing one after another in a real folder while the watcher runs, then the
+    same folder replayed: the same rows, frame by frame (action, reasons, defocus — the whole
+    decision), the same autofocus journal rows and the same refocus requests. The night has
+    a refocus, a corrupt file and a flat in the middle, a NINA autofocus that fails
+    confirmation (the focuser is back at the start), one that is confirmed, an ``autofocus-done``
+    from the event log, and a NINA hook without a report that fails."""
+    from focuswatch.nightloop import RecordingSink
+    from focuswatch.watcher import WatchConfig, autofocus_signals
+
+    night, af = tmp_path / "night", tmp_path / "AutoFocus"
+    night.mkdir()
+    af.mkdir()
+    t0 = (datetime.now(timezone.utc) - timedelta(hours=3)).timestamp()   # the PC clock; DATE-OBS is another
+
+    def at(k: float) -> float:                       # frame k is written at t0 + 10 min * k
+        return t0 + 600.0 * k
+
+    def utc(t: float) -> datetime:
+        return datetime.fromtimestamp(t, timezone.utc)
+
+    def put(name: str, blob: bytes, t: float) -> Path:
+        p = night / name
+        p.write_bytes(blob)
+        os.utime(p, (t, t))
+        return p
+
+    def report(name: str, t: float) -> None:
+        p = af / name
+        p.write_text(json.dumps(_nina_af_report(utc(t))))
+        os.utime(p, (t, t))
+
+    frame_plan = [  # (name, written at, header), one at a time
+        ("f0.fits", 0, dict(FOCTEMP=10.0, FOCPOS=15400)), ("f1.fits", 1, dict(FOCTEMP=10.0, FOCPOS=15400)),
+        ("f2.fits", 2, dict(FOCTEMP=10.0, FOCPOS=15400)), ("f3.fits", 3, dict(FOCTEMP=8.0, FOCPOS=15400)),
+        ("bad.fits", 3.1, None), ("flat.fits", 3.2, dict(IMAGETYP="FLAT")),
+        ("run1", 3.5, None),                                          # NINA report: moved back (fails)
+        ("f4.fits", 4, dict(FOCTEMP=8.0, FOCPOS=15400)),
+        ("run2", 4.5, None),                                          # NINA report: at its calculated point
+        ("f5.fits", 5, dict(FOCTEMP=8.0, FOCPOS=15100)), ("f6.fits", 6, dict(FOCTEMP=7.0, FOCPOS=15100)),
+        ("done", 6.5, None),                                          # `focuswatch autofocus-done`
+        ("f7.fits", 7, dict(FOCTEMP=6.0, FOCPOS=15100)),
+        ("hook", 7.5, None),                                          # NINA hook, no report: judged by FOCPOS
+        ("f8.fits", 8, dict(FOCTEMP=6.0, FOCPOS=15100)), ("f9.fits", 9, dict(FOCTEMP=6.0, FOCPOS=15100)),
+    ]
+    counting, verdicts = CountingTrigger(), []
+    wc = WatchConfig(af_same_run_s=120.0)
+    with watching(night, tmp_path, af_folder=af, runner=TriggerRunner([counting]), background_triggers=False,
+                  watch=wc, on_autofocus_verdict=lambda m, st, why: verdicts.append(st)) as w:
+        watched = []
+        for i, (name, k, hdr) in enumerate(frame_plan):
+            if name.startswith("run"):
+                report(f"{name}.json", at(k))
+                w.process_pending()
+            elif name == "done":
+                statefile.append_autofocus_event(w.events_file, statefile.make_event(
+                    statefile.iso_utc(utc(at(k))), source="autofocus-done"))
+                w.process_pending()
+            elif name == "hook":
+                statefile.append_autofocus_event(w.events_file, statefile.make_event(
+                    statefile.iso_utc(utc(at(k))), source="nina-hook", filter_name="L"))
+                w.process_pending()
+            else:
+                blob = b"GARBAGE!" * 400 if hdr is None else fits_for(base_frame, i, FILTER="L", **hdr)
+                put(name, blob, at(k))
+                watched += pump(w, lambda o: len(o) >= 1)
+        journal_af = _af_rows(w.journal)
+        n_af = w.monitor.state.n_autofocus
+    assert verdicts == ["failed", "confirmed", "failed"] and n_af == 2       # run2 and the autofocus-done
+    assert [o.path.name for o in watched] == [n for n, _, _ in frame_plan if n.endswith(".fits")]
+    assert {o.path.name: o.status for o in watched if o.status != "measured"} == {"bad.fits": "error",
+                                                                                "flat.fits": "ignored"}
+    assert [o.decision.decision for o in watched if o.decision][3] == "refocus" and len(counting.requests) >= 1
+
+    sink = RecordingSink()
+    rows, mon = replay(night, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET,
+                       af_marks=autofocus_signals(af, statefile.resolve_paths(tmp_path / "state")[1]), sink=sink)
+    assert sorted(o.path.name for o in rows) == sorted(o.path.name for o in watched)
+    replayed = {o.path.name: o for o in rows}
+    for o in watched:                                 # frame by frame: the whole decision
+        r = replayed[o.path.name]
+        assert r.status == o.status, o.path.name
+        assert (r.decision is None) == (o.decision is None)
+        if o.decision is not None:
+            assert (r.decision.decision, r.decision.reasons) == (o.decision.decision, o.decision.reasons), o.path.name
+            assert _decision_json(r.decision) == _decision_json(o.decision), o.path.name   # defocus_um and all
+    assert mon.state.n_autofocus == n_af
+    # the autofocus rows the watcher journaled (applied, failed, same run) are the replay's
+    assert {r.key: r.data["mark"].source for r in sink.rows if r.what == "autofocus"} == journal_af
+    assert [r.data["status"] for r in sink.rows if r.what == "verdict"] == verdicts
+    requests = [r.data["request"] for r in sink.rows if r.what == "request"]
+    assert [(q.reason, q.frame_file) for q in requests] == [(q.reason, q.frame_file) for q in counting.requests]
+    errors = [r for r in sink.rows if r.what == "frame" and r.data["status"] == "error"]
+    assert len(errors) == 1 and "bad.fits" in errors[0].data["error"]

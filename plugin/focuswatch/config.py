@@ -26,9 +26,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ else:  # pragma: no cover
 from focuswatch.errors import ConfigError
 from focuswatch.frames import FrameMeta
 from focuswatch.optics import Rig
+from focuswatch.records import revive
 
 T = TypeVar("T")
 
@@ -65,64 +64,12 @@ RIG_LIMITS: dict[str, tuple[float, float]] = {
 MAX_MAGNITUDE = 1.0e9
 
 
-def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """Check (and gently coerce) a TOML value against a dataclass field annotation."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return True, None
-        for a in args:
-            if a is type(None):
-                continue
-            ok, v = _type_ok(value, a)
-            if ok:
-                return True, v
-        return False, value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False, value
-        try:
-            x = float(value)
-        except OverflowError:
-            return False, value
-        if not math.isfinite(x) or abs(x) > MAX_MAGNITUDE:
-            return False, value  # nan switched rules off silently; inf never fires
-        return True, x
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
-                    and abs(value) <= MAX_MAGNITUDE:
-                return True, int(value)
-            return False, value
-        if abs(value) > MAX_MAGNITUDE:
-            return False, value
-        return True, value
-    if annotation is bool:
-        return isinstance(value, bool), value
-    if annotation is str:
-        return isinstance(value, str), value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        inner = args[0] if args else Any
-        out = []
-        for item in value:
-            ok, v = _type_ok(item, inner) if inner is not Any and inner is not Ellipsis else (True, item)
-            if not ok:
-                return False, value
-            out.append(v)
-        return True, tuple(out) if origin is tuple else out
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict), value
-    return True, value
-
-
 def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
     """Build the frozen config dataclass ``cls`` from a TOML table, validating every key.
 
-    Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``. Numbers
-    must be finite and at most :data:`MAX_MAGNITUDE` in size; a field may state its own
+    Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``; the types
+    are read by :func:`focuswatch.records.revive` (the one reflector, shared with
+    ``Record.from_dict``). Numbers must be finite and at most :data:`MAX_MAGNITUDE` in size; a field may state its own
     bounds as ``field(metadata={"range": (lo, hi)})``; the dataclass's own ``__post_init__``
     may add range checks the same way.
     """
@@ -134,9 +81,10 @@ def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"[{section}] {key}: unknown setting (known: {known})")
-        ok, coerced = _type_ok(value, hints[key])
-        if not ok:
-            raise ConfigError(f"[{section}] {key} = {value!r}: expected {_type_name(hints[key])}")
+        try:  # the one type-hint reflector (records.revive), strict about numbers for settings
+            coerced = revive(value, hints[key], f"[{section}] {key}", limit=MAX_MAGNITUDE)
+        except ValueError:
+            raise ConfigError(f"[{section}] {key} = {value!r}: expected {_type_name(hints[key])}") from None
         bounds = fields[key].metadata.get("range") if fields[key].metadata else None
         if bounds is not None and isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
             lo, hi = bounds

@@ -113,6 +113,7 @@ class PolicyConfig(Record):
     defocus_limit_cfz: float = 0.4
     confidence_z: float = 2.0
     drift_z: float = 3.5
+    drift_z_cadence_s: float = 60.0
     trend_window_min: float = 60.0
     min_trend_frames: int = 5
     lookahead_frames: float = 2.0
@@ -135,13 +136,15 @@ class PolicyConfig(Record):
     airmass_correction: bool = True
     thin_cloud_star_fraction: float = 0.85
     night_jitter_floor_pct: float = 1.0
-    night_jitter_min_dof: int = 12
+    night_jitter_min_dof: int = 8
     reference_frames: int = 2
     seeing_wander_pct_per_h: float = 3.0
     cross_filter_pct: float = 4.0
     rig_seeing_pct: float = 20.0
+    filter_offsets: str = ""
 
     def __post_init__(self) -> None:
+        parse_filter_offsets(self.filter_offsets)                # raises ConfigError naming the key
         for f in fields(self):
             value = getattr(self, f.name)
             lo, hi, what = _CONFIG_RANGES.get(f.name, (None, None, ""))
@@ -171,6 +174,7 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "defocus_limit_cfz": (0.0, 5.0, "a fraction of the critical focus zone, 0.5 is its edge; 0 = off"),
     "confidence_z": ((0.0,), 10.0, _Z),
     "drift_z": ((0.0,), 10.0, _Z),
+    "drift_z_cadence_s": (0.0, 86400.0, "seconds between frames drift_z is meant for; 0 = the same bar at any cadence"),
     "trend_window_min": (0.0, 1440.0, "minutes; 0 = every frame since the autofocus"),
     "min_trend_frames": (3, 10000, "frames: a trend needs 3 or more"),
     "lookahead_frames": (0.0, 100.0, "frames"),
@@ -197,6 +201,27 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "cross_filter_pct": ((0.0,), 100.0, "%"),
     "rig_seeing_pct": ((0.0,), 200.0, "%"),
 }
+
+
+def parse_filter_offsets(text: str) -> dict[str, float]:
+    """``[policy] filter_offsets``: the capture program's focus offsets per filter, in steps.
+
+    Written ``"L=0 R=12 B=-30"`` (spaces or commas between entries), as NINA's filter wheel
+    settings give them. A focuser move between two filters that matches the difference of
+    their offsets (within ``focuser_jump_steps``) is the filter offset, not an autofocus.
+    """
+    out: dict[str, float] = {}
+    for item in text.replace(",", " ").split():
+        name, eq, value = item.partition("=")
+        try:
+            steps = float(value)
+        except ValueError:
+            steps = math.nan
+        if not eq or not name or not math.isfinite(steps):
+            raise ConfigError(f"[policy] filter_offsets = {text!r}: {item!r} is not FILTER=STEPS "
+                              f"(e.g. \"L=0 R=12 B=-30\")")
+        out[name] = steps
+    return out
 
 
 # =========================================================================== inputs
@@ -541,6 +566,10 @@ class DriftFit:
     ``predicted_low_um`` its lower bound at ``confidence_z``. ``z`` is the significance of
     the growth against "no drift" (root of the likelihood ratio, in sigmas); ``dof`` the
     degrees of freedom of ``sigma`` (frames - 2, plus the night's when its scatter was pooled in).
+    ``slope_z`` is the significance of a straight-line rise of ln HFR over the same frames, with
+    the same ``sigma``: the witness of a drift that began before the first frame (a filter's
+    frames already out of focus, where the growth is no longer the flat start of the curve the
+    model assumes from zero, issue 13's second real drift).
     """
 
     n_frames: int
@@ -552,6 +581,7 @@ class DriftFit:
     z: float
     dof: int
     lookahead_min: float
+    slope_z: float = 0.0
 
 
 @lru_cache(maxsize=8)
@@ -677,8 +707,20 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     inside = np.nonzero(chi2 - chi2[k] <= zc * zc)[0]
     x_low = float(grid[inside[0]]) if len(inside) else float(grid[k])
     x_hat = float(grid[k])
+    # the straight line's own residuals (pooled with the night's scatter as above): a drift that
+    # does not start at zero is a misfit of the curve, not seeing jitter, and must not blunt it
+    sxx = float(np.sum((t - t.mean()) ** 2))
+    slope_z = 0.0
+    if sxx > 0:
+        slope = float(np.sum((t - t.mean()) * (y - y.mean()))) / sxx
+        rss_l = float(np.sum((y - y.mean() - slope * (t - t.mean())) ** 2))
+        if sigma_prior is not None and sigma_prior[1] > 0:
+            s_l = math.sqrt((rss_l + sigma_prior[1] * sigma_prior[0] ** 2) / (n - 2 + sigma_prior[1]))
+        else:
+            s_l = math.sqrt(rss_l / (n - 2)) if n > 2 else 0.0
+        slope_z = slope / (max(sigma_floor, s_l) / math.sqrt(sxx))
     return DriftFit(n, x_hat * um_per_blur, x_hat * scale * um_per_blur, x_low * scale * um_per_blur, level, sigma,
-                    zz, dof, lookahead_min)
+                    zz, dof, lookahead_min, slope_z)
 
 
 from focuswatch.numerics import finite_median as _median  # noqa: E402 - the one median helper
@@ -741,6 +783,7 @@ class Context:
     reference_z: float | None = None
     reference_frames: tuple[FrameRecord, ...] = ()
     night_dof: float = 0.0
+    cadence_min: float = 0.0
 
     @property
     def baseline_sigma(self) -> float:
@@ -884,7 +927,8 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
         tdelta = frame.temp_c - ref
     return Context(frame, hist, state, now, prior, base, exp_hfr, ratio, defocus, cfz, limit_um, limit_ratio,
                    jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig,
-                   reference, excess, ref_z, recent, float(night_dof))
+                   reference, excess, ref_z, recent, float(night_dof),
+                   cadence_min if base is not None and base.complete else 0.0)
 
 
 def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:
@@ -1005,12 +1049,47 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     if d.n_frames < config.min_trend_frames or d.predicted_um < ctx.limit_um:
         return None
     zc = critical_z(config.drift_z, d.dof + config.prior_dof)
-    if d.z < zc:
+    # the straight-line witness only where the model's start is not known to be in focus: a
+    # filter other than the one the autofocus was made with (its first frames may already sit
+    # on a drift that began before them); its bar keeps the false alarms per hour of drift_z
+    untrusted = ctx.state.af_filter is not None and ctx.frame.filter_name != ctx.state.af_filter
+    zs = slope_critical_z(critical_z(drift_bar(config, ctx.cadence_min), d.dof + config.prior_dof)) \
+        if untrusted else math.inf
+    if d.z < zc and d.slope_z < zs:
         return None
+    growth = f"growth since the autofocus {d.z:.1f} σ" if d.z >= zc else \
+        f"a steady rise {d.slope_z:.1f} σ (needs {zs:.1f} σ), the model's growth {d.z:.1f} σ"
     return Fired("drift", f"focus drift: defocus {d.defocus_um:.0f} µm now, {d.predicted_um:.0f} µm in "
-                          f"{d.lookahead_min:.0f} min (growth since the autofocus {d.z:.1f} σ over {d.n_frames} "
+                          f"{d.lookahead_min:.0f} min ({growth} over {d.n_frames} "
                           f"frames, needs {zc:.1f} σ; jitter {100 * d.sigma:.1f} %) is past the "
                           f"{_limit_text(ctx, config)}")
+
+
+def drift_bar(config: PolicyConfig, cadence_min: float) -> float:
+    """``drift_z`` for frames every ``cadence_min`` minutes: the same false alarms per hour.
+
+    ``drift_z`` is the bar for a frame every ``drift_z_cadence_s``; the policy looks once per
+    frame, so with 5-10 minute subs it looks 5-10 times less often in an hour and each look may
+    take a 5-10 times larger false-alarm chance (one-sided normal tail) for the same rate per
+    night. Never raised for faster frames (the bar of the first release stays the strictest).
+    """
+    ref_s = config.drift_z_cadence_s
+    if ref_s <= 0 or cadence_min * 60.0 <= ref_s:
+        return config.drift_z
+    from scipy.stats import norm
+
+    return float(min(config.drift_z, norm.isf(min(0.5, norm.sf(config.drift_z) * cadence_min * 60.0 / ref_s))))
+
+
+def slope_critical_z(zc: float) -> float:
+    """The bar for the straight-line witness when the model's own test is ``zc``.
+
+    Two tests on the same frames, either may fire: each at half the false-alarm rate of one
+    (Bonferroni), so the pair never asks more often on pure jitter than 1.5 x the model alone.
+    """
+    from scipy.stats import norm
+
+    return float(norm.isf(norm.sf(zc) / 2.0))
 
 
 def _rule_drift_fallback(ctx: Context, config: PolicyConfig) -> Fired | None:
@@ -1488,6 +1567,10 @@ class Monitor:
         self.state = PolicyState()
         self.history: list[FrameRecord] = []
         self.night = NightMemory()
+        self.offsets_steps = parse_filter_offsets(self.config.filter_offsets)
+        #: focuser moves seen at filter changes, (from, to) -> steps (both directions)
+        self.learnt_offsets_steps: dict[tuple[str, str], float] = {}
+        self._last_filter: str | None = None
 
     def autofocus(self, mark: AutofocusMark) -> None:
         """An autofocus happened: the baseline is taken again from the frames after it.
@@ -1506,9 +1589,59 @@ class Monitor:
         self.history = []
         self.night.autofocus(mark.filter_name)
 
+    def expected_offset_steps(self, old: str, new: str) -> float | None:
+        """The focuser move a change from filter ``old`` to ``new`` makes by itself (steps).
+
+        From ``[policy] filter_offsets`` when both filters are there, else the move seen at
+        the last change between the two filters (either way round); ``None`` when unknown.
+        """
+        if old in self.offsets_steps and new in self.offsets_steps:
+            return self.offsets_steps[new] - self.offsets_steps[old]
+        return self.learnt_offsets_steps.get((old, new))
+
+    def _new_hfr_minimum(self, frame: FrameRecord) -> bool:
+        """The frame is clearly below its filter's last level: something refocused.
+
+        Against the last ``baseline_frames`` accepted frames of the filter (airmass-corrected
+        as the night remembers them): below their lowest by ``confidence_z`` x the night's
+        frame-to-frame scatter (``jitter_floor_pct`` until that is known).
+        """
+        if not frame.hfr_px or frame.hfr_px <= 0 or not math.isfinite(frame.hfr_px):
+            return False
+        seen = [s.log_hfr for s in self.night.samples if s.filter_name == frame.filter_name]
+        if not seen:
+            return False
+        am = frame.airmass if self.config.airmass_correction and frame.airmass and frame.airmass > 0 else None
+        log_h = math.log(frame.hfr_px) - (AIRMASS_EXPONENT * math.log(am) if am else 0.0)
+        jitter, _ = self.night.jitter()
+        jitter = max(self.config.jitter_floor_pct / 100.0 if jitter is None else jitter, 1e-4)
+        return log_h < min(seen[-self.config.baseline_frames:]) - self.config.confidence_z * jitter
+
+    def _is_filter_offset(self, frame: FrameRecord) -> bool:
+        """A focuser jump that is the new filter's offset, not an autofocus (and learn the move).
+
+        It must coincide with a filter change, match that pair's configured or learnt offset
+        within ``focuser_jump_steps``, and bring no new HFR minimum for the filter (an
+        autofocus run at the filter change would). A jump without a filter change is always an
+        autofocus.
+        """
+        old, new = self._last_filter, frame.filter_name
+        if old is None or new is None or old == new or frame.focuser_pos is None \
+                or self.state.last_focuser_pos is None:
+            return False
+        move = float(frame.focuser_pos - self.state.last_focuser_pos)
+        want = self.expected_offset_steps(old, new)
+        self.learnt_offsets_steps[(old, new)], self.learnt_offsets_steps[(new, old)] = move, -move
+        if want is None or abs(move - want) >= self.config.focuser_jump_steps:
+            return False
+        return not self._new_hfr_minimum(frame)
+
     def _pre(self, frame: FrameRecord) -> None:
         st = self.state
         if not focuser_jumped(st, frame, self.config):
+            return
+        if self._is_filter_offset(frame):
+            self.state = replace(st, last_focuser_pos=frame.focuser_pos)
             return
         if st.n_frames_since_af == 0 and st.af_source not in (None, "start", "focuser-jump"):
             # the autofocus we were told about moved the focuser: the same event, seen twice
@@ -1532,6 +1665,8 @@ class Monitor:
 
     def _post(self, frame: FrameRecord, d: Decision) -> None:
         self.state = advance(self.state, frame, d)
+        if frame.is_light and frame.filter_name:
+            self._last_filter = frame.filter_name
         if d.decision != "skip" and frame.is_light:
             self.history.append(frame)
             if frame.hfr_px:

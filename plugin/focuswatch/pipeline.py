@@ -265,35 +265,3 @@ def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = T
                         diagnose=use_diagnose)
     a = assess(frame, config.rig, ctx)
     return a.record, a.stats, a.rig
-
-
-# --------------------------------------------------------------------------- a night, replayed
-
-@dataclass(frozen=True)
-class NightFrame:
-    """One file of a night for :func:`interleave`: its capture-order key, path, header and
-    the time it was written (file modification time, the autofocus events' clock)."""
-
-    order_key: tuple[float, str]
-    path: Path
-    meta: Any
-    written_s: float
-
-
-def interleave(frames: list[NightFrame], marks: list[Any]) -> list[tuple[str, Any]]:
-    """The order the watcher applies things in: ``("frame", NightFrame)`` and ``("af", mark)``.
-
-    Pure. Frames go in capture order (DATE-OBS); an autofocus goes before the first frame
-    written after it (``written_s > mark.time_s``), exactly as :class:`~focuswatch.watcher.Watcher`
-    holds an event back for the frames written before it. Event logs and NINA reports carry
-    the PC's clock, as file times do; DATE-OBS may carry another (a camera's, a simulator's),
-    so an event is never compared with DATE-OBS. Marks after the last frame come last.
-    """
-    queue = sorted(marks, key=lambda m: m.time_s)
-    out: list[tuple[str, Any]] = []
-    for f in sorted(frames, key=lambda f: f.order_key):
-        while queue and f.written_s > queue[0].time_s:
-            out.append(("af", queue.pop(0)))
-        out.append(("frame", f))
-    out.extend(("af", m) for m in queue)
-    return out

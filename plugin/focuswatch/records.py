@@ -108,29 +108,52 @@ def tagged(kind: str, payload: Mapping[str, Any] | Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- decoding
 
-def _fail(where: str, value: Any, want: str) -> ValueError:
-    shown = repr(value)
-    return ValueError(f"{where}: expected {want}, got {shown[:60]}")
+class TypeMismatch(ValueError):
+    """A value that does not fit its type hint: ``where`` (``Class.field``, ``[section] key``),
+    the ``value`` and what was wanted (``want``, in words)."""
+
+    def __init__(self, where: str, value: Any, want: str):
+        self.where, self.value, self.want = where, value, want
+        super().__init__(f"{where}: expected {want}, got {repr(value)[:60]}")
 
 
-def _revive(value: Any, hint: Any, where: str = "value") -> Any:
-    """Turn plain JSON values back into what the annotation ``hint`` says (strictly)."""
+def _fail(where: str, value: Any, want: str) -> TypeMismatch:
+    return TypeMismatch(where, value, want)
+
+
+def revive(value: Any, hint: Any, where: str = "value", *, limit: float | None = None) -> Any:
+    """``value`` (from JSON or TOML) checked against the type hint ``hint`` and rebuilt.
+
+    The one reflector over type hints: :meth:`Record.from_dict` reads records with it and
+    :func:`focuswatch.config.section_to_dataclass` reads settings with it. Numbers become
+    ``float``/``int`` (a whole float is an ``int``; a bool is neither), lists become the
+    ``tuple``/``list`` the hint names (items checked), objects become nested records
+    (``from_dict``), ``null`` in a plain ``float`` is NaN (the encoder writes NaN as null).
+    A type it does not know passes unchanged.
+
+    ``limit``: every number must be finite and at most this in size (settings: ``nan``
+    silently switched a rule off, ``1e20`` made one never fire); ``None``: any number.
+    Raises :class:`TypeMismatch` (a ``ValueError``) naming ``where``.
+    """
     if hint is Any or hint is typing.Any:
         return value
     if value is None:
-        if hint is float:
-            return math.nan  # the encoder writes NaN as null
-        return None
+        return math.nan if hint is float else None
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union or (sys.version_info >= (3, 10) and origin is types.UnionType):
         real = [a for a in args if a is not type(None)]
         for a in real:
             if isinstance(a, type) and dataclasses.is_dataclass(a) and isinstance(value, Mapping):
-                return _revive(value, a, where)
+                return revive(value, a, where, limit=limit)
         if len(real) == 1:
-            return _revive(value, real[0], where)
-        return value
+            return revive(value, real[0], where, limit=limit)
+        for a in real:
+            try:
+                return revive(value, a, where, limit=limit)
+            except TypeMismatch:
+                continue
+        raise _fail(where, value, " or ".join(getattr(a, "__name__", str(a)) for a in real))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise _fail(where, value, f"an object ({hint.__name__})")
@@ -139,27 +162,23 @@ def _revive(value: Any, hint: Any, where: str = "value") -> Any:
         if not isinstance(value, (list, tuple)):
             raise _fail(where, value, "a list")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_revive(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if args and len(args) == len(value):
-            return tuple(_revive(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(revive(v, args[0], f"{where}[{i}]", limit=limit) for i, v in enumerate(value))
+        if args:
+            if len(args) != len(value):
+                raise _fail(where, value, f"a list of {len(args)}")
+            return tuple(revive(v, a, f"{where}[{i}]", limit=limit) for i, (v, a) in enumerate(zip(value, args)))
         return tuple(value)
     if origin is list or hint is list:
         if not isinstance(value, (list, tuple)):
             raise _fail(where, value, "a list")
-        return [_revive(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
+        return [revive(v, args[0], f"{where}[{i}]", limit=limit) if args else v for i, v in enumerate(value)]
     if origin in (dict, Mapping) or hint in (dict, Mapping) or origin is typing.Mapping or \
             getattr(origin, "__name__", "") == "Mapping":
         if not isinstance(value, Mapping):
             raise _fail(where, value, "an object")
         return dict(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(where, value, "a number")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise _fail(where, value, "a whole number")
-        return int(value)
+    if hint is float or hint is int:
+        return _number(value, hint, where, limit)
     if hint is bool:
         if not isinstance(value, bool):
             raise _fail(where, value, "true or false")
@@ -169,6 +188,27 @@ def _revive(value: Any, hint: Any, where: str = "value") -> Any:
             raise _fail(where, value, "a string")
         return value
     return value
+
+
+def _number(value: Any, hint: type, where: str, limit: float | None) -> float | int:
+    """A JSON/TOML number as ``hint`` (float or int), within ``limit`` when one is given."""
+    whole = hint is int
+    want = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(where, value, want)
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond any float
+        raise _fail(where, value, f"{want} (at most {limit:g} in size)" if limit else want) from None
+    if limit is not None and (not math.isfinite(x) or abs(x) > limit):
+        raise _fail(where, value, f"a finite {want[2:]} (at most {limit:g} in size)")
+    if not whole:
+        return x
+    if isinstance(value, int):
+        return value
+    if not (math.isfinite(x) and x.is_integer()):
+        raise _fail(where, value, want)
+    return int(x)
 
 
 class Record:
@@ -208,7 +248,7 @@ class Record:
             if not f.init:
                 continue
             if f.name in d:
-                kw[f.name] = _revive(d[f.name], hints.get(f.name, Any), f"{name}.{f.name}")
+                kw[f.name] = revive(d[f.name], hints.get(f.name, Any), f"{name}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
                 missing.append(f.name)
         if missing:

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from focuswatch import ringfit
 from focuswatch.model import Frame, FrameMeta
 from focuswatch.records import Record
 
@@ -44,6 +45,7 @@ STAR_DTYPE = np.dtype([
     ("theta", "f8"),                     # orientation of the major axis, rad, from +x toward +y
     ("ecc", "f8"),                       # eccentricity sqrt(1 - b^2/a^2)
     ("ring", "f8"),                      # inner/outer radius ratio of a donut, 0 when filled
+    ("ring_ok", "?"),                    # ring is a reliable model fit (focuswatch.ringfit)
     ("outer_r", "f8"),                   # outer radius of the star's light (90 % flux), px
 ])
 
@@ -909,10 +911,11 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     # wide, so small stamps cannot hold one and skip the profile)
     dip = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
     ring = np.where(dip > 0, _annulus_ratio(r20, r80), 0.0)
+    ring_prof, ring_r = ringfit.radial_profile(stamps, rr, R + 1) if R >= 10 else (np.zeros((n, 1)),) * 2
     return {
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
-        "ring": ring, "saturated": is_sat, "centre": stamps[:, R, R].astype(np.float64),
+        "ring": ring, "ring_prof": ring_prof, "ring_r": ring_r, "saturated": is_sat, "centre": stamps[:, R, R].astype(np.float64),
         "r_wing": r_wing, "r_wing90": r_wing90, **_wing_annuli(stamps, rr, R),
     }
 
@@ -1261,7 +1264,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     stars["b"] = np.sqrt(b2[k]) * scale
     stars["theta"] = theta[k]
     stars["ecc"] = ecc[k]
-    stars["ring"] = ring[k]
+    stars["ring"], stars["ring_ok"] = ringfit.refine_ring_ratio(m["ring_prof"][k], m["ring_r"][k], ring[k], r90[k],
+                                                                tot_flux[k], ringfit.diffraction_px(frame.meta, scale))
     stars["outer_r"] = r90[k] * scale
     extra = border_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
                            if n_rings else ())
@@ -1396,7 +1400,7 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
     fitted = good[np.isfinite(good["fwhm"]) & (good["fwhm"] > 0)]
     ratio = _med(2.0 * fitted["hfr"] / fitted["fwhm"]) if len(fitted) else None
     rings = good["ring"]
-    ring_ratio = _med(rings[rings > 0]) if np.count_nonzero(rings > 0) > len(good) / 2 else None
+    ring_ratio = ringfit.frame_ring_ratio(rings, good["ring_ok"], len(good))
     zones = []
     zr = np.minimum((good["y"] * 3 / height_px).astype(int), 2)
     zc = np.minimum((good["x"] * 3 / width_px).astype(int), 2)

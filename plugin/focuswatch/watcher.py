@@ -1,6 +1,9 @@
 """The folder watcher: new frames in, decisions, journal rows, state file and triggers out.
 
-I/O only — every decision is :mod:`focuswatch.monitor`'s. How a frame travels:
+I/O only — every decision is :mod:`focuswatch.monitor`'s, and the night itself (autofocus order,
+NINA confirmation, the frame step) is :class:`focuswatch.nightloop.NightSession`'s, the loop
+:func:`replay` runs too: the watcher *feeds* it (when is a file whole, what arrived) and is its
+sink (journal, state file, triggers). How a frame travels:
 
 1. A thin watchdog handler (:class:`_Handler`) puts the path of every created/modified/moved
    image file in a queue (recursive by default: NINA writes into dated sub-folders; ``poll``
@@ -52,7 +55,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from focuswatch import afconfirm
+from focuswatch import afconfirm, nightloop
 from focuswatch import frames as frames_mod
 from focuswatch.boundary import describe as describe_frame_problem
 from focuswatch.boundary import frame_boundary
@@ -61,6 +64,7 @@ from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
 from focuswatch.journal import Journal
 from focuswatch.monitor import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
+from focuswatch.nightloop import NightSession, NightSink
 from focuswatch.readiness import BAD, GONE, READY, STUCK, Readiness, ReadinessConfig
 
 log = logging.getLogger("focuswatch.watcher")
@@ -71,15 +75,17 @@ MIN_PASS_GAP_S = 0.02
 #: belong to an earlier night: they are not applied.
 STALE_EVENT_H = 12.0
 _UNREAD = object()          # the event log's signature before it was read (see Watcher._events_changed)
-#: Journal ``source`` suffixes of NINA autofocus signals that were *not* applied to the policy
-#: (a failed run, one never confirmed, a second signal of a run already counted): a restart
-#: must not apply them either.
-AF_FAILED, AF_UNCONFIRMED, AF_SAME_RUN = ":failed", ":unconfirmed", ":same-run"
-_NOT_APPLIED = (AF_FAILED, AF_UNCONFIRMED, AF_SAME_RUN)
-UNCONFIRMED = "unconfirmed"
-#: A hook's matching report may be written up to this long after the hook ran (clock rounding).
-_REPORT_AFTER_HOOK_S = 5.0
-_MAX_RUNS_KEPT = 50
+# the loop's constants and NINA helpers live in focuswatch.nightloop; re-exported for callers
+AF_FAILED, AF_UNCONFIRMED, AF_SAME_RUN = nightloop.AF_FAILED, nightloop.AF_UNCONFIRMED, nightloop.AF_SAME_RUN
+_NOT_APPLIED = nightloop._NOT_APPLIED
+UNCONFIRMED = nightloop.UNCONFIRMED
+_REPORT_AFTER_HOOK_S = nightloop.REPORT_AFTER_HOOK_S
+is_nina_source = nightloop.is_nina_source
+confirm_from_start = nightloop.confirm_from_start
+judge_nina_run = nightloop.judge_nina_run
+NinaRun = nightloop.NinaRun
+Processed = nightloop.Processed
+AFSignal = nightloop.AFSignal
 
 
 def default_nina_autofocus_dir(environ: dict[str, str] | None = None, platform: str | None = None) -> Path | None:
@@ -227,123 +233,38 @@ def mark_from_nina_report(path: str | Path) -> AutofocusMark | None:
     return got[0] if got else None
 
 
-def is_nina_source(source: str | None) -> bool:
-    """A NINA autofocus signal: a report (``nina-report``), the sequence hook (``nina-hook``, the
-    hooks' default ``--source``), the Advanced API (``nina-api``) or plain ``nina``.
-
-    These need confirming (:mod:`focuswatch.afconfirm`); other sources (Ekos, ``check
-    --clear``, a plain ``autofocus-done``, a simulator) count at once.
-    """
-    src = str(source or "").lower()
-    return src in ("nina", "nina-report", "nina-api") or src.startswith("nina-hook")
-
-
-def confirm_from_start(candidate: afconfirm.AFCandidate, *, focuser_pos: float | None, frame_filter: str | None,
-                       config: afconfirm.AFConfirmConfig) -> afconfirm.AFVerdict:
-    """A hook's run without its report: judged against where the focuser was *before* the run
-    (the last light frame's FOCPOS, ``candidate.initial_pos`` — NINA's InitialFocusPoint is the
-    position the run started from, and a failed run moves back there).
-
-    Back at the start → ``failed`` (a run that really ended within the tolerance of its start
-    changed nothing worth a new baseline); moved → ``confirmed``; no FOCPOS, no start, another
-    filter → ``pending``.
-    """
-    pos, init = focuser_pos, candidate.initial_pos
-    if pos is None or init is None:
-        return afconfirm.AFVerdict(afconfirm.PENDING, "no NINA report for this run and no focuser position (FOCPOS) "
-                                                      "before and after it to compare")
-    if candidate.filter_name and frame_filter and frame_filter.strip().lower() != candidate.filter_name.strip().lower():
-        return afconfirm.AFVerdict(afconfirm.PENDING, f"the next frame uses filter {frame_filter}, the frames before "
-                                                      f"the autofocus {candidate.filter_name} (a filter offset may "
-                                                      "move the focuser)")
-    tol = afconfirm.tolerance_steps(candidate, config)
-    if abs(float(pos) - float(init)) <= tol:
-        return afconfirm.AFVerdict(afconfirm.FAILED, f"the next frame's FOCPOS {pos:.0f} is where the focuser was "
-                                                     f"before the run ({init:.0f}, ±{tol:.0f} steps): a failed NINA "
-                                                     "run moves back there")
-    return afconfirm.AFVerdict(afconfirm.CONFIRMED, f"the focuser moved from {init:.0f} to {pos:.0f} "
-                                                    "(no NINA report for this run to compare with)")
-
-
-def judge_nina_run(candidate: afconfirm.AFCandidate, *, focuser_pos: float | None, frame_filter: str | None,
-                   config: afconfirm.AFConfirmConfig) -> afconfirm.AFVerdict:
-    """The verdict of the first light frame after a NINA run: :func:`focuswatch.afconfirm.confirm`
-    when the run's calculated focus point is known (or the API confirmed it), else
-    :func:`confirm_from_start`."""
-    judge = afconfirm.confirm if (candidate.calculated_pos is not None or candidate.api_finished) \
-        else confirm_from_start
-    return judge(candidate, focuser_pos=focuser_pos, frame_filter=frame_filter, config=config)
-
-
-class ReplayConfirm:
-    """``replay``'s side of "a NINA autofocus counts only once confirmed", as ``watch`` does it.
-
-    A mark from a NINA source is held; the first light frame after it judges it from the
-    mark's ``position`` (the report's calculated focus point) and the FOCPOS of the last light
-    frame before it (where the run started: NINA's InitialFocusPoint). Confirmed marks are
-    returned to apply *before* that frame; failed ones are dropped; unconfirmed ones are
-    dropped after ``af_confirm_frames`` light frames.
-    """
-
-    def __init__(self, watch: WatchConfig | None = None):
-        self.watch = watch or WatchConfig()
-        self.config = afconfirm.AFConfirmConfig(tolerance_steps=self.watch.af_tolerance_steps)
-        self.held: list[list[Any]] = []          # [mark, candidate, n_frames]
-        self.last_light: tuple[Any, Any] = (None, None)
-        self.verdicts: list[tuple[AutofocusMark, str, str]] = []
-
-    def hold(self, mark: AutofocusMark) -> bool:
-        """True when ``mark`` is NINA's and is held (the caller must not apply it now)."""
-        if not is_nina_source(mark.source):
-            return False
-        cand = afconfirm.AFCandidate(time_s=mark.time_s, source=mark.source,
-                                     calculated_pos=float(mark.position) if mark.position is not None else None,
-                                     initial_pos=self.last_light[0], filter_name=mark.filter_name or self.last_light[1])
-        self.held.append([mark, cand, 0])
-        return True
-
-    def frame(self, meta: Any) -> list[AutofocusMark]:
-        """A light frame's header: the held marks it confirms (apply them before judging it)."""
-        apply: list[AutofocusMark] = []
-        for item in list(self.held):
-            mark, cand, n = item
-            v = judge_nina_run(cand, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name, config=self.config)
-            status = v.status
-            if status == afconfirm.PENDING:
-                item[2] = n + 1
-                if item[2] < self.watch.af_confirm_frames:
-                    continue
-                status = UNCONFIRMED
-            self.held.remove(item)
-            self.verdicts.append((mark, status, v.reason))
-            if status == afconfirm.CONFIRMED:
-                apply.append(mark)
-            else:
-                log.info("replay: NINA autofocus (%s) not counted (%s): %s", mark.source, status, v.reason)
-        self.last_light = (meta.focuser_pos, meta.filter_name)
-        return apply
-
-
-@dataclass
-class NinaRun:
-    """One NINA autofocus run: every signal of it (report, hook event, AUTOFOCUS-FINISHED) and
-    its verdict (``pending`` until a light frame or the Advanced API decides)."""
-
-    time_s: float
-    candidate: afconfirm.AFCandidate
-    mark: AutofocusMark                       # applied when confirmed (the report's, when there is one)
-    report: str | None = None
-    signals: list[tuple[str, AutofocusMark, Any]] = field(default_factory=list)
-    status: str = afconfirm.PENDING
-    reason: str = ""
-    n_frames: int = 0
-    journaled: set[str] = field(default_factory=set)
-
-
 def mark_from_event(event: Any) -> AutofocusMark:
     """A ``statefile.AutofocusEvent`` as the policy's :class:`AutofocusMark`."""
     return AutofocusMark(time_s=event.datetime_utc.timestamp(), source=event.source,
                          filter_name=event.filter_name, temp_c=event.temp_c, position=event.position)
+
+
+def event_signal(event: Any) -> AFSignal:
+    """An event-log line (``statefile.AutofocusEvent``) as the night session's signal."""
+    return AFSignal(f"{event.source}:{event.time}", mark_from_event(event), event=event)
+
+
+def report_signal(path: str | Path) -> AFSignal | None:
+    """A NINA autofocus report as the night session's signal (its run parsed, to be confirmed);
+    ``None`` while it is unreadable."""
+    p = Path(path)
+    got = nina_report_candidate(p)
+    if got is None:
+        return None
+    return AFSignal(f"nina-report:{p.name}", got[0], report=p.name, candidate=got[1], written_s=_mtime(p))
+
+
+def autofocus_signals(af_folder: str | Path | None = None, events_file: str | Path | None = None) -> list[AFSignal]:
+    """Every autofocus signal of a finished night, as ``watch`` reads them: the NINA reports of
+    ``af_folder`` and the lines of an ``autofocus-events.jsonl`` (for ``replay``)."""
+    from focuswatch import statefile
+
+    out: list[AFSignal] = []
+    if af_folder is not None:
+        out += [s for s in (report_signal(p) for p in sorted(Path(af_folder).glob("*.json"))) if s is not None]
+    if events_file is not None:
+        out += [event_signal(e) for e in statefile.read_autofocus_events(events_file)]
+    return sorted(out, key=lambda s: s.mark.time_s)
 
 
 # --------------------------------------------------------------------------- measuring one frame
@@ -394,17 +315,6 @@ class _Handler:
                     enq(Path(target))
 
         self.handler = H()
-
-
-@dataclass(frozen=True)
-class Processed:
-    """What the worker did with one file (for the CLI's lines and the tests)."""
-
-    path: Path
-    status: str                      # measured / error / ignored
-    decision: Decision | None = None
-    error: str | None = None
-    stats: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- the watcher
@@ -475,7 +385,6 @@ class Watcher:
                                        settle_polls=settle_polls, diagnose=diagnose,
                                        rescan_interval_s=rescan_interval_s).items() if v is not None}
         self.watch = wc = replace(wc, **given)
-        self.monitor = Monitor(self.policy, self.config.rig)
         self.state_file = Path(state_file) if state_file else None
         self.events_file = Path(events_file) if events_file else None
         if runner is not None and background_triggers and not hasattr(runner, "close"):
@@ -489,7 +398,6 @@ class Watcher:
         self.settle_polls = wc.settle_polls
         self.readiness = wc.readiness()
         self.on_processed, self.on_autofocus, self.on_trigger = on_processed, on_autofocus, on_trigger
-        self.use_diagnose = wc.diagnose
         self.rescan_interval_s = wc.rescan_interval_s
         self.order_hold_s = wc.order_hold_s
         self.clock, self.stat = clock, stat
@@ -500,17 +408,12 @@ class Watcher:
         self._pending: dict[Path, Readiness] = {}
         self._held: dict[Path, Any] = {}          # proven whole, waiting for a burst to settle
         self._burst, self._last_new_s = 0, float("-inf")
-        self._af_queue: list[tuple[str, AutofocusMark, Any, float]] = []
         self._observer: Any = None
         self._checksum_folders: set[Path] = set()
         self._last_event_time: str | None = None
         self._events_sig: Any = _UNREAD
         self._nina_seen: set[str] = set()
-        # NINA autofocus runs held until confirmed (issue 11 defect 4), parsed reports by name
-        self._runs: list[NinaRun] = []
-        self._nina_reports: dict[str, tuple[AutofocusMark, afconfirm.AFCandidate]] = {}
-        self._last_light: tuple[int | None, str | None] = (None, None)   # FOCPOS, filter of the last light
-        self._af_confirm = afconfirm.AFConfirmConfig(tolerance_steps=wc.af_tolerance_steps)
+        self._nina_reports: dict[str, AFSignal] = {}   # NINA reports parsed so far, by name
         self.on_autofocus_verdict = on_autofocus_verdict
         # NINA's Advanced API as the "file complete" signal
         self.nina_api = nina_api
@@ -528,23 +431,36 @@ class Watcher:
 
         self._state: Any = statefile.State(watch_dir=str(self.folder))  # start() reads the old one
         self._last_decision_id: int | None = None
-        self.decisions: list[Decision] = []
         self.n_errors = 0
+        # the night itself: the one loop ``replay`` runs too; this watcher feeds it and is its sink
+        self.session = NightSession(Monitor(self.policy, self.config.rig), self.config, watch=wc,
+                                    diagnose=wc.diagnose, sink=_WatcherSink(self), report_for=self._report_signal)
         self._named_bad: set[str] = set()
         self.started = False
+
+    @property
+    def monitor(self) -> Monitor:
+        """The policy (the night session's)."""
+        return self.session.monitor
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return self.session.decisions
+
+    @property
+    def use_diagnose(self) -> bool:
+        return self.session.use_diagnose
+
+    @property
+    def _runs(self) -> list[NinaRun]:
+        return self.session.runs
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Restore from the journal, start the observer and queue the catch-up scan."""
         from focuswatch import statefile
 
-        n = 0
-        for kind, a, b in self.journal.restore_items():
-            if kind == "frame":
-                self.monitor.restore(a, b)
-                n += 1
-            elif not str(a.source).endswith(_NOT_APPLIED):   # a failed NINA run stays not applied
-                self.monitor.autofocus(a)
+        n = self.session.restore(self.journal.restore_items())   # a failed NINA run stays not applied
         if n:
             log.info("restored %d frames of this night from %s", n, self.journal.path)
         self._last_decision_id = self.journal.last_decision_id()
@@ -692,9 +608,8 @@ class Watcher:
             except OSError as exc:  # a network share that hiccups must not end the night: next rescan
                 log.warning("%s: could not list the folder (%s); will look again", self.folder,
                             exc.strerror or exc)
-        self._af_queue.extend(self._poll_autofocus())
-        self._af_queue.extend(self._poll_nina_api())
-        self._af_queue.sort(key=lambda x: x[1].time_s)
+        for sig, seen in self._poll_autofocus() + self._poll_nina_api():
+            self.session.offer(sig, seen)
         with self._lock:
             fresh, self._queue = self._queue, set()
         done: list[Processed] = []
@@ -732,7 +647,7 @@ class Watcher:
             metas.sort(key=lambda x: x[0])
             first_waiting = self._earliest_pending(now)
             for key, p, meta, layout in metas:
-                self._apply_autofocus_before(now, p)
+                self.session.apply_before(_written_s(p))
                 if first_waiting is not None and key > first_waiting:
                     # an earlier frame is still being written: keep capture order (this one is
                     # proven whole already, so it goes as soon as the earlier one is done)
@@ -743,7 +658,7 @@ class Watcher:
                 out = self._process(p, meta, layout)
                 if out is not None:
                     done.append(out)
-        self._apply_autofocus_before(now, None)
+        self.session.release(now, held=lambda mark, seen: self._holds_back(now, mark, seen))
         if self.runner is not None:
             for res in self.runner.poll(self.clock()):
                 self._trigger_result(res)
@@ -795,27 +710,15 @@ class Watcher:
                 del self._pending[p]
         return ready
 
-    def _apply_autofocus_before(self, now: float, path: Path | None) -> None:
-        """Apply the queued autofocus events that happened before ``path`` was written.
+    def _holds_back(self, now: float, mark: AutofocusMark, seen: float) -> bool:
+        """True while an autofocus signal must wait for files written before it.
 
         An autofocus report can appear while the last frame taken before it still waits for
-        its size to settle; that frame belongs to the old focus. So an event waits (at most
-        ``order_hold_s``) for files written before it, and is applied before ``path`` only if
-        the event is older than the file (``path=None``: apply all that may go).
+        its size to settle; that frame belongs to the old focus. So a signal waits (at most
+        ``order_hold_s`` after it was seen) while a pending file was written before it.
         """
-        while self._af_queue:
-            key, mark, ev, seen = self._af_queue[0]
-            if path is not None:
-                try:
-                    if os.stat(path).st_mtime <= mark.time_s:
-                        return
-                except OSError:
-                    return
-            elif now - seen < self.order_hold_s and any(
-                    st.size >= 0 and _mtime(q) <= mark.time_s for q, st in self._pending.items()):
-                return
-            self._af_queue.pop(0)
-            self._apply_autofocus((key, mark, ev))
+        return now - seen < self.order_hold_s and any(
+            st.size >= 0 and _mtime(q) <= mark.time_s for q, st in self._pending.items())
 
     def _earliest_pending(self, now: float) -> tuple[float, str] | None:
         """Capture-order key of the earliest file still being written (recent ones only).
@@ -862,64 +765,33 @@ class Watcher:
         return out
 
     def _record_error(self, p: Path, exc: FrameError) -> Processed:
-        key = self._key(p)
-        self.n_errors += 1
-        log.warning("%s", exc)
-        if key is not None:
-            self.journal.record_frame(key, time_s=None, status="error", error=str(exc))
-        out = Processed(p, "error", error=str(exc))
-        if self.on_processed:
-            self.on_processed(out)
-        return out
-
-    def _ignored(self, key: Any, p: Path, meta: Any) -> Processed:
-        """Record a calibration frame (flat, dark, bias) as seen and ignored."""
-        self.journal.record_frame(key, time_s=meta.timestamp, status="ignored")
-        out = Processed(p, "ignored")
-        if self.on_processed:
-            self.on_processed(out)
-        return out
+        return self.session.error(p, exc, key=self._key(p))
 
     def _process(self, p: Path, meta: Any, layout: Any = None) -> Processed | None:
-        """Measure, decide and journal one ready file; any failure of the frame is one line.
-
-        ``layout``: the readiness probe's proof that the file is whole, reused by the load."""
+        """Hand one ready file to the night session; a file still being written goes back to
+        waiting. ``layout``: the readiness probe's proof that the file is whole, reused by the load."""
         key = self._key(p)
         if key is None:
             log.info("%s: deleted before it could be read; skipped", p)
             return None
-        if meta is not None and not meta.is_light:
-            return self._ignored(key, p, meta)
+
+        def load() -> Any:
+            try:
+                with frame_boundary(p):
+                    return frames_mod.load(p, layout=layout)
+            except FrameIncomplete:
+                raise
+            except FrameError:
+                if not p.exists():
+                    raise FileNotFoundError(str(p)) from None
+                raise
+
         try:
-            with frame_boundary(p):
-                frame = frames_mod.load(p, layout=layout)
-            if not frame.meta.is_light:
-                return self._ignored(key, p, frame.meta)
-            # a NINA autofocus waiting for its verdict: this light frame's FOCPOS decides, and a
-            # confirmed one applies *before* the frame is judged (it is the first at the new focus)
-            self._judge_nina_runs(p, frame.meta)
-            self._last_light = (frame.meta.focuser_pos, frame.meta.filter_name)
-            record, stats, rig = measure_record(frame, self.config, self.monitor, self.use_diagnose)
-            stats_d = stats.to_dict()
+            return self.session.frame(p, meta, written_s=_written_s(p), load=load, key=key)
         except FrameIncomplete as exc:
             log.debug("%s: not ready yet (%s)", p, exc.problem)
             self._pending[p] = self._readiness(p, self.clock())
             return None
-        except FrameError as exc:
-            if not p.exists():
-                log.info("%s: deleted before it could be read; skipped", p)
-                return None
-            return self._record_error(p, exc)
-        decision = self.monitor.observe(record, rig=rig)
-        _, did = self.journal.record_frame(key, time_s=record.time_s, status="measured", record=record, stats=stats_d,
-                                           decision=decision)
-        self._last_decision_id = did
-        self.decisions.append(decision)
-        self._after_decision(record, decision)
-        out = Processed(p, "measured", decision=decision, stats=stats_d)
-        if self.on_processed:
-            self.on_processed(out)
-        return out
 
     # ------------------------------------------------------------------ state, triggers, autofocus
     def _write_state(self) -> None:
@@ -932,7 +804,8 @@ class Watcher:
         except StateFileError as exc:
             log.error("%s", exc)
 
-    def _after_decision(self, record: FrameRecord, d: Decision) -> None:
+    def _after_decision(self, record: FrameRecord, d: Decision, request: Any) -> None:
+        """The state file follows every decision; a refocus request goes to the trigger worker."""
         from focuswatch import statefile
 
         when = datetime.fromtimestamp(record.time_s).astimezone() if record.time_s else None
@@ -946,13 +819,8 @@ class Watcher:
             st = replace(st, reason=d.reasons[0] if d.reasons else "")
         self._state = st
         self._write_state()
-        if d.decision == "refocus" and self.runner is not None:
-            from focuswatch.triggers import TriggerRequest
-
-            req = TriggerRequest(reason="; ".join(d.reasons), time=statefile.iso_utc(), filter_name=record.filter_name,
-                                 hfr_px=d.hfr_px, defocus_um=d.defocus_um, defocus_cfz=d.defocus_cfz,
-                                 frame_file=record.file)
-            for res in self.runner.request(req, self.clock()):
+        if request is not None and self.runner is not None:
+            for res in self.runner.request(replace(request, time=statefile.iso_utc()), self.clock()):
                 self._trigger_result(res)
 
     def _trigger_result(self, res: Any) -> None:
@@ -982,10 +850,12 @@ class Watcher:
     def _event_key(ev: Any) -> str:
         return f"{ev.source}:{ev.time}"
 
-    def _poll_autofocus(self) -> list[tuple[str, AutofocusMark, Any, float]]:
+    def _poll_autofocus(self) -> list[tuple[AFSignal, float]]:
+        """New autofocus signals of the event log and the NINA report folder, with the clock
+        at which they were seen."""
         from focuswatch import statefile
 
-        found: list[tuple[str, AutofocusMark, Any, float]] = []
+        found: list[tuple[AFSignal, float]] = []
         if self.events_file is not None and self._events_changed():
             try:
                 events = statefile.read_autofocus_events(self.events_file, since=self._last_event_time)
@@ -995,34 +865,32 @@ class Watcher:
                 events = []
             for ev in events:
                 self._last_event_time = ev.time
-                key = self._event_key(ev)
-                if not self.journal.has_autofocus(key):
-                    found.append((key, mark_from_event(ev), ev, self.clock()))
+                sig = event_signal(ev)
+                if not self.journal.has_autofocus(sig.key):
+                    found.append((sig, self.clock()))
         if self.af_folder is not None and self.af_folder.is_dir():
             for p in sorted(self.af_folder.glob("*.json")):
-                if p.name in self._nina_seen:
+                if p.name in self._nina_seen or p.name in self.session.claimed_reports:
                     continue
-                got = nina_report_candidate(p)
-                if got is None:
+                sig = report_signal(p)
+                if sig is None:
                     continue  # still being written: next poll
-                self._nina_reports[p.name] = got
-                mark = got[0]
+                self._nina_reports[p.name] = sig
                 self._nina_seen.add(p.name)
-                key = f"nina-report:{p.name}"
-                if not self.journal.has_autofocus(key):
-                    found.append((key, mark, None, self.clock()))
-        found.sort(key=lambda x: x[1].time_s)
+                if not self.journal.has_autofocus(sig.key):
+                    found.append((sig, self.clock()))
+        found.sort(key=lambda x: x[0].mark.time_s)
         return found
 
     # ------------------------------------------------------------------ NINA autofocus: held until confirmed
-    def _poll_nina_api(self) -> list[tuple[str, AutofocusMark, Any, float]]:
+    def _poll_nina_api(self) -> list[tuple[AFSignal, float]]:
         """Drain the Advanced API's events: IMAGE-SAVE marks a file ready, AUTOFOCUS-FINISHED is an
         autofocus signal (sent only for successful runs), a (re)connect asks for the image history."""
         if self._nina_source is None:
             return []
         from focuswatch.nina_events import AutofocusFinished, ImageSaved, SourceStatus
 
-        found: list[tuple[str, AutofocusMark, Any, float]] = []
+        found: list[tuple[AFSignal, float]] = []
         events: list[Any] = []
         while True:
             ev = self._nina_source.get(timeout_s=0)
@@ -1043,7 +911,7 @@ class Watcher:
                 key = f"nina-api:{ev.time}"
                 if not self.journal.has_autofocus(key):
                     when = _epoch(ev.time) or time.time()
-                    found.append((key, AutofocusMark(time_s=when, source="nina-api"), None, self.clock()))
+                    found.append((AFSignal(key, AutofocusMark(time_s=when, source="nina-api")), self.clock()))
             elif isinstance(ev, SourceStatus):
                 (log.info if ev.connected else log.warning)("%s", ev.message)
                 if ev.connected:
@@ -1076,13 +944,9 @@ class Watcher:
 
         threading.Thread(target=work, name="nina-history", daemon=True).start()
 
-    def _run_near(self, time_s: float) -> NinaRun | None:
-        """The NINA run another signal at ``time_s`` belongs to (within ``af_same_run_s``)."""
-        near = [r for r in self._runs if abs(r.time_s - time_s) <= self.watch.af_same_run_s]
-        return min(near, key=lambda r: abs(r.time_s - time_s)) if near else None
-
-    def _report_for(self, time_s: float) -> str | None:
-        """The newest NINA report written within ``af_same_run_s`` before a hook/API signal."""
+    def _report_signal(self, time_s: float) -> AFSignal | None:
+        """The newest NINA report written within ``af_same_run_s`` before a hook/API signal at
+        ``time_s`` (the night session asks; the folder may hold one not polled yet)."""
         if self.af_folder is None or not self.af_folder.is_dir():
             return None
         lo, hi = time_s - self.watch.af_same_run_s, time_s + _REPORT_AFTER_HOOK_S
@@ -1094,114 +958,66 @@ class Watcher:
         if best is None:
             return None
         if best[1] not in self._nina_reports:
-            got = nina_report_candidate(self.af_folder / best[1])
+            got = report_signal(self.af_folder / best[1])
             if got is None:
                 return None
             self._nina_reports[best[1]] = got
-        return best[1]
+        self._nina_seen.add(best[1])
+        return self._nina_reports[best[1]]
 
-    def _nina_signal(self, key: str, mark: AutofocusMark, ev: Any) -> None:
-        """A NINA report, hook event or AUTOFOCUS-FINISHED: joins (or opens) its run, held until
-        confirmed. NINA writes the report before validating the run and Run Autofocus continues
-        on error, so neither the report nor a hook after it proves the focus moved."""
-        report = key.split(":", 1)[1] if key.startswith("nina-report:") else None
-        run = self._run_near(mark.time_s)
-        if run is None:
-            if report is None:
-                report = self._report_for(mark.time_s)      # the hook's / API's own report
-            parsed = self._nina_reports.get(report) if report else None
-            # no report (no --af-folder, or not written yet): judged from where the focuser was before
-            cand = parsed[1] if parsed else afconfirm.AFCandidate(
-                time_s=mark.time_s, source=mark.source, initial_pos=self._last_light[0],
-                filter_name=self._last_light[1])
-            run = NinaRun(mark.time_s, cand, parsed[0] if parsed else mark, report)
-            self._runs = self._runs[-_MAX_RUNS_KEPT:] + [run]
-            if report and parsed and not key.startswith("nina-report:"):
-                # the report is this run's: it must not become a second one at the next poll
-                self._nina_seen.add(report)
-                run.signals.append((f"nina-report:{report}", parsed[0], None))
-        elif report and run.report is None and report in self._nina_reports:
-            r_mark, r_cand = self._nina_reports[report]
-            run.candidate = replace(r_cand, api_finished=run.candidate.api_finished)
-            run.mark, run.report = r_mark, report
-        if all(k != key for k, _, _ in run.signals):
-            run.signals.append((key, mark, ev))
-        if mark.source == "nina-api":
-            run.candidate = replace(run.candidate, api_finished=True)
-        if run.status != afconfirm.PENDING:
-            self._journal_run(run)                          # a late signal of a run already judged
+
+class _WatcherSink(NightSink):
+    """The watcher's side of the night session: journal rows, the state file, the triggers and
+    the CLI's callbacks."""
+
+    def __init__(self, w: Watcher):
+        self.w = w
+
+    def record_frame(self, key: Any, **kw: Any) -> None:
+        if key is None:
             return
-        log.info("NINA autofocus (%s): held until the next light frame confirms it", mark.source)
-        verdict = afconfirm.confirm(run.candidate, config=self._af_confirm)
-        if verdict.status == afconfirm.CONFIRMED:           # AUTOFOCUS-FINISHED: at once
-            self._settle(run, verdict.status, verdict.reason)
+        _, did = self.w.journal.record_frame(key, **kw)
+        if kw.get("decision") is not None:
+            self.w._last_decision_id = did
 
-    def _judge_nina_runs(self, p: Path, meta: Any) -> None:
-        """The first light frame written after a held NINA run confirms it, fails it or not."""
-        for run in [r for r in self._runs if r.status == afconfirm.PENDING]:
-            if _mtime(p) < run.time_s - 1.0:
-                continue                                    # written before the run ended
-            v = judge_nina_run(run.candidate, focuser_pos=meta.focuser_pos, frame_filter=meta.filter_name,
-                               config=self._af_confirm)
-            if v.status != afconfirm.PENDING:
-                self._settle(run, v.status, v.reason)
-                continue
-            run.n_frames += 1
-            if run.n_frames >= self.watch.af_confirm_frames:
-                self._settle(run, UNCONFIRMED, f"{v.reason} ({run.n_frames} light frame(s) since)")
+    def record_autofocus(self, key: str, mark: AutofocusMark) -> None:
+        self.w.journal.record_autofocus(key, mark)
 
-    def _settle(self, run: NinaRun, status: str, reason: str) -> None:
-        run.status, run.reason = status, reason
-        if status == afconfirm.CONFIRMED:
-            key = next((k for k, _, _ in run.signals if k.startswith("nina-report:")), run.signals[0][0])
-            ev = next((e for _, _, e in run.signals if e is not None), None)
-            run.journaled.add(key)
-            self._count_autofocus((key, run.mark, ev))
-            log.info("NINA autofocus confirmed: %s", reason)
-        elif status == afconfirm.FAILED:
-            log.warning("NINA autofocus failed (moved back): %s; the baseline and the refocus request stay", reason)
-        else:
-            log.warning("NINA autofocus not confirmed, not counted: %s; the baseline and the refocus request stay",
-                        reason)
-        self._journal_run(run)
-        if self.on_autofocus_verdict:
-            self.on_autofocus_verdict(run.mark, status, reason)
-
-    def _journal_run(self, run: NinaRun) -> None:
-        """Every signal of a judged run in the journal, so none is read again (nor applied by a
-        restart): the applied one as is, the others under a ``:same-run``/``:failed``/
-        ``:unconfirmed`` source."""
-        suffix = {afconfirm.CONFIRMED: AF_SAME_RUN, afconfirm.FAILED: AF_FAILED}.get(run.status, AF_UNCONFIRMED)
-        for key, mark, _ in run.signals:
-            if key not in run.journaled:
-                run.journaled.add(key)
-                self.journal.record_autofocus(key, replace(mark, source=f"{mark.source}{suffix}"))
-
-    def _apply_autofocus(self, item: tuple[str, AutofocusMark, Any]) -> None:
-        """An autofocus signal in its turn: NINA's are held until confirmed, others count now."""
-        key, mark, ev = item
-        if is_nina_source(mark.source):
-            self._nina_signal(key, mark, ev)
-        else:
-            self._count_autofocus(item)
-
-    def _count_autofocus(self, item: tuple[str, AutofocusMark, Any]) -> None:
+    def counted_autofocus(self, mark: AutofocusMark, event: Any) -> None:
         from focuswatch import statefile
 
-        key, mark, ev = item
-        self.journal.record_autofocus(key, mark)
-        self.monitor.autofocus(mark)
-        if self.runner is not None:
-            self.runner.resolve()
-        if self._state is not None:
-            event = ev or statefile.AutofocusEvent(time=statefile.iso_utc(datetime.fromtimestamp(mark.time_s).astimezone()),
-                                                   source=mark.source, filter_name=mark.filter_name,
-                                                   position=mark.position, temp_c=mark.temp_c)
-            self._state = self._state.cleared(event)
-            self._write_state()
-        log.info("autofocus (%s): the baseline is taken again from the next frames", mark.source)
-        if self.on_autofocus:
-            self.on_autofocus(mark)
+        w = self.w
+        if w.runner is not None:
+            w.runner.resolve()
+        if w._state is not None:
+            event = event or statefile.AutofocusEvent(
+                time=statefile.iso_utc(datetime.fromtimestamp(mark.time_s).astimezone()), source=mark.source,
+                filter_name=mark.filter_name, position=mark.position, temp_c=mark.temp_c)
+            w._state = w._state.cleared(event)
+            w._write_state()
+        if w.on_autofocus:
+            w.on_autofocus(mark)
+
+    def decided(self, record: FrameRecord, decision: Decision, request: Any) -> None:
+        self.w._after_decision(record, decision, request)
+
+    def verdict(self, mark: AutofocusMark, status: str, reason: str) -> None:
+        if self.w.on_autofocus_verdict:
+            self.w.on_autofocus_verdict(mark, status, reason)
+
+    def processed(self, out: Processed) -> None:
+        if out.status == "error":
+            self.w.n_errors += 1
+        if self.w.on_processed:
+            self.w.on_processed(out)
+
+
+def _written_s(p: Path) -> float | None:
+    """A file's modification time (the autofocus signals' clock); ``None`` when it is gone."""
+    try:
+        return os.stat(p).st_mtime
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------- replay
@@ -1216,59 +1032,54 @@ def list_frames(folder: str | Path, recursive: bool = True) -> list[Path]:
 
 def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_marks: Any = (),
            recursive: bool = True, on_row: Any = None, progress: bool = False,
-           diagnose: bool = True) -> tuple[list[Processed], Any]:
+           diagnose: bool = True, sink: NightSink | None = None) -> tuple[list[Processed], Any]:
     """Run a finished night through the policy as the watcher would have, firing nothing.
 
-    The same steps as ``watch``: frames judged by :func:`focuswatch.pipeline.measure_record`
-    (the pipeline with the policy's baseline), autofocus marks interleaved by
-    :func:`focuswatch.pipeline.interleave` (one ordering for watch and replay: an autofocus goes
-    before the first frame *written* after it). Returns the :class:`Processed` rows and the
-    monitor. Nothing is written anywhere.
+    The same loop as ``watch`` (:class:`~focuswatch.nightloop.NightSession`), fed from the
+    finished files in capture order and every autofocus signal up front: an autofocus goes
+    before the first frame *written* after it, a NINA run counts once a light frame confirms
+    it. ``af_marks``: :class:`~focuswatch.nightloop.AFSignal` items
+    (:func:`autofocus_signals`, what ``watch`` reads) or bare :class:`AutofocusMark` ones.
+    ``sink`` receives the journal rows ``watch`` would write (default: nowhere). Returns the
+    :class:`Processed` rows and the monitor. Nothing is written anywhere.
     """
-    from focuswatch.pipeline import NightFrame, interleave
     from focuswatch.progress import progress as bar
 
     config = config or Config()
     policy = policy or policy_from_config(config)
-    out: list[Any] = []
-    night: list[NightFrame] = []
+    out: list[Processed] = []
+
+    def emit(row: Processed | None) -> None:
+        if row is not None:
+            out.append(row)
+            if on_row:
+                on_row(row)
+
+    session = NightSession(Monitor(policy, config.rig), config, watch=watch_from_config(config), diagnose=diagnose,
+                           sink=sink, log_errors=False)
+    night: list[tuple[tuple[float, str], Path, Any, float]] = []
     for p in list_frames(folder, recursive):
         try:
             meta = frames_mod.read_header(p)
             written = p.stat().st_mtime
-        except (FrameError, OSError) as exc:
-            row = Processed(p, "error", error=str(exc) if isinstance(exc, FrameError) else f"{p}: {exc}")
-            out.append(row)
-            if on_row:
-                on_row(row)
+        except (FrameError, OSError) as exc:   # not a frame: one row (the journal's, as in ``watch``)
+            err = exc if isinstance(exc, FrameError) else FrameError(p, str(exc.strerror or exc))
+            emit(session.error(p, err))
             continue
-        night.append(NightFrame(frames_mod.frame_order_key(p, meta), p, meta, written))
-    monitor = Monitor(policy, config.rig)
-    steps = interleave(night, list(af_marks))
-    nina = ReplayConfirm(watch_from_config(config))   # a NINA autofocus counts once confirmed, as in watch
-    for kind, item in bar(steps, desc="replay", enabled=progress, unit="step"):
-        if kind == "af":
-            if not nina.hold(item):
-                monitor.autofocus(item)
-            continue
-        if item.meta.is_light:
-            for mark in nina.frame(item.meta):
-                monitor.autofocus(mark)
-        row = _replay_one(item, config, monitor, diagnose)
-        out.append(row)
-        if on_row:
-            on_row(row)
-    return out, monitor
+        night.append((frames_mod.frame_order_key(p, meta), p, meta, written))
+    night.sort(key=lambda x: x[0])
+    for item in af_marks:
+        session.offer(item if isinstance(item, AFSignal) else AFSignal.of(item), 0.0)
+    for _, p, meta, written in bar(night, desc="replay", enabled=progress, unit="frame"):
+        emit(session.frame(p, meta, written_s=written, load=lambda p=p: _load_finished(p)))
+    session.release(0.0)
+    return out, session.monitor
 
 
-def _replay_one(f: Any, config: Any, monitor: Any, diagnose: bool) -> Processed:
-    from focuswatch.pipeline import measure_record
-
-    if not f.meta.is_light:
-        return Processed(f.path, "ignored")
-    try:
-        with frame_boundary(f.path):  # whatever this frame does is one line, as in ``watch``
-            record, stats, rig = measure_record(frames_mod.load(f.path), config, monitor, diagnose)
-    except FrameError as exc:
-        return Processed(f.path, "error", error=str(exc))
-    return Processed(f.path, "measured", decision=monitor.observe(record, rig=rig), stats=stats.to_dict())
+def _load_finished(p: Path) -> Any:
+    """A finished night's file: one still incomplete is a bad file, not one to wait for."""
+    with frame_boundary(p):
+        try:
+            return frames_mod.load(p)
+        except FrameIncomplete as exc:
+            raise FrameError(p, exc.problem) from None
