@@ -9,7 +9,7 @@ API for the watcher (stable)
 ``frame(stats, rig, *, image=None, baseline_hfr_px=None, config=DiagnoseConfig()) -> Diagnosis``
     One frame. ``stats`` is what :func:`focuswatch.stars.measure` returned; ``rig`` the
     rig with the header filled in (:func:`focuswatch.config.rig_with_header`); ``image``
-    the :class:`~focuswatch.frames.Frame` (or its pixel array) the stars were measured on
+    the :class:`~focuswatch.io.frames.Frame` (or its pixel array) the stars were measured on
     -- pass it: without it a miscollimated scope's one-sided flare cannot be told from a
     trail; ``baseline_hfr_px`` the true half-flux radius right after the last autofocus,
     if known (then the defocus is the HFR growth over it). Never raises for a bad frame:
@@ -62,7 +62,7 @@ Defocus without a baseline comes from the profile itself: each seeing family (Ko
 over the pupil's diffraction, physical optics; Moffat rows as a cross-check) convolved with
 the defocus has known shape figures for each ratio blur/seeing, generated as data by
 ``scripts/make_calibration.py`` (``focuswatch/data/focus_seeing_calibration.json``, read
-through :mod:`focuswatch.calibration`; docs/diagnose.md): the 90 %/50 % flux radius ratio
+through :mod:`focuswatch.diagnose.calibration`; docs/diagnose.md): the 90 %/50 % flux radius ratio
 and HFD over the FWHM *as stars.measure reports it* (:func:`stars_fwhm_px`: its Moffat fit
 for small stars, the width read directly off the radial profile at half maximum for large
 ones, blended in between). The two measured figures give the family and blur/seeing, the
@@ -200,10 +200,15 @@ class DiagnoseConfig(Record):
     plausible_delta_chi2: float = 2.0
     #: The physical families' seeing in units of lambda N must match the star's within about
     #: this factor (a chi^2 of 1 at it); the geometric (diffraction-free) family stands for this s.
-    #: Off by default (100): on the labelled set a tight prior (1.6-3) called more focused
-    #: frames defocused, the measured HFD/FWHM of seeing stars reading ~0.05 below the s=4-8 rows.
-    family_s_width: float = 100.0
+    #: How much diffraction shapes an in-focus star is known from the rig: on small, slow rigs
+    #: the diffraction-free rows must not explain a defocused star as focused seeing.
+    family_s_width: float = 2.0
     geometric_family_s: float = 16.0
+    #: ... applied to stars with an HFD (px) up to this only: larger stars get stars.measure's
+    #: directly read half-maximum width, where seeing stars read HFD/FWHM ~0.05 below the
+    #: s = 4-8 rows and the prior called focused 130 mm f/7 frames defocused. Chosen on the
+    #: physical-optics labelled set, seeds 11-12, checked on 13-14 (0 false calls in 375 frames).
+    family_s_max_hfd_px: float = 6.0
     #: Scatter of the measured shape figures (chi^2 units of the inversion).
     wing_ratio_sigma: float = 0.06
     profile_ratio_sigma: float = 0.035
@@ -267,6 +272,22 @@ class DiagnoseConfig(Record):
     focus_miss_cfz_band: tuple[float, float] = (0.7, 1.1)
     #: How much a field pattern (and coma) lowers the focus-miss and poor-seeing scores.
     field_damping: float = 0.6
+    #: Apertures of the third-moment flare (:func:`star_asymmetry`), in image pixels: each star's
+    #: stamp reaches ``asymmetry_stamp_hfr`` HFRs + ``asymmetry_stamp_pad_px`` (clamped to
+    #: ``asymmetry_stamp_min_px``..``asymmetry_stamp_max_px``), its sky is the median of a
+    #: ``asymmetry_border_px`` wide frame round it, and the moments are taken inside
+    #: ``asymmetry_aperture_hfr`` HFRs + ``asymmetry_aperture_pad_px`` (recentred
+    #: ``asymmetry_recentre_passes`` times): wide enough for a comet tail, not for neighbours.
+    #: HFRs under ``asymmetry_min_hfr_px`` count as that (undersampled stars).
+    asymmetry_stamp_hfr: float = 3.0
+    asymmetry_stamp_pad_px: float = 3.0
+    asymmetry_stamp_min_px: int = 5
+    asymmetry_stamp_max_px: int = 60
+    asymmetry_border_px: int = 2
+    asymmetry_aperture_hfr: float = 2.5
+    asymmetry_aperture_pad_px: float = 1.5
+    asymmetry_recentre_passes: int = 3
+    asymmetry_min_hfr_px: float = 0.7
 
     #: (low, high) allowed for each setting, inclusive.
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
@@ -277,7 +298,8 @@ class DiagnoseConfig(Record):
         "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),
         "seeing_beta_min": (1.1, 20.0), "seeing_beta_max": (1.1, 50.0), "moffat_prior_chi2": (0.0, 100.0),
         "plausible_delta_chi2": (0.0, 100.0),
-        "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0), "wing_ratio_sigma": (1e-3, 10.0),
+        "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0),
+        "family_s_max_hfd_px": (0.0, 1e6), "wing_ratio_sigma": (1e-3, 10.0),
         "profile_ratio_sigma": (1e-3, 10.0),
         "wing_ratio_bias": (-1.0, 1.0), "profile_ratio_bias": (-1.0, 1.0), "pix_r90_px2": (0.0, 10.0),
         "fit_fwhm_scale": (0.5, 2.0), "fit_fwhm_add_px2": (0.0, 10.0), "blend_lo_px": (0.0, 100.0),
@@ -293,6 +315,10 @@ class DiagnoseConfig(Record):
         "coma_ecc_growth_band": (0.0, 1.0), "coma_flare_radial_band": (0.0, 1.0), "coma_exponent_step": (1e-3, 2.0),
         "field_variation_band": (0.0, 10.0), "field_significance_step": (1e-3, 50.0),
         "anisotropic_step": (1e-3, 1.0), "focus_miss_cfz_band": (0.0, 10.0), "field_damping": (0.0, 1.0),
+        "asymmetry_stamp_hfr": (0.5, 20.0), "asymmetry_stamp_pad_px": (0.0, 50.0),
+        "asymmetry_stamp_min_px": (2, 500), "asymmetry_stamp_max_px": (2, 500), "asymmetry_border_px": (1, 20),
+        "asymmetry_aperture_hfr": (0.5, 20.0), "asymmetry_aperture_pad_px": (0.0, 50.0),
+        "asymmetry_recentre_passes": (1, 20), "asymmetry_min_hfr_px": (0.1, 10.0),
     }
 
     def __post_init__(self) -> None:
@@ -303,6 +329,9 @@ class DiagnoseConfig(Record):
             lo, hi = getattr(self, name)
             if not lo < hi:
                 raise ValueError(f"{name} = {(lo, hi)!r}: expected (low, high) with low < high")
+        if self.asymmetry_stamp_max_px < self.asymmetry_stamp_min_px:
+            raise ValueError(f"asymmetry_stamp_max_px = {self.asymmetry_stamp_max_px!r}: expected at least "
+                             f"asymmetry_stamp_min_px ({self.asymmetry_stamp_min_px!r})")
         if self.blend_hi_px <= self.blend_lo_px:
             raise ValueError(f"blend_hi_px = {self.blend_hi_px!r}: expected more than blend_lo_px "
                              f"({self.blend_lo_px!r})")
@@ -343,6 +372,11 @@ class Evidence(Record):
     fwhm_px: float | None = None
     fwhm_arcsec: float | None = None
     expected_fwhm_px: float | None = None
+    #: In-focus true HFR (px) of the rig in the rig's seeing (a measured value) or the reference
+    #: night's: :func:`focuswatch.diagnose.calibration.infocus_hfr_px`, the call the policy shares.
+    expected_hfr_px: float | None = None
+    #: Measured HFR over ``expected_hfr_px`` when the seeing was measured (``rig.seeing_arcsec``).
+    hfr_over_seeing_expected: float | None = None
     size_excess: float | None = None
     profile_ratio: float | None = None
     wing_ratio: float | None = None
@@ -632,7 +666,7 @@ def profile_model(seeing_fwhm_px: float, beta: float, blur_px: float, obstructio
 
 def _profile_table(obstruction: float) -> dict[str, Any]:
     """The generated shape table for the nearest tabulated obstruction
-    (:func:`focuswatch.calibration.profile_table`; ``scripts/make_calibration.py``)."""
+    (:func:`focuswatch.diagnose.calibration.profile_table`; ``scripts/make_calibration.py``)."""
     return calibration.profile_table(round(float(obstruction), 2))
 
 
@@ -870,7 +904,7 @@ def _field_fit(x: np.ndarray, y: np.ndarray, hfr: np.ndarray, w: int, h: int) ->
 
 
 def star_asymmetry(pixels: np.ndarray, x: np.ndarray, y: np.ndarray, hfr_px: np.ndarray,
-                   scale_px: float = 1.0) -> np.ndarray:
+                   scale_px: float = 1.0, *, config: "DiagnoseConfig | None" = None) -> np.ndarray:
     """Comatic (third-moment) vector of each star, shape (n, 2), dimensionless.
 
     ``sum(I * r^2 * (dx, dy)) / (sum(I) * sigma^3)`` about the star's centroid, with
@@ -878,26 +912,30 @@ def star_asymmetry(pixels: np.ndarray, x: np.ndarray, y: np.ndarray, hfr_px: np.
     trail, defocused), pointing along a one-sided flare (collimation, coma). Second moments
     cannot tell a flare from a trail; this can. ``x``, ``y``, ``hfr_px`` are in sensor
     pixels (sep convention); ``pixels`` may be a 2x2-superpixel image (``scale_px`` = 2).
+    The stamp, sky border and aperture sizes are ``config``'s ``asymmetry_*`` fields.
     NaN for stars too close to the edge.
     """
+    c = config or DiagnoseConfig()
     img = np.asarray(pixels, dtype=np.float64)
     h, w = img.shape
+    b = int(c.asymmetry_border_px)
     out = np.full((len(x), 2), np.nan)
     for i in range(len(x)):
         px = (x[i] + 0.5) / scale_px - 0.5
         py = (y[i] + 0.5) / scale_px - 0.5
-        hr = max(hfr_px[i] / scale_px, 0.7)
-        rad = int(min(max(math.ceil(3.0 * hr + 3), 5), 60))
+        hr = max(hfr_px[i] / scale_px, c.asymmetry_min_hfr_px)
+        rad = int(min(max(math.ceil(c.asymmetry_stamp_hfr * hr + c.asymmetry_stamp_pad_px),
+                          c.asymmetry_stamp_min_px), c.asymmetry_stamp_max_px))
         ix, iy = int(round(px)), int(round(py))
-        if ix - rad - 2 < 0 or iy - rad - 2 < 0 or ix + rad + 3 > w or iy + rad + 3 > h:
+        if ix - rad - b < 0 or iy - rad - b < 0 or ix + rad + b + 1 > w or iy + rad + b + 1 > h:
             continue
-        st = img[iy - rad - 2:iy + rad + 3, ix - rad - 2:ix + rad + 3]
-        border = np.concatenate([st[:2].ravel(), st[-2:].ravel(), st[2:-2, :2].ravel(), st[2:-2, -2:].ravel()])
+        st = img[iy - rad - b:iy + rad + b + 1, ix - rad - b:ix + rad + b + 1]
+        border = np.concatenate([st[:b].ravel(), st[-b:].ravel(), st[b:-b, :b].ravel(), st[b:-b, -b:].ravel()])
         st = st - np.median(border)
-        yy, xx = np.mgrid[-rad - 2:rad + 3, -rad - 2:rad + 3].astype(float)
+        yy, xx = np.mgrid[-rad - b:rad + b + 1, -rad - b:rad + b + 1].astype(float)
         cx, cy = px - ix, py - iy
-        ap = 2.5 * hr + 1.5
-        for _ in range(3):
+        ap = c.asymmetry_aperture_hfr * hr + c.asymmetry_aperture_pad_px
+        for _ in range(int(c.asymmetry_recentre_passes)):
             m = ((xx - cx) ** 2 + (yy - cy) ** 2) <= ap * ap
             v = np.where(m, st, 0.0)
             tot = v.sum()
@@ -968,6 +1006,23 @@ def expected_fwhm_px(rig: Rig, config: DiagnoseConfig = DiagnoseConfig(),
     return math.hypot(seeing, airy) / scale
 
 
+def expected_hfr_px(rig: Rig, config: DiagnoseConfig = DiagnoseConfig(),
+                    plate_scale_arcsec_px: float | None = None) -> float | None:
+    """In-focus true half-flux radius (px) the rig should give in the rig's seeing (a measured
+    value, ``rig.seeing_arcsec``) or else the reference night's: Kolmogorov seeing through the
+    obstructed pupil, :func:`focuswatch.diagnose.calibration.infocus_hfr_px` (the one calibrated
+    in-focus size; the policy's rig reference is the same call). Without an aperture the
+    seeing alone (Kolmogorov half-light radius). ``None`` without a plate scale."""
+    scale = plate_scale_arcsec_px or rig.plate_scale_arcsec_px
+    if not scale:
+        return None
+    seeing = rig.seeing_arcsec or config.reference_seeing_arcsec
+    if not rig.effective_aperture_mm:
+        return KOLMOGOROV_HLR_PER_FWHM * seeing / scale
+    return calibration.infocus_hfr_px(seeing, rig.effective_aperture_mm, rig.wavelength_nm, scale,
+                                      rig.obstruction or 0.0)
+
+
 # --------------------------------------------------------------------------- one frame
 
 def _unknown(stats: Any, reason: str, n: int = 0) -> Diagnosis:
@@ -987,7 +1042,7 @@ def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr
     rig : Rig, optional
         Telescope and camera (header already merged in); without a focal ratio and pixel
         size the defocus in um is ``None`` but the label is still given.
-    image : focuswatch.frames.Frame or numpy.ndarray, optional
+    image : focuswatch.io.frames.Frame or numpy.ndarray, optional
         The pixels the stars were measured on. With them the one-sided flare of a
         miscollimated scope is told from a symmetric trail (third moments); without them
         an elongated, aligned field is called ``trailing``.
@@ -1098,6 +1153,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     fwhm_med = float(np.median(fitted["fwhm"])) if len(fitted) else stats.fwhm_px
     scale = stats.plate_scale_arcsec_px or rig.plate_scale_arcsec_px
     exp_fwhm = expected_fwhm_px(rig, config, scale)
+    exp_hfr = expected_hfr_px(rig, config, scale)
     # big disks (several times the in-focus size): the wide apertures catch neighbours
     crowded = bool(fwhm_med and fwhm_med >= config.crowded_fwhm_px
                    and (exp_fwhm is None or fwhm_med >= config.crowded_vs_expected * exp_fwhm))
@@ -1127,7 +1183,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     asym = asym_snr = asym_ang = asym_rad = None
     if pixels is not None:
         top = bt[np.argsort(-bt["snr"])][:120]
-        vec = star_asymmetry(pixels, top["x"], top["y"], top["hfr"], scale_px)
+        vec = star_asymmetry(pixels, top["x"], top["y"], top["hfr"], scale_px, config=config)
         okv = np.isfinite(vec[:, 0])
         if okv.sum() >= 8:
             v = vec[okv]
@@ -1180,11 +1236,10 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         # the annulus whose convolution with the seeing gives the donuts' half-flux radius:
         # optics' exact forward model (seeing Moffat x annulus), inverted. (The 90 % radius
         # would be more direct but picks up neighbours inside the big stamps of defocused stars.)
-        seeing_px = ((rig.seeing_arcsec or config.reference_seeing_arcsec) / scale) if scale else 0.0
         h_don = float(np.median(hfr[donut]))
         eps_tab = round(min(max(eps_est, 0.0), 0.9) * 20.0) / 20.0  # 0.05 steps: few growth tables
-        if seeing_px > 0:
-            donut_d = optics.defocus_blur_px_from_hfr(h_don, KOLMOGOROV_HLR_PER_FWHM * seeing_px, eps_tab, None)
+        if exp_hfr:
+            donut_d = optics.defocus_blur_px_from_hfr(h_don, exp_hfr, eps_tab, None)
         else:  # no plate scale: the disk alone
             donut_d = 2.0 * h_don / optics.true_hfr_factor(eps_tab)
 
@@ -1193,7 +1248,8 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         n_stars=int(len(t)), n_bright=int(len(bt)),
         hfr_px=_r(hfr_med), fwhm_px=_r(fwhm_med),
         fwhm_arcsec=_r(fwhm_med * scale) if (fwhm_med and scale) else None,
-        expected_fwhm_px=_r(exp_fwhm),
+        expected_fwhm_px=_r(exp_fwhm), expected_hfr_px=_r(exp_hfr),
+        hfr_over_seeing_expected=_r(hfr_med / exp_hfr) if (rig.seeing_arcsec and exp_hfr) else None,
         size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
         profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
         beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
@@ -1230,6 +1286,8 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
     if wing_ratio is not None or profile_ratio is not None:
         ln_px = (rig.wavelength_nm / 1000.0 * rig.f_ratio / rig.effective_pixel_um
                  if (rig.f_ratio and rig.effective_pixel_um) else None)
+        if 2.0 * hfr_px > config.family_s_max_hfd_px:
+            ln_px = None  # the rig-aware family prior only where the measurement model holds
         fit = blur_from_profile(hfr_px, wing_ratio, profile_ratio,
                                 obstruction=eps if eps is not None else obstruction, config=config,
                                 lambda_n_px=ln_px)
