@@ -202,7 +202,7 @@ def _profile_figures(otf: np.ndarray, samp: float, fwhm_unit: float, fit_moffat)
 
 
 def profile_tables(n: int) -> dict:
-    from focuswatch.diagnose import _fit_moffat_fwhm, profile_model
+    from focuswatch.diagnose.profile import _fit_moffat_fwhm, profile_model
 
     out = {}
     for eps in EPS:
@@ -246,7 +246,7 @@ def infocus_profile_tables(n: int) -> dict:
     obstructed pupil's diffraction) for every tabulated seeing ``s``: the rig-aware in-focus
     hypothesis of the diagnosis (how an in-focus star of this half-light radius must look on
     this telescope). Sizes over the seeing FWHM, as in :func:`profile_tables`."""
-    from focuswatch.diagnose import _fit_moffat_fwhm
+    from focuswatch.diagnose.profile import _fit_moffat_fwhm
 
     out = {}
     for eps in EPS:

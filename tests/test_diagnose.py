@@ -9,6 +9,8 @@ import pytest
 
 from focuswatch import diagnose, optics, sim, stars
 from focuswatch.cli import main
+from focuswatch.diagnose.profile import _profile_table
+from focuswatch.diagnose.scores import _dew_score
 from focuswatch.optics import Rig
 from focuswatch.sim import NightPlan, SimFocuser, SimParams
 
@@ -161,13 +163,13 @@ def test_smaller_sharper_stars_than_usual_are_never_dew():
 def test_dew_needs_a_resolved_halo_and_a_star_not_smaller_than_the_baseline():
     cfg = diagnose.DiagnoseConfig()
     halo = diagnose.Evidence(n_stars=50, hfr_px=2.0, wing_excess=0.5, size_excess=1.1)
-    assert diagnose._dew_score(halo, None, cfg) == 1.0
-    assert diagnose._dew_score(halo, 1.9, cfg) == 1.0
-    assert diagnose._dew_score(halo, 2.2, cfg) == 0.0                 # smaller than the baseline
+    assert _dew_score(halo, None, cfg) == 1.0
+    assert _dew_score(halo, 1.9, cfg) == 1.0
+    assert _dew_score(halo, 2.2, cfg) == 0.0                 # smaller than the baseline
     tiny = diagnose.Evidence(n_stars=50, hfr_px=0.3, wing_excess=0.5, size_excess=1.1)
-    assert diagnose._dew_score(tiny, None, cfg) == 0.0                # 0.15 px: not a resolved halo
+    assert _dew_score(tiny, None, cfg) == 0.0                # 0.15 px: not a resolved halo
     big_core = diagnose.Evidence(n_stars=50, hfr_px=8.0, wing_excess=0.5, size_excess=5.0)
-    assert diagnose._dew_score(big_core, None, cfg) == 0.0            # a defocus disk, not a halo
+    assert _dew_score(big_core, None, cfg) == 0.0            # a defocus disk, not a halo
 
 
 def test_too_few_stars_is_unknown_with_a_reason_not_a_guess():
@@ -225,7 +227,7 @@ def test_generated_profile_table_matches_the_model():
     """The generated Moffat cross-check rows are what profile_model computes (spot checks)."""
     for eps, name, xi in ((0.0, "moffat beta=4", 0), (0.0, "moffat beta=3", 8), (0.35, "moffat beta=4", 14),
                           (0.25, "moffat beta=5", 11)):
-        tab = diagnose._profile_table(eps)
+        tab = _profile_table(eps)
         i = _family(tab, name)
         beta = tab["families"][i]["beta_equiv"]
         m = diagnose.profile_model(4.0, beta, 4.0 * tab["xs"][xi], eps, n=512)
@@ -238,7 +240,7 @@ def test_generated_profile_table_matches_the_model():
 def test_generated_kolmogorov_rows_agree_with_galsim():
     """The physical rows start from GalSim's Kolmogorov profile (in focus, seeing-dominated)."""
     galsim = pytest.importorskip("galsim")
-    tab = diagnose._profile_table(0.0)
+    tab = _profile_table(0.0)
     i = _family(tab, "kolmogorov geometric")
     k = galsim.Kolmogorov(fwhm=1.0)
     assert tab["r50"][i, 0] == pytest.approx(k.half_light_radius, rel=0.01)
@@ -255,7 +257,7 @@ def test_generated_kolmogorov_rows_agree_with_galsim():
 def test_generated_kolmogorov_growth_agrees_with_optics():
     """The profile table's Kolmogorov row and optics' calibrated geometric growth are the same physics
     (two grids: 512 samples over the star here, 1024 over a wider field there): 3 %."""
-    tab = diagnose._profile_table(0.0)
+    tab = _profile_table(0.0)
     i = _family(tab, "kolmogorov geometric")
     r0 = tab["r50"][i, 0]
     for xi in (4, 8, 12, 15, 19):
