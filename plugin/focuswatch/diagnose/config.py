@@ -96,7 +96,7 @@ class DiagnoseConfig(Record):
     pix_r90_px2: float = 0.75
     #: stars.measure's Moffat-fit FWHM reads ``sqrt((fit_fwhm_scale * fit)^2 + fit_fwhm_add_px2)``
     #: of the continuous profile's fit, and is blended into the directly read half-maximum
-    #: width between ``blend_lo_px`` and ``blend_hi_px`` (see :func:`stars_fwhm_px`).
+    #: width between ``blend_lo_px`` and ``blend_hi_px`` (see :func:`~focuswatch.diagnose.profile.stars_fwhm_px`).
     fit_fwhm_scale: float = 1.02
     fit_fwhm_add_px2: float = 0.25
     blend_lo_px: float = 4.0
@@ -148,8 +148,8 @@ class DiagnoseConfig(Record):
     focus_miss_cfz_band: tuple[float, float] = (0.7, 1.1)
     #: How much a field pattern (and coma) lowers the focus-miss and poor-seeing scores.
     field_damping: float = 0.6
-    #: Apertures of the third-moment flare (:func:`star_asymmetry`), in image pixels: each star's
-    #: stamp reaches ``asymmetry_stamp_hfr`` HFRs + ``asymmetry_stamp_pad_px`` (clamped to
+    #: Apertures of the third-moment flare (:func:`~focuswatch.diagnose.shape.star_asymmetry`), in image
+    #: pixels: each star's stamp reaches ``asymmetry_stamp_hfr`` HFRs + ``asymmetry_stamp_pad_px`` (clamped to
     #: ``asymmetry_stamp_min_px``..``asymmetry_stamp_max_px``), its sky is the median of a
     #: ``asymmetry_border_px`` wide frame round it, and the moments are taken inside
     #: ``asymmetry_aperture_hfr`` HFRs + ``asymmetry_aperture_pad_px`` (recentred

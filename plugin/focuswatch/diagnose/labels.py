@@ -15,7 +15,7 @@ class Label(str, Enum):
     (member names equal their values, so hashing matches the strings too).
 
     ``frame`` emits every member but ``clouds``; ``clouds`` is a night label only
-    (:func:`night`, from star counts and fluxes across frames).
+    (:func:`~focuswatch.diagnose.night`, from star counts and fluxes across frames).
     """
 
     in_focus = "in_focus"
@@ -36,9 +36,9 @@ class Label(str, Enum):
         return self.value
 
 
-#: The verdicts :func:`frame` can give besides ``unknown``.
+#: The verdicts :func:`~focuswatch.diagnose.frame` can give besides ``unknown``.
 LABELS: tuple[str, ...] = tuple(lb.value for lb in Label if lb not in (Label.unknown, Label.clouds))
-#: Every label :func:`frame` can emit (``unknown`` included).
+#: Every label :func:`~focuswatch.diagnose.frame` can emit (``unknown`` included).
 FRAME_LABELS: frozenset[str] = frozenset(LABELS) | {Label.unknown.value}
 UNKNOWN = Label.unknown.value
 #: Labels an autofocus run can fix; everything else is a warning with advice.

@@ -65,7 +65,7 @@ def _fit_moffat_fwhm(rc: np.ndarray, prof: np.ndarray, r50: float) -> tuple[floa
 #: ``stars.measure``'s pixel-width correction of the FWHM (a pixel adds 1/12 px^2 to each
 #: axis' variance, 8 ln2/12 px^2 to the FWHM^2 of a Gaussian).
 _PIX_FWHM2 = 8.0 * math.log(2.0) / 12.0
-#: Defaults of the measurement model (settable in :class:`DiagnoseConfig`), kept as names.
+#: Defaults of the measurement model (settable in :class:`~focuswatch.diagnose.config.DiagnoseConfig`), kept as names.
 _BLEND_PX = (DiagnoseConfig.blend_lo_px, DiagnoseConfig.blend_hi_px)
 FIT_FWHM_SCALE = DiagnoseConfig.fit_fwhm_scale
 FIT_FWHM_ADD2 = DiagnoseConfig.fit_fwhm_add_px2
@@ -156,7 +156,7 @@ def _profile_table(obstruction: float) -> dict[str, Any]:
     return calibration.profile_table(round(float(obstruction), 2))
 
 
-#: Defaults of the measurement model (settable in :class:`DiagnoseConfig`), kept as names.
+#: Defaults of the measurement model (settable in :class:`~focuswatch.diagnose.config.DiagnoseConfig`), kept as names.
 WING_RATIO_BIAS = DiagnoseConfig.wing_ratio_bias
 PROFILE_RATIO_BIAS = DiagnoseConfig.profile_ratio_bias
 PIX_R90_2 = DiagnoseConfig.pix_r90_px2
