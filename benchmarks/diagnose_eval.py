@@ -15,6 +15,14 @@ policy, the diagnosis and the grade share) from 0.5 to 10 CFZ, given the in-focu
 on the true half-light radius of each render (the model) and on ``stars.measure``'s HFR
 (model and measurement), against the geometric Moffat model it replaced.
 
+Scores are given strict (every frame the truth labels) and with a documented tolerance band
+(frames at exactly 1 CFZ, the truth's boundary, not scored; see docs/diagnose.md for why they
+are ambiguous by physics). The physics behind that band is printed too: the true HFR growth
+at 1 CFZ on each frame's rig and seeing (calibrated tables) against the spread of the in-focus
+HFR over the seeing kinds, read as measured HFR over the calibrated in-focus HFR for the
+frame's true seeing (:func:`focuswatch.diagnose.calibration.infocus_hfr_px`, what a perfect seeing
+monitor would give).
+
 Run: ``PYTHONPATH=plugin python benchmarks/diagnose_eval.py [--frames 120] [--seed 11]``.
 Frames are written to a temporary folder only for ASTAP.
 """
@@ -35,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
 
 from focuswatch import diagnose, optics, stars  # noqa: E402
+from focuswatch.diagnose import calibration  # noqa: E402
 from focuswatch.sim import physical as po  # noqa: E402
 from focuswatch.io.frames import frame_from_array  # noqa: E402
 from focuswatch.optics import Rig  # noqa: E402
@@ -104,6 +113,8 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool) -> None:
     frames = po.labelled_set(seed=seed, n_frames=n_frames)
     methods = ["focuswatch", "sep HFR rule"] + (["ASTAP HFD rule"] if use_astap and shutil.which("astap_cli") else [])
     conf = {m: Counter() for m in methods}
+    band = {m: Counter() for m in methods}
+    seeing_witness: list[tuple[str, str, float, float, float]] = []
     labels = Counter()
     wrong: list[str] = []
     t_render = t_measure = 0.0
@@ -127,6 +138,16 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool) -> None:
                 calls["ASTAP HFD rule"] = (hfd is not None and hfd / 2.0 > RATIO_RULE * expected_hfr_px(lf.spec))
             for m in methods:
                 conf[m][(lf.truth, "focus_miss" if calls[m] else "not_focus")] += 1
+                band_truth = "ambiguous" if lf.defocus_cfz == 1.0 else lf.truth
+                band[m][(band_truth, "focus_miss" if calls[m] else "not_focus")] += 1
+            o = lf.spec.optics
+            if st.hfr_px:
+                exp_h = calibration.infocus_hfr_px(lf.spec.seeing.fwhm_arcsec, o.aperture_mm, 550.0,
+                                                   o.plate_scale_arcsec_px, o.obstruction)
+                s_ln = lf.spec.seeing.fwhm_arcsec / (0.55e-6 / (o.aperture_mm * 1e-3) * calibration.ARCSEC_PER_RAD)
+                g1 = calibration.hlr_lambda_n(s_ln, 4.88 / 8.0, o.obstruction) / calibration.hlr_lambda_n(
+                    s_ln, 0.0, o.obstruction)
+                seeing_witness.append((lf.truth, lf.spec.seeing.kind, lf.defocus_cfz, st.hfr_px / exp_h, g1))
             if lf.truth != "ambiguous" and (dg.label == "focus_miss") != (lf.truth == "focus_miss"):
                 wrong.append(f"  {lf.rig_name}, {lf.spec.seeing.kind} {lf.spec.seeing.fwhm_arcsec:.2f}\", "
                              f"{lf.defocus_cfz} CFZ (blur/seeing {lf.blur_to_seeing:.2f}, FWHM {lf.fwhm_px:.1f} px): "
@@ -135,17 +156,21 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool) -> None:
     print(f"labelled set: {len(frames)} frames (seed {seed}); truth: "
           + ", ".join(f"{k} {v}" for k, v in Counter(f.truth for f in frames).items()))
     print(f"render {t_render / len(frames):.2f} s/frame, measure+diagnose {t_measure / len(frames):.2f} s/frame\n")
-    rows = []
-    for m in methods:
-        c = conf[m]
-        tp, fn = c[("focus_miss", "focus_miss")], c[("focus_miss", "not_focus")]
-        fp, tn = c[("not_focus", "focus_miss")], c[("not_focus", "not_focus")]
-        n = tp + fn + fp + tn
-        acc = (tp + tn) / n if n else float("nan")
-        amb = c[("ambiguous", "focus_miss")], c[("ambiguous", "not_focus")]
-        rows.append((m, f"{tp}", f"{fn}", f"{fp}", f"{tn}", f"{100 * acc:.1f} %", f"{amb[0]}/{amb[1]}"))
-    print("focus miss versus seeing (scored frames; ambiguous: called miss / not)")
-    print(table(rows, ("method", "miss->miss", "miss->not", "not->miss", "not->not", "accuracy", "ambiguous")))
+    for title, cm in (("strict: every labelled frame", conf),
+                      ("tolerance band: frames at exactly 1 CFZ not scored", band)):
+        rows = []
+        for m in methods:
+            c = cm[m]
+            tp, fn = c[("focus_miss", "focus_miss")], c[("focus_miss", "not_focus")]
+            fp, tn = c[("not_focus", "focus_miss")], c[("not_focus", "not_focus")]
+            n = tp + fn + fp + tn
+            acc = (tp + tn) / n if n else float("nan")
+            amb = c[("ambiguous", "focus_miss")], c[("ambiguous", "not_focus")]
+            rows.append((m, f"{tp}", f"{fn}", f"{fp}", f"{tn}", f"{100 * acc:.1f} %", f"{amb[0]}/{amb[1]}"))
+        print(f"focus miss versus seeing, {title} (ambiguous/unscored: called miss / not)")
+        print(table(rows, ("method", "miss->miss", "miss->not", "not->miss", "not->not", "accuracy", "unscored")))
+        print()
+    _print_ambiguity(seeing_witness)
     print("\nfocuswatch labels by truth:")
     truths = sorted({k[0] for k in labels})
     labs = sorted({k[1] for k in labels})
@@ -153,6 +178,22 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool) -> None:
     if wrong:
         print("\nfocuswatch errors:")
         print("\n".join(wrong))
+
+
+def _print_ambiguity(rows: list[tuple[str, str, float, float, float]]) -> None:
+    """Why 1 CFZ is ambiguous: HFR growth at 1 CFZ against the in-focus spread of seeing kinds."""
+    def rng(v: list[float]) -> str:
+        return f"{min(v):.3f}-{max(v):.3f} (median {float(np.median(v)):.3f}, n={len(v)})" if v else "-"
+    out = []
+    for kind in ("kolmogorov", "vonkarman", "moffat"):
+        focused = [r[3] for r in rows if r[1] == kind and r[2] <= 0.25]
+        miss1 = [r[3] for r in rows if r[1] == kind and r[2] == 1.0 and r[0] == "focus_miss"]
+        out.append((kind, rng(focused), rng(miss1)))
+    print("measured HFR / calibrated in-focus HFR for the frame's TRUE seeing (a perfect seeing monitor)")
+    print(table(out, ("seeing kind", "in focus (<= 0.25 CFZ)", "1 CFZ, truth focus_miss")))
+    g = [r[4] for r in rows if r[2] == 1.0 and r[0] == "focus_miss"]
+    ga = [r[4] for r in rows if r[2] == 1.0 and r[0] != "focus_miss"]
+    print(f"true HFR growth at 1 CFZ (tables, Kolmogorov): truth focus_miss {rng(g)}; other 1 CFZ frames {rng(ga)}\n")
 
 
 def defocus_accuracy(seed: int) -> None:
@@ -177,8 +218,12 @@ def defocus_accuracy(seed: int) -> None:
                 h = po.encircled_radius(img, samp) / pix
                 est = optics.defocus_um_from_hfr(h, h0, n, pix, eps)
                 old = optics.defocus_um_from_hfr(h, h0, n, pix, eps, beta=optics.SEEING_BETA)
+                # fewer stars as the disks grow: blended disks measure their neighbours, not the defocus
+                blur_px = d / n / pix + 3.0 * see / o.plate_scale_arcsec_px
+                n_st = int(min(36, max(4, 0.5 * (320.0 / blur_px) ** 2)))
                 spec = po.FrameSpec(optics=o, seeing=s, aberrations=po.FieldAberrations(defocus_um=d), width_px=320,
-                                    height_px=320, n_stars=36, seed=int(rng.integers(1 << 30)),
+                                    height_px=320, n_stars=n_st, seed=int(rng.integers(1 << 30)),
+                                    min_separation_px=blur_px * 1.2,
                                     margin_px=int(min(d / n / pix / 2 + 12, 80)))
                 mh = stars.measure(frame_from_array(po.render_frame(spec).pixels, po.frame_header(spec))).hfr_px
                 est_m = optics.defocus_um_from_hfr(mh, m0, n, pix, eps) if (mh and m0) else float("nan")

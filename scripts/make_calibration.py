@@ -18,6 +18,9 @@ Kolmogorov seeing convolved with the geometric annulus of diameter ``b`` in-focu
 ``profile``: shape figures of seeing families convolved with defocus, per obstruction, in
 units of the seeing FWHM over ``x = blur diameter / seeing FWHM``: ``r50``, ``w`` (r90/r50),
 ``fit`` (FWHM of the Moffat fit stars.measure makes), ``hm`` (true half-maximum width).
+``infocus_profile``: the same four figures for the in-focus star (Kolmogorov seeing over the
+obstructed pupil) at every tabulated seeing ``s`` (``s_nodes``), per obstruction: what an
+in-focus star of a given size must look like on a given telescope.
 """
 from __future__ import annotations
 
@@ -40,7 +43,9 @@ from focuswatch.sim import physical as po  # noqa: E402
 OUT = ROOT / "plugin" / "focuswatch" / "data" / "focus_seeing_calibration.json"
 
 EPS = (0.0, 0.15, 0.25, 0.35, 0.45)
-S_NODES = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+#: seeing FWHM / (lambda N): from diffraction-limited (0.1) to seeing-dominated (32); dense
+#: enough that the in-focus radius interpolates to ~0.2 % (:func:`focuswatch.diagnose.calibration.infocus_hlr_lambda_n`).
+S_NODES = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0)
 W_NODES = tuple(np.round(np.concatenate([np.arange(0.0, 1.0, 0.1), np.arange(1.0, 3.0, 0.25),
                                           np.arange(3.0, 8.01, 0.5)]), 4))
 B_NODES = tuple(np.round(np.concatenate([np.linspace(0.0, 4.0, 21), np.linspace(4.5, 20.0, 32),
@@ -96,8 +101,13 @@ def _ee(otf: np.ndarray, samp: float, fracs=(0.5, 0.9), r_max: float | None = No
     """Radii (same unit as ``samp``) holding ``fracs`` of the light: a coarse log grid, then a
     fine one around each answer."""
     nu, w = _radial_otf(otf, samp)
-    n = otf.shape[0]
-    r_max = r_max or n * samp / 3.0
+    return _ee_radial(nu, w, fracs, r_max or otf.shape[0] * samp / 3.0)
+
+
+def _ee_radial(nu: np.ndarray, w: np.ndarray, fracs, r_max: float) -> list[float]:
+    """:func:`_ee` on a radial OTF ``(nu_k, weight_k)`` (:func:`_radial_otf`). A radial transfer
+    function (the seeing's) multiplies the weights directly: the optical OTF is compressed
+    once per defocus and each seeing costs a few thousand Bessel values, not a 2-D pass."""
     radii = np.geomspace(r_max / 2000.0, r_max, 120)
     ee = np.maximum.accumulate(_ee_curve(nu, w, radii))
     out = []
@@ -125,14 +135,14 @@ def growth_tables(n: int) -> dict:
         for samp, (lo, hi) in ((0.125, (0.0, 1.5)), (0.25, (1.5, 4.0)), (0.45, (4.0, 99.0))):
             # sample in units of lambda N: fine for small seeing, coarse for large (wider field)
             s_idx = [i for i, s in enumerate(S_NODES) if lo < s <= hi]
-            fx = np.fft.fftfreq(n, d=samp)
-            nu = np.hypot(*np.meshgrid(fx, fx))
+            if not s_idx:
+                continue
             for j, w in enumerate(W_NODES):
                 psf = po.optical_psf(f_ratio=1.0, wavelength_nm=1000.0, sample_um=samp, n=n, obstruction=eps,
                                      defocus_um=8.0 * w)
-                otf = np.fft.fft2(np.fft.ifftshift(psf))
+                nu_k, w_k = _radial_otf(np.fft.fft2(np.fft.ifftshift(psf)), samp)
                 for i in s_idx:
-                    tab[i, j] = _ee(otf * po.seeing_mtf(nu, S_NODES[i]), samp, (0.5,))[0]
+                    tab[i, j] = _ee_radial(nu_k, w_k * po.seeing_mtf(nu_k, S_NODES[i]), (0.5,), n * samp / 3.0)[0]
         out[str(eps)] = np.round(tab, 5).tolist()
         print(f"growth eps={eps} done", flush=True)
     return out
@@ -192,7 +202,7 @@ def _profile_figures(otf: np.ndarray, samp: float, fwhm_unit: float, fit_moffat)
 
 
 def profile_tables(n: int) -> dict:
-    from focuswatch.diagnose import _fit_moffat_fwhm, profile_model
+    from focuswatch.diagnose.profile import _fit_moffat_fwhm, profile_model
 
     out = {}
     for eps in EPS:
@@ -231,11 +241,50 @@ def profile_tables(n: int) -> dict:
     return out
 
 
+def infocus_profile_tables(n: int) -> dict:
+    """Shape figures of the in-focus star (Kolmogorov seeing of FWHM ``s lambda N`` over the
+    obstructed pupil's diffraction) for every tabulated seeing ``s``: the rig-aware in-focus
+    hypothesis of the diagnosis (how an in-focus star of this half-light radius must look on
+    this telescope). Sizes over the seeing FWHM, as in :func:`profile_tables`."""
+    from focuswatch.diagnose.profile import _fit_moffat_fwhm
+
+    out = {}
+    for eps in EPS:
+        rows = {k: [] for k in ("r50", "w", "fit", "hm")}
+        psfs: dict[float, np.ndarray] = {}
+        for s in S_NODES:
+            span = (4.0 * s * 1.6 + 6.0 * s + 12.0) * 2  # the Airy rings of small s need room too
+            samp = min(0.45, max(span / n, 0.02))
+            key = round(samp, 6)
+            if key not in psfs:
+                psfs[key] = po.optical_psf(f_ratio=1.0, wavelength_nm=1000.0, sample_um=samp, n=n, obstruction=eps,
+                                           defocus_um=0.0)
+            fx = np.fft.fftfreq(n, d=samp)
+            nu = np.hypot(*np.meshgrid(fx, fx))
+            otf = np.fft.fft2(np.fft.ifftshift(psfs[key])) * po.seeing_mtf(nu, s)
+            for k, v in zip(rows, _profile_figures(otf, samp, s, _fit_moffat_fwhm)):
+                rows[k].append(round(float(v), 5))
+        out[str(eps)] = rows
+        print(f"in-focus profile eps={eps} done", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small grids (a test of the script, not for use)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated tables to recompute (growth, growth_geometric, profile, infocus_profile); "
+                         "the others are copied from --base, which must have the same grids")
+    ap.add_argument("--base", type=Path, default=OUT, help="existing data file for --only (default: the package's)")
     args = ap.parse_args(argv)
+    tables = ("growth_geometric", "growth", "profile", "infocus_profile")
+    only = set(tables if not args.only else (t.strip() for t in args.only.split(",")))
+    if not only <= set(tables):
+        ap.error(f"--only: unknown table(s) {', '.join(sorted(only - set(tables)))}; choose from {', '.join(tables)}")
+    base = None
+    if only != set(tables):
+        base = json.loads(args.base.read_text(encoding="utf-8"))
     n = 256 if args.quick else 1024
     t0 = time.time()
     data = {
@@ -255,9 +304,20 @@ def main(argv: list[str] | None = None) -> int:
         "xs": list(XS),
         "families": list(FAMILIES),
     }
-    data["growth_geometric"] = geometric_growth(n)
-    data["growth"] = growth_tables(n)
-    data["profile"] = profile_tables(512 if not args.quick else 256)
+    makers = {"growth_geometric": lambda: geometric_growth(n), "growth": lambda: growth_tables(n),
+              "profile": lambda: profile_tables(512 if not args.quick else 256),
+              "infocus_profile": lambda: infocus_profile_tables(512 if not args.quick else 256)}
+    grids = {"growth_geometric": ("eps", "b_nodes"), "profile": ("eps", "xs", "families"),
+             "growth": ("eps", "s_nodes", "w_nodes"), "infocus_profile": ("eps", "s_nodes")}
+    for name in tables:
+        if name in only:
+            data[name] = makers[name]()
+            continue
+        for g in grids[name]:  # a copied table must sit on the same grid as this script's
+            if base.get(g) != data[g]:
+                raise SystemExit(f"{args.base}: its {g} differs from this script's: recompute {name} too (--only)")
+        data[name] = base[name]
+        data["provenance"].setdefault("copied_from_previous", {})[name] = base["provenance"].get("generated_utc")
     data["provenance"]["seconds"] = round(time.time() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

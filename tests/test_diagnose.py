@@ -9,6 +9,8 @@ import pytest
 
 from focuswatch import diagnose, optics, sim, stars
 from focuswatch.cli import main
+from focuswatch.diagnose.profile import _profile_table
+from focuswatch.diagnose.scores import _dew_score
 from focuswatch.optics import Rig
 from focuswatch.sim import NightPlan, SimFocuser, SimParams
 
@@ -161,13 +163,13 @@ def test_smaller_sharper_stars_than_usual_are_never_dew():
 def test_dew_needs_a_resolved_halo_and_a_star_not_smaller_than_the_baseline():
     cfg = diagnose.DiagnoseConfig()
     halo = diagnose.Evidence(n_stars=50, hfr_px=2.0, wing_excess=0.5, size_excess=1.1)
-    assert diagnose._dew_score(halo, None, cfg) == 1.0
-    assert diagnose._dew_score(halo, 1.9, cfg) == 1.0
-    assert diagnose._dew_score(halo, 2.2, cfg) == 0.0                 # smaller than the baseline
+    assert _dew_score(halo, None, cfg) == 1.0
+    assert _dew_score(halo, 1.9, cfg) == 1.0
+    assert _dew_score(halo, 2.2, cfg) == 0.0                 # smaller than the baseline
     tiny = diagnose.Evidence(n_stars=50, hfr_px=0.3, wing_excess=0.5, size_excess=1.1)
-    assert diagnose._dew_score(tiny, None, cfg) == 0.0                # 0.15 px: not a resolved halo
+    assert _dew_score(tiny, None, cfg) == 0.0                # 0.15 px: not a resolved halo
     big_core = diagnose.Evidence(n_stars=50, hfr_px=8.0, wing_excess=0.5, size_excess=5.0)
-    assert diagnose._dew_score(big_core, None, cfg) == 0.0            # a defocus disk, not a halo
+    assert _dew_score(big_core, None, cfg) == 0.0            # a defocus disk, not a halo
 
 
 def test_too_few_stars_is_unknown_with_a_reason_not_a_guess():
@@ -209,6 +211,12 @@ def test_star_asymmetry_tells_a_one_sided_flare_from_a_symmetric_smear():
     a_flare = diagnose.star_asymmetry(flare * 1000, x, y, h)[0]
     assert abs(a_smear[0]) < 0.01 and abs(a_smear[1]) < 0.01
     assert a_flare[0] > 0.05 and abs(a_flare[1]) < 0.01  # points along +x, where the flare is
+    # the aperture is a setting: one that stops short of the flare sees a nearly symmetric core
+    tight = diagnose.DiagnoseConfig(asymmetry_aperture_hfr=0.5, asymmetry_aperture_pad_px=0.5)
+    assert diagnose.star_asymmetry(flare * 1000, x, y, h, config=tight)[0][0] < 0.5 * a_flare[0]
+    # a stamp wider than the image leaves the star out (NaN), never a crash
+    wide = diagnose.DiagnoseConfig(asymmetry_stamp_min_px=30, asymmetry_stamp_max_px=30)
+    assert np.isnan(diagnose.star_asymmetry(flare * 1000, x, y, h, config=wide)[0]).all()
 
 
 def _family(tab, name):
@@ -219,7 +227,7 @@ def test_generated_profile_table_matches_the_model():
     """The generated Moffat cross-check rows are what profile_model computes (spot checks)."""
     for eps, name, xi in ((0.0, "moffat beta=4", 0), (0.0, "moffat beta=3", 8), (0.35, "moffat beta=4", 14),
                           (0.25, "moffat beta=5", 11)):
-        tab = diagnose._profile_table(eps)
+        tab = _profile_table(eps)
         i = _family(tab, name)
         beta = tab["families"][i]["beta_equiv"]
         m = diagnose.profile_model(4.0, beta, 4.0 * tab["xs"][xi], eps, n=512)
@@ -232,7 +240,7 @@ def test_generated_profile_table_matches_the_model():
 def test_generated_kolmogorov_rows_agree_with_galsim():
     """The physical rows start from GalSim's Kolmogorov profile (in focus, seeing-dominated)."""
     galsim = pytest.importorskip("galsim")
-    tab = diagnose._profile_table(0.0)
+    tab = _profile_table(0.0)
     i = _family(tab, "kolmogorov geometric")
     k = galsim.Kolmogorov(fwhm=1.0)
     assert tab["r50"][i, 0] == pytest.approx(k.half_light_radius, rel=0.01)
@@ -249,7 +257,7 @@ def test_generated_kolmogorov_rows_agree_with_galsim():
 def test_generated_kolmogorov_growth_agrees_with_optics():
     """The profile table's Kolmogorov row and optics' calibrated geometric growth are the same physics
     (two grids: 512 samples over the star here, 1024 over a wider field there): 3 %."""
-    tab = diagnose._profile_table(0.0)
+    tab = _profile_table(0.0)
     i = _family(tab, "kolmogorov geometric")
     r0 = tab["r50"][i, 0]
     for xi in (4, 8, 12, 15, 19):
@@ -475,9 +483,11 @@ def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
     from focuswatch.config import load_config
 
     p = tmp_path / "fw.toml"
-    p.write_text("[diagnose]\nfocus_miss_cfz = 1.0\nmin_stars = 8\n\n[grade]\nsoft_factor = 1.3\n", encoding="utf-8")
+    p.write_text("[diagnose]\nfocus_miss_cfz = 1.0\nmin_stars = 8\nasymmetry_aperture_hfr = 3.0\n"
+                 "asymmetry_stamp_max_px = 40\n\n[grade]\nsoft_factor = 1.3\n", encoding="utf-8")
     cfg = load_config(p)
     assert cfg.diagnose_config().focus_miss_cfz == 1.0 and cfg.diagnose_config().min_stars == 8
+    assert cfg.diagnose_config().asymmetry_aperture_hfr == 3.0 and cfg.diagnose_config().asymmetry_stamp_max_px == 40
     assert cfg.grade_config().soft_factor == 1.3
     assert diagnose.DiagnoseConfig().focus_miss_cfz == 0.7  # defaults untouched
 
@@ -487,6 +497,8 @@ def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
     ("[diagnose]\nplausible_delta_chi2 = nan\n", "plausible_delta_chi2"),
     ("[diagnose]\nfocus_miss_cfz = \"big\"\n", "focus_miss_cfz"),
     ("[diagnose]\nno_such_thing = 1\n", "no_such_thing"),
+    ("[diagnose]\nasymmetry_aperture_hfr = 0.0\n", "asymmetry_aperture_hfr"),
+    ("[diagnose]\nasymmetry_stamp_min_px = 50\nasymmetry_stamp_max_px = 20\n", "asymmetry_stamp_max_px"),
     ("[grade]\nfocus_blur_to_seeing = 0.0\n", "focus_blur_to_seeing"),
 ])
 def test_a_wrong_threshold_is_one_line_naming_file_section_and_key(tmp_path, text, key):
@@ -512,3 +524,38 @@ def test_labels_are_an_enum_that_stays_a_plain_string():
     assert diagnose.TRANSIENT_LABELS == {"trailing", "dew", "clouds"}
     assert set(diagnose.LABELS) | {"unknown"} == diagnose.FRAME_LABELS
     assert diagnose.OPTICAL_LABELS <= diagnose.FRAME_LABELS
+
+
+# --------------------------------------------------------------------------- calibration data
+
+@pytest.mark.parametrize("content,why", [(None, "cannot read"), ("{not json", "not JSON"),
+                                         ('{"eps": [0.0]}', "missing")])
+def test_missing_or_corrupt_calibration_data_is_one_clear_error_naming_the_file(tmp_path, monkeypatch, content, why):
+    from focuswatch.diagnose import calibration
+
+    bad = tmp_path / "focus_seeing_calibration.json"
+    if content is not None:
+        bad.write_text(content, encoding="utf-8")
+    monkeypatch.setattr(calibration, "_data_path", lambda: bad)
+    calibration.tables.cache_clear()
+    try:
+        with pytest.raises(calibration.CalibrationDataError) as err:
+            calibration.infocus_hfr_px(2.5, 130.0, 550.0, 1.2)
+    finally:
+        monkeypatch.undo()
+        calibration.tables.cache_clear()
+    assert str(bad) in str(err.value) and why in str(err.value) and "\n" not in str(err.value)
+    assert calibration.infocus_hfr_px(2.5, 130.0, 550.0, 1.2) > 0  # the real file again
+
+
+def test_the_in_focus_size_is_one_calibrated_call_that_agrees_with_galsim():
+    """Kolmogorov seeing through an obstructed pupil: calibration.infocus_hfr_px against GalSim
+    (Kolmogorov convolved with an obstructed Airy), from diffraction- to seeing-dominated."""
+    galsim = pytest.importorskip("galsim")
+    from focuswatch.diagnose import calibration
+
+    lod = 550e-9 / 0.08 * 206264.806  # lambda/D of an 80 mm, arcsec
+    for seeing, eps in ((0.6, 0.0), (1.5, 0.0), (2.8, 0.33), (4.5, 0.45)):
+        psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing), galsim.Airy(lam_over_diam=lod, obscuration=eps))
+        truth = psf.calculateHLR(size=1024, scale=lod / 16.0)
+        assert calibration.infocus_hfr_px(seeing, 80.0, 550.0, 1.0, eps) == pytest.approx(truth, rel=0.01)

@@ -12,8 +12,9 @@ third. This module gives the policy in-focus sizes that do not come from the fra
   (Kolmogorov turbulence), diffraction as lambda; a filter that changed without an
   autofocus (offsets, parfocal filters) is compared with the filter that was just focused;
 * **the rig and the measured seeing**: the in-focus true half-flux radius of Kolmogorov
-  seeing through the telescope's diffraction (:func:`infocus_hfr_px`, a Hankel transform of
-  the product of the two transfer functions; checked against GalSim in tests/test_policy_real.py).
+  seeing through the telescope's diffraction (:func:`infocus_hfr_px`: the calibrated call
+  :func:`focuswatch.diagnose.calibration.infocus_hfr_px` the diagnosis uses too; checked against
+  GalSim in tests/test_policy_real.py).
 
 Each one carries a log-scatter: the frames' jitter over its sample, the seeing's wander over
 the hours since it was measured (``seeing_wander_pct_per_h``), the filter-to-filter model error
@@ -25,7 +26,7 @@ The frame-to-frame scatter used by the significance tests is also kept over the 
 autofocus a scatter measured on those alone has 1-3 degrees of freedom and Student's t makes
 any test hopeless.
 
-:class:`focuswatch.monitor.HfrRecord` is what a capture program's statistics give without the pixels (NINA's
+:class:`focuswatch.policy.HfrRecord` is what a capture program's statistics give without the pixels (NINA's
 image history, the Advanced API's ``IMAGE-SAVE`` event): HFR, its scatter over the stars, the
 star count, filter, exposure, time. No profile witness (HFD/FWHM): the policy then decides on
 HFR alone.
@@ -35,13 +36,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from focuswatch import optics
-from focuswatch.sim.physical import KOLMOGOROV_FWHM_FACTOR
+from focuswatch.diagnose import calibration
 
 #: Seeing FWHM scales as wavelength**-0.2 (Kolmogorov: r0 ~ lambda**1.2, FWHM ~ lambda/r0).
 SEEING_WAVELENGTH_EXPONENT = -0.2
@@ -51,44 +51,16 @@ AIRMASS_EXPONENT = 0.6
 
 # =========================================================================== the rig's in-focus size
 
-
-@lru_cache(maxsize=256)
-def _infocus_hfr_rad(seeing_fwhm_rad: float, lambda_over_d_rad: float) -> float:
-    """True half-light radius (rad) of Kolmogorov seeing through a clear circular aperture."""
-    from scipy.special import j1
-
-    r0_over_lambda = KOLMOGOROV_FWHM_FACTOR / seeing_fwhm_rad   # 1 / (lambda / r0); FWHM = k lambda / r0
-    f_cut = 1.0 / lambda_over_d_rad                              # cycles per radian
-    f_max = min(f_cut, 12.0 * r0_over_lambda)
-    f = np.linspace(0.0, f_max, 4001)
-    nu = np.clip(f / f_cut, 0.0, 1.0)
-    mtf_tel = (2.0 / math.pi) * (np.arccos(nu) - nu * np.sqrt(1.0 - nu * nu))
-    mtf_atm = np.exp(-3.44 * (f / r0_over_lambda) ** (5.0 / 3.0))
-    mtf = mtf_tel * mtf_atm
-    df = f[1] - f[0]
-
-    def ee(r: float) -> float:                                   # encircled energy at radius r
-        return float(2.0 * math.pi * r * np.sum(mtf * j1(2.0 * math.pi * f * r)) * df)
-
-    lo, hi = 0.0, 3.0 * max(seeing_fwhm_rad, lambda_over_d_rad)
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ee(mid) < 0.5 else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
 def infocus_hfr_px(seeing_arcsec: float, aperture_mm: float, wavelength_nm: float,
-                   plate_scale_arcsec_px: float) -> float:
+                   plate_scale_arcsec_px: float, obstruction: float = 0.0) -> float:
     """In-focus true half-flux radius (px) of Kolmogorov seeing through the telescope.
 
-    The long-exposure Kolmogorov transfer function ``exp(-3.44 (lambda f / r0)^(5/3))`` times
-    the diffraction transfer function of a clear circular aperture, turned into encircled
-    energy by a Hankel transform; no pixel (measurements give the true HFR corrected for
-    the pixel's width). 2.8" seeing on a 130 mm at 550 nm: 1.47 px at 1.19"/px.
+    The one calibrated in-focus size, shared with the diagnosis:
+    :func:`focuswatch.diagnose.calibration.infocus_hfr_px` (generated physical-optics tables, central
+    obstruction included; checked against GalSim). No pixel (measurements give the true HFR
+    corrected for the pixel's width). 2.8" seeing on a 130 mm at 550 nm: 1.51 px at 1.19"/px.
     """
-    lod = wavelength_nm * 1e-9 / (aperture_mm * 1e-3)
-    hlr = _infocus_hfr_rad(round(seeing_arcsec / optics.ARCSEC_PER_RAD, 12), round(lod, 12))
-    return hlr * optics.ARCSEC_PER_RAD / plate_scale_arcsec_px
+    return calibration.infocus_hfr_px(seeing_arcsec, aperture_mm, wavelength_nm, plate_scale_arcsec_px, obstruction)
 
 
 def scale_hfr_to_wavelength(hfr_px: float, from_nm: float, to_nm: float, *, aperture_mm: float | None = None,
@@ -282,7 +254,8 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
     if seeing and aperture and scale:
         if hfr_kind == "nina":
             pct *= 2.0
-        h = infocus_hfr_px(float(seeing), float(aperture), wl_to, float(scale))
+        h = infocus_hfr_px(float(seeing), float(aperture), wl_to, float(scale),
+                           float(getattr(rig, "obstruction", 0.0) or 0.0) if rig else 0.0)
         cands.append(Candidate(f"rig + seeing {seeing:g}\"", math.log(h) + am, pct / 100.0))
     if not cands:
         return None

@@ -1,0 +1,223 @@
+"""The diagnosis' thresholds: :class:`DiagnoseConfig`, the ``[diagnose]`` table of the TOML file.
+
+Every tuned number of the diagnosis lives here, named with its unit, and is checked
+against its allowed range when the object is built (:func:`check_limits`): a bad TOML value
+fails at load, naming the key and the range, instead of deep inside a fit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from focuswatch.model.records import Record
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig(Record):
+    """Thresholds of the diagnosis (all dimensionless unless the name carries a unit).
+
+    Settable from the ``[diagnose]`` table of the TOML file (:mod:`focuswatch.config`);
+    every value is checked against :attr:`LIMITS` when the object is built. The profile
+    model itself (how seeing and defocus shape a star) is generated data, not a setting
+    (``focuswatch/data/focus_seeing_calibration.json``, docs/diagnose.md). The focus-versus-
+    seeing thresholds were checked on physical-optics renders (benchmarks/diagnose_eval.py);
+    the shape thresholds (trailing, coma, tilt, dew) on the simulator's labelled set.
+    """
+
+    min_stars: int = 12
+    #: HFD/FWHM below this: a flat-topped, defocused profile (design.md section 2). The FWHM of
+    #: stars.measure follows flat tops (direct half-maximum width for stars over ~5 px), so
+    #: simulated seeing reads 1.15-1.20, a blur of 1x the seeing ~1.0, 2x 0.89, 3x 0.80 and
+    #: a large disk 0.71-0.74; stars under ~3 px across keep the Moffat fit's width and stay
+    #: above ~0.9 even when defocused (the blur is then read from the 90/50 % radii).
+    flat_profile_ratio: float = 0.85
+    #: Seeing assumed for the in-focus size when the rig gives none (a fair night), arcsec.
+    reference_seeing_arcsec: float = 2.5
+    #: FWHM over the expected in-focus FWHM above which the seeing is called poor.
+    poor_seeing_excess: float = 1.25
+    #: Smallest blur diameter over the seeing FWHM that the profile allows (every plausible
+    #: seeing family), above which focus is called missed: about the edge of the seeing-aware
+    #: focus zone (Goldman & Megdal, 5 % growth: a blur of ~0.52x the seeing). Chosen on the
+    #: physical-optics labelled set (benchmarks/diagnose_eval.py, seed 11).
+    focus_miss_blur_ratio: float = 0.55
+    #: ... and the inferred defocus in units of the CFZ width (when the rig is known).
+    focus_miss_cfz: float = 0.7
+    #: 90 %/50 % flux radius ratio above the best seeing/defocus model: a halo (dew). On the
+    #: simulated labelled set, frames without dew stay within -0.14..+0.03, clear dew (27 % of
+    #: the light in the halo) reads +0.02..+0.45, severe +0.19..+0.71.
+    dew_wing_excess: float = 0.10
+    #: ... and the same excess of the 90 % flux radius in pixels: a halo must be resolved.
+    dew_min_halo_px: float = 0.25
+    #: Median eccentricity (bright stars) above which stars count as elongated.
+    elongated_ecc: float = 0.40
+    #: Alignment (0..1) above which the elongation has one common orientation.
+    aligned: float = 0.6
+    #: |radial score| above which elongation is radial (or tangential).
+    radial: float = 0.45
+    #: Significance (sigma) of the common one-sided flare that marks miscollimation.
+    flare_snr: float = 2.15
+    #: Field size variation (% of the median HFR, from the fitted map) that counts...
+    field_variation_pct: float = 22.0
+    #: ... when it stands out of the noise by this many (3-sigma) units.
+    field_significance: float = 2.0
+    #: Share of anisotropic/linear growth above which a field pattern is tilt, not curvature.
+    anisotropic: float = 0.45
+    #: Frame-level cloud flags in a night: star count or flux below this fraction of the night's level.
+    cloud_fraction: float = 0.6
+    #: Seeing families of the profile inversion (generated data): Moffat cross-check rows
+    #: are used within this beta range and pay this chi^2 against the physical (Kolmogorov)
+    #: rows; a broader wing than beta 2.5 allows is a halo, not seeing.
+    seeing_beta_min: float = 2.5
+    seeing_beta_max: float = 7.0
+    moffat_prior_chi2: float = 1.0
+    #: chi^2 above the best fit within which a seeing family still counts as plausible: a
+    #: focus miss needs a blur under every plausible family.
+    plausible_delta_chi2: float = 2.0
+    #: The physical families' seeing in units of lambda N must match the star's within about
+    #: this factor (a chi^2 of 1 at it); the geometric (diffraction-free) family stands for this s.
+    #: How much diffraction shapes an in-focus star is known from the rig: on small, slow rigs
+    #: the diffraction-free rows must not explain a defocused star as focused seeing.
+    family_s_width: float = 2.0
+    geometric_family_s: float = 16.0
+    #: ... applied to stars with an HFD (px) up to this only: larger stars get stars.measure's
+    #: directly read half-maximum width, where seeing stars read HFD/FWHM ~0.05 below the
+    #: s = 4-8 rows and the prior called focused 130 mm f/7 frames defocused. Chosen on the
+    #: physical-optics labelled set, seeds 11-12, checked on 13-14 (0 false calls in 375 frames).
+    family_s_max_hfd_px: float = 6.0
+    #: Scatter of the measured shape figures (chi^2 units of the inversion).
+    wing_ratio_sigma: float = 0.06
+    profile_ratio_sigma: float = 0.035
+    #: Measured minus model shape figures (stars.measure on rendered stars, SNR >= 20).
+    wing_ratio_bias: float = 0.01
+    profile_ratio_bias: float = 0.01
+    #: stars.measure's pixel term of the 90 % flux radius: ``r90_measured^2 = r90^2 +
+    #: pix_r90_px2`` (0.69-0.78 px^2 measured on seeing stars of 1.0-2.6 px FWHM).
+    pix_r90_px2: float = 0.75
+    #: stars.measure's Moffat-fit FWHM reads ``sqrt((fit_fwhm_scale * fit)^2 + fit_fwhm_add_px2)``
+    #: of the continuous profile's fit, and is blended into the directly read half-maximum
+    #: width between ``blend_lo_px`` and ``blend_hi_px`` (see :func:`~focuswatch.diagnose.profile.stars_fwhm_px`).
+    fit_fwhm_scale: float = 1.02
+    fit_fwhm_add_px2: float = 0.25
+    blend_lo_px: float = 4.0
+    blend_hi_px: float = 6.0
+    #: Median FWHM (px) from which star apertures hold neighbours' light (when it is also
+    #: ``crowded_vs_expected`` times the expected in-focus FWHM: big defocused disks).
+    crowded_fwhm_px: float = 8.0
+    crowded_vs_expected: float = 2.5
+    #: Ring ratio above which a star is a donut, and the share of donuts that makes a frame
+    #: of donuts (then the focus miss is certain: ``donut_miss_score``).
+    donut_ring_ratio: float = 0.15
+    donut_fraction: float = 0.3
+    donut_miss_score: float = 0.9
+    #: Half-widths of the soft steps turning figures into scores (same units as the figure).
+    poor_seeing_step: float = 0.1
+    focus_miss_blur_step: float = 0.1
+    flat_profile_step: float = 0.02
+    field_curvature_min_pct: float = 10.0
+    field_curvature_full_pct: float = 20.0
+    #: Coma against field curvature: coma grows ~linearly with the field radius and smears
+    #: stars radially with a one-sided (comatic) flare; curvature grows ~quadratically. The
+    #: size excess's power law in the field radius below which the growth counts as coma's
+    #: (used without the pixels; in seeing it reads 1.3-2.1 for coma, 2.3-2.7 for curvature
+    #: on physical-optics frames of a 200 mm f/5), and the radial third-moment flare from
+    #: which a star has a comet tail (coma 0.045-0.19, curvature with astigmatism 0.002).
+    coma_max_exponent: float = 2.2
+    coma_flare: float = 0.02
+    coma_flare_full: float = 0.04
+    #: Soft-step corners of the shape rules (same units as the figure they grade; bands are
+    #: (score 0, score 1); ``*_frac`` and ``field_variation_band`` are fractions of the threshold).
+    dew_wing_step: float = 0.04
+    dew_halo_onset_frac: float = 0.6
+    dew_vs_baseline_band: tuple[float, float] = (0.97, 1.03)
+    dew_core_excess_band: tuple[float, float] = (2.5, 3.5)
+    elongated_step: float = 0.04
+    aligned_below: float = 0.15
+    aligned_above: float = 0.1
+    flare_snr_step: float = 0.35
+    flare_asymmetry_band: tuple[float, float] = (0.01, 0.025)
+    uniform_ecc_band: tuple[float, float] = (0.12, 0.25)
+    radial_step: float = 0.3
+    structured_band: tuple[float, float] = (0.3, 0.5)
+    coma_ecc_growth_band: tuple[float, float] = (0.08, 0.18)
+    coma_flare_radial_band: tuple[float, float] = (0.2, 0.35)
+    coma_exponent_step: float = 0.15
+    field_variation_band: tuple[float, float] = (0.75, 1.25)
+    field_significance_step: float = 0.5
+    anisotropic_step: float = 0.1
+    focus_miss_cfz_band: tuple[float, float] = (0.7, 1.1)
+    #: How much a field pattern (and coma) lowers the focus-miss and poor-seeing scores.
+    field_damping: float = 0.6
+    #: Apertures of the third-moment flare (:func:`~focuswatch.diagnose.shape.star_asymmetry`), in image
+    #: pixels: each star's stamp reaches ``asymmetry_stamp_hfr`` HFRs + ``asymmetry_stamp_pad_px`` (clamped to
+    #: ``asymmetry_stamp_min_px``..``asymmetry_stamp_max_px``), its sky is the median of a
+    #: ``asymmetry_border_px`` wide frame round it, and the moments are taken inside
+    #: ``asymmetry_aperture_hfr`` HFRs + ``asymmetry_aperture_pad_px`` (recentred
+    #: ``asymmetry_recentre_passes`` times): wide enough for a comet tail, not for neighbours.
+    #: HFRs under ``asymmetry_min_hfr_px`` count as that (undersampled stars).
+    asymmetry_stamp_hfr: float = 3.0
+    asymmetry_stamp_pad_px: float = 3.0
+    asymmetry_stamp_min_px: int = 5
+    asymmetry_stamp_max_px: int = 60
+    asymmetry_border_px: int = 2
+    asymmetry_aperture_hfr: float = 2.5
+    asymmetry_aperture_pad_px: float = 1.5
+    asymmetry_recentre_passes: int = 3
+    asymmetry_min_hfr_px: float = 0.7
+
+    #: (low, high) allowed for each setting, inclusive.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "min_stars": (1, 10000), "flat_profile_ratio": (0.3, 1.5), "reference_seeing_arcsec": (0.2, 20.0),
+        "poor_seeing_excess": (1.0, 5.0), "focus_miss_blur_ratio": (0.05, 10.0), "focus_miss_cfz": (0.05, 20.0),
+        "dew_wing_excess": (0.0, 5.0), "dew_min_halo_px": (0.0, 50.0), "elongated_ecc": (0.0, 1.0),
+        "aligned": (0.0, 1.0), "radial": (0.0, 1.0), "flare_snr": (0.0, 100.0), "field_variation_pct": (0.0, 500.0),
+        "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),
+        "seeing_beta_min": (1.1, 20.0), "seeing_beta_max": (1.1, 50.0), "moffat_prior_chi2": (0.0, 100.0),
+        "plausible_delta_chi2": (0.0, 100.0),
+        "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0),
+        "family_s_max_hfd_px": (0.0, 1e6), "wing_ratio_sigma": (1e-3, 10.0),
+        "profile_ratio_sigma": (1e-3, 10.0),
+        "wing_ratio_bias": (-1.0, 1.0), "profile_ratio_bias": (-1.0, 1.0), "pix_r90_px2": (0.0, 10.0),
+        "fit_fwhm_scale": (0.5, 2.0), "fit_fwhm_add_px2": (0.0, 10.0), "blend_lo_px": (0.0, 100.0),
+        "blend_hi_px": (0.0, 100.0), "crowded_fwhm_px": (1.0, 1000.0), "crowded_vs_expected": (1.0, 100.0),
+        "donut_ring_ratio": (0.0, 1.0), "donut_fraction": (0.0, 1.0), "donut_miss_score": (0.0, 1.0),
+        "poor_seeing_step": (1e-3, 5.0), "focus_miss_blur_step": (1e-3, 5.0), "flat_profile_step": (1e-3, 1.0),
+        "field_curvature_min_pct": (0.0, 1000.0), "field_curvature_full_pct": (0.0, 1000.0),
+        "coma_max_exponent": (0.0, 4.0), "coma_flare": (0.0, 1.0), "coma_flare_full": (0.0, 1.0),
+        "dew_wing_step": (1e-3, 5.0), "dew_halo_onset_frac": (0.0, 1.0), "dew_vs_baseline_band": (0.5, 2.0),
+        "dew_core_excess_band": (1.0, 20.0), "elongated_step": (1e-3, 1.0), "aligned_below": (0.0, 1.0),
+        "aligned_above": (0.0, 1.0), "flare_snr_step": (1e-3, 50.0), "flare_asymmetry_band": (0.0, 1.0),
+        "uniform_ecc_band": (0.0, 1.0), "radial_step": (1e-3, 1.0), "structured_band": (0.0, 1.0),
+        "coma_ecc_growth_band": (0.0, 1.0), "coma_flare_radial_band": (0.0, 1.0), "coma_exponent_step": (1e-3, 2.0),
+        "field_variation_band": (0.0, 10.0), "field_significance_step": (1e-3, 50.0),
+        "anisotropic_step": (1e-3, 1.0), "focus_miss_cfz_band": (0.0, 10.0), "field_damping": (0.0, 1.0),
+        "asymmetry_stamp_hfr": (0.5, 20.0), "asymmetry_stamp_pad_px": (0.0, 50.0),
+        "asymmetry_stamp_min_px": (2, 500), "asymmetry_stamp_max_px": (2, 500), "asymmetry_border_px": (1, 20),
+        "asymmetry_aperture_hfr": (0.5, 20.0), "asymmetry_aperture_pad_px": (0.0, 50.0),
+        "asymmetry_recentre_passes": (1, 20), "asymmetry_min_hfr_px": (0.1, 10.0),
+    }
+
+    def __post_init__(self) -> None:
+        check_limits(self, self.LIMITS)
+        for name in ("dew_vs_baseline_band", "dew_core_excess_band", "flare_asymmetry_band", "uniform_ecc_band",
+                     "structured_band", "coma_ecc_growth_band", "coma_flare_radial_band", "field_variation_band",
+                     "focus_miss_cfz_band"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ValueError(f"{name} = {(lo, hi)!r}: expected (low, high) with low < high")
+        if self.asymmetry_stamp_max_px < self.asymmetry_stamp_min_px:
+            raise ValueError(f"asymmetry_stamp_max_px = {self.asymmetry_stamp_max_px!r}: expected at least "
+                             f"asymmetry_stamp_min_px ({self.asymmetry_stamp_min_px!r})")
+        if self.blend_hi_px <= self.blend_lo_px:
+            raise ValueError(f"blend_hi_px = {self.blend_hi_px!r}: expected more than blend_lo_px "
+                             f"({self.blend_lo_px!r})")
+
+
+def check_limits(obj: Any, limits: Mapping[str, tuple[float, float]]) -> None:
+    """Raise ``ValueError("key = value: expected ...")`` for a non-finite or out-of-range setting."""
+    for name, (lo, hi) in limits.items():
+        v = getattr(obj, name)
+        vals = v if isinstance(v, (tuple, list)) else (v,)
+        for x in vals:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not lo <= x <= hi:
+                raise ValueError(f"{name} = {v!r}: expected a finite number from {lo:g} to {hi:g}")

@@ -1,0 +1,340 @@
+"""Evidence: the figures of one frame's stars that a verdict rests on.
+
+``_evidence`` reads a measured frame's per-star table (and its pixels, when given) into an
+:class:`Evidence`: the sizes against the rig's in-focus size (:func:`expected_fwhm_px`,
+:func:`expected_hfr_px`), the profile figures, the shapes and the field map
+(:mod:`focuswatch.diagnose.shape`) and the donuts; ``_defocus`` gives the blur and the
+defocus by the best method at hand (donuts, a post-autofocus baseline, else the profile
+shape through :mod:`focuswatch.diagnose.profile`). Nothing here decides:
+:mod:`focuswatch.diagnose.scores` does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from astropy.stats import mad_std
+
+from focuswatch import optics
+from focuswatch.diagnose import calibration
+from focuswatch.diagnose.config import DiagnoseConfig
+from focuswatch.diagnose.figures import _r
+from focuswatch.diagnose.profile import KOLMOGOROV_HLR_PER_FWHM, blur_from_profile, wing_ratio_px
+from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
+from focuswatch.model.numerics import finite_median as _median  # the one median helper
+from focuswatch.model.records import Record
+from focuswatch.optics import Rig
+
+
+@dataclass(frozen=True)
+class Evidence(Record):
+    """The figures a verdict rests on (``--json`` key ``evidence``; units in the names).
+
+    Zone grids are 3x3 lists, row 0 at the top of the frame (low y), ``None`` for an empty zone.
+    """
+
+    n_stars: int
+    n_bright: int = 0
+    hfr_px: float | None = None
+    fwhm_px: float | None = None
+    fwhm_arcsec: float | None = None
+    expected_fwhm_px: float | None = None
+    #: In-focus true HFR (px) of the rig in the rig's seeing (a measured value) or the reference
+    #: night's: :func:`focuswatch.diagnose.calibration.infocus_hfr_px`, the call the policy shares.
+    expected_hfr_px: float | None = None
+    #: Measured HFR over ``expected_hfr_px`` when the seeing was measured (``rig.seeing_arcsec``).
+    hfr_over_seeing_expected: float | None = None
+    size_excess: float | None = None
+    profile_ratio: float | None = None
+    wing_ratio: float | None = None
+    wing_excess: float | None = None
+    beta: float | None = None
+    seeing_beta: float | None = None
+    eccentricity: float | None = None
+    centre_ecc: float | None = None
+    edge_ecc: float | None = None
+    radial_score: float | None = None
+    alignment: float | None = None
+    alignment_angle_deg: float | None = None
+    asymmetry: float | None = None
+    asymmetry_snr: float | None = None
+    asymmetry_angle_deg: float | None = None
+    asymmetry_radial: float | None = None
+    field_variation_pct: float | None = None
+    field_significance: float | None = None
+    tilt_pct: float | None = None
+    curvature_pct: float | None = None
+    fit_tilt_pct: float | None = None
+    fit_curvature_pct: float | None = None
+    anisotropy: float | None = None
+    #: Power law of the size's growth with the field radius (coma ~1, curvature ~2).
+    field_growth_exponent: float | None = None
+    gradient_angle_deg: float | None = None
+    best_spot_xy_px: tuple[float, float] | None = None
+    ring_ratio: float | None = None
+    donut_fraction: float | None = None
+    donut_outer_diameter_px: float | None = None
+    obstruction_estimate: float | None = None
+    seeing_fwhm_px: float | None = None
+    blur_px: float | None = None
+    blur_to_seeing: float | None = None
+    #: The smallest blur / seeing FWHM any plausible seeing profile allows (the focus call).
+    min_blur_to_seeing: float | None = None
+    seeing_family: str | None = None
+    zone_hfr_px: tuple[tuple[float | None, ...], ...] = ()
+    zone_fwhm_px: tuple[tuple[float | None, ...], ...] = ()
+    zone_ecc: tuple[tuple[float | None, ...], ...] = ()
+    zone_angle_deg: tuple[tuple[float | None, ...], ...] = ()
+    zone_n_stars: tuple[tuple[int, ...], ...] = ()
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, float)
+    return a[np.isfinite(a)]
+
+
+def _grid(values: np.ndarray, nd: int = 3) -> tuple[tuple[float | None, ...], ...]:
+    return tuple(tuple(_r(float(v), nd) if np.isfinite(v) else None for v in row) for row in values)
+
+
+def expected_fwhm_px(rig: Rig, config: DiagnoseConfig = DiagnoseConfig(),
+                     plate_scale_arcsec_px: float | None = None) -> float | None:
+    """In-focus FWHM (px) the rig should give: seeing (the rig's, else the reference night)
+    added in quadrature to the Airy core. ``None`` without a plate scale."""
+    scale = plate_scale_arcsec_px or rig.plate_scale_arcsec_px
+    if not scale:
+        return None
+    seeing = rig.seeing_arcsec or config.reference_seeing_arcsec
+    airy = 0.0
+    if rig.effective_aperture_mm:
+        airy = 1.029 * rig.wavelength_nm * 1e-9 / (rig.effective_aperture_mm * 1e-3) * optics.ARCSEC_PER_RAD
+    return math.hypot(seeing, airy) / scale
+
+
+def expected_hfr_px(rig: Rig, config: DiagnoseConfig = DiagnoseConfig(),
+                    plate_scale_arcsec_px: float | None = None) -> float | None:
+    """In-focus true half-flux radius (px) the rig should give in the rig's seeing (a measured
+    value, ``rig.seeing_arcsec``) or else the reference night's: Kolmogorov seeing through the
+    obstructed pupil, :func:`focuswatch.diagnose.calibration.infocus_hfr_px` (the one calibrated
+    in-focus size; the policy's rig reference is the same call). Without an aperture the
+    seeing alone (Kolmogorov half-light radius). ``None`` without a plate scale."""
+    scale = plate_scale_arcsec_px or rig.plate_scale_arcsec_px
+    if not scale:
+        return None
+    seeing = rig.seeing_arcsec or config.reference_seeing_arcsec
+    if not rig.effective_aperture_mm:
+        return KOLMOGOROV_HLR_PER_FWHM * seeing / scale
+    return calibration.infocus_hfr_px(seeing, rig.effective_aperture_mm, rig.wavelength_nm, scale,
+                                      rig.obstruction or 0.0)
+
+
+def _bright(t: np.ndarray, n_min: int = 12) -> np.ndarray:
+    """Stars bright enough for shape work: SNR >= 20, else the brighter half."""
+    b = t[t["snr"] >= 20]
+    if len(b) >= n_min:
+        return b
+    return t[np.argsort(-t["snr"])][:max(n_min, len(t) // 2)]
+
+
+def _own_light(bt: np.ndarray) -> np.ndarray:
+    """The stars whose half-flux radius holds only their own light, on frames of big disks.
+
+    ``stars.measure`` sizes every aperture for the frame's largest stars; on strongly
+    defocused frames (disks tens of px wide) most apertures also catch part of a
+    neighbour, which only ever *widens* r50 and r90 (simulated 10 CFZ frames with 60
+    stars on 640x640 px: 12-16 of 17-22 stars, median HFR +30 % and more, r90/r50 3-4
+    instead of 1.4) while the FWHM read off the profile stays right. The bias is
+    one-sided and these bright, large stars have little noise, so the third of the stars
+    with the lowest HFD/FWHM (at least 5) are kept. Their 90 % radius may still reach a
+    neighbour: the caller does not use r90 on such frames.
+    """
+    fitted = bt[np.isfinite(bt["fwhm"]) & (bt["fwhm"] > 0)]
+    if len(fitted) < 8:
+        return bt
+    order = np.argsort(fitted["hfr"] / fitted["fwhm"])
+    return fitted[order[:max(5, len(fitted) // 3)]]
+
+
+def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_px: float | None,
+              pixels: np.ndarray | None, scale_px: int, config: DiagnoseConfig) -> tuple[Evidence, dict[str, Any]]:
+    bt = _bright(t)
+    x, y = bt["x"], bt["y"]
+    hfr = bt["hfr"]
+    ecc = np.nan_to_num(bt["ecc"], nan=0.0)
+    theta = np.nan_to_num(bt["theta"], nan=0.0)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    hd = math.hypot(cx, cy) or 1.0
+    rn = np.hypot(x - cx, y - cy) / hd
+    phi = np.arctan2(y - cy, x - cx)
+
+    fitted = bt[np.isfinite(bt["fwhm"]) & (bt["fwhm"] > 0)]
+    fwhm_med = float(np.median(fitted["fwhm"])) if len(fitted) else stats.fwhm_px
+    scale = stats.plate_scale_arcsec_px or rig.plate_scale_arcsec_px
+    exp_fwhm = expected_fwhm_px(rig, config, scale)
+    exp_hfr = expected_hfr_px(rig, config, scale)
+    # big disks (several times the in-focus size): the wide apertures catch neighbours
+    crowded = bool(fwhm_med and fwhm_med >= config.crowded_fwhm_px
+                   and (exp_fwhm is None or fwhm_med >= config.crowded_vs_expected * exp_fwhm))
+    own = _own_light(bt) if crowded else bt  # the profile figures: stars free of neighbours' light
+    hfr_med = float(np.median(own["hfr"]))
+    own_fit = own[np.isfinite(own["fwhm"]) & (own["fwhm"] > 0)]
+    pr = float(np.median(2.0 * own_fit["hfr"] / own_fit["fwhm"])) if len(own_fit) >= 5 else stats.profile_ratio
+    outer = own["outer_r"]
+    good_outer = np.isfinite(outer) & (outer > 0)
+    wing = None
+    if good_outer.sum() >= 5 and not crowded:  # r90 reaches neighbours even where r50 does not
+        wing = float(np.median(wing_ratio_px(outer[good_outer], own["hfr"][good_outer], config.pix_r90_px2)))
+    beta = _median(fitted["beta"]) if len(fitted) else None
+
+    # orientation: alignment over the whole frame, radial score away from the centre
+    align, ang = _orientation(ecc, theta)
+    far = rn > 0.35
+    rho = None
+    if far.sum() >= 5 and ecc[far].sum() > 0:
+        rho = float(np.sum(ecc[far] * np.cos(2 * (theta[far] - phi[far]))) / ecc[far].sum())
+    centre = rn < 0.3
+    edge = rn > 0.6
+    centre_ecc = _median(ecc[centre]) if centre.sum() >= 3 else None
+    edge_ecc = _median(ecc[edge]) if edge.sum() >= 3 else None
+
+    # asymmetry (third moments) on the brightest stars, when the pixels are at hand
+    asym = asym_snr = asym_ang = asym_rad = None
+    if pixels is not None:
+        top = bt[np.argsort(-bt["snr"])][:120]
+        vec = star_asymmetry(pixels, top["x"], top["y"], top["hfr"], scale_px, config=config)
+        okv = np.isfinite(vec[:, 0])
+        if okv.sum() >= 8:
+            v = vec[okv]
+            med = np.median(v, axis=0)
+            err = mad_std(v, axis=0) / math.sqrt(len(v))
+            asym = float(math.hypot(*med))
+            asym_snr = float(asym / (math.hypot(*err) + 1e-9))
+            asym_ang = math.degrees(math.atan2(med[1], med[0])) % 360.0
+            tp = top[okv]
+            pphi = np.arctan2(tp["y"] - cy, tp["x"] - cx)
+            pfar = np.hypot(tp["x"] - cx, tp["y"] - cy) / hd > 0.35
+            if pfar.sum() >= 5:
+                asym_rad = float(np.median(v[pfar, 0] * np.cos(pphi[pfar]) + v[pfar, 1] * np.sin(pphi[pfar])))
+
+    # 3x3 zones (all usable stars, as in stars.Zone)
+    zid = _zones(t["x"], t["y"], w, h)
+    zh, zf, ze, za = (np.full(9, np.nan) for _ in range(4))
+    zn = np.zeros(9, int)
+    tecc = np.nan_to_num(t["ecc"], nan=0.0)
+    ttheta = np.nan_to_num(t["theta"], nan=0.0)
+    for k in range(9):
+        m = zid == k
+        zn[k] = int(m.sum())
+        if zn[k]:
+            zh[k] = np.median(t["hfr"][m])
+            f = _finite(t["fwhm"][m])
+            zf[k] = np.median(f) if f.size else np.nan
+            ze[k] = np.median(tecc[m])
+            if zn[k] >= 2 and tecc[m].sum() > 0:
+                za[k] = math.degrees(_orientation(tecc[m], ttheta[m])[1]) % 180.0
+    zh3 = zh.reshape(3, 3)
+    corners = zh3[[0, 0, 2, 2], [0, 2, 0, 2]]
+    tilt_pct = curv_pct = None
+    if np.all(np.isfinite(corners)) and np.isfinite(zh3[1, 1]):
+        allmed = float(np.nanmedian(zh))
+        tilt_pct = 100.0 * (corners.max() - corners.min()) / allmed
+        curv_pct = 100.0 * (corners.mean() - zh3[1, 1]) / zh3[1, 1]
+
+    fit = _field_fit(x, y, hfr, w, h)
+    growth_p = field_growth_exponent(rn, hfr)
+
+    # donuts
+    ring = np.nan_to_num(bt["ring"], nan=0.0)
+    donut = ring > config.donut_ring_ratio
+    donut_frac = float(donut.mean())
+    ring_ratio = float(np.median(ring[donut])) if donut.sum() >= 3 else stats.ring_ratio
+    donut_d = eps_est = None
+    if donut_frac >= config.donut_fraction and donut.sum() >= 3:
+        eps_est = float(np.median(ring[donut]))
+        # the annulus whose convolution with the seeing gives the donuts' half-flux radius:
+        # optics' exact forward model (seeing Moffat x annulus), inverted. (The 90 % radius
+        # would be more direct but picks up neighbours inside the big stamps of defocused stars.)
+        h_don = float(np.median(hfr[donut]))
+        eps_tab = round(min(max(eps_est, 0.0), 0.9) * 20.0) / 20.0  # 0.05 steps: few growth tables
+        if exp_hfr:
+            donut_d = optics.defocus_blur_px_from_hfr(h_don, exp_hfr, eps_tab, None)
+        else:  # no plate scale: the disk alone
+            donut_d = 2.0 * h_don / optics.true_hfr_factor(eps_tab)
+
+    defocus = _defocus(hfr_med, wing, pr, rig, baseline_hfr_px, donut_d, eps_est, config)
+    ev = Evidence(
+        n_stars=int(len(t)), n_bright=int(len(bt)),
+        hfr_px=_r(hfr_med), fwhm_px=_r(fwhm_med),
+        fwhm_arcsec=_r(fwhm_med * scale) if (fwhm_med and scale) else None,
+        expected_fwhm_px=_r(exp_fwhm), expected_hfr_px=_r(exp_hfr),
+        hfr_over_seeing_expected=_r(hfr_med / exp_hfr) if (rig.seeing_arcsec and exp_hfr) else None,
+        size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
+        profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
+        beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
+        eccentricity=_r(float(np.median(ecc))), centre_ecc=_r(centre_ecc), edge_ecc=_r(edge_ecc),
+        radial_score=_r(rho), alignment=_r(align), alignment_angle_deg=_r(math.degrees(ang) % 180.0, 1),
+        asymmetry=_r(asym), asymmetry_snr=_r(asym_snr, 2), asymmetry_angle_deg=_r(asym_ang, 1),
+        asymmetry_radial=_r(asym_rad),
+        field_variation_pct=_r(fit.variation_pct, 1) if fit else None,
+        field_significance=_r(fit.significance, 2) if fit else None,
+        tilt_pct=_r(tilt_pct, 1), curvature_pct=_r(curv_pct, 1),
+        fit_tilt_pct=_r(fit.tilt_pct, 1) if fit else None,
+        fit_curvature_pct=_r(fit.curvature_pct, 1) if fit else None,
+        anisotropy=_r(fit.anisotropy) if fit else None, field_growth_exponent=_r(growth_p, 2),
+        gradient_angle_deg=_r(fit.gradient_angle_deg, 1) if fit and fit.gradient_angle_deg is not None else None,
+        best_spot_xy_px=(round(fit.best_xy[0], 1), round(fit.best_xy[1], 1)) if fit else None,
+        ring_ratio=_r(ring_ratio), donut_fraction=_r(donut_frac),
+        donut_outer_diameter_px=_r(donut_d), obstruction_estimate=_r(eps_est),
+        seeing_fwhm_px=_r(defocus.get("seeing_px")), blur_px=_r(defocus.get("blur_px")),
+        blur_to_seeing=_r(defocus.get("x")), min_blur_to_seeing=_r(defocus.get("x_low")),
+        seeing_family=defocus.get("family"),
+        zone_hfr_px=_grid(zh3), zone_fwhm_px=_grid(zf.reshape(3, 3)), zone_ecc=_grid(ze.reshape(3, 3)),
+        zone_angle_deg=_grid(za.reshape(3, 3), 1),
+        zone_n_stars=tuple(tuple(int(v) for v in row) for row in zn.reshape(3, 3)),
+    )
+    return ev, defocus
+
+
+def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | None, rig: Rig,
+             baseline_hfr_px: float | None, donut_d_px: float | None, eps: float | None,
+             config: DiagnoseConfig) -> dict[str, Any]:
+    """Blur diameter (px) and defocus (um, CFZ units) by the best method available."""
+    obstruction = rig.obstruction or 0.0
+    out: dict[str, Any] = {}
+    if wing_ratio is not None or profile_ratio is not None:
+        ln_px = (rig.wavelength_nm / 1000.0 * rig.f_ratio / rig.effective_pixel_um
+                 if (rig.f_ratio and rig.effective_pixel_um) else None)
+        if 2.0 * hfr_px > config.family_s_max_hfd_px:
+            ln_px = None  # the rig-aware family prior only where the measurement model holds
+        fit = blur_from_profile(hfr_px, wing_ratio, profile_ratio,
+                                obstruction=eps if eps is not None else obstruction, config=config,
+                                lambda_n_px=ln_px)
+        seeing = fit.seeing_fwhm_px
+        out.update(method=f"profile shape ({fit.family} seeing x defocus)", blur_px=fit.blur_px, seeing_px=seeing,
+                   seeing_beta=fit.seeing_beta, wing_excess=fit.wing_excess,
+                   x=fit.blur_px / seeing if seeing > 0 else None, x_low=fit.min_blur_to_seeing,
+                   blur_low_px=fit.min_blur_px, family=fit.family)
+    n = rig.f_ratio
+    pix = rig.effective_pixel_um
+    if donut_d_px is not None:
+        out.update(method="donut outer diameter", blur_px=donut_d_px)
+    elif baseline_hfr_px and n and pix:
+        um = optics.defocus_um_from_hfr(hfr_px, baseline_hfr_px, n, pix, obstruction,
+                                        wavelength_nm=rig.wavelength_nm)
+        out.update(method="HFR growth over the post-autofocus baseline (physical optics)", blur_px=um / n / pix)
+    elif baseline_hfr_px:
+        out.update(method="HFR growth over the post-autofocus baseline",
+                   blur_px=optics.defocus_blur_px_from_hfr(hfr_px, baseline_hfr_px, obstruction, None))
+    if "blur_px" not in out:
+        return out
+    if n and pix:
+        um = optics.defocus_um_from_blur(out["blur_px"] * pix, n)
+        out["um"] = um
+        out["cfz"] = um / optics.cfz_um(n, rig.wavelength_nm)
+        if out.get("blur_low_px") is not None and donut_d_px is None:
+            # the smallest defocus the profile allows, for the zone gate of the focus call
+            low_um = optics.defocus_um_from_blur(out["blur_low_px"] * pix, n)
+            out["cfz_low"] = min(low_um / optics.cfz_um(n, rig.wavelength_nm), out["cfz"])
+    return out

@@ -1,0 +1,314 @@
+"""The story of a night: :func:`night` gives a :class:`NightStory`.
+
+Named ``nightstory`` and not ``night`` so that ``focuswatch.diagnose.night`` stays the
+function. :func:`night` diagnoses every frame (:func:`focuswatch.diagnose.verdict.frame`, or
+takes the diagnoses it is given), orders the frames by DATE-OBS and tells the behaviours
+apart across them: focus drift (defocus growing between focuser moves), seeing jitter,
+cloud periods (star count or flux falling), a lasting dew halo and the frames to reject,
+then names the single most likely problem.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from astropy.stats import mad_std
+
+from focuswatch import optics
+from focuswatch.diagnose.config import DiagnoseConfig
+from focuswatch.diagnose.figures import _r, fmt_pct
+from focuswatch.diagnose.labels import ADVICE, OPTICAL_LABELS, UNKNOWN
+from focuswatch.diagnose.verdict import Diagnosis, frame
+from focuswatch.model.records import Record
+from focuswatch.optics import Rig
+
+
+@dataclass(frozen=True)
+class NightFrame(Record):
+    """One frame's line in the night's story (units in the names)."""
+
+    file: str | None
+    elapsed_h: float | None
+    temp_c: float | None
+    focuser_pos: int | None
+    label: str
+    n_stars: int
+    hfr_px: float | None
+    seeing_fwhm_px: float | None
+    defocus_um: float | None
+    star_flux_adu: float | None
+    cloud: bool = False
+    reject: str | None = None
+
+
+@dataclass(frozen=True)
+class NightStory:
+    """What several frames of one night say (``diagnose FOLDER --json``).
+
+    ``drift_um_per_h`` and ``drift_um_per_c`` are the growth of the (unsigned) defocus
+    between refocus events, per hour and per degree of focuser temperature change;
+    ``seeing_scatter_pct`` the frame-to-frame scatter of the seeing FWHM (the seeing part
+    the profile separates from defocus), robust, in % of its median. ``cloud_periods``
+    are ``[first_file, last_file, n_frames, start_h, end_h]``; ``dew_onset_file`` the first frame of a
+    lasting halo. ``label`` is the single most likely problem (a frame label, or
+    ``clouds``).
+    """
+
+    n_frames: int
+    n_diagnosed: int
+    label: str
+    confidence: float
+    summary: str
+    duration_h: float | None = None
+    drift_um_per_h: float | None = None
+    drift_um_per_c: float | None = None
+    drift_cfz_per_h: float | None = None
+    seeing_fwhm_arcsec: float | None = None
+    seeing_scatter_pct: float | None = None
+    hfr_trend_pct_per_h: float | None = None
+    n_refocus: int = 0
+    cloud_periods: tuple[tuple[Any, ...], ...] = ()
+    dew_onset_file: str | None = None
+    dew_onset_h: float | None = None
+    label_counts: Mapping[str, int] = field(default_factory=dict)
+    reject: tuple[tuple[str | None, str], ...] = ()
+    advice: tuple[str, ...] = ()
+    frames: tuple[NightFrame, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cloud_periods"] = [list(c) for c in self.cloud_periods]
+        d["reject"] = [{"file": f, "reason": r} for f, r in self.reject]
+        d["label_counts"] = dict(self.label_counts)
+        d["advice"] = list(self.advice)
+        d["frames"] = [f.to_dict() for f in self.frames]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "NightStory":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["cloud_periods"] = tuple(tuple(c) for c in d.get("cloud_periods", ()))
+        kw["reject"] = tuple((r["file"], r["reason"]) for r in d.get("reject", ()))
+        kw["advice"] = tuple(d.get("advice", ()))
+        kw["frames"] = tuple(NightFrame.from_dict(f) for f in d.get("frames", ()))
+        kw["label_counts"] = dict(d.get("label_counts", {}))
+        return cls(**kw)
+
+
+def _pooled_slope(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> float | None:
+    """Least-squares slope shared by several groups, each with its own intercept."""
+    sxx = sxy = 0.0
+    for xv, yv in groups:
+        if len(xv) < 3:
+            continue
+        xc = xv - xv.mean()
+        sxx += float(xc @ xc)
+        sxy += float(xc @ (yv - yv.mean()))
+    return sxy / sxx if sxx > 0 else None
+
+
+def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
+    out, start = [], None
+    for i, f in enumerate(list(flags) + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            out.append((start, i - 1))
+            start = None
+    return out
+
+
+def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Sequence[Diagnosis] | None = None,
+          config: DiagnoseConfig = DiagnoseConfig()) -> NightStory:
+    """The story of a night from its frames' measurements.
+
+    Parameters
+    ----------
+    stats_list : sequence of focuswatch.stars.FrameStats
+        The frames, any order (sorted here by DATE-OBS when every frame has one).
+    rig : Rig, optional
+        For defocus in um and CFZ units.
+    diagnoses : sequence of Diagnosis, optional
+        Per-frame diagnoses in the same order as ``stats_list`` (computed here when
+        omitted; pass them when you diagnosed with the pixels at hand).
+    config : DiagnoseConfig
+
+    Notes
+    -----
+    Focus drift and seeing are told apart by behaviour: drift is a slow monotonic growth
+    of the defocus between refocus events (a focuser position change starts a new
+    segment), seeing is jitter without a trend. Clouds are frames whose star count or
+    star flux falls below ``config.cloud_fraction`` of the night's typical level; their
+    star sizes are not used for the drift.
+    """
+    rig = rig or Rig()
+    items = list(stats_list)
+    diags = list(diagnoses) if diagnoses is not None else [frame(s, rig, config=config) for s in items]
+    if len(diags) != len(items):
+        raise ValueError("diagnoses must match stats_list one to one")
+    ts = [getattr(getattr(s, "meta", None), "timestamp", None) for s in items]
+    if items and all(t is not None for t in ts):
+        order = sorted(range(len(items)), key=lambda i: ts[i])
+        items = [items[i] for i in order]
+        diags = [diags[i] for i in order]
+        ts = [ts[i] for i in order]
+    n = len(items)
+    if n == 0:
+        return NightStory(0, 0, UNKNOWN, 0.0, "no frames")
+    t0 = ts[0] if ts and ts[0] is not None else None
+    el = np.array([((t - t0) / 3600.0) if (t is not None and t0 is not None) else np.nan for t in ts])
+    temp = np.array([getattr(s.meta, "temperature_c", None) if getattr(s, "meta", None) else None for s in items],
+                    dtype=float)
+    pos = [getattr(s.meta, "focuser_pos", None) if getattr(s, "meta", None) else None for s in items]
+    nst = np.array([float(s.n_stars or 0) for s in items])
+    flux = np.array([float(s.star_flux_adu) if s.star_flux_adu else np.nan for s in items])
+    hfr = np.array([float(d.evidence.hfr_px) if d.evidence.hfr_px else np.nan for d in diags])
+    seeing = np.array([float(d.evidence.seeing_fwhm_px) if d.evidence.seeing_fwhm_px else np.nan for d in diags])
+
+    # clouds: star count or flux well below the night's typical (upper) level
+    ref_n = float(np.percentile(nst, 80)) if n else 0.0
+    ref_f = float(np.nanpercentile(flux, 80)) if np.isfinite(flux).any() else np.nan
+    cloud = (nst < config.cloud_fraction * ref_n) | (np.isfinite(flux) & (flux < config.cloud_fraction * ref_f))
+    cloud_runs = _runs(cloud.tolist())
+    files = [s.file for s in items]
+    cloud_periods = tuple((files[a], files[b], b - a + 1,
+                           _r(float(el[a]), 3) if np.isfinite(el[a]) else None,
+                           _r(float(el[b]), 3) if np.isfinite(el[b]) else None) for a, b in cloud_runs)
+
+    # dew: a halo that appears and stays
+    dew_flag = [d.label == "dew" or any(f.label == "dew" for f in d.findings) for d in diags]
+    dew_onset = None
+    for i in range(n):
+        rest = dew_flag[i:]
+        if dew_flag[i] and sum(rest) >= 3 and sum(rest) >= 0.7 * len(rest):
+            dew_onset = i
+            break
+
+    # refocus segments: the focuser moved
+    seg = np.zeros(n, int)
+    for i in range(1, n):
+        seg[i] = seg[i - 1] + (1 if (pos[i] is not None and pos[i - 1] is not None and pos[i] != pos[i - 1]) else 0)
+    n_refocus = int(seg[-1])
+
+    # defocus per frame: from the profile (independent of the seeing's jitter); without
+    # it, the HFR growth over the segment's best frames (optics' seeing x annulus model)
+    usable = ~cloud & np.isfinite(hfr) & np.array([d.label not in (UNKNOWN, "trailing") for d in diags])
+    if dew_onset is not None:
+        usable[dew_onset:] = False
+    defocus = np.full(n, np.nan)
+    nratio, pix = rig.f_ratio, rig.effective_pixel_um
+    for k in np.unique(seg):
+        m = (seg == k) & usable
+        if m.sum() < 1:
+            continue
+        h0 = float(np.min(hfr[m])) if m.sum() < 4 else float(np.percentile(hfr[m], 10))
+        for i in np.nonzero(m)[0]:
+            if diags[i].defocus_um is not None:
+                defocus[i] = diags[i].defocus_um
+                continue
+            blur = optics.defocus_blur_px_from_hfr(hfr[i], h0, rig.obstruction or 0.0)
+            defocus[i] = optics.defocus_um_from_blur(blur * pix, nratio) if (nratio and pix) else blur
+    groups_t = [(el[(seg == k) & usable], defocus[(seg == k) & usable]) for k in np.unique(seg)]
+    groups_t = [(a[np.isfinite(a) & np.isfinite(b)], b[np.isfinite(a) & np.isfinite(b)]) for a, b in groups_t]
+    drift_h = _pooled_slope(groups_t)
+    drift_c = None
+    if np.isfinite(temp).sum() >= 3:
+        groups_c = []
+        for k in np.unique(seg):
+            m = (seg == k) & usable & np.isfinite(temp)
+            if m.sum() >= 3:
+                dt = np.abs(temp[m] - temp[m][0])
+                groups_c.append((dt, defocus[m]))
+        drift_c = _pooled_slope(groups_c)
+    have_um = bool(nratio and pix)
+    cfz = optics.cfz_um(nratio, rig.wavelength_nm) if nratio else None
+    hfr_trend = _pooled_slope([(el[(seg == k) & usable], hfr[(seg == k) & usable]) for k in np.unique(seg)])
+    med_hfr = float(np.nanmedian(hfr[usable])) if usable.any() else None
+
+    # seeing scatter: the seeing part of the profile, detrended by a running median
+    sv = seeing[usable & np.isfinite(seeing)]
+    scatter = None
+    if sv.size >= 4:
+        k = 2
+        smooth = np.array([np.median(sv[max(0, i - k):i + k + 1]) for i in range(sv.size)])
+        resid = sv - smooth
+        mad = float(mad_std(resid))
+        scatter = 100.0 * mad * 1.25 / float(np.median(sv))  # running-median residuals understate by ~1/1.25
+    scale = next((s.plate_scale_arcsec_px for s in items if s.plate_scale_arcsec_px), None) or rig.plate_scale_arcsec_px
+    seeing_arcsec = float(np.nanmedian(sv)) * scale if (sv.size and scale) else None
+
+    # frames to reject
+    reject: list[tuple[str | None, str]] = []
+    lines: list[NightFrame] = []
+    for i, (s, d) in enumerate(zip(items, diags)):
+        why = None
+        if d.label == UNKNOWN:
+            why = d.reason or "no verdict"
+        elif cloud[i]:
+            why = "clouds: star count or star flux well below the night's level"
+        elif d.label == "trailing":
+            why = "trailed stars"
+        elif dew_onset is not None and i >= dew_onset:
+            why = "dew halo"
+        elif med_hfr and np.isfinite(hfr[i]) and hfr[i] > 1.5 * med_hfr:
+            why = f"stars {hfr[i] / med_hfr:.1f}x the night's median size"
+        if why:
+            reject.append((s.file, why))
+        lines.append(NightFrame(
+            file=s.file, elapsed_h=_r(float(el[i]), 3) if np.isfinite(el[i]) else None,
+            temp_c=_r(float(temp[i]), 2) if np.isfinite(temp[i]) else None, focuser_pos=pos[i],
+            label=d.label, n_stars=int(s.n_stars or 0), hfr_px=_r(float(hfr[i])) if np.isfinite(hfr[i]) else None,
+            seeing_fwhm_px=_r(float(seeing[i])) if np.isfinite(seeing[i]) else None,
+            defocus_um=_r(float(defocus[i]), 1) if (have_um and np.isfinite(defocus[i])) else d.defocus_um,
+            star_flux_adu=_r(float(flux[i]), 1) if np.isfinite(flux[i]) else None,
+            cloud=bool(cloud[i]), reject=why))
+
+    counts: dict[str, int] = {}
+    for d in diags:
+        counts[d.label] = counts.get(d.label, 0) + 1
+    n_diag = n - counts.get(UNKNOWN, 0)
+    duration = float(np.nanmax(el)) if np.isfinite(el).any() else None
+
+    # the single most likely problem
+    label, conf, why = "in_focus", 0.6, "stars stay within the focus zone and the seeing is steady"
+    optical = {k: v for k, v in counts.items() if k in OPTICAL_LABELS}
+    drift_total_cfz = None
+    if drift_h is not None and duration and cfz and have_um:
+        drift_total_cfz = max(drift_h, 0.0) * duration / cfz
+    frac = {k: v / max(n_diag, 1) for k, v in counts.items()}
+    if optical and max(optical.values()) >= 0.5 * n_diag:
+        label = max(optical, key=optical.get)
+        conf, why = frac[label], f"{optical[label]} of {n_diag} frames show it; it does not change with focus"
+    elif drift_total_cfz is not None and drift_total_cfz >= 0.7 and drift_h and drift_h > 0:
+        label, conf = "focus_miss", float(np.clip(0.5 + drift_total_cfz / 4, 0.5, 0.95))
+        why = f"focus drifted {drift_h:.0f} um/h ({drift_total_cfz:.1f} CFZ over the run)"
+    elif frac.get("focus_miss", 0) >= 0.3:
+        label, conf, why = "focus_miss", frac["focus_miss"], f"{counts['focus_miss']} frames out of focus"
+    elif dew_onset is not None:
+        label, conf, why = "dew", 0.8, f"a halo from {files[dew_onset]} on"
+    elif cloud.mean() >= 0.25:
+        label, conf, why = "clouds", float(cloud.mean()), f"{int(cloud.sum())} of {n} frames under clouds"
+    elif frac.get("trailing", 0) >= 0.3:
+        label, conf, why = "trailing", frac["trailing"], f"{counts['trailing']} frames trailed"
+    elif frac.get("poor_seeing", 0) >= 0.4 or (scatter is not None and scatter >= 15.0):
+        label = "poor_seeing"
+        conf = max(frac.get("poor_seeing", 0), 0.6)
+        why = f"the seeing jitters {fmt_pct(scatter)} frame to frame without a trend"
+    summary = f"{label}: {why}"
+    adv = ADVICE.get(label, ("wait for the clouds to pass; the frames under them are soft and faint",
+                             "pause autofocus triggers during clouds") if label == "clouds" else ())
+    return NightStory(
+        n_frames=n, n_diagnosed=n_diag, label=label, confidence=round(float(conf), 2), summary=summary,
+        duration_h=_r(duration, 3),
+        drift_um_per_h=_r(drift_h, 1) if (drift_h is not None and have_um) else None,
+        drift_um_per_c=_r(drift_c, 1) if (drift_c is not None and have_um) else None,
+        drift_cfz_per_h=_r(drift_h / cfz, 3) if (drift_h is not None and have_um and cfz) else None,
+        seeing_fwhm_arcsec=_r(seeing_arcsec, 2), seeing_scatter_pct=_r(scatter, 1),
+        hfr_trend_pct_per_h=_r(100.0 * hfr_trend / med_hfr, 1) if (hfr_trend is not None and med_hfr) else None,
+        n_refocus=n_refocus, cloud_periods=cloud_periods,
+        dew_onset_file=files[dew_onset] if dew_onset is not None else None,
+        dew_onset_h=_r(float(el[dew_onset]), 3) if (dew_onset is not None and np.isfinite(el[dew_onset])) else None,
+        label_counts=counts, reject=tuple(reject), advice=tuple(adv), frames=tuple(lines),
+    )
