@@ -20,7 +20,7 @@ Scores are given strict (every frame the truth labels) and with a documented tol
 are ambiguous by physics). The physics behind that band is printed too: the true HFR growth
 at 1 CFZ on each frame's rig and seeing (calibrated tables) against the spread of the in-focus
 HFR over the seeing kinds, read as measured HFR over the calibrated in-focus HFR for the
-frame's true seeing (:func:`focuswatch.diagnose.calibration.infocus_hfr_px`, what a perfect seeing
+frame's true seeing (:func:`focuswatch.calibration.infocus_hfr_px`, what a perfect seeing
 monitor would give).
 
 Run: ``PYTHONPATH=plugin python benchmarks/diagnose_eval.py [--frames 120] [--seed 11]``.
@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
 
 from focuswatch import diagnose, optics, stars  # noqa: E402
-from focuswatch.diagnose import calibration  # noqa: E402
+from focuswatch import calibration  # noqa: E402
 from focuswatch.sim import physical as po  # noqa: E402
 from focuswatch.io.frames import frame_from_array  # noqa: E402
 from focuswatch.optics import Rig  # noqa: E402

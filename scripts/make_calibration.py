@@ -44,7 +44,7 @@ OUT = ROOT / "plugin" / "focuswatch" / "data" / "focus_seeing_calibration.json"
 
 EPS = (0.0, 0.15, 0.25, 0.35, 0.45)
 #: seeing FWHM / (lambda N): from diffraction-limited (0.1) to seeing-dominated (32); dense
-#: enough that the in-focus radius interpolates to ~0.2 % (:func:`focuswatch.diagnose.calibration.infocus_hlr_lambda_n`).
+#: enough that the in-focus radius interpolates to ~0.2 % (:func:`focuswatch.calibration.infocus_hlr_lambda_n`).
 S_NODES = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0)
 W_NODES = tuple(np.round(np.concatenate([np.arange(0.0, 1.0, 0.1), np.arange(1.0, 3.0, 0.25),
                                           np.arange(3.0, 8.01, 0.5)]), 4))

@@ -531,7 +531,7 @@ def test_labels_are_an_enum_that_stays_a_plain_string():
 @pytest.mark.parametrize("content,why", [(None, "cannot read"), ("{not json", "not JSON"),
                                          ('{"eps": [0.0]}', "missing")])
 def test_missing_or_corrupt_calibration_data_is_one_clear_error_naming_the_file(tmp_path, monkeypatch, content, why):
-    from focuswatch.diagnose import calibration
+    from focuswatch import calibration
 
     bad = tmp_path / "focus_seeing_calibration.json"
     if content is not None:
@@ -552,7 +552,7 @@ def test_the_in_focus_size_is_one_calibrated_call_that_agrees_with_galsim():
     """Kolmogorov seeing through an obstructed pupil: calibration.infocus_hfr_px against GalSim
     (Kolmogorov convolved with an obstructed Airy), from diffraction- to seeing-dominated."""
     galsim = pytest.importorskip("galsim")
-    from focuswatch.diagnose import calibration
+    from focuswatch import calibration
 
     lod = 550e-9 / 0.08 * 206264.806  # lambda/D of an 80 mm, arcsec
     for seeing, eps in ((0.6, 0.0), (1.5, 0.0), (2.8, 0.33), (4.5, 0.45)):

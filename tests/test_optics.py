@@ -155,7 +155,7 @@ def test_defocus_estimate_within_20_percent_from_half_to_ten_cfz(rig_i, seeing):
 
 
 def test_calibration_data_says_where_it_came_from():
-    from focuswatch.diagnose import calibration
+    from focuswatch import calibration
 
     prov = calibration.provenance()
     assert prov["script"] == "scripts/make_calibration.py"

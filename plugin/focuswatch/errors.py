@@ -77,3 +77,9 @@ class FitError(FocuswatchError, ValueError):
 
     Also a ``ValueError``, as it was before it joined the hierarchy, so old callers still catch it.
     """
+
+
+class CalibrationDataError(FocuswatchError, RuntimeError):
+    """The packaged calibration data file is missing or unreadable (a broken installation).
+
+    Still a ``RuntimeError`` for callers that caught it as one before it joined the hierarchy."""

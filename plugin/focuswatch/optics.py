@@ -23,6 +23,10 @@ from typing import Any
 import numpy as np
 from focuswatch.model.records import Record
 
+#: Kolmogorov long-exposure seeing: FWHM = KOLMOGOROV_FWHM_FACTOR * lambda / r0 (GalSim's value;
+#: the one copy: the Fourier-optics renderer and the donut fit read it from here).
+KOLMOGOROV_FWHM_FACTOR = 0.975865
+
 ARCSEC_PER_RAD = 206264.806
 
 #: Common imaging wavelengths (nm) with the filter they stand for.
@@ -183,9 +187,9 @@ def _hfr_growth_table(obstruction: float, beta: float) -> tuple[np.ndarray, np.n
 
 def _growth(obstruction: float, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
     """``(b, g)`` growth table: the calibrated Kolmogorov one (``beta=None``, generated data,
-    :func:`focuswatch.diagnose.calibration.geometric_growth`) or a Moffat of that ``beta``."""
+    :func:`focuswatch.calibration.geometric_growth`) or a Moffat of that ``beta``."""
     if beta is None:
-        from focuswatch.diagnose import calibration
+        from focuswatch import calibration
 
         return calibration.geometric_growth(round(float(obstruction), 3))
     return _hfr_growth_table(round(float(obstruction), 2), round(float(beta), 1))
@@ -256,7 +260,7 @@ def defocus_um_from_hfr(hfr_px: float, hfr0_px: float, f_ratio: float, pixel_um:
                                     f_ratio)
     if hfr0_px <= 0 or hfr_px <= hfr0_px or f_ratio <= 0 or pixel_um <= 0:
         return 0.0
-    from focuswatch.diagnose import calibration
+    from focuswatch import calibration
 
     ln_px = _lambda_n_px(f_ratio, pixel_um, wavelength_nm)
     h0, h = hfr0_px / ln_px, hfr_px / ln_px
@@ -285,7 +289,7 @@ def hfr_px_for_defocus(defocus_um: float, hfr0_px: float, f_ratio: float, pixel_
         return hfr_px_for_blur(blur_diameter_um(defocus_um, f_ratio) / pixel_um, hfr0_px, obstruction, beta)
     if hfr0_px <= 0:
         return hfr0_px
-    from focuswatch.diagnose import calibration
+    from focuswatch import calibration
 
     ln_px = _lambda_n_px(f_ratio, pixel_um, wavelength_nm)
     s = calibration.seeing_for_hlr(hfr0_px / ln_px, obstruction)

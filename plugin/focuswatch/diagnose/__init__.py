@@ -62,7 +62,7 @@ Defocus without a baseline comes from the profile itself: each seeing family (Ko
 over the pupil's diffraction, physical optics; Moffat rows as a cross-check) convolved with
 the defocus has known shape figures for each ratio blur/seeing, generated as data by
 ``scripts/make_calibration.py`` (``focuswatch/data/focus_seeing_calibration.json``, read
-through :mod:`focuswatch.diagnose.calibration`; docs/diagnose.md): the 90 %/50 % flux radius ratio
+through :mod:`focuswatch.calibration`; docs/diagnose.md): the 90 %/50 % flux radius ratio
 and HFD over the FWHM *as stars.measure reports it* (:func:`stars_fwhm_px`: its Moffat fit
 for small stars, the width read directly off the radial profile at half maximum for large
 ones, blended in between). The two measured figures give the family and blur/seeing, the
@@ -89,7 +89,6 @@ module             job
                    causes and advice a verdict carries for each label
 ``config``         :class:`DiagnoseConfig`: every threshold, the ``[diagnose]`` TOML table,
                    range-checked when built
-``calibration``    reads the generated tables in ``focuswatch/data/`` (lazily, once)
 ``profile``        the star-profile model (seeing x defocus) and its inversion over the
                    seeing families: :func:`blur_from_profile`, :class:`ProfileFit`
 ``shape``          figures over star arrays: orientation, third-moment flares
@@ -108,7 +107,7 @@ functions. Everything public is re-exported here: import from ``focuswatch.diagn
 """
 from __future__ import annotations
 
-from focuswatch.diagnose import calibration
+from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig, check_limits
 from focuswatch.diagnose.evidence import Evidence, expected_fwhm_px, expected_hfr_px
 from focuswatch.diagnose.figures import fmt_pct

@@ -18,7 +18,7 @@ import numpy as np
 from astropy.stats import mad_std
 
 from focuswatch import optics
-from focuswatch.diagnose import calibration
+from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
 from focuswatch.diagnose.profile import KOLMOGOROV_HLR_PER_FWHM, blur_from_profile, wing_ratio_px
@@ -42,7 +42,7 @@ class Evidence(Record):
     fwhm_arcsec: float | None = None
     expected_fwhm_px: float | None = None
     #: In-focus true HFR (px) of the rig in the rig's seeing (a measured value) or the reference
-    #: night's: :func:`focuswatch.diagnose.calibration.infocus_hfr_px`, the call the policy shares.
+    #: night's: :func:`focuswatch.calibration.infocus_hfr_px`, the call the policy shares.
     expected_hfr_px: float | None = None
     #: Measured HFR over ``expected_hfr_px`` when the seeing was measured (``rig.seeing_arcsec``).
     hfr_over_seeing_expected: float | None = None
@@ -117,7 +117,7 @@ def expected_hfr_px(rig: Rig, config: DiagnoseConfig = DiagnoseConfig(),
                     plate_scale_arcsec_px: float | None = None) -> float | None:
     """In-focus true half-flux radius (px) the rig should give in the rig's seeing (a measured
     value, ``rig.seeing_arcsec``) or else the reference night's: Kolmogorov seeing through the
-    obstructed pupil, :func:`focuswatch.diagnose.calibration.infocus_hfr_px` (the one calibrated
+    obstructed pupil, :func:`focuswatch.calibration.infocus_hfr_px` (the one calibrated
     in-focus size; the policy's rig reference is the same call). Without an aperture the
     seeing alone (Kolmogorov half-light radius). ``None`` without a plate scale."""
     scale = plate_scale_arcsec_px or rig.plate_scale_arcsec_px

@@ -4,7 +4,7 @@
 defocus annulus, read the way :func:`focuswatch.stars.measure` reads stars
 (:func:`stars_fwhm_px`); ``scripts/make_calibration.py`` cross-checks the generated tables
 with it. :func:`blur_from_profile` inverts those tables
-(:mod:`focuswatch.diagnose.calibration`) for the seeing FWHM and the defocus blur under
+(:mod:`focuswatch.calibration`) for the seeing FWHM and the defocus blur under
 every plausible seeing family (:class:`ProfileFit`): a focus miss is called only when even
 the smallest of those blurs is large.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from focuswatch.diagnose import calibration
+from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.stars import moffat_fwhm
 
@@ -152,7 +152,7 @@ def profile_model(seeing_fwhm_px: float, beta: float, blur_px: float, obstructio
 
 def _profile_table(obstruction: float) -> dict[str, Any]:
     """The generated shape table for the nearest tabulated obstruction
-    (:func:`focuswatch.diagnose.calibration.profile_table`; ``scripts/make_calibration.py``)."""
+    (:func:`focuswatch.calibration.profile_table`; ``scripts/make_calibration.py``)."""
     return calibration.profile_table(round(float(obstruction), 2))
 
 

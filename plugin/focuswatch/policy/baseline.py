@@ -13,7 +13,7 @@ third. This module gives the policy in-focus sizes that do not come from the fra
   autofocus (offsets, parfocal filters) is compared with the filter that was just focused;
 * **the rig and the measured seeing**: the in-focus true half-flux radius of Kolmogorov
   seeing through the telescope's diffraction (:func:`infocus_hfr_px`: the calibrated call
-  :func:`focuswatch.diagnose.calibration.infocus_hfr_px` the diagnosis uses too; checked against
+  :func:`focuswatch.calibration.infocus_hfr_px` the diagnosis uses too; checked against
   GalSim in tests/test_policy_real.py).
 
 Each one carries a log-scatter: the frames' jitter over its sample, the seeing's wander over
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from focuswatch import optics
-from focuswatch.diagnose import calibration
+from focuswatch import calibration
 
 #: Seeing FWHM scales as wavelength**-0.2 (Kolmogorov: r0 ~ lambda**1.2, FWHM ~ lambda/r0).
 SEEING_WAVELENGTH_EXPONENT = -0.2
@@ -56,7 +56,7 @@ def infocus_hfr_px(seeing_arcsec: float, aperture_mm: float, wavelength_nm: floa
     """In-focus true half-flux radius (px) of Kolmogorov seeing through the telescope.
 
     The one calibrated in-focus size, shared with the diagnosis:
-    :func:`focuswatch.diagnose.calibration.infocus_hfr_px` (generated physical-optics tables, central
+    :func:`focuswatch.calibration.infocus_hfr_px` (generated physical-optics tables, central
     obstruction included; checked against GalSim). No pixel (measurements give the true HFR
     corrected for the pixel's width). 2.8" seeing on a 130 mm at 550 nm: 1.51 px at 1.19"/px.
     """

@@ -42,10 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from focuswatch.optics import ARCSEC_PER_RAD
-
-#: Kolmogorov long-exposure FWHM = KOLMOGOROV_FWHM_FACTOR * lambda / r0 (GalSim's value).
-KOLMOGOROV_FWHM_FACTOR = 0.975865
+from focuswatch.optics import ARCSEC_PER_RAD, KOLMOGOROV_FWHM_FACTOR
 
 
 # --------------------------------------------------------------------------- pupil and PSF

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from focuswatch.errors import CalibrationDataError
+
 DATA_FILE = "focus_seeing_calibration.json"
 #: Keys every calibration document must hold (checked once, when it is first read).
 _REQUIRED = ("provenance", "eps", "s_nodes", "w_nodes", "b_nodes", "xs", "families", "growth",
@@ -33,10 +35,6 @@ _REQUIRED = ("provenance", "eps", "s_nodes", "w_nodes", "b_nodes", "xs", "famili
 #: the seeing-dominated limit beyond the tabulated seeings.
 _KOLMOGOROV_HLR_PER_FWHM = 0.568525
 ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
-
-
-class CalibrationDataError(RuntimeError):
-    """The calibration data file is missing or unreadable (a broken installation)."""
 
 
 def _data_path() -> Any:
