@@ -212,3 +212,34 @@ def test_keep_dir_whose_filter_folder_is_the_session_is_refused(siril_cli, tmp_p
         report.grade_session(session, progress=False, keep_dir=tmp_path / "night")
     assert "never writes next to your frames" in str(err.value)
     assert snapshot(session) == before
+
+
+def test_diagnose_thresholds_from_the_toml_file_reach_the_report_and_the_watchers_step(drifting_session, tmp_path,
+                                                                                      capsys):
+    """`[diagnose]` in the settings file is not only validated: the report's per-frame labels and the
+    watcher's record (the one pipeline step `watch` and `replay` share) are judged with it. Asking for
+    more stars than any simulated frame has (closed form: the sim draws 80) must turn every label into
+    `unknown`, while the defaults label the drifting frames."""
+    from focuswatch.config import load_config
+    from focuswatch.io import frames
+    from focuswatch.io.assess import measure_record
+    from focuswatch.policy import Monitor
+
+    folder, truths = drifting_session
+    cfg_path = tmp_path / "focuswatch.toml"
+    cfg_path.write_text("[diagnose]\nmin_stars = 5000\n", encoding="utf-8")
+
+    def labels(extra):
+        assert main(["report", str(folder), "-o", str(tmp_path / "r.html"), "--json", "--no-journal", *extra]) == 0
+        return [p["label"] for p in json.loads(capsys.readouterr().out)["points"]]
+
+    default = labels([])
+    strict = labels(["--config", str(cfg_path)])
+    assert any(lab not in (None, "unknown") for lab in default)
+    assert strict and all(lab in (None, "unknown") for lab in strict)
+
+    frame = frames.load(sorted(folder.glob("*.fits"))[-1])
+    cfg = load_config(cfg_path)
+    rec, _, _ = measure_record(frame, cfg, Monitor(rig=cfg.rig))
+    rec_default, _, _ = measure_record(frame, load_config(None), Monitor(rig=cfg.rig))
+    assert rec.diagnosis in (None, "unknown") and rec_default.diagnosis not in (None, "unknown")

@@ -238,8 +238,9 @@ def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = T
     ``time_s`` is the capture time: :func:`focuswatch.io.assess.measure_record`, the file
     side, passes DATE-OBS or else the file's modification time, so this module reads no file.
     """
+    dcfg = config.diagnose_config() if hasattr(config, "diagnose_config") else None  # [diagnose]
     ctx = AssessContext(time_s=time_s,
                         baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
-                        diagnose=use_diagnose)
+                        diagnose=use_diagnose, diagnose_config=dcfg)
     a = assess(frame, config.rig, ctx)
     return a.record, a.stats, a.rig

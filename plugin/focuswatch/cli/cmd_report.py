@@ -61,9 +61,11 @@ def scan_with_workers(args: argparse.Namespace, folder: Path, rig):
     """Measure a session's frames on ``--workers`` / ``--scheduler``.
 
     The result is :func:`focuswatch.render.report.scan_session`'s, measured on workers."""
+    from focuswatch.config import load_config
     from focuswatch.scale.batch import scan_session
 
-    scan, batch = scan_session(folder, rig=rig, progress=not args.json, runner=runner_from_args(args))
+    scan, batch = scan_session(folder, rig=rig, progress=not args.json, runner=runner_from_args(args),
+                               diagnose_config=load_config(getattr(args, "config", None)).diagnose_config())
     if batch.undone_text():
         error_line(batch.undone_text())
     return scan

@@ -48,9 +48,10 @@ def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | N
     return a.stats, d, a.rig
 
 
-def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True):
+def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True, diagnose_config: Any = None):
     """One frame of a session scan: ``None`` for a calibration frame, else its
-    :class:`~focuswatch.pipeline.FrameAssessment` (stats, diagnosis, the policy's record)."""
+    :class:`~focuswatch.pipeline.FrameAssessment` (stats, diagnosis with the ``[diagnose]``
+    thresholds ``diagnose_config``, the policy's record)."""
     from focuswatch.io import frames
     from focuswatch.io.assess import capture_time_s
     from focuswatch.pipeline import AssessContext, assess
@@ -58,7 +59,8 @@ def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True):
     frame = frames.load(path)
     if not frame.meta.is_light:
         return None
-    return assess(frame, rig, AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=with_diagnosis))
+    return assess(frame, rig, AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=with_diagnosis,
+                                            diagnose_config=diagnose_config))
 
 
 def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
@@ -71,8 +73,12 @@ def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
 
 
 def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
-                 runner: Runner | None = None, min_stars: int | None = None, diagnose: bool = True):
+                 runner: Runner | None = None, min_stars: int | None = None, diagnose: bool = True,
+                 diagnose_config: Any = None):
     """Find, validate and measure a session's light frames on ``runner``; returns ``(scan, batch)``.
+
+    ``diagnose_config`` (the ``[diagnose]`` thresholds) judges every frame and stays on the scan
+    for any diagnosis made later from it.
 
     Frames a worker could not finish (a worker died on them, the scheduler went away) are
     left out with that reason, like unreadable ones, and listed in ``batch.lost``.
@@ -85,9 +91,9 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder")
     files = session.find_frames(root)
-    scan = session.SessionScan(str(root))
+    scan = session.SessionScan(str(root), diagnose_config=diagnose_config)
     t0 = time.monotonic()
-    batch = map_frames(scan_one, files, args=(rig, diagnose), runner=runner, progress=progress, desc="measuring")
+    batch = map_frames(scan_one, files, args=(rig, diagnose, diagnose_config), runner=runner, progress=progress, desc="measuring")
     bad = {id(o) for o in batch.bad}
     for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
         scan.left_out.append(session.LeftOut(str(o.path), o.problem or "unreadable"))

@@ -49,6 +49,9 @@ class SessionScan:
     records: dict[str, Any] = field(default_factory=dict)
     #: frames that could not be read or measured at all (also in ``left_out``): the command exits 1
     unreadable: list[LeftOut] = field(default_factory=list)
+    #: the ``[diagnose]`` thresholds (:class:`~focuswatch.diagnose.DiagnoseConfig`) the
+    #: report's and the grade's diagnoses use; ``None``: the defaults
+    diagnose_config: Any = None
 
     def diagnose(self, rig: Rig | None) -> dict[str, Any]:
         """``diagnose.frame`` of every measured frame (cached; ``None`` where it failed).
@@ -69,7 +72,8 @@ class SessionScan:
         failures = 0
         for s in self.stats:
             try:
-                self.diagnoses[str(s.file)] = diagnose.frame(s, rig_with_header(rig or Rig(), s.meta))
+                extra = {"config": self.diagnose_config} if self.diagnose_config is not None else {}
+                self.diagnoses[str(s.file)] = diagnose.frame(s, rig_with_header(rig or Rig(), s.meta), **extra)
             except Exception as exc:  # a diagnosis problem must not lose the grade or the report
                 log.debug("diagnose.frame failed on %s: %s", s.file, exc)
                 self.diagnoses[str(s.file)] = None
