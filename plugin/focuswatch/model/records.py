@@ -261,8 +261,11 @@ class Record:
 _FRACTION = re.compile(r"\d\d:\d\d:\d\d\.(\d+)")
 
 
-def parse_iso(text: str | None) -> datetime | None:
-    """Parse an ISO 8601 time (``Z`` suffix accepted); naive means UTC; ``None``/garbage -> ``None``.
+def parse_iso(text: str | None, *, naive_is_local: bool = False) -> datetime | None:
+    """Parse an ISO 8601 time (``Z`` suffix accepted); ``None``/garbage -> ``None``.
+
+    A naive time means UTC (FITS DATE-OBS), or with ``naive_is_local`` this machine's local
+    time (NINA writes ``DateTime.Now`` without an offset in its reports and events).
 
     Any number of fractional-second digits is accepted (FITS writers use 1 to 7; Python
     3.10's ``fromisoformat`` takes only 3 or 6), so this also reads DATE-OBS values.
@@ -280,5 +283,5 @@ def parse_iso(text: str | None) -> datetime | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.astimezone() if naive_is_local else dt.replace(tzinfo=timezone.utc)
     return dt

@@ -9,12 +9,11 @@ by one; :func:`autofocus_signals` reads a finished night's all at once for ``rep
 from __future__ import annotations
 
 import os
-import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from focuswatch.errors import FrameError
+from focuswatch.model.records import parse_iso
 from focuswatch.policy import AutofocusMark, afconfirm
 from focuswatch.watch.loop import AFSignal
 
@@ -28,17 +27,8 @@ def _mtime(p: Path) -> float:
 
 def _epoch(text: str | None) -> float | None:
     """Seconds since the epoch for an ISO time; a naive time is the local time (NINA reports)."""
-    if not text:
-        return None
-    t = str(text).strip().replace("Z", "+00:00")
-    m = re.match(r"^(.*T[\d:]+)\.(\d+)(.*)$", t)
-    if m:  # .NET writes 7 fractional digits, Python reads at most 6
-        t = f"{m.group(1)}.{m.group(2)[:6]}{m.group(3)}"
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    return dt.timestamp() if dt.tzinfo else dt.astimezone().timestamp()
+    dt = parse_iso(str(text), naive_is_local=True) if text else None
+    return dt.timestamp() if dt else None
 
 
 def nina_report_candidate(path: str | Path) -> tuple[AutofocusMark, afconfirm.AFCandidate] | None:

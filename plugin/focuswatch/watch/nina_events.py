@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Union
 
 from focuswatch.errors import FrameError, TriggerError
-from focuswatch.model.records import Record
+from focuswatch.model.records import Record, parse_iso
 
 log = logging.getLogger("focuswatch.watch.nina_events")
 
@@ -62,26 +62,14 @@ def _num(v: Any) -> float | None:
 
 
 def _iso(v: Any) -> str | None:
-    """ISO time text with at most 6 fractional digits (.NET writes 7); None if unreadable."""
-    if not isinstance(v, str) or not v.strip():
-        return None
-    t = v.strip().replace("Z", "+00:00")
-    if "." in t:
-        head, _, rest = t.partition(".")
-        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
-        tail = rest[len(digits):]
-        t = f"{head}.{digits[:6]}{tail}" if digits else head + tail
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # NINA's DateTime.Now without offset: this machine's local time
-    return dt.isoformat()
+    """ISO time text, aware (a naive NINA time is this machine's local time); None if unreadable."""
+    dt = parse_iso(v, naive_is_local=True) if isinstance(v, str) else None
+    return dt.isoformat() if dt else None
 
 
 def _epoch(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso).timestamp() if iso else None
+    dt = parse_iso(iso, naive_is_local=True)
+    return dt.timestamp() if dt else None
 
 
 def _now_iso() -> str:
