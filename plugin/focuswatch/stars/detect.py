@@ -4,7 +4,9 @@ copy of the frame, and putting donuts back together when sep splits them.
 Two repairs follow sep's extraction. A donut whose ring is brighter on one side is
 deblended into pieces of one footprint with a hole (:func:`_merge_holed`); a donut cut by
 spider-vane shadows is detected as separate arcs around one centre (:func:`_merge_rings`,
-tuned by :class:`RingMergeConfig`). :func:`_constant_border` finds the zero border of
+tuned by :class:`RingMergeConfig`). When the coarse second pass joins whole stars of a
+crowded field into one object, :func:`_split_merged_groups` puts back the first pass's
+stars (:class:`GroupSplitConfig`). :func:`_constant_border` finds the zero border of
 cropped frames, which must not be detected as a star.
 """
 from __future__ import annotations
@@ -327,6 +329,108 @@ def _merge_rings(objs: np.ndarray, width: int, height: int,
     if not new_rows:
         return objs, 0, 0
     return np.concatenate([objs[keep], np.array(new_rows, dtype=objs.dtype)]), n_rings, n_edge
+
+
+@dataclass(frozen=True)
+class GroupSplitConfig:
+    """When the coarse second detection pass has joined whole stars into one object.
+
+    The second pass (a coarser grid, a Gaussian matched filter as wide as a fifth of a
+    star) is far more sensitive to faint light than the first: in a crowded field of donuts
+    the seeing wings and the diffraction of the spider vanes between neighbours reach its
+    threshold, and several donuts a few tens of pixels apart come out as one footprint that
+    sep does not deblend (a donut's arcs hold too little of the group's light). The first
+    pass, at full resolution, had them apart and whole. Such a group is put back as the
+    first pass's stars; arcs and faint companions of the first pass are left out, as they
+    were inside the group.
+    """
+
+    #: a second-pass object wider than this many typical star extents (plus two binned
+    #: pixels) is a group: the bound at which :func:`~focuswatch.stars.measuring.measure`
+    #: calls an object a merged group and rejects it as blended
+    group_extent: float = 1.8
+    #: a first-pass object at least this share of the typical extent is a whole star (a
+    #: donut's arc or a faint star is smaller)
+    whole_share: float = 0.7
+    #: fewest whole first-pass stars in a group for it to be split into them
+    min_whole: int = 2
+    #: the whole stars hold at least this share of the first pass's light in the group (a
+    #: donut the first pass left in arcs would be lost)
+    whole_flux_share: float = 0.9
+    #: and they do not touch: their centres at least this share of the sum of their two
+    #: half-extents apart (overlapping donuts stay a group, rejected as blended)
+    min_gap_share: float = 1.0
+
+
+GROUP_SPLIT = GroupSplitConfig()
+
+
+def _rebin_objects(objs: np.ndarray, b_from: int, b_to: int, width: int, height: int) -> np.ndarray:
+    """sep objects found on the ``b_from``-binned image in the coordinates of the
+    ``b_to``-binned one (``width`` x ``height``): centre, box, moments and flux (the fields
+    measuring reads); a box rounds outward to whole binned pixels."""
+    s = b_from / b_to
+    out = objs.copy()
+    for c in ("x", "y"):
+        out[c] = (objs[c] + 0.5) * s - 0.5
+    for lo, hi, n in (("xmin", "xmax", width), ("ymin", "ymax", height)):
+        out[lo] = np.clip(np.floor(objs[lo] * s), 0, n - 1)
+        out[hi] = np.clip(np.ceil((objs[hi] + 1) * s) - 1, 0, n - 1)
+    for c in ("a", "b"):
+        out[c] = objs[c] * s
+    for c in ("x2", "y2", "xy", "flux", "cflux"):
+        out[c] = objs[c] * s * s  # flux: the binned image holds block means
+    out["npix"] = np.maximum(np.rint(objs["npix"] * s * s), 1)
+    return out
+
+
+def _split_merged_groups(coarse: np.ndarray, b_coarse: int, fine: np.ndarray, b_fine: int, extent_px: float,
+                         width: int, height: int, config: GroupSplitConfig = GROUP_SPLIT) -> tuple[np.ndarray, int]:
+    """Replace each group of the coarse pass (``b_coarse``, a ``width`` x ``height`` binned
+    image) that holds at least ``config.min_whole`` whole stars of the fine pass
+    (``b_fine``) by those stars (see :class:`GroupSplitConfig`); ``extent_px`` is the
+    typical star's extent (full-resolution px). Returns (objects, number of groups split).
+    """
+    if not len(coarse) or not len(fine):
+        return coarse, 0
+    ext_c = (np.maximum(coarse["xmax"] - coarse["xmin"], coarse["ymax"] - coarse["ymin"]) + 1) * b_coarse
+    groups = np.nonzero(ext_c > config.group_extent * extent_px + 2 * b_coarse)[0]
+    ext_f = (np.maximum(fine["xmax"] - fine["xmin"], fine["ymax"] - fine["ymin"]) + 1) * b_fine
+    is_whole = ext_f >= config.whole_share * extent_px
+    if not len(groups) or not np.any(is_whole):
+        return coarse, 0
+    # the fine objects' centres in coarse pixels; each belongs to the coarse object nearest to
+    # it among those whose box holds it (boxes of a crowded field overlap: a star beside a
+    # group is its own coarse object's)
+    wx = (fine["x"] + 0.5) * b_fine / b_coarse - 0.5
+    wy = (fine["y"] + 0.5) * b_fine / b_coarse - 0.5
+    inside = ((wx[:, None] >= coarse["xmin"][None, :] - 0.5) & (wx[:, None] <= coarse["xmax"][None, :] + 0.5)
+              & (wy[:, None] >= coarse["ymin"][None, :] - 0.5) & (wy[:, None] <= coarse["ymax"][None, :] + 0.5))
+    d2 = np.where(inside, (wx[:, None] - coarse["x"][None, :]) ** 2 + (wy[:, None] - coarse["y"][None, :]) ** 2,
+                  np.inf)
+    owner = np.where(inside.any(axis=1), np.argmin(d2, axis=1), -1)
+    flux = np.maximum(fine["flux"].astype(np.float64), 0.0)
+    fx, fy = (fine["x"] + 0.5) * b_fine, (fine["y"] + 0.5) * b_fine
+    keep = np.ones(len(coarse), bool)
+    taken = []
+    for k in groups:
+        mine = owner == k
+        members = np.nonzero(mine & is_whole)[0]
+        if len(members) < config.min_whole:
+            continue
+        if flux[members].sum() < config.whole_flux_share * flux[mine].sum():
+            continue
+        d = np.hypot(fx[members, None] - fx[None, members], fy[members, None] - fy[None, members])
+        reach = 0.5 * (ext_f[members, None] + ext_f[None, members])
+        np.fill_diagonal(d, np.inf)
+        if np.any(d < config.min_gap_share * reach):
+            continue
+        keep[k] = False
+        taken.append(members)
+    if not taken:
+        return coarse, 0
+    stars = _rebin_objects(fine[np.concatenate(taken)], b_fine, b_coarse, width, height)
+    return np.concatenate([coarse[keep], stars.astype(coarse.dtype)]), len(taken)
 
 
 def _constant_border(img: np.ndarray) -> tuple[int, int, int, int]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from focuswatch.model.frame import Frame
 from focuswatch.stars import ringfit
-from focuswatch.stars.detect import _background, _block_mean, _constant_border, _detect
+from focuswatch.stars.detect import _background, _block_mean, _constant_border, _detect, _split_merged_groups
 from focuswatch.stars.neighbours import _nearest_offsets, _neighbours_within, _pairs_within
 from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _batched_moffat, _half_max_width,
                                       _measure_stamps, _offsets, _stamps, moffat_fwhm)
@@ -159,10 +159,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
+                fine = objs
                 objs, bkg, rms_small, n_rings = _detect(img, b2, detect_thresh,
                                                                box_px=max(128.0, 6.0 * extent),
                                                                kernel_sigma=max(1.0, extent / b2 / 5.0),
                                                                deblend_cont=0.05)
+                # in a crowded field the coarse pass may join stars the first pass had apart
+                objs, _ = _split_merged_groups(objs, b2, fine, b, extent, W // b2, H // b2)
                 b = b2
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
