@@ -342,7 +342,7 @@ class GroupSplitConfig:
     sep does not deblend (a donut's arcs hold too little of the group's light). The first
     pass, at full resolution, had them apart and whole. Such a group is put back as the
     first pass's stars; arcs and faint companions of the first pass are left out, as they
-    were inside the group.
+    were inside the group, and so are whole stars that touch one another.
     """
 
     #: a second-pass object wider than this many typical star extents (plus two binned
@@ -357,8 +357,9 @@ class GroupSplitConfig:
     #: the whole stars hold at least this share of the first pass's light in the group (a
     #: donut the first pass left in arcs would be lost)
     whole_flux_share: float = 0.9
-    #: and they do not touch: their centres at least this share of the sum of their two
-    #: half-extents apart (overlapping donuts stay a group, rejected as blended)
+    #: whole stars closer to another whole star than this share of the sum of their two
+    #: half-extents touch it: they are left out (they would be rejected as blended, and
+    #: pieces of overlapping donuts look whole), and a group needs ``min_whole`` apart
     min_gap_share: float = 1.0
 
 
@@ -388,7 +389,7 @@ def _split_merged_groups(coarse: np.ndarray, b_coarse: int, fine: np.ndarray, b_
                          width: int, height: int, config: GroupSplitConfig = GROUP_SPLIT) -> tuple[np.ndarray, int]:
     """Replace each group of the coarse pass (``b_coarse``, a ``width`` x ``height`` binned
     image) that holds at least ``config.min_whole`` whole stars of the fine pass
-    (``b_fine``) by those stars (see :class:`GroupSplitConfig`); ``extent_px`` is the
+    (``b_fine``) apart from one another by those stars (see :class:`GroupSplitConfig`); ``extent_px`` is the
     typical star's extent (full-resolution px). Returns (objects, number of groups split).
     """
     if not len(coarse) or not len(fine):
@@ -423,10 +424,11 @@ def _split_merged_groups(coarse: np.ndarray, b_coarse: int, fine: np.ndarray, b_
         d = np.hypot(fx[members, None] - fx[None, members], fy[members, None] - fy[None, members])
         reach = 0.5 * (ext_f[members, None] + ext_f[None, members])
         np.fill_diagonal(d, np.inf)
-        if np.any(d < config.min_gap_share * reach):
+        apart = members[~np.any(d < config.min_gap_share * reach, axis=1)]
+        if len(apart) < config.min_whole:
             continue
         keep[k] = False
-        taken.append(members)
+        taken.append(apart)
     if not taken:
         return coarse, 0
     stars = _rebin_objects(fine[np.concatenate(taken)], b_fine, b_coarse, width, height)
