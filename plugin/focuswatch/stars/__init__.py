@@ -40,7 +40,7 @@ How the parts fit, in the order :func:`measure` runs them:
 from __future__ import annotations
 
 from focuswatch.stars import ringfit
-from focuswatch.stars.detect import RING_MERGE, RingMergeConfig
+from focuswatch.stars.detect import GROUP_SPLIT, RING_MERGE, GroupSplitConfig, RingMergeConfig
 from focuswatch.stars.measuring import PROFILE, ProfileConfig, measure, measure_array
 from focuswatch.stars.profile import moffat_fwhm
 from focuswatch.stars.summary import (MIN_STARS_FOR_STATS, SHAPE, ShapeConfig, elongation_reliable,
@@ -49,7 +49,8 @@ from focuswatch.stars.table import STAR_DTYPE, FrameStats, Zone
 from focuswatch.stars.wings import WING, WingConfig, wing_share
 
 __all__ = [
-    "FrameStats", "MIN_STARS_FOR_STATS", "PROFILE", "ProfileConfig", "RING_MERGE", "RingMergeConfig", "SHAPE",
-    "STAR_DTYPE", "ShapeConfig", "WING", "WingConfig", "Zone", "elongation_reliable", "hfr_uncertainty_px",
-    "measure", "measure_array", "moffat_fwhm", "ringfit", "summarize", "wing_share",
+    "FrameStats", "GROUP_SPLIT", "GroupSplitConfig", "MIN_STARS_FOR_STATS", "PROFILE", "ProfileConfig",
+    "RING_MERGE", "RingMergeConfig", "SHAPE", "STAR_DTYPE", "ShapeConfig", "WING", "WingConfig", "Zone",
+    "elongation_reliable", "hfr_uncertainty_px", "measure", "measure_array", "moffat_fwhm", "ringfit", "summarize",
+    "wing_share",
 ]
