@@ -58,6 +58,26 @@ def test_near_focus_donuts_report_no_ratio(optics, defocus_um, seeing):
     assert st.ring_ratio is None
 
 
+def test_donuts_in_a_crowded_field_are_one_star_each():
+    """Issue 13 item 2: ten 53 px donuts at least 1.45 diameters apart in a 320 px frame.
+
+    The coarse detection pass joined their seeing wings and vane diffraction into a few
+    groups (one detection, no star measured); each donut must be one detection, measured or
+    left out at the edge, and none lost as blended."""
+    blur_px = 1000.0 / F5.f_ratio / F5.pixel_um
+    spec = po.FrameSpec(optics=F5, seeing=po.Seeing(2.5), aberrations=po.FieldAberrations(defocus_um=1000.0),
+                        width_px=320, height_px=320, n_stars=10, seed=2, flux_range_e=(3e5, 2e6),
+                        min_separation_px=1.45 * blur_px, margin_px=int(blur_px / 2) + 6)
+    n = len(po.render_frame(spec).truth["stars"])
+    assert n == 10
+    _, st = measured(spec)
+    assert st.n_detected == n
+    assert st.n_rejected["blended"] == 0
+    assert st.n_stars + st.n_rejected["edge"] == n
+    assert st.n_stars >= n // 2
+    assert st.hfr_px == pytest.approx(_true_hlr_px(spec), rel=0.10)
+
+
 def test_without_the_rig_the_diffraction_scale_is_fitted_too():
     """No focal ratio or pixel size in the header: lambda N is fitted with the rest."""
     from focuswatch import stars

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from focuswatch.stars import _components, _mad_std, _nearest_offsets, _neighbours_within, _pairs_within
+from focuswatch.stars.neighbours import _components, _nearest_offsets, _neighbours_within, _pairs_within
+from focuswatch.stars.summary import _mad_std
 
 
 def _brute_pairs(x, y, reach):

@@ -6,6 +6,7 @@ import pytest
 
 from focuswatch import sim, stars
 from focuswatch.optics import Rig
+from focuswatch.stars import measuring, summary
 
 RIG = Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=3.76, obstruction=0.0)
 SCALE = RIG.plate_scale_arcsec_px
@@ -175,7 +176,7 @@ def test_crowded_defocused_fields(zones, n_stars):
 def _median_err(v: np.ndarray) -> float:
     """1-sigma uncertainty of the median of ``v`` (1.2533 x robust sigma / sqrt(n))."""
     v = v[np.isfinite(v)]
-    return 1.2533 * stars._mad_std(v) / math.sqrt(len(v))
+    return 1.2533 * summary._mad_std(v) / math.sqrt(len(v))
 
 
 def test_profile_sample_is_spread_over_zones_and_brightness():
@@ -188,10 +189,10 @@ def test_profile_sample_is_spread_over_zones_and_brightness():
     keep[:40] = True
     sel = np.nonzero(keep)[0]  # "brightest first": index order
     cfg = stars.ProfileConfig(max_stars=300, min_per_zone=30)
-    assert np.array_equal(stars._profile_sample(sel[:300], fx, fy, w, h, cfg), sel[:300])  # at the cap: all
-    assert np.array_equal(stars._profile_sample(sel, fx, fy, w, h, stars.ProfileConfig(max_stars=0)), sel)
-    got = stars._profile_sample(sel, fx, fy, w, h, cfg)
-    assert np.array_equal(got, stars._profile_sample(sel, fx, fy, w, h, cfg))  # deterministic
+    assert np.array_equal(measuring._profile_sample(sel[:300], fx, fy, w, h, cfg), sel[:300])  # at the cap: all
+    assert np.array_equal(measuring._profile_sample(sel, fx, fy, w, h, stars.ProfileConfig(max_stars=0)), sel)
+    got = measuring._profile_sample(sel, fx, fy, w, h, cfg)
+    assert np.array_equal(got, measuring._profile_sample(sel, fx, fy, w, h, cfg))  # deterministic
     assert np.all(np.diff(np.searchsorted(sel, got)) > 0)  # a subset, in the order given
     zone = lambda idx: np.minimum((fy[idx] * 3 / h).astype(int), 2) * 3 + np.minimum((fx[idx] * 3 / w).astype(int), 2)
     per_zone = np.bincount(zone(got), minlength=9)
@@ -231,7 +232,7 @@ def test_a_profiled_sample_gives_the_full_figures_within_their_uncertainty(galsi
     assert part.hfr_px == pytest.approx(hlr, rel=0.05) and full.hfr_px == pytest.approx(hlr, rel=0.05)
     t = part.stars
     assert abs(part.fwhm_px - full.fwhm_px) <= 3 * _median_err(t["fwhm"]) + 1e-3
-    shape = stars._shape_sample(t[t["snr"] >= 10])
+    shape = summary._shape_sample(t[t["snr"] >= 10])
     assert abs(part.eccentricity - full.eccentricity) <= 3 * _median_err(shape["ecc"])
     assert abs(part.hfr_nina_px - full.hfr_nina_px) <= 3 * _median_err(t["hfr_nina"])
     # too few bright lone stars in the sample for the wing share: every candidate is profiled

@@ -39,10 +39,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from focuswatch.optics import KOLMOGOROV_FWHM_FACTOR  # FWHM = k lambda / r0, long-exposure Kolmogorov
+
 __all__ = ["RingFitConfig", "RING_FIT", "RingFit", "radial_profile", "defocused_annulus_otf", "annulus_ee",
            "annulus_profile", "fit_rings", "diffraction_px", "refine_ring_ratio", "frame_ring_ratio"]
 
-KOLMOGOROV_FWHM_FACTOR = 0.976  # FWHM = 0.976 lambda / r0 (long-exposure Kolmogorov)
 
 
 @dataclass(frozen=True)

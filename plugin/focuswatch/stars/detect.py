@@ -1,0 +1,460 @@
+"""Finding the stars: sky background and source extraction with sep on a block-averaged
+copy of the frame, and putting donuts back together when sep splits them.
+
+Two repairs follow sep's extraction. A donut whose ring is brighter on one side is
+deblended into pieces of one footprint with a hole (:func:`_merge_holed`); a donut cut by
+spider-vane shadows is detected as separate arcs around one centre (:func:`_merge_rings`,
+tuned by :class:`RingMergeConfig`). When the coarse second pass joins whole stars of a
+crowded field into one object, :func:`_split_merged_groups` puts back the first pass's
+stars (:class:`GroupSplitConfig`). :func:`_constant_border` finds the zero border of
+cropped frames, which must not be detected as a star.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from focuswatch.stars.neighbours import _candidate_pairs, _components
+
+
+#: rows of the block-averaged image made per step of :func:`_block_mean` (bounds its
+#: temporaries to a strip: the whole-frame row sums of a 61 Mpx frame were 2 x 61 MB)
+_BLOCK_STRIP_BYTES = 4 << 20
+
+
+def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
+    """Average ``b x b`` blocks (cropping the ragged edge); float32, C-contiguous."""
+    if b <= 1:
+        return img
+    h, w = img.shape[0] // b, img.shape[1] // b
+    out = np.empty((h, w), np.float32)
+    step = max(1, _BLOCK_STRIP_BYTES // (4 * b * img.shape[1]))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        # Add whole rows first (long contiguous vectors), then columns of the row sums: about
+        # 3x faster than numpy's mean over axes (1, 3) of the 4-D view, and exact.
+        rows = img[r0 * b:r1 * b].reshape(r1 - r0, b, img.shape[1])  # a view
+        acc = rows[:, 0, :].astype(np.float32, copy=True)
+        for i in range(1, b):
+            acc += rows[:, i, :]
+        cols = np.ascontiguousarray(acc[:, :w * b]).reshape(r1 - r0, w, b)
+        strip = out[r0:r1]
+        strip[:] = cols[:, :, 0]
+        for j in range(1, b):
+            strip += cols[:, :, j]
+    out *= np.float32(1.0 / (b * b))
+    return out
+
+
+def _background(small: np.ndarray, box_binned_px: float):
+    """sep's sky model with a mesh of ``box_binned_px`` (16-512, at most half the image)."""
+    import sep
+
+    box = int(max(16, min(512, round(box_binned_px))))
+    box = min(box, max(8, min(small.shape) // 2))
+    return sep.Background(small, bw=box, bh=box, fw=3, fh=3)
+
+
+def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, kernel_sigma: float | None = None,
+            deblend_cont: float = 0.005):
+    """Background + source extraction on the ``b``-binned image (sep).
+
+    ``box_px`` is the background mesh in full-resolution pixels (it must be several times
+    the stars' size or their light leaks into the sky level); ``kernel_sigma`` (binned px)
+    replaces sep's default 3x3 matched filter by a Gaussian fitted to large stars.
+    Donuts that sep split into arcs are put together again (:func:`_merge_rings`).
+    Returns (objects, background, noise of a binned pixel, rings merged).
+    """
+    import sep
+
+    small = _block_mean(img, b)
+    bkg = _background(small, box_px / b)
+    if b > 1 and small.dtype == np.float32:
+        sub = small  # a fresh binned copy: the sky comes off in place (the same float32 subtraction)
+        bkg.subfrom(sub)
+    else:
+        sub = small - bkg.back(dtype=np.float32)
+    del small
+    rms = float(bkg.globalrms)
+    if not math.isfinite(rms) or rms <= 0:
+        rms = float(np.std(sub)) or 1.0
+    kernel = None
+    if kernel_sigma:
+        k = int(math.ceil(3 * kernel_sigma))
+        ax = np.arange(-k, k + 1)
+        kernel = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * kernel_sigma ** 2)).astype(np.float32)
+    sep.set_sub_object_limit(4096)
+    kw = dict(err=rms, minarea=4 if b > 1 else 5, deblend_cont=deblend_cont, clean=True)
+    if kernel is not None:
+        kw["filter_kernel"] = kernel
+    try:
+        objs = _extract_with_stack(sep, sub, thresh, kw, max(_PIXSTACK_FIRST, sub.size // 2))
+    except Exception as exc:  # sep raises bare Exception on pixel-stack overflow
+        if "pixel buffer" in str(exc) or "object buffer" in str(exc) or "limit" in str(exc):
+            objs = sep.extract(sub, thresh * 3, **kw)
+        else:
+            raise
+    objs, n_holed = _merge_holed(objs, sub, thresh, kw)
+    objs, n_rings, _ = _merge_rings(objs, sub.shape[1], sub.shape[0])
+    return objs, bkg, rms, n_rings + n_holed
+
+
+#: sep's pixel stack for a first extraction (its own default). sep allocates and writes the
+#: whole stack on every call: half the binned image (2M entries, ~80 MB on a 61 Mpx frame)
+#: is asked for only when this one overflows, which a star field never does
+_PIXSTACK_FIRST = 300_000
+
+
+def _extract_with_stack(sep: Any, sub: np.ndarray, thresh: float, kw: dict, full_stack: int) -> np.ndarray:
+    """``sep.extract`` with a small pixel stack first, the full one if that overflows.
+
+    sep's result does not depend on the stack's size unless it overflows, so this is the
+    extraction with ``full_stack`` (whose own overflow is raised to the caller as before).
+    """
+    if full_stack > _PIXSTACK_FIRST:
+        sep.set_extract_pixstack(_PIXSTACK_FIRST)
+        try:
+            return sep.extract(sub, thresh, **kw)
+        except Exception:  # noqa: BLE001 - sep raises bare Exception; the full stack decides as before
+            pass
+    sep.set_extract_pixstack(full_stack)
+    return sep.extract(sub, thresh, **kw)
+
+
+#: a footprint whose holes hold at least this share of its filled area (and
+#: ``_HOLE_MIN_PX`` binned pixels) is a ring
+_HOLE_MIN_SHARE = 0.03
+_HOLE_MIN_PX = 4
+#: pieces smaller than this (binned px) cannot belong to a ring with a hole
+_HOLE_MIN_EXTENT_PX = 6
+#: shares of the footprint's brightest pixel at which a hole is looked for
+_HOLE_LEVELS = (0.2, 0.35, 0.5)
+#: the hole's centre within this share of the footprint's extent from the footprint's centroid
+_HOLE_CENTRE_SHARE = 0.2
+
+
+def _merge_holed(objs: np.ndarray, sub: np.ndarray, thresh: float, kw: dict) -> tuple[np.ndarray, int]:
+    """Undo sep's deblending of a ring: a donut whose ring is brighter on one side is split
+    into pieces that share one footprint, and that footprint has a hole (the obstruction's
+    shadow). Two stars blended together make a footprint without a hole: they stay apart.
+    Returns (objects, number of rings put back together).
+    """
+    if len(objs) < 2:
+        return objs, 0
+    ov_i, ov_j = _overlapping_boxes(objs)
+    # a hole needs a ring a few pixels across: pieces of small stars are real blends
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]) + 1
+    big = (ext[ov_i] >= _HOLE_MIN_EXTENT_PX) & (ext[ov_j] >= _HOLE_MIN_EXTENT_PX)
+    ov_i, ov_j = ov_i[big], ov_j[big]
+    if not len(ov_i):
+        return objs, 0
+    import sep
+
+    kw1 = dict(kw)
+    kw1["deblend_cont"] = 1.0  # the footprints before deblending
+    n = len(objs)
+    label = _components(n, ov_i, ov_j)
+    involved = np.unique(np.concatenate([ov_i, ov_j]))
+    keep = np.ones(n, bool)
+    new_rows = []
+    H, W = sub.shape
+    for grp in np.unique(label[involved]):
+        members = np.nonzero(label == grp)[0]
+        # re-extract only around this group (cheap on a full frame with many close pairs)
+        x0 = max(int(objs["xmin"][members].min()) - 3, 0)
+        y0 = max(int(objs["ymin"][members].min()) - 3, 0)
+        x1 = min(int(objs["xmax"][members].max()) + 4, W)
+        y1 = min(int(objs["ymax"][members].max()) + 4, H)
+        cut = np.ascontiguousarray(sub[y0:y1, x0:x1])
+        # a cut cannot hold more pixels than its own: a stack that size never overflows (sep
+        # allocates and writes the whole stack on every call)
+        sep.set_extract_pixstack(max(_PIXSTACK_FIRST, cut.size + 16))
+        try:
+            parents, seg = sep.extract(cut, thresh, segmentation_map=True, **kw1)
+        except Exception:  # sep raises bare Exception (buffer limits): leave the group as it is
+            continue
+        hx = np.clip(np.rint(objs["x"][members]).astype(np.int64) - x0, 0, cut.shape[1] - 1)
+        hy = np.clip(np.rint(objs["y"][members]).astype(np.int64) - y0, 0, cut.shape[0] - 1)
+        owner = seg[hy, hx] - 1  # the footprint each deblended piece sits in (-1: none)
+        for pid in np.unique(owner):
+            kids = members[owner == pid]
+            if pid < 0 or len(kids) < 2 or not _is_one_ring(parents[pid], seg == pid + 1, cut):
+                continue
+            row = parents[pid].copy()
+            for f, off in (("x", x0), ("xmin", x0), ("xmax", x0), ("y", y0), ("ymin", y0), ("ymax", y0)):
+                row[f] = row[f] + off
+            keep[kids] = False
+            new_rows.append(row)
+    if not new_rows:
+        return objs, 0
+    return np.concatenate([objs[keep], np.array(new_rows, dtype=objs.dtype)]), len(new_rows)
+
+
+def _is_one_ring(po: np.void, own_full: np.ndarray, img: np.ndarray) -> bool:
+    """Whether one footprint (``own_full``, a mask of ``img``) is a ring: it has a hole, at
+    the detection threshold or at a share of its brightest pixel (seeing half fills a hole),
+    and its largest hole sits at the footprint's centroid (two overlapping donuts make holes
+    off to each side)."""
+    from scipy import ndimage
+
+    ys = slice(po["ymin"], po["ymax"] + 1)
+    xs = slice(po["xmin"], po["xmax"] + 1)
+    own = own_full[ys, xs]
+    vals = np.where(own, img[ys, xs], -np.inf)
+    top = float(vals.max())
+    for level in (-np.inf,) + _HOLE_LEVELS:
+        box = own if level == -np.inf else vals > level * top
+        filled = ndimage.binary_fill_holes(box)
+        hole = int(filled.sum() - box.sum())
+        if hole >= _HOLE_MIN_PX and hole >= _HOLE_MIN_SHARE * filled.sum():
+            lab, n_lab = ndimage.label(filled & ~box)
+            areas = np.bincount(lab.ravel(), minlength=n_lab + 1)[1:]
+            hy_, hx_ = ndimage.center_of_mass(lab == int(np.argmax(areas)) + 1)
+            off = math.hypot(hx_ + po["xmin"] - po["x"], hy_ + po["ymin"] - po["y"])
+            return off <= _HOLE_CENTRE_SHARE * max(box.shape)
+    return False
+
+
+def _overlapping_boxes(objs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of detections whose bounding boxes overlap (deblended pieces of one footprint)."""
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
+    cx, cy = 0.5 * (objs["xmin"] + objs["xmax"]), 0.5 * (objs["ymin"] + objs["ymax"])
+    i, j = _candidate_pairs(cx, cy, math.sqrt(2.0) * ext)
+    if not len(i):
+        return i, j
+    ov = ((objs["xmin"][i] <= objs["xmax"][j]) & (objs["xmin"][j] <= objs["xmax"][i])
+          & (objs["ymin"][i] <= objs["ymax"][j]) & (objs["ymin"][j] <= objs["ymax"][i]))
+    return i[ov], j[ov]
+
+
+@dataclass(frozen=True)
+class RingMergeConfig:
+    """How arcs of one donut are told from separate stars (binned detection pixels).
+
+    A defocused star on a telescope with spider vanes is a ring cut by the vanes' shadows;
+    sep detects each arc as its own object. Arcs of one ring sit around a common centre at
+    about the same distance, are elongated and lie tangentially, which a few close round
+    stars do not.
+    """
+
+    #: two detections are neighbours when their boxes, widened by this share of their
+    #: extent plus ``gap_px``, overlap (a vane's shadow is a few % of the ring's width)
+    gap_share: float = 0.25
+    gap_px: float = 1.5
+    #: spread of the arcs' distances from the common centre (std/mean) at most
+    radius_cv_max: float = 0.3
+    #: each arc elongated at least this much (a/b) and lying tangentially: the angle
+    #: between its major axis and the radius through it at least this (degrees)
+    arc_elongation_min: float = 1.3
+    arc_tangential_min_deg: float = 50.0
+    #: no gap between neighbouring arcs (seen from the centre) wider than this (degrees)
+    max_gap_deg: float = 200.0
+    #: brightest / faintest arc at most this
+    flux_ratio_max: float = 6.0
+
+
+RING_MERGE = RingMergeConfig()
+
+
+def _merge_rings(objs: np.ndarray, width: int, height: int,
+                 config: RingMergeConfig = RING_MERGE) -> tuple[np.ndarray, int, int]:
+    """Reassemble donuts that sep split into arcs; return (objects, n_rings, n_edge_groups).
+
+    Groups of touching detections are replaced by one object at the ring's centre when
+    they look like arcs of one ring (see :class:`RingMergeConfig`). A partial ring cut by
+    the frame's border fails the "arcs all round" test; its arcs stay apart and are
+    rejected as blended with each other, so they never count as stars.
+    """
+    n = len(objs)
+    if n < 2:
+        return objs, 0, 0
+    ext = np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]).astype(np.float64) + 1.0
+    grow = config.gap_share * ext + config.gap_px
+    x0, x1 = objs["xmin"] - grow, objs["xmax"] + grow
+    y0, y1 = objs["ymin"] - grow, objs["ymax"] + grow
+    cx, cy = 0.5 * (objs["xmin"] + objs["xmax"]), 0.5 * (objs["ymin"] + objs["ymax"])
+    i, j = _candidate_pairs(cx, cy, math.sqrt(2.0) * (ext + 2 * grow))
+    if not len(i):
+        return objs, 0, 0
+    touch = (x0[i] <= x1[j]) & (x0[j] <= x1[i]) & (y0[i] <= y1[j]) & (y0[j] <= y1[i])
+    i, j = i[touch], j[touch]
+    if not len(i):
+        return objs, 0, 0
+    label = _components(n, i, j)
+    n_comp = int(label.max()) + 1
+    sizes = np.bincount(label, minlength=n_comp)
+    keep = np.ones(n, bool)
+    new_rows = []
+    n_rings = n_edge = 0
+    flux = np.maximum(objs["flux"].astype(np.float64), 1e-12)
+    for comp in np.nonzero(sizes >= 2)[0]:
+        m = np.nonzero(label == comp)[0]
+        f = flux[m]
+        gx = float(np.sum(f * objs["x"][m]) / np.sum(f))
+        gy = float(np.sum(f * objs["y"][m]) / np.sum(f))
+        at_edge = (objs["xmin"][m].min() <= 1 or objs["ymin"][m].min() <= 1
+                   or objs["xmax"][m].max() >= width - 2 or objs["ymax"][m].max() >= height - 2)
+        dx, dy = objs["x"][m] - gx, objs["y"][m] - gy
+        d = np.hypot(dx, dy)
+        if np.mean(d) <= 0 or np.std(d) / np.mean(d) > config.radius_cv_max:
+            continue
+        if f.max() / f.min() > config.flux_ratio_max:
+            continue
+        elong = objs["a"][m] / np.maximum(objs["b"][m], 1e-3)
+        phi = np.arctan2(dy, dx)
+        rel = np.abs(np.degrees(np.angle(np.exp(1j * (objs["theta"][m] - phi)))))
+        rel = np.minimum(rel, 180.0 - rel)  # angle between the major axis and the radius, 0-90
+        if np.any(elong < config.arc_elongation_min) or np.any(rel < config.arc_tangential_min_deg):
+            continue
+        ang = np.sort(np.degrees(phi) % 360.0)
+        gaps = np.diff(np.concatenate([ang, ang[:1] + 360.0]))
+        if gaps.max() > config.max_gap_deg:
+            continue
+        n_rings += 1
+        n_edge += int(at_edge)
+        row = objs[m[np.argmax(f)]].copy()
+        row["x"], row["y"] = gx, gy
+        row["xmin"], row["xmax"] = objs["xmin"][m].min(), objs["xmax"][m].max()
+        row["ymin"], row["ymax"] = objs["ymin"][m].min(), objs["ymax"][m].max()
+        row["flux"] = float(np.sum(objs["flux"][m]))
+        row["npix"] = int(np.sum(objs["npix"][m]))
+        # a uniform disk of radius r has sigma r/2: the union box is the ring's diameter
+        half = 0.25 * max(row["xmax"] - row["xmin"] + 1, row["ymax"] - row["ymin"] + 1)
+        row["a"], row["b"], row["theta"] = half, half, 0.0
+        new_rows.append(row)
+        keep[m] = False
+    if not new_rows:
+        return objs, 0, 0
+    return np.concatenate([objs[keep], np.array(new_rows, dtype=objs.dtype)]), n_rings, n_edge
+
+
+@dataclass(frozen=True)
+class GroupSplitConfig:
+    """When the coarse second detection pass has joined whole stars into one object.
+
+    The second pass (a coarser grid, a Gaussian matched filter as wide as a fifth of a
+    star) is far more sensitive to faint light than the first: in a crowded field of donuts
+    the seeing wings and the diffraction of the spider vanes between neighbours reach its
+    threshold, and several donuts a few tens of pixels apart come out as one footprint that
+    sep does not deblend (a donut's arcs hold too little of the group's light). The first
+    pass, at full resolution, had them apart and whole. Such a group is put back as the
+    first pass's stars; arcs and faint companions of the first pass are left out, as they
+    were inside the group, and so are whole stars that touch one another.
+    """
+
+    #: a second-pass object wider than this many typical star extents (plus two binned
+    #: pixels) is a group: the bound at which :func:`~focuswatch.stars.measuring.measure`
+    #: calls an object a merged group and rejects it as blended
+    group_extent: float = 1.8
+    #: a first-pass object at least this share of the typical extent is a whole star (a
+    #: donut's arc or a faint star is smaller)
+    whole_share: float = 0.7
+    #: fewest whole first-pass stars in a group for it to be split into them
+    min_whole: int = 2
+    #: the whole stars hold at least this share of the first pass's light in the group (a
+    #: donut the first pass left in arcs would be lost)
+    whole_flux_share: float = 0.9
+    #: whole stars closer to another whole star than this share of the sum of their two
+    #: half-extents touch it: they are left out (they would be rejected as blended, and
+    #: pieces of overlapping donuts look whole), and a group needs ``min_whole`` apart
+    min_gap_share: float = 1.0
+
+
+GROUP_SPLIT = GroupSplitConfig()
+
+
+def _rebin_objects(objs: np.ndarray, b_from: int, b_to: int, width: int, height: int) -> np.ndarray:
+    """sep objects found on the ``b_from``-binned image in the coordinates of the
+    ``b_to``-binned one (``width`` x ``height``): centre, box, moments and flux (the fields
+    measuring reads); a box rounds outward to whole binned pixels."""
+    s = b_from / b_to
+    out = objs.copy()
+    for c in ("x", "y"):
+        out[c] = (objs[c] + 0.5) * s - 0.5
+    for lo, hi, n in (("xmin", "xmax", width), ("ymin", "ymax", height)):
+        out[lo] = np.clip(np.floor(objs[lo] * s), 0, n - 1)
+        out[hi] = np.clip(np.ceil((objs[hi] + 1) * s) - 1, 0, n - 1)
+    for c in ("a", "b"):
+        out[c] = objs[c] * s
+    for c in ("x2", "y2", "xy", "flux", "cflux"):
+        out[c] = objs[c] * s * s  # flux: the binned image holds block means
+    out["npix"] = np.maximum(np.rint(objs["npix"] * s * s), 1)
+    return out
+
+
+def _split_merged_groups(coarse: np.ndarray, b_coarse: int, fine: np.ndarray, b_fine: int, extent_px: float,
+                         width: int, height: int, config: GroupSplitConfig = GROUP_SPLIT) -> tuple[np.ndarray, int]:
+    """Replace each group of the coarse pass (``b_coarse``, a ``width`` x ``height`` binned
+    image) that holds at least ``config.min_whole`` whole stars of the fine pass
+    (``b_fine``) apart from one another by those stars (see :class:`GroupSplitConfig`); ``extent_px`` is the
+    typical star's extent (full-resolution px). Returns (objects, number of groups split).
+    """
+    if not len(coarse) or not len(fine):
+        return coarse, 0
+    ext_c = (np.maximum(coarse["xmax"] - coarse["xmin"], coarse["ymax"] - coarse["ymin"]) + 1) * b_coarse
+    groups = np.nonzero(ext_c > config.group_extent * extent_px + 2 * b_coarse)[0]
+    ext_f = (np.maximum(fine["xmax"] - fine["xmin"], fine["ymax"] - fine["ymin"]) + 1) * b_fine
+    is_whole = ext_f >= config.whole_share * extent_px
+    if not len(groups) or not np.any(is_whole):
+        return coarse, 0
+    # the fine objects' centres in coarse pixels; each belongs to the coarse object nearest to
+    # it among those whose box holds it (boxes of a crowded field overlap: a star beside a
+    # group is its own coarse object's)
+    wx = (fine["x"] + 0.5) * b_fine / b_coarse - 0.5
+    wy = (fine["y"] + 0.5) * b_fine / b_coarse - 0.5
+    inside = ((wx[:, None] >= coarse["xmin"][None, :] - 0.5) & (wx[:, None] <= coarse["xmax"][None, :] + 0.5)
+              & (wy[:, None] >= coarse["ymin"][None, :] - 0.5) & (wy[:, None] <= coarse["ymax"][None, :] + 0.5))
+    d2 = np.where(inside, (wx[:, None] - coarse["x"][None, :]) ** 2 + (wy[:, None] - coarse["y"][None, :]) ** 2,
+                  np.inf)
+    owner = np.where(inside.any(axis=1), np.argmin(d2, axis=1), -1)
+    flux = np.maximum(fine["flux"].astype(np.float64), 0.0)
+    fx, fy = (fine["x"] + 0.5) * b_fine, (fine["y"] + 0.5) * b_fine
+    keep = np.ones(len(coarse), bool)
+    taken = []
+    for k in groups:
+        mine = owner == k
+        members = np.nonzero(mine & is_whole)[0]
+        if len(members) < config.min_whole:
+            continue
+        if flux[members].sum() < config.whole_flux_share * flux[mine].sum():
+            continue
+        d = np.hypot(fx[members, None] - fx[None, members], fy[members, None] - fy[None, members])
+        reach = 0.5 * (ext_f[members, None] + ext_f[None, members])
+        np.fill_diagonal(d, np.inf)
+        apart = members[~np.any(d < config.min_gap_share * reach, axis=1)]
+        if len(apart) < config.min_whole:
+            continue
+        keep[k] = False
+        taken.append(apart)
+    if not taken:
+        return coarse, 0
+    stars = _rebin_objects(fine[np.concatenate(taken)], b_fine, b_coarse, width, height)
+    return np.concatenate([coarse[keep], stars.astype(coarse.dtype)]), len(taken)
+
+
+def _constant_border(img: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows/columns of one constant value at the frame's edges: (top, bottom, left, right).
+
+    Cut-outs, registered and cropped frames often carry a border of zeros. Its step down
+    from the sky would be detected as a long "star" and the stars beside it called edge
+    stars; measurement runs on the frame inside it instead.
+    """
+    H, W = img.shape
+
+    def run(get, n):
+        k = 0
+        while k < n - 16:
+            line = get(k)
+            if line.min() != line.max():
+                break
+            k += 1
+        return k
+
+    top = run(lambda k: img[k], H)
+    bottom = run(lambda k: img[H - 1 - k], H - top)
+    left = run(lambda k: img[top:H - bottom, k], W)
+    right = run(lambda k: img[top:H - bottom, W - 1 - k], W - left)
+    return top, bottom, left, right

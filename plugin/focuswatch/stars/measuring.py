@@ -1,0 +1,399 @@
+"""The measuring pipeline: frame in, :class:`~focuswatch.stars.table.FrameStats` out.
+
+:func:`measure` runs the steps of the other modules in order: detection
+(:mod:`~focuswatch.stars.detect`), edge and blend rejection
+(:mod:`~focuswatch.stars.neighbours`), a sample of the candidates when there are many
+(:class:`ProfileConfig`), stamps and per-star figures (:mod:`~focuswatch.stars.profile`),
+the wings (:mod:`~focuswatch.stars.wings`), Moffat fits, and the frame figures
+(:func:`~focuswatch.stars.summary.summarize`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from focuswatch.model.frame import Frame
+from focuswatch.stars import ringfit
+from focuswatch.stars.detect import _background, _block_mean, _constant_border, _detect, _split_merged_groups
+from focuswatch.stars.neighbours import _nearest_offsets, _neighbours_within, _pairs_within
+from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _batched_moffat, _half_max_width,
+                                      _measure_stamps, _offsets, _stamps, moffat_fwhm)
+from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
+from focuswatch.stars.table import FrameStats, STAR_DTYPE, _PIX_FWHM2, _PIX_HFR2
+from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
+
+
+#: Detection works on a block-averaged copy of at most this many pixels (speed), then on a
+#: coarser one if stars are large (so a 60 px donut is one blob, not a dozen arcs).
+_DETECT_MAX_PIXELS = 4_000_000
+_DETECT_TARGET_SIZE = 10.0    # typical extent (binned px) of large stars in the second pass
+_DETECT_LARGE_PX = 32.0       # stars wider than this (full-resolution px) get the second pass
+_STAMP_PIXEL_BUDGET = 24_000_000
+
+
+#: margin (px) between a star's light and the frame's edge
+_EDGE_MARGIN_PX = 1.0
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """How many stars get the full per-star profile (the expensive part of :func:`measure`).
+
+    A full frame of a large sensor holds thousands of isolated stars. The frame figures are
+    medians, whose uncertainty falls as 1/sqrt(n) (``hfr_err_px``), and the 3x3 zones need a
+    few dozen stars each; profiling a star (a stamp several times its size, sep's curve of
+    growth at 11 fractions with 3x3 sub-pixels, centroids, second moments, radial profiles,
+    wings) costs more per star than detecting it. Above ``max_stars`` isolated candidates a
+    sample is profiled, chosen without looking at any star's size or shape so the medians
+    stay unbiased: in each 3x3 zone (the grid of :attr:`FrameStats.zones`, which the
+    diagnosis' tilt, curvature and field map read) the quota is the zone's share of the
+    candidates (at least ``min_per_zone`` while the zone has them, so a sparse corner keeps
+    its figure), taken at evenly spaced brightness ranks so every magnitude keeps its share.
+    ``n_stars`` then scales the sample's measurable share back to all candidates (star
+    counts still compare between frames: clouds) and a note says how many were profiled.
+    """
+
+    #: most stars profiled per frame (0: all). 800 leaves each zone of an even field ~90
+    #: stars, and the frame median's uncertainty sqrt(2200/800) = 1.7x that of 2200 stars
+    max_stars: int = 800
+    #: fewest stars profiled in a zone (or all it has, when fewer)
+    min_per_zone: int = 30
+    #: the wing share (light beyond the aperture) is read from bright lone stars; when the
+    #: sample holds fewer of them than this, every candidate is profiled after all (a share
+    #: from a handful, or none, could move every HFR by several %)
+    min_wing_stars: int = 20
+
+
+PROFILE = ProfileConfig()
+
+
+def _profile_sample(sel: np.ndarray, fx: np.ndarray, fy: np.ndarray, width: int, height: int,
+                    config: ProfileConfig = PROFILE) -> np.ndarray:
+    """The candidates ``sel`` (brightest first) to profile: all of them up to
+    ``config.max_stars``, else a sample stratified over the 3x3 zones and, within each
+    zone, at evenly spaced brightness ranks (deterministic; see :class:`ProfileConfig`).
+    Returned in the order of ``sel``."""
+    n = len(sel)
+    cap = int(config.max_stars)
+    if cap <= 0 or n <= cap:
+        return sel
+    zone = (np.minimum((fy[sel] * 3 / height).astype(np.int64), 2) * 3
+            + np.minimum((fx[sel] * 3 / width).astype(np.int64), 2))
+    counts = np.bincount(zone, minlength=9)
+    share = cap * counts / n
+    quota = np.floor(share).astype(np.int64)
+    rest = cap - int(quota.sum())  # the largest remainders fill the quota up to the cap
+    if rest > 0:
+        quota[np.argsort(-(share - quota), kind="stable")[:rest]] += 1
+    quota = np.minimum(np.maximum(quota, np.minimum(counts, config.min_per_zone)), counts)
+    take = []
+    for z in range(9):
+        members = np.nonzero(zone == z)[0]  # positions in sel, brightest first
+        q = int(quota[z])
+        if q > 0:
+            take.append(members[((np.arange(q) + 0.5) * len(members) / q).astype(np.int64)])
+    return sel[np.sort(np.concatenate(take))]
+
+
+def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
+    """Measure an in-memory image (tests, the simulator): :func:`measure` on a wrapped frame."""
+    from focuswatch.model.frame import frame_from_array
+
+    return measure(frame_from_array(pixels, header, kw.pop("saturation_adu", None)), **kw)
+
+
+def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_stars: int = 3000,
+            n_fit: int = 300, detect_thresh: float = 4.0, min_stars: int = MIN_STARS_FOR_STATS,
+            profile: ProfileConfig = PROFILE) -> FrameStats:
+    """Find and measure the stars of a frame.
+
+    Steps: background and detection with sep on a block-averaged copy (at most ~4 Mpx, and
+    coarser when stars are large so donuts stay whole); full-resolution stamps around each
+    detection, background taken from sep's smooth map; windowed centroids; true half-flux
+    radius with sep's exact circular apertures on a mosaic of the stamps; NINA's
+    flux-weighted radius; second moments for shape; batched Moffat fits of radial profiles
+    for FWHM on up to ``n_fit`` bright, unsaturated, isolated stars spread over the 3x3 grid.
+
+    Rejected (counted in ``n_rejected``): saturated, edge-clipped, blended (a neighbour with
+    >10 % of the flux inside the aperture), hot pixels and cosmic rays (smaller than any
+    optics can make a star), and too faint to measure (SNR < 5).
+
+    ``min_stars`` (default 1) is the fewest measured stars for frame figures: one bright
+    star is enough for ``hfr_px`` (single-star autofocus, sub-frames); ``hfr_err_px``
+    then says how far to trust it. Callers that need a crowd (the refocus policy, the
+    diagnosis) keep their own minimum.
+
+    With more isolated candidates than ``profile.max_stars``, a sample spread over the zones
+    and over brightness is profiled (:class:`ProfileConfig`); ``n_stars`` is then scaled
+    to all candidates, the per-star table holds the sample, and a note says so.
+    """
+    img = frame.pixels
+    top, bottom, left, right = _constant_border(img)
+    border_note: tuple[str, ...] = ()
+    if top or bottom or left or right:
+        img = img[top:img.shape[0] - bottom, left:img.shape[1] - right]
+        border_note = (f"a constant border (top {top}, bottom {bottom}, left {left}, right {right} px) "
+                       "is left out as outside the image",)
+    H, W = img.shape
+    scale = float(frame.scale_px)
+    file = str(frame.path) if frame.path is not None else None
+    rejected = {"saturated": 0, "edge": 0, "blended": 0, "hot_pixel": 0, "faint": 0}
+
+    def empty(reason: str, bkg_level=None, noise=None, n_det=0) -> FrameStats:
+        return FrameStats(file=file, n_stars=0, background_adu=bkg_level, noise_adu=noise, width_px=W, height_px=H,
+                          plate_scale_arcsec_px=plate_scale_arcsec_px, n_detected=n_det, n_rejected=rejected,
+                          reason=reason, notes=tuple(frame.notes), meta=frame.meta)
+
+    # ---- detection; again with a coarser grid, a wider sky mesh and a matched filter when
+    # the stars are large (defocused disks and donuts stay one object each, and their light
+    # does not leak into the sky level)
+    b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
+    objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh)
+    noise = float(rms_small) * b  # white noise of one full-resolution pixel
+    if len(objs) >= 3:
+        bright = objs[objs["flux"] >= np.median(objs["flux"])]
+        extent = float(np.median(np.maximum(bright["xmax"] - bright["xmin"], bright["ymax"] - bright["ymin"]) + 1)) * b
+        if extent > _DETECT_LARGE_PX:
+            b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
+            if min(H, W) // b2 >= 16:
+                fine = objs
+                objs, bkg, rms_small, n_rings = _detect(img, b2, detect_thresh,
+                                                               box_px=max(128.0, 6.0 * extent),
+                                                               kernel_sigma=max(1.0, extent / b2 / 5.0),
+                                                               deblend_cont=0.05)
+                # in a crowded field the coarse pass may join stars the first pass had apart
+                objs, _ = _split_merged_groups(objs, b2, fine, b, extent, W // b2, H // b2)
+                b = b2
+        elif extent > 16.0:
+            # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
+            bkg = _background(_block_mean(img, b), 6.0 * extent / b)  # binned again: detection kept no copy
+    bkg_level = float(bkg.globalback)
+    n_det = int(len(objs))
+    objs_b = b
+    if n_det == 0:
+        return empty("no stars detected (is the frame black, clouded out or not a sky frame?)", bkg_level,
+                     noise, 0)
+
+    # full-resolution positions (sep convention) and sizes from the detection pass
+    fx = (objs["x"] + 0.5) * objs_b - 0.5
+    fy = (objs["y"] + 0.5) * objs_b - 0.5
+    size_sigma = np.sqrt(np.maximum(objs["a"] * objs["b"], 0.09)) * objs_b
+    extent_full = (np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]) + 1) * objs_b
+    flux_det = objs["flux"] * objs_b * objs_b
+
+    # ---- stamp size: covers typical stars out to their faint wings, donuts included
+    # (medians of the brighter half: merged blends must not set the size)
+    brighter = flux_det >= np.median(flux_det)
+    typ_sigma = float(np.median(size_sigma[brighter]))
+    typ_extent = float(np.median(extent_full[brighter]))
+    R = int(np.clip(math.ceil(max(5.0 * typ_sigma, 0.75 * typ_extent) + 3), 7, 96))
+    S = 2 * R + 1
+    order = np.argsort(-flux_det)
+    n_keep = int(min(len(order), max_stars, max(20, _STAMP_PIXEL_BUDGET // (S * S))))
+    # edge clipping: the star's own light (its detection box, or 2.5 sigma, plus a margin)
+    # must lie inside the frame; its stamp may reach past the edge (zeros there), so a
+    # single big star in a small sub-frame is still measured
+    ix = np.rint(fx).astype(np.int64)
+    iy = np.rint(fy).astype(np.int64)
+    own_r = np.maximum(0.5 * extent_full, 2.5 * size_sigma) + _EDGE_MARGIN_PX
+    inside = (fx - own_r >= -0.5) & (fy - own_r >= -0.5) & (fx + own_r <= W - 0.5) & (fy + own_r <= H - 0.5)
+    rejected["edge"] = int(np.count_nonzero(~inside))
+    # two stars blend when their light overlaps: closer than the sum of their radii (the
+    # detection footprint) plus a margin, and the neighbour holds >10 % of the flux
+    blended = np.zeros(len(fx), bool)
+    radius = 2.2 * size_sigma  # a uniform disk of radius r has sigma = r/2; a Gaussian holds ~91 % in 2.2 sigma
+    # r_i + r_j + 2 <= max(2 r_i + 2, 2 r_j + 2): each point's own reach finds every such pair
+    i, j = _pairs_within(fx, fy, 2.0 * radius + 2.0)
+    if len(i):
+        close = np.hypot(fx[i] - fx[j], fy[i] - fy[j]) < radius[i] + radius[j] + 2.0
+        i, j = i[close], j[close]
+        fi, fj = flux_det[i], flux_det[j]
+        blended[i[fj > 0.1 * fi]] = True
+        blended[j[fi > 0.1 * fj]] = True
+    # objects far larger than the typical star are merged groups
+    blended |= extent_full > 1.8 * typ_extent + 2 * objs_b
+    rejected["blended"] = int(np.count_nonzero(blended & inside))
+    sel = order[(inside & ~blended)[order]][:n_keep]
+    if len(sel) == 0:
+        return empty("no isolated stars away from the edges", bkg_level, noise, n_det)
+    pool = sel
+    sel = _profile_sample(pool, fx, fy, W, H, profile)
+    n_cand = len(pool)
+
+    # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
+    # only the background at the stars is needed: sep's map read as float32 (sep computes it
+    # in float32; a float64 copy holds the same values, twice the size)
+    back_map = bkg.back(dtype=np.float32)
+    sat = frame.saturation_adu
+    k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))
+    batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
+    gain = frame.meta.gain if (frame.meta.gain and 0.05 < frame.meta.gain < 20) else 1.0
+
+    def profile_stars(sel_: np.ndarray) -> dict[str, np.ndarray]:
+        """Stamps and per-star figures of the candidates ``sel_`` (see :func:`_measure_stamps`),
+        with their stamp positions, neighbours and SNR."""
+        ix_, iy_ = np.rint(fx[sel_]).astype(np.int64), np.rint(fy[sel_]).astype(np.int64)
+        n_ = len(sel_)
+        by = np.clip(((iy_ + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[0] - 1)
+        bx = np.clip(((ix_ + 0.5) / b - 0.5).astype(np.int64), 0, back_map.shape[1] - 1)
+        bkg_ = back_map[by, bx].astype(np.float32)
+        cx0 = (fx[sel_] - ix_).astype(np.float64)
+        cy0 = (fy[sel_] - iy_).astype(np.float64)
+        sw0 = np.clip(size_sigma[sel_], 1.0, R / 2.0)
+        # the nearest other detections: their light inside a stamp is masked (each pixel goes to
+        # the nearer star), so a neighbour at the stamp's edge cannot inflate the radii
+        near_i, near_j, near_d = _neighbours_within(fx, fy, sel_, 2.0 * R)
+        if k_nb > 0:
+            nbx_, nby_ = _nearest_offsets(fx, fy, n_, near_i, near_j, near_d, k_nb, 2.0 * R, ix_, iy_)
+        else:
+            nbx_ = nby_ = np.full((n_, 1), 1e6)
+        parts = [_measure_stamps(img, ix_[i:i + batch], iy_[i:i + batch], bkg_[i:i + batch], cx0[i:i + batch],
+                                 cy0[i:i + batch], sw0[i:i + batch], R, sat, nbx_[i:i + batch], nby_[i:i + batch])
+                 for i in range(0, n_, batch)]
+        out = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
+        # nearest other detection farther than 2 R <=> none within 2 R
+        crowded_ = np.zeros(n_, bool)
+        crowded_[near_i] = True
+        area = math.pi * np.maximum(out["r90"], 1.0) ** 2
+        out["snr"] = out["flux"] / np.sqrt(area * noise ** 2 + np.maximum(out["flux"], 0) / gain)
+        out.update(ix=ix_, iy=iy_, local_bkg=bkg_, nbx=nbx_, nby=nby_, crowded=crowded_)
+        return out
+
+    m = profile_stars(sel)
+    if len(sel) < n_cand:
+        i1, i2 = m["wing_i1"], m["wing_i2"]
+        wing_ok = (m["snr"] >= WING.min_snr) & ~m["crowded"] & (m["flux"] > 0) & (i2 > 0) & (i1 > i2)
+        if np.count_nonzero(wing_ok) < profile.min_wing_stars:
+            # the rest joins the sample (per-star work: no star is profiled twice), in the
+            # candidates' order, so the result is the one of profiling every star
+            in_sample = np.isin(pool, sel)
+            rest = profile_stars(pool[~in_sample])
+            back = np.argsort(np.concatenate([np.nonzero(in_sample)[0], np.nonzero(~in_sample)[0]]))
+            m = {k: np.concatenate([m[k], rest[k]])[back] for k in m}
+            sel = pool
+    n = len(sel)
+    del back_map
+    ix, iy, local_bkg, nbx, nby, snr = m["ix"], m["iy"], m["local_bkg"], m["nbx"], m["nby"], m["snr"]
+    cx, cy, r50, r90, tot_flux, flags = m["cx"], m["cy"], m["r50"], m["r90"], m["flux"], m["flags"]
+    hfr_nina, a2, b2, ecc, theta, ring = m["hfr_nina"], m["a2"], m["b2"], m["ecc"], m["theta"], m["ring"]
+    is_sat, centre = m["saturated"], m["centre"]
+
+    # ---- signal to noise (above), hot pixels / cosmic rays, faint stars
+    # hot pixels and cosmic rays: far sharper than the optics allow (relative to the frame's
+    # own typical star, since a defocused frame has no sharp stars at all)
+    ok_r = r50[np.isfinite(r50) & (r50 > 0.6)]
+    typical_r50 = float(np.median(ok_r)) if len(ok_r) else 1.0
+    hot = (r50 < max(0.6, 0.5 * typical_r50)) | (centre > 0.6 * np.maximum(tot_flux, 1e-12))
+    # cosmic-ray tracks are lines: long, but far thinner than any star's minor axis
+    minor = np.sqrt(b2)
+    typical_minor = float(np.median(minor[~hot])) if np.any(~hot) else 1.0
+    hot |= (minor < 0.45 * typical_minor) & (ecc > 0.95)
+    faint = (snr < 5) | ~np.isfinite(r50) | (tot_flux <= 0) | (flags != 0) & (r50 <= 0)
+    # counted on the profiled sample, scaled to all candidates when it is one
+    to_all = n_cand / n
+    rejected["saturated"] = int(round(np.count_nonzero(is_sat) * to_all))
+    rejected["hot_pixel"] = int(round(np.count_nonzero(hot & ~is_sat) * to_all))
+    rejected["faint"] = int(round(np.count_nonzero(faint & ~hot & ~is_sat) * to_all))
+    keep = ~is_sat & ~hot & ~faint
+    if np.count_nonzero(keep) < 1:
+        return empty("no measurable stars (all saturated, hot pixels or too faint)", bkg_level, noise, n_det)
+
+    # light in the wings beyond the aperture (seeing, diffraction): the frame's bright
+    # stars say how much, and every star's half-flux radius is re-read against it
+    # (only stars with no other detection within two stamp radii: a neighbour's light at
+    # the stamp's edge would pass for wings)
+    alone = keep & ~m["crowded"]
+    share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
+    r_half = _reread_half_radius(r50, m["r_wing"], share)
+    wing_err_px = 0.0
+    if n < n_cand:
+        # a frame figure from the sample's few bright lone stars: its own sampling error moves
+        # every star's HFR together, which the star-to-star scatter does not show
+        wing_err_px = _wing_share_hfr_err(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone],
+                                          R, share, r50[keep], m["r_wing"][keep])
+    r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90)
+    hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
+
+    # ---- Moffat FWHM on bright, unsaturated, isolated stars spread over the 3x3 grid
+    fwhm = np.full(n, np.nan)
+    beta = np.full(n, np.nan)
+    zone_of = (np.minimum((fy[sel] * 3 / H).astype(int), 2) * 3 + np.minimum((fx[sel] * 3 / W).astype(int), 2))
+    cand = np.nonzero(keep & (snr > 20))[0]
+    if len(cand) == 0:
+        cand = np.nonzero(keep)[0]
+    # a profiled sample fits its share of the stars (the fits are per-star work like the rest)
+    per_zone = max(5, int(round(n_fit * n / n_cand)) // 9)
+    pick = []
+    for z in range(9):
+        cz = cand[zone_of[cand] == z]
+        pick.extend(cz[np.argsort(-snr[cz])][:per_zone])
+    pick = np.array(sorted(pick), dtype=np.int64)
+    if len(pick):
+        rfit = np.minimum(np.maximum(3.0 * r50[pick], 4.0), R - 1)
+        rf = int(min(R, math.ceil(rfit.max()) + 1))
+        win = slice(R - rf, R + rf + 1)
+        # radial profile in 0.25 px bins (mean radius and mean value per bin, weighted by
+        # the pixel count): the fit sees every pixel's radius but runs on ~50 points a star
+        kp = len(pick)
+        st_p, _ = _stamps(img, ix[pick], iy[pick], local_bkg[pick], cx[pick], cy[pick], R, nbx[pick], nby[pick])
+        rr_p = _offsets(cx[pick], cy[pick], R)[2]
+        rp = rr_p[:, win, win].reshape(kp, -1)
+        vp = st_p[:, win, win].reshape(kp, -1).astype(np.float64)
+        amp0 = np.maximum(st_p[:, R, R], 1e-3).astype(np.float64)
+        nb = int(math.ceil(rfit.max() / 0.25)) + 1
+        binr = np.minimum((rp / 0.25).astype(np.int64), nb - 1)
+        use = rp <= rfit[:, None]
+        idx = (np.arange(kp)[:, None] * nb + binr)[use]
+        cnt = np.bincount(idx, minlength=kp * nb).reshape(kp, nb).astype(np.float64)
+        sr = np.bincount(idx, weights=rp[use], minlength=kp * nb).reshape(kp, nb)
+        sv = np.bincount(idx, weights=(vp / amp0[:, None])[use], minlength=kp * nb).reshape(kp, nb)
+        safe = np.maximum(cnt, 1)
+        alpha, bet, ok = _batched_moffat(sr / safe, sv / safe, cnt, np.ones(kp), np.maximum(r50[pick], 0.5))
+        direct = _half_max_width(sv / safe, cnt, 0.25)
+        fw = moffat_fwhm(alpha, bet)
+        # A Moffat has no flat top: on defocused stars it returns a width well below the
+        # disk's. Large stars are sampled finely enough to read the half-maximum directly
+        # off the radial profile, so blend from the fit (< 4 px) to the direct width (> 6 px).
+        wdir = np.clip((np.where(np.isfinite(direct), direct, fw) - 4.0) / 2.0, 0.0, 1.0)
+        fw = (1 - wdir) * fw + wdir * np.where(np.isfinite(direct), direct, fw)
+        fw = np.sqrt(np.maximum(fw ** 2 - _PIX_FWHM2, 0.01))
+        ok &= (fw > 0.5) & (fw < 4 * R)
+        fwhm[pick[ok]] = fw[ok]
+        beta[pick[ok]] = bet[ok]
+
+    # ---- per-star table in sensor pixels
+    k = np.nonzero(keep)[0]
+    stars = np.zeros(len(k), STAR_DTYPE)
+    stars["x"] = ((ix + cx)[k] + left + 0.5) * scale - 0.5
+    stars["y"] = ((iy + cy)[k] + top + 0.5) * scale - 0.5
+    stars["flux"] = tot_flux[k]
+    stars["peak"] = centre[k]
+    stars["snr"] = snr[k]
+    stars["hfr"] = hfr[k] * scale
+    stars["hfr_nina"] = hfr_nina[k] * scale
+    stars["fwhm"] = fwhm[k] * scale
+    stars["beta"] = beta[k]
+    stars["a"] = np.sqrt(a2[k]) * scale
+    stars["b"] = np.sqrt(b2[k]) * scale
+    stars["theta"] = theta[k]
+    stars["ecc"] = ecc[k]
+    stars["ring"], stars["ring_ok"] = ringfit.refine_ring_ratio(m["ring_prof"][k], m["ring_r"][k], ring[k], r90[k],
+                                                                tot_flux[k], ringfit.diffraction_px(frame.meta, scale))
+    stars["outer_r"] = r90[k] * scale
+    extra = border_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
+                           if n_rings else ())
+    n_total = None
+    if n < n_cand:
+        n_total = int(round(len(k) * to_all))
+        extra = extra + (f"profiled {n} of {n_cand} isolated stars ({n_det} detected), a sample spread over "
+                         f"the 3x3 zones and over brightness (ProfileConfig.max_stars = {profile.max_stars}); "
+                         f"{len(k)} measurable in the sample: n_stars ({n_total}) and the rejection counts are "
+                         f"scaled to all candidates, hfr_err_px includes the sample's wing-share error",)
+    H0, W0 = frame.pixels.shape
+    return summarize(stars, frame=frame, width_px=int(W0 * scale), height_px=int(H0 * scale),
+                     background_adu=bkg_level, noise_adu=noise, n_detected=n_det, n_rejected=rejected,
+                     plate_scale_arcsec_px=plate_scale_arcsec_px, min_stars=min_stars, extra_notes=extra,
+                     n_stars=n_total, hfr_err_extra_px=wing_err_px * scale)
