@@ -367,6 +367,11 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
                     try:
                         status, value = _fetch(fut, runner)
                     except Exception as exc:  # the result could not be fetched: the worker left
+                        if tries.get(i, 1) <= runner.retries:
+                            tries[i] = tries.get(i, 1) + 1
+                            log.warning("%s: its result was lost with a Dask worker; it will be run again", items[i])
+                            quarantine.append(i)
+                            continue
                         yield Outcome(i, items[i], LOST, None, f"result lost ({type(exc).__name__}: {exc})")
                         continue
                     yield Outcome(i, items[i], status, value if status == OK else None,
@@ -383,6 +388,12 @@ def _iter_dask(func, items: Sequence[Path], args: tuple, runner: Runner) -> Iter
                     why = ("the Dask workers running it died repeatedly" if name == "KilledWorker"
                            else f"{name}: {exc}")
                     yield Outcome(i, items[i], LOST, None, why, tries[i] - 1)
+                elif fut.status == "lost" and tries.get(i, 1) <= runner.retries:
+                    # finished, then its result died with the worker holding it (another frame may
+                    # have killed that worker): nothing is wrong with this frame, run it again
+                    tries[i] = tries.get(i, 1) + 1
+                    log.warning("%s: its result was lost with a Dask worker; it will be run again", items[i])
+                    quarantine.append(i)
                 else:  # cancelled: the scheduler forgot it (restart, lost connection)
                     yield Outcome(i, items[i], LOST, None, f"scheduler {address} dropped it ({fut.status})")
             if client.status == "running":
