@@ -364,6 +364,7 @@ def real_nights(n_seeds: int, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=4, help="nights per grid cell")
+    ap.add_argument("--first-seed", type=int, default=0, help="first grid seed (held-out checks: seeds not tuned on)")
     ap.add_argument("--hours", type=float, default=6.0)
     ap.add_argument("--wander-pct", type=float, default=0.0, help="slow seeing wander amplitude (3 h period)")
     ap.add_argument("--rendered", type=int, default=0, help="extra nights rendered and measured (slow)")
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                               else value.strip() == "true")
 
     specs = [NightSpec(seed, jit, coef, exp, cloud, args.hours, args.wander_pct, args.hfr_truth)
-             for seed in range(args.seeds) for jit in (3.0, 6.0, 10.0) for coef in (0.0, 15.0, 30.0)
+             for seed in range(args.first_seed, args.first_seed + args.seeds) for jit in (3.0, 6.0, 10.0) for coef in (0.0, 15.0, 30.0)
              for exp in (60.0, 600.0) for cloud in (False, True)]
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
     t0 = time.perf_counter()
