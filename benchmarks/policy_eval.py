@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=float, default=6.0)
     ap.add_argument("--wander-pct", type=float, default=0.0, help="slow seeing wander amplitude (3 h period)")
     ap.add_argument("--rendered", type=int, default=0, help="extra nights rendered and measured (slow)")
-    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join(POLICIES))
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join(POLICIES).replace("%", "%%"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a [policy] setting in every policy (repeatable), e.g. --set drift_z=3.5")
     ap.add_argument("--real", type=int, default=0, help="seeds of the issue-13 nights (ours vs NINA); 0 = skip")
