@@ -13,8 +13,9 @@ Nights (the grid; ``--seeds`` nights per cell):
 * with and without a passing cloud (stars dimmed 80 %, a few frames).
 
 Frame records come from the simulator's truth plus realistic measurement noise: the HFR is
-the exact seeing-plus-annulus model (``optics.hfr_px_for_defocus``) of the jittered seeing and
-the true defocus, with 0.4 % measurement noise; the profile flattening (HFD/FWHM) follows
+the calibrated physical-optics model (``optics.hfr_px_for_defocus``: Kolmogorov seeing through the
+defocused pupil, diffraction included; ``--hfr-truth moffat`` for the former geometric Moffat model)
+of the jittered seeing and the true defocus, with 0.4 % measurement noise; the profile flattening (HFD/FWHM) follows
 what ``stars.measure`` reports on rendered frames of this rig (1.18 in focus, -0.03 at
 0.4 CFZ, -0.15 at 1 CFZ; 0.004 noise; +0.025 per 100 % worse seeing). ``--rendered N`` adds
 N nights rendered with :mod:`focuswatch.sim` and measured with :func:`focuswatch.stars.measure`
@@ -41,6 +42,7 @@ and cloud nights (requests per night, every request false), steady 2-3 um/frame 
 and the drift model's error at the first request).
 
     python benchmarks/policy_eval.py [--seeds 4] [--hours 6] [--rendered 0] [--real 0] [--json]
+                                      [--hfr-truth physical|moffat]
 """
 from __future__ import annotations
 
@@ -85,6 +87,10 @@ class NightSpec:
     cloud: bool
     hours: float = 6.0
     wander_pct: float = 0.0
+    #: the HFR growth truth: "physical" (the calibrated physical-optics model, diffraction
+    #: included: ``optics.hfr_px_for_defocus``'s default since the diagcal merge) or "moffat"
+    #: (the geometric Moffat-beta-3.5 model the figures before that merge were measured on)
+    hfr_truth: str = "physical"
 
     @property
     def label(self) -> str:
@@ -148,7 +154,8 @@ class TruthNight:
     def record(self, i: int, defocus_um: float) -> FrameRecord:
         s = self.seeing_rel[i]
         h0 = HFR_AT_SEEING_PX * s
-        hfr = optics.hfr_px_for_defocus(abs(defocus_um), h0, F_RATIO, PIXEL_UM) * (1.0 + self.meas[i])
+        beta = optics.SEEING_BETA if self.spec.hfr_truth == "moffat" else None
+        hfr = optics.hfr_px_for_defocus(abs(defocus_um), h0, F_RATIO, PIXEL_UM, beta=beta) * (1.0 + self.meas[i])
         cloud = self.cloud[i]
         hfr *= 1.0 + 0.03 * cloud                      # faint stars measure a little larger
         prof = _profile_ratio(defocus_um, h0, s, self.prof_noise[i])
@@ -357,14 +364,18 @@ def real_nights(n_seeds: int, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=4, help="nights per grid cell")
+    ap.add_argument("--first-seed", type=int, default=0, help="first grid seed (held-out checks: seeds not tuned on)")
     ap.add_argument("--hours", type=float, default=6.0)
     ap.add_argument("--wander-pct", type=float, default=0.0, help="slow seeing wander amplitude (3 h period)")
     ap.add_argument("--rendered", type=int, default=0, help="extra nights rendered and measured (slow)")
-    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join(POLICIES))
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join(POLICIES).replace("%", "%%"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a [policy] setting in every policy (repeatable), e.g. --set drift_z=3.5")
     ap.add_argument("--real", type=int, default=0, help="seeds of the issue-13 nights (ours vs NINA); 0 = skip")
     ap.add_argument("--json", action="store_true", help="one JSON object per policy and group")
+    ap.add_argument("--hfr-truth", choices=("physical", "moffat"), default="physical",
+                    help="HFR growth of the simulated nights: calibrated physical optics (default) or the "
+                         "geometric Moffat model of the figures measured before the diagcal merge")
     args = ap.parse_args(argv)
     if args.real:
         real_nights(args.real, args.json)
@@ -375,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                               not in ("true", "false")
                                                                               else value.strip() == "true")
 
-    specs = [NightSpec(seed, jit, coef, exp, cloud, args.hours, args.wander_pct)
-             for seed in range(args.seeds) for jit in (3.0, 6.0, 10.0) for coef in (0.0, 15.0, 30.0)
+    specs = [NightSpec(seed, jit, coef, exp, cloud, args.hours, args.wander_pct, args.hfr_truth)
+             for seed in range(args.first_seed, args.first_seed + args.seeds) for jit in (3.0, 6.0, 10.0) for coef in (0.0, 15.0, 30.0)
              for exp in (60.0, 600.0) for cloud in (False, True)]
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
     t0 = time.perf_counter()
