@@ -115,6 +115,10 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     if dcfz is not None:
         lo_cfz, hi_cfz = c.focus_miss_cfz_band
         miss *= _smooth_step(dcfz, c.focus_miss_cfz * lo_cfz, c.focus_miss_cfz * hi_cfz)
+    size_cfz = defocus.get("cfz_size_low")
+    if size_cfz is not None:  # a measured seeing: the size alone can show a defocus the shape hides
+        lo_cfz, hi_cfz = c.focus_miss_cfz_band
+        miss = max(miss, _smooth_step(size_cfz, c.seeing_size_miss_cfz * lo_cfz, c.seeing_size_miss_cfz * hi_cfz))
     if (ev.donut_fraction or 0.0) >= c.donut_fraction:
         miss = max(miss, c.donut_miss_score)
     # elongation only counts with a structure (one orientation, or radial/tangential):
