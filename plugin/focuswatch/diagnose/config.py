@@ -156,6 +156,9 @@ class DiagnoseConfig(Record):
     focus_miss_cfz_band: tuple[float, float] = (0.7, 1.1)
     #: How much a field pattern (and coma) lowers the focus-miss and poor-seeing scores.
     field_damping: float = 0.6
+    #: ... except the focus miss when even the sharpest part of the field (the smallest plausible
+    #: defocus, CFZ units, less the field's variation) is this far out of focus (soft band).
+    field_defocused_cfz_band: tuple[float, float] = (1.0, 1.5)
     #: Apertures of the third-moment flare (:func:`~focuswatch.diagnose.shape.star_asymmetry`), in image
     #: pixels: each star's stamp reaches ``asymmetry_stamp_hfr`` HFRs + ``asymmetry_stamp_pad_px`` (clamped to
     #: ``asymmetry_stamp_min_px``..``asymmetry_stamp_max_px``), its sky is the median of a
@@ -200,6 +203,7 @@ class DiagnoseConfig(Record):
         "coma_ecc_growth_band": (0.0, 1.0), "coma_flare_radial_band": (0.0, 1.0), "coma_exponent_step": (1e-3, 2.0),
         "field_variation_band": (0.0, 10.0), "field_significance_step": (1e-3, 50.0),
         "anisotropic_step": (1e-3, 1.0), "focus_miss_cfz_band": (0.0, 10.0), "field_damping": (0.0, 1.0),
+        "field_defocused_cfz_band": (0.0, 100.0),
         "asymmetry_stamp_hfr": (0.5, 20.0), "asymmetry_stamp_pad_px": (0.0, 50.0),
         "asymmetry_stamp_min_px": (2, 500), "asymmetry_stamp_max_px": (2, 500), "asymmetry_border_px": (1, 20),
         "asymmetry_aperture_hfr": (0.5, 20.0), "asymmetry_aperture_pad_px": (0.0, 50.0),
@@ -210,7 +214,7 @@ class DiagnoseConfig(Record):
         check_limits(self, self.LIMITS)
         for name in ("dew_vs_baseline_band", "dew_core_excess_band", "flare_asymmetry_band", "uniform_ecc_band",
                      "structured_band", "coma_ecc_growth_band", "coma_flare_radial_band", "field_variation_band",
-                     "focus_miss_cfz_band"):
+                     "focus_miss_cfz_band", "field_defocused_cfz_band"):
             lo, hi = getattr(self, name)
             if not lo < hi:
                 raise ValueError(f"{name} = {(lo, hi)!r}: expected (low, high) with low < high")

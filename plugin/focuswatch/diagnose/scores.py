@@ -128,7 +128,14 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     # a faint, broad halo makes moment shapes noisy but not aligned: only structured
     # elongation (a trail) rules dew out
     s["dew"] = _dew_score(ev, baseline_hfr_px, c) * round_ * (1.0 - flat)
-    s["focus_miss"] = miss * round_ * (1.0 - fieldy * c.field_damping) * (1.0 - s["dew"])
+    # a field pattern explains a large median blur only if part of the field is near focus:
+    # when even the sharpest part (the median defocus less the field's spread) is well out of
+    # the zone, a refocus is needed whatever the tilt or curvature, so the field does not damp it
+    miss_damping = fieldy * c.field_damping
+    if dcfz is not None:
+        sharpest_cfz = dcfz * max(0.0, 1.0 - var / 100.0)
+        miss_damping *= 1.0 - _smooth_step(sharpest_cfz, *c.field_defocused_cfz_band)
+    s["focus_miss"] = miss * round_ * (1.0 - miss_damping) * (1.0 - s["dew"])
     if excess is not None:
         big = _smooth_step(excess, c.poor_seeing_excess - c.poor_seeing_step, c.poor_seeing_excess + c.poor_seeing_step)
         s["poor_seeing"] = big * (1.0 - miss) * round_ * (1.0 - s["dew"]) * (1.0 - fieldy * c.field_damping) * \
