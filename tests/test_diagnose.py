@@ -614,3 +614,16 @@ def test_the_seeing_from_an_in_focus_hfr_inverts_galsim():
         hlr_arcsec = psf.calculateHLR(size=1024, scale=lod / 16.0)
         got = calibration.seeing_for_infocus_hfr_arcsec(hlr_arcsec / 0.78, 200.0, 550.0, 0.78, eps)
         assert got == pytest.approx(seeing, rel=0.02)
+
+
+def test_a_field_pattern_does_not_hide_a_defocus_of_the_whole_field():
+    """3 CFZ on a 250 mm f/4.8 in 3.45" seeing: the noisy star sizes read as a 26 % field pattern
+    (tilt-like), but even the sharpest part of the field is ~2.7 CFZ out, so it is a focus miss
+    (a refocus is needed whatever the field does). Held-out seed 12's frame; it was called tilt."""
+    spec = po.FrameSpec(optics=WIDE_NEWTONIAN, seeing=po.Seeing(3.4539286963103737),
+                        aberrations=po.FieldAberrations(defocus_um=3.0 * optics.cfz_um(WIDE_NEWTONIAN.f_ratio)),
+                        width_px=320, height_px=320, n_stars=36, margin_px=17, seed=238600356)
+    frame, st = measured(spec)
+    d = diagnose.frame(st, rig_of(WIDE_NEWTONIAN), image=frame)
+    assert d.label == "focus_miss"
+    assert d.defocus_cfz is not None and d.defocus_cfz >= 2.0
