@@ -23,7 +23,12 @@ HFR over the seeing kinds, read as measured HFR over the calibrated in-focus HFR
 frame's true seeing (:func:`focuswatch.calibration.infocus_hfr_px`, what a perfect seeing
 monitor would give).
 
-Run: ``PYTHONPATH=plugin python benchmarks/diagnose_eval.py [--frames 120] [--seed 11]``.
+With ``--seeing-witness`` the diagnosis is also scored with a seeing measured for each frame
+(``diagnose.frame(measured_seeing_arcsec=...)``): the frame's nominal seeing (a seeing monitor,
+exact, then 10 % off) and the seeing the same rig's in-focus frame gives (the night's frames
+after an autofocus). The profile shape alone cannot tell a 1 CFZ blur from seeing; the size can.
+
+Run: ``PYTHONPATH=plugin python benchmarks/diagnose_eval.py [--frames 120] [--seed 11] [--seeing-witness]``.
 Frames are written to a temporary folder only for ASTAP.
 """
 from __future__ import annotations
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,9 +115,25 @@ def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
     return "\n".join([fmt.format(*head), fmt.format(*("-" * x for x in w))] + [fmt.format(*r) for r in rows])
 
 
-def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool) -> None:
+def night_seeing_arcsec(spec: po.FrameSpec) -> float | None:
+    """The seeing the night's in-focus frames give: the same rig and seeing rendered in focus
+    (other stars), measured by ``stars.measure``, its HFR turned into a seeing FWHM through the
+    calibrated in-focus call (what a policy can learn from the frames right after an autofocus)."""
+    o = spec.optics
+    focused = replace(spec, aberrations=po.FieldAberrations(), seed=spec.seed + 1)
+    h = stars.measure(frame_from_array(po.render_frame(focused).pixels, po.frame_header(focused))).hfr_px
+    if not h:
+        return None
+    return calibration.seeing_for_infocus_hfr_arcsec(h, o.aperture_mm, 550.0, o.plate_scale_arcsec_px, o.obstruction)
+
+
+def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = False) -> None:
     frames = po.labelled_set(seed=seed, n_frames=n_frames)
-    methods = ["focuswatch", "sep HFR rule"] + (["ASTAP HFD rule"] if use_astap and shutil.which("astap_cli") else [])
+    methods = ["focuswatch"]
+    if witness:
+        methods += ["+ seeing monitor", "+ monitor 10 % off", "+ night's in-focus"]
+    methods += ["sep HFR rule"] + (["ASTAP HFD rule"] if use_astap and shutil.which("astap_cli") else [])
+    monitor_rng = np.random.default_rng(seed + 1000)
     conf = {m: Counter() for m in methods}
     band = {m: Counter() for m in methods}
     seeing_witness: list[tuple[str, str, float, float, float]] = []
@@ -131,6 +153,17 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool) -> None:
             t_measure += time.perf_counter() - t
             labels[(lf.truth, dg.label)] += 1
             calls = {"focuswatch": dg.label == "focus_miss"}
+            if witness:
+                true_see = lf.spec.seeing.fwhm_arcsec
+                for m, see in (("+ seeing monitor", true_see),
+                               ("+ monitor 10 % off", true_see * float(np.exp(monitor_rng.normal(0.0, 0.1)))),
+                               ("+ night's in-focus", night_seeing_arcsec(lf.spec))):
+                    dw = diagnose.frame(st, rig_of(lf.spec), image=frame, measured_seeing_arcsec=see)
+                    calls[m] = dw.label == "focus_miss"
+                    if lf.truth != "ambiguous" and calls[m] != (lf.truth == "focus_miss"):
+                        wrong.append(f"  [{m}] {lf.rig_name}, {lf.spec.seeing.kind} {true_see:.2f}\" "
+                                     f"(given {see or float('nan'):.2f}\"), {lf.defocus_cfz} CFZ: {dw.label}, "
+                                     f"size defocus >= {dw.evidence.size_defocus_cfz_low} CFZ")
             h = sep_hfr(fr.pixels)
             calls["sep HFR rule"] = (h is not None and h > RATIO_RULE * expected_hfr_px(lf.spec))
             if "ASTAP HFD rule" in methods:
@@ -245,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--no-astap", action="store_true")
     ap.add_argument("--skip-defocus", action="store_true")
+    ap.add_argument("--seeing-witness", action="store_true",
+                    help="also score diagnose.frame(measured_seeing_arcsec=...): the frame's true (nominal) seeing as "
+                         "from a seeing monitor, the same 10 %% off (lognormal), and the seeing the same rig's in-focus "
+                         "frame gives (one more render per frame)")
     args = ap.parse_args(argv)
-    focus_vs_seeing(args.frames, args.seed, not args.no_astap)
+    focus_vs_seeing(args.frames, args.seed, not args.no_astap, args.seeing_witness)
     if not args.skip_defocus:
         defocus_accuracy(args.seed)
     return 0

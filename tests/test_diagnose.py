@@ -436,7 +436,7 @@ def test_focus_miss_versus_seeing_on_a_held_out_physical_set():
     """Held-out frames (a seed the thresholds were not looked at with): rigs, seeing kinds
     (Kolmogorov, von Karman, Moffat), 1.5-5", 0-3 CFZ, FWHM 1.5-6 px. No frame truly in focus
     (0 or 0.25 CFZ) is ever called a focus miss. The target is 95 %; the tuning seed reaches
-    98.2 %, the 80-frame held-out seed 12 92.2 % (benchmarks/diagnose_eval.py), this small
+    98.2 %, the 80-frame held-out seed 12 90.6 % (benchmarks/diagnose_eval.py), this small
     held-out set 12 of 14: both misses are a small
     refractor (80 mm f/6) at 1 CFZ, 0.6 waves of defocus, where wave optics grows the star
     without flattening its top, so the profile shape cannot see it (the baseline can)."""
@@ -559,3 +559,71 @@ def test_the_in_focus_size_is_one_calibrated_call_that_agrees_with_galsim():
         psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing), galsim.Airy(lam_over_diam=lod, obscuration=eps))
         truth = psf.calculateHLR(size=1024, scale=lod / 16.0)
         assert calibration.infocus_hfr_px(seeing, 80.0, 550.0, 1.0, eps) == pytest.approx(truth, rel=0.01)
+
+
+REFRACTOR_80 = po.Optics(aperture_mm=80.0, focal_length_mm=480.0, pixel_um=2.4)
+WIDE_NEWTONIAN = po.Optics(aperture_mm=250.0, focal_length_mm=1200.0, pixel_um=4.63, obstruction=0.45, n_vanes=3,
+                           vane_width=0.01)
+
+
+def test_a_measured_seeing_lets_the_size_call_a_1_cfz_miss_as_a_lower_bound():
+    """At 1 CFZ (0.61 wave) an 80 mm f/6 star in 3.4" Kolmogorov seeing keeps a seeing-like
+    profile; with the seeing measured at the time, its size shows the defocus. The size's
+    defocus is a lower bound (the in-focus HFR is raised by the seeing uncertainty), so it must
+    not exceed the true 1 CFZ."""
+    spec = seeing_frame(3.4, optics=REFRACTOR_80, defocus_um=optics.cfz_um(REFRACTOR_80.f_ratio), seed=5,
+                        size_px=256, n_stars=30)
+    frame, st = measured(spec)
+    d = diagnose.frame(st, rig_of(REFRACTOR_80), image=frame, measured_seeing_arcsec=3.4)
+    assert d.label == "focus_miss"
+    assert 0.3 <= d.evidence.size_defocus_cfz_low <= 1.0
+    assert diagnose.frame(st, rig_of(REFRACTOR_80), image=frame).evidence.size_defocus_cfz_low is None
+
+
+@pytest.mark.parametrize("optics_, seeing", [(WIDE_NEWTONIAN, po.Seeing(3.6, kind="moffat", beta=2.5)),
+                                             (NEWTONIAN, po.Seeing(4.2)), (REFRACTOR_80, po.Seeing(3.4))])
+def test_a_measured_seeing_never_makes_a_focused_frame_a_focus_miss(optics_, seeing):
+    """Broad Moffat wings (beta 2.5) make a focused star ~16 % larger than the Kolmogorov size
+    for the same FWHM: the size witness allows for that."""
+    spec = po.FrameSpec(optics=optics_, seeing=seeing, width_px=256, height_px=256, n_stars=30, seed=6)
+    frame, st = measured(spec)
+    d = diagnose.frame(st, rig_of(optics_), image=frame, measured_seeing_arcsec=seeing.fwhm_arcsec)
+    assert d.label != "focus_miss"
+    assert d.evidence.size_defocus_cfz_low is not None and d.evidence.size_defocus_cfz_low < 0.3
+
+
+def test_a_typical_seeing_in_the_rig_settings_is_not_taken_as_measured():
+    """``[rig] seeing_arcsec`` may be a typical night's value: on a 4.2" night it must not turn
+    the focused frame's larger stars into a focus miss."""
+    frame, st = measured(seeing_frame(4.2))
+    rig = rig_of(NEWTONIAN).with_(seeing_arcsec=2.0)
+    d = diagnose.frame(st, rig, image=frame)
+    assert d.label != "focus_miss"
+    assert d.evidence.size_defocus_cfz_low is None
+
+
+def test_the_seeing_from_an_in_focus_hfr_inverts_galsim():
+    """calibration.seeing_for_infocus_hfr_arcsec: the seeing a focused star's true HFR implies,
+    against GalSim's Kolmogorov convolved with the obstructed Airy pattern."""
+    galsim = pytest.importorskip("galsim")
+    from focuswatch import calibration
+
+    lod = 550e-9 / 0.2 * 206264.806  # lambda/D of a 200 mm, arcsec
+    for seeing, eps in ((1.0, 0.0), (2.5, 0.33), (4.5, 0.45)):
+        psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing), galsim.Airy(lam_over_diam=lod, obscuration=eps))
+        hlr_arcsec = psf.calculateHLR(size=1024, scale=lod / 16.0)
+        got = calibration.seeing_for_infocus_hfr_arcsec(hlr_arcsec / 0.78, 200.0, 550.0, 0.78, eps)
+        assert got == pytest.approx(seeing, rel=0.02)
+
+
+def test_a_field_pattern_does_not_hide_a_defocus_of_the_whole_field():
+    """3 CFZ on a 250 mm f/4.8 in 3.45" seeing: the noisy star sizes read as a 26 % field pattern
+    (tilt-like), but even the sharpest part of the field is ~2.7 CFZ out, so it is a focus miss
+    (a refocus is needed whatever the field does). Held-out seed 12's frame; it was called tilt."""
+    spec = po.FrameSpec(optics=WIDE_NEWTONIAN, seeing=po.Seeing(3.4539286963103737),
+                        aberrations=po.FieldAberrations(defocus_um=3.0 * optics.cfz_um(WIDE_NEWTONIAN.f_ratio)),
+                        width_px=320, height_px=320, n_stars=36, margin_px=17, seed=238600356)
+    frame, st = measured(spec)
+    d = diagnose.frame(st, rig_of(WIDE_NEWTONIAN), image=frame)
+    assert d.label == "focus_miss"
+    assert d.defocus_cfz is not None and d.defocus_cfz >= 2.0

@@ -168,6 +168,29 @@ def infocus_hfr_px(seeing_arcsec: float, aperture_mm: float, wavelength_nm: floa
     return h * lod_arcsec / plate_scale_arcsec_px
 
 
+def seeing_for_infocus_hfr_arcsec(hfr_px: float, aperture_mm: float, wavelength_nm: float,
+                                  plate_scale_arcsec_px: float, obstruction: float = 0.0) -> float:
+    """The Kolmogorov seeing FWHM (arcsec) whose in-focus star has this true HFR: the inverse
+    of :func:`infocus_hfr_px`, for a seeing measured on the night's in-focus frames (the HFR
+    right after an autofocus). Below the diffraction floor (smallest tabulated seeing) it
+    returns that seeing; beyond the table the diffraction part is taken out in quadrature.
+
+    >>> round(seeing_for_infocus_hfr_arcsec(infocus_hfr_px(2.8, 130.0, 550.0, 1.19), 130.0, 550.0, 1.19), 2)
+    2.8
+    """
+    lod_arcsec = wavelength_nm * 1e-9 / (aperture_mm * 1e-3) * ARCSEC_PER_RAD
+    h = hfr_px * plate_scale_arcsec_px / lod_arcsec
+    s_nodes = np.asarray(tables()["s_nodes"], float)
+    lo, hi, t = _eps_pair(obstruction)
+    h_nodes = (1.0 - t) * _growth_array(lo)[:, 0] + t * _growth_array(hi)[:, 0]
+    if h > h_nodes[-1]:
+        diff2 = max(h_nodes[-1] ** 2 - (_KOLMOGOROV_HLR_PER_FWHM * s_nodes[-1]) ** 2, 0.0)
+        s = math.sqrt(max(h * h - diff2, 0.0)) / _KOLMOGOROV_HLR_PER_FWHM
+    else:
+        s = float(np.interp(h, h_nodes, s_nodes))
+    return s * lod_arcsec
+
+
 @lru_cache(maxsize=64)
 def geometric_growth(eps: float) -> tuple[np.ndarray, np.ndarray]:
     """``(b, g)``: HLR growth (over the in-focus HLR) of Kolmogorov seeing convolved with the

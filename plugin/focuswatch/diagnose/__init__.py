@@ -6,13 +6,14 @@ temperature come from the frames' metadata passed in.
 
 API for the watcher (stable)
 ----------------------------
-``frame(stats, rig, *, image=None, baseline_hfr_px=None, config=DiagnoseConfig()) -> Diagnosis``
+``frame(stats, rig, *, image=None, baseline_hfr_px=None, config=DiagnoseConfig(), measured_seeing_arcsec=None) -> Diagnosis``
     One frame. ``stats`` is what :func:`focuswatch.stars.measure` returned; ``rig`` the
     rig with the header filled in (:func:`focuswatch.config.rig_with_header`); ``image``
     the :class:`~focuswatch.io.frames.Frame` (or its pixel array) the stars were measured on
     -- pass it: without it a miscollimated scope's one-sided flare cannot be told from a
     trail; ``baseline_hfr_px`` the true half-flux radius right after the last autofocus,
-    if known (then the defocus is the HFR growth over it). Never raises for a bad frame:
+    if known (then the defocus is the HFR growth over it); ``measured_seeing_arcsec`` a seeing
+    measured at the frame's time (a monitor), when the star's size also judges the focus. Never raises for a bad frame:
     too few stars, a calibration frame or no star table give ``label="unknown"`` with
     ``reason``. Cost: ~2 ms, ~15 ms with ``image`` (third moments of the 120 brightest stars).
 

@@ -46,6 +46,10 @@ class Evidence(Record):
     expected_hfr_px: float | None = None
     #: Measured HFR over ``expected_hfr_px`` when the seeing was measured (``rig.seeing_arcsec``).
     hfr_over_seeing_expected: float | None = None
+    #: With a seeing measured for this frame (``diagnose.frame(measured_seeing_arcsec=...)``): the
+    #: smallest defocus (CFZ units) the star's size implies, over the in-focus HFR for that seeing
+    #: raised by ``DiagnoseConfig.seeing_size_uncertainty`` (see :func:`_size_defocus_cfz`).
+    size_defocus_cfz_low: float | None = None
     size_excess: float | None = None
     profile_ratio: float | None = None
     wing_ratio: float | None = None
@@ -158,7 +162,8 @@ def _own_light(bt: np.ndarray) -> np.ndarray:
 
 
 def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_px: float | None,
-              pixels: np.ndarray | None, scale_px: int, config: DiagnoseConfig) -> tuple[Evidence, dict[str, Any]]:
+              pixels: np.ndarray | None, scale_px: int, config: DiagnoseConfig,
+              measured_seeing_arcsec: float | None = None) -> tuple[Evidence, dict[str, Any]]:
     bt = _bright(t)
     x, y = bt["x"], bt["y"]
     hfr = bt["hfr"]
@@ -264,12 +269,19 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
             donut_d = 2.0 * h_don / optics.true_hfr_factor(eps_tab)
 
     defocus = _defocus(hfr_med, wing, pr, rig, baseline_hfr_px, donut_d, eps_est, config)
+    size_cfz = None
+    if measured_seeing_arcsec and donut_d is None:
+        exp_measured = expected_hfr_px(rig.with_(seeing_arcsec=measured_seeing_arcsec), config, scale)
+        size_cfz = _size_defocus_cfz(hfr_med, exp_measured, rig, config)
+    if size_cfz is not None:
+        defocus["cfz_size_low"] = size_cfz
     ev = Evidence(
         n_stars=int(len(t)), n_bright=int(len(bt)),
         hfr_px=_r(hfr_med), fwhm_px=_r(fwhm_med),
         fwhm_arcsec=_r(fwhm_med * scale) if (fwhm_med and scale) else None,
         expected_fwhm_px=_r(exp_fwhm), expected_hfr_px=_r(exp_hfr),
         hfr_over_seeing_expected=_r(hfr_med / exp_hfr) if (rig.seeing_arcsec and exp_hfr) else None,
+        size_defocus_cfz_low=_r(size_cfz),
         size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
         profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
         beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
@@ -338,3 +350,28 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
             low_um = optics.defocus_um_from_blur(out["blur_low_px"] * pix, n)
             out["cfz_low"] = min(low_um / optics.cfz_um(n, rig.wavelength_nm), out["cfz"])
     return out
+
+
+def _size_defocus_cfz(hfr_px: float | None, expected_hfr_px: float | None, rig: Rig,
+                      config: DiagnoseConfig) -> float | None:
+    """The smallest defocus (CFZ units) the star's size implies when the seeing was measured.
+
+    Only for a seeing measured at the time of the frame (a seeing monitor, or the night's
+    in-focus frames), never for ``rig.seeing_arcsec`` from a configuration file: a typical
+    seeing on a bad night would make every focused frame a focus miss.
+    The in-focus HFR for the measured seeing (:func:`expected_hfr_px`) is raised by
+    ``config.seeing_size_uncertainty`` (the in-focus HFR of real seeing profiles, outer scale
+    and Moffat wings, spreads that much around the Kolmogorov value for the same nominal FWHM;
+    a seeing monitor adds its own error) and the measured HFR's growth over it is turned into
+    a defocus through the calibrated physical growth (:func:`focuswatch.optics.defocus_um_from_hfr`).
+    The same relative uncertainty costs more defocus where seeing dominates the star (fast, large
+    rigs: the HFR grows slowly with defocus) than where diffraction does (slow, small rigs), so
+    the size witness is strongest exactly where the profile shape is weakest. ``None`` without
+    a plate scale, focal ratio or pixel size.
+    """
+    n, pix = rig.f_ratio, rig.effective_pixel_um
+    if not (hfr_px and expected_hfr_px and n and pix):
+        return None
+    h0 = expected_hfr_px * (1.0 + config.seeing_size_uncertainty)
+    um = optics.defocus_um_from_hfr(hfr_px, h0, n, pix, rig.obstruction or 0.0, wavelength_nm=rig.wavelength_nm)
+    return um / optics.cfz_um(n, rig.wavelength_nm)

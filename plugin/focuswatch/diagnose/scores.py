@@ -115,6 +115,10 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     if dcfz is not None:
         lo_cfz, hi_cfz = c.focus_miss_cfz_band
         miss *= _smooth_step(dcfz, c.focus_miss_cfz * lo_cfz, c.focus_miss_cfz * hi_cfz)
+    size_cfz = defocus.get("cfz_size_low")
+    if size_cfz is not None:  # a measured seeing: the size alone can show a defocus the shape hides
+        lo_cfz, hi_cfz = c.focus_miss_cfz_band
+        miss = max(miss, _smooth_step(size_cfz, c.seeing_size_miss_cfz * lo_cfz, c.seeing_size_miss_cfz * hi_cfz))
     if (ev.donut_fraction or 0.0) >= c.donut_fraction:
         miss = max(miss, c.donut_miss_score)
     # elongation only counts with a structure (one orientation, or radial/tangential):
@@ -124,7 +128,14 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     # a faint, broad halo makes moment shapes noisy but not aligned: only structured
     # elongation (a trail) rules dew out
     s["dew"] = _dew_score(ev, baseline_hfr_px, c) * round_ * (1.0 - flat)
-    s["focus_miss"] = miss * round_ * (1.0 - fieldy * c.field_damping) * (1.0 - s["dew"])
+    # a field pattern explains a large median blur only if part of the field is near focus:
+    # when even the sharpest part (the median defocus less the field's spread) is well out of
+    # the zone, a refocus is needed whatever the tilt or curvature, so the field does not damp it
+    miss_damping = fieldy * c.field_damping
+    if dcfz is not None:
+        sharpest_cfz = dcfz * max(0.0, 1.0 - var / 100.0)
+        miss_damping *= 1.0 - _smooth_step(sharpest_cfz, *c.field_defocused_cfz_band)
+    s["focus_miss"] = miss * round_ * (1.0 - miss_damping) * (1.0 - s["dew"])
     if excess is not None:
         big = _smooth_step(excess, c.poor_seeing_excess - c.poor_seeing_step, c.poor_seeing_excess + c.poor_seeing_step)
         s["poor_seeing"] = big * (1.0 - miss) * round_ * (1.0 - s["dew"]) * (1.0 - fieldy * c.field_damping) * \

@@ -72,7 +72,7 @@ def _unknown(stats: Any, reason: str, n: int = 0) -> Diagnosis:
 
 
 def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr_px: float | None = None,
-          config: DiagnoseConfig = DiagnoseConfig()) -> Diagnosis:
+          config: DiagnoseConfig = DiagnoseConfig(), measured_seeing_arcsec: float | None = None) -> Diagnosis:
     """Diagnose one measured frame.
 
     Parameters
@@ -93,6 +93,13 @@ def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr
         smaller than it is never called dew.
     config : DiagnoseConfig
         Thresholds.
+    measured_seeing_arcsec : float, optional
+        Seeing FWHM (arcsec) measured at the time of this frame: a seeing monitor, or the
+        seeing the night's in-focus frames give. The profile shape cannot tell a 1 CFZ blur
+        from seeing (docs/diagnose.md); with a measured seeing the star's size can, and a
+        focus miss is also called when the size alone implies one
+        (``DiagnoseConfig.seeing_size_uncertainty``, ``seeing_size_miss_cfz``). Not taken from
+        ``rig.seeing_arcsec``, which may be a typical value from the configuration.
 
     Returns
     -------
@@ -123,7 +130,8 @@ def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr
         pixels = getattr(image, "pixels", image)
         scale_px = int(getattr(image, "scale_px", 1) or 1)
 
-    ev, defocus = _evidence(stats, t, w, h, rig, baseline_hfr_px, pixels, scale_px, config)
+    ev, defocus = _evidence(stats, t, w, h, rig, baseline_hfr_px, pixels, scale_px, config,
+                            measured_seeing_arcsec=measured_seeing_arcsec)
     scores = _scores(ev, defocus, config, baseline_hfr_px)
     problem_label, problem = max(((k, v) for k, v in scores.items() if k != "in_focus"),
                                  key=lambda kv: kv[1])
