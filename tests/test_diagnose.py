@@ -627,3 +627,24 @@ def test_a_field_pattern_does_not_hide_a_defocus_of_the_whole_field():
     d = diagnose.frame(st, rig_of(WIDE_NEWTONIAN), image=frame)
     assert d.label == "focus_miss"
     assert d.defocus_cfz is not None and d.defocus_cfz >= 2.0
+
+
+def test_a_seeing_monitor_in_the_header_reaches_the_diagnosis_through_the_pipeline():
+    """A seeing monitor's value written as ``SEEING`` in the header is the measured seeing the
+    diagnosis needs to call a 1 CFZ miss on a small slow rig (the frame above); without it the
+    same frame stays a seeing-like call. Both through :func:`focuswatch.pipeline.assess`, the
+    one step every command and the watcher share."""
+    from focuswatch.model.frame import frame_from_array
+    from focuswatch.pipeline import AssessContext, assess
+
+    spec = seeing_frame(3.4, optics=REFRACTOR_80, defocus_um=optics.cfz_um(REFRACTOR_80.f_ratio), seed=5,
+                        size_px=256, n_stars=30)
+    fr = po.render_frame(spec)
+    header = po.frame_header(spec)
+    with_monitor = frame_from_array(fr.pixels, {**header, "SEEING": 3.4})
+    without = frame_from_array(fr.pixels, header)
+    assert with_monitor.meta.seeing_arcsec == 3.4 and without.meta.seeing_arcsec is None
+    a = assess(with_monitor, rig_of(REFRACTOR_80), AssessContext(time_s=0.0))
+    b = assess(without, rig_of(REFRACTOR_80), AssessContext(time_s=0.0))
+    assert a.diagnosis.label == "focus_miss" and a.record.seeing_arcsec == 3.4
+    assert b.diagnosis.label != "focus_miss"

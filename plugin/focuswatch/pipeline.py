@@ -185,6 +185,9 @@ def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, ima
 
         try:
             extra = {"config": context.diagnose_config} if context.diagnose_config is not None else {}
+            seeing = getattr(stats.meta, "seeing_arcsec", None) if stats.meta is not None else None
+            if seeing:  # a seeing monitor's value from the header lets the star size call a miss
+                extra["measured_seeing_arcsec"] = seeing
             diagnosis = diagnose.frame(stats, rig, image=image if context.use_pixels else None,
                                        baseline_hfr_px=context.baseline_hfr_px, **extra)
         except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not lose the frame, but must be seen

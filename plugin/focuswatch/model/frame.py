@@ -54,6 +54,9 @@ class FrameMeta(Record):
     software: str | None = None
     width: int | None = None
     height: int | None = None
+    #: seeing FWHM (arcsec) measured for this frame by a seeing monitor (DIMM, all-sky) that
+    #: writes it into the header; never the rig's typical value
+    seeing_arcsec: float | None = None
 
     @property
     def is_light(self) -> bool:
@@ -175,7 +178,16 @@ def meta_from_header(h: Mapping[str, Any]) -> FrameMeta:
         software=_str(_first(h, "SWCREATE", "CREATOR", "PROGRAM")),
         width=_int(_first(h, "NAXIS1", "ZNAXIS1")),
         height=_int(_first(h, "NAXIS2", "ZNAXIS2")),
+        seeing_arcsec=_positive(_num(_first(h, *SEEING_KEYWORDS))),
     )
+
+
+#: Header keywords a seeing monitor's value arrives in (arcsec FWHM), first found wins.
+SEEING_KEYWORDS = ("SEEING", "DIMMSEE", "SEEFWHM")
+
+
+def _positive(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) and x > 0 else None
 
 
 #: Planes a colour image may have (RGB) to be read as luminance.

@@ -69,7 +69,7 @@ def record_from_stats(stats: Any, *, file: str, time_s: float, diagnosis: str | 
         star_flux_adu=stats.star_flux_adu, background_adu=stats.background_adu,
         exposure_s=meta.exposure_s, filter_name=meta.filter_name, temp_c=meta.temperature_c,
         focuser_pos=meta.focuser_pos, airmass=meta.airmass, is_light=meta.is_light,
-        diagnosis=diagnosis, diagnosis_advice=diagnosis_advice)
+        diagnosis=diagnosis, diagnosis_advice=diagnosis_advice, seeing_arcsec=getattr(meta, "seeing_arcsec", None))
 
 
 @dataclass(frozen=True)
