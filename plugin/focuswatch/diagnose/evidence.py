@@ -254,10 +254,15 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     ring = np.nan_to_num(bt["ring"], nan=0.0)
     donut = ring > config.donut_ring_ratio
     donut_frac = float(donut.mean())
-    ring_ratio = float(np.median(ring[donut])) if donut.sum() >= 3 else stats.ring_ratio
+    # the obstruction as the stars show it: the physical-optics ring fit (``ring_ok``) where it can
+    # be trusted; the quick hole-depth ratio reads up to ~0.4 low when seeing fills the hole, so
+    # without a trusted fit the frame's own (fitted or None) ratio, else the rig's setting
+    ring_ratio = stats.ring_ratio
+    trusted = donut & bt["ring_ok"] if "ring_ok" in (bt.dtype.names or ()) else np.zeros_like(donut)
     donut_d = eps_est = None
     if donut_frac >= config.donut_fraction and donut.sum() >= 3:
-        eps_est = float(np.median(ring[donut]))
+        eps_est = (float(np.median(ring[trusted])) if trusted.any()
+                   else stats.ring_ratio if stats.ring_ratio is not None else float(rig.obstruction or 0.0))
         # the annulus whose convolution with the seeing gives the donuts' half-flux radius:
         # optics' exact forward model (seeing Moffat x annulus), inverted. (The 90 % radius
         # would be more direct but picks up neighbours inside the big stamps of defocused stars.)
