@@ -340,3 +340,58 @@ def test_the_large_star_probe_stays_quiet_on_focused_stars():
     objs = detect._detect(img, 1, 4.0)[0]
     assert len(objs) >= 100
     assert detect._large_star_probe(img, 1, objs, 4.0, measuring._DETECT_LARGE_PX) is None
+
+
+# --------------------------------------------------------------------------- [stars] in the settings file
+
+@pytest.fixture(scope="module")
+def isolated_field():
+    """120 bright, unsaturated stars on 640 x 640 px: nearly all isolated and measurable."""
+    f = sim.render(sim.SimParams(width_px=640, height_px=640, n_stars=120, seed=21, rig=RIG, star_flux_min_e=5e4,
+                                 star_flux_max_e=4e5, seeing_fwhm_arcsec=3.0 * SCALE))
+    return f.to_frame()
+
+
+def test_stars_table_in_the_settings_file_sets_how_many_stars_are_profiled(tmp_path, isolated_field):
+    """``[stars] profile_max_stars = N`` reaches ``stars.measure`` through the pipeline (the
+    watcher's and replay's ``measure_record``): the star table holds the profiled sample of N
+    (every star of it measurable), while ``n_stars`` still counts the whole field."""
+    from focuswatch.config import load_config
+    from focuswatch.pipeline import AssessContext, assess, measure_record
+    from focuswatch.policy import Monitor
+
+    everything = assess(isolated_field, RIG, AssessContext(diagnose=False)).stats
+    n_all = len(everything.stars)
+    assert n_all >= 80 and everything.n_stars == n_all  # below the default cap: all profiled
+
+    p = tmp_path / "fw.toml"
+    p.write_text("[stars]\nprofile_max_stars = 40\nprofile_min_per_zone = 1\nprofile_min_wing_stars = 0\n",
+                 encoding="utf-8")
+    cfg = load_config(p)
+    assert cfg.stars_config().profile() == stars.ProfileConfig(max_stars=40, min_per_zone=1, min_wing_stars=0)
+    _, st, _ = measure_record(isolated_field, cfg, Monitor(rig=cfg.rig), use_diagnose=False, time_s=0.0)
+    assert len(st.stars) == 40
+    assert st.n_stars == pytest.approx(n_all, abs=2)  # scaled back to all candidates
+    assert any("profile_max_stars" in n or "max_stars = 40" in n for n in st.notes)
+    # without the table: the defaults (ProfileConfig()), every star profiled
+    _, st0, _ = measure_record(isolated_field, load_config(None), Monitor(rig=RIG), use_diagnose=False, time_s=0.0)
+    assert len(st0.stars) == n_all
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[stars]\nprofile_max_stars = -5\n", "profile_max_stars"),
+    ("[stars]\nprofile_max_stars = \"many\"\n", "profile_max_stars"),
+    ("[stars]\nprofile_min_per_zone = 0\n", "profile_min_per_zone"),
+    ("[stars]\nmax_stars = 10\n", "max_stars"),
+])
+def test_a_wrong_stars_setting_is_one_line_naming_file_section_and_key(tmp_path, text, key):
+    from focuswatch.config import load_config
+    from focuswatch.errors import ConfigError
+
+    p = tmp_path / "fw.toml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(p) in msg and "[stars]" in msg and key in msg

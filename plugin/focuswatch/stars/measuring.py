@@ -10,7 +10,7 @@ the wings (:mod:`~focuswatch.stars.wings`), Moffat fits, and the frame figures
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -70,6 +70,26 @@ class ProfileConfig:
 
 
 PROFILE = ProfileConfig()
+
+
+@dataclass(frozen=True)
+class StarsConfig:
+    """The ``[stars]`` table of the settings file: how many stars get the full profile.
+
+    Counts of stars (the unit is in each name). ``profile_max_stars`` is
+    :attr:`ProfileConfig.max_stars` (0: profile every isolated star; a lower value makes a
+    huge frame faster, a higher one its medians steadier), ``profile_min_per_zone`` and
+    ``profile_min_wing_stars`` the other two fields of :class:`ProfileConfig`.
+    """
+
+    profile_max_stars: int = field(default=PROFILE.max_stars, metadata={"range": (0, 1_000_000)})
+    profile_min_per_zone: int = field(default=PROFILE.min_per_zone, metadata={"range": (1, 100_000)})
+    profile_min_wing_stars: int = field(default=PROFILE.min_wing_stars, metadata={"range": (0, 100_000)})
+
+    def profile(self) -> ProfileConfig:
+        """The :class:`ProfileConfig` that :func:`measure` takes."""
+        return ProfileConfig(max_stars=self.profile_max_stars, min_per_zone=self.profile_min_per_zone,
+                             min_wing_stars=self.profile_min_wing_stars)
 
 
 def _profile_sample(sel: np.ndarray, fx: np.ndarray, fy: np.ndarray, width: int, height: int,
