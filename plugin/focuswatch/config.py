@@ -5,7 +5,8 @@ Sections: ``[rig]`` (the calculator's inputs), ``[policy]`` (refocus rules, read
 :mod:`focuswatch.triggers`), ``[watch]`` (folders, polling), ``[scale]`` (workers, Dask
 scheduler; read by :mod:`focuswatch.scale.parallel`), ``[diagnose]`` and ``[grade]``
 (thresholds of :class:`focuswatch.diagnose.DiagnoseConfig` and
-:class:`focuswatch.grade.GradeConfig`). Every section is turned into a
+:class:`focuswatch.grade.GradeConfig`), ``[stars]`` (how many stars get the full profile:
+:class:`focuswatch.stars.StarsConfig`). Every section is turned into a
 frozen dataclass by :func:`section_to_dataclass`, which rejects unknown keys and values of the
 wrong type with a :class:`~focuswatch.errors.ConfigError` naming ``section.key``.
 
@@ -145,6 +146,7 @@ class Config:
     rig_table: Mapping[str, Any] = field(default_factory=dict)
     diagnose: Mapping[str, Any] = field(default_factory=dict)
     grade: Mapping[str, Any] = field(default_factory=dict)
+    stars: Mapping[str, Any] = field(default_factory=dict)
 
     def diagnose_config(self) -> Any:
         """The ``[diagnose]`` table as a :class:`focuswatch.diagnose.DiagnoseConfig` (validated at load)."""
@@ -158,8 +160,14 @@ class Config:
 
         return section_to_dataclass(GradeConfig, self.grade, "grade")
 
+    def stars_config(self) -> Any:
+        """The ``[stars]`` table as a :class:`focuswatch.stars.StarsConfig` (validated at load)."""
+        from focuswatch.stars import StarsConfig
 
-KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale", "diagnose", "grade")
+        return section_to_dataclass(StarsConfig, self.stars, "stars")
+
+
+KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale", "diagnose", "grade", "stars")
 
 #: The dataclass (``"module:Class"``, imported only when the file has that section) that
 #: validates each section when the file is loaded, so a bad value is one line naming the
@@ -222,10 +230,12 @@ def load_config(path: str | Path | None) -> Config:
     cfg = Config(rig=rig, policy=dict(raw.get("policy", {})), trigger=dict(raw.get("trigger", {})),
                  watch=dict(raw.get("watch", {})), path=p,
                  rig_table=dict(raw.get("rig", {})), scale=dict(raw.get("scale", {})),
-                 diagnose=dict(raw.get("diagnose", {})), grade=dict(raw.get("grade", {})))
-    try:  # thresholds of the diagnosis and the grade: checked now, one line naming the setting
+                 diagnose=dict(raw.get("diagnose", {})), grade=dict(raw.get("grade", {})),
+                 stars=dict(raw.get("stars", {})))
+    try:  # thresholds of the diagnosis and the grade, [stars]: checked now, one line naming the setting
         cfg.diagnose_config()
         cfg.grade_config()
+        cfg.stars_config()
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return cfg

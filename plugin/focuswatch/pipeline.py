@@ -62,6 +62,9 @@ class AssessContext:
     diagnose_config
         The ``[diagnose]`` thresholds (:class:`focuswatch.diagnose.DiagnoseConfig`); ``None``:
         the defaults.
+    profile_config
+        How many stars get the full profile (:class:`focuswatch.stars.ProfileConfig`, from the
+        ``[stars]`` table); ``None``: the defaults.
     """
 
     time_s: float | None = None
@@ -72,6 +75,7 @@ class AssessContext:
     max_stars: int = 3000
     plate_scale_arcsec_px: float | None = None
     diagnose_config: Any = None
+    profile_config: Any = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,8 @@ def assess(frame: Any, rig: Rig | None, context: AssessContext = AssessContext()
     full_rig = rig_with_header(rig or Rig(), meta)
     try:
         scale = context.plate_scale_arcsec_px or full_rig.plate_scale_arcsec_px
-        stats = stars.measure(frame, plate_scale_arcsec_px=scale, max_stars=context.max_stars)
+        prof = {"profile": context.profile_config} if context.profile_config is not None else {}
+        stats = stars.measure(frame, plate_scale_arcsec_px=scale, max_stars=context.max_stars, **prof)
     except (ValueError, FloatingPointError, MemoryError) as exc:
         raise FrameError(frame.path, f"cannot measure stars: {exc}") from None
     file = str(frame.path) if frame.path is not None else str(stats.file or "")
@@ -242,8 +247,9 @@ def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = T
     side, passes DATE-OBS or else the file's modification time, so this module reads no file.
     """
     dcfg = config.diagnose_config() if hasattr(config, "diagnose_config") else None  # [diagnose]
+    pcfg = config.stars_config().profile() if hasattr(config, "stars_config") else None  # [stars]
     ctx = AssessContext(time_s=time_s,
                         baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
-                        diagnose=use_diagnose, diagnose_config=dcfg)
+                        diagnose=use_diagnose, diagnose_config=dcfg, profile_config=pcfg)
     a = assess(frame, config.rig, ctx)
     return a.record, a.stats, a.rig

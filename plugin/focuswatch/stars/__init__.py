@@ -33,7 +33,8 @@ How the parts fit, in the order :func:`measure` runs them:
 * :mod:`~focuswatch.stars.summary` — frame medians, zones, HFR uncertainty, shape
   reliability (:func:`summarize`, also used on filtered tables);
 * :mod:`~focuswatch.stars.measuring` — the pipeline itself (:func:`measure`,
-  :func:`measure_array`, :class:`ProfileConfig`);
+  :func:`measure_array`, :class:`ProfileConfig`, :class:`StarsConfig` — the
+  ``[stars]`` table of the settings file);
 * :mod:`~focuswatch.stars.table` — the result: :data:`STAR_DTYPE`, :class:`Zone`,
   :class:`FrameStats`.
 """
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 from focuswatch.stars import ringfit
 from focuswatch.stars.detect import GROUP_SPLIT, RING_MERGE, GroupSplitConfig, RingMergeConfig
-from focuswatch.stars.measuring import PROFILE, ProfileConfig, measure, measure_array
+from focuswatch.stars.measuring import PROFILE, ProfileConfig, StarsConfig, measure, measure_array
 from focuswatch.stars.profile import moffat_fwhm
 from focuswatch.stars.summary import (MIN_STARS_FOR_STATS, SHAPE, ShapeConfig, elongation_reliable,
                                       hfr_uncertainty_px, summarize)
@@ -50,7 +51,7 @@ from focuswatch.stars.wings import WING, WingConfig, wing_share
 
 __all__ = [
     "FrameStats", "GROUP_SPLIT", "GroupSplitConfig", "MIN_STARS_FOR_STATS", "PROFILE", "ProfileConfig",
-    "RING_MERGE", "RingMergeConfig", "SHAPE", "STAR_DTYPE", "ShapeConfig", "WING", "WingConfig", "Zone",
+    "RING_MERGE", "RingMergeConfig", "SHAPE", "STAR_DTYPE", "ShapeConfig", "StarsConfig", "WING", "WingConfig", "Zone",
     "elongation_reliable", "hfr_uncertainty_px", "measure", "measure_array", "moffat_fwhm", "ringfit", "summarize",
     "wing_share",
 ]

@@ -49,11 +49,22 @@ def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
-def _background(small: np.ndarray, box_binned_px: float):
-    """sep's sky model with a mesh of ``box_binned_px`` (16-512, at most half the image)."""
+#: the coarse pass's sky mesh must fit this many times across the binned image, or the sky
+#: is one flat level: two or three meshes, each a disk or two wide, are each raised by the
+#: disk they hold and sep's spline between them swings by tens of ADU (766-940 ADU over a
+#: 480 px frame of 100 px disks, where the sky was 800)
+_MIN_MESHES_ACROSS = 4
+
+
+def _background(small: np.ndarray, box_binned_px: float, *, flat_if_few: bool = False):
+    """sep's sky model with a mesh of ``box_binned_px`` (16-512, at most half the image);
+    with ``flat_if_few`` (large stars), one flat level when the mesh does not fit
+    ``_MIN_MESHES_ACROSS`` times across the image."""
     import sep
 
     box = int(max(16, min(512, round(box_binned_px))))
+    if flat_if_few and box * _MIN_MESHES_ACROSS > min(small.shape):
+        return sep.Background(small, bw=max(small.shape), bh=max(small.shape), fw=1, fh=1)
     box = min(box, max(8, min(small.shape) // 2))
     return sep.Background(small, bw=box, bh=box, fw=3, fh=3)
 
@@ -71,7 +82,7 @@ def _detect(img: np.ndarray, b: int, thresh: float, *, box_px: float = 128.0, ke
     import sep
 
     small = _block_mean(img, b)
-    bkg = _background(small, box_px / b)
+    bkg = _background(small, box_px / b, flat_if_few=kernel_sigma is not None)
     if b > 1 and small.dtype == np.float32:
         sub = small  # a fresh binned copy: the sky comes off in place (the same float32 subtraction)
         bkg.subfrom(sub)
@@ -433,6 +444,139 @@ def _split_merged_groups(coarse: np.ndarray, b_coarse: int, fine: np.ndarray, b_
         return coarse, 0
     stars = _rebin_objects(fine[np.concatenate(taken)], b_fine, b_coarse, width, height)
     return np.concatenate([coarse[keep], stars.astype(coarse.dtype)]), len(taken)
+
+
+@dataclass(frozen=True)
+class LargeStarProbeConfig:
+    """Looking for large, faint stars that the full-resolution detection missed or cut up.
+
+    A star defocused into a disk tens of pixels across spreads its light so thin that no
+    single pixel reaches the first pass's threshold: an 80 mm f/6 refractor 10 CFZ out of
+    focus makes 67 px disks of 10-60 e-/px on a 300 e- sky. The first pass then finds nothing,
+    or only noise-lifted bits of the disks' rims (a few px each), or two deblended halves of
+    the brightest one, and the typical extent it reports is far too small for the coarse
+    second pass, which alone sees such disks whole. A probe on a coarser grid with a broad
+    matched filter sees them whole; a large object of the probe is a missed star when the
+    first pass has no whole star in it and its pieces there hold little of its light (a
+    group of small focused stars that the probe joins is held by its stars: they stay).
+    """
+
+    #: the probe's grid: this many binned pixels across a star of the "large" size, at
+    #: least twice the first pass's binning, and at most ``max_pixels`` binned pixels (it runs
+    #: on every frame: ~0.04 CPU-s on a 61 Mpx frame; there the first pass, on 4x4 blocks,
+    #: already sees disks 16x fainter per pixel than on a small frame)
+    px_per_large_star: float = 8.0
+    max_pixels: int = 500_000
+    #: its matched filter: a Gaussian of this many binned pixels (sigma)
+    kernel_sigma_binned: float = 1.5
+    #: its sky mesh (full-resolution px): several times the largest disks looked for, so
+    #: their light does not raise the sky level
+    box_px: float = 512.0
+    #: a first-pass object at least this share of a large object's extent holds it whole
+    whole_share: float = 0.7
+    #: the first pass's objects inside a large one hold less than this share of its light
+    #: when they are only bits of it
+    pieces_flux_share: float = 0.5
+    #: a large star is round and filled: its footprint covers at least this share of the
+    #: ellipse inscribed in its box, and it is at most this elongated (a/b); nebulae and
+    #: galaxies' irregular glow do not count
+    min_fill: float = 0.5
+    max_elongation: float = 1.5
+
+
+LARGE_PROBE = LargeStarProbeConfig()
+
+#: a normal distribution's sigma over its median absolute deviation
+_MAD_TO_SIGMA = 1.4826
+#: rows of the binned image the noise figure of :func:`_robust_rms` reads (at most ~2x this)
+_RMS_ROWS = 200
+
+
+def _robust_rms(sub: np.ndarray) -> float:
+    """Pixel noise of a sky-subtracted image from differences of pixels two apart (robust:
+    median absolute deviation). Flat disks cancel out of the differences, while they
+    inflate sep's sky rms (disks covering a quarter of a small frame doubled it)."""
+    step = max(1, sub.shape[0] // _RMS_ROWS)  # a few hundred rows are plenty for a noise figure
+    diff = (sub[::step, 2:] - sub[::step, :-2]).ravel()
+    return float(_MAD_TO_SIGMA * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2.0))
+
+
+def _large_star_probe(img: np.ndarray, b: int, fine: np.ndarray, thresh: float, large_px: float,
+                      config: LargeStarProbeConfig = LARGE_PROBE) -> float | None:
+    """The typical extent (full-resolution px) of the frame's stars when large stars were
+    missed or cut up by the first pass (``fine``, found on the ``b``-binned image), else None.
+
+    The catalogue of "stars" is the probe's large objects that the first pass does not hold
+    whole (see :class:`LargeStarProbeConfig`) plus the first pass's objects outside them;
+    its typical extent is the median over the brighter half, as for the first pass.
+    """
+    import sep
+
+    H, W = img.shape
+    bp = max(2 * b, int(math.ceil(large_px / config.px_per_large_star)),
+             int(math.ceil(math.sqrt(H * W / config.max_pixels))))
+    if min(H, W) // bp < 16:
+        return None
+    small = _block_mean(img, bp)
+    bkg = _background(small, config.box_px / bp, flat_if_few=True)
+    sub = np.ascontiguousarray(small - bkg.back(dtype=np.float32), dtype=np.float32)
+    del small
+    # the noise of a binned pixel from differences of pixels two apart: a flat disk cancels
+    # out of them, while it inflates sep's sky rms (disks covering a quarter of a small frame
+    # doubled it, and hid every disk below the threshold)
+    rms = _robust_rms(sub)
+    if not math.isfinite(rms) or rms <= 0:
+        return None
+    ks = config.kernel_sigma_binned
+    k = int(math.ceil(3 * ks))
+    ax = np.arange(-k, k + 1)
+    kernel = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * ks * ks)).astype(np.float32)
+    # sep compares the filtered image (the kernel normalised to sum 1) with ``thresh * err``:
+    # err is the filtered image's noise, so the threshold is in units of what the filter sees
+    err = rms * float(np.sqrt(np.sum(kernel.astype(np.float64) ** 2)) / np.sum(kernel))
+    sep.set_sub_object_limit(4096)
+    try:
+        # no deblending (one threshold level: a third of the time on a field of 1000 stars)
+        probe = _extract_with_stack(sep, sub, thresh, dict(err=err, minarea=4, deblend_nthresh=1, clean=True,
+                                                            filter_kernel=kernel), max(_PIXSTACK_FIRST, sub.size // 2))
+    except Exception:  # noqa: BLE001 - sep raises bare Exception on buffer limits: no probe then
+        return None
+    if not len(probe):
+        return None
+    ext_p = (np.maximum(probe["xmax"] - probe["xmin"], probe["ymax"] - probe["ymin"]) + 1).astype(np.float64) * bp
+    flux_p = probe["flux"].astype(np.float64) * bp * bp
+    box_area = (probe["xmax"] - probe["xmin"] + 1.0) * (probe["ymax"] - probe["ymin"] + 1.0)
+    round_ = ((probe["npix"] >= config.min_fill * 0.25 * math.pi * box_area)
+              & (probe["a"] <= config.max_elongation * np.maximum(probe["b"], 1e-3)))
+    big = np.nonzero((ext_p > large_px) & round_)[0]
+    if not len(big):
+        return None
+    # the first pass's objects in full-resolution px, and which large probe box holds each
+    if len(fine):
+        fx = (fine["x"] + 0.5) * b
+        fy = (fine["y"] + 0.5) * b
+        ext_f = (np.maximum(fine["xmax"] - fine["xmin"], fine["ymax"] - fine["ymin"]) + 1).astype(np.float64) * b
+        flux_f = np.maximum(fine["flux"].astype(np.float64), 0.0) * b * b
+    else:
+        fx = fy = ext_f = flux_f = np.zeros(0)
+    x0, x1 = probe["xmin"][big] * bp, (probe["xmax"][big] + 1) * bp
+    y0, y1 = probe["ymin"][big] * bp, (probe["ymax"][big] + 1) * bp
+    inside = ((fx[:, None] >= x0[None, :]) & (fx[:, None] <= x1[None, :])
+              & (fy[:, None] >= y0[None, :]) & (fy[:, None] <= y1[None, :]))
+    missed = []
+    for c, k_ in enumerate(big):
+        mine = inside[:, c]
+        whole = np.any(ext_f[mine] >= config.whole_share * ext_p[k_])
+        if not whole and flux_f[mine].sum() < config.pieces_flux_share * flux_p[k_]:
+            missed.append(c)
+    if not missed:
+        return None
+    missed_arr = np.array(missed)
+    outside = ~inside[:, missed_arr].any(axis=1)
+    ext = np.concatenate([ext_p[big[missed_arr]], ext_f[outside]])
+    flux = np.concatenate([flux_p[big[missed_arr]], flux_f[outside]])
+    typical = float(np.median(ext[flux >= np.median(flux)]))
+    return typical if typical > large_px else None
 
 
 def _constant_border(img: np.ndarray) -> tuple[int, int, int, int]:

@@ -10,17 +10,19 @@ the wings (:mod:`~focuswatch.stars.wings`), Moffat fits, and the frame figures
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
 from focuswatch.model.frame import Frame
 from focuswatch.stars import ringfit
-from focuswatch.stars.detect import _background, _block_mean, _constant_border, _detect, _split_merged_groups
+from focuswatch.stars.detect import (_background, _block_mean, _constant_border, _detect, _large_star_probe,
+                                     _split_merged_groups)
 from focuswatch.stars.neighbours import _nearest_offsets, _neighbours_within, _pairs_within
-from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _batched_moffat, _half_max_width,
-                                      _measure_stamps, _offsets, _stamps, moffat_fwhm)
+from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annulus_sky, _batched_moffat,
+                                      _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
+                                      moffat_fwhm)
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
 from focuswatch.stars.table import FrameStats, STAR_DTYPE, _PIX_FWHM2, _PIX_HFR2
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
@@ -68,6 +70,26 @@ class ProfileConfig:
 
 
 PROFILE = ProfileConfig()
+
+
+@dataclass(frozen=True)
+class StarsConfig:
+    """The ``[stars]`` table of the settings file: how many stars get the full profile.
+
+    Counts of stars (the unit is in each name). ``profile_max_stars`` is
+    :attr:`ProfileConfig.max_stars` (0: profile every isolated star; a lower value makes a
+    huge frame faster, a higher one its medians steadier), ``profile_min_per_zone`` and
+    ``profile_min_wing_stars`` the other two fields of :class:`ProfileConfig`.
+    """
+
+    profile_max_stars: int = field(default=PROFILE.max_stars, metadata={"range": (0, 1_000_000)})
+    profile_min_per_zone: int = field(default=PROFILE.min_per_zone, metadata={"range": (1, 100_000)})
+    profile_min_wing_stars: int = field(default=PROFILE.min_wing_stars, metadata={"range": (0, 100_000)})
+
+    def profile(self) -> ProfileConfig:
+        """The :class:`ProfileConfig` that :func:`measure` takes."""
+        return ProfileConfig(max_stars=self.profile_max_stars, min_per_zone=self.profile_min_per_zone,
+                             min_wing_stars=self.profile_min_wing_stars)
 
 
 def _profile_sample(sel: np.ndarray, fx: np.ndarray, fy: np.ndarray, width: int, height: int,
@@ -153,9 +175,16 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
     objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh)
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
+    extent = 0.0
+    large = False  # the stars are large: found by the coarse second pass
     if len(objs) >= 3:
         bright = objs[objs["flux"] >= np.median(objs["flux"])]
         extent = float(np.median(np.maximum(bright["xmax"] - bright["xmin"], bright["ymax"] - bright["ymin"]) + 1)) * b
+    if extent <= _DETECT_LARGE_PX:
+        # large faint disks: no pixel of theirs reaches the first pass's threshold, which then
+        # finds nothing or bits of their rims (LargeStarProbeConfig)
+        extent = _large_star_probe(img, b, objs, detect_thresh, _DETECT_LARGE_PX) or extent
+    if extent > 0.0:
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
@@ -167,6 +196,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                 # in a crowded field the coarse pass may join stars the first pass had apart
                 objs, _ = _split_merged_groups(objs, b2, fine, b, extent, W // b2, H // b2)
                 b = b2
+                large = True
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
             bkg = _background(_block_mean(img, b), 6.0 * extent / b)  # binned again: detection kept no copy
@@ -250,8 +280,19 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
             nbx_, nby_ = _nearest_offsets(fx, fy, n_, near_i, near_j, near_d, k_nb, 2.0 * R, ix_, iy_)
         else:
             nbx_ = nby_ = np.full((n_, 1), 1e6)
+        if large:
+            # large stars: the sky from each stamp's ring beyond the star (LocalSkyConfig); the
+            # ring starts beyond the typical star too (a faint disk's detection box is smaller
+            # than the disk, whose blurred edge lies below the threshold)
+            sky_r = np.maximum(own_r[sel_], 0.5 * typ_extent)
+            bkg_ = np.concatenate([
+                _annulus_sky(img, ix_[i:i + batch], iy_[i:i + batch], bkg_[i:i + batch], cx0[i:i + batch],
+                             cy0[i:i + batch], sky_r[i:i + batch], R, nbx_[i:i + batch], nby_[i:i + batch])
+                for i in range(0, n_, batch)]).astype(np.float32)
+        ap_ = _sky_ring_start(sky_r) if large else None
         parts = [_measure_stamps(img, ix_[i:i + batch], iy_[i:i + batch], bkg_[i:i + batch], cx0[i:i + batch],
-                                 cy0[i:i + batch], sw0[i:i + batch], R, sat, nbx_[i:i + batch], nby_[i:i + batch])
+                                 cy0[i:i + batch], sw0[i:i + batch], R, sat, nbx_[i:i + batch], nby_[i:i + batch],
+                                 None if ap_ is None else ap_[i:i + batch])
                  for i in range(0, n_, batch)]
         out = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
         # nearest other detection farther than 2 R <=> none within 2 R
@@ -306,7 +347,9 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # (only stars with no other detection within two stamp radii: a neighbour's light at
     # the stamp's edge would pass for wings)
     alone = keep & ~m["crowded"]
-    share = wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
+    # (not for large stars: their aperture ends where their sky ring starts, whose level is
+    # taken as the sky, so no wing is left to read beyond it)
+    share = 0.0 if large else wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
     r_half = _reread_half_radius(r50, m["r_wing"], share)
     wing_err_px = 0.0
     if n < n_cand:
