@@ -36,7 +36,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
     paths = expand_frames(args.files)
     if not paths:
         raise ConfigError("no frames found in " + ", ".join(args.files))
-    batch = map_frames(measure_one, paths, args=(rig,), runner=runner, progress=not args.json,
+    pcfg = None
+    if getattr(args, "config", None):  # [stars] profiling; without a file the defaults (and a lighter start)
+        from focuswatch.config import load_config
+
+        pcfg = load_config(args.config).stars_config().profile()
+    batch = map_frames(measure_one, paths, args=(rig, pcfg), runner=runner, progress=not args.json,
                        on_problem=problem_printer(args.json))
     n_bad = len(batch.bad) + len(batch.lost)
     if not args.json:
@@ -94,8 +99,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
     from focuswatch.config import load_config
 
-    dcfg = load_config(getattr(args, "config", None)).diagnose_config()  # [diagnose] thresholds
-    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px, dcfg), runner=runner,
+    cfg = load_config(getattr(args, "config", None))
+    dcfg, pcfg = cfg.diagnose_config(), cfg.stars_config().profile()  # [diagnose] thresholds, [stars]
+    batch = map_frames(diagnose_one, paths, args=(rig0, args.baseline_hfr_px, dcfg, pcfg), runner=runner,
                        progress=not args.json, desc="diagnosing",
                        on_problem=problem_printer(args.json, "diagnosis"))
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0

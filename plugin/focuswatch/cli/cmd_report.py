@@ -64,8 +64,9 @@ def scan_with_workers(args: argparse.Namespace, folder: Path, rig):
     from focuswatch.config import load_config
     from focuswatch.scale.batch import scan_session
 
+    cfg = load_config(getattr(args, "config", None))  # [diagnose] thresholds, [stars] profiling
     scan, batch = scan_session(folder, rig=rig, progress=not args.json, runner=runner_from_args(args),
-                               diagnose_config=load_config(getattr(args, "config", None)).diagnose_config())
+                               diagnose_config=cfg.diagnose_config(), profile_config=cfg.stars_config().profile())
     if batch.undone_text():
         error_line(batch.undone_text())
     return scan

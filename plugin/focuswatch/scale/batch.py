@@ -20,16 +20,17 @@ from focuswatch.optics import Rig
 from focuswatch.scale.parallel import Batch, Runner, map_frames
 
 
-def measure_one(path: Path, rig: Rig | None = None):
-    """``focuswatch measure`` on one frame: the one frame pipeline without the diagnosis."""
+def measure_one(path: Path, rig: Rig | None = None, profile_config: Any = None):
+    """``focuswatch measure`` on one frame: the one frame pipeline without the diagnosis
+    (``profile_config``: the ``[stars]`` table's :class:`~focuswatch.stars.ProfileConfig`)."""
     from focuswatch.io.assess import assess_path
     from focuswatch.pipeline import AssessContext
 
-    return assess_path(path, rig, AssessContext(diagnose=False)).stats
+    return assess_path(path, rig, AssessContext(diagnose=False, profile_config=profile_config)).stats
 
 
 def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | None = None,
-                 diagnose_config: Any = None):
+                 diagnose_config: Any = None, profile_config: Any = None):
     """``focuswatch diagnose`` on one frame: ``(stats, diagnosis, rig with the header merged)``.
 
     The diagnosis runs in the worker because it looks at the pixels (one-sided flares),
@@ -41,14 +42,15 @@ def diagnose_one(path: Path, rig0: Rig | None = None, baseline_hfr_px: float | N
 
     frame = frames.load(path)
     a = assess(frame, rig0, AssessContext(baseline_hfr_px=baseline_hfr_px, use_pixels=True, min_confidence=0.0,
-                                          diagnose_config=diagnose_config))
+                                          diagnose_config=diagnose_config, profile_config=profile_config))
     extra = {"config": diagnose_config} if diagnose_config is not None else {}
     d = a.diagnosis if a.diagnosis is not None else diagnose.frame(a.stats, a.rig, baseline_hfr_px=baseline_hfr_px,
                                                                    **extra)
     return a.stats, d, a.rig
 
 
-def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True, diagnose_config: Any = None):
+def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True, diagnose_config: Any = None,
+             profile_config: Any = None):
     """One frame of a session scan: ``None`` for a calibration frame, else its
     :class:`~focuswatch.pipeline.FrameAssessment` (stats, diagnosis with the ``[diagnose]``
     thresholds ``diagnose_config``, the policy's record)."""
@@ -60,7 +62,7 @@ def scan_one(path: Path, rig: Rig | None = None, with_diagnosis: bool = True, di
     if not frame.meta.is_light:
         return None
     return assess(frame, rig, AssessContext(time_s=capture_time_s(path, frame.meta), diagnose=with_diagnosis,
-                                            diagnose_config=diagnose_config))
+                                            diagnose_config=diagnose_config, profile_config=profile_config))
 
 
 def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
@@ -74,7 +76,7 @@ def af_one(path: Path, plate_scale_arcsec_px: float | None = None):
 
 def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, progress: bool = True,
                  runner: Runner | None = None, min_stars: int | None = None, diagnose: bool = True,
-                 diagnose_config: Any = None):
+                 diagnose_config: Any = None, profile_config: Any = None):
     """Find, validate and measure a session's light frames on ``runner``; returns ``(scan, batch)``.
 
     ``diagnose_config`` (the ``[diagnose]`` thresholds) judges every frame and stays on the scan
@@ -93,7 +95,7 @@ def scan_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, prog
     files = session.find_frames(root)
     scan = session.SessionScan(str(root), diagnose_config=diagnose_config)
     t0 = time.monotonic()
-    batch = map_frames(scan_one, files, args=(rig, diagnose, diagnose_config), runner=runner, progress=progress, desc="measuring")
+    batch = map_frames(scan_one, files, args=(rig, diagnose, diagnose_config, profile_config), runner=runner, progress=progress, desc="measuring")
     bad = {id(o) for o in batch.bad}
     for o in sorted(batch.bad + batch.lost, key=lambda o: o.index):
         scan.left_out.append(session.LeftOut(str(o.path), o.problem or "unreadable"))
