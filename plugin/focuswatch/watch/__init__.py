@@ -35,9 +35,10 @@ from focuswatch.watch.afsignals import (autofocus_signals, event_signal, mark_fr
 from focuswatch.watch.config import WatchConfig, default_nina_autofocus_dir, policy_from_config, watch_from_config
 from focuswatch.watch.loop import _NOT_APPLIED  # noqa: F401 - the report reads it from here
 from focuswatch.watch.loop import AF_FAILED, AF_SAME_RUN, AF_UNCONFIRMED, UNCONFIRMED
-from focuswatch.watch.loop import AFSignal, NinaRun, Processed, confirm_from_start, is_nina_source, judge_nina_run
+from focuswatch.watch.loop import (AFSignal, NinaRun, Processed, confirm_from_start, is_nina_source, judge_nina_run,
+                                   measure_record)
 from focuswatch.watch.replay import list_frames, replay
-from focuswatch.watch.watcher import MIN_PASS_GAP_S, STALE_EVENT_H, Watcher, measure_record
+from focuswatch.watch.watcher import MIN_PASS_GAP_S, STALE_EVENT_H, Watcher
 
 __all__ = [
     "AF_FAILED", "AF_SAME_RUN", "AF_UNCONFIRMED", "AFSignal", "MIN_PASS_GAP_S", "NinaRun", "Processed",

@@ -96,6 +96,22 @@ class AFSignal:
         return cls(f"{mark.source}:{mark.time_s!r}", mark)
 
 
+def measure_record(frame: Any, config: Any, monitor: Monitor,
+                   use_diagnose: bool = True) -> tuple[FrameRecord, Any, Any]:
+    """Measure a loaded frame and turn it into the policy's :class:`FrameRecord`.
+
+    The one frame pipeline (:func:`focuswatch.io.assess.measure_record`: stars, diagnosis
+    against the policy's baseline, record, dated by DATE-OBS else the file's modification time)
+    inside the frame boundary, so whatever goes wrong with this frame becomes one
+    :class:`FrameError` naming it and the night goes on. The watcher and ``replay`` both
+    measure through here (:meth:`NightSession._measure`).
+    """
+    from focuswatch.io import assess
+
+    with frame_boundary(frame.path):  # whatever this frame does is one line
+        return assess.measure_record(frame, config, monitor, use_diagnose)
+
+
 def is_nina_source(source: str | None) -> bool:
     """A NINA autofocus signal: a report (``nina-report``), the sequence hook (``nina-hook``, the
     hooks' default ``--source``), the Advanced API (``nina-api``) or plain ``nina``.
@@ -459,10 +475,7 @@ class NightSession:
         return self._out(Processed(path, "measured", decision=decision, stats=stats_d))
 
     def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any]:
-        from focuswatch.io import assess
-
-        with frame_boundary(frame.path):  # whatever this frame does is one line
-            return assess.measure_record(frame, self.config, self.monitor, self.use_diagnose)
+        return measure_record(frame, self.config, self.monitor, self.use_diagnose)
 
     @staticmethod
     def _request(record: FrameRecord, d: Decision) -> Any:

@@ -40,8 +40,7 @@ from focuswatch.config import Config
 from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
 from focuswatch.io import frames as frames_mod
 from focuswatch.io.journal import Journal
-from focuswatch.optics import Rig
-from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
+from focuswatch.policy import AutofocusMark, Decision, Monitor, PolicyConfig
 from focuswatch.watch.afinputs import AutofocusInputs
 from focuswatch.watch.afsignals import _mtime
 from focuswatch.watch.config import WatchConfig, policy_from_config, watch_from_config
@@ -57,20 +56,6 @@ MIN_PASS_GAP_S = 0.02
 #: Autofocus events already there when the watcher starts and older than this (wall clock)
 #: belong to an earlier night: they are not applied.
 STALE_EVENT_H = 12.0
-
-
-def measure_record(frame: Any, config: Config, monitor: Monitor,
-                   use_diagnose: bool = True) -> tuple[FrameRecord, Any, Rig]:
-    """Measure a loaded frame and turn it into the policy's :class:`FrameRecord`.
-
-    The one frame pipeline (:func:`focuswatch.pipeline.measure_record`: stars, diagnosis
-    against the policy's baseline, record) inside the frame boundary, so whatever goes wrong
-    with this frame becomes one :class:`FrameError` naming it.
-    """
-    from focuswatch.io import assess
-
-    with frame_boundary(frame.path):
-        return assess.measure_record(frame, config, monitor, use_diagnose)
 
 
 def _probe(p: Path) -> Any:
