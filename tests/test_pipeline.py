@@ -56,19 +56,28 @@ def test_assess_path_maps_over_a_process_pool(two_frames):
 
 
 def test_the_watchers_measure_record_and_the_pipelines_agree(two_frames):
+    """The watcher's step (``frames.load`` + boundary + policy baseline + file dating) and the
+    batch path (``assess_path``: its own read-only load, DATE-OBS dating) give the same record,
+    and both agree with the simulator's truth and the DATE-OBS written into the file."""
+    from datetime import datetime, timezone
+
     from focuswatch.io import frames
     from focuswatch import watch as watcher
     from focuswatch.config import Config
     from focuswatch.policy import Monitor
-    from focuswatch.io.assess import measure_record
 
     cfg = Config(rig=sim.DEFAULT_RIG)
-    for path, _ in two_frames:
-        frame = frames.load(path)
-        mine = measure_record(frame, cfg, Monitor(rig=cfg.rig))
-        theirs = watcher.measure_record(frame, cfg, Monitor(rig=cfg.rig))
+    ctx = AssessContext(diagnose_config=cfg.diagnose_config(), profile_config=cfg.stars_config().profile())
+    for i, (path, f) in enumerate(two_frames):
+        theirs = watcher.measure_record(frames.load(path), cfg, Monitor(rig=cfg.rig))
+        a = assess_path(path, cfg.rig, ctx)          # no baseline: a fresh Monitor has no history
+        mine = (a.record, a.stats, a.rig)
         assert mine[0] == theirs[0] and mine[2] == theirs[2]
         assert mine[1].to_dict() == theirs[1].to_dict()
+        # independent truth: the rendered HFR, and the capture time the fixture wrote
+        assert theirs[1].hfr_px == pytest.approx(f.truth["hfr_px"], rel=0.05)
+        date_obs = datetime(2026, 11, 21, 22, i, 0, tzinfo=timezone.utc).timestamp()
+        assert theirs[0].time_s == pytest.approx(date_obs)
 
 
 @pytest.mark.parametrize("frames, marks, order", [
