@@ -402,7 +402,8 @@ class Watcher:
             metas.sort(key=lambda x: x[0])
             first_waiting = self._earliest_pending(now)
             for key, p, meta, layout in metas:
-                self.session.apply_before(_written_s(p))
+                written_s = _written_s(p)   # one stat: the autofocus ordering and the session share it
+                self.session.apply_before(written_s)
                 if first_waiting is not None and key > first_waiting:
                     # an earlier frame is still being written: keep capture order (this one is
                     # proven whole already, so it goes as soon as the earlier one is done)
@@ -410,7 +411,7 @@ class Watcher:
                     r.order_key = key
                     self._pending[p] = r
                     continue
-                out = self._process(p, meta, layout)
+                out = self._process(p, meta, layout, written_s=written_s)
                 if out is not None:
                     done.append(out)
         self.session.release(now, held=lambda mark, seen: self._holds_back(now, mark, seen))
@@ -521,9 +522,11 @@ class Watcher:
     def _record_error(self, p: Path, exc: FrameError) -> Processed:
         return self.session.error(p, exc, key=self._key(p))
 
-    def _process(self, p: Path, meta: Any, layout: Any = None) -> Processed | None:
+    def _process(self, p: Path, meta: Any, layout: Any = None, *,
+                 written_s: float | None = None) -> Processed | None:
         """Hand one ready file to the night session; a file still being written goes back to
-        waiting. ``layout``: the readiness probe's proof that the file is whole, reused by the load."""
+        waiting. ``layout``: the readiness probe's proof that the file is whole, reused by the load;
+        ``written_s``: its modification time when the caller has just read it (else one ``stat``)."""
         key = self._key(p)
         if key is None:
             log.info("%s: deleted before it could be read; skipped", p)
@@ -541,7 +544,9 @@ class Watcher:
                 raise
 
         try:
-            return self.session.frame(p, meta, written_s=_written_s(p), load=load, key=key)
+            if written_s is None:
+                written_s = _written_s(p)
+            return self.session.frame(p, meta, written_s=written_s, load=load, key=key)
         except FrameIncomplete as exc:
             log.debug("%s: not ready yet (%s)", p, exc.problem)
             self._pending[p] = self._readiness(p, self.clock())
