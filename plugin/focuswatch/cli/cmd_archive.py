@@ -45,6 +45,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder")
     index_path = Path(args.index) if args.index else archive.default_index_path()
+    # the index is written too (with its -wal/-shm companions): never next to the frames, never over one
+    archive.refuse_output(index_path, root, "--index")
     out = None
     if not args.no_report:
         out = Path(args.report_out) if args.report_out else Path(f"{root.resolve().name}-focuswatch-archive.html")
