@@ -66,7 +66,10 @@ def cmd_archive(args: argparse.Namespace) -> int:
                                n_bad=sum(1 for r in rows if r.get("status") == "bad"),
                                n_not_light=sum(1 for r in rows if r.get("status") == "not_light"))
     if out is not None:
-        out.write_text(archive_report.render_html(rep), encoding="utf-8")
+        # written beside and renamed, as `report` does: an interrupted run never leaves half a page
+        part = out.with_name(out.name + ".part")
+        part.write_text(archive_report.render_html(rep), encoding="utf-8")
+        part.replace(out)
     exported = archive.export(rows, args.export) if args.export else None
     if args.json:
         if run is not None:
