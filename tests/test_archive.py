@@ -295,3 +295,22 @@ def test_temperature_fit_closed_form():
     assert fit["k_se"] == pytest.approx(sigma / np.sqrt(sxx), rel=0.35)
     assert abs(fit["offsets"]["R"][0] - 25.0) < 3 * fit["offsets"]["R"][1]
     assert archive_report.fit_tempco(pts[:3], "L") is None
+
+
+@pytest.mark.parametrize("flag, name", [("--index", "index.sqlite"), ("-o", "archive.html"),
+                                        ("--export", "rows.csv")])
+def test_outputs_inside_the_archive_are_refused_and_nothing_is_written_there(tmp_path, capsys, flag, name):
+    """archive never writes into ROOT: index, report and export placed there are refused before any work."""
+    root = tmp_path / "night"
+    root.mkdir()
+    frame = root / "light_0001.fits"
+    frame.write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    before = {p: p.read_bytes() for p in root.rglob("*")}
+    elsewhere = tmp_path / "elsewhere"
+    args = ["archive", str(root), "--index", str(elsewhere / "i.sqlite"), "-o", str(elsewhere / "a.html"),
+            "--workers", "1"]
+    args += [flag, str(root / name)]
+    rc, _, err = _run(args, capsys)
+    assert rc == 2 and "inside the archive" in err
+    assert {p: p.read_bytes() for p in root.rglob("*")} == before
+    assert not elsewhere.exists()

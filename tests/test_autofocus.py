@@ -289,6 +289,23 @@ def test_positions_from_a_list_a_file_or_a_named_keyword(tmp_path, capsys):
     assert run["fit"]["best_position_steps"] == pytest.approx(expected, abs=10)
 
 
+def test_a_frame_whose_pixels_cannot_be_read_is_named_once_and_fails_the_exit_status(tmp_path, capsys):
+    """Its header reads (so it joins the sweep) but its pixels are cut short: the sweep is still
+    fitted from the other frames, the frame is named once, and the exit status is 1 (a clean
+    sweep of the same frames exits 0, so the 1 is the bad frame's)."""
+    names = _star_frames(tmp_path, V_HFR, focpos=[1000 + 50 * i for i in range(len(V_HFR))])
+    assert main(["af", str(tmp_path), "--json"]) == 0
+    capsys.readouterr()
+    cut = tmp_path / names[-1]
+    cut.write_bytes(cut.read_bytes()[:2 * 2880 + 100])  # header intact, most pixels gone
+    assert main(["af", str(tmp_path), "--json"]) == 1
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err and sum(names[-1] in ln for ln in cap.err.splitlines()) == 1
+    doc = json.loads(cap.out.splitlines()[-1])
+    assert doc["runs"][0]["fit"]["best_position_steps"] == pytest.approx(1200, abs=10)
+    assert [Path(s["file"]).name for s in doc["skipped"]] == [names[-1]]
+
+
 @pytest.mark.parametrize("args, words", [(["--positions", "1,2,3"], "3 position(s) for 9 frames"),
                                           (["--positions", "1,2,x"], "'x' is not a number"),
                                           (["--position-key", "NOSUCHKEY"], "NOSUCHKEY")])

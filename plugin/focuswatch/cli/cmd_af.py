@@ -43,16 +43,21 @@ def cmd_af(args: argparse.Namespace) -> int:
     rig = rig_from_args(args)
     runner = runner_from_args(args)
     on_problem = problem_printer(args.json)
+    # frames whose header read but whose pixels did not (bad or lost on a worker): named at once
+    # by on_problem, listed with the skipped ones, and counted in the exit status below
+    worker_bad: list[tuple[str, str]] = []
 
     def measure_frames(paths, scale):
         measured, batch = measure_af_frames(paths, scale, runner, progress=not args.json)
         for o in batch.bad + batch.lost:
             on_problem(o)
+            worker_bad.append((str(o.path), o.problem))
         return measured
 
     runs, skipped, rig = afreports.load_runs(args.paths, rig, progress=not args.json and sys.stderr.isatty(),
                                              positions=args.positions, position_key=args.position_key,
                                              measure_frames=measure_frames)
+    skipped = skipped + worker_bad
     summary = autofocus.analyze_runs(runs, rig, with_offset=args.offset, reference_filter=args.reference_filter,
                                      reference_temp_c=args.reference_temp_c)
     if args.plot:
@@ -68,7 +73,8 @@ def cmd_af(args: argparse.Namespace) -> int:
     from focuswatch.io.frames import is_image_file
     bad_frames = [(f, m) for f, m in skipped if is_image_file(f)]
     for f, m in bad_frames:
-        error_line(f"{f}: {m}")
+        if (f, m) not in worker_bad:  # those were named as they failed
+            error_line(f"{f}: {m}")
     if summary.n_bad == len(summary.runs):
         first = summary.runs[0]
         error_line(f"{first.run.source or 'run'}: no usable autofocus run"

@@ -45,6 +45,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder")
     index_path = Path(args.index) if args.index else archive.default_index_path()
+    # the index is written too (with its -wal/-shm companions): never next to the frames, never over one
+    archive.refuse_output(index_path, root, "--index")
     out = None
     if not args.no_report:
         out = Path(args.report_out) if args.report_out else Path(f"{root.resolve().name}-focuswatch-archive.html")
@@ -64,7 +66,10 @@ def cmd_archive(args: argparse.Namespace) -> int:
                                n_bad=sum(1 for r in rows if r.get("status") == "bad"),
                                n_not_light=sum(1 for r in rows if r.get("status") == "not_light"))
     if out is not None:
-        out.write_text(archive_report.render_html(rep), encoding="utf-8")
+        # written beside and renamed, as `report` does: an interrupted run never leaves half a page
+        part = out.with_name(out.name + ".part")
+        part.write_text(archive_report.render_html(rep), encoding="utf-8")
+        part.replace(out)
     exported = archive.export(rows, args.export) if args.export else None
     if args.json:
         if run is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from focuswatch.errors import ConfigError
 from focuswatch.render.text import emit_json, error_line, fmt
-from focuswatch.cli.common import EXIT_FAIL, EXIT_OK, add_json_flag, add_rig_args, expand_frames, problem_printer, rig_from_args, runner_from_args
+from focuswatch.cli.common import EXIT_FAIL, EXIT_OK, add_json_flag, add_rig_args, problem_printer, require_frames, rig_from_args, runner_from_args
 
 
 # --------------------------------------------------------------------------- measure
@@ -33,9 +33,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     rig = rig_from_args(args)
     runner = runner_from_args(args)
-    paths = expand_frames(args.files)
-    if not paths:
-        raise ConfigError("no frames found in " + ", ".join(args.files))
+    paths = require_frames(args.files)
     pcfg = None
     if getattr(args, "config", None):  # [stars] profiling; without a file the defaults (and a lighter start)
         from focuswatch.config import load_config
@@ -92,9 +90,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     rig0 = rig_from_args(args)
     runner = runner_from_args(args)
-    paths = expand_frames(args.files)
-    if not paths:
-        raise ConfigError("no frames found in " + ", ".join(args.files))
+    paths = require_frames(args.files)
     if args.baseline_hfr_px is not None and not args.baseline_hfr_px > 0:
         raise ConfigError(f"--baseline-hfr-px {args.baseline_hfr_px}: must be a positive number of pixels")
     from focuswatch.config import load_config

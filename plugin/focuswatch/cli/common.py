@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from focuswatch.errors import FrameError
+from focuswatch.errors import ConfigError, FrameError
 from focuswatch.render.text import emit_json, error_line
 
 
@@ -106,6 +106,16 @@ def expand_frames(items: Iterable[str]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def require_frames(items: Iterable[str]) -> list[Path]:
+    """:func:`expand_frames`, refusing an empty result: a folder command given nothing to measure
+    is a usage problem (exit 2), not a clean night."""
+    items = list(items)
+    paths = expand_frames(items)
+    if not paths:
+        raise ConfigError("no frames found in " + ", ".join(items))
+    return paths
 
 
 def require_input(path: str | Path) -> Path:
