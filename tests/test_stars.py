@@ -342,6 +342,21 @@ def test_the_large_star_probe_stays_quiet_on_focused_stars():
     assert detect._large_star_probe(img, 1, objs, 4.0, measuring._DETECT_LARGE_PX) is None
 
 
+@pytest.mark.parametrize("seeing_arcsec", [1.5, 4.0])
+def test_the_large_star_probe_stays_quiet_on_physical_optics_focused_stars(seeing_arcsec):
+    """The same on Fourier-optics stars (a Newtonian's spikes and Kolmogorov wings), not only
+    on the simulator the probe's thresholds were tuned on."""
+    from physframes import measured, seeing_frame
+
+    from focuswatch.stars import detect
+
+    frame, _ = measured(seeing_frame(seeing_arcsec, n_stars=150, size_px=512))
+    img = frame.pixels.astype(np.float32)
+    objs = detect._detect(img, 1, 4.0)[0]
+    assert len(objs) >= 100
+    assert detect._large_star_probe(img, 1, objs, 4.0, measuring._DETECT_LARGE_PX) is None
+
+
 @pytest.mark.parametrize("b", [2, 4])
 def test_the_large_star_probe_reads_the_first_pass_binned_image_as_the_frame(b):
     """Binned from the first pass's block means (a whole number of them), the probe sees the
