@@ -6,7 +6,10 @@ never with the simulator the thresholds were first tuned on.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from focuswatch import stars
 from focuswatch.sim import physical as po
@@ -35,3 +38,21 @@ def seeing_frame(seeing_arcsec: float, *, kind: str = "kolmogorov", defocus_um: 
     return po.FrameSpec(optics=optics, seeing=po.Seeing(seeing_arcsec, kind=kind),
                         aberrations=po.FieldAberrations(defocus_um=defocus_um), width_px=size_px, height_px=size_px,
                         n_stars=n_stars, seed=seed)
+
+
+def assert_config_error_is_one_line(tmp_path: Path, text: str, key: str,
+                                    says: tuple[str, ...] = ("expected", "unknown setting")) -> None:
+    """Loading the config ``text`` fails with one line naming the file, the section and ``key``
+    and one of ``says`` (what was expected, or that the setting is unknown): the user fixes one line."""
+    from focuswatch.config import load_config
+    from focuswatch.errors import ConfigError
+
+    p = tmp_path / "fw.toml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    section = text.split("]")[0] + "]"
+    assert "\n" not in msg
+    assert str(p) in msg and section in msg and key in msg
+    assert any(word in msg for word in says)

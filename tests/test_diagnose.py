@@ -414,7 +414,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(frame_dir, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- physical optics (independent truth)
 
-from physframes import NEWTONIAN, measured, rig_of, seeing_frame  # noqa: E402
+from physframes import NEWTONIAN, assert_config_error_is_one_line, measured, rig_of, seeing_frame  # noqa: E402
 
 from focuswatch.sim import physical as po  # noqa: E402
 
@@ -502,18 +502,7 @@ def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
     ("[grade]\nfocus_blur_to_seeing = 0.0\n", "focus_blur_to_seeing"),
 ])
 def test_a_wrong_threshold_is_one_line_naming_file_section_and_key(tmp_path, text, key):
-    from focuswatch.config import load_config
-    from focuswatch.errors import ConfigError
-
-    p = tmp_path / "fw.toml"
-    p.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
-        load_config(p)
-    msg = str(err.value)
-    section = text.split("]")[0] + "]"
-    assert "\n" not in msg
-    assert str(p) in msg and section in msg and key in msg
-    assert "expected" in msg or "unknown setting" in msg
+    assert_config_error_is_one_line(tmp_path, text, key)
 
 
 def test_labels_are_an_enum_that_stays_a_plain_string():

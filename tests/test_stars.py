@@ -342,6 +342,42 @@ def test_the_large_star_probe_stays_quiet_on_focused_stars():
     assert detect._large_star_probe(img, 1, objs, 4.0, measuring._DETECT_LARGE_PX) is None
 
 
+@pytest.mark.parametrize("seeing_arcsec", [1.5, 4.0])
+def test_the_large_star_probe_stays_quiet_on_physical_optics_focused_stars(seeing_arcsec):
+    """The same on Fourier-optics stars (a Newtonian's spikes and Kolmogorov wings), not only
+    on the simulator the probe's thresholds were tuned on."""
+    from physframes import measured, seeing_frame
+
+    from focuswatch.stars import detect
+
+    frame, _ = measured(seeing_frame(seeing_arcsec, n_stars=150, size_px=512))
+    img = frame.pixels.astype(np.float32)
+    objs = detect._detect(img, 1, 4.0)[0]
+    assert len(objs) >= 100
+    assert detect._large_star_probe(img, 1, objs, 4.0, measuring._DETECT_LARGE_PX) is None
+
+
+@pytest.mark.parametrize("b", [2, 4])
+def test_the_large_star_probe_reads_the_first_pass_binned_image_as_the_frame(b):
+    """Binned from the first pass's block means (a whole number of them), the probe sees the
+    same coarse image as when it bins the whole frame (exact for integer pixels, ragged edges
+    cropped alike), so it finds the same missed disks."""
+    from focuswatch.stars import detect
+
+    ragged = np.random.default_rng(1).integers(0, 65535, (321, 250)).astype(np.uint16)
+    np.testing.assert_array_equal(detect._block_mean(detect._block_mean(ragged, 4), 3), detect._block_mean(ragged, 12))
+    fr, _, blur_px = _disk_frame(10.0, 2.0, 320, 8, 11)
+    img = fr.pixels
+    fine = detect._detect(img, b, 4.0)[0]
+    binned = detect._block_mean(img, b)
+    kept = binned.copy()
+    from_frame = detect._large_star_probe(img, b, fine, 4.0, measuring._DETECT_LARGE_PX)
+    from_binned = detect._large_star_probe(img, b, fine, 4.0, measuring._DETECT_LARGE_PX, binned=binned)
+    assert from_frame is not None and from_frame > 0.5 * blur_px  # the disks were found (blur_px: closed form)
+    assert from_binned == from_frame
+    np.testing.assert_array_equal(binned, kept)  # the caller's image is not modified
+
+
 # --------------------------------------------------------------------------- [stars] in the settings file
 
 @pytest.fixture(scope="module")
@@ -385,13 +421,8 @@ def test_stars_table_in_the_settings_file_sets_how_many_stars_are_profiled(tmp_p
     ("[stars]\nmax_stars = 10\n", "max_stars"),
 ])
 def test_a_wrong_stars_setting_is_one_line_naming_file_section_and_key(tmp_path, text, key):
-    from focuswatch.config import load_config
-    from focuswatch.errors import ConfigError
+    from physframes import assert_config_error_is_one_line
 
-    p = tmp_path / "fw.toml"
-    p.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
-        load_config(p)
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert str(p) in msg and "[stars]" in msg and key in msg
+    assert text.startswith("[stars]")
+    # a count out of range says its range
+    assert_config_error_is_one_line(tmp_path, text, key, says=("expected", "unknown setting", "must be between"))

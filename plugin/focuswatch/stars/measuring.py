@@ -173,7 +173,11 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the stars are large (defocused disks and donuts stay one object each, and their light
     # does not leak into the sky level)
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
-    objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh)
+    # the first pass's binned image, kept unsubtracted for the large-star probe, which bins it
+    # further instead of the whole frame again
+    first_binned = _block_mean(img, b)
+    objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh,
+                                            binned=first_binned.copy() if first_binned is not img else None)
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     extent = 0.0
     large = False  # the stars are large: found by the coarse second pass
@@ -183,7 +187,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     if extent <= _DETECT_LARGE_PX:
         # large faint disks: no pixel of theirs reaches the first pass's threshold, which then
         # finds nothing or bits of their rims (LargeStarProbeConfig)
-        extent = _large_star_probe(img, b, objs, detect_thresh, _DETECT_LARGE_PX) or extent
+        extent = _large_star_probe(img, b, objs, detect_thresh, _DETECT_LARGE_PX, binned=first_binned) or extent
+    del first_binned
     if extent > 0.0:
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
