@@ -319,7 +319,7 @@ def reference_z_of(log_excess: Sequence[float], ref_sigma: float, jitter: float)
 PROFILE_RECENT_FRAMES = 3
 
 
-def _profile_change(same: Sequence[FrameRecord], base: Baseline,
+def profile_change(same: Sequence[FrameRecord], base: Baseline,
                     config: PolicyConfig) -> tuple[float | None, float | None]:
     """(drop of HFD/FWHM, its standard error): baseline minus the median of the recent frames.
 
