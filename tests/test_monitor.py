@@ -270,6 +270,24 @@ def test_straight_line_witness_only_for_a_filter_the_autofocus_did_not_focus():
     assert first_own is None or first_own + 4 > first_other, (first_own, first_other)
 
 
+@pytest.mark.parametrize("bad_hfr_px", [math.nan, math.inf, 0.0, -1.0])
+def test_a_frame_without_a_usable_size_is_skipped_and_not_remembered(bad_hfr_px):
+    """One bad frame (no size, zero or negative: a failed measurement) is skipped, never enters the
+    history, and the next good frame decides as if it had not been there (no NaN, no warning)."""
+    frames = series(8, jitter_pct=1.0)
+    m = Monitor(PolicyConfig(**QUIET, min_stars=0), RIG)
+    clean = Monitor(PolicyConfig(**QUIET, min_stars=0), RIG)
+    for f in frames[:6]:
+        m.observe(f)
+        clean.observe(f)
+    bad = replace(frames[6], file="bad.fits", hfr_px=bad_hfr_px)
+    d = m.observe(bad)
+    assert d.decision == "skip" and d.rules == ("too_few_stars",), d
+    assert len(m.history) == 6
+    good, want = m.observe(frames[7]), clean.observe(frames[7])
+    assert good.decision == want.decision == "ok" and good.defocus_um == want.defocus_um
+
+
 def test_airmass_growth_is_not_taken_for_defocus():
     am = lambda i: 1.0 + 0.02 * i                                  # noqa: E731  1.0 -> 2.2
     frames = series(60, airmass=am, hfr_scale=lambda i: am(i) ** 0.6)

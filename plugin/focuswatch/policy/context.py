@@ -75,7 +75,7 @@ def ratio_of(f: FrameRecord, history: Sequence[FrameRecord], config: PolicyConfi
     if f.filter_name not in cache:
         cache[f.filter_name] = baseline_for(history, f.filter_name, config)
     b = cache[f.filter_name]
-    if b is None or not f.hfr_px:
+    if b is None or not f.has_size:
         return None
     return f.hfr_px / expected_hfr_px(b, f, config)
 
@@ -104,11 +104,11 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
     prior = baseline_for(hist, frame.filter_name, config)
     base = prior if (prior is not None and prior.complete) else baseline_for(with_frame, frame.filter_name, config)
     exp_hfr = expected_hfr_px(base, frame, config) if base else None
-    ratio = frame.hfr_px / exp_hfr if (exp_hfr and frame.hfr_px) else None
+    ratio = frame.hfr_px / exp_hfr if (exp_hfr and frame.has_size) else None
     opt = focus_optics(rig)
     cfz, limit_um, limit_ratio = defocus_limits(frame, exp_hfr, config, rig)
     defocus = None
-    if opt and exp_hfr and frame.hfr_px:
+    if opt and exp_hfr and frame.has_size:
         defocus = optics.defocus_um_from_hfr(frame.hfr_px, exp_hfr, opt[0], opt[1], rig.obstruction)
     floor = config.jitter_floor_pct / 100.0
     jitter, jitter_dof = floor, config.prior_dof
@@ -127,7 +127,7 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
     jitter, jitter_dof = combined_jitter(jitter if base is not None and base.complete else 0.0, jitter_dof, night,
                                          floor=floor, night_floor=config.night_jitter_floor_pct / 100.0,
                                          night_min_dof=config.night_jitter_min_dof, prior_dof=config.prior_dof)
-    reference = _reference(frame, night, config, rig, jitter) if frame.hfr_px else None
+    reference = _reference(frame, night, config, rig, jitter) if frame.has_size else None
     if base is not None and base.complete:
         prof_frames = [f for f, _ in rated]
         steps = np.diff(np.sort([t for t, _ in pts]))

@@ -193,7 +193,7 @@ class Monitor:
         as the night remembers them): below their lowest by ``confidence_z`` x the night's
         frame-to-frame scatter (``jitter_floor_pct`` until that is known).
         """
-        if not frame.hfr_px or frame.hfr_px <= 0 or not math.isfinite(frame.hfr_px):
+        if not frame.has_size:
             return False
         seen = [s.log_hfr for s in self.night.samples if s.filter_name == frame.filter_name]
         if not seen:
@@ -256,7 +256,7 @@ class Monitor:
             self._last_filter = frame.filter_name
         if d.decision != "skip" and frame.is_light:
             self.history.append(frame)
-            if frame.hfr_px:
+            if frame.has_size:
                 self.night.add(frame.filter_name, frame.time_s, frame.hfr_px,
                                frame.airmass if self.config.airmass_correction else None,
                                self.config.baseline_frames)

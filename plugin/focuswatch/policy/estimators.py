@@ -234,7 +234,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
 def baseline_for(history: Sequence[FrameRecord], filter_name: str | None,
                  config: PolicyConfig) -> Baseline | None:
     """The baseline of ``filter_name`` from the accepted frames since the autofocus (``None`` if none)."""
-    frames = [f for f in history if f.filter_name == filter_name and f.hfr_px]
+    frames = [f for f in history if f.filter_name == filter_name and f.has_size]
     frames = frames[:config.baseline_frames]
     if not frames:
         return None
