@@ -16,7 +16,8 @@ import numpy as np
 
 from focuswatch import optics
 from focuswatch.optics import Rig
-from focuswatch.policy.baseline import AIRMASS_EXPONENT, NightMemory, Reference, combined_jitter, reference_for
+from focuswatch.policy.baseline import (AIRMASS_EXPONENT, MEDIAN_SE_FACTOR, NightMemory, Reference, combined_jitter,
+                                        reference_for)
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.estimators import (Baseline, DriftFit, Trend, baseline_for, profile_change,
                                           expected_hfr_px, fit_drift, fit_trend, frame_jitter, reference_z_of)
@@ -60,7 +61,7 @@ class Context:
     def baseline_sigma(self) -> float:
         """Uncertainty of the baseline (fraction): the median of ``n`` jittery frames."""
         n = self.baseline.n_frames if self.baseline else 1
-        return 1.2533 * self.jitter / math.sqrt(max(n, 1))
+        return MEDIAN_SE_FACTOR * self.jitter / math.sqrt(max(n, 1))
 
 
 def focus_optics(rig: Rig) -> tuple[float, float] | None:

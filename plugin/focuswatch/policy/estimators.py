@@ -19,7 +19,7 @@ from astropy.stats import mad_std
 
 from focuswatch import optics
 from focuswatch.model.numerics import finite_median as _median
-from focuswatch.policy.baseline import AIRMASS_EXPONENT
+from focuswatch.policy.baseline import AIRMASS_EXPONENT, MEDIAN_SE_FACTOR
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.records import FrameRecord
 
@@ -337,7 +337,7 @@ def profile_change(same: Sequence[FrameRecord], base: Baseline,
     allp = np.array([p for p in [f.profile_ratio for f in same] if p is not None and math.isfinite(p)])
     sd = float(np.std(np.diff(allp), ddof=1)) / math.sqrt(2.0) if len(allp) >= 4 else 0.0
     sd = max(config.profile_floor, sd)
-    se = 1.2533 * sd * math.sqrt(1.0 / len(have) + 1.0 / max(base.n_frames, 1))
+    se = MEDIAN_SE_FACTOR * sd * math.sqrt(1.0 / len(have) + 1.0 / max(base.n_frames, 1))
     return drop, se
 
 
