@@ -101,6 +101,13 @@ def test_drift_is_caught_before_the_defocus_leaves_the_zone():
     assert true_defocus < CFZ_UM / 2, f"fired at {true_defocus:.1f} um, zone edge {CFZ_UM / 2:.1f} um"
     d = decisions[first]
     assert d.predicted_defocus_um is not None and d.limit_um == pytest.approx(0.4 * CFZ_UM)
+    # the same drift (0.8 um per 3-min frame, 3 % jitter) with physical-optics growth as the truth,
+    # not the optics model the policy inverts: still asked inside the zone (0.35 CFZ on this seed)
+    phys, truth_cfz = physical_jittery_night(70, cadence_s=180, jitter_pct=3.0, um_per_min=0.8 / 3, seed=7)
+    phys_decisions = run(phys, PolicyConfig(**QUIET), rig=NIGHT_RIG)
+    phys_first = first_refocus(phys_decisions)
+    assert phys_first is not None and truth_cfz[phys_first] < 0.5, (phys_first, max(truth_cfz))
+    assert phys_decisions[phys_first].limit_um == pytest.approx(0.4 * CFZ_UM)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -268,6 +275,24 @@ def test_straight_line_witness_only_for_a_filter_the_autofocus_did_not_focus():
     first_other, first_own = first_refocus(other), first_refocus(own)
     assert first_other is not None and "steady rise" in other[first_other].reasons[0]
     assert first_own is None or first_own + 4 > first_other, (first_own, first_other)
+
+
+@pytest.mark.parametrize("bad_hfr_px", [math.nan, math.inf, 0.0, -1.0])
+def test_a_frame_without_a_usable_size_is_skipped_and_not_remembered(bad_hfr_px):
+    """One bad frame (no size, zero or negative: a failed measurement) is skipped, never enters the
+    history, and the next good frame decides as if it had not been there (no NaN, no warning)."""
+    frames = series(8, jitter_pct=1.0)
+    m = Monitor(PolicyConfig(**QUIET, min_stars=0), RIG)
+    clean = Monitor(PolicyConfig(**QUIET, min_stars=0), RIG)
+    for f in frames[:6]:
+        m.observe(f)
+        clean.observe(f)
+    bad = replace(frames[6], file="bad.fits", hfr_px=bad_hfr_px)
+    d = m.observe(bad)
+    assert d.decision == "skip" and d.rules == ("too_few_stars",), d
+    assert len(m.history) == 6
+    good, want = m.observe(frames[7]), clean.observe(frames[7])
+    assert good.decision == want.decision == "ok" and good.defocus_um == want.defocus_um
 
 
 def test_airmass_growth_is_not_taken_for_defocus():

@@ -44,6 +44,7 @@ own step between measure points when that is larger (focusers differ by 1000x in
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -111,11 +112,8 @@ def median_step(positions: Sequence[float]) -> float | None:
     50.0
     """
     xs = sorted({float(p) for p in positions if _finite(p) is not None})
-    gaps = sorted(b - a for a, b in zip(xs, xs[1:]))
-    if not gaps:
-        return None
-    n = len(gaps)
-    return gaps[n // 2] if n % 2 else 0.5 * (gaps[n // 2 - 1] + gaps[n // 2])
+    gaps = [b - a for a, b in zip(xs, xs[1:])]
+    return float(statistics.median(gaps)) if gaps else None
 
 
 def candidate_from_run(run: Any, time_s: float, *, source: str = "nina-report") -> AFCandidate:

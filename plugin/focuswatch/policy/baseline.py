@@ -47,6 +47,9 @@ from focuswatch import calibration
 SEEING_WAVELENGTH_EXPONENT = -0.2
 #: Seeing FWHM grows as airmass**0.6 (Kolmogorov turbulence).
 AIRMASS_EXPONENT = 0.6
+#: Standard error of a median over that of a mean for Gaussian scatter, sqrt(pi / 2) = 1.2533:
+#: the baselines and references are medians of jittery frames.
+MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
 
 
 # =========================================================================== the rig's in-focus size
@@ -222,7 +225,7 @@ def reference_for(filter_name: str | None, time_s: float, airmass: float | None,
         med = float(np.median([s.log_hfr for s in ss]))
         t_mid = float(np.median([s.time_s for s in ss]))
         hours = abs(time_s - t_mid) / 3600.0
-        base_var = (1.2533 * jitter) ** 2 / len(ss) + (wander_pct_per_h / 100.0 * hours) ** 2
+        base_var = (MEDIAN_SE_FACTOR * jitter) ** 2 / len(ss) + (wander_pct_per_h / 100.0 * hours) ** 2
         if filt == filter_name:
             if seg == night.segment:
                 continue                                          # the baseline under judgement

@@ -1,6 +1,6 @@
 """Everything the rules and vetoes look at for one frame, computed once: :class:`Context`.
 
-:func:`_context` runs the estimators of :mod:`focuswatch.policy.estimators` over the frames
+:func:`build_context` runs the estimators of :mod:`focuswatch.policy.estimators` over the frames
 since the autofocus (baseline, expected HFR, defocus and its limit, jitter, trend, drift
 model, profile change, the independent reference of :mod:`focuswatch.policy.baseline`) so
 that each rule and veto is a short comparison of those figures with the settings. The small
@@ -16,9 +16,10 @@ import numpy as np
 
 from focuswatch import optics
 from focuswatch.optics import Rig
-from focuswatch.policy.baseline import AIRMASS_EXPONENT, NightMemory, Reference, combined_jitter, reference_for
+from focuswatch.policy.baseline import (AIRMASS_EXPONENT, MEDIAN_SE_FACTOR, NightMemory, Reference, combined_jitter,
+                                        reference_for)
 from focuswatch.policy.config import PolicyConfig
-from focuswatch.policy.estimators import (Baseline, DriftFit, Trend, _profile_change, baseline_for,
+from focuswatch.policy.estimators import (Baseline, DriftFit, Trend, baseline_for, profile_change,
                                           expected_hfr_px, fit_drift, fit_trend, frame_jitter, reference_z_of)
 from focuswatch.policy.records import FrameRecord
 from focuswatch.policy.state import PolicyState
@@ -60,28 +61,30 @@ class Context:
     def baseline_sigma(self) -> float:
         """Uncertainty of the baseline (fraction): the median of ``n`` jittery frames."""
         n = self.baseline.n_frames if self.baseline else 1
-        return 1.2533 * self.jitter / math.sqrt(max(n, 1))
+        return MEDIAN_SE_FACTOR * self.jitter / math.sqrt(max(n, 1))
 
 
-def _optics(rig: Rig) -> tuple[float, float] | None:
+def focus_optics(rig: Rig) -> tuple[float, float] | None:
+    """(focal ratio, effective pixel um), or ``None`` when either is unknown: defocus needs both."""
     n, pix = rig.f_ratio, rig.effective_pixel_um
     return (n, pix) if n and pix else None
 
 
-def _ratio_of(f: FrameRecord, history: Sequence[FrameRecord], config: PolicyConfig,
+def ratio_of(f: FrameRecord, history: Sequence[FrameRecord], config: PolicyConfig,
               cache: dict[str | None, Baseline | None]) -> float | None:
+    """``f``'s HFR over its filter's expected in-focus HFR; ``cache`` keeps one baseline per filter."""
     if f.filter_name not in cache:
         cache[f.filter_name] = baseline_for(history, f.filter_name, config)
     b = cache[f.filter_name]
-    if b is None or not f.hfr_px:
+    if b is None or not f.has_size:
         return None
     return f.hfr_px / expected_hfr_px(b, f, config)
 
 
-def _limits(frame: FrameRecord, exp_hfr: float | None, config: PolicyConfig,
+def defocus_limits(frame: FrameRecord, exp_hfr: float | None, config: PolicyConfig,
             rig: Rig) -> tuple[float | None, float | None, float | None]:
     """(CFZ um, limit um, limit as an HFR ratio) for ``frame``'s filter and in-focus HFR."""
-    opt = _optics(rig)
+    opt = focus_optics(rig)
     wl = optics.wavelength_for_filter(frame.filter_name, rig.wavelength_nm)
     cfz = optics.cfz_um(opt[0], wl) if opt else None
     limit_um = config.defocus_limit_cfz * cfz if cfz else None
@@ -94,18 +97,19 @@ def _limits(frame: FrameRecord, exp_hfr: float | None, config: PolicyConfig,
     return cfz, limit_um, limit_ratio
 
 
-def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyConfig, now: float,
+def build_context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyConfig, now: float,
              frame: FrameRecord, rig: Rig, night: NightMemory | None = None) -> Context:
+    """Run the estimators once for ``frame`` so every rule and veto reads the same figures."""
     hist = tuple(history)
     with_frame = hist + (frame,)
     prior = baseline_for(hist, frame.filter_name, config)
     base = prior if (prior is not None and prior.complete) else baseline_for(with_frame, frame.filter_name, config)
     exp_hfr = expected_hfr_px(base, frame, config) if base else None
-    ratio = frame.hfr_px / exp_hfr if (exp_hfr and frame.hfr_px) else None
-    opt = _optics(rig)
-    cfz, limit_um, limit_ratio = _limits(frame, exp_hfr, config, rig)
+    ratio = frame.hfr_px / exp_hfr if (exp_hfr and frame.has_size) else None
+    opt = focus_optics(rig)
+    cfz, limit_um, limit_ratio = defocus_limits(frame, exp_hfr, config, rig)
     defocus = None
-    if opt and exp_hfr and frame.hfr_px:
+    if opt and exp_hfr and frame.has_size:
         defocus = optics.defocus_um_from_hfr(frame.hfr_px, exp_hfr, opt[0], opt[1], rig.obstruction)
     floor = config.jitter_floor_pct / 100.0
     jitter, jitter_dof = floor, config.prior_dof
@@ -117,14 +121,14 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
     if base is not None and base.complete:
         # a complete baseline is the same whether or not this frame is counted: no second pass
         cache: dict[str | None, Baseline | None] = {frame.filter_name: base}
-        rated = [(f, _ratio_of(f, with_frame, config, cache)) for f in same]
+        rated = [(f, ratio_of(f, with_frame, config, cache)) for f in same]
         rated = [(f, r) for f, r in rated if r is not None and r > 0]
         pts = [(f.time_s, r) for f, r in rated]
         jitter, jitter_dof = frame_jitter([r for _, r in pts], 0.0, config.prior_dof)
     jitter, jitter_dof = combined_jitter(jitter if base is not None and base.complete else 0.0, jitter_dof, night,
                                          floor=floor, night_floor=config.night_jitter_floor_pct / 100.0,
                                          night_min_dof=config.night_jitter_min_dof, prior_dof=config.prior_dof)
-    reference = _reference(frame, night, config, rig, jitter) if frame.hfr_px else None
+    reference = _reference(frame, night, config, rig, jitter) if frame.has_size else None
     if base is not None and base.complete:
         prof_frames = [f for f, _ in rated]
         steps = np.diff(np.sort([t for t, _ in pts]))
@@ -150,7 +154,7 @@ def _context(history: Sequence[FrameRecord], state: PolicyState, config: PolicyC
                               sigma_prior=(night_j, float(night_dof)) if night_known else None,
                               prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
                               profile_floor=config.profile_floor, level_prior=level_prior)
-        prof_drop, prof_sigma = _profile_change(same, base, config)
+        prof_drop, prof_sigma = profile_change(same, base, config)
     excess = ref_z = None
     recent: tuple[FrameRecord, ...] = ()
     k = config.reference_frames
@@ -189,15 +193,17 @@ def _reference(frame: FrameRecord, night: NightMemory | None, config: PolicyConf
                          hfr_kind=frame.hfr_kind)
 
 
-def _ratio_to_defocus(ctx: Context, ratio: float) -> float | None:
-    opt = _optics(ctx.rig)
+def ratio_to_defocus(ctx: Context, ratio: float) -> float | None:
+    """Defocus (um) that grows the expected HFR by ``ratio``; ``None`` without optics or baseline."""
+    opt = focus_optics(ctx.rig)
     if not opt or not ctx.expected_hfr_px:
         return None
     return optics.defocus_um_from_hfr(ratio * ctx.expected_hfr_px, ctx.expected_hfr_px, opt[0], opt[1],
                                       ctx.rig.obstruction)
 
 
-def _limit_text(ctx: Context, config: PolicyConfig) -> str:
+def limit_text(ctx: Context, config: PolicyConfig) -> str:
+    """The limit in force, as the decision's reason states it (CFZ when optics are known)."""
     if ctx.limit_um is not None:
         return f"limit {config.defocus_limit_cfz:.2f} CFZ = {ctx.limit_um:.0f} µm"
     return f"limit +{config.fallback_hfr_increase_pct:g} % HFR (no focal ratio/pixel size: defocus unknown)"

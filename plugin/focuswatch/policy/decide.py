@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from focuswatch.optics import Rig
 from focuswatch.policy.baseline import AIRMASS_EXPONENT, NightMemory
 from focuswatch.policy.config import PolicyConfig, parse_filter_offsets
-from focuswatch.policy.context import Context, _context, _limit_text, _ratio_to_defocus
+from focuswatch.policy.context import Context, build_context, limit_text, ratio_to_defocus
 from focuswatch.policy.records import AutofocusMark, Decision, FrameRecord
 from focuswatch.policy.rules import RULES, Fired
 from focuswatch.policy.state import PolicyState, advance, focuser_jumped, on_autofocus
@@ -48,7 +48,7 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
         frame-to-frame scatter); ``None``: only ``history`` (no independent reference).
     """
     rig = rig or Rig()
-    ctx = _context(history, state, config, now, frame, rig, night)
+    ctx = build_context(history, state, config, now, frame, rig, night)
     figures = _figures(ctx, config)
     for v in VETOES:
         if v.effect != "skip":
@@ -101,12 +101,12 @@ def _ok_summary(ctx: Context, config: PolicyConfig, holds: list[tuple[Veto, str]
         model_cfz = ctx.drift.defocus_um / ctx.cfz_um
         parts.append(f"in focus: drift model {ctx.drift.defocus_um:.0f} µm = {model_cfz:.2f} CFZ "
                      f"(growth {ctx.drift.z:.1f} σ; this frame alone {ctx.defocus_um:.0f} µm, seeing jitter "
-                     f"{100 * ctx.jitter:.0f} %; {_limit_text(ctx, config)})")
+                     f"{100 * ctx.jitter:.0f} %; {limit_text(ctx, config)})")
     elif ctx.defocus_um is not None and ctx.cfz_um:
         parts.append(f"in focus: defocus {ctx.defocus_um:.0f} µm = {ctx.defocus_um / ctx.cfz_um:.2f} CFZ "
-                     f"({_limit_text(ctx, config)})")
+                     f"({limit_text(ctx, config)})")
     elif ctx.ratio is not None:
-        parts.append(f"in focus: HFR {100 * (ctx.ratio - 1):+.0f} % vs baseline ({_limit_text(ctx, config)})")
+        parts.append(f"in focus: HFR {100 * (ctx.ratio - 1):+.0f} % vs baseline ({limit_text(ctx, config)})")
     else:
         parts.append("in focus")
     if ctx.trend is not None:
@@ -122,9 +122,9 @@ def _figures(ctx: Context, config: PolicyConfig) -> dict[str, Any]:
         defocus_um=ctx.defocus_um,
         defocus_cfz=(ctx.defocus_um / ctx.cfz_um) if (ctx.defocus_um is not None and ctx.cfz_um) else None,
         cfz_um=ctx.cfz_um, limit_um=ctx.limit_um,
-        predicted_defocus_um=dr.predicted_um if dr else (_ratio_to_defocus(ctx, tr.predicted) if tr else None),
+        predicted_defocus_um=dr.predicted_um if dr else (ratio_to_defocus(ctx, tr.predicted) if tr else None),
         predicted_defocus_low_um=dr.predicted_low_um if dr else
-        (_ratio_to_defocus(ctx, tr.predicted_low) if tr else None),
+        (ratio_to_defocus(ctx, tr.predicted_low) if tr else None),
         drift_z=dr.z if dr else None,
         model_defocus_um=dr.defocus_um if dr else None,
         profile_drop=ctx.profile_drop,
@@ -193,7 +193,7 @@ class Monitor:
         as the night remembers them): below their lowest by ``confidence_z`` x the night's
         frame-to-frame scatter (``jitter_floor_pct`` until that is known).
         """
-        if not frame.hfr_px or frame.hfr_px <= 0 or not math.isfinite(frame.hfr_px):
+        if not frame.has_size:
             return False
         seen = [s.log_hfr for s in self.night.samples if s.filter_name == frame.filter_name]
         if not seen:
@@ -256,7 +256,7 @@ class Monitor:
             self._last_filter = frame.filter_name
         if d.decision != "skip" and frame.is_light:
             self.history.append(frame)
-            if frame.hfr_px:
+            if frame.has_size:
                 self.night.add(frame.filter_name, frame.time_s, frame.hfr_px,
                                frame.airmass if self.config.airmass_correction else None,
                                self.config.baseline_frames)

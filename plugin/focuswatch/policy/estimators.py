@@ -19,7 +19,7 @@ from astropy.stats import mad_std
 
 from focuswatch import optics
 from focuswatch.model.numerics import finite_median as _median
-from focuswatch.policy.baseline import AIRMASS_EXPONENT
+from focuswatch.policy.baseline import AIRMASS_EXPONENT, MEDIAN_SE_FACTOR
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.records import FrameRecord
 
@@ -234,7 +234,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
 def baseline_for(history: Sequence[FrameRecord], filter_name: str | None,
                  config: PolicyConfig) -> Baseline | None:
     """The baseline of ``filter_name`` from the accepted frames since the autofocus (``None`` if none)."""
-    frames = [f for f in history if f.filter_name == filter_name and f.hfr_px]
+    frames = [f for f in history if f.filter_name == filter_name and f.has_size]
     frames = frames[:config.baseline_frames]
     if not frames:
         return None
@@ -319,7 +319,7 @@ def reference_z_of(log_excess: Sequence[float], ref_sigma: float, jitter: float)
 PROFILE_RECENT_FRAMES = 3
 
 
-def _profile_change(same: Sequence[FrameRecord], base: Baseline,
+def profile_change(same: Sequence[FrameRecord], base: Baseline,
                     config: PolicyConfig) -> tuple[float | None, float | None]:
     """(drop of HFD/FWHM, its standard error): baseline minus the median of the recent frames.
 
@@ -337,7 +337,7 @@ def _profile_change(same: Sequence[FrameRecord], base: Baseline,
     allp = np.array([p for p in [f.profile_ratio for f in same] if p is not None and math.isfinite(p)])
     sd = float(np.std(np.diff(allp), ddof=1)) / math.sqrt(2.0) if len(allp) >= 4 else 0.0
     sd = max(config.profile_floor, sd)
-    se = 1.2533 * sd * math.sqrt(1.0 / len(have) + 1.0 / max(base.n_frames, 1))
+    se = MEDIAN_SE_FACTOR * sd * math.sqrt(1.0 / len(have) + 1.0 / max(base.n_frames, 1))
     return drop, se
 
 

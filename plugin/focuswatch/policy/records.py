@@ -53,6 +53,12 @@ class FrameRecord(Record):
     hfr_kind: str | None = None
 
     @property
+    def has_size(self) -> bool:
+        """A usable star size: finite and positive. NINA writes HFR 0 or NaN when it found no star;
+        such a value in a baseline or a log-HFR fit would turn every later figure into NaN."""
+        return self.hfr_px is not None and math.isfinite(self.hfr_px) and self.hfr_px > 0
+
+    @property
     def flux_per_s(self) -> float | None:
         if self.star_flux_adu is None:
             return None

@@ -26,7 +26,7 @@ import numpy as np
 
 from focuswatch import optics
 from focuswatch.policy.config import PolicyConfig
-from focuswatch.policy.context import Context, _limit_text, _limits, _optics, _ratio_of, _ratio_to_defocus
+from focuswatch.policy.context import Context, defocus_limits, focus_optics, limit_text, ratio_of, ratio_to_defocus
 from focuswatch.policy.estimators import Baseline, critical_z, drift_bar, expected_hfr_px, slope_critical_z
 from focuswatch.policy.vetoes import VETOES
 
@@ -69,7 +69,7 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     return Fired("drift", f"focus drift: defocus {d.defocus_um:.0f} µm now, {d.predicted_um:.0f} µm in "
                           f"{d.lookahead_min:.0f} min ({growth} over {d.n_frames} "
                           f"frames, needs {zc:.1f} σ; jitter {100 * d.sigma:.1f} %) is past the "
-                          f"{_limit_text(ctx, config)}")
+                          f"{limit_text(ctx, config)}")
 
 
 def _rule_drift_fallback(ctx: Context, config: PolicyConfig) -> Fired | None:
@@ -83,7 +83,7 @@ def _rule_drift_fallback(ctx: Context, config: PolicyConfig) -> Fired | None:
     return Fired("drift", f"focus drift: predicted HFR +{100 * (tr.predicted - 1):.0f} % in {tr.lookahead_min:.0f} min "
                           f"(trend {100 * 60 * tr.slope_per_min:+.1f} %/h over {tr.n_frames} frames, "
                           f"{config.confidence_z:g} σ lower bound +{100 * (tr.predicted_low - 1):.1f} % HFR) "
-                          f"is past the {_limit_text(ctx, config)}")
+                          f"is past the {limit_text(ctx, config)}")
 
 
 def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
@@ -110,17 +110,17 @@ def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
     margin = 1.0 + math.hypot(zc * ctx.jitter, zb * ctx.baseline_sigma)
     sigma = (margin - 1.0) / zc
     for f in frames[-n:]:
-        r = _ratio_of(f, frames, config, cache)
+        r = ratio_of(f, frames, config, cache)
         b = cache.get(f.filter_name)
         if r is None or b is None or not b.complete:
             return None
-        limit_ratio = _limits(f, expected_hfr_px(b, f, config), config, ctx.rig)[2]
+        limit_ratio = defocus_limits(f, expected_hfr_px(b, f, config), config, ctx.rig)[2]
         if limit_ratio is None or r / margin < limit_ratio:
             return None
     low = ctx.ratio / margin if ctx.ratio else None
-    low_um = _ratio_to_defocus(ctx, low) if low else None
+    low_um = ratio_to_defocus(ctx, low) if low else None
     what = f"defocus ≥ {low_um:.0f} µm" if low_um is not None else f"HFR ≥ +{100 * ((low or 1) - 1):.0f} %"
-    return Fired("consecutive", f"{n} frames in a row past the {_limit_text(ctx, config)} even at their "
+    return Fired("consecutive", f"{n} frames in a row past the {limit_text(ctx, config)} even at their "
                                 f"lower bound (HFR / (1 + {zc:.1f} × {100 * sigma:.1f} % jitter); now {what})")
 
 
@@ -148,7 +148,7 @@ def rule_reference(ctx: Context, config: PolicyConfig) -> Fired | None:
     if z < zc:
         return None
     hfr = ref.hfr_px * math.exp(m)
-    opt = _optics(ctx.rig)
+    opt = focus_optics(ctx.rig)
     if opt and ctx.limit_um is not None:
         defocus = optics.defocus_um_from_hfr(hfr, ref.hfr_px, opt[0], opt[1], ctx.rig.obstruction)
         if defocus < ctx.limit_um:
@@ -161,7 +161,7 @@ def rule_reference(ctx: Context, config: PolicyConfig) -> Fired | None:
     n = len(ctx.reference_frames)
     return Fired("reference", f"the last {n} frames' HFR {hfr:.2f} px is {100 * math.expm1(m):+.0f} % above the "
                               f"in-focus {ref.describe()} ({z:.1f} σ, needs {zc:.1f} σ; {what}) is past the "
-                              f"{_limit_text(ctx, config)}")
+                              f"{limit_text(ctx, config)}")
 
 
 def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:

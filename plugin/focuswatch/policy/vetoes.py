@@ -9,7 +9,6 @@ them.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,7 +61,7 @@ def veto_not_light(ctx: Context, config: PolicyConfig) -> str | None:
 
 
 def veto_too_few_stars(ctx: Context, config: PolicyConfig) -> str | None:
-    if ctx.frame.hfr_px is None or not math.isfinite(ctx.frame.hfr_px):
+    if not ctx.frame.has_size:
         return f"no star size measured ({ctx.frame.n_stars} stars)"
     if ctx.frame.n_stars < config.min_stars:
         return f"too few stars ({ctx.frame.n_stars} < {config.min_stars})"
