@@ -10,9 +10,14 @@ True
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import numpy as np
+
+#: Standard error of a median over that of a mean for Gaussian scatter, sqrt(pi / 2) = 1.2533:
+#: the frame HFR (a median over stars) and the policy's baselines (medians of frames) use it.
+MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
 
 
 def finite_median(values: Iterable[float | None] | np.ndarray) -> float | None:

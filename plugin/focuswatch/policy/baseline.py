@@ -41,15 +41,13 @@ from typing import Any
 import numpy as np
 
 from focuswatch import optics
+from focuswatch.model.numerics import MEDIAN_SE_FACTOR
 from focuswatch import calibration
 
 #: Seeing FWHM scales as wavelength**-0.2 (Kolmogorov: r0 ~ lambda**1.2, FWHM ~ lambda/r0).
 SEEING_WAVELENGTH_EXPONENT = -0.2
 #: Seeing FWHM grows as airmass**0.6 (Kolmogorov turbulence).
 AIRMASS_EXPONENT = 0.6
-#: Standard error of a median over that of a mean for Gaussian scatter, sqrt(pi / 2) = 1.2533:
-#: the baselines and references are medians of jittery frames.
-MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
 
 
 # =========================================================================== the rig's in-focus size

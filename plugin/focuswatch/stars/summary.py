@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from focuswatch.model.frame import Frame, FrameMeta
-from focuswatch.model.numerics import finite_median as _med  # the one median helper
+from focuswatch.model.numerics import MEDIAN_SE_FACTOR, finite_median as _med  # the one median helper
 from focuswatch.stars import ringfit
 from focuswatch.stars.table import FrameStats, Zone
 
@@ -117,11 +117,11 @@ def hfr_uncertainty_px(stars: np.ndarray) -> float | None:
     n = len(stars)
     if n == 1:
         return float(per[0])
-    noise = 1.2533 * math.sqrt(float(np.sum(per ** 2))) / n
+    noise = MEDIAN_SE_FACTOR * math.sqrt(float(np.sum(per ** 2))) / n
     if n < 5:
         return noise
     mad = _mad_std(hfr)
-    return max(noise, 1.2533 * mad / math.sqrt(n))
+    return max(noise, MEDIAN_SE_FACTOR * mad / math.sqrt(n))
 
 
 def _quadrature(err: float | None, extra: float) -> float | None:
