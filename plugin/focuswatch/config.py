@@ -147,24 +147,32 @@ class Config:
     diagnose: Mapping[str, Any] = field(default_factory=dict)
     grade: Mapping[str, Any] = field(default_factory=dict)
     stars: Mapping[str, Any] = field(default_factory=dict)
+    #: the tables already turned into their dataclasses (the watcher asks for them on every
+    #: frame; the tables never change after loading)
+    _built: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _section(self, name: str, cls: Any) -> Any:
+        if name not in self._built:
+            self._built[name] = section_to_dataclass(cls, getattr(self, name), name)
+        return self._built[name]
 
     def diagnose_config(self) -> Any:
         """The ``[diagnose]`` table as a :class:`focuswatch.diagnose.DiagnoseConfig` (validated at load)."""
         from focuswatch.diagnose import DiagnoseConfig
 
-        return section_to_dataclass(DiagnoseConfig, self.diagnose, "diagnose")
+        return self._section("diagnose", DiagnoseConfig)
 
     def grade_config(self) -> Any:
         """The ``[grade]`` table as a :class:`focuswatch.grade.GradeConfig` (validated at load)."""
         from focuswatch.grade import GradeConfig
 
-        return section_to_dataclass(GradeConfig, self.grade, "grade")
+        return self._section("grade", GradeConfig)
 
     def stars_config(self) -> Any:
         """The ``[stars]`` table as a :class:`focuswatch.stars.StarsConfig` (validated at load)."""
         from focuswatch.stars import StarsConfig
 
-        return section_to_dataclass(StarsConfig, self.stars, "stars")
+        return self._section("stars", StarsConfig)
 
 
 KNOWN_SECTIONS = ("rig", "policy", "trigger", "watch", "scale", "diagnose", "grade", "stars")
