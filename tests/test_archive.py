@@ -295,3 +295,21 @@ def test_temperature_fit_closed_form():
     assert fit["k_se"] == pytest.approx(sigma / np.sqrt(sxx), rel=0.35)
     assert abs(fit["offsets"]["R"][0] - 25.0) < 3 * fit["offsets"]["R"][1]
     assert archive_report.fit_tempco(pts[:3], "L") is None
+
+
+@pytest.mark.parametrize("seeing_arcsec, obstruction", [(None, 0.0), (2.5, 0.3)])
+def test_limit_hfr_px_is_the_galsim_in_focus_star(seeing_arcsec, obstruction):
+    """The rig's limit against GalSim, not the code's own figures: an (obstructed) Airy, convolved
+    with Kolmogorov seeing when the rig gives one (a 200 mm f/5 with 3.76 um pixels)."""
+    galsim = pytest.importorskip("galsim")
+    from focuswatch.optics import Rig
+
+    rig = Rig(aperture_mm=None, focal_length_mm=1000.0, pixel_um=3.76, binning=1, obstruction=obstruction,
+              wavelength_nm=550.0, seeing_arcsec=seeing_arcsec, f_ratio_given=5.0)
+    scale = rig.plate_scale_arcsec_px
+    lod_arcsec = 550e-9 / 0.2 * 206264.806
+    psf = galsim.Airy(lam_over_diam=lod_arcsec, obscuration=obstruction)
+    if seeing_arcsec:
+        psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing_arcsec), psf)
+    truth_px = psf.calculateHLR(scale=lod_arcsec / 16) / scale
+    assert archive_report.limit_hfr_px(rig) == pytest.approx(truth_px, rel=0.03)
