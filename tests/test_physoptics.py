@@ -114,3 +114,11 @@ def test_render_frame_is_seeded_and_places_the_stars():
     st = a.truth["stars"][0]
     x, y = int(round(st["x"])), int(round(st["y"]))
     assert a.pixels[y, x] > np.median(a.pixels) + 50
+
+
+def test_kolmogorov_hlr_per_fwhm_matches_galsim():
+    """The seeing-dominated limit of the calibration (and the diagnosis' constant) is GalSim's."""
+    from focuswatch import calibration
+
+    k = galsim.Kolmogorov(fwhm=1.0)
+    assert calibration.KOLMOGOROV_HLR_PER_FWHM == pytest.approx(k.half_light_radius / k.fwhm, rel=1e-4)
