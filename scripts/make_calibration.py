@@ -172,16 +172,17 @@ def geometric_growth(n: int) -> dict:
     """HLR / in-focus HLR over b = blur / in-focus HLR (Kolmogorov x annulus, no diffraction)."""
     out = {}
     fwhm = 1.0
-    hlr0 = None
+    # b is in units of the in-focus HLR, the same for every eps (no blur, no pupil): measured
+    # once here, so every row (the first included) sits on the same b axis
+    samp0 = 20 * fwhm / n
+    h0 = _ee(_kolmogorov_annulus_otf(0.0, 0.0, fwhm, n, samp0), samp0, (0.5,))[0]
     for eps in EPS:
         g = []
         for b in B_NODES:
-            h0 = hlr0 or 0.5548 * fwhm
             blur = b * h0
             samp = (max(blur, 8 * fwhm) + 12 * fwhm) / n
             g.append(_ee(_kolmogorov_annulus_otf(eps, blur, fwhm, n, samp), samp, (0.5,))[0])
         g = np.array(g)
-        hlr0 = g[0]
         out[str(eps)] = np.round(np.maximum.accumulate(g / g[0]), 5).tolist()
         print(f"geometric eps={eps} done", flush=True)
     return out

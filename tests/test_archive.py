@@ -314,3 +314,21 @@ def test_outputs_inside_the_archive_are_refused_and_nothing_is_written_there(tmp
     assert rc == 2 and "inside the archive" in err
     assert {p: p.read_bytes() for p in root.rglob("*")} == before
     assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize("seeing_arcsec, obstruction", [(None, 0.0), (2.5, 0.3)])
+def test_limit_hfr_px_is_the_galsim_in_focus_star(seeing_arcsec, obstruction):
+    """The rig's limit against GalSim, not the code's own figures: an (obstructed) Airy, convolved
+    with Kolmogorov seeing when the rig gives one (a 200 mm f/5 with 3.76 um pixels)."""
+    galsim = pytest.importorskip("galsim")
+    from focuswatch.optics import Rig
+
+    rig = Rig(aperture_mm=None, focal_length_mm=1000.0, pixel_um=3.76, binning=1, obstruction=obstruction,
+              wavelength_nm=550.0, seeing_arcsec=seeing_arcsec, f_ratio_given=5.0)
+    scale = rig.plate_scale_arcsec_px
+    lod_arcsec = 550e-9 / 0.2 * 206264.806
+    psf = galsim.Airy(lam_over_diam=lod_arcsec, obscuration=obstruction)
+    if seeing_arcsec:
+        psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing_arcsec), psf)
+    truth_px = psf.calculateHLR(scale=lod_arcsec / 16) / scale
+    assert archive_report.limit_hfr_px(rig) == pytest.approx(truth_px, rel=0.03)

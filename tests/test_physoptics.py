@@ -114,3 +114,23 @@ def test_render_frame_is_seeded_and_places_the_stars():
     st = a.truth["stars"][0]
     x, y = int(round(st["x"])), int(round(st["y"]))
     assert a.pixels[y, x] > np.median(a.pixels) + 50
+
+
+def test_kolmogorov_hlr_per_fwhm_matches_galsim():
+    """The seeing-dominated limit of the calibration (and the diagnosis' constant) is GalSim's."""
+    from focuswatch import calibration
+
+    k = galsim.Kolmogorov(fwhm=1.0)
+    assert calibration.KOLMOGOROV_HLR_PER_FWHM == pytest.approx(k.half_light_radius / k.fwhm, rel=1e-4)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.15, 0.25, 0.35, 0.45])
+def test_geometric_growth_reaches_the_closed_form_annulus(eps):
+    """Far out of focus the geometric table is the defocus annulus: half the flux inside
+    r = R sqrt((1 + eps^2) / 2), with the in-focus seeing added in quadrature (1 in these units).
+    Every obstruction's row sits on the same b axis (in-focus HLRs)."""
+    from focuswatch import calibration
+
+    b, g = calibration.geometric_growth(eps)
+    truth = math.hypot(b[-1] / 2.0 * math.sqrt((1.0 + eps * eps) / 2.0), 1.0)
+    assert g[-1] == pytest.approx(truth, rel=0.01)

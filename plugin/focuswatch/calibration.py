@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from focuswatch.errors import CalibrationDataError
+from focuswatch.optics import ARCSEC_PER_RAD  # the one copy (optics imports this module only lazily)
 
 DATA_FILE = "focus_seeing_calibration.json"
 #: Keys every calibration document must hold (checked once, when it is first read).
@@ -33,8 +34,7 @@ _REQUIRED = ("provenance", "eps", "s_nodes", "w_nodes", "b_nodes", "xs", "famili
              "growth_geometric", "profile")
 #: Half-light radius over FWHM of the pure Kolmogorov long-exposure profile (0.5548 / 0.9759):
 #: the seeing-dominated limit beyond the tabulated seeings.
-_KOLMOGOROV_HLR_PER_FWHM = 0.568525
-ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
+KOLMOGOROV_HLR_PER_FWHM = 0.568525
 
 
 def _data_path() -> Any:
@@ -99,6 +99,13 @@ def _nodes() -> tuple[np.ndarray, np.ndarray]:
     return w, ls
 
 
+def _infocus_column(eps: float) -> np.ndarray:
+    """In-focus half-light radius (lambda N) at each tabulated seeing: the ``W = 0`` column
+    of the growth table, linear in ``eps`` (the one copy the in-focus size and its inverses read)."""
+    lo, hi, t = _eps_pair(eps)
+    return (1.0 - t) * _growth_array(lo)[:, 0] + t * _growth_array(hi)[:, 0]
+
+
 def growth_row(s: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """``(W nodes, HLR / (lambda N))`` for Kolmogorov seeing of FWHM ``s lambda N`` and
     obstruction ``eps`` (linear in log s between the tabulated seeings, linear in eps)."""
@@ -124,8 +131,7 @@ def seeing_for_hlr(h0_lambda_n: float, eps: float) -> float:
     """The seeing ``s`` (FWHM / lambda N) whose in-focus half-light radius is ``h0``
     (clamped to the table: below it the star is diffraction-limited)."""
     _, ls = _nodes()
-    lo, hi, t = _eps_pair(eps)
-    h = (1.0 - t) * _growth_array(lo)[:, 0] + t * _growth_array(hi)[:, 0]
+    h = _infocus_column(eps)
     return float(np.exp(np.interp(h0_lambda_n, h, ls)))
 
 
@@ -142,12 +148,16 @@ def infocus_hlr_lambda_n(s: float, eps: float = 0.0) -> float:
     star is diffraction-limited and the smallest seeing's radius is the floor."""
     d = tables()
     s_nodes = np.asarray(d["s_nodes"], float)
-    lo, hi, t = _eps_pair(eps)
-    h = (1.0 - t) * _growth_array(lo)[:, 0] + t * _growth_array(hi)[:, 0]
+    h = _infocus_column(eps)
     if s > s_nodes[-1]:
-        diff2 = max(h[-1] * h[-1] - (_KOLMOGOROV_HLR_PER_FWHM * s_nodes[-1]) ** 2, 0.0)
-        return math.sqrt((_KOLMOGOROV_HLR_PER_FWHM * s) ** 2 + diff2)
+        diff2 = max(h[-1] * h[-1] - (KOLMOGOROV_HLR_PER_FWHM * s_nodes[-1]) ** 2, 0.0)
+        return math.sqrt((KOLMOGOROV_HLR_PER_FWHM * s) ** 2 + diff2)
     return float(np.interp(s, s_nodes, h))
+
+
+def _lambda_over_d_arcsec(wavelength_nm: float, aperture_mm: float) -> float:
+    """lambda / D (arcsec): the unit of the tables' seeing on the sky."""
+    return wavelength_nm * 1e-9 / (aperture_mm * 1e-3) * ARCSEC_PER_RAD
 
 
 def infocus_hfr_px(seeing_arcsec: float, aperture_mm: float, wavelength_nm: float,
@@ -163,7 +173,7 @@ def infocus_hfr_px(seeing_arcsec: float, aperture_mm: float, wavelength_nm: floa
     >>> round(infocus_hfr_px(2.8, 130.0, 550.0, 1.19), 2)
     1.51
     """
-    lod_arcsec = wavelength_nm * 1e-9 / (aperture_mm * 1e-3) * ARCSEC_PER_RAD  # lambda/D
+    lod_arcsec = _lambda_over_d_arcsec(wavelength_nm, aperture_mm)
     h = infocus_hlr_lambda_n(seeing_arcsec / lod_arcsec, obstruction)
     return h * lod_arcsec / plate_scale_arcsec_px
 
@@ -178,14 +188,13 @@ def seeing_for_infocus_hfr_arcsec(hfr_px: float, aperture_mm: float, wavelength_
     >>> round(seeing_for_infocus_hfr_arcsec(infocus_hfr_px(2.8, 130.0, 550.0, 1.19), 130.0, 550.0, 1.19), 2)
     2.8
     """
-    lod_arcsec = wavelength_nm * 1e-9 / (aperture_mm * 1e-3) * ARCSEC_PER_RAD
+    lod_arcsec = _lambda_over_d_arcsec(wavelength_nm, aperture_mm)
     h = hfr_px * plate_scale_arcsec_px / lod_arcsec
     s_nodes = np.asarray(tables()["s_nodes"], float)
-    lo, hi, t = _eps_pair(obstruction)
-    h_nodes = (1.0 - t) * _growth_array(lo)[:, 0] + t * _growth_array(hi)[:, 0]
+    h_nodes = _infocus_column(obstruction)
     if h > h_nodes[-1]:
-        diff2 = max(h_nodes[-1] ** 2 - (_KOLMOGOROV_HLR_PER_FWHM * s_nodes[-1]) ** 2, 0.0)
-        s = math.sqrt(max(h * h - diff2, 0.0)) / _KOLMOGOROV_HLR_PER_FWHM
+        diff2 = max(h_nodes[-1] ** 2 - (KOLMOGOROV_HLR_PER_FWHM * s_nodes[-1]) ** 2, 0.0)
+        s = math.sqrt(max(h * h - diff2, 0.0)) / KOLMOGOROV_HLR_PER_FWHM
     else:
         s = float(np.interp(h, h_nodes, s_nodes))
     return s * lod_arcsec

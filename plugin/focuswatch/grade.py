@@ -63,6 +63,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
+from focuswatch.diagnose.config import check_limits
 from focuswatch.optics import Rig, airy_fwhm_um
 from focuswatch.model.records import Record
 
@@ -122,11 +123,7 @@ class GradeConfig(Record):
     }
 
     def __post_init__(self) -> None:
-        for name, (lo, hi) in self.LIMITS.items():
-            v = getattr(self, name)
-            for x in (v if isinstance(v, (tuple, list)) else (v,)):
-                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not lo <= x <= hi:
-                    raise ValueError(f"{name} = {v!r}: expected a finite number from {lo:g} to {hi:g}")
+        check_limits(self, self.LIMITS)
         if list(self.letter_limits) != sorted(self.letter_limits):
             raise ValueError(f"letter_limits = {self.letter_limits!r}: expected increasing limits")
 

@@ -7,7 +7,7 @@ fails at load, naming the key and the range, instead of deep inside a fit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Mapping
 
 from focuswatch.model.records import Record
@@ -212,9 +212,7 @@ class DiagnoseConfig(Record):
 
     def __post_init__(self) -> None:
         check_limits(self, self.LIMITS)
-        for name in ("dew_vs_baseline_band", "dew_core_excess_band", "flare_asymmetry_band", "uniform_ecc_band",
-                     "structured_band", "coma_ecc_growth_band", "coma_flare_radial_band", "field_variation_band",
-                     "focus_miss_cfz_band", "field_defocused_cfz_band"):
+        for name in (f.name for f in fields(self) if f.name.endswith("_band")):  # every band, none forgotten
             lo, hi = getattr(self, name)
             if not lo < hi:
                 raise ValueError(f"{name} = {(lo, hi)!r}: expected (low, high) with low < high")

@@ -19,10 +19,12 @@ import numpy as np
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.stars import moffat_fwhm
+# stars.measure's own pixel-width correction of the FWHM (8 ln2/12 px^2), so the two cannot drift
+from focuswatch.stars.table import _PIX_FWHM2
 
 
-#: Half-light radius over FWHM of the Kolmogorov long-exposure profile (0.5548 / 0.9759).
-KOLMOGOROV_HLR_PER_FWHM = 0.568525
+#: Half-light radius over FWHM of the Kolmogorov long-exposure profile: the calibration's constant.
+KOLMOGOROV_HLR_PER_FWHM = calibration.KOLMOGOROV_HLR_PER_FWHM
 
 
 def _moffat_alpha(fwhm: float, beta: float) -> float:
@@ -62,11 +64,7 @@ def _fit_moffat_fwhm(rc: np.ndarray, prof: np.ndarray, r50: float) -> tuple[floa
     return float(moffat_fwhm(alpha, beta)), beta
 
 
-#: ``stars.measure``'s pixel-width correction of the FWHM (a pixel adds 1/12 px^2 to each
-#: axis' variance, 8 ln2/12 px^2 to the FWHM^2 of a Gaussian).
-_PIX_FWHM2 = 8.0 * math.log(2.0) / 12.0
 #: Defaults of the measurement model (settable in :class:`~focuswatch.diagnose.config.DiagnoseConfig`), kept as names.
-_BLEND_PX = (DiagnoseConfig.blend_lo_px, DiagnoseConfig.blend_hi_px)
 FIT_FWHM_SCALE = DiagnoseConfig.fit_fwhm_scale
 FIT_FWHM_ADD2 = DiagnoseConfig.fit_fwhm_add_px2
 

@@ -7,9 +7,9 @@ embedded PNG plots) of one :class:`ArchiveReport`. No file, clock or database ac
 ==============================  ===============================================================
 figure                          how
 ==============================  ===============================================================
-rig's limit (optics)            true HFR of a Gaussian with the Airy core FWHM (1.03 λN) added in
-                                quadrature to the seeing of ``[rig] seeing_arcsec`` when given:
-                                HFR = FWHM / 2 (exact for a Gaussian)
+rig's limit (optics)            in-focus true HFR of Kolmogorov seeing (``[rig] seeing_arcsec``,
+                                else the diffraction floor) through the obstructed pupil, λ by
+                                filter: :func:`calibration.infocus_hfr_px` (physical optics)
 in-focus baseline               per night, rig and filter: the ``baseline_percentile`` of HFR
 outside the focus zone          defocus estimated from HFR growth over the baseline
                                 (:func:`optics.defocus_um_from_hfr`) beyond half the critical
@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from focuswatch.optics import Rig, airy_fwhm_um, cfz_um, defocus_um_from_hfr, wavelength_for_filter
+from focuswatch import calibration
+from focuswatch.optics import Rig, cfz_um, defocus_um_from_hfr, wavelength_for_filter
 from focuswatch.model.records import Record
 
 #: Version of the ``--json`` records (``kind`` = ``archive.*``) and of the report's fields.
@@ -200,15 +201,16 @@ def rig_optics(rows: Sequence[Mapping[str, Any]], rig: Rig | None = None) -> Rig
 
 
 def limit_hfr_px(rig: Rig, filter_name: str | None = None) -> float | None:
-    """The smallest true HFR the optics allow (diffraction, plus ``seeing_arcsec`` when set):
-    a Gaussian of the combined FWHM, whose half-flux radius is FWHM / 2."""
-    n, pix = rig.f_ratio, rig.effective_pixel_um
-    if not n or not pix:
+    """The smallest true HFR (px) the optics allow: the one calibrated in-focus size,
+    :func:`focuswatch.calibration.infocus_hfr_px` (the diagnosis, policy and grade use it),
+    in ``seeing_arcsec`` when set, else at the diffraction floor (its smallest tabulated
+    seeing). ``None`` without an aperture or a plate scale."""
+    aperture_mm, scale = rig.effective_aperture_mm, rig.plate_scale_arcsec_px
+    if not aperture_mm or not scale:
         return None
-    fwhm_px = airy_fwhm_um(n, wavelength_for_filter(filter_name, rig.wavelength_nm)) / pix
-    if rig.seeing_arcsec and rig.plate_scale_arcsec_px:
-        fwhm_px = math.hypot(fwhm_px, rig.seeing_arcsec / rig.plate_scale_arcsec_px)
-    return fwhm_px / 2.0
+    return calibration.infocus_hfr_px(rig.seeing_arcsec or 0.0, aperture_mm,
+                                      wavelength_for_filter(filter_name, rig.wavelength_nm), scale,
+                                      rig.obstruction or 0.0)
 
 
 def _defocus_um(hfr: float, hfr0: float, rig: Rig) -> float:
