@@ -64,6 +64,10 @@ def infocus_hfr_px(seeing_arcsec: float, aperture_mm: float, wavelength_nm: floa
     return calibration.infocus_hfr_px(seeing_arcsec, aperture_mm, wavelength_nm, plate_scale_arcsec_px, obstruction)
 
 
+#: below this seeing FWHM (arcsec) a star is diffraction-limited for the wavelength scaling
+SMALLEST_SEEING_ARCSEC = 0.05
+
+
 def scale_hfr_to_wavelength(hfr_px: float, from_nm: float, to_nm: float, *, aperture_mm: float | None = None,
                             plate_scale_arcsec_px: float | None = None) -> float:
     """An in-focus HFR measured at ``from_nm`` as it would be at ``to_nm`` (same seeing).
@@ -76,13 +80,9 @@ def scale_hfr_to_wavelength(hfr_px: float, from_nm: float, to_nm: float, *, aper
         return hfr_px
     if not (aperture_mm and plate_scale_arcsec_px):
         return hfr_px * (to_nm / from_nm) ** SEEING_WAVELENGTH_EXPONENT
-    lo, hi = 0.05, 40.0                                           # seeing FWHM in arcsec
-    if infocus_hfr_px(lo, aperture_mm, from_nm, plate_scale_arcsec_px) >= hfr_px:
+    if infocus_hfr_px(SMALLEST_SEEING_ARCSEC, aperture_mm, from_nm, plate_scale_arcsec_px) >= hfr_px:
         return hfr_px * (to_nm / from_nm) ** SEEING_WAVELENGTH_EXPONENT   # smaller than diffraction
-    for _ in range(40):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if infocus_hfr_px(mid, aperture_mm, from_nm, plate_scale_arcsec_px) < hfr_px else (lo, mid)
-    seeing_from = math.sqrt(lo * hi)
+    seeing_from = calibration.seeing_for_infocus_hfr_arcsec(hfr_px, aperture_mm, from_nm, plate_scale_arcsec_px)
     seeing_to = seeing_from * (to_nm / from_nm) ** SEEING_WAVELENGTH_EXPONENT
     return infocus_hfr_px(seeing_to, aperture_mm, to_nm, plate_scale_arcsec_px)
 
