@@ -11,8 +11,9 @@ rig's limit (optics)            in-focus true HFR of Kolmogorov seeing (``[rig] 
                                 else the diffraction floor) through the obstructed pupil, λ by
                                 filter: :func:`calibration.infocus_hfr_px` (physical optics)
 in-focus baseline               per night, rig and filter: the ``baseline_percentile`` of HFR
-outside the focus zone          defocus estimated from HFR growth over the baseline
-                                (:func:`optics.defocus_um_from_hfr`) beyond half the critical
+outside the focus zone          defocus estimated from HFR growth over the baseline at the
+                                filter's wavelength (:func:`defocus_um`, the calibrated
+                                :func:`optics.defocus_um_from_hfr`) beyond half the critical
                                 focus zone (4.88 λ N², λ by filter), and HFR more than
                                 ``seeing_margin_pct`` over the baseline (seeing jitter alone
                                 must not count as a focus loss)
@@ -213,10 +214,19 @@ def limit_hfr_px(rig: Rig, filter_name: str | None = None) -> float | None:
                                       rig.obstruction or 0.0)
 
 
-def _defocus_um(hfr: float, hfr0: float, rig: Rig) -> float:
-    if hfr <= hfr0:
+def defocus_um(hfr_px: float, hfr0_px: float, rig: Rig, filter_name: str | None = None) -> float:
+    """Defocus (um, unsigned) of a frame from its HFR growth over the in-focus ``hfr0_px``.
+
+    The calibrated physical-optics call the policy, diagnosis and grade share
+    (:func:`focuswatch.optics.defocus_um_from_hfr`), at the frame's filter wavelength
+    (:func:`focuswatch.optics.wavelength_for_filter`, the rig's ``wavelength_nm`` when the
+    filter is unknown): near focus diffraction is a fair part of the star, and reading a
+    blue or H-alpha frame at 550 nm puts its defocus 10-20 % off on a small refractor.
+    """
+    if hfr_px <= hfr0_px:
         return 0.0
-    return defocus_um_from_hfr(hfr, hfr0, rig.f_ratio, rig.effective_pixel_um, rig.obstruction)
+    return defocus_um_from_hfr(hfr_px, hfr0_px, rig.f_ratio, rig.effective_pixel_um, rig.obstruction or 0.0,
+                               wavelength_nm=wavelength_for_filter(filter_name, rig.wavelength_nm))
 
 
 def _segments(rows: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
@@ -350,7 +360,7 @@ def _focus_zone_and_refocus(rig_key: str, rows: Sequence[Mapping[str, Any]], opt
             half = cfz_um(optics.f_ratio, wavelength_for_filter(filt, optics.wavelength_nm)) / 2.0
             margin = hfr0 * (1.0 + config.seeing_margin_pct / 100.0)
             for i, h in zip(idx, hfr):
-                flags[i] = h > margin and _defocus_um(h, hfr0, optics) > half
+                flags[i] = h > margin and defocus_um(h, hfr0, optics, filt) > half
         for a, b in zip(idx, idx[1:]):
             pa, pb = rows[a].get("focuser_pos"), rows[b].get("focuser_pos")
             if pa is None or pb is None or abs(int(pb) - int(pa)) < config.af_min_jump_steps:
