@@ -357,3 +357,60 @@ def test_defocus_of_a_frame_is_read_at_its_filters_wavelength(filter_name, wavel
         est = archive_report.defocus_um(true_hfr_px(truth_um), hfr0, rig, filter_name)
         assert est == pytest.approx(truth_um, rel=0.05), zones
     assert archive_report.defocus_um(hfr0, hfr0, rig, filter_name) == 0.0
+
+
+@pytest.mark.parametrize("when", ["before the stat", "while it is read"])
+def test_a_frame_that_vanishes_mid_run_is_named_left_undone_and_counted_once(sky, tmp_path, capsys, monkeypatch,
+                                                                              when):
+    """Real frames in a real folder: one is moved elsewhere in the folder between the listing and
+    its read (by a hook on the reader, as a capture program or the user would). The run names it
+    in one line, counts it as left undone, measures the others and exits 1; the index holds no
+    row for the old place, and the next run measures it once at its new place (exit 0)."""
+    root_src, truth = sky
+    root = tmp_path / "night"
+    (root / "LIGHT").mkdir(parents=True)
+    for p in truth["lights"][:4]:
+        shutil.copy2(p, root / "LIGHT" / p.name)
+    victim = sorted((root / "LIGHT").iterdir())[1]
+    moved = root / "LIGHT" / "sorted" / victim.name
+    db = tmp_path / "index.sqlite"
+    args = ["archive", str(root), "--index", str(db), "--no-report", "--json", "--workers", "1"]
+    # a first run indexes all four: the moved frame has a row that must not outlive it
+    rc, out, _ = _run(args, capsys)
+    assert rc == 0 and json.loads(out.splitlines()[0])["n_measured"] == 4
+    os.utime(victim)  # changed since: it is read again, and vanishes on the way
+    if when == "before the stat":
+        listing = archive.find_images
+
+        def list_then_move(top):
+            files = listing(top)
+            moved.parent.mkdir()
+            victim.rename(moved)
+            return files
+        monkeypatch.setattr(archive, "find_images", list_then_move)
+    else:
+        reader = archive._raw_cards
+
+        def move_then_read(path, *a, **kw):
+            if path == victim:
+                moved.parent.mkdir()
+                victim.rename(moved)
+            return reader(path, *a, **kw)
+        monkeypatch.setattr(archive, "_raw_cards", move_then_read)
+    rc, out, err = _run(args, capsys)
+    run = json.loads(out.splitlines()[0])
+    assert rc == 1
+    assert run["n_lost"] == 1 and run["n_bad"] == 0 and run["n_unchanged"] == 3
+    assert run["left_undone"] == [{"file": str(victim), "problem": run["left_undone"][0]["problem"]}]
+    assert "vanished" in run["left_undone"][0]["problem"]
+    named = [line for line in err.splitlines() if str(victim) in line]
+    assert named and "vanished" in named[0]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM frames WHERE path = ?", (str(victim),)).fetchone() == (0,)
+    monkeypatch.undo()
+    rc, out, _ = _run(args, capsys)
+    run = json.loads(out.splitlines()[0])
+    assert rc == 0 and run["n_measured"] == 1 and run["n_unchanged"] == 3 and run["n_lost"] == 0
+    with sqlite3.connect(db) as con:
+        paths = [r[0] for r in con.execute("SELECT path FROM frames WHERE status = 'measured'")]
+    assert len(paths) == len(set(paths)) == 4 and str(moved) in paths and str(victim) not in paths

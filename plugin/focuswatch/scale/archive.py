@@ -14,7 +14,10 @@ Incremental and interrupt-safe:
   journal keeps the index itself whole;
 - frames a worker could not finish (it died, the scheduler went away, Ctrl-C) get no row, so
   the next run picks them up; unreadable frames get a ``bad`` row with the reason and are not
-  retried until the file changes (or ``retry_bad``).
+  retried until the file changes (or ``retry_bad``);
+- a file that vanishes between the listing and its read (deleted, or moved by the capture
+  program or the user) is named in one line and counted as left undone; its row, if it had
+  one, is dropped, so a frame moved elsewhere under the root is counted once, at its new place.
 
 Grouping, from headers first and folder/file names second (NINA's default pattern
 ``$$DATEMINUS12$$\\$$IMAGETYPE$$\\$$DATETIME$$_$$FILTER$$_$$SENSORTEMP$$_$$EXPOSURETIME$$s_$$FRAMENR$$``):
@@ -247,6 +250,11 @@ class ArchiveIndex:
         return {p: (s, m, st) for p, s, m, st in self.db.execute(
             "SELECT path, size_bytes, mtime_ns, status FROM frames")}
 
+    def forget(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Drop the rows of files that are gone (deleted or moved away), and commit."""
+        self.db.executemany("DELETE FROM frames WHERE path = ?", [(str(p),) for p in paths])
+        self.db.commit()
+
     def put(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Insert or replace rows (keyed by path) and commit."""
         names = list(COLUMNS)
@@ -334,7 +342,7 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
     Rows are committed as results arrive (at most every ``commit_every_s``); on Ctrl-C what
     is done so far is committed and ``interrupted`` is set.
     """
-    from focuswatch.scale.parallel import BAD, LOST, OK, iter_frames
+    from focuswatch.scale.parallel import BAD, LOST, OK, Outcome, iter_frames
     from focuswatch.render.progress import progress as progress_bar
 
     top = Path(root)
@@ -347,16 +355,28 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
     run.n_files = len(files)
     known = index.known()
     todo = []
+    gone: list[Path] = []
+
+    def left_undone(o: Outcome) -> None:
+        run.n_lost += 1
+        run.lost.append((str(o.path), o.problem or ""))
+        if on_problem is not None:
+            on_problem(o)
+
     for p in files:
         try:
             st = p.stat()
-        except OSError:
+        except OSError as exc:
+            if not os.path.lexists(p):
+                gone.append(p)
+            left_undone(Outcome(-1, p, LOST, None, _unlisted_problem(p, exc, "before it was read")))
             continue
         k = known.get(str(p))
         if k and k[0] == st.st_size and k[1] == st.st_mtime_ns and not (retry_bad and k[2] == "bad"):
             run.n_unchanged += 1
         else:
             todo.append(p)
+    n_listing_lost = run.n_lost
     pending: list[dict[str, Any]] = []
     last = time.monotonic()
     try:
@@ -368,15 +388,17 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
                     run.n_not_light += 1
                 else:
                     run.n_measured += 1
+            elif o.status == BAD and not os.path.lexists(o.path):  # vanished while read: not a bad frame
+                gone.append(o.path)
+                left_undone(Outcome(o.index, o.path, LOST, None, _unlisted_problem(o.path, None, "while it was read")))
             elif o.status == BAD:
                 run.n_bad += 1
                 run.bad.append((str(o.path), o.problem or ""))
                 pending.append(_bad_row(o.path, o.problem))
+                if on_problem is not None:
+                    on_problem(o)
             elif o.status == LOST:
-                run.n_lost += 1
-                run.lost.append((str(o.path), o.problem or ""))
-            if o.status != OK and on_problem is not None:
-                on_problem(o)
+                left_undone(o)
             now = time.monotonic()
             if pending and now - last >= commit_every_s:
                 index.put(pending)
@@ -386,12 +408,21 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
     finally:
         if pending:
             index.put(pending)
+        if gone:
+            index.forget(gone)
         run.elapsed_s = time.monotonic() - t0
-    done = run.n_measured + run.n_not_light + run.n_bad + run.n_lost
+    done = run.n_measured + run.n_not_light + run.n_bad + run.n_lost - n_listing_lost
     if run.interrupted and done < len(todo):
         run.n_lost += len(todo) - done
         run.lost.append(("", f"{len(todo) - done} frame(s) not reached before the interruption"))
     return run
+
+
+def _unlisted_problem(path: Path, exc: OSError | None, when: str) -> str:
+    """Why a listed file was not measured: it vanished (deleted or moved), or its stat failed."""
+    if exc is None or not os.path.lexists(path):
+        return f"vanished {when} (deleted or moved since the folder was listed); not in the index"
+    return f"cannot read ({exc.strerror or exc})"
 
 
 def _bad_row(path: Path, problem: str | None) -> dict[str, Any]:
