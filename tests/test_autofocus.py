@@ -331,3 +331,20 @@ def test_vcurve_from_simulated_frames(tmp_path, capsys):
     assert run["run"]["hfr_kind"] == "true" and run["n_points"] == 9
     assert abs(run["best_position_steps"] - x0) * rig.focuser_step_um < 0.25 * rig.cfz_um()
     assert run["slope_ratio"] == pytest.approx(1.0, abs=0.15)  # FOCUSSZ and optics from the headers
+
+
+def test_frames_are_measured_through_the_progress_the_caller_passes(tmp_path):
+    """I/O draws no bar itself (no import of render/): the caller's progress wraps the frames
+    measured in this process, each once, and the V-curve is that of the Gaussian stars drawn."""
+    steps = [1000 + 50 * i for i in range(len(V_HFR))]
+    _star_frames(tmp_path, V_HFR, focpos=steps)
+    seen = []
+
+    def progress(items):
+        for it in items:
+            seen.append(it[0][0].name)
+            yield it
+
+    runs = afreports.runs_from_frames(sorted(tmp_path.glob("*.fits")), progress=progress)
+    assert sorted(seen) == [f"f{i:02d}.fits" for i in range(len(V_HFR))]
+    assert [p.hfr_px for p in runs[0].points] == pytest.approx(V_HFR, rel=0.05)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 
 import argparse
-import sys
 
 from focuswatch.render.text import emit_json, error_line
 from focuswatch.cli.common import EXIT_FAIL, EXIT_OK, add_json_flag, add_rig_args, problem_printer, rig_from_args, runner_from_args
@@ -38,6 +37,7 @@ def cmd_af(args: argparse.Namespace) -> int:
     from focuswatch import autofocus
     from focuswatch.io import afreports
 
+    from focuswatch.render.progress import progress
     from focuswatch.scale.batch import measure_af_frames
 
     rig = rig_from_args(args)
@@ -54,7 +54,10 @@ def cmd_af(args: argparse.Namespace) -> int:
             worker_bad.append((str(o.path), o.problem))
         return measured
 
-    runs, skipped, rig = afreports.load_runs(args.paths, rig, progress=not args.json and sys.stderr.isatty(),
+    def bar(items):
+        return progress(items, desc="measuring", enabled=not args.json)
+
+    runs, skipped, rig = afreports.load_runs(args.paths, rig, progress=bar,
                                              positions=args.positions, position_key=args.position_key,
                                              measure_frames=measure_frames)
     skipped = skipped + worker_bad

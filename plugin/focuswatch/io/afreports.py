@@ -34,6 +34,9 @@ from focuswatch.io.xisf import _xisf_keywords
 from focuswatch.autofocus import AFPoint, AFRun
 from focuswatch.errors import FrameError
 
+#: A progress display the caller passes in: takes the items and gives them back (wrapped or not).
+Progress = Callable[[Iterable[Any]], Iterable[Any]]
+
 #: Frames of one filter further apart than this (minutes) belong to different runs.
 RUN_GAP_MIN = 15.0
 
@@ -308,7 +311,7 @@ def capture_order(items: Sequence[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
 
 
 def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | None = None,
-                     progress: bool = False,
+                     progress: Progress | None = None,
                      measure: Callable[..., Any] | None = None,
                      positions: Sequence[float] | None = None,
                      position_key: str | None = None,
@@ -333,6 +336,8 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     fit averages them). HFR is the true half-flux radius (``hfr_kind = "true"``); a frame
     with fewer than ``min_stars`` stars becomes a NaN point (one star is enough: single-star
     autofocus).
+    ``progress``, when given, wraps the frames measured here (the CLI passes its progress bar:
+    I/O draws nothing itself).
     ``measure_frames(paths) -> [(path, meta, stats)]``, when given, measures instead (several
     workers: :func:`focuswatch.scale.batch.measure_af_frames`; bad frames are then left out).
     With a ``skipped`` list, an unreadable frame is appended to it as ``(file, problem)``
@@ -376,9 +381,8 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     else:
         pos, source = [float(i + 1) for i in range(len(items))], "frame_order"
     it: Iterable = list(zip(items, pos)) if measure_frames is None else []
-    if measure_frames is None:
-        from focuswatch.render.progress import progress as progress_bar
-        it = progress_bar(it, desc="measuring", enabled=progress)
+    if measure_frames is None and progress is not None:
+        it = progress(it)
     measured = []
     for (p, _), x in it:
         try:
@@ -428,7 +432,7 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
     return runs
 
 
-def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = False,
+def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: Progress | None = None,
               positions: Sequence[float] | str | None = None, position_key: str | None = None,
               measure_frames: Callable[..., list[Any]] | None = None
               ) -> tuple[list[AFRun], list[tuple[str, str]], Any]:
@@ -439,7 +443,8 @@ def load_runs(paths: Sequence[str | Path], rig: Any = None, *, progress: bool = 
     ``(runs, skipped, rig)`` where the rig's gaps (focal length, pixel size, focuser step
     size) are filled from the first frame's header, if frames were read. ``positions`` (a
     list, or the text of ``--positions``) and ``position_key`` say where the frames'
-    focuser positions come from (:func:`runs_from_frames`).
+    focuser positions come from, and ``progress`` wraps the frames measured in this process
+    (:func:`runs_from_frames`).
     """
     from focuswatch.optics import rig_with_header
     from focuswatch.optics import Rig
