@@ -134,3 +134,32 @@ def test_geometric_growth_reaches_the_closed_form_annulus(eps):
     b, g = calibration.geometric_growth(eps)
     truth = math.hypot(b[-1] / 2.0 * math.sqrt((1.0 + eps * eps) / 2.0), 1.0)
     assert g[-1] == pytest.approx(truth, rel=0.01)
+
+
+@pytest.mark.parametrize("aperture_mm, wavelength_nm", [(200.0, 550.0), (80.0, 656.3)])
+def test_airy_fwhm_arcsec_is_galsims_and_the_diagnosis_adds_it_to_the_seeing(aperture_mm, wavelength_nm):
+    """One home for the Airy core's angular FWHM (optics), against GalSim's Airy; the diagnosis'
+    expected in-focus FWHM is the seeing and that core in quadrature."""
+    from focuswatch import diagnose, optics
+
+    lod_arcsec = wavelength_nm * 1e-9 / (aperture_mm * 1e-3) * 206264.806
+    truth = galsim.Airy(lam_over_diam=lod_arcsec).calculateFWHM()
+    assert optics.airy_fwhm_arcsec(aperture_mm, wavelength_nm) == pytest.approx(truth, rel=2e-3)
+    rig = optics.Rig(aperture_mm=aperture_mm, focal_length_mm=5.0 * aperture_mm, pixel_um=3.76,
+                     wavelength_nm=wavelength_nm, seeing_arcsec=2.0)
+    assert diagnose.expected_fwhm_px(rig) == pytest.approx(math.hypot(2.0, truth) / rig.plate_scale_arcsec_px,
+                                                           rel=2e-3)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.35])
+@pytest.mark.parametrize("blur_px", [6.0, 15.0])
+def test_the_labelled_sets_growth_blur_inverts_galsims_seeing_times_annulus(eps, blur_px):
+    """The labelled set's effective blur (Kolmogorov star grown by a geometric annulus) against
+    GalSim: a Kolmogorov of 3 px FWHM convolved with an annulus of ``blur_px`` (obstruction ``eps``)
+    has a half-light radius; the renderer's inversion gives the annulus back within 3 %."""
+    fwhm_px, r = 3.0, blur_px / 2.0
+    disk = galsim.TopHat(r) if not eps else galsim.Sum(
+        [galsim.TopHat(r, flux=1.0 / (1.0 - eps ** 2)), galsim.TopHat(eps * r, flux=-eps ** 2 / (1.0 - eps ** 2))])
+    seeing = galsim.Kolmogorov(fwhm=fwhm_px)
+    h1 = galsim.Convolve(seeing, disk).calculateHLR(scale=0.05)
+    assert po._kolmogorov_growth_blur(h1, seeing.half_light_radius, eps) == pytest.approx(blur_px, rel=0.03)

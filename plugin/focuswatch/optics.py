@@ -76,19 +76,35 @@ def cfz_seeing_um(seeing_arcsec: float, tolerance_pct: float, aperture_mm: float
     return 0.00225 * seeing_arcsec * math.sqrt(tolerance_pct) * aperture_mm * f_ratio ** 2
 
 
+#: The Airy pattern of a clear circular pupil in units of lambda/D (angle) or lambda N (focal
+#: plane): the first dark ring's diameter (2 x 1.2197) and the core's FWHM (1.0290).
+AIRY_DIAMETER_PER_LAMBDA = 2.44
+AIRY_FWHM_PER_LAMBDA = 1.029
+
+
 def airy_diameter_um(f_ratio: float, wavelength_nm: float = 550.0) -> float:
     """Diameter of the Airy disk (first dark ring) at the focal plane, ``2.44 * lambda * N``."""
-    return 2.44 * (wavelength_nm / 1000.0) * f_ratio
+    return AIRY_DIAMETER_PER_LAMBDA * (wavelength_nm / 1000.0) * f_ratio
 
 
 def airy_diameter_arcsec(aperture_mm: float, wavelength_nm: float = 550.0) -> float:
     """Angular Airy disk diameter, ``2.44 * lambda / D`` in arcsec."""
-    return 2.44 * (wavelength_nm * 1e-9) / (aperture_mm * 1e-3) * ARCSEC_PER_RAD
+    return AIRY_DIAMETER_PER_LAMBDA * (wavelength_nm * 1e-9) / (aperture_mm * 1e-3) * ARCSEC_PER_RAD
 
 
 def airy_fwhm_um(f_ratio: float, wavelength_nm: float = 550.0) -> float:
     """FWHM of the Airy pattern's core, ``1.029 * lambda * N`` (used when grading a master)."""
-    return 1.029 * (wavelength_nm / 1000.0) * f_ratio
+    return AIRY_FWHM_PER_LAMBDA * (wavelength_nm / 1000.0) * f_ratio
+
+
+def airy_fwhm_arcsec(aperture_mm: float, wavelength_nm: float = 550.0) -> float:
+    """Angular FWHM of the Airy pattern's core, ``1.029 * lambda / D`` in arcsec (the
+    diffraction part of the in-focus FWHM the diagnosis expects).
+
+    >>> round(airy_fwhm_arcsec(200.0, 550.0), 3)
+    0.584
+    """
+    return AIRY_FWHM_PER_LAMBDA * (wavelength_nm * 1e-9) / (aperture_mm * 1e-3) * ARCSEC_PER_RAD
 
 
 def plate_scale_arcsec_px(pixel_um: float, focal_length_mm: float) -> float:

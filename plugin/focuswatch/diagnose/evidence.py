@@ -113,7 +113,7 @@ def expected_fwhm_px(rig: Rig, config: DiagnoseConfig = DiagnoseConfig(),
     seeing = rig.seeing_arcsec or config.reference_seeing_arcsec
     airy = 0.0
     if rig.effective_aperture_mm:
-        airy = 1.029 * rig.wavelength_nm * 1e-9 / (rig.effective_aperture_mm * 1e-3) * optics.ARCSEC_PER_RAD
+        airy = optics.airy_fwhm_arcsec(rig.effective_aperture_mm, rig.wavelength_nm)
     return math.hypot(seeing, airy) / scale
 
 

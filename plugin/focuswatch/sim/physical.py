@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from focuswatch.calibration import KOLMOGOROV_HLR_PER_FWHM  # a constant only: no table is read here
 from focuswatch.optics import ARCSEC_PER_RAD, KOLMOGOROV_FWHM_FACTOR
 
 
@@ -528,11 +529,6 @@ def frame_header(spec: FrameSpec, *, exposure_s: float = 60.0, filter_name: str 
             "FILTER": filter_name, "GAIN": 100}
 
 
-def kolmogorov_hlr_over_fwhm() -> float:
-    """Half-light radius over FWHM of the Kolmogorov long-exposure profile (GalSim's ratio)."""
-    return 0.554811 / KOLMOGOROV_FWHM_FACTOR
-
-
 __all__: Sequence[str] = (
     "pupil", "wavefront_waves", "defocus_waves", "optical_psf", "seeing_mtf", "Seeing", "Optics", "Aberrations",
     "grid_for", "star_image", "continuous_psf", "encircled_radius", "fwhm", "FieldAberrations", "FrameSpec",
@@ -584,7 +580,7 @@ def _kolmogorov_growth_blur(h_px: float, h0_px: float, eps: float) -> float:
     calibration tables)."""
     if h_px <= h0_px:
         return 0.0
-    fwhm = h0_px / 0.568525
+    fwhm = h0_px / KOLMOGOROV_HLR_PER_FWHM
     n, d = 256, None
     lo, hi = 0.0, 4.0 * h_px
     for _ in range(16):
@@ -604,7 +600,7 @@ def _kolmogorov_growth_blur(h_px: float, h0_px: float, eps: float) -> float:
             otf = otf * (disk(b / 2) - (disk(eps * b / 2) if eps > 0 else 0.0)) / area
         img = np.clip(np.fft.fftshift(np.real(np.fft.ifft2(otf))), 0, None)
         h = encircled_radius_fast(img, d)
-        h0 = 0.568525 * fwhm
+        h0 = KOLMOGOROV_HLR_PER_FWHM * fwhm
         if h / h0 < h_px / h0_px:
             lo = b
         else:
