@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -886,3 +887,52 @@ def test_a_replayed_night_decides_as_the_watched_one(tmp_path, base_frame):
     assert [(q.reason, q.frame_file) for q in requests] == [(q.reason, q.frame_file) for q in counting.requests]
     errors = [r for r in sink.rows if r.what == "frame" and r.data["status"] == "error"]
     assert len(errors) == 1 and "bad.fits" in errors[0].data["error"]
+
+
+def _inside_path_resolution(frame) -> bool:
+    """True when a stat call comes from ``Path.resolve`` / ``os.path.realpath``."""
+    for _ in range(4):
+        if frame is None:
+            return False
+        if frame.f_code.co_name in ("resolve", "realpath", "_joinrealpath"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_watched_frame_is_looked_at_with_few_stats_and_keyed_as_on_disk(tmp_path, base_frame, monkeypatch):
+    """Real frames written into a real folder: the watcher's own bookkeeping (readiness, capture
+    order, autofocus clock, journal key) shares one ``stat()`` of each file; the completeness
+    proof, the header and the pixels' size check add one each. Counted on this thread, per
+    frame, outside path resolution (which runs once per file-system event, however many the OS
+    sends): 4, at most 5 when the file is caught half-written once (10-12 before). The journal key built
+    from that shared stat is the file's own (size, mtime) as the file system reports it after."""
+    night = tmp_path / "night"
+    night.mkdir()
+    me = threading.get_ident()
+    counts: dict[str, int] = {}
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def counted(real):
+        def call(p, *a, **kw):
+            name = p if isinstance(p, int) else os.path.basename(os.fsdecode(p))
+            if threading.get_ident() == me and isinstance(name, str) and name.endswith(".fits") \
+                    and not _inside_path_resolution(sys._getframe(1)):
+                counts[name] = counts.get(name, 0) + 1
+            return real(p, *a, **kw)
+        return call
+
+    monkeypatch.setattr(os, "stat", counted(real_stat))
+    monkeypatch.setattr(os, "lstat", counted(real_lstat))
+    # no periodic rescan (it keys every file again; not what is counted here)
+    with watching(night, tmp_path, stat=lambda p: os.stat(p), rescan_interval_s=0) as w:
+        for i in range(3):
+            target = night / f"light_{i:03d}.fits"
+            target.write_bytes(fits_for(base_frame, i))
+            out = pump(w, lambda o: len(o) >= 1)
+            assert [o.status for o in out] == ["measured"]
+        monkeypatch.undo()
+        assert set(counts) == {f"light_{i:03d}.fits" for i in range(3)}
+        assert max(counts.values()) <= 5, counts
+        keys = w.journal.seen_keys(night)
+    assert keys == {Journal.key_of(night / f"light_{i:03d}.fits") for i in range(3)}

@@ -126,11 +126,14 @@ def _refuse_shape(p: Path, dims: tuple[int, ...]) -> None:
                             f"({MAX_IMAGE_PIXELS / 1e6:.0f} MP at most); refused without reading it")
 
 
-def _layout_still_valid(p: Path, layout: Any, kind: type) -> bool:
+def _layout_still_valid(p: Path, layout: Any, kind: type, size_bytes: int | None = None) -> bool:
     """Whether ``layout`` (from :func:`check_complete` a moment ago) still describes ``p``:
-    same kind and same size on disk. Saves walking the headers (and a DATASUM pass) again."""
+    same kind and same size on disk. Saves walking the headers (and a DATASUM pass) again.
+    ``size_bytes``: the size the caller has just read from ``stat()`` (not read again)."""
     if not isinstance(layout, kind):
         return False
+    if size_bytes is not None:
+        return size_bytes == layout.actual_bytes
     try:
         return os.stat(p).st_size == layout.actual_bytes
     except OSError:

@@ -361,10 +361,10 @@ def _scaling_ok(p: Path, header: Mapping[str, Any], bitpix: int) -> None:
 
 
 
-def _load_fits(p: Path, check: bool, layout: Any = None) -> Frame:
+def _load_fits(p: Path, check: bool, layout: Any = None, size_bytes: int | None = None) -> Frame:
     """Open a FITS frame from its proven layout: plain 2-D images are read directly, only
     tile-compressed ones go through astropy (which decompresses them)."""
-    if not _layout_still_valid(p, layout, FitsLayout):
+    if not _layout_still_valid(p, layout, FitsLayout, size_bytes):
         layout = check_fits_complete(p) if check else fits_layout(p)
     hdu = layout.image_hdu
     if hdu is None:

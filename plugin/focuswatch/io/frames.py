@@ -46,6 +46,7 @@ aperture_mm         APTDIA
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -140,11 +141,14 @@ def _load_picture(p: Path) -> Frame:
     return frame
 
 
-def _opened_path(path: str | Path) -> Path:
-    """The path, after telling the ways a name can fail to be a file apart."""
+def _opened_path(path: str | Path) -> tuple[Path, int]:
+    """The path and its size in bytes, after telling the ways a name can fail to be a file apart.
+
+    One ``stat()`` serves both: on a network share each one is a round trip, and a watched
+    frame is looked at several times (readiness, header, pixels)."""
     p = Path(path)
     try:
-        os.stat(p)
+        st = os.stat(p)
     except FileNotFoundError:
         if os.path.islink(p):
             raise FrameError(p, "a broken symbolic link (its target does not exist)") from None
@@ -155,9 +159,9 @@ def _opened_path(path: str | Path) -> Path:
         if exc.errno == errno.ELOOP:
             raise FrameError(p, "a symbolic link loop (the link points back to itself); not a frame") from None
         raise
-    if not p.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise FrameError(p, "not a regular file (a folder or a device)")
-    return p
+    return p, st.st_size
 
 
 def load(path: str | Path, *, check: bool = True, layout: FitsLayout | XisfLayout | None = None) -> Frame:
@@ -174,12 +178,12 @@ def load(path: str | Path, *, check: bool = True, layout: FitsLayout | XisfLayou
     from focuswatch.boundary import frame_boundary
 
     with frame_boundary(path):
-        p = _opened_path(path)
+        p, size_bytes = _opened_path(path)
         if p.name.lower().endswith(XISF_SUFFIXES):
-            return _load_xisf(p, check, layout)
+            return _load_xisf(p, check, layout, size_bytes)
         if p.name.lower().endswith(PICTURE_SUFFIXES):
             return _load_picture(p)
-        return _load_fits(p, check, layout)
+        return _load_fits(p, check, layout, size_bytes)
 
 
 def read_header(path: str | Path, *, layout: FitsLayout | XisfLayout | None = None) -> FrameMeta:
@@ -192,18 +196,21 @@ def read_header(path: str | Path, *, layout: FitsLayout | XisfLayout | None = No
     from focuswatch.boundary import frame_boundary
 
     with frame_boundary(path):
-        p = _opened_path(path)
-        if _layout_still_valid(p, layout, FitsLayout) and layout.hdus:
+        p, size_bytes = _opened_path(path)
+        if _layout_still_valid(p, layout, FitsLayout, size_bytes) and layout.hdus:
             return header_meta(layout.hdus)
         if p.name.lower().endswith(XISF_SUFFIXES):
             return read_xisf_meta(p)
         return read_fits_meta(p)
 
 
-def frame_order_key(path: Path, meta: FrameMeta | None) -> tuple[float, str]:
-    """Capture order: DATE-OBS when the header has it, else the file's modification time."""
+def frame_order_key(path: Path, meta: FrameMeta | None, mtime_s: float | None = None) -> tuple[float, str]:
+    """Capture order: DATE-OBS when the header has it, else the file's modification time
+    (``mtime_s`` when the caller has just read it from ``stat()``)."""
     if meta is not None and meta.timestamp is not None:
         return (meta.timestamp, path.name)
+    if mtime_s is not None:
+        return (mtime_s, path.name)
     try:
         return (os.stat(path).st_mtime, path.name)
     except OSError:

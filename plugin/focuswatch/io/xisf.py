@@ -144,8 +144,8 @@ def read_xisf_meta(p: Path) -> FrameMeta:
         raise FrameError(p, f"unreadable XISF: {exc}") from None
 
 
-def _load_xisf(p: Path, check: bool = True, layout: Any = None) -> Frame:
-    if check and not _layout_still_valid(p, layout, XisfLayout):
+def _load_xisf(p: Path, check: bool = True, layout: Any = None, size_bytes: int | None = None) -> Frame:
+    if check and not _layout_still_valid(p, layout, XisfLayout, size_bytes):
         check_xisf_complete(p)
     try:
         x, kw = _xisf_keywords(p)

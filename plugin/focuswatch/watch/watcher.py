@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +42,6 @@ from focuswatch.io import frames as frames_mod
 from focuswatch.io.journal import Journal
 from focuswatch.policy import AutofocusMark, Decision, Monitor, PolicyConfig
 from focuswatch.watch.afinputs import AutofocusInputs
-from focuswatch.watch.afsignals import _mtime
 from focuswatch.watch.config import WatchConfig, policy_from_config, watch_from_config
 from focuswatch.watch.loop import NightSession, NinaRun, Processed
 from focuswatch.watch.readiness import BAD, GONE, READY, STUCK, Readiness
@@ -181,7 +180,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: dict[Path, Readiness] = {}
-        self._held: dict[Path, Any] = {}          # proven whole, waiting for a burst to settle
+        self._held: dict[Path, tuple[Any, _Seen]] = {}  # proven whole, waiting for a burst to settle
         self._burst, self._last_new_s = 0, float("-inf")
         self._observer: Any = None
         self._checksum_folders: set[Path] = set()
@@ -392,17 +391,19 @@ class Watcher:
         else:
             ready, self._held = list(self._held.items()), {}
         if ready:
-            metas: list[tuple[tuple[float, str], Path, Any, Any]] = []
-            for p, layout in ready:
+            metas: list[tuple[tuple[float, str], Path, Any, Any, _Seen]] = []
+            for p, (layout, seen) in ready:
                 try:
                     meta = frames_mod.read_header(p, layout=layout)
                 except FrameError:
                     meta = None
-                metas.append((frames_mod.frame_order_key(p, meta), p, meta, layout))
+                metas.append((frames_mod.frame_order_key(p, meta, seen.mtime_s), p, meta, layout, seen))
             metas.sort(key=lambda x: x[0])
             first_waiting = self._earliest_pending(now)
-            for key, p, meta, layout in metas:
-                written_s = _written_s(p)   # one stat: the autofocus ordering and the session share it
+            for key, p, meta, layout, seen in metas:
+                # the readiness stat, not a new one: the autofocus ordering, the session and the
+                # journal key share it (it is the size the file was proven whole at)
+                written_s = seen.mtime_s
                 self.session.apply_before(written_s)
                 if first_waiting is not None and key > first_waiting:
                     # an earlier frame is still being written: keep capture order (this one is
@@ -411,7 +412,7 @@ class Watcher:
                     r.order_key = key
                     self._pending[p] = r
                     continue
-                out = self._process(p, meta, layout, written_s=written_s)
+                out = self._process(p, meta, layout, written_s=written_s, key=seen.key(p, layout))
                 if out is not None:
                     done.append(out)
         self.session.release(now, held=lambda mark, seen: self._holds_back(now, mark, seen))
@@ -423,13 +424,15 @@ class Watcher:
     def _readiness(self, p: Path, now: float) -> Readiness:
         return Readiness(p, now, self.readiness, probe=_probe, signature=frames_mod.content_signature)
 
-    def _ready(self, now: float, done: list[Processed]) -> list[tuple[Path, Any]]:
-        """Feed every pending file's ``stat()`` to its :class:`Readiness`; return the ready ones."""
-        ready: list[tuple[Path, Any]] = []
+    def _ready(self, now: float, done: list[Processed]) -> list[tuple[Path, tuple[Any, _Seen]]]:
+        """Feed every pending file's ``stat()`` to its :class:`Readiness`; return the ready ones,
+        each with its layout (the proof it is whole) and that ``stat()``."""
+        ready: list[tuple[Path, tuple[Any, _Seen]]] = []
         for p, r in list(self._pending.items()):
             try:
                 st = self.stat(p)
                 size, mtime_ns = int(st.st_size), int(st.st_mtime_ns)
+                seen = _Seen(size, mtime_ns, float(st.st_mtime))
             except FileNotFoundError:
                 size, mtime_ns = None, 0
             except OSError as exc:
@@ -445,7 +448,7 @@ class Watcher:
                 continue
             if size is not None and self.af_inputs.finished_writing(p.name):
                 # NINA's IMAGE-SAVE: it finished writing this file, no need to watch its size
-                ready.append((p, None))
+                ready.append((p, (None, seen)))
                 del self._pending[p]
                 continue
             step = r.step(size, mtime_ns, now, expect_checksum=p.parent in self._checksum_folders)
@@ -461,7 +464,7 @@ class Watcher:
             elif step.verdict == READY:
                 if getattr(step.layout, "has_checksum", False):
                     self._checksum_folders.add(p.parent)
-                ready.append((p, step.layout))
+                ready.append((p, (step.layout, seen)))
                 del self._pending[p]
         return ready
 
@@ -472,8 +475,9 @@ class Watcher:
         its size to settle; that frame belongs to the old focus. So a signal waits (at most
         ``order_hold_s`` after it was seen) while a pending file was written before it.
         """
+        # the last observed mtime of each pending file (its readiness keeps it): no stat here
         return now - seen < self.order_hold_s and any(
-            st.size >= 0 and _mtime(q) <= mark.time_s for q, st in self._pending.items())
+            r.size >= 0 and r.mtime_ns / 1e9 <= mark.time_s for r in self._pending.values())
 
     def _earliest_pending(self, now: float) -> tuple[float, str] | None:
         """Capture-order key of the earliest file still being written (recent ones only).
@@ -523,11 +527,12 @@ class Watcher:
         return self.session.error(p, exc, key=self._key(p))
 
     def _process(self, p: Path, meta: Any, layout: Any = None, *,
-                 written_s: float | None = None) -> Processed | None:
+                 written_s: float | None = None, key: tuple[str, int, int] | None = None) -> Processed | None:
         """Hand one ready file to the night session; a file still being written goes back to
         waiting. ``layout``: the readiness probe's proof that the file is whole, reused by the load;
-        ``written_s``: its modification time when the caller has just read it (else one ``stat``)."""
-        key = self._key(p)
+        ``written_s`` and ``key`` (the journal's): from the ``stat()`` the caller has just made
+        (else one ``stat`` each)."""
+        key = key or self._key(p)
         if key is None:
             log.info("%s: deleted before it could be read; skipped", p)
             return None
@@ -552,6 +557,23 @@ class Watcher:
             self._pending[p] = self._readiness(p, self.clock())
             return None
 
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One ``stat()`` of a pending file (size, mtime) as the readiness saw it: reused for the
+    journal key, the capture order and the autofocus clock instead of asking again."""
+
+    size: int
+    mtime_ns: int
+    mtime_s: float
+
+    def key(self, p: Path, layout: Any) -> tuple[str, int, int] | None:
+        """The journal key (:meth:`Journal.key_of`) of ``p`` (a resolved path), when this stat
+        is the one the file was proven whole at; ``None`` (ask again) when its size has moved."""
+        if layout is not None and getattr(layout, "actual_bytes", self.size) != self.size:
+            return None
+        return str(p), self.size, self.mtime_ns
 
 
 def _written_s(p: Path) -> float | None:
