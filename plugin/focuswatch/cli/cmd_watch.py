@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from focuswatch.errors import ConfigError, FocuswatchError
-from focuswatch.render.text import emit_json, error_line, fmt, summary_text
+from focuswatch.render.text import emit_json, emit_summary, error_line, fmt, summary_text
 from focuswatch.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, add_json_flag, require_input
 
 
@@ -199,8 +199,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             stop.set()
             w.stop()
         from focuswatch.policy import summarize
-        s = summarize(w.decisions, w.monitor.state.n_autofocus)
-        emit_json({"summary": s.to_dict()}, kind="summary") if args.json else print(_summary_text(s))
+        emit_summary(summarize(w.decisions, w.monitor.state.n_autofocus), args.json)
     return EXIT_OK
 
 
@@ -238,8 +237,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         emit_json(_decision_row(p), kind="decision") if args.json else print(_decision_text(p), flush=True)
 
     rows, mon = replay(args.folder, config=cfg, af_marks=marks, on_row=on_row, diagnose=not args.no_diagnose)
-    s = summarize([r.decision for r in rows if r.decision is not None], mon.state.n_autofocus)
-    emit_json({"summary": s.to_dict()}, kind="summary") if args.json else print(_summary_text(s))
+    emit_summary(summarize([r.decision for r in rows if r.decision is not None], mon.state.n_autofocus), args.json)
     if not rows:  # as measure and diagnose: an empty folder is a usage problem
         error_line(f"{args.folder}: no FITS/XISF frames found")
         return EXIT_USAGE

@@ -48,4 +48,13 @@ def summary_text(s: Any) -> str:
             f"({fmt(s.max_defocus_cfz, '.2f')} CFZ); median HFR {fmt(s.median_hfr_px, '.2f')} px")
 
 
-__all__ = ["emit_json", "error_line", "fmt", "summary_text"]
+def emit_summary(s: Any, as_json: bool) -> None:
+    """A night's summary as every night command ends (``watch``, ``replay``, NINA remote):
+    one ``summary`` JSON line, or :func:`summary_text`."""
+    if as_json:
+        emit_json({"summary": s.to_dict()}, kind="summary")
+    else:
+        print(summary_text(s))
+
+
+__all__ = ["emit_json", "emit_summary", "error_line", "fmt", "summary_text"]

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord, HfrRecord, Monitor, PolicyConfig
 from focuswatch.watch.nina_events import (AutofocusFinished, AutofocusPointAdded, AutofocusStarting, ImageSaved,
                                     NinaEventSource, SourceStatus, image_history, load_image_history)
-from focuswatch.render.text import emit_json, error_line, fmt, summary_text
+from focuswatch.render.text import emit_json, emit_summary, error_line, fmt
 
 log = logging.getLogger("focuswatch.watch.remote")
 
@@ -231,11 +231,7 @@ def cmd_watch_remote(args: Any) -> int:
         run_remote(host, port, session, stop, max_s=args.max_minutes * 60 if args.max_minutes else None)
     except KeyboardInterrupt:
         stop.set()
-    s = summarize(session.decisions, session.monitor.state.n_autofocus)
-    if args.json:
-        emit_json({"summary": s.to_dict()}, kind="summary")
-    else:
-        print(summary_text(s))
+    emit_summary(summarize(session.decisions, session.monitor.state.n_autofocus), args.json)
     return EXIT_OK
 
 
@@ -250,11 +246,7 @@ def cmd_replay_history(args: Any) -> int:
     session.on_decision = (lambda r, d: emit_json(_row(r, d), kind="decision")) if args.json else (
         lambda r, d: print(_text(r, d), flush=True))
     rows = replay_history(args.folder, session)
-    s = summarize(session.decisions, session.monitor.state.n_autofocus)
-    if args.json:
-        emit_json({"summary": s.to_dict()}, kind="summary")
-    else:
-        print(summary_text(s))
+    emit_summary(summarize(session.decisions, session.monitor.state.n_autofocus), args.json)
     if not any(d is not None for _, d in rows):
         error_line(f"{args.folder}: no light frames in this image history")
         return EXIT_FAIL
