@@ -368,3 +368,16 @@ def test_cli_sim_never_overwrites_a_frame_it_did_not_write(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not overwriting" in err and name in err and "Traceback" not in err
     assert user.read_bytes() == raw
+
+
+def test_demo_frame_spans_parse_with_defaults_and_refuse_in_one_line():
+    from focuswatch.sim.night import _parse_cloud, _parse_wind
+
+    assert _parse_cloud("10:14") == (10, 14, 0.7) and _parse_cloud("1:2:0.5") == (1, 2, 0.5)
+    assert _parse_wind("3:4") == (3, 4, 6.0) and _parse_wind("3:4:9") == (3, 4, 9.0)
+    assert _parse_cloud(None) is None and _parse_wind("") is None
+    for parse, text, words in ((_parse_cloud, "1:2:3", "DEPTH in 0..1"), (_parse_cloud, "x", "FIRST:LAST[:DEPTH]"),
+                               (_parse_wind, "5:1", "TRAIL_PX >= 0"), (_parse_wind, "1:2:-1", "TRAIL_PX >= 0")):
+        with pytest.raises(ValueError) as err:
+            parse(text)
+        assert words in str(err.value) and repr(text) in str(err.value) and "\n" not in str(err.value)

@@ -147,31 +147,29 @@ def night_frames(base: SimParams, plan: NightPlan, focuser: SimFocuser, seed: in
         )
 
 
-def _parse_cloud(text: str | None) -> tuple[int, int, float] | None:
+def _parse_span(text: str | None, flag: str, name: str, example: str, default: float,
+                hi: float = math.inf) -> tuple[int, int, float] | None:
+    """``FIRST:LAST[:VALUE]`` of a demo option (frames FIRST to LAST get VALUE, 0 <= VALUE <= hi)."""
     if not text:
         return None
     parts = str(text).split(":")
     try:
         first, last = int(parts[0]), int(parts[1])
-        depth = float(parts[2]) if len(parts) > 2 else 0.7
+        value = float(parts[2]) if len(parts) > 2 else default
     except (ValueError, IndexError):
-        raise ValueError(f"--cloud-frames {text!r}: expected FIRST:LAST[:DEPTH], e.g. 10:14:0.7") from None
-    if not (0 <= first <= last and 0.0 <= depth <= 1.0):
-        raise ValueError(f"--cloud-frames {text!r}: need 0 <= FIRST <= LAST and DEPTH in 0..1")
-    return first, last, depth
+        raise ValueError(f"{flag} {text!r}: expected FIRST:LAST[:{name}], e.g. {example}") from None
+    if not (0 <= first <= last and 0.0 <= value <= hi):
+        limit = f"in 0..{hi:g}" if math.isfinite(hi) else ">= 0"
+        raise ValueError(f"{flag} {text!r}: need 0 <= FIRST <= LAST and {name} {limit}")
+    return first, last, value
+
+
+def _parse_cloud(text: str | None) -> tuple[int, int, float] | None:
+    return _parse_span(text, "--cloud-frames", "DEPTH", "10:14:0.7", 0.7, hi=1.0)
 
 
 def _parse_wind(text: str | None) -> tuple[int, int, float] | None:
-    if not text:
-        return None
-    parts = str(text).split(":")
-    try:
-        first, last, px = int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) > 2 else 6.0
-    except (ValueError, IndexError):
-        raise ValueError(f"--wind-frames {text!r}: expected FIRST:LAST[:TRAIL_PX], e.g. 10:14:6") from None
-    if not (0 <= first <= last and px >= 0):
-        raise ValueError(f"--wind-frames {text!r}: need 0 <= FIRST <= LAST and TRAIL_PX >= 0")
-    return first, last, px
+    return _parse_span(text, "--wind-frames", "TRAIL_PX", "10:14:6", 6.0)
 
 
 def _parse_filter_change(text: str | None) -> tuple[int, str] | None:
