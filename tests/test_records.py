@@ -207,3 +207,17 @@ def test_records_and_settings_share_one_type_reflector(tmp_path):
     p.write_text("[diagnose]\nfocus_miss_cfz_band = [0.5, nan]\n")
     with pytest.raises(ConfigError, match=r"\[diagnose\] focus_miss_cfz_band = \[0.5, nan\]: expected"):
         load_config(p)
+
+
+def test_mad_to_sigma_is_the_gaussian_quartile_and_astropys():
+    """One home for 1.4826 (stars' robust scatter, the Bahtinov spike fit): 1 / Phi^-1(3/4)."""
+    import numpy as np
+    from astropy.stats import mad_std
+    from scipy.stats import norm
+
+    from focuswatch.model.numerics import MAD_TO_SIGMA
+    from focuswatch.stars.summary import _mad_std
+
+    assert MAD_TO_SIGMA == pytest.approx(1.0 / norm.ppf(0.75), rel=1e-12)
+    x = np.random.default_rng(3).normal(5.0, 2.0, 501)
+    assert _mad_std(x) == pytest.approx(float(mad_std(x)), rel=1e-12)

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from focuswatch.model.frame import Frame, FrameMeta
-from focuswatch.model.numerics import MEDIAN_SE_FACTOR, finite_median as _med  # the one median helper
+from focuswatch.model.numerics import MAD_TO_SIGMA, MEDIAN_SE_FACTOR, finite_median as _med  # the one median helper
 from focuswatch.stars import ringfit
 from focuswatch.stars.table import FrameStats, Zone
 
@@ -28,32 +28,53 @@ _MIN_STARS_FOR_STATS = 3  # the size-outlier cut and the SNR >= 10 subset need t
 def _mad_std(x: np.ndarray) -> float:
     """Robust standard deviation, 1.4826 x the median absolute deviation (astropy's
     ``mad_std``, same constant and arithmetic; written out so measuring needs no astropy.stats)."""
-    return float(np.median(np.abs(x - np.median(x)))) * 1.482602218505602
+    return float(np.median(np.abs(x - np.median(x)))) * MAD_TO_SIGMA
 
 
-def _drop_size_outliers(stars: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class SummaryConfig:
+    """Which stars a frame's figures are medians of (why each value: the functions using it)."""
+
+    #: the frame medians use stars at or above this SNR when at least 3 have it
+    median_min_snr: float = 10.0
+    #: size outliers: kept within this many robust sigmas of log HFR ...
+    size_outlier_sigmas: float = 4.0
+    #: ... and never cut nearer than this factor either way
+    size_outlier_min_factor: float = 1.6
+    #: the size-outlier cut needs this many stars
+    size_outlier_min_stars: int = 5
+    #: shape figures use stars at or above this SNR ...
+    shape_min_snr: float = 50.0
+    #: ... when at least this many have it (else the brightest third)
+    shape_min_bright: int = 5
+
+
+SUMMARY = SummaryConfig()
+
+
+def _drop_size_outliers(stars: np.ndarray, config: SummaryConfig = SUMMARY) -> np.ndarray:
     """Leave out stars whose size is far from the rest: merged pairs the detection could not
     split, or a neighbour's light in the aperture. The window is wide (4 robust sigmas of
     log HFR, at least a factor 1.6 either way) so a tilted or curved field keeps its corners.
     """
-    if len(stars) < 5:
+    if len(stars) < config.size_outlier_min_stars:
         return stars
     lg = np.log(np.maximum(stars["hfr"], 1e-3))
     med = float(np.median(lg))
     mad = _mad_std(lg)
-    keep = np.abs(lg - med) <= max(math.log(1.6), 4.0 * mad)
+    keep = np.abs(lg - med) <= max(math.log(config.size_outlier_min_factor), config.size_outlier_sigmas * mad)
     return stars[keep] if np.count_nonzero(keep) >= _MIN_STARS_FOR_STATS else stars
 
 
-def _shape_sample(stars: np.ndarray) -> np.ndarray:
+def _shape_sample(stars: np.ndarray, config: SummaryConfig = SUMMARY) -> np.ndarray:
     """The stars whose shape is worth a median: noise makes faint stars look elongated.
 
     The eccentricity that noise alone gives a round star falls roughly as 1/SNR (0.54 at
     SNR 5-20, 0.28 at 50-100, 0.12 above 300 on simulated round stars), so shape figures
     use stars with SNR >= 50, or the brightest third when there are fewer than five.
     """
-    bright = stars[stars["snr"] >= 50]
-    if len(bright) >= 5:
+    bright = stars[stars["snr"] >= config.shape_min_snr]
+    if len(bright) >= config.shape_min_bright:
         return bright
     k = max(1, len(stars) // 3)
     return stars[np.argsort(-stars["snr"])[:k]]
@@ -157,7 +178,8 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
                           n_detected=n_detected, n_rejected=dict(n_rejected or {}),
                           reason=f"only {len(stars)} measurable stars (need {min_stars})",
                           notes=notes, meta=meta, stars=stars)
-    good = stars[stars["snr"] >= 10] if np.count_nonzero(stars["snr"] >= 10) >= _MIN_STARS_FOR_STATS else stars
+    bright = stars["snr"] >= SUMMARY.median_min_snr
+    good = stars[bright] if np.count_nonzero(bright) >= _MIN_STARS_FOR_STATS else stars
     good = _drop_size_outliers(good)
     hfr = _med(good["hfr"])
     fwhm = _med(good["fwhm"])
