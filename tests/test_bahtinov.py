@@ -232,3 +232,20 @@ def test_cli_bahtinov_bad_input(tmp_path, capsys):
     assert main(["bahtinov", str(p)]) == 1
     err = capsys.readouterr().err
     assert "not a FITS file" in err and "Traceback" not in err
+
+
+def test_the_thresholds_live_in_one_config_and_are_used(sweep):
+    """The default config is the tuned one (same result as the sweep's, whose defocus is known by
+    construction), and its thresholds are really read: asking for more spike pixels than the
+    star has, or a line fit tighter than any noise allows, refuses the pattern."""
+    from dataclasses import replace
+
+    d, r = sweep[1]
+    img = render(defocus_um=d, seed=11).pixels
+    again = bt.analyze(img, RIG, config=bt.BahtinovConfig())
+    assert again.focus_error_um == pytest.approx(r.focus_error_um, rel=1e-12)
+    assert again.focus_error_um == pytest.approx(d, rel=0.20)
+    with pytest.raises(bt.BahtinovError, match="no diffraction spikes"):
+        bt.analyze(img, RIG, config=replace(bt.BAHTINOV, min_spike_pixels=10 ** 9))
+    with pytest.raises(bt.BahtinovError):
+        bt.analyze(img, RIG, config=replace(bt.BAHTINOV, max_line_rms_px=1e-6))

@@ -84,6 +84,7 @@ bahtinov``):
 from __future__ import annotations
 
 from focuswatch.bahtinov.analysis import analyze
+from focuswatch.bahtinov.config import BAHTINOV, BahtinovConfig
 from focuswatch.bahtinov.conversion import grabber_px_per_um, tri_px_per_um
 from focuswatch.bahtinov.result import BahtinovResult, SpikeLine, Triplet, result_text
 from focuswatch.bahtinov.spikes import SCAN_STEP_DEG
@@ -92,6 +93,8 @@ from focuswatch.bahtinov.tri import (TRI_HALF_WIDTH, TRI_RAMP, TRI_SCAN_FRAC, TR
 from focuswatch.errors import BahtinovError  # raised here, importable from here
 
 __all__ = [
+    "BAHTINOV",
+    "BahtinovConfig",
     "BahtinovError",
     "BahtinovResult",
     "SCAN_STEP_DEG",

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 from astropy.stats import mad_std
 
+from focuswatch.bahtinov.config import BAHTINOV, BahtinovConfig
 from focuswatch.bahtinov.conversion import grabber_px_per_um
 from focuswatch.bahtinov.focus import _finish
 from focuswatch.bahtinov.geometry import (LineInfo, _ang_diff, _canonical_normal, _direction_deg, _offset,
@@ -25,7 +26,8 @@ from focuswatch.optics import Rig
 
 
 def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | None = None, reverse: bool = False,
-            max_radius_px: int = 300, wavelength_nm: float | None = None, file: str | None = None) -> BahtinovResult:
+            max_radius_px: int = 300, wavelength_nm: float | None = None, file: str | None = None,
+            config: BahtinovConfig = BAHTINOV) -> BahtinovResult:
     """Measure the Bahtinov (or Tri-Bahtinov) pattern around the brightest star.
 
     Parameters
@@ -37,6 +39,7 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
         the Bahtinov Grabber formula.
     reverse : flip the sign (mask turned by 180 deg or a mirrored image, see the package doc).
     max_radius_px : how far from the star the spikes are followed.
+    config : the tuned thresholds (:class:`~focuswatch.bahtinov.config.BahtinovConfig`).
 
     Raises :class:`BahtinovError` (a ``ValueError``) when no spike pattern is found.
     """
@@ -55,10 +58,11 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     rr_all = np.hypot(xx, yy)
     w = np.sqrt(np.clip(box, 0.0, None))
     r_in = _core_radius(w, rr_all)
-    sel = (rr_all > r_in) & (rr_all < h) & (box > 2.0 * noise)
-    if sel.sum() < 50:
+    cfg = config
+    sel = (rr_all > r_in) & (rr_all < h) & (box > cfg.spike_min_sigma * noise)
+    if sel.sum() < cfg.min_spike_pixels:
         raise BahtinovError("no diffraction spikes around the brightest star (too faint or no mask?)")
-    ang, strength, best = _radon(xx[sel], yy[sel], w[sel], rho_max=min(40.0, h / 2))
+    ang, strength, best = _radon(xx[sel], yy[sel], w[sel], rho_max=min(cfg.scan_rho_max_px, h / 2))
     peaks = _peaks(ang, strength)
     notes: list[str] = []
     if len(peaks) < 3:
@@ -70,10 +74,12 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
         coarse.append((a, float(best[j]), hgt))
     dirs = [_direction_deg(a) for a, _, _ in coarse[:3]]
     sep_deg = min(_ang_diff(dirs[i], dirs[j]) for i in range(len(dirs)) for j in range(i + 1, len(dirs)))
-    half_width = 4.0
+    half_width = cfg.profile_half_width_px
     t_max = h - half_width - 1
-    t_min = min(max(r_in, 2.5 * half_width / math.sin(math.radians(max(sep_deg, 3.0)))), max(r_in, 0.6 * t_max))
-    if t_max - t_min < 10:
+    t_min = min(max(r_in, cfg.start_clear_half_widths * half_width
+                    / math.sin(math.radians(max(sep_deg, cfg.min_spike_angle_deg)))),
+                max(r_in, cfg.max_start_frac * t_max))
+    if t_max - t_min < cfg.min_followed_px:
         raise BahtinovError("the spikes are too short or too close together to measure (crop less, or "
                             "use a longer focal length / smaller pixels)")
     Found = list[tuple[float, float, LineInfo]]
@@ -87,11 +93,11 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
         out: Found = []
         for a, rho0, hgt in cands:
             th, rho, n_s, rms, err = _refine(box, float(h), float(h), a, rho0, t_lo, t_max, hw, noise, ramp)
-            if not (n_s >= 0.4 * n_possible and rms is not None and rms < 1.5):
+            if not (n_s >= cfg.min_found_frac * n_possible and rms is not None and rms < cfg.max_line_rms_px):
                 continue
             th, rho = _canonical_normal(th, rho)
-            if any(_ang_diff(_direction_deg(th), _direction_deg(t2)) < 2.0 and abs(rho - r2) < 3.0
-                   for t2, r2, _ in out):
+            if any(_ang_diff(_direction_deg(th), _direction_deg(t2)) < cfg.same_spike_deg
+                   and abs(rho - r2) < cfg.same_spike_px for t2, r2, _ in out):
                 continue  # the same spike found twice
             out.append((th, rho, (hgt, n_s, rms, err)))
         return out
@@ -99,7 +105,7 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     found = trace(coarse, t_min)
     middles_60 = _sixty_apart([_direction_deg(t) for t, _, _ in found[:3]])
     if len(found) >= 5 or middles_60:
-        def rho_at(normal_deg: float, r_lo: float, rb: float = 8.0) -> float:
+        def rho_at(normal_deg: float, r_lo: float, rb: float = cfg.tri_rho_window_px) -> float:
             """Best 1-px bin (within ``rb`` px of the star) of the stretched light projected on
             one normal, from the stretch of the line more than ``r_lo`` px from the star."""
             th = math.radians(normal_deg)
@@ -111,7 +117,7 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
         # the angle scan again on the outer part only (beyond TRI_SCAN_FRAC of the radius), where
         # spikes a few degrees apart no longer blend: for the outer spikes' half-angle
         far_sel = (rr_all > max(r_in, TRI_SCAN_FRAC * h)) & (rr_all < h)  # no 2-sigma cut: faint spikes count
-        _, strength_far, _ = _radon(xx[far_sel], yy[far_sel], w[far_sel], rho_max=min(40.0, h / 2))
+        _, strength_far, _ = _radon(xx[far_sel], yy[far_sel], w[far_sel], rho_max=min(cfg.scan_rho_max_px, h / 2))
         found = _retrace_tri(found, trace, rho_at, strength_far, r_in, t_max) or found
     if len(found) < 3:
         raise BahtinovError(f"no Bahtinov spikes around the brightest star ({len(found)} line(s) could be traced); "
@@ -135,7 +141,8 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     roles = ["outer"] * 3
     roles[mid] = "middle"
     lines = _spike_lines(refined, line_info, roles)
-    if half < 5 or half > 40:
+    lo_deg, hi_deg = cfg.usual_half_angle_deg
+    if half < lo_deg or half > hi_deg:
         notes.append(f"outer spikes {2 * half:.1f}° apart: unusual for a Bahtinov mask")
     off_err = _quadrature([line_info[i][3] for i in (mid, o1, o2)])
     if k is None:

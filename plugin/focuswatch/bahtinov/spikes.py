@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from focuswatch.model.numerics import MAD_TO_SIGMA
+
 
 #: Normal angles scanned by the coarse Radon step (deg).
 SCAN_STEP_DEG = 0.5
@@ -122,7 +124,7 @@ def _refine(img: np.ndarray, cx: float, cy: float, theta_deg: float, rho: float,
             sw = np.sqrt(wt[keep])
             coef, *_ = np.linalg.lstsq(a_mat * sw[:, None], u[keep] * sw, rcond=None)
             res = u - (coef[0] + coef[1] * t)
-            sig = 1.4826 * float(np.median(np.abs(res[keep]))) + 1e-6
+            sig = MAD_TO_SIGMA * float(np.median(np.abs(res[keep]))) + 1e-6
             new = np.abs(res) < 3.0 * sig
             if new.sum() < 6 or np.array_equal(new, keep):
                 break
