@@ -260,8 +260,16 @@ def test_replay_runs_the_same_policy_without_writing(tmp_path, base_frame):
     for i, t in enumerate([10.0, 10.0, 10.0, 8.0, 8.0]):
         (night / f"n{4 - i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=t))
     before = sorted(p.name for p in night.iterdir())
-    rows, mon = replay(night, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET)
+    shown = []
+
+    def progress(items):  # the caller's bar (watch/ draws none): sees every frame, in capture order
+        for it in items:
+            shown.append(it[1].name)
+            yield it
+
+    rows, mon = replay(night, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET, progress=progress)
     assert [r.path.name for r in rows] == ["n4.fits", "n3.fits", "n2.fits", "n1.fits", "n0.fits"]
+    assert shown == [r.path.name for r in rows]
     assert [r.decision.decision for r in rows] == ["ok", "ok", "ok", "refocus", "ok"]
     assert sorted(p.name for p in night.iterdir()) == before
 

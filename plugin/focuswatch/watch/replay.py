@@ -9,7 +9,7 @@ catch-up scan too).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from focuswatch.boundary import frame_boundary
 from focuswatch.config import Config
@@ -29,7 +29,8 @@ def list_frames(folder: str | Path, recursive: bool = True) -> list[Path]:
 
 
 def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_marks: Any = (),
-           recursive: bool = True, on_row: Any = None, progress: bool = False,
+           recursive: bool = True, on_row: Any = None,
+           progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
            diagnose: bool = True, sink: NightSink | None = None) -> tuple[list[Processed], Any]:
     """Run a finished night through the policy as the watcher would have, firing nothing.
 
@@ -38,11 +39,10 @@ def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_mar
     before the first frame *written* after it, a NINA run counts once a light frame confirms
     it. ``af_marks``: :class:`~focuswatch.watch.loop.AFSignal` items
     (:func:`autofocus_signals`, what ``watch`` reads) or bare :class:`AutofocusMark` ones.
-    ``sink`` receives the journal rows ``watch`` would write (default: nowhere). Returns the
+    ``sink`` receives the journal rows ``watch`` would write (default: nowhere); ``progress``, when
+    given, wraps the frames (the caller's progress bar: this module draws nothing). Returns the
     :class:`Processed` rows and the monitor. Nothing is written anywhere.
     """
-    from focuswatch.render.progress import progress as bar
-
     config = config or Config()
     policy = policy or policy_from_config(config)
     out: list[Processed] = []
@@ -68,7 +68,7 @@ def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_mar
     night.sort(key=lambda x: x[0])
     for item in af_marks:
         session.offer(item if isinstance(item, AFSignal) else AFSignal.of(item), 0.0)
-    for _, p, meta, written in bar(night, desc="replay", enabled=progress, unit="frame"):
+    for _, p, meta, written in (progress(night) if progress is not None else night):
         emit(session.frame(p, meta, written_s=written, load=lambda p=p: _load_finished(p)))
     session.release(0.0)
     return out, session.monitor
