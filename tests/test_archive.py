@@ -414,3 +414,32 @@ def test_a_frame_that_vanishes_mid_run_is_named_left_undone_and_counted_once(sky
     with sqlite3.connect(db) as con:
         paths = [r[0] for r in con.execute("SELECT path FROM frames WHERE status = 'measured'")]
     assert len(paths) == len(set(paths)) == 4 and str(moved) in paths and str(victim) not in paths
+
+
+def test_a_folder_that_vanishes_mid_run_keeps_its_rows(sky, tmp_path, capsys, monkeypatch):
+    """A night folder gone between the listing and the reads (an unmounted share, a folder moved
+    away): each frame is named and left undone (exit 1), but the rows measured before stay, as
+    between runs: a share that dropped must not erase its measurements."""
+    _, truth = sky
+    root = tmp_path / "astro"
+    night = root / "2026-11-21"
+    (night / "LIGHT").mkdir(parents=True)
+    for p in truth["lights"][:2]:
+        shutil.copy2(p, night / "LIGHT" / p.name)
+    db = tmp_path / "index.sqlite"
+    args = ["archive", str(root), "--index", str(db), "--no-report", "--json", "--workers", "1"]
+    rc, out, _ = _run(args, capsys)
+    assert rc == 0 and json.loads(out.splitlines()[0])["n_measured"] == 2
+    listing = archive.find_images
+
+    def list_then_unmount(top):
+        files = listing(top)
+        night.rename(tmp_path / "elsewhere")
+        return files
+    monkeypatch.setattr(archive, "find_images", list_then_unmount)
+    rc, out, err = _run(args, capsys)
+    run = json.loads(out.splitlines()[0])
+    assert rc == 1 and run["n_lost"] == 2 and run["n_unchanged"] == 0
+    assert sum("not measured: vanished" in line for line in err.splitlines()) == 2
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM frames WHERE status = 'measured'").fetchone() == (2,)

@@ -16,8 +16,9 @@ Incremental and interrupt-safe:
   the next run picks them up; unreadable frames get a ``bad`` row with the reason and are not
   retried until the file changes (or ``retry_bad``);
 - a file that vanishes between the listing and its read (deleted, or moved by the capture
-  program or the user) is named in one line and counted as left undone; its row, if it had
-  one, is dropped, so a frame moved elsewhere under the root is counted once, at its new place.
+  program or the user) is named in one line and counted as left undone; while its folder is
+  still there its row, if it had one, is dropped, so a frame moved elsewhere under the root is
+  counted once, at its new place (a folder gone with it, as an unmounted share, keeps its rows).
 
 Grouping, from headers first and folder/file names second (NINA's default pattern
 ``$$DATEMINUS12$$\\$$IMAGETYPE$$\\$$DATETIME$$_$$FILTER$$_$$SENSORTEMP$$_$$EXPOSURETIME$$s_$$FRAMENR$$``):
@@ -367,7 +368,7 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
         try:
             st = p.stat()
         except OSError as exc:
-            if not os.path.lexists(p):
+            if _vanished_alone(p):
                 gone.append(p)
             left_undone(Outcome(-1, p, LOST, None, _unlisted_problem(p, exc, "before it was read")))
             continue
@@ -389,7 +390,8 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
                 else:
                     run.n_measured += 1
             elif o.status == BAD and not os.path.lexists(o.path):  # vanished while read: not a bad frame
-                gone.append(o.path)
+                if _vanished_alone(o.path):
+                    gone.append(o.path)
                 left_undone(Outcome(o.index, o.path, LOST, None, _unlisted_problem(o.path, None, "while it was read")))
             elif o.status == BAD:
                 run.n_bad += 1
@@ -416,6 +418,13 @@ def update_index(root: str | os.PathLike[str], index: ArchiveIndex, *, rig: Rig 
         run.n_lost += len(todo) - done
         run.lost.append(("", f"{len(todo) - done} frame(s) not reached before the interruption"))
     return run
+
+
+def _vanished_alone(p: Path) -> bool:
+    """The file is gone but its folder is still there: deleted or moved by a person or a
+    program, so its row goes. A folder gone with it (an unmounted NAS, a night folder moved
+    away) keeps its rows: years of measurements are not erased by a share that dropped."""
+    return not os.path.lexists(p) and p.parent.is_dir()
 
 
 def _unlisted_problem(path: Path, exc: OSError | None, when: str) -> str:
