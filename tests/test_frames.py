@@ -582,3 +582,23 @@ def test_pictures_are_read_without_a_memory_map(tmp_path, monkeypatch, mode):
     f = frames.load(p)
     assert maps == []
     np.testing.assert_array_equal(f.pixels, arr[::-1].astype(np.float32))
+
+
+def test_the_size_a_caller_just_saw_is_the_one_the_proof_and_header_use(tmp_path):
+    """The watcher's one stat() per poll: the completeness proof reads the size given (a file
+    seen short is still being written, whatever it holds by now), the header comes from the
+    proof's layout without looking at the file again, and the load still checks the size on disk
+    before reading pixels (a file cut short since is refused, never read half)."""
+    p = _write(tmp_path / "l.fits", _stars(), NINA_HEADER)
+    size = p.stat().st_size
+    with pytest.raises(FrameIncomplete):
+        frames.check_complete(p, size - 2880)
+    layout = frames.check_complete(p, size)
+    assert layout.proven and layout.actual_bytes == size
+    hidden = p.rename(tmp_path / "moved.fits")  # the header must not need the file any more
+    meta = frames.read_header(p, layout=layout, size_bytes=size)
+    assert (meta.filter_name, meta.focuser_pos, meta.exposure_s) == ("Ha", 12345, 120.0)
+    hidden.rename(p)
+    p.write_bytes(p.read_bytes()[:size - 2880])
+    with pytest.raises(FrameIncomplete):
+        frames.load(p, layout=layout)

@@ -213,7 +213,7 @@ def _walk_hdus(p: Path, fh: Any, actual: int, *, headers_only_first_image: bool 
     return hdus
 
 
-def fits_layout(path: str | Path) -> FitsLayout:
+def fits_layout(path: str | Path, size_bytes: int | None = None) -> FitsLayout:
     """Walk the HDU headers of a FITS file and compute the size its headers promise.
 
     Raises :class:`FrameError` for a file that is not FITS or whose header claims an
@@ -223,9 +223,10 @@ def fits_layout(path: str | Path) -> FitsLayout:
     header + data rounded up to 2880 bytes; NINA writes in place, so a watcher sees partial
     files. When the complete file's pixel data ends in zero bytes, its DATASUM (if any) is
     checked: a pre-allocated file being filled has the right size long before its pixels.
+    ``size_bytes``: the file's size from a ``stat()`` the caller has just made (not asked again).
     """
     p = Path(path)
-    actual = os.stat(p).st_size
+    actual = os.stat(p).st_size if size_bytes is None else size_bytes
     if actual == 0:
         raise FrameIncomplete(p, "empty file (0 bytes): still being written, or truncated")
     with open(p, "rb") as fh:
@@ -253,11 +254,11 @@ def fits_layout(path: str | Path) -> FitsLayout:
                       checksum_ok, notes)
 
 
-def check_fits_complete(path: str | Path) -> FitsLayout:
+def check_fits_complete(path: str | Path, size_bytes: int | None = None) -> FitsLayout:
     """The FITS half of :func:`focuswatch.io.frames.check_complete`: the layout of a whole file
     with an image, else :class:`FrameIncomplete` (wait) or :class:`FrameError` (never a frame)."""
     p = Path(path)
-    layout = fits_layout(p)
+    layout = fits_layout(p, size_bytes)
     if not layout.complete:
         raise FrameIncomplete(
             p, f"truncated: the header promises {layout.expected_bytes} bytes, the file has {layout.actual_bytes}")

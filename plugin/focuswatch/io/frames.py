@@ -95,7 +95,7 @@ def refuse_frame_target(path: str | Path, what: str) -> None:
                           "give a path ending in .png (or .html for a report)")
 
 
-def check_complete(path: str | Path) -> FitsLayout | XisfLayout:
+def check_complete(path: str | Path, size_bytes: int | None = None) -> FitsLayout | XisfLayout:
     """Raise :class:`FrameIncomplete` unless the file at ``path`` is whole.
 
     FITS (plain and tile-compressed): every header has its END card and the size the headers
@@ -103,12 +103,13 @@ def check_complete(path: str | Path) -> FitsLayout | XisfLayout:
     are there. The returned layout's ``proven`` says whether that is beyond doubt (no
     zero-filled tail, or a matching checksum); the watcher measures a proven file at once
     and waits for a stable content check otherwise. Raises :class:`FrameError` for a file
-    that can never be a frame (not FITS, only a table, absurd header).
+    that can never be a frame (not FITS, only a table, absurd header). ``size_bytes``: the
+    file's size from a ``stat()`` the caller has just made (the watcher's readiness poll).
     """
     p = Path(path)
     if p.name.lower().endswith(XISF_SUFFIXES):
-        return check_xisf_complete(p)
-    return check_fits_complete(p)
+        return check_xisf_complete(p, size_bytes)
+    return check_fits_complete(p, size_bytes)
 
 
 def _load_picture(p: Path) -> Frame:
@@ -186,15 +187,20 @@ def load(path: str | Path, *, check: bool = True, layout: FitsLayout | XisfLayou
         return _load_fits(p, check, layout, size_bytes)
 
 
-def read_header(path: str | Path, *, layout: FitsLayout | XisfLayout | None = None) -> FrameMeta:
+def read_header(path: str | Path, *, layout: FitsLayout | XisfLayout | None = None,
+                size_bytes: int | None = None) -> FrameMeta:
     """Only the normalised header of a FITS/XISF file (cheap: no pixels are read).
 
     Works on a file still being written once its headers are whole; one bad card is left
     out rather than failing the header. ``layout``: a FITS layout from
-    :func:`check_complete` of this file, whose headers are used instead of reading them again.
+    :func:`check_complete` of this file, whose headers are used instead of reading them again
+    while the file keeps that size; ``size_bytes``: its size from a ``stat()`` the caller has
+    just made (then the file is not looked at again when the layout still holds).
     """
     from focuswatch.boundary import frame_boundary
 
+    if size_bytes is not None and _layout_still_valid(Path(path), layout, FitsLayout, size_bytes) and layout.hdus:
+        return header_meta(layout.hdus)
     with frame_boundary(path):
         p, size_bytes = _opened_path(path)
         if _layout_still_valid(p, layout, FitsLayout, size_bytes) and layout.hdus:

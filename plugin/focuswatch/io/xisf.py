@@ -33,19 +33,20 @@ class XisfLayout(_Completeness):
     has_checksum: bool = False
 
 
-def xisf_layout(path: str | Path) -> XisfLayout:
+def xisf_layout(path: str | Path, size_bytes: int | None = None) -> XisfLayout:
     """Check an XISF file against its own header: signature, XML, attachment bounds.
 
     The XISF 1.0 header is ``XISF0100``, a little-endian uint32 length, 4 reserved bytes and
     that many bytes of XML; each image's pixels are an ``attachment:POSITION:SIZE`` block.
     The file is complete when it reaches the end of the last attachment. A data block ending
     in zero bytes is checked against the image's ``checksum="sha1:..."`` when it has one.
+    ``size_bytes``: the file's size from a ``stat()`` the caller has just made (not asked again).
     """
     import re
     import xml.etree.ElementTree as ET
 
     p = Path(path)
-    actual = os.stat(p).st_size
+    actual = os.stat(p).st_size if size_bytes is None else size_bytes
     if actual == 0:
         raise FrameIncomplete(p, "empty file (0 bytes): still being written, or truncated")
     with open(p, "rb") as fh:
@@ -91,11 +92,11 @@ def xisf_layout(path: str | Path) -> XisfLayout:
     return XisfLayout(expected, actual, zero_tail, ok, True, has_sum)
 
 
-def check_xisf_complete(path: str | Path) -> XisfLayout:
+def check_xisf_complete(path: str | Path, size_bytes: int | None = None) -> XisfLayout:
     """The XISF half of :func:`focuswatch.io.frames.check_complete`: the layout of a whole file,
     else :class:`FrameIncomplete` (an attachment not all there, or its checksum not matching yet)."""
     p = Path(path)
-    xl = xisf_layout(p)
+    xl = xisf_layout(p, size_bytes)
     if not xl.complete:
         raise FrameIncomplete(p, f"truncated: the XISF header promises {xl.expected_bytes} bytes, the file "
                                  f"has {xl.actual_bytes}")

@@ -57,11 +57,12 @@ MIN_PASS_GAP_S = 0.02
 STALE_EVENT_H = 12.0
 
 
-def _probe(p: Path) -> Any:
+def _probe(p: Path, size_bytes: int | None = None) -> Any:
     """:func:`frames.check_complete` with every other failure worded by the frame boundary
-    (a file that vanished stays a ``FileNotFoundError``: the readiness says "gone")."""
+    (a file that vanished stays a ``FileNotFoundError``: the readiness says "gone").
+    ``size_bytes``: the size the readiness poll has just seen (not asked again)."""
     try:
-        return frames_mod.check_complete(p)
+        return frames_mod.check_complete(p, size_bytes)
     except (FileNotFoundError, FrameError):
         raise
     except Exception as exc:  # noqa: BLE001 - one line per frame, whatever happened
@@ -394,7 +395,7 @@ class Watcher:
             metas: list[tuple[tuple[float, str], Path, Any, Any, _Seen]] = []
             for p, (layout, seen) in ready:
                 try:
-                    meta = frames_mod.read_header(p, layout=layout)
+                    meta = frames_mod.read_header(p, layout=layout, size_bytes=seen.size)
                 except FrameError:
                     meta = None
                 metas.append((frames_mod.frame_order_key(p, meta, seen.mtime_s), p, meta, layout, seen))
@@ -422,7 +423,10 @@ class Watcher:
         return done
 
     def _readiness(self, p: Path, now: float) -> Readiness:
-        return Readiness(p, now, self.readiness, probe=_probe, signature=frames_mod.content_signature)
+        r = Readiness(p, now, self.readiness, signature=frames_mod.content_signature)
+        # the proof reads the size this poll's stat() just fed the readiness, not a new one
+        r.probe = lambda path: _probe(path, r.size if r.size >= 0 else None)
+        return r
 
     def _ready(self, now: float, done: list[Processed]) -> list[tuple[Path, tuple[Any, _Seen]]]:
         """Feed every pending file's ``stat()`` to its :class:`Readiness`; return the ready ones,
