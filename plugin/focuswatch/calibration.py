@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from focuswatch.errors import CalibrationDataError
-from focuswatch.optics import ARCSEC_PER_RAD  # the one copy (optics imports this module only lazily)
+from focuswatch.model.numerics import ARCSEC_PER_RAD  # the one copy; importing optics here made a cycle
 
 DATA_FILE = "focus_seeing_calibration.json"
 #: Keys every calibration document must hold (checked once, when it is first read).

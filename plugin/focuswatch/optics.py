@@ -21,13 +21,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from focuswatch.model.numerics import ARCSEC_PER_RAD  # noqa: F401 - one copy; importable from here too
 from focuswatch.model.records import Record
 
 #: Kolmogorov long-exposure seeing: FWHM = KOLMOGOROV_FWHM_FACTOR * lambda / r0 (GalSim's value;
 #: the one copy: the Fourier-optics renderer and the donut fit read it from here).
 KOLMOGOROV_FWHM_FACTOR = 0.975865
-
-ARCSEC_PER_RAD = 206264.806
 
 #: Common imaging wavelengths (nm) with the filter they stand for.
 COMMON_WAVELENGTHS_NM: dict[str, float] = {

@@ -19,6 +19,10 @@ import numpy as np
 #: the frame HFR (a median over stars) and the policy's baselines (medians of frames) use it.
 MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
 
+#: Arcseconds in a radian (180 * 3600 / pi): the one copy; optics re-exports it, and the
+#: calibration reads it from here so that it need not import optics (which imports it).
+ARCSEC_PER_RAD = 206264.806
+
 #: Gaussian sigma over the median absolute deviation, 1 / Phi^-1(3/4) = 1.4826 (astropy's
 #: ``mad_std`` constant): for the robust scatters written out without astropy.stats.
 MAD_TO_SIGMA = 1.482602218505602
