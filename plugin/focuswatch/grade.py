@@ -143,17 +143,22 @@ class SubQuality(Record):
     timestamp: float | None = None
     seeing_fwhm_px: float | None = None
     blur_to_seeing: float | None = None
+    #: The diagnosis, judged with the night's seeing witness (``diagnose.night_witnesses``), called
+    #: a focus miss that the profile shape alone could not see (the star's size did).
+    focus_by_size: bool = False
 
     @classmethod
     def from_stats(cls, stats: Any, seeing_fwhm_px: float | None = None,
-                   blur_to_seeing: float | None = None) -> "SubQuality":
+                   blur_to_seeing: float | None = None, *, focus_by_size: bool = False) -> "SubQuality":
         """Build from a ``stars.FrameStats`` (or anything with the same attributes).
 
         ``seeing_fwhm_px`` is the seeing core of the sub without its defocus blur (from
         ``diagnose.frame(...).evidence.seeing_fwhm_px``), when known; ``blur_to_seeing`` the
         diagnosis' smallest plausible defocus blur over the seeing
         (``evidence.min_blur_to_seeing``); without it the grade runs the same profile call
-        on the sub's HFR and HFD/FWHM.
+        on the sub's HFR and HFD/FWHM. ``focus_by_size``: the diagnosis with the night's
+        seeing witness called the sub a focus miss from its size
+        (:func:`focuswatch.diagnose.focus_by_size`).
         """
         meta = getattr(stats, "meta", None)
         return cls(file=str(getattr(stats, "file", "") or ""), fwhm_px=getattr(stats, "fwhm_px", None),
@@ -163,7 +168,7 @@ class SubQuality(Record):
                    background_adu=getattr(stats, "background_adu", None),
                    filter_name=getattr(meta, "filter_name", None) if meta else None,
                    timestamp=getattr(meta, "timestamp", None) if meta else None,
-                   seeing_fwhm_px=seeing_fwhm_px, blur_to_seeing=blur_to_seeing)
+                   seeing_fwhm_px=seeing_fwhm_px, blur_to_seeing=blur_to_seeing, focus_by_size=focus_by_size)
 
 
 @dataclass(frozen=True)
@@ -320,12 +325,13 @@ def judge_subs(subs: Sequence[SubQuality], best_fwhm_px: float | None,
             flat = s.profile_ratio is not None and s.profile_ratio < config.flat_profile_ratio
             x_low = sub_blur_to_seeing(s)
             if x_low is not None:
-                focus = flat or x_low >= config.focus_blur_to_seeing
+                focus = flat or x_low >= config.focus_blur_to_seeing or s.focus_by_size
                 shape = (f"flat-topped profile ({s.profile_ratio:.2f})" if flat else
-                         f"a defocus blur of at least {x_low:.2f}x the seeing" if focus else
+                         f"a defocus blur of at least {x_low:.2f}x the seeing" if x_low >= config.focus_blur_to_seeing
+                         else "stars larger than the night's in-focus frames allow" if focus else
                          f"a seeing profile (HFD/FWHM {s.profile_ratio:.2f})")
             else:  # no profile to read: the size alone
-                focus = flat or ratio > config.focus_factor
+                focus = flat or ratio > config.focus_factor or s.focus_by_size
                 shape = f"flat-topped profile ({s.profile_ratio:.2f})" if flat else "a large, steady growth"
             if focus:
                 cause = "focus"

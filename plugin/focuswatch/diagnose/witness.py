@@ -286,5 +286,18 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
     return replace(diagnosis, evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",
+def focus_by_size(diagnosis: Any) -> bool:
+    """The diagnosis called ``focus_miss`` with a seeing witness whose size call had a say
+    (the size's lower bound on the defocus reached the miss band, and the seeing did not get
+    worse than the witness): what the grade adds to its own profile call for a soft sub."""
+    ev = getattr(diagnosis, "evidence", None)
+    if getattr(diagnosis, "label", None) != "focus_miss" or ev is None or ev.witness_source is None:
+        return False
+    c = DiagnoseConfig()
+    low = ev.size_defocus_cfz_low
+    return bool(low is not None and low >= c.seeing_size_miss_cfz * c.focus_miss_cfz_band[0]
+                and not ev.seeing_worse_than_witness)
+
+
+__all__ = ["INFOCUS", "focus_by_size", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",
            "rejudge", "seeing_from_infocus_hfr"]

@@ -132,6 +132,15 @@ def _seeing_core(diagnosis: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
+def _focus_by_size(diagnosis: Any) -> bool:
+    """The diagnosis, with the night's seeing witness, called a focus miss from the star size."""
+    if diagnosis is None:
+        return False
+    from focuswatch.diagnose import focus_by_size
+
+    return focus_by_size(diagnosis)
+
+
 def _own_summary(st: Any) -> dict[str, Any]:
     return {"fwhm_px": st.fwhm_px, "hfr_px": st.hfr_px, "eccentricity": st.eccentricity,
             "roundness": roundness_from_eccentricity(st.eccentricity), "n_stars": st.n_stars,
@@ -195,7 +204,8 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
             good = [s for s in stats if str(s.file) in usable]
             left = tuple(x for x in scan.left_out if any(str(s.file) == x.file for s in stats))
             diags = scan.diagnose(rig)
-            subs = tuple(SubQuality.from_stats(s, _seeing_core(diags.get(str(s.file)))) for s in good)
+            subs = tuple(SubQuality.from_stats(s, _seeing_core(diags.get(str(s.file))),
+                                               focus_by_size=_focus_by_size(diags.get(str(s.file)))) for s in good)
             frig = rig_with_header(rig or Rig(), stats[0].meta) if stats else rig
             if len(good) < 2:
                 results.append(FilterGrade(filt, len(stats), 0, left, None, None, None, None, None,
