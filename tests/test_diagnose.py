@@ -1,7 +1,6 @@
 """Diagnosis against the simulator's truth: labels, defocus, donuts, the night's story, the CLI."""
 from __future__ import annotations
 
-import functools
 import json
 from collections import Counter
 
@@ -415,7 +414,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(frame_dir, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- physical optics (independent truth)
 
-from physframes import NEWTONIAN, assert_config_error_is_one_line, measured, rig_of, seeing_frame  # noqa: E402
+from physframes import NEWTONIAN, assert_config_error_is_one_line, measured, night_frame, rig_of, seeing_frame  # noqa: E402
 
 from focuswatch.sim import physical as po  # noqa: E402
 
@@ -642,25 +641,6 @@ def test_a_seeing_monitor_in_the_header_reaches_the_diagnosis_through_the_pipeli
 
 # --------------------------------------------------------------------------- the night's own seeing witness
 
-@functools.lru_cache(maxsize=None)
-def _night_frame(o: po.Optics, seeing_arcsec: float, cfz: float, index: int, seed: int, *,
-                 focpos: int = 1000, filter_name: str = "L", cadence_s: float = 300.0):
-    """One frame of a physical-optics night (256 px, 30 stars), dated DATE-OBS = index x cadence
-    after 2026-11-21T22:00 and at focuser position ``focpos`` (cached: nights share frames)."""
-    import datetime as dt
-
-    from focuswatch.io.frames import frame_from_array
-
-    spec = po.FrameSpec(optics=o, seeing=po.Seeing(float(seeing_arcsec)),
-                        aberrations=po.FieldAberrations(defocus_um=cfz * optics.cfz_um(o.f_ratio)),
-                        width_px=256, height_px=256, n_stars=30, seed=seed * 1000 + index)
-    when = dt.datetime(2026, 11, 21, 22, 0, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=index * cadence_s)
-    header = {**po.frame_header(spec, filter_name=filter_name), "DATE-OBS": when.strftime("%Y-%m-%dT%H:%M:%S"),
-              "FOCPOS": focpos}
-    frame = frame_from_array(po.render_frame(spec).pixels, header)
-    return frame, stars.measure(frame)
-
-
 def _witnessed_night(o: po.Optics, seeings, cfzs, seed: int):
     """Diagnose a night frame by frame as the night loop does: the witness from the night's own
     first frames (WitnessTracker), judged before the frame is added. Returns (plain, witnessed)."""
@@ -668,7 +648,7 @@ def _witnessed_night(o: po.Optics, seeings, cfzs, seed: int):
     tracker = diagnose.WitnessTracker(rig)
     plain, witnessed = [], []
     for i, (s, c) in enumerate(zip(seeings, cfzs)):
-        frame, st = _night_frame(o, s, c, i, seed)
+        frame, st = night_frame(o, s, c, i, seed)
         w = tracker.witness_for("L", st.meta.timestamp, st.meta.focuser_pos)
         plain.append(diagnose.frame(st, rig))
         witnessed.append(diagnose.frame(st, rig, seeing_witness=w))
@@ -690,19 +670,22 @@ def test_the_witness_tracker_takes_the_first_frames_at_a_focus_and_lets_them_age
     t.add("L", 0.0, 1.50, 1000)
     assert t.witness_for("L", 300.0, 1000) is None  # the second frame is a witness frame itself
     t.add("L", 300.0, 1.60, 1000)
-    w = t.witness_for("L", 600.0, 1000)
-    assert w.source == "infocus" and w.n_frames == 2 and w.hfr_px == pytest.approx(1.55) and w.age_s == 600.0 - 300.0
+    assert t.witness_for("L", 600.0, 1000) is None  # one frame-to-frame step: the night's scatter unknown
+    t.add("L", 600.0, 1.58, 1000)
+    t.add("L", 900.0, 1.52, 1000)
+    w = t.witness_for("L", 1200.0, 1000)
+    assert w.source == "infocus" and w.n_frames == 2 and w.hfr_px == pytest.approx(1.55) and w.age_s == 1200.0 - 300.0
+    assert w.frames_since == 3
     assert w.seeing_arcsec == pytest.approx(calibration.seeing_for_infocus_hfr_arcsec(
         1.55, 80.0, 550.0, rig.plate_scale_arcsec_px, 0.0))
     assert calibration.infocus_hfr_px(w.seeing_arcsec, 80.0, 550.0, rig.plate_scale_arcsec_px) == pytest.approx(1.55, rel=1e-3)
-    assert w.jitter_pct == pytest.approx(100 * 1.4826 * abs(np.log(1.6 / 1.5)) / np.sqrt(2), rel=1e-6)
-    assert t.witness_for("R", 600.0, 1000) is None          # another filter has its own
+    steps = np.abs(np.diff(np.log([1.50, 1.60, 1.58, 1.52])))
+    assert w.jitter_pct == pytest.approx(100 * 1.4826 * np.median(steps) / np.sqrt(2), rel=1e-6)
+    assert t.witness_for("R", 1200.0, 1000) is None          # another filter has its own
     assert t.witness_for("L", 300.0 + 1801.0, 1000) is None  # too old
-    assert t.witness_for("L", 600.0, 1100) is None          # the focuser moved: another focus
-    t.add("L", 600.0, 1.58, 1000)
-    assert t.witness_for("L", 900.0, 1000).frames_since == 2
+    assert t.witness_for("L", 1200.0, 1100) is None          # the focuser moved: another focus
     t.autofocus()
-    assert t.witness_for("L", 900.0, 1000) is None
+    assert t.witness_for("L", 1200.0, 1000) is None
     # a larger allowance on a night whose sizes jump about: the same star is no longer a miss
     spec = seeing_frame(3.4, optics=REFRACTOR_80, defocus_um=optics.cfz_um(REFRACTOR_80.f_ratio), seed=5,
                         size_px=256, n_stars=30)
@@ -764,13 +747,14 @@ def test_the_night_story_judges_a_folder_with_its_own_witness():
     position as the witness, reports it per frame, and the 1 CFZ slip the shape reads as seeing
     becomes a focus miss; night_witnesses gives nothing to the first frames."""
     seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
-    items = [_night_frame(REFRACTOR_80, s, c, i, seed=20) for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
+    items = [night_frame(REFRACTOR_80, s, c, i, seed=20) for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
     stats_list = [st for _, st in items]
     rig = rig_of(REFRACTOR_80)
     ws = diagnose.night_witnesses(stats_list[::-1], rig)[::-1]  # any order in, capture order used
-    assert ws[0] is None and ws[1] is None and ws[2].source == "infocus" and ws[2].n_frames == 2
+    # frames 0-1 are the witness, 2-3 wait for three frame-to-frame steps of the night's scatter
+    assert ws[:4] == [None] * 4 and ws[4].source == "infocus" and ws[4].n_frames == 2
     story = diagnose.night(stats_list, rig)
-    assert story.frames[0].witness_source is None and story.frames[4].witness_source == "infocus"
+    assert story.frames[2].witness_source is None and story.frames[4].witness_source == "infocus"
     assert story.frames[4].label == "focus_miss"
     assert all(f.label != "focus_miss" for f in story.frames[:4])
     given = [diagnose.frame(st, rig, image=fr) for fr, st in items]

@@ -65,6 +65,10 @@ class DiagnoseConfig(Record):
     #: root of the frames since the witness (a random walk): on a night whose seeing wanders, the
     #: size says little.
     witness_jitter_z: float = 2.0
+    #: ... and the witness is used only once that scatter is known from at least this many
+    #: successive frame-to-frame differences of the filter (at one focus, anywhere in the night):
+    #: a seeing that jumped right after the witness frames would otherwise read as a focus miss.
+    witness_min_steps: int = 3
     #: ... and it calls a focus miss on size only where the profile shape can hide the defocus:
     #: the size call fades out as the size's lower bound goes from ``lo`` to ``hi`` CFZ while the
     #: shape sees no such blur (the shape alone calls 1.5 CFZ and more, docs/diagnose.md). A star
@@ -202,7 +206,7 @@ class DiagnoseConfig(Record):
         "poor_seeing_excess": (1.0, 5.0), "focus_miss_blur_ratio": (0.05, 10.0), "focus_miss_cfz": (0.05, 20.0),
         "seeing_size_uncertainty": (0.0, 2.0), "seeing_size_miss_cfz": (0.05, 20.0),
         "witness_frames": (1, 100), "witness_max_age_s": (0.0, 1e7), "witness_focuser_steps": (0.0, 1e9),
-        "witness_jitter_z": (0.0, 20.0), "witness_size_max_cfz_band": (0.0, 100.0),
+        "witness_jitter_z": (0.0, 20.0), "witness_min_steps": (0, 100), "witness_size_max_cfz_band": (0.0, 100.0),
         "dew_wing_excess": (0.0, 5.0), "dew_min_halo_px": (0.0, 50.0), "elongated_ecc": (0.0, 1.0),
         "aligned": (0.0, 1.0), "radial": (0.0, 1.0), "flare_snr": (0.0, 100.0), "field_variation_pct": (0.0, 500.0),
         "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),

@@ -27,7 +27,10 @@ The rule for the in-focus frames (:class:`WitnessTracker`), the same in the nigh
   one is a seeing that got worse, guarded below);
 * the witness seeing is the one their median HFR gives, per filter (each filter has its
   own wavelength and focus);
-* it serves the later frames of that filter for ``witness_max_age_s`` after its last frame;
+* it serves the later frames of that filter for ``witness_max_age_s`` after its last frame,
+  once the night has shown how much its seeing moves (``witness_min_steps`` frame-to-frame
+  steps of the filter's HFR, anywhere in the night at one focus); its size allowance grows with
+  that scatter and with the frames since the witness (a random walk);
 * the night's *best* frames are not used: the best seeing of the night predicts too small
   a star for every later frame, which would turn ordinary seeing into focus misses.
 
@@ -124,13 +127,14 @@ class WitnessTracker:
     >>> t = WitnessTracker(rig)
     >>> t.witness_for("L", 0.0, 1000) is None        # nothing known in focus yet
     True
-    >>> t.add("L", 0.0, 1.6, 1000); t.add("L", 300.0, 1.7, 1000)
-    >>> w = t.witness_for("L", 900.0, 1000)
-    >>> round(w.hfr_px, 2), w.n_frames, w.age_s, w.source
-    (1.65, 2, 600.0, 'infocus')
-    >>> t.witness_for("L", 900.0 + 3600.0, 1000) is None   # too old
+    >>> for k, hfr in enumerate((1.6, 1.7, 1.66, 1.64)):
+    ...     t.add("L", 300.0 * k, hfr, 1000)
+    >>> w = t.witness_for("L", 1200.0, 1000)
+    >>> round(w.hfr_px, 2), w.n_frames, w.age_s, w.source, w.frames_since
+    (1.65, 2, 900.0, 'infocus', 3)
+    >>> t.witness_for("L", 1200.0 + 3600.0, 1000) is None   # too old
     True
-    >>> t.witness_for("L", 900.0, 1200) is None      # the focuser moved: a new focus
+    >>> t.witness_for("L", 1200.0, 1200) is None      # the focuser moved: a new focus
     True
     """
 
@@ -171,11 +175,14 @@ class WitnessTracker:
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
         """The witness for a frame of ``filter_name`` taken at ``time_s`` (``None``: none yet,
-        too old, another focuser position, or the frame is itself one of the witness frames).
+        too old, another focuser position, the frame is itself one of the witness frames, or the
+        filter's frame-to-frame scatter is known from fewer than ``witness_min_steps`` steps).
         ``rig`` (the frame's, header merged) turns the HFR into a seeing; default: the tracker's."""
         c = self._by_filter.get(self._key(filter_name))
         if c is None or len(c.hfrs) < self.config.witness_frames or not self._same_focus(c, focuser_pos):
             return None
+        if len(self._diffs.get(self._key(filter_name), ())) < self.config.witness_min_steps:
+            return None  # how much this night's seeing moves is not known yet
         age = None
         if time_s is not None and c.last_time_s is not None:
             age = float(time_s) - float(c.last_time_s)
@@ -286,18 +293,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
     return replace(diagnosis, evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-def focus_by_size(diagnosis: Any) -> bool:
-    """The diagnosis called ``focus_miss`` with a seeing witness whose size call had a say
-    (the size's lower bound on the defocus reached the miss band, and the seeing did not get
-    worse than the witness): what the grade adds to its own profile call for a soft sub."""
-    ev = getattr(diagnosis, "evidence", None)
-    if getattr(diagnosis, "label", None) != "focus_miss" or ev is None or ev.witness_source is None:
-        return False
-    c = DiagnoseConfig()
-    low = ev.size_defocus_cfz_low
-    return bool(low is not None and low >= c.seeing_size_miss_cfz * c.focus_miss_cfz_band[0]
-                and not ev.seeing_worse_than_witness)
-
-
-__all__ = ["INFOCUS", "focus_by_size", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",
            "rejudge", "seeing_from_infocus_hfr"]

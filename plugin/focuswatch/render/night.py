@@ -132,13 +132,11 @@ def _seeing_core(diagnosis: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
-def _focus_by_size(diagnosis: Any) -> bool:
-    """The diagnosis, with the night's seeing witness, called a focus miss from the star size."""
-    if diagnosis is None:
-        return False
-    from focuswatch.diagnose import focus_by_size
-
-    return focus_by_size(diagnosis)
+def _focus_miss(diagnosis: Any) -> bool | None:
+    """The diagnosis' focus call on a sub (made with the night's seeing witness); ``None``
+    without a diagnosis (the grade then reads the profile itself)."""
+    label = getattr(diagnosis, "label", None)
+    return None if label in (None, "unknown") else label == "focus_miss"
 
 
 def _own_summary(st: Any) -> dict[str, Any]:
@@ -205,7 +203,7 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
             left = tuple(x for x in scan.left_out if any(str(s.file) == x.file for s in stats))
             diags = scan.diagnose(rig)
             subs = tuple(SubQuality.from_stats(s, _seeing_core(diags.get(str(s.file))),
-                                               focus_by_size=_focus_by_size(diags.get(str(s.file)))) for s in good)
+                                               diagnosis_focus_miss=_focus_miss(diags.get(str(s.file)))) for s in good)
             frig = rig_with_header(rig or Rig(), stats[0].meta) if stats else rig
             if len(good) < 2:
                 results.append(FilterGrade(filt, len(stats), 0, left, None, None, None, None, None,
