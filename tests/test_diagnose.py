@@ -761,3 +761,7 @@ def test_the_night_story_judges_a_folder_with_its_own_witness():
     assert given[4].label != "focus_miss"  # the shape alone
     assert diagnose.night(stats_list, rig, diagnoses=given).frames[4].label == "focus_miss"
     assert story.to_dict()["frames"][4]["witness_seeing_arcsec"] == pytest.approx(ws[4].seeing_arcsec, abs=1e-3)
+    again = diagnose.rejudge(given[4], stats_list[4], rig, ws[4])
+    assert again.label == "focus_miss" and again.evidence.witness_n_frames == 2
+    assert f"seeing witness: {ws[4].seeing_arcsec:.2f}\" from the night's in-focus frames" in diagnose.format_diagnosis(again)
+    assert "seeing witness" not in diagnose.format_diagnosis(given[4])
