@@ -70,10 +70,11 @@ class DiagnoseConfig(Record):
     #: a seeing that jumped right after the witness frames would otherwise read as a focus miss.
     witness_min_steps: int = 3
     #: ... and it calls a focus miss on size only where the profile shape can hide the defocus:
-    #: the size call fades out as the size's lower bound goes from ``lo`` to ``hi`` CFZ while the
-    #: shape sees no such blur (the shape alone calls 1.5 CFZ and more, docs/diagnose.md). A star
-    #: that much larger than the witness, with a seeing-shaped profile, grew because the seeing got
-    #: worse since the witness (``evidence.seeing_worse_than_witness``), not because of focus.
+    #: the size call fades out as the size's lower bound goes from ``lo`` to ``hi`` CFZ; beyond it
+    #: only the profile's own call can call the miss (the shape alone calls 1.5 CFZ and more,
+    #: docs/diagnose.md). A star that much larger than the witness with a seeing-shaped profile
+    #: grew because the seeing got worse since the witness (``evidence.seeing_worse_than_witness``).
+    #: Chosen on seeds 11-12 as the tightest band losing no frame with the seeing unchanged.
     witness_size_max_cfz_band: tuple[float, float] = (0.7, 1.0)
     #: 90 %/50 % flux radius ratio above the best seeing/defocus model: a halo (dew). On the
     #: simulated labelled set, frames without dew stay within -0.14..+0.03, clear dew (27 % of
