@@ -11,9 +11,10 @@ the frame. Two witnesses exist:
   the seeing FWHM (within 2 % of GalSim's Kolmogorov x obstructed Airy). That seeing is a
   *past* one: it holds only while it is recent, and a later frame larger than it predicts
   may have grown because the seeing got worse. So the witness expires
-  (``DiagnoseConfig.witness_max_age_s``), and the diagnosis lets it call a focus miss only
-  when the profile shape still allows the defocus the size asks for (the shape rules out
-  the large defocus a doubled seeing would imply; see :mod:`focuswatch.diagnose.scores`).
+  (``DiagnoseConfig.witness_max_age_s``), waits until the night's own frame-to-frame scatter
+  is known and widens its allowance with it, and its size call fades out where the defocus it
+  asks for is one the profile shape would show by itself (``witness_size_max_cfz_band``: a
+  star that large with a seeing profile grew with the seeing; :mod:`focuswatch.diagnose.scores`).
 
 The rule for the in-focus frames (:class:`WitnessTracker`), the same in the night loop
 (``watch``/``replay``), the night's story and the session grade:
