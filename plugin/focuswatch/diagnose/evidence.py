@@ -292,7 +292,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     # a past seeing (the night's in-focus frames) may have moved since: its allowance grows with
     # the night's frame-to-frame scatter of the filter's HFR
     past = seeing_witness is not None and getattr(seeing_witness, "source", None) != "monitor"
-    allowance = config.seeing_size_uncertainty
+    allowance = config.witness_size_uncertainty if past else config.seeing_size_uncertainty
     if past:
         steps = math.sqrt(max(1, int(getattr(seeing_witness, "frames_since", 1) or 1)))  # a random walk since
         allowance += config.witness_jitter_z * steps * (getattr(seeing_witness, "jitter_pct", None) or 0.0) / 100.0
@@ -406,7 +406,8 @@ def _size_defocus_cfz(hfr_px: float | None, expected_hfr_px: float | None, rig: 
     rigs: the HFR grows slowly with defocus) than where diffraction does (slow, small rigs), so
     the size witness is strongest exactly where the profile shape is weakest. ``None`` without
     a plate scale, focal ratio or pixel size. ``allowance`` replaces
-    ``config.seeing_size_uncertainty`` (a past witness on a jittery night allows more).
+    ``config.seeing_size_uncertainty`` (the night's in-focus witness: ``witness_size_uncertainty``
+    plus the night's scatter).
     """
     n, pix = rig.f_ratio, rig.effective_pixel_um
     if not (hfr_px and expected_hfr_px and n and pix):
