@@ -25,11 +25,22 @@ monitor would give).
 
 With ``--seeing-witness`` the diagnosis is also scored with a seeing measured for each frame
 (``diagnose.frame(measured_seeing_arcsec=...)``): the frame's nominal seeing (a seeing monitor,
-exact, then 10 % off) and the seeing the same rig's in-focus frame gives (the night's frames
-after an autofocus). The profile shape alone cannot tell a 1 CFZ blur from seeing; the size can.
+exact, then 10 % off) and the night's own witness (``diagnose.SeeingWitness``, source
+``infocus``): the seeing the same rig's in-focus frame gives (the night's frames after an
+autofocus, as ``watch``, ``replay``, ``diagnose FOLDER`` and the grade now take it), with the
+seeing unchanged since, then 15 % and 30 % worse at the frame than at the witness (what the
+witness' guards must survive; a steady night's frame-to-frame scatter is not known here, so
+its allowance is the bare ``seeing_size_uncertainty``). The profile shape alone cannot tell a
+1 CFZ blur from seeing; the size can.
 
-Run: ``PYTHONPATH=plugin python benchmarks/diagnose_eval.py [--frames 120] [--seed 11] [--seeing-witness]``.
-Frames are written to a temporary folder only for ASTAP.
+The labelled set puts its defocus on the grid ``LABELLED_DEFOCUS_CFZ`` (0, 0.25, 0.5, 1, 1.5,
+2, 3 CFZ): one frame in seven sits exactly on the truth's 1 CFZ boundary. A second table
+(``--continuous-frames N``, default 100; 0 skips it) draws the defocus uniformly over 0-3 CFZ
+(300 values 0.005, 0.015, ... 2.995: none on the boundary), same rigs, seeing and truth rule,
+so the figure is not dominated by the grid's spike at 1 CFZ. Both are printed.
+
+Run: ``PYTHONPATH=plugin python benchmarks/diagnose_eval.py [--frames 120] [--seed 11] [--seeing-witness]
+[--continuous-frames 100]``. Frames are written to a temporary folder only for ASTAP.
 """
 from __future__ import annotations
 
@@ -115,6 +126,12 @@ def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
     return "\n".join([fmt.format(*head), fmt.format(*("-" * x for x in w))] + [fmt.format(*r) for r in rows])
 
 
+#: The labelled set's defocus drawn "continuously": 300 values evenly over 0-3 CFZ, none on a boundary.
+CONTINUOUS_DEFOCUS_CFZ = tuple(round(0.005 + 0.01 * k, 3) for k in range(300))
+#: Seeing at the frame over seeing at the witness, for the rows that test the witness' guards.
+WITNESS_WORSE = (1.15, 1.3)
+
+
 def night_seeing_arcsec(spec: po.FrameSpec) -> float | None:
     """The seeing the night's in-focus frames give: the same rig and seeing rendered in focus
     (other stars), measured by ``stars.measure``, its HFR turned into a seeing FWHM through the
@@ -127,11 +144,15 @@ def night_seeing_arcsec(spec: po.FrameSpec) -> float | None:
     return calibration.seeing_for_infocus_hfr_arcsec(h, o.aperture_mm, 550.0, o.plate_scale_arcsec_px, o.obstruction)
 
 
-def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = False) -> None:
-    frames = po.labelled_set(seed=seed, n_frames=n_frames)
+def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = False,
+                    continuous: bool = False) -> None:
+    frames = po.labelled_set(seed=seed, n_frames=n_frames,
+                             **({"defocus_cfz": CONTINUOUS_DEFOCUS_CFZ} if continuous else {}))
+    print(f"=== defocus {'drawn uniformly over 0-3 CFZ (continuous)' if continuous else 'on the grid ' + str(po.LABELLED_DEFOCUS_CFZ) + ' CFZ'} ===")
     methods = ["focuswatch"]
+    worse_rows = [f"+ night's in-focus, seeing {100 * (r - 1):.0f} % worse since" for r in WITNESS_WORSE]
     if witness:
-        methods += ["+ seeing monitor", "+ monitor 10 % off", "+ night's in-focus"]
+        methods += ["+ seeing monitor", "+ monitor 10 % off", "+ night's in-focus", *worse_rows]
     methods += ["sep HFR rule"] + (["ASTAP HFD rule"] if use_astap and shutil.which("astap_cli") else [])
     monitor_rng = np.random.default_rng(seed + 1000)
     conf = {m: Counter() for m in methods}
@@ -155,10 +176,17 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = F
             calls = {"focuswatch": dg.label == "focus_miss"}
             if witness:
                 true_see = lf.spec.seeing.fwhm_arcsec
-                for m, see in (("+ seeing monitor", true_see),
-                               ("+ monitor 10 % off", true_see * float(np.exp(monitor_rng.normal(0.0, 0.1)))),
-                               ("+ night's in-focus", night_seeing_arcsec(lf.spec))):
-                    dw = diagnose.frame(st, rig_of(lf.spec), image=frame, measured_seeing_arcsec=see)
+                night_see = night_seeing_arcsec(lf.spec)
+                given = [("+ seeing monitor", true_see, None),
+                         ("+ monitor 10 % off", true_see * float(np.exp(monitor_rng.normal(0.0, 0.1))), None),
+                         ("+ night's in-focus", night_see, 1.0)]
+                given += [(m, night_see / r if night_see else None, r) for m, r in zip(worse_rows, WITNESS_WORSE)]
+                for m, see, _ in given:
+                    if m.startswith("+ night's"):  # the night's own witness, as the night loop passes it
+                        wit = diagnose.SeeingWitness(see, "infocus", n_frames=1, jitter_pct=0.0) if see else None
+                        dw = diagnose.frame(st, rig_of(lf.spec), image=frame, seeing_witness=wit)
+                    else:
+                        dw = diagnose.frame(st, rig_of(lf.spec), image=frame, measured_seeing_arcsec=see)
                     calls[m] = dw.label == "focus_miss"
                     if lf.truth != "ambiguous" and calls[m] != (lf.truth == "focus_miss"):
                         wrong.append(f"  [{m}] {lf.rig_name}, {lf.spec.seeing.kind} {true_see:.2f}\" "
@@ -171,7 +199,7 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = F
                 calls["ASTAP HFD rule"] = (hfd is not None and hfd / 2.0 > RATIO_RULE * expected_hfr_px(lf.spec))
             for m in methods:
                 conf[m][(lf.truth, "focus_miss" if calls[m] else "not_focus")] += 1
-                band_truth = "ambiguous" if lf.defocus_cfz == 1.0 else lf.truth
+                band_truth = "ambiguous" if lf.defocus_cfz == 1.0 else lf.truth  # none on the continuous draw
                 band[m][(band_truth, "focus_miss" if calls[m] else "not_focus")] += 1
             o = lf.spec.optics
             if st.hfr_px:
@@ -189,8 +217,10 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = F
     print(f"labelled set: {len(frames)} frames (seed {seed}); truth: "
           + ", ".join(f"{k} {v}" for k, v in Counter(f.truth for f in frames).items()))
     print(f"render {t_render / len(frames):.2f} s/frame, measure+diagnose {t_measure / len(frames):.2f} s/frame\n")
-    for title, cm in (("strict: every labelled frame", conf),
-                      ("tolerance band: frames at exactly 1 CFZ not scored", band)):
+    tables = [("strict: every labelled frame", conf)]
+    if not continuous:  # no frame of the continuous draw sits on the boundary
+        tables.append(("tolerance band: frames at exactly 1 CFZ not scored", band))
+    for title, cm in tables:
         rows = []
         for m in methods:
             c = cm[m]
@@ -203,7 +233,8 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = F
         print(f"focus miss versus seeing, {title} (ambiguous/unscored: called miss / not)")
         print(table(rows, ("method", "miss->miss", "miss->not", "not->miss", "not->not", "accuracy", "unscored")))
         print()
-    _print_ambiguity(seeing_witness)
+    if not continuous:
+        _print_ambiguity(seeing_witness)
     print("\nfocuswatch labels by truth:")
     truths = sorted({k[0] for k in labels})
     labs = sorted({k[1] for k in labels})
@@ -278,12 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--no-astap", action="store_true")
     ap.add_argument("--skip-defocus", action="store_true")
+    ap.add_argument("--continuous-frames", type=int, default=100,
+                    help="frames of the second labelled set, defocus drawn uniformly over 0-3 CFZ (0: skip)")
+    ap.add_argument("--continuous-seed", type=int, default=None, help="its seed (default: --seed)")
     ap.add_argument("--seeing-witness", action="store_true",
                     help="also score diagnose.frame(measured_seeing_arcsec=...): the frame's true (nominal) seeing as "
                          "from a seeing monitor, the same 10 %% off (lognormal), and the seeing the same rig's in-focus "
                          "frame gives (one more render per frame)")
     args = ap.parse_args(argv)
     focus_vs_seeing(args.frames, args.seed, not args.no_astap, args.seeing_witness)
+    if args.continuous_frames > 0:
+        print()
+        focus_vs_seeing(args.continuous_frames, args.seed if args.continuous_seed is None else args.continuous_seed,
+                        not args.no_astap, args.seeing_witness, continuous=True)
     if not args.skip_defocus:
         defocus_accuracy(args.seed)
     return 0

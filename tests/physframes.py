@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
-from focuswatch import stars
+from focuswatch import optics, stars
 from focuswatch.sim import physical as po
 from focuswatch.io.frames import frame_from_array
 from focuswatch.optics import Rig
 
+#: An 80 mm f/6 refractor: the small, slow rig where the profile shape cannot tell 1 CFZ from seeing.
+REFRACTOR_80 = po.Optics(aperture_mm=80.0, focal_length_mm=480.0, pixel_um=2.4)
 NEWTONIAN = po.Optics(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33, n_vanes=4,
                       vane_width=0.01)
 
@@ -38,6 +40,23 @@ def seeing_frame(seeing_arcsec: float, *, kind: str = "kolmogorov", defocus_um: 
     return po.FrameSpec(optics=optics, seeing=po.Seeing(seeing_arcsec, kind=kind),
                         aberrations=po.FieldAberrations(defocus_um=defocus_um), width_px=size_px, height_px=size_px,
                         n_stars=n_stars, seed=seed)
+
+
+@lru_cache(maxsize=None)
+def night_frame(o: po.Optics, seeing_arcsec: float, cfz: float, index: int, seed: int, *,
+                 focpos: int = 1000, filter_name: str = "L", cadence_s: float = 300.0):
+    """One frame of a physical-optics night (256 px, 30 stars), dated DATE-OBS = index x cadence
+    after 2026-11-21T22:00 and at focuser position ``focpos`` (cached: nights share frames)."""
+    import datetime as dt
+
+    spec = po.FrameSpec(optics=o, seeing=po.Seeing(float(seeing_arcsec)),
+                        aberrations=po.FieldAberrations(defocus_um=cfz * optics.cfz_um(o.f_ratio)),
+                        width_px=256, height_px=256, n_stars=30, seed=seed * 1000 + index)
+    when = dt.datetime(2026, 11, 21, 22, 0, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=index * cadence_s)
+    header = {**po.frame_header(spec, filter_name=filter_name), "DATE-OBS": when.strftime("%Y-%m-%dT%H:%M:%S"),
+              "FOCPOS": focpos}
+    frame = frame_from_array(po.render_frame(spec).pixels, header)
+    return frame, stars.measure(frame)
 
 
 def assert_config_error_is_one_line(tmp_path: Path, text: str, key: str,

@@ -414,7 +414,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(frame_dir, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- physical optics (independent truth)
 
-from physframes import NEWTONIAN, assert_config_error_is_one_line, measured, rig_of, seeing_frame  # noqa: E402
+from physframes import NEWTONIAN, assert_config_error_is_one_line, measured, night_frame, rig_of, seeing_frame  # noqa: E402
 
 from focuswatch.sim import physical as po  # noqa: E402
 
@@ -490,6 +490,11 @@ def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
     assert cfg.diagnose_config().asymmetry_aperture_hfr == 3.0 and cfg.diagnose_config().asymmetry_stamp_max_px == 40
     assert cfg.grade_config().soft_factor == 1.3
     assert diagnose.DiagnoseConfig().focus_miss_cfz == 0.7  # defaults untouched
+    p.write_text("[diagnose]\nwitness_frames = 3\nwitness_max_age_s = 900\nwitness_size_max_cfz_band = [0.5, 0.8]\n"
+                 "witness_min_steps = 4\nwitness_jitter_z = 1.5\nwitness_size_uncertainty = 0.2\n", encoding="utf-8")
+    w = load_config(p).diagnose_config()
+    assert (w.witness_frames, w.witness_max_age_s, w.witness_size_max_cfz_band) == (3, 900.0, (0.5, 0.8))
+    assert (w.witness_min_steps, w.witness_jitter_z, w.witness_size_uncertainty) == (4, 1.5, 0.2)
 
 
 @pytest.mark.parametrize("text,key", [
@@ -500,6 +505,9 @@ def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
     ("[diagnose]\nasymmetry_aperture_hfr = 0.0\n", "asymmetry_aperture_hfr"),
     ("[diagnose]\nasymmetry_stamp_min_px = 50\nasymmetry_stamp_max_px = 20\n", "asymmetry_stamp_max_px"),
     ("[grade]\nfocus_blur_to_seeing = 0.0\n", "focus_blur_to_seeing"),
+    ("[diagnose]\nwitness_size_max_cfz_band = [1.0, 0.7]\n", "witness_size_max_cfz_band"),
+    ("[diagnose]\nwitness_frames = 0\n", "witness_frames"),
+    ("[diagnose]\nwitness_max_age_s = -5.0\n", "witness_max_age_s"),
 ])
 def test_a_wrong_threshold_is_one_line_naming_file_section_and_key(tmp_path, text, key):
     assert_config_error_is_one_line(tmp_path, text, key)
@@ -637,3 +645,131 @@ def test_a_seeing_monitor_in_the_header_reaches_the_diagnosis_through_the_pipeli
     b = assess(without, rig_of(REFRACTOR_80), AssessContext(time_s=0.0))
     assert a.diagnosis.label == "focus_miss" and a.record.seeing_arcsec == 3.4
     assert b.diagnosis.label != "focus_miss"
+
+
+# --------------------------------------------------------------------------- the night's own seeing witness
+
+def _witnessed_night(o: po.Optics, seeings, cfzs, seed: int):
+    """Diagnose a night frame by frame as the night loop does: the witness from the night's own
+    first frames (WitnessTracker), judged before the frame is added. Returns (plain, witnessed)."""
+    rig = rig_of(o)
+    tracker = diagnose.WitnessTracker(rig)
+    plain, witnessed = [], []
+    for i, (s, c) in enumerate(zip(seeings, cfzs)):
+        frame, st = night_frame(o, s, c, i, seed)
+        w = tracker.witness_for("L", st.meta.timestamp, st.meta.focuser_pos)
+        plain.append(diagnose.frame(st, rig))
+        witnessed.append(diagnose.frame(st, rig, seeing_witness=w))
+        tracker.add("L", st.meta.timestamp, st.hfr_px, st.meta.focuser_pos)
+    return plain, witnessed
+
+
+def test_the_witness_tracker_takes_the_first_frames_at_a_focus_and_lets_them_age():
+    """The rule: the first witness_frames frames of a filter at a focus give the seeing (their
+    median HFR through the calibrated in-focus call); later frames of that filter and focus get
+    it until witness_max_age_s; an autofocus or a focuser move starts again; filters are apart;
+    the night's HFR scatter and the frames since widen the allowance."""
+    from focuswatch import calibration
+
+    rig = rig_of(REFRACTOR_80)
+    cfg = diagnose.DiagnoseConfig(witness_frames=2, witness_max_age_s=1800.0)
+    t = diagnose.WitnessTracker(rig, cfg)
+    assert t.witness_for("L", 0.0, 1000) is None
+    t.add("L", 0.0, 1.50, 1000)
+    assert t.witness_for("L", 300.0, 1000) is None  # the second frame is a witness frame itself
+    t.add("L", 300.0, 1.60, 1000)
+    assert t.witness_for("L", 600.0, 1000) is None  # one frame-to-frame step: the night's scatter unknown
+    t.add("L", 600.0, 1.58, 1000)
+    t.add("L", 900.0, 1.52, 1000)
+    w = t.witness_for("L", 1200.0, 1000)
+    assert w.source == "infocus" and w.n_frames == 2 and w.hfr_px == pytest.approx(1.55) and w.age_s == 1200.0 - 300.0
+    assert w.frames_since == 3
+    assert w.seeing_arcsec == pytest.approx(calibration.seeing_for_infocus_hfr_arcsec(
+        1.55, 80.0, 550.0, rig.plate_scale_arcsec_px, 0.0))
+    assert calibration.infocus_hfr_px(w.seeing_arcsec, 80.0, 550.0, rig.plate_scale_arcsec_px) == pytest.approx(1.55, rel=1e-3)
+    steps = np.abs(np.diff(np.log([1.50, 1.60, 1.58, 1.52])))
+    assert w.jitter_pct == pytest.approx(100 * 1.4826 * np.median(steps) / np.sqrt(2), rel=1e-6)
+    assert t.witness_for("R", 1200.0, 1000) is None          # another filter has its own
+    assert t.witness_for("L", 300.0 + 1801.0, 1000) is None  # too old
+    assert t.witness_for("L", 1200.0, 1100) is None          # the focuser moved: another focus
+    t.autofocus()
+    assert t.witness_for("L", 1200.0, 1000) is None
+    # a larger allowance on a night whose sizes jump about: the same star is no longer a miss
+    spec = seeing_frame(3.4, optics=REFRACTOR_80, defocus_um=optics.cfz_um(REFRACTOR_80.f_ratio), seed=5,
+                        size_px=256, n_stars=30)
+    frame, st = measured(spec)
+    steady = diagnose.SeeingWitness(3.4, "infocus", jitter_pct=0.0)
+    jumpy = diagnose.SeeingWitness(3.4, "infocus", jitter_pct=15.0, frames_since=4)
+    d_steady = diagnose.frame(st, rig, seeing_witness=steady)
+    d_jumpy = diagnose.frame(st, rig, seeing_witness=jumpy)
+    assert d_steady.label == "focus_miss" and d_steady.evidence.witness_source == "infocus"
+    assert d_steady.evidence.witness_seeing_arcsec == 3.4 and d_steady.evidence.witness_jitter_pct == 0.0
+    assert d_jumpy.label != "focus_miss"
+    assert d_jumpy.evidence.size_defocus_cfz_low < d_steady.evidence.size_defocus_cfz_low
+
+
+@pytest.mark.parametrize("pattern", ["ramp", "jitter"])
+def test_a_night_whose_seeing_gets_worse_blames_no_frame_on_focus_through_the_witness(pattern):
+    """80 mm f/6 (the rig where the profile shape cannot tell 1 CFZ from seeing), no defocus at
+    all, seeing 2 -> 4" in ten 5-minute frames (a steady ramp) or jumping between 2 and 4.2":
+    the witness from the first two frames must not turn the seeing into a focus miss."""
+    n = 10
+    if pattern == "ramp":
+        seeings = [2.0 * 2.0 ** (k / (n - 1)) for k in range(n)]
+    else:
+        seeings = list(np.random.default_rng(3).uniform(2.0, 4.2, n))
+    plain, witnessed = _witnessed_night(REFRACTOR_80, seeings, [0.0] * n, seed=11 if pattern == "ramp" else 12)
+    assert sum(d.evidence.witness_source == "infocus" for d in witnessed) >= 4  # the witness was there
+    assert [d.label for d in witnessed if d.label == "focus_miss"] == []
+    assert [d.label for d in plain if d.label == "focus_miss"] == []
+
+
+def test_a_focus_slip_at_1_cfz_is_caught_by_the_witness_on_its_first_frame():
+    """80 mm f/6, steady 2.5" seeing (3 % jitter): four frames in focus, then the focus slips by
+    1 CFZ. The profile shape reads the slipped frame as seeing; against the night's in-focus
+    frames its size shows the defocus. Over four nights, at least three slips are caught on
+    their first frame, none without the witness, and no in-focus frame is ever a miss."""
+    caught = 0
+    for seed in range(4):
+        seeings = list(2.5 * np.exp(np.random.default_rng(seed).normal(0.0, 0.03, 6)))
+        plain, witnessed = _witnessed_night(REFRACTOR_80, seeings, [0.0] * 4 + [1.0] * 2, seed=20 + seed)
+        assert all(d.label != "focus_miss" for d in plain[:4] + witnessed[:4])
+        assert plain[4].label != "focus_miss"
+        caught += witnessed[4].label == "focus_miss"
+        assert witnessed[4].evidence.size_defocus_cfz_low <= 1.0  # a lower bound of the true 1 CFZ
+    assert caught >= 3
+
+
+def test_a_growing_defocus_at_fixed_seeing_is_blamed_with_the_witness():
+    """Defocus growing 0 -> 2.1 CFZ at a steady 2.5" on the 80 mm f/6: from 1.5 CFZ on every frame
+    is a focus miss (the witness never holds the shape's call back), none up to 0.3 CFZ."""
+    cfzs = [0.0, 0.0, 0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1]
+    plain, witnessed = _witnessed_night(REFRACTOR_80, [2.5] * len(cfzs), cfzs, seed=31)
+    labels = [d.label for d in witnessed]
+    assert all(lb == "focus_miss" for lb, c in zip(labels, cfzs) if c >= 1.5)
+    assert all(lb != "focus_miss" for lb, c in zip(labels, cfzs) if c <= 0.3)
+
+
+def test_the_night_story_judges_a_folder_with_its_own_witness():
+    """A folder with DATE-OBS and FOCPOS: diagnose.night takes the first frames at the focuser
+    position as the witness, reports it per frame, and the 1 CFZ slip the shape reads as seeing
+    becomes a focus miss; night_witnesses gives nothing to the first frames."""
+    seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
+    items = [night_frame(REFRACTOR_80, s, c, i, seed=20) for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
+    stats_list = [st for _, st in items]
+    rig = rig_of(REFRACTOR_80)
+    ws = diagnose.night_witnesses(stats_list[::-1], rig)[::-1]  # any order in, capture order used
+    # frames 0-1 are the witness, 2-3 wait for three frame-to-frame steps of the night's scatter
+    assert ws[:4] == [None] * 4 and ws[4].source == "infocus" and ws[4].n_frames == 2
+    story = diagnose.night(stats_list, rig)
+    assert story.frames[2].witness_source is None and story.frames[4].witness_source == "infocus"
+    assert story.frames[4].label == "focus_miss"
+    assert all(f.label != "focus_miss" for f in story.frames[:4])
+    given = [diagnose.frame(st, rig, image=fr) for fr, st in items]
+    assert given[4].label != "focus_miss"  # the shape alone
+    assert diagnose.night(stats_list, rig, diagnoses=given).frames[4].label == "focus_miss"
+    assert story.to_dict()["frames"][4]["witness_seeing_arcsec"] == pytest.approx(ws[4].seeing_arcsec, abs=1e-3)
+    again = diagnose.rejudge(given[4], stats_list[4], rig, ws[4])
+    assert again.label == "focus_miss" and again.evidence.witness_n_frames == 2
+    assert f"seeing witness: {ws[4].seeing_arcsec:.2f}\" from the night's in-focus frames" in diagnose.format_diagnosis(again)
+    assert "seeing witness" not in diagnose.format_diagnosis(given[4])

@@ -187,3 +187,54 @@ def test_a_defocused_sub_is_put_down_to_focus():
 def test_grade_config_rejects_bad_values(key, value):
     with pytest.raises(ValueError, match=key):
         GradeConfig(**{key: tuple(value) if isinstance(value, list) else value})
+
+
+@pytest.mark.parametrize("rig_name", ["80 mm f/6", "200 mm f/5"])
+def test_a_seeing_night_judged_with_its_own_witness_blames_no_sub_on_focus(rig_name):
+    """The grade's subs judged as `report`/`grade` judge them: each sub against the night's own
+    seeing witness (its first subs at the focuser position, diagnose.night_witnesses). 12 subs
+    of 5 minutes, seeing jumping between 2.0 and 4.2" (Kolmogorov, physical optics), no defocus:
+    no sub is put down to focus, on the small slow refractor (where the size is the only focus
+    witness) nor on the Newtonian."""
+    import numpy as np
+
+    from focuswatch import diagnose
+    from physframes import NEWTONIAN, REFRACTOR_80, night_frame, rig_of
+
+    o = REFRACTOR_80 if rig_name.startswith("80") else NEWTONIAN
+    rig = rig_of(o)
+    seeings = [2.0, 2.1] + list(np.random.default_rng(7).uniform(2.0, 4.2, 10))  # the witness at a good moment
+    items = [night_frame(o, s, 0.0, i, seed=40) for i, s in enumerate(seeings)]
+    stats_list = [st for _, st in items]
+    witnesses = diagnose.night_witnesses(stats_list, rig)
+    # subs 0-1 are the witness; from the fourth frame-to-frame step on, within witness_max_age_s
+    # (30 min) of the second sub, the subs carry it
+    cfg = diagnose.DiagnoseConfig()
+    assert [w is not None for w in witnesses] == [i >= 1 + cfg.witness_min_steps and (i - 1) * 300.0 <= cfg.witness_max_age_s
+                                                  for i in range(len(items))]
+    subs = []
+    for (frame, st), w in zip(items, witnesses):
+        d = diagnose.rejudge(diagnose.frame(st, rig, image=frame), st, rig, w)
+        assert d.label != "focus_miss"
+        subs.append(grade.SubQuality.from_stats(st, d.evidence.seeing_fwhm_px, d.evidence.min_blur_to_seeing,
+                                                diagnosis_focus_miss=d.label == "focus_miss"))
+    g = grade.master(float(np.median([s.fwhm_px for s in subs])), plate_scale_arcsec_px=o.plate_scale_arcsec_px,
+                     rig=rig, subs=subs)
+    assert g.causes.get("focus", 0) == 0
+    assert g.causes.get("seeing", 0) >= 1
+
+
+def test_a_sub_the_diagnosis_calls_a_focus_miss_is_put_down_to_focus():
+    """With the diagnosis' own call (made with the night's seeing witness) the grade follows it:
+    a soft sub whose profile alone reads as seeing but whose size showed a focus slip is blamed on
+    focus; one the diagnosis calls seeing is not, even with a large smallest blur (the
+    diagnosis' defocus-in-CFZ gate, which the grade's own profile call lacks)."""
+    slip = grade.SubQuality("slip", fwhm_px=4.0, hfr_px=2.3, profile_ratio=1.15, n_stars=100, blur_to_seeing=0.0,
+                            diagnosis_focus_miss=True)
+    seeing = grade.SubQuality("seeing", fwhm_px=4.0, hfr_px=2.3, profile_ratio=1.15, n_stars=100, blur_to_seeing=0.9,
+                              diagnosis_focus_miss=False)
+    bare = grade.SubQuality("bare", fwhm_px=4.0, hfr_px=2.3, profile_ratio=1.15, n_stars=100, blur_to_seeing=0.9)
+    v = {x.file: x for x in grade.judge_subs([slip, seeing, bare], 3.0)}
+    assert v["slip"].cause == "focus" and "diagnosis" in v["slip"].detail
+    assert v["seeing"].cause == "seeing"
+    assert v["bare"].cause == "focus"  # without a diagnosis the grade's own profile call

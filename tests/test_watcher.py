@@ -945,3 +945,34 @@ def test_a_watched_frame_is_looked_at_with_few_stats_and_keyed_as_on_disk(tmp_pa
         assert max(counts.values()) <= 3, counts
         keys = w.journal.seen_keys(night)
     assert keys == {Journal.key_of(night / f"light_{i:03d}.fits") for i in range(3)}
+
+
+def test_the_night_loop_judges_frames_against_the_nights_own_in_focus_frames():
+    """The night loop (``watch`` and ``replay``): the first two frames of the filter give the
+    seeing (diagnose.WitnessTracker), a 1 CFZ focus slip on an 80 mm f/6 in steady 2.5" seeing,
+    which the profile shape alone reads as seeing, reaches the policy as a focus miss, and an
+    applied autofocus starts the witness again. Physical-optics frames (tests/physframes.py)."""
+    import numpy as np
+
+    from physframes import REFRACTOR_80, night_frame, rig_of
+    from focuswatch import diagnose
+    from focuswatch.policy import AutofocusMark, Monitor
+    from focuswatch.watch import WatchConfig
+    from focuswatch.watch.loop import NightSession, RecordingSink
+
+    rig = rig_of(REFRACTOR_80)
+    seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
+    items = [night_frame(REFRACTOR_80, s, c, i, seed=20) for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
+    session = NightSession(Monitor(QUIET, rig), Config(rig=rig), watch=WatchConfig(), sink=RecordingSink())
+    for i, (frame, _) in enumerate(items):
+        out = session.frame(Path(f"L_{i:03d}.fits"), frame.meta, written_s=frame.meta.timestamp,
+                            load=lambda f=frame: f)
+        assert out is not None and out.status == "measured"
+    labels = [r.data["record"].diagnosis for r in session.sink.rows if r.what == "frame"]
+    assert len(labels) == 6 and labels[4] == "focus_miss"
+    assert "focus_miss" not in labels[:4]
+    assert diagnose.frame(items[4][1], rig).label != "focus_miss"  # the profile shape alone
+    w = session.witnesses().witness_for("L", items[5][1].meta.timestamp, 1000, rig=rig)
+    assert w is not None and w.source == "infocus" and w.n_frames == 2
+    session._count("ekos:1", AutofocusMark(time_s=items[5][1].meta.timestamp + 60.0, source="ekos"), None)
+    assert session.witnesses().witness_for("L", items[5][1].meta.timestamp + 120.0, 1000, rig=rig) is None

@@ -143,17 +143,24 @@ class SubQuality(Record):
     timestamp: float | None = None
     seeing_fwhm_px: float | None = None
     blur_to_seeing: float | None = None
+    #: The diagnosis' own focus call on this sub (``label == "focus_miss"``), made with the night's
+    #: seeing witness (``diagnose.night_witnesses``): the profile shape with its defocus-in-CFZ gate
+    #: and the star's size against the night's in-focus subs. ``None``: no diagnosis, the grade
+    #: makes the profile call itself.
+    diagnosis_focus_miss: bool | None = None
 
     @classmethod
     def from_stats(cls, stats: Any, seeing_fwhm_px: float | None = None,
-                   blur_to_seeing: float | None = None) -> "SubQuality":
+                   blur_to_seeing: float | None = None, *,
+                   diagnosis_focus_miss: bool | None = None) -> "SubQuality":
         """Build from a ``stars.FrameStats`` (or anything with the same attributes).
 
         ``seeing_fwhm_px`` is the seeing core of the sub without its defocus blur (from
         ``diagnose.frame(...).evidence.seeing_fwhm_px``), when known; ``blur_to_seeing`` the
         diagnosis' smallest plausible defocus blur over the seeing
         (``evidence.min_blur_to_seeing``); without it the grade runs the same profile call
-        on the sub's HFR and HFD/FWHM.
+        on the sub's HFR and HFD/FWHM. ``diagnosis_focus_miss``: the diagnosis' own focus
+        call (its label is ``focus_miss``), which then decides focus versus seeing for a soft sub.
         """
         meta = getattr(stats, "meta", None)
         return cls(file=str(getattr(stats, "file", "") or ""), fwhm_px=getattr(stats, "fwhm_px", None),
@@ -163,7 +170,8 @@ class SubQuality(Record):
                    background_adu=getattr(stats, "background_adu", None),
                    filter_name=getattr(meta, "filter_name", None) if meta else None,
                    timestamp=getattr(meta, "timestamp", None) if meta else None,
-                   seeing_fwhm_px=seeing_fwhm_px, blur_to_seeing=blur_to_seeing)
+                   seeing_fwhm_px=seeing_fwhm_px, blur_to_seeing=blur_to_seeing,
+                   diagnosis_focus_miss=diagnosis_focus_miss)
 
 
 @dataclass(frozen=True)
@@ -319,7 +327,11 @@ def judge_subs(subs: Sequence[SubQuality], best_fwhm_px: float | None,
         elif ratio is not None and ratio > config.soft_factor:
             flat = s.profile_ratio is not None and s.profile_ratio < config.flat_profile_ratio
             x_low = sub_blur_to_seeing(s)
-            if x_low is not None:
+            if s.diagnosis_focus_miss is not None:  # the diagnosis' own call (shape, CFZ gate, witness)
+                focus = s.diagnosis_focus_miss
+                shape = ("the diagnosis' focus miss (profile shape, and star size against the night's in-focus "
+                         "subs)" if focus else "a seeing profile (the diagnosis)")
+            elif x_low is not None:
                 focus = flat or x_low >= config.focus_blur_to_seeing
                 shape = (f"flat-topped profile ({s.profile_ratio:.2f})" if flat else
                          f"a defocus blur of at least {x_low:.2f}x the seeing" if focus else
@@ -332,7 +344,8 @@ def judge_subs(subs: Sequence[SubQuality], best_fwhm_px: float | None,
                 detail = f"FWHM {ratio:.2f}x the best subs with {shape}"
             else:
                 cause = "seeing"
-                detail = f"FWHM {ratio:.2f}x the best subs with {shape if x_low is not None else 'a peaked profile'}"
+                known = x_low is not None or s.diagnosis_focus_miss is not None
+                detail = f"FWHM {ratio:.2f}x the best subs with {shape if known else 'a peaked profile'}"
         elif ratio is not None:
             detail = f"FWHM {ratio:.2f}x the best subs"
         out.append(SubVerdict(s.file, s.fwhm_px, ratio, cause, cause is not None, detail))

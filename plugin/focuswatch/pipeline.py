@@ -65,6 +65,11 @@ class AssessContext:
     profile_config
         How many stars get the full profile (:class:`focuswatch.stars.ProfileConfig`, from the
         ``[stars]`` table); ``None``: the defaults.
+    seeing_witness
+        The night's in-focus seeing witness for this frame
+        (:class:`focuswatch.diagnose.SeeingWitness`, from :class:`~focuswatch.diagnose.WitnessTracker`):
+        the diagnosis judges the star's size against it. A seeing monitor's header value
+        (``SEEING``...) takes its place when the frame has one.
     """
 
     time_s: float | None = None
@@ -76,6 +81,7 @@ class AssessContext:
     plate_scale_arcsec_px: float | None = None
     diagnose_config: Any = None
     profile_config: Any = None
+    seeing_witness: Any = None
 
 
 @dataclass(frozen=True)
@@ -190,9 +196,11 @@ def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, ima
 
         try:
             extra = {"config": context.diagnose_config} if context.diagnose_config is not None else {}
-            seeing = getattr(stats.meta, "seeing_arcsec", None) if stats.meta is not None else None
-            if seeing:  # a seeing monitor's value from the header lets the star size call a miss
-                extra["measured_seeing_arcsec"] = seeing
+            # a seeing monitor's value from the header, else the night's in-focus witness: the star's
+            # size can then call the miss the profile shape hides
+            witness = diagnose.monitor_witness(stats.meta) or context.seeing_witness
+            if witness is not None:
+                extra["seeing_witness"] = witness
             diagnosis = diagnose.frame(stats, rig, image=image if context.use_pixels else None,
                                        baseline_hfr_px=context.baseline_hfr_px, **extra)
         except Exception as exc:  # noqa: BLE001 - a diagnosis bug must not lose the frame, but must be seen
@@ -238,18 +246,20 @@ def baseline_hfr_px(history: Any, filter_name: str | None) -> float | None:
 
 
 def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True, *,
-                   time_s: float) -> tuple[Any, Any, Rig]:
+                   time_s: float, seeing_witness: Any = None) -> tuple[Any, Any, Rig]:
     """(FrameRecord, FrameStats, rig) through :func:`assess`, judged as the watcher judges.
 
     The watcher and ``replay`` judge each frame exactly as ``measure``, ``diagnose`` and
     ``report`` do; the baseline handed to the diagnosis is the policy's (``monitor.history``).
     ``time_s`` is the capture time: :func:`focuswatch.io.assess.measure_record`, the file
     side, passes DATE-OBS or else the file's modification time, so this module reads no file.
+    ``seeing_witness`` is the night loop's in-focus seeing witness for this frame, if any.
     """
     dcfg = config.diagnose_config() if hasattr(config, "diagnose_config") else None  # [diagnose]
     pcfg = config.stars_config().profile() if hasattr(config, "stars_config") else None  # [stars]
     ctx = AssessContext(time_s=time_s,
                         baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
-                        diagnose=use_diagnose, diagnose_config=dcfg, profile_config=pcfg)
+                        diagnose=use_diagnose, diagnose_config=dcfg, profile_config=pcfg,
+                        seeing_witness=seeing_witness)
     a = assess(frame, config.rig, ctx)
     return a.record, a.stats, a.rig

@@ -101,8 +101,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                        progress=not args.json, desc="diagnosing",
                        on_problem=problem_printer(args.json, "diagnosis"))
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
-    for o in batch.done:
+    # the night's own seeing witness (first frames at each focus, docs/diagnose.md): judged again with it
+    witnesses = diagnose.night_witnesses([o.value[0] for o in batch.done], rig0, dcfg)
+    for o, witness in zip(batch.done, witnesses):
         st, d, rig = o.value
+        d = diagnose.rejudge(d, st, rig, witness, baseline_hfr_px=args.baseline_hfr_px, config=dcfg)
         if st.n_stars == 0:  # a star-less frame is bad input, as for measure: say so, exit non-zero
             n_bad += 1
             error_line(f"{o.path}: {st.reason}")

@@ -123,6 +123,7 @@ from focuswatch.diagnose.profile import (
 from focuswatch.diagnose.shape import field_growth_exponent, star_asymmetry
 from focuswatch.diagnose.text import ARCSEC, format_diagnosis, format_night
 from focuswatch.diagnose.verdict import Diagnosis, Finding, frame
+from focuswatch.diagnose.witness import SeeingWitness, WitnessTracker, monitor_witness, night_witnesses, rejudge
 
 __all__ = [
     # labels
@@ -138,6 +139,8 @@ __all__ = [
     "star_asymmetry", "field_growth_exponent", "Evidence", "expected_fwhm_px", "expected_hfr_px",
     # one frame, a night
     "Finding", "Diagnosis", "frame", "NightFrame", "NightStory", "night",
+    # the seeing witness
+    "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses", "rejudge",
     # text
     "fmt_pct", "ARCSEC", "format_diagnosis", "format_night",
     # generated tables

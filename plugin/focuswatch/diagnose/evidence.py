@@ -50,6 +50,19 @@ class Evidence(Record):
     #: smallest defocus (CFZ units) the star's size implies, over the in-focus HFR for that seeing
     #: raised by ``DiagnoseConfig.seeing_size_uncertainty`` (see :func:`_size_defocus_cfz`).
     size_defocus_cfz_low: float | None = None
+    #: The seeing witness used (``diagnose.witness.SeeingWitness``): its seeing FWHM (arcsec),
+    #: ``"monitor"`` or ``"infocus"``, the median true HFR (px) and number of the in-focus
+    #: frames, the frame's time after the last of them (s), and the night's frame-to-frame HFR
+    #: scatter of the filter (%) that widened its allowance. ``None`` without a witness.
+    witness_seeing_arcsec: float | None = None
+    witness_source: str | None = None
+    witness_hfr_px: float | None = None
+    witness_n_frames: int | None = None
+    witness_age_s: float | None = None
+    witness_jitter_pct: float | None = None
+    #: True when the star's size asks for more defocus than its profile allows against an
+    #: in-focus witness: the seeing got worse since the witness, the size calls no focus miss.
+    seeing_worse_than_witness: bool | None = None
     size_excess: float | None = None
     profile_ratio: float | None = None
     wing_ratio: float | None = None
@@ -163,7 +176,8 @@ def _own_light(bt: np.ndarray) -> np.ndarray:
 
 def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_px: float | None,
               pixels: np.ndarray | None, scale_px: int, config: DiagnoseConfig,
-              measured_seeing_arcsec: float | None = None) -> tuple[Evidence, dict[str, Any]]:
+              measured_seeing_arcsec: float | None = None,
+              seeing_witness: Any = None) -> tuple[Evidence, dict[str, Any]]:
     bt = _bright(t)
     x, y = bt["x"], bt["y"]
     hfr = bt["hfr"]
@@ -275,11 +289,25 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
 
     defocus = _defocus(hfr_med, wing, pr, rig, baseline_hfr_px, donut_d, eps_est, config)
     size_cfz = None
+    # a past seeing (the night's in-focus frames) may have moved since: its allowance grows with
+    # the night's frame-to-frame scatter of the filter's HFR
+    past = seeing_witness is not None and getattr(seeing_witness, "source", None) != "monitor"
+    allowance = config.witness_size_uncertainty if past else config.seeing_size_uncertainty
+    if past:
+        steps = math.sqrt(max(1, int(getattr(seeing_witness, "frames_since", 1) or 1)))  # a random walk since
+        allowance += config.witness_jitter_z * steps * (getattr(seeing_witness, "jitter_pct", None) or 0.0) / 100.0
     if measured_seeing_arcsec and donut_d is None:
         exp_measured = expected_hfr_px(rig.with_(seeing_arcsec=measured_seeing_arcsec), config, scale)
-        size_cfz = _size_defocus_cfz(hfr_med, exp_measured, rig, config)
+        size_cfz = _size_defocus_cfz(hfr_med, exp_measured, rig, config, allowance)
     if size_cfz is not None:
         defocus["cfz_size_low"] = size_cfz
+    worse = None
+    if size_cfz is not None and past:
+        defocus["witness_past"] = True
+        # a size asking for more defocus than the shape can hide, with no such blur in the shape
+        worse = bool(size_cfz > config.witness_size_max_cfz_band[0]
+                     and (defocus.get("x_low") or 0.0) < config.focus_miss_blur_ratio)
+    wit = seeing_witness
     ev = Evidence(
         n_stars=int(len(t)), n_bright=int(len(bt)),
         hfr_px=_r(hfr_med), fwhm_px=_r(fwhm_med),
@@ -287,6 +315,11 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         expected_fwhm_px=_r(exp_fwhm), expected_hfr_px=_r(exp_hfr),
         hfr_over_seeing_expected=_r(hfr_med / exp_hfr) if (rig.seeing_arcsec and exp_hfr) else None,
         size_defocus_cfz_low=_r(size_cfz),
+        witness_seeing_arcsec=_r(wit.seeing_arcsec if wit is not None else measured_seeing_arcsec),
+        witness_source=(wit.source if wit is not None else ("monitor" if measured_seeing_arcsec else None)),
+        witness_hfr_px=_r(getattr(wit, "hfr_px", None)), witness_n_frames=getattr(wit, "n_frames", None) or None,
+        witness_age_s=_r(getattr(wit, "age_s", None), 1), witness_jitter_pct=_r(getattr(wit, "jitter_pct", None), 2),
+        seeing_worse_than_witness=worse,
         size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
         profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
         beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
@@ -358,7 +391,7 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
 
 
 def _size_defocus_cfz(hfr_px: float | None, expected_hfr_px: float | None, rig: Rig,
-                      config: DiagnoseConfig) -> float | None:
+                      config: DiagnoseConfig, allowance: float | None = None) -> float | None:
     """The smallest defocus (CFZ units) the star's size implies when the seeing was measured.
 
     Only for a seeing measured at the time of the frame (a seeing monitor, or the night's
@@ -372,11 +405,13 @@ def _size_defocus_cfz(hfr_px: float | None, expected_hfr_px: float | None, rig: 
     The same relative uncertainty costs more defocus where seeing dominates the star (fast, large
     rigs: the HFR grows slowly with defocus) than where diffraction does (slow, small rigs), so
     the size witness is strongest exactly where the profile shape is weakest. ``None`` without
-    a plate scale, focal ratio or pixel size.
+    a plate scale, focal ratio or pixel size. ``allowance`` replaces
+    ``config.seeing_size_uncertainty`` (the night's in-focus witness: ``witness_size_uncertainty``
+    plus the night's scatter).
     """
     n, pix = rig.f_ratio, rig.effective_pixel_um
     if not (hfr_px and expected_hfr_px and n and pix):
         return None
-    h0 = expected_hfr_px * (1.0 + config.seeing_size_uncertainty)
+    h0 = expected_hfr_px * (1.0 + (config.seeing_size_uncertainty if allowance is None else allowance))
     um = optics.defocus_um_from_hfr(hfr_px, h0, n, pix, rig.obstruction or 0.0, wavelength_nm=rig.wavelength_nm)
     return um / optics.cfz_um(n, rig.wavelength_nm)

@@ -40,6 +40,10 @@ class NightFrame(Record):
     star_flux_adu: float | None
     cloud: bool = False
     reject: str | None = None
+    #: The seeing witness the frame was judged against: ``"monitor"`` or ``"infocus"`` and its
+    #: seeing FWHM (arcsec); ``None`` without one (the profile shape alone).
+    witness_source: str | None = None
+    witness_seeing_arcsec: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ class NightStory:
     the profile separates from defocus), robust, in % of its median. ``cloud_periods``
     are ``[first_file, last_file, n_frames, start_h, end_h]``; ``dew_onset_file`` the first frame of a
     lasting halo. ``label`` is the single most likely problem (a frame label, or
-    ``clouds``).
+    ``clouds``). Each frame's line says which seeing witness judged it (``witness_source``,
+    ``witness_seeing_arcsec``; :mod:`focuswatch.diagnose.witness`).
     """
 
     n_frames: int
@@ -137,17 +142,29 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
 
     Notes
     -----
+    Each frame is judged against the night's seeing witness (:func:`focuswatch.diagnose.night_witnesses`:
+    a seeing monitor's header value, else the first frames of its filter at its focuser
+    position), so the given ``diagnoses`` may come back as ``focus_miss`` where the star's size
+    shows the defocus the profile hides (:func:`focuswatch.diagnose.rejudge`).
     Focus drift and seeing are told apart by behaviour: drift is a slow monotonic growth
     of the defocus between refocus events (a focuser position change starts a new
     segment), seeing is jitter without a trend. Clouds are frames whose star count or
     star flux falls below ``config.cloud_fraction`` of the night's typical level; their
     star sizes are not used for the drift.
     """
+    from focuswatch.diagnose.witness import night_witnesses, rejudge
+    from focuswatch.optics import rig_with_header
+
     rig = rig or Rig()
     items = list(stats_list)
     diags = list(diagnoses) if diagnoses is not None else [frame(s, rig, config=config) for s in items]
     if len(diags) != len(items):
         raise ValueError("diagnoses must match stats_list one to one")
+    # the night's own seeing witness (the first frames at each focus): the star size then judges
+    # focus too; a frame already judged with it is judged the same again
+    witnesses = night_witnesses(items, rig, config)
+    diags = [rejudge(d, s, rig_with_header(rig, s.meta) if getattr(s, "meta", None) is not None else rig, w,
+                     config=config) for d, s, w in zip(diags, items, witnesses)]
     ts = [getattr(getattr(s, "meta", None), "timestamp", None) for s in items]
     if items and all(t is not None for t in ts):
         order = sorted(range(len(items)), key=lambda i: ts[i])
@@ -263,7 +280,8 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
             seeing_fwhm_px=_r(float(seeing[i])) if np.isfinite(seeing[i]) else None,
             defocus_um=_r(float(defocus[i]), 1) if (have_um and np.isfinite(defocus[i])) else d.defocus_um,
             star_flux_adu=_r(float(flux[i]), 1) if np.isfinite(flux[i]) else None,
-            cloud=bool(cloud[i]), reject=why))
+            cloud=bool(cloud[i]), reject=why, witness_source=d.evidence.witness_source,
+            witness_seeing_arcsec=d.evidence.witness_seeing_arcsec))
 
     counts: dict[str, int] = {}
     for d in diags:

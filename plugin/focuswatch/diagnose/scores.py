@@ -118,7 +118,12 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
     size_cfz = defocus.get("cfz_size_low")
     if size_cfz is not None:  # a measured seeing: the size alone can show a defocus the shape hides
         lo_cfz, hi_cfz = c.focus_miss_cfz_band
-        miss = max(miss, _smooth_step(size_cfz, c.seeing_size_miss_cfz * lo_cfz, c.seeing_size_miss_cfz * hi_cfz))
+        size_miss = _smooth_step(size_cfz, c.seeing_size_miss_cfz * lo_cfz, c.seeing_size_miss_cfz * hi_cfz)
+        if defocus.get("witness_past"):
+            # a past seeing (the in-focus frames): a size asking for more defocus than the profile can
+            # hide grew with the seeing since the witness (the shape's own call stays in ``miss``)
+            size_miss *= 1.0 - _smooth_step(size_cfz, *c.witness_size_max_cfz_band)
+        miss = max(miss, size_miss)
     if (ev.donut_fraction or 0.0) >= c.donut_fraction:
         miss = max(miss, c.donut_miss_score)
     # elongation only counts with a structure (one orientation, or radial/tangential):

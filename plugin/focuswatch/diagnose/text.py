@@ -38,6 +38,13 @@ def format_diagnosis(d: Diagnosis, *, verbose: bool = True) -> str:
     lines.append(f"  field: tilt {_f(ev.tilt_pct, '.0f', ' %')}, curvature {_f(ev.curvature_pct, '.0f', ' %')} "
                  f"(fit: variation {_f(ev.field_variation_pct, '.0f', ' %')}, significance "
                  f"{_f(ev.field_significance, '.1f')}, anisotropy {_f(ev.anisotropy)})")
+    if ev.witness_source:
+        src = ("a seeing monitor" if ev.witness_source == "monitor" else
+               f"the night's in-focus frames ({ev.witness_n_frames or '?'}, HFR {_f(ev.witness_hfr_px)} px, "
+               f"{_f(ev.witness_age_s / 60.0 if ev.witness_age_s is not None else None, '.0f', ' min')} before)")
+        worse = "; the seeing got worse since: no size call" if ev.seeing_worse_than_witness else ""
+        lines.append(f"  seeing witness: {_f(ev.witness_seeing_arcsec, '.2f', ARCSEC)} from {src}; size says "
+                     f"at least {_f(ev.size_defocus_cfz_low, '.2f')} CFZ{worse}")
     if ev.donut_fraction:
         lines.append(f"  donuts: {ev.donut_fraction:.0%} of the stars, outer diameter "
                      f"{_f(ev.donut_outer_diameter_px, '.1f')} px, obstruction {_f(ev.obstruction_estimate)}")

@@ -72,7 +72,8 @@ def _unknown(stats: Any, reason: str, n: int = 0) -> Diagnosis:
 
 
 def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr_px: float | None = None,
-          config: DiagnoseConfig = DiagnoseConfig(), measured_seeing_arcsec: float | None = None) -> Diagnosis:
+          config: DiagnoseConfig = DiagnoseConfig(), measured_seeing_arcsec: float | None = None,
+          seeing_witness: Any = None) -> Diagnosis:
     """Diagnose one measured frame.
 
     Parameters
@@ -100,6 +101,12 @@ def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr
         focus miss is also called when the size alone implies one
         (``DiagnoseConfig.seeing_size_uncertainty``, ``seeing_size_miss_cfz``). Not taken from
         ``rig.seeing_arcsec``, which may be a typical value from the configuration.
+    seeing_witness : focuswatch.diagnose.witness.SeeingWitness, optional
+        Where the seeing came from (``diagnose.witness``): a monitor, or the night's in-focus
+        frames (its seeing is used when ``measured_seeing_arcsec`` is not given). An in-focus
+        witness is a *past* seeing: its size call is dropped when the profile cannot hold the
+        defocus the size asks for (the seeing got worse since), and the evidence reports it
+        (``witness_*``, ``seeing_worse_than_witness``).
 
     Returns
     -------
@@ -130,8 +137,10 @@ def frame(stats: Any, rig: Rig | None = None, *, image: Any = None, baseline_hfr
         pixels = getattr(image, "pixels", image)
         scale_px = int(getattr(image, "scale_px", 1) or 1)
 
+    if measured_seeing_arcsec is None and seeing_witness is not None:
+        measured_seeing_arcsec = seeing_witness.seeing_arcsec
     ev, defocus = _evidence(stats, t, w, h, rig, baseline_hfr_px, pixels, scale_px, config,
-                            measured_seeing_arcsec=measured_seeing_arcsec)
+                            measured_seeing_arcsec=measured_seeing_arcsec, seeing_witness=seeing_witness)
     scores = _scores(ev, defocus, config, baseline_hfr_px)
     problem_label, problem = max(((k, v) for k, v in scores.items() if k != "in_focus"),
                                  key=lambda kv: kv[1])

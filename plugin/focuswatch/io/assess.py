@@ -43,11 +43,14 @@ def assess_path(path: str | Path, rig: Rig | None = None, options: AssessContext
     return assess(frame, rig, options)
 
 
-def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True) -> tuple[Any, Any, Rig]:
+def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True, *,
+                   seeing_witness: Any = None) -> tuple[Any, Any, Rig]:
     """:func:`focuswatch.pipeline.measure_record` with the capture time read from the frame's file.
 
     The watcher and ``replay`` call this: a frame without DATE-OBS is dated by its file's
-    modification time, as the watcher orders frames.
+    modification time, as the watcher orders frames. ``seeing_witness``: the night loop's
+    in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`).
     """
     path = frame.path if frame.path is not None else Path(".")
-    return _judge_for_policy(frame, config, monitor, use_diagnose, time_s=capture_time_s(path, frame.meta))
+    return _judge_for_policy(frame, config, monitor, use_diagnose, time_s=capture_time_s(path, frame.meta),
+                             seeing_witness=seeing_witness)

@@ -132,6 +132,13 @@ def _seeing_core(diagnosis: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
+def _focus_miss(diagnosis: Any) -> bool | None:
+    """The diagnosis' focus call on a sub (made with the night's seeing witness); ``None``
+    without a diagnosis (the grade then reads the profile itself)."""
+    label = getattr(diagnosis, "label", None)
+    return None if label in (None, "unknown") else label == "focus_miss"
+
+
 def _own_summary(st: Any) -> dict[str, Any]:
     return {"fwhm_px": st.fwhm_px, "hfr_px": st.hfr_px, "eccentricity": st.eccentricity,
             "roundness": roundness_from_eccentricity(st.eccentricity), "n_stars": st.n_stars,
@@ -195,7 +202,8 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
             good = [s for s in stats if str(s.file) in usable]
             left = tuple(x for x in scan.left_out if any(str(s.file) == x.file for s in stats))
             diags = scan.diagnose(rig)
-            subs = tuple(SubQuality.from_stats(s, _seeing_core(diags.get(str(s.file)))) for s in good)
+            subs = tuple(SubQuality.from_stats(s, _seeing_core(diags.get(str(s.file))),
+                                               diagnosis_focus_miss=_focus_miss(diags.get(str(s.file)))) for s in good)
             frig = rig_with_header(rig or Rig(), stats[0].meta) if stats else rig
             if len(good) < 2:
                 results.append(FilterGrade(filt, len(stats), 0, left, None, None, None, None, None,

@@ -52,6 +52,8 @@ class SessionScan:
     #: the ``[diagnose]`` thresholds (:class:`~focuswatch.diagnose.DiagnoseConfig`) the
     #: report's and the grade's diagnoses use; ``None``: the defaults
     diagnose_config: Any = None
+    #: the diagnoses were judged again with the night's seeing witness (``diagnose.night_witnesses``)
+    witnessed: bool = False
 
     def diagnose(self, rig: Rig | None) -> dict[str, Any]:
         """``diagnose.frame`` of every measured frame (cached; ``None`` where it failed).
@@ -59,6 +61,8 @@ class SessionScan:
         The diagnosis is optional: without the module, or when it fails on a frame, the
         report and the grade carry on without it and say so.
         """
+        if self.diagnoses and not self.witnessed:
+            self._witness(rig)
         if self.diagnoses or not self.stats:
             return self.diagnoses
         try:
@@ -80,7 +84,24 @@ class SessionScan:
                 failures += 1
         if failures:
             self.diagnose_notes.append(f"diagnosis: failed on {failures} of {len(self.stats)} frames")
+        self._witness(rig)
         return self.diagnoses
+
+    def _witness(self, rig: Rig | None) -> None:
+        """Judge the diagnoses again with the night's own seeing witness (the first frames at each
+        focus, per filter: :func:`focuswatch.diagnose.night_witnesses`), once."""
+        self.witnessed = True
+        try:
+            from focuswatch import diagnose
+            from focuswatch.optics import rig_with_header
+        except ImportError:
+            return
+        cfg = self.diagnose_config if self.diagnose_config is not None else diagnose.DiagnoseConfig()
+        for s, w in zip(self.stats, diagnose.night_witnesses(self.stats, rig, cfg)):
+            key = str(s.file)
+            if w is not None and self.diagnoses.get(key) is not None:
+                self.diagnoses[key] = diagnose.rejudge(self.diagnoses[key], s, rig_with_header(rig or Rig(), s.meta), w,
+                                                       config=cfg)
 
     def by_filter(self) -> dict[str, list[Any]]:
         """Measured frames grouped by FILTER (``"none"`` when the header has none)."""

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable
 from focuswatch.policy import afconfirm
 from focuswatch.boundary import frame_boundary
 from focuswatch.errors import FrameError, FrameIncomplete
+from focuswatch.optics import Rig
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor
 
 log = logging.getLogger("focuswatch.watch")
@@ -97,19 +98,20 @@ class AFSignal:
 
 
 def measure_record(frame: Any, config: Any, monitor: Monitor,
-                   use_diagnose: bool = True) -> tuple[FrameRecord, Any, Any]:
+                   use_diagnose: bool = True, *, seeing_witness: Any = None) -> tuple[FrameRecord, Any, Any]:
     """Measure a loaded frame and turn it into the policy's :class:`FrameRecord`.
 
     The one frame pipeline (:func:`focuswatch.io.assess.measure_record`: stars, diagnosis
     against the policy's baseline, record, dated by DATE-OBS else the file's modification time)
     inside the frame boundary, so whatever goes wrong with this frame becomes one
     :class:`FrameError` naming it and the night goes on. The watcher and ``replay`` both
-    measure through here (:meth:`NightSession._measure`).
+    measure through here (:meth:`NightSession._measure`). ``seeing_witness``: the night's
+    in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`).
     """
     from focuswatch.io import assess
 
     with frame_boundary(frame.path):  # whatever this frame does is one line
-        return assess.measure_record(frame, config, monitor, use_diagnose)
+        return assess.measure_record(frame, config, monitor, use_diagnose, seeing_witness=seeing_witness)
 
 
 def is_nina_source(source: str | None) -> bool:
@@ -278,6 +280,7 @@ class NightSession:
         self.claimed_reports: set[str] = set()               # reports a hook's run took as its own
         self.last_light: tuple[Any, Any] = (None, None)      # FOCPOS, filter of the last light frame
         self.decisions: list[Decision] = []
+        self._witness: Any = None                            # the in-focus seeing witness (diagnose)
 
     # ------------------------------------------------------------------ restart
     def restore(self, items: Iterable[tuple[str, Any, Any]]) -> int:
@@ -333,6 +336,7 @@ class NightSession:
     def _count(self, key: str, mark: AutofocusMark, event: Any) -> None:
         self.sink.record_autofocus(key, mark)
         self.monitor.autofocus(mark)
+        self.witnesses().autofocus()  # the next frames of each filter give the seeing again
         self.sink.counted_autofocus(mark, event)
         log.info("autofocus (%s): the baseline is taken again from the next frames", mark.source)
 
@@ -474,8 +478,29 @@ class NightSession:
         self.sink.decided(record, decision, self._request(record, decision))
         return self._out(Processed(path, "measured", decision=decision, stats=stats_d))
 
+    def witnesses(self) -> Any:
+        """The night's in-focus seeing witness (:class:`focuswatch.diagnose.WitnessTracker`): the
+        first frames of each filter after an autofocus (or a focuser move) give the seeing the
+        diagnosis judges the later frames' star size against (docs/diagnose.md)."""
+        if self._witness is None:
+            from focuswatch.diagnose import WitnessTracker
+
+            dcfg = self.config.diagnose_config() if hasattr(self.config, "diagnose_config") else None
+            self._witness = WitnessTracker(getattr(self.config, "rig", None), *((dcfg,) if dcfg is not None else ()))
+        return self._witness
+
     def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any]:
-        return measure_record(frame, self.config, self.monitor, self.use_diagnose)
+        from focuswatch.io.assess import capture_time_s
+        from focuswatch.optics import rig_with_header
+
+        meta, tracker = frame.meta, self.witnesses()
+        when = capture_time_s(frame.path, meta) if frame.path is not None else meta.timestamp
+        rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
+        witness = tracker.witness_for(meta.filter_name, when, meta.focuser_pos, rig=rig) if self.use_diagnose else None
+        record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
+                                                 seeing_witness=witness)
+        tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos)
+        return record, stats, full_rig
 
     @staticmethod
     def _request(record: FrameRecord, d: Decision) -> Any:

@@ -1,0 +1,298 @@
+"""The seeing witness: a seeing measured for a frame, from a monitor or the night's in-focus frames.
+
+The profile shape cannot tell a 1 CFZ blur from seeing on small, slow rigs
+(docs/diagnose.md); the star's *size* can, against a seeing measured at about the time of
+the frame. Two witnesses exist:
+
+* a seeing monitor (``SEEING``/``DIMMSEE``/``SEEFWHM`` in the header, FrameMeta
+  ``seeing_arcsec``): measured at the frame's time, it is used as is;
+* the night's own in-focus frames: right after an autofocus the stars show the seeing
+  alone, and :func:`focuswatch.calibration.seeing_for_infocus_hfr_arcsec` turns their HFR into
+  the seeing FWHM (within 2 % of GalSim's Kolmogorov x obstructed Airy). That seeing is a
+  *past* one: it holds only while it is recent, and a later frame larger than it predicts
+  may have grown because the seeing got worse. So the witness expires
+  (``DiagnoseConfig.witness_max_age_s``), waits until the night's own frame-to-frame scatter
+  is known and widens its allowance with it, and its size call fades out where the defocus it
+  asks for is one the profile shape would show by itself (``witness_size_max_cfz_band``: a
+  star that large with a seeing profile grew with the seeing; :mod:`focuswatch.diagnose.scores`).
+
+The rule for the in-focus frames (:class:`WitnessTracker`), the same in the night loop
+(``watch``/``replay``), the night's story and the session grade:
+
+* they are the first ``witness_frames`` usable frames of a filter at a new focus: after an
+  autofocus (a confirmed autofocus signal in the night loop), or after the filter's focuser
+  position (FOCPOS) moved by more than ``witness_focuser_steps`` (the night story's refocus
+  events), and the frame judged must be at that same focuser position. The first frames of
+  a night or of a watch count too: frames that were not in focus only make the witness
+  *larger*, which can hide a focus miss but never invent one (the only way a witness invents
+  one is a seeing that got worse, guarded below);
+* the witness seeing is the one their median HFR gives, per filter (each filter has its
+  own wavelength and focus);
+* it serves the later frames of that filter for ``witness_max_age_s`` after its last frame,
+  once the night has shown how much its seeing moves (``witness_min_steps`` frame-to-frame
+  steps of the filter's HFR, anywhere in the night at one focus); its size allowance grows with
+  that scatter and with the frames since the witness (a random walk);
+* the night's *best* frames are not used: the best seeing of the night predicts too small
+  a star for every later frame, which would turn ordinary seeing into focus misses.
+
+Pure: no clock, no files (times come from the frames' DATE-OBS).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from focuswatch import calibration
+from focuswatch.diagnose.config import DiagnoseConfig
+from focuswatch.model.records import Record
+from focuswatch.optics import Rig
+
+#: ``SeeingWitness.source`` values.
+MONITOR = "monitor"
+INFOCUS = "infocus"
+
+
+@dataclass(frozen=True)
+class SeeingWitness(Record):
+    """A seeing measured for a frame (``evidence.witness_*`` in the diagnosis' JSON).
+
+    ``seeing_arcsec`` is the seeing FWHM (arcsec); ``source`` ``"monitor"`` (a seeing monitor's
+    header value at the frame's time) or ``"infocus"`` (the night's in-focus frames after an
+    autofocus); for ``"infocus"``: ``hfr_px`` their median true HFR (px), ``n_frames`` how
+    many, ``time_s`` the capture time of the last one (s since the epoch, UTC), ``age_s`` the
+    judged frame's time minus ``time_s`` (s), ``filter_name`` and ``focuser_pos`` theirs,
+    ``jitter_pct`` the night's frame-to-frame scatter of the filter's HFR (%) and ``frames_since``
+    the judged frame's rank after the witness frames (1 = the next frame): the seeing may have
+    wandered by about ``jitter x sqrt(frames_since)`` since.
+    """
+
+    seeing_arcsec: float
+    source: str = INFOCUS
+    hfr_px: float | None = None
+    n_frames: int = 0
+    time_s: float | None = None
+    age_s: float | None = None
+    filter_name: str | None = None
+    focuser_pos: float | None = None
+    jitter_pct: float | None = None
+    frames_since: int = 1
+
+
+def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: float | None = None) -> float | None:
+    """The seeing FWHM (arcsec) an in-focus star of true HFR ``hfr_px`` implies on ``rig``
+    (:func:`focuswatch.calibration.seeing_for_infocus_hfr_arcsec`); ``None`` without an
+    aperture or a plate scale, or for a star no larger than diffraction alone gives."""
+    scale = plate_scale_arcsec_px or rig.plate_scale_arcsec_px
+    ap = rig.effective_aperture_mm
+    if not (scale and ap and hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
+        return None
+    see = calibration.seeing_for_infocus_hfr_arcsec(float(hfr_px), ap, rig.wavelength_nm, scale, rig.obstruction or 0.0)
+    return float(see) if see and math.isfinite(see) and see > 0 else None
+
+
+def monitor_witness(meta: Any) -> SeeingWitness | None:
+    """The seeing monitor's witness from a frame's header (``meta.seeing_arcsec``), if any."""
+    see = getattr(meta, "seeing_arcsec", None) if meta is not None else None
+    if see and math.isfinite(float(see)) and float(see) > 0:
+        return SeeingWitness(float(see), MONITOR)
+    return None
+
+
+@dataclass
+class _Collect:
+    """The witness frames of one filter since the last autofocus."""
+
+    focuser_pos: float | None
+    hfrs: list[float]
+    last_time_s: float | None
+    n_after: int = 0
+
+
+#: Successive log-HFR differences of a filter kept for its frame-to-frame scatter.
+_JITTER_DIFFS = 12
+#: sigma of a normal variable over the median of its absolute value.
+_MAD_TO_SIGMA = 1.4826
+
+
+class WitnessTracker:
+    """The in-focus witness per filter through a night, frames fed in capture order (pure).
+
+    ``autofocus()`` when an autofocus was applied (the night loop), then for each frame
+    ``witness_for(...)`` before it is diagnosed and ``add(...)`` after. A change of a
+    filter's focuser position counts as its autofocus too (a folder has no autofocus
+    signals; the night's story does the same).
+
+    >>> from focuswatch.optics import Rig
+    >>> rig = Rig(aperture_mm=80, focal_length_mm=480, pixel_um=3.76)
+    >>> t = WitnessTracker(rig)
+    >>> t.witness_for("L", 0.0, 1000) is None        # nothing known in focus yet
+    True
+    >>> for k, hfr in enumerate((1.6, 1.7, 1.66, 1.64)):
+    ...     t.add("L", 300.0 * k, hfr, 1000)
+    >>> w = t.witness_for("L", 1200.0, 1000)
+    >>> round(w.hfr_px, 2), w.n_frames, w.age_s, w.source, w.frames_since
+    (1.65, 2, 900.0, 'infocus', 3)
+    >>> t.witness_for("L", 1200.0 + 3600.0, 1000) is None   # too old
+    True
+    >>> t.witness_for("L", 1200.0, 1200) is None      # the focuser moved: a new focus
+    True
+    """
+
+    def __init__(self, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig(), *,
+                 plate_scale_arcsec_px: float | None = None):
+        self.rig = rig or Rig()
+        self.config = config
+        self.plate_scale_arcsec_px = plate_scale_arcsec_px
+        self._by_filter: dict[str, _Collect] = {}
+        #: per filter: the last frame's (log HFR, focuser position, focus epoch) and the successive differences
+        self._last: dict[str, tuple[float, float | None, int]] = {}
+        self._diffs: dict[str, list[float]] = {}
+        self._epoch = 0
+
+    @staticmethod
+    def _key(filter_name: str | None) -> str:
+        return (filter_name or "").strip().lower()
+
+    def autofocus(self) -> None:
+        """An autofocus was applied: every filter's witness is collected again."""
+        self._by_filter.clear()
+        self._epoch += 1
+
+    def _same_focus(self, c: _Collect, focuser_pos: float | None) -> bool:
+        if c.focuser_pos is None or focuser_pos is None:
+            return True
+        return abs(float(focuser_pos) - float(c.focuser_pos)) <= self.config.witness_focuser_steps
+
+    def jitter_pct(self, filter_name: str | None) -> float | None:
+        """Frame-to-frame scatter of the filter's HFR through the night (%): ``1.4826 x median
+        |d ln HFR| / sqrt(2)`` over its last successive differences at one focus (a steady seeing
+        ramp counts as scatter too: the witness must allow for it). ``None`` before two frames."""
+        d = self._diffs.get(self._key(filter_name))
+        if not d:
+            return None
+        return 100.0 * _MAD_TO_SIGMA * _median([abs(x) for x in d]) / math.sqrt(2.0)
+
+    def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
+                    rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
+        """The witness for a frame of ``filter_name`` taken at ``time_s`` (``None``: none yet,
+        too old, another focuser position, the frame is itself one of the witness frames, or the
+        filter's frame-to-frame scatter is known from fewer than ``witness_min_steps`` steps).
+        ``rig`` (the frame's, header merged) turns the HFR into a seeing; default: the tracker's."""
+        c = self._by_filter.get(self._key(filter_name))
+        if c is None or len(c.hfrs) < self.config.witness_frames or not self._same_focus(c, focuser_pos):
+            return None
+        if len(self._diffs.get(self._key(filter_name), ())) < self.config.witness_min_steps:
+            return None  # how much this night's seeing moves is not known yet
+        age = None
+        if time_s is not None and c.last_time_s is not None:
+            age = float(time_s) - float(c.last_time_s)
+            if age > self.config.witness_max_age_s:
+                return None
+        hfr = _median(c.hfrs[: self.config.witness_frames])
+        see = seeing_from_infocus_hfr(hfr, rig or self.rig, plate_scale_arcsec_px or self.plate_scale_arcsec_px)
+        if see is None:
+            return None
+        return SeeingWitness(see, INFOCUS, hfr_px=hfr, n_frames=len(c.hfrs[: self.config.witness_frames]),
+                             time_s=c.last_time_s, age_s=age, filter_name=filter_name, focuser_pos=c.focuser_pos,
+                             jitter_pct=self.jitter_pct(filter_name), frames_since=c.n_after + 1)
+
+    def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
+            focuser_pos: float | None = None) -> None:
+        """A frame was judged: while its filter's witness is still being collected since the
+        autofocus, its HFR joins it; a frame at another focuser position starts the filter's
+        witness again (a new focus)."""
+        if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
+            return
+        key = self._key(filter_name)
+        prev = self._last.get(key)
+        if prev is not None and prev[2] == self._epoch and (
+                prev[1] is None or focuser_pos is None
+                or abs(float(focuser_pos) - float(prev[1])) <= self.config.witness_focuser_steps):
+            self._diffs.setdefault(key, []).append(math.log(hfr_px) - prev[0])
+            del self._diffs[key][:-_JITTER_DIFFS]
+        self._last[key] = (math.log(hfr_px), focuser_pos, self._epoch)
+        c = self._by_filter.get(key)
+        if c is None or not self._same_focus(c, focuser_pos):
+            c = self._by_filter[key] = _Collect(focuser_pos, [], None)
+        if len(c.hfrs) < self.config.witness_frames:
+            c.hfrs.append(float(hfr_px))
+            c.last_time_s = time_s
+        else:
+            c.n_after += 1
+
+
+def _median(v: Sequence[float]) -> float:
+    s = sorted(v)
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
+
+
+def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
+                    config: DiagnoseConfig = DiagnoseConfig()) -> list[SeeingWitness | None]:
+    """The witness for each frame of a folder (same order as ``stats_list``).
+
+    Frames are taken in capture order (DATE-OBS, when every frame has one); a change of a
+    filter's focuser position (FOCPOS) is its autofocus, as in the night's story. Without
+    FOCPOS the first frames of each filter are its witness until it expires. A seeing
+    monitor's header value, when a frame has one, is its witness.
+    """
+    from focuswatch.optics import rig_with_header
+
+    items = list(stats_list)
+    ts = [getattr(getattr(s, "meta", None), "timestamp", None) for s in items]
+    order = sorted(range(len(items)), key=lambda i: ts[i]) if items and all(t is not None for t in ts) \
+        else list(range(len(items)))
+    out: list[SeeingWitness | None] = [None] * len(items)
+    trackers: dict[Any, WitnessTracker] = {}
+    for i in order:
+        s = items[i]
+        meta = getattr(s, "meta", None)
+        mon = monitor_witness(meta)
+        pos = getattr(meta, "focuser_pos", None) if meta is not None else None
+        r = rig_with_header(rig or Rig(), meta) if meta is not None else (rig or Rig())
+        key = (r.aperture_mm, r.focal_length_mm, r.effective_pixel_um)
+        tr = trackers.get(key)
+        if tr is None:
+            tr = trackers[key] = WitnessTracker(r, config, plate_scale_arcsec_px=getattr(s, "plate_scale_arcsec_px", None))
+        filt = getattr(meta, "filter_name", None)
+        w = tr.witness_for(filt, ts[i], pos)
+        out[i] = mon or w
+        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos)
+    return out
+
+
+#: The labels a seeing witness can turn into ``focus_miss`` (it only adds a size call to the
+#: focus-miss score, which needs no pixels; poor seeing falls as the miss rises).
+_WITNESS_CAN_CHANGE = ("in_focus", "poor_seeing")
+
+
+def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness | None, *,
+            baseline_hfr_px: float | None = None, config: DiagnoseConfig = DiagnoseConfig()) -> Any:
+    """A frame's diagnosis judged again with the night's seeing witness (batch commands, whose
+    frames were diagnosed before the night's witnesses were known).
+
+    The witness adds the size call to the focus-miss score only, and that score needs no
+    pixels: so a diagnosis made with the pixels that said ``in_focus`` or ``poor_seeing`` becomes
+    the witnessed one (made from the star table) when that says ``focus_miss``; otherwise the
+    label, findings and figures stay as they were and only the witness figures of ``evidence``
+    (``witness_*``, ``size_defocus_cfz_low``, ``seeing_worse_than_witness``) are added.
+    """
+    from dataclasses import replace
+
+    from focuswatch.diagnose.verdict import frame
+
+    if witness is None or diagnosis is None or getattr(diagnosis, "label", None) == "unknown":
+        return diagnosis
+    w = frame(stats, rig, baseline_hfr_px=baseline_hfr_px, config=config, seeing_witness=witness)
+    if w.label == "unknown":
+        return diagnosis
+    if w.label == "focus_miss" and diagnosis.label in _WITNESS_CAN_CHANGE:
+        return replace(w, file=diagnosis.file)
+    keep = ("size_defocus_cfz_low", "witness_seeing_arcsec", "witness_source", "witness_hfr_px",
+            "witness_n_frames", "witness_age_s", "witness_jitter_pct", "seeing_worse_than_witness")
+    return replace(diagnosis, evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
+
+
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",
+           "rejudge", "seeing_from_infocus_hfr"]
