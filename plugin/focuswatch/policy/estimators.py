@@ -365,6 +365,8 @@ def slope_critical_z(zc: float) -> float:
 
     Two tests on the same frames, either may fire: each at half the false-alarm rate of one
     (Bonferroni), so the pair never asks more often on pure jitter than 1.5 x the model alone.
+    The drift rule no longer applies it (policy3): on the same frames the two statistics are
+    nearly equal, so the pair asks about as often as the line alone at its per-hour bar.
     """
     from scipy.stats import norm
 

@@ -27,7 +27,7 @@ import numpy as np
 from focuswatch import optics
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.context import Context, defocus_limits, focus_optics, limit_text, ratio_of, ratio_to_defocus
-from focuswatch.policy.estimators import Baseline, critical_z, drift_bar, expected_hfr_px, slope_critical_z
+from focuswatch.policy.estimators import Baseline, critical_z, drift_bar, expected_hfr_px
 from focuswatch.policy.vetoes import VETOES
 
 
@@ -58,10 +58,11 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     zc = critical_z(config.drift_z, d.dof + config.prior_dof)
     # the straight-line witness only where the model's start is not known to be in focus: a
     # filter other than the one the autofocus was made with (its first frames may already sit
-    # on a drift that began before them); its bar keeps the false alarms per hour of drift_z
+    # on a drift that began before them); its bar keeps the false alarms per hour of drift_z.
+    # Not halved for being a second test: on the same frames the model's z and the line's are
+    # nearly equal, so either-of-two asks about as often as the line alone
     untrusted = ctx.state.af_filter is not None and ctx.frame.filter_name != ctx.state.af_filter
-    zs = slope_critical_z(critical_z(drift_bar(config, ctx.cadence_min), d.dof + config.prior_dof)) \
-        if untrusted else math.inf
+    zs = critical_z(drift_bar(config, ctx.cadence_min), d.dof + config.prior_dof) if untrusted else math.inf
     if d.z < zc and d.slope_z < zs:
         return None
     # a growth faster than any thermal drift is not one: bad seeing rising over the first frames
