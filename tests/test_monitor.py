@@ -465,6 +465,20 @@ def test_seeing_jitter_never_fires_and_drift_is_caught_in_the_zone(name, kw, n, 
     assert set(decisions[first].rules) & {"drift", "consecutive"}
 
 
+@pytest.mark.parametrize("kw,n", [(dict(cadence_s=70, jitter_pct=10.0, seed=8, profile=False), 250),
+                                  (dict(cadence_s=610, jitter_pct=10.0, seed=3), 36)], ids=["60 s", "600 s"])
+def test_seeing_jitter_in_a_filter_the_autofocus_did_not_focus_never_fires(kw, n):
+    """No drift, 10 % seeing jitter, every frame in a filter the autofocus was not made with: the
+    straight-line witness is on at its per-hour bar (no longer halved for a second test, policy3)
+    and still never asks (72 such nights, 3-10 % jitter, seeds 100-105: none either)."""
+    frames, _ = jittery_night(n, **kw)
+    m = Monitor(PolicyConfig(**QUIET, parfocal_filters=True), NIGHT_RIG)
+    m.autofocus(AutofocusMark(time_s=frames[0].time_s - 60, source="dusk", filter_name="R"))
+    decisions = [m.observe(f) for f in frames]
+    assert first_refocus(decisions) is None, [d.reasons for d in decisions if d.decision == "refocus"][:1]
+    assert max(d.jitter_pct or 0 for d in decisions) > 5.0
+
+
 # The same nights with the star's growth from physical optics (focuswatch.sim.physical: Kolmogorov
 # seeing through the 130 mm f/5's diffraction, checked against GalSim in test_physoptics.py), not the
 # optics model the policy inverts. HFR only: no profile witness derived from the policy's own numbers.
