@@ -38,10 +38,11 @@ veto: NINA has none).
 ``--real N`` adds the issue-13 nights (``tests/test_policy_real.py`` builds them; truth from GalSim
 and closed-form optics, HFR-only records as NINA reports them), our policy beside NINA's 5 % rule,
 N seeds each: the reconstructed NINA night (catch frames of its two drifts), 30-frame seeing-jitter
-and cloud nights (requests per night, every request false), steady 2-3 um/frame drifts (true defocus
+and cloud nights (``--noise-seeds`` of them, requests per night, every request false; also with the
+autofocus made in another filter), steady 2-3 um/frame drifts (true defocus
 and the drift model's error at the first request).
 
-    python benchmarks/policy_eval.py [--seeds 4] [--hours 6] [--rendered 0] [--real 0] [--json]
+    python benchmarks/policy_eval.py [--seeds 4] [--hours 6] [--rendered 0] [--real 0] [--noise-seeds 0] [--json]
                                       [--hfr-truth physical|moffat]
 """
 from __future__ import annotations
@@ -279,8 +280,9 @@ def print_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
               f"{_f(f['out_of_zone_pct'], '.1f'):>6} {_f(f['requests_per_night'], '.1f'):>6}")
 
 
-def real_nights(n_seeds: int, as_json: bool) -> None:
-    """The issue-13 nights: ours vs NINA's 5 % rule (see ``--real``)."""
+def real_nights(n_seeds: int, as_json: bool, n_noise_seeds: int | None = None) -> None:
+    """The issue-13 nights: ours vs NINA's 5 % rule (see ``--real``); ``n_noise_seeds`` seeing-jitter
+    and cloud nights (default ``n_seeds``), each also on a filter the autofocus was not made with."""
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -318,25 +320,42 @@ def real_nights(n_seeds: int, as_json: bool) -> None:
                   f"{cell(r_ours[seed], 'd'):>12} {cell(r_cfz_ours[seed], '.2f'):>5} | "
                   f"{cell(r_nina[seed], 'd'):>5} {cell(r_cfz_nina[seed], '.2f'):>5}")
 
+    # seeds 0-9 tune, 10-19 are held out (policy3 onwards); NINA's own catch below our 0.4 CFZ
+    # limit is counted apart: asking later there is the limit, not the test
+    for lo, hi in ((0, min(10, n_seeds)), (10, n_seeds)):
+        if hi <= lo:
+            continue
+        late = [k for k in range(lo, hi) if r_ours[k] is None or (r_nina[k] is not None and r_ours[k] > r_nina[k])]
+        past = [k for k in late if r_cfz_nina[k] is not None and r_cfz_nina[k] >= 0.4 - 1e-9]
+        if not as_json:
+            print(f"  drift 2, seeds {lo}-{hi - 1}: later than NINA on {len(late)} of {hi - lo} (seeds {late}); "
+                  f"of those, NINA asked at or past our 0.40 CFZ limit on {len(past)} (seeds {past})")
     rows.append({"night": "reconstructed NINA night", "seeds": n_seeds,
                  "drift1_frame_ours": med(b_ours), "drift1_frame_nina": med(b_nina),
                  "drift1_missed_ours": sum(x is None for x in b_ours),
                  "drift2_frame_ours": med(r_ours), "drift2_frame_nina": med(r_nina),
                  "drift2_cfz_ours": med(r_cfz_ours), "drift2_cfz_nina": med(r_cfz_nina),
                  "drift2_missed_ours": sum(x is None for x in r_ours), "other_requests_ours": other})
+    n_noise = n_noise_seeds or n_seeds
     for kind, night in (("seeing jitter 2.0-4.2\"", T.seeing_jitter_night), ("clouds", T.cloud_night)):
-        counts = {"ours": [], "nina": []}
-        for seed in range(n_seeds):
-            frames = night(seed)
-            for who, cfg in (("ours", T.OURS), ("nina", T.NINA)):
-                _, d = T.closed_loop(lambda i, _f: frames[i], len(frames), cfg)
-                counts[who].append(len(T.requests(d)))
-        rows.append({"night": f"{kind}, 30 x 300 s", "seeds": n_seeds,
-                     "false_per_night_ours": float(np.mean(counts["ours"])),
-                     "false_per_night_nina": float(np.mean(counts["nina"])),
-                     "nights_with_a_false_request_ours": int(sum(c > 0 for c in counts["ours"]))})
-        if not as_json:
-            print(f"\n{kind}, false requests per seed: ours {counts['ours']}, NINA 5 % {counts['nina']}")
+        # "L": the autofocus was made in the frames' filter; "R": it was not (a filter changed to
+        # without refocusing: the straight-line witness is on, its first frames are not trusted)
+        for af_filter in ("L", "R"):
+            counts: dict[str, list[int]] = {"ours": [], "nina": []}
+            for seed in range(n_noise):
+                frames = night(seed)
+                for who, cfg in (("ours", T.OURS), ("nina", T.NINA)):
+                    _, d = T.closed_loop(lambda i, _f: frames[i], len(frames), cfg, first_filter=af_filter)
+                    counts[who].append(len(T.requests(d)))
+            what = "" if af_filter == "L" else ", autofocus in another filter"
+            rows.append({"night": f"{kind}, 30 x 300 s{what}", "seeds": n_noise,
+                         "false_per_night_ours": float(np.mean(counts["ours"])),
+                         "false_per_night_nina": float(np.mean(counts["nina"])),
+                         "nights_with_a_false_request_ours": int(sum(c > 0 for c in counts["ours"])),
+                         "false_seeds_ours": [k for k, c in enumerate(counts["ours"]) if c]})
+            if not as_json:
+                print(f"\n{kind}{what}, false requests per seed: ours {counts['ours']}, NINA 5 % {counts['nina']}"
+                      f" (ours false on seeds {rows[-1]['false_seeds_ours']}; seeds 0-19 tune, 20-39 held out)")
     for truth in ("moffat 2.5", "moffat 4.5", "galsim"):
         got = T.drift_requests(truth)
         cfz = np.array([t / T.CFZ_UM for t, _, _ in got])
@@ -372,13 +391,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a [policy] setting in every policy (repeatable), e.g. --set drift_z=3.5")
     ap.add_argument("--real", type=int, default=0, help="seeds of the issue-13 nights (ours vs NINA); 0 = skip")
+    ap.add_argument("--noise-seeds", type=int, default=0,
+                    help="seeds of the seeing-jitter and cloud nights with --real (default: as --real)")
     ap.add_argument("--json", action="store_true", help="one JSON object per policy and group")
     ap.add_argument("--hfr-truth", choices=("physical", "moffat"), default="physical",
                     help="HFR growth of the simulated nights: calibrated physical optics (default) or the "
                          "geometric Moffat model of the figures measured before the diagcal merge")
     args = ap.parse_args(argv)
     if args.real:
-        real_nights(args.real, args.json)
+        real_nights(args.real, args.json, args.noise_seeds or None)
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")

@@ -59,6 +59,7 @@ class PolicyConfig(Record):
     cross_filter_pct: float = 4.0
     rig_seeing_pct: float = 20.0
     filter_offsets: str = ""
+    max_drift_cfz_per_h: float = 4.0
 
     def __post_init__(self) -> None:
         parse_filter_offsets(self.filter_offsets)                # raises ConfigError naming the key
@@ -119,6 +120,7 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "seeing_wander_pct_per_h": (0.0, 100.0, "% per hour"),
     "cross_filter_pct": ((0.0,), 100.0, "%"),
     "rig_seeing_pct": ((0.0,), 200.0, "%"),
+    "max_drift_cfz_per_h": (0.0, 1000.0, "critical focus zones per hour; 0 = no limit"),
 }
 
 

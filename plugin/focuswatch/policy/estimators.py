@@ -77,7 +77,9 @@ class DriftFit:
     ``slope_z`` is the significance of a straight-line rise of ln HFR over the same frames, with
     the same ``sigma``: the witness of a drift that began before the first frame (a filter's
     frames already out of focus, where the growth is no longer the flat start of the curve the
-    model assumes from zero, issue 13's second real drift).
+    model assumes from zero, issue 13's second real drift). ``span_min`` is the time from the
+    model's origin (the first frame since the autofocus) to the newest frame: ``defocus_um /
+    span_min`` is the fitted rate.
     """
 
     n_frames: int
@@ -90,6 +92,7 @@ class DriftFit:
     dof: int
     lookahead_min: float
     slope_z: float = 0.0
+    span_min: float = 0.0
 
 
 @lru_cache(maxsize=8)
@@ -228,7 +231,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
             s_l = math.sqrt(rss_l / (n - 2)) if n > 2 else 0.0
         slope_z = slope / (max(sigma_floor, s_l) / math.sqrt(sxx))
     return DriftFit(n, x_hat * um_per_blur, x_hat * scale * um_per_blur, x_low * scale * um_per_blur, level, sigma,
-                    zz, dof, lookahead_min, slope_z)
+                    zz, dof, lookahead_min, slope_z, t_now)
 
 
 def baseline_for(history: Sequence[FrameRecord], filter_name: str | None,
@@ -362,6 +365,8 @@ def slope_critical_z(zc: float) -> float:
 
     Two tests on the same frames, either may fire: each at half the false-alarm rate of one
     (Bonferroni), so the pair never asks more often on pure jitter than 1.5 x the model alone.
+    The drift rule no longer applies it (policy3): on the same frames the two statistics are
+    nearly equal, so the pair asks about as often as the line alone at its per-hour bar.
     """
     from scipy.stats import norm
 

@@ -27,7 +27,7 @@ import numpy as np
 from focuswatch import optics
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.context import Context, defocus_limits, focus_optics, limit_text, ratio_of, ratio_to_defocus
-from focuswatch.policy.estimators import Baseline, critical_z, drift_bar, expected_hfr_px, slope_critical_z
+from focuswatch.policy.estimators import Baseline, critical_z, drift_bar, expected_hfr_px
 from focuswatch.policy.vetoes import VETOES
 
 
@@ -58,11 +58,18 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     zc = critical_z(config.drift_z, d.dof + config.prior_dof)
     # the straight-line witness only where the model's start is not known to be in focus: a
     # filter other than the one the autofocus was made with (its first frames may already sit
-    # on a drift that began before them); its bar keeps the false alarms per hour of drift_z
+    # on a drift that began before them); its bar keeps the false alarms per hour of drift_z.
+    # Not halved for being a second test: on the same frames the model's z and the line's are
+    # nearly equal, so either-of-two asks about as often as the line alone
     untrusted = ctx.state.af_filter is not None and ctx.frame.filter_name != ctx.state.af_filter
-    zs = slope_critical_z(critical_z(drift_bar(config, ctx.cadence_min), d.dof + config.prior_dof)) \
-        if untrusted else math.inf
+    zs = critical_z(drift_bar(config, ctx.cadence_min), d.dof + config.prior_dof) if untrusted else math.inf
     if d.z < zc and d.slope_z < zs:
+        return None
+    # a growth faster than any thermal drift is not one: bad seeing rising over the first frames
+    # (issue 13's seeing-jitter night, seed 12: 4.3 CFZ/h fitted over 21 minutes). A real step
+    # (a slipping focuser) is the consecutive rule's to catch, the reference rule's after a filter change
+    rate = drift_rate_cfz_per_h(ctx)
+    if config.max_drift_cfz_per_h > 0 and rate is not None and rate > config.max_drift_cfz_per_h:
         return None
     growth = f"growth since the autofocus {d.z:.1f} σ" if d.z >= zc else \
         f"a steady rise {d.slope_z:.1f} σ (needs {zs:.1f} σ), the model's growth {d.z:.1f} σ"
@@ -70,6 +77,14 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
                           f"{d.lookahead_min:.0f} min ({growth} over {d.n_frames} "
                           f"frames, needs {zc:.1f} σ; jitter {100 * d.sigma:.1f} %) is past the "
                           f"{limit_text(ctx, config)}")
+
+
+def drift_rate_cfz_per_h(ctx: Context) -> float | None:
+    """The drift model's rate in zones per hour: its defocus now over the time since its origin."""
+    d = ctx.drift
+    if d is None or not ctx.cfz_um or d.span_min <= 0:
+        return None
+    return d.defocus_um / ctx.cfz_um / (d.span_min / 60.0)
 
 
 def _rule_drift_fallback(ctx: Context, config: PolicyConfig) -> Fired | None:
@@ -100,7 +115,10 @@ def rule_consecutive(ctx: Context, config: PolicyConfig) -> Fired | None:
         return None
     frames = list(ctx.history) + [ctx.frame]
     n_base = sum(1 for f in frames if f.filter_name == ctx.frame.filter_name)
-    if len(frames) < n or n_base <= config.baseline_frames:
+    # the N frames all come after the baseline's: a frame that set the baseline cannot witness a
+    # step away from it (three rising frames of bad seeing, the first of them in the baseline,
+    # read as a step: issue 13's seeing-jitter night seed 32)
+    if len(frames) < n or n_base < config.baseline_frames + n:
         return None
     cache: dict[str | None, Baseline | None] = {}
     # each frame's own jitter at confidence_z, the baseline's error (shared by all N frames, so
@@ -234,8 +252,9 @@ RULES: tuple[Rule, ...] = (
          "profile flattening together, its in-focus level anchored on the independent reference when that "
          "says the baseline was already out of focus) puts the defocus lookahead_frames ahead past the limit, "
          "and that growth is significant at drift_z sigmas "
-         "(Student's t for the night's scatter)",
-         ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof"),
+         "(Student's t for the night's scatter) at a rate a thermal drift can have (max_drift_cfz_per_h)",
+         ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof",
+          "max_drift_cfz_per_h"),
          "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
     Rule("reference", "image", rule_reference,
          "the last reference_frames frames are above the independent in-focus size (night's best of the "
