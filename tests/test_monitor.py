@@ -654,3 +654,29 @@ def test_policy_config_refuses_non_finite_and_out_of_range_values_naming_the_key
         PolicyConfig(**{key: value})
     with pytest.raises(ConfigError, match=rf"\[policy\] {key}"):
         section_to_dataclass(PolicyConfig, {key: value}, "policy")
+
+
+@pytest.mark.parametrize("filter_name, wavelength_nm", [("B", 450.0), ("Ha", 656.3)])
+def test_the_policy_reads_a_frames_defocus_at_its_filters_wavelength(filter_name, wavelength_nm):
+    """Physical optics (Fourier optics, checked against GalSim in test_physoptics.py): a 60 mm f/6
+    refractor in 1.5" seeing, five in-focus frames then one defocused by half a zone, in a blue and
+    an H-alpha filter. The true HFRs (half the light, on the render) go through the policy: the
+    defocus it reports is the one drawn within 5 %, and the limit is 0.4 of the zone at that
+    wavelength. Read at 550 nm (the policy before), the half-zone frame was 11-15 % off."""
+    from focuswatch.sim import physical as po
+
+    o = po.Optics(aperture_mm=60.0, focal_length_mm=360.0, pixel_um=2.4, wavelengths_nm=(wavelength_nm,))
+    rig = Rig(aperture_mm=o.aperture_mm, focal_length_mm=o.focal_length_mm, pixel_um=o.pixel_um)
+
+    def true_hfr_px(defocus_um: float) -> float:
+        img, sample_um = po.continuous_psf(o, po.Aberrations(defocus_um=defocus_um), po.Seeing(1.5))
+        return po.encircled_radius(img, sample_um) / o.pixel_um
+
+    zone_um = 4.88 * wavelength_nm / 1000.0 * o.f_ratio ** 2
+    hfr0, truth_um = true_hfr_px(0.0), 0.5 * zone_um
+    frames = series(6, jitter_pct=0.0, filt=lambda i: filter_name)
+    frames = [replace(f, hfr_px=hfr0 if i < 5 else true_hfr_px(truth_um), fwhm_px=None) for i, f in enumerate(frames)]
+    decisions = run(frames, PolicyConfig(**QUIET), rig=rig)
+    last = decisions[-1]
+    assert last.limit_um == pytest.approx(0.4 * zone_um, rel=1e-6)
+    assert last.defocus_um == pytest.approx(truth_um, rel=0.05)

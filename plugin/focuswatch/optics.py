@@ -481,6 +481,12 @@ def rig_with_header(rig: Rig, meta: Any) -> Rig:
     """Fill what the rig file leaves out from a frame's header (a :class:`~focuswatch.model.frame.FrameMeta`);
     the file always wins. Pure, so the pipeline can call it without the TOML reader.
 
+    The one exception is the wavelength: a frame taken through a known filter (``FILTER``:
+    R, Ha, OIII, ...) is read at that filter's wavelength (:func:`wavelength_for_filter`),
+    ``[rig] wavelength_nm`` being the rig's typical light. The zone (4.88 lambda N^2) and the
+    defocus read from the HFR growth then use the wavelength the frame was taken at, as the
+    refocus policy and the archive report do.
+
     XPIXSZ already includes binning (NINA and the FITS convention), so a pixel size taken
     from the header comes with ``binning = 1``.
     """
@@ -494,6 +500,9 @@ def rig_with_header(rig: Rig, meta: Any) -> Rig:
         changes["binning"] = 1
     if rig.focuser_step_um is None and meta.focuser_step_um:
         changes["focuser_step_um"] = meta.focuser_step_um
+    wl = wavelength_for_filter(getattr(meta, "filter_name", None), rig.wavelength_nm)
+    if wl != rig.wavelength_nm:
+        changes["wavelength_nm"] = wl
     if rig.aperture_mm is None and rig.f_ratio_given is None:
         if meta.aperture_mm:
             changes["aperture_mm"] = meta.aperture_mm

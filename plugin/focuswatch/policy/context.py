@@ -56,6 +56,8 @@ class Context:
     reference_frames: tuple[FrameRecord, ...] = ()
     night_dof: float = 0.0
     cadence_min: float = 0.0
+    #: the frame's filter wavelength: the defocus and the zone are read at the same one
+    wavelength_nm: float = 550.0
 
     @property
     def baseline_sigma(self) -> float:
@@ -81,17 +83,25 @@ def ratio_of(f: FrameRecord, history: Sequence[FrameRecord], config: PolicyConfi
     return f.hfr_px / expected_hfr_px(b, f, config)
 
 
+def frame_wavelength_nm(frame: FrameRecord, rig: Rig) -> float:
+    """The wavelength ``frame`` was taken at (its filter's, else the rig's): the zone and the
+    defocus read from the HFR growth must use the same one (a red or Ha frame has a wider zone
+    *and* a larger diffraction share of its in-focus star)."""
+    return optics.wavelength_for_filter(frame.filter_name, rig.wavelength_nm)
+
+
 def defocus_limits(frame: FrameRecord, exp_hfr: float | None, config: PolicyConfig,
             rig: Rig) -> tuple[float | None, float | None, float | None]:
     """(CFZ um, limit um, limit as an HFR ratio) for ``frame``'s filter and in-focus HFR."""
     opt = focus_optics(rig)
-    wl = optics.wavelength_for_filter(frame.filter_name, rig.wavelength_nm)
+    wl = frame_wavelength_nm(frame, rig)
     cfz = optics.cfz_um(opt[0], wl) if opt else None
     limit_um = config.defocus_limit_cfz * cfz if cfz else None
     limit_ratio = None
     if exp_hfr:
         if opt and limit_um is not None:
-            limit_ratio = optics.hfr_px_for_defocus(limit_um, exp_hfr, opt[0], opt[1], rig.obstruction) / exp_hfr
+            limit_ratio = optics.hfr_px_for_defocus(limit_um, exp_hfr, opt[0], opt[1], rig.obstruction,
+                                                     wavelength_nm=wl) / exp_hfr
         else:
             limit_ratio = 1.0 + config.fallback_hfr_increase_pct / 100.0
     return cfz, limit_um, limit_ratio
@@ -110,7 +120,8 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
     cfz, limit_um, limit_ratio = defocus_limits(frame, exp_hfr, config, rig)
     defocus = None
     if opt and exp_hfr and frame.has_size:
-        defocus = optics.defocus_um_from_hfr(frame.hfr_px, exp_hfr, opt[0], opt[1], rig.obstruction)
+        defocus = optics.defocus_um_from_hfr(frame.hfr_px, exp_hfr, opt[0], opt[1], rig.obstruction,
+                                             wavelength_nm=frame_wavelength_nm(frame, rig))
     floor = config.jitter_floor_pct / 100.0
     jitter, jitter_dof = floor, config.prior_dof
     trend = drift = None
@@ -171,7 +182,8 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
     return Context(frame, hist, state, now, prior, base, exp_hfr, ratio, defocus, cfz, limit_um, limit_ratio,
                    jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig,
                    reference, excess, ref_z, recent, float(night_dof),
-                   cadence_min if base is not None and base.complete else 0.0)
+                   cadence_min if base is not None and base.complete else 0.0,
+                   frame_wavelength_nm(frame, rig))
 
 
 def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:
@@ -199,7 +211,7 @@ def ratio_to_defocus(ctx: Context, ratio: float) -> float | None:
     if not opt or not ctx.expected_hfr_px:
         return None
     return optics.defocus_um_from_hfr(ratio * ctx.expected_hfr_px, ctx.expected_hfr_px, opt[0], opt[1],
-                                      ctx.rig.obstruction)
+                                      ctx.rig.obstruction, wavelength_nm=ctx.wavelength_nm)
 
 
 def limit_text(ctx: Context, config: PolicyConfig) -> str:

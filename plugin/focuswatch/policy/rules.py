@@ -168,7 +168,8 @@ def rule_reference(ctx: Context, config: PolicyConfig) -> Fired | None:
     hfr = ref.hfr_px * math.exp(m)
     opt = focus_optics(ctx.rig)
     if opt and ctx.limit_um is not None:
-        defocus = optics.defocus_um_from_hfr(hfr, ref.hfr_px, opt[0], opt[1], ctx.rig.obstruction)
+        defocus = optics.defocus_um_from_hfr(hfr, ref.hfr_px, opt[0], opt[1], ctx.rig.obstruction,
+                                             wavelength_nm=ctx.wavelength_nm)
         if defocus < ctx.limit_um:
             return None
         what = f"defocus {defocus:.0f} µm"
