@@ -61,7 +61,7 @@ class CrowdedRingConfig:
     ``min_sep_share`` radii from a stronger ring, and every one of ``sectors`` sectors of the
     annulus from ``sector_inner`` to ``sector_outer`` radii holds at least
     ``min_sector_share`` of the median sector's light (a ring is lit all round; arcs of three
-    rings meeting are not).
+    rings meeting are not). ``min_whole_share``: see :func:`rings_touch`.
 
     Measurement: a neighbour's light reaches its rim radius times (1 + ``reach_share``) plus
     ``reach_px`` (seeing blurs the rim: a donut holds ~95 % of its light within its rim +
@@ -91,6 +91,7 @@ class CrowdedRingConfig:
     sector_inner: float = 0.55
     sector_outer: float = 0.95
     min_sector_share: float = 0.3
+    min_whole_share: float = 0.7
     reach_share: float = 0.05
     reach_px: float = 2.0
     bin_px: float = 0.5
@@ -319,15 +320,19 @@ def masked_profiles(img: np.ndarray, x: np.ndarray, y: np.ndarray, sky_adu: np.n
     return out
 
 
-def rings_touch(objs: np.ndarray, b: int, extent_px: float, group_extent: float) -> bool:
-    """Whether the coarse pass (objects on the ``b``-binned grid) joined touching stars: an
-    object wider than ``group_extent`` typical extents (``extent_px``) plus two binned
-    pixels, the bound at which measuring calls an object a merged group. The finder runs only
-    then. (Overlapping boxes say nothing: the coarse pass's boxes are 1.6-2x the star.)"""
+def rings_touch(objs: np.ndarray, b: int, extent_px: float, group_extent: float,
+                config: CrowdedRingConfig = CROWDED_RING) -> bool:
+    """Whether the coarse pass (objects on the ``b``-binned grid) joined touching stars, or
+    lost them: an object wider than ``group_extent`` typical extents (``extent_px``) plus two
+    binned pixels (the bound at which measuring calls an object a merged group), or objects
+    whose median extent is under ``min_whole_share`` of the typical star's (rings covering
+    most of the frame raise its sky to their own level: a frame of 300 rings of 46 px in
+    800 px left the coarse pass 4 bits of 20 px). The finder runs only then. (Overlapping
+    boxes say nothing: the coarse pass's boxes are 1.6-2x the star.)"""
     if not len(objs):
         return False
     ext = (np.maximum(objs["xmax"] - objs["xmin"], objs["ymax"] - objs["ymin"]) + 1).astype(np.float64) * b
-    return bool(np.any(ext > group_extent * extent_px + 2 * b))
+    return bool(np.any(ext > group_extent * extent_px + 2 * b) or np.median(ext) < config.min_whole_share * extent_px)
 
 
 def with_rings(objs: np.ndarray, b: int, x: np.ndarray, y: np.ndarray, flux: np.ndarray, radius_px: float,
