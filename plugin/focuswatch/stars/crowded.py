@@ -61,7 +61,9 @@ class CrowdedRingConfig:
     ``min_sep_share`` radii from a stronger ring, and every one of ``sectors`` sectors of the
     annulus from ``sector_inner`` to ``sector_outer`` radii holds at least
     ``min_sector_share`` of the median sector's light (a ring is lit all round; arcs of three
-    rings meeting are not). ``min_whole_share``: see :func:`rings_touch`.
+    rings meeting are not). ``min_whole_share``: see :func:`rings_touch`;
+    ``any_size_hints_px``: see :func:`find_rings_any_size` (each hint's scan covers 0.45-1.15
+    times it: rims of 5-64 px).
 
     Measurement: a neighbour's light reaches its rim radius times (1 + ``reach_share``) plus
     ``reach_px`` (seeing blurs the rim: a donut holds ~95 % of its light within its rim +
@@ -92,6 +94,7 @@ class CrowdedRingConfig:
     sector_outer: float = 0.95
     min_sector_share: float = 0.3
     min_whole_share: float = 0.7
+    any_size_hints_px: tuple[float, ...] = (12.0, 26.0, 56.0)
     reach_share: float = 0.05
     reach_px: float = 2.0
     bin_px: float = 0.5
@@ -150,6 +153,30 @@ def find_rings(img: np.ndarray, radius_px: float, sky_adu: float,
     by the scan (px). ``sky_adu`` is used only by the "lit all round" test. See the module
     docstring and :class:`CrowdedRingConfig`.
     """
+    return _find_rings(img, radius_px, sky_adu, config)[:4]
+
+
+def find_rings_any_size(img: np.ndarray, sky_adu: float,
+                        config: CrowdedRingConfig = CROWDED_RING) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """:func:`find_rings` when the rings' size is not known: the large-star probe saw one
+    object as large as the frame (rings covering all of it), so no coarse pass can run.
+    The scan starts from each of ``any_size_hints_px`` (up to an eighth of the frame) and
+    the size whose peaks answer most wins."""
+    best = None
+    for hint in config.any_size_hints_px:
+        if hint > min(img.shape) / 8:
+            break
+        got = _find_rings(img, hint, sky_adu, config)
+        if best is None or got[4] > best[4]:
+            best = got
+    if best is None:
+        return np.zeros(0), np.zeros(0), np.zeros(0), 0.0
+    return best[:4]
+
+
+def _find_rings(img: np.ndarray, radius_px: float, sky_adu: float,
+                config: CrowdedRingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """:func:`find_rings`, and the score of the radius found (-inf when nothing was)."""
     from scipy import ndimage, signal
 
     from focuswatch.stars.detect import _block_mean, _robust_rms
@@ -160,7 +187,7 @@ def find_rings(img: np.ndarray, radius_px: float, sky_adu: float,
     small = _block_mean(img, bf)
     sub = (small - np.float32(sky_adu)).astype(np.float32)
     rms = _robust_rms(sub)
-    empty = (np.zeros(0), np.zeros(0), np.zeros(0), float(radius_px))
+    empty = (np.zeros(0), np.zeros(0), np.zeros(0), float(radius_px), -np.inf)
     if not math.isfinite(rms) or rms <= 0 or min(sub.shape) < 8:
         return empty
     def answer_at(R: float):
@@ -180,7 +207,7 @@ def find_rings(img: np.ndarray, radius_px: float, sky_adu: float,
 
     best = max((answer_at(f * radius_px / bf) for f in config.radius_scan), key=lambda t: t[0])
     best = max([best] + [answer_at(f * best[1]) for f in config.radius_refine], key=lambda t: t[0])
-    _, R, k, answer, resp, noise, px, py, val = best
+    score, R, k, answer, resp, noise, px, py, val = best
     kk = 2 * k
     order = np.argsort(-val, kind="stable")
     taken: list[tuple[float, float, float]] = []
@@ -217,7 +244,7 @@ def find_rings(img: np.ndarray, radius_px: float, sky_adu: float,
     x = (tx + 0.5) * bf - 0.5
     y = (ty + 0.5) * bf - 0.5
     area = math.pi * (R * bf) ** 2 * (1.0 - config.template_eps ** 2)
-    return x, y, tv * area, float(R * bf)
+    return x, y, tv * area, float(R * bf), score
 
 
 def masked_profiles(img: np.ndarray, x: np.ndarray, y: np.ndarray, sky_adu: np.ndarray, own_px: float,

@@ -199,7 +199,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                                                                box_px=max(128.0, 6.0 * extent),
                                                                kernel_sigma=max(1.0, extent / b2 / 5.0),
                                                                deblend_cont=0.05)
-                # in a crowded field the coarse pass may join stars the first pass had apart
+                # in a crowded field the coarse pass may join stars the first pass had apart;
                 # donuts that touch (judged before the split, which leaves touching stars out):
                 # one ring each from a matched filter (crowded.find_rings)
                 touch = crowded.rings_touch(objs, b2, extent, GROUP_SPLIT.group_extent)
@@ -210,6 +210,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                     n_ring_found = len(rx)
                 b = b2
                 large = True
+            else:
+                # one probe object as large as the frame: rings of unknown size covering it
+                rx, ry, rf, ring_r = crowded.find_rings_any_size(img, float(bkg.globalback))
+                if len(rx) >= 3:
+                    objs = crowded.with_rings(objs, b, rx, ry, rf, ring_r, W // b, H // b)
+                    n_ring_found = len(rx)
+                    large = True
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
             bkg = _background(_block_mean(img, b), 6.0 * extent / b)  # binned again: detection kept no copy
