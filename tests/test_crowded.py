@@ -122,3 +122,40 @@ def test_masked_profile_of_a_lone_ring_equals_the_whole_ring():
     assert half["x"][0] == pytest.approx(80.0, abs=0.3) and half["y"][0] == pytest.approx(80.0, abs=0.3)
     assert half["r50"][0] == pytest.approx(lone["r50"][0], rel=0.01)
     assert lone["r50"][0] == pytest.approx(truth, rel=0.03)
+
+
+def test_autofocus_on_a_crowded_through_focus_series_counts_the_far_ends(tmp_path, capsys):
+    """`focuswatch af` on physical-optics frames of one crowded field, best focus at 10030
+    steps by construction (10 um a step), the far ends 69 px and 37 px donuts that touch
+    (66 donuts of 69 px in 400 px: each pixel under 1.5 donuts on average). Before: no star
+    at 9900 and 9950, 7 stars reading 15.95 px for a true 13.79 at 10100; on the 9-point
+    800 px version of this series the run was BAD (best 10022 +- 8, R^2 0.57)."""
+    import json
+
+    from astropy.io import fits
+
+    from focuswatch.cli import main
+
+    o = F5.with_(obstruction=0.33)
+    x0 = 10030
+    truth = {}
+    for i, pos in enumerate(range(9900, 10101, 50)):
+        d = (pos - x0) * 10.0
+        spec = po.FrameSpec(optics=o, seeing=po.Seeing(2.5), aberrations=po.FieldAberrations(defocus_um=d),
+                            width_px=400, height_px=400, n_stars=75, seed=20 + i, flux_range_e=(2e5, 2e6),
+                            min_separation_px=36.0, margin_px=30)
+        fr = po.render_frame(spec)
+        h = fits.Header(po.frame_header(spec))
+        h["FOCPOS"] = pos
+        h["FOCUSSZ"] = 10.0
+        h["DATE-OBS"] = f"2026-11-21T23:{10 + i:02d}:03.000"
+        fits.PrimaryHDU(fr.pixels, header=h).writeto(tmp_path / f"af_{i:02d}.fits")
+        truth[float(pos)] = _true_hlr_px(spec)
+    assert main(["af", str(tmp_path), "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    points = {p["position_steps"]: p for p in run["run"]["points"]}
+    assert len(points) == 5
+    for pos in (9900.0, 10100.0):  # the far ends: counted, with many stars, at the true size
+        assert points[pos]["n_stars"] >= 10
+        assert points[pos]["hfr_px"] == pytest.approx(truth[pos], rel=0.05)
+    assert abs(run["best_position_steps"] - x0) <= 5  # 50 um: under one critical focus zone (67 um)
