@@ -154,8 +154,8 @@ def find_rings(img: np.ndarray, radius_px: float, sky_adu: float,
 
     Returns (x, y, flux, radius): centres in full-resolution px (sep convention), a flux
     estimate (ADU: the ring's mean excess times its disk's area) and the rim radius (px: the
-    radius chosen by the scan times ``rim_per_answer_radius``). ``sky_adu`` is used only by the "lit all round" test. See the module
-    docstring and :class:`CrowdedRingConfig`.
+    radius chosen by the scan times ``rim_per_answer_radius``). ``sky_adu`` is used only by
+    the "lit all round" test. See the module docstring and :class:`CrowdedRingConfig`.
     """
     return _find_rings(img, radius_px, sky_adu, config)[:4]
 

@@ -175,6 +175,7 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
             zones.append(Zone(r_, c_, int(len(z)), _med(z["hfr"]) if len(z) else None,
                               _med(z["fwhm"]) if len(z) else None, _med(_shape_sample(z)["ecc"]) if len(z) else None))
     ps = plate_scale_arcsec_px
+    n_masked = int(np.count_nonzero(stars["masked"])) if "masked" in (stars.dtype.names or ()) else 0
     # stars measured from part of their ring (crowded donuts) have no shape figure (ecc NaN)
     shape = _shape_sample(good[np.isfinite(good["ecc"])])
     reliable = elongation_reliable(shape)
@@ -191,6 +192,5 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
         width_px=width_px, height_px=height_px, plate_scale_arcsec_px=ps,
         hfr_arcsec=hfr * ps if (hfr is not None and ps) else None,
         fwhm_arcsec=fwhm * ps if (fwhm is not None and ps) else None,
-        zones=tuple(zones), n_detected=n_detected,
-        n_masked=int(np.count_nonzero(stars["masked"])) if "masked" in (stars.dtype.names or ()) else 0, n_rejected=dict(n_rejected or {}), reason=None,
+        zones=tuple(zones), n_detected=n_detected, n_masked=n_masked, n_rejected=dict(n_rejected or {}), reason=None,
         notes=notes, meta=meta, stars=stars)
