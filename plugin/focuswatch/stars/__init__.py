@@ -29,6 +29,8 @@ How the parts fit, in the order :func:`measure` runs them:
 * :mod:`~focuswatch.stars.profile` — full-resolution stamps and the per-star figures:
   centroids, half-flux radii, moments, radial profiles, ring ratios, Moffat fits;
 * :mod:`~focuswatch.stars.ringfit` — a model fit of a donut's ring ratio;
+* :mod:`~focuswatch.stars.crowded` — donuts that touch: one ring each from a matched
+  filter, measured from the part of the ring no neighbour reaches;
 * :mod:`~focuswatch.stars.wings` — light beyond the aperture and the re-read radii;
 * :mod:`~focuswatch.stars.summary` — frame medians, zones, HFR uncertainty, shape
   reliability (:func:`summarize`, also used on filtered tables);
@@ -40,7 +42,8 @@ How the parts fit, in the order :func:`measure` runs them:
 """
 from __future__ import annotations
 
-from focuswatch.stars import ringfit
+from focuswatch.stars import crowded, ringfit
+from focuswatch.stars.crowded import CROWDED_RING, CrowdedRingConfig
 from focuswatch.stars.detect import GROUP_SPLIT, RING_MERGE, GroupSplitConfig, RingMergeConfig
 from focuswatch.stars.measuring import PROFILE, ProfileConfig, StarsConfig, measure, measure_array
 from focuswatch.stars.profile import moffat_fwhm
@@ -50,8 +53,8 @@ from focuswatch.stars.table import STAR_DTYPE, FrameStats, Zone
 from focuswatch.stars.wings import WING, WingConfig, wing_share
 
 __all__ = [
-    "FrameStats", "GROUP_SPLIT", "GroupSplitConfig", "MIN_STARS_FOR_STATS", "PROFILE", "ProfileConfig",
-    "RING_MERGE", "RingMergeConfig", "SHAPE", "STAR_DTYPE", "ShapeConfig", "StarsConfig", "WING", "WingConfig", "Zone",
-    "elongation_reliable", "hfr_uncertainty_px", "measure", "measure_array", "moffat_fwhm", "ringfit", "summarize",
-    "wing_share",
+    "CROWDED_RING", "CrowdedRingConfig", "FrameStats", "GROUP_SPLIT", "GroupSplitConfig", "MIN_STARS_FOR_STATS",
+    "PROFILE", "ProfileConfig", "RING_MERGE", "RingMergeConfig", "SHAPE", "STAR_DTYPE", "ShapeConfig", "StarsConfig",
+    "WING", "WingConfig", "Zone", "crowded", "elongation_reliable", "hfr_uncertainty_px", "measure", "measure_array",
+    "moffat_fwhm", "ringfit", "summarize", "wing_share",
 ]

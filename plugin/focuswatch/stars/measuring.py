@@ -16,9 +16,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from focuswatch.model.frame import Frame
-from focuswatch.stars import ringfit
-from focuswatch.stars.detect import (_background, _block_mean, _constant_border, _detect, _large_star_probe,
-                                     _split_merged_groups)
+from focuswatch.stars import crowded, ringfit
+from focuswatch.stars.detect import (GROUP_SPLIT, _background, _block_mean, _constant_border, _detect,
+                                     _large_star_probe, _split_merged_groups)
 from focuswatch.stars.neighbours import _nearest_offsets, _neighbours_within, _pairs_within
 from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annulus_sky, _batched_moffat,
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
@@ -181,6 +181,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     extent = 0.0
     large = False  # the stars are large: found by the coarse second pass
+    n_ring_found = 0  # rings found by crowded.find_rings (touching donuts)
     if len(objs) >= 3:
         bright = objs[objs["flux"] >= np.median(objs["flux"])]
         extent = float(np.median(np.maximum(bright["xmax"] - bright["xmin"], bright["ymax"] - bright["ymin"]) + 1)) * b
@@ -198,10 +199,24 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                                                                box_px=max(128.0, 6.0 * extent),
                                                                kernel_sigma=max(1.0, extent / b2 / 5.0),
                                                                deblend_cont=0.05)
-                # in a crowded field the coarse pass may join stars the first pass had apart
+                # in a crowded field the coarse pass may join stars the first pass had apart;
+                # donuts that touch (judged before the split, which leaves touching stars out):
+                # one ring each from a matched filter (crowded.find_rings)
+                touch = crowded.rings_touch(objs, b2, extent, GROUP_SPLIT.group_extent)
                 objs, _ = _split_merged_groups(objs, b2, fine, b, extent, W // b2, H // b2)
+                if touch:
+                    rx, ry, rf, ring_r = crowded.find_rings(img, 0.5 * extent, float(bkg.globalback))
+                    objs = crowded.with_rings(objs, b2, rx, ry, rf, ring_r, W // b2, H // b2)
+                    n_ring_found = len(rx)
                 b = b2
                 large = True
+            else:
+                # one probe object as large as the frame: rings of unknown size covering it
+                rx, ry, rf, ring_r = crowded.find_rings_any_size(img, float(bkg.globalback))
+                if len(rx) >= 3:
+                    objs = crowded.with_rings(objs, b, rx, ry, rf, ring_r, W // b, H // b)
+                    n_ring_found = len(rx)
+                    large = True
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
             bkg = _background(_block_mean(img, b), 6.0 * extent / b)  # binned again: detection kept no copy
@@ -249,9 +264,14 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         blended[i[fj > 0.1 * fi]] = True
         blended[j[fi > 0.1 * fj]] = True
     # objects far larger than the typical star are merged groups
-    blended |= extent_full > 1.8 * typ_extent + 2 * objs_b
-    rejected["blended"] = int(np.count_nonzero(blended & inside))
-    sel = order[(inside & ~blended)[order]][:n_keep]
+    group = extent_full > 1.8 * typ_extent + 2 * objs_b
+    blended |= group
+    # touching donuts (found one ring each by crowded.find_rings) are measured from the part of
+    # their ring no neighbour reaches (crowded.measure_touching) instead of being rejected
+    touching = (crowded.touching(blended & inside, group, i, j) if n_ring_found
+                else np.zeros(len(fx), bool))
+    rejected["blended"] = int(np.count_nonzero(blended & inside & ~touching))
+    sel = order[(inside & (~blended | touching))[order]][:n_keep]
     if len(sel) == 0:
         return empty("no isolated stars away from the edges", bkg_level, noise, n_det)
     pool = sel
@@ -322,6 +342,14 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
             sel = pool
     n = len(sel)
     del back_map
+    masked = touching[sel]
+    if np.any(masked):
+        rows = np.nonzero(masked)[0]
+        ok_t = crowded.measure_touching(m, rows, img, fx[sel[rows]], fy[sel[rows]], sel[rows], fx, fy,
+                                        2.0 * size_sigma, 0.5 * typ_extent)
+        m["flags"][rows[~ok_t]] = -1  # too little of the ring clean: rejected as blended below
+        area_t = math.pi * np.maximum(m["r90"][rows], 1.0) ** 2
+        m["snr"][rows] = m["flux"][rows] / np.sqrt(area_t * noise ** 2 + np.maximum(m["flux"][rows], 0) / gain)
     ix, iy, local_bkg, nbx, nby, snr = m["ix"], m["iy"], m["local_bkg"], m["nbx"], m["nby"], m["snr"]
     cx, cy, r50, r90, tot_flux, flags = m["cx"], m["cy"], m["r50"], m["r90"], m["flux"], m["flags"]
     hfr_nina, a2, b2, ecc, theta, ring = m["hfr_nina"], m["a2"], m["b2"], m["ecc"], m["theta"], m["ring"]
@@ -338,12 +366,16 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     typical_minor = float(np.median(minor[~hot])) if np.any(~hot) else 1.0
     hot |= (minor < 0.45 * typical_minor) & (ecc > 0.95)
     faint = (snr < 5) | ~np.isfinite(r50) | (tot_flux <= 0) | (flags != 0) & (r50 <= 0)
+    lost = masked & (flags == -1)  # touching donuts whose ring is too covered: blended after all
+    hot &= ~lost
+    faint &= ~lost
     # counted on the profiled sample, scaled to all candidates when it is one
     to_all = n_cand / n
     rejected["saturated"] = int(round(np.count_nonzero(is_sat) * to_all))
     rejected["hot_pixel"] = int(round(np.count_nonzero(hot & ~is_sat) * to_all))
     rejected["faint"] = int(round(np.count_nonzero(faint & ~hot & ~is_sat) * to_all))
-    keep = ~is_sat & ~hot & ~faint
+    rejected["blended"] += int(round(np.count_nonzero(lost & ~is_sat) * to_all))
+    keep = ~is_sat & ~hot & ~faint & ~lost
     if np.count_nonzero(keep) < 1:
         return empty("no measurable stars (all saturated, hot pixels or too faint)", bkg_level, noise, n_det)
 
@@ -429,8 +461,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     stars["theta"] = theta[k]
     stars["ecc"] = ecc[k]
     stars["ring"], stars["ring_ok"] = ringfit.refine_ring_ratio(m["ring_prof"][k], m["ring_r"][k], ring[k], r90[k],
-                                                                tot_flux[k], ringfit.diffraction_px(frame.meta, scale))
+                                                                tot_flux[k], ringfit.diffraction_px(frame.meta, scale),
+                                                                usable=~masked[k])
     stars["outer_r"] = r90[k] * scale
+    # measured from the clean part of the ring (a touching neighbour masked): its moments
+    # saw the masked side, so it has no shape figure
+    stars["masked"] = masked[k]
+    stars["ecc"][masked[k]] = np.nan
     extra = border_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
                            if n_rings else ())
     n_total = None

@@ -421,7 +421,8 @@ def diffraction_px(meta: object, scale_px: float = 1.0, config: RingFitConfig = 
 
 def refine_ring_ratio(prof: np.ndarray, rbar_px: np.ndarray, ring0: np.ndarray, r90_px: np.ndarray,
                       flux: np.ndarray, diffraction_px_: float | None,
-                      config: RingFitConfig = RING_FIT) -> tuple[np.ndarray, np.ndarray]:
+                      config: RingFitConfig = RING_FIT, *,
+                      usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Ring ratio of the donuts in a star table and whether it holds: ``(ring, ring_ok)``.
 
     ``ring0`` is the quick ratio (> 0 marks a donut: a dip in its profile), ``prof`` and
@@ -430,11 +431,12 @@ def refine_ring_ratio(prof: np.ndarray, rbar_px: np.ndarray, ring0: np.ndarray, 
     ``lambda N`` (``diffraction_px_``) or, when the header does not give it, fitting it
     too; those whose fit is reliable (see :class:`RingFitConfig`) get the fitted eps and
     ``ring_ok``. The others keep the quick ratio with ``ring_ok`` False. Every donut keeps
-    ``ring > 0``, so counts of donuts do not change.
+    ``ring > 0``, so counts of donuts do not change. ``usable`` (default all): the donuts
+    whose profile may be fitted (a touching donut's stamp profile holds its neighbour's light).
     """
     ring = np.asarray(ring0, float).copy()
     ok = np.zeros(len(ring), bool)
-    sel = np.nonzero(ring > 0)[0]
+    sel = np.nonzero((ring > 0) & (True if usable is None else np.asarray(usable, bool)))[0]
     prof = np.asarray(prof, float)
     if not len(sel) or prof.shape[1] < 2:
         return ring, ok
@@ -454,11 +456,12 @@ def refine_ring_ratio(prof: np.ndarray, rbar_px: np.ndarray, ring0: np.ndarray, 
 
 
 def frame_ring_ratio(ring: np.ndarray, ring_ok: np.ndarray, n_stars: int,
-                     config: RingFitConfig = RING_FIT) -> float | None:
+                     config: RingFitConfig = RING_FIT, *, usable: np.ndarray | None = None) -> float | None:
     """The frame's ring ratio: median eps of the donuts whose ratio holds (``ring_ok``), or None.
 
     None when donuts are not most of the stars (not a donut frame), or when fewer than
     ``min_reliable_share`` of the donuts examined (at most ``max_fit_stars``) hold.
+    ``usable``: the donuts that could be examined (see :func:`refine_ring_ratio`); all by default.
     """
     ring = np.asarray(ring, float)
     donut = ring > 0
@@ -466,6 +469,7 @@ def frame_ring_ratio(ring: np.ndarray, ring_ok: np.ndarray, n_stars: int,
     if nd == 0 or nd <= n_stars / 2:
         return None
     good = donut & np.asarray(ring_ok, bool)
-    if np.count_nonzero(good) < config.min_reliable_share * min(nd, config.max_fit_stars):
+    n_fit = nd if usable is None else int(np.count_nonzero(donut & np.asarray(usable, bool)))
+    if np.count_nonzero(good) < config.min_reliable_share * min(n_fit, config.max_fit_stars):
         return None
     return float(np.median(ring[good]))

@@ -186,7 +186,8 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
     fitted = good[np.isfinite(good["fwhm"]) & (good["fwhm"] > 0)]
     ratio = _med(2.0 * fitted["hfr"] / fitted["fwhm"]) if len(fitted) else None
     rings = good["ring"]
-    ring_ratio = ringfit.frame_ring_ratio(rings, good["ring_ok"], len(good))
+    masked = good["masked"] if "masked" in (good.dtype.names or ()) else np.zeros(len(good), bool)
+    ring_ratio = ringfit.frame_ring_ratio(rings, good["ring_ok"], len(good), usable=~masked)
     zones = []
     zr = np.minimum((good["y"] * 3 / height_px).astype(int), 2)
     zc = np.minimum((good["x"] * 3 / width_px).astype(int), 2)
@@ -196,7 +197,9 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
             zones.append(Zone(r_, c_, int(len(z)), _med(z["hfr"]) if len(z) else None,
                               _med(z["fwhm"]) if len(z) else None, _med(_shape_sample(z)["ecc"]) if len(z) else None))
     ps = plate_scale_arcsec_px
-    shape = _shape_sample(good)
+    n_masked = int(np.count_nonzero(stars["masked"])) if "masked" in (stars.dtype.names or ()) else 0
+    # stars measured from part of their ring (crowded donuts) have no shape figure (ecc NaN)
+    shape = _shape_sample(good[np.isfinite(good["ecc"])])
     reliable = elongation_reliable(shape)
     ecc = _med(shape["ecc"])
     if not reliable and len(shape):
@@ -211,5 +214,5 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
         width_px=width_px, height_px=height_px, plate_scale_arcsec_px=ps,
         hfr_arcsec=hfr * ps if (hfr is not None and ps) else None,
         fwhm_arcsec=fwhm * ps if (fwhm is not None and ps) else None,
-        zones=tuple(zones), n_detected=n_detected, n_rejected=dict(n_rejected or {}), reason=None,
+        zones=tuple(zones), n_detected=n_detected, n_masked=n_masked, n_rejected=dict(n_rejected or {}), reason=None,
         notes=notes, meta=meta, stars=stars)

@@ -32,6 +32,8 @@ STAR_DTYPE = np.dtype([
     ("ring", "f8"),                      # inner/outer radius ratio of a donut, 0 when filled
     ("ring_ok", "?"),                    # ring is a reliable model fit (focuswatch.ringfit)
     ("outer_r", "f8"),                   # outer radius of the star's light (90 % flux), px
+    ("masked", "?"),                     # measured from the part of its ring no touching neighbour
+                                         # reaches (stars.crowded); ecc NaN then
 ])
 
 
@@ -80,6 +82,9 @@ class FrameStats:
     #: call should be made from this frame's shape figures (:func:`elongation_reliable`)
     elongation_reliable: bool | None = None
     n_detected: int = 0
+    #: measured stars (of ``stars``) whose figures come from the part of their ring that no
+    #: touching neighbour reaches (crowded donuts, :mod:`focuswatch.stars.crowded`)
+    n_masked: int = 0
     n_rejected: Mapping[str, int] = field(default_factory=dict)
     reason: str | None = None
     notes: tuple[str, ...] = ()
