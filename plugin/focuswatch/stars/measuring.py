@@ -18,11 +18,12 @@ import numpy as np
 from focuswatch.model.frame import Frame
 from focuswatch.stars import ringfit
 from focuswatch.stars.detect import (_background, _block_mean, _constant_border, _detect, _large_star_probe,
-                                     _probe_grid, _probe_image, _split_merged_groups)
+                                     _split_merged_groups)
 from focuswatch.stars.neighbours import _nearest_offsets, _neighbours_within, _pairs_within
 from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annulus_sky, _batched_moffat,
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
                                       moffat_fwhm)
+from focuswatch.stars.detect import _probe_grid, _probe_image
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
 from focuswatch.stars.table import FrameStats, STAR_DTYPE, _PIX_FWHM2, _PIX_HFR2
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
@@ -179,8 +180,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     probe_binned = None
     if first_binned is not img and _probe_grid(img.shape, b, _DETECT_LARGE_PX) % b == 0:
         probe_binned = _probe_image(img, b, _DETECT_LARGE_PX, binned=first_binned)
-    objs, bkg, rms_small, n_rings, back_map = _detect(img, b, detect_thresh,
-                                                      binned=first_binned if first_binned is not img else None)
+    objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh,
+                                            binned=first_binned if first_binned is not img else None)
     del first_binned
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     extent = 0.0
@@ -199,10 +200,10 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
             if min(H, W) // b2 >= 16:
                 fine = objs
-                objs, bkg, rms_small, n_rings, back_map = _detect(img, b2, detect_thresh,
-                                                                  box_px=max(128.0, 6.0 * extent),
-                                                                  kernel_sigma=max(1.0, extent / b2 / 5.0),
-                                                                  deblend_cont=0.05)
+                objs, bkg, rms_small, n_rings = _detect(img, b2, detect_thresh,
+                                                               box_px=max(128.0, 6.0 * extent),
+                                                               kernel_sigma=max(1.0, extent / b2 / 5.0),
+                                                               deblend_cont=0.05)
                 # in a crowded field the coarse pass may join stars the first pass had apart
                 objs, _ = _split_merged_groups(objs, b2, fine, b, extent, W // b2, H // b2)
                 b = b2
@@ -210,7 +211,6 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         elif extent > 16.0:
             # big seeing-limited stars: only the sky mesh must grow, or their wings raise it
             bkg = _background(_block_mean(img, b), 6.0 * extent / b)  # binned again: detection kept no copy
-            back_map = None
     bkg_level = float(bkg.globalback)
     n_det = int(len(objs))
     objs_b = b
@@ -266,10 +266,9 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
 
     # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
     # only the background at the stars is needed: sep's map read as float32 (sep computes it
-    # in float32; a float64 copy holds the same values, twice the size), the one detection
-    # subtracted unless the sky was modelled again for big stars
-    if back_map is None:
-        back_map = bkg.back(dtype=np.float32)
+    # in float32; a float64 copy holds the same values, twice the size); detection's own sky
+    # keeps the map it subtracted (detect._Sky), so the spline is not evaluated again
+    back_map = bkg.back(dtype=np.float32)
     sat = frame.saturation_adu
     k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))
     batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
