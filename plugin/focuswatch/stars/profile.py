@@ -128,6 +128,23 @@ def _ring_ratio(prof: np.ndarray, r90: np.ndarray) -> np.ndarray:
     return out
 
 
+def _may_have_dip(stamps: np.ndarray, rr: np.ndarray, cx: np.ndarray, cy: np.ndarray, R: int) -> np.ndarray:
+    """Which stamps :func:`_ring_ratio` could call a donut (a superset, never fewer).
+
+    It needs the mean of the centre's pixels (``rr < 1``) below 0.6 of an annulus mean at
+    ``rr >= 2``. The centre's pixels lie in the 2 x 2 block around ``(cx, cy)`` and hold at
+    least their lowest value; an annulus mean is at most the stamp's highest pixel. Where
+    the lowest exceeds 0.6 of the highest (with a margin for rounding) there is no dip.
+    """
+    n = len(stamps)
+    ii = np.arange(n)[:, None, None]
+    jy = np.clip(np.floor(cy).astype(np.int64) + R, 0, 2 * R - 1)[:, None, None] + np.arange(2)[None, :, None]
+    jx = np.clip(np.floor(cx).astype(np.int64) + R, 0, 2 * R - 1)[:, None, None] + np.arange(2)[None, None, :]
+    low = np.where(rr[ii, jy, jx] < 1.0, stamps[ii, jy, jx], np.inf).reshape(n, -1).min(axis=1).astype(np.float64)
+    high = stamps.reshape(n, -1).max(axis=1).astype(np.float64)
+    return (high > 0) & ~(low > 0.6 * high + 1e-6 * np.abs(high))
+
+
 def _annulus_ratio(r20: np.ndarray, r80: np.ndarray) -> np.ndarray:
     """Inner/outer radius of a uniform annulus with these 20 % and 80 % flux radii.
 
@@ -428,9 +445,25 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
 
     # donuts: a dip in the middle of the radial profile (a hole needs a blur several pixels
     # wide, so small stamps cannot hold one and skip the profile)
-    dip = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
+    dip = np.zeros(n)
+    if R >= 10:
+        # only stamps that can hold a dip: a profile peaking on a ring (bin >= 2) with a centre
+        # below 0.6 of it needs the centre's lowest pixel below 0.6 of the stamp's highest
+        # (most focused stars cannot: their profiles are not built)
+        maybe = np.nonzero(_may_have_dip(stamps, rr, cx, cy, R))[0]
+        if len(maybe):
+            dip[maybe] = _ring_ratio(_radial_profiles(stamps[maybe], rr[maybe], R + 1), r90[maybe])
     ring = np.where(dip > 0, _annulus_ratio(r20, r80), 0.0)
-    ring_prof, ring_r = ringfit.radial_profile(stamps, rr, R + 1) if R >= 10 else (np.zeros((n, 1)),) * 2
+    # the donuts' radial profiles for the ring fit (ringfit.refine_ring_ratio reads only those
+    # with ring > 0); NaN rows, mean radii at the annuli's middles, for the other stars
+    if R >= 10:
+        ring_prof = np.full((n, R + 1), np.nan)
+        ring_r = np.broadcast_to(np.arange(R + 1) + 0.5, (n, R + 1)).copy()
+        donut = np.nonzero(ring > 0)[0]
+        if len(donut):
+            ring_prof[donut], ring_r[donut] = ringfit.radial_profile(stamps[donut], rr[donut], R + 1)
+    else:
+        ring_prof, ring_r = (np.zeros((n, 1)),) * 2
     return {
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
