@@ -37,13 +37,19 @@ def _block_mean(img: np.ndarray, b: int) -> np.ndarray:
         # Add whole rows first (long contiguous vectors), then columns of the row sums: about
         # 3x faster than numpy's mean over axes (1, 3) of the 4-D view, and exact.
         rows = img[r0 * b:r1 * b].reshape(r1 - r0, b, img.shape[1])  # a view
-        acc = rows[:, 0, :].astype(np.float32, copy=True)
-        for i in range(1, b):
+        if img.dtype == np.float32:
+            # the first two rows (and columns, below) added straight into a new array: no copy
+            # to add onto (a fifth of the time on a 61 Mpx frame)
+            acc = np.add(rows[:, 0, :], rows[:, 1, :])
+        else:  # other types: each row added in the precision numpy picks for float32 += row
+            acc = rows[:, 0, :].astype(np.float32, copy=True)
+            acc += rows[:, 1, :]
+        for i in range(2, b):
             acc += rows[:, i, :]
-        cols = np.ascontiguousarray(acc[:, :w * b]).reshape(r1 - r0, w, b)
+        cols = acc[:, :w * b].reshape(r1 - r0, w, b)
         strip = out[r0:r1]
-        strip[:] = cols[:, :, 0]
-        for j in range(1, b):
+        np.add(cols[:, :, 0], cols[:, :, 1], out=strip)
+        for j in range(2, b):
             strip += cols[:, :, j]
     out *= np.float32(1.0 / (b * b))
     return out
@@ -327,7 +333,11 @@ def _merge_rings(objs: np.ndarray, width: int, height: int,
     new_rows = []
     n_rings = n_edge = 0
     flux = np.maximum(objs["flux"].astype(np.float64), 1e-12)
-    for comp in np.nonzero(sizes >= 2)[0]:
+    # every arc is elongated: a group with a round member is no ring (on a focused field that
+    # is nearly every group: the loop below then runs over a handful, not over hundreds)
+    round_member = np.bincount(label, weights=objs["a"] / np.maximum(objs["b"], 1e-3) < config.arc_elongation_min,
+                               minlength=n_comp) > 0
+    for comp in np.nonzero((sizes >= 2) & ~round_member)[0]:
         m = np.nonzero(label == comp)[0]
         f = flux[m]
         gx = float(np.sum(f * objs["x"][m]) / np.sum(f))
@@ -524,7 +534,8 @@ def _robust_rms(sub: np.ndarray) -> float:
     inflate sep's sky rms (disks covering a quarter of a small frame doubled it)."""
     step = max(1, sub.shape[0] // _RMS_ROWS)  # a few hundred rows are plenty for a noise figure
     diff = (sub[::step, 2:] - sub[::step, :-2]).ravel()
-    return float(_MAD_TO_SIGMA * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2.0))
+    dev = np.abs(diff - np.median(diff))
+    return float(_MAD_TO_SIGMA * np.median(dev, overwrite_input=True) / math.sqrt(2.0))  # dev: ours to reorder
 
 
 def _points_in_boxes(x: np.ndarray, y: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
