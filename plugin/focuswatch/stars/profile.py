@@ -339,19 +339,25 @@ def _mask_neighbours(stamps: np.ndarray, cx: np.ndarray, cy: np.ndarray, nbx: np
     pixel); far-away neighbours carry 1e6. A Voronoi cut: cheap, and exact for stars whose
     light does not overlap (those that overlap were already rejected as blended).
     """
-    dx0 = axis[None, None, :] - cx[:, None, None].astype(np.float32)
-    dy0 = axis[None, :, None] - cy[:, None, None].astype(np.float32)
+    # only the stamps with a neighbour in each slot are looked at (few on most star fields)
+    rows = np.nonzero((nbx < 1e5).any(axis=1))[0]
+    if not len(rows):
+        return stamps
+    dx0 = axis[None, None, :] - cx[rows, None, None].astype(np.float32)
+    dy0 = axis[None, :, None] - cy[rows, None, None].astype(np.float32)
     own = dx0 * dx0 + dy0 * dy0
-    mask = np.zeros(stamps.shape, bool)
+    mask = np.zeros((len(rows),) + stamps.shape[1:], bool)
     for k in range(nbx.shape[1]):
-        near = nbx[:, k] < 1e5
-        if not np.any(near):
+        near = np.nonzero(nbx[rows, k] < 1e5)[0]
+        if not len(near):
             continue
-        dx = axis[None, None, :] - nbx[:, k, None, None].astype(np.float32)
-        dy = axis[None, :, None] - nby[:, k, None, None].astype(np.float32)
-        mask |= (dx * dx + dy * dy < own) & near[:, None, None]
+        r = rows[near]
+        dx = axis[None, None, :] - nbx[r, k, None, None].astype(np.float32)
+        dy = axis[None, :, None] - nby[r, k, None, None].astype(np.float32)
+        mask[near] |= dx * dx + dy * dy < own[near]
     if mask.any():
-        stamps = np.where(mask, np.float32(0), stamps)
+        stamps = stamps.copy()
+        stamps[rows] = np.where(mask, np.float32(0), stamps[rows])
     return stamps
 
 
