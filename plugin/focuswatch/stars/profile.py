@@ -167,33 +167,36 @@ def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.n
 
     The maximum may sit on a ring (donut); the width is twice the radius where the profile,
     going outward from its maximum, first falls below half of it (linear interpolation).
-    The profile is lightly smoothed (3 bins) against pixel noise.
+    The profile is lightly smoothed (3 bins, its ends repeated) against pixel noise. Empty
+    bins (and non-finite values) are left out; a profile needs 4 bins left. All stars at
+    once: each row's bins that are left are moved to its front, in order.
     """
     n, nb = prof.shape
-    valid = counts > 0
-    p = np.where(valid, prof, np.nan)
-    k = np.ones(3) / 3.0
-    out = np.full(n, np.nan)
-    for i in range(n):
-        row = p[i]
-        good = np.isfinite(row)
-        if good.sum() < 4:
-            continue
-        r = (np.arange(nb) + 0.5) * bin_px
-        rg, vg = r[good], row[good]
-        if len(vg) >= 3:
-            vg = np.convolve(np.pad(vg, 1, mode="edge"), k, mode="valid")
-        j = int(np.argmax(vg))
-        half = 0.5 * vg[j]
-        below = np.nonzero(vg[j:] < half)[0]
-        if not len(below) or vg[j] <= 0:
-            continue
-        o = j + below[0]
-        if o == 0:
-            continue
-        r_half = rg[o - 1] + (vg[o - 1] - half) / max(vg[o - 1] - vg[o], 1e-12) * (rg[o] - rg[o - 1])
-        out[i] = 2.0 * r_half
-    return out
+    with np.errstate(invalid="ignore"):
+        good = (counts > 0) & np.isfinite(prof)
+    n_good = good.sum(axis=1)
+    order = np.argsort(~good, axis=1, kind="stable")  # the bins left, first and in order
+    v = np.where(good, prof, 0.0)
+    v = np.take_along_axis(v, order, axis=1)
+    r = ((np.arange(nb) + 0.5) * bin_px)[order]
+    pos = np.arange(nb)[None, :]
+    inrow = pos < n_good[:, None]
+    k = 1.0 / 3.0
+    left = np.concatenate([v[:, :1], v[:, :-1]], axis=1)
+    right = np.where(pos + 1 < n_good[:, None], np.concatenate([v[:, 1:], v[:, -1:]], axis=1), v)
+    sm = (left * k + v * k) + right * k  # the 3-bin mean, summed in np.convolve's order
+    rows = np.arange(n)
+    j = np.argmax(np.where(inrow, sm, -np.inf), axis=1)
+    top = sm[rows, j]
+    half = 0.5 * top
+    below = inrow & (pos >= j[:, None]) & (sm < half[:, None])
+    o = np.argmax(below, axis=1)
+    ok = (n_good >= 4) & below.any(axis=1) & (top > 0) & (o > 0)
+    o1 = np.maximum(o - 1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r_half = r[rows, o1] + (sm[rows, o1] - half) / np.maximum(sm[rows, o1] - sm[rows, o], 1e-12) * (
+            r[rows, o] - r[rows, o1])
+    return np.where(ok, 2.0 * r_half, np.nan)
 
 
 _STAMP_BATCH_PIXELS = 500_000
