@@ -411,11 +411,13 @@ def _adaptive_moments(pos: np.ndarray, dx: np.ndarray, dy: np.ndarray, cx: np.nd
             reach = np.sqrt(rad2 * np.maximum(q64[0], q64[1]) / det)
         fits = in_stamp & (det > 0) & (reach <= reach_max)
         sums = np.empty((n, 4))
-        for rows, p_, dx_, dy_ in ((np.nonzero(fits)[0], pw, dxw, dyw),
-                                   (np.nonzero(~fits)[0], pos.reshape(n, -1), dx.reshape(n, -1), dy.reshape(n, -1))):
+        for rows, whole in ((np.nonzero(fits)[0], False), (np.nonzero(~fits)[0], True)):
             if not len(rows):
                 continue
-            p_, dx_, dy_ = p_[rows], dx_[rows], dy_[rows]
+            if whole:  # (dx, dy are broadcast views: only these rows are made)
+                p_, dx_, dy_ = (a[rows].reshape(len(rows), -1) for a in (pos, dx, dy))
+            else:
+                p_, dx_, dy_ = pw[rows], dxw[rows], dyw[rows]
             dxx, dyy, dxy = dx_ * dx_, dy_ * dy_, dx_ * dy_
             # the first pass is circular (q = 1, 1, 0): the same numbers as the general form, 3 passes fewer
             q = dxx + dyy if it == 0 else (qyy[rows, None] * dxx - 2 * qxy[rows, None] * dxy + qxx[rows, None] * dyy)
@@ -473,9 +475,11 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     # true half-flux radius: sep's exact apertures on a mosaic of the stamps
     ncol = int(math.ceil(math.sqrt(n)))
     nrow = int(math.ceil(n / ncol))
-    tiles = np.zeros((nrow * ncol, S, S), np.float32)
-    tiles[:n] = stamps
-    mosaic = np.ascontiguousarray(tiles.reshape(nrow, ncol, S, S).transpose(0, 2, 1, 3).reshape(nrow * S, ncol * S))
+    mosaic = np.zeros((nrow * S, ncol * S), np.float32)
+    tiles = mosaic.reshape(nrow, S, ncol, S).transpose(0, 2, 1, 3)  # a view: tile (row, col) of the mosaic
+    for r in range(nrow):  # a row of tiles at a time (the last one may be short: zeros stay)
+        k0, k1 = r * ncol, min(n, (r + 1) * ncol)
+        tiles[r, :k1 - k0] = stamps[k0:k1]
     del tiles
     col, row = np.arange(n) % ncol, np.arange(n) // ncol
     mx = col * S + R + cx
