@@ -159,8 +159,10 @@ def stage_cpu_s(frame, repeat: int) -> dict:
         patched.append((mod, name, fn))
 
     for label, modname, names in STAGES:
+        mod = importlib.import_module(modname)
         for name in names:
-            wrap(label, importlib.import_module(modname), name)
+            if hasattr(mod, name):  # (older versions lack some helpers)
+                wrap(label, mod, name)
     rounds = []
     try:
         for _ in range(repeat):
