@@ -405,6 +405,7 @@ def _adaptive_moments(pos: np.ndarray, dx: np.ndarray, dy: np.ndarray, cx: np.nd
     pw = pos[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
     dxw = dx[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
     dyw = dy[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
+    prods_w = (dxw * dxw, dyw * dyw, dxw * dyw)  # the same every pass
     reach_max = w - 0.5 - 1e-3  # a margin for float32 rounding of q
     qxx = np.ones(n, np.float32)
     qyy = np.ones(n, np.float32)
@@ -423,9 +424,11 @@ def _adaptive_moments(pos: np.ndarray, dx: np.ndarray, dy: np.ndarray, cx: np.nd
                 continue
             if whole:  # (dx, dy are broadcast views: only these rows are made)
                 p_, dx_, dy_ = (a[rows].reshape(len(rows), -1) for a in (pos, dx, dy))
+                dxx, dyy, dxy = dx_ * dx_, dy_ * dy_, dx_ * dy_
+            elif len(rows) == n:
+                p_, (dxx, dyy, dxy) = pw, prods_w
             else:
-                p_, dx_, dy_ = pw[rows], dxw[rows], dyw[rows]
-            dxx, dyy, dxy = dx_ * dx_, dy_ * dy_, dx_ * dy_
+                p_, (dxx, dyy, dxy) = pw[rows], (a[rows] for a in prods_w)
             # the first pass is circular (q = 1, 1, 0): the same numbers as the general form, 3 passes fewer
             q = dxx + dyy if it == 0 else (qyy[rows, None] * dxx - 2 * qxy[rows, None] * dxy + qxx[rows, None] * dyy)
             wm = np.where(q <= rad2[rows, None], p_, np.float32(0))
