@@ -376,6 +376,112 @@ def test_the_large_star_probe_reads_the_first_pass_binned_image_as_the_frame(b):
     assert from_frame is not None and from_frame > 0.5 * blur_px  # the disks were found (blur_px: closed form)
     assert from_binned == from_frame
     np.testing.assert_array_equal(binned, kept)  # the caller's image is not modified
+    # measuring bins the probe's grid before the first pass takes the sky off in place
+    coarse = detect._probe_image(img, b, measuring._DETECT_LARGE_PX, binned=binned)
+    coarse_kept = coarse.copy()
+    from_coarse = detect._large_star_probe(img, b, fine, 4.0, measuring._DETECT_LARGE_PX, probe_binned=coarse)
+    assert from_coarse == from_frame
+    np.testing.assert_array_equal(coarse, coarse_kept)
+
+
+# --------------------------------------------------------------------------- speed shortcuts
+# Each shortcut of measure() must give what the plain computation gives: checked here against
+# a brute-force or closed-form version of the same quantity, not against the code's own output.
+
+def test_points_in_boxes_finds_what_a_dense_comparison_finds():
+    from focuswatch.stars import detect
+
+    rng = np.random.default_rng(5)
+    for n_pts, n_box in ((0, 5), (7, 0), (300, 200), (2000, 40)):
+        x, y = rng.uniform(0, 100, n_pts), rng.uniform(0, 100, n_pts)
+        x[: n_pts // 10] = np.round(x[: n_pts // 10])  # points on box edges (bounds are included)
+        x0, y0 = rng.integers(0, 95, n_box).astype(float), rng.integers(0, 95, n_box).astype(float)
+        x1, y1 = x0 + rng.integers(0, 12, n_box), y0 + rng.integers(0, 12, n_box)
+        pt, box = detect._points_in_boxes(x, y, x0, x1, y0, y1)
+        dense = ((x[:, None] >= x0) & (x[:, None] <= x1) & (y[:, None] >= y0) & (y[:, None] <= y1))
+        want_box, want_pt = np.nonzero(dense.T)  # sorted by box, then point
+        np.testing.assert_array_equal(box, want_box)
+        np.testing.assert_array_equal(pt, want_pt)
+
+
+def test_the_dip_shortcut_never_skips_a_donut():
+    """_may_have_dip must hold every stamp whose full radial profile has a dip."""
+    from focuswatch.stars import profile
+
+    rng = np.random.default_rng(8)
+    R, n = 15, 600
+    cx, cy = rng.uniform(-3, 3, n), rng.uniform(-3, 3, n)
+    dx, dy, rr = profile._offsets(cx, cy, R)
+    ring_r = rng.uniform(0, 9, n)[:, None, None]
+    width = rng.uniform(0.7, 4, n)[:, None, None]
+    amp = rng.uniform(0, 200, n)[:, None, None]
+    noise = rng.uniform(0.1, 30, n)[:, None, None]
+    stamps = (amp * np.exp(-0.5 * ((rr - ring_r) / width) ** 2)
+              + noise * rng.standard_normal(rr.shape)).astype(np.float32)
+    full = profile._ring_ratio(profile._radial_profiles(stamps, rr, R + 1), np.full(n, 5.0))
+    maybe = profile._may_have_dip(stamps, rr, cx, cy, R)
+    assert np.count_nonzero(full > 0) > 50 and np.count_nonzero(~maybe) > 50  # both kinds are there
+    assert not np.any((full > 0) & ~maybe)
+
+
+def test_moments_in_a_window_are_the_moments_of_the_whole_stamp(monkeypatch):
+    """The window round each star holds every pixel of its aperture: the same moments as
+    summing over the whole stamp, also for elongated stars whose ellipse leaves the window."""
+    from focuswatch.stars import profile
+
+    rng = np.random.default_rng(9)
+    R, n = 19, 300
+    cx, cy = rng.uniform(-2, 2, n), rng.uniform(-2, 2, n)
+    dx, dy, _ = profile._offsets(cx, cy, R)
+    sx, sy = rng.uniform(0.7, 6, n)[:, None, None], rng.uniform(0.7, 2, n)[:, None, None]
+    pos = np.clip(1e3 * np.exp(-0.5 * ((dx / sx) ** 2 + (dy / sy) ** 2))
+                  + rng.normal(0, 2, dx.shape), 0, None).astype(np.float32)
+    rad = rng.uniform(1.5, 9, n)
+    got = profile._adaptive_moments(pos, dx, dy, cx, cy, rad, R)
+    monkeypatch.setattr(profile, "_MOMENT_WINDOW_PX", R)  # no window fits: every star on its whole stamp
+    whole = profile._adaptive_moments(pos, dx, dy, cx, cy, rad, R)
+    for a, b in zip(got, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # and a round Gaussian's circular-aperture moment is the closed form: sigma^2 times the
+    # truncation factor of a 2-D Gaussian inside radius r, (1 - (1 + u) e^-u) / (1 - e^-u), u = r^2 / 2 sigma^2
+    axis = np.arange(-R, R + 1, dtype=np.float64)
+    sub = (np.arange(10) + 0.5) / 10 - 0.5  # 10 x 10 sub-pixels: the pixel-integrated Gaussian
+    g1 = np.exp(-0.5 * ((axis[:, None] + sub[None, :]) / 2.0) ** 2).mean(axis=1)
+    star = (1e4 * g1[:, None] * g1[None, :]).astype(np.float32)[None]
+    z = np.zeros(1)
+    dx1, dy1, _ = profile._offsets(z, z, R)
+    mxx, myy, mxy = profile._adaptive_moments(star, dx1, dy1, z, z, np.array([R - 1.0]), R, n_iter=1)
+    u = (R - 1.0) ** 2 / 8.0
+    assert mxx[0] - 1.0 / 12.0 == pytest.approx(4.0 * (1 - (1 + u) * math.exp(-u)) / (1 - math.exp(-u)), rel=0.01)
+    assert myy[0] == pytest.approx(mxx[0], rel=1e-6) and abs(mxy[0]) < 1e-6
+
+
+def test_the_wing_bootstrap_at_once_equals_one_call_per_resample():
+    from focuswatch.stars import wings
+
+    rng = np.random.default_rng(4)
+    for m, R in ((2, 12), (40, 19), (150, 30), (30, 4)):
+        flux = rng.lognormal(8, 1, m) * rng.choice([1, 1, 1, -1], m)
+        snr = rng.uniform(10, 200, m)
+        i1, i2 = rng.normal(5, 3, m), rng.normal(3, 3, m)
+        idx = rng.integers(0, m, size=(64, m))
+        want = [wings.wing_share(flux[k], snr[k], i1[k], i2[k], R) for k in idx]
+        np.testing.assert_array_equal(wings._wing_shares(flux, snr, i1, i2, R, idx), want)
+
+
+def test_detections_sky_map_is_seps_map_of_the_binned_frame():
+    """The first pass keeps the map it subtracted; measuring reads it under each star."""
+    import sep
+
+    from focuswatch.stars import detect
+
+    f = sim.render(sim.SimParams(width_px=700, height_px=500, n_stars=60, seed=3, rig=RIG))
+    img = f.to_frame().pixels
+    binned = detect._block_mean(img, 2)
+    want = sep.Background(binned, bw=64, bh=64, fw=3, fh=3).back(dtype=np.float32)
+    _, bkg, _, _ = detect._detect(img, 2, 4.0, binned=binned.copy())
+    np.testing.assert_array_equal(bkg.back(dtype=np.float32), want)
+    np.testing.assert_array_equal(bkg.back(), sep.Background(binned, bw=64, bh=64, fw=3, fh=3).back())
 
 
 # --------------------------------------------------------------------------- [stars] in the settings file

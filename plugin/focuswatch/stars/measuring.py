@@ -23,6 +23,7 @@ from focuswatch.stars.neighbours import _nearest_offsets, _neighbours_within, _p
 from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annulus_sky, _batched_moffat,
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
                                       moffat_fwhm)
+from focuswatch.stars.detect import _probe_grid, _probe_image
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
 from focuswatch.stars.table import FrameStats, STAR_DTYPE, _PIX_FWHM2, _PIX_HFR2
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
@@ -173,11 +174,15 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # the stars are large (defocused disks and donuts stay one object each, and their light
     # does not leak into the sky level)
     b = max(1, int(math.ceil(math.sqrt(H * W / _DETECT_MAX_PIXELS))))
-    # the first pass's binned image, kept unsubtracted for the large-star probe, which bins it
-    # further instead of the whole frame again
+    # the first pass's binned image; the large-star probe's coarser grid is binned from it
+    # before the first pass takes the sky off it in place (no copy, no second read of the frame)
     first_binned = _block_mean(img, b)
+    probe_binned = None
+    if first_binned is not img and _probe_grid(img.shape, b, _DETECT_LARGE_PX) % b == 0:
+        probe_binned = _probe_image(img, b, _DETECT_LARGE_PX, binned=first_binned)
     objs, bkg, rms_small, n_rings = _detect(img, b, detect_thresh,
-                                            binned=first_binned.copy() if first_binned is not img else None)
+                                            binned=first_binned if first_binned is not img else None)
+    del first_binned
     noise = float(rms_small) * b  # white noise of one full-resolution pixel
     extent = 0.0
     large = False  # the stars are large: found by the coarse second pass
@@ -188,8 +193,9 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     if extent <= _DETECT_LARGE_PX:
         # large faint disks: no pixel of theirs reaches the first pass's threshold, which then
         # finds nothing or bits of their rims (LargeStarProbeConfig)
-        extent = _large_star_probe(img, b, objs, detect_thresh, _DETECT_LARGE_PX, binned=first_binned) or extent
-    del first_binned
+        extent = _large_star_probe(img, b, objs, detect_thresh, _DETECT_LARGE_PX,
+                                   probe_binned=probe_binned) or extent
+    del probe_binned
     if extent > 0.0:
         if extent > _DETECT_LARGE_PX:
             b2 = max(b, int(round(extent / _DETECT_TARGET_SIZE)))
@@ -280,7 +286,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
 
     # ---- per-star measurements on full-resolution stamps, in batches (bounded memory)
     # only the background at the stars is needed: sep's map read as float32 (sep computes it
-    # in float32; a float64 copy holds the same values, twice the size)
+    # in float32; a float64 copy holds the same values, twice the size); detection's own sky
+    # keeps the map it subtracted (detect._Sky), so the spline is not evaluated again
     back_map = bkg.back(dtype=np.float32)
     sat = frame.saturation_adu
     k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))

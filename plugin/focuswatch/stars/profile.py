@@ -33,27 +33,31 @@ def _batched_moffat(r: np.ndarray, y: np.ndarray, w: np.ndarray, amp0: np.ndarra
     r2 = r * r
 
     def model(pp):
+        """(model, A, alpha, beta, base, Moffat part without the constant)"""
         A, al, be = np.exp(pp[:, 0:1]), np.exp(pp[:, 1:2]), np.exp(pp[:, 2:3])
         base = 1.0 + r2 / (al * al)
-        m = A * base ** (-be) + pp[:, 3:4]
-        return m, A, al, be, base
+        f = A * base ** (-be)
+        return f + pp[:, 3:4], A, al, be, base, f
 
-    def cost(pp):
-        m = model(pp)[0]
+    def cost_of(m):
         return np.sum(w * (m - y) ** 2, axis=1)
 
     with np.errstate(all="ignore"):
-        return _lm_loop(p, lam, n_iter, model, cost, r2, y, w)
+        return _lm_loop(p, lam, n_iter, model, cost_of, r2, y, w)
 
 
-def _lm_loop(p, lam, n_iter, model, cost, r2, y, w):
-    """The iterations of :func:`_batched_moffat` (split out to run under one errstate)."""
+def _lm_loop(p, lam, n_iter, model, cost_of, r2, y, w):
+    """The iterations of :func:`_batched_moffat` (split out to run under one errstate).
+
+    The model at the parameters is kept from the step that set them (each star's row of the
+    trial's model where the trial was better), not evaluated again: the same numbers, a
+    third fewer powers."""
     n = p.shape[0]
-    c = cost(p)
+    cur = model(p)
+    c = cost_of(cur[0])
     for _ in range(n_iter):
-        m, A, al, be, base = model(p)
+        m, A, al, be, base, f = cur
         lb = np.log(base)
-        f = A * base ** (-be)
         J = np.empty(r2.shape + (4,))
         J[..., 0] = f                                     # d/d logA
         J[..., 1] = f * be * 2.0 * r2 / (al * al) / base  # d/d logalpha
@@ -79,10 +83,13 @@ def _lm_loop(p, lam, n_iter, model, cost, r2, y, w):
         trial[:, 0] = np.clip(trial[:, 0], -30.0, 30.0)
         trial[:, 1] = np.clip(trial[:, 1], math.log(0.05), math.log(1000.0))
         trial[:, 2] = np.clip(trial[:, 2], math.log(1.2), math.log(25.0))
-        ct = cost(trial)
+        tried = model(trial)
+        ct = cost_of(tried[0])
         better = np.isfinite(ct) & (ct < c)
         p[better] = trial[better]
         c[better] = ct[better]
+        if np.any(better):
+            cur = tuple(np.where(better[:, None], t, k) for t, k in zip(tried, cur))
         lam = np.where(better, lam * 0.3, lam * 10.0)
         lam = np.clip(lam, 1e-7, 1e7)
     alpha, beta = np.exp(p[:, 1]), np.exp(p[:, 2])
@@ -128,6 +135,23 @@ def _ring_ratio(prof: np.ndarray, r90: np.ndarray) -> np.ndarray:
     return out
 
 
+def _may_have_dip(stamps: np.ndarray, rr: np.ndarray, cx: np.ndarray, cy: np.ndarray, R: int) -> np.ndarray:
+    """Which stamps :func:`_ring_ratio` could call a donut (a superset, never fewer).
+
+    It needs the mean of the centre's pixels (``rr < 1``) below 0.6 of an annulus mean at
+    ``rr >= 2``. The centre's pixels lie in the 2 x 2 block around ``(cx, cy)`` and hold at
+    least their lowest value; an annulus mean is at most the stamp's highest pixel. Where
+    the lowest exceeds 0.6 of the highest (with a margin for rounding) there is no dip.
+    """
+    n = len(stamps)
+    ii = np.arange(n)[:, None, None]
+    jy = np.clip(np.floor(cy).astype(np.int64) + R, 0, 2 * R - 1)[:, None, None] + np.arange(2)[None, :, None]
+    jx = np.clip(np.floor(cx).astype(np.int64) + R, 0, 2 * R - 1)[:, None, None] + np.arange(2)[None, None, :]
+    low = np.where(rr[ii, jy, jx] < 1.0, stamps[ii, jy, jx], np.inf).reshape(n, -1).min(axis=1).astype(np.float64)
+    high = stamps.reshape(n, -1).max(axis=1).astype(np.float64)
+    return (high > 0) & ~(low > 0.6 * high + 1e-6 * np.abs(high))
+
+
 def _annulus_ratio(r20: np.ndarray, r80: np.ndarray) -> np.ndarray:
     """Inner/outer radius of a uniform annulus with these 20 % and 80 % flux radii.
 
@@ -150,33 +174,36 @@ def _half_max_width(prof: np.ndarray, counts: np.ndarray, bin_px: float) -> np.n
 
     The maximum may sit on a ring (donut); the width is twice the radius where the profile,
     going outward from its maximum, first falls below half of it (linear interpolation).
-    The profile is lightly smoothed (3 bins) against pixel noise.
+    The profile is lightly smoothed (3 bins, its ends repeated) against pixel noise. Empty
+    bins (and non-finite values) are left out; a profile needs 4 bins left. All stars at
+    once: each row's bins that are left are moved to its front, in order.
     """
     n, nb = prof.shape
-    valid = counts > 0
-    p = np.where(valid, prof, np.nan)
-    k = np.ones(3) / 3.0
-    out = np.full(n, np.nan)
-    for i in range(n):
-        row = p[i]
-        good = np.isfinite(row)
-        if good.sum() < 4:
-            continue
-        r = (np.arange(nb) + 0.5) * bin_px
-        rg, vg = r[good], row[good]
-        if len(vg) >= 3:
-            vg = np.convolve(np.pad(vg, 1, mode="edge"), k, mode="valid")
-        j = int(np.argmax(vg))
-        half = 0.5 * vg[j]
-        below = np.nonzero(vg[j:] < half)[0]
-        if not len(below) or vg[j] <= 0:
-            continue
-        o = j + below[0]
-        if o == 0:
-            continue
-        r_half = rg[o - 1] + (vg[o - 1] - half) / max(vg[o - 1] - vg[o], 1e-12) * (rg[o] - rg[o - 1])
-        out[i] = 2.0 * r_half
-    return out
+    with np.errstate(invalid="ignore"):
+        good = (counts > 0) & np.isfinite(prof)
+    n_good = good.sum(axis=1)
+    order = np.argsort(~good, axis=1, kind="stable")  # the bins left, first and in order
+    v = np.where(good, prof, 0.0)
+    v = np.take_along_axis(v, order, axis=1)
+    r = ((np.arange(nb) + 0.5) * bin_px)[order]
+    pos = np.arange(nb)[None, :]
+    inrow = pos < n_good[:, None]
+    k = 1.0 / 3.0
+    left = np.concatenate([v[:, :1], v[:, :-1]], axis=1)
+    right = np.where(pos + 1 < n_good[:, None], np.concatenate([v[:, 1:], v[:, -1:]], axis=1), v)
+    sm = (left * k + v * k) + right * k  # the 3-bin mean, summed in np.convolve's order
+    rows = np.arange(n)
+    j = np.argmax(np.where(inrow, sm, -np.inf), axis=1)
+    top = sm[rows, j]
+    half = 0.5 * top
+    below = inrow & (pos >= j[:, None]) & (sm < half[:, None])
+    o = np.argmax(below, axis=1)
+    ok = (n_good >= 4) & below.any(axis=1) & (top > 0) & (o > 0)
+    o1 = np.maximum(o - 1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r_half = r[rows, o1] + (sm[rows, o1] - half) / np.maximum(sm[rows, o1] - sm[rows, o], 1e-12) * (
+            r[rows, o] - r[rows, o1])
+    return np.where(ok, 2.0 * r_half, np.nan)
 
 
 _STAMP_BATCH_PIXELS = 500_000
@@ -322,20 +349,100 @@ def _mask_neighbours(stamps: np.ndarray, cx: np.ndarray, cy: np.ndarray, nbx: np
     pixel); far-away neighbours carry 1e6. A Voronoi cut: cheap, and exact for stars whose
     light does not overlap (those that overlap were already rejected as blended).
     """
-    dx0 = axis[None, None, :] - cx[:, None, None].astype(np.float32)
-    dy0 = axis[None, :, None] - cy[:, None, None].astype(np.float32)
+    # only the stamps with a neighbour in each slot are looked at (few on most star fields)
+    rows = np.nonzero((nbx < 1e5).any(axis=1))[0]
+    if not len(rows):
+        return stamps
+    dx0 = axis[None, None, :] - cx[rows, None, None].astype(np.float32)
+    dy0 = axis[None, :, None] - cy[rows, None, None].astype(np.float32)
     own = dx0 * dx0 + dy0 * dy0
-    mask = np.zeros(stamps.shape, bool)
+    mask = np.zeros((len(rows),) + stamps.shape[1:], bool)
     for k in range(nbx.shape[1]):
-        near = nbx[:, k] < 1e5
-        if not np.any(near):
+        near = np.nonzero(nbx[rows, k] < 1e5)[0]
+        if not len(near):
             continue
-        dx = axis[None, None, :] - nbx[:, k, None, None].astype(np.float32)
-        dy = axis[None, :, None] - nby[:, k, None, None].astype(np.float32)
-        mask |= (dx * dx + dy * dy < own) & near[:, None, None]
+        r = rows[near]
+        dx = axis[None, None, :] - nbx[r, k, None, None].astype(np.float32)
+        dy = axis[None, :, None] - nby[r, k, None, None].astype(np.float32)
+        mask[near] |= dx * dx + dy * dy < own[near]
     if mask.any():
-        stamps = np.where(mask, np.float32(0), stamps)
+        stamps = stamps.copy()
+        stamps[rows] = np.where(mask, np.float32(0), stamps[rows])
     return stamps
+
+
+#: half-width (px) of the window around each star's centre in which
+#: :func:`_adaptive_moments` sums a star's second moments when its aperture fits inside
+_MOMENT_WINDOW_PX = 6
+
+
+def _adaptive_moments(pos: np.ndarray, dx: np.ndarray, dy: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+                      rad_px: np.ndarray, R: int, n_iter: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second moments (px^2) of the light ``pos`` (n, S, S; no negative values) inside an
+    ellipse of the star's own shape and the area of a circle of radius ``rad_px``,
+    iterated ``n_iter`` times from that circle; ``(dx, dy)`` are the pixels' offsets from
+    the centres ``(cx, cy)`` (stamp coordinates, :func:`_offsets`). Returns (mxx, myy, mxy).
+
+    The aperture holds a few pixels of a stamp that must be wide enough for the wings: each
+    pass sums over a (2 w + 1)^2 window around the centre (``w`` = ``_MOMENT_WINDOW_PX``)
+    for the stars whose ellipse lies inside it (an ellipse ``v^T Q^-1 v <= r^2`` reaches
+    ``r sqrt(Q_xx)`` in x), and over the whole stamp for the others: the same pixels, so
+    the same moments, at a tenth of the pixels read on a focused frame.
+    """
+    n = len(pos)
+    S = 2 * R + 1
+    rad2 = (np.asarray(rad_px, np.float64) ** 2).astype(np.float32)
+    w = _MOMENT_WINDOW_PX
+    # the window: stamp indices c-w .. c+w around the pixel c nearest the centre; it holds every
+    # pixel within w - 0.5 of the centre in x and in y
+    c0x = np.rint(cx).astype(np.int64) + R
+    c0y = np.rint(cy).astype(np.int64) + R
+    in_stamp = (np.minimum(c0x, c0y) - w >= 0) & (np.maximum(c0x, c0y) + w <= S - 1)
+    k = np.arange(-w, w + 1)
+    rows_w = np.clip(c0y[:, None] + k[None, :], 0, S - 1)
+    cols_w = np.clip(c0x[:, None] + k[None, :], 0, S - 1)
+    nn = np.arange(n)[:, None, None]
+    pw = pos[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
+    dxw = dx[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
+    dyw = dy[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
+    prods_w = (dxw * dxw, dyw * dyw, dxw * dyw)  # the same every pass
+    reach_max = w - 0.5 - 1e-3  # a margin for float32 rounding of q
+    qxx = np.ones(n, np.float32)
+    qyy = np.ones(n, np.float32)
+    qxy = np.zeros(n, np.float32)
+    mxx = myy = mxy = np.zeros(n)
+    for it in range(n_iter):
+        # how far the ellipse q <= rad2 reaches in x and in y
+        q64 = (qxx.astype(np.float64), qyy.astype(np.float64), qxy.astype(np.float64))
+        det = q64[0] * q64[1] - q64[2] ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reach = np.sqrt(rad2 * np.maximum(q64[0], q64[1]) / det)
+        fits = in_stamp & (det > 0) & (reach <= reach_max)
+        sums = np.empty((n, 4))
+        for rows, whole in ((np.nonzero(fits)[0], False), (np.nonzero(~fits)[0], True)):
+            if not len(rows):
+                continue
+            if whole:  # (dx, dy are broadcast views: only these rows are made)
+                p_, dx_, dy_ = (a[rows].reshape(len(rows), -1) for a in (pos, dx, dy))
+                dxx, dyy, dxy = dx_ * dx_, dy_ * dy_, dx_ * dy_
+            elif len(rows) == n:
+                p_, (dxx, dyy, dxy) = pw, prods_w
+            else:
+                p_, (dxx, dyy, dxy) = pw[rows], (a[rows] for a in prods_w)
+            # the first pass is circular (q = 1, 1, 0): the same numbers as the general form, 3 passes fewer
+            q = dxx + dyy if it == 0 else (qyy[rows, None] * dxx - 2 * qxy[rows, None] * dxy + qxx[rows, None] * dyy)
+            wm = np.where(q <= rad2[rows, None], p_, np.float32(0))
+            sums[rows, 0] = wm.sum(axis=1, dtype=np.float64)
+            sums[rows, 1] = (wm * dxx).sum(axis=1, dtype=np.float64)
+            sums[rows, 2] = (wm * dyy).sum(axis=1, dtype=np.float64)
+            sums[rows, 3] = (wm * dxy).sum(axis=1, dtype=np.float64)
+        sw_tot = np.maximum(sums[:, 0], 1e-12)
+        mxx, myy, mxy = sums[:, 1] / sw_tot, sums[:, 2] / sw_tot, sums[:, 3] / sw_tot
+        norm = np.sqrt(np.maximum(mxx * myy - mxy ** 2, 1e-12))
+        qxx = (mxx / norm).astype(np.float32)
+        qyy = (myy / norm).astype(np.float32)
+        qxy = (mxy / norm).astype(np.float32)
+    return mxx, myy, mxy
 
 
 def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarray, cx: np.ndarray,
@@ -360,16 +467,17 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     is_sat = peak >= 0.95 * sat if sat else np.zeros(n, bool)
 
     # windowed centroids (Gaussian window, a few iterations; the window is separable, so each
-    # iteration costs two small (n, S) exponentials and one contraction)
+    # iteration costs two small (n, S) exponentials and one pass over the stamps: a batched
+    # matrix product with the x window and the x-weighted window side by side)
     axis = off.astype(np.float32)
     pos = np.clip(stamps, 0, None)
     for _ in range(3):
         gx = np.exp(-(axis[None, :] - cx[:, None]) ** 2 / (2 * sw[:, None] ** 2)).astype(np.float32)
         gy = np.exp(-(axis[None, :] - cy[:, None]) ** 2 / (2 * sw[:, None] ** 2)).astype(np.float32)
-        row_w = np.einsum("nij,nj->ni", pos, gx)
-        tot = np.einsum("ni,ni->n", row_w, gy).astype(np.float64)
-        sx = np.einsum("nij,nj,ni->n", pos, gx * axis[None, :], gy).astype(np.float64)
-        sy = np.einsum("ni,ni->n", row_w, gy * axis[None, :]).astype(np.float64)
+        rows_w = np.matmul(pos, np.stack([gx, gx * axis[None, :]], axis=2))  # (n, S, 2)
+        tot = np.einsum("ni,ni->n", rows_w[:, :, 0], gy).astype(np.float64)
+        sx = np.einsum("ni,ni->n", rows_w[:, :, 1], gy).astype(np.float64)
+        sy = np.einsum("ni,ni->n", rows_w[:, :, 0], gy * axis[None, :]).astype(np.float64)
         good = tot > 0
         cx = np.clip(np.where(good, sx / np.where(good, tot, 1), cx), -R / 2, R / 2)
         cy = np.clip(np.where(good, sy / np.where(good, tot, 1), cy), -R / 2, R / 2)
@@ -377,9 +485,11 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     # true half-flux radius: sep's exact apertures on a mosaic of the stamps
     ncol = int(math.ceil(math.sqrt(n)))
     nrow = int(math.ceil(n / ncol))
-    tiles = np.zeros((nrow * ncol, S, S), np.float32)
-    tiles[:n] = stamps
-    mosaic = np.ascontiguousarray(tiles.reshape(nrow, ncol, S, S).transpose(0, 2, 1, 3).reshape(nrow * S, ncol * S))
+    mosaic = np.zeros((nrow * S, ncol * S), np.float32)
+    tiles = mosaic.reshape(nrow, S, ncol, S).transpose(0, 2, 1, 3)  # a view: tile (row, col) of the mosaic
+    for r in range(nrow):  # a row of tiles at a time (the last one may be short: zeros stay)
+        k0, k1 = r * ncol, min(n, (r + 1) * ncol)
+        tiles[r, :k1 - k0] = stamps[k0:k1]
     del tiles
     col, row = np.arange(n) % ncol, np.arange(n) // ncol
     mx = col * S + R + cx
@@ -402,24 +512,7 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
 
     # second moments in an aperture that adapts to the star's own ellipse (a circular
     # aperture would cut the long axis of an elongated star and make it look rounder)
-    rad2 = (np.maximum(2.5 * r50, 2.5)[:, None, None] ** 2).astype(np.float32)
-    dxx, dyy, dxy = (dx * dx).reshape(n, -1), (dy * dy).reshape(n, -1), (dx * dy).reshape(n, -1)
-    pflat = pos.reshape(n, -1)
-    qxx = np.ones((n, 1), np.float32)
-    qyy = np.ones((n, 1), np.float32)
-    qxy = np.zeros((n, 1), np.float32)
-    for it in range(3):
-        # the first pass is circular (q = 1, 1, 0): the same numbers as the general form, 3 passes fewer
-        q = dxx + dyy if it == 0 else qyy * dxx - 2 * qxy * dxy + qxx * dyy
-        wm = np.where(q <= rad2.reshape(n, 1), pflat, np.float32(0))
-        sw_tot = np.maximum(wm.sum(axis=1, dtype=np.float64), 1e-12)
-        mxx = (wm * dxx).sum(axis=1, dtype=np.float64) / sw_tot
-        myy = (wm * dyy).sum(axis=1, dtype=np.float64) / sw_tot
-        mxy = (wm * dxy).sum(axis=1, dtype=np.float64) / sw_tot
-        norm = np.sqrt(np.maximum(mxx * myy - mxy ** 2, 1e-12))
-        qxx = (mxx / norm).astype(np.float32)[:, None]
-        qyy = (myy / norm).astype(np.float32)[:, None]
-        qxy = (mxy / norm).astype(np.float32)[:, None]
+    mxx, myy, mxy = _adaptive_moments(pos, dx, dy, cx, cy, np.maximum(2.5 * r50, 2.5), R)
     ixx, iyy, ixy = mxx - _PIX_MOM2, myy - _PIX_MOM2, mxy
     tr = ixx + iyy
     det_term = np.sqrt(np.maximum(((ixx - iyy) / 2) ** 2 + ixy ** 2, 0))
@@ -428,9 +521,25 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
 
     # donuts: a dip in the middle of the radial profile (a hole needs a blur several pixels
     # wide, so small stamps cannot hold one and skip the profile)
-    dip = _ring_ratio(_radial_profiles(stamps, rr, R + 1), r90) if R >= 10 else np.zeros(n)
+    dip = np.zeros(n)
+    if R >= 10:
+        # only stamps that can hold a dip: a profile peaking on a ring (bin >= 2) with a centre
+        # below 0.6 of it needs the centre's lowest pixel below 0.6 of the stamp's highest
+        # (most focused stars cannot: their profiles are not built)
+        maybe = np.nonzero(_may_have_dip(stamps, rr, cx, cy, R))[0]
+        if len(maybe):
+            dip[maybe] = _ring_ratio(_radial_profiles(stamps[maybe], rr[maybe], R + 1), r90[maybe])
     ring = np.where(dip > 0, _annulus_ratio(r20, r80), 0.0)
-    ring_prof, ring_r = ringfit.radial_profile(stamps, rr, R + 1) if R >= 10 else (np.zeros((n, 1)),) * 2
+    # the donuts' radial profiles for the ring fit (ringfit.refine_ring_ratio reads only those
+    # with ring > 0); NaN rows, mean radii at the annuli's middles, for the other stars
+    if R >= 10:
+        ring_prof = np.full((n, R + 1), np.nan)
+        ring_r = np.broadcast_to(np.arange(R + 1) + 0.5, (n, R + 1)).copy()
+        donut = np.nonzero(ring > 0)[0]
+        if len(donut):
+            ring_prof[donut], ring_r[donut] = ringfit.radial_profile(stamps[donut], rr[donut], R + 1)
+    else:
+        ring_prof, ring_r = (np.zeros((n, 1)),) * 2
     return {
         "cx": cx, "cy": cy, "r50": r50, "r90": r90, "flux": flux, "flags": flags, "hfr_nina": hfr_nina,
         "a2": a2, "b2": b2, "ecc": np.sqrt(np.clip(1 - b2 / a2, 0, 1)), "theta": 0.5 * np.arctan2(2 * ixy, ixx - iyy),
