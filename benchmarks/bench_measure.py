@@ -106,15 +106,27 @@ def import_costs(repeat: int) -> None:
 CPU_S: dict = {}
 
 
-def alternating(fns: dict, repeat: int) -> tuple[dict, dict]:
+def alternating(fns: dict, repeat: int, settle: dict | None = None) -> tuple[dict, dict]:
     """Median seconds of each function, run in alternating rounds (a shared machine's load
-    drifts: blocks of runs of one then the other would compare different loads)."""
+    drifts: blocks of runs of one then the other would compare different loads).
+
+    ``settle[k]``, when given, runs untimed right before each run of ``fns[k]``: a call that
+    loads a frame must follow a frame just dropped, as it does in the watcher and in a loop
+    of ``measure(load(path))``. Run straight after ``measure`` on a kept frame instead, the
+    kernel's first touch of the new 245 MB float32 buffer (numpy asks for huge pages) cost
+    0.5-0.65 s of system time on this machine, against 0.03-0.08 s after a freed frame:
+    "load + measure" read 0.75-1.0 CPU-s for 0.39-0.42 s in such a loop, and "load" 0.5-0.6
+    s in the rounds it followed ``measure`` (IMX455, rv6's review)."""
     times: dict = {k: [] for k in fns}
     cpu: dict = {k: [] for k in fns}
     outs: dict = {}
+    settle = settle or {}
     for r in range(repeat):
         # forwards, then backwards: no function always runs right after the same other one
         for k, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
+            outs.pop(k, None)  # the last round's result is not kept alive across this one's run
+            if k in settle:
+                settle[k]()
             gc.collect()
             c0 = time.process_time()
             t0 = time.perf_counter()
@@ -222,6 +234,11 @@ def main(argv=None) -> int:
             size_mb = path.stat().st_size / 1e6
             fr = frames.load(path)
             every = stars.ProfileConfig(max_stars=0)
+
+            def drop_a_frame() -> None:
+                """A frame loaded and dropped: what the watcher did just before it loads the next."""
+                frames.load(path)
+
             med, outs = alternating({
                 "load": lambda: frames.load(path),
                 "measure": lambda: stars.measure(fr),
@@ -229,7 +246,7 @@ def main(argv=None) -> int:
                 "total": lambda: stars.measure(frames.load(path)),
                 "total_every": lambda: stars.measure(frames.load(path), profile=every),
                 "sep": lambda: plain_sep(fr.pixels),
-            }, args.repeat)
+            }, args.repeat, settle=dict.fromkeys(("load", "total", "total_every"), drop_a_frame))
             t_load, t_meas_only, t_total, t_sep = med["load"], med["measure"], med["total"], med["sep"]
             st, st_all, n_sep = outs["measure"], outs["measure_every"], outs["sep"]
             mem = peak_mb(lambda: stars.measure(frames.load(path)))
