@@ -77,6 +77,21 @@ def test_touching_donuts_are_found_once_and_most_are_measured(optics, seed):
     assert np.all(np.isnan(st.stars["ecc"][st.stars["masked"]]))  # no shape from a masked ring
 
 
+def test_touching_donuts_of_a_read_only_frame_measure_the_same():
+    """The finder and the masked measurement only read the frame: a read-only array (a
+    memory map, a user's frame) measures to the same bits, and is left as it was."""
+    spec = _crowded(F5, 1000.0, 2.5, n=80, size=600, sep_share=52.0 / 53.2, flux=(3e5, 2e6), seed=2)
+    fr, st = measured(spec)
+    assert st.n_masked >= 10  # the crowded path ran
+    ro = np.array(fr.pixels, dtype=np.float32)
+    before = ro.copy()
+    ro.flags.writeable = False
+    st_ro = stars.measure(frame_from_array(ro, po.frame_header(spec)))
+    np.testing.assert_array_equal(ro, before)
+    assert st_ro.n_masked == st.n_masked
+    assert st_ro.stars.tobytes() == st.stars.tobytes()
+
+
 def test_random_overlapping_donuts_of_varied_brightness():
     """No minimum separation, fluxes over a factor 60: rings overlap by any amount."""
     spec = _crowded(F5.with_(obstruction=0.33), 700.0, 2.0, n=70, size=520, sep_share=0.0, flux=(5e4, 3e6), seed=5)

@@ -532,3 +532,38 @@ def test_a_wrong_stars_setting_is_one_line_naming_file_section_and_key(tmp_path,
     assert text.startswith("[stars]")
     # a count out of range says its range
     assert_config_error_is_one_line(tmp_path, text, key, says=("expected", "unknown setting", "must be between"))
+
+
+# --------------------------------------------------------------------------- the user's frame is never written
+
+@pytest.mark.parametrize("case", ["binned first pass", "coarse pass"])
+def test_measuring_never_writes_the_frames_pixels(case):
+    """Detection takes the sky off its binned image in place: that must be its own copy,
+    never the frame's pixels (a user's array, a read-only or memory-mapped frame). A
+    read-only array measures to the same bits as a writable one, and a writable one is left
+    as it was. Cases: a frame over the 4 Mpx detection limit (first pass on 2x2 blocks) and
+    40 px donuts (the coarse pass on its own binning, the large-star probe)."""
+    from focuswatch.model.frame import frame_from_array
+
+    if case == "binned first pass":
+        assert 2560 * 2048 > measuring._DETECT_MAX_PIXELS
+        f = sim.render(sim.SimParams(width_px=2560, height_px=2048, n_stars=300, seed=4, rig=RIG))
+    else:
+        rig = Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=3.76, obstruction=0.33)
+        f = sim.render(sim.SimParams(width_px=1024, height_px=1024, n_stars=30, seed=11, rig=rig,
+                                     defocus_um=40.0 * rig.pixel_um * rig.f_ratio, star_flux_min_e=3e5,
+                                     star_flux_max_e=3e6))
+    pixels = np.ascontiguousarray(f.to_frame().pixels, dtype=np.float32)
+    before = pixels.copy()
+    st = stars.measure(frame_from_array(pixels))
+    np.testing.assert_array_equal(pixels, before)
+    ro = before.copy()
+    ro.flags.writeable = False
+    frame = frame_from_array(ro)
+    assert not frame.pixels.flags.writeable  # the read-only array itself is measured, not a copy of it
+    st_ro = stars.measure(frame)
+    np.testing.assert_array_equal(ro, before)
+    assert st.n_stars > 0 and st_ro.n_stars == st.n_stars
+    assert st_ro.stars.tobytes() == st.stars.tobytes()
+    if case == "coarse pass":
+        assert st.hfr_px == pytest.approx(f.truth["hfr_px"], rel=0.10)  # the coarse pass did run: donuts read whole

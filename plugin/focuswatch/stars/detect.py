@@ -68,6 +68,11 @@ def _background(small: np.ndarray, box_binned_px: float, *, flat_if_few: bool = 
     ``_MIN_MESHES_ACROSS`` times across the image."""
     import sep
 
+    if not small.flags.writeable:
+        # sep's Cython buffers ask for writable memory even to read (sep 1.4: "buffer source
+        # array is read-only"): a read-only frame measured unbinned (a memory map, a user's
+        # array) is read through a copy, at most the 4 Mpx detection limit
+        small = np.array(small)
     box = int(max(16, min(512, round(box_binned_px))))
     if flat_if_few and box * _MIN_MESHES_ACROSS > min(small.shape):
         return sep.Background(small, bw=max(small.shape), bh=max(small.shape), fw=1, fh=1)
