@@ -63,7 +63,10 @@ class CrowdedRingConfig:
     ``min_sep_share`` radii from a stronger ring, and every one of ``sectors`` sectors of the
     annulus from ``sector_inner`` to ``sector_outer`` radii holds at least
     ``min_sector_share`` of the median sector's light (a ring is lit all round; arcs of three
-    rings meeting are not). ``min_whole_share``: see :func:`rings_touch`;
+    rings meeting are not) and at least ``min_sector_snr`` times its own noise; a peak is
+    judged only when ``min_sectors_inside`` of the sectors hold pixels of the frame (else
+    most of the ring lies outside it: an edge star, not measured anyway).
+    ``min_whole_share``: see :func:`rings_touch`;
     ``any_size_hints_px``: see :func:`find_rings_any_size` (each hint's scan covers 0.45-1.15
     times it: rims of 5-64 px). ``rim_per_answer_radius``: the radius whose filter answers
     most lies inside the ring's rim (the seeing-blurred edge reaches the negative band);
@@ -76,9 +79,13 @@ class CrowdedRingConfig:
     that size); the star's own aperture is the same. Annuli are ``bin_px`` wide; each must
     keep ``min_coverage`` of its pixels clean (a 54 degree arc at 0.15: wide enough to
     average over a vane's shadow). ``min_sky_pixels``: fewest clean pixels beyond the
-    aperture for a sky reading (else the map's), clipped at ``clip_sigma``, median of
-    ``sky_sectors`` sector means. ``centre_margin_px``: the centre and the curve of growth are
-    worked out in a box this much wider than the aperture (a centre moves a pixel or two).
+    aperture for a sky reading (else the map's), taken from a stamp reaching
+    ``sky_stamp_share`` apertures plus ``sky_stamp_px`` from the centre, clipped at
+    ``clip_sigma`` (``clip_rounds`` times), median of the means of those of ``sky_sectors``
+    sectors that hold ``sky_sector_min_share`` of an even share of its pixels (a sector
+    mostly masked or cut by the frame's edge is left out). ``centre_margin_px``: the centre
+    and the curve of growth are worked out in a box this much wider than the aperture (a
+    centre moves a pixel or two).
     """
 
     px_per_radius: float = 10.0
@@ -100,6 +107,8 @@ class CrowdedRingConfig:
     sector_inner: float = 0.55
     sector_outer: float = 0.95
     min_sector_share: float = 0.3
+    min_sector_snr: float = 3.0
+    min_sectors_inside: float = 0.75
     min_whole_share: float = 0.7
     any_size_hints_px: tuple[float, ...] = (12.0, 26.0, 56.0)
     rim_per_answer_radius: float = 1.09
@@ -110,7 +119,11 @@ class CrowdedRingConfig:
     min_sky_pixels: int = 100
     centre_margin_px: int = 8
     clip_sigma: float = 3.0
+    clip_rounds: int = 3
     sky_sectors: int = 16
+    sky_sector_min_share: float = 0.5
+    sky_stamp_share: float = 1.6
+    sky_stamp_px: float = 4.0
 
 
 CROWDED_RING = CrowdedRingConfig()
@@ -248,11 +261,11 @@ def _find_rings(img: np.ndarray, radius_px: float, sky_adu: float,
             continue
         means, cnt = _sector_means(sub, cx, cy, config.sector_inner * R, config.sector_outer * R, config.sectors)
         ok = cnt > 0
-        if np.count_nonzero(ok) < 0.75 * config.sectors:
+        if np.count_nonzero(ok) < config.min_sectors_inside * config.sectors:
             continue  # most of the ring outside the frame: an edge star, not measured anyway
         low = float(np.min(means[ok]))
         sec_noise = rms / math.sqrt(max(int(cnt[ok].min()), 1))
-        if low < config.min_sector_share * float(np.median(means[ok])) or low < 3.0 * sec_noise:
+        if low < config.min_sector_share * float(np.median(means[ok])) or low < config.min_sector_snr * sec_noise:
             continue
         taken.append((cx, cy, own))
         tx, ty, tv = (np.array([t[i] for t in taken]) for i in range(3))
@@ -283,7 +296,7 @@ def masked_profiles(img: np.ndarray, x: np.ndarray, y: np.ndarray, sky_adu: np.n
     out = {k: np.full(n, np.nan) for k in ("x", "y", "flux", "r20", "r50", "r80", "r90", "coverage", "sky")}
     out["ok"] = np.zeros(n, bool)
     ap = float(own_px)
-    Rs = int(math.ceil(ap * 1.6 + 4))
+    Rs = int(math.ceil(ap * config.sky_stamp_share + config.sky_stamp_px))
     n_bins = int(math.ceil(ap / config.bin_px))
     for i in range(n):
         ix, iy = int(round(x[i])), int(round(y[i]))
@@ -310,7 +323,7 @@ def masked_profiles(img: np.ndarray, x: np.ndarray, y: np.ndarray, sky_adu: np.n
         v = pix[ring]
         if len(v) >= config.min_sky_pixels:
             mid, sd = float(np.median(v)), float(np.std(v))
-            for _ in range(3):
+            for _ in range(config.clip_rounds):
                 use = np.abs(v - mid) <= config.clip_sigma * max(sd, 1e-9)
                 if np.count_nonzero(use) < config.min_sky_pixels:
                     break
@@ -321,7 +334,7 @@ def masked_profiles(img: np.ndarray, x: np.ndarray, y: np.ndarray, sky_adu: np.n
                         * config.sky_sectors).astype(np.int64)) % config.sky_sectors
                 cnt = np.bincount(sec[use], minlength=config.sky_sectors)
                 tot = np.bincount(sec[use], weights=v[use], minlength=config.sky_sectors)
-                full = cnt >= 0.5 * np.count_nonzero(use) / config.sky_sectors
+                full = cnt >= config.sky_sector_min_share * np.count_nonzero(use) / config.sky_sectors
                 if np.any(full):
                     sky = float(np.median(tot[full] / cnt[full]))
         # the centre and the curve of growth need only the aperture (the sky needed the ring
