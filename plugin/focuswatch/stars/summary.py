@@ -188,18 +188,22 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
     rings = good["ring"]
     masked = good["masked"] if "masked" in (good.dtype.names or ()) else np.zeros(len(good), bool)
     ring_ratio = ringfit.frame_ring_ratio(rings, good["ring_ok"], len(good), usable=~masked)
+    # stars measured from part of their ring (crowded donuts) have no shape figure (ecc NaN):
+    # the frame's and each zone's shape sample are drawn from the others
+    shaped = np.isfinite(good["ecc"])
     zones = []
     zr = np.minimum((good["y"] * 3 / height_px).astype(int), 2)
     zc = np.minimum((good["x"] * 3 / width_px).astype(int), 2)
     for r_ in range(3):
         for c_ in range(3):
-            z = good[(zr == r_) & (zc == c_)]
+            in_z = (zr == r_) & (zc == c_)
+            z = good[in_z]
+            zs = good[in_z & shaped]
             zones.append(Zone(r_, c_, int(len(z)), _med(z["hfr"]) if len(z) else None,
-                              _med(z["fwhm"]) if len(z) else None, _med(_shape_sample(z)["ecc"]) if len(z) else None))
+                              _med(z["fwhm"]) if len(z) else None, _med(_shape_sample(zs)["ecc"]) if len(zs) else None))
     ps = plate_scale_arcsec_px
     n_masked = int(np.count_nonzero(stars["masked"])) if "masked" in (stars.dtype.names or ()) else 0
-    # stars measured from part of their ring (crowded donuts) have no shape figure (ecc NaN)
-    shape = _shape_sample(good[np.isfinite(good["ecc"])])
+    shape = _shape_sample(good[shaped])
     reliable = elongation_reliable(shape)
     ecc = _med(shape["ecc"])
     if not reliable and len(shape):
