@@ -112,6 +112,11 @@ def _radial_profiles(stamps: np.ndarray, rr: np.ndarray, n_bins: int) -> np.ndar
     return sums / np.maximum(cnts, 1)
 
 
+#: a donut's profile: its centre below this share of its peak (on a ring, 2 bins out or more);
+#: :func:`_may_have_dip` skips the profiles of stamps that cannot meet it, so both read this one value
+_DIP_CENTRE_SHARE = 0.6
+
+
 def _ring_ratio(prof: np.ndarray, r90: np.ndarray) -> np.ndarray:
     """Inner/outer half-maximum radius of ring-shaped (donut) profiles; 0 for filled stars."""
     n, nb = prof.shape
@@ -119,7 +124,7 @@ def _ring_ratio(prof: np.ndarray, r90: np.ndarray) -> np.ndarray:
     peak_bin = np.argmax(prof, axis=1)
     peak = prof[np.arange(n), peak_bin]
     centre = prof[:, 0]
-    cand = (peak_bin >= 2) & (centre < 0.6 * peak) & (peak > 0)
+    cand = (peak_bin >= 2) & (centre < _DIP_CENTRE_SHARE * peak) & (peak > 0)
     for i in np.nonzero(cand)[0]:
         p, k, half = prof[i], peak_bin[i], 0.5 * peak[i]
         inner = np.nonzero(p[:k] < half)[0]
@@ -138,10 +143,10 @@ def _ring_ratio(prof: np.ndarray, r90: np.ndarray) -> np.ndarray:
 def _may_have_dip(stamps: np.ndarray, rr: np.ndarray, cx: np.ndarray, cy: np.ndarray, R: int) -> np.ndarray:
     """Which stamps :func:`_ring_ratio` could call a donut (a superset, never fewer).
 
-    It needs the mean of the centre's pixels (``rr < 1``) below 0.6 of an annulus mean at
-    ``rr >= 2``. The centre's pixels lie in the 2 x 2 block around ``(cx, cy)`` and hold at
+    It needs the mean of the centre's pixels (``rr < 1``) below ``_DIP_CENTRE_SHARE`` of an
+    annulus mean at ``rr >= 2``. The centre's pixels lie in the 2 x 2 block around ``(cx, cy)`` and hold at
     least their lowest value; an annulus mean is at most the stamp's highest pixel. Where
-    the lowest exceeds 0.6 of the highest (with a margin for rounding) there is no dip.
+    the lowest exceeds that share of the highest (with a margin for rounding) there is no dip.
     """
     n = len(stamps)
     ii = np.arange(n)[:, None, None]
@@ -149,7 +154,7 @@ def _may_have_dip(stamps: np.ndarray, rr: np.ndarray, cx: np.ndarray, cy: np.nda
     jx = np.clip(np.floor(cx).astype(np.int64) + R, 0, 2 * R - 1)[:, None, None] + np.arange(2)[None, None, :]
     low = np.where(rr[ii, jy, jx] < 1.0, stamps[ii, jy, jx], np.inf).reshape(n, -1).min(axis=1).astype(np.float64)
     high = stamps.reshape(n, -1).max(axis=1).astype(np.float64)
-    return (high > 0) & ~(low > 0.6 * high + 1e-6 * np.abs(high))
+    return (high > 0) & ~(low > _DIP_CENTRE_SHARE * high + 1e-6 * np.abs(high))
 
 
 def _annulus_ratio(r20: np.ndarray, r80: np.ndarray) -> np.ndarray:
@@ -524,7 +529,7 @@ def _measure_stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: 
     dip = np.zeros(n)
     if R >= 10:
         # only stamps that can hold a dip: a profile peaking on a ring (bin >= 2) with a centre
-        # below 0.6 of it needs the centre's lowest pixel below 0.6 of the stamp's highest
+        # below _DIP_CENTRE_SHARE of it needs the centre's lowest pixel below that share of the stamp's highest
         # (most focused stars cannot: their profiles are not built)
         maybe = np.nonzero(_may_have_dip(stamps, rr, cx, cy, R))[0]
         if len(maybe):
