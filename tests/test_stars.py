@@ -456,6 +456,26 @@ def test_moments_in_a_window_are_the_moments_of_the_whole_stamp(monkeypatch):
     assert myy[0] == pytest.approx(mxx[0], rel=1e-6) and abs(mxy[0]) < 1e-6
 
 
+def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
+    """The wing share of one sample written out with np.median (the formula as it stood before
+    the bootstrap ran all resamples at once): the reference for wings._wing_shares."""
+    from focuswatch.stars import wings
+
+    config = config or wings.WING
+    rmax = R - 1.0
+    if rmax < 4:
+        return 0.0
+    good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
+    if np.count_nonzero(good) < config.min_stars:
+        return 0.0
+    r1, r2 = 0.7 * rmax, 0.9 * rmax
+    alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
+    alpha = min(max(alpha, config.alpha_min), config.alpha_max)
+    edge = float(np.median(i2[good] / flux[good]))
+    share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+    return float(min(max(share, 0.0), config.max_share))
+
+
 def test_the_wing_bootstrap_at_once_equals_one_call_per_resample():
     from focuswatch.stars import wings
 
@@ -465,8 +485,12 @@ def test_the_wing_bootstrap_at_once_equals_one_call_per_resample():
         snr = rng.uniform(10, 200, m)
         i1, i2 = rng.normal(5, 3, m), rng.normal(3, 3, m)
         idx = rng.integers(0, m, size=(64, m))
-        want = [wings.wing_share(flux[k], snr[k], i1[k], i2[k], R) for k in idx]
+        want = [_wing_share_one_by_one(flux[k], snr[k], i1[k], i2[k], R) for k in idx]
         np.testing.assert_array_equal(wings._wing_shares(flux, snr, i1, i2, R, idx), want)
+        assert [wings.wing_share(flux[k], snr[k], i1[k], i2[k], R) for k in idx] == want
+    # no star at all (no lone star on the frame): no wing, as one by one
+    none = np.zeros(0)
+    assert wings.wing_share(none, none, none, none, 19) == _wing_share_one_by_one(none, none, none, none, 19) == 0.0
 
 
 def test_detections_sky_map_is_seps_map_of_the_binned_frame():

@@ -58,19 +58,9 @@ def _wing_annuli(stamps: np.ndarray, rr: np.ndarray, R: int) -> dict[str, np.nda
 
 def wing_share(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int,
                config: WingConfig = WING) -> float:
-    """The frame's share of star light beyond the aperture of radius ``R - 1`` (0 if unclear)."""
-    rmax = R - 1.0
-    if rmax < 4:
-        return 0.0
-    good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
-    if np.count_nonzero(good) < config.min_stars:
-        return 0.0
-    r1, r2 = 0.7 * rmax, 0.9 * rmax
-    alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
-    alpha = min(max(alpha, config.alpha_min), config.alpha_max)
-    edge = float(np.median(i2[good] / flux[good]))  # per unit of aperture flux, at r2
-    share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
-    return float(min(max(share, 0.0), config.max_share))
+    """The frame's share of star light beyond the aperture of radius ``R - 1`` (0 if unclear):
+    :func:`_wing_shares` of the one sample of every star (the formula is written once)."""
+    return float(_wing_shares(flux, snr, i1, i2, R, np.arange(len(flux))[None, :], config)[0])
 
 
 def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, share: float,
@@ -97,6 +87,8 @@ def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: n
 def _row_medians(vals: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Median of each row's values where ``ok`` (NaN for a row with none), as ``np.median``
     of those values gives it: the middle one, or the mean of the middle two."""
+    if not vals.shape[1]:  # no star in the sample (a field with no lone star)
+        return np.full(len(vals), np.nan)
     s = np.sort(np.where(ok, vals, np.inf), axis=1)
     c = np.count_nonzero(ok, axis=1)
     rows = np.arange(len(vals))
@@ -108,7 +100,9 @@ def _row_medians(vals: np.ndarray, ok: np.ndarray) -> np.ndarray:
 def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, idx: np.ndarray,
                  config: WingConfig = WING) -> np.ndarray:
     """:func:`wing_share` of each resample ``flux[k], snr[k], ...`` for the rows ``k`` of
-    ``idx`` (the bootstrap), all at once: the same numbers as one call per row."""
+    ``idx`` (the bootstrap), all at once. The log slope of the light between 0.7 and 0.9 of
+    the aperture's radius and the light there per unit of aperture flux (medians over the
+    good stars) give a power-law wing, integrated out from the aperture."""
     rmax = R - 1.0
     if rmax < 4:
         return np.zeros(len(idx))
