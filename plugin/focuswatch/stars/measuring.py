@@ -18,12 +18,11 @@ import numpy as np
 from focuswatch.model.frame import Frame
 from focuswatch.stars import crowded, ringfit
 from focuswatch.stars.detect import (GROUP_SPLIT, _background, _block_mean, _constant_border, _detect,
-                                     _large_star_probe, _split_merged_groups)
+                                     _large_star_probe, _probe_grid, _probe_image, _split_merged_groups)
 from focuswatch.stars.neighbours import _nearest_offsets, _neighbours_within, _pairs_within
 from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annulus_sky, _batched_moffat,
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
                                       moffat_fwhm)
-from focuswatch.stars.detect import _probe_grid, _probe_image
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
 from focuswatch.stars.table import FrameStats, STAR_DTYPE, _PIX_FWHM2, _PIX_HFR2
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
