@@ -591,3 +591,20 @@ def test_measuring_never_writes_the_frames_pixels(case):
     assert st_ro.stars.tobytes() == st.stars.tobytes()
     if case == "coarse pass":
         assert st.hfr_px == pytest.approx(f.truth["hfr_px"], rel=0.10)  # the coarse pass did run: donuts read whole
+
+
+def test_nan_pixels_are_filled_in_a_copy_never_in_the_callers_array():
+    """A float32 array is measured as it is (no copy), but its NaN pixels are filled in a
+    copy: the caller's array keeps its NaN, and a read-only one measures the same."""
+    f = sim.render(sim.SimParams(width_px=512, height_px=512, n_stars=60, seed=8, rig=RIG))
+    pixels = np.ascontiguousarray(f.to_frame().pixels, dtype=np.float32)
+    pixels[10:14, 20:30] = np.nan
+    before = pixels.copy()
+    st = stars.measure_array(pixels)
+    np.testing.assert_array_equal(pixels, before)  # NaN where they were (assert_array_equal: NaN == NaN)
+    ro = before.copy()
+    ro.flags.writeable = False
+    st_ro = stars.measure_array(ro)
+    np.testing.assert_array_equal(ro, before)
+    assert st.n_stars > 0 and st_ro.stars.tobytes() == st.stars.tobytes()
+    assert any("NaN" in n for n in st.notes)

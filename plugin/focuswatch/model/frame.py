@@ -262,6 +262,8 @@ def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: f
     if n_bad == img.size:
         raise FrameError(path, "every pixel is NaN or infinite")
     if n_bad:
+        if np.may_share_memory(img, data):
+            img = img.copy()  # the caller's array (measure_array, Siril's pixels, a memory map) is never written
         fill = float(np.median(img[finite]))
         img[~finite] = fill
         notes.append(f"{n_bad} NaN/inf pixels replaced by the median")
