@@ -148,6 +148,9 @@ def test_without_a_coefficient_the_fixed_rule_is_unchanged():
     b = run_night(frames, PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0,
                                        tempco_um_per_c=K_UM_PER_C), no_optics)
     assert [d.rules for d in a] == [d.rules for d in b]
+    # ... and so does a coefficient with the defocus limit switched off (no zone fraction to reach)
+    off = dict(consecutive_frames=0, reference_frames=0, max_interval_min=0, defocus_limit_cfz=0)
+    assert first_with(run_night(frames, PolicyConfig(**off, tempco_um_per_c=K_UM_PER_C), FAST), "temperature") == i
 
 
 def _af(temp_c: float, filter_name: str = "L", offset_steps: float = 0.0) -> AutofocusMark:

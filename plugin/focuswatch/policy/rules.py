@@ -207,13 +207,14 @@ def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
     With the focuser's temperature coefficient k known (:func:`temperature_coefficient`) and
     optics to size the focus zone: the predicted defocus |k × ΔT| reaches
     ``defocus_limit_cfz`` of the CFZ at the frame's filter wavelength, so a fast f/4 asks after
-    a fraction of a degree and a slow f/10 after several. Otherwise, as NINA and SGP do, the
-    focuser temperature moved ``temperature_delta_c`` since the autofocus.
+    a fraction of a degree and a slow f/10 after several. Otherwise (no coefficient, no optics,
+    or ``defocus_limit_cfz`` 0), as NINA and SGP do: the focuser temperature moved
+    ``temperature_delta_c`` since the autofocus.
     """
     if ctx.temp_delta_c is None:
         return None
     k = temperature_coefficient(ctx, config)
-    if k is not None and ctx.limit_um is not None and ctx.cfz_um:
+    if k is not None and config.defocus_limit_cfz > 0 and ctx.limit_um and ctx.cfz_um:
         defocus_um = abs(k[0] * ctx.temp_delta_c)
         if defocus_um + 1e-9 < ctx.limit_um:
             return None
