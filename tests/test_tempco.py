@@ -170,7 +170,7 @@ def test_the_coefficient_is_learnt_from_the_nights_autofocus_runs():
     d = run_night(frames, PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0), FAST, marks)
     i = first_with(d, "temperature")
     assert i is not None and first_reaching(truth, LIMIT_CFZ) <= i <= first_reaching(truth, LIMIT_CFZ) + 1
-    assert any("learnt from" in r for r in d[i].reasons)
+    assert any("+40.0 µm/°C, learnt from 2 autofocus runs" in r for r in d[i].reasons), d[i].reasons
     # runs closer than tempco_learn_span_c, or no step size: the fixed 1 °C rule
     close = (_af(12.5), _af(12.0))
     fixed_at = next(j for j, f in enumerate(frames) if 12.0 - f.temp_c >= 1.0 - 1e-9)

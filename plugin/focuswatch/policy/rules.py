@@ -198,7 +198,9 @@ def temperature_coefficient(ctx: Context, config: PolicyConfig) -> tuple[float, 
     k_steps = learnt_tempco_steps_per_c(ctx.state, config.tempco_learn_span_c)
     if k_steps is None:
         return None
-    return k_steps * step_um, f"learnt from {len(ctx.state.af_points)} autofocus runs"
+    names = [p[0] for p in ctx.state.af_points]
+    n_runs = sum(1 for name in names if names.count(name) >= 2)       # the runs the slope rests on
+    return k_steps * step_um, f"learnt from {n_runs} autofocus runs at {step_um:g} µm/step"
 
 
 def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
