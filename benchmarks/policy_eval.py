@@ -33,7 +33,10 @@ Reported per policy:
 Policies: the star-based rules alone (temperature and time rules off), the same with the
 records' HFD/FWHM removed (HFR only, as from a measurement without profiles), the default
 policy, and NINA's HFR-increase trigger (rule ``hfr_increase`` at 5 %, our drift rules off, no seeing
-veto: NINA has none).
+veto: NINA has none). ``--policies "default + true tempco"`` (not in the default run): the
+default policy told each night's true focuser coefficient (``tempco_um_per_c``; the temperature rule
+off on nights without drift, k = 0), its temperature rule asking at the predicted 0.4 CFZ instead of
+a fixed 1 °C.
 
 ``--real N`` adds the issue-13 nights (``tests/test_policy_real.py`` builds them; truth from GalSim
 and closed-form optics, HFR-only records as NINA reports them), our policy beside NINA's 5 % rule,
@@ -77,6 +80,20 @@ POLICIES: dict[str, PolicyConfig] = {
     "NINA hfr+5%": PolicyConfig(temperature_delta_c=0.0, max_interval_min=0.0, defocus_limit_cfz=0.0,
                                 consecutive_frames=0, hfr_increase_pct=5.0, seeing_veto=False),
 }
+
+#: not in the default run (``--policies "default + true tempco"``): the default policy told each
+#: night's true focuser coefficient (``tempco_um_per_c``); a night without drift (k = 0) is one whose
+#: user knows the focuser does not move with temperature and switches the temperature rule off
+TEMPCO_POLICY = "default + true tempco"
+
+
+def policy_for(name: str, spec: "NightSpec", base: PolicyConfig) -> PolicyConfig:
+    """The config a night runs with: ``base``, plus the night's true coefficient for TEMPCO_POLICY."""
+    if name != TEMPCO_POLICY:
+        return base
+    if spec.coef_um_per_c == 0:
+        return replace(base, temperature_delta_c=0.0)
+    return replace(base, tempco_um_per_c=spec.coef_um_per_c)
 
 
 @dataclass(frozen=True)
@@ -387,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=float, default=6.0)
     ap.add_argument("--wander-pct", type=float, default=0.0, help="slow seeing wander amplitude (3 h period)")
     ap.add_argument("--rendered", type=int, default=0, help="extra nights rendered and measured (slow)")
-    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join(POLICIES).replace("%", "%%"))
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of: " + ", ".join([*POLICIES, TEMPCO_POLICY]).replace("%", "%%"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a [policy] setting in every policy (repeatable), e.g. --set drift_z=3.5")
     ap.add_argument("--real", type=int, default=0, help="seeds of the issue-13 nights (ours vs NINA); 0 = skip")
@@ -413,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
     t0 = time.perf_counter()
     for name in names:
-        config = replace(POLICIES[name], **{k: v for k, v in overrides.items()
-                                            if not (name.startswith("NINA") and k == "seeing_veto")})
-        results = [run_truth_night(s, config, with_profile="HFR-only" not in name) for s in specs]
+        config = replace(POLICIES["default" if name == TEMPCO_POLICY else name],
+                         **{k: v for k, v in overrides.items() if not (name.startswith("NINA") and k == "seeing_veto")})
+        results = [run_truth_night(s, policy_for(name, s, config), with_profile="HFR-only" not in name) for s in specs]
         rules = STAR_RULES if name.startswith("star rules") else ("hfr_increase",) if name.startswith("NINA") else None
-        fr = STAR_RULES if name == "default" else None
+        fr = STAR_RULES if name in ("default", TEMPCO_POLICY) else None
         groups: list[tuple[str, dict[str, Any]]] = [("all nights", figures(results, rules, fr))]
         for exp in (60.0, 600.0):
             for jit in (3.0, 6.0, 10.0):
@@ -440,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                       for k in range(args.rendered)]
             rres = []
             for s in rspecs:
-                rres.append(run_rendered_night(s, config))
+                rres.append(run_rendered_night(s, policy_for(name, s, config)))
                 print(f"  rendered {s.label}: requests {[(i, round(c, 2), r) for i, c, r in rres[-1].requests]}",
                       file=sys.stderr, flush=True)
             f = figures(rres, rules)

@@ -60,6 +60,8 @@ class PolicyConfig(Record):
     rig_seeing_pct: float = 20.0
     filter_offsets: str = ""
     max_drift_cfz_per_h: float = 4.0
+    tempco_um_per_c: float = 0.0
+    tempco_learn_span_c: float = 1.0
 
     def __post_init__(self) -> None:
         parse_filter_offsets(self.filter_offsets)                # raises ConfigError naming the key
@@ -121,6 +123,10 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "cross_filter_pct": ((0.0,), 100.0, "%"),
     "rig_seeing_pct": ((0.0,), 200.0, "%"),
     "max_drift_cfz_per_h": (0.0, 1000.0, "critical focus zones per hour; 0 = no limit"),
+    "tempco_um_per_c": (-1000.0, 1000.0, "µm of focus per °C, signed, as `focuswatch archive` prints it; "
+                                         "0 = unknown (the fixed temperature_delta_c rule)"),
+    "tempco_learn_span_c": (0.0, 100.0, "°C between the night's autofocus runs of one filter before their "
+                                        "positions give the coefficient; 0 = never learn it"),
 }
 
 

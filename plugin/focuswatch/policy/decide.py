@@ -19,7 +19,7 @@ from focuswatch.policy.config import PolicyConfig, parse_filter_offsets
 from focuswatch.policy.context import Context, build_context, limit_text, ratio_to_defocus
 from focuswatch.policy.records import AutofocusMark, Decision, FrameRecord
 from focuswatch.policy.rules import RULES, Fired
-from focuswatch.policy.state import PolicyState, advance, focuser_jumped, on_autofocus
+from focuswatch.policy.state import PolicyState, advance, focuser_jumped, on_autofocus, with_af_point
 from focuswatch.policy.vetoes import VETOES, Veto
 
 
@@ -170,7 +170,7 @@ class Monitor:
         if st.af_source == "focuser-jump" and st.n_frames_since_af <= 1 and mark.source != "focuser-jump":
             self.state = replace(st, af_source=mark.source,
                                  af_temp_c=mark.temp_c if mark.temp_c is not None else st.af_temp_c,
-                                 af_filter=mark.filter_name or st.af_filter)
+                                 af_filter=mark.filter_name or st.af_filter, af_points=with_af_point(st, mark))
             return
         self.state = on_autofocus(st, mark)
         self.history = []

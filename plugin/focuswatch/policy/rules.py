@@ -28,6 +28,7 @@ from focuswatch import optics
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.context import Context, defocus_limits, focus_optics, limit_text, ratio_of, ratio_to_defocus
 from focuswatch.policy.estimators import Baseline, critical_z, drift_bar, expected_hfr_px
+from focuswatch.policy.state import learnt_tempco_steps_per_c
 from focuswatch.policy.vetoes import VETOES
 
 
@@ -183,10 +184,47 @@ def rule_reference(ctx: Context, config: PolicyConfig) -> Fired | None:
                               f"{limit_text(ctx, config)}")
 
 
+def temperature_coefficient(ctx: Context, config: PolicyConfig) -> tuple[float, str] | None:
+    """The focuser's temperature coefficient (µm of focus per °C) and where it came from, or ``None``.
+
+    ``[policy] tempco_um_per_c`` first (what ``focuswatch archive`` learnt over many nights);
+    else the night's own autofocus runs, when the rig's ``focuser_step_um`` turns their best
+    positions (steps) into µm (:func:`focuswatch.policy.state.learnt_tempco_steps_per_c`).
+    """
+    if config.tempco_um_per_c:
+        return config.tempco_um_per_c, "configured"
+    step_um = ctx.rig.focuser_step_um
+    if not step_um:
+        return None
+    k_steps = learnt_tempco_steps_per_c(ctx.state, config.tempco_learn_span_c)
+    if k_steps is None:
+        return None
+    names = [p[0] for p in ctx.state.af_points]
+    n_runs = sum(1 for name in names if names.count(name) >= 2)       # the runs the slope rests on
+    return k_steps * step_um, f"learnt from {n_runs} autofocus runs at {step_um:g} µm/step"
+
+
 def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
-    """The focuser temperature moved by ``temperature_delta_c`` since the autofocus."""
+    """The temperature change since the autofocus has defocused the image past the limit.
+
+    With the focuser's temperature coefficient k known (:func:`temperature_coefficient`) and
+    optics to size the focus zone: the predicted defocus |k × ΔT| reaches
+    ``defocus_limit_cfz`` of the CFZ at the frame's filter wavelength, so a fast f/4 asks after
+    a fraction of a degree and a slow f/10 after several. Otherwise (no coefficient, no optics,
+    or ``defocus_limit_cfz`` 0), as NINA and SGP do: the focuser temperature moved
+    ``temperature_delta_c`` since the autofocus.
+    """
     if ctx.temp_delta_c is None:
         return None
+    k = temperature_coefficient(ctx, config)
+    if k is not None and config.defocus_limit_cfz > 0 and ctx.limit_um and ctx.cfz_um:
+        defocus_um = abs(k[0] * ctx.temp_delta_c)
+        if defocus_um + 1e-9 < ctx.limit_um:
+            return None
+        return Fired("temperature", f"temperature changed {ctx.temp_delta_c:+.2f} °C since the autofocus: predicted "
+                                    f"defocus {defocus_um:.0f} µm ({k[0]:+.1f} µm/°C, {k[1]}) = "
+                                    f"{defocus_um / ctx.cfz_um:.2f} CFZ of {ctx.cfz_um:.0f} µm is past the "
+                                    f"{limit_text(ctx, config)}")
     if abs(ctx.temp_delta_c) + 1e-9 < config.temperature_delta_c:
         return None
     return Fired("temperature", f"temperature changed {ctx.temp_delta_c:+.1f} °C since the autofocus "
@@ -271,7 +309,11 @@ RULES: tuple[Rule, ...] = (
          ("consecutive_frames", "defocus_limit_cfz", "confidence_z", "drift_z"), "consecutive_frames = 0",
          lambda c: c.consecutive_frames > 0 and c.defocus_limit_cfz > 0),
     Rule("temperature", "schedule", rule_temperature,
-         "the focuser temperature moved temperature_delta_c since the autofocus", ("temperature_delta_c",),
+         "with the focuser's temperature coefficient known (tempco_um_per_c, else learnt from the night's "
+         "autofocus runs and the rig's focuser_step_um): the predicted defocus |k x temperature change since "
+         "the autofocus| reaches defocus_limit_cfz of the CFZ at the filter's wavelength; without it, the "
+         "focuser temperature moved temperature_delta_c",
+         ("temperature_delta_c", "tempco_um_per_c", "tempco_learn_span_c", "defocus_limit_cfz"),
          "temperature_delta_c = 0", lambda c: c.temperature_delta_c > 0),
     Rule("time", "schedule", rule_time, "max_interval_min minutes since the autofocus", ("max_interval_min",),
          "max_interval_min = 0", lambda c: c.max_interval_min > 0),

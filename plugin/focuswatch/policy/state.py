@@ -23,6 +23,9 @@ class PolicyState(Record):
     autofocus event when it says so, else from the first light frame after it (the frames'
     own clock, DATE-OBS, so a capture PC with a wrong clock does not matter).
     ``waiting_since_s`` is set by a refocus decision and cleared by an autofocus.
+    ``af_points`` are the night's autofocus runs that reported both their best position and
+    temperature, ``(filter, temp_c, position_steps)``: successive runs of one filter give the
+    focuser's temperature coefficient (:func:`learnt_tempco_steps_per_c`).
     """
 
     af_source: str | None = None
@@ -36,6 +39,7 @@ class PolicyState(Record):
     last_focuser_pos: int | None = None
     n_refocus: int = 0
     n_autofocus: int = 0
+    af_points: tuple[tuple[str, float, float], ...] = ()
 
 
 def on_autofocus(state: PolicyState, mark: AutofocusMark) -> PolicyState:
@@ -44,7 +48,45 @@ def on_autofocus(state: PolicyState, mark: AutofocusMark) -> PolicyState:
                    af_filter=mark.filter_name, n_frames_since_af=0, waiting_since_s=None,
                    n_frames_waiting=0, af_in_progress=False,
                    last_focuser_pos=mark.position if mark.position is not None else state.last_focuser_pos,
-                   n_autofocus=state.n_autofocus + 1)
+                   n_autofocus=state.n_autofocus + 1, af_points=with_af_point(state, mark))
+
+
+def with_af_point(state: PolicyState, mark: AutofocusMark) -> tuple[tuple[str, float, float], ...]:
+    """``state.af_points`` with ``mark``'s (filter, temperature, position) added when it reports both.
+
+    A focuser jump carries no temperature, so only a real autofocus run's best position counts.
+    """
+    if mark.temp_c is None or mark.position is None:
+        return state.af_points
+    return state.af_points + ((mark.filter_name or "", float(mark.temp_c), float(mark.position)),)
+
+
+def learnt_tempco_steps_per_c(state: PolicyState, min_span_c: float) -> float | None:
+    """The focuser's temperature coefficient (steps/°C) from the night's autofocus runs, or ``None``.
+
+    The least-squares slope of best position against temperature, each filter's runs centred on
+    their own means (filter offsets are not temperature); at least two runs of one filter
+    ``min_span_c`` apart, because an autofocus's own scatter (a few steps) over a smaller span
+    would give a coefficient of any size. ``min_span_c`` 0: never learnt.
+    """
+    if min_span_c <= 0:
+        return None
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for name, temp_c, pos in state.af_points:
+        groups.setdefault(name, []).append((temp_c, pos))
+    sxy = sxx = 0.0
+    span_c = 0.0
+    for pts in groups.values():
+        if len(pts) < 2:
+            continue
+        t_mean = sum(t for t, _ in pts) / len(pts)
+        p_mean = sum(p for _, p in pts) / len(pts)
+        sxy += sum((t - t_mean) * (p - p_mean) for t, p in pts)
+        sxx += sum((t - t_mean) ** 2 for t, _ in pts)
+        span_c = max(span_c, max(t for t, _ in pts) - min(t for t, _ in pts))
+    if span_c < min_span_c or sxx <= 0:
+        return None
+    return sxy / sxx
 
 
 def focuser_jumped(state: PolicyState, frame: FrameRecord, config: PolicyConfig) -> bool:
