@@ -160,19 +160,21 @@ def _af(temp_c: float, filter_name: str = "L", offset_steps: float = 0.0) -> Aut
 
 
 def test_the_coefficient_is_learnt_from_the_nights_autofocus_runs():
-    # two runs of L 1.5 °C apart (and one of Ha, 300 steps of filter offset, that must not count)
-    marks = (_af(13.5), _af(13.0, "Ha", 300.0), _af(12.0))
+    # two runs of L 3.5 °C apart (the default tempco_learn_span_c is 3 °C) and one of Ha, 300 steps
+    # of filter offset, that must not count
+    marks = (_af(15.5), _af(13.0, "Ha", 300.0), _af(12.0))
     st = PolicyState()
     for m in marks:
         st = on_autofocus(st, m)
-    assert learnt_tempco_steps_per_c(st, 1.0) == pytest.approx(K_UM_PER_C / 2.0, rel=0.05)
+    assert learnt_tempco_steps_per_c(st, 3.0) == pytest.approx(K_UM_PER_C / 2.0, rel=0.05)
     frames, truth, _ = cooling_night(FAST, 20)
     d = run_night(frames, PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0), FAST, marks)
     i = first_with(d, "temperature")
     assert i is not None and first_reaching(truth, LIMIT_CFZ) <= i <= first_reaching(truth, LIMIT_CFZ) + 1
     assert any("+40.0 µm/°C, learnt from 2 autofocus runs" in r for r in d[i].reasons), d[i].reasons
-    # runs closer than tempco_learn_span_c, or no step size: the fixed 1 °C rule
-    close = (_af(12.5), _af(12.0))
+    # runs closer than tempco_learn_span_c (1.5 °C < 3 °C), or no step size: the fixed 1 °C rule
+    assert learnt_tempco_steps_per_c(PolicyState(af_points=(("L", 13.5, 0.0), ("L", 12.0, 60.0))), 3.0) is None
+    close = (_af(13.5), _af(12.0))
     fixed_at = next(j for j, f in enumerate(frames) if 12.0 - f.temp_c >= 1.0 - 1e-9)
     cfg = PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0)
     assert first_with(run_night(frames, cfg, FAST, close), "temperature") == fixed_at

@@ -61,7 +61,7 @@ class PolicyConfig(Record):
     filter_offsets: str = ""
     max_drift_cfz_per_h: float = 4.0
     tempco_um_per_c: float = 0.0
-    tempco_learn_span_c: float = 1.0
+    tempco_learn_span_c: float = 3.0
 
     def __post_init__(self) -> None:
         parse_filter_offsets(self.filter_offsets)                # raises ConfigError naming the key
