@@ -692,6 +692,11 @@ def test_the_witness_tracker_takes_the_first_frames_at_a_focus_and_lets_them_age
     assert t.witness_for("R", 1200.0, 1000) is None          # another filter has its own
     assert t.witness_for("L", 300.0 + 1801.0, 1000) is None  # too old
     assert t.witness_for("L", 1200.0, 1100) is None          # the focuser moved: another focus
+    # binned 2x2 (another plate scale): the 1x1 frames' HFR in pixels is no witness for it, nor
+    # their steps its scatter; the 1x1 frames keep theirs
+    assert t.witness_for("L", 1200.0, 1000, rig=rig.with_(binning=2)) is None
+    t.add("L", 1000.0, 3.2, 1000, rig=rig.with_(binning=2))
+    assert t.witness_for("L", 1200.0, 1000).hfr_px == pytest.approx(1.55)
     t.autofocus()
     assert t.witness_for("L", 1200.0, 1000) is None
     # a larger allowance on a night whose sizes jump about: the same star is no longer a miss

@@ -145,14 +145,16 @@ class WitnessTracker:
         self.config = config
         self.plate_scale_arcsec_px = plate_scale_arcsec_px
         self._by_filter: dict[str, _Collect] = {}
-        #: per filter: the last frame's (log HFR, focuser position, focus epoch) and the successive differences
+        #: per filter (and plate scale): the last frame's (log HFR, focuser position, focus epoch) and the successive differences
         self._last: dict[str, tuple[float, float | None, int]] = {}
         self._diffs: dict[str, list[float]] = {}
         self._epoch = 0
 
-    @staticmethod
-    def _key(filter_name: str | None) -> str:
-        return (filter_name or "").strip().lower()
+    def _key(self, filter_name: str | None, rig: Rig | None = None) -> tuple[str, float | None]:
+        """Per filter and per plate scale: witness frames binned otherwise (or through another
+        camera) have another HFR in pixels for the same seeing, and their steps are no scatter."""
+        scale = (rig or self.rig).plate_scale_arcsec_px
+        return (filter_name or "").strip().lower(), (round(scale, 6) if scale else None)
 
     def autofocus(self) -> None:
         """An autofocus was applied: every filter's witness is collected again."""
@@ -164,11 +166,11 @@ class WitnessTracker:
             return True
         return abs(float(focuser_pos) - float(c.focuser_pos)) <= self.config.witness_focuser_steps
 
-    def jitter_pct(self, filter_name: str | None) -> float | None:
+    def jitter_pct(self, filter_name: str | None, rig: Rig | None = None) -> float | None:
         """Frame-to-frame scatter of the filter's HFR through the night (%): ``1.4826 x median
         |d ln HFR| / sqrt(2)`` over its last successive differences at one focus (a steady seeing
         ramp counts as scatter too: the witness must allow for it). ``None`` before two frames."""
-        d = self._diffs.get(self._key(filter_name))
+        d = self._diffs.get(self._key(filter_name, rig))
         if not d:
             return None
         return 100.0 * _MAD_TO_SIGMA * _median([abs(x) for x in d]) / math.sqrt(2.0)
@@ -178,11 +180,13 @@ class WitnessTracker:
         """The witness for a frame of ``filter_name`` taken at ``time_s`` (``None``: none yet,
         too old, another focuser position, the frame is itself one of the witness frames, or the
         filter's frame-to-frame scatter is known from fewer than ``witness_min_steps`` steps).
-        ``rig`` (the frame's, header merged) turns the HFR into a seeing; default: the tracker's."""
-        c = self._by_filter.get(self._key(filter_name))
+        ``rig`` (the frame's, header merged) turns the HFR into a seeing; default: the tracker's.
+        Only witness frames at the frame's plate scale serve it (a binning change is a new witness)."""
+        key = self._key(filter_name, rig)
+        c = self._by_filter.get(key)
         if c is None or len(c.hfrs) < self.config.witness_frames or not self._same_focus(c, focuser_pos):
             return None
-        if len(self._diffs.get(self._key(filter_name), ())) < self.config.witness_min_steps:
+        if len(self._diffs.get(key, ())) < self.config.witness_min_steps:
             return None  # how much this night's seeing moves is not known yet
         age = None
         if time_s is not None and c.last_time_s is not None:
@@ -195,16 +199,16 @@ class WitnessTracker:
             return None
         return SeeingWitness(see, INFOCUS, hfr_px=hfr, n_frames=len(c.hfrs[: self.config.witness_frames]),
                              time_s=c.last_time_s, age_s=age, filter_name=filter_name, focuser_pos=c.focuser_pos,
-                             jitter_pct=self.jitter_pct(filter_name), frames_since=c.n_after + 1)
+                             jitter_pct=self.jitter_pct(filter_name, rig), frames_since=c.n_after + 1)
 
     def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
-            focuser_pos: float | None = None) -> None:
+            focuser_pos: float | None = None, *, rig: Rig | None = None) -> None:
         """A frame was judged: while its filter's witness is still being collected since the
         autofocus, its HFR joins it; a frame at another focuser position starts the filter's
-        witness again (a new focus)."""
+        witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`."""
         if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
             return
-        key = self._key(filter_name)
+        key = self._key(filter_name, rig)
         prev = self._last.get(key)
         if prev is not None and prev[2] == self._epoch and (
                 prev[1] is None or focuser_pos is None
