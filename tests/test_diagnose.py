@@ -688,7 +688,10 @@ def test_the_witness_tracker_takes_the_first_frames_at_a_focus_and_lets_them_age
         1.55, 80.0, 550.0, rig.plate_scale_arcsec_px, 0.0))
     assert calibration.infocus_hfr_px(w.seeing_arcsec, 80.0, 550.0, rig.plate_scale_arcsec_px) == pytest.approx(1.55, rel=1e-3)
     steps = np.abs(np.diff(np.log([1.50, 1.60, 1.58, 1.52])))
-    assert w.jitter_pct == pytest.approx(100 * 1.4826 * np.median(steps) / np.sqrt(2), rel=1e-6)
+    from scipy import stats as sps
+
+    mad_to_sigma = 1.0 / sps.norm.ppf(0.75)  # a normal's sigma over its median |deviation|
+    assert w.jitter_pct == pytest.approx(100 * mad_to_sigma * np.median(steps) / np.sqrt(2), rel=1e-6)
     assert t.witness_for("R", 1200.0, 1000) is None          # another filter has its own
     assert t.witness_for("L", 300.0 + 1801.0, 1000) is None  # too old
     assert t.witness_for("L", 1200.0, 1100) is None          # the focuser moved: another focus

@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import median
 from typing import Any, Sequence
 
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
+from focuswatch.model.numerics import MAD_TO_SIGMA
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
 
@@ -111,8 +113,6 @@ class _Collect:
 
 #: Successive log-HFR differences of a filter kept for its frame-to-frame scatter.
 _JITTER_DIFFS = 12
-#: sigma of a normal variable over the median of its absolute value.
-_MAD_TO_SIGMA = 1.4826
 
 
 class WitnessTracker:
@@ -173,7 +173,7 @@ class WitnessTracker:
         d = self._diffs.get(self._key(filter_name, rig))
         if not d:
             return None
-        return 100.0 * _MAD_TO_SIGMA * _median([abs(x) for x in d]) / math.sqrt(2.0)
+        return 100.0 * MAD_TO_SIGMA * median([abs(x) for x in d]) / math.sqrt(2.0)
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
@@ -193,7 +193,7 @@ class WitnessTracker:
             age = float(time_s) - float(c.last_time_s)
             if age > self.config.witness_max_age_s:
                 return None
-        hfr = _median(c.hfrs[: self.config.witness_frames])
+        hfr = median(c.hfrs[: self.config.witness_frames])
         see = seeing_from_infocus_hfr(hfr, rig or self.rig, plate_scale_arcsec_px or self.plate_scale_arcsec_px)
         if see is None:
             return None
@@ -224,12 +224,6 @@ class WitnessTracker:
             c.last_time_s = time_s
         else:
             c.n_after += 1
-
-
-def _median(v: Sequence[float]) -> float:
-    s = sorted(v)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
 
 
 def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
