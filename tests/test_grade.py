@@ -238,3 +238,31 @@ def test_a_sub_the_diagnosis_calls_a_focus_miss_is_put_down_to_focus():
     assert v["slip"].cause == "focus" and "diagnosis" in v["slip"].detail
     assert v["seeing"].cause == "seeing"
     assert v["bare"].cause == "focus"  # without a diagnosis the grade's own profile call
+
+
+def test_a_witness_failure_in_the_session_scan_keeps_the_diagnoses_and_says_so(monkeypatch):
+    """`report` and `grade` read the session scan's diagnoses, judged again with the night's
+    seeing witness: when that step fails on a frame the frame keeps its first diagnosis and the
+    notes say so (the witness is optional; it must not lose the report or the grade)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from focuswatch import diagnose
+    from focuswatch.scale.session import SessionScan
+    from physframes import REFRACTOR_80, night_frame, rig_of
+
+    rig = rig_of(REFRACTOR_80)
+    seeings = [2.0, 2.1] + list(np.random.default_rng(7).uniform(2.0, 4.2, 10))
+    stats_list = [replace(night_frame(REFRACTOR_80, s, 0.0, i, seed=40)[1], file=f"L_{i:03d}.fits")
+                  for i, s in enumerate(seeings)]
+    assert any(w is not None for w in diagnose.night_witnesses(stats_list, rig))  # a witness to apply
+
+    def broken(*args, **kwargs):
+        raise ValueError("witness bug")
+
+    monkeypatch.setattr(diagnose, "rejudge", broken)
+    scan = SessionScan(folder="night", stats=stats_list)
+    diags = scan.diagnose(rig)
+    assert len(diags) == len(stats_list) and all(d is not None for d in diags.values())
+    assert any("seeing witness failed" in n for n in scan.diagnose_notes)
