@@ -783,6 +783,27 @@ def test_the_night_story_judges_a_folder_with_its_own_witness():
     assert "seeing witness" not in diagnose.format_diagnosis(given[4])
 
 
+
+def test_a_second_look_with_the_witness_that_fails_keeps_the_first_diagnosis(monkeypatch):
+    """rejudge is optional: if judging again with the witness raises, the frame keeps the
+    diagnosis it had (one frame must not stop `diagnose FOLDER`, the story, report or grade)."""
+    from focuswatch.diagnose import verdict
+
+    seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
+    items = [night_frame(REFRACTOR_80, s, c, i, seed=20) for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
+    stats_list = [st for _, st in items]
+    rig = rig_of(REFRACTOR_80)
+    ws = diagnose.night_witnesses(stats_list, rig)
+    given = diagnose.frame(stats_list[4], rig, image=items[4][0])
+    assert ws[4] is not None
+
+    def broken(*args, **kwargs):
+        raise ValueError("verdict bug")
+
+    monkeypatch.setattr(verdict, "frame", broken)
+    assert diagnose.rejudge(given, stats_list[4], rig, ws[4]) is given
+
+
 @pytest.mark.parametrize("filter_name, wavelength_nm, zones", [("B", 450.0, 2.0), ("B", 450.0, 3.0), ("Ha", 656.3, 2.0)])
 def test_a_frames_defocus_is_counted_in_the_zone_of_its_filter(filter_name, wavelength_nm, zones):
     """Physical optics rendered at the filter's wavelength (an 80 mm f/6 in 2" seeing, defocused by

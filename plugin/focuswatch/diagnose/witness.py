@@ -39,6 +39,7 @@ Pure: no clock, no files (times come from the frames' DATE-OBS).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from statistics import median
@@ -49,6 +50,8 @@ from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.model.numerics import MAD_TO_SIGMA
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
+
+log = logging.getLogger("focuswatch.diagnose")
 
 #: ``SeeingWitness.source`` values.
 MONITOR = "monitor"
@@ -275,6 +278,8 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
     the witnessed one (made from the star table) when that says ``focus_miss``; otherwise the
     label, findings and figures stay as they were and only the witness figures of ``evidence``
     (``witness_*``, ``size_defocus_cfz_low``, ``seeing_worse_than_witness``) are added.
+    The witness is optional: when judging again fails, the diagnosis stands (logged), so one
+    frame cannot stop ``diagnose FOLDER``, the night's story, ``report`` or ``grade``.
     """
     from dataclasses import replace
 
@@ -282,7 +287,12 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
 
     if witness is None or diagnosis is None or getattr(diagnosis, "label", None) == "unknown":
         return diagnosis
-    w = frame(stats, rig, baseline_hfr_px=baseline_hfr_px, config=config, seeing_witness=witness)
+    try:
+        w = frame(stats, rig, baseline_hfr_px=baseline_hfr_px, config=config, seeing_witness=witness)
+    except Exception as exc:  # noqa: BLE001 - an optional second look must not lose the first
+        log.debug("%s: judging again with the seeing witness failed (%s)", getattr(diagnosis, "file", None), exc,
+                  exc_info=exc)
+        return diagnosis
     if w.label == "unknown":
         return diagnosis
     if w.label == "focus_miss" and diagnosis.label in _WITNESS_CAN_CHANGE:
