@@ -117,7 +117,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if batch.undone_text():
         error_line(batch.undone_text())
     if len(results) > 1:
-        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results])
+        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results], config=dcfg)
         if args.json:
             emit_json({"night": story.to_dict()}, kind="night")
         else:
