@@ -243,3 +243,29 @@ def test_diagnose_thresholds_from_the_toml_file_reach_the_report_and_the_watcher
     rec, _, _ = measure_record(frame, cfg, Monitor(rig=cfg.rig))
     rec_default, _, _ = measure_record(frame, load_config(None), Monitor(rig=cfg.rig))
     assert rec.diagnosis in (None, "unknown") and rec_default.diagnosis not in (None, "unknown")
+
+
+def test_the_reports_night_verdict_uses_the_scans_own_diagnoses_and_settings():
+    """The report's night verdict (diagnose.night) and its per-frame labels come from the same
+    diagnoses: the session scan's (header-merged rig, the [diagnose] settings, the night's
+    seeing witness). Physical-optics night (80 mm f/6, 2.5" seeing, a 1 CFZ slip on frames 4-5,
+    which only the witness calls a focus miss); with ``witness_min_steps`` set past the night's
+    length there is no witness, and the night's story must not judge with the default one."""
+    from dataclasses import replace
+
+    from focuswatch import diagnose
+    from focuswatch.render.night import _night_diagnosis
+    from focuswatch.scale.session import SessionScan
+    from physframes import REFRACTOR_80, night_frame, rig_of
+
+    rig = rig_of(REFRACTOR_80)
+    seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
+    stats_list = [replace(night_frame(REFRACTOR_80, s, c, i, seed=20)[1], file=f"L_{i:03d}.fits")
+                  for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
+    assert diagnose.night(stats_list, rig).frames[4].label == "focus_miss"  # the default witness calls it
+    for cfg in (None, diagnose.DiagnoseConfig(witness_min_steps=100)):
+        scan = SessionScan(folder="night", stats=list(stats_list), diagnose_config=cfg)
+        labels, summary, _ = _night_diagnosis(scan, rig)
+        assert summary is not None
+        assert [f["label"] for f in summary["frames"]] == labels
+    assert labels[4] != "focus_miss"  # no witness under these settings

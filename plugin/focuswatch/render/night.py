@@ -531,7 +531,13 @@ def _night_diagnosis(scan: SessionScan, rig: Rig) -> tuple[list[str | None], Map
         night = None
     if night is not None:
         try:
-            res = night(list(scan.stats), rig)
+            # the scan's own diagnoses (header-merged rig, [diagnose] settings, the night's witness)
+            # when every frame has one, so the night's verdict and the per-frame labels agree
+            given = [diags.get(str(s.file)) for s in scan.stats]
+            kw: dict[str, Any] = {"diagnoses": given} if all(d is not None for d in given) else {}
+            if scan.diagnose_config is not None:
+                kw["config"] = scan.diagnose_config
+            res = night(list(scan.stats), rig, **kw)
             summary = res.to_dict() if hasattr(res, "to_dict") else dict(res)
         except Exception as exc:  # optional: the per-frame labels stand in
             notes.append(f"diagnosis: diagnose.night failed ({exc}); per-frame labels shown instead")
