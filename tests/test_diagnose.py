@@ -675,6 +675,7 @@ def test_the_witness_tracker_takes_the_first_frames_at_a_focus_and_lets_them_age
     cfg = diagnose.DiagnoseConfig(witness_frames=2, witness_max_age_s=1800.0)
     t = diagnose.WitnessTracker(rig, cfg)
     assert t.witness_for("L", 0.0, 1000) is None
+    t.add("L", -300.0, 1.0, 1000, n_stars=cfg.min_stars - 1)  # a nearly empty frame: no witness, no step
     t.add("L", 0.0, 1.50, 1000)
     assert t.witness_for("L", 300.0, 1000) is None  # the second frame is a witness frame itself
     t.add("L", 300.0, 1.60, 1000)

@@ -205,11 +205,15 @@ class WitnessTracker:
                              jitter_pct=self.jitter_pct(filter_name, rig), frames_since=c.n_after + 1)
 
     def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
-            focuser_pos: float | None = None, *, rig: Rig | None = None) -> None:
+            focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None) -> None:
         """A frame was judged: while its filter's witness is still being collected since the
         autofocus, its HFR joins it; a frame at another focuser position starts the filter's
-        witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`."""
+        witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`.
+        A frame with fewer than ``min_stars`` stars (``n_stars``: clouds, a nearly empty frame) is
+        neither a witness frame nor a step of the scatter: the diagnosis does not judge it either."""
         if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
+            return
+        if n_stars is not None and n_stars < self.config.min_stars:
             return
         key = self._key(filter_name, rig)
         prev = self._last.get(key)
@@ -257,9 +261,11 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         if tr is None:
             tr = trackers[key] = WitnessTracker(r, config, plate_scale_arcsec_px=getattr(s, "plate_scale_arcsec_px", None))
         filt = getattr(meta, "filter_name", None)
+        if meta is not None and not getattr(meta, "is_light", True):
+            continue  # a flat or dark among the frames: no witness for it, nor from it
         w = tr.witness_for(filt, ts[i], pos)
         out[i] = mon or w
-        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos)
+        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
     return out
 
 

@@ -508,7 +508,8 @@ class NightSession:
                 if self.use_diagnose else None
             record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
                                                      seeing_witness=witness, time_s=when)
-            tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig)
+            tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
+                        n_stars=stats.n_stars)
         return record, stats, full_rig
 
     @staticmethod
