@@ -266,3 +266,19 @@ def test_a_witness_failure_in_the_session_scan_keeps_the_diagnoses_and_says_so(m
     diags = scan.diagnose(rig)
     assert len(diags) == len(stats_list) and all(d is not None for d in diags.values())
     assert any("seeing witness failed" in n for n in scan.diagnose_notes)
+
+
+def test_the_grade_follows_the_diagnosis_only_where_it_chose_between_focus_and_seeing():
+    """A sub the diagnosis calls dew or tilt made no focus-versus-seeing call: the grade reads the
+    profile itself there (as without a diagnosis), instead of blaming "a seeing profile (the
+    diagnosis)"; focus_miss / in_focus / poor_seeing are the diagnosis' call."""
+    from types import SimpleNamespace
+
+    from focuswatch.render.night import _focus_miss
+
+    assert _focus_miss(SimpleNamespace(label="focus_miss")) is True
+    assert _focus_miss(SimpleNamespace(label="poor_seeing")) is False
+    assert _focus_miss(SimpleNamespace(label="in_focus")) is False
+    for other in ("dew", "tilt", "unknown", None):
+        assert _focus_miss(SimpleNamespace(label=other)) is None
+    assert _focus_miss(None) is None

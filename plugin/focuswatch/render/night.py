@@ -132,11 +132,16 @@ def _seeing_core(diagnosis: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
+#: The diagnosis labels that are its call between focus and seeing (the grade's own question).
+_FOCUS_OR_SEEING = ("focus_miss", "in_focus", "poor_seeing")
+
+
 def _focus_miss(diagnosis: Any) -> bool | None:
     """The diagnosis' focus call on a sub (made with the night's seeing witness); ``None``
-    without a diagnosis (the grade then reads the profile itself)."""
-    label = getattr(diagnosis, "label", None)
-    return None if label in (None, "unknown") else label == "focus_miss"
+    without a diagnosis or where its label is another problem (dew, tilt...): it made no call
+    between focus and seeing there, and the grade then reads the profile itself."""
+    label = str(getattr(getattr(diagnosis, "label", None), "value", getattr(diagnosis, "label", None)))
+    return label == "focus_miss" if label in _FOCUS_OR_SEEING else None
 
 
 def _own_summary(st: Any) -> dict[str, Any]:
