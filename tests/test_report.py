@@ -269,3 +269,26 @@ def test_the_reports_night_verdict_uses_the_scans_own_diagnoses_and_settings():
         assert summary is not None
         assert [f["label"] for f in summary["frames"]] == labels
     assert labels[4] != "focus_miss"  # no witness under these settings
+
+
+def test_the_reports_zone_is_the_filters_for_one_filter_and_the_rigs_across_filters(tmp_path):
+    """The header-merged rig takes a known FILTER's wavelength. A one-filter night's report shows
+    the zone 4.88 lambda N^2 (closed form) at that filter's wavelength; a night across filters shows
+    it at the rig's own wavelength, not at whichever filter came first."""
+    from focuswatch.optics import Rig
+
+    rig = Rig(aperture_mm=100.0, focal_length_mm=500.0, pixel_um=3.76, wavelength_nm=550.0)
+
+    def zone_um(wavelength_nm: float) -> float:
+        return 4.88 * wavelength_nm / 1000.0 * 5.0 ** 2
+
+    one, mixed = tmp_path / "one", tmp_path / "mixed"
+    write_sim_session(one, [0.0, 0.0], size_px=256, n_stars=60, filter_name="R")
+    write_sim_session(mixed, [0.0, 0.0], size_px=256, n_stars=60, filter_name="R")
+    write_sim_session(mixed, [0.0, 0.0], size_px=256, n_stars=60, filter_name="B", first_nr=3,
+                      start="2026-11-21T22:00:00")
+    rep = report.build_report(one, rig=rig, journal_path=None, progress=False)
+    assert rep.cfz_um == pytest.approx(zone_um(640.0), rel=1e-9)
+    rep = report.build_report(mixed, rig=rig, journal_path=None, progress=False)
+    assert rep.cfz_um == pytest.approx(zone_um(550.0), rel=1e-9)
+    assert rep.rig["wavelength_nm"] == 550.0

@@ -579,6 +579,11 @@ def build_report(folder: str | os.PathLike[str], *, rig: Rig | None = None, scan
     stats = scan.stats
     first_meta = stats[0].meta if stats else None
     full_rig = rig_with_header(rig or Rig(), first_meta)
+    if len({_filter_of(s) for s in stats}) > 1:
+        # a night across filters: its one zone (the report's band) and the rig it shows are at the
+        # rig's own wavelength, not the first frame's filter's; every frame is still read at its
+        # filter's (rig_with_header per frame), an unknown filter name at the rig's
+        full_rig = full_rig.with_(wavelength_nm=(rig or Rig()).wavelength_nm)
     unavailable: list[str] = []
     ts = [scan.records[str(s.file)].time_s if str(s.file) in scan.records else s.meta.timestamp for s in stats]
     ts = [s.meta.timestamp if s.meta.timestamp is not None else t for s, t in zip(stats, ts)]
