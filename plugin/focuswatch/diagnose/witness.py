@@ -42,12 +42,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from statistics import median
 from typing import Any, Sequence
 
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
-from focuswatch.model.numerics import MAD_TO_SIGMA
+from focuswatch.model.numerics import MAD_TO_SIGMA, finite_median
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
 
@@ -176,7 +175,7 @@ class WitnessTracker:
         d = self._diffs.get(self._key(filter_name, rig))
         if not d:
             return None
-        return 100.0 * MAD_TO_SIGMA * median([abs(x) for x in d]) / math.sqrt(2.0)
+        return 100.0 * MAD_TO_SIGMA * (finite_median([abs(x) for x in d]) or 0.0) / math.sqrt(2.0)
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
@@ -196,8 +195,8 @@ class WitnessTracker:
             age = float(time_s) - float(c.last_time_s)
             if age > self.config.witness_max_age_s:
                 return None
-        hfr = median(c.hfrs[: self.config.witness_frames])
-        see = seeing_from_infocus_hfr(hfr, rig or self.rig, plate_scale_arcsec_px or self.plate_scale_arcsec_px)
+        hfr = finite_median(c.hfrs[: self.config.witness_frames])
+        see = None if hfr is None else seeing_from_infocus_hfr(hfr, rig or self.rig, plate_scale_arcsec_px or self.plate_scale_arcsec_px)
         if see is None:
             return None
         return SeeingWitness(see, INFOCUS, hfr_px=hfr, n_frames=len(c.hfrs[: self.config.witness_frames]),
