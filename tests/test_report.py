@@ -292,3 +292,34 @@ def test_the_reports_zone_is_the_filters_for_one_filter_and_the_rigs_across_filt
     rep = report.build_report(mixed, rig=rig, journal_path=None, progress=False)
     assert rep.cfz_um == pytest.approx(zone_um(550.0), rel=1e-9)
     assert rep.rig["wavelength_nm"] == 550.0
+
+
+def test_the_reports_own_policy_run_judges_frames_with_the_nights_witness_as_replay_does(tmp_path, monkeypatch):
+    """Without a journal the report runs the policy over the frames as ``replay`` does: each
+    frame diagnosed against the policy's baseline *and* the night's in-focus seeing witness so
+    far (the first frames at the focuser position), with the [diagnose] settings."""
+    from focuswatch import diagnose, pipeline
+    from focuswatch.optics import Rig
+    from focuswatch.render.night import _policy_decisions
+    from focuswatch.policy import PolicyConfig
+    from focuswatch.scale.batch import scan_session
+
+    rig = Rig(aperture_mm=100.0, focal_length_mm=500.0, pixel_um=3.76)
+    folder = tmp_path / "night"
+    write_sim_session(folder, [0.0] * 8, size_px=256, n_stars=60)
+    scan, _ = scan_session(folder, rig=rig, progress=False)
+    scan.diagnose_config = diagnose.DiagnoseConfig(witness_max_age_s=7200.0)
+    scan.diagnose(rig)
+    seen = []
+    real_judge = pipeline.judge
+
+    def spy(stats, r, context=pipeline.AssessContext(), **kw):
+        seen.append((context.seeing_witness, context.diagnose_config))
+        return real_judge(stats, r, context, **kw)
+
+    monkeypatch.setattr(pipeline, "judge", spy)
+    decisions = _policy_decisions(scan, rig, PolicyConfig())
+    assert len(decisions) == 8 and seen
+    assert all(cfg is scan.diagnose_config for _, cfg in seen)
+    got = [w for w, _ in seen if w is not None]
+    assert got and all(w.source == "infocus" and w.n_frames == 2 for w in got)

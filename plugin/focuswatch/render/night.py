@@ -504,21 +504,32 @@ def _journal_events(night: JournalNight, times: Mapping[str, float], t0: float |
 
 def _policy_decisions(scan: SessionScan, rig: Rig, policy: Any) -> dict[str, Any]:
     """Without a journal: the refocus policy run over the frames in capture order (``replay``
-    without autofocus events; a focuser jump still counts as one)."""
+    without autofocus events; a focuser jump still counts as one). As in ``replay``, each frame
+    is diagnosed with the ``[diagnose]`` settings and the night's in-focus seeing witness so far
+    (:class:`focuswatch.diagnose.WitnessTracker`; a focuser move starts it again)."""
     from focuswatch.optics import rig_with_header
     from focuswatch.policy import Monitor
     from focuswatch.pipeline import AssessContext, baseline_hfr_px, judge
 
     mon = Monitor(policy, rig)
     out: dict[str, Any] = {}
+    tracker = None
+    if scan.diagnoses:
+        from focuswatch.diagnose import DiagnoseConfig, WitnessTracker
+
+        tracker = WitnessTracker(rig, scan.diagnose_config or DiagnoseConfig())
     for s in scan.stats:
         rec = scan.records.get(str(s.file))
         if rec is None:
             continue
         frig = rig_with_header(rig, s.meta)
         base = baseline_hfr_px(mon.history, rec.filter_name)
-        if base is not None and scan.diagnoses:  # as the watcher: diagnosed against the policy's baseline
-            rec = judge(s, frig, AssessContext(time_s=rec.time_s, baseline_hfr_px=base), file=rec.file).record
+        if base is not None and tracker is not None:  # as the watcher: diagnosed against the policy's baseline
+            witness = tracker.witness_for(s.meta.filter_name, rec.time_s, s.meta.focuser_pos, rig=frig)
+            rec = judge(s, frig, AssessContext(time_s=rec.time_s, baseline_hfr_px=base, seeing_witness=witness,
+                                               diagnose_config=scan.diagnose_config), file=rec.file).record
+        if tracker is not None:
+            tracker.add(s.meta.filter_name, rec.time_s, s.hfr_px, s.meta.focuser_pos, rig=frig, n_stars=s.n_stars)
         out[str(s.file)] = mon.observe(rec, rig=frig)
     return out
 
