@@ -675,6 +675,7 @@ def test_the_witness_tracker_takes_the_first_frames_at_a_focus_and_lets_them_age
     cfg = diagnose.DiagnoseConfig(witness_frames=2, witness_max_age_s=1800.0)
     t = diagnose.WitnessTracker(rig, cfg)
     assert t.witness_for("L", 0.0, 1000) is None
+    t.add("L", -300.0, 1.0, 1000, n_stars=cfg.min_stars - 1)  # a nearly empty frame: no witness, no step
     t.add("L", 0.0, 1.50, 1000)
     assert t.witness_for("L", 300.0, 1000) is None  # the second frame is a witness frame itself
     t.add("L", 300.0, 1.60, 1000)
@@ -688,10 +689,18 @@ def test_the_witness_tracker_takes_the_first_frames_at_a_focus_and_lets_them_age
         1.55, 80.0, 550.0, rig.plate_scale_arcsec_px, 0.0))
     assert calibration.infocus_hfr_px(w.seeing_arcsec, 80.0, 550.0, rig.plate_scale_arcsec_px) == pytest.approx(1.55, rel=1e-3)
     steps = np.abs(np.diff(np.log([1.50, 1.60, 1.58, 1.52])))
-    assert w.jitter_pct == pytest.approx(100 * 1.4826 * np.median(steps) / np.sqrt(2), rel=1e-6)
+    from scipy import stats as sps
+
+    mad_to_sigma = 1.0 / sps.norm.ppf(0.75)  # a normal's sigma over its median |deviation|
+    assert w.jitter_pct == pytest.approx(100 * mad_to_sigma * np.median(steps) / np.sqrt(2), rel=1e-6)
     assert t.witness_for("R", 1200.0, 1000) is None          # another filter has its own
     assert t.witness_for("L", 300.0 + 1801.0, 1000) is None  # too old
     assert t.witness_for("L", 1200.0, 1100) is None          # the focuser moved: another focus
+    # binned 2x2 (another plate scale): the 1x1 frames' HFR in pixels is no witness for it, nor
+    # their steps its scatter; the 1x1 frames keep theirs
+    assert t.witness_for("L", 1200.0, 1000, rig=rig.with_(binning=2)) is None
+    t.add("L", 1000.0, 3.2, 1000, rig=rig.with_(binning=2))
+    assert t.witness_for("L", 1200.0, 1000).hfr_px == pytest.approx(1.55)
     t.autofocus()
     assert t.witness_for("L", 1200.0, 1000) is None
     # a larger allowance on a night whose sizes jump about: the same star is no longer a miss
@@ -773,6 +782,27 @@ def test_the_night_story_judges_a_folder_with_its_own_witness():
     assert again.label == "focus_miss" and again.evidence.witness_n_frames == 2
     assert f"seeing witness: {ws[4].seeing_arcsec:.2f}\" from the night's in-focus frames" in diagnose.format_diagnosis(again)
     assert "seeing witness" not in diagnose.format_diagnosis(given[4])
+
+
+
+def test_a_second_look_with_the_witness_that_fails_keeps_the_first_diagnosis(monkeypatch):
+    """rejudge is optional: if judging again with the witness raises, the frame keeps the
+    diagnosis it had (one frame must not stop `diagnose FOLDER`, the story, report or grade)."""
+    from focuswatch.diagnose import verdict
+
+    seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
+    items = [night_frame(REFRACTOR_80, s, c, i, seed=20) for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
+    stats_list = [st for _, st in items]
+    rig = rig_of(REFRACTOR_80)
+    ws = diagnose.night_witnesses(stats_list, rig)
+    given = diagnose.frame(stats_list[4], rig, image=items[4][0])
+    assert ws[4] is not None
+
+    def broken(*args, **kwargs):
+        raise ValueError("verdict bug")
+
+    monkeypatch.setattr(verdict, "frame", broken)
+    assert diagnose.rejudge(given, stats_list[4], rig, ws[4]) is given
 
 
 @pytest.mark.parametrize("filter_name, wavelength_nm, zones", [("B", 450.0, 2.0), ("B", 450.0, 3.0), ("Ha", 656.3, 2.0)])

@@ -238,3 +238,47 @@ def test_a_sub_the_diagnosis_calls_a_focus_miss_is_put_down_to_focus():
     assert v["slip"].cause == "focus" and "diagnosis" in v["slip"].detail
     assert v["seeing"].cause == "seeing"
     assert v["bare"].cause == "focus"  # without a diagnosis the grade's own profile call
+
+
+def test_a_witness_failure_in_the_session_scan_keeps_the_diagnoses_and_says_so(monkeypatch):
+    """`report` and `grade` read the session scan's diagnoses, judged again with the night's
+    seeing witness: when that step fails on a frame the frame keeps its first diagnosis and the
+    notes say so (the witness is optional; it must not lose the report or the grade)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from focuswatch import diagnose
+    from focuswatch.scale.session import SessionScan
+    from physframes import REFRACTOR_80, night_frame, rig_of
+
+    rig = rig_of(REFRACTOR_80)
+    seeings = [2.0, 2.1] + list(np.random.default_rng(7).uniform(2.0, 4.2, 10))
+    stats_list = [replace(night_frame(REFRACTOR_80, s, 0.0, i, seed=40)[1], file=f"L_{i:03d}.fits")
+                  for i, s in enumerate(seeings)]
+    assert any(w is not None for w in diagnose.night_witnesses(stats_list, rig))  # a witness to apply
+
+    def broken(*args, **kwargs):
+        raise ValueError("witness bug")
+
+    monkeypatch.setattr(diagnose, "rejudge", broken)
+    scan = SessionScan(folder="night", stats=stats_list)
+    diags = scan.diagnose(rig)
+    assert len(diags) == len(stats_list) and all(d is not None for d in diags.values())
+    assert any("seeing witness failed" in n for n in scan.diagnose_notes)
+
+
+def test_the_grade_follows_the_diagnosis_only_where_it_chose_between_focus_and_seeing():
+    """A sub the diagnosis calls dew or tilt made no focus-versus-seeing call: the grade reads the
+    profile itself there (as without a diagnosis), instead of blaming "a seeing profile (the
+    diagnosis)"; focus_miss / in_focus / poor_seeing are the diagnosis' call."""
+    from types import SimpleNamespace
+
+    from focuswatch.render.night import _focus_miss
+
+    assert _focus_miss(SimpleNamespace(label="focus_miss")) is True
+    assert _focus_miss(SimpleNamespace(label="poor_seeing")) is False
+    assert _focus_miss(SimpleNamespace(label="in_focus")) is False
+    for other in ("dew", "tilt", "unknown", None):
+        assert _focus_miss(SimpleNamespace(label=other)) is None
+    assert _focus_miss(None) is None

@@ -243,3 +243,83 @@ def test_diagnose_thresholds_from_the_toml_file_reach_the_report_and_the_watcher
     rec, _, _ = measure_record(frame, cfg, Monitor(rig=cfg.rig))
     rec_default, _, _ = measure_record(frame, load_config(None), Monitor(rig=cfg.rig))
     assert rec.diagnosis in (None, "unknown") and rec_default.diagnosis not in (None, "unknown")
+
+
+def test_the_reports_night_verdict_uses_the_scans_own_diagnoses_and_settings():
+    """The report's night verdict (diagnose.night) and its per-frame labels come from the same
+    diagnoses: the session scan's (header-merged rig, the [diagnose] settings, the night's
+    seeing witness). Physical-optics night (80 mm f/6, 2.5" seeing, a 1 CFZ slip on frames 4-5,
+    which only the witness calls a focus miss); with ``witness_min_steps`` set past the night's
+    length there is no witness, and the night's story must not judge with the default one."""
+    from dataclasses import replace
+
+    from focuswatch import diagnose
+    from focuswatch.render.night import _night_diagnosis
+    from focuswatch.scale.session import SessionScan
+    from physframes import REFRACTOR_80, night_frame, rig_of
+
+    rig = rig_of(REFRACTOR_80)
+    seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
+    stats_list = [replace(night_frame(REFRACTOR_80, s, c, i, seed=20)[1], file=f"L_{i:03d}.fits")
+                  for i, (s, c) in enumerate(zip(seeings, [0.0] * 4 + [1.0] * 2))]
+    assert diagnose.night(stats_list, rig).frames[4].label == "focus_miss"  # the default witness calls it
+    for cfg in (None, diagnose.DiagnoseConfig(witness_min_steps=100)):
+        scan = SessionScan(folder="night", stats=list(stats_list), diagnose_config=cfg)
+        labels, summary, _ = _night_diagnosis(scan, rig)
+        assert summary is not None
+        assert [f["label"] for f in summary["frames"]] == labels
+    assert labels[4] != "focus_miss"  # no witness under these settings
+
+
+def test_the_reports_zone_is_the_filters_for_one_filter_and_the_rigs_across_filters(tmp_path):
+    """The header-merged rig takes a known FILTER's wavelength. A one-filter night's report shows
+    the zone 4.88 lambda N^2 (closed form) at that filter's wavelength; a night across filters shows
+    it at the rig's own wavelength, not at whichever filter came first."""
+    from focuswatch.optics import Rig
+
+    rig = Rig(aperture_mm=100.0, focal_length_mm=500.0, pixel_um=3.76, wavelength_nm=550.0)
+
+    def zone_um(wavelength_nm: float) -> float:
+        return 4.88 * wavelength_nm / 1000.0 * 5.0 ** 2
+
+    one, mixed = tmp_path / "one", tmp_path / "mixed"
+    write_sim_session(one, [0.0, 0.0], size_px=256, n_stars=60, filter_name="R")
+    write_sim_session(mixed, [0.0, 0.0], size_px=256, n_stars=60, filter_name="R")
+    write_sim_session(mixed, [0.0, 0.0], size_px=256, n_stars=60, filter_name="B", first_nr=3,
+                      start="2026-11-21T22:00:00")
+    rep = report.build_report(one, rig=rig, journal_path=None, progress=False)
+    assert rep.cfz_um == pytest.approx(zone_um(640.0), rel=1e-9)
+    rep = report.build_report(mixed, rig=rig, journal_path=None, progress=False)
+    assert rep.cfz_um == pytest.approx(zone_um(550.0), rel=1e-9)
+    assert rep.rig["wavelength_nm"] == 550.0
+
+
+def test_the_reports_own_policy_run_judges_frames_with_the_nights_witness_as_replay_does(tmp_path, monkeypatch):
+    """Without a journal the report runs the policy over the frames as ``replay`` does: each
+    frame diagnosed against the policy's baseline *and* the night's in-focus seeing witness so
+    far (the first frames at the focuser position), with the [diagnose] settings."""
+    from focuswatch import diagnose, pipeline
+    from focuswatch.optics import Rig
+    from focuswatch.render.night import _policy_decisions
+    from focuswatch.policy import PolicyConfig
+    from focuswatch.scale.batch import scan_session
+
+    rig = Rig(aperture_mm=100.0, focal_length_mm=500.0, pixel_um=3.76)
+    folder = tmp_path / "night"
+    write_sim_session(folder, [0.0] * 8, size_px=256, n_stars=60)
+    scan, _ = scan_session(folder, rig=rig, progress=False)
+    scan.diagnose_config = diagnose.DiagnoseConfig(witness_max_age_s=7200.0)
+    scan.diagnose(rig)
+    seen = []
+    real_judge = pipeline.judge
+
+    def spy(stats, r, context=pipeline.AssessContext(), **kw):
+        seen.append((context.seeing_witness, context.diagnose_config))
+        return real_judge(stats, r, context, **kw)
+
+    monkeypatch.setattr(pipeline, "judge", spy)
+    decisions = _policy_decisions(scan, rig, PolicyConfig())
+    assert len(decisions) == 8 and seen
+    assert all(cfg is scan.diagnose_config for _, cfg in seen)
+    got = [w for w, _ in seen if w is not None]
+    assert got and all(w.source == "infocus" and w.n_frames == 2 for w in got)

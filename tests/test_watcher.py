@@ -976,3 +976,32 @@ def test_the_night_loop_judges_frames_against_the_nights_own_in_focus_frames():
     assert w is not None and w.source == "infocus" and w.n_frames == 2
     session._count("ekos:1", AutofocusMark(time_s=items[5][1].meta.timestamp + 60.0, source="ekos"), None)
     assert session.witnesses().witness_for("L", items[5][1].meta.timestamp + 120.0, 1000, rig=rig) is None
+
+
+def test_a_witness_that_fails_on_a_frame_is_that_frames_error_line_and_the_night_goes_on():
+    """The seeing witness steps of the night loop (lookup before, update after the frame) are
+    inside the frame's boundary: an exception there is one FrameError line for that frame, the
+    next frame is measured (a bug in the witness must not stop ``watch``)."""
+    from physframes import REFRACTOR_80, night_frame, rig_of
+    from focuswatch.policy import Monitor
+    from focuswatch.watch import WatchConfig
+    from focuswatch.watch.loop import NightSession, RecordingSink
+
+    rig = rig_of(REFRACTOR_80)
+    items = [night_frame(REFRACTOR_80, 2.5, 0.0, i, seed=20) for i in range(2)]
+    session = NightSession(Monitor(QUIET, rig), Config(rig=rig), watch=WatchConfig(), sink=RecordingSink())
+    tracker = session.witnesses()
+    real_for = tracker.witness_for
+
+    def broken(*args, **kwargs):
+        raise ValueError("witness bug")
+
+    tracker.witness_for = broken
+    frame0 = items[0][0]
+    out = session.frame(Path("L_000.fits"), frame0.meta, written_s=frame0.meta.timestamp, load=lambda: frame0)
+    assert out is not None and out.status == "error" and "witness bug" in (out.error or "")
+    assert out.path == Path("L_000.fits")
+    tracker.witness_for = real_for
+    frame1 = items[1][0]
+    out = session.frame(Path("L_001.fits"), frame1.meta, written_s=frame1.meta.timestamp, load=lambda: frame1)
+    assert out is not None and out.status == "measured"

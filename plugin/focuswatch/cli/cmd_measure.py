@@ -117,7 +117,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if batch.undone_text():
         error_line(batch.undone_text())
     if len(results) > 1:
-        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results])
+        if len({getattr(r[0].meta, "filter_name", None) for r in results}) > 1:
+            # across filters the story's one zone is at the rig's own wavelength, not the last frame's
+            # filter's (each frame is still judged at its own: rig_with_header per frame)
+            rig = rig.with_(wavelength_nm=rig0.wavelength_nm)
+        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results], config=dcfg)
         if args.json:
             emit_json({"night": story.to_dict()}, kind="night")
         else:

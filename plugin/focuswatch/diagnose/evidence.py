@@ -23,6 +23,7 @@ from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
 from focuswatch.diagnose.profile import KOLMOGOROV_HLR_PER_FWHM, blur_from_profile, wing_ratio_px
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
+from focuswatch.diagnose.witness import MONITOR
 from focuswatch.model.numerics import finite_median as _median  # the one median helper
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
@@ -291,7 +292,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
     size_cfz = None
     # a past seeing (the night's in-focus frames) may have moved since: its allowance grows with
     # the night's frame-to-frame scatter of the filter's HFR
-    past = seeing_witness is not None and getattr(seeing_witness, "source", None) != "monitor"
+    past = seeing_witness is not None and getattr(seeing_witness, "source", None) != MONITOR
     allowance = config.witness_size_uncertainty if past else config.seeing_size_uncertainty
     if past:
         steps = math.sqrt(max(1, int(getattr(seeing_witness, "frames_since", 1) or 1)))  # a random walk since
@@ -316,7 +317,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         hfr_over_seeing_expected=_r(hfr_med / exp_hfr) if (rig.seeing_arcsec and exp_hfr) else None,
         size_defocus_cfz_low=_r(size_cfz),
         witness_seeing_arcsec=_r(wit.seeing_arcsec if wit is not None else measured_seeing_arcsec),
-        witness_source=(wit.source if wit is not None else ("monitor" if measured_seeing_arcsec else None)),
+        witness_source=(wit.source if wit is not None else (MONITOR if measured_seeing_arcsec else None)),
         witness_hfr_px=_r(getattr(wit, "hfr_px", None)), witness_n_frames=getattr(wit, "n_frames", None) or None,
         witness_age_s=_r(getattr(wit, "age_s", None), 1), witness_jitter_pct=_r(getattr(wit, "jitter_pct", None), 2),
         seeing_worse_than_witness=worse,

@@ -39,14 +39,18 @@ Pure: no clock, no files (times come from the frames' DATE-OBS).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
+from focuswatch.model.numerics import MAD_TO_SIGMA, finite_median
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
+
+log = logging.getLogger("focuswatch.diagnose")
 
 #: ``SeeingWitness.source`` values.
 MONITOR = "monitor"
@@ -111,8 +115,6 @@ class _Collect:
 
 #: Successive log-HFR differences of a filter kept for its frame-to-frame scatter.
 _JITTER_DIFFS = 12
-#: sigma of a normal variable over the median of its absolute value.
-_MAD_TO_SIGMA = 1.4826
 
 
 class WitnessTracker:
@@ -145,14 +147,16 @@ class WitnessTracker:
         self.config = config
         self.plate_scale_arcsec_px = plate_scale_arcsec_px
         self._by_filter: dict[str, _Collect] = {}
-        #: per filter: the last frame's (log HFR, focuser position, focus epoch) and the successive differences
+        #: per filter (and plate scale): the last frame's (log HFR, focuser position, focus epoch) and the successive differences
         self._last: dict[str, tuple[float, float | None, int]] = {}
         self._diffs: dict[str, list[float]] = {}
         self._epoch = 0
 
-    @staticmethod
-    def _key(filter_name: str | None) -> str:
-        return (filter_name or "").strip().lower()
+    def _key(self, filter_name: str | None, rig: Rig | None = None) -> tuple[str, float | None]:
+        """Per filter and per plate scale: witness frames binned otherwise (or through another
+        camera) have another HFR in pixels for the same seeing, and their steps are no scatter."""
+        scale = (rig or self.rig).plate_scale_arcsec_px
+        return (filter_name or "").strip().lower(), (round(scale, 6) if scale else None)
 
     def autofocus(self) -> None:
         """An autofocus was applied: every filter's witness is collected again."""
@@ -164,47 +168,53 @@ class WitnessTracker:
             return True
         return abs(float(focuser_pos) - float(c.focuser_pos)) <= self.config.witness_focuser_steps
 
-    def jitter_pct(self, filter_name: str | None) -> float | None:
+    def jitter_pct(self, filter_name: str | None, rig: Rig | None = None) -> float | None:
         """Frame-to-frame scatter of the filter's HFR through the night (%): ``1.4826 x median
         |d ln HFR| / sqrt(2)`` over its last successive differences at one focus (a steady seeing
         ramp counts as scatter too: the witness must allow for it). ``None`` before two frames."""
-        d = self._diffs.get(self._key(filter_name))
+        d = self._diffs.get(self._key(filter_name, rig))
         if not d:
             return None
-        return 100.0 * _MAD_TO_SIGMA * _median([abs(x) for x in d]) / math.sqrt(2.0)
+        return 100.0 * MAD_TO_SIGMA * (finite_median([abs(x) for x in d]) or 0.0) / math.sqrt(2.0)
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
         """The witness for a frame of ``filter_name`` taken at ``time_s`` (``None``: none yet,
         too old, another focuser position, the frame is itself one of the witness frames, or the
         filter's frame-to-frame scatter is known from fewer than ``witness_min_steps`` steps).
-        ``rig`` (the frame's, header merged) turns the HFR into a seeing; default: the tracker's."""
-        c = self._by_filter.get(self._key(filter_name))
+        ``rig`` (the frame's, header merged) turns the HFR into a seeing; default: the tracker's.
+        Only witness frames at the frame's plate scale serve it (a binning change is a new witness)."""
+        key = self._key(filter_name, rig)
+        c = self._by_filter.get(key)
         if c is None or len(c.hfrs) < self.config.witness_frames or not self._same_focus(c, focuser_pos):
             return None
-        if len(self._diffs.get(self._key(filter_name), ())) < self.config.witness_min_steps:
+        if len(self._diffs.get(key, ())) < self.config.witness_min_steps:
             return None  # how much this night's seeing moves is not known yet
         age = None
         if time_s is not None and c.last_time_s is not None:
             age = float(time_s) - float(c.last_time_s)
             if age > self.config.witness_max_age_s:
                 return None
-        hfr = _median(c.hfrs[: self.config.witness_frames])
-        see = seeing_from_infocus_hfr(hfr, rig or self.rig, plate_scale_arcsec_px or self.plate_scale_arcsec_px)
+        hfr = finite_median(c.hfrs[: self.config.witness_frames])
+        see = None if hfr is None else seeing_from_infocus_hfr(hfr, rig or self.rig, plate_scale_arcsec_px or self.plate_scale_arcsec_px)
         if see is None:
             return None
         return SeeingWitness(see, INFOCUS, hfr_px=hfr, n_frames=len(c.hfrs[: self.config.witness_frames]),
                              time_s=c.last_time_s, age_s=age, filter_name=filter_name, focuser_pos=c.focuser_pos,
-                             jitter_pct=self.jitter_pct(filter_name), frames_since=c.n_after + 1)
+                             jitter_pct=self.jitter_pct(filter_name, rig), frames_since=c.n_after + 1)
 
     def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
-            focuser_pos: float | None = None) -> None:
+            focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None) -> None:
         """A frame was judged: while its filter's witness is still being collected since the
         autofocus, its HFR joins it; a frame at another focuser position starts the filter's
-        witness again (a new focus)."""
+        witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`.
+        A frame with fewer than ``min_stars`` stars (``n_stars``: clouds, a nearly empty frame) is
+        neither a witness frame nor a step of the scatter: the diagnosis does not judge it either."""
         if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
             return
-        key = self._key(filter_name)
+        if n_stars is not None and n_stars < self.config.min_stars:
+            return
+        key = self._key(filter_name, rig)
         prev = self._last.get(key)
         if prev is not None and prev[2] == self._epoch and (
                 prev[1] is None or focuser_pos is None
@@ -220,12 +230,6 @@ class WitnessTracker:
             c.last_time_s = time_s
         else:
             c.n_after += 1
-
-
-def _median(v: Sequence[float]) -> float:
-    s = sorted(v)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
 
 
 def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
@@ -256,9 +260,11 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         if tr is None:
             tr = trackers[key] = WitnessTracker(r, config, plate_scale_arcsec_px=getattr(s, "plate_scale_arcsec_px", None))
         filt = getattr(meta, "filter_name", None)
+        if meta is not None and not getattr(meta, "is_light", True):
+            continue  # a flat or dark among the frames: no witness for it, nor from it
         w = tr.witness_for(filt, ts[i], pos)
         out[i] = mon or w
-        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos)
+        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
     return out
 
 
@@ -277,6 +283,8 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
     the witnessed one (made from the star table) when that says ``focus_miss``; otherwise the
     label, findings and figures stay as they were and only the witness figures of ``evidence``
     (``witness_*``, ``size_defocus_cfz_low``, ``seeing_worse_than_witness``) are added.
+    The witness is optional: when judging again fails, the diagnosis stands (logged), so one
+    frame cannot stop ``diagnose FOLDER``, the night's story, ``report`` or ``grade``.
     """
     from dataclasses import replace
 
@@ -284,7 +292,12 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
 
     if witness is None or diagnosis is None or getattr(diagnosis, "label", None) == "unknown":
         return diagnosis
-    w = frame(stats, rig, baseline_hfr_px=baseline_hfr_px, config=config, seeing_witness=witness)
+    try:
+        w = frame(stats, rig, baseline_hfr_px=baseline_hfr_px, config=config, seeing_witness=witness)
+    except Exception as exc:  # noqa: BLE001 - an optional second look must not lose the first
+        log.debug("%s: judging again with the seeing witness failed (%s)", getattr(diagnosis, "file", None), exc,
+                  exc_info=exc)
+        return diagnosis
     if w.label == "unknown":
         return diagnosis
     if w.label == "focus_miss" and diagnosis.label in _WITNESS_CAN_CHANGE:

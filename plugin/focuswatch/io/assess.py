@@ -44,13 +44,15 @@ def assess_path(path: str | Path, rig: Rig | None = None, options: AssessContext
 
 
 def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True, *,
-                   seeing_witness: Any = None) -> tuple[Any, Any, Rig]:
+                   seeing_witness: Any = None, time_s: float | None = None) -> tuple[Any, Any, Rig]:
     """:func:`focuswatch.pipeline.measure_record` with the capture time read from the frame's file.
 
     The watcher and ``replay`` call this: a frame without DATE-OBS is dated by its file's
     modification time, as the watcher orders frames. ``seeing_witness``: the night loop's
     in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`).
+    ``time_s``: the capture time when the caller already has it (the night loop dates the
+    frame for its witness first), so a frame without DATE-OBS is not stat'ed again.
     """
-    path = frame.path if frame.path is not None else Path(".")
-    return _judge_for_policy(frame, config, monitor, use_diagnose, time_s=capture_time_s(path, frame.meta),
-                             seeing_witness=seeing_witness)
+    if time_s is None:
+        time_s = capture_time_s(frame.path if frame.path is not None else Path("."), frame.meta)
+    return _judge_for_policy(frame, config, monitor, use_diagnose, time_s=time_s, seeing_witness=seeing_witness)

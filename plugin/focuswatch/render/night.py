@@ -132,11 +132,16 @@ def _seeing_core(diagnosis: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
+#: The diagnosis labels that are its call between focus and seeing (the grade's own question).
+_FOCUS_OR_SEEING = ("focus_miss", "in_focus", "poor_seeing")
+
+
 def _focus_miss(diagnosis: Any) -> bool | None:
     """The diagnosis' focus call on a sub (made with the night's seeing witness); ``None``
-    without a diagnosis (the grade then reads the profile itself)."""
-    label = getattr(diagnosis, "label", None)
-    return None if label in (None, "unknown") else label == "focus_miss"
+    without a diagnosis or where its label is another problem (dew, tilt...): it made no call
+    between focus and seeing there, and the grade then reads the profile itself."""
+    label = str(getattr(getattr(diagnosis, "label", None), "value", getattr(diagnosis, "label", None)))
+    return label == "focus_miss" if label in _FOCUS_OR_SEEING else None
 
 
 def _own_summary(st: Any) -> dict[str, Any]:
@@ -499,21 +504,32 @@ def _journal_events(night: JournalNight, times: Mapping[str, float], t0: float |
 
 def _policy_decisions(scan: SessionScan, rig: Rig, policy: Any) -> dict[str, Any]:
     """Without a journal: the refocus policy run over the frames in capture order (``replay``
-    without autofocus events; a focuser jump still counts as one)."""
+    without autofocus events; a focuser jump still counts as one). As in ``replay``, each frame
+    is diagnosed with the ``[diagnose]`` settings and the night's in-focus seeing witness so far
+    (:class:`focuswatch.diagnose.WitnessTracker`; a focuser move starts it again)."""
     from focuswatch.optics import rig_with_header
     from focuswatch.policy import Monitor
     from focuswatch.pipeline import AssessContext, baseline_hfr_px, judge
 
     mon = Monitor(policy, rig)
     out: dict[str, Any] = {}
+    tracker = None
+    if scan.diagnoses:
+        from focuswatch.diagnose import DiagnoseConfig, WitnessTracker
+
+        tracker = WitnessTracker(rig, scan.diagnose_config or DiagnoseConfig())
     for s in scan.stats:
         rec = scan.records.get(str(s.file))
         if rec is None:
             continue
         frig = rig_with_header(rig, s.meta)
         base = baseline_hfr_px(mon.history, rec.filter_name)
-        if base is not None and scan.diagnoses:  # as the watcher: diagnosed against the policy's baseline
-            rec = judge(s, frig, AssessContext(time_s=rec.time_s, baseline_hfr_px=base), file=rec.file).record
+        if base is not None and tracker is not None:  # as the watcher: diagnosed against the policy's baseline
+            witness = tracker.witness_for(s.meta.filter_name, rec.time_s, s.meta.focuser_pos, rig=frig)
+            rec = judge(s, frig, AssessContext(time_s=rec.time_s, baseline_hfr_px=base, seeing_witness=witness,
+                                               diagnose_config=scan.diagnose_config), file=rec.file).record
+        if tracker is not None:
+            tracker.add(s.meta.filter_name, rec.time_s, s.hfr_px, s.meta.focuser_pos, rig=frig, n_stars=s.n_stars)
         out[str(s.file)] = mon.observe(rec, rig=frig)
     return out
 
@@ -531,7 +547,13 @@ def _night_diagnosis(scan: SessionScan, rig: Rig) -> tuple[list[str | None], Map
         night = None
     if night is not None:
         try:
-            res = night(list(scan.stats), rig)
+            # the scan's own diagnoses (header-merged rig, [diagnose] settings, the night's witness)
+            # when every frame has one, so the night's verdict and the per-frame labels agree
+            given = [diags.get(str(s.file)) for s in scan.stats]
+            kw: dict[str, Any] = {"diagnoses": given} if all(d is not None for d in given) else {}
+            if scan.diagnose_config is not None:
+                kw["config"] = scan.diagnose_config
+            res = night(list(scan.stats), rig, **kw)
             summary = res.to_dict() if hasattr(res, "to_dict") else dict(res)
         except Exception as exc:  # optional: the per-frame labels stand in
             notes.append(f"diagnosis: diagnose.night failed ({exc}); per-frame labels shown instead")
@@ -568,6 +590,11 @@ def build_report(folder: str | os.PathLike[str], *, rig: Rig | None = None, scan
     stats = scan.stats
     first_meta = stats[0].meta if stats else None
     full_rig = rig_with_header(rig or Rig(), first_meta)
+    if len({_filter_of(s) for s in stats}) > 1:
+        # a night across filters: its one zone (the report's band) and the rig it shows are at the
+        # rig's own wavelength, not the first frame's filter's; every frame is still read at its
+        # filter's (rig_with_header per frame), an unknown filter name at the rig's
+        full_rig = full_rig.with_(wavelength_nm=(rig or Rig()).wavelength_nm)
     unavailable: list[str] = []
     ts = [scan.records[str(s.file)].time_s if str(s.file) in scan.records else s.meta.timestamp for s in stats]
     ts = [s.meta.timestamp if s.meta.timestamp is not None else t for s, t in zip(stats, ts)]

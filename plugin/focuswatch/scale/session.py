@@ -97,11 +97,24 @@ class SessionScan:
         except ImportError:
             return
         cfg = self.diagnose_config if self.diagnose_config is not None else diagnose.DiagnoseConfig()
-        for s, w in zip(self.stats, diagnose.night_witnesses(self.stats, rig, cfg)):
+        try:
+            witnesses = diagnose.night_witnesses(self.stats, rig, cfg)
+        except Exception as exc:  # the witness is optional: the diagnoses stand without it
+            log.debug("diagnose.night_witnesses failed: %s", exc)
+            self.diagnose_notes.append("diagnosis: the night's seeing witness failed; judged without it")
+            return
+        failures = 0
+        for s, w in zip(self.stats, witnesses):
             key = str(s.file)
             if w is not None and self.diagnoses.get(key) is not None:
-                self.diagnoses[key] = diagnose.rejudge(self.diagnoses[key], s, rig_with_header(rig or Rig(), s.meta), w,
-                                                       config=cfg)
+                try:
+                    self.diagnoses[key] = diagnose.rejudge(self.diagnoses[key], s, rig_with_header(rig or Rig(), s.meta),
+                                                           w, config=cfg)
+                except Exception as exc:  # one frame's witness problem keeps its first diagnosis
+                    log.debug("diagnose.rejudge failed on %s: %s", s.file, exc)
+                    failures += 1
+        if failures:
+            self.diagnose_notes.append(f"diagnosis: the seeing witness failed on {failures} frames; judged without it")
 
     def by_filter(self) -> dict[str, list[Any]]:
         """Measured frames grouped by FILTER (``"none"`` when the header has none)."""

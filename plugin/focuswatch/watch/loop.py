@@ -98,7 +98,8 @@ class AFSignal:
 
 
 def measure_record(frame: Any, config: Any, monitor: Monitor,
-                   use_diagnose: bool = True, *, seeing_witness: Any = None) -> tuple[FrameRecord, Any, Any]:
+                   use_diagnose: bool = True, *, seeing_witness: Any = None,
+                   time_s: float | None = None) -> tuple[FrameRecord, Any, Any]:
     """Measure a loaded frame and turn it into the policy's :class:`FrameRecord`.
 
     The one frame pipeline (:func:`focuswatch.io.assess.measure_record`: stars, diagnosis
@@ -106,12 +107,14 @@ def measure_record(frame: Any, config: Any, monitor: Monitor,
     inside the frame boundary, so whatever goes wrong with this frame becomes one
     :class:`FrameError` naming it and the night goes on. The watcher and ``replay`` both
     measure through here (:meth:`NightSession._measure`). ``seeing_witness``: the night's
-    in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`).
+    in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`);
+    ``time_s`` its capture time when already known (else DATE-OBS or the file's time).
     """
     from focuswatch.io import assess
 
     with frame_boundary(frame.path):  # whatever this frame does is one line
-        return assess.measure_record(frame, config, monitor, use_diagnose, seeing_witness=seeing_witness)
+        return assess.measure_record(frame, config, monitor, use_diagnose, seeing_witness=seeing_witness,
+                                     time_s=time_s)
 
 
 def is_nina_source(source: str | None) -> bool:
@@ -490,16 +493,23 @@ class NightSession:
         return self._witness
 
     def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any]:
+        """The frame measured with the night's seeing witness, and then added to it. The witness
+        steps sit inside the frame's boundary: whatever goes wrong there is this frame's
+        :class:`FrameError`, never the end of the night. The capture time is read once (a frame
+        without DATE-OBS is not stat'ed again for its record)."""
         from focuswatch.io.assess import capture_time_s
         from focuswatch.optics import rig_with_header
 
         meta, tracker = frame.meta, self.witnesses()
-        when = capture_time_s(frame.path, meta) if frame.path is not None else meta.timestamp
-        rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
-        witness = tracker.witness_for(meta.filter_name, when, meta.focuser_pos, rig=rig) if self.use_diagnose else None
-        record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
-                                                 seeing_witness=witness)
-        tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos)
+        with frame_boundary(frame.path):
+            when = capture_time_s(frame.path if frame.path is not None else Path("."), meta)
+            rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
+            witness = tracker.witness_for(meta.filter_name, when, meta.focuser_pos, rig=rig) \
+                if self.use_diagnose else None
+            record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
+                                                     seeing_witness=witness, time_s=when)
+            tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
+                        n_stars=stats.n_stars)
         return record, stats, full_rig
 
     @staticmethod
