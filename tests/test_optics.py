@@ -161,3 +161,13 @@ def test_calibration_data_says_where_it_came_from():
     assert prov["script"] == "scripts/make_calibration.py"
     assert prov["quick"] is False
     assert prov["generated_utc"].endswith("Z")
+
+
+@pytest.mark.parametrize("name, wavelength_nm", [("Ha 7nm", 656.3), ("H-alpha_3nm", 656.3), ("OIII 6.5 nm", 500.7),
+                                                  ("SII-3nm", 672.4), ("Lum", 550.0), ("Red", 640.0)])
+def test_filter_names_with_a_bandwidth_are_their_filter(name, wavelength_nm):
+    """Filter wheels name narrowband filters with their bandwidth ("Ha 7nm"): the line's
+    wavelength (H-alpha 656.3 nm, [OIII] 500.7 nm, [SII] 672.4 nm) is the filter's, not the rig's
+    default; an unknown name still falls back to the default."""
+    assert optics.wavelength_for_filter(name, 123.0) == wavelength_nm
+    assert optics.wavelength_for_filter("Dual band", 123.0) == 123.0

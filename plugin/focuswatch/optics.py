@@ -16,6 +16,7 @@ calculator's convention: f/6 at 550 nm gives 96.62 um), so "within the zone" mea
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -46,6 +47,10 @@ FILTER_WAVELENGTH_NM: dict[str, float] = {
 }
 
 
+#: a filter name's trailing bandwidth ("7NM", "_6.5NM", "-3NM"), left out to find the filter
+_FILTER_BANDWIDTH = re.compile(r"[-_]?\d+(?:\.\d+)?NM$")
+
+
 def wavelength_for_filter(filter_name: str | None, default_nm: float = 550.0) -> float:
     """Return the effective wavelength of a filter from its name, ``default_nm`` if unknown.
 
@@ -53,11 +58,20 @@ def wavelength_for_filter(filter_name: str | None, default_nm: float = 550.0) ->
     656.3
     >>> wavelength_for_filter("weird", 550.0)
     550.0
+
+    Names as capture programs and filter wheels spell them, with the bandwidth or a separator,
+    are the same filter: ``Ha 7nm``, ``H-alpha_3nm``, ``OIII 6.5 nm``, ``SII-3nm``.
+
+    >>> wavelength_for_filter("OIII 6.5 nm"), wavelength_for_filter("Ha_7nm")
+    (500.7, 656.3)
     """
     if not filter_name:
         return default_nm
     key = filter_name.strip().upper().replace(" ", "")
-    return FILTER_WAVELENGTH_NM.get(key, default_nm)
+    if key in FILTER_WAVELENGTH_NM:
+        return FILTER_WAVELENGTH_NM[key]
+    key = _FILTER_BANDWIDTH.sub("", key).replace("_", "")
+    return FILTER_WAVELENGTH_NM.get(key, FILTER_WAVELENGTH_NM.get(key.replace("-", ""), default_nm))
 
 
 def cfz_um(f_ratio: float, wavelength_nm: float = 550.0) -> float:
