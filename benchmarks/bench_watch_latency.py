@@ -71,11 +71,16 @@ def bench(name: str, repeat: int, chunk: int = 4 << 20, poll_s: float = 0.5) -> 
         stop = threading.Event()
         th = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
         th.start()   # the real loop: woken by file events, else every poll_s
+        while not watcher.started:   # a night's first frame comes after the watcher is up (start-up
+            time.sleep(0.005)        # restores the journal and rehearses the pipeline: watch.warm_up)
         try:
             for i in range(repeat):
                 hdr = dict(base.header, **{"DATE-OBS": f"2026-11-21T22:{i:02d}:00.000"})
                 data = sim.fits_bytes(replace(base, header=hdr))
                 path = night / f"{name}_{i:03d}.fits"
+                # frames of a live night come an exposure apart: a file landing within
+                # [watch] burst_quiet_s of the last one is taken for a copy and waits for quiet
+                time.sleep(watcher.watch.burst_quiet_s)
                 spent.clear()
                 with open(path, "wb") as fh:
                     for k in range(0, len(data), chunk):

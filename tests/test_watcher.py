@@ -1005,3 +1005,22 @@ def test_a_witness_that_fails_on_a_frame_is_that_frames_error_line_and_the_night
     frame1 = items[1][0]
     out = session.frame(Path("L_001.fits"), frame1.meta, written_s=frame1.meta.timestamp, load=lambda: frame1)
     assert out is not None and out.status == "measured"
+
+
+def test_start_up_rehearses_the_pipeline_so_the_first_frames_do_not_wait(tmp_path):
+    """The watcher's start-up measures and diagnoses a made-up frame and builds the policy's
+    drift-fit pieces (scipy.stats, the growth curve of the rig's obstruction), which the third
+    frame of a night used to wait 1.4-1.9 s for (benchmarks/bench_watch_latency.py). It writes
+    nothing into the watched folder, and a rig it cannot use does not stop it."""
+    from focuswatch.optics import Rig
+    from focuswatch.policy import estimators
+    from focuswatch.watch.watcher import warm_up
+
+    night = tmp_path / "night"
+    night.mkdir()
+    warm_up(None)
+    warm_up(Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.37))
+    hits = estimators._growth_curve.cache_info().hits
+    estimators._growth_curve(0.37)
+    assert estimators._growth_curve.cache_info().hits == hits + 1      # built at start-up, not now
+    assert list(night.iterdir()) == []
