@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from focuswatch.errors import ConfigError, FocuswatchError
 from focuswatch.render.text import emit_json, emit_summary, error_line, fmt, summary_text
 from focuswatch.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, add_json_flag, require_input
+
+if TYPE_CHECKING:
+    from focuswatch.policy import Decision, FrameRecord
 
 
 # --------------------------------------------------------------------------- check / autofocus-done
@@ -141,7 +144,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from focuswatch.watch import Watcher, default_nina_autofocus_dir, policy_from_config
 
     if getattr(args, "nina_api", None) and not args.folder:
-        from focuswatch.watch.remote import cmd_watch_remote
         return cmd_watch_remote(args)
     nina_api = None
     if getattr(args, "nina_api", None):  # FOLDER and --nina-api: IMAGE-SAVE says when a file is complete
@@ -203,6 +205,76 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- remote mode (focuswatch.watch.remote)
+
+def _remote_row(rec: FrameRecord, d: Decision) -> dict[str, Any]:
+    """One ``--json`` decision row of remote mode (NINA's figures: no path, no diagnosis)."""
+    return {**d.to_dict(), "file": rec.file, "status": "measured", "n_stars": rec.n_stars, "source": "nina-api"}
+
+
+def _remote_text(rec: FrameRecord, d: Decision) -> str:
+    """One text line of remote mode: as ``watch``'s, without the defocus NINA's HFR cannot give."""
+    return (f"{rec.file}  {d.decision:<7}  {rec.filter_name or '-':<4} HFR {fmt(d.hfr_px, '.2f')} px  "
+            f"stars {rec.n_stars}  {'; '.join(d.reasons)}")
+
+
+def cmd_watch_remote(args: argparse.Namespace) -> int:
+    """``focuswatch watch --nina-api HOST[:PORT]``: the policy on NINA's events, triggers as configured."""
+    import threading
+
+    from focuswatch.config import load_config
+    from focuswatch.policy import summarize
+    from focuswatch.watch.nina_events import parse_host_port
+    from focuswatch.triggers import TriggerRunner
+    from focuswatch.watch.config import policy_from_config
+    from focuswatch.watch.remote import RemoteSession, run_remote
+
+    try:
+        host, port = parse_host_port(args.nina_api)
+    except ValueError as exc:
+        raise ConfigError(f"--nina-api {args.nina_api!r}: {exc}; expected HOST or HOST:PORT (default port 1888)") \
+            from None
+    cfg = load_config(args.config)
+    session = RemoteSession(policy=policy_from_config(cfg), rig=cfg.rig,
+                            runner=TriggerRunner.from_config(cfg.trigger))
+    session.on_decision = (lambda r, d: emit_json(_remote_row(r, d), kind="decision")) if args.json else (
+        lambda r, d: print(_remote_text(r, d), flush=True))
+    session.on_trigger = (lambda r: emit_json({"event": "trigger", **r.to_dict()}, kind="trigger")) if args.json \
+        else (lambda r: print(f"trigger {r.trigger}: {'ok' if r.ok else 'FAILED'} — {r.message}", flush=True))
+    session.on_autofocus = (lambda m: emit_json({"event": "autofocus", **m.to_dict()}, kind="autofocus")) \
+        if args.json else (lambda m: print("autofocus finished (NINA): new baseline from the next frames", flush=True))
+    session.on_status = (lambda s: emit_json({"event": "connection", **s.to_dict()}, kind="connection")) \
+        if args.json else (lambda s: print(s.message, flush=True))
+    if not args.json:
+        print(f"listening to NINA at {host}:{port} (Advanced API WebSocket); Ctrl-C stops", flush=True)
+    stop = threading.Event()
+    try:
+        run_remote(host, port, session, stop, max_s=args.max_minutes * 60 if args.max_minutes else None)
+    except KeyboardInterrupt:
+        stop.set()
+    emit_summary(summarize(session.decisions, session.monitor.state.n_autofocus), args.json)
+    return EXIT_OK
+
+
+def cmd_replay_history(args: argparse.Namespace) -> int:
+    """``focuswatch replay IMAGE_HISTORY.json``: a saved NINA image history through the policy."""
+    from focuswatch.config import load_config
+    from focuswatch.policy import summarize
+    from focuswatch.watch.config import policy_from_config
+    from focuswatch.watch.remote import RemoteSession, replay_history
+
+    cfg = load_config(args.config)
+    session = RemoteSession(policy=policy_from_config(cfg), rig=cfg.rig)
+    session.on_decision = (lambda r, d: emit_json(_remote_row(r, d), kind="decision")) if args.json else (
+        lambda r, d: print(_remote_text(r, d), flush=True))
+    rows = replay_history(args.folder, session)
+    emit_summary(summarize(session.decisions, session.monitor.state.n_autofocus), args.json)
+    if not any(d is not None for _, d in rows):
+        error_line(f"{args.folder}: no light frames in this image history")
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 def _add_replay(sub) -> None:
     p = sub.add_parser("replay", help="run a finished night through the refocus policy: what would have happened",
                        description="Measures the frames of FOLDER in DATE-OBS order and runs the same policy as "
@@ -224,7 +296,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from focuswatch.watch import autofocus_signals, replay
 
     if Path(args.folder).is_file() and Path(args.folder).suffix.lower() == ".json":
-        from focuswatch.watch.remote import cmd_replay_history
         return cmd_replay_history(args)
     if not require_input(args.folder).is_dir():
         raise ConfigError(f"{args.folder}: not a folder (replay reads a night's folder or a saved NINA image-history .json)")

@@ -15,8 +15,9 @@ After a (re)connect the night so far is read back with ``/v2/api/image-history?a
 and fed to the policy without firing anything, so a restart continues where NINA is.
 ``replay`` of a saved image-history JSON runs the same path offline.
 
-This module only wires the event source, the policy and the triggers together; the decisions
-stay in :mod:`focuswatch.policy`.
+This module only wires the event source, the policy and the triggers together and returns data; the decisions
+stay in :mod:`focuswatch.policy`, and what the user sees (lines, ``--json``) is
+:mod:`focuswatch.cli.cmd_watch`'s.
 """
 from __future__ import annotations
 
@@ -30,12 +31,9 @@ from typing import Any, Callable, Iterable
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord, HfrRecord, Monitor, PolicyConfig
 from focuswatch.watch.nina_events import (AutofocusFinished, AutofocusPointAdded, AutofocusStarting, ImageSaved,
                                     NinaEventSource, SourceStatus, image_history, load_image_history)
-from focuswatch.render.text import emit_json, emit_summary, error_line, fmt
 
 log = logging.getLogger("focuswatch.watch.remote")
 
-#: Exit codes (as :mod:`focuswatch.cli`'s; not imported from it: the CLI imports this module).
-EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def hfr_record_from_image(ev: ImageSaved, index: int = 0) -> HfrRecord:
@@ -188,70 +186,4 @@ def replay_history(path: str | Path, session: RemoteSession) -> list[tuple[Image
     return rows
 
 
-# --------------------------------------------------------------------------- CLI bodies (cli.py calls these)
-
-def _row(rec: FrameRecord, d: Decision) -> dict[str, Any]:
-    return {**d.to_dict(), "file": rec.file, "status": "measured", "n_stars": rec.n_stars, "source": "nina-api"}
-
-
-def _text(rec: FrameRecord, d: Decision) -> str:
-    return (f"{rec.file}  {d.decision:<7}  {rec.filter_name or '-':<4} HFR {fmt(d.hfr_px, '.2f')} px  "
-            f"stars {rec.n_stars}  {'; '.join(d.reasons)}")
-
-
-def cmd_watch_remote(args: Any) -> int:
-    """``focuswatch watch --nina-api HOST[:PORT]``: the policy on NINA's events, triggers as configured."""
-    from focuswatch.config import load_config
-    from focuswatch.errors import ConfigError
-    from focuswatch.policy import summarize
-    from focuswatch.watch.nina_events import parse_host_port
-    from focuswatch.triggers import TriggerRunner
-    from focuswatch.watch.config import policy_from_config
-
-    try:
-        host, port = parse_host_port(args.nina_api)
-    except ValueError as exc:
-        raise ConfigError(f"--nina-api {args.nina_api!r}: {exc}; expected HOST or HOST:PORT (default port 1888)") \
-            from None
-    cfg = load_config(args.config)
-    session = RemoteSession(policy=policy_from_config(cfg), rig=cfg.rig,
-                            runner=TriggerRunner.from_config(cfg.trigger))
-    session.on_decision = (lambda r, d: emit_json(_row(r, d), kind="decision")) if args.json else (
-        lambda r, d: print(_text(r, d), flush=True))
-    session.on_trigger = (lambda r: emit_json({"event": "trigger", **r.to_dict()}, kind="trigger")) if args.json \
-        else (lambda r: print(f"trigger {r.trigger}: {'ok' if r.ok else 'FAILED'} — {r.message}", flush=True))
-    session.on_autofocus = (lambda m: emit_json({"event": "autofocus", **m.to_dict()}, kind="autofocus")) \
-        if args.json else (lambda m: print("autofocus finished (NINA): new baseline from the next frames", flush=True))
-    session.on_status = (lambda s: emit_json({"event": "connection", **s.to_dict()}, kind="connection")) \
-        if args.json else (lambda s: print(s.message, flush=True))
-    if not args.json:
-        print(f"listening to NINA at {host}:{port} (Advanced API WebSocket); Ctrl-C stops", flush=True)
-    stop = threading.Event()
-    try:
-        run_remote(host, port, session, stop, max_s=args.max_minutes * 60 if args.max_minutes else None)
-    except KeyboardInterrupt:
-        stop.set()
-    emit_summary(summarize(session.decisions, session.monitor.state.n_autofocus), args.json)
-    return EXIT_OK
-
-
-def cmd_replay_history(args: Any) -> int:
-    """``focuswatch replay IMAGE_HISTORY.json``: a saved NINA image history through the policy."""
-    from focuswatch.config import load_config
-    from focuswatch.policy import summarize
-    from focuswatch.watch.config import policy_from_config
-
-    cfg = load_config(args.config)
-    session = RemoteSession(policy=policy_from_config(cfg), rig=cfg.rig)
-    session.on_decision = (lambda r, d: emit_json(_row(r, d), kind="decision")) if args.json else (
-        lambda r, d: print(_text(r, d), flush=True))
-    rows = replay_history(args.folder, session)
-    emit_summary(summarize(session.decisions, session.monitor.state.n_autofocus), args.json)
-    if not any(d is not None for _, d in rows):
-        error_line(f"{args.folder}: no light frames in this image history")
-        return EXIT_FAIL
-    return EXIT_OK
-
-
-__all__ = ["hfr_record_from_image", "record_from_image", "RemoteSession", "run_remote", "replay_history", "cmd_watch_remote",
-           "cmd_replay_history"]
+__all__ = ["hfr_record_from_image", "record_from_image", "RemoteSession", "run_remote", "replay_history"]
