@@ -47,6 +47,15 @@ def night_frame(o: po.Optics, seeing_arcsec: float, cfz: float, index: int, seed
                  focpos: int = 1000, filter_name: str = "L", cadence_s: float = 300.0):
     """One frame of a physical-optics night (256 px, 30 stars), dated DATE-OBS = index x cadence
     after 2026-11-21T22:00 and at focuser position ``focpos`` (cached: nights share frames)."""
+    spec, header = night_spec(o, seeing_arcsec, cfz, index, seed, focpos=focpos, filter_name=filter_name,
+                              cadence_s=cadence_s)
+    frame = frame_from_array(po.render_frame(spec).pixels, header)
+    return frame, stars.measure(frame)
+
+
+def night_spec(o: po.Optics, seeing_arcsec: float, cfz: float, index: int, seed: int, *,
+               focpos: int = 1000, filter_name: str = "L", cadence_s: float = 300.0) -> tuple[po.FrameSpec, dict]:
+    """The spec and FITS header of :func:`night_frame`'s frame (for tests that write it to a file)."""
     import datetime as dt
 
     spec = po.FrameSpec(optics=o, seeing=po.Seeing(float(seeing_arcsec)),
@@ -55,8 +64,7 @@ def night_frame(o: po.Optics, seeing_arcsec: float, cfz: float, index: int, seed
     when = dt.datetime(2026, 11, 21, 22, 0, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=index * cadence_s)
     header = {**po.frame_header(spec, filter_name=filter_name), "DATE-OBS": when.strftime("%Y-%m-%dT%H:%M:%S"),
               "FOCPOS": focpos}
-    frame = frame_from_array(po.render_frame(spec).pixels, header)
-    return frame, stars.measure(frame)
+    return spec, header
 
 
 def assert_config_error_is_one_line(tmp_path: Path, text: str, key: str,

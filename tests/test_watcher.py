@@ -1024,3 +1024,85 @@ def test_start_up_rehearses_the_pipeline_so_the_first_frames_do_not_wait(tmp_pat
     estimators._growth_curve(0.37)
     assert estimators._growth_curve.cache_info().hits == hits + 1      # built at start-up, not now
     assert list(night.iterdir()) == []
+
+
+def test_a_restarted_watcher_keeps_the_nights_seeing_witness(tmp_path):
+    """A watcher stopped and started again on the same journal judges the next frames against
+    the same in-focus frames as one that never stopped: the witness is rebuilt from the journal
+    (seeing, frame count, source equal), and a 1 CFZ slip on an 80 mm f/6 in steady 2.5" seeing
+    right after the restart is still a focus miss. Physical-optics frames (tests/physframes.py)
+    written to a real folder as FITS, dated by DATE-OBS and their file times."""
+    import numpy as np
+
+    from types import SimpleNamespace
+
+    from physframes import REFRACTOR_80, night_frame, night_spec, rig_of
+
+    rig = rig_of(REFRACTOR_80)
+    seeings = list(2.5 * np.exp(np.random.default_rng(0).normal(0.0, 0.03, 6)))
+    cfzs = [0.0] * 4 + [1.0] * 2
+    frames = [night_frame(REFRACTOR_80, s, c, i, seed=20)[0] for i, (s, c) in enumerate(zip(seeings, cfzs))]
+    blobs = [sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=night_spec(REFRACTOR_80, s, c, i, seed=20)[1]))
+             for i, (f, s, c) in enumerate(zip(frames, seeings, cfzs))]
+
+    def watcher(name: str, journal: Journal) -> tuple[Watcher, Path, list[float]]:
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        clock = [1000.0]
+        sf, ef = statefile.resolve_paths(tmp_path / f"{name}-state")
+        w = Watcher(folder, journal, config=Config(rig=rig), policy=QUIET, state_file=sf, events_file=ef,
+                    rescan_interval_s=0, clock=lambda: clock[0], diagnose=True)
+        w.start()  # restores from the journal
+        return w, folder, clock
+
+    def feed(w: Watcher, folder: Path, clock: list[float], idx: range) -> list:
+        out = []
+        for i in idx:
+            p = folder / f"L_{i:03d}.fits"
+            p.write_bytes(blobs[i])
+            t = frames[i].meta.timestamp
+            os.utime(p, (t, t))
+            w._enqueue(p)
+            for dt in (0.3, 0.3, 5.0, 0.3):
+                out += w.process_pending()
+                clock[0] += dt
+        return out
+
+    def witness(w: Watcher):
+        return w.session.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=rig)
+
+    # the unbroken watcher
+    with Journal(tmp_path / "a.sqlite") as ja:
+        wa, fa, ca = watcher("a", ja)
+        try:
+            assert [o.status for o in feed(wa, fa, ca, range(4))] == ["measured"] * 4
+            unbroken = witness(wa)
+            out_a = feed(wa, fa, ca, range(4, 5))
+        finally:
+            wa.stop()
+        assert [it[1].diagnosis for it in ja.restore_items() if it[0] == "frame"][4] == "focus_miss"
+    assert unbroken is not None and unbroken.source == "infocus" and unbroken.n_frames == 2
+
+    # the same night, stopped after four frames and started again on the same journal
+    with Journal(tmp_path / "b.sqlite") as jb:
+        wb, fb, cb = watcher("b", jb)
+        try:
+            assert [o.status for o in feed(wb, fb, cb, range(4))] == ["measured"] * 4
+        finally:
+            wb.stop()
+    with Journal(tmp_path / "b.sqlite") as jb:
+        wb2, fb2, cb2 = watcher("b", jb)
+        try:
+            restored = witness(wb2)
+            assert restored is not None
+            assert (restored.seeing_arcsec, restored.n_frames, restored.source, restored.hfr_px) == \
+                   (unbroken.seeing_arcsec, unbroken.n_frames, unbroken.source, unbroken.hfr_px)
+            assert restored.jitter_pct == unbroken.jitter_pct
+            out_b = feed(wb2, fb2, cb2, range(4, 5))
+        finally:
+            wb2.stop()
+        labels = [it[1].diagnosis for it in jb.restore_items() if it[0] == "frame"]
+    assert [o.status for o in out_a] == [o.status for o in out_b] == ["measured"]
+    assert len(labels) == 5 and labels[4] == "focus_miss" and "focus_miss" not in labels[:4]
+    same = {k: v for k, v in out_a[0].decision.to_dict().items() if k != "file"}   # another folder
+    assert {k: v for k, v in out_b[0].decision.to_dict().items() if k != "file"} == same

@@ -287,15 +287,29 @@ class NightSession:
 
     # ------------------------------------------------------------------ restart
     def restore(self, items: Iterable[tuple[str, Any, Any]]) -> int:
-        """Rebuild the policy from a journal's ``restore_items()``; returns the frames restored.
-        A NINA signal recorded as not applied (failed, unconfirmed, same run) stays not applied."""
+        """Rebuild the policy and the night's seeing witness from a journal's ``restore_items()``;
+        returns the frames restored. A NINA signal recorded as not applied (failed, unconfirmed,
+        same run) stays not applied.
+
+        The witness is fed the recorded frames in their order, with the autofocus marks between
+        them, as :meth:`_measure` and :meth:`_count` fed it live, so a restarted watcher judges
+        the next frames against the same in-focus frames as an unbroken one. The journal's record
+        has the frame's filter, capture time, true HFR, star count and FOCPOS, not its header:
+        the plate scale (the witness's key besides the filter) is the ``[rig]``'s, so a rig that
+        takes its pixel size or focal length from the headers starts a new witness after a
+        restart, as before."""
         n = 0
+        tracker = self.witnesses()
+        rig = getattr(self.config, "rig", None) or Rig()
         for kind, a, b in items:
             if kind == "frame":
                 self.monitor.restore(a, b)
+                if getattr(a, "hfr_kind", None) is None:  # the true half-flux radius, as measured here
+                    tracker.add(a.filter_name, a.time_s, a.hfr_px, a.focuser_pos, rig=rig, n_stars=a.n_stars)
                 n += 1
             elif not str(a.source).endswith(_NOT_APPLIED):
                 self.monitor.autofocus(a)
+                tracker.autofocus()
         return n
 
     # ------------------------------------------------------------------ autofocus signals
