@@ -1106,3 +1106,18 @@ def test_a_restarted_watcher_keeps_the_nights_seeing_witness(tmp_path):
     assert len(labels) == 5 and labels[4] == "focus_miss" and "focus_miss" not in labels[:4]
     same = {k: v for k, v in out_a[0].decision.to_dict().items() if k != "file"}   # another folder
     assert {k: v for k, v in out_b[0].decision.to_dict().items() if k != "file"} == same
+
+    # an applied autofocus recorded after the frames starts the witness again after a restart too;
+    # a failed NINA run (recorded as not applied) does not
+    from focuswatch.policy import AutofocusMark, Monitor
+    from focuswatch.watch import AF_FAILED, WatchConfig
+    from focuswatch.watch.loop import NightSession
+
+    with Journal(tmp_path / "b.sqlite") as jb:
+        items = [it for it in jb.restore_items() if it[0] == "frame"][:4]
+    t_af = frames[3].meta.timestamp + 60.0
+    for source, kept in (("ekos", False), (f"nina{AF_FAILED}", True)):
+        s = NightSession(Monitor(QUIET, rig), Config(rig=rig), watch=WatchConfig())
+        assert s.restore(items + [("af", AutofocusMark(time_s=t_af, source=source), None)]) == 4
+        w = s.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=rig)
+        assert (w is not None and w.seeing_arcsec == unbroken.seeing_arcsec) if kept else w is None
