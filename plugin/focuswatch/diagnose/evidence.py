@@ -23,7 +23,7 @@ from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
 from focuswatch.diagnose.profile import KOLMOGOROV_HLR_PER_FWHM, blur_from_profile, wing_ratio_px
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
-from focuswatch.diagnose.witness import MONITOR
+from focuswatch.diagnose.labels import MONITOR
 from focuswatch.model.numerics import finite_median as _median  # the one median helper
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig

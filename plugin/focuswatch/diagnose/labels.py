@@ -130,3 +130,10 @@ ADVICE: dict[str, tuple[str, ...]] = {
             "frames taken since the onset are soft: reject them",
             "do not refocus: dew is not a focus problem"),
 }
+
+
+#: Where a seeing witness came from (``SeeingWitness.source``, ``evidence.witness_source``): a
+#: seeing monitor's header value, or the night's own in-focus frames. Here, with the other names
+#: the diagnosis reports, so the evidence can name them without importing the witness tracker.
+MONITOR = "monitor"
+INFOCUS = "infocus"

@@ -46,15 +46,12 @@ from typing import Any, Sequence
 
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
+from focuswatch.diagnose.labels import INFOCUS, MONITOR  # SeeingWitness.source values
 from focuswatch.model.numerics import MAD_TO_SIGMA, finite_median
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
 
 log = logging.getLogger("focuswatch.diagnose")
-
-#: ``SeeingWitness.source`` values.
-MONITOR = "monitor"
-INFOCUS = "infocus"
 
 
 @dataclass(frozen=True)
