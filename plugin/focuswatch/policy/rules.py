@@ -297,7 +297,7 @@ RULES: tuple[Rule, ...] = (
          "and that growth is significant at drift_z sigmas "
          "(Student's t for the night's scatter) at a rate a thermal drift can have (max_drift_cfz_per_h)",
          ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof",
-          "max_drift_cfz_per_h"),
+          "max_drift_cfz_per_h", "line_min_rise_pct_per_h"),
          "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
     Rule("reference", "image", rule_reference,
          "the last reference_frames frames are above the independent in-focus size (night's best of the "
