@@ -56,6 +56,7 @@ class PolicyConfig(Record):
     night_jitter_min_dof: int = 8
     reference_frames: int = 2
     seeing_wander_pct_per_h: float = 3.0
+    line_min_rise_pct_per_h: float = 6.0
     cross_filter_pct: float = 4.0
     rig_seeing_pct: float = 20.0
     filter_offsets: str = ""
@@ -120,6 +121,7 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "night_jitter_min_dof": (1, 100000, "frame-to-frame differences"),
     "thin_cloud_star_fraction": (0.0, 1.0, "a fraction of the star count the stars' growth explains; 0 = off"),
     "seeing_wander_pct_per_h": (0.0, 100.0, "% per hour"),
+    "line_min_rise_pct_per_h": (0.0, 1000.0, "% HFR per hour the straight-line witness needs (0 = any rise)"),
     "cross_filter_pct": ((0.0,), 100.0, "%"),
     "rig_seeing_pct": ((0.0,), 200.0, "%"),
     "max_drift_cfz_per_h": (0.0, 1000.0, "critical focus zones per hour; 0 = no limit"),

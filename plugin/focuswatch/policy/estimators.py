@@ -79,7 +79,7 @@ class DriftFit:
     frames already out of focus, where the growth is no longer the flat start of the curve the
     model assumes from zero, issue 13's second real drift). ``span_min`` is the time from the
     model's origin (the first frame since the autofocus) to the newest frame: ``defocus_um /
-    span_min`` is the fitted rate.
+    span_min`` is the fitted rate. ``slope_per_h`` is the straight line's rise (ln HFR per hour).
     """
 
     n_frames: int
@@ -93,6 +93,7 @@ class DriftFit:
     lookahead_min: float
     slope_z: float = 0.0
     span_min: float = 0.0
+    slope_per_h: float = 0.0
 
 
 @lru_cache(maxsize=8)
@@ -230,7 +231,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     # the straight line's own residuals (pooled with the night's scatter as above): a drift that
     # does not start at zero is a misfit of the curve, not seeing jitter, and must not blunt it
     sxx = float(np.sum((t - t.mean()) ** 2))
-    slope_z = 0.0
+    slope_z = slope = 0.0
     if sxx > 0:
         slope = float(np.sum((t - t.mean()) * (y - y.mean()))) / sxx
         rss_l = float(np.sum((y - y.mean() - slope * (t - t.mean())) ** 2))
@@ -240,7 +241,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
             s_l = math.sqrt(rss_l / (n - 2)) if n > 2 else 0.0
         slope_z = slope / (max(sigma_floor, s_l) / math.sqrt(sxx))
     return DriftFit(n, x_hat * um_per_blur, x_hat * scale * um_per_blur, x_low * scale * um_per_blur, level, sigma,
-                    zz, dof, lookahead_min, slope_z, t_now)
+                    zz, dof, lookahead_min, slope_z, t_now, 60.0 * slope)
 
 
 def baseline_for(history: Sequence[FrameRecord], filter_name: str | None,
