@@ -104,8 +104,9 @@ def warm_up(rig: Any = None) -> None:
     Why: the first frames of a night would otherwise wait for the lazy parts of the pipeline
     (sep's first call, the physical-optics calibration tables, the diagnosis' fits; the
     policy's first drift fit imports scipy.stats and builds its growth curve): measured on an
-    IMX571 frame, 0.3 s after the last byte when warm, 1.4-1.9 s for the frame that paid. Done before the observer starts, so no frame waits behind it. Touches no file
-    of the user's; a failure here only costs that first frame its speed, never the watcher.
+    IMX571 frame, 0.3 s after the last byte when warm, 1.4-1.9 s for the frame that paid.
+    Done before the observer starts, so no frame waits behind it. Touches no file of the
+    user's; a failure here only costs that first frame its speed, never the watcher.
     """
     import numpy as np
 
