@@ -1121,3 +1121,12 @@ def test_a_restarted_watcher_keeps_the_nights_seeing_witness(tmp_path):
         assert s.restore(items + [("af", AutofocusMark(time_s=t_af, source=source), None)]) == 4
         w = s.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=rig)
         assert (w is not None and w.seeing_arcsec == unbroken.seeing_arcsec) if kept else w is None
+
+
+def test_start_up_rehearsal_that_cannot_import_does_not_stop_the_watcher(monkeypatch):
+    """warm_up's own imports are part of the rehearsal: a pipeline module that cannot load at
+    start-up (an optional piece missing) costs the first frame its speed, never the start."""
+    from focuswatch.watch.watcher import warm_up
+
+    monkeypatch.setitem(sys.modules, "focuswatch.policy.estimators", None)  # its import now raises ImportError
+    warm_up(None)
