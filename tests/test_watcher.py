@@ -1018,6 +1018,7 @@ def test_start_up_rehearses_the_pipeline_so_the_first_frames_do_not_wait(tmp_pat
 
     night = tmp_path / "night"
     night.mkdir()
+    estimators._growth_curve.cache_clear()  # built by an earlier test, it would pass without warm_up
     warm_up(None)
     warm_up(Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.37))
     hits = estimators._growth_curve.cache_info().hits
