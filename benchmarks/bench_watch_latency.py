@@ -72,7 +72,9 @@ def bench(name: str, repeat: int, chunk: int = 4 << 20, poll_s: float = 0.5) -> 
         th = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
         th.start()   # the real loop: woken by file events, else every poll_s
         while not watcher.started:   # a night's first frame comes after the watcher is up (start-up
-            time.sleep(0.005)        # restores the journal and rehearses the pipeline: watch.warm_up)
+            if not th.is_alive():    # restores the journal and rehearses the pipeline: watch.warm_up)
+                raise RuntimeError("the watcher stopped during its start-up (see its log)")
+            time.sleep(0.005)
         try:
             for i in range(repeat):
                 hdr = dict(base.header, **{"DATE-OBS": f"2026-11-21T22:{i:02d}:00.000"})

@@ -159,3 +159,25 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
     assert p.wait(timeout=120) == 0
     assert json.loads(first)["kind"] == "frame"
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_diagnose_folder_goes_on_when_the_nights_witness_fails(tmp_path, capsys, monkeypatch):
+    """The night's seeing witness is a second look: when it fails, ``diagnose`` still prints every
+    frame's diagnosis and the night, names the failure once and exits 0 (as report and grade)."""
+    from focuswatch import diagnose
+
+    paths = []
+    for i in range(2):
+        f = sim.render(sim.SimParams(width_px=256, height_px=256, n_stars=30, seed=10 + i))
+        paths.append(tmp_path / f"l{i}.fits")
+        sim.write_fits(paths[-1], f)
+
+    def broken(*a, **kw):
+        raise ValueError("witness bug")
+
+    monkeypatch.setattr(diagnose, "night_witnesses", broken)
+    assert main(["diagnose", "--json", *map(str, paths)]) == 0
+    cap = capsys.readouterr()
+    rows = [json.loads(line) for line in cap.out.splitlines()]
+    assert sum("label" in r for r in rows) >= 2
+    assert "witness bug" in cap.err and "Traceback" not in cap.err

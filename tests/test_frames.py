@@ -602,3 +602,20 @@ def test_the_size_a_caller_just_saw_is_the_one_the_proof_and_header_use(tmp_path
     p.write_bytes(p.read_bytes()[:size - 2880])
     with pytest.raises(FrameIncomplete):
         frames.load(p, layout=layout)
+
+
+def test_a_header_from_the_proofs_layout_that_fails_is_that_frames_error(tmp_path, monkeypatch):
+    """The header taken from the watcher's proof (no file access) is inside the frame boundary
+    too: whatever goes wrong there is one FrameError naming the frame (the watcher catches
+    FrameError around read_header), never an exception that escapes the poll."""
+    p = _write(tmp_path / "l.fits", _stars(), NINA_HEADER)
+    size = p.stat().st_size
+    layout = frames.check_complete(p, size)
+
+    def broken(hdus):
+        raise ValueError("bad card")
+
+    monkeypatch.setattr(frames, "header_meta", broken)
+    with pytest.raises(FrameError) as err:
+        frames.read_header(p, layout=layout, size_bytes=size)
+    assert "l.fits" in str(err.value)

@@ -1018,6 +1018,7 @@ def test_start_up_rehearses_the_pipeline_so_the_first_frames_do_not_wait(tmp_pat
 
     night = tmp_path / "night"
     night.mkdir()
+    estimators._growth_curve.cache_clear()  # built by an earlier test, it would pass without warm_up
     warm_up(None)
     warm_up(Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.37))
     hits = estimators._growth_curve.cache_info().hits
@@ -1121,3 +1122,12 @@ def test_a_restarted_watcher_keeps_the_nights_seeing_witness(tmp_path):
         assert s.restore(items + [("af", AutofocusMark(time_s=t_af, source=source), None)]) == 4
         w = s.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=rig)
         assert (w is not None and w.seeing_arcsec == unbroken.seeing_arcsec) if kept else w is None
+
+
+def test_start_up_rehearsal_that_cannot_import_does_not_stop_the_watcher(monkeypatch):
+    """warm_up's own imports are part of the rehearsal: a pipeline module that cannot load at
+    start-up (an optional piece missing) costs the first frame its speed, never the start."""
+    from focuswatch.watch.watcher import warm_up
+
+    monkeypatch.setitem(sys.modules, "focuswatch.policy.estimators", None)  # its import now raises ImportError
+    warm_up(None)

@@ -102,7 +102,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                        on_problem=problem_printer(args.json, "diagnosis"))
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
     # the night's own seeing witness (first frames at each focus, docs/diagnose.md): judged again with it
-    witnesses = diagnose.night_witnesses([o.value[0] for o in batch.done], rig0, dcfg)
+    try:
+        witnesses = diagnose.night_witnesses([o.value[0] for o in batch.done], rig0, dcfg)
+    except Exception as exc:  # noqa: BLE001 - optional, as in SessionScan: the frames' diagnoses stand
+        error_line(f"diagnosis: the night's seeing witness failed ({exc}); frames judged without it")
+        witnesses = [None] * len(batch.done)
     for o, witness in zip(batch.done, witnesses):
         st, d, rig = o.value
         d = diagnose.rejudge(d, st, rig, witness, baseline_hfr_px=args.baseline_hfr_px, config=dcfg)

@@ -199,9 +199,10 @@ def read_header(path: str | Path, *, layout: FitsLayout | XisfLayout | None = No
     """
     from focuswatch.boundary import frame_boundary
 
-    if size_bytes is not None and _layout_still_valid(Path(path), layout, FitsLayout, size_bytes) and layout.hdus:
-        return header_meta(layout.hdus)
-    with frame_boundary(path):
+    with frame_boundary(path):  # the layout's header too: whatever it raises names this frame
+        if size_bytes is not None and _layout_still_valid(Path(path), layout, FitsLayout, size_bytes) \
+                and layout.hdus:
+            return header_meta(layout.hdus)
         p, size_bytes = _opened_path(path)
         if _layout_still_valid(p, layout, FitsLayout, size_bytes) and layout.hdus:
             return header_meta(layout.hdus)

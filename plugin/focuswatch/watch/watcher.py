@@ -108,13 +108,13 @@ def warm_up(rig: Any = None) -> None:
     Done before the observer starts, so no frame waits behind it. Touches no file of the
     user's; a failure here only costs that first frame its speed, never the watcher.
     """
-    import numpy as np
+    try:  # the imports too: a module that cannot load here is the first frame's error, not start-up's
+        import numpy as np
 
-    from focuswatch import diagnose, stars
-    from focuswatch.io.frames import frame_from_array
-    from focuswatch.policy.estimators import prepare as prepare_policy
+        from focuswatch import diagnose, stars
+        from focuswatch.io.frames import frame_from_array
+        from focuswatch.policy.estimators import prepare as prepare_policy
 
-    try:
         rng = np.random.default_rng(0)
         n = WARM_UP_SIZE_PX
         yy, xx = np.mgrid[0:n, 0:n]
