@@ -1123,6 +1123,22 @@ def test_a_restarted_watcher_keeps_the_nights_seeing_witness(tmp_path):
         w = s.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=rig)
         assert (w is not None and w.seeing_arcsec == unbroken.seeing_arcsec) if kept else w is None
 
+    # a journal row the witness cannot take (here: the tracker refuses every row) costs the
+    # witness only: the policy is restored as from usable rows, and the restart carries on
+    from focuswatch.diagnose.witness import WitnessTracker
+
+    def refuse(*a, **k):
+        raise ValueError("unusable row")
+
+    whole = NightSession(Monitor(QUIET, rig), Config(rig=rig), watch=WatchConfig())
+    assert whole.restore(items) == 4
+    s = NightSession(Monitor(QUIET, rig), Config(rig=rig), watch=WatchConfig())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(WitnessTracker, "add", refuse)
+        assert s.restore(items) == 4
+    assert s.monitor.history == whole.monitor.history and s.monitor.history
+    assert s.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=rig) is None
+
 
 def test_start_up_rehearsal_that_cannot_import_does_not_stop_the_watcher(monkeypatch):
     """warm_up's own imports are part of the rehearsal: a pipeline module that cannot load at

@@ -305,7 +305,11 @@ class NightSession:
             if kind == "frame":
                 self.monitor.restore(a, b)
                 if getattr(a, "hfr_kind", None) is None:  # the true half-flux radius, as measured here
-                    tracker.add(a.filter_name, a.time_s, a.hfr_px, a.focuser_pos, rig=rig, n_stars=a.n_stars)
+                    try:
+                        tracker.add(a.filter_name, a.time_s, a.hfr_px, a.focuser_pos, rig=rig, n_stars=a.n_stars)
+                    except Exception as exc:  # noqa: BLE001 - a row the witness cannot use costs the witness only
+                        log.warning("%s: not used for the night's seeing witness after the restart (%s)",
+                                    getattr(a, "file", "a journal row"), exc)
                 n += 1
             elif not str(a.source).endswith(_NOT_APPLIED):
                 self.monitor.autofocus(a)
