@@ -171,3 +171,17 @@ def test_filter_names_with_a_bandwidth_are_their_filter(name, wavelength_nm):
     default; an unknown name still falls back to the default."""
     assert optics.wavelength_for_filter(name, 123.0) == wavelength_nm
     assert optics.wavelength_for_filter("Dual band", 123.0) == 123.0
+
+
+@pytest.mark.parametrize("filter_name, cfz_total_um", [("Ha 7nm", 115.31), ("Sky", 96.62), ("Shutter", 96.62), (None, 96.62)])
+def test_rig_with_header_reads_the_zone_at_the_frame_filter_wavelength(filter_name, cfz_total_um):
+    """A frame's FILTER sets the wavelength its zone is read at (the seed calculator's f/6 zone:
+    96.62 um at 550 nm, 115.31 um at H-alpha). Names are matched whole after the bandwidth is
+    stripped: a name that only starts like a one-letter filter ("Sky", "Shutter" against "S"
+    for [SII]) is unknown and keeps the rig's wavelength. The seed's 656.3 nm column sits up to
+    0.035 um above the formula (see test_cfz_reproduces_seed_table): 0.04 um, as there."""
+    from focuswatch.model.frame import FrameMeta
+
+    rig = optics.rig_with_header(Rig(aperture_mm=100.0, focal_length_mm=600.0, pixel_um=3.76),
+                                 FrameMeta(filter_name=filter_name))
+    assert optics.cfz_um(rig.f_ratio, rig.wavelength_nm) == pytest.approx(cfz_total_um, abs=0.04)

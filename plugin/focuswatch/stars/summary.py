@@ -186,7 +186,8 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
     fitted = good[np.isfinite(good["fwhm"]) & (good["fwhm"] > 0)]
     ratio = _med(2.0 * fitted["hfr"] / fitted["fwhm"]) if len(fitted) else None
     rings = good["ring"]
-    masked = good["masked"] if "masked" in (good.dtype.names or ()) else np.zeros(len(good), bool)
+    has_masked = "masked" in (stars.dtype.names or ())  # tables from the crowded path (stars.crowded)
+    masked = good["masked"] if has_masked else np.zeros(len(good), bool)
     ring_ratio = ringfit.frame_ring_ratio(rings, good["ring_ok"], len(good), usable=~masked)
     # stars measured from part of their ring (crowded donuts) have no shape figure (ecc NaN):
     # the frame's and each zone's shape sample are drawn from the others
@@ -202,7 +203,7 @@ def summarize(stars: np.ndarray, *, frame: Frame | None = None, width_px: int, h
             zones.append(Zone(r_, c_, int(len(z)), _med(z["hfr"]) if len(z) else None,
                               _med(z["fwhm"]) if len(z) else None, _med(_shape_sample(zs)["ecc"]) if len(zs) else None))
     ps = plate_scale_arcsec_px
-    n_masked = int(np.count_nonzero(stars["masked"])) if "masked" in (stars.dtype.names or ()) else 0
+    n_masked = int(np.count_nonzero(stars["masked"])) if has_masked else 0
     shape = _shape_sample(good[shaped])
     reliable = elongation_reliable(shape)
     ecc = _med(shape["ecc"])
