@@ -680,3 +680,22 @@ def test_the_policy_reads_a_frames_defocus_at_its_filters_wavelength(filter_name
     last = decisions[-1]
     assert last.limit_um == pytest.approx(0.4 * zone_um, rel=1e-6)
     assert last.defocus_um == pytest.approx(truth_um, rel=0.05)
+
+
+def test_frames_a_fraction_of_a_second_apart_do_not_stop_the_policy():
+    """Near-equal capture times (a broken or simulated capture clock: frames 0.1 s apart) and a
+    rising HFR in a filter the autofocus was not made with: the straight line's rise is
+    over 709 ln HFR per hour. Its per-hour bar (line_min_rise_pct_per_h) once went through
+    expm1 of that and raised OverflowError out of Monitor.observe; every frame must get a decision."""
+    m = Monitor(PolicyConfig(), NIGHT_RIG)
+    m.autofocus(AutofocusMark(time_s=1.7e9 - 60, filter_name="R"))
+    hfrs = [2.0, 2.02, 1.98, 2.0, 2.01, 2.0, 2.0, 2.0, 2.6, 3.2, 4.0]
+    decisions = []
+    for i, hfr in enumerate(hfrs):
+        t = 1.7e9 + 0.1 * i
+        decisions.append(m.observe(FrameRecord(file=f"d{i:02d}.fits", time_s=t, n_stars=150, hfr_px=hfr,
+                                               eccentricity=0.3, star_flux_adu=5e4, background_adu=800.0,
+                                               exposure_s=60.0, filter_name="G")))
+    assert len(decisions) == len(hfrs)
+    assert all(d.decision in {"ok", "refocus", "skip"} for d in decisions), \
+        [d.decision for d in decisions]

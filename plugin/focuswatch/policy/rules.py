@@ -66,7 +66,9 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     # (cloud seed 0 of 40: in focus, its clear frames climb 4.3 %/h at 3.9 sigma; the real drifts
     # it was built for rise 10-18 %/h): the model's growth z still judges such a slow one
     untrusted = ctx.state.af_filter is not None and ctx.frame.filter_name != ctx.state.af_filter
-    fast = 100.0 * math.expm1(d.slope_per_h) >= config.line_min_rise_pct_per_h
+    # compared in ln HFR per hour: expm1 of a line fitted to frames seconds apart (duplicated
+    # DATE-OBS) overflows, and one bad header must not stop the watcher
+    fast = d.slope_per_h >= math.log1p(config.line_min_rise_pct_per_h / 100.0)
     zs = critical_z(drift_bar(config, ctx.cadence_min), d.dof + config.prior_dof) if untrusted and fast else math.inf
     if d.z < zc and d.slope_z < zs:
         return None
