@@ -66,7 +66,7 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
         if why:
             holds.append((v, why))
     # an optical defect is also worth a warning on its own (refocusing would not fix it)
-    warnings = [why for v, why in holds if v.name == "optical_defect"]
+    warnings = [why for v, why in holds if v.name == "optical_defect"] + list(ctx.notes)
     active: list[Fired] = []
     held: list[str] = []
     hold_reasons: list[str] = []
@@ -111,7 +111,7 @@ def _ok_summary(ctx: Context, config: PolicyConfig, holds: list[tuple[Veto, str]
         parts.append("in focus")
     if ctx.trend is not None:
         parts.append(f"trend {100 * 60 * ctx.trend.slope_per_min:+.1f} %/h")
-    return "; ".join(parts)
+    return "; ".join(parts + list(ctx.notes))
 
 
 def _figures(ctx: Context, config: PolicyConfig) -> dict[str, Any]:
