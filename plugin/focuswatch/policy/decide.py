@@ -19,7 +19,7 @@ from focuswatch.policy.config import PolicyConfig, parse_filter_offsets
 from focuswatch.policy.context import Context, build_context, limit_text, ratio_to_defocus
 from focuswatch.policy.records import AutofocusMark, Decision, FrameRecord
 from focuswatch.policy.rules import RULES, Fired
-from focuswatch.policy.state import PolicyState, advance, focuser_jumped, on_autofocus, with_af_point
+from focuswatch.policy.state import PolicyState, advance, focuser_jumped, forget_af_points, on_autofocus, with_af_point
 from focuswatch.policy.vetoes import VETOES, Veto
 
 
@@ -224,6 +224,7 @@ class Monitor:
         return not self._new_hfr_minimum(frame)
 
     def _pre(self, frame: FrameRecord) -> None:
+        self.state = forget_af_points(self.state, frame, self.config)   # a new night, another optical train
         st = self.state
         if not focuser_jumped(st, frame, self.config):
             return
