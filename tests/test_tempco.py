@@ -255,6 +255,13 @@ def test_a_fast_system_cooling_fast_is_caught_inside_the_zone_by_the_drift_rule(
         assert "drift" not in fixed[j].rules and j >= i, (seed, i, j)
         later += j > i
     assert later >= 5                       # seed 5: both rules at the same frame (0.46 zone)
+    # the coefficient learnt in the night (three runs 4 °C apart, 2 µm steps) raises the cap the same way
+    frames, truth = lens_night(24, 0)
+    runs = (_run(16.0, +3.0), _run(14.0, -2.0), _run(12.0, +1.0))
+    learnt = run_night(frames, PolicyConfig(**{**LENS_POLICY, "tempco_um_per_c": 0.0}), FAST_LENS, runs)
+    i = first_request(learnt)
+    assert "drift" in learnt[i].rules and truth[i] < 0.5
+    assert "learnt from 3 autofocus runs at 2 µm/step" in learnt[i].reasons[0]
 
 
 def test_the_drift_cap_follows_the_measured_cooling_not_the_coefficient_alone():
