@@ -380,6 +380,15 @@ def test_autofocus_points_of_an_earlier_night_are_not_mixed_with_tonights():
     assert len(m.state.af_points) == 2 and fit is not None and not fit.refused
     assert fit.k_steps_per_c == pytest.approx(K_STEPS_PER_C, abs=0.5)
     assert m.state.af_points_reset.startswith("a new night")
+    # a restarted watcher replays the journal's frames and runs: the same memory of the night
+    live, replayed = Monitor(PolicyConfig(), FAST), Monitor(PolicyConfig(), FAST)
+    for e in events:
+        if isinstance(e, AutofocusMark):
+            live.autofocus(e)
+            replayed.autofocus(e)
+        else:
+            replayed.restore(e, Decision.from_dict(live.observe(e).to_dict()))
+    assert replayed.state == live.state == m.state
     never = _points_after(events, PolicyConfig(tempco_reset_gap_h=0))
     assert len(never.state.af_points) == 4
     mixed = tempco_fit(never.state, PolicyConfig(tempco_reset_gap_h=0, tempco_max_rel_se=0))
