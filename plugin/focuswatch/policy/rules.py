@@ -196,7 +196,8 @@ def temperature_coefficient(ctx: Context, config: PolicyConfig) -> tuple[float, 
 
     ``[policy] tempco_um_per_c`` first (what ``focuswatch archive`` learnt over many nights);
     else the night's own autofocus runs, when the rig's ``focuser_step_um`` turns their best
-    positions (steps) into µm (:func:`focuswatch.policy.state.learnt_tempco_steps_per_c`).
+    positions (steps) into µm and their fit passes its quality gate
+    (:func:`focuswatch.policy.tempco.coefficient`, :func:`focuswatch.policy.state.tempco_fit`).
     """
     k = coefficient(ctx, config)                # a learnt one only past its quality gate
     return None if k.um_per_c is None else (k.um_per_c, k.source)
