@@ -699,3 +699,25 @@ def test_frames_a_fraction_of_a_second_apart_do_not_stop_the_policy():
     assert len(decisions) == len(hfrs)
     assert all(d.decision in {"ok", "refocus", "skip"} for d in decisions), \
         [d.decision for d in decisions]
+
+
+def test_frames_that_all_carry_one_capture_time_get_a_one_line_answer():
+    """A stuck capture clock: every frame since the autofocus carries the same DATE-OBS. No line
+    can be fitted through one instant (scipy's Theil-Sen warned, and pytest turns warnings into
+    errors, as a user's ``-W error`` would): each decision says so in one line instead, and the
+    rules that need no time still judge. Physical-optics sizes (the 130 mm f/5 table), a 1 CFZ
+    step from frame 12: the consecutive rule asks on it, as with a working clock."""
+    frames, _ = physical_jittery_night(20, cadence_s=120, jitter_pct=2.0, seed=5)
+    table = _phys_growth_table()
+    step = float(np.interp(1.0, _PHYS_CFZ_GRID, table) / table[0])
+    stuck = [replace(f, time_s=1.7e9, hfr_px=f.hfr_px * (step if i >= 12 else 1.0)) for i, f in enumerate(frames)]
+    decisions = run(stuck, PolicyConfig(**QUIET), rig=NIGHT_RIG)
+    notes = [w for d in decisions for w in d.warnings if "same capture time" in w]
+    n_window = [i for i, d in enumerate(decisions) if d.decision != "skip" and i >= PolicyConfig().min_trend_frames - 1]
+    assert len(notes) >= len(n_window) - 1 > 5
+    assert all("\n" not in w and "2023-11-14T22:13:20 UTC" in w for w in notes)
+    ok = [d for d in decisions if d.decision == "ok" and d.warnings and not d.held]
+    assert ok and all("same capture time" in d.reasons[-1] for d in ok)
+    assert all(d.trend_pct_per_h is None and d.drift_z is None for d in decisions)
+    first = first_refocus(decisions)
+    assert first is not None and first >= 12 and "consecutive" in decisions[first].rules

@@ -1147,3 +1147,102 @@ def test_start_up_rehearsal_that_cannot_import_does_not_stop_the_watcher(monkeyp
 
     monkeypatch.setitem(sys.modules, "focuswatch.policy.estimators", None)  # its import now raises ImportError
     warm_up(None)
+
+
+def test_a_restarted_watcher_keeps_the_witness_of_a_rig_known_from_the_headers(tmp_path):
+    """The same restart with an empty ``[rig]``: pixel size, focal length and aperture come only
+    from the frames' headers (XPIXSZ, FOCALLEN, APTDIA), so the witness's plate scale does too. The
+    restart reads the header facts recorded with each frame's measurement from our own journal
+    (never the frames again), and the witness and the next two frames' diagnoses (a 1 CFZ slip on
+    the 80 mm f/6 in steady 2.5", physical optics) equal the unbroken night's. Without them the
+    restored witness was keyed at no plate scale, the frames after the restart found none and the
+    slip read ``poor_seeing``."""
+    import numpy as np
+
+    from types import SimpleNamespace
+
+    from focuswatch.optics import Rig, rig_with_header
+    from physframes import REFRACTOR_80, night_frame, night_spec
+
+    seeings = list(2.5 * np.exp(np.random.default_rng(1).normal(0.0, 0.03, 6)))
+    cfzs = [0.0] * 4 + [1.0] * 2
+    frames = [night_frame(REFRACTOR_80, s, c, i, seed=21)[0] for i, (s, c) in enumerate(zip(seeings, cfzs))]
+    blobs = [sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=night_spec(REFRACTOR_80, s, c, i, seed=21)[1]))
+             for i, (f, s, c) in enumerate(zip(frames, seeings, cfzs))]
+    header_rig = rig_with_header(Rig(), frames[4].meta)
+    assert Rig().plate_scale_arcsec_px is None and header_rig.plate_scale_arcsec_px
+
+    def watcher(name: str, journal: Journal) -> tuple[Watcher, Path, list[float]]:
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        clock = [1000.0]
+        sf, ef = statefile.resolve_paths(tmp_path / f"{name}-state")
+        w = Watcher(folder, journal, config=Config(rig=Rig()), policy=QUIET, state_file=sf, events_file=ef,
+                    rescan_interval_s=0, clock=lambda: clock[0], diagnose=True)
+        w.start()
+        return w, folder, clock
+
+    def feed(w: Watcher, folder: Path, clock: list[float], idx: range) -> list:
+        out = []
+        for i in idx:
+            p = folder / f"L_{i:03d}.fits"
+            p.write_bytes(blobs[i])
+            t = frames[i].meta.timestamp
+            os.utime(p, (t, t))
+            w._enqueue(p)
+            for dt in (0.3, 0.3, 5.0, 0.3):
+                out += w.process_pending()
+                clock[0] += dt
+        return out
+
+    def witness(w: Watcher):
+        return w.session.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=header_rig)
+
+    def labels(j: Journal) -> list:
+        return [it[1].diagnosis for it in j.restore_items() if it[0] == "frame"]
+
+    with Journal(tmp_path / "a.sqlite") as ja:
+        wa, fa, ca = watcher("a", ja)
+        try:
+            assert [o.status for o in feed(wa, fa, ca, range(4))] == ["measured"] * 4
+            unbroken = witness(wa)
+            out_a = feed(wa, fa, ca, range(4, 6))
+        finally:
+            wa.stop()
+        labels_a = labels(ja)
+    assert unbroken is not None and unbroken.source == "infocus" and unbroken.n_frames == 2
+    assert labels_a[4:] == ["focus_miss", "focus_miss"] and "focus_miss" not in labels_a[:4]
+
+    with Journal(tmp_path / "b.sqlite") as jb:
+        wb, fb, cb = watcher("b", jb)
+        try:
+            feed(wb, fb, cb, range(4))
+        finally:
+            wb.stop()
+    with Journal(tmp_path / "b.sqlite") as jb:
+        items = jb.restore_items(with_header=True)
+        assert [k for k, _, _ in items].count("header") == 4
+        assert all(items[i + 1][0] == "frame" for i, it in enumerate(items) if it[0] == "header")
+        wb2, fb2, cb2 = watcher("b", jb)
+        try:
+            restored = witness(wb2)
+            assert restored is not None
+            assert restored.to_dict() == unbroken.to_dict()
+            out_b = feed(wb2, fb2, cb2, range(4, 6))
+        finally:
+            wb2.stop()
+        labels_b = labels(jb)
+    assert labels_b == labels_a
+    for a, b in zip(out_a, out_b):
+        assert {k: v for k, v in a.decision.to_dict().items() if k != "file"} == \
+               {k: v for k, v in b.decision.to_dict().items() if k != "file"}
+    # the journal's items without the header facts: the witness is keyed at the [rig]'s (no) scale
+    from focuswatch.policy import Monitor
+    from focuswatch.watch import WatchConfig
+    from focuswatch.watch.loop import NightSession
+
+    with Journal(tmp_path / "b.sqlite") as jb:
+        bare = [it for it in jb.restore_items() if it[0] == "frame"][:4]
+    s = NightSession(Monitor(QUIET, Rig()), Config(rig=Rig()), watch=WatchConfig())
+    assert s.restore(bare) == 4
+    assert s.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=header_rig) is None

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from focuswatch.model.records import json_safe
+from focuswatch.model.frame import FrameMeta
 from focuswatch.errors import JournalError
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord
 from focuswatch.io.statefile import default_state_dir, iso_utc
@@ -100,6 +101,18 @@ def default_journal_path() -> Path:
 def _json(obj: Any) -> str:
     """One row's JSON, made safe the same way as ``--json`` output (NaN -> null, numpy -> Python)."""
     return json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False)
+
+
+def _recorded_meta(stats: str | None) -> FrameMeta | None:
+    """The header facts recorded with a frame's measurement (``FrameStats.to_dict()["meta"]``),
+    ``None`` when the row has none (a row written without stats)."""
+    if not stats:
+        return None
+    try:
+        meta = json.loads(stats).get("meta")
+        return FrameMeta.from_dict(meta) if isinstance(meta, dict) else None
+    except (ValueError, TypeError, AttributeError):  # the header is a help here, never the restart's end
+        return None
 
 
 class Journal:
@@ -302,16 +315,22 @@ class Journal:
         return None if row is None or row[0] is None else float(row[0])
 
     # ------------------------------------------------------------------ reading back
-    def restore_items(self, window_h: float = RESTORE_WINDOW_H) -> list[tuple[str, Any, Any]]:
+    def restore_items(self, window_h: float = RESTORE_WINDOW_H, *,
+                      with_header: bool = False) -> list[tuple[str, Any, Any]]:
         """The current night, in the order it was applied: ``("af", mark, None)`` and
         ``("frame", FrameRecord, Decision)`` items for frames measured within ``window_h``
-        hours of the newest one (and autofocus events recorded since the first of them)."""
+        hours of the newest one (and autofocus events recorded since the first of them).
+
+        ``with_header``: each frame item is preceded by ``("header", FrameMeta, None)``, the
+        header facts recorded with its measurement (the ``stats`` column's ``meta``), when there
+        are any: what the night loop merged into the rig for it (pixel size, focal length from
+        XPIXSZ/FOCALLEN), so a restart sees the frame as it was seen live."""
         row = self._exec("SELECT MAX(time_s) FROM frames WHERE status = 'measured'").fetchone()
         if row is None or row[0] is None:
             return []
         start = float(row[0]) - window_h * 3600.0
         frames = self._exec(
-            "SELECT f.seq, f.record, d.data FROM frames f JOIN decisions d ON d.frame_id = f.id "
+            "SELECT f.seq, f.record, d.data, f.stats FROM frames f JOIN decisions d ON d.frame_id = f.id "
             "WHERE f.status = 'measured' AND f.time_s >= ? AND d.id = (SELECT MAX(id) FROM decisions "
             "WHERE frame_id = f.id) ORDER BY f.seq", (start,)).fetchall()
         if not frames:
@@ -321,7 +340,10 @@ class Journal:
                          (first_seq,)).fetchall()
         items: list[tuple[int, tuple[str, Any, Any]]] = []
         try:
-            for seq, rec, dec in frames:
+            for seq, rec, dec, stats in frames:
+                meta = _recorded_meta(stats) if with_header else None
+                if meta is not None:
+                    items.append((int(seq), ("header", meta, None)))
                 items.append((int(seq), ("frame", FrameRecord.from_dict(json.loads(rec)),
                                          Decision.from_dict(json.loads(dec)))))
             for seq, data in afs:
@@ -329,7 +351,7 @@ class Journal:
         except (ValueError, TypeError) as exc:
             raise JournalError(f"{self.path}: a journal row cannot be read back ({exc}); move the journal "
                                "away to start afresh") from None
-        items.sort(key=lambda x: x[0])
+        items.sort(key=lambda x: x[0])          # stable: a header stays before its frame
         return [it for _, it in items]
 
     def decisions(self, since_time_s: float | None = None) -> list[Decision]:

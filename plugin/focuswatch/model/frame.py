@@ -50,6 +50,8 @@ class FrameMeta(Record):
     airmass: float | None = None
     bayer_pattern: str | None = None
     telescope: str | None = None
+    #: the focuser's name (FOCNAME, as NINA writes it): another focuser's positions are another scale
+    focuser_name: str | None = None
     camera: str | None = None
     software: str | None = None
     width: int | None = None
@@ -174,6 +176,7 @@ def meta_from_header(h: Mapping[str, Any]) -> FrameMeta:
         airmass=airmass,
         bayer_pattern=bayer.upper() if bayer else None,
         telescope=_str(_first(h, "TELESCOP")),
+        focuser_name=_str(_first(h, "FOCNAME", "FOCUSER")),
         camera=_str(_first(h, "INSTRUME")),
         software=_str(_first(h, "SWCREATE", "CREATOR", "PROGRAM")),
         width=_int(_first(h, "NAXIS1", "ZNAXIS1")),

@@ -17,6 +17,8 @@ module             its job
 ``baseline``       the independent in-focus reference and the night's memory (per filter)
 ``estimators``     baselines, the drift model, trend, jitter, profile change, significance bars
 ``context``        everything the rules look at for one frame, computed once (``Context``)
+``tempco``         the focuser's temperature coefficient in force (configured, or learnt and
+                   past its gate) and the thermal drift rate it allows the drift model
 ``rules``          one function per rule, :data:`RULES`, and the tables generated from them
 ``vetoes``         the shared vetoes, written once, :data:`VETOES`
 ``decide``         :func:`decide` (vetoes, rules, holds → a decision) and :class:`Monitor`

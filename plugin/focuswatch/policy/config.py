@@ -63,6 +63,10 @@ class PolicyConfig(Record):
     max_drift_cfz_per_h: float = 4.0
     tempco_um_per_c: float = 0.0
     tempco_learn_span_c: float = 3.0
+    tempco_min_runs: int = 2
+    tempco_max_rel_se: float = 0.25
+    tempco_reset_gap_h: float = 6.0
+    tempco_drift_cap_factor: float = 2.0
 
     def __post_init__(self) -> None:
         parse_filter_offsets(self.filter_offsets)                # raises ConfigError naming the key
@@ -129,6 +133,13 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
                                          "0 = unknown (the fixed temperature_delta_c rule)"),
     "tempco_learn_span_c": (0.0, 100.0, "°C between the night's autofocus runs of one filter before their "
                                         "positions give the coefficient; 0 = never learn it"),
+    "tempco_min_runs": (2, 1000, "autofocus runs a learnt coefficient needs"),
+    "tempco_max_rel_se": (0.0, 10.0, "the learnt coefficient's standard error (from its runs' scatter about the "
+                                     "fit, with 3 runs or more) as a fraction of it, at most; 0 = no check"),
+    "tempco_reset_gap_h": (0.0, 1000.0, "hours without a light frame after which the night's autofocus runs are "
+                                        "forgotten (a new night); 0 = never"),
+    "tempco_drift_cap_factor": (0.0, 100.0, "the drift model's rate may reach this x |coefficient| x the measured "
+                                            "cooling rate, when above max_drift_cfz_per_h; 0 = the fixed cap only"),
 }
 
 

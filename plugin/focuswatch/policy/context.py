@@ -58,6 +58,8 @@ class Context:
     cadence_min: float = 0.0
     #: the frame's filter wavelength: the defocus and the zone are read at the same one
     wavelength_nm: float = 550.0
+    #: sentences the decision carries whatever the rules say (a stuck capture clock)
+    notes: tuple[str, ...] = ()
 
     @property
     def baseline_sigma(self) -> float:
@@ -125,6 +127,7 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
     floor = config.jitter_floor_pct / 100.0
     jitter, jitter_dof = floor, config.prior_dof
     trend = drift = None
+    notes: tuple[str, ...] = ()
     prof_drop = prof_sigma = None
     same = [f for f in with_frame if f.filter_name == frame.filter_name]
     night_j, night_dof = night.jitter() if night is not None else (None, 0)
@@ -147,7 +150,9 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
         lookahead = config.lookahead_frames * cadence_min
         window = [(t, r) for t, r in pts
                   if config.trend_window_min <= 0 or t >= now - config.trend_window_min * 60.0]
-        if len(window) >= config.min_trend_frames:
+        if len(window) >= config.min_trend_frames and len({t for t, _ in window}) == 1:
+            notes = (same_time_note(len(window), window[0][0]),)
+        elif len(window) >= config.min_trend_frames:
             trend = fit_trend([(t - now) / 60.0 for t, _ in window], [r for _, r in window],
                               lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor)
         if len(pts) >= 3 and opt and exp_hfr:
@@ -183,7 +188,7 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                    jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig,
                    reference, excess, ref_z, recent, float(night_dof),
                    cadence_min if base is not None and base.complete else 0.0,
-                   frame_wavelength_nm(frame, rig))
+                   frame_wavelength_nm(frame, rig), notes)
 
 
 def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:
@@ -203,6 +208,17 @@ def _reference(frame: FrameRecord, night: NightMemory | None, config: PolicyConf
                          cross_filter_pct=config.cross_filter_pct, baseline_frames=config.baseline_frames,
                          rig=rig, seeing_arcsec=frame.seeing_arcsec, rig_seeing_pct=config.rig_seeing_pct,
                          hfr_kind=frame.hfr_kind)
+
+
+def same_time_note(n_frames: int, time_s: float) -> str:
+    """One line for a trend window whose frames all carry one capture time: no line can be
+    fitted through them (a stuck camera or capture-PC clock writes the same DATE-OBS)."""
+    import datetime as _dt
+
+    when = _dt.datetime.fromtimestamp(time_s, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") \
+        if math.isfinite(time_s) and abs(time_s) < 1e11 else repr(time_s)
+    return (f"no trend: the last {n_frames} frames all carry the same capture time ({when} UTC, DATE-OBS): "
+            "is the capture clock stuck? Rules that need time (drift, trend) cannot judge them")
 
 
 def ratio_to_defocus(ctx: Context, ratio: float) -> float | None:

@@ -19,7 +19,7 @@ from focuswatch.policy.config import PolicyConfig, parse_filter_offsets
 from focuswatch.policy.context import Context, build_context, limit_text, ratio_to_defocus
 from focuswatch.policy.records import AutofocusMark, Decision, FrameRecord
 from focuswatch.policy.rules import RULES, Fired
-from focuswatch.policy.state import PolicyState, advance, focuser_jumped, on_autofocus, with_af_point
+from focuswatch.policy.state import PolicyState, advance, focuser_jumped, forget_af_points, on_autofocus, with_af_point
 from focuswatch.policy.vetoes import VETOES, Veto
 
 
@@ -66,7 +66,7 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
         if why:
             holds.append((v, why))
     # an optical defect is also worth a warning on its own (refocusing would not fix it)
-    warnings = [why for v, why in holds if v.name == "optical_defect"]
+    warnings = [why for v, why in holds if v.name == "optical_defect"] + list(ctx.notes)
     active: list[Fired] = []
     held: list[str] = []
     hold_reasons: list[str] = []
@@ -111,7 +111,7 @@ def _ok_summary(ctx: Context, config: PolicyConfig, holds: list[tuple[Veto, str]
         parts.append("in focus")
     if ctx.trend is not None:
         parts.append(f"trend {100 * 60 * ctx.trend.slope_per_min:+.1f} %/h")
-    return "; ".join(parts)
+    return "; ".join(parts + list(ctx.notes))
 
 
 def _figures(ctx: Context, config: PolicyConfig) -> dict[str, Any]:
@@ -224,6 +224,7 @@ class Monitor:
         return not self._new_hfr_minimum(frame)
 
     def _pre(self, frame: FrameRecord) -> None:
+        self.state = forget_af_points(self.state, frame, self.config)   # a new night, another optical train
         st = self.state
         if not focuser_jumped(st, frame, self.config):
             return

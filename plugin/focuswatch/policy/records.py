@@ -51,6 +51,9 @@ class FrameRecord(Record):
     diagnosis_advice: str | None = None
     seeing_arcsec: float | None = None
     hfr_kind: str | None = None
+    #: what the header says the optical train is (:func:`rig_id_of`); a change forgets the
+    #: night's autofocus positions for the temperature coefficient
+    rig_id: str | None = None
 
     @property
     def has_size(self) -> bool:
@@ -75,7 +78,22 @@ def record_from_stats(stats: Any, *, file: str, time_s: float, diagnosis: str | 
         star_flux_adu=stats.star_flux_adu, background_adu=stats.background_adu,
         exposure_s=meta.exposure_s, filter_name=meta.filter_name, temp_c=meta.temperature_c,
         focuser_pos=meta.focuser_pos, airmass=meta.airmass, is_light=meta.is_light,
-        diagnosis=diagnosis, diagnosis_advice=diagnosis_advice, seeing_arcsec=getattr(meta, "seeing_arcsec", None))
+        diagnosis=diagnosis, diagnosis_advice=diagnosis_advice, seeing_arcsec=getattr(meta, "seeing_arcsec", None),
+        rig_id=rig_id_of(meta))
+
+
+def rig_id_of(meta: Any) -> str | None:
+    """The optical train as the header names it: TELESCOP, the focuser (FOCNAME), FOCALLEN, the
+    pixel size and binning, ``None`` when the header gives none of them. Two frames with another
+    id were taken through another train (a reducer, another camera or focuser), where the same
+    focuser position is another focus."""
+    def num(x: Any) -> str:
+        return f"{float(x):g}" if isinstance(x, (int, float)) and math.isfinite(x) else ""
+
+    parts = (str(getattr(meta, "telescope", None) or "").strip(), str(getattr(meta, "focuser_name", None) or "").strip(),
+             num(getattr(meta, "focal_length_mm", None)), num(getattr(meta, "pixel_um", None)),
+             num(getattr(meta, "binning", None)))
+    return "|".join(parts) if any(parts) else None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from focuswatch import optics
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.context import Context, defocus_limits, focus_optics, limit_text, ratio_of, ratio_to_defocus
 from focuswatch.policy.estimators import Baseline, critical_z, drift_bar, expected_hfr_px
-from focuswatch.policy.state import learnt_tempco_steps_per_c
+from focuswatch.policy.tempco import coefficient, drift_cap_cfz_per_h
 from focuswatch.policy.vetoes import VETOES
 
 
@@ -76,13 +76,14 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     # (issue 13's seeing-jitter night, seed 12: 4.3 CFZ/h fitted over 21 minutes). A real step
     # (a slipping focuser) is the consecutive rule's to catch, the reference rule's after a filter change
     rate = drift_rate_cfz_per_h(ctx)
-    if config.max_drift_cfz_per_h > 0 and rate is not None and rate > config.max_drift_cfz_per_h:
+    cap, thermal = drift_cap_cfz_per_h(ctx, config)      # raised by a known coefficient x the cooling
+    if cap > 0 and rate is not None and rate > cap:
         return None
     growth = f"growth since the autofocus {d.z:.1f} σ" if d.z >= zc else \
         f"a steady rise {d.slope_z:.1f} σ (needs {zs:.1f} σ), the model's growth {d.z:.1f} σ"
     return Fired("drift", f"focus drift: defocus {d.defocus_um:.0f} µm now, {d.predicted_um:.0f} µm in "
                           f"{d.lookahead_min:.0f} min ({growth} over {d.n_frames} "
-                          f"frames, needs {zc:.1f} σ; jitter {100 * d.sigma:.1f} %) is past the "
+                          f"frames, needs {zc:.1f} σ; jitter {100 * d.sigma:.1f} %{thermal}) is past the "
                           f"{limit_text(ctx, config)}")
 
 
@@ -195,19 +196,11 @@ def temperature_coefficient(ctx: Context, config: PolicyConfig) -> tuple[float, 
 
     ``[policy] tempco_um_per_c`` first (what ``focuswatch archive`` learnt over many nights);
     else the night's own autofocus runs, when the rig's ``focuser_step_um`` turns their best
-    positions (steps) into µm (:func:`focuswatch.policy.state.learnt_tempco_steps_per_c`).
+    positions (steps) into µm and their fit passes its quality gate
+    (:func:`focuswatch.policy.tempco.coefficient`, :func:`focuswatch.policy.state.tempco_fit`).
     """
-    if config.tempco_um_per_c:
-        return config.tempco_um_per_c, "configured"
-    step_um = ctx.rig.focuser_step_um
-    if not step_um:
-        return None
-    k_steps = learnt_tempco_steps_per_c(ctx.state, config.tempco_learn_span_c)
-    if k_steps is None:
-        return None
-    names = [p[0] for p in ctx.state.af_points]
-    n_runs = sum(1 for name in names if names.count(name) >= 2)       # the runs the slope rests on
-    return k_steps * step_um, f"learnt from {n_runs} autofocus runs at {step_um:g} µm/step"
+    k = coefficient(ctx, config)                # a learnt one only past its quality gate
+    return None if k.um_per_c is None else (k.um_per_c, k.source)
 
 
 def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
@@ -233,8 +226,9 @@ def rule_temperature(ctx: Context, config: PolicyConfig) -> Fired | None:
                                     f"{limit_text(ctx, config)}")
     if abs(ctx.temp_delta_c) + 1e-9 < config.temperature_delta_c:
         return None
+    note = coefficient(ctx, config).note
     return Fired("temperature", f"temperature changed {ctx.temp_delta_c:+.1f} °C since the autofocus "
-                                f"(limit {config.temperature_delta_c:g} °C)")
+                                f"(limit {config.temperature_delta_c:g} °C{'; ' + note if note else ''})")
 
 
 def rule_time(ctx: Context, config: PolicyConfig) -> Fired | None:
@@ -297,9 +291,10 @@ RULES: tuple[Rule, ...] = (
          "profile flattening together, its in-focus level anchored on the independent reference when that "
          "says the baseline was already out of focus) puts the defocus lookahead_frames ahead past the limit, "
          "and that growth is significant at drift_z sigmas "
-         "(Student's t for the night's scatter) at a rate a thermal drift can have (max_drift_cfz_per_h)",
+         "(Student's t for the night's scatter) at a rate a thermal drift can have (max_drift_cfz_per_h, or "
+         "tempco_drift_cap_factor x the known coefficient x the frames' measured cooling, if higher)",
          ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof",
-          "max_drift_cfz_per_h", "line_min_rise_pct_per_h"),
+          "max_drift_cfz_per_h", "line_min_rise_pct_per_h", "tempco_drift_cap_factor"),
          "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
     Rule("reference", "image", rule_reference,
          "the last reference_frames frames are above the independent in-focus size (night's best of the "
@@ -316,10 +311,11 @@ RULES: tuple[Rule, ...] = (
          lambda c: c.consecutive_frames > 0 and c.defocus_limit_cfz > 0),
     Rule("temperature", "schedule", rule_temperature,
          "with the focuser's temperature coefficient known (tempco_um_per_c, else learnt from the night's "
-         "autofocus runs and the rig's focuser_step_um): the predicted defocus |k x temperature change since "
-         "the autofocus| reaches defocus_limit_cfz of the CFZ at the filter's wavelength; without it, the "
-         "focuser temperature moved temperature_delta_c",
-         ("temperature_delta_c", "tempco_um_per_c", "tempco_learn_span_c", "defocus_limit_cfz"),
+         "autofocus runs and the rig's focuser_step_um, when their fit passes its quality gate): the predicted "
+         "defocus |k x temperature change since the autofocus| reaches defocus_limit_cfz of the CFZ at the "
+         "filter's wavelength; without it, the focuser temperature moved temperature_delta_c",
+         ("temperature_delta_c", "tempco_um_per_c", "tempco_learn_span_c", "tempco_min_runs", "tempco_max_rel_se",
+          "tempco_reset_gap_h", "defocus_limit_cfz"),
          "temperature_delta_c = 0", lambda c: c.temperature_delta_c > 0),
     Rule("time", "schedule", rule_time, "max_interval_min minutes since the autofocus", ("max_interval_min",),
          "max_interval_min = 0", lambda c: c.max_interval_min > 0),

@@ -293,23 +293,31 @@ class NightSession:
 
         The witness is fed the recorded frames in their order, with the autofocus marks between
         them, as :meth:`_measure` and :meth:`_count` fed it live, so a restarted watcher judges
-        the next frames against the same in-focus frames as an unbroken one. The journal's record
-        has the frame's filter, capture time, true HFR, star count and FOCPOS, not its header:
-        the plate scale (the witness's key besides the filter) is the ``[rig]``'s, so a rig that
-        takes its pixel size or focal length from the headers starts a new witness after a
-        restart, as before."""
+        the next frames against the same in-focus frames as an unbroken one. Its key besides the
+        filter is the plate scale of the frame's rig, the ``[rig]`` merged with the frame's header
+        (:func:`focuswatch.optics.rig_with_header`): a ``("header", FrameMeta, None)`` item before
+        a frame (``Journal.restore_items(with_header=True)``, the header facts recorded with its
+        measurement) gives it; without one, the ``[rig]`` alone (a rig known only from the
+        headers then starts a new witness)."""
+        from focuswatch.optics import rig_with_header
+
         n = 0
         tracker = self.witnesses()
         rig = getattr(self.config, "rig", None) or Rig()
+        meta: Any = None
         for kind, a, b in items:
-            if kind == "frame":
+            if kind == "header":
+                meta = a
+            elif kind == "frame":
                 self.monitor.restore(a, b)
                 if getattr(a, "hfr_kind", None) is None:  # the true half-flux radius, as measured here
                     try:
-                        tracker.add(a.filter_name, a.time_s, a.hfr_px, a.focuser_pos, rig=rig, n_stars=a.n_stars)
+                        tracker.add(a.filter_name, a.time_s, a.hfr_px, a.focuser_pos,
+                                    rig=rig_with_header(rig, meta) if meta is not None else rig, n_stars=a.n_stars)
                     except Exception as exc:  # noqa: BLE001 - a row the witness cannot use costs the witness only
                         log.warning("%s: not used for the night's seeing witness after the restart (%s)",
                                     getattr(a, "file", "a journal row"), exc)
+                meta = None
                 n += 1
             elif not str(a.source).endswith(_NOT_APPLIED):
                 self.monitor.autofocus(a)

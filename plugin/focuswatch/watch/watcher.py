@@ -259,7 +259,8 @@ class Watcher:
         """Restore from the journal, start the observer and queue the catch-up scan."""
         from focuswatch.io import statefile
 
-        n = self.session.restore(self.journal.restore_items())   # a failed NINA run stays not applied
+        # a failed NINA run stays not applied; each frame with the header facts it was judged with
+        n = self.session.restore(self.journal.restore_items(with_header=True))
         if n:
             log.info("restored %d frames of this night from %s", n, self.journal.path)
         self._last_decision_id = self.journal.last_decision_id()
