@@ -51,6 +51,10 @@ class DiagnoseConfig(Record):
     #: checked on seeds 13-14 (benchmarks/diagnose_eval.py --seeing-witness).
     seeing_size_uncertainty: float = 0.25
     seeing_size_miss_cfz: float = 0.4
+    #: The star's size is a median of its stars' HFRs, known to about 1.25 x their robust scatter
+    #: over sqrt(n) (a fraction): the size allowance grows by this many of those errors (0.3 % on
+    #: the labelled set's 30-star frames, a few % on a frame of a dozen stars).
+    size_noise_z: float = 2.0
     #: The night's own seeing witness (``diagnose.witness``): the first frames of a filter at a
     #: new focus (after an autofocus, or a focuser move of more than ``witness_focuser_steps``)
     #: give the seeing, from their median HFR, for that filter's later frames at the same focus,
@@ -212,7 +216,7 @@ class DiagnoseConfig(Record):
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "min_stars": (1, 10000), "flat_profile_ratio": (0.3, 1.5), "reference_seeing_arcsec": (0.2, 20.0),
         "poor_seeing_excess": (1.0, 5.0), "focus_miss_blur_ratio": (0.05, 10.0), "focus_miss_cfz": (0.05, 20.0),
-        "seeing_size_uncertainty": (0.0, 2.0), "seeing_size_miss_cfz": (0.05, 20.0),
+        "seeing_size_uncertainty": (0.0, 2.0), "seeing_size_miss_cfz": (0.05, 20.0), "size_noise_z": (0.0, 20.0),
         "witness_size_uncertainty": (0.0, 2.0), "witness_frames": (1, 100), "witness_max_age_s": (0.0, 1e7), "witness_focuser_steps": (0.0, 1e9),
         "witness_jitter_z": (0.0, 20.0), "witness_min_steps": (0, 100), "witness_size_max_cfz_band": (0.0, 100.0),
         "dew_wing_excess": (0.0, 5.0), "dew_min_halo_px": (0.0, 50.0), "elongated_ecc": (0.0, 1.0),
