@@ -492,10 +492,12 @@ def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
     assert cfg.grade_config().soft_factor == 1.3
     assert diagnose.DiagnoseConfig().focus_miss_cfz == 0.7  # defaults untouched
     p.write_text("[diagnose]\nwitness_frames = 3\nwitness_max_age_s = 900\nwitness_size_max_cfz_band = [0.5, 0.8]\n"
-                 "witness_min_steps = 4\nwitness_jitter_z = 1.5\nwitness_size_uncertainty = 0.2\n", encoding="utf-8")
+                 "witness_min_steps = 4\nwitness_jitter_z = 1.5\nwitness_size_uncertainty = 0.2\nsize_noise_z = 3\n",
+                 encoding="utf-8")
     w = load_config(p).diagnose_config()
     assert (w.witness_frames, w.witness_max_age_s, w.witness_size_max_cfz_band) == (3, 900.0, (0.5, 0.8))
     assert (w.witness_min_steps, w.witness_jitter_z, w.witness_size_uncertainty) == (4, 1.5, 0.2)
+    assert w.size_noise_z == 3.0 and diagnose.DiagnoseConfig().size_noise_z == 2.0
 
 
 @pytest.mark.parametrize("text,key", [
@@ -509,6 +511,7 @@ def test_diagnose_and_grade_thresholds_come_from_toml(tmp_path):
     ("[diagnose]\nwitness_size_max_cfz_band = [1.0, 0.7]\n", "witness_size_max_cfz_band"),
     ("[diagnose]\nwitness_frames = 0\n", "witness_frames"),
     ("[diagnose]\nwitness_max_age_s = -5.0\n", "witness_max_age_s"),
+    ("[diagnose]\nsize_noise_z = -1\n", "size_noise_z"),
 ])
 def test_a_wrong_threshold_is_one_line_naming_file_section_and_key(tmp_path, text, key):
     assert_config_error_is_one_line(tmp_path, text, key)
