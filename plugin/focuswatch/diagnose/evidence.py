@@ -48,8 +48,10 @@ class Evidence(Record):
     #: Measured HFR over ``expected_hfr_px`` when the seeing was measured (``rig.seeing_arcsec``).
     hfr_over_seeing_expected: float | None = None
     #: With a seeing measured for this frame (``diagnose.frame(measured_seeing_arcsec=...)``): the
-    #: smallest defocus (CFZ units) the star's size implies, over the in-focus HFR for that seeing
-    #: raised by ``DiagnoseConfig.seeing_size_uncertainty`` (see :func:`_size_defocus_cfz`).
+    #: smallest defocus (CFZ units) the star's size implies, over the largest in-focus HFR that seeing
+    #: allows (a monitor: raised by ``DiagnoseConfig.seeing_size_uncertainty``; the night's in-focus
+    #: witness: a seeing ``witness_size_uncertainty`` worse, the night's scatter; both: the median's
+    #: own error, ``size_noise_z``; see :func:`_size_defocus`).
     size_defocus_cfz_low: float | None = None
     #: ... and the smallest blur / seeing FWHM it implies (the geometric blur growing the allowed
     #: in-focus HFR to the measured one, over the allowed seeing): a size call needs both, as the
