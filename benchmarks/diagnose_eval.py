@@ -28,9 +28,10 @@ With ``--seeing-witness`` the diagnosis is also scored with a seeing measured fo
 exact, then 10 % off) and the night's own witness (``diagnose.SeeingWitness``, source
 ``infocus``): the seeing the same rig's in-focus frame gives (the night's frames after an
 autofocus, as ``watch``, ``replay``, ``diagnose FOLDER`` and the grade now take it), with the
-seeing unchanged since, then 15 % and 30 % worse at the frame than at the witness (what the
-witness' guards must survive; a steady night's frame-to-frame scatter is not known here, so
-its allowance is the bare ``seeing_size_uncertainty``). The profile shape alone cannot tell a
+seeing unchanged since, then 15 %, 20 % and 30 % worse at the frame than at the witness (what
+the witness' guards must survive; a steady night's frame-to-frame scatter is not known here, so
+its allowance is the bare ``witness_size_uncertainty``: a seeing that much worse, through the
+rig's calibrated in-focus size). The profile shape alone cannot tell a
 1 CFZ blur from seeing; the size can.
 
 The labelled set puts its defocus on the grid ``LABELLED_DEFOCUS_CFZ`` (0, 0.25, 0.5, 1, 1.5,
@@ -129,7 +130,7 @@ def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
 #: The labelled set's defocus drawn "continuously": 300 values evenly over 0-3 CFZ, none on a boundary.
 CONTINUOUS_DEFOCUS_CFZ = tuple(round(0.005 + 0.01 * k, 3) for k in range(300))
 #: Seeing at the frame over seeing at the witness, for the rows that test the witness' guards.
-WITNESS_WORSE = (1.15, 1.3)
+WITNESS_WORSE = (1.15, 1.2, 1.3)
 
 
 def night_seeing_arcsec(spec: po.FrameSpec) -> float | None:
@@ -191,7 +192,8 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = F
                     if lf.truth != "ambiguous" and calls[m] != (lf.truth == "focus_miss"):
                         wrong.append(f"  [{m}] {lf.rig_name}, {lf.spec.seeing.kind} {true_see:.2f}\" "
                                      f"(given {see or float('nan'):.2f}\"), {lf.defocus_cfz} CFZ: {dw.label}, "
-                                     f"size defocus >= {dw.evidence.size_defocus_cfz_low} CFZ")
+                                     f"size defocus >= {dw.evidence.size_defocus_cfz_low} CFZ, "
+                                     f"size blur/seeing >= {dw.evidence.size_blur_to_seeing_low}")
             h = sep_hfr(fr.pixels)
             calls["sep HFR rule"] = (h is not None and h > RATIO_RULE * expected_hfr_px(lf.spec))
             if "ASTAP HFD rule" in methods:

@@ -48,9 +48,15 @@ class Evidence(Record):
     #: Measured HFR over ``expected_hfr_px`` when the seeing was measured (``rig.seeing_arcsec``).
     hfr_over_seeing_expected: float | None = None
     #: With a seeing measured for this frame (``diagnose.frame(measured_seeing_arcsec=...)``): the
-    #: smallest defocus (CFZ units) the star's size implies, over the in-focus HFR for that seeing
-    #: raised by ``DiagnoseConfig.seeing_size_uncertainty`` (see :func:`_size_defocus_cfz`).
+    #: smallest defocus (CFZ units) the star's size implies, over the largest in-focus HFR that seeing
+    #: allows (a monitor: raised by ``DiagnoseConfig.seeing_size_uncertainty``; the night's in-focus
+    #: witness: a seeing ``witness_size_uncertainty`` worse, the night's scatter; both: the median's
+    #: own error, ``size_noise_z``; see :func:`_size_defocus`).
     size_defocus_cfz_low: float | None = None
+    #: ... and the smallest blur / seeing FWHM it implies (the geometric blur growing the allowed
+    #: in-focus HFR to the measured one, over the allowed seeing): a size call needs both, as the
+    #: profile's call does (``focus_miss_blur_ratio``).
+    size_blur_to_seeing_low: float | None = None
     #: The seeing witness used (``diagnose.witness.SeeingWitness``): its seeing FWHM (arcsec),
     #: ``"monitor"`` or ``"infocus"``, the median true HFR (px) and number of the in-focus
     #: frames, the frame's time after the last of them (s), and the night's frame-to-frame HFR
@@ -289,19 +295,35 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
             donut_d = 2.0 * h_don / optics.true_hfr_factor(eps_tab)
 
     defocus = _defocus(hfr_med, wing, pr, rig, baseline_hfr_px, donut_d, eps_est, config)
-    size_cfz = None
+    size_cfz = size_x = None
     # a past seeing (the night's in-focus frames) may have moved since: its allowance grows with
     # the night's frame-to-frame scatter of the filter's HFR
     past = seeing_witness is not None and getattr(seeing_witness, "source", None) != MONITOR
-    allowance = config.witness_size_uncertainty if past else config.seeing_size_uncertainty
-    if past:
-        steps = math.sqrt(max(1, int(getattr(seeing_witness, "frames_since", 1) or 1)))  # a random walk since
-        allowance += config.witness_jitter_z * steps * (getattr(seeing_witness, "jitter_pct", None) or 0.0) / 100.0
-    if measured_seeing_arcsec and donut_d is None:
-        exp_measured = expected_hfr_px(rig.with_(seeing_arcsec=measured_seeing_arcsec), config, scale)
-        size_cfz = _size_defocus_cfz(hfr_med, exp_measured, rig, config, allowance)
+    if measured_seeing_arcsec and donut_d is None and scale:
+        # the median HFR's own error (its stars' scatter): few stars, a wider allowance
+        noise = config.size_noise_z * _median_rel_error(own["hfr"])
+        if past:
+            # the same rig and seeing kind as the witness: what may differ is the seeing itself,
+            # up to witness_size_uncertainty worse, turned into an in-focus HFR by the rig's own
+            # calibrated call (diffraction makes a seeing change grow the star less on small,
+            # slow rigs), then the night's scatter as a random walk since the witness
+            steps = math.sqrt(max(1, int(getattr(seeing_witness, "frames_since", 1) or 1)))
+            jitter = config.witness_jitter_z * steps * (getattr(seeing_witness, "jitter_pct", None) or 0.0) / 100.0
+            see_allow = measured_seeing_arcsec * (1.0 + config.witness_size_uncertainty)
+            h_allow = expected_hfr_px(rig.with_(seeing_arcsec=see_allow), config, scale)
+            if h_allow:
+                h_allow *= (1.0 + jitter) * (1.0 + noise)
+        else:
+            # a monitor: another instrument, and any seeing kind: the in-focus HFR of real seeing
+            # profiles spreads around the Kolmogorov size for the same nominal FWHM
+            see_allow = measured_seeing_arcsec * (1.0 + config.seeing_size_uncertainty)
+            h_allow = expected_hfr_px(rig.with_(seeing_arcsec=measured_seeing_arcsec), config, scale)
+            if h_allow:
+                h_allow *= (1.0 + config.seeing_size_uncertainty) * (1.0 + noise)
+        size_cfz, size_x = _size_defocus(hfr_med, h_allow, see_allow / scale, rig)
     if size_cfz is not None:
         defocus["cfz_size_low"] = size_cfz
+        defocus["x_size_low"] = size_x
     worse = None
     if size_cfz is not None and past:
         defocus["witness_past"] = True
@@ -315,7 +337,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         fwhm_arcsec=_r(fwhm_med * scale) if (fwhm_med and scale) else None,
         expected_fwhm_px=_r(exp_fwhm), expected_hfr_px=_r(exp_hfr),
         hfr_over_seeing_expected=_r(hfr_med / exp_hfr) if (rig.seeing_arcsec and exp_hfr) else None,
-        size_defocus_cfz_low=_r(size_cfz),
+        size_defocus_cfz_low=_r(size_cfz), size_blur_to_seeing_low=_r(size_x),
         witness_seeing_arcsec=_r(wit.seeing_arcsec if wit is not None else measured_seeing_arcsec),
         witness_source=(wit.source if wit is not None else (MONITOR if measured_seeing_arcsec else None)),
         witness_hfr_px=_r(getattr(wit, "hfr_px", None)), witness_n_frames=getattr(wit, "n_frames", None) or None,
@@ -391,28 +413,45 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
     return out
 
 
-def _size_defocus_cfz(hfr_px: float | None, expected_hfr_px: float | None, rig: Rig,
-                      config: DiagnoseConfig, allowance: float | None = None) -> float | None:
-    """The smallest defocus (CFZ units) the star's size implies when the seeing was measured.
+def _median_rel_error(hfr_px: np.ndarray) -> float:
+    """Relative standard error of the median of the stars' HFRs (1.2533 x their robust scatter
+    over sqrt(n), over the median): the frame's own size is known only that well."""
+    h = _finite(hfr_px)
+    h = h[h > 0]
+    if h.size < 3:
+        return 0.0
+    return float(1.2533 * mad_std(h) / math.sqrt(h.size) / np.median(h))
+
+
+def _size_defocus(hfr_px: float | None, allowed_hfr_px: float | None, seeing_px: float | None,
+                  rig: Rig) -> tuple[float | None, float | None]:
+    """The smallest defocus the star's size implies when the seeing was measured: in CFZ
+    units, and as the blur over the seeing FWHM.
 
     Only for a seeing measured at the time of the frame (a seeing monitor, or the night's
     in-focus frames), never for ``rig.seeing_arcsec`` from a configuration file: a typical
     seeing on a bad night would make every focused frame a focus miss.
-    The in-focus HFR for the measured seeing (:func:`expected_hfr_px`) is raised by
-    ``config.seeing_size_uncertainty`` (the in-focus HFR of real seeing profiles, outer scale
-    and Moffat wings, spreads that much around the Kolmogorov value for the same nominal FWHM;
-    a seeing monitor adds its own error) and the measured HFR's growth over it is turned into
-    a defocus through the calibrated physical growth (:func:`focuswatch.optics.defocus_um_from_hfr`).
-    The same relative uncertainty costs more defocus where seeing dominates the star (fast, large
-    rigs: the HFR grows slowly with defocus) than where diffraction does (slow, small rigs), so
-    the size witness is strongest exactly where the profile shape is weakest. ``None`` without
-    a plate scale, focal ratio or pixel size. ``allowance`` replaces
-    ``config.seeing_size_uncertainty`` (the night's in-focus witness: ``witness_size_uncertainty``
-    plus the night's scatter).
+    ``allowed_hfr_px`` is the largest in-focus HFR the measured seeing allows (the caller
+    raises it by its allowance: ``seeing_size_uncertainty`` for a monitor, whose seeing kind
+    and instrument differ from the telescope's; for the night's in-focus witness a seeing up to
+    ``witness_size_uncertainty`` worse through the rig's calibrated in-focus size, the night's
+    scatter and the median's own error). The measured HFR's growth over it is turned into a
+    defocus through the calibrated physical growth (:func:`focuswatch.optics.defocus_um_from_hfr`).
+    The same relative uncertainty costs more defocus where seeing dominates the star (fast,
+    large rigs: the HFR grows slowly with defocus) than where diffraction does (slow, small
+    rigs), so the size witness is strongest exactly where the profile shape is weakest.
+
+    The second figure is the geometric blur that grows the allowed HFR to the measured one
+    (the seeing-dominated model, :func:`focuswatch.optics.defocus_blur_px_from_hfr`) over the
+    allowed seeing FWHM (``seeing_px``): the same blur/seeing the labelled truth and the
+    profile's call (``focus_miss_blur_ratio``) use. A defocus of one CFZ or more on a large,
+    fast rig in poor seeing hides under the seeing (blur/seeing well under 1): not a focus miss.
+    ``(None, None)`` without a focal ratio or pixel size.
     """
     n, pix = rig.f_ratio, rig.effective_pixel_um
-    if not (hfr_px and expected_hfr_px and n and pix):
-        return None
-    h0 = expected_hfr_px * (1.0 + (config.seeing_size_uncertainty if allowance is None else allowance))
-    um = optics.defocus_um_from_hfr(hfr_px, h0, n, pix, rig.obstruction or 0.0, wavelength_nm=rig.wavelength_nm)
-    return um / optics.cfz_um(n, rig.wavelength_nm)
+    if not (hfr_px and allowed_hfr_px and seeing_px and n and pix):
+        return None, None
+    eps = rig.obstruction or 0.0
+    um = optics.defocus_um_from_hfr(hfr_px, allowed_hfr_px, n, pix, eps, wavelength_nm=rig.wavelength_nm)
+    x = optics.defocus_blur_px_from_hfr(hfr_px, allowed_hfr_px, eps, None) / seeing_px
+    return um / optics.cfz_um(n, rig.wavelength_nm), x

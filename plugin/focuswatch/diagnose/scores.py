@@ -120,6 +120,13 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
         lo_cfz, hi_cfz = c.focus_miss_cfz_band
         size_miss = _smooth_step(size_cfz, c.seeing_size_miss_cfz * lo_cfz, c.seeing_size_miss_cfz * hi_cfz)
         if defocus.get("witness_past"):
+            # a past seeing: the size must also show a blur that matters against the seeing, as
+            # the profile's call needs. On a large, fast rig in poor seeing a CFZ of defocus hides
+            # under the seeing, and a seeing a little worse since the witness grows its stars by as
+            # much as that defocus does
+            size_miss *= _smooth_step(defocus.get("x_size_low") or 0.0,
+                                      c.focus_miss_blur_ratio - c.focus_miss_blur_step,
+                                      c.focus_miss_blur_ratio + c.focus_miss_blur_step)
             # a past seeing (the in-focus frames): a size asking for more defocus than the profile can
             # hide grew with the seeing since the witness (the shape's own call stays in ``miss``)
             size_miss *= 1.0 - _smooth_step(size_cfz, *c.witness_size_max_cfz_band)
