@@ -147,6 +147,31 @@ def test_bahtinov_on_a_jpeg_grab_agrees_with_the_fits(tmp_path, bahtinov_referen
     assert d["offset_px"] == pytest.approx(ref["offset_px"], abs=0.5)
 
 
+def test_bahtinov_on_a_grey_or_one_channel_grab_finds_the_same_three_spikes(tmp_path, bahtinov_reference, capsys):
+    """The same photo saved as a greyscale PNG (Pillow's "L": 0.299 R + 0.587 G + 0.114 B) or
+    as its green channel in 16 bits: the spikes visibly cross at the star (near focus,
+    PROVENANCE), so the offset must stay small and agree with the RGB FITS. The 8-bit glow
+    around the saturated star once made the masked core 83 px wide; the far ends of two
+    spikes 20 deg apart then lined up as a "spike" 16 px beside the star and was taken as
+    the middle one (offset -16 px, 8.8 zones)."""
+    from PIL import Image
+
+    from focuswatch.cli import main
+
+    rgb = np.ascontiguousarray(np.moveaxis(frames_raw(KANMA / "bahtinov_mask.fits"), 0, -1)[::-1])
+    grey = tmp_path / "grey.png"
+    Image.fromarray(rgb).convert("L").save(grey)
+    green16 = tmp_path / "green16.png"
+    Image.fromarray(rgb[:, :, 1].astype(np.uint16) * 257).save(green16)
+    for p in (grey, green16):
+        assert main(["bahtinov", str(p), "--json"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["pattern"] == "bahtinov"
+        assert abs(d["offset_px"]) < 3.0
+        assert d["offset_px"] == pytest.approx(bahtinov_reference["offset_px"], abs=0.5)
+        assert all(abs(ln["rho_px"]) < 3.0 for ln in d["lines"])
+
+
 def test_a_broken_picture_is_one_clear_line(tmp_path, capsys):
     from focuswatch.cli import main
 

@@ -57,8 +57,8 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     yy, xx = np.mgrid[-h:h + 1, -h:h + 1].astype(float)
     rr_all = np.hypot(xx, yy)
     w = np.sqrt(np.clip(box, 0.0, None))
-    r_in = _core_radius(w, rr_all)
     cfg = config
+    r_in = _core_radius(w, rr_all, math.sqrt(cfg.spike_min_sigma * noise))
     sel = (rr_all > r_in) & (rr_all < h) & (box > cfg.spike_min_sigma * noise)
     if sel.sum() < cfg.min_spike_pixels:
         raise BahtinovError("no diffraction spikes around the brightest star (too faint or no mask?)")

@@ -25,9 +25,15 @@ def _find_star(img: np.ndarray) -> tuple[int, int]:
     return int(ix), int(iy)
 
 
-def _core_radius(w: np.ndarray, radius: np.ndarray) -> float:
-    """Radius where the azimuthal median of the stretched star falls to 10 % of its peak
-    (``radius``: each pixel's distance from the star, px)."""
+def _core_radius(w: np.ndarray, radius: np.ndarray, floor_w: float = 0.0) -> float:
+    """Radius where the azimuthal median of the stretched star falls to 10 % of its peak, or
+    to ``floor_w`` if that is higher (``radius``: each pixel's distance from the star, px).
+
+    ``floor_w``: the stretched level below which light is not spike light at all (the
+    spike threshold). On a low dynamic range picture (8-bit, saturated star) 10 % of the
+    stretched peak is ~1 % of the clipped peak, a glow a few ADU above the sky that
+    reaches far out; masking it left only the faint far ends of the spikes (real JPEG grab:
+    the core radius came out 72-83 px on a star whose spikes stand clear from ~20 px)."""
     r = radius.ravel()
     v = w.ravel()
     rb = r.astype(int)
@@ -37,7 +43,7 @@ def _core_radius(w: np.ndarray, radius: np.ndarray) -> float:
         sel = v[rb == i]
         med[i] = float(np.median(sel)) if sel.size else 0.0
     peak = med[:3].max()
-    below = np.nonzero(med[: min(n, 200)] < 0.1 * peak)[0]
+    below = np.nonzero(med[: min(n, 200)] < max(0.1 * peak, floor_w))[0]
     r10 = float(below[0]) if below.size else 10.0
     return max(4.0, 1.5 * r10)
 
