@@ -184,10 +184,18 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     hfr = np.array([float(d.evidence.hfr_px) if d.evidence.hfr_px else np.nan for d in diags])
     seeing = np.array([float(d.evidence.seeing_fwhm_px) if d.evidence.seeing_fwhm_px else np.nan for d in diags])
 
-    # clouds: star count or flux well below the night's typical (upper) level
-    ref_n = float(np.percentile(nst, 80)) if n else 0.0
+    # clouds: star count or flux well below the night's typical (upper) level. Saturated stars
+    # are stars the clouds let through. Clouds only dim: a frame holding more stars, or more
+    # saturated ones, than the night's median is not under clouds, whatever its median flux
+    # (in good seeing fainter stars are found and more of the bright ones saturate, so the
+    # median flux of the measured stars falls while the sky is as clear as ever).
+    nsat = np.array([float((getattr(s, "n_rejected", None) or {}).get("saturated", 0) or 0) for s in items])
+    nall = nst + nsat
+    ref_n = float(np.percentile(nall, 80)) if n else 0.0
     ref_f = float(np.nanpercentile(flux, 80)) if np.isfinite(flux).any() else np.nan
-    cloud = (nst < config.cloud_fraction * ref_n) | (np.isfinite(flux) & (flux < config.cloud_fraction * ref_f))
+    more = (nall > np.median(nall)) | (nsat > np.median(nsat)) if n else np.zeros(0, bool)
+    cloud = (nall < config.cloud_fraction * ref_n) | (
+        np.isfinite(flux) & (flux < config.cloud_fraction * ref_f) & ~more)
     cloud_runs = _runs(cloud.tolist())
     files = [s.file for s in items]
     cloud_periods = tuple((files[a], files[b], b - a + 1,
