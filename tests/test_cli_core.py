@@ -55,6 +55,35 @@ def test_bad_config_values_are_named(tmp_path, toml, words):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("toml, shown", [
+    ("[rig]\npixel_um = true\n", "pixel_um = true:"),
+    ("[rig]\nobstruction = false\n", "obstruction = false:"),
+    ("[policy]\ndefocus_limit_cfz = [true]\n", "defocus_limit_cfz = [true]:"),
+])
+def test_a_wrong_value_is_quoted_as_the_toml_file_writes_it(tmp_path, toml, shown):
+    """The user fixes the line they see in their file: TOML's true and false, not Python's
+    True and False."""
+    rig = tmp_path / "rig.toml"
+    rig.write_text(toml)
+    rc, out, err = run("calc", "--rig", rig, "--aperture-mm", "100", "--f-ratio", "6", "--pixel-um", "3.76")
+    assert rc == 2 and shown in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_rig_setting_lists_the_names_the_file_uses(tmp_path):
+    """README: the [rig] table takes ``f_ratio``; the list of known settings must say so, not
+    the dataclass's internal field name."""
+    rig = tmp_path / "rig.toml"
+    rig.write_text("[rig]\nfocal_lenght_mm = 1000\n")
+    rc, out, err = run("calc", "--rig", rig)
+    assert rc == 2 and "focal_lenght_mm" in err
+    known = err.split("known:")[1]
+    assert "f_ratio" in known and "f_ratio_given" not in known and "focal_length_mm" in known
+    ok = tmp_path / "ok.toml"
+    ok.write_text("[rig]\naperture_mm = 200\nf_ratio = 5\npixel_um = 3.76\n")
+    rc, out, err = run("calc", "--rig", ok)
+    assert rc == 0 and "f/5.00" in out and "67.10" in out  # 4.88 * 0.55 * 25
+
+
 def test_calc_without_focal_ratio_is_a_usage_error():
     rc, out, err = run("calc", "--pixel-um", "3.76")
     assert rc == 2 and "focal ratio" in err
