@@ -107,6 +107,21 @@ def test_unfocused_bahtinov_image_is_refused_clearly():
     assert "Traceback" not in res.stderr and res.stdout.strip() == ""
 
 
+def test_measure_on_the_unfocused_bahtinov_image_says_what_is_wrong_with_it(capsys):
+    """Its last column is constant (GIMP's cut-out), which once made sep refuse the rest as
+    "array is not C-contiguous". The disc's brightest fringes are clipped at 255 in green
+    (763 pixels, PROVENANCE: 8-bit): a star measured over clipped pixels would read wrong,
+    so it is refused as saturated, in one line naming the file."""
+    from focuswatch.cli import main
+
+    path = KANMA / "bahtinov_mask_unfocused.fits"
+    assert int((frames_raw(path)[1] >= 255).sum()) > 100  # the premise: clipped in green
+    assert main(["measure", str(path)]) == 1
+    err = capsys.readouterr().err
+    first = err.strip().splitlines()[0]
+    assert str(path) in first and "saturated" in first and "contiguous" not in err and "Traceback" not in err
+
+
 @pytest.fixture(scope="module")
 def bahtinov_reference():
     """The RGB FITS through the real CLI (module scope: the analysis takes seconds)."""

@@ -157,6 +157,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     border_note: tuple[str, ...] = ()
     if top or bottom or left or right:
         img = img[top:img.shape[0] - bottom, left:img.shape[1] - right]
+        if not img.flags.c_contiguous:  # a left/right border: sep reads C-contiguous buffers only
+            img = np.ascontiguousarray(img)
         border_note = (f"a constant border (top {top}, bottom {bottom}, left {left}, right {right} px) "
                        "is left out as outside the image",)
     H, W = img.shape
