@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,10 @@ def test_unfocused_bahtinov_image_is_refused_clearly():
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0]
     assert "Traceback" not in res.stderr and res.stdout.strip() == ""
+    # and why (PROVENANCE: a large disc ~100 px across, strongly defocused): focus roughly first
+    assert "out of focus" in lines[0]
+    across = float(re.search(r"disc about (\d+) px across", lines[0]).group(1))
+    assert 80 <= across <= 120
 
 
 def test_measure_on_the_unfocused_bahtinov_image_says_what_is_wrong_with_it(capsys):

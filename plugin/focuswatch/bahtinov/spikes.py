@@ -48,6 +48,34 @@ def _core_radius(w: np.ndarray, radius: np.ndarray, floor_w: float = 0.0) -> flo
     return max(4.0, 1.5 * r10)
 
 
+def flat_disc_radius_px(w: np.ndarray, radius: np.ndarray, floor_w: float = 0.0,
+                        min_px: float = 8.0) -> float | None:
+    """Radius (px) of the brightest star when it is a flat-topped disc (far out of focus),
+    else ``None`` (``w``: the square-root stretched star). The radius is where the light
+    falls to 1 % of the peak: the disc's edge for a large disc, a little beyond it (the
+    seeing halo) for a small one.
+
+    A defocused star spreads its light evenly over a disc (Δ/N across; a ring on an
+    obstructed telescope): the azimuthal median of the stretched light stays above half its
+    peak out to half the radius where it falls to 10 % (or to ``floor_w``). A focused star's light is peaked: half way out its
+    median is a small fraction of the peak. No spikes stand out of such a disc until the
+    focus is within a few zones."""
+    r = radius.ravel()
+    v = w.ravel()
+    rb = r.astype(int)
+    n = min(int(rb.max()) + 1, 200)
+    med = np.array([float(np.median(v[rb == i])) if np.any(rb == i) else 0.0 for i in range(n)])
+    top = int(np.argmax(med))  # the centre, or the ring of a donut (obstructed pupil)
+    peak = float(med[top])
+    if peak <= 0:
+        return None
+    below = np.nonzero(med[top:] < max(0.1 * peak, floor_w))[0]
+    if not below.size or top + below[0] < min_px:
+        return None
+    r10 = top + int(below[0])
+    return float(r10) if med[r10 // 2] >= 0.5 * peak else None
+
+
 def _radon(xs: np.ndarray, ys: np.ndarray, w: np.ndarray, rho_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best-bin strength against normal angle; returns (angles_deg, strength, best_rho)."""
     ang = np.arange(0.0, 180.0, SCAN_STEP_DEG)
