@@ -71,6 +71,14 @@ def test_alternative_keywords_and_fallbacks():
     assert m2.temperature_c == 4.0  # ambient as fall-back for thermal drift
 
 
+def test_egain_is_the_electrons_per_adu_not_the_gain_setting():
+    """NINA writes GAIN as the camera's gain setting (here 10, a ZWO/QHY value) and EGAIN as
+    e-/ADU; the photon noise needs e-/ADU. GAIN alone (older programs) is still read."""
+    m = frames.meta_from_header({"GAIN": 10, "EGAIN": 0.25})
+    assert m.gain == 0.25
+    assert frames.meta_from_header({"GAIN": 1.5}).gain == 1.5
+
+
 @pytest.mark.parametrize("kind", ["FLAT", "DARK", "BIAS", "Dark Frame"])
 def test_calibration_frames_are_not_lights(kind):
     assert not frames.meta_from_header({"IMAGETYP": kind}).is_light

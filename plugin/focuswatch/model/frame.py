@@ -166,7 +166,8 @@ def meta_from_header(h: Mapping[str, Any]) -> FrameMeta:
         focal_length_mm=focal if focal and focal > 0 else None,
         f_ratio=_num(_first(h, "FOCRATIO", "FNUMBER")),
         aperture_mm=_num(_first(h, "APTDIA", "APERTURE")),
-        gain=_num(_first(h, "GAIN", "EGAIN")),
+        # e-/ADU: EGAIN first; NINA, SGP and ASIAIR write GAIN as the camera's gain setting (0-600)
+        gain=_num(_first(h, "EGAIN", "GAIN")),
         offset=_num(_first(h, "OFFSET", "BLKLEVEL")),
         sensor_temp_c=_num(_first(h, "CCD-TEMP", "SET-TEMP")),
         object_name=_str(_first(h, "OBJECT")),
