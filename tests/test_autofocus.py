@@ -293,6 +293,23 @@ def test_frames_without_focuser_position_use_the_capture_order(tmp_path, capsys)
     assert any("frame numbers" in p for p in run["problems"])
 
 
+def test_one_frame_with_an_unreadable_focpos_is_left_out_not_the_run(tmp_path, capsys):
+    """FOCPOS = 'abc' on one frame of nine (a driver hiccup) threw the whole run back to frame
+    numbers ("no focuser position in the headers"). That frame is left out and named, exit 1,
+    and the other eight give best focus in steps (truth by construction: the 5th frame)."""
+    steps = [1000 + 50 * i for i in range(len(V_HFR))]
+    names = _star_frames(tmp_path, V_HFR, focpos=steps)
+    from astropy.io import fits
+    fits.setval(tmp_path / names[2], "FOCPOS", value="abc")
+    assert main(["af", str(tmp_path), "--json"]) == 1
+    cap = capsys.readouterr()
+    run = json.loads(cap.out.splitlines()[0])["runs"][0]
+    assert run["run"]["position_source"] == "header" and len(run["run"]["points"]) == 8
+    assert run["fit"]["best_position_steps"] == pytest.approx(steps[4], abs=10)
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and names[2] in err[0] and "FOCPOS" in err[0]
+
+
 def test_positions_from_a_list_a_file_or_a_named_keyword(tmp_path, capsys):
     steps = [1000 + 50 * i for i in range(len(V_HFR))]
     _star_frames(tmp_path, V_HFR, key=("MYFOCUS", steps))
