@@ -144,7 +144,7 @@ def test_a_cut_out_with_a_constant_column_at_the_side_measures_as_without_it():
     assert any("constant border" in n for n in st.notes)
 
 
-def test_a_float_frame_scaled_to_0_1_measures_as_its_counts():
+def test_a_float_frame_scaled_to_0_1_measures_as_its_counts(tmp_path, capsys):
     """Siril and PixInsight write 32-bit float FITS scaled to 0-1. Read as electrons, every
     star's own photon noise came out larger than its flux: all "too faint", no star. GalSim
     stars (optics * Kolmogorov, FWHM 2.5 px): the scaled frame reads the counts' stars and
@@ -158,6 +158,16 @@ def test_a_float_frame_scaled_to_0_1_measures_as_its_counts():
     assert plain.n_stars >= 25
     assert scaled.n_stars == plain.n_stars and scaled.hfr_px == pytest.approx(plain.hfr_px, rel=0.01)
     assert scaled.hfr_px == pytest.approx(hlr, rel=0.03)
+    # the table shows its sky level (500 of 65535 here), not "0"
+    from astropy.io import fits
+
+    from focuswatch.cli import main
+
+    path = tmp_path / "siril.fits"
+    fits.PrimaryHDU((counts / 65535.0).astype(np.float32)).writeto(path)
+    assert main(["measure", str(path)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert float(row[-2]) == pytest.approx(500 / 65535, rel=0.05) and float(row[-1]) > 0
 
 
 def test_hfr_error_of_one_star_matches_its_scatter_over_noise_draws():

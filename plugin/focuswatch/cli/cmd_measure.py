@@ -57,7 +57,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         name = path.name if len(path.name) <= 40 else "…" + path.name[-39:]
         print(f"{name:<40} {st.n_stars:>5} {fmt(st.hfr_px, '7.2f')} {fmt(st.hfr_nina_px, '6.2f')} "
               f"{fmt(st.fwhm_px, '7.2f')} {fmt(st.eccentricity, '5.2f')} {fmt(st.profile_ratio, '8.2f')} "
-              f"{fmt(st.background_adu, '8.0f')} {fmt(st.noise_adu, '6.1f')}"
+              f"{fmt(st.background_adu, '8.0f' if abs(st.background_adu or 0) >= 10 else '8.3g')} "
+              f"{fmt(st.noise_adu, '6.1f' if abs(st.noise_adu or 0) >= 1 else '6.2g')}"
               + (f"   ({st.reason})" if st.reason else ""))
     if batch.undone_text():
         error_line(batch.undone_text())
