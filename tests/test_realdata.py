@@ -80,6 +80,20 @@ def test_atik_v_curve_follows_seps_flux_radius():
     assert int(np.argmin(ours)) + 1 in (11, 12)
 
 
+def test_a_night_with_no_diagnosable_frame_is_not_called_in_focus():
+    """The Atik run is one star per frame, through focus (PROVENANCE: strongly defocused at
+    both ends). No frame has the crowd a verdict needs, so the night's verdict cannot be
+    "in_focus ... nothing to do": it said so at confidence 0.6 with 0 frames diagnosed."""
+    from focuswatch import diagnose
+    from focuswatch.io import frames
+
+    sts = [stars.measure(frames.load(ATIK / f"STAR_FOCUS_{k}.fits")) for k in range(1, 18)]
+    story = diagnose.night(sts)
+    assert story.n_diagnosed == 0
+    assert story.label == "unknown" and story.confidence == 0.0
+    assert not any("nothing to do" in a for a in story.advice)
+
+
 def test_rgb_bahtinov_star_is_found_where_the_source_project_finds_it(bahtinov_reference):
     """astrophoto-toolbox's test expects (106.0, 190.5): the midpoint of the first and last
     rows and columns that hold the brightest luminance value, in whole pixels of its own

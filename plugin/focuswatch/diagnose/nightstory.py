@@ -304,7 +304,9 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     if drift_h is not None and duration and cfz and have_um:
         drift_total_cfz = max(drift_h, 0.0) * duration / cfz
     frac = {k: v / max(n_diag, 1) for k, v in counts.items()}
-    if optical and max(optical.values()) >= 0.5 * n_diag:
+    if n_diag == 0:  # no frame had a verdict: nothing says the night was in focus either
+        label, conf, why = UNKNOWN, 0.0, f"none of the {n} frames could be diagnosed (their reasons are listed)"
+    elif optical and max(optical.values()) >= 0.5 * n_diag:
         label = max(optical, key=optical.get)
         conf, why = frac[label], f"{optical[label]} of {n_diag} frames show it; it does not change with focus"
     elif drift_total_cfz is not None and drift_total_cfz >= 0.7 and drift_h and drift_h > 0:
