@@ -84,6 +84,23 @@ def test_an_unknown_rig_setting_lists_the_names_the_file_uses(tmp_path):
     assert rc == 0 and "f/5.00" in out and "67.10" in out  # 4.88 * 0.55 * 25
 
 
+def test_measure_table_tells_two_nights_frames_of_the_same_name_apart(tmp_path, capsys):
+    """Two nights' folders both hold L_001.fits (NINA's numbering restarts): the table showed
+    two rows named L_001.fits. Frames from several folders show the path below the common one."""
+    import numpy as np
+    from astropy.io import fits
+
+    yy, xx = np.mgrid[:96, :96]
+    star = 300 + 2e4 * np.exp(-((xx - 47.3) ** 2 + (yy - 40.6) ** 2) / (2 * 1.5 ** 2))
+    for night, hour in (("n1", 21), ("n2", 22)):
+        (tmp_path / night).mkdir()
+        h = fits.Header({"DATE-OBS": f"2026-11-21T{hour}:00:00"})
+        fits.PrimaryHDU(star.astype(np.uint16), h).writeto(tmp_path / night / "L_001.fits")
+    assert main(["measure", str(tmp_path / "n1"), str(tmp_path / "n2")]) == 0
+    rows = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [str(Path("n1") / "L_001.fits"), str(Path("n2") / "L_001.fits")]
+
+
 def test_calc_without_focal_ratio_is_a_usage_error():
     rc, out, err = run("calc", "--pixel-um", "3.76")
     assert rc == 2 and "focal ratio" in err
