@@ -101,6 +101,16 @@ def test_measure_table_tells_two_nights_frames_of_the_same_name_apart(tmp_path, 
     assert rows == [str(Path("n1") / "L_001.fits"), str(Path("n2") / "L_001.fits")]
 
 
+def test_an_option_a_command_does_not_take_shows_that_command_s_usage(tmp_path):
+    """`replay` takes the rig from --config only; `--aperture-mm` (as other commands take) was
+    refused with the top-level usage, which does not show what replay takes."""
+    rc, out, err = run("replay", tmp_path, "--aperture-mm", "200")
+    assert rc == 2 and "usage: focuswatch replay" in err
+    assert "focuswatch replay: error: unrecognized arguments: --aperture-mm 200" in err and "--config" in err
+    rc, out, err = run("--bogus")
+    assert rc == 2 and "focuswatch: error: unrecognized arguments: --bogus" in err
+
+
 def test_calc_without_focal_ratio_is_a_usage_error():
     rc, out, err = run("calc", "--pixel-um", "3.76")
     assert rc == 2 and "focal ratio" in err
