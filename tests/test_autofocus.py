@@ -88,6 +88,29 @@ def test_wrong_step_size_setting_is_detected_with_the_implied_step():
     assert r.verdict == "marginal"
 
 
+def test_without_the_step_size_the_judge_asks_for_it_alone_and_says_what_the_curve_implies():
+    """Frames' headers give the f-ratio and pixel size (FOCRATIO, XPIXSZ) but rarely the
+    focuser's step in µm. Closed-form V-curve: an annulus of outer radius Δ/(2N) with
+    obstruction 0.33 (true HFR R·sqrt((1+ε²)/2)) in quadrature with a 2.2 px seeing HFR, at
+    3.0 µm per step. The judge must ask only for the missing step size, and the slope of the
+    asymptote gives the step back."""
+    step_um, eps, n_ratio, pix = 3.0, 0.33, 5.0, 3.76
+    pts = []
+    for x in range(9700, 10301, 75):
+        r_px = abs((x - 10000) * step_um) / (2 * n_ratio * pix)
+        pts.append(af.AFPoint(float(x), math.hypot(2.2, r_px * math.sqrt((1 + eps ** 2) / 2))))
+    rig = Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=pix, obstruction=eps)  # no focuser_step_um
+    r = af.judge_run(af.AFRun(points=tuple(pts)), rig)
+    msg = [p for p in r.problems if "asymptote not checked" in p]
+    assert len(msg) == 1
+    assert "focuser step size" in msg[0] and "f-ratio" not in msg[0] and "pixel size" not in msg[0]
+    assert r.implied_step_um == pytest.approx(step_um, rel=0.06)
+    assert f"{r.implied_step_um:.2f} µm/step" in msg[0]
+    # with nothing known, all three are asked for
+    r0 = af.judge_run(af.AFRun(points=tuple(pts)), Rig())
+    assert any("f-ratio" in p and "pixel size" in p and "step size" in p for p in r0.problems)
+
+
 def test_narrow_sweep_is_flagged_and_a_bigger_step_advised():
     pts = vcurve(10000, range(9920, 10081, 20), noise=0.005)  # outer points barely grow
     r = af.judge_run(af.AFRun(points=tuple(pts)), RIG)
@@ -268,6 +291,23 @@ def test_frames_without_focuser_position_use_the_capture_order(tmp_path, capsys)
     assert run["run"]["position_source"] == "frame_order"
     assert run["fit"]["best_position_steps"] == pytest.approx(5.0, abs=0.3)
     assert any("frame numbers" in p for p in run["problems"])
+
+
+def test_one_frame_with_an_unreadable_focpos_is_left_out_not_the_run(tmp_path, capsys):
+    """FOCPOS = 'abc' on one frame of nine (a driver hiccup) threw the whole run back to frame
+    numbers ("no focuser position in the headers"). That frame is left out and named, exit 1,
+    and the other eight give best focus in steps (truth by construction: the 5th frame)."""
+    steps = [1000 + 50 * i for i in range(len(V_HFR))]
+    names = _star_frames(tmp_path, V_HFR, focpos=steps)
+    from astropy.io import fits
+    fits.setval(tmp_path / names[2], "FOCPOS", value="abc")
+    assert main(["af", str(tmp_path), "--json"]) == 1
+    cap = capsys.readouterr()
+    run = json.loads(cap.out.splitlines()[0])["runs"][0]
+    assert run["run"]["position_source"] == "header" and len(run["run"]["points"]) == 8
+    assert run["fit"]["best_position_steps"] == pytest.approx(steps[4], abs=10)
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and names[2] in err[0] and "FOCPOS" in err[0]
 
 
 def test_positions_from_a_list_a_file_or_a_named_keyword(tmp_path, capsys):

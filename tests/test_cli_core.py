@@ -55,6 +55,62 @@ def test_bad_config_values_are_named(tmp_path, toml, words):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("toml, shown", [
+    ("[rig]\npixel_um = true\n", "pixel_um = true:"),
+    ("[rig]\nobstruction = false\n", "obstruction = false:"),
+    ("[policy]\ndefocus_limit_cfz = [true]\n", "defocus_limit_cfz = [true]:"),
+])
+def test_a_wrong_value_is_quoted_as_the_toml_file_writes_it(tmp_path, toml, shown):
+    """The user fixes the line they see in their file: TOML's true and false, not Python's
+    True and False."""
+    rig = tmp_path / "rig.toml"
+    rig.write_text(toml)
+    rc, out, err = run("calc", "--rig", rig, "--aperture-mm", "100", "--f-ratio", "6", "--pixel-um", "3.76")
+    assert rc == 2 and shown in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_rig_setting_lists_the_names_the_file_uses(tmp_path):
+    """README: the [rig] table takes ``f_ratio``; the list of known settings must say so, not
+    the dataclass's internal field name."""
+    rig = tmp_path / "rig.toml"
+    rig.write_text("[rig]\nfocal_lenght_mm = 1000\n")
+    rc, out, err = run("calc", "--rig", rig)
+    assert rc == 2 and "focal_lenght_mm" in err
+    known = err.split("known:")[1]
+    assert "f_ratio" in known and "f_ratio_given" not in known and "focal_length_mm" in known
+    ok = tmp_path / "ok.toml"
+    ok.write_text("[rig]\naperture_mm = 200\nf_ratio = 5\npixel_um = 3.76\n")
+    rc, out, err = run("calc", "--rig", ok)
+    assert rc == 0 and "f/5.00" in out and "67.10" in out  # 4.88 * 0.55 * 25
+
+
+def test_measure_table_tells_two_nights_frames_of_the_same_name_apart(tmp_path, capsys):
+    """Two nights' folders both hold L_001.fits (NINA's numbering restarts): the table showed
+    two rows named L_001.fits. Frames from several folders show the path below the common one."""
+    import numpy as np
+    from astropy.io import fits
+
+    yy, xx = np.mgrid[:96, :96]
+    star = 300 + 2e4 * np.exp(-((xx - 47.3) ** 2 + (yy - 40.6) ** 2) / (2 * 1.5 ** 2))
+    for night, hour in (("n1", 21), ("n2", 22)):
+        (tmp_path / night).mkdir()
+        h = fits.Header({"DATE-OBS": f"2026-11-21T{hour}:00:00"})
+        fits.PrimaryHDU(star.astype(np.uint16), h).writeto(tmp_path / night / "L_001.fits")
+    assert main(["measure", str(tmp_path / "n1"), str(tmp_path / "n2")]) == 0
+    rows = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [str(Path("n1") / "L_001.fits"), str(Path("n2") / "L_001.fits")]
+
+
+def test_an_option_a_command_does_not_take_shows_that_command_s_usage(tmp_path):
+    """`replay` takes the rig from --config only; `--aperture-mm` (as other commands take) was
+    refused with the top-level usage, which does not show what replay takes."""
+    rc, out, err = run("replay", tmp_path, "--aperture-mm", "200")
+    assert rc == 2 and "usage: focuswatch replay" in err
+    assert "focuswatch replay: error: unrecognized arguments: --aperture-mm 200" in err and "--config" in err
+    rc, out, err = run("--bogus")
+    assert rc == 2 and "focuswatch: error: unrecognized arguments: --bogus" in err
+
+
 def test_calc_without_focal_ratio_is_a_usage_error():
     rc, out, err = run("calc", "--pixel-um", "3.76")
     assert rc == 2 and "focal ratio" in err

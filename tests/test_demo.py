@@ -187,6 +187,30 @@ def test_bad_input_is_one_line_and_an_exit_code(tmp_path, capsys):
     assert "[policy] temperature_delta_c" in capsys.readouterr().err
 
 
+def test_watch_carries_on_past_bad_frames_and_exits_1_at_the_end(tmp_path, capsys):
+    """README: one bad frame never stops `watch`; it is one line naming the file and the
+    exit status is 1 at the end. A 4-plane cube and an all-NaN frame beside a good frame."""
+    import numpy as np
+    from astropy.io import fits
+
+    night = tmp_path / "night"
+    night.mkdir()
+    frame = sim.render(sim.SimParams(width_px=256, height_px=256, n_stars=30, seed=2, star_flux_min_e=2e4))
+    sim.write_fits(night / "a.fits", frame)
+    fits.PrimaryHDU(np.zeros((4, 64, 64), np.uint16)).writeto(night / "cube4.fits")
+    fits.PrimaryHDU(np.full((64, 64), np.nan, np.float32)).writeto(night / "nan.fits")
+    rc = main(["watch", str(night), "--state-dir", str(tmp_path / "state"), "--max-minutes", "0.03",
+               "--interval-s", "0.05", "--json"])
+    cap = capsys.readouterr()
+    lines = _json_lines(cap.out)
+    assert rc == 1
+    by_file = {Path(ln["file"]).name: ln for ln in lines if ln["kind"] == "decision"}
+    assert by_file["a.fits"]["decision"] == "ok"  # the good frame was measured all the same
+    assert by_file["cube4.fits"]["status"] == by_file["nan.fits"]["status"] == "error"
+    assert lines[-1]["summary"]["n_frames"] == 1
+    assert "Traceback" not in cap.err and "2 frame(s) could not be measured" in cap.err
+
+
 def test_watch_command_runs_for_a_while_and_stops(tmp_path, capsys):
     night = tmp_path / "night"
     night.mkdir()

@@ -901,3 +901,42 @@ def test_a_frames_defocus_is_counted_in_the_zone_of_its_filter(filter_name, wave
     assert d.label == "focus_miss"
     assert d.defocus_um / d.defocus_cfz == pytest.approx(zone_um, rel=0.02)
     assert d.defocus_cfz == pytest.approx(zones, rel=0.15)
+
+
+def test_the_night_s_sharpest_frame_is_not_clouds_but_a_real_cloud_is():
+    """GalSim stars (Airy with a 0.33 obstruction * Kolmogorov) on the same sky every frame,
+    with a power-law count of faint stars (N(>F) ~ F^-0.75) as real fields have. Seeing
+    2.9-3.2" with one 2.0" frame; a cloud letting 40 % through on the last frame. Truth: only
+    the last frame is under a cloud. In the sharp frame fainter stars are found, so the median
+    flux of the measured stars halves while the sky is as clear as ever: it was flagged as
+    clouds and rejected (the best sub of the night). Under the real cloud the star count falls
+    (0.4^0.75 ~ half) while the median flux of what is still found barely moves."""
+    galsim = pytest.importorskip("galsim")
+    from focuswatch.model.frame import Frame, FrameMeta
+
+    rig = Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33)
+    scale = rig.plate_scale_arcsec_px
+    lod = 550e-9 / 0.2 * 206264.806
+    sky = np.random.default_rng(1)
+    n, size = 140, 320
+    xy = sky.uniform(20, size - 20, (n, 2)).astype(int)
+    flux = 1.5e3 * (1 - sky.uniform(size=n)) ** (-1 / 0.75)
+    seeing = [3.0, 3.2, 2.9, 3.1, 2.0, 3.0, 3.0]
+    transmission = [1, 1, 1, 1, 1, 1, 0.4]
+    measured = []
+    for i, (s, t) in enumerate(zip(seeing, transmission)):
+        psf = galsim.Convolve(galsim.Kolmogorov(fwhm=s), galsim.Airy(lam_over_diam=lod, obscuration=0.33))
+        stamp = psf.drawImage(nx=31, ny=31, scale=scale).array
+        img = np.zeros((size, size))
+        for (x, y), f in zip(xy, flux):
+            img[y - 15:y + 16, x - 15:x + 16] += stamp * f * t
+        rng = np.random.default_rng(i)
+        px = np.clip(rng.poisson(img + 800.0) + rng.normal(0, 5, img.shape), 0, 65535).astype(np.float32)
+        measured.append(stars.measure(Frame(path=None, pixels=px, meta=FrameMeta(), saturation_adu=65535),
+                                      plate_scale_arcsec_px=scale))
+    # the premise: the sharp frame's measured stars are fainter on the median, the cloud's are not
+    assert measured[4].star_flux_adu < 0.6 * np.median([m.star_flux_adu for m in measured[:4]])
+    assert measured[6].star_flux_adu > 0.6 * np.median([m.star_flux_adu for m in measured[:4]])
+    story = diagnose.night(measured, rig)
+    assert [f.cloud for f in story.frames] == [False] * 6 + [True]
+    assert len(story.cloud_periods) == 1

@@ -71,6 +71,26 @@ def test_alternative_keywords_and_fallbacks():
     assert m2.temperature_c == 4.0  # ambient as fall-back for thermal drift
 
 
+def test_a_numeric_keyword_that_is_not_a_number_is_noted(tmp_path):
+    """README: a card focuswatch cannot use is left out *and noted*. FOCPOS = 'abc' parses
+    as a string, so it was dropped without a word (and `af` then had no position)."""
+    hdr = {**NINA_HEADER, "FOCPOS": "abc", "FOCTEMP": "  "}
+    f = frames.load(_write(tmp_path / "a.fits", _stars(), hdr))
+    assert f.meta.focuser_pos is None
+    assert [n for n in f.notes if "FOCPOS" in n] == ["header FOCPOS = 'abc' is not a number: left out"]
+    assert not any("FOCTEMP" in n for n in f.notes)  # blank is just missing
+    ok = frames.load(_write(tmp_path / "b.fits", _stars(), NINA_HEADER))
+    assert ok.meta.focuser_pos == 12345 and not any("not a number" in n for n in ok.notes)
+
+
+def test_egain_is_the_electrons_per_adu_not_the_gain_setting():
+    """NINA writes GAIN as the camera's gain setting (here 10, a ZWO/QHY value) and EGAIN as
+    e-/ADU; the photon noise needs e-/ADU. GAIN alone (older programs) is still read."""
+    m = frames.meta_from_header({"GAIN": 10, "EGAIN": 0.25})
+    assert m.gain == 0.25
+    assert frames.meta_from_header({"GAIN": 1.5}).gain == 1.5
+
+
 @pytest.mark.parametrize("kind", ["FLAT", "DARK", "BIAS", "Dark Frame"])
 def test_calibration_frames_are_not_lights(kind):
     assert not frames.meta_from_header({"IMAGETYP": kind}).is_light

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,20 @@ def test_atik_v_curve_follows_seps_flux_radius():
     assert int(np.argmin(ours)) + 1 in (11, 12)
 
 
+def test_a_night_with_no_diagnosable_frame_is_not_called_in_focus():
+    """The Atik run is one star per frame, through focus (PROVENANCE: strongly defocused at
+    both ends). No frame has the crowd a verdict needs, so the night's verdict cannot be
+    "in_focus ... nothing to do": it said so at confidence 0.6 with 0 frames diagnosed."""
+    from focuswatch import diagnose
+    from focuswatch.io import frames
+
+    sts = [stars.measure(frames.load(ATIK / f"STAR_FOCUS_{k}.fits")) for k in range(1, 18)]
+    story = diagnose.night(sts)
+    assert story.n_diagnosed == 0
+    assert story.label == "unknown" and story.confidence == 0.0
+    assert not any("nothing to do" in a for a in story.advice)
+
+
 def test_rgb_bahtinov_star_is_found_where_the_source_project_finds_it(bahtinov_reference):
     """astrophoto-toolbox's test expects (106.0, 190.5): the midpoint of the first and last
     rows and columns that hold the brightest luminance value, in whole pixels of its own
@@ -105,6 +120,25 @@ def test_unfocused_bahtinov_image_is_refused_clearly():
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0]
     assert "Traceback" not in res.stderr and res.stdout.strip() == ""
+    # and why (PROVENANCE: a large disc ~100 px across, strongly defocused): focus roughly first
+    assert "out of focus" in lines[0]
+    across = float(re.search(r"disc about (\d+) px across", lines[0]).group(1))
+    assert 80 <= across <= 120
+
+
+def test_measure_on_the_unfocused_bahtinov_image_says_what_is_wrong_with_it(capsys):
+    """Its last column is constant (GIMP's cut-out), which once made sep refuse the rest as
+    "array is not C-contiguous". The disc's brightest fringes are clipped at 255 in green
+    (763 pixels, PROVENANCE: 8-bit): a star measured over clipped pixels would read wrong,
+    so it is refused as saturated, in one line naming the file."""
+    from focuswatch.cli import main
+
+    path = KANMA / "bahtinov_mask_unfocused.fits"
+    assert int((frames_raw(path)[1] >= 255).sum()) > 100  # the premise: clipped in green
+    assert main(["measure", str(path)]) == 1
+    err = capsys.readouterr().err
+    first = err.strip().splitlines()[0]
+    assert str(path) in first and "saturated" in first and "contiguous" not in err and "Traceback" not in err
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +179,31 @@ def test_bahtinov_on_a_jpeg_grab_agrees_with_the_fits(tmp_path, bahtinov_referen
     assert abs(d["star_x_px"] - ref["star_x_px"]) <= 1.0 and abs(d["star_y_px"] - ref["star_y_px"]) <= 1.0
     # same handedness: the offset keeps its sign (a mirrored read would flip it)
     assert d["offset_px"] == pytest.approx(ref["offset_px"], abs=0.5)
+
+
+def test_bahtinov_on_a_grey_or_one_channel_grab_finds_the_same_three_spikes(tmp_path, bahtinov_reference, capsys):
+    """The same photo saved as a greyscale PNG (Pillow's "L": 0.299 R + 0.587 G + 0.114 B) or
+    as its green channel in 16 bits: the spikes visibly cross at the star (near focus,
+    PROVENANCE), so the offset must stay small and agree with the RGB FITS. The 8-bit glow
+    around the saturated star once made the masked core 83 px wide; the far ends of two
+    spikes 20 deg apart then lined up as a "spike" 16 px beside the star and was taken as
+    the middle one (offset -16 px, 8.8 zones)."""
+    from PIL import Image
+
+    from focuswatch.cli import main
+
+    rgb = np.ascontiguousarray(np.moveaxis(frames_raw(KANMA / "bahtinov_mask.fits"), 0, -1)[::-1])
+    grey = tmp_path / "grey.png"
+    Image.fromarray(rgb).convert("L").save(grey)
+    green16 = tmp_path / "green16.png"
+    Image.fromarray(rgb[:, :, 1].astype(np.uint16) * 257).save(green16)
+    for p in (grey, green16):
+        assert main(["bahtinov", str(p), "--json"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["pattern"] == "bahtinov"
+        assert abs(d["offset_px"]) < 3.0
+        assert d["offset_px"] == pytest.approx(bahtinov_reference["offset_px"], abs=0.5)
+        assert all(abs(ln["rho_px"]) < 3.0 for ln in d["lines"])
 
 
 def test_a_broken_picture_is_one_clear_line(tmp_path, capsys):

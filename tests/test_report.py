@@ -111,6 +111,27 @@ def test_report_refuses_to_write_into_the_session(focused_session):
         report.check_output_path(folder / "sub" / "r.html", folder)
 
 
+def test_a_report_that_cannot_be_written_names_the_file_asked_for(tmp_path, monkeypatch):
+    """On a read-only file system (a NAS share mounted read-only) the error named the
+    temporary ``r.html.part`` beside the target, a file the user never asked for."""
+    import errno
+
+    real = Path.write_text
+
+    def read_only(self, *a, **k):
+        if self.name.endswith(".part"):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(report, "render_html", lambda rep: "<html></html>")
+    monkeypatch.setattr(Path, "write_text", read_only)
+    out = tmp_path / "r.html"
+    with pytest.raises(OSError) as err:
+        report.write_report(object(), out)
+    assert err.value.filename == str(out) and ".part" not in str(err.value)
+    assert err.value.errno == errno.EROFS and not list(tmp_path.iterdir())
+
+
 def _chromium(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",

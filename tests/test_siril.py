@@ -167,6 +167,26 @@ def test_unknown_command_fails_with_siril_output(siril_cli, tmp_path):
 
 
 @pytest.mark.siril
+def test_subs_of_different_fields_say_registration_left_too_few(siril_cli, tmp_path):
+    """Three subs of three different star fields (different seeds: nothing to align by
+    construction). Siril's own words were "Cannot load initfile ... Provided filtering options
+    do not allow at least two images to be processed"; the user needs to hear that the subs
+    could not be registered together."""
+    from focuswatch import sim
+
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    subs = []
+    for k in range(3):
+        f = sim.render(sim.SimParams(width_px=256, height_px=256, n_stars=40, seed=100 + 17 * k))
+        subs.append(folder / f"L_{k:03d}.fits")
+        sim.write_fits(subs[-1], f)
+    with pytest.raises(SirilError) as err:
+        siril.stack(subs, tmp_path / "stack", info=siril_cli, timeout_s=300)
+    msg = str(err.value)
+    assert "registered only" in msg and "of 3 subs" in msg and "one field" in msg
+
+
 def test_stack_of_known_fwhm_matches_the_truth(siril_cli, focused_session, tmp_path):
     folder, truths = focused_session
     before = snapshot(folder)

@@ -125,6 +125,51 @@ def test_small_in_focus_stars_read_their_true_half_light_radius(pixel_um, fwhm_p
     assert st.hfr_px == pytest.approx(hlr, rel=0.03)
 
 
+def test_a_cut_out_with_a_constant_column_at_the_side_measures_as_without_it():
+    """ImageJ, GIMP and registration tools leave constant (zero) columns at the side of a
+    cut-out (the real Kanma unfocused Bahtinov image has one). Left out as a border, the rest
+    was a strided view that sep refused ("array is not C-contiguous"): the frame failed.
+    GalSim stars (optics * Kolmogorov, FWHM 2.5 px): the padded frame reads the unpadded
+    figures, within 3 % of GalSim's half-light radius."""
+    scope = gt.Scope()
+    prof = gt.psf(scope, obscuration=0.33, seeing_fwhm_arcsec=2.5 * scope.scale_arcsec_px)
+    hlr = gt.true_hlr_px_intrinsic(prof, scope)
+    img = gt.small_star_field(prof, scope, seed=77)
+    padded = np.zeros((img.shape[0], img.shape[1] + 3), np.float32)
+    padded[:, 2:-1] = img  # two zero columns on the left, one on the right
+    plain = stars.measure_array(img)
+    st = stars.measure_array(padded)
+    assert st.n_stars == plain.n_stars and st.hfr_px == pytest.approx(plain.hfr_px, rel=1e-6)
+    assert st.hfr_px == pytest.approx(hlr, rel=0.03)
+    assert any("constant border" in n for n in st.notes)
+
+
+def test_a_float_frame_scaled_to_0_1_measures_as_its_counts(tmp_path, capsys):
+    """Siril and PixInsight write 32-bit float FITS scaled to 0-1. Read as electrons, every
+    star's own photon noise came out larger than its flux: all "too faint", no star. GalSim
+    stars (optics * Kolmogorov, FWHM 2.5 px): the scaled frame reads the counts' stars and
+    sizes, within 3 % of GalSim's half-light radius."""
+    scope = gt.Scope()
+    prof = gt.psf(scope, obscuration=0.33, seeing_fwhm_arcsec=2.5 * scope.scale_arcsec_px)
+    hlr = gt.true_hlr_px_intrinsic(prof, scope)
+    counts = np.clip(gt.small_star_field(prof, scope, seed=78), 0, 65535)
+    plain = stars.measure_array(counts.astype(np.uint16).astype(np.float32))
+    scaled = stars.measure_array((counts / 65535.0).astype(np.float32))
+    assert plain.n_stars >= 25
+    assert scaled.n_stars == plain.n_stars and scaled.hfr_px == pytest.approx(plain.hfr_px, rel=0.01)
+    assert scaled.hfr_px == pytest.approx(hlr, rel=0.03)
+    # the table shows its sky level (500 of 65535 here), not "0"
+    from astropy.io import fits
+
+    from focuswatch.cli import main
+
+    path = tmp_path / "siril.fits"
+    fits.PrimaryHDU((counts / 65535.0).astype(np.float32)).writeto(path)
+    assert main(["measure", str(path)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert float(row[-2]) == pytest.approx(500 / 65535, rel=0.05) and float(row[-1]) > 0
+
+
 def test_hfr_error_of_one_star_matches_its_scatter_over_noise_draws():
     """``hfr_err_px`` of a single star against the scatter of its HFR over 12 noise draws."""
     scope = gt.Scope()

@@ -64,32 +64,45 @@ RIG_LIMITS: dict[str, tuple[float, float]] = {
 MAX_MAGNITUDE = 1.0e9
 
 
-def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
+def _toml_value(value: Any) -> str:
+    """A setting's value for messages, with TOML's ``true``/``false`` (Python's ``True`` is
+    not what the user typed); other values as Python shows them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def section_to_dataclass(cls: type[T], values: Mapping[str, Any] | None, section: str,
+                         aliases: Mapping[str, str] | None = None) -> T:
     """Build the frozen config dataclass ``cls`` from a TOML table, validating every key.
 
     Unknown keys and wrong types raise :class:`ConfigError` naming ``section.key``; the types
     are read by :func:`focuswatch.model.records.revive` (the one reflector, shared with
     ``Record.from_dict``). Numbers must be finite and at most :data:`MAX_MAGNITUDE` in size; a field may state its own
     bounds as ``field(metadata={"range": (lo, hi)})``; the dataclass's own ``__post_init__``
-    may add range checks the same way.
+    may add range checks the same way. ``aliases`` maps a field to the name the file uses
+    (``f_ratio_given`` is written ``f_ratio``), for the list of known settings.
     """
     values = dict(values or {})
+    shown = dict(aliases or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            known = ", ".join(sorted(fields))
+            known = ", ".join(sorted(shown.get(f, f) for f in fields))
             raise ConfigError(f"[{section}] {key}: unknown setting (known: {known})")
         try:  # the one type-hint reflector (records.revive), strict about numbers for settings
             coerced = revive(value, hints[key], f"[{section}] {key}", limit=MAX_MAGNITUDE)
         except ValueError:
-            raise ConfigError(f"[{section}] {key} = {value!r}: expected {_type_name(hints[key])}") from None
+            raise ConfigError(f"[{section}] {key} = {_toml_value(value)}: expected {_type_name(hints[key])}") from None
         bounds = fields[key].metadata.get("range") if fields[key].metadata else None
         if bounds is not None and isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
             lo, hi = bounds
             if not lo <= coerced <= hi:
-                raise ConfigError(f"[{section}] {key} = {value!r}: must be between {lo:g} and {hi:g}")
+                raise ConfigError(f"[{section}] {key} = {_toml_value(value)}: must be between {lo:g} and {hi:g}")
         kwargs[key] = coerced
     try:
         return cls(**kwargs)
@@ -122,11 +135,11 @@ def rig_from_mapping(values: Mapping[str, Any] | None, section: str = "rig") -> 
         name = "f_ratio" if key == "f_ratio_given" else key
         if name in RIG_LIMITS and value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"[{section}] {name} = {value!r}: expected a number")
+                raise ConfigError(f"[{section}] {name} = {_toml_value(value)}: expected a number")
             lo, hi = RIG_LIMITS[name]
             if not lo <= value <= hi:
-                raise ConfigError(f"[{section}] {name} = {value!r}: must be between {lo:g} and {hi:g}")
-    return section_to_dataclass(Rig, values, section)
+                raise ConfigError(f"[{section}] {name} = {_toml_value(value)}: must be between {lo:g} and {hi:g}")
+    return section_to_dataclass(Rig, values, section, aliases={"f_ratio_given": "f_ratio"})
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,11 @@ def judge_run(run: AFRun, rig: Rig | None = None, *, with_offset: bool = False,
                         f"optics predict ({exp_slope:.4f}); {why}")
         marginal = True
     elif exp_slope is None and not bad and not frame_order:
-        problems.append("asymptote not checked: give the f-ratio, pixel size and focuser step size (µm)")
+        # name only what is missing (frames' headers often give the f-ratio and pixel size)
+        missing = [w for w, have in (("the f-ratio", rig.f_ratio), ("the pixel size", rig.effective_pixel_um),
+                                      ("the focuser step size (µm)", rig.focuser_step_um)) if not have]
+        hint = f"; the curve implies {implied:.2f} µm/step" if implied and not rig.focuser_step_um else ""
+        problems.append(f"asymptote not checked: give {', '.join(missing)}{hint}")
 
     if step_um and cfz:
         sc = step_um / cfz

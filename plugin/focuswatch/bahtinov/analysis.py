@@ -19,7 +19,8 @@ from focuswatch.bahtinov.focus import _finish
 from focuswatch.bahtinov.geometry import (LineInfo, _ang_diff, _canonical_normal, _direction_deg, _offset,
                                          _quadrature, _spike_lines, _triplet)
 from focuswatch.bahtinov.result import BahtinovResult
-from focuswatch.bahtinov.spikes import SCAN_STEP_DEG, _core_radius, _find_star, _peaks, _radon, _refine
+from focuswatch.bahtinov.spikes import (SCAN_STEP_DEG, _core_radius, _find_star, _peaks, _radon, _refine,
+                                       flat_disc_radius_px)
 from focuswatch.bahtinov.tri import TRI_SCAN_FRAC, _measure_tri, _retrace_tri, _sixty_apart
 from focuswatch.errors import BahtinovError
 from focuswatch.optics import Rig
@@ -57,16 +58,25 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
     yy, xx = np.mgrid[-h:h + 1, -h:h + 1].astype(float)
     rr_all = np.hypot(xx, yy)
     w = np.sqrt(np.clip(box, 0.0, None))
-    r_in = _core_radius(w, rr_all)
     cfg = config
+    r_in = _core_radius(w, rr_all, math.sqrt(cfg.spike_min_sigma * noise))
+
+    def no_pattern(problem: str) -> BahtinovError:
+        """The error, saying so when the star is a defocused disc (the usual reason)."""
+        disc = flat_disc_radius_px(w, rr_all, math.sqrt(cfg.spike_min_sigma * noise))
+        if disc is None:
+            return BahtinovError(problem)
+        return BahtinovError(f"the brightest star at ({sx}, {sy}) is a flat disc about {2 * disc:.0f} px across: "
+                             "too far out of focus for the mask's spikes; focus roughly first (a few zones), "
+                             f"then use the mask ({problem})")
     sel = (rr_all > r_in) & (rr_all < h) & (box > cfg.spike_min_sigma * noise)
     if sel.sum() < cfg.min_spike_pixels:
-        raise BahtinovError("no diffraction spikes around the brightest star (too faint or no mask?)")
+        raise no_pattern("no diffraction spikes around the brightest star (too faint or no mask?)")
     ang, strength, best = _radon(xx[sel], yy[sel], w[sel], rho_max=min(cfg.scan_rho_max_px, h / 2))
     peaks = _peaks(ang, strength)
     notes: list[str] = []
     if len(peaks) < 3:
-        raise BahtinovError(f"found {len(peaks)} spike(s) around the brightest star; a Bahtinov mask makes 3")
+        raise no_pattern(f"found {len(peaks)} spike(s) around the brightest star; a Bahtinov mask makes 3")
     # coarse line parameters
     coarse = []
     for a, hgt in peaks:
@@ -80,7 +90,7 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
                     / math.sin(math.radians(max(sep_deg, cfg.min_spike_angle_deg)))),
                 max(r_in, cfg.max_start_frac * t_max))
     if t_max - t_min < cfg.min_followed_px:
-        raise BahtinovError("the spikes are too short or too close together to measure (crop less, or "
+        raise no_pattern("the spikes are too short or too close together to measure (crop less, or "
                             "use a longer focal length / smaller pixels)")
     Found = list[tuple[float, float, LineInfo]]
 
@@ -120,7 +130,7 @@ def analyze(image: np.ndarray, rig: Rig | None = None, *, px_per_um: float | Non
         _, strength_far, _ = _radon(xx[far_sel], yy[far_sel], w[far_sel], rho_max=min(cfg.scan_rho_max_px, h / 2))
         found = _retrace_tri(found, trace, rho_at, strength_far, r_in, t_max) or found
     if len(found) < 3:
-        raise BahtinovError(f"no Bahtinov spikes around the brightest star ({len(found)} line(s) could be traced); "
+        raise no_pattern(f"no Bahtinov spikes around the brightest star ({len(found)} line(s) could be traced); "
                             "is the mask on, and the star bright enough?")
     pattern = "tri-bahtinov" if (len(found) >= 6 or middles_60) else "bahtinov"
     if pattern == "bahtinov":

@@ -68,8 +68,12 @@ def cmd_archive(args: argparse.Namespace) -> int:
     if out is not None:
         # written beside and renamed, as `report` does: an interrupted run never leaves half a page
         part = out.with_name(out.name + ".part")
-        part.write_text(archive_report.render_html(rep), encoding="utf-8")
-        part.replace(out)
+        try:
+            part.write_text(archive_report.render_html(rep), encoding="utf-8")
+            part.replace(out)
+        except OSError as exc:  # name the file the user asked for, not the temporary one beside it
+            part.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
     exported = archive.export(rows, args.export) if args.export else None
     if args.json:
         if run is not None:

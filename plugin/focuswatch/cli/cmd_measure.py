@@ -27,6 +27,19 @@ def measure_path(path: Path, rig_table=None):
     return assess_path(path, rig_table, AssessContext(diagnose=False)).stats
 
 
+def _shown_name(path: Path, parents: set[Path]) -> str:
+    """The name in the table: the file name, or with frames from several folders (two nights
+    both holding L_001.fits) the path below their common folder."""
+    if len(parents) <= 1:
+        return path.name
+    import os
+
+    try:
+        return os.path.relpath(path, os.path.commonpath([str(p) for p in parents]))
+    except ValueError:  # different drives (Windows)
+        return str(path)
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     from focuswatch.scale.batch import measure_one
     from focuswatch.scale.parallel import map_frames
@@ -42,6 +55,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     batch = map_frames(measure_one, paths, args=(rig, pcfg), runner=runner, progress=not args.json,
                        on_problem=problem_printer(args.json))
     n_bad = len(batch.bad) + len(batch.lost)
+    parents = {p.parent for p in paths}
     if not args.json:
         print(f"{'file':<40} {'stars':>5} {'HFR px':>7} {'NINA':>6} {'FWHM px':>7} {'ecc':>5} {'HFD/FWHM':>8} "
               f"{'bkg ADU':>8} {'noise':>6}")
@@ -54,10 +68,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
             row = st.to_dict()  # n_stars, and `stars` kept as its published alias (docs/schema.md)
             emit_json({**row, **({"error": st.reason} if st.n_stars == 0 else {})}, kind="frame")
             continue
-        name = path.name if len(path.name) <= 40 else "…" + path.name[-39:]
+        name = _shown_name(path, parents)
+        name = name if len(name) <= 40 else "…" + name[-39:]
         print(f"{name:<40} {st.n_stars:>5} {fmt(st.hfr_px, '7.2f')} {fmt(st.hfr_nina_px, '6.2f')} "
               f"{fmt(st.fwhm_px, '7.2f')} {fmt(st.eccentricity, '5.2f')} {fmt(st.profile_ratio, '8.2f')} "
-              f"{fmt(st.background_adu, '8.0f')} {fmt(st.noise_adu, '6.1f')}"
+              f"{fmt(st.background_adu, '8.0f' if abs(st.background_adu or 0) >= 10 else '8.3g')} "
+              f"{fmt(st.noise_adu, '6.1f' if abs(st.noise_adu or 0) >= 1 else '6.2g')}"
               + (f"   ({st.reason})" if st.reason else ""))
     if batch.undone_text():
         error_line(batch.undone_text())

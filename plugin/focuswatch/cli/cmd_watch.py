@@ -162,7 +162,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         state_file.parent / "journal.sqlite" if (args.state_dir or args.state_file) else default_journal_path())
     af_folder = args.af_folder or default_nina_autofocus_dir()
 
+    bad: list[str] = []  # frames that could not be measured: the exit status says so at the end
+
     def on_processed(p) -> None:
+        if p.status == "error":
+            bad.append(str(p.path))
         emit_json(_decision_row(p), kind="decision") if args.json else print(_decision_text(p), flush=True)
 
     def on_trigger(r) -> None:
@@ -202,6 +206,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
             w.stop()
         from focuswatch.policy import summarize
         emit_summary(summarize(w.decisions, w.monitor.state.n_autofocus), args.json)
+    if bad:  # each was one line when it arrived; the watch carried on
+        error_line(f"{len(bad)} frame(s) could not be measured while watching {args.folder}")
+        return EXIT_FAIL
     return EXIT_OK
 
 

@@ -184,10 +184,18 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     hfr = np.array([float(d.evidence.hfr_px) if d.evidence.hfr_px else np.nan for d in diags])
     seeing = np.array([float(d.evidence.seeing_fwhm_px) if d.evidence.seeing_fwhm_px else np.nan for d in diags])
 
-    # clouds: star count or flux well below the night's typical (upper) level
-    ref_n = float(np.percentile(nst, 80)) if n else 0.0
+    # clouds: star count or flux well below the night's typical (upper) level. Saturated stars
+    # are stars the clouds let through. Clouds only dim: a frame holding more stars, or more
+    # saturated ones, than the night's median is not under clouds, whatever its median flux
+    # (in good seeing fainter stars are found and more of the bright ones saturate, so the
+    # median flux of the measured stars falls while the sky is as clear as ever).
+    nsat = np.array([float((getattr(s, "n_rejected", None) or {}).get("saturated", 0) or 0) for s in items])
+    nall = nst + nsat
+    ref_n = float(np.percentile(nall, 80)) if n else 0.0
     ref_f = float(np.nanpercentile(flux, 80)) if np.isfinite(flux).any() else np.nan
-    cloud = (nst < config.cloud_fraction * ref_n) | (np.isfinite(flux) & (flux < config.cloud_fraction * ref_f))
+    more = (nall > np.median(nall)) | (nsat > np.median(nsat)) if n else np.zeros(0, bool)
+    cloud = (nall < config.cloud_fraction * ref_n) | (
+        np.isfinite(flux) & (flux < config.cloud_fraction * ref_f) & ~more)
     cloud_runs = _runs(cloud.tolist())
     files = [s.file for s in items]
     cloud_periods = tuple((files[a], files[b], b - a + 1,
@@ -296,7 +304,9 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     if drift_h is not None and duration and cfz and have_um:
         drift_total_cfz = max(drift_h, 0.0) * duration / cfz
     frac = {k: v / max(n_diag, 1) for k, v in counts.items()}
-    if optical and max(optical.values()) >= 0.5 * n_diag:
+    if n_diag == 0:  # no frame had a verdict: nothing says the night was in focus either
+        label, conf, why = UNKNOWN, 0.0, f"none of the {n} frames could be diagnosed (their reasons are listed)"
+    elif optical and max(optical.values()) >= 0.5 * n_diag:
         label = max(optical, key=optical.get)
         conf, why = frac[label], f"{optical[label]} of {n_diag} frames show it; it does not change with focus"
     elif drift_total_cfz is not None and drift_total_cfz >= 0.7 and drift_h and drift_h > 0:

@@ -376,7 +376,17 @@ def runs_from_frames(paths: Sequence[Path], *, plate_scale_arcsec_px: float | No
                 raise FrameError(p, f"no number in header keyword {key} (--position-key)")
             pos.append(v)
         source = "keyword"
-    elif all(m.focuser_pos is not None for _, m in items):
+    elif any(m.focuser_pos is not None for _, m in items):
+        # the run's frames carry FOCPOS: one without a readable position (missing, or
+        # FOCPOS = 'abc') is left out and named, not the whole run thrown back to frame order
+        for p, m in items:
+            if m.focuser_pos is None:
+                problem = ("no focuser position (FOCPOS/FOCUSPOS missing or not a number) while the other "
+                           "frames have one; left out of the V-curve")
+                if skipped is None:
+                    raise FrameError(p, problem)
+                skipped.append((str(p), problem))
+        items = [(p, m) for p, m in items if m.focuser_pos is not None]
         pos, source = [float(m.focuser_pos) for _, m in items], "header"
     else:
         pos, source = [float(i + 1) for i in range(len(items))], "frame_order"

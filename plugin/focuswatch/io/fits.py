@@ -328,7 +328,7 @@ def _plain_image(p: Path, offset: int, header: Mapping[str, Any]) -> Frame:
             else:
                 blk[:] = chunk
     return _prepare(p, out, meta_from_header(header), _saturation_adu(header, dt, bscale, bzero),
-                    integer=dt.kind in "ui")
+                    integer=dt.kind in "ui", header=header)
 
 
 def _merged_header(hdus: tuple[HduInfo, ...] | list[HduInfo], hdu: HduInfo) -> dict[str, Any]:
@@ -404,5 +404,5 @@ def _compressed_image(p: Path, hdu: HduInfo, header: Mapping[str, Any]) -> Frame
     if meta.width is None or meta.height is None:
         meta = FrameMeta.from_dict({**meta.to_dict(), "width": data.shape[-1], "height": data.shape[-2]})
     # astropy has already applied BSCALE/BZERO here
-    return _prepare(p, data, meta, _saturation_adu(header, data.dtype))
+    return _prepare(p, data, meta, _saturation_adu(header, data.dtype), header=header)
 

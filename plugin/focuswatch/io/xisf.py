@@ -163,5 +163,5 @@ def _load_xisf(p: Path, check: bool = True, layout: Any = None, size_bytes: int 
     if arr.ndim == 3:
         arr = np.moveaxis(arr, -1, 0)
     meta = meta_from_header(kw)
-    return _prepare(p, arr, meta, _saturation_adu(kw, arr.dtype))
+    return _prepare(p, arr, meta, _saturation_adu(kw, arr.dtype), header=kw)
 

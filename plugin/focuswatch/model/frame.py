@@ -168,7 +168,8 @@ def meta_from_header(h: Mapping[str, Any]) -> FrameMeta:
         focal_length_mm=focal if focal and focal > 0 else None,
         f_ratio=_num(_first(h, "FOCRATIO", "FNUMBER")),
         aperture_mm=_num(_first(h, "APTDIA", "APERTURE")),
-        gain=_num(_first(h, "GAIN", "EGAIN")),
+        # e-/ADU: EGAIN first; NINA, SGP and ASIAIR write GAIN as the camera's gain setting (0-600)
+        gain=_num(_first(h, "EGAIN", "GAIN")),
         offset=_num(_first(h, "OFFSET", "BLKLEVEL")),
         sensor_temp_c=_num(_first(h, "CCD-TEMP", "SET-TEMP")),
         object_name=_str(_first(h, "OBJECT")),
@@ -241,11 +242,30 @@ def bayer_green_full(img: np.ndarray, pattern: str) -> np.ndarray:
     return np.ascontiguousarray(np.where(is_green, a, neigh), dtype=np.float32)
 
 
+#: Header keywords focuswatch reads as numbers: a value there that is not one is noted.
+NUMERIC_KEYWORDS = ("FOCPOS", "FOCUSPOS", "FOCUSERP", "EXPTIME", "EXPOSURE", "FOCTEMP", "FOCUSTEM", "XPIXSZ",
+                    "FOCALLEN", "FOCRATIO", "APTDIA", "FOCUSSZ", "XBINNING", "CCD-TEMP", "AMBTEMP", "EGAIN")
+
+
+def header_value_notes(h: Mapping[str, Any] | None) -> list[str]:
+    """Notes for keywords focuswatch reads as numbers whose value is not one (a driver writing
+    ``FOCPOS = 'abc'``): the value is left out, and the user should know why."""
+    out = []
+    for k in NUMERIC_KEYWORDS:
+        v = (h or {}).get(k)
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        if _num(v) is None:
+            out.append(f"header {k} = {v!r} is not a number: left out")
+    return out
+
+
 def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: float | None,
-             integer: bool = False) -> Frame:
+             integer: bool = False, header: Mapping[str, Any] | None = None) -> Frame:
     """Turn raw image data into a measurable float32 frame (or raise FrameError).
 
     ``integer=True`` says the pixels came from integers, so the NaN scan is skipped.
+    ``header``: the keywords ``meta`` came from, to note values that are not numbers.
     """
     arr = np.asarray(data)
     colour_note = None
@@ -255,7 +275,7 @@ def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: f
         raise FrameError(path, f"a {arr.ndim}-D array, not a mono 2-D frame")
     if min(arr.shape) < 16:
         raise FrameError(path, f"image too small to measure ({arr.shape[1]}x{arr.shape[0]} px)")
-    notes: list[str] = [colour_note] if colour_note else []
+    notes: list[str] = ([colour_note] if colour_note else []) + header_value_notes(header)
     img = np.ascontiguousarray(arr, dtype=np.float32)
     if integer or arr.dtype.kind in "ui":
         n_bad = 0

@@ -316,8 +316,12 @@ def write_report(rep: NightReport, path: str | os.PathLike[str], *, protected: s
         _check_output_dir(out, Path(protected), "the report")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    tmp.write_text(render_html(rep), encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(render_html(rep), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:  # name the file the user asked for, not the temporary one beside it
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
     return out
 
 

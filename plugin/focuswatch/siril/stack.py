@@ -140,8 +140,16 @@ def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str
         "register light_",
         f"stack r_light_ rej w {sigma_low:g} {sigma_high:g} -norm=addscale -out=master",
     ]
-    res = run_script(commands, wd, info=info, timeout_s=timeout_s, name="stack",
-                     expect=(r"registered\.", r"stacked|Stacked sequence successfully"))
+    try:
+        res = run_script(commands, wd, info=info, timeout_s=timeout_s, name="stack",
+                         expect=(r"registered\.", r"stacked|Stacked sequence successfully"))
+    except SirilError as exc:
+        n_reg = len(list(wd.glob("r_light_*.fits")))
+        if n_reg < 2 and any(wd.glob("light_*.seq")):  # registration ran and left too few to stack
+            raise SirilError(f"Siril registered only {n_reg} of {len(subs)} subs, too few to stack: are they one "
+                             "field (the same target, overlapping) with enough stars in each?", exc.exit_code,
+                             exc.log_tail) from None
+        raise
     master = wd / "master.fits"
     if not master.is_file():
         raise SirilError("Siril reported success but wrote no master.fits", res.returncode, res.tail())

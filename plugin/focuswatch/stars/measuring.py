@@ -127,6 +127,11 @@ def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, *
     return measure(frame_from_array(pixels, header, kw.pop("saturation_adu", None)), **kw)
 
 
+#: A pixel noise below this (ADU) means the data are not counts: integer frames carry at least
+#: the quantisation noise (0.29 ADU); float frames scaled to 0-1 have ~1e-4-1e-2.
+_NOT_COUNTS_NOISE = 0.05
+
+
 def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_stars: int = 3000,
             n_fit: int = 300, detect_thresh: float = 4.0, min_stars: int = MIN_STARS_FOR_STATS,
             profile: ProfileConfig = PROFILE) -> FrameStats:
@@ -157,6 +162,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     border_note: tuple[str, ...] = ()
     if top or bottom or left or right:
         img = img[top:img.shape[0] - bottom, left:img.shape[1] - right]
+        if not img.flags.c_contiguous:  # a left/right border: sep reads C-contiguous buffers only
+            img = np.ascontiguousarray(img)
         border_note = (f"a constant border (top {top}, bottom {bottom}, left {left}, right {right} px) "
                        "is left out as outside the image",)
     H, W = img.shape
@@ -292,6 +299,11 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     k_nb = int(min(_N_NEIGHBOURS, len(fx) - 1))
     batch = max(64, _STAMP_BATCH_PIXELS // (S * S))
     gain = frame.meta.gain if (frame.meta.gain and 0.05 < frame.meta.gain < 20) else 1.0
+    if noise < _NOT_COUNTS_NOISE:
+        # not counts: float data scaled to 0-1 (Siril, PixInsight) or calibrated. A star's own
+        # photon noise cannot be told in these units (read as e-, a 0-1 frame's stars were all
+        # "too faint"); the sky's noise alone sets the SNR
+        gain = math.inf
 
     def profile_stars(sel_: np.ndarray) -> dict[str, np.ndarray]:
         """Stamps and per-star figures of the candidates ``sel_`` (see :func:`_measure_stamps`),
