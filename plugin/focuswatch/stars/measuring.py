@@ -24,7 +24,8 @@ from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annul
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
                                       moffat_fwhm)
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
-from focuswatch.stars.table import GREEN_INTERP, FrameStats, GreenInterpolationConfig, moffat_half_light_slope, STAR_DTYPE, _PIX_FWHM2, _PIX_HFR2
+from focuswatch.stars.table import (GREEN_INTERP, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
+                                    _PIX_HFR2, moffat_half_light_slope)
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
 
 
