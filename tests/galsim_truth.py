@@ -210,3 +210,14 @@ def bayer_field(profile, scope: Scope, pattern: str, *, n: int = 50, size_px: in
             site = (yy % 2 == dy) & (xx % 2 == dx)
             mosaic[site] = chans[pattern[2 * dy + dx]][site]
     return add_noise(mosaic, seed=seed)
+
+
+def green_field(profile, scope: Scope, *, n: int = 50, size_px: int = 256, seed: int = 1) -> np.ndarray:
+    """The stars of :func:`bayer_field` (same seed, same places and fluxes) on a mono sensor:
+    the green channel at every pixel, with noise: the frame a Bayer measurement should match."""
+    rng = np.random.default_rng(seed)
+    canvas = np.zeros((size_px, size_px))
+    for x, y in spread(rng, n, 12, size_px - 12, 18):
+        stamp = draw(profile, scope, 21, dx_px=x - round(x), dy_px=y - round(y))
+        place(canvas, stamp * rng.uniform(2e4, 2e5), x, y)
+    return add_noise(canvas, seed=seed)

@@ -99,6 +99,9 @@ class Frame:
     scale_px: int = 1
     saturation_adu: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: the Bayer pattern whose green channel was interpolated to full resolution
+    #: (:func:`bayer_green_full`), else ``None``: the measurement takes that blur out again
+    green_interpolated: str | None = None
 
 
 # --------------------------------------------------------------------------- headers
@@ -297,11 +300,13 @@ def _prepare(path: Path | None, data: np.ndarray, meta: FrameMeta, saturation: f
     if hi <= lo:
         raise FrameError(path, f"blank image: every pixel is {lo:g}")
     scale = 1
+    green_interpolated = None
     if meta.bayer_pattern and colour_note is None:
+        green_interpolated = meta.bayer_pattern.upper()
         img = bayer_green_full(img, meta.bayer_pattern)
         notes.append(f"one-shot-colour {meta.bayer_pattern}: measured on the green channel, interpolated to full "
                      "resolution (bilinear: each red/blue site gets the mean of its 4 green neighbours)")
-    return Frame(path, img, meta, scale, saturation, notes)
+    return Frame(path, img, meta, scale, saturation, notes, green_interpolated)
 
 
 def _saturation_adu(header: Mapping[str, Any], raw_dtype: np.dtype, bscale: float = 1.0,

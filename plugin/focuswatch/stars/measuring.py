@@ -24,7 +24,8 @@ from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annul
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
                                       moffat_fwhm)
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
-from focuswatch.stars.table import FrameStats, STAR_DTYPE, _PIX_FWHM2, _PIX_HFR2
+from focuswatch.stars.table import (GREEN_INTERP, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
+                                    _PIX_HFR2, moffat_half_light_slope)
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
 
 
@@ -118,6 +119,30 @@ def _profile_sample(sel: np.ndarray, fx: np.ndarray, fy: np.ndarray, width: int,
         if q > 0:
             take.append(members[((np.arange(q) + 0.5) * len(members) / q).astype(np.int64)])
     return sel[np.sort(np.concatenate(take))]
+
+
+def _without_green_blur(r_half: np.ndarray, beta: np.ndarray, a2: np.ndarray, b2: np.ndarray, keep: np.ndarray,
+                        cfg: GreenInterpolationConfig = GREEN_INTERP
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """HFR, second moments and eccentricity of a Bayer frame's stars with the green
+    interpolation's blur taken out (:class:`GreenInterpolationConfig`), and the note saying so.
+
+    ``beta``: the stars' Moffat fits (NaN where none). One log slope for the frame, from the
+    median fitted beta: a single undersampled star's fit is loose (its alpha and beta trade
+    off at FWHM 1-1.5 px; per-star slopes read the 1.2 px stars' HFR 13 % low).
+    """
+    v = cfg.var_px2
+    fitted = keep & np.isfinite(beta)
+    b = max(float(np.median(beta[fitted])), cfg.beta_min) if np.any(fitted) else math.inf
+    slope = moffat_half_light_slope(b)
+    hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2 - v * slope, 0.01))
+    a2c = np.maximum(a2 - v, 1e-6)
+    b2c = np.maximum(b2 - v, 1e-6)
+    ecc = np.sqrt(np.clip(1 - b2c / a2c, 0, 1))
+    note = (f"green interpolation's blur taken out (its kernel adds {v:.2f} px^2 per axis): of the second moments "
+            f"exactly, of HFR^2 by that times the profile's log slope at the half-flux radius ({v * slope:.2f} px^2, "
+            f"Moffat beta {b:.1f})",)
+    return hfr, a2c, b2c, ecc, note
 
 
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
@@ -416,6 +441,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 
     # ---- Moffat FWHM on bright, unsaturated, isolated stars spread over the 3x3 grid
+    green_sites = frame.green_interpolated  # a Bayer frame's green was interpolated: see GREEN_INTERP
     fwhm = np.full(n, np.nan)
     beta = np.full(n, np.nan)
     zone_of = (np.minimum((fy[sel] * 3 / H).astype(int), 2) * 3 + np.minimum((fx[sel] * 3 / W).astype(int), 2))
@@ -461,6 +487,20 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         ok &= (fw > 0.5) & (fw < 4 * R)
         fwhm[pick[ok]] = fw[ok]
         beta[pick[ok]] = bet[ok]
+    green_note: tuple[str, ...] = ()
+    if green_sites is not None:
+        hfr_blurred = hfr
+        hfr, a2, b2, ecc, green_note = _without_green_blur(r_half, beta, a2, b2, keep)
+        # FWHM shrinks with HFR, so the profile's shape (2 HFR / FWHM, the focus-vs-seeing
+        # witness) is kept as measured; not on undersampled frames, whose fitted FWHM does not
+        # see the blur: see GreenInterpolationConfig
+        fw_ok = keep & np.isfinite(fwhm)
+        if np.any(fw_ok) and float(np.median(fwhm[fw_ok])) >= GREEN_INTERP.scale_fwhm_from_px:
+            fwhm = fwhm * hfr / hfr_blurred
+            green_note = (green_note[0] + "; FWHM scaled with HFR, keeping the profile's shape as measured",)
+        else:
+            green_note = (green_note[0] + "; FWHM as fitted (stars under "
+                          f"{GREEN_INTERP.scale_fwhm_from_px:g} px: the fit does not see the blur)",)
 
     # ---- per-star table in sensor pixels
     k = np.nonzero(keep)[0]
@@ -486,7 +526,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # saw the masked side, so it has no shape figure
     stars["masked"] = masked[k]
     stars["ecc"][masked[k]] = np.nan
-    extra = border_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
+    extra = border_note + green_note + ((f"{n_rings} donut(s) reassembled from arcs split by spider-vane shadows",)
                            if n_rings else ())
     n_total = None
     if n < n_cand:
