@@ -940,3 +940,97 @@ def test_the_night_s_sharpest_frame_is_not_clouds_but_a_real_cloud_is():
     story = diagnose.night(measured, rig)
     assert [f.cloud for f in story.frames] == [False] * 6 + [True]
     assert len(story.cloud_periods) == 1
+
+
+# --------------------------------------------------------------------------- seeing is not a focus drift
+
+_SEEN_RIG = Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33)
+
+
+def _galsim_night_frame(galsim: object, seeing_arcsec: float, defocus_um: float, transmission: float, i: int,
+                        t_s: float):
+    """One frame of a GalSim night on one sky: 200 mm f/5 Newtonian (0.33 obstruction), Kolmogorov
+    seeing times the defocused obstructed pupil (Noll Z4 from the wavefront's peak-to-valley
+    defocus / (8 N^2)), 150 stars with a power-law count N(>F) ~ F^-0.75, measured by focuswatch."""
+    from focuswatch.model.frame import Frame, FrameMeta
+
+    rig, lam_nm, size = _SEEN_RIG, 550.0, 360
+    scale = rig.plate_scale_arcsec_px
+    sky = np.random.default_rng(3)
+    xy = sky.uniform(22, size - 22, (150, 2)).astype(int)
+    flux = 1.5e3 * (1 - sky.uniform(size=150)) ** (-1 / 0.75)
+    z4 = defocus_um / (8 * 5.0 ** 2) / (lam_nm / 1000) / (2 * np.sqrt(3))
+    optic = galsim.OpticalPSF(lam_over_diam=lam_nm * 1e-9 / 0.2 * 206264.806, obscuration=0.33, defocus=z4)
+    psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing_arcsec), optic)
+    stamp = psf.drawImage(nx=41, ny=41, scale=scale).array
+    img = np.zeros((size, size))
+    for (x, y), f in zip(xy, flux):
+        img[y - 20:y + 21, x - 20:x + 21] += stamp * f * transmission
+    rng = np.random.default_rng(100 + i)
+    px = np.clip(rng.poisson(img + 800.0) + rng.normal(0, 5, img.shape), 0, 65535).astype(np.float32)
+    meta = FrameMeta(timestamp=1.8e9 + t_s, focuser_pos=5000, filter_name="L", exposure_s=120.0)
+    return stars.measure(Frame(path=None, pixels=px, meta=meta, saturation_adu=65535), plate_scale_arcsec_px=scale)
+
+
+@pytest.fixture(scope="session")
+def galsim_seeing_and_drift_nights():
+    """GalSim truth, every 4 min: a seeing-only night (every frame in focus, seeing 2.0-4.2"
+    with 0.15" of jitter), and a 2.5" night whose focus drifts 6 um a frame (90 um/h, 1.3 CFZ/h)."""
+    galsim = pytest.importorskip("galsim")
+    rng = np.random.default_rng(8)
+    seeing = np.sort(np.linspace(2.0, 4.2, 10) + rng.normal(0, 0.15, 10))
+    seeing_night = [_galsim_night_frame(galsim, float(s), 0.0, 1.0, i, 240.0 * i) for i, s in enumerate(seeing)]
+    drift_night = [_galsim_night_frame(galsim, 2.5, 6.0 * i, 1.0, 20 + i, 240.0 * i) for i in range(12)]
+    return seeing, seeing_night, drift_night
+
+
+def _retimed(sts, order):
+    """The same frames taken in another order (their DATE-OBS swapped)."""
+    return [dataclasses.replace(sts[i], meta=dataclasses.replace(sts[i].meta, timestamp=1.8e9 + 240.0 * j))
+            for j, i in enumerate(order)]
+
+
+@pytest.mark.parametrize("order", ["rising", "falling", "shuffled"])
+def test_a_seeing_only_night_reads_no_focus_drift(galsim_seeing_and_drift_nights, order):
+    """Every frame in focus, the seeing 2.0-4.2": worse through the night, better, or jumping.
+    The frames' own profile defocus figures (0-2 CFZ of seeing-fit noise on in-focus frames)
+    built the drift: 'focus_miss: focus drifted 76 um/h' on such a night. Truth: no drift;
+    the worst-seeing frames lose their faint stars to the detection limit but are not clouds."""
+    seeing, sts, _ = galsim_seeing_and_drift_nights
+    n = len(sts)
+    order_idx = {"rising": list(range(n)), "falling": list(range(n))[::-1],
+                 "shuffled": list(np.random.default_rng(5).permutation(n))}[order]
+    night = _retimed(sts, order_idx)
+    # the premise: the worst seeing's star count falls under 0.6 of the night's upper level
+    counts = [s.n_stars for s in sts]
+    assert min(counts[-2:]) < 0.6 * np.percentile(counts, 80)
+    story = diagnose.night(night, _SEEN_RIG)
+    cfz = optics.cfz_um(5.0, _SEEN_RIG.wavelength_nm)
+    assert story.label != "focus_miss", story.summary
+    assert story.drift_um_per_h is not None and abs(story.drift_um_per_h) * story.duration_h < 0.3 * cfz, story.summary
+    assert not any(f.cloud for f in story.frames), [(f.hfr_px, f.n_stars) for f in story.frames]
+
+
+def test_a_slow_focus_drift_in_steady_seeing_is_still_read(galsim_seeing_and_drift_nights):
+    """6 um a frame every 4 min (90 um/h) in 2.5" seeing: 1 CFZ by the end, every frame still
+    looks in focus to its profile. The night reads the drift from the stars' growth, its rate
+    within 25 %, and calls it a focus miss. Before, in-focus frames gave their profile's noise
+    (0-95 um) and the night read a drift of -27 um/h."""
+    _, _, sts = galsim_seeing_and_drift_nights
+    story = diagnose.night(sts, _SEEN_RIG)
+    assert story.drift_um_per_h == pytest.approx(90.0, rel=0.25), story.summary
+    assert story.label == "focus_miss", story.summary
+    assert not any(f.cloud for f in story.frames)
+
+
+def test_a_real_cloud_on_a_seeing_night_is_still_clouds(galsim_seeing_and_drift_nights):
+    """The seeing-only night with a cloud letting 40 % through on a 2.8" frame: the count falls
+    below what its seeing predicts (0.4^0.75 ~ half), so that frame alone is clouds."""
+    galsim = pytest.importorskip("galsim")
+    seeing, sts, _ = galsim_seeing_and_drift_nights
+    k = int(np.argmin(np.abs(seeing - 2.8)))
+    cloudy = list(sts)
+    cloudy[k] = _galsim_night_frame(galsim, float(seeing[k]), 0.0, 0.4, k, 240.0 * k)
+    story = diagnose.night(cloudy, _SEEN_RIG)
+    assert [f.cloud for f in story.frames] == [i == k for i in range(len(sts))]
+    assert story.label != "focus_miss", story.summary

@@ -115,6 +115,15 @@ class DiagnoseConfig(Record):
     anisotropic: float = 0.45
     #: Frame-level cloud flags in a night: star count or flux below this fraction of the night's level.
     cloud_fraction: float = 0.6
+    #: A night's star size grows with the seeing as with focus. Within a focus segment, a frame
+    #: whose HFR growth over the segment's best frames would need a defocus blur this many times
+    #: the seeing FWHM while its profile calls no focus miss shows the seeing moved: the size then
+    #: says nothing about focus there and the segment's drift comes from the profile only
+    #: (tuned on GalSim nights, docs/diagnose.md "The night's drift and seeing").
+    night_size_refute_blur_ratio: float = 1.5
+    #: A night's drift counts as a focus miss only when its slope stands this many standard
+    #: errors above zero (the frames' seeing jitter scatters the sizes about the trend).
+    night_drift_min_t: float = 2.0
     #: Seeing families of the profile inversion (generated data): Moffat cross-check rows
     #: are used within this beta range and pay this chi^2 against the physical (Kolmogorov)
     #: rows; a broader wing than beta 2.5 allows is a halo, not seeing.
@@ -228,6 +237,7 @@ class DiagnoseConfig(Record):
         "dew_wing_excess": (0.0, 5.0), "dew_min_halo_px": (0.0, 50.0), "elongated_ecc": (0.0, 1.0),
         "aligned": (0.0, 1.0), "radial": (0.0, 1.0), "flare_snr": (0.0, 100.0), "field_variation_pct": (0.0, 500.0),
         "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),
+        "night_size_refute_blur_ratio": (0.05, 100.0), "night_drift_min_t": (0.0, 100.0),
         "seeing_beta_min": (1.1, 20.0), "seeing_beta_max": (1.1, 50.0), "moffat_prior_chi2": (0.0, 100.0),
         "plausible_delta_chi2": (0.0, 100.0),
         "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0),

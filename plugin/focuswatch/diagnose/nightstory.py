@@ -102,16 +102,86 @@ class NightStory:
         return cls(**kw)
 
 
-def _pooled_slope(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> float | None:
-    """Least-squares slope shared by several groups, each with its own intercept."""
+def _pooled_fit(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float | None, float | None]:
+    """Least-squares slope shared by several groups, each with its own intercept, and its
+    standard error from the scatter about the fit (``None`` with fewer than 2 residual
+    degrees of freedom)."""
     sxx = sxy = 0.0
+    used = []
     for xv, yv in groups:
         if len(xv) < 3:
             continue
         xc = xv - xv.mean()
         sxx += float(xc @ xc)
         sxy += float(xc @ (yv - yv.mean()))
-    return sxy / sxx if sxx > 0 else None
+        used.append((xc, yv - yv.mean()))
+    if not sxx > 0:
+        return None, None
+    b = sxy / sxx
+    dof = sum(len(xc) for xc, _ in used) - len(used) - 1
+    if dof < 1:
+        return b, None
+    rss = sum(float(((yc - b * xc) ** 2).sum()) for xc, yc in used)
+    return b, float(np.sqrt(rss / dof / sxx))
+
+
+def _pooled_slope(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> float | None:
+    """Least-squares slope shared by several groups, each with its own intercept."""
+    return _pooled_fit(groups)[0]
+
+
+def _seeing_aware_count_residual(nall: np.ndarray, hfr: np.ndarray, cloud_fraction: float) -> np.ndarray | None:
+    """log star count minus what the frame's star size predicts, for the night's clear frames.
+
+    In a real field the count of stars above the detection limit is a power law of their
+    peak brightness, so it falls with the star size (N ~ FWHM^-a): a frame in 4" seeing shows
+    half the stars of a 2" frame under the same clear sky. Clouds dim every star whatever the
+    seeing. The night's own log N against log HFR (slope clipped to [-4, 0]: size never adds
+    stars) is fitted, the frames falling short of it by more than ``cloud_fraction`` are left
+    out and the fit repeated, so the clouds do not pull the line down. ``None`` when fewer than
+    four frames have stars and a size, or their sizes do not spread (the plain count then decides).
+    """
+    ok = (nall > 0) & np.isfinite(hfr) & (hfr > 0)
+    if ok.sum() < 4:
+        return None
+    x, y = np.log(hfr), np.log(np.maximum(nall, 1.0))
+    if float(np.ptp(x[ok])) < 0.05:
+        return None
+    keep = ok.copy()
+    resid = np.zeros_like(x)
+    for _ in range(3):
+        if keep.sum() < 3:
+            return None
+        xm, ym = x[keep].mean(), y[keep].mean()
+        sxx = float(((x[keep] - xm) ** 2).sum())
+        b = float(np.clip(((x[keep] - xm) @ (y[keep] - ym)) / sxx, -4.0, 0.0)) if sxx > 0 else 0.0
+        a = ym - b * xm
+        resid = y - (a + b * x)
+        top = float(np.percentile(resid[keep], 80))
+        new = ok & (resid >= top + np.log(cloud_fraction))
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    top = float(np.percentile(resid[keep], 80))
+    out = resid - top
+    out[~ok] = np.nan
+    return out
+
+
+def _seeing_fwhm_px_of(hfr0_px: float, rig: Rig, items: Sequence[Any], eps: float) -> float | None:
+    """The seeing FWHM (px) whose in-focus star has the true HFR ``hfr0_px`` (the calibrated
+    inverse, :func:`focuswatch.calibration.seeing_for_infocus_hfr_arcsec`); without an
+    aperture, the Kolmogorov HFR/FWHM ratio alone."""
+    from focuswatch import calibration
+
+    scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
+                 None) or rig.plate_scale_arcsec_px
+    ap = rig.aperture_mm or ((rig.focal_length_mm / rig.f_ratio) if (rig.focal_length_mm and rig.f_ratio) else None)
+    if not (hfr0_px and hfr0_px > 0):
+        return None
+    if scale and ap and rig.wavelength_nm:
+        return calibration.seeing_for_infocus_hfr_arcsec(hfr0_px, ap, rig.wavelength_nm, scale, eps) / scale
+    return hfr0_px / calibration.KOLMOGOROV_HLR_PER_FWHM
 
 
 def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
@@ -194,8 +264,19 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     ref_n = float(np.percentile(nall, 80)) if n else 0.0
     ref_f = float(np.nanpercentile(flux, 80)) if np.isfinite(flux).any() else np.nan
     more = (nall > np.median(nall)) | (nsat > np.median(nsat)) if n else np.zeros(0, bool)
-    cloud = (nall < config.cloud_fraction * ref_n) | (
-        np.isfinite(flux) & (flux < config.cloud_fraction * ref_f) & ~more)
+    few = nall < config.cloud_fraction * ref_n
+    # ... and the count the frame's seeing leaves: in poor seeing the faint stars drop below the
+    # detection limit as under a cloud, so the count is judged against the night's count-size line
+    count_resid = _seeing_aware_count_residual(nall, hfr, config.cloud_fraction)
+    if count_resid is not None:
+        # called clouds: short of the night's level with at most half of that shortfall (in
+        # magnitudes) explained by the frame's size, or short of what its size predicts
+        known = np.isfinite(count_resid)
+        r = np.where(known, count_resid, 0.0)
+        few = np.where(known, (few & (r < 0.5 * np.log(config.cloud_fraction))) | (r < np.log(config.cloud_fraction)),
+                       few)
+        more = more | (np.isfinite(count_resid) & (count_resid > np.nanmedian(count_resid)))
+    cloud = few | (np.isfinite(flux) & (flux < config.cloud_fraction * ref_f) & ~more)
     cloud_runs = _runs(cloud.tolist())
     files = [s.file for s in items]
     cloud_periods = tuple((files[a], files[b], b - a + 1,
@@ -217,27 +298,43 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         seg[i] = seg[i - 1] + (1 if (pos[i] is not None and pos[i - 1] is not None and pos[i] != pos[i - 1]) else 0)
     n_refocus = int(seg[-1])
 
-    # defocus per frame: from the profile (independent of the seeing's jitter); without
-    # it, the HFR growth over the segment's best frames (optics' seeing x annulus model)
+    # defocus per frame. A frame whose profile shows the defocus (a focus miss) gives the
+    # profile's figure. Any other frame's profile only says "within what the seeing hides":
+    # its own defocus figure is then noise of the seeing fit (0-2 CFZ on in-focus GalSim
+    # frames in 2-4" seeing) and drew a drift from the seeing. Its defocus comes from the
+    # star's growth over the segment's best frames (optics' seeing x annulus model) - unless
+    # the segment shows the seeing moved: a growth needing a blur of
+    # ``night_size_refute_blur_ratio`` seeing FWHMs, which the profile would have seen, with
+    # none in the profile. The size then says nothing about focus in that segment and its
+    # in-focus frames count as in focus (the profile's own lower bound, 0).
     usable = ~cloud & np.isfinite(hfr) & np.array([d.label not in (UNKNOWN, "trailing") for d in diags])
     if dew_onset is not None:
         usable[dew_onset:] = False
     defocus = np.full(n, np.nan)
     nratio, pix = rig.f_ratio, rig.effective_pixel_um
+    eps = rig.obstruction or 0.0
+    seeing_moved = np.zeros(n, bool)
     for k in np.unique(seg):
         m = (seg == k) & usable
         if m.sum() < 1:
             continue
         h0 = float(np.min(hfr[m])) if m.sum() < 4 else float(np.percentile(hfr[m], 10))
-        for i in np.nonzero(m)[0]:
-            if diags[i].defocus_um is not None:
+        see0_px = _seeing_fwhm_px_of(h0, rig, items, eps)
+        idx = np.nonzero(m)[0]
+        blur = {i: optics.defocus_blur_px_from_hfr(hfr[i], h0, eps) for i in idx}
+        refuted = any(diags[i].label != "focus_miss" and see0_px
+                      and blur[i] >= config.night_size_refute_blur_ratio * see0_px for i in idx)
+        for i in idx:
+            seeing_moved[i] = refuted
+            if diags[i].label == "focus_miss" and diags[i].defocus_um is not None:
                 defocus[i] = diags[i].defocus_um
-                continue
-            blur = optics.defocus_blur_px_from_hfr(hfr[i], h0, rig.obstruction or 0.0)
-            defocus[i] = optics.defocus_um_from_blur(blur * pix, nratio) if (nratio and pix) else blur
+            elif refuted:
+                defocus[i] = 0.0
+            else:
+                defocus[i] = optics.defocus_um_from_blur(blur[i] * pix, nratio) if (nratio and pix) else blur[i]
     groups_t = [(el[(seg == k) & usable], defocus[(seg == k) & usable]) for k in np.unique(seg)]
     groups_t = [(a[np.isfinite(a) & np.isfinite(b)], b[np.isfinite(a) & np.isfinite(b)]) for a, b in groups_t]
-    drift_h = _pooled_slope(groups_t)
+    drift_h, drift_h_err = _pooled_fit(groups_t)
     drift_c = None
     if np.isfinite(temp).sum() >= 3:
         groups_c = []
@@ -309,7 +406,8 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     elif optical and max(optical.values()) >= 0.5 * n_diag:
         label = max(optical, key=optical.get)
         conf, why = frac[label], f"{optical[label]} of {n_diag} frames show it; it does not change with focus"
-    elif drift_total_cfz is not None and drift_total_cfz >= 0.7 and drift_h and drift_h > 0:
+    elif (drift_total_cfz is not None and drift_total_cfz >= 0.7 and drift_h and drift_h > 0
+          and (drift_h_err is None or drift_h >= config.night_drift_min_t * drift_h_err)):
         label, conf = "focus_miss", float(np.clip(0.5 + drift_total_cfz / 4, 0.5, 0.95))
         why = f"focus drifted {drift_h:.0f} um/h ({drift_total_cfz:.1f} CFZ over the run)"
     elif frac.get("focus_miss", 0) >= 0.3:
