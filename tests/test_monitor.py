@@ -679,8 +679,7 @@ def test_veto_labels_are_the_diagnosis_groups():
 @pytest.mark.parametrize("key,value", [("defocus_limit_cfz", float("nan")), ("max_interval_min", float("inf")),
                                        ("consecutive_frames", 1e20), ("consecutive_frames", 2.5),
                                        ("drift_z", -1.0), ("cross_filter_pct", 0.0), ("jitter_floor_pct", -0.1),
-                                       ("min_trend_frames", 2), ("cloud_star_fraction", 1.0),
-                                       ("night_trend_frames", 2), ("night_trend_frames", 3.5)])
+                                       ("min_trend_frames", 2), ("cloud_star_fraction", 1.0)])
 def test_policy_config_refuses_non_finite_and_out_of_range_values_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=rf"\[policy\] {key} = "):
         PolicyConfig(**{key: value})

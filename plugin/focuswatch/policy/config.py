@@ -33,7 +33,6 @@ class PolicyConfig(Record):
     drift_z_cadence_s: float = 60.0
     trend_window_min: float = 60.0
     min_trend_frames: int = 5
-    night_trend_frames: int = 4
     lookahead_frames: float = 2.0
     consecutive_frames: int = 3
     baseline_frames: int = 3
@@ -101,8 +100,6 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "drift_z_cadence_s": (0.0, 86400.0, "seconds between frames drift_z is meant for; 0 = the same bar at any cadence"),
     "trend_window_min": (0.0, 1440.0, "minutes; 0 = every frame since the autofocus"),
     "min_trend_frames": (3, 10000, "frames: a trend needs 3 or more"),
-    "night_trend_frames": (3, 10000, "frames the drift rule needs once the night's scatter is known "
-                                      "(night_jitter_min_dof); never more than min_trend_frames"),
     "lookahead_frames": (0.0, 100.0, "frames"),
     "consecutive_frames": (0, 1000, "frames; 0 = off"),
     "baseline_frames": (1, 1000, "frames"),

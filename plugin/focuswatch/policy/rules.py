@@ -54,13 +54,7 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     if ctx.drift is None or ctx.limit_um is None:
         return _rule_drift_fallback(ctx, config)
     d = ctx.drift
-    # with the night's scatter known, a few long exposures suffice: the significance below is
-    # Student's t for the night's degrees of freedom, not for the handful of frames since the
-    # autofocus (issue 13: a 300 s filter's 4th frame is 20 minutes of drift)
-    need = config.min_trend_frames
-    if ctx.night_dof >= config.night_jitter_min_dof:
-        need = min(need, config.night_trend_frames)
-    if d.n_frames < need or d.predicted_um < ctx.limit_um:
+    if d.n_frames < config.min_trend_frames or d.predicted_um < ctx.limit_um:
         return None
     zc = critical_z(config.drift_z, d.dof + config.prior_dof)
     # the straight-line witness only where the model's start is not known to be in focus: a
@@ -304,8 +298,7 @@ RULES: tuple[Rule, ...] = (
          "says the baseline was already out of focus) puts the defocus lookahead_frames ahead past the limit, "
          "and that growth is significant at drift_z sigmas "
          "(Student's t for the night's scatter) at a rate a thermal drift can have (max_drift_cfz_per_h)",
-         ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "night_trend_frames",
-          "jitter_floor_pct", "prior_dof",
+         ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof",
           "max_drift_cfz_per_h", "line_min_rise_pct_per_h"),
          "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
     Rule("reference", "image", rule_reference,
