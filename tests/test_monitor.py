@@ -606,6 +606,37 @@ def test_fit_drift_recovers_a_known_drift_and_its_significance():
     assert still is not None and still.z < 2
 
 
+@pytest.mark.parametrize("drift_sigmas_per_frame", [0.0, 3.0])
+def test_the_nights_scatter_reads_the_jitter_not_a_drift_inside_a_run(drift_sigmas_per_frame):
+    """Closed form: white log-HFR jitter of known sigma (1.12 %, the reconstructed NINA night's
+    seeing and measurement noise), three autofocus segments of L, R and B runs of 4-6 frames; with
+    drift, every run rises steadily by up to 3 sigma per frame (a filter drifting through its
+    frames). The night's frame-to-frame scatter, which every significance test divides by, is the
+    jitter: mean over 150 nights within 5 % of sigma with and without the drifts (about the night's
+    median step, as before policy4, the drifting nights read +75 %)."""
+    from focuswatch.policy.baseline import NightMemory
+
+    sigma = 0.0112
+    rng = np.random.default_rng(11)
+    got, dofs = [], []
+    for _ in range(150):
+        night = NightMemory()
+        t_s = 0.0
+        for _segment in range(3):
+            night.autofocus("L")
+            for filt, n in (("L", 6), ("R", 4), ("B", 5)):
+                slope = drift_sigmas_per_frame * sigma * rng.uniform(0.0, 1.0)
+                for k in range(n):
+                    night.add(filt, t_s, 1.4 * math.exp(rng.normal(0.0, sigma) + slope * k), None, 3)
+                    t_s += 320.0
+        j, dof = night.jitter()
+        got.append(j)
+        dofs.append(dof)
+    assert np.mean(got) == pytest.approx(sigma, rel=0.05), np.mean(got) / sigma
+    # 36 differences, the largest 10 % trimmed, less one (as the night's-median version counted them)
+    assert min(dofs) == max(dofs) == 32
+
+
 # --------------------------------------------------------------------------- one source of truth (issue 9)
 
 def test_rule_tables_are_generated_from_rules_and_each_rule_owns_its_off_switch():

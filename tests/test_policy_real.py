@@ -243,8 +243,9 @@ def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     assert ours_b and ours_b[0] <= B_FIRST + 2, (our_req, [d.reasons for d in ours[B_FIRST:B_FIRST + 3]])
     assert "reference" in ours[ours_b[0]].rules
     assert ours_r2 and ours_r2[0] <= nina_r2 + 3, (our_req, nina_r2)
-    # where NINA asked at or past our own 0.4 CFZ limit, at most one frame after it (20 seeds: 12
-    # equal or earlier, 7 one frame later; seed 8's NINA request, 3 frames earlier, was at 0.36 CFZ)
+    # where NINA asked at or past our own 0.4 CFZ limit, at most one frame after it (20 seeds since
+    # policy4: 17 equal or earlier, seeds 1, 9 and 19 one frame later; seed 8's NINA request, 3 frames
+    # earlier, was at 0.36 CFZ)
     if mk_nina.truth_um[nina_r2] >= 0.4 * optics.cfz_um(5.0, 640.0) - 1e-9:
         assert ours_r2[0] <= nina_r2 + 1, (our_req, nina_r2)
     assert make.truth_um[ours_r2[0]] < 0.6 * optics.cfz_um(5.0, 640.0)      # the drift target of item 3
@@ -253,6 +254,33 @@ def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     first = ours[ours_b[0]]
     assert first.reference_hfr_px is not None and first.reference_z is not None
 
+
+
+@functools.lru_cache(maxsize=None)
+def drift2_catch(seed: int) -> tuple[int, float, int]:
+    """(NINA's frame of drift 2, GalSim's true defocus there in CFZ, our frame) on the reconstructed night."""
+    mk_nina = real_night_frame(seed)
+    _, nina = closed_loop(mk_nina, len(PLAN), NINA)
+    _, ours = closed_loop(real_night_frame(seed), len(PLAN), OURS)
+    nina_r2 = min(i for i in requests(nina) if i >= R2_FIRST)
+    ours_r2 = min(i for i in requests(ours) if i >= R2_FIRST)
+    return nina_r2 - R2_FIRST + 1, mk_nina.truth_um[nina_r2] / optics.cfz_um(5.0, 640.0), ours_r2 - R2_FIRST + 1
+
+
+def test_drift_2_is_asked_no_later_than_ninas_rule_on_most_seeds():
+    """Drift 2 over 20 seeds (0-9 tuned policy4's change, 10-19 held out), GalSim truth: later than
+    NINA's rule where NINA asked at or past our 0.4 CFZ limit on at most two seeds of each ten, one
+    frame each (policy4: seeds 1, 9 / 19; policy3: 4 and 3 of ten). The change: the night's scatter
+    no longer counts a drifting run's rise as jitter (1.35 % read for a true 1.12 %)."""
+    for lo in (0, 10):
+        late = []
+        for seed in range(lo, lo + 10):
+            nina, nina_cfz, ours = drift2_catch(seed)
+            assert ours <= nina + 3, (seed, ours, nina)
+            if nina_cfz >= 0.4 - 1e-9 and ours > nina:
+                assert ours == nina + 1, (seed, ours, nina)
+                late.append(seed)
+        assert len(late) <= 2, (lo, late)
 
 # --------------------------------------------------------------------------- seeing-jitter and cloud nights
 
