@@ -48,7 +48,7 @@ class WingConfig:
     #: 10-90 %, median 4.4, steeper near the core than far out) above ``steep_slope`` raises
     #: ``alpha`` by the difference, as a Moffat-like wing (the simulator's beta 3.5 reads
     #: 5.1-6.0) keeps steepening outward. 4.5 chosen on the same seeds with the simulator's
-    #: Moffat fields (tests/test_stars.py): 5.0 left its 10 px stars' HFR 3.9 % high.
+    #: Moffat fields (tests/test_stars.py): with no such rule its 10 px stars' HFR read 3.9 % high.
     steep_slope: float = 4.5
     #: the steepest slope used (steeper = no wings)
     alpha_max: float = 8.0
