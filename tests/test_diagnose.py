@@ -1034,3 +1034,41 @@ def test_a_real_cloud_on_a_seeing_night_is_still_clouds(galsim_seeing_and_drift_
     story = diagnose.night(cloudy, _SEEN_RIG)
     assert [f.cloud for f in story.frames] == [i == k for i in range(len(sts))]
     assert story.label != "focus_miss", story.summary
+
+
+def _dew_halo(pixels: np.ndarray, share: float, width_px: float) -> np.ndarray:
+    """A dew halo put on a physical-optics frame: ``share`` of every star's light (above the
+    sky) scattered into a broad kernel ~ (1 + r^2 / w^2)^-3/2 of half-width ``width_px`` (the
+    forward scattering of a fogged corrector: most of the light within a few w)."""
+    from scipy import signal
+
+    n = int(6 * width_px) | 1
+    c = np.arange(n) - n // 2
+    kern = (1.0 + np.add.outer(c ** 2, c ** 2) / width_px ** 2) ** -1.5
+    sky = float(np.median(pixels))
+    p = pixels.astype(np.float64) - sky
+    return ((1.0 - share) * p + share * signal.fftconvolve(p, kern / kern.sum(), mode="same") + sky).astype(np.float32)
+
+
+def test_physical_optics_frames_without_dew_are_not_dew_and_a_physical_halo_is():
+    """Physical optics (Fourier optics of the pupil, obstruction and vanes, Kolmogorov seeing;
+    no dew): frames the former wing share (a per-frame median log slope of the wing at the
+    aperture's edge) called ``dew`` with confidence 1.0 (r90/r50 2.9-3.1 for a true 2.60-2.71,
+    wing excess 0.16-0.48) are not dew; the same frames with 15 % of their light in a halo
+    4 FWHM wide (and 10 % in 3 FWHM) are."""
+    from physframes import REFRACTOR_80, night_spec
+
+    from focuswatch.io.frames import frame_from_array
+
+    cases = [(NEWTONIAN, 2.0, s) for s in (3, 6, 9, 126)] + [(REFRACTOR_80, 2.526, 21)]
+    for o, seeing, seed in cases:
+        frame, st = night_frame(o, seeing, 0.0, 0, seed)
+        d = diagnose.frame(st, optics.rig_with_header(rig_of(o), frame.meta))
+        assert d.label != "dew" and all(x.label != "dew" for x in d.findings), (seed, d.evidence.wing_excess)
+    for o, seeing, seed, share, width in ((NEWTONIAN, 2.5, 1, 0.15, 4.0), (REFRACTOR_80, 3.0, 2, 0.15, 4.0),
+                                          (NEWTONIAN, 2.5, 5, 0.10, 3.0)):
+        spec, header = night_spec(o, seeing, 0.0 if seed != 5 else 0.25, 0, seed)
+        fwhm_px = seeing / o.plate_scale_arcsec_px
+        fogged = frame_from_array(_dew_halo(po.render_frame(spec).pixels, share, width * fwhm_px), header)
+        d = diagnose.frame(stars.measure(fogged), optics.rig_with_header(rig_of(o), fogged.meta))
+        assert d.label == "dew", (seed, d.label, d.evidence.wing_excess)
