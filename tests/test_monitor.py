@@ -752,3 +752,86 @@ def test_frames_that_all_carry_one_capture_time_get_a_one_line_answer():
     assert all(d.trend_pct_per_h is None and d.drift_z is None for d in decisions)
     first = first_refocus(decisions)
     assert first is not None and first >= 12 and "consecutive" in decisions[first].rules
+
+
+# --- GalSim truth for the shared vetoes (clouds, seeing) ---------------------------------------
+
+#: The issue's 200 mm f/5 Newtonian (0.33 obstruction, 3.76 um pixels, 0.78"/px).
+NEWT = Rig(aperture_mm=200.0, focal_length_mm=1000.0, pixel_um=3.76, obstruction=0.33)
+
+
+def _galsim_record(psf, i: int, *, transmission: float = 1.0, n: int = 140, size_px: int = 320,
+                   minutes: float = 4.0, faintest_adu: float = 1.5e3) -> FrameRecord:
+    """One frame of the same sky (seed 1: power-law star fluxes from ``faintest_adu`` up, N(>F) ~
+    F^-0.75 as real fields have) through ``psf``, measured by ``stars.measure``, as the policy's
+    record of frame ``i``."""
+    galsim = pytest.importorskip("galsim")
+    from focuswatch import stars
+    from focuswatch.model.frame import Frame, FrameMeta
+
+    scale = NEWT.plate_scale_arcsec_px
+    sky = np.random.default_rng(1)
+    xy = sky.uniform(20, size_px - 20, (n, 2)).astype(int)
+    flux = faintest_adu * (1 - sky.uniform(size=n)) ** (-1 / 0.75)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # GalSim's pupil-sampling advice (see galsim_truth.psf)
+        stamp = psf.drawImage(nx=31, ny=31, scale=scale).array
+    img = np.zeros((size_px, size_px))
+    for (x, y), f in zip(xy, flux):
+        img[y - 15:y + 16, x - 15:x + 16] += stamp * f * transmission
+    rng = np.random.default_rng(100 + i)
+    px = np.clip(rng.poisson(img + 800.0) + rng.normal(0, 5, img.shape), 0, 65535).astype(np.float32)
+    st = stars.measure(Frame(path=None, pixels=px, meta=FrameMeta(), saturation_adu=65535),
+                       plate_scale_arcsec_px=scale)
+    return replace(monitor.record_from_stats(st, file=f"g{i:03d}.fits", time_s=1.7e9 + 60.0 * minutes * i),
+                   filter_name="L", exposure_s=60.0)
+
+
+def _seeing_psf(fwhm_arcsec: float, defocus_um: float = 0.0):
+    """Kolmogorov seeing through the Newtonian (Fourier optics with its defocus), in arcsec."""
+    import galsim_truth as gt
+
+    return gt.psf(gt.Scope(200.0, 5.0, 3.76), obscuration=0.33, defocus_um=defocus_um,
+                  seeing_fwhm_arcsec=fwhm_arcsec)
+
+
+def test_the_nights_sharpest_frame_is_not_clouds_but_a_real_cloud_is():
+    """GalSim, one sky with a power-law star count. Baseline in 3.0-3.2" seeing, then a 1.7"
+    frame (clear: truth) and a 3.0" frame under a cloud letting 60 % through (truth). In the
+    sharp frame fainter stars pass the threshold, so the median flux of the measured stars falls
+    below half the baseline's although nothing dimmed: it was set aside as "clouds? star flux
+    46 %" (wander5, replay of seeing2 frame 7). Clouds never add stars; the real cloud removes
+    them (0.6^0.75 ~ 0.7) and must still be set aside."""
+    pytest.importorskip("galsim")
+    seeing = [3.0, 3.2, 3.1, 1.7, 3.0]
+    trans = [1.0, 1.0, 1.0, 1.0, 0.6]
+    frames = [_galsim_record(_seeing_psf(s), i, transmission=t) for i, (s, t) in enumerate(zip(seeing, trans))]
+    base_flux = float(np.median([f.star_flux_adu for f in frames[:3]]))
+    base_n = float(np.median([f.n_stars for f in frames[:3]]))
+    # the premise, measured: the sharp frame's stars are fainter on the median, and more
+    assert frames[3].star_flux_adu < 0.5 * base_flux and frames[3].n_stars > base_n
+    assert frames[4].n_stars < base_n
+    d = run(frames, PolicyConfig(**QUIET), rig=NEWT)
+    assert d[3].decision != "skip" and "clouds" not in d[3].rules, d[3].reasons
+    assert d[4].decision == "skip" and "clouds" in d[4].rules, d[4].reasons
+
+
+def test_a_steady_drift_the_profile_cannot_show_is_not_held_as_seeing():
+    """GalSim truth: the Newtonian in 2.5" seeing, the focus drifting 4 um per 4-min frame
+    (zone 67 um). At 0.7 zone HFD/FWHM has barely moved (~0.01-0.02, within its frame-to-frame
+    scatter) while the drift model, with the profile weighed in, is past 4.7 sigma: the seeing
+    veto held it back as "the profile did not flatten" past the end of the 16 frames (0.9 zone;
+    wander5's drift2 likewise until 0.88 zone). A steady growth the
+    drift model asks for is focus; the veto still holds a growth whose profile contradicts it
+    (test_a_profile_that_does_not_flatten_holds_the_drift_as_seeing)."""
+    pytest.importorskip("galsim")
+    um_per_frame, zone_um = 4.0, optics.cfz_um(5.0, 550.0)
+    frames = [_galsim_record(_seeing_psf(2.5, um_per_frame * i), i, n=150, size_px=400, faintest_adu=5e3)
+              for i in range(16)]
+    d = run(frames, PolicyConfig(**QUIET), rig=NEWT)
+    first = first_refocus(d)
+    assert first is not None and "drift" in d[first].rules, [x.reasons for x in d]
+    assert um_per_frame * first / zone_um < 0.8                 # truth: asked inside 0.8 zone
+    assert um_per_frame * first / zone_um > 0.3                 # ... and not on seeing noise early
+    assert not any("seeing, not focus" in " ".join(x.reasons) for x in d[:first + 1])

@@ -76,8 +76,11 @@ def veto_clouds(ctx: Context, config: PolicyConfig) -> str | None:
     if config.cloud_star_fraction > 0 and f.n_stars < config.cloud_star_fraction * b.n_stars:
         return (f"clouds? {f.n_stars} stars against {b.n_stars:.0f} in the baseline "
                 f"(< {100 * config.cloud_star_fraction:.0f} %)")
+    # Clouds only dim, they never add stars: a frame with at least the baseline's star count is
+    # not under a cloud whatever the median flux of its stars (in better seeing fainter stars pass
+    # the detection threshold and pull that median down while the sky is as clear as ever).
     if config.cloud_flux_fraction > 0 and b.flux_per_s and f.flux_per_s is not None \
-            and f.flux_per_s < config.cloud_flux_fraction * b.flux_per_s:
+            and f.n_stars < b.n_stars and f.flux_per_s < config.cloud_flux_fraction * b.flux_per_s:
         return (f"clouds? star flux {100 * f.flux_per_s / b.flux_per_s:.0f} % of the baseline "
                 f"(< {100 * config.cloud_flux_fraction:.0f} %)")
     if config.thin_cloud_star_fraction > 0 and f.hfr_px and b.hfr_px and b.n_stars:
@@ -133,17 +136,35 @@ def veto_seeing(ctx: Context, config: PolicyConfig) -> str | None:
     it corroborated: the recent frames' HFD/FWHM must have fallen below the baseline's by
     ``profile_drop_min`` and by ``confidence_z`` standard errors. Without profiles the
     HFR statistics decide alone.
+
+    It does not override the drift model when the model asks (:func:`steady_drift`): a growth
+    steady over the frames since the autofocus, at a thermal rate, significant at ``drift_z``
+    with the profile already weighed in the fit. In good seeing against the pixels a defocus of
+    0.7 zone moves HFD/FWHM by only ~0.01 (GalSim, 200 mm f/5 at 0.78"/px in 2.5": 1.183 ->
+    1.170), below ``profile_drop_min``: the veto held a true 5-8 sigma drift back as seeing.
+    Seeing that grows steadily enough to pass the model is rare; what the veto is for, jitter
+    and steps the consecutive rule sees, is still held.
     """
     if not config.seeing_veto or ctx.profile_drop is None or ctx.profile_sigma is None:
         return None
     need = max(config.profile_drop_min, config.confidence_z * ctx.profile_sigma)
-    if ctx.profile_drop >= need:
+    if ctx.profile_drop >= need or steady_drift(ctx, config):
         return None
     growth = (ctx.ratio or 1.0) - 1.0
     assert ctx.baseline is not None and ctx.baseline.profile_ratio is not None
     return (f"stars {100 * growth:+.0f} % but the profile did not flatten (HFD/FWHM "
             f"{ctx.baseline.profile_ratio - ctx.profile_drop:.3f} vs {ctx.baseline.profile_ratio:.3f} in focus, "
             f"drop {ctx.profile_drop:+.3f} < {need:.3f}): seeing, not focus")
+
+
+def steady_drift(ctx: Context, config: PolicyConfig) -> bool:
+    """The drift model asks: its rule fires on this frame (past the limit one frame ahead,
+    significant at ``drift_z``, at a rate a thermal drift can have). The profile is a witness
+    inside that fit, so a growth the profile contradicts does not get there (the rule is
+    imported here: :mod:`~focuswatch.policy.rules` imports this module)."""
+    from focuswatch.policy.rules import rule_drift
+
+    return ctx.drift is not None and rule_drift(ctx, config) is not None
 
 
 def veto_cooldown(ctx: Context, config: PolicyConfig) -> str | None:
@@ -167,7 +188,8 @@ VETOES: tuple[Veto, ...] = (
     Veto("diagnosis", "skip", "all", veto_diagnosis,
          f"the single-frame diagnosis says {' / '.join(sorted(TRANSIENT_LABELS))} (its transient labels)"),
     Veto("clouds", "skip", "all", veto_clouds,
-         "star count < cloud_star_fraction x baseline, or star flux per second < cloud_flux_fraction x baseline, "
+         "star count < cloud_star_fraction x baseline, or star flux per second < cloud_flux_fraction x baseline "
+         "with fewer stars than the baseline (clouds never add stars), "
          "or star count < thin_cloud_star_fraction x what the stars' growth explains (HFR ratio**-1.2)"),
     Veto("trailing", "skip", "all", veto_trailing,
          "eccentricity >= max_eccentricity and eccentricity_rise above the baseline"),
@@ -181,5 +203,6 @@ VETOES: tuple[Veto, ...] = (
          "fix it, warn instead"),
     Veto("seeing", "hold", "image", veto_seeing,
          "the profile was measured and did not flatten: HFD/FWHM of the last 3 frames not profile_drop_min "
-         "and confidence_z standard errors below the baseline's (seeing, not focus); seeing_veto"),
+         "and confidence_z standard errors below the baseline's (seeing, not focus), unless the drift model "
+         "asks (a steady growth, significant with the profile weighed in); seeing_veto"),
 )
