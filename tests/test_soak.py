@@ -40,5 +40,7 @@ def test_soak_kills_bad_files_and_a_moody_nina(tmp_path):
     assert r.n_trigger_refused >= 1 and r.n_trigger_slow >= 1 and r.n_trigger_ok >= 1
     # each answered request gave one autofocus (one may be in flight at Ctrl-C)
     assert r.n_trigger_ok <= r.n_autofocus <= r.n_trigger_ok + 1
-    assert r.stop_exit_code == 0                                  # Ctrl-C ends it cleanly
+    # Ctrl-C ends it cleanly (no traceback, no kill needed); the status is 1, not 0, because bad
+    # frames arrived in this last run (three of its 15 files): each was one line, the end counts them
+    assert r.stop_exit_code == 1
     assert len(r.rss_mb) < 2 or r.rss_growth_mb < 20.0            # memory does not grow
