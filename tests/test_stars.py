@@ -465,14 +465,13 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
     rmax = R - 1.0
     if rmax < 4:
         return 0.0
-    good = (snr >= config.min_snr) & (flux > 0)
+    good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
     if np.count_nonzero(good) < config.min_stars:
         return 0.0
     r1, r2 = 0.7 * rmax, 0.9 * rmax
-    ratio = np.where(good, i1, 0.0).sum() / np.where(good, i2, 0.0).sum()  # the wing summed over the stars
-    slope = math.log(ratio) / math.log(r2 / r1) if 0 < ratio < math.inf else config.alpha
-    alpha = config.alpha + min(max(slope - config.steep_slope, 0.0), config.alpha_max - config.alpha)
-    edge = float(np.median(0.5 * (i2[good] + i1[good] * (r1 / r2) ** alpha) / flux[good]))
+    alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
+    alpha = min(max(alpha, config.alpha_min), config.alpha_max)
+    edge = float(np.median(i2[good] / flux[good]))
     share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
     return float(min(max(share, 0.0), config.max_share))
 

@@ -26,7 +26,7 @@ from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annul
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
 from focuswatch.stars.table import (GREEN_INTERP, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
                                     _PIX_HFR2, moffat_half_light_slope)
-from focuswatch.stars.wings import _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share, wing_usable
+from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
 
 
 #: Detection works on a block-averaged copy of at most this many pixels (speed), then on a
@@ -373,7 +373,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
 
     m = profile_stars(sel)
     if len(sel) < n_cand:
-        wing_ok = wing_usable(m["flux"], m["snr"]) & ~m["crowded"]
+        i1, i2 = m["wing_i1"], m["wing_i2"]
+        wing_ok = (m["snr"] >= WING.min_snr) & ~m["crowded"] & (m["flux"] > 0) & (i2 > 0) & (i1 > i2)
         if np.count_nonzero(wing_ok) < profile.min_wing_stars:
             # the rest joins the sample (per-star work: no star is profiled twice), in the
             # candidates' order, so the result is the one of profiling every star

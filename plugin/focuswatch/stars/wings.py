@@ -26,31 +26,16 @@ class WingConfig:
     Seeing (Kolmogorov, intensity ~ r^-11/3) and diffraction by the obstruction and the
     spider vanes (~ r^-3) carry 3-10 % of a small star's light beyond a few FWHM; a
     half-flux radius normalised to the light inside the aperture then reads 3-5 % low.
-    The frame's bright stars give the wing's brightness at the aperture's edge; a power law
-    of a fixed slope (``alpha``) extrapolates the missing share, ``2 pi R^2 I(R) / (alpha -
-    2)``.
+    The frame's bright stars give the wing's brightness at the aperture's edge and its
+    log slope there; a power law extrapolates the missing share, ``2 pi R^2 I(R) / (alpha -
+    2)``. The slope at the edge is steeper than far out, so the share is a lower bound.
     """
 
     #: fewest bright stars (SNR >= ``min_snr``) to estimate the wings from
     min_stars: int = 3
     min_snr: float = 50.0
-    #: log slope of the wing beyond the aperture (intensity ~ r^-alpha), fixed: Kolmogorov
-    #: seeing 11/3, diffraction by the obstruction and the spider ~3. Measured per frame (the
-    #: median log ratio of the two annuli, a lever arm of 0.7-0.9 R on the sky's noise) it
-    #: varied by +-1 between frames of one rig and seeing and made the share (and r90/r50)
-    #: swing 0.00-0.05 (2.2-3.1); 3.5 was chosen on physical-optics frames (tests/physframes.py
-    #: NEWTONIAN 200/1000 4 vanes and REFRACTOR_80, Kolmogorov seeing 2-3.5", 0-0.5 CFZ,
-    #: seeds 0-23): the HFR error and the r90/r50 scatter against the continuous PSF's
-    #: truth are lowest there (3.0 reads the share +0.01 high, 4.0 -0.01 low).
-    alpha: float = 3.5
-    #: ... unless the wing is clearly steeper at the edge: the log slope of the two annuli's
-    #: light summed over the bright stars (at 0.7-0.9 R; physical-optics seeing reads 3.5-5.7,
-    #: 10-90 %, median 4.4, steeper near the core than far out) above ``steep_slope`` raises
-    #: ``alpha`` by the difference, as a Moffat-like wing (the simulator's beta 3.5 reads
-    #: 5.1-6.0) keeps steepening outward. 4.5 chosen on the same seeds with the simulator's
-    #: Moffat fields (tests/test_stars.py): with no such rule its 10 px stars' HFR read 3.9 % high.
-    steep_slope: float = 4.5
-    #: the steepest slope used (steeper = no wings)
+    #: log slope clipped to this range (Kolmogorov 11/3, Airy 3; steeper = no wings)
+    alpha_min: float = 3.0
     alpha_max: float = 8.0
     #: the share beyond the aperture at most this (the highest of ``_WING_FRACS`` x 2 - 1)
     max_share: float = 0.15
@@ -112,35 +97,21 @@ def _row_medians(vals: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return np.where(c > 0, np.where(c % 2 == 1, lo, (lo + hi) / 2.0), np.nan)
 
 
-def wing_usable(flux: np.ndarray, snr: np.ndarray, config: WingConfig = WING) -> np.ndarray:
-    """The stars the wing share is read from: bright (SNR >= ``min_snr``) with a positive flux.
-    Their wing may read zero or negative on the sky's noise: keeping only stars whose wing
-    reads positive and falling (as before) kept the upward noise and dropped the downward."""
-    return (snr >= config.min_snr) & (flux > 0)
-
-
 def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, idx: np.ndarray,
                  config: WingConfig = WING) -> np.ndarray:
     """:func:`wing_share` of each resample ``flux[k], snr[k], ...`` for the rows ``k`` of
-    ``idx`` (the bootstrap), all at once. The light of both annuli (at 0.7 and 0.9 of the
-    aperture's radius, the inner one carried out to 0.9 by the wing's power law) per unit of
-    aperture flux, the median over the usable stars (:func:`wing_usable`), gives the wing's
-    brightness at the edge; a power law of slope ``config.alpha`` (steeper when the wing is,
-    ``steep_slope``) is integrated out from the aperture."""
+    ``idx`` (the bootstrap), all at once. The log slope of the light between 0.7 and 0.9 of
+    the aperture's radius and the light there per unit of aperture flux (medians over the
+    good stars) give a power-law wing, integrated out from the aperture."""
     rmax = R - 1.0
     if rmax < 4:
         return np.zeros(len(idx))
-    good = wing_usable(flux, snr, config)[idx]
+    good = ((snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2))[idx]
     r1, r2 = 0.7 * rmax, 0.9 * rmax
-    s1 = np.where(good, i1[idx], 0.0).sum(axis=1)
-    s2 = np.where(good, i2[idx], 0.0).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.log(s1 / s2) / math.log(r2 / r1)
-    slope = np.where(np.isfinite(slope), slope, config.alpha)  # no falling wing read: the far wing's slope
-    alpha = (config.alpha + np.clip(slope - config.steep_slope, 0.0, config.alpha_max - config.alpha))[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        edge_all = 0.5 * (i2[idx] + i1[idx] * (r1 / r2) ** alpha) / flux[idx]
-    alpha = alpha[:, 0]
+        slope = (np.log(i1 / i2) / math.log(r2 / r1))[idx]
+        edge_all = (i2 / flux)[idx]
+    alpha = np.clip(_row_medians(slope, good), config.alpha_min, config.alpha_max)
     edge = _row_medians(edge_all, good)
     with np.errstate(invalid="ignore"):
         share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
