@@ -452,3 +452,18 @@ def test_a_focuser_jump_without_an_autofocus_sets_the_points_aside():
                                        ("tempco_reset_gap_h", "1e9"), ("tempco_drift_cap_factor", "\"x\"")])
 def test_the_new_coefficient_settings_are_range_checked(tmp_path: Path, key: str, value: str):
     assert_config_error_is_one_line(tmp_path, f"[policy]\n{key} = {value}\n", key, says=("must be", "expected"))
+
+
+def test_a_learnt_coefficient_beyond_any_focusers_is_not_used():
+    """Two runs 3.5 °C apart, the focuser re-synced between them (20 000 steps on another scale):
+    their line reads -11 000 µm/°C, past the 1000 µm/°C a coefficient may be configured at (a metre
+    of aluminium moves focus ~23 µm/°C). Two runs leave no scatter to refuse it by; taken, it made
+    the temperature rule ask on the first frame, 0.07 °C after the autofocus. Truth: the fixed
+    1 °C rule, as with no coefficient."""
+    resynced = (_af(15.5), AutofocusMark(time_s=1.7e9 - 1800.0, filter_name="L", temp_c=12.0, position=30000))
+    frames, _, _ = cooling_night(FAST, 20)
+    cfg = PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0)
+    fixed_at = next(j for j, f in enumerate(frames) if 12.0 - f.temp_c >= 1.0 - 1e-9)
+    d = run_night(frames, cfg, FAST, resynced)
+    assert first_with(d, "temperature") == fixed_at
+    assert any("not used: beyond 1000 µm/°C" in r for r in d[fixed_at].reasons), d[fixed_at].reasons

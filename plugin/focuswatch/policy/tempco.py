@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from focuswatch.policy.config import PolicyConfig
+from focuswatch.policy.config import TEMPCO_MAX_UM_PER_C, PolicyConfig
 from focuswatch.policy.records import FrameRecord
 from focuswatch.policy.state import tempco_fit
 
@@ -49,6 +49,10 @@ def coefficient(ctx: "Context", config: PolicyConfig) -> Coefficient:
     if fit.refused:
         return Coefficient(None, note=f"learnt coefficient {fit.k_steps_per_c * step_um:+.1f} µm/°C not used: "
                                       f"{fit.refused}")
+    if abs(fit.k_steps_per_c * step_um) > TEMPCO_MAX_UM_PER_C:   # two runs fit any line: no scatter check
+        return Coefficient(None, note=f"learnt coefficient {fit.k_steps_per_c * step_um:+.0f} µm/°C not used: "
+                                      f"beyond {TEMPCO_MAX_UM_PER_C:g} µm/°C, no focuser's (a re-synced focuser "
+                                      "between its autofocus runs?)")
     spread = f", ± {100 * fit.se_steps_per_c / abs(fit.k_steps_per_c):.0f} %" \
         if fit.se_steps_per_c is not None and fit.k_steps_per_c else ""
     return Coefficient(fit.k_steps_per_c * step_um,
