@@ -176,7 +176,7 @@ def _seeing_fwhm_px_of(hfr0_px: float, rig: Rig, items: Sequence[Any], eps: floa
 
     scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
                  None) or rig.plate_scale_arcsec_px
-    ap = rig.aperture_mm or ((rig.focal_length_mm / rig.f_ratio) if (rig.focal_length_mm and rig.f_ratio) else None)
+    ap = rig.effective_aperture_mm
     if not (hfr0_px and hfr0_px > 0):
         return None
     if scale and ap and rig.wavelength_nm:
