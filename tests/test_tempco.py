@@ -9,6 +9,7 @@ inverts.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -467,3 +468,22 @@ def test_a_learnt_coefficient_beyond_any_focusers_is_not_used():
     d = run_night(frames, cfg, FAST, resynced)
     assert first_with(d, "temperature") == fixed_at
     assert any("not used: beyond 1000 µm/°C" in r for r in d[fixed_at].reasons), d[fixed_at].reasons
+
+
+def test_a_report_merged_into_its_focuser_jump_brings_the_runs_back_without_saying_they_were_forgotten():
+    """An L run, then a focuser jump in the headers with the Ha run's report one frame later: the
+    same autofocus. Its report brings the L run back (both are in the state), so when the fixed
+    1 °C rule asks later (no filter has two runs: no coefficient), its reason must not say the
+    earlier runs were forgotten: they were not."""
+    m = Monitor(PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0), FAST)
+    m.autofocus(AutofocusMark(time_s=1.7e9, filter_name="L", temp_c=12.0, position=10000))
+    frames, _, _ = cooling_night(FAST, 40)
+    frames = [dataclasses.replace(f, focuser_pos=10000 if i < 3 else 10500) for i, f in enumerate(frames)]
+    decisions = [m.observe(f) for f in frames[:4]]                  # frame 3: the focuser jumped
+    m.autofocus(AutofocusMark(time_s=frames[3].time_s + 1.0, filter_name="Ha", temp_c=frames[3].temp_c,
+                              position=10500))
+    assert [p[0] for p in m.state.af_points] == ["L", "Ha"]
+    decisions += [m.observe(f) for f in frames[4:]]
+    i = first_with(decisions, "temperature")
+    assert i is not None
+    assert not any("forgotten" in r for r in decisions[i].reasons), decisions[i].reasons
