@@ -487,3 +487,23 @@ def test_a_report_merged_into_its_focuser_jump_brings_the_runs_back_without_sayi
     i = first_with(decisions, "temperature")
     assert i is not None
     assert not any("forgotten" in r for r in decisions[i].reasons), decisions[i].reasons
+
+
+def test_a_steady_temperature_read_in_tenths_raises_no_thermal_cap():
+    """The focuser's thermometer reads 0.1 °C steps (NINA, ASCOM focusers). On a night whose
+    temperature held (truth: no cooling, so no thermal drift at all) at 11.95-12.05 °C, the readings
+    flick between 11.9/12.0/12.1 and a plain slope over the first frames of a 20 s cadence reads
+    several °C/h: the drift model's rate cap was raised for a thermal drift that was not there."""
+    from focuswatch.policy.tempco import COOLING_RATE_Z, cooling_rate_c_per_h
+
+    rng = np.random.default_rng(4)
+    raised = 0
+    for seed in range(20):
+        temps = np.round(12.0 + np.random.default_rng(seed).uniform(-0.05, 0.05, 12) + rng.normal(0, 0.02, 12), 1)
+        frames = [FrameRecord(file=f"s{i}.fits", time_s=1.7e9 + LENS_CADENCE_S * i, n_stars=150, hfr_px=2.0,
+                              filter_name="L", temp_c=float(t)) for i, t in enumerate(temps)]
+        for n in range(3, len(frames) + 1):
+            rate = cooling_rate_c_per_h(frames[:n], COOLING_RATE_Z)
+            thermal = 2.0 * K_UM_PER_C * abs(rate[0]) / cfz_closed_form_um(FAST_LENS.f_ratio, 550.0)
+            raised += thermal > PolicyConfig().max_drift_cfz_per_h
+    assert raised <= 0.05 * 20 * 10, raised
