@@ -241,7 +241,7 @@ def test_a_fast_system_cooling_fast_is_caught_inside_the_zone_by_the_drift_rule(
     (4 zones/h) leaves it to the consecutive rule (0.46-0.58 zone on these seeds, past the zone's
     edge 0.5 on two); with the cap raised to tempco_drift_cap_factor (2) x |k| x the measured
     cooling the drift rule asks first, inside the zone, on every seed (tuning seeds 0-5; held-out
-    6-15 all inside too, 0.25-0.46 zone). Factor 1 was not enough (the model's rate over ten frames
+    6-15 all inside too, 0.37-0.46 zone with the cooling rate's lower bound). Factor 1 was not enough (the model's rate over ten frames
     scatters above the true one): 0 of 6."""
     later = 0
     for seed in range(6):
