@@ -19,7 +19,7 @@ import pytest
 from focuswatch.errors import ConfigError
 from focuswatch.optics import Rig
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
-from focuswatch.policy.state import PolicyState, learnt_tempco_steps_per_c, on_autofocus
+from focuswatch.policy.state import PolicyState, on_autofocus, tempco_fit
 from physframes import assert_config_error_is_one_line
 
 #: a fast f/4 and a slow f/10, both 3.76 um pixels, 2.5" seeing
@@ -167,14 +167,16 @@ def test_the_coefficient_is_learnt_from_the_nights_autofocus_runs():
     st = PolicyState()
     for m in marks:
         st = on_autofocus(st, m)
-    assert learnt_tempco_steps_per_c(st, 3.0) == pytest.approx(K_UM_PER_C / 2.0, rel=0.05)
+    fit = tempco_fit(st, PolicyConfig(tempco_learn_span_c=3.0))
+    assert fit is not None and not fit.refused and fit.k_steps_per_c == pytest.approx(K_UM_PER_C / 2.0, rel=0.05)
     frames, truth, _ = cooling_night(FAST, 20)
     d = run_night(frames, PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0), FAST, marks)
     i = first_with(d, "temperature")
     assert i is not None and first_reaching(truth, LIMIT_CFZ) <= i <= first_reaching(truth, LIMIT_CFZ) + 1
     assert any("+40.0 µm/°C, learnt from 2 autofocus runs" in r for r in d[i].reasons), d[i].reasons
     # runs closer than tempco_learn_span_c (1.5 °C < 3 °C), or no step size: the fixed 1 °C rule
-    assert learnt_tempco_steps_per_c(PolicyState(af_points=(("L", 13.5, 0.0), ("L", 12.0, 60.0))), 3.0) is None
+    near = tempco_fit(PolicyState(af_points=(("L", 13.5, 0.0), ("L", 12.0, 60.0))), PolicyConfig(tempco_learn_span_c=3.0))
+    assert near is None or near.refused
     close = (_af(13.5), _af(12.0))
     fixed_at = next(j for j, f in enumerate(frames) if 12.0 - f.temp_c >= 1.0 - 1e-9)
     cfg = PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0)
