@@ -332,6 +332,15 @@ def test_night_tells_drift_and_clouds(drifting_night):
     assert back.to_dict() == story.to_dict()
 
 
+def test_night_with_cloud_fraction_zero_calls_no_clouds(drifting_night):
+    """``cloud_fraction = 0`` (allowed: a count below 0 x the night's level never happens) calls no
+    frame clouds, the passing cloud of frames 5-7 included, and fits no count-size line: its cut
+    was log 0 (a RuntimeWarning, an error under pytest's filterwarnings)."""
+    story = diagnose.night(drifting_night, RIG, config=diagnose.DiagnoseConfig(cloud_fraction=0.0))
+    assert not any(f.cloud for f in story.frames)
+    assert any(f.cloud for f in diagnose.night(drifting_night, RIG).frames)   # the default sees the cloud
+
+
 def test_night_sorts_by_date_obs(drifting_night):
     shuffled = list(reversed(drifting_night))
     a = diagnose.night(shuffled, RIG)

@@ -835,3 +835,14 @@ def test_a_steady_drift_the_profile_cannot_show_is_not_held_as_seeing():
     assert um_per_frame * first / zone_um < 0.8                 # truth: asked inside 0.8 zone
     assert um_per_frame * first / zone_um > 0.3                 # ... and not on seeing noise early
     assert not any("seeing, not focus" in " ".join(x.reasons) for x in d[:first + 1])
+
+
+def test_a_year_one_capture_time_is_dated_in_the_stuck_clock_note():
+    """A .NET capture program with an unset clock writes DATE-OBS 0001-01-01 (time -62135596800 s
+    from 1970, the proleptic Gregorian calendar's first day): the note names that date in ISO form
+    and never asks the platform's ``fromtimestamp`` (Windows refuses times before 1970)."""
+    from focuswatch.policy.context import same_time_note
+
+    assert "(0001-01-01T00:00:00 UTC, DATE-OBS)" in same_time_note(4, -62135596800.0)
+    assert "(2023-11-14T22:13:20 UTC, DATE-OBS)" in same_time_note(4, 1.7e9)
+    assert "(nan UTC" in same_time_note(4, float("nan"))

@@ -176,7 +176,7 @@ def _seeing_fwhm_px_of(hfr0_px: float, rig: Rig, items: Sequence[Any], eps: floa
 
     scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
                  None) or rig.plate_scale_arcsec_px
-    ap = rig.aperture_mm or ((rig.focal_length_mm / rig.f_ratio) if (rig.focal_length_mm and rig.f_ratio) else None)
+    ap = rig.effective_aperture_mm
     if not (hfr0_px and hfr0_px > 0):
         return None
     if scale and ap and rig.wavelength_nm:
@@ -267,7 +267,9 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     few = nall < config.cloud_fraction * ref_n
     # ... and the count the frame's seeing leaves: in poor seeing the faint stars drop below the
     # detection limit as under a cloud, so the count is judged against the night's count-size line
-    count_resid = _seeing_aware_count_residual(nall, hfr, config.cloud_fraction)
+    # (cloud_fraction 0: no frame is called clouds, and the line is not fitted: its cut is log 0)
+    count_resid = _seeing_aware_count_residual(nall, hfr, config.cloud_fraction) \
+        if config.cloud_fraction > 0 else None
     if count_resid is not None:
         # called clouds: short of the night's level with at most half of that shortfall (in
         # magnitudes) explained by the frame's size, or short of what its size predicts

@@ -93,6 +93,11 @@ class PolicyConfig(Record):
 _Z = "in standard deviations: 2 = 97.7 %, 3 = 99.87 %"
 
 
+#: The largest focuser temperature coefficient (µm/°C) taken, configured or learnt: a metre of
+#: aluminium tube moves focus ~23 µm/°C; a learnt one far beyond mixes two position scales (a
+#: focuser re-synced between two autofocus runs).
+TEMPCO_MAX_UM_PER_C = 1000.0
+
 #: Allowed range of every numeric ``[policy]`` setting: (lowest, highest, what it is); a lowest
 #: given as a 1-tuple is exclusive. Finite always: NaN or infinity is refused with the key's name.
 _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
@@ -129,7 +134,7 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "cross_filter_pct": ((0.0,), 100.0, "%"),
     "rig_seeing_pct": ((0.0,), 200.0, "%"),
     "max_drift_cfz_per_h": (0.0, 1000.0, "critical focus zones per hour; 0 = no limit"),
-    "tempco_um_per_c": (-1000.0, 1000.0, "µm of focus per °C, signed, as `focuswatch archive` prints it; "
+    "tempco_um_per_c": (-TEMPCO_MAX_UM_PER_C, TEMPCO_MAX_UM_PER_C, "µm of focus per °C, signed, as `focuswatch archive` prints it; "
                                          "0 = unknown (the fixed temperature_delta_c rule)"),
     "tempco_learn_span_c": (0.0, 100.0, "°C between the night's autofocus runs of one filter before their "
                                         "positions give the coefficient; 0 = never learn it"),

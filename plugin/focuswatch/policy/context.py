@@ -215,8 +215,11 @@ def same_time_note(n_frames: int, time_s: float) -> str:
     fitted through them (a stuck camera or capture-PC clock writes the same DATE-OBS)."""
     import datetime as _dt
 
-    when = _dt.datetime.fromtimestamp(time_s, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") \
-        if math.isfinite(time_s) and abs(time_s) < 1e11 else repr(time_s)
+    # epoch + offset, not fromtimestamp: Windows refuses negative times (a .NET program with an
+    # unset clock writes year-1 dates, which are before 1970)
+    epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+    when = (epoch + _dt.timedelta(seconds=time_s)).replace(tzinfo=None).isoformat(timespec="seconds") \
+        if math.isfinite(time_s) and -62135596800.0 <= time_s < 2.5e11 else repr(time_s)
     return (f"no trend: the last {n_frames} frames all carry the same capture time ({when} UTC, DATE-OBS): "
             "is the capture clock stuck? Rules that need time (drift, trend) cannot judge them")
 

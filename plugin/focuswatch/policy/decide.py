@@ -19,7 +19,8 @@ from focuswatch.policy.config import PolicyConfig, parse_filter_offsets
 from focuswatch.policy.context import Context, build_context, limit_text, ratio_to_defocus
 from focuswatch.policy.records import AutofocusMark, Decision, FrameRecord
 from focuswatch.policy.rules import RULES, Fired
-from focuswatch.policy.state import PolicyState, advance, focuser_jumped, forget_af_points, on_autofocus, with_af_point
+from focuswatch.policy.state import (FOCUSER_JUMP, PolicyState, advance, focuser_jumped, forget_af_points,
+                                    on_autofocus, with_af_point)
 from focuswatch.policy.vetoes import VETOES, Veto
 
 
@@ -167,10 +168,13 @@ class Monitor:
         a second time.
         """
         st = self.state
-        if st.af_source == "focuser-jump" and st.n_frames_since_af <= 1 and mark.source != "focuser-jump":
+        if st.af_source == FOCUSER_JUMP and st.n_frames_since_af <= 1 and mark.source != FOCUSER_JUMP:
+            # the runs the jump set aside come back (with_af_point): nothing was forgotten after all
             self.state = replace(st, af_source=mark.source,
                                  af_temp_c=mark.temp_c if mark.temp_c is not None else st.af_temp_c,
-                                 af_filter=mark.filter_name or st.af_filter, af_points=with_af_point(st, mark))
+                                 af_filter=mark.filter_name or st.af_filter, af_points=with_af_point(st, mark),
+                                 af_points_set_aside=(),
+                                 af_points_reset="" if st.af_points_set_aside else st.af_points_reset)
             return
         self.state = on_autofocus(st, mark)
         self.history = []
@@ -231,11 +235,11 @@ class Monitor:
         if self._is_filter_offset(frame):
             self.state = replace(st, last_focuser_pos=frame.focuser_pos)
             return
-        if st.n_frames_since_af == 0 and st.af_source not in (None, "start", "focuser-jump"):
+        if st.n_frames_since_af == 0 and st.af_source not in (None, "start", FOCUSER_JUMP):
             # the autofocus we were told about moved the focuser: the same event, seen twice
             self.state = replace(st, last_focuser_pos=frame.focuser_pos)
         else:
-            self.autofocus(AutofocusMark(time_s=frame.time_s, source="focuser-jump",
+            self.autofocus(AutofocusMark(time_s=frame.time_s, source=FOCUSER_JUMP,
                                          filter_name=frame.filter_name, temp_c=None, position=frame.focuser_pos))
 
     def observe(self, frame: FrameRecord, *, now: float | None = None, rig: Rig | None = None) -> Decision:

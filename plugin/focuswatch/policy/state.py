@@ -26,7 +26,7 @@ class PolicyState(Record):
     ``waiting_since_s`` is set by a refocus decision and cleared by an autofocus.
     ``af_points`` are the night's autofocus runs that reported both their best position and
     temperature, ``(filter, temp_c, position_steps)``: successive runs of one filter give the
-    focuser's temperature coefficient (:func:`learnt_tempco_steps_per_c`, :func:`tempco_fit`).
+    focuser's temperature coefficient (:func:`tempco_fit`).
     They belong to one night on one optical train: a light frame more than
     ``tempco_reset_gap_h`` after the previous one (a new night) or with another ``rig_id``
     (another telescope, focuser, focal length or pixel) keeps only the runs made since the
@@ -93,34 +93,6 @@ def with_af_point(state: PolicyState, mark: AutofocusMark) -> tuple[tuple[str, f
     if mark.temp_c is None or mark.position is None:
         return points
     return points + ((mark.filter_name or "", float(mark.temp_c), float(mark.position)),)
-
-
-def learnt_tempco_steps_per_c(state: PolicyState, min_span_c: float) -> float | None:
-    """The focuser's temperature coefficient (steps/°C) from the night's autofocus runs, or ``None``.
-
-    The least-squares slope of best position against temperature, each filter's runs centred on
-    their own means (filter offsets are not temperature); at least two runs of one filter
-    ``min_span_c`` apart, because an autofocus's own scatter (a few steps) over a smaller span
-    would give a coefficient of any size. ``min_span_c`` 0: never learnt.
-    """
-    if min_span_c <= 0:
-        return None
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for name, temp_c, pos in state.af_points:
-        groups.setdefault(name, []).append((temp_c, pos))
-    sxy = sxx = 0.0
-    span_c = 0.0
-    for pts in groups.values():
-        if len(pts) < 2:
-            continue
-        t_mean = sum(t for t, _ in pts) / len(pts)
-        p_mean = sum(p for _, p in pts) / len(pts)
-        sxy += sum((t - t_mean) * (p - p_mean) for t, p in pts)
-        sxx += sum((t - t_mean) ** 2 for t, _ in pts)
-        span_c = max(span_c, max(t for t, _ in pts) - min(t for t, _ in pts))
-    if span_c < min_span_c or sxx <= 0:
-        return None
-    return sxy / sxx
 
 
 @dataclass(frozen=True)
