@@ -1027,6 +1027,34 @@ def test_start_up_rehearses_the_pipeline_so_the_first_frames_do_not_wait(tmp_pat
     assert list(night.iterdir()) == []
 
 
+def _witness_watcher(tmp_path: Path, name: str, journal: Journal, rig: Rig) -> tuple[Watcher, Path, list[float]]:
+    """A diagnosing watcher on ``tmp_path/name`` with a hand-driven clock (restores from ``journal``)."""
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    clock = [1000.0]
+    sf, ef = statefile.resolve_paths(tmp_path / f"{name}-state")
+    w = Watcher(folder, journal, config=Config(rig=rig), policy=QUIET, state_file=sf, events_file=ef,
+                rescan_interval_s=0, clock=lambda: clock[0], diagnose=True)
+    w.start()  # restores from the journal
+    return w, folder, clock
+
+
+def _feed_frames(w: Watcher, folder: Path, clock: list[float], blobs: list[bytes], frames: list,
+                 idx: range) -> list:
+    """Write frames ``idx`` into the folder one by one (dated as captured) and let the watcher take each."""
+    out = []
+    for i in idx:
+        p = folder / f"L_{i:03d}.fits"
+        p.write_bytes(blobs[i])
+        t = frames[i].meta.timestamp
+        os.utime(p, (t, t))
+        w._enqueue(p)
+        for dt in (0.3, 0.3, 5.0, 0.3):
+            out += w.process_pending()
+            clock[0] += dt
+    return out
+
+
 def test_a_restarted_watcher_keeps_the_nights_seeing_witness(tmp_path):
     """A watcher stopped and started again on the same journal judges the next frames against
     the same in-focus frames as one that never stopped: the witness is rebuilt from the journal
@@ -1047,27 +1075,10 @@ def test_a_restarted_watcher_keeps_the_nights_seeing_witness(tmp_path):
              for i, (f, s, c) in enumerate(zip(frames, seeings, cfzs))]
 
     def watcher(name: str, journal: Journal) -> tuple[Watcher, Path, list[float]]:
-        folder = tmp_path / name
-        folder.mkdir(exist_ok=True)
-        clock = [1000.0]
-        sf, ef = statefile.resolve_paths(tmp_path / f"{name}-state")
-        w = Watcher(folder, journal, config=Config(rig=rig), policy=QUIET, state_file=sf, events_file=ef,
-                    rescan_interval_s=0, clock=lambda: clock[0], diagnose=True)
-        w.start()  # restores from the journal
-        return w, folder, clock
+        return _witness_watcher(tmp_path, name, journal, rig)
 
     def feed(w: Watcher, folder: Path, clock: list[float], idx: range) -> list:
-        out = []
-        for i in idx:
-            p = folder / f"L_{i:03d}.fits"
-            p.write_bytes(blobs[i])
-            t = frames[i].meta.timestamp
-            os.utime(p, (t, t))
-            w._enqueue(p)
-            for dt in (0.3, 0.3, 5.0, 0.3):
-                out += w.process_pending()
-                clock[0] += dt
-        return out
+        return _feed_frames(w, folder, clock, blobs, frames, idx)
 
     def witness(w: Watcher):
         return w.session.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=rig)
@@ -1173,27 +1184,10 @@ def test_a_restarted_watcher_keeps_the_witness_of_a_rig_known_from_the_headers(t
     assert Rig().plate_scale_arcsec_px is None and header_rig.plate_scale_arcsec_px
 
     def watcher(name: str, journal: Journal) -> tuple[Watcher, Path, list[float]]:
-        folder = tmp_path / name
-        folder.mkdir(exist_ok=True)
-        clock = [1000.0]
-        sf, ef = statefile.resolve_paths(tmp_path / f"{name}-state")
-        w = Watcher(folder, journal, config=Config(rig=Rig()), policy=QUIET, state_file=sf, events_file=ef,
-                    rescan_interval_s=0, clock=lambda: clock[0], diagnose=True)
-        w.start()
-        return w, folder, clock
+        return _witness_watcher(tmp_path, name, journal, Rig())
 
     def feed(w: Watcher, folder: Path, clock: list[float], idx: range) -> list:
-        out = []
-        for i in idx:
-            p = folder / f"L_{i:03d}.fits"
-            p.write_bytes(blobs[i])
-            t = frames[i].meta.timestamp
-            os.utime(p, (t, t))
-            w._enqueue(p)
-            for dt in (0.3, 0.3, 5.0, 0.3):
-                out += w.process_pending()
-                clock[0] += dt
-        return out
+        return _feed_frames(w, folder, clock, blobs, frames, idx)
 
     def witness(w: Watcher):
         return w.session.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=header_rig)
