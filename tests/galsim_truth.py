@@ -221,3 +221,20 @@ def green_field(profile, scope: Scope, *, n: int = 50, size_px: int = 256, seed:
         stamp = draw(profile, scope, 21, dx_px=x - round(x), dy_px=y - round(y))
         place(canvas, stamp * rng.uniform(2e4, 2e5), x, y)
     return add_noise(canvas, seed=seed)
+
+
+def power_law_sky(stamp: np.ndarray, size_px: int, n: int, *, faintest_adu: float, sky_seed: int, noise_seed: int,
+                  margin_px: int, transmission: float = 1.0) -> np.ndarray:
+    """A square frame of ``n`` copies of ``stamp`` (odd size) on one sky: positions and fluxes fixed by
+    ``sky_seed`` (fluxes from ``faintest_adu`` up with N(>F) ~ F^-0.75, as real star fields count),
+    dimmed by ``transmission`` (a cloud), 800 ADU of sky, Poisson and 5 ADU read noise from
+    ``noise_seed``: nights of one field differ only in the PSF, the cloud and the noise."""
+    sky = np.random.default_rng(sky_seed)
+    xy = sky.uniform(margin_px, size_px - margin_px, (n, 2)).astype(int)
+    flux = faintest_adu * (1 - sky.uniform(size=n)) ** (-1 / 0.75)
+    h = stamp.shape[0] // 2
+    img = np.zeros((size_px, size_px))
+    for (x, y), f in zip(xy, flux):
+        img[y - h:y + h + 1, x - h:x + h + 1] += stamp * f * transmission
+    rng = np.random.default_rng(noise_seed)
+    return np.clip(rng.poisson(img + 800.0) + rng.normal(0, 5, img.shape), 0, 65535).astype(np.float32)

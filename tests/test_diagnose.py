@@ -962,21 +962,16 @@ def _galsim_night_frame(galsim: object, seeing_arcsec: float, defocus_um: float,
     seeing times the defocused obstructed pupil (Noll Z4 from the wavefront's peak-to-valley
     defocus / (8 N^2)), 150 stars with a power-law count N(>F) ~ F^-0.75, measured by focuswatch."""
     from focuswatch.model.frame import Frame, FrameMeta
+    from galsim_truth import power_law_sky
 
     rig, lam_nm, size = _SEEN_RIG, 550.0, 360
     scale = rig.plate_scale_arcsec_px
-    sky = np.random.default_rng(3)
-    xy = sky.uniform(22, size - 22, (150, 2)).astype(int)
-    flux = 1.5e3 * (1 - sky.uniform(size=150)) ** (-1 / 0.75)
     z4 = defocus_um / (8 * 5.0 ** 2) / (lam_nm / 1000) / (2 * np.sqrt(3))
     optic = galsim.OpticalPSF(lam_over_diam=lam_nm * 1e-9 / 0.2 * 206264.806, obscuration=0.33, defocus=z4)
     psf = galsim.Convolve(galsim.Kolmogorov(fwhm=seeing_arcsec), optic)
     stamp = psf.drawImage(nx=41, ny=41, scale=scale).array
-    img = np.zeros((size, size))
-    for (x, y), f in zip(xy, flux):
-        img[y - 20:y + 21, x - 20:x + 21] += stamp * f * transmission
-    rng = np.random.default_rng(100 + i)
-    px = np.clip(rng.poisson(img + 800.0) + rng.normal(0, 5, img.shape), 0, 65535).astype(np.float32)
+    px = power_law_sky(stamp, size, 150, faintest_adu=1.5e3, sky_seed=3, noise_seed=100 + i, margin_px=22,
+                       transmission=transmission)
     meta = FrameMeta(timestamp=1.8e9 + t_s, focuser_pos=5000, filter_name="L", exposure_s=120.0)
     return stars.measure(Frame(path=None, pixels=px, meta=meta, saturation_adu=65535), plate_scale_arcsec_px=scale)
 

@@ -765,23 +765,19 @@ def _galsim_record(psf, i: int, *, transmission: float = 1.0, n: int = 140, size
     """One frame of the same sky (seed 1: power-law star fluxes from ``faintest_adu`` up, N(>F) ~
     F^-0.75 as real fields have) through ``psf``, measured by ``stars.measure``, as the policy's
     record of frame ``i``."""
-    galsim = pytest.importorskip("galsim")
+    pytest.importorskip("galsim")
+    from galsim_truth import power_law_sky
+
     from focuswatch import stars
     from focuswatch.model.frame import Frame, FrameMeta
 
     scale = NEWT.plate_scale_arcsec_px
-    sky = np.random.default_rng(1)
-    xy = sky.uniform(20, size_px - 20, (n, 2)).astype(int)
-    flux = faintest_adu * (1 - sky.uniform(size=n)) ** (-1 / 0.75)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # GalSim's pupil-sampling advice (see galsim_truth.psf)
         stamp = psf.drawImage(nx=31, ny=31, scale=scale).array
-    img = np.zeros((size_px, size_px))
-    for (x, y), f in zip(xy, flux):
-        img[y - 15:y + 16, x - 15:x + 16] += stamp * f * transmission
-    rng = np.random.default_rng(100 + i)
-    px = np.clip(rng.poisson(img + 800.0) + rng.normal(0, 5, img.shape), 0, 65535).astype(np.float32)
+    px = power_law_sky(stamp, size_px, n, faintest_adu=faintest_adu, sky_seed=1, noise_seed=100 + i, margin_px=20,
+                       transmission=transmission)
     st = stars.measure(Frame(path=None, pixels=px, meta=FrameMeta(), saturation_adu=65535),
                        plate_scale_arcsec_px=scale)
     return replace(monitor.record_from_stats(st, file=f"g{i:03d}.fits", time_s=1.7e9 + 60.0 * minutes * i),
