@@ -1038,3 +1038,17 @@ def test_a_real_cloud_on_a_seeing_night_is_still_clouds(galsim_seeing_and_drift_
     story = diagnose.night(cloudy, _SEEN_RIG)
     assert [f.cloud for f in story.frames] == [i == k for i in range(len(sts))]
     assert story.label != "focus_miss", story.summary
+
+
+def test_cli_plot_into_an_unwritable_place_is_a_runtime_problem_like_every_other_output(frame_dir, tmp_path, capsys):
+    """README: exit 1 = a runtime problem (an unwritable output), 2 = bad usage. ``calc --chart`` into a
+    folder that cannot exist (its parent is a file) says 1; ``diagnose --plot`` to the same place said 2."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder should be", encoding="utf-8")
+    target = blocker / "field.png"
+    rc_chart = main(["calc", "--f-ratio", "5", "--pixel-um", "3.76", "--chart", str(target)])
+    capsys.readouterr()
+    rc = main(["diagnose", str(frame_dir / "f0.fits"), "--plot", str(target)])
+    err = capsys.readouterr().err
+    assert rc_chart == 1 and rc == 1
+    assert "field.png" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

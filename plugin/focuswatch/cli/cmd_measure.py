@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from focuswatch.errors import ConfigError
+from focuswatch.errors import ConfigError, FocuswatchError
 from focuswatch.render.text import emit_json, error_line, fmt
 from focuswatch.cli.common import EXIT_FAIL, EXIT_OK, add_json_flag, add_rig_args, problem_printer, require_frames, rig_from_args, runner_from_args
 
@@ -151,8 +151,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
         try:
             plot_field_map(results[-1][0], results[-1][1], args.plot)
-        except OSError as exc:
-            raise ConfigError(f"--plot {args.plot}: cannot write the PNG ({exc.strerror or exc})") from None
+        except OSError as exc:  # an unwritable place is a runtime problem (exit 1), as for every other output
+            raise FocuswatchError(f"--plot {args.plot}: cannot write the PNG ({exc.strerror or exc})") from None
     if n_bad:
         error_line(f"{n_bad} of {len(paths)} frames could not be read or had no stars")
     return EXIT_FAIL if n_bad else EXIT_OK
