@@ -1052,3 +1052,27 @@ def test_cli_plot_into_an_unwritable_place_is_a_runtime_problem_like_every_other
     err = capsys.readouterr().err
     assert rc_chart == 1 and rc == 1
     assert "field.png" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_short_poor_seeing_night_says_what_it_saw_not_n_a():
+    """Three frames are too few for the frame-to-frame seeing scatter (it needs four): the night's
+    poor-seeing verdict then names the frames that show it instead of "jitters n/a frame to frame".
+    GalSim: one sky through a 200 mm f/5 Newtonian in focus, Kolmogorov 4.5" (seeing-limited)."""
+    galsim = pytest.importorskip("galsim")
+    from galsim_truth import power_law_sky
+
+    from focuswatch.model.frame import Frame, FrameMeta
+
+    rig = _SEEN_RIG
+    scale = rig.plate_scale_arcsec_px
+    optic = galsim.OpticalPSF(lam_over_diam=550e-9 / 0.2 * 206264.806, obscuration=0.33)
+    stamp = galsim.Convolve(galsim.Kolmogorov(fwhm=4.5), optic).drawImage(nx=41, ny=41, scale=scale).array
+    stats = []
+    for i in range(3):
+        px = power_law_sky(stamp, 300, 120, faintest_adu=1.5e3, sky_seed=3, noise_seed=200 + i, margin_px=22)
+        meta = FrameMeta(timestamp=1.8e9 + 300.0 * i, filter_name="L", exposure_s=120.0)
+        stats.append(stars.measure(Frame(path=None, pixels=px, meta=meta, saturation_adu=65535),
+                                   plate_scale_arcsec_px=scale))
+    story = diagnose.night(stats, rig, diagnoses=[diagnose.frame(st, rig) for st in stats])
+    assert story.label == "poor_seeing", story.summary
+    assert "n/a" not in story.summary and "of 3 frames" in story.summary, story.summary

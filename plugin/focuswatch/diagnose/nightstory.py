@@ -423,7 +423,9 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     elif frac.get("poor_seeing", 0) >= 0.4 or (scatter is not None and scatter >= 15.0):
         label = "poor_seeing"
         conf = max(frac.get("poor_seeing", 0), 0.6)
-        why = f"the seeing jitters {fmt_pct(scatter)} frame to frame without a trend"
+        # the scatter needs frames to be measured; with too few the verdict rests on the frames' own labels
+        why = (f"the seeing jitters {fmt_pct(scatter)} frame to frame without a trend" if scatter is not None
+               else f"{counts.get('poor_seeing', 0)} of {n_diag} frames show seeing-limited stars")
     summary = f"{label}: {why}"
     adv = ADVICE.get(label, ("wait for the clouds to pass; the frames under them are soft and faint",
                              "pause autofocus triggers during clouds") if label == "clouds" else ())
