@@ -1076,3 +1076,33 @@ def test_a_short_poor_seeing_night_says_what_it_saw_not_n_a():
     story = diagnose.night(stats, rig, diagnoses=[diagnose.frame(st, rig) for st in stats])
     assert story.label == "poor_seeing", story.summary
     assert "n/a" not in story.summary and "of 3 frames" in story.summary, story.summary
+
+
+def test_a_narrowband_filter_or_another_target_in_the_folder_is_not_clouds():
+    """An LRGB+Ha night in one folder: the Ha filter passes ~5 % of the broadband starlight, so its
+    frames hold fewer, fainter stars than the L frames — a filter, not a cloud. A second target in
+    the same folder has its own star count. Each field and filter is judged against its own level;
+    a real cloud (40 % of the light through) on one L frame is still called clouds.
+    GalSim: one sky per target through a 200 mm f/5 Newtonian in focus, Kolmogorov 2.5"."""
+    galsim = pytest.importorskip("galsim")
+    from galsim_truth import power_law_sky
+
+    from focuswatch.model.frame import Frame, FrameMeta
+
+    rig = _SEEN_RIG
+    scale = rig.plate_scale_arcsec_px
+    optic = galsim.OpticalPSF(lam_over_diam=550e-9 / 0.2 * 206264.806, obscuration=0.33)
+    stamp = galsim.Convolve(galsim.Kolmogorov(fwhm=2.5), optic).drawImage(nx=41, ny=41, scale=scale).array
+    plan = ([("M31", "L", 1.0, 3)] * 4 + [("M31", "Ha", 0.05, 3)] * 4 + [("M31", "L", 0.4, 3)]
+            + [("NGC 7000", "L", 1.0, 9)] * 4)
+    stats = []
+    for i, (target, filt, light, sky_seed) in enumerate(plan):
+        n = 150 if sky_seed == 3 else 60
+        px = power_law_sky(stamp, 300, n, faintest_adu=1.5e3, sky_seed=sky_seed, noise_seed=300 + i, margin_px=22,
+                           transmission=light)
+        meta = FrameMeta(timestamp=1.8e9 + 300.0 * i, filter_name=filt, exposure_s=300.0, object_name=target)
+        stats.append(stars.measure(Frame(path=None, pixels=px, meta=meta, saturation_adu=65535),
+                                   plate_scale_arcsec_px=scale))
+    story = diagnose.night(stats, rig, diagnoses=[diagnose.frame(st, rig) for st in stats])
+    clouds = [i for i, f in enumerate(story.frames) if f.cloud]
+    assert clouds == [8], (clouds, story.summary)

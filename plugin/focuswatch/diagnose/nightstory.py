@@ -195,6 +195,34 @@ def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
     return out
 
 
+def _cloud_flags(nall: np.ndarray, nsat: np.ndarray, flux: np.ndarray, hfr: np.ndarray,
+                 cloud_fraction: float) -> np.ndarray:
+    """Frames of one field and filter under clouds: star count or flux well below the group's
+    typical (upper) level. Saturated stars are stars the clouds let through. Clouds only dim: a
+    frame holding more stars, or more saturated ones, than the group's median is not under clouds,
+    whatever its median flux (in good seeing fainter stars are found and more of the bright ones
+    saturate, so the median flux of the measured stars falls while the sky is as clear as ever)."""
+    n = len(nall)
+    if not n:
+        return np.zeros(0, bool)
+    ref_n = float(np.percentile(nall, 80))
+    ref_f = float(np.nanpercentile(flux, 80)) if np.isfinite(flux).any() else np.nan
+    more = (nall > np.median(nall)) | (nsat > np.median(nsat))
+    few = nall < cloud_fraction * ref_n
+    # ... and the count the frame's seeing leaves: in poor seeing the faint stars drop below the
+    # detection limit as under a cloud, so the count is judged against the count-size line
+    # (cloud_fraction 0: no frame is called clouds, and the line is not fitted: its cut is log 0)
+    count_resid = _seeing_aware_count_residual(nall, hfr, cloud_fraction) if cloud_fraction > 0 else None
+    if count_resid is not None:
+        # called clouds: short of the level with at most half of that shortfall (in magnitudes)
+        # explained by the frame's size, or short of what its size predicts
+        known = np.isfinite(count_resid)
+        r = np.where(known, count_resid, 0.0)
+        few = np.where(known, (few & (r < 0.5 * np.log(cloud_fraction))) | (r < np.log(cloud_fraction)), few)
+        more = more | (np.isfinite(count_resid) & (count_resid > np.nanmedian(count_resid)))
+    return few | (np.isfinite(flux) & (flux < cloud_fraction * ref_f) & ~more)
+
+
 def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Sequence[Diagnosis] | None = None,
           config: DiagnoseConfig = DiagnoseConfig()) -> NightStory:
     """The story of a night from its frames' measurements.
@@ -254,31 +282,19 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     hfr = np.array([float(d.evidence.hfr_px) if d.evidence.hfr_px else np.nan for d in diags])
     seeing = np.array([float(d.evidence.seeing_fwhm_px) if d.evidence.seeing_fwhm_px else np.nan for d in diags])
 
-    # clouds: star count or flux well below the night's typical (upper) level. Saturated stars
-    # are stars the clouds let through. Clouds only dim: a frame holding more stars, or more
-    # saturated ones, than the night's median is not under clouds, whatever its median flux
-    # (in good seeing fainter stars are found and more of the bright ones saturate, so the
-    # median flux of the measured stars falls while the sky is as clear as ever).
+    # clouds (:func:`_cloud_flags`), each field and filter against its own level: a narrowband
+    # filter passes a fraction of a broadband one's starlight and another target has another star
+    # count, neither of which is a cloud
     nsat = np.array([float((getattr(s, "n_rejected", None) or {}).get("saturated", 0) or 0) for s in items])
     nall = nst + nsat
-    ref_n = float(np.percentile(nall, 80)) if n else 0.0
-    ref_f = float(np.nanpercentile(flux, 80)) if np.isfinite(flux).any() else np.nan
-    more = (nall > np.median(nall)) | (nsat > np.median(nsat)) if n else np.zeros(0, bool)
-    few = nall < config.cloud_fraction * ref_n
-    # ... and the count the frame's seeing leaves: in poor seeing the faint stars drop below the
-    # detection limit as under a cloud, so the count is judged against the night's count-size line
-    # (cloud_fraction 0: no frame is called clouds, and the line is not fitted: its cut is log 0)
-    count_resid = _seeing_aware_count_residual(nall, hfr, config.cloud_fraction) \
-        if config.cloud_fraction > 0 else None
-    if count_resid is not None:
-        # called clouds: short of the night's level with at most half of that shortfall (in
-        # magnitudes) explained by the frame's size, or short of what its size predicts
-        known = np.isfinite(count_resid)
-        r = np.where(known, count_resid, 0.0)
-        few = np.where(known, (few & (r < 0.5 * np.log(config.cloud_fraction))) | (r < np.log(config.cloud_fraction)),
-                       few)
-        more = more | (np.isfinite(count_resid) & (count_resid > np.nanmedian(count_resid)))
-    cloud = few | (np.isfinite(flux) & (flux < config.cloud_fraction * ref_f) & ~more)
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, s in enumerate(items):
+        meta = getattr(s, "meta", None)
+        groups.setdefault((getattr(meta, "object_name", None), getattr(meta, "filter_name", None)), []).append(i)
+    cloud = np.zeros(n, bool)
+    for idx in groups.values():
+        sel = np.array(idx)
+        cloud[sel] = _cloud_flags(nall[sel], nsat[sel], flux[sel], hfr[sel], config.cloud_fraction)
     cloud_runs = _runs(cloud.tolist())
     files = [s.file for s in items]
     cloud_periods = tuple((files[a], files[b], b - a + 1,
