@@ -134,7 +134,6 @@ def tempco_fit(state: PolicyState, config: PolicyConfig) -> TempcoFit | None:
     used = [pts for pts in groups.values() if len(pts) >= 2]
     if not used:
         return None
-    sxy = sxx = 0.0
     span_c = 0.0
     centred: list[tuple[float, float]] = []
     for pts in used:
