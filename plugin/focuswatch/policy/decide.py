@@ -20,7 +20,7 @@ from focuswatch.policy.context import Context, build_context, limit_text, ratio_
 from focuswatch.policy.records import AutofocusMark, Decision, FrameRecord
 from focuswatch.policy.rules import RULES, Fired
 from focuswatch.policy.state import (FOCUSER_JUMP, PolicyState, advance, focuser_jumped, forget_af_points,
-                                    on_autofocus, with_af_point)
+                                    merges_into_jump, on_autofocus, with_af_point)
 from focuswatch.policy.vetoes import VETOES, Veto
 
 
@@ -168,7 +168,7 @@ class Monitor:
         a second time.
         """
         st = self.state
-        if st.af_source == FOCUSER_JUMP and st.n_frames_since_af <= 1 and mark.source != FOCUSER_JUMP:
+        if merges_into_jump(st, mark):
             # the runs the jump set aside come back (with_af_point): nothing was forgotten after all
             self.state = replace(st, af_source=mark.source,
                                  af_temp_c=mark.temp_c if mark.temp_c is not None else st.af_temp_c,

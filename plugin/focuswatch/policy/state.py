@@ -80,6 +80,13 @@ def on_autofocus(state: PolicyState, mark: AutofocusMark) -> PolicyState:
                    else state.af_points_reset)
 
 
+def merges_into_jump(state: PolicyState, mark: AutofocusMark) -> bool:
+    """``mark`` is a real autofocus run reported within a frame of a focuser jump: the jump was
+    that run's move, one event seen twice (the monitor merges them; the jump's set-aside points
+    come back)."""
+    return state.af_source == FOCUSER_JUMP and state.n_frames_since_af <= 1 and mark.source != FOCUSER_JUMP
+
+
 def with_af_point(state: PolicyState, mark: AutofocusMark) -> tuple[tuple[str, float, float], ...]:
     """``state.af_points`` with ``mark``'s (filter, temperature, position) added when it reports both.
 
@@ -88,7 +95,7 @@ def with_af_point(state: PolicyState, mark: AutofocusMark) -> tuple[tuple[str, f
     set aside come back first.
     """
     points = state.af_points
-    if state.af_source == FOCUSER_JUMP and state.n_frames_since_af <= 1 and mark.source != FOCUSER_JUMP:
+    if merges_into_jump(state, mark):
         points = state.af_points_set_aside + points
     if mark.temp_c is None or mark.position is None:
         return points
@@ -134,7 +141,6 @@ def tempco_fit(state: PolicyState, config: PolicyConfig) -> TempcoFit | None:
     used = [pts for pts in groups.values() if len(pts) >= 2]
     if not used:
         return None
-    sxy = sxx = 0.0
     span_c = 0.0
     centred: list[tuple[float, float]] = []
     for pts in used:
