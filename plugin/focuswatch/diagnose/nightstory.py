@@ -217,7 +217,7 @@ def _cloud_flags(nall: np.ndarray, nsat: np.ndarray, flux: np.ndarray, hfr: np.n
         known = np.isfinite(count_resid)
         r = np.where(known, count_resid, 0.0)
         few = np.where(known, (few & (r < 0.5 * np.log(cloud_fraction))) | (r < np.log(cloud_fraction)), few)
-        more = more | (np.isfinite(count_resid) & (count_resid > np.nanmedian(count_resid)))
+        more = more | (known & (count_resid > np.nanmedian(count_resid)))
     return few | (np.isfinite(flux) & (flux < cloud_fraction * ref_f) & ~more)
 
 
