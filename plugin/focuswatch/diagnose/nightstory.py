@@ -168,14 +168,12 @@ def _seeing_aware_count_residual(nall: np.ndarray, hfr: np.ndarray, cloud_fracti
     return out
 
 
-def _seeing_fwhm_px_of(hfr0_px: float, rig: Rig, items: Sequence[Any], eps: float) -> float | None:
+def _seeing_fwhm_px_of(hfr0_px: float, rig: Rig, scale: float | None, eps: float) -> float | None:
     """The seeing FWHM (px) whose in-focus star has the true HFR ``hfr0_px`` (the calibrated
     inverse, :func:`focuswatch.calibration.seeing_for_infocus_hfr_arcsec`); without an
-    aperture, the Kolmogorov HFR/FWHM ratio alone."""
+    aperture, the Kolmogorov HFR/FWHM ratio alone. ``scale``: the night's plate scale (arcsec/px)."""
     from focuswatch import calibration
 
-    scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
-                 None) or rig.plate_scale_arcsec_px
     ap = rig.effective_aperture_mm
     if not (hfr0_px and hfr0_px > 0):
         return None
@@ -219,7 +217,7 @@ def _cloud_flags(nall: np.ndarray, nsat: np.ndarray, flux: np.ndarray, hfr: np.n
         known = np.isfinite(count_resid)
         r = np.where(known, count_resid, 0.0)
         few = np.where(known, (few & (r < 0.5 * np.log(cloud_fraction))) | (r < np.log(cloud_fraction)), few)
-        more = more | (np.isfinite(count_resid) & (count_resid > np.nanmedian(count_resid)))
+        more = more | (known & (count_resid > np.nanmedian(count_resid)))
     return few | (np.isfinite(flux) & (flux < cloud_fraction * ref_f) & ~more)
 
 
@@ -332,12 +330,15 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     nratio, pix = rig.f_ratio, rig.effective_pixel_um
     eps = rig.obstruction or 0.0
     seeing_moved = np.zeros(n, bool)
+    # the night's plate scale: the first frame's own, else the rig's (also the seeing's arcsec below)
+    scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
+                 None) or rig.plate_scale_arcsec_px
     for k in np.unique(seg):
         m = (seg == k) & usable
         if m.sum() < 1:
             continue
         h0 = float(np.min(hfr[m])) if m.sum() < 4 else float(np.percentile(hfr[m], 10))
-        see0_px = _seeing_fwhm_px_of(h0, rig, items, eps)
+        see0_px = _seeing_fwhm_px_of(h0, rig, scale, eps)
         idx = np.nonzero(m)[0]
         blur = {i: optics.defocus_blur_px_from_hfr(hfr[i], h0, eps) for i in idx}
         refuted = any(diags[i].label != "focus_miss" and see0_px
@@ -376,7 +377,6 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         resid = sv - smooth
         mad = float(mad_std(resid))
         scatter = 100.0 * mad * 1.25 / float(np.median(sv))  # running-median residuals understate by ~1/1.25
-    scale = next((s.plate_scale_arcsec_px for s in items if s.plate_scale_arcsec_px), None) or rig.plate_scale_arcsec_px
     seeing_arcsec = float(np.nanmedian(sv)) * scale if (sv.size and scale) else None
 
     # frames to reject
