@@ -277,9 +277,9 @@ def test_real_night_drifts_are_caught_like_ninas_rule(seed):
     assert ours_b and ours_b[0] <= B_FIRST + 2, (our_req, [d.reasons for d in ours[B_FIRST:B_FIRST + 3]])
     assert "reference" in ours[ours_b[0]].rules
     assert ours_r2 and ours_r2[0] <= nina_r2 + 3, (our_req, nina_r2)
-    # where NINA asked at or past our own 0.4 CFZ limit, at most one frame after it (20 seeds since
-    # policy4: 17 equal or earlier, seeds 1, 9 and 19 one frame later; seed 8's NINA request, 3 frames
-    # earlier, was at 0.36 CFZ)
+    # where NINA asked at or past our own 0.4 CFZ limit, at most one frame after it (20 seeds, exact
+    # GalSim radii since policy6: 17 equal or earlier; seed 19 one frame later, NINA at 0.42 CFZ; seeds
+    # 1 and 8, two frames later, NINA at 0.38 CFZ, under our limit)
     if mk_nina.truth_um[nina_r2] >= 0.4 * optics.cfz_um(5.0, 640.0) - 1e-9:
         assert ours_r2[0] <= nina_r2 + 1, (our_req, nina_r2)
     assert make.truth_um[ours_r2[0]] < 0.6 * optics.cfz_um(5.0, 640.0)      # the drift target of item 3
@@ -304,8 +304,9 @@ def drift2_catch(seed: int) -> tuple[int, float, int]:
 def test_drift_2_is_asked_no_later_than_ninas_rule_on_most_seeds():
     """Drift 2 over 20 seeds (0-9 tuned policy4's change, 10-19 held out), GalSim truth: later than
     NINA's rule where NINA asked at or past our 0.4 CFZ limit on at most two seeds of each ten, one
-    frame each (policy4: seeds 1, 9 / 19; policy3: 4 and 3 of ten). The change: the night's scatter
-    no longer counts a drifting run's rise as jitter (1.35 % read for a true 1.12 %)."""
+    frame each (policy4: seeds 1, 9 / 19 on the pixel-grid radii; exact radii, policy6: none / 19;
+    policy3: 4 and 3 of ten). The change: the night's scatter no longer counts a drifting run's
+    rise as jitter (1.35 % read for a true 1.12 %)."""
     for lo in (0, 10):
         late = []
         for seed in range(lo, lo + 10):
@@ -435,6 +436,20 @@ def test_galsim_table_is_physical():
     disk = 132.0 / 5.0 / 3.76 / 2.0 / math.sqrt(2.0)
     assert disk < t[-1] < math.hypot(t[0], disk)
     assert np.all(np.diff(t) > -1e-3)
+    # exact half-light radii: the growth is smooth and convex (the pixel-grid measure it replaced had
+    # a second difference of -0.027 px between 12 and 24 um: lattice noise of ~1 % HFR)
+    assert np.all(np.diff(t, 2) > 0.0)
+
+
+def test_the_calibrated_growth_is_galsims_physical_optics():
+    """The calibrated HFR-vs-defocus model the policy reads limits and per-frame defocus from
+    (``optics.hfr_px_for_defocus``, tables of scripts/make_calibration.py) against GalSim's exact
+    half-light radii, 0 to 2 CFZ on the 130 mm f/5 in 2.8": within 0.5 % (measured 0.3 %); the
+    geometric Moffat beta 3.5 curve of the drift fit is 1-3 % above it past 0.5 CFZ (its lag is
+    measured, not hidden: docs/watch.md)."""
+    t = galsim_defocus_table()
+    model = np.array([optics.hfr_px_for_defocus(float(d), float(t[0]), 5.0, 3.76, 0.0) for d in DEFOCUS_GRID_UM])
+    assert np.max(np.abs(model / t - 1.0)) < 0.005
 
 
 def closed_form_hfr_px(seeing_arcsec: float, defocus_um: float, beta: float) -> float:
@@ -495,10 +510,13 @@ def drift_requests(truth: str) -> tuple[tuple[float, float, int], ...]:
 def test_steady_drift_asks_before_0p6_cfz_with_the_model_within_25_pct(truth):
     """300 s subs, HFR only (no profile witness), 2 % seeing jitter. Truth: closed-form seeing x
     defocus disk with other seeing profiles than the model's Moffat beta 3.5, and GalSim's
-    physical optics (diffraction included). The first release asked at 0.79 CFZ with the model
-    at -51 %. Before 0.6 CFZ on 17-18 of 18 nights (GalSim: one at 0.63); the model within 25 % on
-    16 of 18: the two outside are requests at 0.36-0.41 CFZ, where a 1 % HFR error is ~15 % of the
-    defocus and the frame that tipped the test was high (winner's curse)."""
+    physical optics (diffraction included, exact half-light radii). The first release asked at
+    0.79 CFZ with the model at -51 %. Before 0.6 CFZ on 17-18 of 18 nights (GalSim: one at 0.63,
+    after an in-focus hour, 3 um/frame, seed 2: the growth test reaches its bar one frame late); the
+    model within 25 % on 16 of 18: the two outside are requests at 0.36-0.41 CFZ (GalSim +48 % and
+    +29 %, Moffat +47 % and +33 %), where a 1 % HFR error is ~15 % of the defocus and the frames that
+    tipped the test were 2 sigma high (winner's curse). Worst |error| 0.48 (GalSim; it was 0.5997
+    on the pixel-grid truth, whose +1.1 % HFR bump at 18 um this night sat on)."""
     got = drift_requests(truth)
     cfz = np.array([t / CFZ_UM for t, _, _ in got])
     err = np.array([m / t - 1.0 for t, m, _ in got])
@@ -506,3 +524,21 @@ def test_steady_drift_asks_before_0p6_cfz_with_the_model_within_25_pct(truth):
     assert np.median(cfz) < 0.55 and np.mean(cfz < 0.6) >= 0.9, cfz
     assert cfz.max() < 0.65, cfz
     assert abs(np.median(err)) < 0.1 and np.mean(np.abs(err) < 0.25) >= 0.85 and np.all(np.abs(err) < 0.6), err
+
+
+def test_steady_drift_on_held_out_skies():
+    """The same 2-3 um/frame nights on GalSim truth over ten skies no constant was chosen on
+    (seeds 3-12, 60 nights): requests 0.30-0.67 CFZ (median 0.53), 55 of 60 before 0.6 CFZ; the
+    model within 25 % on 58 of 60, worst +28 %. Bounds leave one or two nights of margin."""
+    got = []
+    for n_before in (0, 12):
+        for um_per_frame in (2.0, 2.5, 3.0):
+            for seed in range(3, 13):
+                true_um, model_um, _ = first_request_on_drift("galsim", seed, um_per_frame, n_before)
+                assert true_um is not None, (seed, um_per_frame, n_before, "never asked")
+                got.append((true_um, model_um))
+    cfz = np.array([t / CFZ_UM for t, _ in got])
+    err = np.array([m / t - 1.0 for t, m in got])
+    assert cfz.min() > 0.25 and np.median(cfz) < 0.56 and cfz.max() < 0.72, cfz
+    assert np.mean(cfz < 0.6) >= 0.88, cfz
+    assert abs(np.median(err)) < 0.1 and np.mean(np.abs(err) < 0.25) >= 0.93 and np.all(np.abs(err) < 0.4), err
