@@ -528,7 +528,7 @@ def test_steady_drift_asks_before_0p6_cfz_with_the_model_within_25_pct(truth):
 
 def test_steady_drift_on_held_out_skies():
     """The same 2-3 um/frame nights on GalSim truth over ten skies no constant was chosen on
-    (seeds 3-12, 60 nights): requests 0.30-0.67 CFZ (median 0.53), 55 of 60 before 0.6 CFZ; the
+    (seeds 3-12, 60 nights): requests 0.37-0.67 CFZ (median 0.53), 55 of 60 before 0.6 CFZ; the
     model within 25 % on 58 of 60, worst +28 %. Bounds leave one or two nights of margin."""
     got = []
     for n_before in (0, 12):
@@ -539,6 +539,6 @@ def test_steady_drift_on_held_out_skies():
                 got.append((true_um, model_um))
     cfz = np.array([t / CFZ_UM for t, _ in got])
     err = np.array([m / t - 1.0 for t, m in got])
-    assert cfz.min() > 0.25 and np.median(cfz) < 0.56 and cfz.max() < 0.72, cfz
+    assert cfz.min() > 0.3 and np.median(cfz) < 0.56 and cfz.max() < 0.72, cfz
     assert np.mean(cfz < 0.6) >= 0.88, cfz
     assert abs(np.median(err)) < 0.1 and np.mean(np.abs(err) < 0.25) >= 0.93 and np.all(np.abs(err) < 0.4), err
