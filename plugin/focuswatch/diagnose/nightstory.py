@@ -182,6 +182,80 @@ def _seeing_fwhm_px_of(hfr0_px: float, rig: Rig, scale: float | None, eps: float
     return hfr0_px / calibration.KOLMOGOROV_HLR_PER_FWHM
 
 
+def _separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Angle on the sky between two pointings (degrees; haversine, good at any distance)."""
+    r1, d1, r2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+    return float(np.degrees(2 * np.arcsin(np.sqrt(min(1.0, h)))))
+
+
+def _pointing_fields(items: Sequence[Any], scale: float | None, config: DiagnoseConfig) -> list[int | None]:
+    """Each frame's field by where the telescope pointed (``FrameMeta.ra_deg``/``dec_deg``): a frame
+    joins the first field whose first frame lies within ``night_field_change_fov_fraction`` of the
+    field of view (the frame's shorter side, from its size and plate scale; else
+    ``night_field_change_deg``), else starts a new one. ``None`` for a frame without a pointing.
+    Frames back on a field seen earlier (A, B, A) join it again."""
+    firsts: list[tuple[float, float]] = []
+    out: list[int | None] = []
+    for s in items:
+        meta = getattr(s, "meta", None)
+        ra, dec = getattr(meta, "ra_deg", None), getattr(meta, "dec_deg", None)
+        if ra is None or dec is None:
+            out.append(None)
+            continue
+        side_px = min((v for v in (getattr(s, "width_px", None), getattr(s, "height_px", None)) if v), default=None)
+        own = getattr(s, "plate_scale_arcsec_px", None) or scale
+        limit = (config.night_field_change_fov_fraction * side_px * own / 3600.0 if (side_px and own)
+                 else config.night_field_change_deg)
+        k = next((j for j, (r0, d0) in enumerate(firsts) if _separation_deg(r0, d0, ra, dec) <= limit), None)
+        if k is None:
+            firsts.append((ra, dec))
+            k = len(firsts) - 1
+        out.append(k)
+    return out
+
+
+def _count_fields(counts: np.ndarray, ratio: float, m: int) -> list[int]:
+    """Fields of frames with neither OBJECT nor a pointing, from their star counts in time order.
+
+    A boundary where the median count of the ``m`` frames after it differs from the median of
+    the ``m`` frames before it by more than ``ratio`` (either way; at least 2 frames a side; of
+    boundaries closer than ``m``, the one where the means change most) splits the frames into stretches. Clouds
+    only take stars away and pass: a stretch lower than both its neighbours, which match each
+    other within ``ratio``, is a cloud inside one field, and the three are one field. Any other
+    step (a new level that stays, or comes back only after a richer stretch) is a field change:
+    the frames either side are never compared for clouds. A cloud bank that lasts to the end of
+    the run (or was there from its start) therefore reads as a field change and is not called
+    clouds: too few stars to compare is better than clouds called across two fields."""
+    n = len(counts)
+    if n < 4 or not ratio > 1.0:
+        return [0] * n
+    lc = np.log(np.maximum(counts, 1.0))
+    step_med, step_mean = np.zeros(n), np.zeros(n)
+    for j in range(2, n - 1):
+        left, right = lc[max(0, j - m):j], lc[j:j + m]
+        if len(left) >= 2 and len(right) >= 2:
+            step_med[j] = abs(float(np.median(right)) - float(np.median(left)))
+            step_mean[j] = abs(float(right.mean()) - float(left.mean()))
+    # the medians find a lasting step (one odd frame moves neither); the means, sharpest at the
+    # step itself, place it: the strongest first, none within m frames of one taken
+    cut: list[int] = []
+    for j in sorted(np.nonzero(step_med > np.log(ratio))[0], key=lambda j: -step_mean[j]):
+        if all(abs(int(j) - c) >= m for c in cut):
+            cut.append(int(j))
+    bounds = [0, *sorted(cut), n]
+    level = [float(np.median(lc[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    field = list(range(len(level)))
+    for i in range(1, len(level) - 1):
+        if (level[i] < min(level[i - 1], level[i + 1])
+                and abs(level[i - 1] - level[i + 1]) <= np.log(ratio)):
+            field[i] = field[i + 1] = field[i - 1]
+    out = [0] * n
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        out[a:b] = [field[k]] * (b - a)
+    return out
+
+
 def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
     out, start = [], None
     for i, f in enumerate(list(flags) + [False]):
@@ -285,10 +359,26 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     # count, neither of which is a cloud
     nsat = np.array([float((getattr(s, "n_rejected", None) or {}).get("saturated", 0) or 0) for s in items])
     nall = nst + nsat
-    groups: dict[tuple[Any, Any], list[int]] = {}
-    for i, s in enumerate(items):
-        meta = getattr(s, "meta", None)
-        groups.setdefault((getattr(meta, "object_name", None), getattr(meta, "filter_name", None)), []).append(i)
+    # a field is its OBJECT and its pointing; frames with neither are split at a lasting jump of
+    # their star count (:func:`_count_fields`): another field is never called clouds
+    # the night's plate scale: the first frame's own, else the rig's (also the seeing's arcsec below)
+    scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
+                 None) or rig.plate_scale_arcsec_px
+    pointing = _pointing_fields(items, scale, config)
+    keys = [(getattr(getattr(s, "meta", None), "object_name", None), pointing[i],
+             getattr(getattr(s, "meta", None), "filter_name", None)) for i, s in enumerate(items)]
+    bare: dict[Any, list[int]] = {}
+    for i, (obj, where, filt) in enumerate(keys):
+        if obj is None and where is None:
+            bare.setdefault(filt, []).append(i)
+    for filt, idx in bare.items():
+        by_count = _count_fields(nall[idx], 1.0 / config.cloud_fraction if config.cloud_fraction > 0 else 0.0,
+                                 int(config.night_field_step_frames))
+        for i, f in zip(idx, by_count):
+            keys[i] = (None, ("count", f), filt)
+    groups: dict[tuple[Any, Any, Any], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     cloud = np.zeros(n, bool)
     for idx in groups.values():
         sel = np.array(idx)
@@ -330,9 +420,6 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     nratio, pix = rig.f_ratio, rig.effective_pixel_um
     eps = rig.obstruction or 0.0
     seeing_moved = np.zeros(n, bool)
-    # the night's plate scale: the first frame's own, else the rig's (also the seeing's arcsec below)
-    scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
-                 None) or rig.plate_scale_arcsec_px
     for k in np.unique(seg):
         m = (seg == k) & usable
         if m.sum() < 1:
