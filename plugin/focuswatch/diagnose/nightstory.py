@@ -20,6 +20,7 @@ from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r, fmt_pct
 from focuswatch.diagnose.labels import ADVICE, OPTICAL_LABELS, UNKNOWN
 from focuswatch.diagnose.verdict import Diagnosis, frame
+from focuswatch.model.numerics import pooled_line_fit
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
 
@@ -104,25 +105,8 @@ class NightStory:
 
 def _pooled_fit(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float | None, float | None]:
     """Least-squares slope shared by several groups, each with its own intercept, and its
-    standard error from the scatter about the fit (``None`` with fewer than 2 residual
-    degrees of freedom)."""
-    sxx = sxy = 0.0
-    used = []
-    for xv, yv in groups:
-        if len(xv) < 3:
-            continue
-        xc = xv - xv.mean()
-        sxx += float(xc @ xc)
-        sxy += float(xc @ (yv - yv.mean()))
-        used.append((xc, yv - yv.mean()))
-    if not sxx > 0:
-        return None, None
-    b = sxy / sxx
-    dof = sum(len(xc) for xc, _ in used) - len(used) - 1
-    if dof < 1:
-        return b, None
-    rss = sum(float(((yc - b * xc) ** 2).sum()) for xc, yc in used)
-    return b, float(np.sqrt(rss / dof / sxx))
+    standard error (:func:`focuswatch.model.numerics.pooled_line_fit`; groups of 3 or more)."""
+    return pooled_line_fit(groups)
 
 
 def _pooled_slope(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> float | None:
