@@ -213,8 +213,7 @@ def _seeing_aware_count_residual(nall: np.ndarray, hfr: np.ndarray, cloud_fracti
         if keep.sum() < 3:
             return None
         xm, ym = x[keep].mean(), y[keep].mean()
-        sxx = float(((x[keep] - xm) ** 2).sum())
-        b = float(np.clip(((x[keep] - xm) @ (y[keep] - ym)) / sxx, -4.0, 0.0)) if sxx > 0 else 0.0
+        b = float(np.clip(pooled_line_fit([(x[keep], y[keep])])[0] or 0.0, -4.0, 0.0))
         a = ym - b * xm
         resid = y - (a + b * x)
         top = float(np.percentile(resid[keep], 80))
