@@ -1306,6 +1306,9 @@ def test_a_garbled_journal_row_is_one_line_and_the_restarted_watcher_goes_on(tmp
             time.sleep(0.2)
             assert pump(w2, lambda o: True, 1) == []           # f1, f2 are not measured again over their rows
             assert trig2.requests == []
+    with Journal(jpath) as j:                                  # the decisions read back: all but f2's, one line
+        said: list[str] = []
+        assert len(j.decisions(problems=said)) == 7 and len(said) == 1 and "f2.fits" in said[0]
     after = _raw_rows(jpath)
     for table in before:                                       # nothing recorded was lost or rewritten
         assert after[table][:len(before[table])] == before[table]

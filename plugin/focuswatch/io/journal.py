@@ -394,12 +394,20 @@ class Journal:
         items.sort(key=lambda x: x[0])          # stable: a header stays before its frame
         return [it for _, it in items]
 
-    def decisions(self, since_time_s: float | None = None) -> list[Decision]:
-        """Every recorded decision (latest per frame), oldest first."""
+    def decisions(self, since_time_s: float | None = None, *, problems: list[str] | None = None) -> list[Decision]:
+        """Every recorded decision (latest per frame), oldest first. A row that cannot be read back is
+        left out with one line in ``problems`` (as :meth:`restore_items`)."""
         rows = self._exec(
-            "SELECT d.data FROM decisions d JOIN frames f ON d.frame_id = f.id "
+            "SELECT CAST(d.data AS BLOB), d.id, f.path FROM decisions d JOIN frames f ON d.frame_id = f.id "
             "WHERE (? IS NULL OR f.time_s >= ?) ORDER BY f.seq, d.id", (since_time_s, since_time_s)).fetchall()
-        return [Decision.from_dict(json.loads(r[0])) for r in rows]
+        out: list[Decision] = []
+        for data, row_id, path in rows:
+            try:
+                out.append(Decision.from_dict(_row_dict(data)))
+            except _ROW_ERRORS as exc:
+                if problems is not None:
+                    problems.append(_bad_row_line(self.path, f"decisions row {row_id} ({path})", "data", exc))
+        return out
 
     def counts(self) -> dict[str, int]:
         """Rows per table (frames by status), for summaries and tests."""
