@@ -1240,3 +1240,112 @@ def test_a_restarted_watcher_keeps_the_witness_of_a_rig_known_from_the_headers(t
     s = NightSession(Monitor(QUIET, Rig()), Config(rig=Rig()), watch=WatchConfig())
     assert s.restore(bare) == 4
     assert s.witnesses().witness_for("L", frames[4].meta.timestamp, 1000, rig=header_rig) is None
+
+
+def _raw_rows(journal_path: Path) -> dict[str, list[tuple]]:
+    """Every frames / decisions / autofocus row of a journal file, as bytes (read with sqlite3 itself)."""
+    import sqlite3
+
+    con = sqlite3.connect(journal_path)
+    try:
+        return {t: con.execute(f"SELECT {cols} FROM {t} ORDER BY id").fetchall() for t, cols in (
+            ("frames", "id, path, CAST(record AS BLOB), CAST(stats AS BLOB)"),
+            ("decisions", "id, frame_id, CAST(data AS BLOB)"),
+            ("autofocus_events", "id, key, CAST(data AS BLOB)"))}
+    finally:
+        con.close()
+
+
+def test_a_garbled_journal_row_is_one_line_and_the_restarted_watcher_goes_on(tmp_path, base_frame, caplog):
+    """A journal row cut short (a crash mid-write, a disk fault, a hand edit) used to stop the
+    restarted watcher before its first frame ("a journal row cannot be read back; move the journal
+    away"), throwing away the whole night it had recorded. Now: one line per bad row naming the
+    journal, the row and the frame's file; every other row is restored (the refocus asked before the
+    restart is still awaited, not asked again); the bad rows stay in the file byte for byte and their
+    frames are not measured again over them; the frames written meanwhile are measured."""
+    import sqlite3
+
+    night = tmp_path / "night"
+    night.mkdir()
+    temps = [10.0, 10.0, 10.0, 8.5, 8.5, 8.5, 8.4, 8.4]
+    trig = CountingTrigger()
+    with watching(night, tmp_path, runner=TriggerRunner([trig])) as w:
+        for i in range(5):
+            (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=temps[i]))
+        out = pump(w, lambda o: len(o) >= 5)
+        assert [o.decision.decision for o in out] == ["ok", "ok", "ok", "refocus", "ok"]
+        pump(w, lambda o: len(w.journal.triggers()) >= 1)
+        unbroken = [(r.file, r.hfr_px) for r in w.monitor.history]
+    jpath = tmp_path / "state" / "journal.sqlite"
+    con = sqlite3.connect(jpath)
+    with con:
+        # f1's record cut in the middle of its JSON; f2's decision overwritten with bytes that are not even UTF-8
+        rec = con.execute("SELECT record FROM frames WHERE path LIKE '%f1.fits'").fetchone()[0]
+        con.execute("UPDATE frames SET record = ? WHERE path LIKE '%f1.fits'", (rec[:len(rec) // 2],))
+        con.execute("UPDATE decisions SET data = CAST(X'FFFE00C3287B226465' AS TEXT) WHERE frame_id = "
+                    "(SELECT id FROM frames WHERE path LIKE '%f2.fits')")
+    con.close()
+    before = _raw_rows(jpath)
+    for i in range(5, 8):
+        (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i, FOCTEMP=temps[i]))
+    trig2 = CountingTrigger()
+    with caplog.at_level(logging.WARNING, logger="focuswatch.watch"):
+        with watching(night, tmp_path, runner=TriggerRunner([trig2])) as w2:
+            lines = [r.getMessage() for r in caplog.records if "cannot be read back" in r.getMessage()]
+            assert len(lines) == 2 and w2.journal_problems == lines and w2.n_errors == 2
+            assert all(str(jpath) in ln and "\n" not in ln for ln in lines)
+            assert "f1.fits" in lines[0] and "record" in lines[0] and "frames row" in lines[0]
+            assert "f2.fits" in lines[1] and "decision" in lines[1]
+            # the good rows are restored: f0, f3, f4, in order, as the unbroken watcher had them
+            assert [(r.file, r.hfr_px) for r in w2.monitor.history] == [unbroken[i] for i in (0, 3, 4)]
+            assert w2.monitor.state.waiting_since_s is not None   # the refocus asked before the restart
+            out2 = pump(w2, lambda o: len(o) >= 3)
+            assert sorted(o.path.name for o in out2) == ["f5.fits", "f6.fits", "f7.fits"]
+            assert {o.status for o in out2} == {"measured"}
+            assert [o.decision.decision for o in out2] == ["ok", "ok", "ok"]   # still waiting for the AF
+            time.sleep(0.2)
+            assert pump(w2, lambda o: True, 1) == []           # f1, f2 are not measured again over their rows
+            assert trig2.requests == []
+    with Journal(jpath) as j:                                  # the decisions read back: all but f2's, one line
+        said: list[str] = []
+        assert len(j.decisions(problems=said)) == 7 and len(said) == 1 and "f2.fits" in said[0]
+    after = _raw_rows(jpath)
+    for table in before:                                       # nothing recorded was lost or rewritten
+        assert after[table][:len(before[table])] == before[table]
+    assert len(after["frames"]) == 8 and len(after["decisions"]) == 8
+
+
+def test_watch_command_restarted_on_a_garbled_journal_row_exits_1_at_the_end(tmp_path, base_frame, capsys,
+                                                                              caplog):
+    """The same through ``focuswatch watch``, stopped and run again on its journal: the second run
+    names the bad row on one line, measures the frame written meanwhile, and exits 1 at the end
+    (bad input, carried past); the row is left as it was."""
+    import sqlite3
+
+    from focuswatch.cli import main
+
+    night = tmp_path / "night"
+    night.mkdir()
+    for i in range(2):
+        (night / f"a{i}.fits").write_bytes(fits_for(base_frame, i))
+    args = ["watch", str(night), "--state-dir", str(tmp_path / "state"), "--max-minutes", "0.03",
+            "--interval-s", "0.05", "--json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    jpath = tmp_path / "state" / "journal.sqlite"
+    with sqlite3.connect(jpath) as con:
+        con.execute("UPDATE frames SET record = '{\"file\": \"a0.fi' WHERE path LIKE '%a0.fits'")
+    con.close()
+    before = _raw_rows(jpath)
+    (night / "b.fits").write_bytes(fits_for(base_frame, 2))
+    with caplog.at_level(logging.WARNING, logger="focuswatch"):  # the CLI's logging writes these to stderr
+        rc = main(args)
+    cap = capsys.readouterr()
+    rows = [json.loads(ln) for ln in cap.out.splitlines() if ln.startswith("{")]
+    assert rc == 1 and "Traceback" not in cap.err
+    named = [r.getMessage() for r in caplog.records if "cannot be read back" in r.getMessage()]
+    assert len(named) == 1 and "a0.fits" in named[0] and str(jpath) in named[0]
+    assert "1 row(s) of" in cap.err
+    assert [Path(r["file"]).name for r in rows if r["kind"] == "decision"] == ["b.fits"]
+    assert rows[-1]["summary"]["n_frames"] == 1
+    assert _raw_rows(jpath)["frames"][:2] == before["frames"]

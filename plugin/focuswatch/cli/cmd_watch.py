@@ -206,10 +206,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
             w.stop()
         from focuswatch.policy import summarize
         emit_summary(summarize(w.decisions, w.monitor.state.n_autofocus), args.json)
+    if w.journal_problems:  # each was one line at the start; the watch carried on without them
+        error_line(f"{len(w.journal_problems)} row(s) of {journal_path} could not be read back at the start "
+                   "(left in the journal as they are)")
     if bad:  # each was one line when it arrived; the watch carried on
         error_line(f"{len(bad)} frame(s) could not be measured while watching {args.folder}")
-        return EXIT_FAIL
-    return EXIT_OK
+    return EXIT_FAIL if bad or w.journal_problems else EXIT_OK
 
 
 # --------------------------------------------------------------------------- remote mode (focuswatch.watch.remote)

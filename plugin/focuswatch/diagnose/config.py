@@ -124,6 +124,16 @@ class DiagnoseConfig(Record):
     #: A night's drift counts as a focus miss only when its slope stands this many standard
     #: errors above zero (the frames' seeing jitter scatters the sizes about the trend).
     night_drift_min_t: float = 2.0
+    #: Clouds are judged within one field. Frames whose pointing (CRVAL1/2, RA/DEC,
+    #: OBJCTRA/OBJCTDEC) lies more than this fraction of the field of view (the frame's shorter
+    #: side) from a field's first frame are another field (a dither moves a few % of it) ...
+    night_field_change_fov_fraction: float = 0.25
+    #: ... or more than this many degrees when the field of view is unknown (no plate scale).
+    night_field_change_deg: float = 0.25
+    #: Frames with neither OBJECT nor a pointing: the star count's median over this many frames
+    #: on each side of a boundary changing by more than 1 / ``cloud_fraction`` (a field that
+    #: would read as clouds against the other) and not coming back is a field change.
+    night_field_step_frames: int = 3
     #: Seeing families of the profile inversion (generated data): Moffat cross-check rows
     #: are used within this beta range and pay this chi^2 against the physical (Kolmogorov)
     #: rows; a broader wing than beta 2.5 allows is a halo, not seeing.
@@ -238,6 +248,8 @@ class DiagnoseConfig(Record):
         "aligned": (0.0, 1.0), "radial": (0.0, 1.0), "flare_snr": (0.0, 100.0), "field_variation_pct": (0.0, 500.0),
         "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),
         "night_size_refute_blur_ratio": (0.05, 100.0), "night_drift_min_t": (0.0, 100.0),
+        "night_field_change_fov_fraction": (0.0, 100.0), "night_field_change_deg": (0.0, 180.0),
+        "night_field_step_frames": (1, 1000),
         "seeing_beta_min": (1.1, 20.0), "seeing_beta_max": (1.1, 50.0), "moffat_prior_chi2": (0.0, 100.0),
         "plausible_delta_chi2": (0.0, 100.0),
         "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0),

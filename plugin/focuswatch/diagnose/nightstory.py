@@ -20,6 +20,7 @@ from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r, fmt_pct
 from focuswatch.diagnose.labels import ADVICE, OPTICAL_LABELS, UNKNOWN
 from focuswatch.diagnose.verdict import Diagnosis, frame
+from focuswatch.model.numerics import pooled_line_fit
 from focuswatch.model.records import Record
 from focuswatch.optics import Rig
 
@@ -104,30 +105,89 @@ class NightStory:
 
 def _pooled_fit(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float | None, float | None]:
     """Least-squares slope shared by several groups, each with its own intercept, and its
-    standard error from the scatter about the fit (``None`` with fewer than 2 residual
-    degrees of freedom)."""
-    sxx = sxy = 0.0
-    used = []
-    for xv, yv in groups:
-        if len(xv) < 3:
-            continue
-        xc = xv - xv.mean()
-        sxx += float(xc @ xc)
-        sxy += float(xc @ (yv - yv.mean()))
-        used.append((xc, yv - yv.mean()))
-    if not sxx > 0:
-        return None, None
-    b = sxy / sxx
-    dof = sum(len(xc) for xc, _ in used) - len(used) - 1
-    if dof < 1:
-        return b, None
-    rss = sum(float(((yc - b * xc) ** 2).sum()) for xc, yc in used)
-    return b, float(np.sqrt(rss / dof / sxx))
+    standard error (:func:`focuswatch.model.numerics.pooled_line_fit`; groups of 3 or more)."""
+    return pooled_line_fit(groups)
 
 
 def _pooled_slope(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> float | None:
     """Least-squares slope shared by several groups, each with its own intercept."""
     return _pooled_fit(groups)[0]
+
+
+def _size_drift_fit(segments: Sequence[tuple[np.ndarray, np.ndarray]], um_per_blur_px: float, eps: float,
+                    calibrated: tuple[float, float, float] | None = None) -> tuple[float | None, float | None]:
+    """The drift rate (um/h of defocus) fitted to the star sizes themselves, and its standard
+    error: each segment's HFRs ``h(t) = G(rate |t - t0|; h0)`` (the seeing x annulus growth,
+    :func:`focuswatch.optics.hfr_px_for_blur`), with its own in-focus HFR ``h0`` and the time
+    ``t0`` within the segment when it was in focus, one rate for the night. ``segments``: (hours
+    since the segment's first frame, HFR px). The same premise as the per-frame figures (the
+    segment's best frames are in focus: an autofocus started it), without their bias.
+
+    Why not a line through per-frame defocus figures: near focus the HFR grows with the square of
+    the defocus, so one frame's size noise maps to a defocus that is never below zero and large for
+    a small excess (2 % larger reads 0.5 CFZ on a 200 mm f/5 in 2.5"): the early frames of a
+    drift read high, the slope low (-15 to -24 % on GalSim drift nights, tests/test_nightstory.py).
+    In HFR the noise is symmetric and the fit has no such floor. With ``t0`` left free the rate
+    and the focus time trade off against each other; a free defocus at the segment's start (no
+    in-focus frame) read -32 to -57 %. ``(None, None)`` without a segment of 3 frames or a fit."""
+    from scipy.optimize import least_squares
+
+    segs = [(t, h) for t, h in segments if len(t) >= 3 and float(np.ptp(t)) > 0]
+    # a rate, and an in-focus size and time per segment: at least 2 frames more than that
+    if not segs or not um_per_blur_px > 0 or sum(len(t) for t, _ in segs) < 2 * len(segs) + 3:
+        return None, None
+
+    def growth_um(h_ref: float) -> tuple[np.ndarray, np.ndarray]:
+        """HFR / in-focus HFR against defocus (um) for a star of in-focus HFR ``h_ref``, tabulated
+        once per segment (the shape barely changes within a fit's range of ``h0``): the fit then
+        costs interpolations, not a calibration lookup per frame and step."""
+        if calibrated is not None:
+            n_ratio, pix_um, lam_nm = calibrated
+
+            def one(d: float) -> float:
+                return optics.hfr_px_for_defocus(d, h_ref, n_ratio, pix_um, eps, wavelength_nm=lam_nm)
+        else:
+            def one(d: float) -> float:
+                return optics.hfr_px_for_blur(d / um_per_blur_px, h_ref, eps)
+        h_top = 3.0 * float(np.max(np.concatenate([h for _, h in segs])))
+        d_top = 8.0 * um_per_blur_px * h_top  # a defocus disk alone twice that size
+        d = d_top * np.linspace(0.0, 1.0, 160) ** 2  # dense near focus, where the growth bends
+        return d, np.array([one(float(x)) for x in d]) / h_ref
+
+    tables = [growth_um(float(np.min(h))) for _, h in segs]
+
+    def model(params: np.ndarray) -> np.ndarray:
+        rate, out = params[0], []
+        for k, (t, _) in enumerate(segs):
+            h0, t0 = params[1 + 2 * k], params[2 + 2 * k]
+            d, ratio = tables[k]
+            out.append(h0 * np.interp(rate * np.abs(t - t0), d, ratio))
+        return np.concatenate(out)
+
+    h_all = np.concatenate([h for _, h in segs])
+    lo = np.array([0.0] + [v for _, h in segs for v in (0.3 * float(np.min(h)), 0.0)])
+    hi = np.array([np.inf] + [v for t, h in segs for v in (float(np.max(h)), float(t[-1]))])
+    # starts: the rate that grows the segment's smallest star to its largest over its span (the
+    # growth is flat at zero defocus, so a start near 0 never leaves it), and half of it
+    growth = max(optics.defocus_blur_px_from_hfr(float(np.max(h)), float(np.min(h)), eps) * um_per_blur_px
+                 / float(np.ptp(t)) for t, h in segs)
+    best = None
+    for r0, where in ((r, w) for r in (growth, 0.5 * growth) for w in (0.0, 0.5, 1.0)):
+        # in focus at the segment's start (after an autofocus), midway, or at its end
+        x0 = np.array([max(r0, 1e-3)] + [v for t, h in segs for v in (float(np.min(h)), where * float(t[-1]))])
+        x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+        try:
+            fit = least_squares(lambda x: model(x) - h_all, x0, bounds=(lo, hi), x_scale="jac")
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        if best is None or fit.cost < best.cost:
+            best = fit
+    if best is None:
+        return None, None
+    rate = float(best.x[0])
+    dof = len(h_all) - len(best.x)
+    cov = np.linalg.pinv(best.jac.T @ best.jac) * (2.0 * best.cost / dof)
+    return rate, (float(np.sqrt(cov[0, 0])) if cov[0, 0] > 0 else None)
 
 
 def _seeing_aware_count_residual(nall: np.ndarray, hfr: np.ndarray, cloud_fraction: float) -> np.ndarray | None:
@@ -153,8 +213,7 @@ def _seeing_aware_count_residual(nall: np.ndarray, hfr: np.ndarray, cloud_fracti
         if keep.sum() < 3:
             return None
         xm, ym = x[keep].mean(), y[keep].mean()
-        sxx = float(((x[keep] - xm) ** 2).sum())
-        b = float(np.clip(((x[keep] - xm) @ (y[keep] - ym)) / sxx, -4.0, 0.0)) if sxx > 0 else 0.0
+        b = float(np.clip(pooled_line_fit([(x[keep], y[keep])])[0] or 0.0, -4.0, 0.0))
         a = ym - b * xm
         resid = y - (a + b * x)
         top = float(np.percentile(resid[keep], 80))
@@ -180,6 +239,80 @@ def _seeing_fwhm_px_of(hfr0_px: float, rig: Rig, scale: float | None, eps: float
     if scale and ap and rig.wavelength_nm:
         return calibration.seeing_for_infocus_hfr_arcsec(hfr0_px, ap, rig.wavelength_nm, scale, eps) / scale
     return hfr0_px / calibration.KOLMOGOROV_HLR_PER_FWHM
+
+
+def _separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Angle on the sky between two pointings (degrees; haversine, good at any distance)."""
+    r1, d1, r2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+    return float(np.degrees(2 * np.arcsin(np.sqrt(min(1.0, h)))))
+
+
+def _pointing_fields(items: Sequence[Any], scale: float | None, config: DiagnoseConfig) -> list[int | None]:
+    """Each frame's field by where the telescope pointed (``FrameMeta.ra_deg``/``dec_deg``): a frame
+    joins the first field whose first frame lies within ``night_field_change_fov_fraction`` of the
+    field of view (the frame's shorter side, from its size and plate scale; else
+    ``night_field_change_deg``), else starts a new one. ``None`` for a frame without a pointing.
+    Frames back on a field seen earlier (A, B, A) join it again."""
+    firsts: list[tuple[float, float]] = []
+    out: list[int | None] = []
+    for s in items:
+        meta = getattr(s, "meta", None)
+        ra, dec = getattr(meta, "ra_deg", None), getattr(meta, "dec_deg", None)
+        if ra is None or dec is None:
+            out.append(None)
+            continue
+        side_px = min((v for v in (getattr(s, "width_px", None), getattr(s, "height_px", None)) if v), default=None)
+        own = getattr(s, "plate_scale_arcsec_px", None) or scale
+        limit = (config.night_field_change_fov_fraction * side_px * own / 3600.0 if (side_px and own)
+                 else config.night_field_change_deg)
+        k = next((j for j, (r0, d0) in enumerate(firsts) if _separation_deg(r0, d0, ra, dec) <= limit), None)
+        if k is None:
+            firsts.append((ra, dec))
+            k = len(firsts) - 1
+        out.append(k)
+    return out
+
+
+def _count_fields(counts: np.ndarray, ratio: float, m: int) -> list[int]:
+    """Fields of frames with neither OBJECT nor a pointing, from their star counts in time order.
+
+    A boundary where the median count of the ``m`` frames after it differs from the median of
+    the ``m`` frames before it by more than ``ratio`` (either way; at least 2 frames a side; of
+    boundaries closer than ``m``, the one where the means change most) splits the frames into stretches. Clouds
+    only take stars away and pass: a stretch lower than both its neighbours, which match each
+    other within ``ratio``, is a cloud inside one field, and the three are one field. Any other
+    step (a new level that stays, or comes back only after a richer stretch) is a field change:
+    the frames either side are never compared for clouds. A cloud bank that lasts to the end of
+    the run (or was there from its start) therefore reads as a field change and is not called
+    clouds: too few stars to compare is better than clouds called across two fields."""
+    n = len(counts)
+    if n < 4 or not ratio > 1.0:
+        return [0] * n
+    lc = np.log(np.maximum(counts, 1.0))
+    step_med, step_mean = np.zeros(n), np.zeros(n)
+    for j in range(2, n - 1):
+        left, right = lc[max(0, j - m):j], lc[j:j + m]
+        if len(left) >= 2 and len(right) >= 2:
+            step_med[j] = abs(float(np.median(right)) - float(np.median(left)))
+            step_mean[j] = abs(float(right.mean()) - float(left.mean()))
+    # the medians find a lasting step (one odd frame moves neither); the means, sharpest at the
+    # step itself, place it: the strongest first, none within m frames of one taken
+    cut: list[int] = []
+    for j in sorted(np.nonzero(step_med > np.log(ratio))[0], key=lambda j: -step_mean[j]):
+        if all(abs(int(j) - c) >= m for c in cut):
+            cut.append(int(j))
+    bounds = [0, *sorted(cut), n]
+    level = [float(np.median(lc[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    field = list(range(len(level)))
+    for i in range(1, len(level) - 1):
+        if (level[i] < min(level[i - 1], level[i + 1])
+                and abs(level[i - 1] - level[i + 1]) <= np.log(ratio)):
+            field[i] = field[i + 1] = field[i - 1]
+    out = [0] * n
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        out[a:b] = [field[k]] * (b - a)
+    return out
 
 
 def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
@@ -285,10 +418,26 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     # count, neither of which is a cloud
     nsat = np.array([float((getattr(s, "n_rejected", None) or {}).get("saturated", 0) or 0) for s in items])
     nall = nst + nsat
-    groups: dict[tuple[Any, Any], list[int]] = {}
-    for i, s in enumerate(items):
-        meta = getattr(s, "meta", None)
-        groups.setdefault((getattr(meta, "object_name", None), getattr(meta, "filter_name", None)), []).append(i)
+    # a field is its OBJECT and its pointing; frames with neither are split at a lasting jump of
+    # their star count (:func:`_count_fields`): another field is never called clouds
+    # the night's plate scale: the first frame's own, else the rig's (also the seeing's arcsec below)
+    scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
+                 None) or rig.plate_scale_arcsec_px
+    pointing = _pointing_fields(items, scale, config)
+    keys = [(getattr(getattr(s, "meta", None), "object_name", None), pointing[i],
+             getattr(getattr(s, "meta", None), "filter_name", None)) for i, s in enumerate(items)]
+    bare: dict[Any, list[int]] = {}
+    for i, (obj, where, filt) in enumerate(keys):
+        if obj is None and where is None:
+            bare.setdefault(filt, []).append(i)
+    for filt, idx in bare.items():
+        by_count = _count_fields(nall[idx], 1.0 / config.cloud_fraction if config.cloud_fraction > 0 else 0.0,
+                                 int(config.night_field_step_frames))
+        for i, f in zip(idx, by_count):
+            keys[i] = (None, ("count", f), filt)
+    groups: dict[tuple[Any, Any, Any], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     cloud = np.zeros(n, bool)
     for idx in groups.values():
         sel = np.array(idx)
@@ -329,10 +478,7 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     defocus = np.full(n, np.nan)
     nratio, pix = rig.f_ratio, rig.effective_pixel_um
     eps = rig.obstruction or 0.0
-    seeing_moved = np.zeros(n, bool)
-    # the night's plate scale: the first frame's own, else the rig's (also the seeing's arcsec below)
-    scale = next((s.plate_scale_arcsec_px for s in items if getattr(s, "plate_scale_arcsec_px", None)),
-                 None) or rig.plate_scale_arcsec_px
+    size_read: list[int] = []  # frames of segments whose drift is read from the stars' growth
     for k in np.unique(seg):
         m = (seg == k) & usable
         if m.sum() < 1:
@@ -341,24 +487,49 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         see0_px = _seeing_fwhm_px_of(h0, rig, scale, eps)
         idx = np.nonzero(m)[0]
         blur = {i: optics.defocus_blur_px_from_hfr(hfr[i], h0, eps) for i in idx}
-        refuted = any(diags[i].label != "focus_miss" and see0_px
-                      and blur[i] >= config.night_size_refute_blur_ratio * see0_px for i in idx)
+        excess = {i for i in idx if diags[i].label != "focus_miss" and see0_px
+                  and blur[i] >= config.night_size_refute_blur_ratio * see0_px}
+        # the seeing moved - unless the only such frames are lone spikes between two frames of the
+        # segment that are not (the seeing of one frame, or the mount shaken round by a gust): those
+        # frames' defocus is unknown, and the rest of the segment is still read from its growth
+        pos_in = {i: j for j, i in enumerate(idx)}
+        lone = {i for i in excess if 0 < pos_in[i] < len(idx) - 1
+                and idx[pos_in[i] - 1] not in excess and idx[pos_in[i] + 1] not in excess}
+        refuted = bool(excess - lone)
+        if not refuted:
+            size_read.extend(i for i in idx if i not in excess)
         for i in idx:
-            seeing_moved[i] = refuted
             if diags[i].label == "focus_miss" and diags[i].defocus_um is not None:
                 defocus[i] = diags[i].defocus_um
             elif refuted:
                 defocus[i] = 0.0
+            elif i in excess:
+                continue  # unknown (NaN): left out of the drift
             else:
                 defocus[i] = optics.defocus_um_from_blur(blur[i] * pix, nratio) if (nratio and pix) else blur[i]
     groups_t = [(el[(seg == k) & usable], defocus[(seg == k) & usable]) for k in np.unique(seg)]
     groups_t = [(a[np.isfinite(a) & np.isfinite(b)], b[np.isfinite(a) & np.isfinite(b)]) for a, b in groups_t]
     drift_h, drift_h_err = _pooled_fit(groups_t)
+    # the segments read from the stars' growth: the rate fitted to their sizes, not to per-frame
+    # defocus figures (:func:`_size_drift_fit`: those are biased high near focus); the segments
+    # whose seeing moved say nothing about focus from their size and are left to the line above
+    if size_read and nratio and pix and np.isfinite(el[size_read]).all():
+        sr = np.zeros(n, bool)
+        sr[size_read] = True
+        fit_segs = []
+        for k in np.unique(seg[sr]):
+            m = sr & (seg == k)
+            fit_segs.append((el[m] - el[m][0], hfr[m]))
+        if any(len(t) >= 3 for t, _ in fit_segs):
+            rate, rate_err = _size_drift_fit(fit_segs, nratio * pix, eps,
+                                             (nratio, pix, rig.wavelength_nm) if rig.wavelength_nm else None)
+            if rate is not None:
+                drift_h, drift_h_err = rate, rate_err
     drift_c = None
     if np.isfinite(temp).sum() >= 3:
         groups_c = []
         for k in np.unique(seg):
-            m = (seg == k) & usable & np.isfinite(temp)
+            m = (seg == k) & usable & np.isfinite(temp) & np.isfinite(defocus)
             if m.sum() >= 3:
                 dt = np.abs(temp[m] - temp[m][0])
                 groups_c.append((dt, defocus[m]))
@@ -401,7 +572,8 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
             temp_c=_r(float(temp[i]), 2) if np.isfinite(temp[i]) else None, focuser_pos=pos[i],
             label=d.label, n_stars=int(s.n_stars or 0), hfr_px=_r(float(hfr[i])) if np.isfinite(hfr[i]) else None,
             seeing_fwhm_px=_r(float(seeing[i])) if np.isfinite(seeing[i]) else None,
-            defocus_um=_r(float(defocus[i]), 1) if (have_um and np.isfinite(defocus[i])) else d.defocus_um,
+            defocus_um=(_r(float(defocus[i]), 1) if (have_um and np.isfinite(defocus[i]))
+                        else None if (d.label == "trailing" or (usable[i] and have_um)) else d.defocus_um),
             star_flux_adu=_r(float(flux[i]), 1) if np.isfinite(flux[i]) else None,
             cloud=bool(cloud[i]), reject=why, witness_source=d.evidence.witness_source,
             witness_seeing_arcsec=d.evidence.witness_seeing_arcsec))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from focuswatch.errors import FrameError
+from focuswatch.errors import FrameError, FrameIncomplete
 from focuswatch.model.frame import COLOUR_PLANES
 
 #: A frame bigger than this (in bytes of pixel data) is treated as a corrupt header.
@@ -31,6 +31,15 @@ MAX_IMAGE_PIXELS = 450_000_000
 ZERO_PROBE_BYTES = 256
 #: Bytes per sample of :func:`content_signature`.
 SIGNATURE_SAMPLE_BYTES = 4096
+
+
+def file_bytes(p: Path, size_bytes: int | None = None) -> int:
+    """The file's size (``size_bytes`` when the caller has just stat()ed it, else asked now);
+    :class:`FrameIncomplete` for an empty file: being created, or cut off. Both readers start here."""
+    actual = os.stat(p).st_size if size_bytes is None else size_bytes
+    if actual == 0:
+        raise FrameIncomplete(p, "empty file (0 bytes): still being written, or truncated")
+    return actual
 
 
 class _Completeness:

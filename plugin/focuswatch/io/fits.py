@@ -11,7 +11,6 @@ tile-compressed one (``.fits.fz``) goes through astropy, which decompresses it.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from focuswatch.errors import FrameError, FrameIncomplete
 from focuswatch.io.completeness import (MAX_DATA_BYTES, ZERO_PROBE_BYTES, _Completeness, _datasum, _gb,
-                                        _layout_still_valid, _refuse_shape, _zero_at)
+                                        _layout_still_valid, _refuse_shape, _zero_at, file_bytes)
 from focuswatch.model.frame import Frame, FrameMeta, _prepare, _saturation_adu, meta_from_header
 
 FITS_BLOCK = 2880
@@ -226,9 +225,7 @@ def fits_layout(path: str | Path, size_bytes: int | None = None) -> FitsLayout:
     ``size_bytes``: the file's size from a ``stat()`` the caller has just made (not asked again).
     """
     p = Path(path)
-    actual = os.stat(p).st_size if size_bytes is None else size_bytes
-    if actual == 0:
-        raise FrameIncomplete(p, "empty file (0 bytes): still being written, or truncated")
+    actual = file_bytes(p, size_bytes)
     with open(p, "rb") as fh:
         hdus = _walk_hdus(p, fh, actual)
         last = hdus[-1]
@@ -281,9 +278,7 @@ def header_meta(hdus: tuple[HduInfo, ...] | list[HduInfo]) -> FrameMeta:
 def read_fits_meta(p: Path) -> FrameMeta:
     """Only the headers up to the first image (no pixels read; works while the pixels are
     still being written)."""
-    actual = os.stat(p).st_size
-    if actual == 0:
-        raise FrameIncomplete(p, "empty file (0 bytes): still being written, or truncated")
+    actual = file_bytes(p)
     with open(p, "rb") as fh:
         hdus = _walk_hdus(p, fh, actual, headers_only_first_image=True)
     return header_meta(hdus)

@@ -103,7 +103,7 @@ def _json(obj: Any) -> str:
     return json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False)
 
 
-def _recorded_meta(stats: str | None) -> FrameMeta | None:
+def _recorded_meta(stats: str | bytes | None) -> FrameMeta | None:
     """The header facts recorded with a frame's measurement (``FrameStats.to_dict()["meta"]``),
     ``None`` when the row has none (a row written without stats)."""
     if not stats:
@@ -113,6 +113,29 @@ def _recorded_meta(stats: str | None) -> FrameMeta | None:
         return FrameMeta.from_dict(meta) if isinstance(meta, dict) else None
     except (ValueError, TypeError, AttributeError):  # the header is a help here, never the restart's end
         return None
+
+
+#: What a row's JSON or its ``from_dict`` raise when the row is not what we wrote.
+_ROW_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
+
+
+def _row_dict(text: Any) -> dict[str, Any]:
+    """One JSON column read back as the object we wrote; anything else raises ``ValueError``."""
+    if not isinstance(text, (str, bytes)):
+        raise ValueError(f"empty ({text!r})" if text is None else f"not text ({type(text).__name__})")
+    obj = json.loads(text)
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a JSON object ({type(obj).__name__})")
+    return obj
+
+
+def _bad_row_line(journal: Path, where: str, column: str, exc: BaseException) -> str:
+    """The one line a row that cannot be read back costs (journal, row, file, what is wrong)."""
+    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, KeyError):
+        why = f"missing field {exc}"
+    return (f"{journal}: {where}: its {column} cannot be read back ({why}); not restored, "
+            "left in the journal as it is")
 
 
 class Journal:
@@ -315,8 +338,8 @@ class Journal:
         return None if row is None or row[0] is None else float(row[0])
 
     # ------------------------------------------------------------------ reading back
-    def restore_items(self, window_h: float = RESTORE_WINDOW_H, *,
-                      with_header: bool = False) -> list[tuple[str, Any, Any]]:
+    def restore_items(self, window_h: float = RESTORE_WINDOW_H, *, with_header: bool = False,
+                      problems: list[str] | None = None) -> list[tuple[str, Any, Any]]:
         """The current night, in the order it was applied: ``("af", mark, None)`` and
         ``("frame", FrameRecord, Decision)`` items for frames measured within ``window_h``
         hours of the newest one (and autofocus events recorded since the first of them).
@@ -324,42 +347,67 @@ class Journal:
         ``with_header``: each frame item is preceded by ``("header", FrameMeta, None)``, the
         header facts recorded with its measurement (the ``stats`` column's ``meta``), when there
         are any: what the night loop merged into the rig for it (pixel size, focal length from
-        XPIXSZ/FOCALLEN), so a restart sees the frame as it was seen live."""
+        XPIXSZ/FOCALLEN), so a restart sees the frame as it was seen live.
+
+        A row that cannot be read back (JSON cut short or garbled by a crash, a disk fault or a
+        hand edit; a record of another shape) is left out, and only that row: it costs the
+        restored night one frame (or one autofocus), never the restart. One line per such row,
+        naming the journal, the table and row id, the frame's file and what is wrong, is
+        appended to ``problems`` when given. The row itself stays in the journal as it is (this
+        only reads), and its frame's key stays known, so the watcher neither measures that file
+        again nor overwrites the row."""
         row = self._exec("SELECT MAX(time_s) FROM frames WHERE status = 'measured'").fetchone()
         if row is None or row[0] is None:
             return []
         start = float(row[0]) - window_h * 3600.0
         frames = self._exec(
-            "SELECT f.seq, f.record, d.data, f.stats FROM frames f JOIN decisions d ON d.frame_id = f.id "
-            "WHERE f.status = 'measured' AND f.time_s >= ? AND d.id = (SELECT MAX(id) FROM decisions "
-            "WHERE frame_id = f.id) ORDER BY f.seq", (start,)).fetchall()
+            # as bytes: a garbled column that is not even UTF-8 is that row's problem, not the query's
+            "SELECT f.seq, CAST(f.record AS BLOB), CAST(d.data AS BLOB), CAST(f.stats AS BLOB), f.id, f.path "
+            "FROM frames f JOIN decisions d "
+            "ON d.frame_id = f.id WHERE f.status = 'measured' AND f.time_s >= ? AND d.id = (SELECT MAX(id) "
+            "FROM decisions WHERE frame_id = f.id) ORDER BY f.seq", (start,)).fetchall()
         if not frames:
             return []
         first_seq = int(frames[0][0])
-        afs = self._exec("SELECT seq, data FROM autofocus_events WHERE seq >= ? ORDER BY seq",
+        afs = self._exec("SELECT seq, CAST(data AS BLOB), id, key FROM autofocus_events WHERE seq >= ? ORDER BY seq",
                          (first_seq,)).fetchall()
+        bad: list[str] = [] if problems is None else problems
         items: list[tuple[int, tuple[str, Any, Any]]] = []
-        try:
-            for seq, rec, dec, stats in frames:
-                meta = _recorded_meta(stats) if with_header else None
-                if meta is not None:
-                    items.append((int(seq), ("header", meta, None)))
-                items.append((int(seq), ("frame", FrameRecord.from_dict(json.loads(rec)),
-                                         Decision.from_dict(json.loads(dec)))))
-            for seq, data in afs:
-                items.append((int(seq), ("af", AutofocusMark.from_dict(json.loads(data)), None)))
-        except (ValueError, TypeError) as exc:
-            raise JournalError(f"{self.path}: a journal row cannot be read back ({exc}); move the journal "
-                               "away to start afresh") from None
+        for seq, rec, dec, stats, row_id, path in frames:
+            try:
+                what = "record"
+                record = FrameRecord.from_dict(_row_dict(rec))
+                what = "decision"
+                decision = Decision.from_dict(_row_dict(dec))
+            except _ROW_ERRORS as exc:
+                bad.append(_bad_row_line(self.path, f"frames row {row_id} ({path})", what, exc))
+                continue
+            meta = _recorded_meta(stats) if with_header else None
+            if meta is not None:
+                items.append((int(seq), ("header", meta, None)))
+            items.append((int(seq), ("frame", record, decision)))
+        for seq, data, row_id, key in afs:
+            try:
+                items.append((int(seq), ("af", AutofocusMark.from_dict(_row_dict(data)), None)))
+            except _ROW_ERRORS as exc:
+                bad.append(_bad_row_line(self.path, f"autofocus_events row {row_id} ({key})", "data", exc))
         items.sort(key=lambda x: x[0])          # stable: a header stays before its frame
         return [it for _, it in items]
 
-    def decisions(self, since_time_s: float | None = None) -> list[Decision]:
-        """Every recorded decision (latest per frame), oldest first."""
+    def decisions(self, since_time_s: float | None = None, *, problems: list[str] | None = None) -> list[Decision]:
+        """Every recorded decision (latest per frame), oldest first. A row that cannot be read back is
+        left out with one line in ``problems`` (as :meth:`restore_items`)."""
         rows = self._exec(
-            "SELECT d.data FROM decisions d JOIN frames f ON d.frame_id = f.id "
+            "SELECT CAST(d.data AS BLOB), d.id, f.path FROM decisions d JOIN frames f ON d.frame_id = f.id "
             "WHERE (? IS NULL OR f.time_s >= ?) ORDER BY f.seq, d.id", (since_time_s, since_time_s)).fetchall()
-        return [Decision.from_dict(json.loads(r[0])) for r in rows]
+        out: list[Decision] = []
+        for data, row_id, path in rows:
+            try:
+                out.append(Decision.from_dict(_row_dict(data)))
+            except _ROW_ERRORS as exc:
+                if problems is not None:
+                    problems.append(_bad_row_line(self.path, f"decisions row {row_id} ({path})", "data", exc))
+        return out
 
     def counts(self) -> dict[str, int]:
         """Rows per table (frames by status), for summaries and tests."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from focuswatch.errors import FrameError, FrameIncomplete
 from focuswatch.io.completeness import (MAX_DATA_BYTES, ZERO_PROBE_BYTES, _Completeness, _digest_ok, _gb,
-                                        _layout_still_valid, _refuse_shape, _zero_at)
+                                        _layout_still_valid, _refuse_shape, _zero_at, file_bytes)
 from focuswatch.model.frame import Frame, FrameMeta, _prepare, _saturation_adu, meta_from_header
 
 
@@ -46,9 +46,7 @@ def xisf_layout(path: str | Path, size_bytes: int | None = None) -> XisfLayout:
     import xml.etree.ElementTree as ET
 
     p = Path(path)
-    actual = os.stat(p).st_size if size_bytes is None else size_bytes
-    if actual == 0:
-        raise FrameIncomplete(p, "empty file (0 bytes): still being written, or truncated")
+    actual = file_bytes(p, size_bytes)
     with open(p, "rb") as fh:
         head = fh.read(16)
         if len(head) >= 8 and not any(head[:8]):

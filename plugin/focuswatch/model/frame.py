@@ -59,6 +59,11 @@ class FrameMeta(Record):
     #: seeing FWHM (arcsec) measured for this frame by a seeing monitor (DIMM, all-sky) that
     #: writes it into the header; never the rig's typical value
     seeing_arcsec: float | None = None
+    #: where the telescope pointed (J2000-ish degrees; the plate solution's CRVAL1/2 when the
+    #: header has one, else RA/DEC, else OBJCTRA/OBJCTDEC): tells one field from another when
+    #: OBJECT is missing (the night's cloud test compares a field only with itself)
+    ra_deg: float | None = None
+    dec_deg: float | None = None
 
     @property
     def is_light(self) -> bool:
@@ -186,7 +191,53 @@ def meta_from_header(h: Mapping[str, Any]) -> FrameMeta:
         width=_int(_first(h, "NAXIS1", "ZNAXIS1")),
         height=_int(_first(h, "NAXIS2", "ZNAXIS2")),
         seeing_arcsec=_positive(_num(_first(h, *SEEING_KEYWORDS))),
+        **dict(zip(("ra_deg", "dec_deg"), pointing_deg(h))),
     )
+
+
+def _sexagesimal(v: Any) -> float | None:
+    """``"05 35 17.3"``, ``"-05:23:28"``, ``"+41d16m09s"`` as a signed number of its first unit;
+    a plain number as itself; ``None`` for anything else."""
+    if v is None or isinstance(v, bool):
+        return None
+    if not isinstance(v, str):
+        return _num(v)
+    text = v.strip().lower()
+    for ch in "dhm:'\"s":
+        text = text.replace(ch, " ")
+    parts = text.split()
+    if not parts or len(parts) > 3:
+        return None
+    try:
+        nums = [float(x) for x in parts]
+    except ValueError:
+        return None
+    sign = -1.0 if parts[0].startswith("-") else 1.0
+    value = abs(nums[0]) + sum(abs(x) / 60.0 ** k for k, x in enumerate(nums[1:], start=1))
+    return sign * value if math.isfinite(value) else None
+
+
+def pointing_deg(h: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(RA, Dec) in degrees from a header: the plate solution (CRVAL1/2 with an RA/DEC ``CTYPE1``/2)
+    first, then ``RA``/``DEC`` (NINA, SGP, ASIAIR write degrees; a sexagesimal string is hours of
+    RA), then ``OBJCTRA``/``OBJCTDEC`` (sexagesimal hours / degrees, MaxIm and others). ``(None, None)``
+    when none of them gives a pair within range."""
+    def ok(ra: float | None, dec: float | None) -> bool:
+        return ra is not None and dec is not None and 0.0 <= ra < 360.0 + 1e-9 and -90.0 <= dec <= 90.0
+
+    c1, c2 = str(h.get("CTYPE1", "") or "").upper(), str(h.get("CTYPE2", "") or "").upper()
+    if c1.startswith("RA") and c2.startswith("DEC"):
+        ra, dec = _num(h.get("CRVAL1")), _num(h.get("CRVAL2"))
+        if ok(ra, dec):
+            return ra % 360.0, dec
+    for ra_key, dec_key in (("RA", "DEC"), ("OBJCTRA", "OBJCTDEC")):
+        ra_v, dec_v = _first(h, ra_key), _first(h, dec_key)
+        ra, dec = _sexagesimal(ra_v), _sexagesimal(dec_v)
+        if ra is not None and (ra_key == "OBJCTRA" or isinstance(ra_v, str) and _num(ra_v) is None):
+            ra *= 15.0  # sexagesimal RA is hours
+        if ok(ra, dec):
+            return ra % 360.0, dec
+    return None, None
 
 
 #: Header keywords a seeing monitor's value arrives in (arcsec FWHM), first found wins.

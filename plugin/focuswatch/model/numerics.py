@@ -11,7 +11,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -36,3 +36,38 @@ def finite_median(values: Iterable[float | None] | np.ndarray) -> float | None:
         a = np.array([np.nan if v is None else v for v in values], dtype=float)
     a = a[np.isfinite(a)]
     return float(np.median(a)) if a.size else None
+
+
+def pooled_line_fit(groups: Iterable[tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]], *,
+                    min_points: int = 3) -> tuple[float | None, float | None]:
+    """Least-squares slope shared by several groups of (x, y), each with its own intercept, and
+    the slope's standard error from the scatter about the fit (``None`` with fewer than 1 residual
+    degree of freedom). Groups with fewer than ``min_points`` points are left out; ``(None, None)``
+    when the x values do not spread. One group is the plain straight-line fit.
+
+    The one copy of the hand-written sums (the night's drift per focus segment, the cooling rate of
+    the frames since an autofocus): ``numpy.polyfit`` gives no pooled intercepts.
+
+    >>> pooled_line_fit([([0, 1, 2], [1, 3, 5]), ([0, 1, 2], [10, 12, 14])])
+    (2.0, 0.0)
+    >>> pooled_line_fit([([0, 1], [0, 1])])
+    (None, None)
+    """
+    sxx = sxy = 0.0
+    used = []
+    for xv, yv in groups:
+        x, y = np.asarray(xv, dtype=float), np.asarray(yv, dtype=float)
+        if len(x) < min_points:
+            continue
+        xc, yc = x - x.mean(), y - y.mean()
+        sxx += float(xc @ xc)
+        sxy += float(xc @ yc)
+        used.append((xc, yc))
+    if not sxx > 0:
+        return None, None
+    b = sxy / sxx
+    dof = sum(len(xc) for xc, _ in used) - len(used) - 1
+    if dof < 1:
+        return b, None
+    rss = sum(float(((yc - b * xc) ** 2).sum()) for xc, yc in used)
+    return b, float(np.sqrt(rss / dof / sxx))

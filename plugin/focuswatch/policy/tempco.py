@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from focuswatch.model.numerics import pooled_line_fit
 from focuswatch.policy.config import TEMPCO_MAX_UM_PER_C, PolicyConfig
 from focuswatch.policy.estimators import critical_z
 from focuswatch.policy.records import FrameRecord
@@ -82,17 +83,11 @@ def cooling_rate_c_per_h(frames: Sequence[FrameRecord], z: float = 0.0) -> tuple
     pts = [(f.time_s, f.temp_c) for f in frames if f.temp_c is not None and f.is_light]
     if len(pts) < 3:
         return None
-    t_mean = sum(t for t, _ in pts) / len(pts)
-    c_mean = sum(c for _, c in pts) / len(pts)
-    sxx = sum((t - t_mean) ** 2 for t, _ in pts)
-    if sxx <= 0:
+    b, se = pooled_line_fit([([t for t, _ in pts], [c for _, c in pts])])
+    if b is None:
         return None
-    b = sum((t - t_mean) * (c - c_mean) for t, c in pts) / sxx
-    if z > 0:
-        dof = len(pts) - 2
-        rss = sum((c - c_mean - b * (t - t_mean)) ** 2 for t, c in pts)
-        se = math.sqrt(rss / dof / sxx)
-        b = math.copysign(max(abs(b) - critical_z(z, dof) * se, 0.0), b)
+    if z > 0 and se is not None:
+        b = math.copysign(max(abs(b) - critical_z(z, len(pts) - 2) * se, 0.0), b)
     return 3600.0 * b, len(pts)
 
 

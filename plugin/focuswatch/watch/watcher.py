@@ -230,6 +230,7 @@ class Watcher:
         self._state: Any = statefile.State(watch_dir=str(self.folder))  # start() reads the old one
         self._last_decision_id: int | None = None
         self.n_errors = 0
+        self.journal_problems: list[str] = []  # journal rows the start could not read back (one line each)
         # the night itself: the one loop ``replay`` runs too; this watcher feeds it and is its sink
         self._sink = _WatcherSink(self)   # journal, state file, triggers
         self.session = NightSession(Monitor(self.policy, self.config.rig), self.config, watch=wc,
@@ -260,7 +261,13 @@ class Watcher:
         from focuswatch.io import statefile
 
         # a failed NINA run stays not applied; each frame with the header facts it was judged with
-        n = self.session.restore(self.journal.restore_items(with_header=True))
+        # a journal row that cannot be read back is one line and one frame less, never the start
+        problems: list[str] = []
+        n = self.session.restore(self.journal.restore_items(with_header=True, problems=problems))
+        for line in problems:
+            log.warning("%s", line)
+        self.journal_problems += problems
+        self.n_errors += len(problems)
         if n:
             log.info("restored %d frames of this night from %s", n, self.journal.path)
         self._last_decision_id = self.journal.last_decision_id()
