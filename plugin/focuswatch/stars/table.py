@@ -191,6 +191,19 @@ class GreenInterpolationConfig:
     #: 1.2 px stars 0.86 px. The same floor below which a star's shape is pixel noise
     #: (ShapeConfig.min_fwhm_many_px).
     scale_fwhm_from_px: float = 2.0
+    #: Stars whose green-site radial fit reads FWHM below this (px) are fitted in 2-D instead
+    #: (:func:`focuswatch.stars.measuring._green_moffat`): centre free, the pixel modelled
+    fit_2d_below_px: float = 3.0
+    #: sub-points per pixel side for the pixel-integrated model (sep's apertures use 3 as well)
+    subpix: int = 1
+    #: the 2-D fit reads the green sites within this many half-flux radii of the centroid...
+    fit_radius_r50: float = 3.0
+    #: ...and at least this far (px)
+    fit_radius_min_px: float = 3.0
+    fit_iterations: int = 25
+    centre_radius_r50: float = 8.0
+    centre_radius_min_px: float = 6.0
+    centre_iterations: int = 4
 
 
 def moffat_half_light_slope(beta: float) -> float:
