@@ -47,6 +47,7 @@ OUT = ROOT / "plugin" / "focuswatch" / "data" / "siril_resampling.json"
 FWHM_NODES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 COLOURS = {"sunlike": (0.8, 1.0, 0.6), "grey": (1.0, 1.0, 1.0)}
 #: RCD and friends, in the order of Siril's ``interpolation_method`` enum (settings ``debayer_algo``)
+SKY = 0.01
 SIRIL_DEBAYER = ("bilinear", "VNG", "AHD", "AMaZE", "DCB", "HPHD", "IGV", "LMMSE", "RCD", "super pixel", "X-Trans")
 
 
@@ -107,7 +108,7 @@ def registration_kernel(wd: Path) -> dict:
     shifts = [(0.0, 0.0), (0.5, 0.5), (0.25, 0.0), (3.5, -2.5), (0.3, 0.7)]
     for i, (dx, dy) in enumerate(shifts, 1):
         fits.PrimaryHDU(frame(dx, dy).astype(np.float32)).writeto(wd / f"light_{i:05d}.fits", overwrite=True)
-    out = _siril(wd, ["setext fits", "set32bits", "setcompress 0", "setref light_ 1", "register light_"])
+    out = _siril(wd, ["setext fits", "set32bits", "setcompress 0", "setcpu 1", "setref light_ 1", "register light_"])
     mats = {int(m[-1]): m[:-1] for m in re.findall(
         r"Transformation Matrix:\s*\n\s*(\S+)\s+(\S+)\s+(\S+)\s*\n\s*(\S+)\s+(\S+)\s+(\S+)\s*\n.*\n"
         r".*Matching stars in image (\d+)", out)}
@@ -129,7 +130,22 @@ def registration_kernel(wd: Path) -> dict:
             "mean_var_px2_random_shift": {"bilinear": 1.0 / 6.0}.get(best)}
 
 
-def debayer_blur(wd: Path) -> dict:
+def _fwhm_px(img: np.ndarray) -> float:
+    """focuswatch's own FWHM (the figure the grade compares) of a noiseless star field."""
+    from focuswatch import stars
+
+    noisy = img + np.random.default_rng(0).normal(0.0, 1e-4 * float(img.max()), img.shape) + 0.01
+    return float(stars.measure_array(noisy.astype(np.float32)).fwhm_px)
+
+
+def _bilinear_register(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """A frame displaced by (dx, dy) brought back with Siril's interpolation (bilinear, as measured)."""
+    return _shift(img, dx, dy, _bilinear)
+
+
+def debayer_and_register(wd: Path) -> dict:
+    """FWHM of star fields: true green plane, after Siril's debayer, and after registration
+    (bilinear, random sub-pixel dithers) of several debayered subs, mean-stacked."""
     import galsim
     from astropy.io import fits
 
@@ -138,66 +154,68 @@ def debayer_blur(wd: Path) -> dict:
     scope = gt.Scope(diam_mm=50.0, f_ratio=5.0, pixel_um=2.9, lam_nm=550.0)
     s = scope.scale_arcsec_px
     airy = scope.lam_nm * 1e-9 / (scope.diam_mm * 1e-3) * gt.ARCSEC_PER_RAD
-    size, step, R = 320, 20, 7
-    centres = [(x, y) for y in range(step, size - step + 1, step) for x in range(step, size - step + 1, step)]
+    size, step, R, n_sub = 288, 24, 8, 6
+    grid = [(x, y) for y in range(step, size - step + 1, step) for x in range(step, size - step + 1, step)]
     rng = np.random.default_rng(11)
-    rows = {c: [] for c in COLOURS}
+    phase = rng.uniform(-0.5, 0.5, (len(grid), 2))
+    dither = np.vstack([[0.0, 0.0], rng.uniform(0.0, 1.0, (n_sub - 1, 2)) + rng.integers(-3, 4, (n_sub - 1, 2))])
+    v_reg = float(np.mean([(t % 1) * (1 - t % 1) for t in dither.ravel()]))
+    out: dict = {"fwhm_true_px": [], "fwhm_registered_true_px": [], "registration_var_px2": v_reg}
     algo = None
+    yy, xx = np.indices((size, size))
+    for colour, wts in COLOURS.items():
+        out[colour] = {"fwhm_debayered_px": [], "fwhm_registered_px": []}
     for fwhm in FWHM_NODES:
         seeing = math.sqrt(max((fwhm * s) ** 2 - (1.03 * airy) ** 2, (0.3 * fwhm * s) ** 2))
         prof = galsim.Convolve([galsim.Kolmogorov(fwhm=seeing), galsim.Airy(lam_over_diam=airy)])
-        true = np.zeros((size, size))
-        pos = []
-        for x, y in centres:
-            ox, oy = rng.uniform(-0.5, 0.5, 2)
-            gt.place(true, gt.draw(prof, scope, 2 * R + 1, dx_px=ox, dy_px=oy) * 0.05, x, y)
-            pos.append((x + ox, y + oy))
-        yy, xx = np.indices(true.shape)
-        for i, (colour, wts) in enumerate(COLOURS.items()):
-            mosaic = np.zeros_like(true)
-            for dy in (0, 1):
-                for dx in (0, 1):
-                    site = (yy % 2 == dy) & (xx % 2 == dx)
-                    mosaic[site] = (true * wts["RGB".index("GRBG"[2 * dy + dx])])[site]
-            sub = wd / f"deb_{fwhm:g}_{colour}"
-            (sub / "cfa").mkdir(parents=True, exist_ok=True)
+        subs = []
+        for dx, dy in dither:
+            img = np.zeros((size, size))
+            for (x, y), (ox, oy) in zip(grid, phase):
+                px, py = x + ox + dx, y + oy + dy
+                gt.place(img, gt.draw(prof, scope, 2 * R + 1, dx_px=px - round(px), dy_px=py - round(py)) * 0.05,
+                         px, py)
+            subs.append(img)
+        out["fwhm_true_px"].append(_fwhm_px(subs[0]))
+        out["fwhm_registered_true_px"].append(_fwhm_px(np.mean(
+            [_bilinear_register(im, dx, dy) for im, (dx, dy) in zip(subs, dither)], axis=0)))
+        for colour, wts in COLOURS.items():
+            sub_dir = wd / f"deb_{fwhm:g}_{colour}"
+            (sub_dir / "cfa").mkdir(parents=True, exist_ok=True)
             hdr = fits.Header()
             hdr["BAYERPAT"] = "GRBG"
-            fits.PrimaryHDU((mosaic + 0.01).astype(np.float32), hdr).writeto(sub / "cfa" / "light_00001.fits",
-                                                                            overwrite=True)
-            fits.PrimaryHDU((mosaic + 0.01).astype(np.float32), hdr).writeto(sub / "cfa" / "light_00002.fits",
-                                                                            overwrite=True)
-            _siril(sub, ["setext fits", "set32bits", "setcompress 0", "cd cfa", "convert light -debayer -out=..",
-                         "cd .."])
+            for k, img in enumerate(subs, 1):
+                mosaic = np.zeros_like(img)
+                for sy in (0, 1):
+                    for sx in (0, 1):
+                        site = (yy % 2 == sy) & (xx % 2 == sx)
+                        mosaic[site] = (img * wts["RGB".index("GRBG"[2 * sy + sx])])[site]
+                fits.PrimaryHDU((mosaic + SKY).astype(np.float32), hdr).writeto(sub_dir / "cfa" / f"light_{k:05d}.fits",
+                                                                               overwrite=True)
+            _siril(sub_dir, ["setext fits", "set32bits", "setcompress 0", "cd cfa", "convert light -debayer -out=..",
+                             "cd .."])
             if algo is None:
-                cfg = (sub / "siril-config" / "siril" / "siril.config").read_text(encoding="utf-8", errors="replace")
+                cfg = (sub_dir / "siril-config" / "siril" / "siril.config").read_text(encoding="utf-8",
+                                                                                      errors="replace")
                 m = re.search(r"debayer_algo\s*=\s*(\d+)", cfg)
                 algo = SIRIL_DEBAYER[int(m.group(1))] if m else "unknown"
-            green = fits.getdata(sub / "light_00001.fits")[1].astype(np.float64)
-            ref = true * wts[1]
-            # Siril's scale and sky: the straight line from the true green plane to the debayered one
-            a, b = np.polyfit(ref.ravel(), green.ravel(), 1)
-            green = (green - b) / a
-            dv = []
-            for x, y in pos:
-                ix, iy = int(round(x)), int(round(y))
-                win = (slice(iy - R, iy + R + 1), slice(ix - R, ix + R + 1))
-                ax = np.arange(-R, R + 1)
-                for img, out in ((ref, "t"), (green, "d")):
-                    a = img[win]
-                    f = a.sum()
-                    mx = (a.sum(axis=0) * (ax + ix)).sum() / f
-                    my = (a.sum(axis=1) * (ax + iy)).sum() / f
-                    var = ((a.sum(axis=0) * (ax + ix - mx) ** 2).sum() + (a.sum(axis=1) * (ax + iy - my) ** 2).sum()) / f / 2
-                    if out == "t":
-                        vt = var
-                    else:
-                        dv.append(var - vt)
-            rows[colour].append(float(np.median(dv)))
-            print(f"FWHM {fwhm:4.2f} px {colour:8s}: green-plane variance {rows[colour][-1]:+.3f} px^2 per axis",
-                  flush=True)
-    return {"method": algo, "fwhm_px": list(FWHM_NODES), "green_var_px2": rows,
-            "green_var_px2_mean": [float(np.mean([rows[c][k] for c in COLOURS])) for k in range(len(FWHM_NODES))]}
+            greens = []
+            for k in range(1, n_sub + 1):
+                g = fits.getdata(sub_dir / f"light_{k:05d}.fits")[1].astype(np.float64)
+                # Siril keeps a 32-bit float frame's values: the sky stays SKY (checked)
+                if abs(float(np.median(g)) / SKY - 1.0) > 0.02:
+                    raise RuntimeError(f"Siril changed the green plane's scale: sky {float(np.median(g)):.5f}")
+                greens.append((g - SKY) / wts[1])
+            out[colour]["fwhm_debayered_px"].append(_fwhm_px(greens[0]))
+            out[colour]["fwhm_registered_px"].append(_fwhm_px(np.mean(
+                [_bilinear_register(g, dx, dy) for g, (dx, dy) in zip(greens, dither)], axis=0)))
+            print(f"FWHM {fwhm:4.2f} px {colour:8s}: true {out['fwhm_true_px'][-1]:.3f}, debayered "
+                  f"{out[colour]['fwhm_debayered_px'][-1]:.3f}, registered {out[colour]['fwhm_registered_px'][-1]:.3f} "
+                  f"(mono registered {out['fwhm_registered_true_px'][-1]:.3f})", flush=True)
+    out["method"] = algo
+    out["fwhm_nominal_px"] = list(FWHM_NODES)
+    out["n_subs"] = n_sub
+    return out
 
 
 def main() -> None:
@@ -207,11 +225,11 @@ def main() -> None:
         reg_dir.mkdir()
         reg = registration_kernel(reg_dir)
         print("registration:", reg, flush=True)
-        deb = debayer_blur(Path(tmp))
+        deb = debayer_and_register(Path(tmp))
     data = {"schema": 1, "siril_version": version,
             "provenance": {"script": "scripts/make_siril_resampling.py",
                            "made_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
-            "registration": reg, "debayer": deb}
+            "registration": reg, "stack": deb}
     OUT.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {OUT.relative_to(ROOT)}")
 

@@ -24,7 +24,7 @@ from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annul
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
                                       moffat_fwhm)
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
-from focuswatch.stars.table import (GREEN_INTERP, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
+from focuswatch.stars.table import (GREEN_INTERP, bayer_fwhm2_excess_px2, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
                                     _PIX_HFR2, moffat_half_light_slope)
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
 
@@ -133,8 +133,9 @@ def _green_site_mask(pattern: str, row0: np.ndarray, col0: np.ndarray, half: int
 
 def _green_centroids(stamps: np.ndarray, green: np.ndarray, cx: np.ndarray, cy: np.ndarray, r50: np.ndarray,
                      cfg: "GreenInterpolationConfig" = GREEN_INTERP) -> tuple[np.ndarray, np.ndarray]:
-    """Each Bayer star's centre: the plain (unweighted) first moment of its green sites
-    within a wide aperture, re-centred a few times (stamp coordinates)."""
+    """Each Bayer star's centre from its green sites alone: their plain (unweighted) first
+    moment within a wide aperture, re-centred a few times (stamp coordinates). See
+    :class:`GreenInterpolationConfig` (a weighted centroid of the interpolated plane is 0.1 px off)."""
     n, S, _ = stamps.shape
     R = S // 2
     axis = np.arange(-R, R + 1, dtype=np.float64)
@@ -149,7 +150,7 @@ def _green_centroids(stamps: np.ndarray, green: np.ndarray, cx: np.ndarray, cy: 
         x = np.where(good, (v * axis[None, None, :]).sum(axis=(1, 2)) / np.where(good, tot, 1), x)
         y = np.where(good, (v * axis[None, :, None]).sum(axis=(1, 2)) / np.where(good, tot, 1), y)
         x, y = np.clip(x, -R / 2, R / 2), np.clip(y, -R / 2, R / 2)
-    return x.astype(cx.dtype), y.astype(cy.dtype)
+    return x, y
 
 
 def _green_moffat(stamps: np.ndarray, green: np.ndarray, cx: np.ndarray, cy: np.ndarray, r50: np.ndarray,
@@ -598,6 +599,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         wdir = np.clip((np.where(np.isfinite(direct), direct, fw) - 4.0) / 2.0, 0.0, 1.0)
         fw = (1 - wdir) * fw + wdir * np.where(np.isfinite(direct), direct, fw)
         fw = np.sqrt(np.maximum(fw ** 2 - _PIX_FWHM2, 0.01))
+        if green_p is not None and GREEN_INTERP.fwhm_excess_table:  # the green-site fit's measured excess
+            fw = np.sqrt(np.maximum(fw ** 2 - bayer_fwhm2_excess_px2(fw), 0.01))
         ok &= (fw > 0.5) & (fw < 4 * R)
         fwhm[pick[ok]] = fw[ok]
         beta[pick[ok]] = bet[ok]

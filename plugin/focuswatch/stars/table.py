@@ -7,6 +7,9 @@ Coordinates follow sep: ``x`` is the fast (column) axis, ``y`` the slow (row) ax
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -201,9 +204,43 @@ class GreenInterpolationConfig:
     #: ...and at least this far (px)
     fit_radius_min_px: float = 3.0
     fit_iterations: int = 25
-    centre_radius_r50: float = 8.0
-    centre_radius_min_px: float = 6.0
+    centre_radius_r50: float = 3.0
+    centre_radius_min_px: float = 3.0
     centre_iterations: int = 4
+    #: take the green-site fit's measured FWHM excess off (``data/bayer_fwhm_bias.json``,
+    #: :func:`bayer_fwhm2_excess_px2`); off only to regenerate that table
+    fwhm_excess_table: bool = True
+
+
+BAYER_FWHM_DATA = "bayer_fwhm_bias.json"
+
+
+@lru_cache(maxsize=1)
+def _bayer_fwhm_rows() -> tuple[np.ndarray, np.ndarray]:
+    from importlib import resources
+
+    from focuswatch.errors import CalibrationDataError
+
+    try:
+        d = json.loads(resources.files("focuswatch").joinpath("data", BAYER_FWHM_DATA).read_text(encoding="utf-8"))
+        x = np.asarray(d["fwhm_bayer_px"], float)
+        y = np.asarray(d["fwhm2_excess_px2"], float)
+        if x.shape != y.shape or x.size < 2 or np.any(np.diff(x) <= 0):
+            raise ValueError("rows of different lengths, too few, or sizes not increasing")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CalibrationDataError(f"{BAYER_FWHM_DATA}: unreadable Bayer FWHM table ({exc}); regenerate it with "
+                                   "scripts/make_bayer_fwhm_table.py") from exc
+    return x, y
+
+
+def bayer_fwhm2_excess_px2(fwhm_px: np.ndarray) -> np.ndarray:
+    """FWHM^2 (px^2) the green-site Moffat fit of a Bayer frame reads above a mono sensor's,
+    at the FWHM it reads (``data/bayer_fwhm_bias.json``, made by scripts/make_bayer_fwhm_table.py
+    from GalSim physical-optics stars). 0 beyond the table's largest star (the excess has gone
+    by 2.5 px), the smallest star's figure below it."""
+    x, y = _bayer_fwhm_rows()
+    f = np.asarray(fwhm_px, float)
+    return np.where(f > x[-1], 0.0, np.interp(f, x, y))
 
 
 def moffat_half_light_slope(beta: float) -> float:
