@@ -322,7 +322,7 @@ def registration_var_px2(transforms: Sequence[Sequence[float]], n_subs: int,
     if n_subs <= 0 or not transforms:
         return None
     w, h = frame_size_px or (1, 1)
-    gx, gy = np.meshgrid(np.linspace(0, w - 1, 5), np.linspace(0, h - 1, 5))
+    gx, gy = np.meshgrid(np.round(np.linspace(0, w - 1, 5)), np.round(np.linspace(0, h - 1, 5)))  # pixel centres
     total = 0.0
     for t in transforms:
         a, b, c, d, e, f = (float(v) for v in t[:6])
