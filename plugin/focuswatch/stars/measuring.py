@@ -153,82 +153,6 @@ def _green_centroids(stamps: np.ndarray, green: np.ndarray, cx: np.ndarray, cy: 
     return x, y
 
 
-def _green_moffat(stamps: np.ndarray, green: np.ndarray, cx: np.ndarray, cy: np.ndarray, r50: np.ndarray,
-                  cfg: "GreenInterpolationConfig" = GREEN_INTERP
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Moffat ``(alpha, beta, ok)`` of each Bayer star from its green sites alone, centre free.
-
-    Only the green sites are samples (the others hold the interpolation's means), and on
-    stars 1-2 px across a radial profile about a centroid goes wrong: the centroid of the green
-    samples aliases on the sites' quincunx lattice, and the error follows the lattice, so it
-    does not average out (FWHM +20-35 % at 1.2 px). Here the model is the Moffat integrated
-    over each pixel (``cfg.subpix`` x ``cfg.subpix`` points, so no pixel term is taken off
-    afterwards), fitted in 2-D with its centre free: Gauss-Newton with Levenberg damping, all
-    stars at once. Stamps are background-subtracted (no constant term).
-    """
-    n, S, _ = stamps.shape
-    R = S // 2
-    k = cfg.subpix
-    sub = (np.arange(k) + 0.5) / k - 0.5
-    axis = np.arange(-R, R + 1, dtype=np.float64)
-    gx = (axis[None, :, None] + sub[None, None, :]).reshape(1, 1, S, 1, k)  # x of each sub-point
-    gy = (axis[:, None] + sub[None, :]).reshape(1, S, 1, k, 1)
-    y = stamps.reshape(n, S, S).astype(np.float64)
-    dxc = axis[None, None, :] - cx[:, None, None]
-    dyc = axis[None, :, None] - cy[:, None, None]
-    rad = np.maximum(cfg.fit_radius_r50 * r50, cfg.fit_radius_min_px)[:, None, None]
-    w = (green & (dxc * dxc + dyc * dyc <= rad * rad)).astype(np.float64)
-    p = np.stack([np.log(np.maximum(y.max(axis=(1, 2)), 1e-6)), cx.astype(np.float64), cy.astype(np.float64),
-                  np.log(np.maximum(r50, 0.5)), np.full(n, math.log(3.0))], axis=1)
-    lam = np.full(n, 1e-2)
-
-    def model(pp):
-        """(pixel means of the model, and of its derivatives by logA, x0, y0, log alpha, log beta)"""
-        A = np.exp(pp[:, 0]).reshape(n, 1, 1, 1, 1)
-        al = np.exp(pp[:, 3]).reshape(n, 1, 1, 1, 1)
-        be = np.exp(pp[:, 4]).reshape(n, 1, 1, 1, 1)
-        ux = gx - pp[:, 1].reshape(n, 1, 1, 1, 1)
-        uy = gy - pp[:, 2].reshape(n, 1, 1, 1, 1)
-        q = (ux * ux + uy * uy) / (al * al)
-        base = 1.0 + q
-        f = A * base ** (-be)
-        g = f * be / base * 2.0 / (al * al)  # -df/d(r^2) * 2 ... scaled below
-        parts = (f, g * ux, g * uy, f * be * 2.0 * q / base, -f * be * np.log(base))
-        return np.stack([v.mean(axis=(3, 4)) for v in parts], axis=-1)
-
-    with np.errstate(all="ignore"):
-        cur = model(p)
-        cost = np.sum(w * (cur[..., 0] - y) ** 2, axis=(1, 2))
-        for _ in range(cfg.fit_iterations):
-            J = cur.reshape(n, S * S, 5)
-            res = (cur[..., 0] - y).reshape(n, -1)
-            ww = w.reshape(n, -1)
-            Jw = J * ww[..., None]
-            JTJ = np.matmul(Jw.transpose(0, 2, 1), J)
-            g = np.matmul(Jw.transpose(0, 2, 1), res[..., None])[..., 0]
-            diag = np.maximum(np.diagonal(JTJ, axis1=1, axis2=2), 1e-12)
-            damp = JTJ + lam[:, None, None] * (np.eye(5)[None] * diag[:, :, None])
-            step = np.zeros_like(p)
-            good = np.isfinite(damp).all(axis=(1, 2)) & np.isfinite(g).all(axis=1)
-            good &= np.abs(np.linalg.det(np.where(good[:, None, None], damp, np.eye(5)))) > 0
-            if np.any(good):
-                step[good] = -np.linalg.solve(damp[good], g[good][..., None])[..., 0]
-            step[:, 4] = np.clip(step[:, 4], -0.7, 0.7)
-            trial = p + step
-            trial[:, 3] = np.clip(trial[:, 3], math.log(0.05), math.log(1000.0))
-            trial[:, 4] = np.clip(trial[:, 4], math.log(1.2), math.log(25.0))
-            tried = model(trial)
-            ct = np.sum(w * (tried[..., 0] - y) ** 2, axis=(1, 2))
-            better = np.isfinite(ct) & (ct < cost)
-            p[better] = trial[better]
-            cost[better] = ct[better]
-            cur[better] = tried[better]
-            lam = np.clip(np.where(better, lam * 0.3, lam * 10.0), 1e-7, 1e7)
-    alpha, beta = np.exp(p[:, 3]), np.exp(p[:, 4])
-    ok = np.isfinite(alpha) & np.isfinite(beta) & (alpha > 0.05) & (np.hypot(p[:, 1] - cx, p[:, 2] - cy) < 1.0)
-    return alpha, beta, ok, np.where(ok, p[:, 1], cx), np.where(ok, p[:, 2], cy)
-
-
 def _without_green_blur(r_half: np.ndarray, beta: np.ndarray, a2: np.ndarray, b2: np.ndarray, keep: np.ndarray,
                         cfg: GreenInterpolationConfig = GREEN_INTERP
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -608,7 +532,8 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     if green_sites is not None:
         hfr, a2, b2, ecc, green_note = _without_green_blur(r_half, beta, a2, b2, keep)
         # the Moffat fit above read the green sites only (true samples, no interpolation in them)
-        green_note = (green_note[0] + "; FWHM from a Moffat fit to the green sites only (the true samples)",)
+        green_note = (green_note[0] + "; FWHM from a Moffat fit to the green sites only (the true samples) about "
+                      "their own centroid, less the excess such a fit reads below 2.5 px (data/bayer_fwhm_bias.json)",)
 
     # ---- per-star table in sensor pixels
     k = np.nonzero(keep)[0]

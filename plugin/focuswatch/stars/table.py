@@ -163,7 +163,7 @@ def green_interpolation_var_px2(pattern: str = "GRBG") -> float:
 
 @dataclass(frozen=True)
 class GreenInterpolationConfig:
-    """Taking the green interpolation's blur back out of a Bayer frame's star sizes.
+    """Measuring a Bayer frame's stars on its interpolated green plane without the interpolation's blur.
 
     The interpolation convolves each star with a kernel of per-axis variance
     :func:`green_interpolation_var_px2` (0.25 px^2). Second moments lose that variance
@@ -172,13 +172,21 @@ class GreenInterpolationConfig:
     ``d(r^2) = -v * dln I / dln r`` at the half-flux radius: ``2 ln 2 * v`` for a Gaussian,
     ``2 beta u / (1 + u) * v`` with ``u = (r / alpha)^2`` for a Moffat
     (:func:`moffat_half_light_slope`, with the frame's median fitted beta).
-    FWHM is scaled by the same factor as the HFR (from ``scale_fwhm_from_px``), so
-    ``2 HFR / FWHM`` stays as measured: on
-    GalSim Bayer renders (Kolmogorov x Airy, FWHM 2-6 px) the blurred frame's ratio was already
-    within 0.02 of the mono frame's, while the Moffat fit's FWHM^2 grew by 1.3-1.8 px^2, less
-    than the first-order 2.2 px^2 for beta 3, and hardly at all at 1.2-1.5 px: a kernel
-    term for FWHM over-corrected (ratio off by up to 0.3). Fitting only the green sites
-    (true samples) read FWHM 1.6 px for 1.2 px stars.
+
+    The FWHM (Moffat fit of the radial profile) reads the **green sites only**, the true
+    samples, so it holds no interpolation blur at all; the centre of that profile is the plain
+    first moment of the green sites within ``centre_radius_r50`` half-flux radii
+    (``centre_iterations`` times re-centred). Below ~2 px the green sites' quincunx lattice
+    still aliases that centre, and the profile reads the star wider (FWHM +8 % at 1.5 px, +16 %
+    at 1.2 px against a mono sensor): that excess is measured on GalSim physical-optics stars
+    by ``scripts/make_bayer_fwhm_table.py`` (``data/bayer_fwhm_bias.json``) and taken off in
+    quadrature (:func:`bayer_fwhm2_excess_px2`). What was tried and dropped (osc6, bayer5):
+    scaling FWHM with HFR (read 1.2 px stars 0.86 px); a first-order kernel term for FWHM^2
+    (over-corrected, 0.3 off); the weighted centroid of the interpolated plane (0.1 px off,
+    FWHM +28 % at 1.2 px); centres from a free-centre Gaussian or Moffat fit of the green sites
+    (they lock onto the lattice: Kolmogorov stars then read -17 % at 1.2 px); red and blue
+    sites scaled by the star's colour to fill the lattice in (the colour of a 1.2 px star read
+    from its own sites is itself aliased: worse).
     """
 
     #: per-axis variance of the interpolation kernel (px^2), derived from the kernel
@@ -188,24 +196,11 @@ class GreenInterpolationConfig:
     #: which would overstate the blur. A flat-topped (defocused) star's fitted
     #: beta runs high, which only moves the slope towards the Gaussian's
     beta_min: float = 2.5
-    #: FWHM is scaled with HFR only when the frame's median fitted FWHM is at least this (px):
-    #: below, the Moffat fit of the interpolated stars does not see the blur (FWHM^2 +0.1 px^2
-    #: at 1.2-1.5 px on the GalSim renders, against +1.3-1.8 from 2 px), and scaling read
-    #: 1.2 px stars 0.86 px. The same floor below which a star's shape is pixel noise
-    #: (ShapeConfig.min_fwhm_many_px).
-    scale_fwhm_from_px: float = 2.0
-    #: Stars whose green-site radial fit reads FWHM below this (px) are fitted in 2-D instead
-    #: (:func:`focuswatch.stars.measuring._green_moffat`): centre free, the pixel modelled
-    fit_2d_below_px: float = 3.0
-    #: sub-points per pixel side for the pixel-integrated model (sep's apertures use 3 as well)
-    subpix: int = 1
-    #: the 2-D fit reads the green sites within this many half-flux radii of the centroid...
-    fit_radius_r50: float = 3.0
-    #: ...and at least this far (px)
-    fit_radius_min_px: float = 3.0
-    fit_iterations: int = 25
+    #: the green-site centroid reads the sites within this many half-flux radii of the centre...
     centre_radius_r50: float = 3.0
+    #: ...and at least this far (px)
     centre_radius_min_px: float = 3.0
+    #: re-centrings of that aperture (from the detection's centroid)
     centre_iterations: int = 4
     #: take the green-site fit's measured FWHM excess off (``data/bayer_fwhm_bias.json``,
     #: :func:`bayer_fwhm2_excess_px2`); off only to regenerate that table
