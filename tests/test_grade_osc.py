@@ -133,3 +133,28 @@ def test_drifting_bayer_night_is_blamed_on_focus(siril_cli, osc_nights):
     assert sorted(p.rsplit("/", 1)[-1].rsplit("\\", 1)[-1] for p in g.reject) == [f"light_{k:03d}.fits"
                                                                                    for k in range(4, 8)]
     assert g.letter not in ("A", "B")
+
+
+@pytest.mark.siril
+def test_siril_gui_script_for_colour_lights_debayers_and_leaves_the_lights_alone(siril_cli, osc_nights, tmp_path):
+    """siril_scripts/focuswatch_stack_osc_for_grading.ssf, run by the real siril-cli on a copy
+    of the in-focus night: a three-plane master in focuswatch_grade/, the lights byte for byte."""
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root, _ = osc_nights
+    lights = tmp_path / "lights"
+    shutil.copytree(root / "focus", lights)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in lights.glob("*.fits")}
+    script = Path(__file__).resolve().parents[1] / "siril_scripts" / "focuswatch_stack_osc_for_grading.ssf"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), LC_ALL="C")
+    res = subprocess.run([siril_cli.executable, "-d", str(lights), "-s", str(script)], capture_output=True, text=True,
+                         env=env, timeout=300, check=False, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0 and "8 images have been stacked" in res.stdout
+    from astropy.io import fits
+
+    assert fits.getdata(lights / "focuswatch_grade" / "focuswatch_master.fits").shape[0] == 3
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in lights.glob("*.fits")} == before
