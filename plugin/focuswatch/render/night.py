@@ -144,6 +144,15 @@ def _focus_miss(diagnosis: Any) -> bool | None:
     return label == "focus_miss" if label in _FOCUS_OR_SEEING else None
 
 
+def _measured_as_mosaic(st: Any) -> bool:
+    """The sub is a one-shot-colour mosaic (``BAYERPAT`` on a one-plane frame), measured on its
+    green sites: the note :func:`focuswatch.model.frame._prepare` leaves says so. A colour frame
+    that was already debayered keeps its ``BAYERPAT`` card in some programs, and is no mosaic."""
+    meta = getattr(st, "meta", None)
+    return bool(getattr(meta, "bayer_pattern", None)) and any(
+        str(n).startswith("one-shot-colour") for n in (getattr(st, "notes", None) or ()))
+
+
 def _own_summary(st: Any) -> dict[str, Any]:
     return {"fwhm_px": st.fwhm_px, "hfr_px": st.hfr_px, "eccentricity": st.eccentricity,
             "roundness": roundness_from_eccentricity(st.eccentricity), "n_stars": st.n_stars,
@@ -226,7 +235,7 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
                 continue
             safe = "".join(ch if ch.isalnum() else "_" for ch in filt) or "none"
             # one-shot-colour subs are debayered by Siril before registering (see siril.stack)
-            bayer = bool(good) and all(getattr(s.meta, "bayer_pattern", None) for s in good)
+            bayer = bool(good) and all(_measured_as_mosaic(s) for s in good)
             try:
                 st = siril.stack([s.file for s in good], wd / safe, info=info, timeout_s=timeout_s, debayer=bayer)
                 sm, own, mrig = _measure_master(Path(st.master_path), wd / safe / "measure", info, timeout_s, frig,
