@@ -238,3 +238,46 @@ def power_law_sky(stamp: np.ndarray, size_px: int, n: int, *, faintest_adu: floa
         img[y - h:y + h + 1, x - h:x + h + 1] += stamp * f * transmission
     rng = np.random.default_rng(noise_seed)
     return np.clip(rng.poisson(img + 800.0) + rng.normal(0, 5, img.shape), 0, 65535).astype(np.float32)
+
+
+def bayer_night(folder, defocus_um, *, scope: Scope | None = None, seeing_arcsec: float = 2.5, size_px: int = 256,
+                n: int = 60, seed: int = 3, pattern: str = "GRBG", dither_px: float = 6.0):
+    """A one-shot-colour night on one sky: one FITS sub per entry of ``defocus_um`` (um of
+    focal-plane defocus), written to ``folder`` as ``light_000.fits``... with the headers a
+    smart telescope writes (BAYERPAT, FOCALLEN, XPIXSZ, APTDIA). Physical optics (GalSim:
+    the scope's Airy pattern, Zernike defocus, Kolmogorov seeing, the pixel), coloured R 0.8 /
+    G 1 / B 0.6, mosaicked through ``pattern``; each sub but the first dithered by up to
+    ``dither_px`` (random, sub-pixel). The default scope is the issue's 50 mm f/5 with 2.9 um
+    pixels (2.4"/px). Returns the scope."""
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    scope = scope or Scope(diam_mm=50.0, f_ratio=5.0, pixel_um=2.9, lam_nm=550.0)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(14, size_px - 14, (n, 2))
+    flux = 10 ** rng.uniform(3.7, 4.9, n)
+    yy, xx = np.indices((size_px, size_px))
+    for k, delta in enumerate(defocus_um):
+        prof = psf(scope, defocus_um=float(delta), seeing_fwhm_arcsec=seeing_arcsec)
+        blur_px = float(delta) / scope.f_ratio / scope.pixel_um
+        stamp_px = 21 if blur_px < 3 else 2 * int(blur_px + 10) + 1
+        dx, dy = rng.uniform(-dither_px, dither_px, 2) if k else (0.0, 0.0)
+        green = np.zeros((size_px, size_px))
+        for (x, y), f in zip(xy, flux):
+            px, py = x + dx, y + dy
+            place(green, draw(prof, scope, stamp_px, dx_px=px - round(px), dy_px=py - round(py)) * f, px, py)
+        mosaic = np.zeros((size_px, size_px))
+        for sy in (0, 1):
+            for sx in (0, 1):
+                site = (yy % 2 == sy) & (xx % 2 == sx)
+                mosaic[site] = green[site] * {"R": 0.8, "G": 1.0, "B": 0.6}[pattern[2 * sy + sx]]
+        img = np.clip(add_noise(mosaic, sky_adu=300.0, seed=100 + k), 0, 65535).astype(np.uint16)
+        h = fits.Header()
+        h["BAYERPAT"], h["FOCALLEN"], h["XPIXSZ"], h["YPIXSZ"] = pattern, scope.focal_mm, scope.pixel_um, scope.pixel_um
+        h["APTDIA"], h["IMAGETYP"], h["EXPTIME"] = scope.diam_mm, "Light Frame", 10.0
+        h["DATE-OBS"] = f"2026-11-21T22:{k:02d}:00"
+        fits.PrimaryHDU(img, h).writeto(folder / f"light_{k:03d}.fits", overwrite=True)
+    return scope

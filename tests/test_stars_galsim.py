@@ -228,8 +228,9 @@ def _kolmogorov_airy(fwhm_px: float, scope: gt.Scope):
     return galsim.Convolve([galsim.Kolmogorov(fwhm=seeing), galsim.Airy(lam_over_diam=airy_arcsec)])
 
 
-@pytest.mark.parametrize("kind, fwhm_px", [("kolmogorov_airy", 1.5), ("kolmogorov_airy", 2.5), ("kolmogorov_airy", 4.0),
-                                           ("moffat", 1.5), ("moffat", 3.0)])  # Moffat: held out
+@pytest.mark.parametrize("kind, fwhm_px", [("kolmogorov_airy", 1.2), ("kolmogorov_airy", 1.5), ("kolmogorov_airy", 2.5),
+                                           ("kolmogorov_airy", 4.0), ("moffat", 1.2), ("moffat", 1.5),
+                                           ("moffat", 3.0)])  # Moffat: held out; seed 5: held out of the FWHM table
 def test_bayer_sizes_have_the_green_interpolations_blur_taken_out(kind, fwhm_px):
     """The green interpolation blurs each star (HFR^2 +0.35-0.48 px^2: +24 % at 1.5 px, +9 % at
     2.5). Against GalSim's half-light radius and the same stars on a mono sensor."""
@@ -245,9 +246,14 @@ def test_bayer_sizes_have_the_green_interpolations_blur_taken_out(kind, fwhm_px)
         assert bay.profile_ratio == pytest.approx(mono.profile_ratio, abs=0.05)
         assert bay.fwhm_px == pytest.approx(mono.fwhm_px, rel=0.05)
         assert bay.eccentricity == pytest.approx(mono.eccentricity, abs=0.06)
-    else:  # undersampled: FWHM as fitted (see GreenInterpolationConfig), no trail claimed
+    else:  # undersampled: FWHM from the green sites (see GreenInterpolationConfig), no trail claimed
         assert bay.fwhm_px >= 0.9 * fwhm_px
         assert not (bay.elongation_reliable and bay.eccentricity >= 0.40)
+        # the shape (focus vs seeing) is the mono frame's too; it read 0.07-0.24 low before
+        # (osc6). At 1.2 px single frames scatter: +0.03 to +0.11 on held-out seeds 5, 7, 8
+        assert bay.profile_ratio == pytest.approx(mono.profile_ratio, abs=0.05 if fwhm_px >= 1.5 else 0.12)
+        assert bay.fwhm_px == pytest.approx(mono.fwhm_px, rel=0.06)
+        assert any("green sites only" in n for n in bay.notes)
 
 
 def test_green_interpolation_variance_is_the_kernels():

@@ -26,6 +26,21 @@ sum of three blurs, all as FWHM in pixels (arcsec follow from the plate scale):
   with a box whose variance is ``p**2 / 12`` per axis; for a near-Gaussian star that adds
   ``8 ln 2 * p**2 / 12`` to FWHM squared, i.e. a term of ``sqrt(8 ln 2 / 12) = 0.680``
   pixel (:data:`SAMPLING_FWHM_PX`).
+* ``resampling`` (one-shot-colour stacks) — what making the master does to a star that was at
+  the limit in the subs: Siril's registration resamples every sub but the reference with **bilinear**
+  interpolation (measured on Siril 1.0.6's own output), a two-tap kernel ``(1 - t, t)`` of
+  per-axis variance ``t (1 - t)`` for a sub-pixel shift ``t``, averaged over the stacked subs
+  (from the matrices in Siril's log, or 1/6 for random shifts); one-shot-colour subs are also
+  debayered (RCD) first. How much FWHM that adds depends on the star's size: it is read from
+  ``data/siril_resampling.json``, made by ``scripts/make_siril_resampling.py`` with the real
+  ``siril-cli`` on GalSim stars (FWHM before and after, as focuswatch measures it), and scaled by
+  the actual registration variance over the table's (:func:`resampling_fwhm_px`). On stars of
+  1.5 px it is ~0.8 px (+15 %); from 4 px it is under 3 %. Mono stacks do not get the term:
+  their letters were set with the ~5 % registration cost of well-sampled stars inside the A band
+  (and adding it there narrows the gap between an in-focus and a drifting night below the
+  tested 0.3); an undersampled mono rig is left as a known gap.
+
+``limit = sqrt(seeing**2 + airy**2 + sampling**2 + resampling**2)``.
 
 The letter
 ----------
@@ -63,7 +78,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
+import json
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
 from focuswatch.diagnose.config import check_limits
+from focuswatch.errors import CalibrationDataError
 from focuswatch.optics import Rig, airy_fwhm_um
 from focuswatch.model.records import Record
 
@@ -216,6 +238,10 @@ class MasterGrade:
     noise_adu: float | None
     siril_fwhm_px: float | None = None
     siril_vs_own_pct: float | None = None
+    #: the stacking term (registration, and the debayer of one-shot-colour subs; 0 without a stack)
+    resampling_fwhm_px: float = 0.0
+    #: the registration's per-axis variance it was worked out from (None: not a stack)
+    registration_var_px2: float | None = None
     causes: Mapping[str, int] = field(default_factory=dict)
     subs: tuple[SubVerdict, ...] = ()
     reject: tuple[str, ...] = ()
@@ -256,6 +282,75 @@ def letter_for(ratio: float, config: GradeConfig = GradeConfig()) -> str:
         if ratio <= upper:
             return letter
     return LETTERS[-1]
+
+
+#: Siril's registration resamples with bilinear interpolation: over random sub-pixel shifts the
+#: two-tap kernel's per-axis variance t (1 - t) averages to 1/6 px^2.
+RANDOM_SHIFT_VAR_PX2 = 1.0 / 6.0
+RESAMPLING_DATA = "siril_resampling.json"
+
+
+@cache
+def resampling_table() -> dict[str, Any]:
+    """``data/siril_resampling.json`` (see the module docstring), read on first use."""
+    path = resources.files("focuswatch").joinpath("data", RESAMPLING_DATA)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        st = data["stack"]
+        rows = [st["fwhm_true_px"], st["fwhm_registered_true_px"], st["sunlike"]["fwhm_registered_px"],
+                st["grey"]["fwhm_registered_px"]]
+        if len({len(r) for r in rows}) != 1 or not float(st["registration_var_px2"]) > 0:
+            raise ValueError("rows of different lengths or no registration variance")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CalibrationDataError(f"{RESAMPLING_DATA}: unreadable resampling table ({exc}); regenerate it with "
+                                   "scripts/make_siril_resampling.py") from exc
+    return data
+
+
+def registration_var_px2(transforms: Sequence[Sequence[float]], n_subs: int,
+                         frame_size_px: tuple[int, int] | None = None) -> float | None:
+    """Per-axis variance (px^2) of the bilinear resampling, averaged over the ``n_subs`` stacked subs.
+
+    ``transforms``: the matrices ``(a, b, c, d, e, f)`` of the subs Siril moved (the reference
+    is not resampled: its variance is 0). Each sub's sub-pixel phase ``t`` is read at a 5 x 5
+    grid over the frame (a rotation changes it across the field) and gives ``t (1 - t)`` per
+    axis. ``None`` when there is nothing to go on.
+
+    >>> round(registration_var_px2([(1, 0, 0.5, 0, 1, 0.5)], 2), 4)  # half a pixel: 1/4, over 2 subs
+    0.125
+    """
+    if n_subs <= 0 or not transforms:
+        return None
+    w, h = frame_size_px or (1, 1)
+    gx, gy = np.meshgrid(np.round(np.linspace(0, w - 1, 5)), np.round(np.linspace(0, h - 1, 5)))  # pixel centres
+    total = 0.0
+    for t in transforms:
+        a, b, c, d, e, f = (float(v) for v in t[:6])
+        px = (a * gx + b * gy + c) % 1.0
+        py = (d * gx + e * gy + f) % 1.0
+        total += float(np.mean(px * (1 - px) + py * (1 - py)) / 2.0)
+    return total / max(n_subs, len(transforms) + 1)
+
+
+def resampling_fwhm_px(star_fwhm_px: float, var_px2: float | None = None, debayered: bool = False) -> float:
+    """FWHM (px, in quadrature) that stacking adds to a star of ``star_fwhm_px`` in the subs.
+
+    From the measured table (:func:`resampling_table`): the master's FWHM squared minus the
+    subs', scaled by ``var_px2`` (the registration's variance; ``None``: random shifts, 1/6)
+    over the table's own. ``debayered`` takes the one-shot-colour rows (debayer, then
+    register; the mean of a sun-like and a grey star), else the mono rows. Outside the
+    table's sizes the growth per unit variance of its nearest end is used.
+    """
+    tab = resampling_table()["stack"]
+    f0 = np.asarray(tab["fwhm_true_px"], float)
+    if debayered:
+        f1 = (np.asarray(tab["sunlike"]["fwhm_registered_px"], float)
+              + np.asarray(tab["grey"]["fwhm_registered_px"], float)) / 2.0
+    else:
+        f1 = np.asarray(tab["fwhm_registered_true_px"], float)
+    per_var = np.maximum(f1 ** 2 - f0 ** 2, 0.0) / float(tab["registration_var_px2"])
+    v = RANDOM_SHIFT_VAR_PX2 if var_px2 is None else max(float(var_px2), 0.0)
+    return math.sqrt(float(np.interp(star_fwhm_px, f0, per_var)) * v)
 
 
 def airy_fwhm_px_for(rig: Rig | None, wavelength_nm: float | None = None) -> float | None:
@@ -356,7 +451,8 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
            wavelength_nm: float | None = None, subs: Sequence[SubQuality] = (),
            best_subs_fwhm_px: float | None = None, seeing_fwhm_arcsec: float | None = None,
            roundness: float | None = None, n_stars: int = 0, noise_adu: float | None = None,
-           siril_fwhm_px: float | None = None, config: GradeConfig = GradeConfig()) -> MasterGrade:
+           siril_fwhm_px: float | None = None, stacked: bool = False, registration_var_px2: float | None = None,
+           debayered: bool = False, config: GradeConfig = GradeConfig()) -> MasterGrade:
     """Grade a master's FWHM (px) against the rig limit (see the module docstring).
 
     Parameters
@@ -375,6 +471,11 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
         A seeing value from elsewhere; when given it is used instead of the best subs.
     roundness
         Minor/major FWHM of the master's stars (1 = round).
+    stacked, registration_var_px2, debayered
+        The master was stacked from these subs by Siril: the limit gains the resampling term
+        (:func:`resampling_fwhm_px`; ``registration_var_px2`` from Siril's matrices,
+        :func:`registration_var_px2`, ``None`` for random shifts), with the one-shot-colour
+        rows when the subs were ``debayered``.
     """
     notes: list[str] = []
     scale = plate_scale_arcsec_px if plate_scale_arcsec_px and plate_scale_arcsec_px > 0 else None
@@ -400,7 +501,12 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
         source = core_source
     elif seeing_fwhm_arcsec and not scale:
         notes.append("the seeing given cannot be used without a plate scale")
-    limit = math.sqrt(seeing_px ** 2 + instrument2) if seeing_px is not None else None
+    resamp = 0.0
+    if stacked and seeing_px is not None:
+        resamp = resampling_fwhm_px(math.sqrt(seeing_px ** 2 + instrument2), registration_var_px2, debayered)
+        if registration_var_px2 is None:
+            notes.append("registration shifts unknown: random sub-pixel shifts assumed for the resampling term")
+    limit = math.sqrt(seeing_px ** 2 + instrument2 + resamp ** 2) if seeing_px is not None else None
     ratio = master_fwhm_px / limit if (master_fwhm_px and limit) else None
     letter = letter_for(ratio, config) if ratio is not None else None
     if letter is None:
@@ -433,7 +539,8 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
         seeing_fwhm_px=seeing_px, seeing_fwhm_arcsec=arc(seeing_px), seeing_source=source,
         airy_fwhm_px=airy, sampling_fwhm_px=samp, best_subs_fwhm_px=best_subs_fwhm_px, n_best_subs=n_best,
         plate_scale_arcsec_px=scale, roundness=roundness, roundness_ok=rnd_ok, n_stars=int(n_stars),
-        noise_adu=noise_adu, siril_fwhm_px=siril_fwhm_px, siril_vs_own_pct=vs_pct, causes=causes,
+        noise_adu=noise_adu, siril_fwhm_px=siril_fwhm_px, siril_vs_own_pct=vs_pct,
+        resampling_fwhm_px=resamp, registration_var_px2=registration_var_px2 if stacked else None, causes=causes,
         subs=verdicts, reject=rej, advice=advice, notes=tuple(notes),
     )
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Mapping
 from focuswatch.io import frames as frames_mod
 from focuswatch.errors import ConfigError, FocuswatchError, FrameError, SirilError
 from focuswatch.grade import (GradeConfig, MasterGrade, SubQuality, finite_median, master as grade_master,
-                              roundness_from_eccentricity)
+                              registration_var_px2 as grade_registration_var, roundness_from_eccentricity)
 from focuswatch.optics import Rig
 from focuswatch.model.records import Record
 from focuswatch.scale.session import LeftOut, MIN_STARS_FOR_STACK, SessionScan, _filter_of
@@ -144,19 +144,38 @@ def _focus_miss(diagnosis: Any) -> bool | None:
     return label == "focus_miss" if label in _FOCUS_OR_SEEING else None
 
 
+def _measured_as_mosaic(st: Any) -> bool:
+    """The sub is a one-shot-colour mosaic (``BAYERPAT`` on a one-plane frame), measured on its
+    green sites: the note :func:`focuswatch.model.frame._prepare` leaves says so. A colour frame
+    that was already debayered keeps its ``BAYERPAT`` card in some programs, and is no mosaic."""
+    meta = getattr(st, "meta", None)
+    return bool(getattr(meta, "bayer_pattern", None)) and any(
+        str(n).startswith("one-shot-colour") for n in (getattr(st, "notes", None) or ()))
+
+
 def _own_summary(st: Any) -> dict[str, Any]:
     return {"fwhm_px": st.fwhm_px, "hfr_px": st.hfr_px, "eccentricity": st.eccentricity,
             "roundness": roundness_from_eccentricity(st.eccentricity), "n_stars": st.n_stars,
             "noise_adu": st.noise_adu, "background_adu": st.background_adu, "profile_ratio": st.profile_ratio}
 
 
-def _measure_master(master: Path, workdir: Path, info: Any, timeout_s: float, rig: Rig | None):
-    """Siril's and focuswatch's measurements of a master; plate scale from rig + header."""
+def _measure_master(master: Path, workdir: Path, info: Any, timeout_s: float, rig: Rig | None,
+                    green_plane: bool = False):
+    """Siril's and focuswatch's measurements of a master; plate scale from rig + header.
+
+    ``green_plane``: the master was stacked from debayered one-shot-colour subs; focuswatch
+    measures its green plane (the subs were measured on their green sites, and Siril
+    registered on green), not the mean of the planes."""
     from focuswatch import siril, stars
     from focuswatch.optics import rig_with_header
 
     sm = siril.measure(master, workdir, info=info, timeout_s=timeout_s)
     pixels, header = siril.load_master_pixels(master)
+    if green_plane and pixels.ndim == 3 and pixels.shape[0] == 3:
+        import numpy as np
+
+        pixels = np.ascontiguousarray(pixels[1])
+        header = {k: v for k, v in header.items() if k not in ("BAYERPAT", "COLORTYP")}
     meta = frames_mod.meta_from_header(header)
     full_rig = rig_with_header(rig or Rig(), meta)
     own = stars.measure_array(pixels, header, plate_scale_arcsec_px=full_rig.plate_scale_arcsec_px)
@@ -215,9 +234,12 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
                                            f"only {len(good)} usable sub(s): nothing to stack"))
                 continue
             safe = "".join(ch if ch.isalnum() else "_" for ch in filt) or "none"
+            # one-shot-colour subs are debayered by Siril before registering (see siril.stack)
+            bayer = bool(good) and all(_measured_as_mosaic(s) for s in good)
             try:
-                st = siril.stack([s.file for s in good], wd / safe, info=info, timeout_s=timeout_s)
-                sm, own, mrig = _measure_master(Path(st.master_path), wd / safe / "measure", info, timeout_s, frig)
+                st = siril.stack([s.file for s in good], wd / safe, info=info, timeout_s=timeout_s, debayer=bayer)
+                sm, own, mrig = _measure_master(Path(st.master_path), wd / safe / "measure", info, timeout_s, frig,
+                                                green_plane=st.debayered)
             except SirilError as exc:
                 results.append(FilterGrade(filt, len(stats), 0, left, None, None, None, None, None, str(exc)))
                 continue
@@ -226,7 +248,10 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
                              rig=mrig, subs=subs, roundness=sm.roundness or roundness_from_eccentricity(own.eccentricity),
                              n_stars=own.n_stars or sm.n_stars,
                              noise_adu=own.noise_adu if own.noise_adu is not None else sm.noise_adu,
-                             siril_fwhm_px=sm.fwhm_px, config=config)
+                             siril_fwhm_px=sm.fwhm_px, stacked=st.debayered,
+                             registration_var_px2=grade_registration_var(st.transforms, st.n_stacked,
+                                                                         st.frame_size_px),
+                             debayered=st.debayered, config=config)
             results.append(FilterGrade(filt, len(stats), st.n_stacked, left, g, sm.to_dict(), _own_summary(own),
                                        st.to_dict(), st.master_path if keep_dir is not None else None))
     orphan = tuple(x for x in scan.left_out if not any(x.file == str(s.file) for s in scan.stats))

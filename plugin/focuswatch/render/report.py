@@ -345,8 +345,9 @@ def format_grade(sg: SessionGrade) -> str:
             lines.append(f"  master FWHM {f(g.master_fwhm_px)} px = {f(g.master_fwhm_arcsec)}\" (Siril {f(g.siril_fwhm_px)} px"
                          f", {f(g.siril_vs_own_pct, '+.0f')} %), limit {f(g.limit_fwhm_px)} px = "
                          f"{f(g.limit_fwhm_arcsec)}\"")
+            resamp = (f" + stacking {f(g.resampling_fwhm_px)} px" if getattr(g, "resampling_fwhm_px", 0.0) else "")
             lines.append(f"  limit = seeing {f(g.seeing_fwhm_px)} px ({g.seeing_source or '?'}) + Airy "
-                         f"{f(g.airy_fwhm_px)} px + pixels {f(g.sampling_fwhm_px)} px in quadrature")
+                         f"{f(g.airy_fwhm_px)} px + pixels {f(g.sampling_fwhm_px)} px{resamp} in quadrature")
             lines.append(f"  roundness {f(g.roundness)}, {g.n_stars} stars, noise {f(g.noise_adu, '.1f')} ADU, "
                          f"{fg.n_stacked} of {fg.n_frames} subs stacked")
             for v in g.subs:

@@ -5,6 +5,7 @@ import logging
 
 import contextlib
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -104,16 +105,62 @@ class StackResult:
     siril_noise_adu: float | None
     elapsed_s: float
     siril_version: str
+    #: the subs were one-shot-colour mosaics, debayered by Siril (its default demosaicing) before registering
+    debayered: bool = False
+    #: the registration's matrices of the subs other than the reference, as printed in Siril's log:
+    #: ``(a, b, c, d, e, f)`` of ``x' = a x + b y + c``, ``y' = d x + e y + f`` (empty when not found)
+    transforms: tuple[tuple[float, ...], ...] = ()
+    #: the subs' size (width, height) in pixels, for the registration's sub-pixel phases over the field
+    frame_size_px: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["sub_registration"] = [s.to_dict() for s in self.sub_registration]
+        d["transforms"] = [list(t) for t in self.transforms]
         return d
+
+
+_MATRIX_ROW = re.compile(r"^\s*([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s+([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s+"
+                         r"([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s*$")
+
+
+def parse_transforms(lines: Sequence[str]) -> tuple[tuple[float, ...], ...]:
+    """The registration matrices Siril's ``register`` prints (``Transformation Matrix:`` and
+    three rows of three numbers), as ``(a, b, c, d, e, f)``. Siril registers on several threads,
+    so the rows of one matrix are taken as the next three lines that look like matrix rows."""
+    out: list[tuple[float, ...]] = []
+    i = 0
+    while i < len(lines):
+        if "Transformation Matrix" in lines[i]:
+            rows: list[tuple[float, float, float]] = []
+            j = i + 1
+            while j < len(lines) and len(rows) < 3 and j <= i + 12:
+                m = _MATRIX_ROW.match(lines[j])
+                if m:
+                    rows.append((float(m.group(1)), float(m.group(2)), float(m.group(3))))
+                j += 1
+            if len(rows) == 3:
+                out.append(rows[0] + rows[1])
+            i = j
+        else:
+            i += 1
+    return tuple(out)
+
+
+def _frame_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a FITS frame from its header, or None."""
+    from astropy.io import fits
+
+    with contextlib.suppress(OSError, ValueError, StopIteration, KeyError, TypeError):
+        with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+            h = next(x.header for x in hdul if x.header.get("NAXIS", 0) >= 2)
+            return int(h["NAXIS1"]), int(h["NAXIS2"])
+    return None
 
 
 def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str], *,
           info: SirilInfo | None = None, timeout_s: float = 1800.0, sigma_low: float = 3.0,
-          sigma_high: float = 3.0) -> StackResult:
+          sigma_high: float = 3.0, debayer: bool = False) -> StackResult:
     """Register and stack ``subs`` with Siril into ``workdir/master.fits``.
 
     The recipe is the one meant for *grading*, not for a pretty picture: global star
@@ -123,6 +170,13 @@ def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str
     linked into ``workdir`` as ``light_00001.fits``... in the order given. A ``workdir``
     that is the folder of a sub raises :class:`~focuswatch.errors.ConfigError` before
     anything is written.
+
+    ``debayer``: the subs are one-shot-colour mosaics (``BAYERPAT``). They are staged in
+    ``workdir/cfa`` and debayered by Siril's ``convert -debayer`` (its default demosaicing,
+    RCD on 1.0.6, with the pattern from the header) before registration, as Siril's own
+    colour-camera scripts do: registering the mosaic itself resamples red, green and blue
+    sites into one another (Siril logs "Registering a sequence opened as CFA is a bad idea").
+    The master then has three planes (R, G, B).
     """
     info = info or find_siril()
     subs = [Path(s) for s in subs]
@@ -131,18 +185,22 @@ def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str
     wd = Path(workdir).resolve()
     _check_workdir(wd, subs)
     wd.mkdir(parents=True, exist_ok=True)
+    stage_dir = wd / "cfa" if debayer else wd
+    stage_dir.mkdir(parents=True, exist_ok=True)
     for i, src in enumerate(subs, start=1):
-        _stage(src, wd / f"light_{i:05d}.fits")
+        _stage(src, stage_dir / f"light_{i:05d}.fits")
+    convert = ["cd cfa", "convert light -debayer -out=..", "cd .."] if debayer else []
     commands = [
         "setext fits",
         "set32bits",
         "setcompress 0",
+        *convert,
         "register light_",
         f"stack r_light_ rej w {sigma_low:g} {sigma_high:g} -norm=addscale -out=master",
     ]
+    expect = ((r"Conversion succeeded",) if debayer else ()) + (r"registered\.", r"stacked|Stacked sequence successfully")
     try:
-        res = run_script(commands, wd, info=info, timeout_s=timeout_s, name="stack",
-                         expect=(r"registered\.", r"stacked|Stacked sequence successfully"))
+        res = run_script(commands, wd, info=info, timeout_s=timeout_s, name="stack", expect=expect)
     except SirilError as exc:
         n_reg = len(list(wd.glob("r_light_*.fits")))
         if n_reg < 2 and any(wd.glob("light_*.seq")):  # registration ran and left too few to stack
@@ -165,7 +223,8 @@ def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str
         with contextlib.suppress(ValueError, IndexError):
             regs = parse_seq(seq_path.read_text(encoding="utf-8", errors="replace")).images
     return StackResult(str(master), len(subs), n_reg, n_stacked, tuple(str(s) for s in subs), regs, rej,
-                       parse_bgnoise(res.lines), res.elapsed_s, info.version_str)
+                       parse_bgnoise(res.lines), res.elapsed_s, info.version_str, debayer,
+                       parse_transforms(res.lines), _frame_size(stage_dir / "light_00001.fits"))
 
 
 # --------------------------------------------------------------------------- measuring

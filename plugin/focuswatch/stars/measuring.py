@@ -24,7 +24,7 @@ from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annul
                                       _half_max_width, _measure_stamps, _offsets, _sky_ring_start, _stamps,
                                       moffat_fwhm)
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
-from focuswatch.stars.table import (GREEN_INTERP, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
+from focuswatch.stars.table import (GREEN_INTERP, bayer_fwhm2_excess_px2, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
                                     _PIX_HFR2, moffat_half_light_slope)
 from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
 
@@ -119,6 +119,38 @@ def _profile_sample(sel: np.ndarray, fx: np.ndarray, fy: np.ndarray, width: int,
         if q > 0:
             take.append(members[((np.arange(q) + 0.5) * len(members) / q).astype(np.int64)])
     return sel[np.sort(np.concatenate(take))]
+
+
+def _green_site_mask(pattern: str, row0: np.ndarray, col0: np.ndarray, half: int) -> np.ndarray:
+    """Which pixels of each star's ``(2 half + 1)^2`` window, centred on frame pixel
+    ``(row0, col0)`` (of the whole mosaic), are green sites of the Bayer ``pattern``:
+    the true samples; the others hold the interpolation's 4-neighbour means."""
+    green_first = pattern.upper() in ("GRBG", "GBRG")  # green at (0, 0) and (1, 1)
+    off = np.arange(-half, half + 1)
+    parity = (row0[:, None, None] + off[None, :, None] + col0[:, None, None] + off[None, None, :]) % 2
+    return parity == (0 if green_first else 1)
+
+
+def _green_centroids(stamps: np.ndarray, green: np.ndarray, cx: np.ndarray, cy: np.ndarray, r50: np.ndarray,
+                     cfg: "GreenInterpolationConfig" = GREEN_INTERP) -> tuple[np.ndarray, np.ndarray]:
+    """Each Bayer star's centre from its green sites alone: their plain (unweighted) first
+    moment within a wide aperture, re-centred a few times (stamp coordinates). See
+    :class:`GreenInterpolationConfig` (a weighted centroid of the interpolated plane is 0.1 px off)."""
+    n, S, _ = stamps.shape
+    R = S // 2
+    axis = np.arange(-R, R + 1, dtype=np.float64)
+    val = np.where(green, stamps, 0.0).astype(np.float64)
+    rad = np.maximum(cfg.centre_radius_r50 * r50, cfg.centre_radius_min_px).astype(np.float64)[:, None, None]
+    x, y = cx.astype(np.float64), cy.astype(np.float64)
+    for _ in range(cfg.centre_iterations):
+        inside = (axis[None, None, :] - x[:, None, None]) ** 2 + (axis[None, :, None] - y[:, None, None]) ** 2 <= rad ** 2
+        v = np.where(inside, val, 0.0)
+        tot = v.sum(axis=(1, 2))
+        good = tot > 0
+        x = np.where(good, (v * axis[None, None, :]).sum(axis=(1, 2)) / np.where(good, tot, 1), x)
+        y = np.where(good, (v * axis[None, :, None]).sum(axis=(1, 2)) / np.where(good, tot, 1), y)
+        x, y = np.clip(x, -R / 2, R / 2), np.clip(y, -R / 2, R / 2)
+    return x, y
 
 
 def _without_green_blur(r_half: np.ndarray, beta: np.ndarray, a2: np.ndarray, b2: np.ndarray, keep: np.ndarray,
@@ -463,13 +495,20 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         # the pixel count): the fit sees every pixel's radius but runs on ~50 points a star
         kp = len(pick)
         st_p, _ = _stamps(img, ix[pick], iy[pick], local_bkg[pick], cx[pick], cy[pick], R, nbx[pick], nby[pick])
-        rr_p = _offsets(cx[pick], cy[pick], R)[2]
+        green_p = None
+        fcx, fcy = cx[pick], cy[pick]
+        if green_sites is not None:  # only the true green samples: see GreenInterpolationConfig
+            green_p = _green_site_mask(green_sites, iy[pick] + top, ix[pick] + left, R)
+            fcx, fcy = _green_centroids(st_p, green_p, cx[pick], cy[pick], r50[pick])
+        rr_p = _offsets(fcx, fcy, R)[2]
         rp = rr_p[:, win, win].reshape(kp, -1)
         vp = st_p[:, win, win].reshape(kp, -1).astype(np.float64)
         amp0 = np.maximum(st_p[:, R, R], 1e-3).astype(np.float64)
         nb = int(math.ceil(rfit.max() / 0.25)) + 1
         binr = np.minimum((rp / 0.25).astype(np.int64), nb - 1)
         use = rp <= rfit[:, None]
+        if green_p is not None:
+            use &= green_p[:, win, win].reshape(kp, -1)
         idx = (np.arange(kp)[:, None] * nb + binr)[use]
         cnt = np.bincount(idx, minlength=kp * nb).reshape(kp, nb).astype(np.float64)
         sr = np.bincount(idx, weights=rp[use], minlength=kp * nb).reshape(kp, nb)
@@ -484,23 +523,17 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         wdir = np.clip((np.where(np.isfinite(direct), direct, fw) - 4.0) / 2.0, 0.0, 1.0)
         fw = (1 - wdir) * fw + wdir * np.where(np.isfinite(direct), direct, fw)
         fw = np.sqrt(np.maximum(fw ** 2 - _PIX_FWHM2, 0.01))
+        if green_p is not None and GREEN_INTERP.fwhm_excess_table:  # the green-site fit's measured excess
+            fw = np.sqrt(np.maximum(fw ** 2 - bayer_fwhm2_excess_px2(fw), 0.01))
         ok &= (fw > 0.5) & (fw < 4 * R)
         fwhm[pick[ok]] = fw[ok]
         beta[pick[ok]] = bet[ok]
     green_note: tuple[str, ...] = ()
     if green_sites is not None:
-        hfr_blurred = hfr
         hfr, a2, b2, ecc, green_note = _without_green_blur(r_half, beta, a2, b2, keep)
-        # FWHM shrinks with HFR, so the profile's shape (2 HFR / FWHM, the focus-vs-seeing
-        # witness) is kept as measured; not on undersampled frames, whose fitted FWHM does not
-        # see the blur: see GreenInterpolationConfig
-        fw_ok = keep & np.isfinite(fwhm)
-        if np.any(fw_ok) and float(np.median(fwhm[fw_ok])) >= GREEN_INTERP.scale_fwhm_from_px:
-            fwhm = fwhm * hfr / hfr_blurred
-            green_note = (green_note[0] + "; FWHM scaled with HFR, keeping the profile's shape as measured",)
-        else:
-            green_note = (green_note[0] + "; FWHM as fitted (stars under "
-                          f"{GREEN_INTERP.scale_fwhm_from_px:g} px: the fit does not see the blur)",)
+        # the Moffat fit above read the green sites only (true samples, no interpolation in them)
+        green_note = (green_note[0] + "; FWHM from a Moffat fit to the green sites only (the true samples) about "
+                      "their own centroid, less the excess such a fit reads below 2.5 px (data/bayer_fwhm_bias.json)",)
 
     # ---- per-star table in sensor pixels
     k = np.nonzero(keep)[0]

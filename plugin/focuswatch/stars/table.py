@@ -7,6 +7,9 @@ Coordinates follow sep: ``x`` is the fast (column) axis, ``y`` the slow (row) ax
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -160,7 +163,7 @@ def green_interpolation_var_px2(pattern: str = "GRBG") -> float:
 
 @dataclass(frozen=True)
 class GreenInterpolationConfig:
-    """Taking the green interpolation's blur back out of a Bayer frame's star sizes.
+    """Measuring a Bayer frame's stars on its interpolated green plane without the interpolation's blur.
 
     The interpolation convolves each star with a kernel of per-axis variance
     :func:`green_interpolation_var_px2` (0.25 px^2). Second moments lose that variance
@@ -169,13 +172,21 @@ class GreenInterpolationConfig:
     ``d(r^2) = -v * dln I / dln r`` at the half-flux radius: ``2 ln 2 * v`` for a Gaussian,
     ``2 beta u / (1 + u) * v`` with ``u = (r / alpha)^2`` for a Moffat
     (:func:`moffat_half_light_slope`, with the frame's median fitted beta).
-    FWHM is scaled by the same factor as the HFR (from ``scale_fwhm_from_px``), so
-    ``2 HFR / FWHM`` stays as measured: on
-    GalSim Bayer renders (Kolmogorov x Airy, FWHM 2-6 px) the blurred frame's ratio was already
-    within 0.02 of the mono frame's, while the Moffat fit's FWHM^2 grew by 1.3-1.8 px^2, less
-    than the first-order 2.2 px^2 for beta 3, and hardly at all at 1.2-1.5 px: a kernel
-    term for FWHM over-corrected (ratio off by up to 0.3). Fitting only the green sites
-    (true samples) read FWHM 1.6 px for 1.2 px stars.
+
+    The FWHM (Moffat fit of the radial profile) reads the **green sites only**, the true
+    samples, so it holds no interpolation blur at all; the centre of that profile is the plain
+    first moment of the green sites within ``centre_radius_r50`` half-flux radii
+    (``centre_iterations`` times re-centred). Below ~2 px the green sites' quincunx lattice
+    still aliases that centre, and the profile reads the star wider (FWHM +8 % at 1.5 px, +16 %
+    at 1.2 px against a mono sensor): that excess is measured on GalSim physical-optics stars
+    by ``scripts/make_bayer_fwhm_table.py`` (``data/bayer_fwhm_bias.json``) and taken off in
+    quadrature (:func:`bayer_fwhm2_excess_px2`). What was tried and dropped (osc6, bayer5):
+    scaling FWHM with HFR (read 1.2 px stars 0.86 px); a first-order kernel term for FWHM^2
+    (over-corrected, 0.3 off); the weighted centroid of the interpolated plane (0.1 px off,
+    FWHM +28 % at 1.2 px); centres from a free-centre Gaussian or Moffat fit of the green sites
+    (they lock onto the lattice: Kolmogorov stars then read -17 % at 1.2 px); red and blue
+    sites scaled by the star's colour to fill the lattice in (the colour of a 1.2 px star read
+    from its own sites is itself aliased: worse).
     """
 
     #: per-axis variance of the interpolation kernel (px^2), derived from the kernel
@@ -185,12 +196,46 @@ class GreenInterpolationConfig:
     #: which would overstate the blur. A flat-topped (defocused) star's fitted
     #: beta runs high, which only moves the slope towards the Gaussian's
     beta_min: float = 2.5
-    #: FWHM is scaled with HFR only when the frame's median fitted FWHM is at least this (px):
-    #: below, the Moffat fit of the interpolated stars does not see the blur (FWHM^2 +0.1 px^2
-    #: at 1.2-1.5 px on the GalSim renders, against +1.3-1.8 from 2 px), and scaling read
-    #: 1.2 px stars 0.86 px. The same floor below which a star's shape is pixel noise
-    #: (ShapeConfig.min_fwhm_many_px).
-    scale_fwhm_from_px: float = 2.0
+    #: the green-site centroid reads the sites within this many half-flux radii of the centre...
+    centre_radius_r50: float = 3.0
+    #: ...and at least this far (px)
+    centre_radius_min_px: float = 3.0
+    #: re-centrings of that aperture (from the detection's centroid)
+    centre_iterations: int = 4
+    #: take the green-site fit's measured FWHM excess off (``data/bayer_fwhm_bias.json``,
+    #: :func:`bayer_fwhm2_excess_px2`); off only to regenerate that table
+    fwhm_excess_table: bool = True
+
+
+BAYER_FWHM_DATA = "bayer_fwhm_bias.json"
+
+
+@lru_cache(maxsize=1)
+def _bayer_fwhm_rows() -> tuple[np.ndarray, np.ndarray]:
+    from importlib import resources
+
+    from focuswatch.errors import CalibrationDataError
+
+    try:
+        d = json.loads(resources.files("focuswatch").joinpath("data", BAYER_FWHM_DATA).read_text(encoding="utf-8"))
+        x = np.asarray(d["fwhm_bayer_px"], float)
+        y = np.asarray(d["fwhm2_excess_px2"], float)
+        if x.shape != y.shape or x.size < 2 or np.any(np.diff(x) <= 0):
+            raise ValueError("rows of different lengths, too few, or sizes not increasing")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CalibrationDataError(f"{BAYER_FWHM_DATA}: unreadable Bayer FWHM table ({exc}); regenerate it with "
+                                   "scripts/make_bayer_fwhm_table.py") from exc
+    return x, y
+
+
+def bayer_fwhm2_excess_px2(fwhm_px: np.ndarray) -> np.ndarray:
+    """FWHM^2 (px^2) the green-site Moffat fit of a Bayer frame reads above a mono sensor's,
+    at the FWHM it reads (``data/bayer_fwhm_bias.json``, made by scripts/make_bayer_fwhm_table.py
+    from GalSim physical-optics stars). 0 beyond the table's largest star (the excess has gone
+    by 2.5 px), the smallest star's figure below it."""
+    x, y = _bayer_fwhm_rows()
+    f = np.asarray(fwhm_px, float)
+    return np.where(f > x[-1], 0.0, np.interp(f, x, y))
 
 
 def moffat_half_light_slope(beta: float) -> float:
