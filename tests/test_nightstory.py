@@ -77,6 +77,9 @@ def test_headers_give_the_pointing_in_degrees():
                                "CRVAL1": 10.68, "CRVAL2": 41.27})
     assert (solved.ra_deg, solved.dec_deg) == (10.68, 41.27)
     assert meta_from_header({"RA": "noon", "DEC": 5}).ra_deg is None
+    lettered = meta_from_header({"RA": "05h35m17.3s", "DEC": "+41d16m09s"})
+    assert lettered.ra_deg == pytest.approx(83.822, abs=1e-3) and lettered.dec_deg == pytest.approx(41.2692, abs=1e-4)
+    assert meta_from_header({"OBJCTRA": "05 70 00", "OBJCTDEC": "0"}).ra_deg is None  # 70 minutes: not an angle
     assert meta_from_header({"RA": 10.0, "DEC": 95.0}).dec_deg is None
 
 
