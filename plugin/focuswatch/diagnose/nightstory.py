@@ -280,8 +280,9 @@ def _count_fields(counts: np.ndarray, ratio: float, m: int) -> list[int]:
     A boundary where the median count of the ``m`` frames after it differs from the median of
     the ``m`` frames before it by more than ``ratio`` (either way; at least 2 frames a side; of
     boundaries closer than ``m``, the one where the means change most) splits the frames into stretches. Clouds
-    only take stars away and pass: a stretch lower than both its neighbours, which match each
-    other within ``ratio``, is a cloud inside one field, and the three are one field. Any other
+    only take stars away and pass: stretches all lower than the stretches either side of them,
+    which match each other within ``ratio``, are a cloud inside one field (one level or several: a
+    cloud thickening, or two dips whose clear gap is shorter than ``m``), and all are one field. Any other
     step (a new level that stays, or comes back only after a richer stretch) is a field change:
     the frames either side are never compared for clouds. A cloud bank that lasts to the end of
     the run (or was there from its start) therefore reads as a field change and is not called
@@ -305,10 +306,17 @@ def _count_fields(counts: np.ndarray, ratio: float, m: int) -> list[int]:
     bounds = [0, *sorted(cut), n]
     level = [float(np.median(lc[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
     field = list(range(len(level)))
-    for i in range(1, len(level) - 1):
-        if (level[i] < min(level[i - 1], level[i + 1])
-                and abs(level[i - 1] - level[i + 1]) <= np.log(ratio)):
-            field[i] = field[i + 1] = field[i - 1]
+    for i in range(len(level) - 2):
+        # the stretches after i up to one that matches it, all lower than both: one cloud episode
+        # over i's field, however many levels it passed through (thin, then thick; two dips with a
+        # short clear gap between them, too short to be a stretch of its own)
+        for j in range(i + 2, len(level)):
+            inner = max(level[i + 1:j])
+            if inner >= level[i]:
+                break  # a stretch as rich as i's in between: what follows is not a cloud over i's field
+            if inner < level[j] and abs(level[i] - level[j]) <= np.log(ratio):
+                field[i + 1:j + 1] = [field[i]] * (j - i)
+                break
     out = [0] * n
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         out[a:b] = [field[k]] * (b - a)
