@@ -19,6 +19,30 @@ def _frames(n, t0=1.7e9, hfr=lambda i: 0.8):
             for i in range(n)]
 
 
+def test_a_measured_row_is_never_replaced_by_a_later_error_on_the_same_bytes(tmp_path):
+    """The same key (path, size, mtime) measured, then failing to read (a share hiccups, another
+    program holds the file): the measurement, its decision and the restore keep it; the row's bytes
+    are those written first. A key that only ever failed is still updated in place."""
+    path = tmp_path / "journal.sqlite"
+    rec = _frames(1)[0]
+    d = Monitor(PolicyConfig(), RIG).observe(rec)
+    key = ("/night/f0.fits", 1000, 5)
+    with Journal(path) as j:
+        fid, _ = j.record_frame(key, time_s=rec.time_s, status="measured", record=rec,
+                                stats={"n_stars": 100}, decision=d)
+        before = sqlite3.connect(path).execute("SELECT * FROM frames").fetchall()
+        assert j.record_frame(key, time_s=None, status="error", error="permission denied") == (fid, None)
+        assert j.record_frame(key, time_s=None, status="ignored") == (fid, None)
+        assert sqlite3.connect(path).execute("SELECT * FROM frames").fetchall() == before
+        assert j.counts()["frames_measured"] == 1 and "frames_error" not in j.counts()
+        assert [it[1].file for it in j.restore_items()] == ["/night/f0.fits"]
+        bad = ("/night/bad.fits", 10, 1)
+        j.record_frame(bad, time_s=None, status="error", error="truncated")
+        j.record_frame(bad, time_s=None, status="error", error="still truncated")
+        assert sqlite3.connect(path).execute("SELECT error FROM frames WHERE path = ?",
+                                             (bad[0],)).fetchall() == [("still truncated",)]
+
+
 def test_frames_decisions_triggers_autofocus_round_trip(tmp_path):
     path = tmp_path / "state" / "journal.sqlite"
     m = Monitor(PolicyConfig(), RIG)

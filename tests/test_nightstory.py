@@ -77,6 +77,9 @@ def test_headers_give_the_pointing_in_degrees():
                                "CRVAL1": 10.68, "CRVAL2": 41.27})
     assert (solved.ra_deg, solved.dec_deg) == (10.68, 41.27)
     assert meta_from_header({"RA": "noon", "DEC": 5}).ra_deg is None
+    lettered = meta_from_header({"RA": "05h35m17.3s", "DEC": "+41d16m09s"})
+    assert lettered.ra_deg == pytest.approx(83.822, abs=1e-3) and lettered.dec_deg == pytest.approx(41.2692, abs=1e-4)
+    assert meta_from_header({"OBJCTRA": "05 70 00", "OBJCTDEC": "0"}).ra_deg is None  # 70 minutes: not an angle
     assert meta_from_header({"RA": 10.0, "DEC": 95.0}).dec_deg is None
 
 
@@ -109,6 +112,35 @@ def test_without_pointing_a_lasting_star_count_step_is_a_field_change_and_a_pass
     assert fields.label != "clouds", fields.summary
     dip = diagnose.night(_night(a[:4] + cloudy + a[4:]))
     assert [f.cloud for f in dip.frames] == [False] * 4 + [True] * 2 + [False] * 2
+
+
+@pytest.fixture(scope="module")
+def cloud_steps():
+    """Field A's sky in focus at 2.5" under a thin cloud (40 % of the light through) and a thick one
+    (12 %), three frames each: about 34 and 16 stars found against A's 64, each step more than
+    1 / cloud_fraction apart, so the count rule sees two levels of cloud."""
+    galsim = pytest.importorskip("galsim")
+    from galsim_truth import power_law_sky
+
+    stamp = _stamp(galsim, 2.5)
+    return {name: [_measure(power_law_sky(stamp, SIZE_PX, 150, faintest_adu=1.5e3, sky_seed=3,
+                                          noise_seed=seed + 17 * k + 150, margin_px=22, transmission=light), 0.0)
+                   for k in range(3)]
+            for name, light, seed in (("thin", 0.4, 900), ("thick", 0.12, 950))}
+
+
+def test_without_pointing_a_cloud_passing_through_two_levels_is_clouds_not_new_fields(two_fields, cloud_steps):
+    """No OBJECT, no pointing. A A A A [thin thin thin thick thick thick] A A: a cloud thickening
+    and passing, the count back to A's level: all six are clouds (before: four fields, none called
+    clouds, the night 'poor_seeing'); the same cloud thinning out, and two thick dips two clear
+    frames apart (too short a gap for a stretch of its own; before: the first dip not clouds)."""
+    a, thin, thick = two_fields["A"], cloud_steps["thin"], cloud_steps["thick"]
+    for cloudy in (thin + thick, thick + thin):
+        story = diagnose.night(_night(a[:4] + cloudy + a[4:]))
+        assert [f.cloud for f in story.frames] == [False] * 4 + [True] * 6 + [False] * 2, story.summary
+        assert story.label == "clouds", story.summary
+    dips = diagnose.night(_night(a[:4] + thick + a[4:6] + thick + a[:4]))
+    assert [f.cloud for f in dips.frames] == [False] * 4 + [True] * 3 + [False] * 2 + [True] * 3 + [False] * 4
 
 
 # --------------------------------------------------------------------------- the drift rate, spikes and gusts

@@ -103,22 +103,37 @@ class NightStory:
         return cls(**kw)
 
 
-def _pooled_fit(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float | None, float | None]:
-    """Least-squares slope shared by several groups, each with its own intercept, and its
-    standard error (:func:`focuswatch.model.numerics.pooled_line_fit`; groups of 3 or more)."""
-    return pooled_line_fit(groups)
-
-
 def _pooled_slope(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> float | None:
     """Least-squares slope shared by several groups, each with its own intercept."""
-    return _pooled_fit(groups)[0]
+    return pooled_line_fit(groups)[0]
+
+
+#: The size fit's growth table (:func:`_size_drift_fit`): it reaches a defocus whose disk alone is
+#: ``_GROWTH_TABLE_DISK_PER_HFR`` times ``_GROWTH_TABLE_HFR_SPAN`` x the night's largest HFR (far past
+#: any frame the fit sees), in ``_GROWTH_TABLE_POINTS`` steps spaced as the square (dense near focus,
+#: where the growth bends). Numerical method, not tuned on nights: 4x/12x span, 80 or 320 points
+#: move the 90 um/h GalSim night of tests/test_nightstory.py by 1 um/h at most (81.7 -> 80.7-81.5).
+_GROWTH_TABLE_HFR_SPAN = 3.0
+_GROWTH_TABLE_DISK_PER_HFR = 8.0
+_GROWTH_TABLE_POINTS = 160
+#: The in-focus HFR of a segment may fit down to this fraction of its smallest star (a bound that
+#: keeps ``h0`` positive and the fit off a zero-size star; the fit lands near the smallest).
+_H0_LOWER_FRACTION = 0.3
+#: Frames beyond the parameters (a rate, and h0, t0 per segment) the size fit needs; fewer and the
+#: night keeps the line through the per-frame figures.
+_SIZE_FIT_SPARE_FRAMES = 2
+#: Starting points: the rate growing each segment's smallest star to its largest over its span, and
+#: fractions of it; in focus at the segment's start (after an autofocus), midway, or at its end.
+_RATE_START_FRACTIONS = (1.0, 0.5)
+_FOCUS_TIME_STARTS = (0.0, 0.5, 1.0)
 
 
 def _size_drift_fit(segments: Sequence[tuple[np.ndarray, np.ndarray]], um_per_blur_px: float, eps: float,
                     calibrated: tuple[float, float, float] | None = None) -> tuple[float | None, float | None]:
     """The drift rate (um/h of defocus) fitted to the star sizes themselves, and its standard
-    error: each segment's HFRs ``h(t) = G(rate |t - t0|; h0)`` (the seeing x annulus growth,
-    :func:`focuswatch.optics.hfr_px_for_blur`), with its own in-focus HFR ``h0`` and the time
+    error: each segment's HFRs ``h(t) = G(rate |t - t0|; h0)`` (the growth calibrated on physical
+    optics, :func:`focuswatch.optics.hfr_px_for_defocus`, when ``calibrated`` gives f-ratio, pixel and
+    wavelength; else the seeing x annulus one, :func:`focuswatch.optics.hfr_px_for_blur`), with its own in-focus HFR ``h0`` and the time
     ``t0`` within the segment when it was in focus, one rate for the night. ``segments``: (hours
     since the segment's first frame, HFR px). The same premise as the per-frame figures (the
     segment's best frames are in focus: an autofocus started it), without their bias.
@@ -134,7 +149,8 @@ def _size_drift_fit(segments: Sequence[tuple[np.ndarray, np.ndarray]], um_per_bl
 
     segs = [(t, h) for t, h in segments if len(t) >= 3 and float(np.ptp(t)) > 0]
     # a rate, and an in-focus size and time per segment: at least 2 frames more than that
-    if not segs or not um_per_blur_px > 0 or sum(len(t) for t, _ in segs) < 2 * len(segs) + 3:
+    if (not segs or not um_per_blur_px > 0
+            or sum(len(t) for t, _ in segs) < 1 + 2 * len(segs) + _SIZE_FIT_SPARE_FRAMES):
         return None, None
 
     def growth_um(h_ref: float) -> tuple[np.ndarray, np.ndarray]:
@@ -149,9 +165,9 @@ def _size_drift_fit(segments: Sequence[tuple[np.ndarray, np.ndarray]], um_per_bl
         else:
             def one(d: float) -> float:
                 return optics.hfr_px_for_blur(d / um_per_blur_px, h_ref, eps)
-        h_top = 3.0 * float(np.max(np.concatenate([h for _, h in segs])))
-        d_top = 8.0 * um_per_blur_px * h_top  # a defocus disk alone twice that size
-        d = d_top * np.linspace(0.0, 1.0, 160) ** 2  # dense near focus, where the growth bends
+        h_top = _GROWTH_TABLE_HFR_SPAN * float(np.max(np.concatenate([h for _, h in segs])))
+        d_top = _GROWTH_TABLE_DISK_PER_HFR * um_per_blur_px * h_top
+        d = d_top * np.linspace(0.0, 1.0, _GROWTH_TABLE_POINTS) ** 2
         return d, np.array([one(float(x)) for x in d]) / h_ref
 
     tables = [growth_um(float(np.min(h))) for _, h in segs]
@@ -165,14 +181,14 @@ def _size_drift_fit(segments: Sequence[tuple[np.ndarray, np.ndarray]], um_per_bl
         return np.concatenate(out)
 
     h_all = np.concatenate([h for _, h in segs])
-    lo = np.array([0.0] + [v for _, h in segs for v in (0.3 * float(np.min(h)), 0.0)])
+    lo = np.array([0.0] + [v for _, h in segs for v in (_H0_LOWER_FRACTION * float(np.min(h)), 0.0)])
     hi = np.array([np.inf] + [v for t, h in segs for v in (float(np.max(h)), float(t[-1]))])
     # starts: the rate that grows the segment's smallest star to its largest over its span (the
     # growth is flat at zero defocus, so a start near 0 never leaves it), and half of it
     growth = max(optics.defocus_blur_px_from_hfr(float(np.max(h)), float(np.min(h)), eps) * um_per_blur_px
                  / float(np.ptp(t)) for t, h in segs)
     best = None
-    for r0, where in ((r, w) for r in (growth, 0.5 * growth) for w in (0.0, 0.5, 1.0)):
+    for r0, where in ((f * growth, w) for f in _RATE_START_FRACTIONS for w in _FOCUS_TIME_STARTS):
         # in focus at the segment's start (after an autofocus), midway, or at its end
         x0 = np.array([max(r0, 1e-3)] + [v for t, h in segs for v in (float(np.min(h)), where * float(t[-1]))])
         x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
@@ -280,8 +296,9 @@ def _count_fields(counts: np.ndarray, ratio: float, m: int) -> list[int]:
     A boundary where the median count of the ``m`` frames after it differs from the median of
     the ``m`` frames before it by more than ``ratio`` (either way; at least 2 frames a side; of
     boundaries closer than ``m``, the one where the means change most) splits the frames into stretches. Clouds
-    only take stars away and pass: a stretch lower than both its neighbours, which match each
-    other within ``ratio``, is a cloud inside one field, and the three are one field. Any other
+    only take stars away and pass: stretches all lower than the stretches either side of them,
+    which match each other within ``ratio``, are a cloud inside one field (one level or several: a
+    cloud thickening, or two dips whose clear gap is shorter than ``m``), and all are one field. Any other
     step (a new level that stays, or comes back only after a richer stretch) is a field change:
     the frames either side are never compared for clouds. A cloud bank that lasts to the end of
     the run (or was there from its start) therefore reads as a field change and is not called
@@ -305,10 +322,17 @@ def _count_fields(counts: np.ndarray, ratio: float, m: int) -> list[int]:
     bounds = [0, *sorted(cut), n]
     level = [float(np.median(lc[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
     field = list(range(len(level)))
-    for i in range(1, len(level) - 1):
-        if (level[i] < min(level[i - 1], level[i + 1])
-                and abs(level[i - 1] - level[i + 1]) <= np.log(ratio)):
-            field[i] = field[i + 1] = field[i - 1]
+    for i in range(len(level) - 2):
+        # the stretches after i up to one that matches it, all lower than both: one cloud episode
+        # over i's field, however many levels it passed through (thin, then thick; two dips with a
+        # short clear gap between them, too short to be a stretch of its own)
+        for j in range(i + 2, len(level)):
+            inner = max(level[i + 1:j])
+            if inner >= level[i]:
+                break  # a stretch as rich as i's in between: what follows is not a cloud over i's field
+            if inner < level[j] and abs(level[i] - level[j]) <= np.log(ratio):
+                field[i + 1:j + 1] = [field[i]] * (j - i)
+                break
     out = [0] * n
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         out[a:b] = [field[k]] * (b - a)
@@ -509,7 +533,7 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
                 defocus[i] = optics.defocus_um_from_blur(blur[i] * pix, nratio) if (nratio and pix) else blur[i]
     groups_t = [(el[(seg == k) & usable], defocus[(seg == k) & usable]) for k in np.unique(seg)]
     groups_t = [(a[np.isfinite(a) & np.isfinite(b)], b[np.isfinite(a) & np.isfinite(b)]) for a, b in groups_t]
-    drift_h, drift_h_err = _pooled_fit(groups_t)
+    drift_h, drift_h_err = pooled_line_fit(groups_t)
     # the segments read from the stars' growth: the rate fitted to their sizes, not to per-frame
     # defocus figures (:func:`_size_drift_fit`: those are biased high near focus); the segments
     # whose seeing moved say nothing about focus from their size and are left to the line above

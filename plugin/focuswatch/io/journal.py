@@ -273,15 +273,22 @@ class Journal:
 
         ``status`` is ``measured`` (with ``record`` and ``decision``), ``error`` (with the
         one-line ``error``) or ``ignored`` (calibration frame). A key recorded before is
-        updated in place (``INSERT OR REPLACE`` semantics would break the decision link).
+        updated in place (``INSERT OR REPLACE`` semantics would break the decision link), except
+        that a ``measured`` row is never replaced by an ``error`` or ``ignored`` one (the same
+        bytes measured well once: a later failure to read them must not lose the measurement).
         """
         if status not in ("measured", "error", "ignored"):
             raise ValueError(f"unknown frame status {status!r}")
 
         def work() -> tuple[int, int | None]:
             now = iso_utc()
-            row = self._db.execute("SELECT id FROM frames WHERE path = ? AND size_bytes = ? AND mtime_ns = ?",
-                                   key).fetchone()
+            row = self._db.execute("SELECT id, status FROM frames WHERE path = ? AND size_bytes = ? "
+                                   "AND mtime_ns = ?", key).fetchone()
+            if row is not None and row[1] == "measured" and status != "measured":
+                # the same bytes were measured before: a read that fails now (a share that hiccups,
+                # a file locked by another program) is the moment's trouble, not the frame's; the
+                # good row and its decision stay as they are
+                return int(row[0]), None
             values = (time_s, status, error, _json(record.to_dict()) if record else None,
                       _json(dict(stats)) if stats is not None else None, now)
             if row is None:

@@ -195,26 +195,31 @@ def meta_from_header(h: Mapping[str, Any]) -> FrameMeta:
     )
 
 
-def _sexagesimal(v: Any) -> float | None:
-    """``"05 35 17.3"``, ``"-05:23:28"``, ``"+41d16m09s"`` as a signed number of its first unit;
-    a plain number as itself; ``None`` for anything else."""
+def _angle_deg(v: Any, *, hours: bool) -> float | None:
+    """A header angle in degrees: a number as itself (times 15 when ``hours``); a string such as
+    ``"05 35 17.3"``, ``"-05:23:28"``, ``"+41d16m09s"`` parsed by astropy's :class:`~astropy.coordinates.Angle`
+    (its first field hours when ``hours``), which also refuses a minute or second out of range;
+    ``None`` for anything else. astropy.coordinates is imported only here (0.4 s, once), for
+    headers that write the pointing as text."""
     if v is None or isinstance(v, bool):
         return None
     if not isinstance(v, str):
-        return _num(v)
-    text = v.strip().lower()
-    for ch in "dhm:'\"s":
-        text = text.replace(ch, " ")
-    parts = text.split()
-    if not parts or len(parts) > 3:
-        return None
+        x = _num(v)
+        return None if x is None else x * (15.0 if hours else 1.0)
+    import warnings
+
+    import astropy.units as u
+    from astropy.coordinates import Angle, IllegalHourWarning, IllegalMinuteWarning, IllegalSecondWarning
+
     try:
-        nums = [float(x) for x in parts]
+        # "05 35 60" (a writer's rounding) is 05 36 00 and "24 00 00" is 0h: no warning per frame
+        with warnings.catch_warnings():
+            for quiet in (IllegalHourWarning, IllegalMinuteWarning, IllegalSecondWarning):
+                warnings.simplefilter("ignore", quiet)
+            x = float(Angle(v.strip(), unit=u.hourangle if hours else u.deg).degree)
     except ValueError:
         return None
-    sign = -1.0 if parts[0].startswith("-") else 1.0
-    value = abs(nums[0]) + sum(abs(x) / 60.0 ** k for k, x in enumerate(nums[1:], start=1))
-    return sign * value if math.isfinite(value) else None
+    return x if math.isfinite(x) else None
 
 
 def pointing_deg(h: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -232,9 +237,9 @@ def pointing_deg(h: Mapping[str, Any]) -> tuple[float | None, float | None]:
             return ra % 360.0, dec
     for ra_key, dec_key in (("RA", "DEC"), ("OBJCTRA", "OBJCTDEC")):
         ra_v, dec_v = _first(h, ra_key), _first(h, dec_key)
-        ra, dec = _sexagesimal(ra_v), _sexagesimal(dec_v)
-        if ra is not None and (ra_key == "OBJCTRA" or isinstance(ra_v, str) and _num(ra_v) is None):
-            ra *= 15.0  # sexagesimal RA is hours
+        # sexagesimal RA is hours (OBJCTRA always); a plain number in RA is degrees
+        ra = _angle_deg(ra_v, hours=ra_key == "OBJCTRA" or isinstance(ra_v, str) and _num(ra_v) is None)
+        dec = _angle_deg(dec_v, hours=False)
         if ok(ra, dec):
             return ra % 360.0, dec
     return None, None
