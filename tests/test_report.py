@@ -222,6 +222,45 @@ def test_report_shows_journal_events(drifting_session, tmp_path):
     assert any("does not exist" in u for u in rep2.unavailable)
 
 
+def test_a_garbled_journal_row_is_one_line_and_the_report_shows_the_rest(drifting_session, tmp_path):
+    """A journal row cut short or not UTF-8 (a crash mid-write, a disk error): the report leaves
+    out that row only, says so in one line naming the journal and the row, and still shows the
+    other decision and the autofocus it could read. The journal's bytes are left as they were."""
+    import sqlite3
+
+    from focuswatch.io.frames import parse_date_obs
+    from focuswatch.io.journal import Journal
+    from focuswatch.policy import AutofocusMark, Decision, FrameRecord
+
+    folder, _ = drifting_session
+    t0 = parse_date_obs("2026-11-21T21:00:00")
+    jp = tmp_path / "state" / "journal.sqlite"
+    f5, f6 = sorted(folder.glob("*.fits"))[5:7]
+    with Journal(jp) as j:
+        j.record_autofocus("nina:1", AutofocusMark(time_s=t0 - 60.0, source="nina-report", filter_name="L"))
+        j.record_autofocus("nina:2", AutofocusMark(time_s=t0 + 100.0, source="nina-report", filter_name="L"))
+        for i, f in ((5, f5), (6, f6)):
+            t = t0 + i * 130.0
+            j.record_frame(Journal.key_of(f), time_s=t, status="measured",
+                           record=FrameRecord(file=str(f), time_s=t, n_stars=80, hfr_px=3.3),
+                           decision=Decision(file=str(f), decision="refocus", reasons=(f"grew {i}",), time_s=t))
+    con = sqlite3.connect(jp)
+    with con:
+        con.execute("UPDATE decisions SET data = CAST(X'FFFE00C3287B' AS TEXT) WHERE frame_id = "
+                    "(SELECT id FROM frames WHERE path LIKE ?)", (f"%{f6.name}",))
+        con.execute("UPDATE autofocus_events SET data = '{\"time_s\": 1' WHERE key = 'nina:2'")
+    con.close()
+    before = jp.read_bytes()
+    rep = report.build_report(folder, journal_path=jp, progress=False)
+    assert jp.read_bytes() == before
+    by_name = {Path(p.file).name: p for p in rep.points}
+    assert by_name[f5.name].decision == "refocus" and by_name[f6.name].decision is None
+    assert [e.kind for e in rep.events] == ["autofocus", "refocus decision"]
+    bad = [u for u in rep.unavailable if "cannot be read back" in u]
+    assert len(bad) == 2 and all(str(jp) in u and "\n" not in u for u in bad)
+    assert any(f6.name in u for u in bad) and any("autofocus_events" in u for u in bad)
+
+
 @pytest.mark.siril
 def test_keep_dir_whose_filter_folder_is_the_session_is_refused(siril_cli, tmp_path):
     """--keep on the parent of a session folder named like its filter: Siril's work for filter

@@ -129,12 +129,13 @@ def _row_dict(text: Any) -> dict[str, Any]:
     return obj
 
 
-def _bad_row_line(journal: Path, where: str, column: str, exc: BaseException) -> str:
-    """The one line a row that cannot be read back costs (journal, row, file, what is wrong)."""
+def _bad_row_line(journal: Path, where: str, column: str, exc: BaseException, outcome: str = "not restored") -> str:
+    """The one line a row that cannot be read back costs (journal, row, file, what is wrong, what
+    the reader did without it)."""
     why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, KeyError):
         why = f"missing field {exc}"
-    return (f"{journal}: {where}: its {column} cannot be read back ({why}); not restored, "
+    return (f"{journal}: {where}: its {column} cannot be read back ({why}); {outcome}, "
             "left in the journal as it is")
 
 

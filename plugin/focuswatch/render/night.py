@@ -413,6 +413,8 @@ class JournalNight:
     path: Path
     frames: Mapping[str, tuple[int, Any]]
     autofocus: tuple[tuple[int, Any], ...]
+    #: one line per row that could not be read back (left out; the rest of the night is shown)
+    problems: tuple[str, ...] = ()
 
 
 def _open_ro(path: Path):
@@ -427,30 +429,43 @@ def read_journal_night(path: str | os.PathLike[str], session: str | os.PathLike[
     Opened read-only (the watcher may be writing it). Raises :class:`FocuswatchError`
     subclasses or ``sqlite3.Error`` / ``ValueError`` for a file that is not a journal.
     """
-    import json
     import sqlite3
 
+    from focuswatch.io.journal import _ROW_ERRORS, _bad_row_line, _row_dict
     from focuswatch.policy import AutofocusMark, Decision
 
     jp = Path(path)
     prefix = str(Path(session).resolve())
     db = _open_ro(jp)
     try:
+        # as text only when it is text: a garbled row is that row's problem, not the query's (see Journal)
         rows = db.execute(
-            "SELECT f.seq, f.path, (SELECT d.data FROM decisions d WHERE d.frame_id = f.id ORDER BY d.id DESC "
-            "LIMIT 1) FROM frames f WHERE substr(f.path, 1, ?) = ? ORDER BY f.seq",
+            "SELECT f.seq, f.path, (SELECT CAST(d.data AS BLOB) FROM decisions d WHERE d.frame_id = f.id "
+            "ORDER BY d.id DESC LIMIT 1) FROM frames f WHERE substr(f.path, 1, ?) = ? ORDER BY f.seq",
             (len(prefix), prefix)).fetchall()
-        afs = db.execute("SELECT seq, data FROM autofocus_events ORDER BY seq").fetchall()
+        afs = db.execute("SELECT seq, CAST(data AS BLOB), id FROM autofocus_events ORDER BY seq").fetchall()
     except sqlite3.Error as exc:
         raise ConfigError(f"{jp}: not a focuswatch journal ({exc})") from None
     finally:
         db.close()
-    frames = {str(p): (int(seq), Decision.from_dict(json.loads(data)) if data else None) for seq, p, data in rows}
+    problems: list[str] = []
+    frames: dict[str, tuple[int, Any]] = {}
+    for seq, p, data in rows:
+        try:
+            frames[str(p)] = (int(seq), Decision.from_dict(_row_dict(data)) if data else None)
+        except _ROW_ERRORS as exc:  # the frame stays, without its decision
+            frames[str(p)] = (int(seq), None)
+            problems.append(_bad_row_line(jp, f"decision of {p}", "data", exc, "not shown"))
     from focuswatch.watch import _NOT_APPLIED  # a failed / unconfirmed NINA run is not an autofocus
 
-    autofocus = tuple((int(seq), m) for seq, m in ((seq, AutofocusMark.from_dict(json.loads(data))) for seq, data in afs)
-                      if not str(m.source).endswith(_NOT_APPLIED))
-    return JournalNight(jp, frames, autofocus)
+    marks: list[tuple[int, Any]] = []
+    for seq, data, row_id in afs:
+        try:
+            marks.append((int(seq), AutofocusMark.from_dict(_row_dict(data))))
+        except _ROW_ERRORS as exc:
+            problems.append(_bad_row_line(jp, f"autofocus_events row {row_id}", "data", exc, "not shown"))
+    autofocus = tuple((seq, m) for seq, m in marks if not str(m.source).endswith(_NOT_APPLIED))
+    return JournalNight(jp, frames, autofocus, tuple(problems))
 
 
 def journal_candidates(session: str | os.PathLike[str]) -> list[Path]:
@@ -655,6 +670,8 @@ def build_report(folder: str | os.PathLike[str], *, rig: Rig | None = None, scan
         except Exception as exc:  # sqlite3.Error too: an unreadable journal is said, not fatal
             unavailable.append(f"journal: {jp} could not be read ({exc})")
             night = None
+        else:
+            unavailable.extend(f"journal: {line}" for line in night.problems)
     events: list[Event] = []
     decisions: dict[str, Any] = {}
     source = None
