@@ -21,6 +21,11 @@ units of the seeing FWHM over ``x = blur diameter / seeing FWHM``: ``r50``, ``w`
 ``infocus_profile``: the same four figures for the in-focus star (Kolmogorov seeing over the
 obstructed pupil) at every tabulated seeing ``s`` (``s_nodes``), per obstruction: what an
 in-focus star of a given size must look like on a given telescope.
+``wing_reference``: the dew decision's reference (separate from the focus call's tables): the
+in-focus half-light radius (``r50``, in lambda N) and r90/r50 (``w``) of every seeing family of
+``WING_FAMILIES`` (Kolmogorov, von Karman outer scales, Moffat beta 2.5-5) over the pupil of
+each obstruction, plain and with four spider vanes (``vanes``), at every ``s`` of ``s_nodes``:
+the widest wings a star of a given size can have in focus on a given telescope without a halo.
 """
 from __future__ import annotations
 
@@ -64,6 +69,25 @@ FAMILIES = (
     {"name": "moffat beta=4", "kind": "moffat", "beta": 4.0, "beta_equiv": 4.0},
     {"name": "moffat beta=5", "kind": "moffat", "beta": 5.0, "beta_equiv": 5.0},
 )
+
+#: seeing families of the wing reference (``wing_reference``): the in-focus wings real seeing
+#: can give. Von Karman at L0/r0 from 25 (short outer scale, good seeing) to 400 (the r90/r50
+#: of a finite outer scale sits above Kolmogorov's for the same core); Moffat rows over the
+#: betas the diagnosis accepts for seeing.
+WING_FAMILIES = (
+    {"name": "kolmogorov", "kind": "kolmogorov"},
+    {"name": "von karman L0/r0=25", "kind": "vonkarman", "outer_scale_over_r0": 25.0},
+    {"name": "von karman L0/r0=50", "kind": "vonkarman", "outer_scale_over_r0": 50.0},
+    {"name": "von karman L0/r0=100", "kind": "vonkarman", "outer_scale_over_r0": 100.0},
+    {"name": "von karman L0/r0=200", "kind": "vonkarman", "outer_scale_over_r0": 200.0},
+    {"name": "von karman L0/r0=400", "kind": "vonkarman", "outer_scale_over_r0": 400.0},
+    {"name": "moffat beta=2.5", "kind": "moffat", "beta": 2.5},
+    {"name": "moffat beta=3", "kind": "moffat", "beta": 3.0},
+    {"name": "moffat beta=4", "kind": "moffat", "beta": 4.0},
+    {"name": "moffat beta=5", "kind": "moffat", "beta": 5.0},
+)
+#: spider vanes of the wing reference's obstructed pupils: four, 1 % of the aperture wide
+WING_VANES = (4, 0.01)
 
 
 def _radial_otf(otf: np.ndarray, samp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -270,16 +294,66 @@ def infocus_profile_tables(n: int) -> dict:
     return out
 
 
+def _moffat_radial_otf(nu: np.ndarray, fwhm: float, beta: float) -> np.ndarray:
+    """Transfer function of a Moffat profile of this FWHM (closed form, 1 at nu = 0):
+    ``2^(2-beta) / Gamma(beta-1) z^(beta-1) K_(beta-1)(z)``, ``z = 2 pi alpha nu``."""
+    from scipy.special import gamma, kv
+
+    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    m = beta - 1.0
+    z = np.maximum(2.0 * math.pi * alpha * np.asarray(nu, float), 1e-12)
+    return np.where(z > 1e-9, 2.0 ** (1.0 - m) / gamma(m) * z ** m * kv(m, z), 1.0)
+
+
+def _family_mtf(fam: dict, nu: np.ndarray, s: float) -> np.ndarray:
+    """The seeing transfer function of a ``WING_FAMILIES`` row at seeing ``s`` (lambda N = 1).
+    Von Karman keeps the Kolmogorov r0 of ``s`` (its own FWHM is narrower)."""
+    if fam["kind"] == "moffat":
+        return _moffat_radial_otf(nu, s, fam["beta"])
+    return po.seeing_mtf(nu, s, fam.get("outer_scale_over_r0"))
+
+
+def wing_reference_tables(n: int) -> dict:
+    """In-focus ``r50`` (lambda N) and r90/r50 (``w``) per obstruction, pupil (``plain``, and
+    ``vanes`` for obstructed ones), family (``WING_FAMILIES``) and seeing (``S_NODES``).
+
+    The in-focus optical PSF is band-limited (cut-off 1 / lambda N), so sampling it at 0.45
+    lambda N loses nothing for the encircled energy (:func:`_ee_radial` is exact for it); the
+    field must instead be wide: an obstructed Airy pattern keeps ~1/r of its light beyond r, and
+    r90 on an 80 lambda N field reads 6 % low (2.96 against 3.15 for L0/r0 200, s = 2, eps 0.35).
+    ``n`` 2048 (a 920 lambda N field) is within 0.3 % of 4096."""
+    samp = 0.45
+    out = {}
+    for eps in EPS:
+        pupils = {"plain": 0} if eps == 0 else {"plain": 0, "vanes": WING_VANES[0]}
+        out[str(eps)] = {}
+        for pname, n_vanes in pupils.items():
+            psf = po.optical_psf(f_ratio=1.0, wavelength_nm=1000.0, sample_um=samp, n=n, obstruction=eps,
+                                 n_vanes=n_vanes, vane_width=WING_VANES[1], defocus_um=0.0)
+            nu_k, w_k = _radial_otf(np.fft.fft2(np.fft.ifftshift(psf)), samp)
+            rows = {"r50": [[0.0] * len(S_NODES) for _ in WING_FAMILIES],
+                    "w": [[0.0] * len(S_NODES) for _ in WING_FAMILIES]}
+            for j, s in enumerate(S_NODES):
+                for i, fam in enumerate(WING_FAMILIES):
+                    r50, r90 = _ee_radial(nu_k, w_k * _family_mtf(fam, nu_k, s), (0.5, 0.9), n * samp / 2.5)
+                    rows["r50"][i][j] = round(r50, 5)
+                    rows["w"][i][j] = round(r90 / r50, 5)
+            out[str(eps)][pname] = rows
+        print(f"wing reference eps={eps} done", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small grids (a test of the script, not for use)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--only", default=None,
-                    help="comma-separated tables to recompute (growth, growth_geometric, profile, infocus_profile); "
+                    help="comma-separated tables to recompute (growth, growth_geometric, profile, infocus_profile, "
+                         "wing_reference); "
                          "the others are copied from --base, which must have the same grids")
     ap.add_argument("--base", type=Path, default=OUT, help="existing data file for --only (default: the package's)")
     args = ap.parse_args(argv)
-    tables = ("growth_geometric", "growth", "profile", "infocus_profile")
+    tables = ("growth_geometric", "growth", "profile", "infocus_profile", "wing_reference")
     only = set(tables if not args.only else (t.strip() for t in args.only.split(",")))
     if not only <= set(tables):
         ap.error(f"--only: unknown table(s) {', '.join(sorted(only - set(tables)))}; choose from {', '.join(tables)}")
@@ -304,16 +378,22 @@ def main(argv: list[str] | None = None) -> int:
         "b_nodes": [float(b) for b in B_NODES],
         "xs": list(XS),
         "families": list(FAMILIES),
+        "wing_families": list(WING_FAMILIES),
+        "wing_vanes": list(WING_VANES),
     }
     makers = {"growth_geometric": lambda: geometric_growth(n), "growth": lambda: growth_tables(n),
               "profile": lambda: profile_tables(512 if not args.quick else 256),
-              "infocus_profile": lambda: infocus_profile_tables(512 if not args.quick else 256)}
+              "infocus_profile": lambda: infocus_profile_tables(512 if not args.quick else 256),
+              "wing_reference": lambda: wing_reference_tables(2048 if not args.quick else 512)}
     grids = {"growth_geometric": ("eps", "b_nodes"), "profile": ("eps", "xs", "families"),
-             "growth": ("eps", "s_nodes", "w_nodes"), "infocus_profile": ("eps", "s_nodes")}
+             "growth": ("eps", "s_nodes", "w_nodes"), "infocus_profile": ("eps", "s_nodes"),
+             "wing_reference": ("eps", "s_nodes", "wing_families", "wing_vanes")}
     for name in tables:
         if name in only:
             data[name] = makers[name]()
             continue
+        if name not in base:
+            raise SystemExit(f"{args.base}: it has no {name} table: recompute it too (--only)")
         for g in grids[name]:  # a copied table must sit on the same grid as this script's
             if base.get(g) != data[g]:
                 raise SystemExit(f"{args.base}: its {g} differs from this script's: recompute {name} too (--only)")

@@ -67,6 +67,24 @@ def night_spec(o: po.Optics, seeing_arcsec: float, cfz: float, index: int, seed:
     return spec, header
 
 
+def dew_halo(pixels: Any, frac: float, width_px: float) -> Any:
+    """``pixels`` (a frame) with a dew halo: a share ``frac`` of the light above the sky (the
+    median) spread by the kernel ``(1 + r^2 / w^2)^(-3/2)`` of width ``w = width_px``, the rest
+    left in place (dew on the optics scatters a fixed share of every star's light into a broad,
+    slowly falling skirt). Float result; the frame's noise is convolved along with its light."""
+    import numpy as np
+    from scipy import signal
+
+    n = int(6 * width_px) | 1
+    c = np.arange(n) - n // 2
+    kern = 1.0 / (1.0 + np.add.outer(c * c, c * c) / width_px ** 2) ** 1.5
+    kern /= kern.sum()
+    p = np.asarray(pixels, float)
+    sky = float(np.median(p))
+    above = p - sky
+    return (1.0 - frac) * above + frac * signal.fftconvolve(above, kern, mode="same") + sky
+
+
 def assert_config_error_is_one_line(tmp_path: Path, text: str, key: str,
                                     says: tuple[str, ...] = ("expected", "unknown setting")) -> None:
     """Loading the config ``text`` fails with one line naming the file, the section and ``key``

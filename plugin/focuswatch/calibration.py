@@ -31,7 +31,7 @@ from focuswatch.model.numerics import ARCSEC_PER_RAD  # the one copy; importing 
 DATA_FILE = "focus_seeing_calibration.json"
 #: Keys every calibration document must hold (checked once, when it is first read).
 _REQUIRED = ("provenance", "eps", "s_nodes", "w_nodes", "b_nodes", "xs", "families", "growth",
-             "growth_geometric", "profile")
+             "growth_geometric", "profile", "wing_families", "wing_reference")
 #: Half-light radius over FWHM of the pure Kolmogorov long-exposure profile (0.5548 / 0.9759):
 #: the seeing-dominated limit beyond the tabulated seeings.
 KOLMOGOROV_HLR_PER_FWHM = 0.568525
@@ -224,3 +224,18 @@ def profile_table(eps: float) -> dict[str, np.ndarray]:
     out["xs"] = np.asarray(d["xs"], float)
     out["families"] = tuple(d["families"])
     return out
+
+
+@lru_cache(maxsize=16)
+def wing_reference(eps: float) -> dict[str, Any]:
+    """The in-focus wings of every seeing family on the pupil of the nearest tabulated obstruction:
+    the dew decision's reference (``wing_reference`` of ``scripts/make_calibration.py``).
+
+    ``families`` (dicts with ``name``, ``kind`` and ``outer_scale_over_r0`` or ``beta``),
+    ``s_nodes``, and per pupil (``plain``; ``vanes``, four spider vanes, for obstructed pupils)
+    arrays family x s: ``r50`` (half-light radius in lambda N) and ``w`` (r90/r50).
+    """
+    d = tables()
+    key = min(d["wing_reference"], key=lambda k: abs(float(k) - eps))
+    pupils = {p: {k: np.asarray(v, float) for k, v in rows.items()} for p, rows in d["wing_reference"][key].items()}
+    return {"families": tuple(d["wing_families"]), "s_nodes": np.asarray(d["s_nodes"], float), "pupils": pupils}

@@ -48,9 +48,9 @@ backfocus      sharp centre, all four corners worse by a similar amount (curvatu
 tilt           size gradient across the frame, the sharpest region off-centre or a trough
                along one axis (anisotropic growth; ASTAP tilt %)
 dew            stars with halos: the 90 %/50 % flux radius ratio (pixel width taken out)
-               wider than any seeing profile (Moffat beta >= 2.5) of the same HFD/FWHM
-               allows, by >= 0.25 px; never stars smaller than the baseline or a core
-               several times the in-focus size
+               wider than any in-focus seeing star of the same size on the rig (von Karman,
+               Kolmogorov, Moffat beta 2.5-5; ``halo.py``) allows, by >= 0.25 px; never
+               stars smaller than the baseline or a core several times the in-focus size
 focus_miss     round stars, uniform field, a flat-topped profile or donuts: the smallest defocus
                blur any plausible seeing profile allows is about the seeing FWHM or more, and
                >= 0.7 CFZ

@@ -21,6 +21,7 @@ from focuswatch import optics
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
+from focuswatch.diagnose.halo import halo_excess
 from focuswatch.diagnose.profile import KOLMOGOROV_HLR_PER_FWHM, blur_from_profile, wing_ratio_px
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
 from focuswatch.diagnose.labels import MONITOR
@@ -74,6 +75,9 @@ class Evidence(Record):
     profile_ratio: float | None = None
     wing_ratio: float | None = None
     wing_excess: float | None = None
+    #: r90/r50 above the widest in-focus seeing wings of the rig at this star size (the dew
+    #: evidence, ``diagnose.halo``); ``None`` without the rig's f-ratio and pixel size.
+    halo_excess: float | None = None
     beta: float | None = None
     seeing_beta: float | None = None
     eccentricity: float | None = None
@@ -345,6 +349,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         seeing_worse_than_witness=worse,
         size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
         profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
+        halo_excess=_r(halo_excess(wing, hfr_med, rig, config)),
         beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
         eccentricity=_r(float(np.median(ecc))), centre_ecc=_r(centre_ecc), edge_ecc=_r(edge_ecc),
         radial_score=_r(rho), alignment=_r(align), alignment_angle_deg=_r(math.degrees(ang) % 180.0, 1),

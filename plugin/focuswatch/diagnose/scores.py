@@ -37,8 +37,11 @@ def _dew_score(ev: Evidence, baseline_hfr_px: float | None, c: DiagnoseConfig) -
     and it leaves the core (FWHM) seeing-sized, so a core over ~3x the expected in-focus
     FWHM is a focus or seeing problem (whose wide apertures pick up neighbours' light).
     """
-    wx = ev.wing_excess or 0.0
-    score = _smooth_step(wx, c.dew_wing_excess - c.dew_wing_step, c.dew_wing_excess + c.dew_wing_step)
+    if ev.halo_excess is not None:  # against the rig's own in-focus wings (diagnose.halo)
+        wx, thr = ev.halo_excess, c.dew_halo_excess
+    else:  # no rig: against the profile fit's best seeing family
+        wx, thr = ev.wing_excess or 0.0, c.dew_wing_excess
+    score = _smooth_step(wx, thr - c.dew_wing_step, thr + c.dew_wing_step)
     halo_px = wx * (ev.hfr_px or 0.0)  # r90 excess (px): wing excess is in units of r50 = HFR
     score *= _smooth_step(halo_px, c.dew_halo_onset_frac * c.dew_min_halo_px, c.dew_min_halo_px)
     if baseline_hfr_px and ev.hfr_px:
@@ -184,6 +187,10 @@ def _detail(label: str, ev: Evidence, defocus: Mapping[str, Any]) -> str:
         return (f"eccentricity {f(ev.eccentricity)}, one orientation ({f(ev.alignment_angle_deg, '.0f')} deg, "
                 f"alignment {f(ev.alignment)}), radial score {f(ev.radial_score)}, symmetric")
     if label == "dew":
+        if ev.halo_excess is not None:
+            return (f"halo: the 90 % radius is {f(ev.halo_excess)} wider (r90/r50) than any in-focus seeing "
+                    f"star of this size on the rig (von Karman, Kolmogorov, Moffat) allows; "
+                    f"HFD/FWHM {f(ev.profile_ratio)}")
         return (f"halo: the 90 % radius is {f(ev.wing_excess)} wider (r90/r50) than any seeing profile "
                 f"allows; HFD/FWHM {f(ev.profile_ratio)}")
     return ""
