@@ -313,6 +313,11 @@ class DiagnoseConfig(Record):
         if self.asymmetry_stamp_max_px < self.asymmetry_stamp_min_px:
             raise ValueError(f"asymmetry_stamp_max_px = {self.asymmetry_stamp_max_px!r}: expected at least "
                              f"asymmetry_stamp_min_px ({self.asymmetry_stamp_min_px!r})")
+        if not self.stack_l0_over_r0:
+            raise ValueError("stack_l0_over_r0 = (): expected at least one seeing family (0 = Kolmogorov)")
+        if self.stack_max_stars < self.stack_min_stars:
+            raise ValueError(f"stack_max_stars = {self.stack_max_stars!r}: expected at least stack_min_stars "
+                             f"({self.stack_min_stars!r})")
         if self.blend_hi_px <= self.blend_lo_px:
             raise ValueError(f"blend_hi_px = {self.blend_hi_px!r}: expected more than blend_lo_px "
                              f"({self.blend_lo_px!r})")

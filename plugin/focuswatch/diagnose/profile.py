@@ -417,7 +417,7 @@ def fit_stacked_profile(stack: StackedProfile, lambda_n_px: float, obstruction: 
     hankel = 2.0 * math.pi * j0(2.0 * math.pi * nu[:, None] * r[None, :]) * nu[:, None] * dnu
     hankel[0] *= 0.5
     hankel[-1] *= 0.5
-    model = mtf @ hankel  # family x seeing x W x ring
+    model = (mtf.reshape(-1, len(nu)) @ hankel).reshape(mtf.shape[:-1] + (len(r),))  # family x seeing x W x ring
     wt = 1.0 / (se ** 2 + (c.stack_floor * float(np.max(y))) ** 2)
     sw, sy, syy = wt.sum(), (wt * y).sum(), (wt * y * y).sum()
     sm, smm, smy = (model * wt).sum(-1), (model * model * wt).sum(-1), (model * (wt * y)).sum(-1)
