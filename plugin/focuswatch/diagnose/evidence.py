@@ -21,8 +21,8 @@ from focuswatch import optics
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
-from focuswatch.diagnose.profile import (KOLMOGOROV_HLR_PER_FWHM, blur_from_profile, fit_stacked_profile,
-                                        stacked_profile, wing_ratio_px)
+from focuswatch.diagnose.profile import (KOLMOGOROV_HLR_PER_FWHM, StackedFit, blur_from_profile,
+                                        fit_stacked_profile, stacked_profile, wing_ratio_px)
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
 from focuswatch.diagnose.labels import MONITOR
 from focuswatch.model.numerics import finite_median as _median  # the one median helper
@@ -387,7 +387,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
 
 
 def _stack_fit(stats: Any, t: np.ndarray, pixels: np.ndarray | None, scale_px: int, rig: Rig, hfr_med: float,
-               config: DiagnoseConfig) -> Any:
+               config: DiagnoseConfig) -> StackedFit | None:
     """The physical fit of the stacked profile (:func:`focuswatch.diagnose.profile.fit_stacked_profile`),
     or ``None`` without the pixels (or on binned superpixels), the rig's lambda N, or enough bright
     stars. The rings are in the frame's median HFR (``stats.hfr_px``, else the bright stars')."""

@@ -297,7 +297,7 @@ def stacked_profile(pixels: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, snr:
     ``None`` with fewer than ``stack_min_stars`` stars.
     """
     c = config or DiagnoseConfig()
-    pix = np.asarray(pixels, float)
+    pix = np.asarray(pixels)  # stamps are cut first and made float: no copy of a large frame
     ny, nx = pix.shape[:2]
     if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
         return None
@@ -313,7 +313,7 @@ def stacked_profile(pixels: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, snr:
         ix, iy = int(round(float(x_px[k]))), int(round(float(y_px[k])))
         if ix - half < 0 or iy - half < 0 or ix + half + 1 > nx or iy + half + 1 > ny:
             continue
-        cut = pix[iy - half: iy + half + 1, ix - half: ix + half + 1]
+        cut = np.asarray(pix[iy - half: iy + half + 1, ix - half: ix + half + 1], float)
         dx, dy = xx + (ix - float(x_px[k])), yy + (iy - float(y_px[k]))  # offsets from the catalogue centre
         rr = np.hypot(dx, dy)
         light = cut - float(np.median(cut[rr > r_sky]))
