@@ -215,7 +215,9 @@ def focus_vs_seeing(n_frames: int, seed: int, use_astap: bool, witness: bool = F
                 wrong.append(f"  {lf.rig_name}, {lf.spec.seeing.kind} {lf.spec.seeing.fwhm_arcsec:.2f}\", "
                              f"{lf.defocus_cfz} CFZ (blur/seeing {lf.blur_to_seeing:.2f}, FWHM {lf.fwhm_px:.1f} px): "
                              f"{dg.label}, min blur/seeing {dg.evidence.min_blur_to_seeing}, "
-                             f"HFD/FWHM {dg.evidence.profile_ratio}, r90/r50 {dg.evidence.wing_ratio}")
+                             f"HFD/FWHM {dg.evidence.profile_ratio}, r90/r50 {dg.evidence.wing_ratio}, "
+                             f"stack CFZ >= {dg.evidence.stack_defocus_cfz_low} "
+                             f"(blur/seeing >= {dg.evidence.stack_blur_to_seeing_low})")
     print(f"labelled set: {len(frames)} frames (seed {seed}); truth: "
           + ", ".join(f"{k} {v}" for k, v in Counter(f.truth for f in frames).items()))
     print(f"render {t_render / len(frames):.2f} s/frame, measure+diagnose {t_measure / len(frames):.2f} s/frame\n")

@@ -26,6 +26,16 @@ in-focus half-light radius (``r50``, in lambda N) and r90/r50 (``w``) of every s
 ``WING_FAMILIES`` (Kolmogorov, von Karman outer scales, Moffat beta 2.5-5) over the pupil of
 each obstruction, plain and with four spider vanes (``vanes``), at every ``s`` of ``s_nodes``:
 the widest wings a star of a given size can have in focus on a given telescope without a halo.
+
+``--pupil-otf`` writes a second file, ``plugin/focuswatch/data/defocus_pupil_otf.json``
+(:func:`focuswatch.calibration.pupil_otf`): the radially averaged optical transfer function of
+an obstructed circular pupil defocused by ``W`` waves (``W = Delta / (8 N^2 lambda)``, 1 CFZ =
+0.61 waves), over the spatial frequency in units of the cutoff ``1 / (lambda N)``, per
+obstruction. The diagnosis fits the stacked profile of a frame's stars with it
+(:func:`focuswatch.diagnose.profile.fit_stacked_profile`). It is a separate file so that
+regenerating it leaves the focus/seeing tables (and every figure measured on them) alone::
+
+    PYTHONPATH=plugin python scripts/make_calibration.py --pupil-otf
 """
 from __future__ import annotations
 
@@ -46,6 +56,12 @@ sys.path.insert(0, str(ROOT / "plugin"))
 from focuswatch.sim import physical as po  # noqa: E402
 
 OUT = ROOT / "plugin" / "focuswatch" / "data" / "focus_seeing_calibration.json"
+OTF_OUT = ROOT / "plugin" / "focuswatch" / "data" / "defocus_pupil_otf.json"
+#: pupil-OTF table: obstructions (linear interpolation between them), defocus in waves, and the
+#: pupil's radius in samples (the frequency step is 1 / (2 * OTF_PUPIL_RADIUS) of the cutoff)
+OTF_EPS = tuple(np.round(np.arange(0.0, 0.501, 0.05), 3))
+OTF_W = tuple(np.round(np.arange(0.0, 2.001, 0.05), 3))
+OTF_PUPIL_RADIUS = 64
 
 EPS = (0.0, 0.15, 0.25, 0.35, 0.45)
 #: seeing FWHM / (lambda N): from diffraction-limited (0.1) to seeing-dominated (32); dense
@@ -343,6 +359,63 @@ def wing_reference_tables(n: int) -> dict:
     return out
 
 
+def pupil_otf_tables(pupil_radius: int = OTF_PUPIL_RADIUS) -> dict:
+    """Radially averaged OTF of the defocused, obstructed pupil, per obstruction and defocus.
+
+    The pupil (radius ``pupil_radius`` samples, antialiased edges) with the defocus phase
+    ``exp(-2 pi i W rho^2)`` is zero-padded 4x; the OTF is its autocorrelation (inverse FFT of
+    the PSF), normalised to 1 at zero frequency and averaged in rings of one sample: ring ``k``
+    is the frequency ``k / (2 pupil_radius)`` of the cutoff ``1 / (lambda N)``.
+    """
+    n = 8 * pupil_radius
+    c = (np.arange(n) - n // 2) / pupil_radius
+    u, v = np.meshgrid(c, c)
+    rho = np.hypot(u, v)
+    edge = 1.0 / pupil_radius  # one sample: antialiased rim
+    ii = np.indices((n, n))
+    ring = np.round(np.hypot(ii[0] - n // 2, ii[1] - n // 2)).astype(int).ravel()
+    n_t = 2 * pupil_radius + 1
+    counts = np.bincount(ring, None, n_t + 1)[:n_t]
+    out = {}
+    for eps in OTF_EPS:
+        amp = np.clip(0.5 + (1.0 - rho) / edge, 0.0, 1.0)
+        if eps > 0:
+            amp = amp * np.clip(0.5 + (rho - eps) / edge, 0.0, 1.0)
+        rows = []
+        for w in OTF_W:
+            field = amp * np.exp(-2j * math.pi * w * rho ** 2)
+            psf = np.abs(np.fft.fft2(field)) ** 2
+            otf = np.fft.fftshift(np.real(np.fft.ifft2(psf)))
+            otf /= otf[n // 2, n // 2]
+            prof = np.bincount(ring, otf.ravel(), n_t + 1)[:n_t] / counts
+            prof[-1] = 0.0  # the cutoff
+            rows.append([round(float(x), 4) for x in prof])
+        out[f"{eps:.2f}"] = rows
+    return {"t": [round(k / (2 * pupil_radius), 6) for k in range(n_t)], "w_waves": [float(w) for w in OTF_W],
+            "eps": [float(e) for e in OTF_EPS], "otf": out}
+
+
+def write_pupil_otf(out: Path = OTF_OUT) -> int:
+    """Write the pupil-OTF file (``--pupil-otf``)."""
+    t0 = time.time()
+    doc = {
+        "schema": "focuswatch.defocus_pupil_otf/1",
+        "provenance": {
+            "script": "scripts/make_calibration.py --pupil-otf",
+            "generated_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "numpy": np.__version__, "python": platform.python_version(),
+            "model": "radially averaged OTF of an obstructed circular pupil (no vanes) with the defocus "
+                     "phase exp(-2 pi i W rho^2), W in waves; t = spatial frequency * lambda * N",
+        },
+        **pupil_otf_tables(),
+    }
+    doc["provenance"]["seconds"] = round(time.time() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"wrote {out} in {time.time() - t0:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small grids (a test of the script, not for use)")
@@ -352,7 +425,11 @@ def main(argv: list[str] | None = None) -> int:
                          "wing_reference); "
                          "the others are copied from --base, which must have the same grids")
     ap.add_argument("--base", type=Path, default=OUT, help="existing data file for --only (default: the package's)")
+    ap.add_argument("--pupil-otf", action="store_true",
+                    help="write only the defocused pupil's OTF table (data/defocus_pupil_otf.json)")
     args = ap.parse_args(argv)
+    if args.pupil_otf:
+        return write_pupil_otf(args.out if args.out != OUT else OTF_OUT)
     tables = ("growth_geometric", "growth", "profile", "infocus_profile", "wing_reference")
     only = set(tables if not args.only else (t.strip() for t in args.only.split(",")))
     if not only <= set(tables):

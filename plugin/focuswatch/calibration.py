@@ -239,3 +239,39 @@ def wing_reference(eps: float) -> dict[str, Any]:
     key = min(d["wing_reference"], key=lambda k: abs(float(k) - eps))
     pupils = {p: {k: np.asarray(v, float) for k, v in rows.items()} for p, rows in d["wing_reference"][key].items()}
     return {"families": tuple(d["wing_families"]), "s_nodes": np.asarray(d["s_nodes"], float), "pupils": pupils}
+
+
+#: The defocused pupil's OTF table (``scripts/make_calibration.py --pupil-otf``): a file of its own.
+PUPIL_OTF_FILE = "defocus_pupil_otf.json"
+
+
+@cache
+def _pupil_otf_doc() -> dict[str, Any]:
+    path = resources.files("focuswatch").joinpath("data", PUPIL_OTF_FILE)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CalibrationDataError(f"{path}: cannot read the defocused pupil's OTF table ({exc}); reinstall "
+                                   "focuswatch or run scripts/make_calibration.py --pupil-otf") from None
+    if not isinstance(doc, dict) or any(k not in doc for k in ("t", "w_waves", "eps", "otf")):
+        raise CalibrationDataError(f"{path}: corrupt pupil OTF table (needs t, w_waves, eps, otf); "
+                                   "run scripts/make_calibration.py --pupil-otf")
+    return doc
+
+
+@lru_cache(maxsize=16)
+def pupil_otf(eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(t, w_waves, otf)``: the radially averaged OTF of an obstructed circular pupil defocused
+    by ``w_waves`` (peak wavefront error in waves; 1 CFZ = 0.61), over ``t`` = spatial frequency
+    times lambda N (the cutoff is 1); ``otf[i, j]`` is defocus ``w_waves[i]`` at ``t[j]``.
+
+    Linear between the tabulated obstructions (0 to 0.5 in 0.05), the last one beyond.
+    """
+    d = _pupil_otf_doc()
+    eps_nodes = np.asarray(d["eps"], float)
+    e = float(min(max(eps, eps_nodes[0]), eps_nodes[-1]))
+    j = int(min(np.searchsorted(eps_nodes, e, side="right") - 1, len(eps_nodes) - 2))
+    f = (e - eps_nodes[j]) / (eps_nodes[j + 1] - eps_nodes[j])
+    lo = np.asarray(d["otf"][f"{eps_nodes[j]:.2f}"], float)
+    hi = np.asarray(d["otf"][f"{eps_nodes[j + 1]:.2f}"], float)
+    return np.asarray(d["t"], float), np.asarray(d["w_waves"], float), (1.0 - f) * lo + f * hi

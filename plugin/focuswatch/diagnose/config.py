@@ -251,6 +251,41 @@ class DiagnoseConfig(Record):
     asymmetry_recentre_passes: int = 3
     asymmetry_min_hfr_px: float = 0.7
 
+    # The stacked profile's physical fit (diagnose.profile.stacked_profile / fit_stacked_profile):
+    # a focus miss from one frame, with no seeing measured. Its call needs the defocus and the
+    # blur / seeing the profile's own call needs at full strength (focus_miss_cfz,
+    # focus_miss_blur_ratio + focus_miss_blur_step) from every model within stack_delta_chi2.
+    #: Stars stacked: SNR at least this, the brightest stack_max_stars, at least stack_min_stars.
+    stack_min_snr: float = 20.0
+    stack_max_stars: int = 200
+    stack_min_stars: int = 10
+    #: Rings of the stack, out to stack_max_hfr times the frame's HFR.
+    stack_bins: int = 32
+    stack_max_hfr: float = 4.0
+    #: Each star's sky: the median beyond stack_sky_hfr * HFR + stack_sky_pad_px (also the flux
+    #: aperture); its centre: the first moment of its light within stack_centroid_hfr * HFR.
+    stack_sky_hfr: float = 4.5
+    stack_sky_pad_px: float = 3.0
+    stack_centroid_hfr: float = 2.0
+    #: Seeing FWHMs fitted (in HFR, stack_n_seeing log steps) and the frequency samples of the
+    #: Hankel transform (to the optics' cutoff).
+    stack_seeing_hfr_band: tuple[float, float] = (0.4, 2.5)
+    stack_n_seeing: int = 40
+    stack_n_frequencies: int = 400
+    #: Seeing families: outer scale over Fried length of von Karman seeing, 0 = Kolmogorov. The
+    #: physical families only: Moffat rows (beta 2.5-3) with a 1 CFZ defocus imitate a focused
+    #: Kolmogorov core within 1-2 chi^2 and made the bound useless (diag5).
+    stack_l0_over_r0: tuple[float, ...] = (0.0, 50.0, 120.0, 300.0)
+    #: Error floor of each ring, a fraction of the peak (model and centring errors).
+    stack_floor: float = 0.01
+    #: Models within this chi^2 of the best (in the best's chi^2 per degree of freedom) are
+    #: plausible. Chosen on the tuning seeds 11-12 of the physical-optics labelled set: the
+    #: largest of the values with the best tuning accuracy and no focused frame called a miss
+    #: (14-17); 12 and 13 call focused frames (docs/diagnose.md).
+    stack_delta_chi2: float = 17.0
+    #: The focus-miss score the stack's call gives (below the donuts' 0.9: a subtler sign).
+    stack_miss_score: float = 0.75
+
     #: (low, high) allowed for each setting, inclusive.
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "min_stars": (1, 10000), "flat_profile_ratio": (0.3, 1.5), "reference_seeing_arcsec": (0.2, 20.0),
@@ -289,6 +324,11 @@ class DiagnoseConfig(Record):
         "asymmetry_stamp_min_px": (2, 500), "asymmetry_stamp_max_px": (2, 500), "asymmetry_border_px": (1, 20),
         "asymmetry_aperture_hfr": (0.5, 20.0), "asymmetry_aperture_pad_px": (0.0, 50.0),
         "asymmetry_recentre_passes": (1, 20), "asymmetry_min_hfr_px": (0.1, 10.0),
+        "stack_min_snr": (0.0, 1e6), "stack_max_stars": (3, 100000), "stack_min_stars": (3, 100000),
+        "stack_bins": (8, 1000), "stack_max_hfr": (1.0, 20.0), "stack_sky_hfr": (1.0, 50.0),
+        "stack_sky_pad_px": (0.0, 100.0), "stack_centroid_hfr": (0.5, 10.0), "stack_seeing_hfr_band": (0.01, 100.0),
+        "stack_n_seeing": (2, 1000), "stack_n_frequencies": (16, 10000), "stack_l0_over_r0": (0.0, 1e6),
+        "stack_floor": (0.0, 1.0), "stack_delta_chi2": (0.0, 1e4), "stack_miss_score": (0.0, 1.0),
     }
 
     def __post_init__(self) -> None:
@@ -300,6 +340,11 @@ class DiagnoseConfig(Record):
         if self.asymmetry_stamp_max_px < self.asymmetry_stamp_min_px:
             raise ValueError(f"asymmetry_stamp_max_px = {self.asymmetry_stamp_max_px!r}: expected at least "
                              f"asymmetry_stamp_min_px ({self.asymmetry_stamp_min_px!r})")
+        if not self.stack_l0_over_r0:
+            raise ValueError("stack_l0_over_r0 = (): expected at least one seeing family (0 = Kolmogorov)")
+        if self.stack_max_stars < self.stack_min_stars:
+            raise ValueError(f"stack_max_stars = {self.stack_max_stars!r}: expected at least stack_min_stars "
+                             f"({self.stack_min_stars!r})")
         if self.blend_hi_px <= self.blend_lo_px:
             raise ValueError(f"blend_hi_px = {self.blend_hi_px!r}: expected more than blend_lo_px "
                              f"({self.blend_lo_px!r})")

@@ -22,7 +22,8 @@ from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
 from focuswatch.diagnose.halo import halo_excess
-from focuswatch.diagnose.profile import KOLMOGOROV_HLR_PER_FWHM, blur_from_profile, wing_ratio_px
+from focuswatch.diagnose.profile import (KOLMOGOROV_HLR_PER_FWHM, StackedFit, blur_from_profile,
+                                        fit_stacked_profile, stacked_profile, wing_ratio_px)
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
 from focuswatch.diagnose.labels import MONITOR
 from focuswatch.model.numerics import finite_median as _median  # the one median helper
@@ -111,6 +112,14 @@ class Evidence(Record):
     #: The smallest blur / seeing FWHM any plausible seeing profile allows (the focus call).
     min_blur_to_seeing: float | None = None
     seeing_family: str | None = None
+    #: The stacked profile of the bright stars fitted with physical stars (seeing x defocused pupil
+    #: x pixel; :func:`focuswatch.diagnose.profile.fit_stacked_profile`, needs the pixels and the
+    #: rig's focal ratio and pixel size): stars stacked, best defocus (CFZ), and the smallest
+    #: defocus and blur / seeing FWHM any plausible model allows (the call: both large).
+    stack_n_stars: int | None = None
+    stack_defocus_cfz: float | None = None
+    stack_defocus_cfz_low: float | None = None
+    stack_blur_to_seeing_low: float | None = None
     zone_hfr_px: tuple[tuple[float | None, ...], ...] = ()
     zone_fwhm_px: tuple[tuple[float | None, ...], ...] = ()
     zone_ecc: tuple[tuple[float | None, ...], ...] = ()
@@ -299,6 +308,10 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
             donut_d = 2.0 * h_don / optics.true_hfr_factor(eps_tab)
 
     defocus = _defocus(hfr_med, wing, pr, rig, baseline_hfr_px, donut_d, eps_est, config)
+    stack = _stack_fit(stats, t, pixels, scale_px, rig, hfr_med, config) if (donut_d is None and not crowded) else None
+    if stack is not None:
+        defocus["stack_cfz_low"] = stack.defocus_cfz_low
+        defocus["stack_x_low"] = stack.blur_to_seeing_low
     size_cfz = size_x = None
     # a past seeing (the night's in-focus frames) may have moved since: its allowance grows with
     # the night's frame-to-frame scatter of the filter's HFR
@@ -368,11 +381,31 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         seeing_fwhm_px=_r(defocus.get("seeing_px")), blur_px=_r(defocus.get("blur_px")),
         blur_to_seeing=_r(defocus.get("x")), min_blur_to_seeing=_r(defocus.get("x_low")),
         seeing_family=defocus.get("family"),
+        stack_n_stars=stack.n_stars if stack else None, stack_defocus_cfz=_r(stack.defocus_cfz) if stack else None,
+        stack_defocus_cfz_low=_r(stack.defocus_cfz_low) if stack else None,
+        stack_blur_to_seeing_low=_r(stack.blur_to_seeing_low) if stack else None,
         zone_hfr_px=_grid(zh3), zone_fwhm_px=_grid(zf.reshape(3, 3)), zone_ecc=_grid(ze.reshape(3, 3)),
         zone_angle_deg=_grid(za.reshape(3, 3), 1),
         zone_n_stars=tuple(tuple(int(v) for v in row) for row in zn.reshape(3, 3)),
     )
     return ev, defocus
+
+
+def _stack_fit(stats: Any, t: np.ndarray, pixels: np.ndarray | None, scale_px: int, rig: Rig, hfr_med: float,
+               config: DiagnoseConfig) -> StackedFit | None:
+    """The physical fit of the stacked profile (:func:`focuswatch.diagnose.profile.fit_stacked_profile`),
+    or ``None`` without the pixels (or on binned superpixels), the rig's lambda N, or enough bright
+    stars. The rings are in the frame's median HFR (``stats.hfr_px``, else the bright stars')."""
+    if pixels is None or scale_px != 1 or np.ndim(pixels) != 2 or not (rig.f_ratio and rig.effective_pixel_um):
+        return None
+    hfr = getattr(stats, "hfr_px", None) or hfr_med
+    if "snr" not in (t.dtype.names or ()):
+        return None
+    stack = stacked_profile(pixels, t["x"], t["y"], np.asarray(t["snr"], float), float(hfr), config)
+    if stack is None:
+        return None
+    ln_px = rig.wavelength_nm / 1000.0 * rig.f_ratio / rig.effective_pixel_um
+    return fit_stacked_profile(stack, ln_px, float(rig.obstruction or 0.0), float(hfr), config)
 
 
 def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | None, rig: Rig,

@@ -266,3 +266,175 @@ def blur_from_profile(hfr_px: float, wing_ratio: float | None, profile_ratio: fl
     blur_low = min(v[1] for v in lows)
     seeing = hfr_px / r50_per_f
     return ProfileFit(seeing, x * seeing, be, excess, name, x_low, min(blur_low, x * seeing))
+
+
+@dataclass(frozen=True)
+class StackedProfile:
+    """The mean radial profile of a frame's bright stars, each re-centred on its own light.
+
+    ``r_px`` is the mean radius of each ring (px), ``flux`` the mean pixel value there as a
+    fraction of each star's flux, ``sem`` its star-to-star standard error, ``n_stars`` the
+    stars stacked. Sub-pixel centring samples the profile far finer than one star's pixels do:
+    the core's flattening by a defocus shows in a few tenths of the HFR, where one star holds a
+    handful of pixels.
+    """
+
+    r_px: np.ndarray
+    flux: np.ndarray
+    sem: np.ndarray
+    n_stars: int
+
+
+def stacked_profile(pixels: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, snr: np.ndarray, hfr_px: float,
+                    config: "DiagnoseConfig | None" = None) -> StackedProfile | None:
+    """Stack the radial profiles of the stars with ``snr >= stack_min_snr`` (the brightest
+    ``stack_max_stars``), in ``stack_bins`` rings out to ``stack_max_hfr`` times the frame's
+    median HFR.
+
+    Each star: sky = median of the stamp beyond ``R = stack_sky_hfr * hfr + stack_sky_pad_px``,
+    centre = first moment of the positive light within ``stack_centroid_hfr`` HFR, light
+    normalised by the flux inside ``R``. Stars whose stamp leaves the frame are skipped.
+    ``None`` with fewer than ``stack_min_stars`` stars.
+    """
+    c = config or DiagnoseConfig()
+    pix = np.asarray(pixels)  # stamps are cut first and made float: no copy of a large frame
+    ny, nx = pix.shape[:2]
+    if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
+        return None
+    keep = np.isfinite(snr) & (snr >= c.stack_min_snr) & np.isfinite(x_px) & np.isfinite(y_px)
+    order = np.argsort(-np.where(keep, snr, -np.inf))[: min(int(keep.sum()), c.stack_max_stars)]
+    r_sky = int(math.ceil(c.stack_sky_hfr * hfr_px + c.stack_sky_pad_px))
+    edges = np.linspace(0.0, c.stack_max_hfr * hfr_px, c.stack_bins + 1)
+    nb = c.stack_bins
+    half = r_sky + 2
+    yy, xx = np.mgrid[-half: half + 1, -half: half + 1].astype(float)
+    per, r_sum, r_cnt = [], np.zeros(nb), np.zeros(nb)
+    for k in order:
+        ix, iy = int(round(float(x_px[k]))), int(round(float(y_px[k])))
+        if ix - half < 0 or iy - half < 0 or ix + half + 1 > nx or iy + half + 1 > ny:
+            continue
+        cut = np.asarray(pix[iy - half: iy + half + 1, ix - half: ix + half + 1], float)
+        dx, dy = xx + (ix - float(x_px[k])), yy + (iy - float(y_px[k]))  # offsets from the catalogue centre
+        rr = np.hypot(dx, dy)
+        light = cut - float(np.median(cut[rr > r_sky]))
+        core = rr < c.stack_centroid_hfr * hfr_px
+        w = np.clip(light[core], 0.0, None)
+        if w.sum() <= 0:
+            continue
+        rr = np.hypot(dx - float((dx[core] * w).sum() / w.sum()), dy - float((dy[core] * w).sum() / w.sum()))
+        inside = rr <= r_sky
+        flux = float(light[inside].sum())
+        if flux <= 0:
+            continue
+        b = np.digitize(rr[inside], edges) - 1
+        ok = (b >= 0) & (b < nb)
+        n = np.bincount(b[ok], None, nb)
+        s = np.bincount(b[ok], light[inside][ok] / flux, nb)
+        r_sum += np.bincount(b[ok], rr[inside][ok], nb)
+        r_cnt += n
+        per.append(np.where(n > 0, s / np.maximum(n, 1), np.nan))
+    if len(per) < max(c.stack_min_stars, 3):
+        return None
+    p = np.array(per)
+    n_ok = np.sum(np.isfinite(p), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n_ok > 0, np.nansum(p, axis=0) / np.maximum(n_ok, 1), np.nan)
+        var = np.nansum((p - mean) ** 2, axis=0) / np.maximum(n_ok - 1, 1)
+        sem = np.where(n_ok > 1, np.sqrt(var / np.maximum(n_ok, 1)), np.nan)
+    return StackedProfile(r_px=r_sum / np.maximum(r_cnt, 1), flux=mean, sem=sem, n_stars=len(per))
+
+
+@dataclass(frozen=True)
+class StackedFit:
+    """What the physical fit of the stacked profile allows (:func:`fit_stacked_profile`).
+
+    ``defocus_cfz`` is the best model's defocus; ``defocus_cfz_low`` and ``blur_to_seeing_low``
+    the smallest defocus (CFZ) and smallest geometric blur / seeing FWHM of every model within
+    ``stack_delta_chi2`` (in units of the best model's chi^2 per degree of freedom) of the best.
+    """
+
+    defocus_cfz: float
+    defocus_cfz_low: float
+    blur_to_seeing_low: float
+    seeing_fwhm_px: float
+    n_stars: int
+
+
+#: Defocus (waves, peak W020) of one critical focus zone: 4.88 lambda N^2 / (8 N^2).
+WAVES_PER_CFZ = 4.88 / 8.0
+
+
+def _seeing_mtf(nu_px: np.ndarray, fwhm_px: np.ndarray, l0_over_r0: float) -> np.ndarray:
+    """Long-exposure atmospheric MTF (rows: seeing FWHMs): Kolmogorov for ``l0_over_r0 == 0``,
+    else von Karman with that outer scale over the Fried length (FWHM is the Kolmogorov one,
+    0.9759 lambda / r0)."""
+    from scipy.special import gamma, kv
+
+    q = np.abs(nu_px)[None, :] * fwhm_px[:, None] / 0.9759  # lambda nu / r0
+    if not l0_over_r0:
+        return np.exp(-3.44 * q ** (5.0 / 3.0))
+    z = np.maximum(2.0 * math.pi * q / l0_over_r0, 1e-12)
+    struct = 0.17253 * l0_over_r0 ** (5.0 / 3.0) * (1.0 - z ** (5.0 / 6.0) * kv(5.0 / 6.0, z)
+                                                     / (2.0 ** (-1.0 / 6.0) * gamma(5.0 / 6.0)))
+    return np.exp(-0.5 * struct)
+
+
+def _pixel_mtf(nu_px: np.ndarray, n_angles: int = 65) -> np.ndarray:
+    """Azimuthal mean of the square pixel's MTF (the radial average of a pixel-sampled PSF)."""
+    th = np.linspace(0.0, math.pi / 2.0, n_angles)
+    return np.mean(np.sinc(nu_px[:, None] * np.cos(th)) * np.sinc(nu_px[:, None] * np.sin(th)), axis=1)
+
+
+def fit_stacked_profile(stack: StackedProfile, lambda_n_px: float, obstruction: float, hfr_px: float,
+                        config: "DiagnoseConfig | None" = None) -> StackedFit | None:
+    """Fit the stacked profile with physical stars: seeing (Kolmogorov and von Karman with the
+    outer scales ``stack_l0_over_r0``) x the defocused obstructed pupil's OTF (generated data,
+    :func:`focuswatch.calibration.pupil_otf`) x the pixel, back to a radial profile by one Hankel
+    transform; every seeing FWHM of ``stack_seeing_hfr`` (``stack_n_seeing`` log steps, in HFR)
+    and every tabulated defocus (0-2 waves). Each model gets its own amplitude and offset (a sky
+    or flux-normalisation error), weights ``1 / (sem^2 + (stack_floor * peak)^2)``.
+
+    The rig's lambda N (px) and obstruction are known, so the diffraction is not free: how much
+    of the core a defocus flattens is fixed by the optics, which is what tells a 1 CFZ blur from
+    a seeing with thinner wings. ``None`` when the rig's lambda N is unknown.
+    """
+    from scipy.special import j0
+
+    c = config or DiagnoseConfig()
+    if not (lambda_n_px and lambda_n_px > 0 and hfr_px and hfr_px > 0):
+        return None
+    ok = np.isfinite(stack.flux) & np.isfinite(stack.sem) & (stack.r_px > 0)
+    r, y, se = stack.r_px[ok], stack.flux[ok], stack.sem[ok]
+    if len(r) < 8:
+        return None
+    t, w_waves, otf_w = calibration.pupil_otf(obstruction)
+    nu = np.linspace(0.0, 1.0 / lambda_n_px, c.stack_n_frequencies)  # cycles / px, to the cutoff
+    dnu = nu[1] - nu[0]
+    pupil = np.array([np.interp(nu * lambda_n_px, t, row) for row in otf_w])  # W x nu
+    seeings = hfr_px * np.geomspace(c.stack_seeing_hfr_band[0], c.stack_seeing_hfr_band[1], c.stack_n_seeing)
+    atm = np.array([_seeing_mtf(nu, seeings, l0) for l0 in c.stack_l0_over_r0])  # family x seeing x nu
+    mtf = atm[:, :, None, :] * (pupil * _pixel_mtf(nu))[None, None, :, :]
+    hankel = 2.0 * math.pi * j0(2.0 * math.pi * nu[:, None] * r[None, :]) * nu[:, None] * dnu
+    hankel[0] *= 0.5
+    hankel[-1] *= 0.5
+    model = (mtf.reshape(-1, len(nu)) @ hankel).reshape(mtf.shape[:-1] + (len(r),))  # family x seeing x W x ring
+    wt = 1.0 / (se ** 2 + (c.stack_floor * float(np.max(y))) ** 2)
+    sw, sy, syy = wt.sum(), (wt * y).sum(), (wt * y * y).sum()
+    sm, smm, smy = (model * wt).sum(-1), (model * model * wt).sum(-1), (model * (wt * y)).sum(-1)
+    det = smm * sw - sm * sm
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = (smy * sw - sm * sy) / det
+        off = (smm * sy - sm * smy) / det
+        chi = syy - 2 * a * smy - 2 * off * sy + a * a * smm + 2 * a * off * sm + off * off * sw
+    chi = np.where(np.isfinite(chi) & (a > 0), chi, np.inf)
+    best = float(np.min(chi))
+    if not math.isfinite(best):
+        return None
+    ib = np.unravel_index(int(np.argmin(chi)), chi.shape)
+    per_dof = best / max(len(r) - 4, 1)
+    plausible = chi <= best + c.stack_delta_chi2 * per_dof
+    cfz = np.broadcast_to((w_waves / WAVES_PER_CFZ)[None, None, :], chi.shape)
+    x = np.broadcast_to(8.0 * w_waves[None, None, :] * lambda_n_px / seeings[None, :, None], chi.shape)
+    return StackedFit(defocus_cfz=float(w_waves[ib[2]] / WAVES_PER_CFZ), defocus_cfz_low=float(cfz[plausible].min()),
+                      blur_to_seeing_low=float(x[plausible].min()), seeing_fwhm_px=float(seeings[ib[1]]),
+                      n_stars=stack.n_stars)

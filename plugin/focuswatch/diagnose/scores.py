@@ -134,6 +134,12 @@ def _scores(ev: Evidence, defocus: Mapping[str, Any], c: DiagnoseConfig,
             # hide grew with the seeing since the witness (the shape's own call stays in ``miss``)
             size_miss *= 1.0 - _smooth_step(size_cfz, *c.witness_size_max_cfz_band)
         miss = max(miss, size_miss)
+    stack_cfz = defocus.get("stack_cfz_low")
+    if stack_cfz is not None and stack_cfz >= c.focus_miss_cfz and \
+            (defocus.get("stack_x_low") or 0.0) >= c.focus_miss_blur_ratio + c.focus_miss_blur_step:
+        # the stacked profile, fitted with the rig's own diffraction: even its least defocused
+        # plausible model holds a blur the profile's call needs at full strength
+        miss = max(miss, c.stack_miss_score)
     if (ev.donut_fraction or 0.0) >= c.donut_fraction:
         miss = max(miss, c.donut_miss_score)
     # elongation only counts with a structure (one orientation, or radial/tangential):
