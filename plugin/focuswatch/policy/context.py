@@ -20,7 +20,8 @@ from focuswatch.policy.baseline import (AIRMASS_EXPONENT, MEDIAN_SE_FACTOR, Nigh
                                         reference_for)
 from focuswatch.policy.config import PolicyConfig
 from focuswatch.policy.estimators import (Baseline, DriftFit, Trend, baseline_for, profile_change,
-                                          expected_hfr_px, fit_drift, fit_trend, frame_jitter, reference_z_of)
+                                          expected_hfr_px, fit_drift, fit_trend, frame_jitter, physical_profile,
+                                          reference_z_of)
 from focuswatch.policy.records import FrameRecord
 from focuswatch.policy.state import PolicyState
 
@@ -60,6 +61,10 @@ class Context:
     wavelength_nm: float = 550.0
     #: sentences the decision carries whatever the rules say (a stuck capture clock)
     notes: tuple[str, ...] = ()
+    #: the profile's expected change with defocus on this rig (blur / in-focus HFR, ln HFD/FWHM
+    #: relative to in focus: :func:`~focuswatch.policy.estimators.physical_profile`); ``None``
+    #: without optics, baseline or profiles
+    profile_curve: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def baseline_sigma(self) -> float:
@@ -129,6 +134,7 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
     trend = drift = None
     notes: tuple[str, ...] = ()
     prof_drop = prof_sigma = None
+    prof_curve: tuple[np.ndarray, np.ndarray] | None = None
     same = [f for f in with_frame if f.filter_name == frame.filter_name]
     night_j, night_dof = night.jitter() if night is not None else (None, 0)
     night_known = night_j is not None and night_dof >= config.night_jitter_min_dof
@@ -155,6 +161,8 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
         elif len(window) >= config.min_trend_frames:
             trend = fit_trend([(t - now) / 60.0 for t, _ in window], [r for _, r in window],
                               lookahead_min=lookahead, z=config.confidence_z, sigma_floor=floor)
+        if opt and exp_hfr and base.profile_ratio is not None:
+            prof_curve = physical_profile(exp_hfr, opt[0], opt[1], rig.obstruction, frame_wavelength_nm(frame, rig))
         if len(pts) >= 3 and opt and exp_hfr:
             t0 = pts[0][0]
             # the reference anchors the in-focus level only when it says the baseline was already
@@ -169,7 +177,8 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                               / 100.0,
                               sigma_prior=(night_j, float(night_dof)) if night_known else None,
                               prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
-                              profile_floor=config.profile_floor, level_prior=level_prior)
+                              profile_floor=config.profile_floor, level_prior=level_prior,
+                              profile_curve=prof_curve)
         prof_drop, prof_sigma = profile_change(same, base, config)
     excess = ref_z = None
     recent: tuple[FrameRecord, ...] = ()
@@ -188,7 +197,7 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                    jitter, jitter_dof, trend, drift, prof_drop, prof_sigma, minutes, tdelta, rig,
                    reference, excess, ref_z, recent, float(night_dof),
                    cadence_min if base is not None and base.complete else 0.0,
-                   frame_wavelength_nm(frame, rig), notes)
+                   frame_wavelength_nm(frame, rig), notes, prof_curve)
 
 
 def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:

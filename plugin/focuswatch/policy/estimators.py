@@ -127,6 +127,55 @@ def _profile_curve(obstruction: float) -> tuple[np.ndarray, np.ndarray]:
     return nodes, np.log(1.0 - PROFILE_RESPONSE * (1.0 - rel))
 
 
+@lru_cache(maxsize=64)
+def _physical_profile_curve(h0_lambda_n: float, obstruction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(blur diameter / in-focus HFR, ln of HFD/FWHM relative to in focus) of physical optics.
+
+    From the calibration's profile table (``scripts/make_calibration.py``: Kolmogorov seeing over
+    the obstructed pupil's defocused diffraction, FWHM as the Moffat fit ``stars.measure`` makes):
+    twice the half-light radius over that FWHM against blur / seeing FWHM, for the seeing whose
+    in-focus star is ``h0_lambda_n`` lambda N. Why not :func:`_profile_curve` (geometric Moffat,
+    ``PROFILE_RESPONSE``): where diffraction is a fair part of the star the profile barely
+    flattens before ~1 CFZ (GalSim, 200 mm f/5 in 2.5": HFD/FWHM -0.01 to -0.02 at 0.7 zone, the
+    Moffat curve -0.06), so the fit read the unmoved profile as evidence against the defocus the
+    HFR showed and the model lagged.
+    """
+    from focuswatch import calibration
+
+    s = calibration.seeing_for_hlr(h0_lambda_n, obstruction)
+    tab = calibration.profile_table(obstruction)
+    names = [f["name"] for f in tab["families"]]
+    xs = np.asarray(tab["xs"], float)
+
+    def rel(name: str) -> np.ndarray:
+        k = names.index(name)
+        r = 2.0 * np.asarray(tab["r50"][k], float) / np.asarray(tab["fit"][k], float)
+        return np.log(r / r[0])
+
+    # the table's physical families (Kolmogorov over the pupil, finite seeing ``s``), in s order:
+    # generated data (scripts/make_calibration.py), interpolated in log s, clamped at both ends
+    fam = sorted((float(f["s"]), f["name"]) for f in tab["families"]
+                 if f.get("kind") == "kolmogorov" and f.get("s") is not None)
+    if s <= fam[0][0]:
+        curve = rel(fam[0][1])
+    elif s >= fam[-1][0]:
+        curve = rel(fam[-1][1])
+    else:
+        j = int(np.searchsorted([f[0] for f in fam], s)) - 1
+        t = math.log(s / fam[j][0]) / math.log(fam[j + 1][0] / fam[j][0])
+        curve = (1.0 - t) * rel(fam[j][1]) + t * rel(fam[j + 1][1])
+    # x here is blur / in-focus HFR; the table's is blur / seeing FWHM (both in lambda N)
+    return xs * s / h0_lambda_n, curve
+
+
+def physical_profile(hfr0_px: float, f_ratio: float, pixel_um: float, obstruction: float,
+                     wavelength_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The drift fit's profile curve for a rig (:func:`_physical_profile_curve`, cached per in-focus size)."""
+    h0 = hfr0_px * pixel_um / (wavelength_nm / 1000.0 * f_ratio)
+    h0 = max(0.01, round(h0, 2))
+    return _physical_profile_curve(h0, round(float(obstruction), 3))
+
+
 @lru_cache(maxsize=1024)
 def critical_z(z: float, dof: float) -> float:
     """``z`` (a one-sided normal quantile) turned into Student's t for a scatter with ``dof`` degrees
@@ -158,7 +207,8 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
               lookahead_min: float, z: float, sigma_floor: float, prior_dof: float = 0.0,
               profiles: Sequence[float | None] | None = None, profile_floor: float = 0.005,
               level_prior: tuple[float, float] | None = None,
-              sigma_prior: tuple[float, float] | None = None) -> DriftFit | None:
+              sigma_prior: tuple[float, float] | None = None,
+              profile_curve: tuple[np.ndarray, np.ndarray] | None = None) -> DriftFit | None:
     """Fit :class:`DriftFit` to HFR ratios (and HFD/FWHM) at ``times_min`` (minutes since the first frame).
 
     ``um_per_blur`` converts a blur diameter in units of the in-focus HFR to defocus in µm
@@ -176,7 +226,9 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     frames or no time span. ``sigma_prior`` = (scatter, its degrees of freedom) measured over
     the whole night is pooled with the fit's residual scatter (both weighted by their degrees
     of freedom; ``dof`` then counts both), so a few long exposures since the autofocus are
-    judged against a scatter known to the night's precision.
+    judged against a scatter known to the night's precision. ``profile_curve`` = (blur diameter /
+    in-focus HFR, ln HFD/FWHM relative to in focus) is the profile's expected flattening
+    (:func:`physical_profile` for a rig; default the geometric Moffat :func:`_profile_curve`).
 
     >>> t = [0, 10, 20, 30, 40, 50, 60, 70]
     >>> r = [float(np.exp(np.interp(0.2 * i / 7 * 5, *_growth_curve(0.0)))) for i in range(8)]
@@ -215,7 +267,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
         p = np.array([np.nan if v is None else float(v) for v in profiles])
         ok = np.isfinite(p) & (p > 0)
         if ok.sum() >= 3:
-            px, pl = _profile_curve(obstruction)
+            px, pl = profile_curve if profile_curve is not None else _profile_curve(obstruction)
             rss_p = _rss(np.log(p[ok]), np.interp(x[:, ok], px, pl))
             k_p = int(np.argmin(rss_p))
             s_p = max(profile_floor, math.sqrt(float(rss_p[k_p]) / max(int(ok.sum()) - 2, 1)))

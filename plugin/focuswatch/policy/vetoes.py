@@ -9,8 +9,11 @@ them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 from focuswatch import diagnose as _diagnose
 from focuswatch.policy.config import PolicyConfig
@@ -131,30 +134,64 @@ def veto_optical_defect(ctx: Context, config: PolicyConfig) -> str | None:
 def veto_seeing(ctx: Context, config: PolicyConfig) -> str | None:
     """Stars grew but kept their peaked profile: seeing got worse, not focus.
 
-    Defocus flattens the profile (HFD/FWHM falls ~0.03 by 0.4 CFZ and ~0.15 by a whole zone
-    on the demo rig), seeing only scales it. When the profile is measured, image rules need
-    it corroborated: the recent frames' HFD/FWHM must have fallen below the baseline's by
-    ``profile_drop_min`` and by ``confidence_z`` standard errors. Without profiles the
-    HFR statistics decide alone.
+    Defocus flattens the profile once the blur is a fair part of the star; seeing only scales
+    it. On physical optics that takes a while where diffraction is a fair part of the star
+    (GalSim, 130 mm f/5 in 2.8": HFD/FWHM as ``stars.measure`` reads it does not fall before
+    ~1.2 CFZ, then -0.07 at 1.5 CFZ; the simulator's -0.03 at 0.4 CFZ is not physical). When
+    the profile is measured, image rules need it corroborated: the recent frames' HFD/FWHM must
+    have fallen below the baseline's by ``profile_drop_min`` and by ``confidence_z`` standard
+    errors. Without profiles the HFR statistics decide alone.
 
     It does not override the drift model when the model asks (:func:`steady_drift`): a growth
     steady over the frames since the autofocus, at a thermal rate, significant at ``drift_z``
-    with the profile already weighed in the fit. In good seeing against the pixels a defocus of
-    0.7 zone moves HFD/FWHM by only ~0.01 (GalSim, 200 mm f/5 at 0.78"/px in 2.5": 1.183 ->
-    1.170), below ``profile_drop_min``: the veto held a true 5-8 sigma drift back as seeing.
-    Seeing that grows steadily enough to pass the model is rare; what the veto is for, jitter
-    and steps the consecutive rule sees, is still held.
+    with the profile already weighed in the fit (along its physical curve). In good seeing
+    against the pixels a defocus of 0.7 zone moves HFD/FWHM by only ~0.01 (GalSim, 200 mm f/5
+    at 0.78"/px in 2.5": 1.183 -> 1.170), below ``profile_drop_min``: the veto held a true 5-8
+    sigma drift back as seeing. Unless the frame's own growth refutes it
+    (:func:`profile_refutes_growth`): a seeing step the model reads as a drift to ~0.8 CFZ,
+    where the profile says nothing, although the frame's HFR says ~1.4 CFZ, where it would have
+    fallen.
     """
     if not config.seeing_veto or ctx.profile_drop is None or ctx.profile_sigma is None:
         return None
     need = max(config.profile_drop_min, config.confidence_z * ctx.profile_sigma)
-    if ctx.profile_drop >= need or steady_drift(ctx, config):
+    if ctx.profile_drop >= need or (steady_drift(ctx, config) and not profile_refutes_growth(ctx, config)):
         return None
     growth = (ctx.ratio or 1.0) - 1.0
     assert ctx.baseline is not None and ctx.baseline.profile_ratio is not None
     return (f"stars {100 * growth:+.0f} % but the profile did not flatten (HFD/FWHM "
             f"{ctx.baseline.profile_ratio - ctx.profile_drop:.3f} vs {ctx.baseline.profile_ratio:.3f} in focus, "
             f"drop {ctx.profile_drop:+.3f} < {need:.3f}): seeing, not focus")
+
+
+def profile_refutes_growth(ctx: Context, config: PolicyConfig) -> bool:
+    """The frame has grown more than a defocus could without flattening the profile as measured.
+
+    The drift model can read a seeing step as a drift (a straight-line defocus through a
+    jump, its scatter inflated by the jump) and put the defocus where physical optics leaves
+    the profile unmoved (below ~1 CFZ on the demo rig), although the frame's own HFR says far
+    more. Here the frame's growth, at its lower bound (HFR / (1 + confidence_z x jitter)), is
+    turned into a defocus and the profile's physical curve (``ctx.profile_curve``) says how far
+    HFD/FWHM should have fallen there: if the measured drop falls short of that by
+    ``confidence_z`` standard errors, no defocus explains both (GalSim, 130 mm f/5: a +45 %
+    seeing step keeps HFD/FWHM or raises it; a 1.5 CFZ defocus lowers it ~0.07).
+    """
+    from focuswatch.policy.context import focus_optics, ratio_to_defocus
+
+    opt = focus_optics(ctx.rig)
+    if (ctx.profile_curve is None or ctx.ratio is None or not opt or not ctx.expected_hfr_px
+            or ctx.baseline is None or ctx.baseline.profile_ratio is None
+            or ctx.profile_drop is None or ctx.profile_sigma is None):
+        return False
+    low = ctx.ratio / (1.0 + config.confidence_z * ctx.jitter)
+    if low <= 1.0:
+        return False
+    defocus_um = ratio_to_defocus(ctx, low)
+    if defocus_um is None:
+        return False
+    x = defocus_um / (opt[0] * opt[1] * ctx.expected_hfr_px)
+    expected = ctx.baseline.profile_ratio * (1.0 - math.exp(float(np.interp(x, *ctx.profile_curve))))
+    return expected - ctx.profile_drop > config.confidence_z * ctx.profile_sigma
 
 
 def steady_drift(ctx: Context, config: PolicyConfig) -> bool:
@@ -204,5 +241,6 @@ VETOES: tuple[Veto, ...] = (
     Veto("seeing", "hold", "image", veto_seeing,
          "the profile was measured and did not flatten: HFD/FWHM of the last 3 frames not profile_drop_min "
          "and confidence_z standard errors below the baseline's (seeing, not focus), unless the drift model "
-         "asks (a steady growth, significant with the profile weighed in); seeing_veto"),
+         "asks (a steady growth, significant with the profile weighed in) and the frame's own growth does not "
+         "call for a flattening the profile did not show; seeing_veto"),
 )
