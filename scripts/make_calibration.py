@@ -395,18 +395,22 @@ def pupil_otf_tables(pupil_radius: int = OTF_PUPIL_RADIUS) -> dict:
             "eps": [float(e) for e in OTF_EPS], "otf": out}
 
 
+def _provenance(script: str, **facts: object) -> dict:
+    """Which script made a data file, when, with which numpy and Python, and its own ``facts``."""
+    return {"script": script,
+            "generated_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "numpy": np.__version__, "python": platform.python_version(), **facts}
+
+
 def write_pupil_otf(out: Path = OTF_OUT) -> int:
     """Write the pupil-OTF file (``--pupil-otf``)."""
     t0 = time.time()
     doc = {
         "schema": "focuswatch.defocus_pupil_otf/1",
-        "provenance": {
-            "script": "scripts/make_calibration.py --pupil-otf",
-            "generated_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "numpy": np.__version__, "python": platform.python_version(),
-            "model": "radially averaged OTF of an obstructed circular pupil (no vanes) with the defocus "
-                     "phase exp(-2 pi i W rho^2), W in waves; t = spatial frequency * lambda * N",
-        },
+        "provenance": _provenance("scripts/make_calibration.py --pupil-otf",
+                                  model="radially averaged OTF of an obstructed circular pupil (no vanes) with "
+                                        "the defocus phase exp(-2 pi i W rho^2), W in waves; t = spatial "
+                                        "frequency * lambda * N"),
         **pupil_otf_tables(),
     }
     doc["provenance"]["seconds"] = round(time.time() - t0, 1)
@@ -441,14 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     data = {
         "schema": "focuswatch.focus_seeing_calibration/1",
-        "provenance": {
-            "script": "scripts/make_calibration.py",
-            "generated_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "numpy": np.__version__, "python": platform.python_version(),
-            "grid_n": n, "quick": bool(args.quick),
-            "model": "physoptics: obstructed circular pupil (no vanes), W020 = Delta/(8 N^2), monochromatic; "
-                     "Kolmogorov long-exposure MTF exp(-3.44 (nu lambda F / r0)^(5/3)), FWHM = 0.976 lambda/r0",
-        },
+        "provenance": _provenance(
+            "scripts/make_calibration.py", grid_n=n, quick=bool(args.quick),
+            model="physoptics: obstructed circular pupil (no vanes), W020 = Delta/(8 N^2), monochromatic; "
+                  "Kolmogorov long-exposure MTF exp(-3.44 (nu lambda F / r0)^(5/3)), FWHM = 0.976 lambda/r0"),
         "eps": list(EPS),
         "s_nodes": list(S_NODES),
         "w_nodes": [float(w) for w in W_NODES],

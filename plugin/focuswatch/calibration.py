@@ -38,7 +38,30 @@ KOLMOGOROV_HLR_PER_FWHM = 0.568525
 
 
 def _data_path() -> Any:
-    return resources.files("focuswatch").joinpath("data", DATA_FILE)
+    return data_file(DATA_FILE)
+
+
+def data_file(name: str) -> Any:
+    """The package's generated data file ``name`` (``focuswatch/data``), as a resource path."""
+    return resources.files("focuswatch").joinpath("data", name)
+
+
+def read_data_json(path: Any, what: str, remedy: str) -> dict[str, Any]:
+    """One generated data file read as a JSON object, or a :class:`CalibrationDataError` of one
+    line naming the file, what it should hold, what is wrong and ``remedy``. The one reader of
+    every table the package ships (calibration, pupil OTF, Bayer FWHM, Siril resampling), so a
+    damaged installation is said the same way whichever table meets it first."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationDataError(f"{path}: cannot read {what} ({exc}); {remedy}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CalibrationDataError(f"{path}: corrupt {what}, not JSON ({exc}); {remedy}") from None
+    if not isinstance(doc, dict):
+        raise CalibrationDataError(f"{path}: corrupt {what}, not a JSON object; {remedy}")
+    return doc
 
 
 @cache
@@ -50,17 +73,9 @@ def tables() -> dict[str, Any]:
     missing, not JSON, or lacks a table; regenerate it with ``scripts/make_calibration.py``.
     """
     path = _data_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CalibrationDataError(f"{path}: cannot read the focus/seeing calibration data ({exc}); "
-                                   "reinstall focuswatch or run scripts/make_calibration.py") from None
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise CalibrationDataError(f"{path}: corrupt focus/seeing calibration data, not JSON ({exc}); "
-                                   "reinstall focuswatch or run scripts/make_calibration.py") from None
-    missing = [k for k in _REQUIRED if not isinstance(doc, dict) or k not in doc]
+    doc = read_data_json(path, "the focus/seeing calibration data",
+                         "reinstall focuswatch or run scripts/make_calibration.py")
+    missing = [k for k in _REQUIRED if k not in doc]
     if missing:
         raise CalibrationDataError(f"{path}: corrupt focus/seeing calibration data, missing "
                                    f"{', '.join(missing)}; run scripts/make_calibration.py")
@@ -247,13 +262,10 @@ PUPIL_OTF_FILE = "defocus_pupil_otf.json"
 
 @cache
 def _pupil_otf_doc() -> dict[str, Any]:
-    path = resources.files("focuswatch").joinpath("data", PUPIL_OTF_FILE)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CalibrationDataError(f"{path}: cannot read the defocused pupil's OTF table ({exc}); reinstall "
-                                   "focuswatch or run scripts/make_calibration.py --pupil-otf") from None
-    if not isinstance(doc, dict) or any(k not in doc for k in ("t", "w_waves", "eps", "otf")):
+    path = data_file(PUPIL_OTF_FILE)
+    doc = read_data_json(path, "the defocused pupil's OTF table",
+                         "reinstall focuswatch or run scripts/make_calibration.py --pupil-otf")
+    if any(k not in doc for k in ("t", "w_waves", "eps", "otf")):
         raise CalibrationDataError(f"{path}: corrupt pupil OTF table (needs t, w_waves, eps, otf); "
                                    "run scripts/make_calibration.py --pupil-otf")
     return doc

@@ -78,9 +78,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
-import json
 from functools import cache
-from importlib import resources
 
 import numpy as np
 
@@ -293,17 +291,19 @@ RESAMPLING_DATA = "siril_resampling.json"
 @cache
 def resampling_table() -> dict[str, Any]:
     """``data/siril_resampling.json`` (see the module docstring), read on first use."""
-    path = resources.files("focuswatch").joinpath("data", RESAMPLING_DATA)
+    from focuswatch import calibration
+
+    remedy = "regenerate it with scripts/make_siril_resampling.py"
+    path = calibration.data_file(RESAMPLING_DATA)
+    data = calibration.read_data_json(path, "Siril resampling table", remedy)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         st = data["stack"]
         rows = [st["fwhm_true_px"], st["fwhm_registered_true_px"], st["sunlike"]["fwhm_registered_px"],
                 st["grey"]["fwhm_registered_px"]]
         if len({len(r) for r in rows}) != 1 or not float(st["registration_var_px2"]) > 0:
             raise ValueError("rows of different lengths or no registration variance")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CalibrationDataError(f"{RESAMPLING_DATA}: unreadable resampling table ({exc}); regenerate it with "
-                                   "scripts/make_siril_resampling.py") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CalibrationDataError(f"{path}: unreadable Siril resampling table ({exc}); {remedy}") from None
     return data
 
 

@@ -7,7 +7,6 @@ Coordinates follow sep: ``x`` is the fast (column) axis, ``y`` the slow (row) ax
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 
 import math
@@ -212,19 +211,19 @@ BAYER_FWHM_DATA = "bayer_fwhm_bias.json"
 
 @lru_cache(maxsize=1)
 def _bayer_fwhm_rows() -> tuple[np.ndarray, np.ndarray]:
-    from importlib import resources
-
+    from focuswatch import calibration
     from focuswatch.errors import CalibrationDataError
 
+    remedy = "regenerate it with scripts/make_bayer_fwhm_table.py"
+    path = calibration.data_file(BAYER_FWHM_DATA)
+    d = calibration.read_data_json(path, "Bayer FWHM table", remedy)
     try:
-        d = json.loads(resources.files("focuswatch").joinpath("data", BAYER_FWHM_DATA).read_text(encoding="utf-8"))
         x = np.asarray(d["fwhm_bayer_px"], float)
         y = np.asarray(d["fwhm2_excess_px2"], float)
         if x.shape != y.shape or x.size < 2 or np.any(np.diff(x) <= 0):
             raise ValueError("rows of different lengths, too few, or sizes not increasing")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CalibrationDataError(f"{BAYER_FWHM_DATA}: unreadable Bayer FWHM table ({exc}); regenerate it with "
-                                   "scripts/make_bayer_fwhm_table.py") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CalibrationDataError(f"{path}: unreadable Bayer FWHM table ({exc}); {remedy}") from None
     return x, y
 
 
