@@ -15,9 +15,12 @@ Nights (the grid; ``--seeds`` nights per cell):
 Frame records come from the simulator's truth plus realistic measurement noise: the HFR is
 the calibrated physical-optics model (``optics.hfr_px_for_defocus``: Kolmogorov seeing through the
 defocused pupil, diffraction included; ``--hfr-truth moffat`` for the former geometric Moffat model)
-of the jittered seeing and the true defocus, with 0.4 % measurement noise; the profile flattening (HFD/FWHM) follows
-what ``stars.measure`` reports on rendered frames of this rig (1.18 in focus, -0.03 at
-0.4 CFZ, -0.15 at 1 CFZ; 0.004 noise; +0.025 per 100 % worse seeing). ``--rendered N`` adds
+of the jittered seeing and the true defocus, with 0.4 % measurement noise; the HFD/FWHM is what
+``stars.measure`` reads on GalSim frames of this rig (``tests/galsim_profile.py``: a measured table
+over seeing 2.2-4.6" and defocus 0-2 CFZ, interpolated, plus its measured frame-to-frame scatter,
+0.01-0.03; at 2.8" it barely moves before 1 CFZ). ``--profile-truth sim`` draws the former
+formula fitted to our own simulator's frames instead (1.18 in focus, -0.03 at 0.4 CFZ, 0.004
+noise), which GalSim contradicts; kept only to compare with figures measured on it. ``--rendered N`` adds
 N nights rendered with :mod:`focuswatch.sim` and measured with :func:`focuswatch.stars.measure`
 (slow: about a second per frame).
 
@@ -46,7 +49,7 @@ autofocus made in another filter), steady 2-3 um/frame drifts (true defocus
 and the drift model's error at the first request).
 
     python benchmarks/policy_eval.py [--seeds 4] [--hours 6] [--rendered 0] [--real 0] [--noise-seeds 0] [--json]
-                                      [--hfr-truth physical|moffat]
+                                      [--hfr-truth physical|moffat] [--profile-truth galsim|sim]
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,6 +67,9 @@ import numpy as np
 from focuswatch import optics
 from focuswatch.policy import AutofocusMark, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import galsim_profile  # noqa: E402  (tests/: the GalSim-measured HFD/FWHM table)
 
 RIG = Rig(aperture_mm=130.0, focal_length_mm=650.0, pixel_um=3.76, focuser_step_um=2.0)
 F_RATIO, PIXEL_UM = 5.0, 3.76
@@ -109,6 +116,9 @@ class NightSpec:
     #: included: ``optics.hfr_px_for_defocus``'s default since the diagcal merge) or "moffat"
     #: (the geometric Moffat-beta-3.5 model the figures before that merge were measured on)
     hfr_truth: str = "physical"
+    #: the HFD/FWHM truth: "galsim" (measured on GalSim frames, tests/galsim_profile.py) or "sim"
+    #: (the formula fitted to focuswatch.sim's frames, the grid's truth before policy8)
+    profile_truth: str = "galsim"
 
     @property
     def label(self) -> str:
@@ -137,7 +147,7 @@ class NightResult:
 
 
 def _profile_ratio(defocus_um: float, h0_px: float, seeing_rel: float, noise: float) -> float:
-    """HFD/FWHM as stars.measure reports it on this rig (fitted to rendered frames)."""
+    """HFD/FWHM as stars.measure reported it on focuswatch.sim's frames of this rig (``--profile-truth sim``)."""
     x = abs(defocus_um) / F_RATIO / PIXEL_UM / h0_px          # blur diameter / in-focus HFR
     drop = 0.03 * x * x / (1.0 + 0.05 * x * x)
     return 1.18 + 0.025 * (seeing_rel - 1.0) - drop + noise
@@ -176,7 +186,11 @@ class TruthNight:
         hfr = optics.hfr_px_for_defocus(abs(defocus_um), h0, F_RATIO, PIXEL_UM, beta=beta) * (1.0 + self.meas[i])
         cloud = self.cloud[i]
         hfr *= 1.0 + 0.03 * cloud                      # faint stars measure a little larger
-        prof = _profile_ratio(defocus_um, h0, s, self.prof_noise[i])
+        if self.spec.profile_truth == "sim":
+            prof = _profile_ratio(defocus_um, h0, s, self.prof_noise[i])
+        else:   # the same normal draw, scaled to GalSim's measured scatter
+            prof = galsim_profile.profile_ratio(SEEING_ARCSEC * s, abs(defocus_um) / CFZ_UM,
+                                                self.prof_noise[i] / 0.004)
         return FrameRecord(
             file=f"n{i:04d}.fits", time_s=1.7e9 + i * self.cadence_s, n_stars=int(self.n_stars[i] * (1 - 0.85 * cloud)),
             hfr_px=hfr, fwhm_px=2 * hfr / prof, eccentricity=0.3, profile_ratio=prof,
@@ -410,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real", type=int, default=0, help="seeds of the issue-13 nights (ours vs NINA); 0 = skip")
     ap.add_argument("--noise-seeds", type=int, default=0,
                     help="seeds of the seeing-jitter and cloud nights with --real (default: as --real)")
+    ap.add_argument("--profile-truth", choices=("galsim", "sim"), default="galsim",
+                    help="HFD/FWHM of the simulated nights: measured on GalSim frames (default) or the formula "
+                         "fitted to focuswatch.sim's frames (the grid before policy8)")
     ap.add_argument("--json", action="store_true", help="one JSON object per policy and group")
     ap.add_argument("--hfr-truth", choices=("physical", "moffat"), default="physical",
                     help="HFR growth of the simulated nights: calibrated physical optics (default) or the "
@@ -424,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                               not in ("true", "false")
                                                                               else value.strip() == "true")
 
-    specs = [NightSpec(seed, jit, coef, exp, cloud, args.hours, args.wander_pct, args.hfr_truth)
+    specs = [NightSpec(seed, jit, coef, exp, cloud, args.hours, args.wander_pct, args.hfr_truth,
+                       args.profile_truth)
              for seed in range(args.first_seed, args.first_seed + args.seeds) for jit in (3.0, 6.0, 10.0) for coef in (0.0, 15.0, 30.0)
              for exp in (60.0, 600.0) for cloud in (False, True)]
     names = [p.strip() for p in args.policies.split(",") if p.strip()]

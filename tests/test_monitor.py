@@ -15,6 +15,8 @@ from focuswatch.errors import ConfigError
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord, Monitor, PolicyConfig
 from focuswatch.optics import Rig
 
+import galsim_profile as galsim_profile_table     # tests/: HFD/FWHM measured on GalSim frames
+
 #: 100 mm f/5 refractor, 3.76 um pixels at 500 mm: the CFZ matters against 2" seeing.
 RIG = Rig(aperture_mm=100, focal_length_mm=500, pixel_um=3.76, focuser_step_um=2.0)
 CFZ_UM = optics.cfz_um(5.0, 550.0)          # 67.1 um, L filter
@@ -409,9 +411,12 @@ NIGHT_HFR0_PX = 1.42
 
 
 def jittery_night(n: int, *, cadence_s: float, jitter_pct: float, um_per_min: float = 0.0, seed: int = 0,
-                  profile: bool = True, step_um: tuple[int, float] | None = None):
+                  profile: bool = True, step_um: tuple[int, float] | None = None, galsim_profile: bool = False):
     """Frames of a night: seeing jitter, linear defocus drift (or a step), HFD/FWHM as stars.measure
-    reports it on this rig (1.18 in focus, ~-0.03 at 0.4 CFZ, 0.004 noise). Returns (records, true CFZ)."""
+    reported it on focuswatch.sim's frames of this rig (1.18 in focus, ~-0.03 at 0.4 CFZ, 0.004
+    noise), or with ``galsim_profile`` as it reads it on GalSim frames (tests/galsim_profile.py: flat
+    to ~1 CFZ at 2.8", 0.019 scatter; the same random draws, so the HFR series is identical).
+    Returns (records, true CFZ)."""
     rng = np.random.default_rng(seed)
     out, truth = [], []
     for i in range(n):
@@ -421,7 +426,9 @@ def jittery_night(n: int, *, cadence_s: float, jitter_pct: float, um_per_min: fl
         h0 = NIGHT_HFR0_PX * s
         hfr = optics.hfr_px_for_defocus(d, h0, 5.0, 3.76) * (1.0 + rng.normal(0.0, 0.004))
         x = d / 5.0 / 3.76 / h0
-        prof = 1.18 + 0.025 * (s - 1.0) - 0.03 * x * x / (1.0 + 0.05 * x * x) + rng.normal(0.0, 0.004)
+        z = rng.normal()
+        prof = (galsim_profile_table.profile_ratio(2.8 * s, d / CFZ_UM, z) if galsim_profile
+                else 1.18 + 0.025 * (s - 1.0) - 0.03 * x * x / (1.0 + 0.05 * x * x) + 0.004 * z)
         out.append(FrameRecord(file=f"n{i:04d}.fits", time_s=1.7e9 + i * cadence_s, n_stars=150, hfr_px=hfr,
                                fwhm_px=2 * hfr / prof, eccentricity=0.3, profile_ratio=prof if profile else None,
                                star_flux_adu=5e4, background_adu=800.0, exposure_s=cadence_s - 10.0,
@@ -463,6 +470,36 @@ def test_seeing_jitter_never_fires_and_drift_is_caught_in_the_zone(name, kw, n, 
     assert first is not None, f"{name}: never fired (true defocus reached {max(truth):.2f} CFZ)"
     lo, hi = window
     assert lo <= truth[first] < hi, (name, first, truth[first])
+    assert set(decisions[first].rules) & {"drift", "consecutive"}
+
+
+# JITTER_TABLE's rows that carry a profile, drawn from GalSim-measured HFD/FWHM (policy8)
+_GALSIM_PROFILE_ROWS = [r for r in JITTER_TABLE if r[1].get("profile", True)]
+
+
+@pytest.mark.parametrize("name,kw,n,window", _GALSIM_PROFILE_ROWS, ids=[r[0] for r in _GALSIM_PROFILE_ROWS])
+def test_a_galsim_measured_profile_never_fires_alone_and_never_delays_a_drift(name, kw, n, window):
+    """JITTER_TABLE's nights with the HFD/FWHM that stars.measure reads on GalSim frames of this rig
+    (flat to ~1 CFZ at 2.8", 0.019 frame scatter) instead of the simulator's flattening. Physics
+    gives the profile almost nothing to say below a zone here, so the profile must neither make a
+    request on a night without drift nor hold a drift the HFR alone catches: with the profile the
+    request comes at most one frame later than on the same frames without it. (Measured, seeds of
+    the rows and 100-105: the physical profile curve asks within a frame of HFR alone, up to
+    0.06 CFZ earlier; the Moffat profile
+    curve before policy7 asked 0.1-0.3 CFZ later or never on 13 of 21 drift nights and once at
+    0.15 CFZ, far too early.) JITTER_TABLE's windows (0.5 / 0.75 CFZ) hold only on the simulator's
+    flattening: here the drift rows ask at 0.61, 0.77 and 0.76 CFZ, as HFR alone does."""
+    frames, truth = jittery_night(n, **kw, galsim_profile=True)
+    decisions = run(frames, PolicyConfig(**QUIET), rig=NIGHT_RIG)
+    first = first_refocus(decisions)
+    if window is None:
+        assert first is None, (name, first, decisions[first].reasons if first is not None else None)
+        return
+    hfr_only = first_refocus(run([replace(f, profile_ratio=None) for f in frames], PolicyConfig(**QUIET),
+                                 rig=NIGHT_RIG))
+    assert hfr_only is not None, name
+    assert first is not None and first <= hfr_only + 1, (name, first, hfr_only)
+    assert truth[first] >= window[0], (name, truth[first])
     assert set(decisions[first].rules) & {"drift", "consecutive"}
 
 
