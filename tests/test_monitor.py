@@ -486,7 +486,7 @@ def test_a_galsim_measured_profile_never_fires_alone_and_never_delays_a_drift(na
     request comes at most one frame later than on the same frames without it. (Measured, seeds of
     the rows and 100-105: the physical profile curve asks within a frame of HFR alone, up to
     0.06 CFZ earlier; the Moffat profile
-    curve before policy7 asked 0.1-0.3 CFZ later or never on 13 of 21 drift nights and once at
+    curve before policy7 asked up to 0.3 CFZ later or never on 19 of 21 drift nights and once at
     0.15 CFZ, far too early.) JITTER_TABLE's windows (0.5 / 0.75 CFZ) hold only on the simulator's
     flattening: here the drift rows ask at 0.61, 0.77 and 0.76 CFZ, as HFR alone does."""
     frames, truth = jittery_night(n, **kw, galsim_profile=True)
