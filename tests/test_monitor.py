@@ -979,3 +979,6 @@ def test_a_year_one_capture_time_is_dated_in_the_stuck_clock_note():
     assert "(0001-01-01T00:00:00 UTC, DATE-OBS)" in same_time_note(4, -62135596800.0)
     assert "(2023-11-14T22:13:20 UTC, DATE-OBS)" in same_time_note(4, 1.7e9)
     assert "(nan UTC" in same_time_note(4, float("nan"))
+    # the whole range a datetime holds is dated (year 9999 closed form: 253402300799 s), beyond it the number
+    assert "(9999-12-31T23:59:59 UTC, DATE-OBS)" in same_time_note(4, 253402300799.0)
+    assert "(300000000000.0 UTC" in same_time_note(4, 3e11)

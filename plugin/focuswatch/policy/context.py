@@ -226,9 +226,12 @@ def same_time_note(n_frames: int, time_s: float) -> str:
 
     # epoch + offset, not fromtimestamp: Windows refuses negative times (a .NET program with an
     # unset clock writes year-1 dates, which are before 1970)
-    epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-    when = (epoch + _dt.timedelta(seconds=time_s)).replace(tzinfo=None).isoformat(timespec="seconds") \
-        if math.isfinite(time_s) and -62135596800.0 <= time_s < 2.5e11 else repr(time_s)
+    # (the dates a datetime can hold bound it: year 1 to 9999, not tuned numbers)
+    epoch = _dt.datetime(1970, 1, 1)
+    first_s = (_dt.datetime.min - epoch).total_seconds()
+    last_s = (_dt.datetime.max - epoch).total_seconds()
+    when = (epoch + _dt.timedelta(seconds=time_s)).isoformat(timespec="seconds") \
+        if math.isfinite(time_s) and first_s <= time_s < last_s else repr(time_s)
     return (f"no trend: the last {n_frames} frames all carry the same capture time ({when} UTC, DATE-OBS): "
             "is the capture clock stuck? Rules that need time (drift, trend) cannot judge them")
 
