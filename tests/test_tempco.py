@@ -176,7 +176,7 @@ def test_the_coefficient_is_learnt_from_the_nights_autofocus_runs():
     assert any("+40.0 µm/°C, learnt from 2 autofocus runs" in r for r in d[i].reasons), d[i].reasons
     # runs closer than tempco_learn_span_c (1.5 °C < 3 °C), or no step size: the fixed 1 °C rule
     near = tempco_fit(PolicyState(af_points=(("L", 13.5, 0.0), ("L", 12.0, 60.0))), PolicyConfig(tempco_learn_span_c=3.0))
-    assert near is None or near.refused
+    assert near is not None and near.refused.startswith("its autofocus runs of one filter are only 1.5 °C apart"), near
     close = (_af(13.5), _af(12.0))
     fixed_at = next(j for j, f in enumerate(frames) if 12.0 - f.temp_c >= 1.0 - 1e-9)
     cfg = PolicyConfig(consecutive_frames=0, reference_frames=0, max_interval_min=0)
