@@ -74,6 +74,9 @@ import galsim_profile  # noqa: E402  (tests/: the GalSim-measured HFD/FWHM table
 RIG = Rig(aperture_mm=130.0, focal_length_mm=650.0, pixel_um=3.76, focuser_step_um=2.0)
 F_RATIO, PIXEL_UM = 5.0, 3.76
 CFZ_UM = optics.cfz_um(F_RATIO, 550.0)
+#: HFD/FWHM frame scatter of the ``--profile-truth sim`` formula (stars.measure on focuswatch.sim's
+#: frames); the GalSim truth rescales the same normal draws to its own measured scatter
+SIM_PROFILE_NOISE = 0.004
 SEEING_ARCSEC = 2.8
 HFR_AT_SEEING_PX = 1.417          # stars.measure / sim truth at 2.8" on this rig, in focus
 OVERHEAD_S = 10.0                 # download + dither between exposures
@@ -171,7 +174,7 @@ class TruthNight:
         self.seeing_rel = (self.airmass / self.airmass[0]) ** 0.6 * wander * \
             np.maximum(0.3, 1.0 + rng.normal(0, spec.jitter_pct / 100.0, self.n))
         self.meas = rng.normal(0, 0.004, self.n)
-        self.prof_noise = rng.normal(0, 0.004, self.n)
+        self.prof_noise = rng.normal(0, SIM_PROFILE_NOISE, self.n)
         self.n_stars = rng.integers(140, 160, self.n)
         self.af_error_um = rng.normal(0, 2.0, 64)
         self.cloud = np.zeros(self.n)
@@ -190,7 +193,7 @@ class TruthNight:
             prof = _profile_ratio(defocus_um, h0, s, self.prof_noise[i])
         else:   # the same normal draw, scaled to GalSim's measured scatter
             prof = galsim_profile.profile_ratio(SEEING_ARCSEC * s, abs(defocus_um) / CFZ_UM,
-                                                self.prof_noise[i] / 0.004)
+                                                self.prof_noise[i] / SIM_PROFILE_NOISE)
         return FrameRecord(
             file=f"n{i:04d}.fits", time_s=1.7e9 + i * self.cadence_s, n_stars=int(self.n_stars[i] * (1 - 0.85 * cloud)),
             hfr_px=hfr, fwhm_px=2 * hfr / prof, eccentricity=0.3, profile_ratio=prof,
