@@ -246,9 +246,13 @@ class Journal:
 
     # ------------------------------------------------------------------ frames
     @staticmethod
-    def key_of(path: str | Path) -> tuple[str, int, int]:
-        """(absolute path, size in bytes, modification time in ns) of a file on disk."""
-        p = Path(path).resolve()
+    def key_of(path: str | Path, *, resolved: bool = False) -> tuple[str, int, int]:
+        """(absolute path, size in bytes, modification time in ns) of a file on disk.
+
+        ``resolved``: ``path`` is already resolved by the caller (the watcher's rescan resolves
+        each listed file once; resolving again would lstat every path component a second time,
+        per file, per rescan)."""
+        p = Path(path) if resolved else Path(path).resolve()
         st = p.stat()
         return str(p), int(st.st_size), int(st.st_mtime_ns)
 

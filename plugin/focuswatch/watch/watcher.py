@@ -374,7 +374,7 @@ class Watcher:
             if rp in self._pending or rp in self._held:
                 continue
             try:
-                if Journal.key_of(p) in seen:
+                if Journal.key_of(rp, resolved=True) in seen:
                     continue
             except OSError:
                 continue
