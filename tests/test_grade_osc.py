@@ -196,3 +196,19 @@ def test_debayering_stack_in_a_kept_dir_drops_an_earlier_runs_links_first(tmp_pa
         stack_mod.stack(subs[:2], wd, info=object(), debayer=True)
     assert seen["links"] == ["cfa/light_00001.fits", "cfa/light_00002.fits"]
     assert [p.read_bytes() for p in subs] == before
+
+
+def test_too_few_matrices_in_sirils_log_fall_back_to_random_shifts(caplog):
+    """A matrix lost from Siril's (multi-threaded) log must not count as an unshifted sub:
+    with fewer matrices than moved subs the term assumes random shifts (1/6, the closed form
+    of the bilinear kernel's mean variance), in one log line, and grading carries on."""
+    from types import SimpleNamespace
+
+    half = (1.0, 0.0, 0.5, 0.0, 1.0, 0.5)
+    st = SimpleNamespace(transforms=(half,), n_stacked=4, frame_size_px=(64, 64))
+    with caplog.at_level("WARNING"):
+        assert night._registration_var(st) is None
+    assert len(caplog.records) == 1 and "1 registration matrices read for 3 moved subs" in caplog.text
+    st_all = SimpleNamespace(transforms=(half,) * 3, n_stacked=4, frame_size_px=(64, 64))
+    assert night._registration_var(st_all) == pytest.approx(3 * 0.25 / 4)
+    assert night._registration_var(SimpleNamespace(transforms=(), n_stacked=4, frame_size_px=None)) is None
