@@ -157,6 +157,8 @@ def test_siril_gui_script_for_colour_lights_debayers_and_leaves_the_lights_alone
 
     assert fits.getdata(lights / "focuswatch_grade" / "focuswatch_master.fits").shape[0] == 3
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in lights.glob("*.fits")} == before
+    # and nothing else next to them: everything Siril wrote is in the one sub-folder
+    assert {p.name for p in lights.iterdir()} == set(before) | {"focuswatch_grade"}
 
 
 def test_debayering_stack_in_a_kept_dir_drops_an_earlier_runs_links_first(tmp_path, monkeypatch):
