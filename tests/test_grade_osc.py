@@ -157,3 +157,60 @@ def test_siril_gui_script_for_colour_lights_debayers_and_leaves_the_lights_alone
 
     assert fits.getdata(lights / "focuswatch_grade" / "focuswatch_master.fits").shape[0] == 3
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in lights.glob("*.fits")} == before
+    # and nothing else next to them: everything Siril wrote is in the one sub-folder
+    assert {p.name for p in lights.iterdir()} == set(before) | {"focuswatch_grade"}
+
+
+def test_debayering_stack_in_a_kept_dir_drops_an_earlier_runs_links_first(tmp_path, monkeypatch):
+    """A kept work directory of an earlier mono run holds ``light_NNNNN.fits`` links into the
+    user's subs; Siril's ``convert -debayer -out=..`` writes those very names. By the time
+    Siril runs, no link may be left there (nor a stale one among the staged subs), and the
+    user's subs are byte for byte what they were."""
+    from astropy.io import fits
+
+    import importlib
+
+    from focuswatch.errors import SirilError
+
+    stack_mod = importlib.import_module("focuswatch.siril.stack")  # the module (the package's ``stack`` is the function)
+
+    frames = tmp_path / "lights"
+    frames.mkdir()
+    subs = []
+    for i in range(3):
+        p = frames / f"sub_{i}.fits"
+        fits.PrimaryHDU(np.full((8, 8), i, np.uint16)).writeto(p)
+        subs.append(p)
+    before = [p.read_bytes() for p in subs]
+    wd = tmp_path / "work"
+    (wd / "cfa").mkdir(parents=True)
+    for i, p in enumerate(subs, start=1):  # the earlier mono run's links
+        (wd / f"light_{i:05d}.fits").symlink_to(p)
+    (wd / "cfa" / "light_00009.fits").symlink_to(subs[0])  # an earlier, larger debayering run's
+    seen = {}
+
+    def fake_run_script(commands, workdir, **kw):
+        seen["links"] = sorted(str(p.relative_to(wd)) for p in wd.rglob("light_*.fits") if p.is_symlink())
+        raise SirilError("not run")
+
+    monkeypatch.setattr(stack_mod, "run_script", fake_run_script)
+    with pytest.raises(SirilError):
+        stack_mod.stack(subs[:2], wd, info=object(), debayer=True)
+    assert seen["links"] == ["cfa/light_00001.fits", "cfa/light_00002.fits"]
+    assert [p.read_bytes() for p in subs] == before
+
+
+def test_too_few_matrices_in_sirils_log_fall_back_to_random_shifts(caplog):
+    """A matrix lost from Siril's (multi-threaded) log must not count as an unshifted sub:
+    with fewer matrices than moved subs the term assumes random shifts (1/6, the closed form
+    of the bilinear kernel's mean variance), in one log line, and grading carries on."""
+    from types import SimpleNamespace
+
+    half = (1.0, 0.0, 0.5, 0.0, 1.0, 0.5)
+    st = SimpleNamespace(transforms=(half,), n_stacked=4, frame_size_px=(64, 64))
+    with caplog.at_level("WARNING"):
+        assert night._registration_var(st) is None
+    assert len(caplog.records) == 1 and "1 registration matrices read for 3 moved subs" in caplog.text
+    st_all = SimpleNamespace(transforms=(half,) * 3, n_stacked=4, frame_size_px=(64, 64))
+    assert night._registration_var(st_all) == pytest.approx(3 * 0.25 / 4)
+    assert night._registration_var(SimpleNamespace(transforms=(), n_stacked=4, frame_size_px=None)) is None

@@ -153,6 +153,19 @@ def _measured_as_mosaic(st: Any) -> bool:
         str(n).startswith("one-shot-colour") for n in (getattr(st, "notes", None) or ()))
 
 
+def _registration_var(st: Any) -> float | None:
+    """The registration's variance from the matrices parsed out of Siril's log, or ``None``
+    (random shifts assumed, and the grade says so) when fewer were found than subs were
+    moved: a matrix missing from the log must not count as an unshifted sub. One line in
+    the log, and grading carries on."""
+    moved = int(st.n_stacked) - 1
+    if st.transforms and len(st.transforms) < moved:
+        log.warning("Siril's log: %d registration matrices read for %d moved subs; random sub-pixel shifts "
+                    "assumed for the stacking term", len(st.transforms), moved)
+        return None
+    return grade_registration_var(st.transforms, st.n_stacked, st.frame_size_px)
+
+
 def _own_summary(st: Any) -> dict[str, Any]:
     return {"fwhm_px": st.fwhm_px, "hfr_px": st.hfr_px, "eccentricity": st.eccentricity,
             "roundness": roundness_from_eccentricity(st.eccentricity), "n_stars": st.n_stars,
@@ -249,8 +262,7 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
                              n_stars=own.n_stars or sm.n_stars,
                              noise_adu=own.noise_adu if own.noise_adu is not None else sm.noise_adu,
                              siril_fwhm_px=sm.fwhm_px, stacked=st.debayered,
-                             registration_var_px2=grade_registration_var(st.transforms, st.n_stacked,
-                                                                         st.frame_size_px),
+                             registration_var_px2=_registration_var(st),
                              debayered=st.debayered, config=config)
             results.append(FilterGrade(filt, len(stats), st.n_stacked, left, g, sm.to_dict(), _own_summary(own),
                                        st.to_dict(), st.master_path if keep_dir is not None else None))

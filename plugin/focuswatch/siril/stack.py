@@ -158,6 +158,22 @@ def _frame_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
+def _drop_stale_links(*dirs: Path) -> None:
+    """Unlink the ``light_*.fits`` links an earlier run left in a kept work directory.
+
+    In ``dirs[0]`` (where the subs are staged) a link beyond this run's count would be
+    stacked too; in ``wd`` of a debayering run, Siril's ``convert -out=..`` writes
+    ``light_NNNNN.fits`` where an earlier mono run's links into the user's subs may still
+    be, and a writer that opens the old name writes through the link into the sub.
+    Only links are removed: unlinking a link never touches its target, and a regular
+    file is never deleted here.
+    """
+    for d in dirs:
+        for p in d.glob("light_*.fits"):
+            if p.is_symlink():
+                p.unlink()
+
+
 def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str], *,
           info: SirilInfo | None = None, timeout_s: float = 1800.0, sigma_low: float = 3.0,
           sigma_high: float = 3.0, debayer: bool = False) -> StackResult:
@@ -187,6 +203,7 @@ def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str
     wd.mkdir(parents=True, exist_ok=True)
     stage_dir = wd / "cfa" if debayer else wd
     stage_dir.mkdir(parents=True, exist_ok=True)
+    _drop_stale_links(stage_dir, *((wd,) if debayer else ()))
     for i, src in enumerate(subs, start=1):
         _stage(src, stage_dir / f"light_{i:05d}.fits")
     convert = ["cd cfa", "convert light -debayer -out=..", "cd .."] if debayer else []
