@@ -1349,3 +1349,45 @@ def test_watch_command_restarted_on_a_garbled_journal_row_exits_1_at_the_end(tmp
     assert [Path(r["file"]).name for r in rows if r["kind"] == "decision"] == ["b.fits"]
     assert rows[-1]["summary"]["n_frames"] == 1
     assert _raw_rows(jpath)["frames"][:2] == before["frames"]
+
+
+def test_a_policy_failure_or_an_unwritable_journal_row_costs_one_frame_not_the_night(tmp_path, base_frame, caplog):
+    """One odd record the refocus policy trips over, and a journal that refuses one row (locked past
+    its timeout, disk full): each is one line naming the frame, and the frames after it are still
+    measured, judged and journaled. Before, either exception left the watcher's poll and ended the
+    night. The policy's failure is that frame's error row; the unwritten row is counted for the exit."""
+    from focuswatch.errors import JournalError
+
+    night = tmp_path / "night"
+    night.mkdir()
+    with watching(night, tmp_path) as w:
+        observe, record_frame = w.monitor.observe, w.journal.record_frame
+
+        def odd_observe(record, **kw):
+            if record.file.endswith("f1.fits"):
+                raise ZeroDivisionError("float division by zero")
+            return observe(record, **kw)
+
+        def locked_record(key, **kw):
+            if str(key[0]).endswith("f2.fits"):
+                raise JournalError("database is locked")
+            return record_frame(key, **kw)
+
+        w.monitor.observe, w.journal.record_frame = odd_observe, locked_record
+        with caplog.at_level(logging.WARNING, logger="focuswatch.watch"):
+            for i in range(4):
+                (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i))
+                time.sleep(0.05)
+            out = pump(w, lambda o: len(o) >= 4)
+        by_name = {o.path.name: o for o in out}
+        assert by_name["f1.fits"].status == "error" and "refocus policy could not judge it" in by_name["f1.fits"].error
+        assert {by_name[n].status for n in ("f0.fits", "f2.fits", "f3.fits")} == {"measured"}
+        assert by_name["f3.fits"].decision is not None
+        policy_lines = [r.getMessage() for r in caplog.records if "refocus policy" in r.getMessage()]
+        journal_lines = [r.getMessage() for r in caplog.records if "not recorded in the journal" in r.getMessage()]
+        assert len(policy_lines) == 1 and "f1.fits" in policy_lines[0] and "Traceback" not in policy_lines[0]
+        assert len(journal_lines) == 1 and "f2.fits" in journal_lines[0]
+        assert w.journal_unwritten == 1 and w.n_errors == 2
+        w.journal.record_frame = record_frame
+        rows = {Path(p).name: s for p, s in w.journal._exec("SELECT path, status FROM frames").fetchall()}
+    assert rows == {"f0.fits": "measured", "f1.fits": "error", "f3.fits": "measured"}

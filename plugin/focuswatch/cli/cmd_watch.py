@@ -209,9 +209,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if w.journal_problems:  # each was one line at the start; the watch carried on without them
         error_line(f"{len(w.journal_problems)} row(s) of {journal_path} could not be read back at the start "
                    "(left in the journal as they are)")
+    if w.journal_unwritten:  # each was one line when it happened; decisions and triggers went on
+        error_line(f"{w.journal_unwritten} row(s) could not be written to {journal_path}")
     if bad:  # each was one line when it arrived; the watch carried on
         error_line(f"{len(bad)} frame(s) could not be measured while watching {args.folder}")
-    return EXIT_FAIL if bad or w.journal_problems else EXIT_OK
+    return EXIT_FAIL if bad or w.journal_problems or w.journal_unwritten else EXIT_OK
 
 
 # --------------------------------------------------------------------------- remote mode (focuswatch.watch.remote)

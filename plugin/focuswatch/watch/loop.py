@@ -500,7 +500,12 @@ class NightSession:
             return None
         except FrameError as exc:
             return self.error(path, exc, key=key)
-        decision = self.monitor.observe(record, rig=rig)
+        try:
+            decision = self.monitor.observe(record, rig=rig)
+        except Exception as exc:  # noqa: BLE001 - a policy bug on one odd record is this frame's, not the night's
+            log.debug("%s: the refocus policy failed on this frame", path, exc_info=True)  # --debug only
+            return self.error(path, FrameError(path, f"the refocus policy could not judge it "
+                                                     f"({type(exc).__name__}: {exc})"), key=key)
         self.sink.record_frame(key, time_s=record.time_s, status="measured", record=record, stats=stats_d,
                                decision=decision)
         self.decisions.append(decision)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from focuswatch.errors import StateFileError
+from focuswatch.errors import JournalError, StateFileError
 from focuswatch.policy import AutofocusMark, Decision, FrameRecord
 from focuswatch.watch.loop import NightSink, Processed
 
@@ -31,12 +31,27 @@ class _WatcherSink(NightSink):
     def record_frame(self, key: Any, **kw: Any) -> None:
         if key is None:
             return
-        _, did = self.w.journal.record_frame(key, **kw)
+        try:
+            _, did = self.w.journal.record_frame(key, **kw)
+        except JournalError as exc:  # locked past its timeout, disk full: one line, the night goes on
+            self._journal_failed(f"frame {key[0]}", exc)
+            return
         if kw.get("decision") is not None:
             self.w._last_decision_id = did
 
     def record_autofocus(self, key: str, mark: AutofocusMark) -> None:
-        self.w.journal.record_autofocus(key, mark)
+        try:
+            self.w.journal.record_autofocus(key, mark)
+        except JournalError as exc:
+            self._journal_failed(f"autofocus {key}", exc)
+
+    def _journal_failed(self, what: str, exc: JournalError) -> None:
+        """A journal row that could not be written: said in one line and counted (``watch`` exits 1
+        at the end); the decision, the state file and the triggers still go ahead. The row is
+        lost from the journal only, and the line says which."""
+        log.error("%s: not recorded in the journal (%s); watching goes on", what, exc)
+        self.w.n_errors += 1
+        self.w.journal_unwritten += 1
 
     def counted_autofocus(self, mark: AutofocusMark, event: Any) -> None:
         from focuswatch.io import statefile

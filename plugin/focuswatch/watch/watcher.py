@@ -231,6 +231,7 @@ class Watcher:
         self._last_decision_id: int | None = None
         self.n_errors = 0
         self.journal_problems: list[str] = []  # journal rows the start could not read back (one line each)
+        self.journal_unwritten = 0  # journal rows that could not be written (one line each, the night went on)
         # the night itself: the one loop ``replay`` runs too; this watcher feeds it and is its sink
         self._sink = _WatcherSink(self)   # journal, state file, triggers
         self.session = NightSession(Monitor(self.policy, self.config.rig), self.config, watch=wc,
