@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from focuswatch import calibration
+from focuswatch import calibration, optics
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.stars import moffat_fwhm
 # stars.measure's own pixel-width correction of the FWHM (8 ln2/12 px^2), so the two cannot drift
@@ -361,8 +361,9 @@ class StackedFit:
     n_stars: int
 
 
-#: Defocus (waves, peak W020) of one critical focus zone: 4.88 lambda N^2 / (8 N^2).
-WAVES_PER_CFZ = 4.88 / 8.0
+#: Defocus (waves, peak W020 = Delta / (8 N^2 lambda)) of one critical focus zone: the CFZ of
+#: :func:`focuswatch.optics.cfz_um` at N = 1, lambda = 1 um, over 8 (0.61).
+WAVES_PER_CFZ = optics.cfz_um(1.0, 1000.0) / 8.0
 
 
 def _seeing_mtf(nu_px: np.ndarray, fwhm_px: np.ndarray, l0_over_r0: float) -> np.ndarray:
