@@ -21,7 +21,7 @@ from focuswatch import optics
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
-from focuswatch.diagnose.halo import halo_excess
+from focuswatch.diagnose.halo import halo_excess, lambda_n_px
 from focuswatch.diagnose.profile import (KOLMOGOROV_HLR_PER_FWHM, StackedFit, blur_from_profile,
                                         fit_stacked_profile, stacked_profile, wing_ratio_px)
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
@@ -404,7 +404,9 @@ def _stack_fit(stats: Any, t: np.ndarray, pixels: np.ndarray | None, scale_px: i
     stack = stacked_profile(pixels, t["x"], t["y"], np.asarray(t["snr"], float), float(hfr), config)
     if stack is None:
         return None
-    ln_px = rig.wavelength_nm / 1000.0 * rig.f_ratio / rig.effective_pixel_um
+    ln_px = lambda_n_px(rig)
+    if ln_px is None:
+        return None
     return fit_stacked_profile(stack, ln_px, float(rig.obstruction or 0.0), float(hfr), config)
 
 
@@ -415,8 +417,7 @@ def _defocus(hfr_px: float, wing_ratio: float | None, profile_ratio: float | Non
     obstruction = rig.obstruction or 0.0
     out: dict[str, Any] = {}
     if wing_ratio is not None or profile_ratio is not None:
-        ln_px = (rig.wavelength_nm / 1000.0 * rig.f_ratio / rig.effective_pixel_um
-                 if (rig.f_ratio and rig.effective_pixel_um) else None)
+        ln_px = lambda_n_px(rig)
         if 2.0 * hfr_px > config.family_s_max_hfd_px:
             ln_px = None  # the rig-aware family prior only where the measurement model holds
         fit = blur_from_profile(hfr_px, wing_ratio, profile_ratio,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from focuswatch import calibration
+from focuswatch import calibration, optics
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.stars import moffat_fwhm
 # stars.measure's own pixel-width correction of the FWHM (8 ln2/12 px^2), so the two cannot drift
@@ -360,8 +361,9 @@ class StackedFit:
     n_stars: int
 
 
-#: Defocus (waves, peak W020) of one critical focus zone: 4.88 lambda N^2 / (8 N^2).
-WAVES_PER_CFZ = 4.88 / 8.0
+#: Defocus (waves, peak W020 = Delta / (8 N^2 lambda)) of one critical focus zone: the CFZ of
+#: :func:`focuswatch.optics.cfz_um` at N = 1, lambda = 1 um, over 8 (0.61).
+WAVES_PER_CFZ = optics.cfz_um(1.0, 1000.0) / 8.0
 
 
 def _seeing_mtf(nu_px: np.ndarray, fwhm_px: np.ndarray, l0_over_r0: float) -> np.ndarray:
@@ -383,6 +385,20 @@ def _pixel_mtf(nu_px: np.ndarray, n_angles: int = 65) -> np.ndarray:
     """Azimuthal mean of the square pixel's MTF (the radial average of a pixel-sampled PSF)."""
     th = np.linspace(0.0, math.pi / 2.0, n_angles)
     return np.mean(np.sinc(nu_px[:, None] * np.cos(th)) * np.sinc(nu_px[:, None] * np.sin(th)), axis=1)
+
+
+@lru_cache(maxsize=16)
+def _rig_otf(lambda_n_px: float, obstruction: float, n_frequencies: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(nu, otf)``: the frequency grid (cycles / px, to the pupil's cutoff) and the defocused
+    pupil's OTF times the pixel's MTF on it (rows: the tabulated defocus). They depend on the rig
+    alone, so they are made once per rig, not once per frame (read-only: shared by every call)."""
+    t, _, otf_w = calibration.pupil_otf(obstruction)
+    nu = np.linspace(0.0, 1.0 / lambda_n_px, n_frequencies)
+    pupil = np.array([np.interp(nu * lambda_n_px, t, row) for row in otf_w])  # W x nu
+    otf = pupil * _pixel_mtf(nu)
+    nu.flags.writeable = False
+    otf.flags.writeable = False
+    return nu, otf
 
 
 def fit_stacked_profile(stack: StackedProfile, lambda_n_px: float, obstruction: float, hfr_px: float,
@@ -407,13 +423,12 @@ def fit_stacked_profile(stack: StackedProfile, lambda_n_px: float, obstruction: 
     r, y, se = stack.r_px[ok], stack.flux[ok], stack.sem[ok]
     if len(r) < 8:
         return None
-    t, w_waves, otf_w = calibration.pupil_otf(obstruction)
-    nu = np.linspace(0.0, 1.0 / lambda_n_px, c.stack_n_frequencies)  # cycles / px, to the cutoff
+    w_waves = calibration.pupil_otf(obstruction)[1]
+    nu, rig_otf = _rig_otf(float(lambda_n_px), float(obstruction), int(c.stack_n_frequencies))
     dnu = nu[1] - nu[0]
-    pupil = np.array([np.interp(nu * lambda_n_px, t, row) for row in otf_w])  # W x nu
     seeings = hfr_px * np.geomspace(c.stack_seeing_hfr_band[0], c.stack_seeing_hfr_band[1], c.stack_n_seeing)
     atm = np.array([_seeing_mtf(nu, seeings, l0) for l0 in c.stack_l0_over_r0])  # family x seeing x nu
-    mtf = atm[:, :, None, :] * (pupil * _pixel_mtf(nu))[None, None, :, :]
+    mtf = atm[:, :, None, :] * rig_otf[None, None, :, :]
     hankel = 2.0 * math.pi * j0(2.0 * math.pi * nu[:, None] * r[None, :]) * nu[:, None] * dnu
     hankel[0] *= 0.5
     hankel[-1] *= 0.5
