@@ -44,6 +44,33 @@ def test_seeing_profile_matches_galsim(kind):
     assert po.encircled_radius(img, samp) == pytest.approx(ref.half_light_radius, rel=0.02)
 
 
+@pytest.mark.parametrize("l0_over_r0", [None, 50.0, 120.0, 300.0])
+def test_the_one_seeing_mtf_is_galsims_with_the_rounded_structure_constant(l0_over_r0):
+    """optics.seeing_mtf (the renderer draws with it, diagnose.profile fits with it) against
+    GalSim's Kolmogorov / VonKarman transfer functions at the same FWHM / r0: -ln MTF is GalSim's
+    times 3.44 / 3.44194 (our 6.88 against the exact 2 (24/5 Gamma(6/5))^(5/6)), the same at every
+    frequency. A FWHM factor off by 4e-5 (0.9759, 0.976 for 0.975865) moves the ratio by 6e-5."""
+    from focuswatch import optics
+    from focuswatch.diagnose import profile
+
+    assert po.seeing_mtf is optics.seeing_mtf and not hasattr(profile, "_seeing_mtf")
+    nu = np.linspace(0.05, 1.2, 24)  # cycles per arcsec, FWHM 1"
+    exact = 2.0 * (24.0 / 5.0 * math.gamma(6.0 / 5.0)) ** (5.0 / 6.0) / 2.0
+    if l0_over_r0 is None:
+        ref = galsim.Kolmogorov(fwhm=1.0)
+    else:
+        r0_m = optics.KOLMOGOROV_FWHM_FACTOR * 550e-9 * po.ARCSEC_PER_RAD
+        ref = galsim.VonKarman(lam=550.0, r0=r0_m, L0=l0_over_r0 * r0_m)
+    truth = np.array([ref.kValue(2.0 * math.pi * v, 0.0).real for v in nu])
+    ratio = np.log(optics.seeing_mtf(nu, 1.0, l0_over_r0)) / np.log(truth)
+    assert ratio == pytest.approx(3.44 / exact, abs=2e-5)
+    # broadcasting (the fit's rows of seeings x frequencies) is the scalar call row by row
+    fwhm = np.array([0.7, 1.3, 2.9])
+    rows = optics.seeing_mtf(nu[None, :], fwhm[:, None], l0_over_r0)
+    for f, row in zip(fwhm, rows):
+        np.testing.assert_array_equal(row, optics.seeing_mtf(nu, float(f), l0_over_r0))
+
+
 @pytest.mark.parametrize("waves", [0.7, 2.0])
 def test_defocused_psf_matches_galsim_optical_psf(waves):
     """Obstructed pupil with four spider vanes, defocused: half-light radius against GalSim.

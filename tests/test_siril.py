@@ -95,6 +95,36 @@ def test_parse_stat_by_key_name_with_avgdev_optional(line, avg_dev, bgnoise):
     assert siril.parse_bgnoise([line]) == (pytest.approx(bgnoise) if bgnoise is not None else None)
 
 
+def test_registration_matrices_are_keyed_by_image_in_a_real_interleaved_two_thread_log():
+    """A real Siril 1.0.6 log of 40 frames registered on 2 threads in which image 22's matrix was
+    cut in two by image 3's lines (tests/data/siril/PROVENANCE.txt). The old parser took the next
+    three number rows after each header: it lost image 3's matrix (38 of 39) and would have mixed
+    rows. Truth: the shift each frame was rendered with, not anything focuswatch computed."""
+    import gzip
+    import json
+
+    from focuswatch.siril.run import _clean_lines
+
+    data = Path(__file__).parent / "data" / "siril"
+    text = gzip.decompress((data / "register_2threads_siril1.0.6.log.gz").read_bytes()).decode()
+    truth = json.loads((data / "register_2threads_truth.json").read_text())["shift_px"]
+    lines = _clean_lines(text)
+    assert sum("Transformation Matrix" in line for line in lines) == 39
+    assert len(siril.parse_transforms(lines)) == 39          # the old parser: 38
+    by_image = siril.parse_transforms_by_image(lines)
+    assert sorted(by_image) == list(range(2, 41))           # every image but the reference, once
+    for n, (a, b, c, d, e, f) in by_image.items():
+        dx, dy = truth[n - 1]
+        assert -c == pytest.approx(dx, abs=0.1) and f == pytest.approx(dy, abs=0.1), n   # y runs bottom-up
+        assert a == pytest.approx(1.0, abs=0.01) and e == pytest.approx(1.0, abs=0.01)
+    assert siril.parse_transforms(lines) == tuple(by_image[n] for n in range(2, 41))
+    # a matrix whose third row is another matrix's first is left out, never mixed
+    cut = [line for line in lines]
+    k = next(i for i, line in enumerate(cut) if "Transformation Matrix" in line)
+    assert siril.parse_transforms_by_image(cut[:k + 3] + cut[k + 4:]).keys() == set(by_image) - {
+        next(n for n, m in by_image.items() if m[2] == float(cut[k + 1].split()[2]))}
+
+
 def test_missing_siril_names_what_to_install(tmp_path):
     with pytest.raises(SirilError) as err:
         siril.find_siril(tmp_path / "no-such-siril-cli")

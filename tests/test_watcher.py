@@ -285,6 +285,66 @@ def test_a_frame_whose_file_event_was_lost_is_found_by_the_rescan(tmp_path, base
     assert [p.status for p in out if p.path.name == "lost.fits"] == ["measured"]
 
 
+def test_one_entry_that_cannot_be_looked_at_costs_one_line_at_the_start_not_the_watcher(tmp_path, base_frame,
+                                                                                       monkeypatch, caplog):
+    """The first listing at the start had no per-entry guard: a symlink whose target's name is too
+    long (``stat`` -> ENAMETOOLONG, which ``Path.is_file`` passes on, as it does EACCES) ended the
+    start with an OSError; a broken link and a link loop were skipped without a word. Real files
+    and links in a real folder; one file is deleted between the listing and its ``stat``."""
+    import errno
+
+    from focuswatch.watch import watcher as watcher_mod
+
+    night = tmp_path / "night"
+    night.mkdir()
+    for i in range(2):
+        (night / f"f{i}.fits").write_bytes(fits_for(base_frame, i))
+    (night / "gone.fits").write_bytes(fits_for(base_frame, 2))
+    (night / "long.fits").symlink_to("x" * 300 + ".fits")     # no such name can exist: ENAMETOOLONG
+    with pytest.raises(OSError) as too_long:
+        (night / "long.fits").stat()
+    assert too_long.value.errno == errno.ENAMETOOLONG
+    (night / "broken.fits").symlink_to(night / "later.fits")   # its target is not there (yet)
+    (night / "loop.fits").symlink_to(night / "loop.fits")
+    listing = watcher_mod.list_frames
+
+    def listed_then_one_deleted(folder, recursive):
+        out = listing(folder, recursive)
+        if (night / "gone.fits").exists():                       # deleted after it was listed
+            (night / "gone.fits").unlink()
+        return out
+
+    monkeypatch.setattr(watcher_mod, "list_frames", listed_then_one_deleted)
+    bad = {"long.fits", "broken.fits", "loop.fits"}
+    rows = []
+    caplog.set_level(logging.INFO, logger="focuswatch")
+    with watching(night, tmp_path, rescan_interval_s=0.05, on_processed=rows.append) as w:
+        assert w.started                                          # before: OSError out of start()
+        out = pump(w, lambda o: sum(p.status == "measured" for p in o) == 2)
+        (night / "later.fits").write_bytes(fits_for(base_frame, 3))   # the broken link's target arrives
+        out += pump(w, lambda o: any(p.path.name in ("broken.fits", "later.fits") for p in o
+                                     if p.status == "measured"))
+        for _ in range(5):                                        # more rescans: no bad entry named again
+            time.sleep(0.06)
+            out += w.process_pending()
+        errors = [r for r in rows if r.status == "error"]
+        assert sorted(r.path.name for r in errors) == sorted(bad)   # each once, every rescan since
+        for r in errors:
+            assert r.path.name in r.error and "\n" not in r.error
+        by = {r.path.name: r.error for r in errors}
+        assert "too long" in by["long.fits"] and "broken symbolic link" in by["broken.fits"]
+        assert "symbolic link loop" in by["loop.fits"]
+        assert w.n_errors == 3
+        measured = sorted(p.path.name for p in out if p.status == "measured")
+        assert measured[:2] == ["f0.fits", "f1.fits"] and len(measured) == 3   # + the link or its target
+    gone = [r.getMessage() for r in caplog.records if "gone.fits" in r.getMessage()]
+    assert len(gone) == 1 and "deleted before it could be read" in gone[0]
+    rows_, _ = replay(night, config=Config(rig=Rig(aperture_mm=200)), policy=QUIET, diagnose=False)
+    replayed = {r.path.name: r.status for r in rows_}
+    assert replayed["long.fits"] == replayed["loop.fits"] == "error"   # the listing names them too
+    assert replayed["f0.fits"] == replayed["f1.fits"] == "measured"
+
+
 # --------------------------------------------------------------------------- issue 9/10: readiness without sleeping
 
 from focuswatch.errors import ConfigError, FrameError, FrameIncomplete  # noqa: E402

@@ -29,6 +29,16 @@ from focuswatch.model.records import Record
 #: the one copy: the Fourier-optics renderer and the donut fit read it from here).
 KOLMOGOROV_FWHM_FACTOR = 0.975865
 
+#: The Kolmogorov phase structure function ``D(r) = 6.88 (r / r0)^(5/3)``, halved: the
+#: long-exposure MTF is ``exp(-D / 2)``. Kept at 6.88 / 2 (the exact 2 (24/5 Gamma(6/5))^(5/6) / 2
+#: is 3.44194), as the calibration tables were made with it: with 3.44 the PSF's FWHM is
+#: 0.97553 lambda / r0 instead of 0.97586, 0.03 % narrower than KOLMOGOROV_FWHM_FACTOR says.
+KOLMOGOROV_HALF_STRUCTURE = 3.44
+
+#: von Karman: ``D(r) = VON_KARMAN_STRUCTURE (L0/r0)^(5/3) [1 - x^(5/6) K_5/6(x) / (2^(-1/6)
+#: Gamma(5/6))]``, ``x = 2 pi r / L0``; it tends to 6.88 (r / r0)^(5/3) as L0 grows.
+VON_KARMAN_STRUCTURE = 0.17253
+
 #: Common imaging wavelengths (nm) with the filter they stand for.
 COMMON_WAVELENGTHS_NM: dict[str, float] = {
     "blue 450": 450.0,
@@ -332,6 +342,32 @@ def hfr_px_for_defocus(defocus_um: float, hfr0_px: float, f_ratio: float, pixel_
         return hfr_px_for_blur(blur_diameter_um(defocus_um, f_ratio) / pixel_um - blur_last, h_last, obstruction,
                                None)
     return float(np.interp(wv, w, g)) / g[0] * hfr0_px
+
+
+def seeing_mtf(nu: Any, fwhm: Any, outer_scale_over_r0: float | None = None) -> np.ndarray:
+    """Long-exposure atmospheric MTF at spatial frequency ``nu`` for a seeing FWHM ``fwhm``
+    (any one length unit: cycles per px with a FWHM in px, cycles per um with um, ...).
+
+    Kolmogorov (``outer_scale_over_r0`` None or 0): ``exp(-3.44 (nu lambda / r0)^(5/3))`` with
+    ``lambda / r0 = fwhm / KOLMOGOROV_FWHM_FACTOR``. With ``outer_scale_over_r0`` (L0 / r0) the
+    von Karman structure function with the same r0, so its FWHM is narrower than ``fwhm``.
+    ``nu`` and ``fwhm`` broadcast (one copy for the Fourier-optics renderer, which draws with it,
+    and the stacked-profile fit of the diagnosis, which fits with it: rows of FWHMs x frequencies).
+
+    >>> [round(float(v), 4) for v in seeing_mtf(np.array([0.0, 0.5, 1.0]), 1.0)]
+    [1.0, 0.3235, 0.0278]
+    """
+    r_over_r0 = np.abs(nu) * fwhm / KOLMOGOROV_FWHM_FACTOR
+    if not outer_scale_over_r0:
+        return np.exp(-KOLMOGOROV_HALF_STRUCTURE * r_over_r0 ** (5.0 / 3.0))
+    from scipy.special import gamma, kv
+
+    l0 = float(outer_scale_over_r0)
+    x = 2.0 * math.pi * r_over_r0 / l0
+    xs = np.where(x > 1e-12, x, 1e-12)
+    k = 1.0 / (2.0 ** (-1.0 / 6.0) * gamma(5.0 / 6.0))  # 0.99440: D -> 6.88 (r/r0)^(5/3) as L0 -> inf
+    d = VON_KARMAN_STRUCTURE * l0 ** (5.0 / 3.0) * (1.0 - k * xs ** (5.0 / 6.0) * kv(5.0 / 6.0, xs))
+    return np.exp(-0.5 * np.where(x > 1e-12, d, 0.0))
 
 
 def sampling_verdict(seeing_px: float) -> str:

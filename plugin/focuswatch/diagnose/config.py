@@ -148,6 +148,38 @@ class DiagnoseConfig(Record):
     #: on each side of a boundary changing by more than 1 / ``cloud_fraction`` (a field that
     #: would read as clouds against the other) and not coming back is a field change.
     night_field_step_frames: int = 3
+    #: The night's count-size line (clouds told from poor seeing, nightstory's
+    #: ``_seeing_aware_count_residual``): a field's count of stars above the detection limit falls
+    #: with the star size as ``N ~ FWHM^slope``. Fitted only with this many frames with stars and a
+    #: size (fewer: the plain count decides): a line through 3 leaves one frame to judge.
+    night_count_min_frames: int = 4
+    #: ... and with a spread of log HFR (max - min) of at least this: 0.05 is a 5 % range of sizes,
+    #: a few times the frames' own size noise (1-2 %), under which the slope is that noise.
+    night_count_min_log_hfr_spread: float = 0.05
+    #: ... its slope kept in this band: size never adds stars (<= 0); the detection limit in flux
+    #: grows as FWHM^2, so with cumulative counts ``N(<m) ~ 10^(a m)`` the slope is -5a, and a = 0.6
+    #: (stars spread evenly in space, the steepest counts a field gets) gives -3: -4 leaves room
+    #: for noise without letting a few clouded frames tilt the line past any sky.
+    night_count_slope_band: tuple[float, float] = (-4.0, 0.0)
+    #: ... refitted without the frames short of it by more than ``cloud_fraction`` at most this many
+    #: times (the kept frames stop changing sooner on the tests' GalSim nights), and given up when
+    #: fewer than ``night_count_min_clear_frames`` frames are left to draw it through.
+    night_count_passes: int = 3
+    night_count_min_clear_frames: int = 3
+    #: The clear level of a field and filter (its star count, its stars' flux, and the top of the
+    #: count-size residuals): this percentile of its frames. Clouds only dim, so the level is taken
+    #: near the top, not at the median (which a night half under clouds pulls down) nor at the
+    #: maximum (one frame's noise).
+    night_clear_percentile: float = 80.0
+    #: A frame short of the clear count by more than ``cloud_fraction`` is clouds when at most this
+    #: share of the shortfall (in log count, i.e. magnitudes) is explained by its star size (the
+    #: count-size line); short of what its size predicts, it is clouds whatever its count.
+    night_count_size_share: float = 0.5
+    #: A focus segment's in-focus HFR (the size its growth is read from): this percentile of its
+    #: frames' HFR (one small frame's seeing does not set it) ...
+    night_infocus_hfr_percentile: float = 10.0
+    #: ... from this many frames on; with fewer, its smallest HFR.
+    night_infocus_percentile_min_frames: int = 4
     #: Seeing families of the profile inversion (generated data): Moffat cross-check rows
     #: are used within this beta range and pay this chi^2 against the physical (Kolmogorov)
     #: rows; a broader wing than beta 2.5 allows is a halo, not seeing.
@@ -300,6 +332,11 @@ class DiagnoseConfig(Record):
         "night_size_refute_blur_ratio": (0.05, 100.0), "night_drift_min_t": (0.0, 100.0),
         "night_field_change_fov_fraction": (0.0, 100.0), "night_field_change_deg": (0.0, 180.0),
         "night_field_step_frames": (1, 1000),
+        "night_count_min_frames": (3, 1000), "night_count_min_log_hfr_spread": (0.0, 10.0),
+        "night_count_slope_band": (-20.0, 0.0), "night_count_passes": (1, 100),
+        "night_count_min_clear_frames": (2, 1000), "night_clear_percentile": (0.0, 100.0),
+        "night_count_size_share": (0.0, 1.0), "night_infocus_hfr_percentile": (0.0, 100.0),
+        "night_infocus_percentile_min_frames": (1, 1000),
         "seeing_beta_min": (1.1, 20.0), "seeing_beta_max": (1.1, 50.0), "moffat_prior_chi2": (0.0, 100.0),
         "plausible_delta_chi2": (0.0, 100.0),
         "family_s_width": (1.01, 100.0), "geometric_family_s": (1.0, 1000.0),

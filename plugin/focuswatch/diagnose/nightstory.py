@@ -206,38 +206,41 @@ def _size_drift_fit(segments: Sequence[tuple[np.ndarray, np.ndarray]], um_per_bl
     return rate, (float(np.sqrt(cov[0, 0])) if cov[0, 0] > 0 else None)
 
 
-def _seeing_aware_count_residual(nall: np.ndarray, hfr: np.ndarray, cloud_fraction: float) -> np.ndarray | None:
+def _seeing_aware_count_residual(nall: np.ndarray, hfr: np.ndarray, config: DiagnoseConfig) -> np.ndarray | None:
     """log star count minus what the frame's star size predicts, for the night's clear frames.
 
     In a real field the count of stars above the detection limit is a power law of their
     peak brightness, so it falls with the star size (N ~ FWHM^-a): a frame in 4" seeing shows
     half the stars of a 2" frame under the same clear sky. Clouds dim every star whatever the
-    seeing. The night's own log N against log HFR (slope clipped to [-4, 0]: size never adds
-    stars) is fitted, the frames falling short of it by more than ``cloud_fraction`` are left
-    out and the fit repeated, so the clouds do not pull the line down. ``None`` when fewer than
-    four frames have stars and a size, or their sizes do not spread (the plain count then decides).
+    seeing. The night's own log N against log HFR (slope within ``night_count_slope_band``: size
+    never adds stars) is fitted, the frames falling short of it by more than ``cloud_fraction``
+    are left out and the fit repeated, so the clouds do not pull the line down. ``None`` when
+    fewer than ``night_count_min_frames`` frames have stars and a size, or their sizes do not
+    spread (the plain count then decides). The constants: :class:`DiagnoseConfig` ``night_count_*``.
     """
+    c = config
     ok = (nall > 0) & np.isfinite(hfr) & (hfr > 0)
-    if ok.sum() < 4:
+    if ok.sum() < c.night_count_min_frames:
         return None
     x, y = np.log(hfr), np.log(np.maximum(nall, 1.0))
-    if float(np.ptp(x[ok])) < 0.05:
+    if float(np.ptp(x[ok])) < c.night_count_min_log_hfr_spread:
         return None
     keep = ok.copy()
     resid = np.zeros_like(x)
-    for _ in range(3):
-        if keep.sum() < 3:
+    lo, hi = c.night_count_slope_band
+    for _ in range(c.night_count_passes):
+        if keep.sum() < c.night_count_min_clear_frames:
             return None
         xm, ym = x[keep].mean(), y[keep].mean()
-        b = float(np.clip(pooled_line_fit([(x[keep], y[keep])])[0] or 0.0, -4.0, 0.0))
+        b = float(np.clip(pooled_line_fit([(x[keep], y[keep])])[0] or 0.0, lo, hi))
         a = ym - b * xm
         resid = y - (a + b * x)
-        top = float(np.percentile(resid[keep], 80))
-        new = ok & (resid >= top + np.log(cloud_fraction))
+        top = float(np.percentile(resid[keep], c.night_clear_percentile))
+        new = ok & (resid >= top + np.log(c.cloud_fraction))
         if np.array_equal(new, keep):
             break
         keep = new
-    top = float(np.percentile(resid[keep], 80))
+    top = float(np.percentile(resid[keep], c.night_clear_percentile))
     out = resid - top
     out[~ok] = np.nan
     return out
@@ -351,7 +354,7 @@ def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
 
 
 def _cloud_flags(nall: np.ndarray, nsat: np.ndarray, flux: np.ndarray, hfr: np.ndarray,
-                 cloud_fraction: float) -> np.ndarray:
+                 config: DiagnoseConfig) -> np.ndarray:
     """Frames of one field and filter under clouds: star count or flux well below the group's
     typical (upper) level. Saturated stars are stars the clouds let through. Clouds only dim: a
     frame holding more stars, or more saturated ones, than the group's median is not under clouds,
@@ -360,20 +363,22 @@ def _cloud_flags(nall: np.ndarray, nsat: np.ndarray, flux: np.ndarray, hfr: np.n
     n = len(nall)
     if not n:
         return np.zeros(0, bool)
-    ref_n = float(np.percentile(nall, 80))
-    ref_f = float(np.nanpercentile(flux, 80)) if np.isfinite(flux).any() else np.nan
+    cloud_fraction, clear_pct = config.cloud_fraction, config.night_clear_percentile
+    ref_n = float(np.percentile(nall, clear_pct))
+    ref_f = float(np.nanpercentile(flux, clear_pct)) if np.isfinite(flux).any() else np.nan
     more = (nall > np.median(nall)) | (nsat > np.median(nsat))
     few = nall < cloud_fraction * ref_n
     # ... and the count the frame's seeing leaves: in poor seeing the faint stars drop below the
     # detection limit as under a cloud, so the count is judged against the count-size line
     # (cloud_fraction 0: no frame is called clouds, and the line is not fitted: its cut is log 0)
-    count_resid = _seeing_aware_count_residual(nall, hfr, cloud_fraction) if cloud_fraction > 0 else None
+    count_resid = _seeing_aware_count_residual(nall, hfr, config) if cloud_fraction > 0 else None
     if count_resid is not None:
-        # called clouds: short of the level with at most half of that shortfall (in magnitudes)
-        # explained by the frame's size, or short of what its size predicts
+        # called clouds: short of the level with at most night_count_size_share of that shortfall
+        # (in magnitudes) explained by the frame's size, or short of what its size predicts
         known = np.isfinite(count_resid)
         r = np.where(known, count_resid, 0.0)
-        few = np.where(known, (few & (r < 0.5 * np.log(cloud_fraction))) | (r < np.log(cloud_fraction)), few)
+        few = np.where(known, (few & (r < config.night_count_size_share * np.log(cloud_fraction)))
+                       | (r < np.log(cloud_fraction)), few)
         more = more | (known & (count_resid > np.nanmedian(count_resid)))
     return few | (np.isfinite(flux) & (flux < cloud_fraction * ref_f) & ~more)
 
@@ -465,7 +470,7 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
     cloud = np.zeros(n, bool)
     for idx in groups.values():
         sel = np.array(idx)
-        cloud[sel] = _cloud_flags(nall[sel], nsat[sel], flux[sel], hfr[sel], config.cloud_fraction)
+        cloud[sel] = _cloud_flags(nall[sel], nsat[sel], flux[sel], hfr[sel], config)
     cloud_runs = _runs(cloud.tolist())
     files = [s.file for s in items]
     cloud_periods = tuple((files[a], files[b], b - a + 1,
@@ -507,7 +512,8 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         m = (seg == k) & usable
         if m.sum() < 1:
             continue
-        h0 = float(np.min(hfr[m])) if m.sum() < 4 else float(np.percentile(hfr[m], 10))
+        h0 = (float(np.min(hfr[m])) if m.sum() < config.night_infocus_percentile_min_frames
+              else float(np.percentile(hfr[m], config.night_infocus_hfr_percentile)))
         see0_px = _seeing_fwhm_px_of(h0, rig, scale, eps)
         idx = np.nonzero(m)[0]
         blur = {i: optics.defocus_blur_px_from_hfr(hfr[i], h0, eps) for i in idx}

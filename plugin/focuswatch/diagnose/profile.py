@@ -366,21 +366,6 @@ class StackedFit:
 WAVES_PER_CFZ = optics.cfz_um(1.0, 1000.0) / 8.0
 
 
-def _seeing_mtf(nu_px: np.ndarray, fwhm_px: np.ndarray, l0_over_r0: float) -> np.ndarray:
-    """Long-exposure atmospheric MTF (rows: seeing FWHMs): Kolmogorov for ``l0_over_r0 == 0``,
-    else von Karman with that outer scale over the Fried length (FWHM is the Kolmogorov one,
-    0.9759 lambda / r0)."""
-    from scipy.special import gamma, kv
-
-    q = np.abs(nu_px)[None, :] * fwhm_px[:, None] / 0.9759  # lambda nu / r0
-    if not l0_over_r0:
-        return np.exp(-3.44 * q ** (5.0 / 3.0))
-    z = np.maximum(2.0 * math.pi * q / l0_over_r0, 1e-12)
-    struct = 0.17253 * l0_over_r0 ** (5.0 / 3.0) * (1.0 - z ** (5.0 / 6.0) * kv(5.0 / 6.0, z)
-                                                     / (2.0 ** (-1.0 / 6.0) * gamma(5.0 / 6.0)))
-    return np.exp(-0.5 * struct)
-
-
 def _pixel_mtf(nu_px: np.ndarray, n_angles: int = 65) -> np.ndarray:
     """Azimuthal mean of the square pixel's MTF (the radial average of a pixel-sampled PSF)."""
     th = np.linspace(0.0, math.pi / 2.0, n_angles)
@@ -427,7 +412,8 @@ def fit_stacked_profile(stack: StackedProfile, lambda_n_px: float, obstruction: 
     nu, rig_otf = _rig_otf(float(lambda_n_px), float(obstruction), int(c.stack_n_frequencies))
     dnu = nu[1] - nu[0]
     seeings = hfr_px * np.geomspace(c.stack_seeing_hfr_band[0], c.stack_seeing_hfr_band[1], c.stack_n_seeing)
-    atm = np.array([_seeing_mtf(nu, seeings, l0) for l0 in c.stack_l0_over_r0])  # family x seeing x nu
+    atm = np.array([optics.seeing_mtf(nu[None, :], seeings[:, None], l0)
+                    for l0 in c.stack_l0_over_r0])  # family x seeing x nu
     mtf = atm[:, :, None, :] * rig_otf[None, None, :, :]
     hankel = 2.0 * math.pi * j0(2.0 * math.pi * nu[:, None] * r[None, :]) * nu[:, None] * dnu
     hankel[0] *= 0.5

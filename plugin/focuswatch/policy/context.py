@@ -9,8 +9,8 @@ helpers the rules share (the limit as a sentence, a ratio as a defocus) live her
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -65,6 +65,10 @@ class Context:
     #: relative to in focus: :func:`~focuswatch.policy.estimators.physical_profile`); ``None``
     #: without optics, baseline or profiles
     profile_curve: tuple[np.ndarray, np.ndarray] | None = None
+    #: what the rules said on this frame (rule name -> its ``Fired`` or ``None``), filled by
+    #: :func:`~focuswatch.policy.decide.decide` once they have run: a veto that asks whether a rule
+    #: fires (the seeing veto asks the drift rule) reads it instead of running the rule again
+    rule_outcomes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def baseline_sigma(self) -> float:

@@ -58,6 +58,7 @@ def decide(history: Sequence[FrameRecord], state: PolicyState, config: PolicyCon
         if why:
             return Decision(decision="skip", reasons=(why,), rules=(v.name,), **figures)
     fired = [(r, r.func(ctx, config)) for r in RULES if r.enabled(config)]
+    ctx.rule_outcomes.update((r.name, f) for r, f in fired)   # the hold vetoes read them, not re-run them
     fired = [(r, f) for r, f in fired if f is not None]
     holds: list[tuple[Veto, str]] = []
     for v in VETOES:

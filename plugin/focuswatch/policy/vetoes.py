@@ -197,11 +197,17 @@ def profile_refutes_growth(ctx: Context, config: PolicyConfig) -> bool:
 def steady_drift(ctx: Context, config: PolicyConfig) -> bool:
     """The drift model asks: its rule fires on this frame (past the limit one frame ahead,
     significant at ``drift_z``, at a rate a thermal drift can have). The profile is a witness
-    inside that fit, so a growth the profile contradicts does not get there (the rule is
-    imported here: :mod:`~focuswatch.policy.rules` imports this module)."""
+    inside that fit, so a growth the profile contradicts does not get there. The rule's outcome
+    :func:`~focuswatch.policy.decide.decide` already has (``ctx.rule_outcomes``) is read, not
+    computed again; only without it (the rule disabled) is the rule run here (imported here:
+    :mod:`~focuswatch.policy.rules` imports this module)."""
+    if ctx.drift is None:
+        return False
+    if "drift" in ctx.rule_outcomes:
+        return ctx.rule_outcomes["drift"] is not None
     from focuswatch.policy.rules import rule_drift
 
-    return ctx.drift is not None and rule_drift(ctx, config) is not None
+    return rule_drift(ctx, config) is not None
 
 
 def veto_cooldown(ctx: Context, config: PolicyConfig) -> str | None:

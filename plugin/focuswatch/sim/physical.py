@@ -23,12 +23,12 @@ cos(theta - phi)`` (signed so the comet's tail points along ``phi``) and astigma
 the grid is fixed in microns at every wavelength. The optical transfer function is then
 multiplied by the long-exposure atmospheric MTF, ``exp(-3.44 (lambda nu F / r0)^(5/3))``
 (Kolmogorov; von Karman with an outer scale ``L0`` through its exact structure function),
-with ``r0`` from the seeing FWHM, ``FWHM = 0.976 lambda / r0``, and by the pixel's
+with ``r0`` from the seeing FWHM, ``FWHM = 0.975865 lambda / r0``, and by the pixel's
 ``sinc`` MTF. Sampling the result at pixel centres gives pixel-integrated values.
 
 In focal-plane units everything is scale-free: a seeing FWHM of ``theta`` arcsec is
 ``theta / 206265 * F`` um at focal length F, and the atmospheric MTF only needs that width:
-``lambda F / r0 = FWHM_um / 0.976``.
+``lambda F / r0 = FWHM_um / 0.975865`` (:func:`focuswatch.optics.seeing_mtf`).
 
 >>> psf = optical_psf(f_ratio=5.0, wavelength_nm=550.0, sample_um=0.5, n=256)
 >>> round(float(psf.sum()), 6)
@@ -43,7 +43,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from focuswatch.calibration import KOLMOGOROV_HLR_PER_FWHM  # a constant only: no table is read here
-from focuswatch.optics import ARCSEC_PER_RAD, KOLMOGOROV_FWHM_FACTOR
+from focuswatch.optics import ARCSEC_PER_RAD, KOLMOGOROV_FWHM_FACTOR  # noqa: F401 - importable from here too
+from focuswatch.optics import seeing_mtf  # the one atmospheric MTF (the diagnosis fits with it too)
 
 
 # --------------------------------------------------------------------------- pupil and PSF
@@ -138,27 +139,6 @@ def _freq(n: int, sample_um: float) -> tuple[np.ndarray, np.ndarray]:
     f = np.fft.fftfreq(n, d=sample_um)
     fx, fy = np.meshgrid(f, f)
     return fx, fy
-
-
-def seeing_mtf(nu_per_um: np.ndarray, fwhm_um: float, outer_scale_over_r0: float | None = None) -> np.ndarray:
-    """Long-exposure atmospheric MTF at focal-plane frequency ``nu`` (cycles/um).
-
-    Kolmogorov: ``exp(-3.44 (nu lambda F / r0)^(5/3))`` with ``lambda F / r0 =
-    fwhm_um / 0.976``. With ``outer_scale_over_r0`` (L0 / r0) the von Karman structure
-    function ``0.17253 (L0/r0)^(5/3) [1 - x^(5/6) K_5/6(x) / (2^(-1/6) Gamma(5/6))]``, ``x = 2 pi r / L0``,
-    with the same r0 (so its FWHM is narrower than ``fwhm_um``).
-    """
-    r_over_r0 = np.abs(nu_per_um) * fwhm_um / KOLMOGOROV_FWHM_FACTOR
-    if not outer_scale_over_r0:
-        return np.exp(-3.44 * r_over_r0 ** (5.0 / 3.0))
-    from scipy.special import gamma, kv
-
-    l0 = float(outer_scale_over_r0)
-    x = 2.0 * math.pi * r_over_r0 / l0
-    xs = np.where(x > 1e-12, x, 1e-12)
-    k = 1.0 / (2.0 ** (-1.0 / 6.0) * gamma(5.0 / 6.0))  # 0.99440: D -> 6.88 (r/r0)^(5/3) as L0 -> inf
-    d = 0.17253 * l0 ** (5.0 / 3.0) * (1.0 - k * xs ** (5.0 / 6.0) * kv(5.0 / 6.0, xs))
-    return np.exp(-0.5 * np.where(x > 1e-12, d, 0.0))
 
 
 def moffat_otf(n: int, sample_um: float, fwhm_um: float, beta: float) -> np.ndarray:

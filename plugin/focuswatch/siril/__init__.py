@@ -61,6 +61,7 @@ from focuswatch.siril.parse import (  # noqa: F401 - the package's face
     SeqFile,
     parse_seq,
     parse_findstar_list,
+    parse_transforms_by_image,
 )
 from focuswatch.siril.pipe import (  # noqa: F401 - the package's face
     FIXED_PIPE_IN,
@@ -110,6 +111,7 @@ __all__ = [
     "StackResult",
     "stack",
     "parse_transforms",
+    "parse_transforms_by_image",
     "SirilMeasurement",
     "measure",
     "workspace",

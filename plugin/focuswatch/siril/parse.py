@@ -1,4 +1,5 @@
-"""Reading what Siril prints and writes: ``stat``, ``bgnoise``, ``.seq`` files, ``findstar`` lists (pure text parsing)."""
+"""Reading what Siril prints and writes: ``stat``, ``bgnoise``, registration matrices, ``.seq`` files,
+``findstar`` lists (pure text parsing)."""
 from __future__ import annotations
 
 
@@ -59,6 +60,87 @@ def parse_bgnoise(lines: Sequence[str]) -> float | None:
             return float(m.group(1))
     st = parse_stat(lines)  # Siril 1.2+ also prints it on the stat line
     return st.bgnoise if st is not None else None
+
+
+_MATRIX_ROW = re.compile(r"^\s*([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s+([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s+"
+                         r"([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s*$")
+_MATCHED_IMAGE = re.compile(r"Matching stars in image (\d+): done")
+_LOGGED_SHIFT = re.compile(r"^d([xy]):\s*([-+]?\d+(?:\.\d+)?)\s*px")
+#: Siril prints the matrix with 5 decimals and the shift (dx = -c, dy = -f) with 2: they agree to
+#: 0.005 px plus the matrix's own rounding.
+_SHIFT_AGREES_PX = 0.0051
+#: The third row of a registration matrix: (h20, h21, h22) = (~0, ~0, 1) (an affine or a nearly
+#: affine homography, normalised); a row of another matrix there means rows were mixed up.
+_PERSPECTIVE_MAX = 0.01
+
+
+def parse_transforms_by_image(lines: Sequence[str]) -> dict[int, tuple[float, ...]]:
+    """The registration matrices Siril's ``register`` prints, keyed by the image number Siril
+    gives them (``light_00007.fits`` is 7), as ``(a, b, c, d, e, f)`` of ``x' = a x + b y + c``,
+    ``y' = d x + e y + f``.
+
+    Siril 1.0.6 registers on several threads and prints each matrix as four separate lines
+    (``Transformation Matrix:`` and three rows, with no image number), then the image's
+    ``Matching stars in image N: done`` and its ``dx: ... px`` / ``dy: ... px``. Another thread's
+    lines can fall between them (seen in real logs: two rows, 25 lines of the next image's
+    matching, the third row). So a row goes to the latest matrix still missing rows (the thread
+    that printed a header last is the one printing rows), and a whole matrix is given to the image
+    whose logged shift is its own (``dx = -c``, ``dy = -f`` to Siril's rounding), not to whatever
+    image comes next. A matrix that no image's shift confirms, or whose third row is not
+    ``(0, 0, 1)``, is left out rather than mixed: fewer matrices than subs is the caller's case
+    for random shifts. Without logged shifts (another Siril's wording), a matrix whose four lines
+    are together and directly followed by an image's ``Matching stars`` line is that image's.
+    """
+    open_mats: list[list[Any]] = []          # [rows, contiguous, header line]
+    done: list[tuple[int, bool, tuple[float, ...]]] = []   # (last line, contiguous, matrix)
+    images: dict[int, dict[str, Any]] = {}
+    waiting: list[int] = []                  # images whose dx / dy lines are still to come
+    for i, line in enumerate(lines):
+        if "Transformation Matrix" in line:
+            open_mats.append([[], True, i])
+            continue
+        m = _MATRIX_ROW.match(line)
+        if m and open_mats:
+            entry = open_mats[-1]
+            entry[1] = entry[1] and i == entry[2] + len(entry[0]) + 1
+            entry[0].append(tuple(float(g) for g in m.groups()))
+            if len(entry[0]) == 3:
+                open_mats.pop()
+                r0, r1, r2 = entry[0]
+                if abs(r2[0]) <= _PERSPECTIVE_MAX and abs(r2[1]) <= _PERSPECTIVE_MAX and abs(r2[2] - 1.0) <= 1e-3:
+                    done.append((i, entry[1], r0 + r1))
+            continue
+        m = _MATCHED_IMAGE.search(line)
+        if m:
+            n = int(m.group(1))
+            images[n] = {"line": i}
+            waiting.append(n)
+            continue
+        m = _LOGGED_SHIFT.match(line)
+        if m and waiting:
+            img = images[waiting[-1]]
+            img[m.group(1)] = float(m.group(2))
+            if "x" in img and "y" in img:
+                waiting.pop()
+    out: dict[int, tuple[float, ...]] = {}
+    for end, contiguous, mat in done:
+        after = sorted((img["line"], n) for n, img in images.items() if n not in out and img["line"] > end)
+        for line_no, n in after:
+            img = images[n]
+            if "x" in img and "y" in img:
+                if abs(img["x"] + mat[2]) <= _SHIFT_AGREES_PX and abs(img["y"] + mat[5]) <= _SHIFT_AGREES_PX:
+                    out[n] = mat
+                    break
+            elif contiguous and line_no == end + 1:
+                out[n] = mat
+                break
+    return out
+
+
+def parse_transforms(lines: Sequence[str]) -> tuple[tuple[float, ...], ...]:
+    """The matrices of :func:`parse_transforms_by_image`, in image order."""
+    by_image = parse_transforms_by_image(lines)
+    return tuple(by_image[n] for n in sorted(by_image))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ import logging
 
 import contextlib
 import os
-import re
 import shutil
 import statistics
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any, Iterator, Sequence
 from focuswatch.errors import ConfigError, SirilError
 from focuswatch.siril.discover import SirilInfo, find_siril
 from focuswatch.siril.parse import ImageStat, SeqImage, parse_bgnoise, parse_findstar_list, parse_seq, parse_stat
+from focuswatch.siril.parse import parse_transforms  # noqa: F401 - importable from here too (the log's matrices)
 from focuswatch.siril.run import run_script
 
 log = logging.getLogger("focuswatch.siril")
@@ -118,33 +118,6 @@ class StackResult:
         d["sub_registration"] = [s.to_dict() for s in self.sub_registration]
         d["transforms"] = [list(t) for t in self.transforms]
         return d
-
-
-_MATRIX_ROW = re.compile(r"^\s*([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s+([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s+"
-                         r"([-+]?\d+\.\d+(?:e[-+]?\d+)?)\s*$")
-
-
-def parse_transforms(lines: Sequence[str]) -> tuple[tuple[float, ...], ...]:
-    """The registration matrices Siril's ``register`` prints (``Transformation Matrix:`` and
-    three rows of three numbers), as ``(a, b, c, d, e, f)``. Siril registers on several threads,
-    so the rows of one matrix are taken as the next three lines that look like matrix rows."""
-    out: list[tuple[float, ...]] = []
-    i = 0
-    while i < len(lines):
-        if "Transformation Matrix" in lines[i]:
-            rows: list[tuple[float, float, float]] = []
-            j = i + 1
-            while j < len(lines) and len(rows) < 3 and j <= i + 12:
-                m = _MATRIX_ROW.match(lines[j])
-                if m:
-                    rows.append((float(m.group(1)), float(m.group(2)), float(m.group(3))))
-                j += 1
-            if len(rows) == 3:
-                out.append(rows[0] + rows[1])
-            i = j
-        else:
-            i += 1
-    return tuple(out)
 
 
 def _frame_size(path: Path) -> tuple[int, int] | None:

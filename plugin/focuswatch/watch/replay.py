@@ -24,8 +24,20 @@ def list_frames(folder: str | Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` (sorted by name; callers order them by capture time)."""
     root = Path(folder)
     it: Iterable[Path] = root.rglob("*") if recursive else root.glob("*")
-    # a symlink that is not a file (broken, a loop) is listed too: it is named once, not skipped
-    return sorted(p for p in it if (p.is_file() or p.is_symlink()) and frames_mod.is_image_file(p))
+    return sorted(p for p in it if _listed(p))
+
+
+def _listed(p: Path) -> bool:
+    """Does ``p`` belong in the listing? A frame's name (checked first: no ``stat`` for other
+    files), and a file or a symlink. A symlink that is not a file (broken, a loop) is listed too,
+    and so is an entry that cannot be looked at (a permission error, a link whose target's name is
+    too long): whoever takes the list names it in one line; one such entry never ends the listing."""
+    if not frames_mod.is_image_file(p):
+        return False
+    try:
+        return p.is_file() or p.is_symlink()
+    except OSError:  # Path.is_file() passes on EACCES, ENAMETOOLONG, EIO...: listed, named downstream
+        return True
 
 
 def replay(folder: str | Path, *, config: Any = None, policy: Any = None, af_marks: Any = (),

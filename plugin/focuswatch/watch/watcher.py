@@ -300,7 +300,7 @@ class Watcher:
         warm_up(self.config.rig if self.config is not None else None)
         self._start_observer()
         self.af_inputs.start()
-        self._catch_up()
+        self._rescan()
         self._next_rescan = self.clock() + self.rescan_interval_s
         self.started = True
 
@@ -363,21 +363,40 @@ class Watcher:
             self._queue.add(path)
         self._wake.set()
 
+    def _rescan(self) -> None:
+        """:meth:`_catch_up`, at the start and every ``rescan_interval_s``: a folder that cannot be
+        listed (a network share that hiccups) is one line, never the start or the night; the next
+        rescan looks again."""
+        try:
+            self._catch_up()
+        except OSError as exc:
+            log.warning("%s: could not list the folder (%s); will look again", self.folder,
+                        exc.strerror or exc)
+
     def _catch_up(self) -> None:
-        """Queue every frame in the folder the journal has not recorded (start-up and rescans)."""
+        """Queue every frame in the folder the journal has not recorded (start-up and rescans).
+
+        Entry by entry: one that cannot be resolved or keyed (a symlink loop or a broken one, a
+        permission error, a name too long) is one line naming it, once per run
+        (:meth:`_unkeyed_error`), and the others are queued; a later rescan that can key it
+        queues it. A file deleted between the listing and its ``stat`` is one info line."""
         seen = self.journal.seen_keys(self.folder)
         n = 0
         for p in list_frames(self.folder, self.recursive):
             try:
                 rp = p.resolve()
-            except (OSError, RuntimeError):
-                continue
-            if rp in self._pending or rp in self._held:
-                continue
-            try:
+                if rp in self._pending or rp in self._held:
+                    continue
                 if Journal.key_of(rp, resolved=True) in seen:
                     continue
-            except OSError:
+            except FileNotFoundError as exc:
+                if os.path.islink(p):  # a broken symlink: named
+                    self._unkeyed_error(p, describe_frame_problem(p, exc))
+                else:
+                    log.info("%s: deleted before it could be read; skipped", p)
+                continue
+            except (OSError, RuntimeError) as exc:  # a symlink loop: Python 3.11 raises RuntimeError
+                self._unkeyed_error(p, describe_frame_problem(p, exc))
                 continue
             self._enqueue(p)
             n += 1
@@ -402,11 +421,7 @@ class Watcher:
             # frame, a busy network share): a cheap rescan every few seconds picks up any
             # frame the journal has not seen; ones already pending are not queued twice
             self._next_rescan = now + self.rescan_interval_s
-            try:
-                self._catch_up()
-            except OSError as exc:  # a network share that hiccups must not end the night: next rescan
-                log.warning("%s: could not list the folder (%s); will look again", self.folder,
-                            exc.strerror or exc)
+            self._rescan()
         for sig, seen in self.af_inputs.poll(self.session.claimed_reports):
             self.session.offer(sig, seen)
         with self._lock:
