@@ -54,7 +54,18 @@ def test_stacking_term_grows_as_the_star_shrinks():
     tab = grade.resampling_table()
     assert tab["registration"]["interpolation"] == "bilinear"
     small, large = (grade.resampling_fwhm_px(f, None, True) / f for f in (1.5, 5.0))
-    assert small > 0.4 and large < 0.15  # +8 % or more in quadrature at 1.5 px, under 1 % at 5 px
+    # +8 % or more in quadrature at 1.5 px, under 2 % at 5 px. (This bound was 0.15, "under 1 %":
+    # the noiseless table of osc6 read that, but the closed form below, for a Gaussian star,
+    # is 0.19 at 5 px with random shifts; the measured table now agrees with it.)
+    assert small > 0.4 and large < 0.2
+    # the closed form: a bilinear shift's kernel of variance v per axis adds 8 ln2 v to a Gaussian
+    # star's FWHM^2, whatever its size; the table (Kolmogorov x Airy stars, Siril's own stack)
+    # holds it within 30 % from 1 to 5 px, mono and colour
+    for v in (1 / 12, 1 / 6):
+        gauss = math.sqrt(8 * math.log(2) * v)
+        for f in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0):
+            for colour in (False, True):
+                assert 0.7 < grade.resampling_fwhm_px(f, v, colour) / gauss < 1.3, (f, v, colour)
     assert grade.resampling_fwhm_px(1.5, 0.0, True) == 0.0
     assert grade.resampling_fwhm_px(2.0, 1 / 12, False) == pytest.approx(grade.resampling_fwhm_px(2.0, 1 / 6, False)
                                                                        / math.sqrt(2))
