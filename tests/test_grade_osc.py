@@ -127,6 +127,9 @@ def test_in_focus_bayer_night_grades_a_or_b_with_nothing_blamed(siril_cli, osc_n
     g = fg.grade
     assert fg.stack["debayered"] is True and fg.n_stacked == len(IN_FOCUS)
     assert g.letter in ("A", "B"), (g.letter, g.ratio, g.explanation)
+    # A since grade7: the limit keeps the in-focus best subs' own stars (the diagnosis' seeing core
+    # read 1.24-1.34 px for these 1.43 px stars) and the stacking term is Siril's measured one
+    assert g.letter == "A" and g.seeing_source == "best subs"
     assert g.causes == {} and g.reject == ()
     assert g.resampling_fwhm_px > 0.4 and 0.0 < g.registration_var_px2 < 0.25
     # the master against the physics: the true star, with the stacking term of the same
@@ -144,6 +147,7 @@ def test_drifting_bayer_night_is_blamed_on_focus(siril_cli, osc_nights):
     assert g.causes.get("focus") == 4 and set(g.causes) == {"focus"}
     assert sorted(Path(p).name for p in g.reject) == [f"light_{k:03d}.fits" for k in range(4, 8)]
     assert g.letter not in ("A", "B")
+    assert "out of focus" in g.explanation  # the letter is capped by the subs a restack would drop
 
 
 @pytest.mark.siril
