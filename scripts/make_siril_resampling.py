@@ -275,7 +275,8 @@ def one_realization(wd: Path, seed: int) -> dict:
                     for sx in (0, 1):
                         site = (yy % 2 == sy) & (xx % 2 == sx)
                         mosaic[site] = (img * wts["RGB".index("GRBG"[2 * sy + sx])])[site]
-                fits.PrimaryHDU(_noisy(mosaic, sd), hdr).writeto(sub_dir / "cfa" / f"light_{k:05d}.fits", overwrite=True)
+                fits.PrimaryHDU(_noisy(mosaic, sd), hdr).writeto(sub_dir / "cfa" / f"light_{k:05d}.fits",
+                                                                 overwrite=True)
             master, var = _siril_stack(sub_dir, ["cd cfa", "convert light -debayer -out=..", "cd .."], plane=1)
             out[colour]["siril_registration_var_px2"].append(var)
             if algo is None:
@@ -297,7 +298,8 @@ def one_realization(wd: Path, seed: int) -> dict:
                 [_bilinear_register(g, dx, dy) for g, (dx, dy) in zip(greens, dither)], axis=0)))
             out[colour]["fwhm_registered_px"].append(_fwhm_px(master / wts[1]))
             print(f"FWHM {fwhm:4.2f} px {colour:8s}: true {out['fwhm_true_px'][-1]:.3f}, debayered "
-                  f"{out[colour]['fwhm_debayered_px'][-1]:.3f}, Siril master {out[colour]['fwhm_registered_px'][-1]:.3f} "
+                  f"{out[colour]['fwhm_debayered_px'][-1]:.3f}, "
+                  f"Siril master {out[colour]['fwhm_registered_px'][-1]:.3f} "
                   f"(exact bilinear mean {out[colour]['fwhm_bilinear_mean_px'][-1]:.3f}; mono: Siril master "
                   f"{out['fwhm_registered_true_px'][-1]:.3f}, exact bilinear mean "
                   f"{out['fwhm_bilinear_mean_true_px'][-1]:.3f}); registration variance {var}", flush=True)
