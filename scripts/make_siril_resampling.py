@@ -17,13 +17,21 @@ Two facts, each measured on the Siril that runs here, never assumed:
     is recorded. A bilinear shift by a fraction ``t`` of a pixel is the two-tap kernel
     ``(1 - t, t)``, whose variance is ``t (1 - t)`` per axis: 1/6 px^2 on average over random
     sub-pixel shifts.
-``debayer``
-    The per-axis variance (px^2) Siril's default demosaicing (read from the settings file
-    Siril writes: RCD on 1.0.6) adds to the green plane of a star, as a function of the
-    star's FWHM. Noiseless GalSim stars (Kolmogorov seeing times the Airy disk of a 50 mm
-    f/5 lens, 2.9 um pixels, coloured R 0.8 / G 1 / B 0.6 and also grey) at random
-    sub-pixel places are mosaicked (GRBG) and debayered by ``convert -debayer``; the green
-    plane's second moments are compared with those of the true green plane, star by star.
+``stack``
+    What stacking does to a star's FWHM, as a function of its size, for mono subs and for
+    one-shot-colour subs debayered by Siril's default demosaicing (read from the settings file
+    Siril writes: RCD on 1.0.6). GalSim stars (Kolmogorov seeing times the Airy disk of a 50 mm
+    f/5 lens, 2.9 um pixels; coloured R 0.8 / G 1 / B 0.6, and grey) on six subs with random
+    sub-pixel dithers, written as noisy 16-bit frames like a night's (sky, Poisson and read
+    noise, the star fluxes of tests/galsim_truth.py's nights; mosaicked GRBG for colour), are
+    registered and stacked by the real Siril exactly as ``grade`` does
+    (:func:`focuswatch.siril.stack`), and measured by focuswatch like a master (the green plane
+    of a colour one). The registration variance the table is per unit of is read from Siril's
+    own matrices, as the grade reads it. For comparison the table also holds the mean of the
+    subs brought back by an exact bilinear shift (``*_bilinear_mean_*``): Siril's master is
+    wider than that (its star matching is not exact), most on the smallest stars. Noiseless
+    float subs (the first version of this table) made RCD sharpen 1-1.5 px stars and gave half
+    the growth Siril's stack of a noisy night shows.
 """
 from __future__ import annotations
 
@@ -48,6 +56,10 @@ FWHM_NODES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 COLOURS = {"sunlike": (0.8, 1.0, 0.6), "grey": (1.0, 1.0, 1.0)}
 #: RCD and friends, in the order of Siril's ``interpolation_method`` enum (settings ``debayer_algo``)
 SKY = 0.01
+#: The subs of the stacking table are noisy 16-bit frames like a night's (tests/galsim_truth.bayer_night): sky (ADU),
+#: read noise (ADU), star fluxes (log10 ADU). RCD on noiseless float frames sharpened 1-1.5 px stars (green plane
+#: 0.84 px for a 1.25 px star) and the table then held half the growth Siril's stack of a real (noisy) night shows.
+SKY_ADU, READ_ADU, LOG_FLUX_ADU = 300.0, 5.0, (3.7, 4.9)
 SIRIL_DEBAYER = ("bilinear", "VNG", "AHD", "AMaZE", "DCB", "HPHD", "IGV", "LMMSE", "RCD", "super pixel", "X-Trans")
 
 
@@ -131,11 +143,38 @@ def registration_kernel(wd: Path) -> dict:
 
 
 def _fwhm_px(img: np.ndarray) -> float:
-    """focuswatch's own FWHM (the figure the grade compares) of a noiseless star field."""
+    """focuswatch's own FWHM (the figure the grade compares) of a sky-subtracted star field (ADU)."""
     from focuswatch import stars
 
-    noisy = img + np.random.default_rng(0).normal(0.0, 1e-4 * float(img.max()), img.shape) + 0.01
+    noisy = img + np.random.default_rng(0).normal(0.0, 1e-4 * float(img.max()), img.shape) + SKY_ADU
     return float(stars.measure_array(noisy.astype(np.float32)).fwhm_px)
+
+
+def _siril_stack(wd: Path, before: list[str], plane: int | None = None) -> tuple[np.ndarray, float | None]:
+    """Register and stack ``wd/light_*.fits`` with the real Siril exactly as ``grade`` does
+    (:func:`focuswatch.siril.stack`'s commands, after ``before``): the master (``plane`` of a
+    colour one) less its sky, in ADU, and the registration variance read from Siril's matrices."""
+    from astropy.io import fits
+
+    from focuswatch import grade, siril
+
+    log = _siril(wd, ["setext fits", "set32bits", "setcompress 0", *before, "register light_",
+                      "stack r_light_ rej w 3 3 -norm=addscale -out=master"])
+    m = fits.getdata(wd / "master.fits").astype(np.float64)
+    if plane is not None and m.ndim == 3:
+        m = m[plane]
+    if float(np.max(m)) <= 1.5:  # a 32-bit master holds 0..1 for 0..65535
+        m = m * 65535.0
+    n = len(list(wd.glob("light_0*.fits")))
+    var = grade.registration_var_px2(siril.parse_transforms(log.splitlines()), n, m.shape[::-1])
+    return m - float(np.median(m)), var
+
+
+def _noisy(img: np.ndarray, seed: int) -> np.ndarray:
+    """A 16-bit sub of ``img`` (ADU): sky, Poisson and read noise, as the nights of tests/galsim_truth.py."""
+    rng = np.random.default_rng(seed)
+    frame = rng.poisson(np.clip(img + SKY_ADU, 0, None)) + rng.normal(0.0, READ_ADU, img.shape)
+    return np.clip(frame, 0, 65535).astype(np.uint16)
 
 
 def _bilinear_register(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -143,9 +182,42 @@ def _bilinear_register(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return _shift(img, dx, dy, _bilinear)
 
 
+#: Independent realizations (star places, dithers, noise) averaged per size: one night's master FWHM
+#: scatters by ~4 % from one realization to the next on 1.4 px stars.
+REALIZATION_SEEDS = (11, 12, 13)
+
+
 def debayer_and_register(wd: Path) -> dict:
-    """FWHM of star fields: true green plane, after Siril's debayer, and after registration
-    (bilinear, random sub-pixel dithers) of several debayered subs, mean-stacked."""
+    """The stacking table: :func:`one_realization` for each of :data:`REALIZATION_SEEDS`,
+    averaged size by size (the registration variance over every Siril stack)."""
+    runs = []
+    for seed in REALIZATION_SEEDS:
+        sub = wd / f"seed{seed}"
+        sub.mkdir(parents=True, exist_ok=True)
+        runs.append(one_realization(sub, seed))
+
+    def mean_rows(key: str, colour: str | None = None) -> list[float]:
+        rows = [r[colour][key] if colour else r[key] for r in runs]
+        return [float(np.mean(v)) for v in zip(*rows)]
+
+    out = {k: mean_rows(k) for k in ("fwhm_true_px", "fwhm_registered_true_px", "fwhm_bilinear_mean_true_px")}
+    for colour in COLOURS:
+        out[colour] = {k: mean_rows(k, colour) for k in ("fwhm_debayered_px", "fwhm_registered_px",
+                                                          "fwhm_bilinear_mean_px")}
+    read = [v for r in runs for v in (r["siril_registration_var_px2"] + r["sunlike"]["siril_registration_var_px2"]
+                                      + r["grey"]["siril_registration_var_px2"]) if v is not None]
+    # the grade reads the variance from Siril's matrices: the table is per unit of that same figure
+    out["registration_var_px2"] = float(np.mean(read))
+    out["dither_var_px2"] = float(np.mean([r["dither_var_px2"] for r in runs]))
+    out["realization_seeds"] = list(REALIZATION_SEEDS)
+    for k in ("method", "fwhm_nominal_px", "n_subs", "noise"):
+        out[k] = runs[0][k]
+    return out
+
+
+def one_realization(wd: Path, seed: int) -> dict:
+    """FWHM of star fields: the subs, Siril's debayer of colour ones, and Siril's registered and
+    stacked master of six dithered subs (mono, and debayered colour); see the module docstring."""
     import galsim
     from astropy.io import fits
 
@@ -156,44 +228,57 @@ def debayer_and_register(wd: Path) -> dict:
     airy = scope.lam_nm * 1e-9 / (scope.diam_mm * 1e-3) * gt.ARCSEC_PER_RAD
     size, step, R, n_sub = 288, 24, 8, 6
     grid = [(x, y) for y in range(step, size - step + 1, step) for x in range(step, size - step + 1, step)]
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     phase = rng.uniform(-0.5, 0.5, (len(grid), 2))
+    flux = 10 ** rng.uniform(*LOG_FLUX_ADU, len(grid))
     dither = np.vstack([[0.0, 0.0], rng.uniform(0.0, 1.0, (n_sub - 1, 2)) + rng.integers(-3, 4, (n_sub - 1, 2))])
     v_reg = float(np.mean([(t % 1) * (1 - t % 1) for t in dither.ravel()]))
-    out: dict = {"fwhm_true_px": [], "fwhm_registered_true_px": [], "registration_var_px2": v_reg}
+    out: dict = {"fwhm_true_px": [], "fwhm_registered_true_px": [], "fwhm_bilinear_mean_true_px": [],
+                 "siril_registration_var_px2": [], "registration_var_px2": v_reg}
     algo = None
     yy, xx = np.indices((size, size))
     for colour, wts in COLOURS.items():
-        out[colour] = {"fwhm_debayered_px": [], "fwhm_registered_px": []}
+        out[colour] = {"fwhm_debayered_px": [], "fwhm_registered_px": [], "fwhm_bilinear_mean_px": [],
+                       "siril_registration_var_px2": []}
     for fwhm in FWHM_NODES:
         seeing = math.sqrt(max((fwhm * s) ** 2 - (1.03 * airy) ** 2, (0.3 * fwhm * s) ** 2))
         prof = galsim.Convolve([galsim.Kolmogorov(fwhm=seeing), galsim.Airy(lam_over_diam=airy)])
         subs = []
         for dx, dy in dither:
             img = np.zeros((size, size))
-            for (x, y), (ox, oy) in zip(grid, phase):
+            for (x, y), (ox, oy), f in zip(grid, phase, flux):
                 px, py = x + ox + dx, y + oy + dy
-                gt.place(img, gt.draw(prof, scope, 2 * R + 1, dx_px=px - round(px), dy_px=py - round(py)) * 0.05,
+                gt.place(img, gt.draw(prof, scope, 2 * R + 1, dx_px=px - round(px), dy_px=py - round(py)) * f,
                          px, py)
             subs.append(img)
-        out["fwhm_true_px"].append(_fwhm_px(subs[0]))
-        out["fwhm_registered_true_px"].append(_fwhm_px(np.mean(
-            [_bilinear_register(im, dx, dy) for im, (dx, dy) in zip(subs, dither)], axis=0)))
+        seeds = [int(1000 * fwhm) + 10 * seed + k for k in range(n_sub)]
+        mono = [_noisy(im, sd) for im, sd in zip(subs, seeds)]
+        out["fwhm_true_px"].append(_fwhm_px(mono[0].astype(np.float64) - SKY_ADU))
+        out["fwhm_bilinear_mean_true_px"].append(_fwhm_px(np.mean(
+            [_bilinear_register(im.astype(np.float64) - SKY_ADU, dx, dy) for im, (dx, dy) in zip(mono, dither)],
+            axis=0)))
+        mono_dir = wd / f"mono_{fwhm:g}"
+        mono_dir.mkdir(parents=True, exist_ok=True)
+        for k, im in enumerate(mono, 1):
+            fits.PrimaryHDU(im).writeto(mono_dir / f"light_{k:05d}.fits", overwrite=True)
+        master, var = _siril_stack(mono_dir, [])
+        out["fwhm_registered_true_px"].append(_fwhm_px(master))
+        out["siril_registration_var_px2"].append(var)
         for colour, wts in COLOURS.items():
             sub_dir = wd / f"deb_{fwhm:g}_{colour}"
             (sub_dir / "cfa").mkdir(parents=True, exist_ok=True)
             hdr = fits.Header()
             hdr["BAYERPAT"] = "GRBG"
-            for k, img in enumerate(subs, 1):
+            for k, (img, sd) in enumerate(zip(subs, seeds), 1):
                 mosaic = np.zeros_like(img)
                 for sy in (0, 1):
                     for sx in (0, 1):
                         site = (yy % 2 == sy) & (xx % 2 == sx)
                         mosaic[site] = (img * wts["RGB".index("GRBG"[2 * sy + sx])])[site]
-                fits.PrimaryHDU((mosaic + SKY).astype(np.float32), hdr).writeto(sub_dir / "cfa" / f"light_{k:05d}.fits",
-                                                                               overwrite=True)
-            _siril(sub_dir, ["setext fits", "set32bits", "setcompress 0", "cd cfa", "convert light -debayer -out=..",
-                             "cd .."])
+                fits.PrimaryHDU(_noisy(mosaic, sd), hdr).writeto(sub_dir / "cfa" / f"light_{k:05d}.fits",
+                                                                 overwrite=True)
+            master, var = _siril_stack(sub_dir, ["cd cfa", "convert light -debayer -out=..", "cd .."], plane=1)
+            out[colour]["siril_registration_var_px2"].append(var)
             if algo is None:
                 cfg = (sub_dir / "siril-config" / "siril" / "siril.config").read_text(encoding="utf-8",
                                                                                       errors="replace")
@@ -202,19 +287,27 @@ def debayer_and_register(wd: Path) -> dict:
             greens = []
             for k in range(1, n_sub + 1):
                 g = fits.getdata(sub_dir / f"light_{k:05d}.fits")[1].astype(np.float64)
-                # Siril keeps a 32-bit float frame's values: the sky stays SKY (checked)
-                if abs(float(np.median(g)) / SKY - 1.0) > 0.02:
-                    raise RuntimeError(f"Siril changed the green plane's scale: sky {float(np.median(g)):.5f}")
-                greens.append((g - SKY) / wts[1])
+                if float(np.max(g)) <= 1.5:  # a 32-bit frame holds 0..1 for 0..65535
+                    g = g * 65535.0
+                # Siril keeps the 16-bit values: the sky stays SKY_ADU (checked; wide stars lift the median a little)
+                if abs(float(np.median(g)) / SKY_ADU - 1.0) > 0.05:
+                    raise RuntimeError(f"Siril changed the green plane's scale: sky {float(np.median(g)):.2f}")
+                greens.append((g - SKY_ADU) / wts[1])
             out[colour]["fwhm_debayered_px"].append(_fwhm_px(greens[0]))
-            out[colour]["fwhm_registered_px"].append(_fwhm_px(np.mean(
+            out[colour]["fwhm_bilinear_mean_px"].append(_fwhm_px(np.mean(
                 [_bilinear_register(g, dx, dy) for g, (dx, dy) in zip(greens, dither)], axis=0)))
+            out[colour]["fwhm_registered_px"].append(_fwhm_px(master / wts[1]))
             print(f"FWHM {fwhm:4.2f} px {colour:8s}: true {out['fwhm_true_px'][-1]:.3f}, debayered "
-                  f"{out[colour]['fwhm_debayered_px'][-1]:.3f}, registered {out[colour]['fwhm_registered_px'][-1]:.3f} "
-                  f"(mono registered {out['fwhm_registered_true_px'][-1]:.3f})", flush=True)
+                  f"{out[colour]['fwhm_debayered_px'][-1]:.3f}, "
+                  f"Siril master {out[colour]['fwhm_registered_px'][-1]:.3f} "
+                  f"(exact bilinear mean {out[colour]['fwhm_bilinear_mean_px'][-1]:.3f}; mono: Siril master "
+                  f"{out['fwhm_registered_true_px'][-1]:.3f}, exact bilinear mean "
+                  f"{out['fwhm_bilinear_mean_true_px'][-1]:.3f}); registration variance {var}", flush=True)
+    out["dither_var_px2"] = v_reg
     out["method"] = algo
     out["fwhm_nominal_px"] = list(FWHM_NODES)
     out["n_subs"] = n_sub
+    out["noise"] = {"sky_adu": SKY_ADU, "read_adu": READ_ADU, "log10_flux_adu": list(LOG_FLUX_ADU), "format": "uint16"}
     return out
 
 

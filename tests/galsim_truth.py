@@ -249,11 +249,28 @@ def bayer_night(folder, defocus_um, *, scope: Scope | None = None, seeing_arcsec
     G 1 / B 0.6, mosaicked through ``pattern``; each sub but the first dithered by up to
     ``dither_px`` (random, sub-pixel). The default scope is the issue's 50 mm f/5 with 2.9 um
     pixels (2.4"/px). Returns the scope."""
+    return _night(folder, defocus_um, scope=scope or Scope(diam_mm=50.0, f_ratio=5.0, pixel_um=2.9, lam_nm=550.0),
+                  seeing_arcsec=seeing_arcsec, size_px=size_px, n=n, seed=seed, pattern=pattern, dither_px=dither_px)
+
+
+def mono_night(folder, defocus_um, *, scope: Scope | None = None, seeing_arcsec=2.5, size_px: int = 256,
+               n: int = 60, seed: int = 3, dither_px: float = 6.0):
+    """The night of :func:`bayer_night` on a mono sensor (no ``BAYERPAT``): the green light at
+    every pixel, same sky, dithers and noise model. ``seeing_arcsec`` is one FWHM (") for the
+    night or one per sub (the seeing changing between subs). The default scope is the issue's 50 mm f/5
+    with 2.9 um pixels (undersampled stars, ~1.4 px at 2.5"); pass ``Scope()`` (200 mm f/5,
+    3.76 um) for well-sampled ones (~3.3 px). Returns the scope."""
+    return _night(folder, defocus_um, scope=scope or Scope(diam_mm=50.0, f_ratio=5.0, pixel_um=2.9, lam_nm=550.0),
+                  seeing_arcsec=seeing_arcsec, size_px=size_px, n=n, seed=seed, pattern=None, dither_px=dither_px)
+
+
+def _night(folder, defocus_um, *, scope: Scope, seeing_arcsec, size_px: int, n: int, seed: int,
+           pattern: str | None, dither_px: float):
+    """Render the subs of :func:`bayer_night` (``pattern``) or :func:`mono_night` (``None``)."""
     from pathlib import Path
 
     from astropy.io import fits
 
-    scope = scope or Scope(diam_mm=50.0, f_ratio=5.0, pixel_um=2.9, lam_nm=550.0)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -261,7 +278,8 @@ def bayer_night(folder, defocus_um, *, scope: Scope | None = None, seeing_arcsec
     flux = 10 ** rng.uniform(3.7, 4.9, n)
     yy, xx = np.indices((size_px, size_px))
     for k, delta in enumerate(defocus_um):
-        prof = psf(scope, defocus_um=float(delta), seeing_fwhm_arcsec=seeing_arcsec)
+        see = float(seeing_arcsec) if np.ndim(seeing_arcsec) == 0 else float(seeing_arcsec[k])
+        prof = psf(scope, defocus_um=float(delta), seeing_fwhm_arcsec=see)
         blur_px = float(delta) / scope.f_ratio / scope.pixel_um
         stamp_px = 21 if blur_px < 3 else 2 * int(blur_px + 10) + 1
         dx, dy = rng.uniform(-dither_px, dither_px, 2) if k else (0.0, 0.0)
@@ -269,14 +287,16 @@ def bayer_night(folder, defocus_um, *, scope: Scope | None = None, seeing_arcsec
         for (x, y), f in zip(xy, flux):
             px, py = x + dx, y + dy
             place(green, draw(prof, scope, stamp_px, dx_px=px - round(px), dy_px=py - round(py)) * f, px, py)
-        mosaic = np.zeros((size_px, size_px))
-        for sy in (0, 1):
+        mosaic = green if pattern is None else np.zeros((size_px, size_px))
+        for sy in (0, 1) if pattern else ():
             for sx in (0, 1):
                 site = (yy % 2 == sy) & (xx % 2 == sx)
                 mosaic[site] = green[site] * {"R": 0.8, "G": 1.0, "B": 0.6}[pattern[2 * sy + sx]]
         img = np.clip(add_noise(mosaic, sky_adu=300.0, seed=100 + k), 0, 65535).astype(np.uint16)
         h = fits.Header()
-        h["BAYERPAT"], h["FOCALLEN"], h["XPIXSZ"], h["YPIXSZ"] = pattern, scope.focal_mm, scope.pixel_um, scope.pixel_um
+        if pattern:
+            h["BAYERPAT"] = pattern
+        h["FOCALLEN"], h["XPIXSZ"], h["YPIXSZ"] = scope.focal_mm, scope.pixel_um, scope.pixel_um
         h["APTDIA"], h["IMAGETYP"], h["EXPTIME"] = scope.diam_mm, "Light Frame", 10.0
         h["DATE-OBS"] = f"2026-11-21T22:{k:02d}:00"
         fits.PrimaryHDU(img, h).writeto(folder / f"light_{k:03d}.fits", overwrite=True)

@@ -282,3 +282,36 @@ def test_the_grade_follows_the_diagnosis_only_where_it_chose_between_focus_and_s
     for other in ("dew", "tilt", "unknown", None):
         assert _focus_miss(SimpleNamespace(label=other)) is None
     assert _focus_miss(None) is None
+
+
+def test_the_seeing_core_is_taken_only_out_of_subs_that_were_out_of_focus():
+    """The diagnosis' seeing core of an in-focus sub is the best-fitting family's pick, not a
+    measurement (on in-focus GalSim stars it read 10-35 % under their FWHM): the limit keeps such
+    a sub's own star. A sub the diagnosis calls a focus miss, or whose profile needs a defocus
+    when it made no call, still gives its core (a night out of focus all along)."""
+    in_focus = [SubQuality(f"s{i}", fwhm_px=3.36, seeing_fwhm_px=2.6, blur_to_seeing=0.0,
+                           diagnosis_focus_miss=False) for i in range(8)]
+    core, source = grade.best_subs_core(in_focus)
+    assert (core, source) == (pytest.approx(3.36), "best subs")
+    no_call = [SubQuality(f"s{i}", fwhm_px=3.36, seeing_fwhm_px=2.6, blur_to_seeing=0.0) for i in range(8)]
+    assert grade.best_subs_core(no_call) == (pytest.approx(3.36), "best subs")
+    missed = [SubQuality(f"s{i}", fwhm_px=6.0, seeing_fwhm_px=3.0, blur_to_seeing=0.0, diagnosis_focus_miss=True)
+              for i in range(8)]
+    assert grade.best_subs_core(missed) == (pytest.approx(3.0), "best subs (seeing core)")
+    needs_blur = [SubQuality(f"s{i}", fwhm_px=6.0, seeing_fwhm_px=3.0, blur_to_seeing=1.2) for i in range(8)]
+    assert grade.best_subs_core(needs_blur) == (pytest.approx(3.0), "best subs (seeing core)")
+    assert grade.sub_core_px(SubQuality("x", fwhm_px=3.0, seeing_fwhm_px=3.4, blur_to_seeing=0.5)) == 3.0  # capped
+
+
+@pytest.mark.parametrize("n_focus,n_seeing,letter", [(0, 0, "A"), (0, 3, "A"), (1, 0, "B"), (2, 0, "C"), (4, 0, "C")])
+def test_a_master_with_subs_lost_to_focus_is_not_as_sharp_as_the_night_allowed(n_focus, n_seeing, letter):
+    """A master at the limit (ratio 1.02) whose subs the grade itself blames on focus: a stack
+    without them is sharper, so it is not A; with a quarter of the subs or more, C ("reject the
+    subs listed and stack again"). Subs lost to the seeing are the sky's, not the rig's."""
+    subs = [SubQuality(f"good{i}", fwhm_px=3.0, diagnosis_focus_miss=False) for i in range(8 - n_focus - n_seeing)]
+    subs += [SubQuality(f"focus{i}", fwhm_px=5.0, diagnosis_focus_miss=True) for i in range(n_focus)]
+    subs += [SubQuality(f"seeing{i}", fwhm_px=4.5, diagnosis_focus_miss=False) for i in range(n_seeing)]
+    g = grade.master(3.06, plate_scale_arcsec_px=1.0, subs=subs)
+    assert g.ratio == pytest.approx(3.06 / 3.0) and g.causes.get("focus", 0) == n_focus
+    assert g.letter == letter
+    assert ("out of focus" in g.explanation) == (letter != "A")

@@ -7,38 +7,37 @@ hands the numbers here.
 The limit
 ---------
 A master cannot be sharper than its sharpest moments. The *rig limit* is the quadrature
-sum of three blurs, all as FWHM in pixels (arcsec follow from the plate scale):
-
-``limit = sqrt(seeing**2 + airy**2 + sampling**2)``
+sum of the blurs below, all as FWHM in pixels (arcsec follow from the plate scale); a master
+graded alone (no stack of ours) has no ``resampling`` term:
 
 * ``seeing`` — the atmosphere at its best this night. Unless the caller gives a seeing
   value (a seeing monitor, ``[rig] seeing_arcsec``), it is taken from the best subs: the
   sharpest quarter (``best_fraction``) of the accepted subs by FWHM, and of those the
-  median of their *seeing core* — the Moffat part of the star once a defocus blur is taken
-  out by the diagnosis' profile inversion (``SubQuality.seeing_fwhm_px``), or their FWHM
-  when no diagnosis is available — with the Airy and sampling terms below removed in
-  quadrature (those subs already contain them). So a night that was in focus is limited
-  by its best subs ("your master could be as sharp as your best quarter of subs"), and a
-  night that was out of focus throughout is still judged against its seeing.
+  median of their star without the defocus blur it cannot do without (:func:`sub_core_px`):
+  the diagnosis' *seeing core* (``SubQuality.seeing_fwhm_px``, the profile inversion's seeing
+  once a defocus blur is taken out) for a sub that was out of focus, else the sub's FWHM —
+  with the Airy and sampling terms below removed in quadrature (those subs already contain
+  them). So a night that was in focus is limited by its best subs ("your master could be as
+  sharp as your best quarter of subs"), and a night that was out of focus throughout is still
+  judged against its seeing.
 * ``airy`` — the diffraction core, FWHM ``1.029 * lambda * N`` at the focal plane
   (:func:`focuswatch.optics.airy_fwhm_um`) divided by the pixel size.
 * ``sampling`` — the pixel's own width. A square pixel of width ``p`` convolves the image
   with a box whose variance is ``p**2 / 12`` per axis; for a near-Gaussian star that adds
   ``8 ln 2 * p**2 / 12`` to FWHM squared, i.e. a term of ``sqrt(8 ln 2 / 12) = 0.680``
   pixel (:data:`SAMPLING_FWHM_PX`).
-* ``resampling`` (one-shot-colour stacks) — what making the master does to a star that was at
-  the limit in the subs: Siril's registration resamples every sub but the reference with **bilinear**
+* ``resampling`` (every Siril stack) — what making the master does to a star that was at the
+  limit in the subs: Siril's registration resamples every sub but the reference with **bilinear**
   interpolation (measured on Siril 1.0.6's own output), a two-tap kernel ``(1 - t, t)`` of
   per-axis variance ``t (1 - t)`` for a sub-pixel shift ``t``, averaged over the stacked subs
-  (from the matrices in Siril's log, or 1/6 for random shifts); one-shot-colour subs are also
-  debayered (RCD) first. How much FWHM that adds depends on the star's size: it is read from
-  ``data/siril_resampling.json``, made by ``scripts/make_siril_resampling.py`` with the real
-  ``siril-cli`` on GalSim stars (FWHM before and after, as focuswatch measures it), and scaled by
-  the actual registration variance over the table's (:func:`resampling_fwhm_px`). On stars of
-  1.5 px it is ~0.8 px (+15 %); from 4 px it is under 3 %. Mono stacks do not get the term:
-  their letters were set with the ~5 % registration cost of well-sampled stars inside the A band
-  (and adding it there narrows the gap between an in-focus and a drifting night below the
-  tested 0.3); an undersampled mono rig is left as a known gap.
+  (from the matrices in Siril's log, or 1/6 for random shifts); its star matching is not exact
+  either, and one-shot-colour subs are also debayered (RCD) first. How much FWHM that adds
+  depends on the star's size: it is read from ``data/siril_resampling.json``, made by
+  ``scripts/make_siril_resampling.py`` with the real ``siril-cli`` registering and stacking noisy
+  GalSim subs as ``grade`` does (FWHM before and after, as focuswatch measures it), and scaled by
+  the actual registration variance over the table's (:func:`resampling_fwhm_px`). At a typical
+  variance of 0.13 px^2 it is ~0.9 px on 1.5 px mono stars (+18 %), ~1.1 px on colour ones
+  (+24 %), and +3 % from 4 px.
 
 ``limit = sqrt(seeing**2 + airy**2 + sampling**2 + resampling**2)``.
 
@@ -50,13 +49,23 @@ does not exceed (:attr:`GradeConfig.letter_limits`):
 =======  ==========  ===============================================================
 letter   ratio       meaning
 =======  ==========  ===============================================================
-A        <= 1.15     as sharp as the night allowed (registration alone costs ~5 %)
+A        <= 1.15     as sharp as the night allowed (the seeing changing between subs
+                     costs up to ~10 %)
 B        <= 1.30     close to the limit: a few soft subs or a little drift
 C        <= 1.50     noticeably soft: reject the subs listed and restack
 D        <= 1.75     soft: focus, trailing or seeing cost a lot of detail
 E        <= 2.00     very soft: the master is twice the night's best
 F        > 2.00      something was wrong most of the night
 =======  ==========  ===============================================================
+
+The A band was derived on physical-optics nights (GalSim, real ``siril-cli``; docs/siril.md,
+*The letters on physical nights*): in focus, under steady seeing and under seeing that changes
+between subs, at 1.4-4.3 px stars, the ratio stays under it. A master's FWHM barely shows a
+minority of defocused subs (their light spreads into a pedestal under the sharp subs' core:
+4 of 8 subs 0.9-2.2 CFZ out cost the master only 5-13 % of FWHM), so the letter also takes the
+grade's own blame: a sub lost to focus or trailing (:data:`FAULT_CAUSES`) makes the master B at
+best, and ``fault_share_for_c`` (a quarter) of the subs or more C at best: a stack without them
+is sharper, so the master was not as sharp as the night allowed.
 
 Subs that dragged the master down
 ---------------------------------
@@ -102,6 +111,10 @@ EXPLANATIONS = {
     "F": "far from the limit ({pct:.0f} % above it): something was wrong for most of the night",
 }
 
+#: Causes that are the rig's faults, fixed at the telescope (not the sky's: seeing, clouds): a sub
+#: lost to them means a restack without it is sharper, so the master was not as sharp as the night allowed.
+FAULT_CAUSES = ("focus", "trailing")
+
 CAUSE_ADVICE = {
     "focus": "refocus more often (temperature or time trigger) or check the autofocus fits",
     "seeing": "the atmosphere: reject those subs or weight the stack by FWHM",
@@ -135,11 +148,20 @@ class GradeConfig(Record):
     #: out of focus (the diagnosis' ``focus_miss_blur_ratio``).
     focus_blur_to_seeing: float = 0.55
 
+    #: Share of the stacked subs blamed on focus or trailing (:data:`FAULT_CAUSES`) from which the
+    #: master is graded C at best ("reject the subs listed and stack again"); any such sub makes it B
+    #: at best. A master's FWHM barely shows a minority of defocused subs (their light spreads into
+    #: a pedestal under the sharp subs' core): on GalSim nights with 4 of 8 subs 0.9-2.2 CFZ out, the
+    #: master's FWHM was only 5-13 % above the in-focus night's, within the in-focus nights' own
+    #: spread of the ratio (see docs/siril.md, *The letters on physical nights*).
+    fault_share_for_c: float = 0.25
+
     #: (low, high) allowed for each setting, inclusive.
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "letter_limits": (1.0, 20.0), "best_fraction": (0.01, 1.0), "soft_factor": (1.0, 10.0),
         "focus_factor": (1.0, 20.0), "trail_eccentricity": (0.0, 1.0), "flat_profile_ratio": (0.3, 1.5),
         "cloud_star_fraction": (0.0, 1.0), "min_roundness": (0.0, 1.0), "focus_blur_to_seeing": (0.05, 10.0),
+        "fault_share_for_c": (0.0, 1.0),
     }
 
     def __post_init__(self) -> None:
@@ -378,17 +400,42 @@ def best_subs_fwhm(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> t
     return finite_median([s.fwhm_px for s in best]), len(best)  # type: ignore[misc]
 
 
+def sub_core_px(s: SubQuality) -> float | None:
+    """The sub's star without the defocus blur its profile cannot do without (px), or ``None``
+    when that is the star itself.
+
+    The diagnosis' seeing core (``seeing_fwhm_px``, never above the FWHM) counts only where the
+    sub was out of focus: the diagnosis' own call says so (``diagnosis_focus_miss``), or, where
+    it made no call between focus and seeing, a defocus is needed to explain the profile (the
+    smallest plausible blur over the seeing, ``blur_to_seeing``, is above 0, or was not given).
+    On a sub the diagnosis calls in focus (or blurred by the seeing), the blur of its
+    best-fitting family is no measurement: near focus the shape barely tells a small blur from
+    a slightly different seeing, and the core read 10-35 % under the FWHM of in-focus
+    physical-optics stars (GalSim Kolmogorov x Airy, 8 subs: 2.1-3.1 px for 3.36 px stars,
+    1.24-1.34 px for 1.43 px stars) that were already as sharp as the night allowed. Nothing is
+    taken out of such a sub.
+    """
+    if not _ok(s.seeing_fwhm_px) or not _ok(s.fwhm_px):
+        return None
+    if s.diagnosis_focus_miss is False:
+        return None
+    if (s.diagnosis_focus_miss is None and s.blur_to_seeing is not None and math.isfinite(s.blur_to_seeing)
+            and s.blur_to_seeing <= 0.0):
+        return None
+    return min(float(s.seeing_fwhm_px), float(s.fwhm_px))  # type: ignore[arg-type]
+
+
 def best_subs_core(subs: Sequence[SubQuality], best_fraction: float = 0.25) -> tuple[float | None, str]:
-    """Median seeing core (px) of the best subs: each sub's defocus-free seeing FWHM where the
-    diagnosis gave one (never above its FWHM), else its FWHM; and which of the two it is
-    (the seeing core when at least half of the best subs have one)."""
+    """Median seeing core (px) of the best subs: each sub's defocus-free star (:func:`sub_core_px`)
+    where the diagnosis found a defocus, else its FWHM; and which of the two it is (the seeing
+    core when at least half of the best subs have one)."""
     best = best_subs(subs, best_fraction)
-    n_cores = sum(1 for s in best if _ok(s.seeing_fwhm_px))
+    cores = [sub_core_px(s) for s in best]
+    n_cores = sum(1 for c in cores if c is not None)
     if n_cores and n_cores * 2 >= len(best):
-        cores = [min(s.seeing_fwhm_px, s.fwhm_px) if _ok(s.seeing_fwhm_px) else s.fwhm_px  # type: ignore[type-var]
-                 for s in best]
-        return finite_median(cores), "best subs (seeing core)"
-    return finite_median([s.fwhm_px for s in best]), "best subs"
+        return finite_median([c if c is not None else s.fwhm_px for c, s in zip(cores, best)]), \
+            "best subs (seeing core)"  # type: ignore[misc]
+    return finite_median([s.fwhm_px for s in best]), "best subs"  # type: ignore[misc]
 
 
 def sub_blur_to_seeing(s: SubQuality) -> float | None:
@@ -509,6 +556,15 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
     limit = math.sqrt(seeing_px ** 2 + instrument2 + resamp ** 2) if seeing_px is not None else None
     ratio = master_fwhm_px / limit if (master_fwhm_px and limit) else None
     letter = letter_for(ratio, config) if ratio is not None else None
+    verdicts = judge_subs(subs, best_subs_fwhm_px, config) if subs else ()
+    causes: dict[str, int] = {}
+    for v in verdicts:
+        if v.cause:
+            causes[v.cause] = causes.get(v.cause, 0) + 1
+    faults = sum(causes.get(c, 0) for c in FAULT_CAUSES)
+    capped = letter
+    if letter is not None and faults:
+        capped = max(letter, "C" if faults >= config.fault_share_for_c * len(verdicts) else "B")
     if letter is None:
         if not master_fwhm_px:
             explanation = "no grade: no stars could be measured on the master"
@@ -516,15 +572,14 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
             explanation = ("no grade: the limit is unknown; give the seeing (--seeing-arcsec) and the rig, "
                            "or grade a session folder so the subs say what the night allowed")
     else:
-        explanation = EXPLANATIONS[letter].format(pct=max(ratio - 1.0, 0.0) * 100.0)
+        explanation = EXPLANATIONS[capped].format(pct=max(ratio - 1.0, 0.0) * 100.0)  # type: ignore[index]
+        if capped != letter:
+            explanation += (f"; graded {capped}, not {letter}: {faults} of {len(verdicts)} subs were out of focus or "
+                            "trailing, and a stack without them is sharper")
+        letter = capped
     rnd_ok = None if roundness is None else roundness >= config.min_roundness
     if rnd_ok is False:
         explanation += f"; stars are elongated (roundness {roundness:.2f}): trailing, tilt or a registration problem"
-    verdicts = judge_subs(subs, best_subs_fwhm_px, config) if subs else ()
-    causes: dict[str, int] = {}
-    for v in verdicts:
-        if v.cause:
-            causes[v.cause] = causes.get(v.cause, 0) + 1
     if causes and letter not in (None, "A"):
         main = max(causes.items(), key=lambda kv: kv[1])
         explanation += f"; most of the loss: {main[0]} ({main[1]} of {len(verdicts)} subs)"

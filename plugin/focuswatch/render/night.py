@@ -132,6 +132,15 @@ def _seeing_core(diagnosis: Any) -> float | None:
     return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
+def _min_blur_to_seeing(diagnosis: Any) -> float | None:
+    """The smallest defocus blur / seeing FWHM the sub's profile allows (the diagnosis'
+    ``min_blur_to_seeing``): 0 says the profile needs no defocus, and the grade then takes
+    nothing out of the sub's star (:func:`focuswatch.grade.sub_core_px`)."""
+    ev = getattr(diagnosis, "evidence", None)
+    v = getattr(ev, "min_blur_to_seeing", None) if ev is not None else None
+    return float(v) if v is not None and math.isfinite(v) and v >= 0 else None
+
+
 #: The diagnosis labels that are its call between focus and seeing (the grade's own question).
 _FOCUS_OR_SEEING = ("focus_miss", "in_focus", "poor_seeing")
 
@@ -240,6 +249,7 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
             left = tuple(x for x in scan.left_out if any(str(s.file) == x.file for s in stats))
             diags = scan.diagnose(rig)
             subs = tuple(SubQuality.from_stats(s, _seeing_core(diags.get(str(s.file))),
+                                               _min_blur_to_seeing(diags.get(str(s.file))),
                                                diagnosis_focus_miss=_focus_miss(diags.get(str(s.file)))) for s in good)
             frig = rig_with_header(rig or Rig(), stats[0].meta) if stats else rig
             if len(good) < 2:
@@ -261,7 +271,7 @@ def grade_session(folder: str | os.PathLike[str], *, rig: Rig | None = None, sir
                              rig=mrig, subs=subs, roundness=sm.roundness or roundness_from_eccentricity(own.eccentricity),
                              n_stars=own.n_stars or sm.n_stars,
                              noise_adu=own.noise_adu if own.noise_adu is not None else sm.noise_adu,
-                             siril_fwhm_px=sm.fwhm_px, stacked=st.debayered,
+                             siril_fwhm_px=sm.fwhm_px, stacked=True,
                              registration_var_px2=_registration_var(st),
                              debayered=st.debayered, config=config)
             results.append(FilterGrade(filt, len(stats), st.n_stacked, left, g, sm.to_dict(), _own_summary(own),
