@@ -178,7 +178,7 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                               sigma_prior=(night_j, float(night_dof)) if night_known else None,
                               prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
                               profile_floor=config.profile_floor, level_prior=level_prior,
-                              profile_curve=prof_curve)
+                              profile_curve=prof_curve, profile_sigma_prior=_profile_prior(night, config))
         prof_drop, prof_sigma = profile_change(same, base, config)
     excess = ref_z = None
     recent: tuple[FrameRecord, ...] = ()
@@ -198,6 +198,14 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                    reference, excess, ref_z, recent, float(night_dof),
                    cadence_min if base is not None and base.complete else 0.0,
                    frame_wavelength_nm(frame, rig), notes, prof_curve)
+
+
+def _profile_prior(night: NightMemory | None, config: PolicyConfig) -> tuple[float, float] | None:
+    """The night's HFD/FWHM scatter for the drift fit, once it rests on ``night_jitter_min_dof`` differences."""
+    if night is None:
+        return None
+    sd, dof = night.profile_jitter()
+    return (sd, float(dof)) if sd is not None and dof >= config.night_jitter_min_dof else None
 
 
 def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:
