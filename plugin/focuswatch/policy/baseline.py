@@ -112,7 +112,8 @@ class NightMemory:
     ``samples`` every accepted frame (``trusted`` those known to be in focus); ``steps`` the log-HFR differences of successive accepted
     frames of one filter within one autofocus segment (the frame-to-frame scatter, free of
     slow drifts, filter changes and autofocus jumps); ``step_runs`` the (segment, filter) run
-    each step belongs to, so :meth:`jitter` can take each run's own steady drift out.
+    each step belongs to, so :meth:`jitter` can take each run's own steady drift out;
+    ``profile_steps`` the same differences of ln HFD/FWHM (:meth:`profile_jitter`).
     """
 
     samples: list[InFocusSample] = field(default_factory=list)
@@ -185,18 +186,11 @@ class NightMemory:
             if m >= 2:
                 v = (v - v.mean()) * math.sqrt(m / (m - 1.0 / m))
             parts.append(v)
-        d = np.sort(np.abs(np.concatenate(parts)))
-        keep = max(2, int(math.ceil(0.9 * len(d))))
-        p = keep / len(d)
-        d = d[:keep]
-        # the RMS of the kept |d| underestimates a normal scatter (90 % kept: by 21 %): undo that
-        z = NormalDist().inv_cdf((1.0 + p) / 2.0) if p < 1.0 else math.inf
-        c2 = 1.0 - 2.0 * z * NormalDist().pdf(z) / p if math.isfinite(z) else 1.0
         # degrees of freedom as the night's-median version counted them (differences - 1): the run
         # means cost one each in principle, but successive differences of one run already share
         # frames (correlation -1/2), which neither count honours; subtracting only the run means
         # made the grid's 600 s nights ask later (inside the zone 47 -> 42 %, seeds 0-1)
-        return math.sqrt(float(np.mean(d ** 2)) / 2.0 / max(c2, 0.1)), len(d) - 1
+        return _trimmed_step_scatter(np.concatenate(parts))
 
     def profile_jitter(self) -> tuple[float | None, int]:
         """(frame-to-frame scatter of ln HFD/FWHM over the night, its degrees of freedom).
@@ -222,6 +216,7 @@ def _trimmed_step_scatter(steps: np.ndarray) -> tuple[float, int]:
     keep = max(2, int(math.ceil(0.9 * len(d))))
     p = keep / len(d)
     d = d[:keep]
+    # the RMS of the kept |d| underestimates a normal scatter (90 % kept: by 21 %): undo that
     z = NormalDist().inv_cdf((1.0 + p) / 2.0) if p < 1.0 else math.inf
     c2 = 1.0 - 2.0 * z * NormalDist().pdf(z) / p if math.isfinite(z) else 1.0
     return math.sqrt(float(np.mean(d ** 2)) / 2.0 / max(c2, 0.1)), len(d) - 1
