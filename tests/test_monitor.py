@@ -716,6 +716,30 @@ def test_a_chance_profile_fall_on_few_frames_is_not_a_drift_once_the_night_knows
     assert pooled.z < 2.0, pooled
 
 
+def test_the_profile_waits_for_the_nights_scatter_before_it_weighs_in_the_drift_fit():
+    """At the start of a night (fewer than ``night_jitter_min_dof`` profile differences) the drift
+    fit decides on the HFR alone: the same six 600 s frames give the same growth z with and without
+    their HFD/FWHM, although it falls 1.17 -> 1.11 (on GalSim frames a chance fall that size is
+    ~3 frame scatters; grid seed 4, 6 % jitter, 600 s, cloud, frame 5 asked at 6.5 sigma on it).
+    Once the night knows its profile scatter, the profile is weighed again (the z differs)."""
+    rng = np.random.default_rng(4)
+    hfr = 1.42 * np.exp(rng.normal(0.0, 0.03, 40))
+    prof = np.concatenate([[1.17, 1.17, 1.16, 1.14, 1.12, 1.11], 1.16 + rng.normal(0.0, 0.019, 34)])
+
+    def night(with_profile: bool) -> list[Decision]:
+        m = Monitor(PolicyConfig(), RIG)
+        m.autofocus(AutofocusMark(time_s=1.75e9 - 60, source="dusk", filter_name="L"))
+        return [m.observe(FrameRecord(file=f"p{i:03d}.fits", time_s=1.75e9 + 620.0 * i, hfr_px=float(hfr[i]), n_stars=200,
+                                      filter_name="L", exposure_s=600.0,
+                                      profile_ratio=float(prof[i]) if with_profile else None))
+                for i in range(40)]
+
+    both, alone = night(True), night(False)
+    assert [d.drift_z for d in both[:6]] == [d.drift_z for d in alone[:6]]
+    assert any(d.drift_z is not None and a.drift_z is not None and abs(d.drift_z - a.drift_z) > 1e-6
+               for d, a in zip(both[12:], alone[12:]))
+
+
 # --------------------------------------------------------------------------- one source of truth (issue 9)
 
 def test_rule_tables_are_generated_from_rules_and_each_rule_owns_its_off_switch():
