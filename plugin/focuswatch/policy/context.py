@@ -169,6 +169,7 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
             prof_curve = physical_profile(exp_hfr, opt[0], opt[1], rig.obstruction, frame_wavelength_nm(frame, rig))
         if len(pts) >= 3 and opt and exp_hfr:
             t0 = pts[0][0]
+            prof_prior = _profile_prior(night, config)
             # the reference anchors the in-focus level only when it says the baseline was already
             # out of focus (significantly larger); a consistent one would only add its own noise
             level_prior = None
@@ -180,9 +181,12 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                               sigma_floor=(config.night_jitter_floor_pct if night_known else config.jitter_floor_pct)
                               / 100.0,
                               sigma_prior=(night_j, float(night_dof)) if night_known else None,
-                              prior_dof=config.prior_dof, profiles=[f.profile_ratio for f in prof_frames],
+                              prior_dof=config.prior_dof,
+                              # the profile is a witness only once the night knows its scatter: a few
+                              # frames' residuals alone can make a chance fall read as a 6-7 sigma drift
+                              profiles=[f.profile_ratio for f in prof_frames] if prof_prior is not None else None,
                               profile_floor=config.profile_floor, level_prior=level_prior,
-                              profile_curve=prof_curve)
+                              profile_curve=prof_curve, profile_sigma_prior=prof_prior)
         prof_drop, prof_sigma = profile_change(same, base, config)
     excess = ref_z = None
     recent: tuple[FrameRecord, ...] = ()
@@ -202,6 +206,14 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                    reference, excess, ref_z, recent, float(night_dof),
                    cadence_min if base is not None and base.complete else 0.0,
                    frame_wavelength_nm(frame, rig), notes, prof_curve)
+
+
+def _profile_prior(night: NightMemory | None, config: PolicyConfig) -> tuple[float, float] | None:
+    """The night's HFD/FWHM scatter for the drift fit, once it rests on ``night_jitter_min_dof`` differences."""
+    if night is None:
+        return None
+    sd, dof = night.profile_jitter()
+    return (sd, float(dof)) if sd is not None and dof >= config.night_jitter_min_dof else None
 
 
 def _airmass_log(f: FrameRecord, now_frame: FrameRecord, config: PolicyConfig) -> float:

@@ -265,7 +265,7 @@ class Monitor:
             if frame.has_size:
                 self.night.add(frame.filter_name, frame.time_s, frame.hfr_px,
                                frame.airmass if self.config.airmass_correction else None,
-                               self.config.baseline_frames)
+                               self.config.baseline_frames, profile_ratio=frame.profile_ratio)
 
     def autofocus_started(self) -> None:
         """An autofocus is running (a capture program said so): hold refocus requests."""

@@ -208,7 +208,8 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
               profiles: Sequence[float | None] | None = None, profile_floor: float = 0.005,
               level_prior: tuple[float, float] | None = None,
               sigma_prior: tuple[float, float] | None = None,
-              profile_curve: tuple[np.ndarray, np.ndarray] | None = None) -> DriftFit | None:
+              profile_curve: tuple[np.ndarray, np.ndarray] | None = None,
+              profile_sigma_prior: tuple[float, float] | None = None) -> DriftFit | None:
     """Fit :class:`DriftFit` to HFR ratios (and HFD/FWHM) at ``times_min`` (minutes since the first frame).
 
     ``um_per_blur`` converts a blur diameter in units of the in-focus HFR to defocus in µm
@@ -229,6 +230,9 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     judged against a scatter known to the night's precision. ``profile_curve`` = (blur diameter /
     in-focus HFR, ln HFD/FWHM relative to in focus) is the profile's expected flattening
     (:func:`physical_profile` for a rig; default the geometric Moffat :func:`_profile_curve`).
+    ``profile_sigma_prior`` = (scatter of ln HFD/FWHM, its degrees of freedom) over the whole night
+    is pooled with the profile fit's residual scatter, as ``sigma_prior`` is for the HFR: a few
+    frames' residuals alone can read the profile several times steadier than it is.
 
     >>> t = [0, 10, 20, 30, 40, 50, 60, 70]
     >>> r = [float(np.exp(np.interp(0.2 * i / 7 * 5, *_growth_curve(0.0)))) for i in range(8)]
@@ -270,7 +274,13 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
             px, pl = profile_curve if profile_curve is not None else _profile_curve(obstruction)
             rss_p = _rss(np.log(p[ok]), np.interp(x[:, ok], px, pl))
             k_p = int(np.argmin(rss_p))
-            s_p = max(profile_floor, math.sqrt(float(rss_p[k_p]) / max(int(ok.sum()) - 2, 1)))
+            dof_p = max(int(ok.sum()) - 2, 1)
+            if profile_sigma_prior is not None and profile_sigma_prior[1] > 0:
+                var_p = (float(rss_p[k_p]) + profile_sigma_prior[1] * profile_sigma_prior[0] ** 2) \
+                    / (dof_p + profile_sigma_prior[1])
+            else:
+                var_p = float(rss_p[k_p]) / dof_p
+            s_p = max(profile_floor, math.sqrt(var_p))
             chi2 = chi2 + rss_p / s_p ** 2
     k = int(np.argmin(chi2))
     zz = math.sqrt(max(0.0, float(chi2[0] - chi2[k])))
