@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from focuswatch import calibration
@@ -65,11 +65,11 @@ class SeeingWitness(Record):
     judged frame's time minus ``time_s`` (s), ``filter_name`` and ``focuser_pos`` theirs,
     ``jitter_pct`` the night's frame-to-frame scatter of the filter's HFR (%) and ``frames_since``
     the judged frame's rank after the witness frames (1 = the next frame): the seeing may have
-    wandered by about ``jitter x sqrt(frames_since)`` since.
+    wandered by about ``jitter x sqrt(frames_since)`` since. ``halo_*``: the night's dew reference.
     """
 
-    seeing_arcsec: float
-    source: str = INFOCUS
+    seeing_arcsec: float | None
+    source: str | None = INFOCUS
     hfr_px: float | None = None
     n_frames: int = 0
     time_s: float | None = None
@@ -78,6 +78,14 @@ class SeeingWitness(Record):
     focuser_pos: float | None = None
     jitter_pct: float | None = None
     frames_since: int = 1
+    #: The night's dew reference (:func:`focuswatch.diagnose.halo.night_halo_rise`): the median
+    #: single-frame dew figure (``Evidence.halo_excess``) of the night's first ``dew_night_frames``
+    #: frames on this plate scale, how many, and the figures of the frames just before this one
+    #: (oldest first). A witness may carry only this part (``seeing_arcsec`` and ``source`` ``None``):
+    #: the night is known, its seeing witness not (yet).
+    halo_ref_excess: float | None = None
+    halo_ref_frames: int = 0
+    halo_recent: tuple[float, ...] = ()
 
 
 def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: float | None = None) -> float | None:
@@ -90,6 +98,22 @@ def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: floa
         return None
     see = calibration.seeing_for_infocus_hfr_arcsec(float(hfr_px), ap, rig.wavelength_nm, scale, rig.obstruction or 0.0)
     return float(see) if see and math.isfinite(see) and see > 0 else None
+
+
+def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()) -> float | None:
+    """A frame's single-frame dew figure (``Evidence.halo_excess``) from the one diagnosis call
+    (:func:`focuswatch.diagnose.frame`, the star table alone); ``None`` for a frame it cannot judge
+    (not a light, too few stars, no f-ratio or pixel) or when judging fails (logged: optional)."""
+    from focuswatch.diagnose.verdict import frame
+
+    meta = getattr(stats, "meta", None)
+    if meta is not None and not getattr(meta, "is_light", True):
+        return None
+    try:
+        return frame(stats, rig, config=config).evidence.halo_excess
+    except Exception as exc:  # noqa: BLE001 - the night's dew reference is optional
+        log.debug("%s: no dew figure for the night's reference (%s)", getattr(stats, "file", None), exc)
+        return None
 
 
 def monitor_witness(meta: Any) -> SeeingWitness | None:
@@ -148,6 +172,10 @@ class WitnessTracker:
         self._last: dict[str, tuple[float, float | None, int]] = {}
         self._diffs: dict[str, list[float]] = {}
         self._epoch = 0
+        #: per plate scale (all filters, never reset by an autofocus: dew asks for one): the night's
+        #: first dew figures (the reference) and the latest ones (diagnose.halo.night_halo_rise)
+        self._halo_ref: dict[float | None, list[float]] = {}
+        self._halo_recent: dict[float | None, list[float]] = {}
 
     def _key(self, filter_name: str | None, rig: Rig | None = None) -> tuple[str, float | None]:
         """Per filter and per plate scale: witness frames binned otherwise (or through another
@@ -176,6 +204,44 @@ class WitnessTracker:
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
+        """The night's context for a frame: the seeing witness (:meth:`seeing_witness_for`) with the
+        night's dew reference (:meth:`halo_reference`) added; a witness of the dew reference alone
+        (``seeing_arcsec`` ``None``) when only that is known; ``None`` when neither is."""
+        w = self.seeing_witness_for(filter_name, time_s, focuser_pos, rig=rig,
+                                    plate_scale_arcsec_px=plate_scale_arcsec_px)
+        halo = self.halo_reference(rig)
+        if halo is None:
+            return w
+        if w is None:
+            return SeeingWitness(None, None, **halo)
+        return replace(w, **halo)
+
+    def halo_reference(self, rig: Rig | None = None) -> dict[str, Any] | None:
+        """The night's dew reference on this plate scale (``SeeingWitness.halo_*``), once its first
+        ``dew_night_frames`` frames with a dew figure are in; else ``None``."""
+        key = self._key(None, rig)[1]
+        ref = self._halo_ref.get(key, [])
+        if len(ref) < self.config.dew_night_frames:
+            return None
+        return {"halo_ref_excess": float(finite_median(ref)), "halo_ref_frames": len(ref),
+                "halo_recent": tuple(self._halo_recent.get(key, ()))}
+
+    def add_halo(self, halo_excess: float | None, rig: Rig | None = None) -> None:
+        """A judged frame's single-frame dew figure (``Evidence.halo_excess``): the night's first
+        ones are its reference, the latest ``dew_night_window`` - 1 the recent window."""
+        if halo_excess is None or not math.isfinite(halo_excess):
+            return
+        key = self._key(None, rig)[1]
+        ref = self._halo_ref.setdefault(key, [])
+        if len(ref) < self.config.dew_night_frames:
+            ref.append(float(halo_excess))
+        recent = self._halo_recent.setdefault(key, [])
+        recent.append(float(halo_excess))
+        del recent[:-max(1, int(self.config.dew_night_window) - 1)]
+
+    def seeing_witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None,
+                           *, rig: Rig | None = None,
+                           plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
         """The witness for a frame of ``filter_name`` taken at ``time_s`` (``None``: none yet,
         too old, another focuser position, the frame is itself one of the witness frames, or the
         filter's frame-to-frame scatter is known from fewer than ``witness_min_steps`` steps).
@@ -201,16 +267,21 @@ class WitnessTracker:
                              jitter_pct=self.jitter_pct(filter_name, rig), frames_since=c.n_after + 1)
 
     def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
-            focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None) -> None:
+            focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None,
+            stats: Any = None) -> None:
         """A frame was judged: while its filter's witness is still being collected since the
         autofocus, its HFR joins it; a frame at another focuser position starts the filter's
         witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`.
         A frame with fewer than ``min_stars`` stars (``n_stars``: clouds, a nearly empty frame) is
-        neither a witness frame nor a step of the scatter: the diagnosis does not judge it either."""
+        neither a witness frame nor a step of the scatter: the diagnosis does not judge it either.
+        ``stats`` (the frame's measurement): its single-frame dew figure joins the night's dew
+        reference (:meth:`add_halo`; the one diagnosis call, :func:`focuswatch.diagnose.frame`)."""
         if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
             return
         if n_stars is not None and n_stars < self.config.min_stars:
             return
+        if stats is not None:
+            self.add_halo(frame_halo_excess(stats, rig or self.rig, self.config), rig)
         key = self._key(filter_name, rig)
         prev = self._last.get(key)
         if prev is not None and prev[2] == self._epoch and (
@@ -260,8 +331,11 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         if meta is not None and not getattr(meta, "is_light", True):
             continue  # a flat or dark among the frames: no witness for it, nor from it
         w = tr.witness_for(filt, ts[i], pos)
+        if mon is not None and w is not None and w.halo_ref_excess is not None:  # the monitor's seeing, the night's dew
+            mon = replace(mon, halo_ref_excess=w.halo_ref_excess, halo_ref_frames=w.halo_ref_frames,
+                          halo_recent=w.halo_recent)
         out[i] = mon or w
-        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
+        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None), stats=s)
     return out
 
 
@@ -280,6 +354,10 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
     the witnessed one (made from the star table) when that says ``focus_miss``; otherwise the
     label, findings and figures stay as they were and only the witness figures of ``evidence``
     (``witness_*``, ``size_defocus_cfz_low``, ``seeing_worse_than_witness``) are added.
+    With the night's dew reference (``witness.halo_ref_excess``) the dew call is the night's too
+    (it needs no pixels either): ``in_focus``/``poor_seeing`` becomes a witnessed ``dew``, a ``dew``
+    whose wings the night's first frames already had becomes the witnessed ``in_focus``/
+    ``poor_seeing``, and the ``dew`` finding follows the night's call.
     The witness is optional: when judging again fails, the diagnosis stands (logged), so one
     frame cannot stop ``diagnose FOLDER``, the night's story, ``report`` or ``grade``.
     """
@@ -297,11 +375,18 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
         return diagnosis
     if w.label == "unknown":
         return diagnosis
-    if w.label == "focus_miss" and diagnosis.label in _WITNESS_CAN_CHANGE:
+    if w.label in ("focus_miss", "dew") and diagnosis.label in _WITNESS_CAN_CHANGE:
         return replace(w, file=diagnosis.file)
+    night_dew = w.evidence.halo_rise is not None
+    if night_dew and diagnosis.label == "dew" and w.label in _WITNESS_CAN_CHANGE:
+        return replace(w, file=diagnosis.file)  # the night's reference holds these wings: no lasting rise
     keep = ("size_defocus_cfz_low", "witness_seeing_arcsec", "witness_source", "witness_hfr_px",
-            "witness_n_frames", "witness_age_s", "witness_jitter_pct", "seeing_worse_than_witness")
-    return replace(diagnosis, evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
+            "witness_n_frames", "witness_age_s", "witness_jitter_pct", "seeing_worse_than_witness", "halo_rise")
+    findings = diagnosis.findings
+    if night_dew:  # the dew finding follows the night's call
+        findings = tuple(f for f in findings if f.label != "dew") + tuple(f for f in w.findings if f.label == "dew")
+    return replace(diagnosis, findings=findings,
+                   evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
 __all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",

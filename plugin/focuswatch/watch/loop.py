@@ -540,7 +540,7 @@ class NightSession:
             record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
                                                      seeing_witness=witness, time_s=when)
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
-                        n_stars=stats.n_stars)
+                        n_stars=stats.n_stars, stats=stats)
         return record, stats, full_rig
 
     @staticmethod
