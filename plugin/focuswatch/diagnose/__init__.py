@@ -123,7 +123,8 @@ from focuswatch.diagnose.profile import (
 from focuswatch.diagnose.shape import field_growth_exponent, star_asymmetry
 from focuswatch.diagnose.text import ARCSEC, format_diagnosis, format_night
 from focuswatch.diagnose.verdict import Diagnosis, Finding, frame
-from focuswatch.diagnose.witness import SeeingWitness, WitnessTracker, monitor_witness, night_witnesses, rejudge
+from focuswatch.diagnose.witness import (SeeingWitness, WitnessTracker, monitor_witness, night_witnesses, rejudge,
+                                        with_monitor)
 
 __all__ = [
     # labels
@@ -140,7 +141,7 @@ __all__ = [
     # one frame, a night
     "Finding", "Diagnosis", "frame", "NightFrame", "NightStory", "night",
     # the seeing witness
-    "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses", "rejudge",
+    "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses", "rejudge", "with_monitor",
     # text
     "fmt_pct", "ARCSEC", "format_diagnosis", "format_night",
     # generated tables

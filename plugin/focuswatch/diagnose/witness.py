@@ -116,6 +116,17 @@ def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = Diag
         return None
 
 
+def with_monitor(monitor: SeeingWitness | None, night: SeeingWitness | None) -> SeeingWitness | None:
+    """The witness a frame is judged with: a seeing monitor's (measured at the frame's time) before
+    the night's in-focus seeing, carrying the night's dew reference either way."""
+    if monitor is None:
+        return night
+    if night is None or night.halo_ref_excess is None:
+        return monitor
+    return replace(monitor, halo_ref_excess=night.halo_ref_excess, halo_ref_frames=night.halo_ref_frames,
+                   halo_recent=night.halo_recent)
+
+
 def monitor_witness(meta: Any) -> SeeingWitness | None:
     """The seeing monitor's witness from a frame's header (``meta.seeing_arcsec``), if any."""
     see = getattr(meta, "seeing_arcsec", None) if meta is not None else None
@@ -307,7 +318,9 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
     Frames are taken in capture order (DATE-OBS, when every frame has one); a change of a
     filter's focuser position (FOCPOS) is its autofocus, as in the night's story. Without
     FOCPOS the first frames of each filter are its witness until it expires. A seeing
-    monitor's header value, when a frame has one, is its witness.
+    monitor's header value, when a frame has one, is its witness. Every light frame also gets
+    the night's dew reference (``SeeingWitness.halo_*``: the first ``dew_night_frames`` frames of
+    the rig and plate scale, whatever the filter or focus), those first frames included.
     """
     from focuswatch.optics import rig_with_header
 
@@ -317,6 +330,7 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         else list(range(len(items)))
     out: list[SeeingWitness | None] = [None] * len(items)
     trackers: dict[Any, WitnessTracker] = {}
+    seen: dict[Any, list[tuple[int, float | None, Rig]]] = {}  # per tracker: (index, dew figure, rig) in order
     for i in order:
         s = items[i]
         meta = getattr(s, "meta", None)
@@ -331,11 +345,25 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         if meta is not None and not getattr(meta, "is_light", True):
             continue  # a flat or dark among the frames: no witness for it, nor from it
         w = tr.witness_for(filt, ts[i], pos)
-        if mon is not None and w is not None and w.halo_ref_excess is not None:  # the monitor's seeing, the night's dew
-            mon = replace(mon, halo_ref_excess=w.halo_ref_excess, halo_ref_frames=w.halo_ref_frames,
-                          halo_recent=w.halo_recent)
-        out[i] = mon or w
-        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None), stats=s)
+        out[i] = with_monitor(mon, w)
+        tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
+        fig = frame_halo_excess(s, r, config)
+        tr.add_halo(fig, r)
+        seen.setdefault(key, []).append((i, fig, r))
+    # the whole night is known here: its first frames (judged before the dew reference was complete)
+    # are judged against it too, each with the frames before it (a lone wide frame among them is
+    # no lasting halo)
+    keep = max(0, int(config.dew_night_window) - 1)
+    for key, frames in seen.items():
+        for j, (i, _, r) in enumerate(frames):
+            if out[i] is not None and out[i].halo_ref_excess is not None:
+                continue
+            halo = trackers[key].halo_reference(r)
+            if halo is None:
+                continue
+            before = [f for _, f, _ in frames[:j] if f is not None and math.isfinite(f)]
+            halo["halo_recent"] = tuple(before[-keep:]) if keep else ()
+            out[i] = SeeingWitness(None, None, **halo) if out[i] is None else replace(out[i], **halo)
     return out
 
 
@@ -389,5 +417,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
                    evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",
-           "rejudge", "seeing_from_infocus_hfr"]
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_halo_excess", "monitor_witness",
+           "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]
