@@ -217,3 +217,20 @@ def test_a_night_dewed_from_its_first_frame_keeps_the_single_frame_call():
     assert all(d.evidence.halo_rise is None for d in judged)
     assert [d.label for d in judged] == [d.label for d in single[NIGHT_ONSET:]]
     assert [d.label for d in judged].count("dew") >= len(judged) - 2
+
+
+def test_the_in_focus_bayer_night_grade_scans_has_no_dew_sub(tmp_path):
+    """osc6's finding: on the in-focus one-shot-colour night (GalSim, the issue's 50 mm f/5 smart
+    telescope, 1.4 px Bayer stars) ``grade``'s diagnosis called one of the first subs ``dew`` (a lone
+    r90/r50 of +0.31 over the single-frame ceiling, its neighbours at -0.3). Against the night's own
+    first frames it is no lasting halo."""
+    import galsim_truth as gt
+    from focuswatch.render import night
+
+    gt.bayer_night(tmp_path / "focus", [0.0] * 8)
+    scan = night.scan_session(tmp_path / "focus", progress=False)
+    diags = scan.diagnose(None)
+    assert len(diags) == 8
+    assert all(d.label != "dew" and all(f.label != "dew" for f in d.findings) for d in diags.values()), \
+        {k: (d.label, d.evidence.halo_excess, d.evidence.halo_rise) for k, d in diags.items()}
+    assert all(d.evidence.halo_rise is not None for d in diags.values())
