@@ -234,3 +234,28 @@ def test_the_in_focus_bayer_night_grade_scans_has_no_dew_sub(tmp_path):
     assert all(d.label != "dew" and all(f.label != "dew" for f in d.findings) for d in diags.values()), \
         {k: (d.label, d.evidence.halo_excess, d.evidence.halo_rise) for k, d in diags.items()}
     assert all(d.evidence.halo_rise is not None for d in diags.values())
+
+
+def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew():
+    """Defocus narrows r90/r50: a night whose first 3 frames were 1.5 CFZ out (before its first
+    autofocus) would read its in-focus frames as a halo (5 of 7 called dew before the guard). The
+    frames the diagnosis calls a focus miss are left out of the night's dew reference."""
+    from focuswatch import optics
+
+    st, single = [], []
+    for i in range(10):
+        see = NIGHT_SEEING[i]
+        spec, header = night_spec(NEWTONIAN, see, 0.0, i, seed=71, focpos=900 if i < 3 else 1000, cadence_s=600.0)
+        spec = replace(spec, seeing=po.Seeing(see, kind="vonkarman", outer_scale_over_r0=200.0 * see / 2.5),
+                       aberrations=po.FieldAberrations(
+                           defocus_um=(1.5 if i < 3 else 0.1) * optics.cfz_um(NEWTONIAN.f_ratio)))
+        frame = frame_from_array(po.render_frame(spec).pixels, header)
+        s = stars.measure(frame)
+        st.append(s)
+        single.append(diagnose.frame(s, rig_of(NEWTONIAN), image=frame))
+    assert [d.label for d in single[:3]] == ["focus_miss"] * 3
+    wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN))
+    judged = [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single, st, wits)]
+    assert "dew" not in [d.label for d in judged], [(d.label, d.evidence.halo_rise) for d in judged]
+    # the reference is the in-focus frames': their own rise is about zero
+    assert abs(judged[4].evidence.halo_rise) < 0.1

@@ -100,20 +100,28 @@ def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: floa
     return float(see) if see and math.isfinite(see) and see > 0 else None
 
 
+#: Frames whose r90/r50 is no in-focus star's: left out of the night's dew reference and window.
+_NO_DEW_FIGURE = ("focus_miss", "trailing")
+
+
 def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()) -> float | None:
     """A frame's single-frame dew figure (``Evidence.halo_excess``) from the one diagnosis call
     (:func:`focuswatch.diagnose.frame`, the star table alone); ``None`` for a frame it cannot judge
-    (not a light, too few stars, no f-ratio or pixel) or when judging fails (logged: optional)."""
+    (not a light, too few stars, no f-ratio or pixel), when judging fails (logged: optional), and for
+    a frame it calls ``focus_miss`` or ``trailing``: defocus narrows r90/r50 (a night whose first frames
+    were out of focus would read its in-focus frames as a halo: a physical-optics night with its first
+    3 frames at 1.5 CFZ called 5 of 7 focused frames dew) and a trail is no in-focus star either."""
     from focuswatch.diagnose.verdict import frame
 
     meta = getattr(stats, "meta", None)
     if meta is not None and not getattr(meta, "is_light", True):
         return None
     try:
-        return frame(stats, rig, config=config).evidence.halo_excess
+        d = frame(stats, rig, config=config)
     except Exception as exc:  # noqa: BLE001 - the night's dew reference is optional
         log.debug("%s: no dew figure for the night's reference (%s)", getattr(stats, "file", None), exc)
         return None
+    return None if d.label in _NO_DEW_FIGURE else d.evidence.halo_excess
 
 
 def with_monitor(monitor: SeeingWitness | None, night: SeeingWitness | None) -> SeeingWitness | None:
