@@ -200,7 +200,7 @@ def run_nights(seeds: list[int], header_rig: bool = False) -> dict:
                     rigs.append(rig)
                     d_list.append(diagnose.frame(st, rig, image=frame))
                 base = Rig() if header_rig else pf.rig_of(o)
-                wits = diagnose.night_witnesses(st_list, base)
+                wits = diagnose.night_witnesses(st_list, base, dew_reference=True)
                 night = [diagnose.rejudge(d, s, r, w) for d, s, r, w in zip(d_list, st_list, rigs, wits)]
                 cell = out[(frac, k)]
                 calls = np.array([d.label == "dew" for d in night])

@@ -148,7 +148,7 @@ def _judged_as_a_folder(halo_frac: float, halo_fwhm: float = 3.0) -> list[diagno
     """As ``diagnose FOLDER``, the night's story and ``grade`` judge a night: the night's context
     (``night_witnesses``), then each frame again through the one diagnosis call (``rejudge``)."""
     _, st, single = _night(halo_frac, halo_fwhm)
-    wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN))
+    wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN), dew_reference=True)
     assert all(w is not None and w.halo_ref_excess is not None for w in wits)
     return [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single, st, wits)]
 
@@ -194,7 +194,7 @@ def test_the_watchers_witness_tracker_carries_the_same_night_reference():
     tracker = diagnose.WitnessTracker(rig)
     live = []
     for frame, s in zip(frames, st):
-        w = tracker.witness_for(frame.meta.filter_name, frame.meta.timestamp, frame.meta.focuser_pos, rig=rig)
+        w = tracker.context_for(frame.meta.filter_name, frame.meta.timestamp, frame.meta.focuser_pos, rig=rig)
         live.append(diagnose.frame(s, rig, image=frame, seeing_witness=w))
         tracker.add(frame.meta.filter_name, frame.meta.timestamp, s.hfr_px, frame.meta.focuser_pos, rig=rig,
                     n_stars=s.n_stars, stats=s)
@@ -211,7 +211,7 @@ def test_a_night_dewed_from_its_first_frame_keeps_the_single_frame_call():
     single-frame ceiling still calls the halo (the night's rise would read ~0)."""
     _, st, single = _night(0.15, 4.0)
     shifted = [replace(s) for s in st[NIGHT_ONSET:]]  # the night starting at the halo's onset
-    wits = diagnose.night_witnesses(shifted, rig_of(NEWTONIAN))
+    wits = diagnose.night_witnesses(shifted, rig_of(NEWTONIAN), dew_reference=True)
     judged = [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single[NIGHT_ONSET:], shifted, wits)]
     assert wits[0].halo_ref_excess >= diagnose.DiagnoseConfig().dew_halo_excess
     assert all(d.evidence.halo_rise is None for d in judged)
@@ -254,7 +254,7 @@ def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew
         st.append(s)
         single.append(diagnose.frame(s, rig_of(NEWTONIAN), image=frame))
     assert [d.label for d in single[:3]] == ["focus_miss"] * 3
-    wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN))
+    wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN), dew_reference=True)
     judged = [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single, st, wits)]
     assert "dew" not in [d.label for d in judged], [(d.label, d.evidence.halo_rise) for d in judged]
     # the reference is the in-focus frames': their own rise is about zero

@@ -221,13 +221,13 @@ class WitnessTracker:
             return None
         return 100.0 * MAD_TO_SIGMA * (finite_median([abs(x) for x in d]) or 0.0) / math.sqrt(2.0)
 
-    def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
+    def context_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
-        """The night's context for a frame: the seeing witness (:meth:`seeing_witness_for`) with the
-        night's dew reference (:meth:`halo_reference`) added; a witness of the dew reference alone
-        (``seeing_arcsec`` ``None``) when only that is known; ``None`` when neither is."""
-        w = self.seeing_witness_for(filter_name, time_s, focuser_pos, rig=rig,
-                                    plate_scale_arcsec_px=plate_scale_arcsec_px)
+        """The night's context for a frame (what the night loop judges it with): the seeing witness
+        (:meth:`witness_for`) with the night's dew reference (:meth:`halo_reference`) added; a
+        witness of the dew reference alone (``seeing_arcsec`` ``None``) when only that is known;
+        ``None`` when neither is. The dew reference needs the frames' measurements (``add(stats=...)``)."""
+        w = self.witness_for(filter_name, time_s, focuser_pos, rig=rig, plate_scale_arcsec_px=plate_scale_arcsec_px)
         halo = self.halo_reference(rig)
         if halo is None:
             return w
@@ -258,9 +258,8 @@ class WitnessTracker:
         recent.append(float(halo_excess))
         del recent[:-max(1, int(self.config.dew_night_window) - 1)]
 
-    def seeing_witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None,
-                           *, rig: Rig | None = None,
-                           plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
+    def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
+                    rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
         """The witness for a frame of ``filter_name`` taken at ``time_s`` (``None``: none yet,
         too old, another focuser position, the frame is itself one of the witness frames, or the
         filter's frame-to-frame scatter is known from fewer than ``witness_min_steps`` steps).
@@ -320,14 +319,16 @@ class WitnessTracker:
 
 
 def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
-                    config: DiagnoseConfig = DiagnoseConfig()) -> list[SeeingWitness | None]:
+                    config: DiagnoseConfig = DiagnoseConfig(), *,
+                    dew_reference: bool = False) -> list[SeeingWitness | None]:
     """The witness for each frame of a folder (same order as ``stats_list``).
 
     Frames are taken in capture order (DATE-OBS, when every frame has one); a change of a
     filter's focuser position (FOCPOS) is its autofocus, as in the night's story. Without
     FOCPOS the first frames of each filter are its witness until it expires. A seeing
-    monitor's header value, when a frame has one, is its witness. Every light frame also gets
-    the night's dew reference (``SeeingWitness.halo_*``: the first ``dew_night_frames`` frames of
+    monitor's header value, when a frame has one, is its witness. With ``dew_reference`` (the
+    night's story, ``diagnose FOLDER``, ``grade``) every light frame also gets the night's dew
+    reference (``SeeingWitness.halo_*``: the first ``dew_night_frames`` frames of
     the rig and plate scale, whatever the filter or focus), those first frames included.
     """
     from focuswatch.optics import rig_with_header
@@ -352,12 +353,13 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         filt = getattr(meta, "filter_name", None)
         if meta is not None and not getattr(meta, "is_light", True):
             continue  # a flat or dark among the frames: no witness for it, nor from it
-        w = tr.witness_for(filt, ts[i], pos)
+        w = tr.context_for(filt, ts[i], pos) if dew_reference else tr.witness_for(filt, ts[i], pos)
         out[i] = with_monitor(mon, w)
         tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
-        fig = frame_halo_excess(s, r, config)
-        tr.add_halo(fig, r)
-        seen.setdefault(key, []).append((i, fig, r))
+        if dew_reference:
+            fig = frame_halo_excess(s, r, config)
+            tr.add_halo(fig, r)
+            seen.setdefault(key, []).append((i, fig, r))
     # the whole night is known here: its first frames (judged before the dew reference was complete)
     # are judged against it too, each with the frames before it (a lone wide frame among them is
     # no lasting halo)

@@ -581,7 +581,7 @@ def _policy_decisions(scan: SessionScan, rig: Rig, policy: Any) -> dict[str, Any
             rec = judge(s, frig, AssessContext(time_s=rec.time_s, baseline_hfr_px=base, seeing_witness=witness,
                                                diagnose_config=scan.diagnose_config), file=rec.file).record
         if tracker is not None:
-            tracker.add(s.meta.filter_name, rec.time_s, s.hfr_px, s.meta.focuser_pos, rig=frig, n_stars=s.n_stars, stats=s)
+            tracker.add(s.meta.filter_name, rec.time_s, s.hfr_px, s.meta.focuser_pos, rig=frig, n_stars=s.n_stars)
         out[str(s.file)] = mon.observe(rec, rig=frig)
     return out
 
