@@ -259,3 +259,43 @@ def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew
     assert "dew" not in [d.label for d in judged], [(d.label, d.evidence.halo_rise) for d in judged]
     # the reference is the in-focus frames': their own rise is about zero
     assert abs(judged[4].evidence.halo_rise) < 0.1
+
+
+#: dew7's held-out false dew nights: a 250 mm f/4.8 (obstruction 0.45, four vanes) at 0.65"/px whose
+#: seeing got much better (2.5-2.7" -> 1.5") after the night's reference frames: ~2.5 px FWHM stars
+#: read r90/r50 ~0.3 higher (the pixel's share of a small star), no halo on the optics.
+BIG_NEWT = po.Optics(aperture_mm=250.0, focal_length_mm=1200.0, pixel_um=3.76, obstruction=0.45, n_vanes=4,
+                     vane_width=0.01)
+IMPROVING_SEEING = (2.6, 2.5, 2.7, 2.2, 1.8, 1.5, 1.5, 1.5, 1.5, 1.5)
+
+
+def test_seeing_improving_after_the_reference_frames_on_a_small_star_rig_is_not_dew():
+    """Physical optics (Kolmogorov seeing, 0.15 CFZ), no halo added: no frame is dew. Without the
+    star-size guard (``dew_night_min_hfr_ratio`` 0) the same night's rise calls its last frames dew:
+    a halo never makes stars smaller, better seeing does."""
+    from focuswatch import optics
+
+    rig = rig_of(BIG_NEWT)
+    st, single = [], []
+    for i, see in enumerate(IMPROVING_SEEING):
+        spec, header = night_spec(BIG_NEWT, see, 0.0, i, seed=5, cadence_s=600.0)
+        spec = replace(spec, aberrations=po.FieldAberrations(defocus_um=0.15 * optics.cfz_um(BIG_NEWT.f_ratio)))
+        frame = frame_from_array(po.render_frame(spec).pixels, header)
+        s = stars.measure(frame)
+        st.append(s)
+        single.append(diagnose.frame(s, rig, image=frame))
+
+    def judged(config: diagnose.DiagnoseConfig) -> list[diagnose.Diagnosis]:
+        wits = diagnose.night_witnesses(st, rig, config=config, dew_reference=True)
+        return [diagnose.rejudge(d, s, rig, w, config=config) for d, s, w in zip(single, st, wits)]
+
+    cfg = diagnose.DiagnoseConfig()
+    night = judged(cfg)
+    assert all(d.label != "dew" and all(f.label != "dew" for f in d.findings) for d in night), \
+        [(d.label, d.evidence.hfr_px, d.evidence.halo_rise) for d in night]
+    assert max(d.evidence.halo_rise for d in night) < cfg.dew_night_rise
+    # the stars at 1.5" are clearly smaller than the reference frames' (the guard's ground)
+    ref_hfr = float(np.median([d.evidence.hfr_px for d in night[:3]]))
+    assert all(d.evidence.hfr_px < cfg.dew_night_min_hfr_ratio * ref_hfr for d in night[5:])
+    unguarded = judged(replace(cfg, dew_night_min_hfr_ratio=0.0))
+    assert "dew" in [d.label for d in unguarded[5:]], [d.evidence.halo_rise for d in unguarded]

@@ -367,7 +367,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         seeing_worse_than_witness=worse,
         size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
         profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
-        halo_excess=_r(hx), halo_rise=_r(night_halo_rise(hx, seeing_witness, config)),
+        halo_excess=_r(hx), halo_rise=_r(night_halo_rise(hx, seeing_witness, config, hfr_med)),
         beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
         eccentricity=_r(float(np.median(ecc))), centre_ecc=_r(centre_ecc), edge_ecc=_r(edge_ecc),
         radial_score=_r(rho), alignment=_r(align), alignment_angle_deg=_r(math.degrees(ang) % 180.0, 1),

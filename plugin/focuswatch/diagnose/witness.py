@@ -86,6 +86,12 @@ class SeeingWitness(Record):
     halo_ref_excess: float | None = None
     halo_ref_frames: int = 0
     halo_recent: tuple[float, ...] = ()
+    #: The median star HFR (px, ``Evidence.hfr_px``) of those reference frames: a halo never makes
+    #: stars smaller, so a frame whose stars are clearly smaller (seeing better than the reference's)
+    #: counts no rise (``DiagnoseConfig.dew_night_min_hfr_ratio``). ``None``: not measured.
+    halo_ref_hfr_px: float | None = None
+    #: The star HFRs (px) of the ``halo_recent`` frames, in the same order (the window's star size).
+    halo_recent_hfr_px: tuple[float, ...] = ()
 
 
 def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: float | None = None) -> float | None:
@@ -106,7 +112,15 @@ _NO_DEW_FIGURE = ("focus_miss", "trailing")
 
 def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()) -> float | None:
     """A frame's single-frame dew figure (``Evidence.halo_excess``) from the one diagnosis call
-    (:func:`focuswatch.diagnose.frame`, the star table alone); ``None`` for a frame it cannot judge
+    (:func:`frame_dew_figures`)."""
+    return frame_dew_figures(stats, rig, config)[0]
+
+
+def frame_dew_figures(stats: Any, rig: Rig | None,
+                      config: DiagnoseConfig = DiagnoseConfig()) -> tuple[float | None, float | None]:
+    """A frame's single-frame dew figure (``Evidence.halo_excess``) and its stars' HFR (px,
+    ``Evidence.hfr_px``) from the one diagnosis call (:func:`focuswatch.diagnose.frame`, the star
+    table alone); ``(None, None)`` for a frame it cannot judge
     (not a light, too few stars, no f-ratio or pixel), when judging fails (logged: optional), and for
     a frame it calls ``focus_miss`` or ``trailing``: defocus narrows r90/r50 (a night whose first frames
     were out of focus would read its in-focus frames as a halo: a physical-optics night with its first
@@ -115,13 +129,15 @@ def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = Diag
 
     meta = getattr(stats, "meta", None)
     if meta is not None and not getattr(meta, "is_light", True):
-        return None
+        return None, None
     try:
         d = frame(stats, rig, config=config)
     except Exception as exc:  # noqa: BLE001 - the night's dew reference is optional
         log.debug("%s: no dew figure for the night's reference (%s)", getattr(stats, "file", None), exc)
-        return None
-    return None if d.label in _NO_DEW_FIGURE else d.evidence.halo_excess
+        return None, None
+    if d.label in _NO_DEW_FIGURE:
+        return None, None
+    return d.evidence.halo_excess, d.evidence.hfr_px
 
 
 def with_monitor(monitor: SeeingWitness | None, night: SeeingWitness | None) -> SeeingWitness | None:
@@ -132,7 +148,8 @@ def with_monitor(monitor: SeeingWitness | None, night: SeeingWitness | None) -> 
     if night is None or night.halo_ref_excess is None:
         return monitor
     return replace(monitor, halo_ref_excess=night.halo_ref_excess, halo_ref_frames=night.halo_ref_frames,
-                   halo_recent=night.halo_recent)
+                   halo_recent=night.halo_recent, halo_ref_hfr_px=night.halo_ref_hfr_px,
+                   halo_recent_hfr_px=night.halo_recent_hfr_px)
 
 
 def monitor_witness(meta: Any) -> SeeingWitness | None:
@@ -195,6 +212,8 @@ class WitnessTracker:
         #: first dew figures (the reference) and the latest ones (diagnose.halo.night_halo_rise)
         self._halo_ref: dict[float | None, list[float]] = {}
         self._halo_recent: dict[float | None, list[float]] = {}
+        self._halo_ref_hfr: dict[float | None, list[float]] = {}
+        self._halo_recent_hfr: dict[float | None, list[float]] = {}
 
     def _key(self, filter_name: str | None, rig: Rig | None = None) -> tuple[str, float | None]:
         """Per filter and per plate scale: witness frames binned otherwise (or through another
@@ -242,21 +261,29 @@ class WitnessTracker:
         ref = self._halo_ref.get(key, [])
         if len(ref) < self.config.dew_night_frames:
             return None
+        hfr = [h for h in self._halo_ref_hfr.get(key, ()) if h is not None and math.isfinite(h) and h > 0]
         return {"halo_ref_excess": float(finite_median(ref)), "halo_ref_frames": len(ref),
-                "halo_recent": tuple(self._halo_recent.get(key, ()))}
+                "halo_recent": tuple(self._halo_recent.get(key, ())),
+                "halo_ref_hfr_px": float(finite_median(hfr)) if hfr else None,
+                "halo_recent_hfr_px": tuple(self._halo_recent_hfr.get(key, ()))}
 
-    def add_halo(self, halo_excess: float | None, rig: Rig | None = None) -> None:
+    def add_halo(self, halo_excess: float | None, rig: Rig | None = None, hfr_px: float | None = None) -> None:
         """A judged frame's single-frame dew figure (``Evidence.halo_excess``): the night's first
-        ones are its reference, the latest ``dew_night_window`` - 1 the recent window."""
+        ones are its reference, the latest ``dew_night_window`` - 1 the recent window. ``hfr_px``
+        (``Evidence.hfr_px``): the reference frames' star size (``halo_ref_hfr_px``)."""
         if halo_excess is None or not math.isfinite(halo_excess):
             return
         key = self._key(None, rig)[1]
         ref = self._halo_ref.setdefault(key, [])
         if len(ref) < self.config.dew_night_frames:
             ref.append(float(halo_excess))
+            self._halo_ref_hfr.setdefault(key, []).append(float(hfr_px) if hfr_px is not None else math.nan)
         recent = self._halo_recent.setdefault(key, [])
         recent.append(float(halo_excess))
         del recent[:-max(1, int(self.config.dew_night_window) - 1)]
+        recent_hfr = self._halo_recent_hfr.setdefault(key, [])
+        recent_hfr.append(float(hfr_px) if hfr_px is not None else math.nan)
+        del recent_hfr[:-max(1, int(self.config.dew_night_window) - 1)]
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
@@ -299,7 +326,8 @@ class WitnessTracker:
         if n_stars is not None and n_stars < self.config.min_stars:
             return
         if stats is not None:
-            self.add_halo(frame_halo_excess(stats, rig or self.rig, self.config), rig)
+            fig, fig_hfr = frame_dew_figures(stats, rig or self.rig, self.config)
+            self.add_halo(fig, rig, fig_hfr)
         key = self._key(filter_name, rig)
         prev = self._last.get(key)
         if prev is not None and prev[2] == self._epoch and (
@@ -357,22 +385,24 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         out[i] = with_monitor(mon, w)
         tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
         if dew_reference:
-            fig = frame_halo_excess(s, r, config)
-            tr.add_halo(fig, r)
-            seen.setdefault(key, []).append((i, fig, r))
+            fig, fig_hfr = frame_dew_figures(s, r, config)
+            tr.add_halo(fig, r, fig_hfr)
+            seen.setdefault(key, []).append((i, fig, r, fig_hfr))
     # the whole night is known here: its first frames (judged before the dew reference was complete)
     # are judged against it too, each with the frames before it (a lone wide frame among them is
     # no lasting halo)
     keep = max(0, int(config.dew_night_window) - 1)
     for key, frames in seen.items():
-        for j, (i, _, r) in enumerate(frames):
+        for j, (i, _, r, _) in enumerate(frames):
             if out[i] is not None and out[i].halo_ref_excess is not None:
                 continue
             halo = trackers[key].halo_reference(r)
             if halo is None:
                 continue
-            before = [f for _, f, _ in frames[:j] if f is not None and math.isfinite(f)]
-            halo["halo_recent"] = tuple(before[-keep:]) if keep else ()
+            before = [(f, fh) for _, f, _, fh in frames[:j] if f is not None and math.isfinite(f)]
+            before = before[-keep:] if keep else []
+            halo["halo_recent"] = tuple(f for f, _ in before)
+            halo["halo_recent_hfr_px"] = tuple(math.nan if fh is None else float(fh) for _, fh in before)
             out[i] = SeeingWitness(None, None, **halo) if out[i] is None else replace(out[i], **halo)
     return out
 
@@ -427,5 +457,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
                    evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_halo_excess", "monitor_witness",
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "frame_halo_excess", "monitor_witness",
            "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]
