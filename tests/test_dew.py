@@ -105,3 +105,197 @@ def test_the_ceiling_is_the_widest_family_and_vanes_widen_it():
     ceiling = halo.infocus_wing_ceiling(h, 0.35)
     for pupil in ("plain", "vanes"):
         assert ceiling >= np.interp(h, ref["pupils"][pupil]["r50"][vk], ref["pupils"][pupil]["w"][vk]) - 1e-12
+
+
+# --------------------------------------------------------------------------- the night's own reference
+
+#: A night on the Newtonian (obstruction 0.33, four vanes): von Karman seeing with a fixed outer scale
+#: (L0/r0 200 at 2.5", growing as the seeing worsens), wandering 1.8-3.6", the focus drifting to
+#: 0.25 CFZ between autofocus runs (FOCPOS steps every 5 frames).
+NIGHT_SEEING = (2.4, 2.2, 2.6, 3.0, 3.4, 3.6, 3.1, 2.6, 2.2, 1.8, 2.0, 2.5, 2.9)
+NIGHT_ONSET = 4
+
+
+@lru_cache(maxsize=None)
+def _night_pixels(i: int) -> tuple[np.ndarray, dict]:
+    from focuswatch import optics
+
+    see = NIGHT_SEEING[i]
+    spec, header = night_spec(NEWTONIAN, see, 0.0, i, seed=71, focpos=1000 + 10 * (i // 5), cadence_s=600.0)
+    spec = replace(spec, seeing=po.Seeing(see, kind="vonkarman", outer_scale_over_r0=200.0 * see / 2.5),
+                   aberrations=po.FieldAberrations(defocus_um=0.25 * (i % 5) / 4 * optics.cfz_um(NEWTONIAN.f_ratio)))
+    return po.render_frame(spec).pixels, header
+
+
+@lru_cache(maxsize=None)
+def _night(halo_frac: float, halo_fwhm: float = 3.0) -> tuple[list, list, list]:
+    """(frames, stats, single-frame diagnoses) of the night, the halo (its full share from the
+    onset on) added to every frame from ``NIGHT_ONSET``."""
+    frames, st, single = [], [], []
+    for i in range(len(NIGHT_SEEING)):
+        pix, header = _night_pixels(i)
+        if halo_frac and i >= NIGHT_ONSET:
+            pix = dew_halo(pix, halo_frac, halo_fwhm * 2.5 / NEWTONIAN.plate_scale_arcsec_px).astype(np.float32)
+        frame = frame_from_array(pix, header)
+        s = stars.measure(frame)
+        frames.append(frame)
+        st.append(s)
+        single.append(diagnose.frame(s, rig_of(NEWTONIAN), image=frame))
+    return frames, st, single
+
+
+def _judged_as_a_folder(halo_frac: float, halo_fwhm: float = 3.0) -> list[diagnose.Diagnosis]:
+    """As ``diagnose FOLDER``, the night's story and ``grade`` judge a night: the night's context
+    (``night_witnesses``), then each frame again through the one diagnosis call (``rejudge``)."""
+    _, st, single = _night(halo_frac, halo_fwhm)
+    wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN), dew_reference=True)
+    assert all(w is not None and w.halo_ref_excess is not None for w in wits)
+    return [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single, st, wits)]
+
+
+def test_a_night_without_dew_is_never_dew_against_its_own_first_frames():
+    judged = _judged_as_a_folder(0.0)
+    assert [d.label for d in judged].count("dew") == 0
+    assert all(f.label != "dew" for d in judged for f in d.findings)
+    rises = [d.evidence.halo_rise for d in judged]
+    assert all(r is not None for r in rises)
+    assert max(rises) < diagnose.DiagnoseConfig().dew_night_rise, rises
+    story = diagnose.night(_night(0.0)[1], rig_of(NEWTONIAN), diagnoses=_night(0.0)[2])
+    assert story.dew_onset_h is None and story.label != "dew"
+
+
+def test_a_lasting_halo_is_dew_against_the_night_and_found_more_often_than_frame_by_frame():
+    """10 % of the light over 3 FWHM from frame 4: dew on the frames once the window holds it, never
+    before the onset, and the night's story says so; a 5 % halo is called late but lastingly."""
+    judged = _judged_as_a_folder(0.10)
+    labels = [d.label for d in judged]
+    assert "dew" not in labels[:NIGHT_ONSET], labels
+    late = labels[NIGHT_ONSET + 2:]
+    assert late.count("dew") >= len(late) - 1, labels
+    _, st, single = _night(0.10)
+    story = diagnose.night(st, rig_of(NEWTONIAN), diagnoses=single)
+    assert story.label == "dew" and story.dew_onset_h is not None
+    assert story.dew_onset_h >= NIGHT_ONSET * 600.0 / 3600.0 - 1e-6  # not before the halo
+    # the 5 % halo: frame by frame it comes and goes (the single-frame ceiling), against the night it
+    # is called later but then on every frame
+    weak = [d.label for d in _judged_as_a_folder(0.05, 4.0)]
+    weak_single = [d.label for d in _night(0.05, 4.0)[2]]
+    assert "dew" in weak and "dew" not in weak[:NIGHT_ONSET], weak
+    first = weak.index("dew")
+    assert set(weak[first:]) == {"dew"}, weak
+    assert weak[-5:].count("dew") > weak_single[-5:].count("dew"), (weak, weak_single)
+
+
+def test_the_watchers_witness_tracker_carries_the_same_night_reference():
+    """The night loop's path: the tracker's witness into ``diagnose.frame`` with the pixels, then the
+    frame's measurement into the tracker: the same calls on the dewed night as the folder's."""
+    frames, st, _ = _night(0.10)
+    rig = rig_of(NEWTONIAN)
+    tracker = diagnose.WitnessTracker(rig)
+    live = []
+    for frame, s in zip(frames, st):
+        w = tracker.context_for(frame.meta.filter_name, frame.meta.timestamp, frame.meta.focuser_pos, rig=rig)
+        live.append(diagnose.frame(s, rig, image=frame, seeing_witness=w))
+        tracker.add(frame.meta.filter_name, frame.meta.timestamp, s.hfr_px, frame.meta.focuser_pos, rig=rig,
+                    n_stars=s.n_stars, stats=s)
+    # the first frames are the reference (live, they are judged frame by frame); after: the night's call
+    n_ref = diagnose.DiagnoseConfig().dew_night_frames
+    assert all(d.evidence.halo_rise is None for d in live[:n_ref])
+    assert all(d.evidence.halo_rise is not None for d in live[n_ref:])
+    folder = _judged_as_a_folder(0.10)
+    assert [d.label == "dew" for d in live[n_ref:]] == [d.label == "dew" for d in folder[n_ref:]]
+
+
+def test_a_night_dewed_from_its_first_frame_keeps_the_single_frame_call():
+    """A reference already over the single-frame threshold is no in-focus reference: the
+    single-frame ceiling still calls the halo (the night's rise would read ~0)."""
+    _, st, single = _night(0.15, 4.0)
+    shifted = [replace(s) for s in st[NIGHT_ONSET:]]  # the night starting at the halo's onset
+    wits = diagnose.night_witnesses(shifted, rig_of(NEWTONIAN), dew_reference=True)
+    judged = [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single[NIGHT_ONSET:], shifted, wits)]
+    assert wits[0].halo_ref_excess >= diagnose.DiagnoseConfig().dew_halo_excess
+    assert all(d.evidence.halo_rise is None for d in judged)
+    assert [d.label for d in judged] == [d.label for d in single[NIGHT_ONSET:]]
+    assert [d.label for d in judged].count("dew") >= len(judged) - 2
+
+
+def test_the_in_focus_bayer_night_grade_scans_has_no_dew_sub(tmp_path):
+    """osc6's finding: on the in-focus one-shot-colour night (GalSim, the issue's 50 mm f/5 smart
+    telescope, 1.4 px Bayer stars) ``grade``'s diagnosis called one of the first subs ``dew`` (a lone
+    r90/r50 of +0.31 over the single-frame ceiling, its neighbours at -0.3). Against the night's own
+    first frames it is no lasting halo."""
+    import galsim_truth as gt
+    from focuswatch.render import night
+
+    gt.bayer_night(tmp_path / "focus", [0.0] * 8)
+    scan = night.scan_session(tmp_path / "focus", progress=False)
+    diags = scan.diagnose(None)
+    assert len(diags) == 8
+    assert all(d.label != "dew" and all(f.label != "dew" for f in d.findings) for d in diags.values()), \
+        {k: (d.label, d.evidence.halo_excess, d.evidence.halo_rise) for k, d in diags.items()}
+    assert all(d.evidence.halo_rise is not None for d in diags.values())
+
+
+def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew():
+    """Defocus narrows r90/r50: a night whose first 3 frames were 1.5 CFZ out (before its first
+    autofocus) would read its in-focus frames as a halo (5 of 7 called dew before the guard). The
+    frames the diagnosis calls a focus miss are left out of the night's dew reference."""
+    from focuswatch import optics
+
+    st, single = [], []
+    for i in range(10):
+        see = NIGHT_SEEING[i]
+        spec, header = night_spec(NEWTONIAN, see, 0.0, i, seed=71, focpos=900 if i < 3 else 1000, cadence_s=600.0)
+        spec = replace(spec, seeing=po.Seeing(see, kind="vonkarman", outer_scale_over_r0=200.0 * see / 2.5),
+                       aberrations=po.FieldAberrations(
+                           defocus_um=(1.5 if i < 3 else 0.1) * optics.cfz_um(NEWTONIAN.f_ratio)))
+        frame = frame_from_array(po.render_frame(spec).pixels, header)
+        s = stars.measure(frame)
+        st.append(s)
+        single.append(diagnose.frame(s, rig_of(NEWTONIAN), image=frame))
+    assert [d.label for d in single[:3]] == ["focus_miss"] * 3
+    wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN), dew_reference=True)
+    judged = [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single, st, wits)]
+    assert "dew" not in [d.label for d in judged], [(d.label, d.evidence.halo_rise) for d in judged]
+    # the reference is the in-focus frames': their own rise is about zero
+    assert abs(judged[4].evidence.halo_rise) < 0.1
+
+
+#: dew7's held-out false dew nights: a 250 mm f/4.8 (obstruction 0.45, four vanes) at 0.65"/px whose
+#: seeing got much better (2.5-2.7" -> 1.5") after the night's reference frames: ~2.5 px FWHM stars
+#: read r90/r50 ~0.3 higher (the pixel's share of a small star), no halo on the optics.
+BIG_NEWT = po.Optics(aperture_mm=250.0, focal_length_mm=1200.0, pixel_um=3.76, obstruction=0.45, n_vanes=4,
+                     vane_width=0.01)
+IMPROVING_SEEING = (2.6, 2.5, 2.7, 2.2, 1.8, 1.5, 1.5, 1.5, 1.5, 1.5)
+
+
+def test_seeing_improving_after_the_reference_frames_on_a_small_star_rig_is_not_dew():
+    """Physical optics (Kolmogorov seeing, 0.15 CFZ), no halo added: no frame is dew. Without the
+    star-size guard (``dew_night_min_hfr_ratio`` 0) the same night's rise calls its last frames dew:
+    a halo never makes stars smaller, better seeing does."""
+    from focuswatch import optics
+
+    rig = rig_of(BIG_NEWT)
+    st, single = [], []
+    for i, see in enumerate(IMPROVING_SEEING):
+        spec, header = night_spec(BIG_NEWT, see, 0.0, i, seed=5, cadence_s=600.0)
+        spec = replace(spec, aberrations=po.FieldAberrations(defocus_um=0.15 * optics.cfz_um(BIG_NEWT.f_ratio)))
+        frame = frame_from_array(po.render_frame(spec).pixels, header)
+        s = stars.measure(frame)
+        st.append(s)
+        single.append(diagnose.frame(s, rig, image=frame))
+
+    def judged(config: diagnose.DiagnoseConfig) -> list[diagnose.Diagnosis]:
+        wits = diagnose.night_witnesses(st, rig, config=config, dew_reference=True)
+        return [diagnose.rejudge(d, s, rig, w, config=config) for d, s, w in zip(single, st, wits)]
+
+    cfg = diagnose.DiagnoseConfig()
+    night = judged(cfg)
+    assert all(d.label != "dew" and all(f.label != "dew" for f in d.findings) for d in night), \
+        [(d.label, d.evidence.hfr_px, d.evidence.halo_rise) for d in night]
+    assert max(d.evidence.halo_rise for d in night) < cfg.dew_night_rise
+    # the stars at 1.5" are clearly smaller than the reference frames' (the guard's ground)
+    ref_hfr = float(np.median([d.evidence.hfr_px for d in night[:3]]))
+    assert all(d.evidence.hfr_px < cfg.dew_night_min_hfr_ratio * ref_hfr for d in night[5:])
+    unguarded = judged(replace(cfg, dew_night_min_hfr_ratio=0.0))
+    assert "dew" in [d.label for d in unguarded[5:]], [d.evidence.halo_rise for d in unguarded]

@@ -198,7 +198,8 @@ def judge(stats: Any, rig: Rig, context: AssessContext = AssessContext(), *, ima
             extra = {"config": context.diagnose_config} if context.diagnose_config is not None else {}
             # a seeing monitor's value from the header, else the night's in-focus witness: the star's
             # size can then call the miss the profile shape hides
-            witness = diagnose.monitor_witness(stats.meta) or context.seeing_witness
+            # (with the night's dew reference, which the night's witness carries)
+            witness = diagnose.with_monitor(diagnose.monitor_witness(stats.meta), context.seeing_witness)
             if witness is not None:
                 extra["seeing_witness"] = witness
             diagnosis = diagnose.frame(stats, rig, image=image if context.use_pixels else None,

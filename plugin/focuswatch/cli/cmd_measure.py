@@ -119,7 +119,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
     # the night's own seeing witness (first frames at each focus, docs/diagnose.md): judged again with it
     try:
-        witnesses = diagnose.night_witnesses([o.value[0] for o in batch.done], rig0, dcfg)
+        witnesses = diagnose.night_witnesses([o.value[0] for o in batch.done], rig0, dcfg, dew_reference=True)
     except Exception as exc:  # noqa: BLE001 - optional, as in SessionScan: the frames' diagnoses stand
         error_line(f"diagnosis: the night's seeing witness failed ({exc}); frames judged without it")
         witnesses = [None] * len(batch.done)

@@ -49,7 +49,9 @@ tilt           size gradient across the frame, the sharpest region off-centre or
                along one axis (anisotropic growth; ASTAP tilt %)
 dew            stars with halos: the 90 %/50 % flux radius ratio (pixel width taken out)
                wider than any in-focus seeing star of the same size on the rig (von Karman,
-               Kolmogorov, Moffat beta 2.5-5; ``halo.py``) allows, by >= 0.25 px; never
+               Kolmogorov, Moffat beta 2.5-5; ``halo.py``) allows, by >= 0.25 px; with the
+               night known (``SeeingWitness.halo_*``), a lasting rise of that figure over the
+               night's first frames (``halo_rise``); never
                stars smaller than the baseline or a core several times the in-focus size
 focus_miss     round stars, uniform field, a flat-topped profile or donuts: the smallest defocus
                blur any plausible seeing profile allows is about the seeing FWHM or more, and
@@ -123,7 +125,8 @@ from focuswatch.diagnose.profile import (
 from focuswatch.diagnose.shape import field_growth_exponent, star_asymmetry
 from focuswatch.diagnose.text import ARCSEC, format_diagnosis, format_night
 from focuswatch.diagnose.verdict import Diagnosis, Finding, frame
-from focuswatch.diagnose.witness import SeeingWitness, WitnessTracker, monitor_witness, night_witnesses, rejudge
+from focuswatch.diagnose.witness import (SeeingWitness, WitnessTracker, monitor_witness, night_witnesses, rejudge,
+                                        with_monitor)
 
 __all__ = [
     # labels
@@ -140,7 +143,7 @@ __all__ = [
     # one frame, a night
     "Finding", "Diagnosis", "frame", "NightFrame", "NightStory", "night",
     # the seeing witness
-    "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses", "rejudge",
+    "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses", "rejudge", "with_monitor",
     # text
     "fmt_pct", "ARCSEC", "format_diagnosis", "format_night",
     # generated tables

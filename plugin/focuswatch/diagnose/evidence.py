@@ -21,7 +21,7 @@ from focuswatch import optics
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
-from focuswatch.diagnose.halo import halo_excess, lambda_n_px
+from focuswatch.diagnose.halo import halo_excess, lambda_n_px, night_halo_rise
 from focuswatch.diagnose.profile import (KOLMOGOROV_HLR_PER_FWHM, StackedFit, blur_from_profile,
                                         fit_stacked_profile, stacked_profile, wing_ratio_px)
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
@@ -79,6 +79,10 @@ class Evidence(Record):
     #: r90/r50 above the widest in-focus seeing wings of the rig at this star size (the dew
     #: evidence, ``diagnose.halo``); ``None`` without the rig's f-ratio and pixel size.
     halo_excess: float | None = None
+    #: With the night known (the witness' ``halo_ref_excess``): the lasting rise of ``halo_excess``
+    #: over the night's first frames (median of this frame and the few before it, ``diagnose.halo.
+    #: night_halo_rise``): the dew evidence then. ``None`` without a night reference.
+    halo_rise: float | None = None
     beta: float | None = None
     seeing_beta: float | None = None
     eccentricity: float | None = None
@@ -348,6 +352,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         worse = bool(size_cfz > config.witness_size_max_cfz_band[0]
                      and (defocus.get("x_low") or 0.0) < config.focus_miss_blur_ratio)
     wit = seeing_witness
+    hx = halo_excess(wing, hfr_med, rig, config)
     ev = Evidence(
         n_stars=int(len(t)), n_bright=int(len(bt)),
         hfr_px=_r(hfr_med), fwhm_px=_r(fwhm_med),
@@ -362,7 +367,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         seeing_worse_than_witness=worse,
         size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
         profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
-        halo_excess=_r(halo_excess(wing, hfr_med, rig, config)),
+        halo_excess=_r(hx), halo_rise=_r(night_halo_rise(hx, seeing_witness, config, hfr_med)),
         beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
         eccentricity=_r(float(np.median(ecc))), centre_ecc=_r(centre_ecc), edge_ecc=_r(edge_ecc),
         radial_score=_r(rho), alignment=_r(align), alignment_angle_deg=_r(math.degrees(ang) % 180.0, 1),

@@ -17,6 +17,8 @@ in-focus star is the ceiling); a halo is what the measured r90/r50 holds beyond 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from focuswatch import calibration
@@ -68,3 +70,47 @@ def halo_excess(wing_ratio: float | None, hfr_px: float | None, rig: Rig,
         return None
     ceiling = infocus_wing_ceiling(hfr_px / ln_px, rig.obstruction or 0.0, config=c)
     return float(wing_ratio - c.wing_ratio_bias - ceiling)
+
+
+def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig | None = None,
+                    hfr_px: float | None = None) -> float | None:
+    """The lasting rise of the dew figure over the night's own reference (``Evidence.halo_rise``).
+
+    ``excess`` is this frame's :func:`halo_excess`; ``witness`` the night's context
+    (:class:`focuswatch.diagnose.witness.SeeingWitness`) with ``halo_ref_excess``, the median
+    figure of the night's first ``config.dew_night_frames`` frames (the site's in-focus r90/r50 on
+    this rig, whatever its vanes and seeing kind), and ``halo_recent``, the figures of the frames
+    just before this one. The rise is the median over this frame and up to ``dew_night_window`` - 1
+    frames before it, minus the reference: dew grows over hours and lasts, one frame's r90/r50
+    scatters. ``None`` without a night reference or a figure, and when the reference frames were
+    already over the single-frame threshold (dew from the start: the single-frame call stays).
+    ``hfr_px``: this frame's star HFR (``Evidence.hfr_px``); when the window's median HFR (this
+    frame's and ``witness.halo_recent_hfr_px``) is under ``dew_night_min_hfr_ratio`` of the
+    reference frames' (``witness.halo_ref_hfr_px``) the rise counts at most 0: a halo never makes
+    stars smaller, while a seeing much better than the reference's makes small stars read a higher
+    r90/r50 (the pixel's share).
+
+    >>> from types import SimpleNamespace as NS
+    >>> round(night_halo_rise(-0.2, NS(halo_ref_excess=-0.6, halo_recent=(-0.6, -0.3, -0.25, -0.4))), 2)
+    0.3
+    >>> night_halo_rise(-0.2, NS(halo_ref_excess=0.2, halo_recent=())) is None   # dewed from the start
+    True
+    >>> w = NS(halo_ref_excess=-0.6, halo_recent=(-0.3,), halo_ref_hfr_px=2.0, halo_recent_hfr_px=(1.6,))
+    >>> night_halo_rise(-0.2, w, hfr_px=1.5)   # stars a quarter smaller than the reference's: no rise
+    0.0
+    """
+    c = config or DiagnoseConfig()
+    ref = getattr(witness, "halo_ref_excess", None) if witness is not None else None
+    if excess is None or ref is None or not np.isfinite(excess) or ref >= c.dew_halo_excess:
+        return None
+    recent = [float(v) for v in (getattr(witness, "halo_recent", None) or ()) if v is not None and np.isfinite(v)]
+    keep = max(0, int(c.dew_night_window) - 1)
+    window = (recent[-keep:] if keep else []) + [float(excess)]
+    rise = float(np.median(window) - ref)
+    ref_hfr = getattr(witness, "halo_ref_hfr_px", None)
+    sizes = [float(v) for v in (getattr(witness, "halo_recent_hfr_px", None) or ())][-keep:] if keep else []
+    sizes = [v for v in sizes + [np.nan if hfr_px is None else float(hfr_px)] if np.isfinite(v) and v > 0]
+    if (sizes and ref_hfr and np.isfinite(ref_hfr)
+            and float(np.median(sizes)) < c.dew_night_min_hfr_ratio * ref_hfr):
+        return min(rise, 0.0)  # the window's stars clearly smaller than the reference's: better seeing, no halo
+    return rise

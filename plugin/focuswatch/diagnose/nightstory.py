@@ -420,7 +420,7 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         raise ValueError("diagnoses must match stats_list one to one")
     # the night's own seeing witness (the first frames at each focus): the star size then judges
     # focus too; a frame already judged with it is judged the same again
-    witnesses = night_witnesses(items, rig, config)
+    witnesses = night_witnesses(items, rig, config, dew_reference=True)  # and the night's dew reference
     diags = [rejudge(d, s, rig_with_header(rig, s.meta) if getattr(s, "meta", None) is not None else rig, w,
                      config=config) for d, s, w in zip(diags, items, witnesses)]
     ts = [getattr(getattr(s, "meta", None), "timestamp", None) for s in items]

@@ -37,7 +37,9 @@ def _dew_score(ev: Evidence, baseline_hfr_px: float | None, c: DiagnoseConfig) -
     and it leaves the core (FWHM) seeing-sized, so a core over ~3x the expected in-focus
     FWHM is a focus or seeing problem (whose wide apertures pick up neighbours' light).
     """
-    if ev.halo_excess is not None:  # against the rig's own in-focus wings (diagnose.halo)
+    if ev.halo_rise is not None:  # the night known: a lasting rise over its first frames (diagnose.halo)
+        wx, thr = ev.halo_rise, c.dew_night_rise
+    elif ev.halo_excess is not None:  # against the rig's own in-focus wings (diagnose.halo)
         wx, thr = ev.halo_excess, c.dew_halo_excess
     else:  # no rig: against the profile fit's best seeing family
         wx, thr = ev.wing_excess or 0.0, c.dew_wing_excess
@@ -193,6 +195,9 @@ def _detail(label: str, ev: Evidence, defocus: Mapping[str, Any]) -> str:
         return (f"eccentricity {f(ev.eccentricity)}, one orientation ({f(ev.alignment_angle_deg, '.0f')} deg, "
                 f"alignment {f(ev.alignment)}), radial score {f(ev.radial_score)}, symmetric")
     if label == "dew":
+        if ev.halo_rise is not None:
+            return (f"halo: the 90 % radius (r90/r50) has risen {f(ev.halo_rise)} over the night's first frames "
+                    f"and stays there; HFD/FWHM {f(ev.profile_ratio)}")
         if ev.halo_excess is not None:
             return (f"halo: the 90 % radius is {f(ev.halo_excess)} wider (r90/r50) than any in-focus seeing "
                     f"star of this size on the rig (von Karman, Kolmogorov, Moffat) allows; "

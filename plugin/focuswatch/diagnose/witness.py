@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from focuswatch import calibration
@@ -65,11 +65,11 @@ class SeeingWitness(Record):
     judged frame's time minus ``time_s`` (s), ``filter_name`` and ``focuser_pos`` theirs,
     ``jitter_pct`` the night's frame-to-frame scatter of the filter's HFR (%) and ``frames_since``
     the judged frame's rank after the witness frames (1 = the next frame): the seeing may have
-    wandered by about ``jitter x sqrt(frames_since)`` since.
+    wandered by about ``jitter x sqrt(frames_since)`` since. ``halo_*``: the night's dew reference.
     """
 
-    seeing_arcsec: float
-    source: str = INFOCUS
+    seeing_arcsec: float | None
+    source: str | None = INFOCUS
     hfr_px: float | None = None
     n_frames: int = 0
     time_s: float | None = None
@@ -78,6 +78,20 @@ class SeeingWitness(Record):
     focuser_pos: float | None = None
     jitter_pct: float | None = None
     frames_since: int = 1
+    #: The night's dew reference (:func:`focuswatch.diagnose.halo.night_halo_rise`): the median
+    #: single-frame dew figure (``Evidence.halo_excess``) of the night's first ``dew_night_frames``
+    #: frames on this plate scale, how many, and the figures of the frames just before this one
+    #: (oldest first). A witness may carry only this part (``seeing_arcsec`` and ``source`` ``None``):
+    #: the night is known, its seeing witness not (yet).
+    halo_ref_excess: float | None = None
+    halo_ref_frames: int = 0
+    halo_recent: tuple[float, ...] = ()
+    #: The median star HFR (px, ``Evidence.hfr_px``) of those reference frames: a halo never makes
+    #: stars smaller, so a frame whose stars are clearly smaller (seeing better than the reference's)
+    #: counts no rise (``DiagnoseConfig.dew_night_min_hfr_ratio``). ``None``: not measured.
+    halo_ref_hfr_px: float | None = None
+    #: The star HFRs (px) of the ``halo_recent`` frames, in the same order (the window's star size).
+    halo_recent_hfr_px: tuple[float, ...] = ()
 
 
 def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: float | None = None) -> float | None:
@@ -90,6 +104,52 @@ def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: floa
         return None
     see = calibration.seeing_for_infocus_hfr_arcsec(float(hfr_px), ap, rig.wavelength_nm, scale, rig.obstruction or 0.0)
     return float(see) if see and math.isfinite(see) and see > 0 else None
+
+
+#: Frames whose r90/r50 is no in-focus star's: left out of the night's dew reference and window.
+_NO_DEW_FIGURE = ("focus_miss", "trailing")
+
+
+def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()) -> float | None:
+    """A frame's single-frame dew figure (``Evidence.halo_excess``) from the one diagnosis call
+    (:func:`frame_dew_figures`)."""
+    return frame_dew_figures(stats, rig, config)[0]
+
+
+def frame_dew_figures(stats: Any, rig: Rig | None,
+                      config: DiagnoseConfig = DiagnoseConfig()) -> tuple[float | None, float | None]:
+    """A frame's single-frame dew figure (``Evidence.halo_excess``) and its stars' HFR (px,
+    ``Evidence.hfr_px``) from the one diagnosis call (:func:`focuswatch.diagnose.frame`, the star
+    table alone); ``(None, None)`` for a frame it cannot judge
+    (not a light, too few stars, no f-ratio or pixel), when judging fails (logged: optional), and for
+    a frame it calls ``focus_miss`` or ``trailing``: defocus narrows r90/r50 (a night whose first frames
+    were out of focus would read its in-focus frames as a halo: a physical-optics night with its first
+    3 frames at 1.5 CFZ called 5 of 7 focused frames dew) and a trail is no in-focus star either."""
+    from focuswatch.diagnose.verdict import frame
+
+    meta = getattr(stats, "meta", None)
+    if meta is not None and not getattr(meta, "is_light", True):
+        return None, None
+    try:
+        d = frame(stats, rig, config=config)
+    except Exception as exc:  # noqa: BLE001 - the night's dew reference is optional
+        log.debug("%s: no dew figure for the night's reference (%s)", getattr(stats, "file", None), exc)
+        return None, None
+    if d.label in _NO_DEW_FIGURE:
+        return None, None
+    return d.evidence.halo_excess, d.evidence.hfr_px
+
+
+def with_monitor(monitor: SeeingWitness | None, night: SeeingWitness | None) -> SeeingWitness | None:
+    """The witness a frame is judged with: a seeing monitor's (measured at the frame's time) before
+    the night's in-focus seeing, carrying the night's dew reference either way."""
+    if monitor is None:
+        return night
+    if night is None or night.halo_ref_excess is None:
+        return monitor
+    return replace(monitor, halo_ref_excess=night.halo_ref_excess, halo_ref_frames=night.halo_ref_frames,
+                   halo_recent=night.halo_recent, halo_ref_hfr_px=night.halo_ref_hfr_px,
+                   halo_recent_hfr_px=night.halo_recent_hfr_px)
 
 
 def monitor_witness(meta: Any) -> SeeingWitness | None:
@@ -148,6 +208,12 @@ class WitnessTracker:
         self._last: dict[str, tuple[float, float | None, int]] = {}
         self._diffs: dict[str, list[float]] = {}
         self._epoch = 0
+        #: per plate scale (all filters, never reset by an autofocus: dew asks for one): the night's
+        #: first dew figures (the reference) and the latest ones (diagnose.halo.night_halo_rise)
+        self._halo_ref: dict[float | None, list[float]] = {}
+        self._halo_recent: dict[float | None, list[float]] = {}
+        self._halo_ref_hfr: dict[float | None, list[float]] = {}
+        self._halo_recent_hfr: dict[float | None, list[float]] = {}
 
     def _key(self, filter_name: str | None, rig: Rig | None = None) -> tuple[str, float | None]:
         """Per filter and per plate scale: witness frames binned otherwise (or through another
@@ -173,6 +239,51 @@ class WitnessTracker:
         if not d:
             return None
         return 100.0 * MAD_TO_SIGMA * (finite_median([abs(x) for x in d]) or 0.0) / math.sqrt(2.0)
+
+    def context_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
+                    rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
+        """The night's context for a frame (what the night loop judges it with): the seeing witness
+        (:meth:`witness_for`) with the night's dew reference (:meth:`halo_reference`) added; a
+        witness of the dew reference alone (``seeing_arcsec`` ``None``) when only that is known;
+        ``None`` when neither is. The dew reference needs the frames' measurements (``add(stats=...)``)."""
+        w = self.witness_for(filter_name, time_s, focuser_pos, rig=rig, plate_scale_arcsec_px=plate_scale_arcsec_px)
+        halo = self.halo_reference(rig)
+        if halo is None:
+            return w
+        if w is None:
+            return SeeingWitness(None, None, **halo)
+        return replace(w, **halo)
+
+    def halo_reference(self, rig: Rig | None = None) -> dict[str, Any] | None:
+        """The night's dew reference on this plate scale (``SeeingWitness.halo_*``), once its first
+        ``dew_night_frames`` frames with a dew figure are in; else ``None``."""
+        key = self._key(None, rig)[1]
+        ref = self._halo_ref.get(key, [])
+        if len(ref) < self.config.dew_night_frames:
+            return None
+        hfr = [h for h in self._halo_ref_hfr.get(key, ()) if h is not None and math.isfinite(h) and h > 0]
+        return {"halo_ref_excess": float(finite_median(ref)), "halo_ref_frames": len(ref),
+                "halo_recent": tuple(self._halo_recent.get(key, ())),
+                "halo_ref_hfr_px": float(finite_median(hfr)) if hfr else None,
+                "halo_recent_hfr_px": tuple(self._halo_recent_hfr.get(key, ()))}
+
+    def add_halo(self, halo_excess: float | None, rig: Rig | None = None, hfr_px: float | None = None) -> None:
+        """A judged frame's single-frame dew figure (``Evidence.halo_excess``): the night's first
+        ones are its reference, the latest ``dew_night_window`` - 1 the recent window. ``hfr_px``
+        (``Evidence.hfr_px``): the reference frames' star size (``halo_ref_hfr_px``)."""
+        if halo_excess is None or not math.isfinite(halo_excess):
+            return
+        key = self._key(None, rig)[1]
+        ref = self._halo_ref.setdefault(key, [])
+        if len(ref) < self.config.dew_night_frames:
+            ref.append(float(halo_excess))
+            self._halo_ref_hfr.setdefault(key, []).append(float(hfr_px) if hfr_px is not None else math.nan)
+        recent = self._halo_recent.setdefault(key, [])
+        recent.append(float(halo_excess))
+        del recent[:-max(1, int(self.config.dew_night_window) - 1)]
+        recent_hfr = self._halo_recent_hfr.setdefault(key, [])
+        recent_hfr.append(float(hfr_px) if hfr_px is not None else math.nan)
+        del recent_hfr[:-max(1, int(self.config.dew_night_window) - 1)]
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
@@ -201,16 +312,22 @@ class WitnessTracker:
                              jitter_pct=self.jitter_pct(filter_name, rig), frames_since=c.n_after + 1)
 
     def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
-            focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None) -> None:
+            focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None,
+            stats: Any = None) -> None:
         """A frame was judged: while its filter's witness is still being collected since the
         autofocus, its HFR joins it; a frame at another focuser position starts the filter's
         witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`.
         A frame with fewer than ``min_stars`` stars (``n_stars``: clouds, a nearly empty frame) is
-        neither a witness frame nor a step of the scatter: the diagnosis does not judge it either."""
+        neither a witness frame nor a step of the scatter: the diagnosis does not judge it either.
+        ``stats`` (the frame's measurement): its single-frame dew figure joins the night's dew
+        reference (:meth:`add_halo`; the one diagnosis call, :func:`focuswatch.diagnose.frame`)."""
         if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
             return
         if n_stars is not None and n_stars < self.config.min_stars:
             return
+        if stats is not None:
+            fig, fig_hfr = frame_dew_figures(stats, rig or self.rig, self.config)
+            self.add_halo(fig, rig, fig_hfr)
         key = self._key(filter_name, rig)
         prev = self._last.get(key)
         if prev is not None and prev[2] == self._epoch and (
@@ -230,13 +347,17 @@ class WitnessTracker:
 
 
 def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
-                    config: DiagnoseConfig = DiagnoseConfig()) -> list[SeeingWitness | None]:
+                    config: DiagnoseConfig = DiagnoseConfig(), *,
+                    dew_reference: bool = False) -> list[SeeingWitness | None]:
     """The witness for each frame of a folder (same order as ``stats_list``).
 
     Frames are taken in capture order (DATE-OBS, when every frame has one); a change of a
     filter's focuser position (FOCPOS) is its autofocus, as in the night's story. Without
     FOCPOS the first frames of each filter are its witness until it expires. A seeing
-    monitor's header value, when a frame has one, is its witness.
+    monitor's header value, when a frame has one, is its witness. With ``dew_reference`` (the
+    night's story, ``diagnose FOLDER``, ``grade``) every light frame also gets the night's dew
+    reference (``SeeingWitness.halo_*``: the first ``dew_night_frames`` frames of
+    the rig and plate scale, whatever the filter or focus), those first frames included.
     """
     from focuswatch.optics import rig_with_header
 
@@ -246,6 +367,7 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         else list(range(len(items)))
     out: list[SeeingWitness | None] = [None] * len(items)
     trackers: dict[Any, WitnessTracker] = {}
+    seen: dict[Any, list[tuple[int, float | None, Rig]]] = {}  # per tracker: (index, dew figure, rig) in order
     for i in order:
         s = items[i]
         meta = getattr(s, "meta", None)
@@ -259,9 +381,29 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         filt = getattr(meta, "filter_name", None)
         if meta is not None and not getattr(meta, "is_light", True):
             continue  # a flat or dark among the frames: no witness for it, nor from it
-        w = tr.witness_for(filt, ts[i], pos)
-        out[i] = mon or w
+        w = tr.context_for(filt, ts[i], pos) if dew_reference else tr.witness_for(filt, ts[i], pos)
+        out[i] = with_monitor(mon, w)
         tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
+        if dew_reference:
+            fig, fig_hfr = frame_dew_figures(s, r, config)
+            tr.add_halo(fig, r, fig_hfr)
+            seen.setdefault(key, []).append((i, fig, r, fig_hfr))
+    # the whole night is known here: its first frames (judged before the dew reference was complete)
+    # are judged against it too, each with the frames before it (a lone wide frame among them is
+    # no lasting halo)
+    keep = max(0, int(config.dew_night_window) - 1)
+    for key, frames in seen.items():
+        for j, (i, _, r, _) in enumerate(frames):
+            if out[i] is not None and out[i].halo_ref_excess is not None:
+                continue
+            halo = trackers[key].halo_reference(r)
+            if halo is None:
+                continue
+            before = [(f, fh) for _, f, _, fh in frames[:j] if f is not None and math.isfinite(f)]
+            before = before[-keep:] if keep else []
+            halo["halo_recent"] = tuple(f for f, _ in before)
+            halo["halo_recent_hfr_px"] = tuple(math.nan if fh is None else float(fh) for _, fh in before)
+            out[i] = SeeingWitness(None, None, **halo) if out[i] is None else replace(out[i], **halo)
     return out
 
 
@@ -280,6 +422,10 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
     the witnessed one (made from the star table) when that says ``focus_miss``; otherwise the
     label, findings and figures stay as they were and only the witness figures of ``evidence``
     (``witness_*``, ``size_defocus_cfz_low``, ``seeing_worse_than_witness``) are added.
+    With the night's dew reference (``witness.halo_ref_excess``) the dew call is the night's too
+    (it needs no pixels either): ``in_focus``/``poor_seeing`` becomes a witnessed ``dew``, a ``dew``
+    whose wings the night's first frames already had becomes the witnessed ``in_focus``/
+    ``poor_seeing``, and the ``dew`` finding follows the night's call.
     The witness is optional: when judging again fails, the diagnosis stands (logged), so one
     frame cannot stop ``diagnose FOLDER``, the night's story, ``report`` or ``grade``.
     """
@@ -297,12 +443,19 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
         return diagnosis
     if w.label == "unknown":
         return diagnosis
-    if w.label == "focus_miss" and diagnosis.label in _WITNESS_CAN_CHANGE:
+    if w.label in ("focus_miss", "dew") and diagnosis.label in _WITNESS_CAN_CHANGE:
         return replace(w, file=diagnosis.file)
+    night_dew = w.evidence.halo_rise is not None
+    if night_dew and diagnosis.label == "dew" and w.label in _WITNESS_CAN_CHANGE:
+        return replace(w, file=diagnosis.file)  # the night's reference holds these wings: no lasting rise
     keep = ("size_defocus_cfz_low", "witness_seeing_arcsec", "witness_source", "witness_hfr_px",
-            "witness_n_frames", "witness_age_s", "witness_jitter_pct", "seeing_worse_than_witness")
-    return replace(diagnosis, evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
+            "witness_n_frames", "witness_age_s", "witness_jitter_pct", "seeing_worse_than_witness", "halo_rise")
+    findings = diagnosis.findings
+    if night_dew:  # the dew finding follows the night's call
+        findings = tuple(f for f in findings if f.label != "dew") + tuple(f for f in w.findings if f.label == "dew")
+    return replace(diagnosis, findings=findings,
+                   evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "monitor_witness", "night_witnesses",
-           "rejudge", "seeing_from_infocus_hfr"]
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "frame_halo_excess", "monitor_witness",
+           "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]

@@ -98,7 +98,7 @@ class SessionScan:
             return
         cfg = self.diagnose_config if self.diagnose_config is not None else diagnose.DiagnoseConfig()
         try:
-            witnesses = diagnose.night_witnesses(self.stats, rig, cfg)
+            witnesses = diagnose.night_witnesses(self.stats, rig, cfg, dew_reference=True)
         except Exception as exc:  # the witness is optional: the diagnoses stand without it
             log.debug("diagnose.night_witnesses failed: %s", exc)
             self.diagnose_notes.append("diagnosis: the night's seeing witness failed; judged without it")

@@ -535,12 +535,12 @@ class NightSession:
         with frame_boundary(frame.path):
             when = capture_time_s(frame.path if frame.path is not None else Path("."), meta)
             rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
-            witness = tracker.witness_for(meta.filter_name, when, meta.focuser_pos, rig=rig) \
+            witness = tracker.context_for(meta.filter_name, when, meta.focuser_pos, rig=rig) \
                 if self.use_diagnose else None
             record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
                                                      seeing_witness=witness, time_s=when)
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
-                        n_stars=stats.n_stars)
+                        n_stars=stats.n_stars, stats=stats)
         return record, stats, full_rig
 
     @staticmethod
