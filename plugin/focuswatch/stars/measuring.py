@@ -26,7 +26,8 @@ from focuswatch.stars.profile import (_N_NEIGHBOURS, _STAMP_BATCH_PIXELS, _annul
 from focuswatch.stars.summary import MIN_STARS_FOR_STATS, summarize
 from focuswatch.stars.table import (GREEN_INTERP, bayer_fwhm2_excess_px2, STAR_DTYPE, FrameStats, GreenInterpolationConfig, _PIX_FWHM2,
                                     _PIX_HFR2, moffat_half_light_slope)
-from focuswatch.stars.wings import WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share
+from focuswatch.stars.wings import (WING, _WING_FRACS_90, _reread_half_radius, _wing_share_hfr_err, wing_share,
+                                    wing_sky_excess, wing_usable)
 
 
 #: Detection works on a block-averaged copy of at most this many pixels (speed), then on a
@@ -405,8 +406,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
 
     m = profile_stars(sel)
     if len(sel) < n_cand:
-        i1, i2 = m["wing_i1"], m["wing_i2"]
-        wing_ok = (m["snr"] >= WING.min_snr) & ~m["crowded"] & (m["flux"] > 0) & (i2 > 0) & (i1 > i2)
+        wing_ok = wing_usable(m["flux"], m["snr"]) & ~m["crowded"]
         if np.count_nonzero(wing_ok) < profile.min_wing_stars:
             # the rest joins the sample (per-star work: no star is profiled twice), in the
             # candidates' order, so the result is the one of profiling every star
@@ -461,15 +461,21 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     alone = keep & ~m["crowded"]
     # (not for large stars: their aperture ends where their sky ring starts, whose level is
     # taken as the sky, so no wing is left to read beyond it)
-    share = 0.0 if large else wing_share(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
-    r_half = _reread_half_radius(r50, m["r_wing"], share)
+    wing_in = (tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
+    share = 0.0 if large else wing_share(*wing_in)
+    # the sky the frame's model set too high under the stars (their own far wings, taken for
+    # sky), as a share of each star's aperture flux per px^2: put back on its curve of growth
+    sky_excess = 0.0 if large else wing_sky_excess(*wing_in)
+    sky_px2 = math.pi * sky_excess / np.maximum(tot_flux, 1e-12) if sky_excess else 0.0
+    r_half = _reread_half_radius(r50, m["r_wing"], share, sky_px2=sky_px2, rmax=R - 1.0)
     wing_err_px = 0.0
     if n < n_cand:
         # a frame figure from the sample's few bright lone stars: its own sampling error moves
         # every star's HFR together, which the star-to-star scatter does not show
         wing_err_px = _wing_share_hfr_err(tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone],
-                                          R, share, r50[keep], m["r_wing"][keep])
-    r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90)
+                                          R, share, r50[keep], m["r_wing"][keep],
+                                          sky_px2[keep] if np.ndim(sky_px2) else sky_px2)
+    r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90, sky_px2=sky_px2, rmax=R - 1.0)
     hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 
     # ---- Moffat FWHM on bright, unsaturated, isolated stars spread over the 3x3 grid
