@@ -456,10 +456,21 @@ def test_moments_in_a_window_are_the_moments_of_the_whole_stamp(monkeypatch):
     assert myy[0] == pytest.approx(mxx[0], rel=1e-6) and abs(mxy[0]) < 1e-6
 
 
+def _weighted_median_1d(vals, weights) -> float:
+    """The first value (ascending) at which the running weight reaches half the total."""
+    order = np.argsort(vals, kind="stable")
+    cw = np.cumsum(weights[order])
+    if not len(vals) or not cw[-1] > 0:
+        return math.nan
+    return float(vals[order][int(np.argmax(cw >= 0.5 * cw[-1]))])
+
+
 def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
-    """The wing share of one sample written out with 1-D sums (the bootstrap runs all
+    """The wing share of one sample written out star list by star list (the bootstrap runs all
     resamples at once): the reference for wings._wing_shares. Each star with a positive flux
-    is a point of ``i = e * flux - sky`` in both annuli (one intercept for both)."""
+    is a point of ``i = e * flux - sky`` in both annuli (one intercept for both): least squares,
+    the intercept shrunk by c^2 / (c^2 + var c), the level as the flux^2-weighted median of
+    (i - c) / flux, the intercept again as the median of the residuals, shrunk, the level again."""
     from focuswatch.stars import wings
 
     config = config or wings.WING
@@ -472,10 +483,21 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
     f = np.where(use, flux, 0.0)
     a1, a2 = np.where(use, i1, 0.0), np.where(use, i2, 0.0)
     sf, sff = f.sum(), (f * f).sum()
+    w2, fs = np.where(use, f * f, 0.0), np.where(use, f, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        c = (a1.sum() + a2.sum() - ((f * a1).sum() + (f * a2).sum()) * sf / sff) / (2.0 * (n - sf * sf / sff))
+        spread = 2.0 * (n - sf * sf / sff)
+        c = (a1.sum() + a2.sum() - ((f * a1).sum() + (f * a2).sum()) * sf / sff) / spread
         e1 = ((f * a1).sum() - c * sf) / sff
         e2 = ((f * a2).sum() - c * sf) / sff
+        res = (np.where(use, a1 - e1 * f - c, 0.0) ** 2).sum() + (np.where(use, a2 - e2 * f - c, 0.0) ** 2).sum()
+        var_c = res / max(2 * n - 3, 1) / spread
+        c = c * c * c / (c * c + var_c)
+        e1 = _weighted_median_1d((a1 - c) / fs, w2)
+        e2 = _weighted_median_1d((a2 - c) / fs, w2)
+        c = _weighted_median_1d(np.concatenate([a1 - e1 * f, a2 - e2 * f]), np.concatenate([use, use]).astype(float))
+        c = c * c * c / (c * c + var_c)
+        e1 = _weighted_median_1d((a1 - c) / fs, w2)
+        e2 = _weighted_median_1d((a2 - c) / fs, w2)
     if n_good < config.min_stars or n <= 2 or not np.isfinite(c) or not e2 > 0:
         return 0.0
     r1, r2 = 0.7 * rmax, 0.9 * rmax

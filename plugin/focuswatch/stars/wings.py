@@ -130,11 +130,46 @@ def _wing_fit(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray,
     sf1, sf2 = (f * a1).sum(axis=1), (f * a2).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         # normal equations of min sum (i1 - e1 f - c)^2 + (i2 - e2 f - c)^2 over e1, e2, c
-        c = (s1 + s2 - (sf1 + sf2) * sf / sff) / (2.0 * (n - sf * sf / sff))
+        spread = 2.0 * (n - sf * sf / sff)  # 1 / (the intercept's variance per unit residual variance)
+        c = (s1 + s2 - (sf1 + sf2) * sf / sff) / spread
         e1 = (sf1 - c * sf) / sff
         e2 = (sf2 - c * sf) / sff
+        # a sample of few stars, or of stars of like flux, pins the intercept poorly, and its
+        # error moves the wing's level the other way: it is shrunk by c^2 / (c^2 + var c)
+        # (kept where it stands out of its own noise, towards none where it does not)
+        res = ((np.where(use, a1 - e1[:, None] * f - c[:, None], 0.0) ** 2).sum(axis=1)
+               + (np.where(use, a2 - e2[:, None] * f - c[:, None], 0.0) ** 2).sum(axis=1))
+        var_c = res / np.maximum(2 * n - 3, 1) / spread
+        c = c * c * c / (c * c + var_c)
+    # the wing's level: the flux^2-weighted median of each star's (i - c) / flux, the weights of
+    # the line's slope, but one odd star (a neighbour's light in its annulus) cannot carry it
+    w2 = np.where(use, f * f, 0.0)
+    fs = np.where(use, f, 1.0)
+    e1 = _weighted_row_medians((a1 - c[:, None]) / fs, w2)
+    e2 = _weighted_row_medians((a2 - c[:, None]) / fs, w2)
+    # and the intercept again, as the median of both annuli' residuals (each star once per
+    # annulus, unweighted: the many faint stars pin it), shrunk as above, then the level again
+    res_both = np.concatenate([a1 - e1[:, None] * f, a2 - e2[:, None] * f], axis=1)
+    c = _weighted_row_medians(res_both, np.concatenate([use, use], axis=1).astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = c * c * c / (c * c + var_c)
+    e1 = _weighted_row_medians((a1 - c[:, None]) / fs, w2)
+    e2 = _weighted_row_medians((a2 - c[:, None]) / fs, w2)
     ok = (rmax >= 4) & (n_good >= config.min_stars) & (n > 2) & np.isfinite(c) & (e2 > 0)
     return e1, e2, ok, np.where(ok, -c, 0.0)
+
+
+def _weighted_row_medians(vals: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted median of each row: the first value (ascending) at which the running weight
+    reaches half the row's weight (NaN for a row without weight)."""
+    order = np.argsort(vals, axis=1, kind="stable")
+    v = np.take_along_axis(vals, order, axis=1)
+    cw = np.cumsum(np.take_along_axis(weights, order, axis=1), axis=1)
+    tot = cw[:, -1] if vals.shape[1] else np.zeros(len(vals))
+    if not vals.shape[1]:
+        return np.full(len(vals), np.nan)
+    at = np.argmax(cw >= 0.5 * tot[:, None], axis=1)
+    return np.where(tot > 0, v[np.arange(len(vals)), at], np.nan)
 
 
 def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, idx: np.ndarray,
