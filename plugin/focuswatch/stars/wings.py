@@ -26,12 +26,15 @@ class WingConfig:
     Seeing (Kolmogorov, intensity ~ r^-11/3) and diffraction by the obstruction and the
     spider vanes (~ r^-3) carry 3-10 % of a small star's light beyond a few FWHM; a
     half-flux radius normalised to the light inside the aperture then reads 3-5 % low.
-    The frame's bright stars give the wing's brightness at the aperture's edge and its
-    log slope there; a power law extrapolates the missing share, ``2 pi R^2 I(R) / (alpha -
-    2)``. The slope at the edge is steeper than far out, so the share is a lower bound.
+    The frame's lone stars give the wing's brightness at the aperture's edge per unit of flux
+    and its log slope there (:func:`_wing_fit`: a line through the annuli' light against the
+    stars' flux whose intercept is the sky the frame's model set too high); a power law
+    extrapolates the missing share, ``2 pi R^2 I(R) / (alpha - 2)``. The slope at the edge is
+    steeper than far out, so the share is a lower bound (see docs/stars.md for the figures).
     """
 
-    #: fewest bright stars (SNR >= ``min_snr``) to estimate the wings from
+    #: fewest bright stars (SNR >= ``min_snr``) to estimate the wings from (fainter lone stars
+    #: join the fit too: they pin the sky offset)
     min_stars: int = 3
     min_snr: float = 50.0
     #: log slope clipped to this range (Kolmogorov 11/3, Airy 3; steeper = no wings)
