@@ -469,7 +469,8 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
     """The wing share of one sample written out star list by star list (the bootstrap runs all
     resamples at once): the reference for wings._wing_shares. Each star with a positive flux
     is a point of ``i = e * flux - sky`` in both annuli (one intercept for both): least squares,
-    the intercept shrunk by c^2 / (c^2 + var c), the level as the flux^2-weighted median of
+    the intercept shrunk by c^2 / (c^2 + var c) and held where the wing would turn flatter than
+    alpha_min (none with fewer than min_sky_stars stars), the level as the flux-weighted median of
     (i - c) / flux, the intercept again as the median of the residuals, shrunk, the level again."""
     from focuswatch.stars import wings
 
@@ -483,7 +484,7 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
     f = np.where(use, flux, 0.0)
     a1, a2 = np.where(use, i1, 0.0), np.where(use, i2, 0.0)
     sf, sff = f.sum(), (f * f).sum()
-    w2, fs = np.where(use, f * f, 0.0), np.where(use, f, 1.0)
+    w2, fs = np.where(use, f, 0.0), np.where(use, f, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = 2.0 * (n - sf * sf / sff)
         c = (a1.sum() + a2.sum() - ((f * a1).sum() + (f * a2).sum()) * sf / sff) / spread
@@ -492,10 +493,13 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
         res = (np.where(use, a1 - e1 * f - c, 0.0) ** 2).sum() + (np.where(use, a2 - e2 * f - c, 0.0) ** 2).sum()
         var_c = res / max(2 * n - 3, 1) / spread
         c = c * c * c / (c * c + var_c)
+        q = (0.9 / 0.7) ** config.alpha_min  # no wing flatter than alpha_min: the intercept's floor
+        c_floor = (q * (f * a2).sum() - (f * a1).sum()) / ((q - 1.0) * sf)
+        c = np.maximum(c, c_floor) if n >= config.min_sky_stars else 0.0
         e1 = _weighted_median_1d((a1 - c) / fs, w2)
         e2 = _weighted_median_1d((a2 - c) / fs, w2)
         c = _weighted_median_1d(np.concatenate([a1 - e1 * f, a2 - e2 * f]), np.concatenate([use, use]).astype(float))
-        c = c * c * c / (c * c + var_c)
+        c = np.maximum(c * c * c / (c * c + var_c), c_floor) if n >= config.min_sky_stars else 0.0
         e1 = _weighted_median_1d((a1 - c) / fs, w2)
         e2 = _weighted_median_1d((a2 - c) / fs, w2)
     if n_good < config.min_stars or n <= 2 or not np.isfinite(c) or not e2 > 0:
