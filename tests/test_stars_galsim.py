@@ -280,11 +280,7 @@ def test_bayer_sizes_have_the_green_interpolations_blur_taken_out(kind, fwhm_px)
     mono = stars.measure_array(gt.green_field(prof, SMART, seed=5))
     assert any("blur taken out" in n for n in bay.notes)
     assert not any("blur taken out" in n for n in mono.notes)
-    # 6 % for the 1.2 px Kolmogorov x Airy star (was 5 %): the green interpolation's blur is taken
-    # out less well there (main read it +3.9 % above the same stars on a mono sensor); main passed
-    # at +3.5 % because its wing share was half the light beyond the aperture (0.015 against the
-    # untruncated star's 0.03 beyond 6-8 px), now read right (+5.1 %). 1.5 px and up: still 5 %.
-    assert bay.hfr_px == pytest.approx(hlr, rel=0.06 if (kind, fwhm_px) == ("kolmogorov_airy", 1.2) else 0.05)
+    assert bay.hfr_px == pytest.approx(hlr, rel=0.05)
     if fwhm_px >= 2.0:  # the shape (focus vs seeing) stays the mono frame's
         assert bay.profile_ratio == pytest.approx(mono.profile_ratio, abs=0.05)
         assert bay.fwhm_px == pytest.approx(mono.fwhm_px, rel=0.05)
