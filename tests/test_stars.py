@@ -494,7 +494,7 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
         var_c = res / max(2 * n - 3, 1) / spread
         c = c * c * c / (c * c + var_c)
         q = (0.9 / 0.7) ** config.alpha_min  # no wing flatter than alpha_min: the intercept's floor
-        c_floor = (q * (f * a2).sum() - (f * a1).sum()) / ((q - 1.0) * sf)
+        c_floor = min((q * (f * a2).sum() - (f * a1).sum()) / ((q - 1.0) * sf), 0.0)
         c = np.maximum(c, c_floor) if n >= config.min_sky_stars else 0.0
         e1 = _weighted_median_1d((a1 - c) / fs, w2)
         e2 = _weighted_median_1d((a2 - c) / fs, w2)

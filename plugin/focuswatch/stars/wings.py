@@ -154,6 +154,7 @@ def _wing_fit(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray,
         # the line's value of that slope (a crowded field of 6 px stars read its share at the 15 % cap)
         q = (0.9 / 0.7) ** config.alpha_min
         c_floor = (q * sf2 - sf1) / ((q - 1.0) * sf)
+        c_floor = np.minimum(c_floor, 0.0)  # it bounds a sky excess; it never makes up a sky too low
         c = np.where(n >= config.min_sky_stars, np.maximum(c, c_floor), 0.0)
     # the wing's level: the flux-weighted median of each star's (i - c) / flux (a star's
     # (i - c) / flux is as much surer as it is brighter, but one odd star, a neighbour's light in
