@@ -480,6 +480,16 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
         return 0.0
     use = flux > 0
     n = int(np.count_nonzero(use))
+    if n < config.min_sky_stars:  # too few for the line: the per-star medians (as before the line)
+        good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
+        if np.count_nonzero(good) < config.min_stars:
+            return 0.0
+        r1, r2 = 0.7 * rmax, 0.9 * rmax
+        alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
+        alpha = min(max(alpha, config.alpha_min), config.alpha_max)
+        edge = float(np.median(i2[good] / flux[good]))
+        share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+        return float(min(max(share, 0.0), config.max_share))
     n_good = int(np.count_nonzero((snr >= config.min_snr) & use))
     f = np.where(use, flux, 0.0)
     a1, a2 = np.where(use, i1, 0.0), np.where(use, i2, 0.0)

@@ -37,9 +37,10 @@ class WingConfig:
     #: join the fit too: they pin the sky offset)
     min_stars: int = 3
     min_snr: float = 50.0
-    #: fewest lone stars (any flux) for the sky offset (the fit's intercept) to be read: with
-    #: fewer, the wing is read through the origin (a crowded field of 6 px stars left 5 lone
-    #: stars, and their intercept put the share at the 15 % cap, HFR +12 %)
+    #: fewest lone stars (any flux) for the line and its sky offset (the intercept): with fewer,
+    #: the bright stars' own slopes and edge light, their medians (a crowded field of 6 px stars
+    #: left 5 lone stars, whose intercept put the share at the 15 % cap, HFR +12 %; 7 lone stars of
+    #: a Moffat frame read a share twice the medians' and turned a witnessed 1 CFZ miss to seeing)
     min_sky_stars: int = 12
     #: log slope clipped to this range (Kolmogorov 11/3, Airy 3; steeper = no wings)
     alpha_min: float = 3.0
@@ -175,6 +176,19 @@ def _wing_fit(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray,
     return e1, e2, ok, np.where(ok, -c, 0.0)
 
 
+def _row_medians(vals: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Median of each row's values where ``ok`` (NaN for a row with none), as ``np.median``
+    of those values gives it: the middle one, or the mean of the middle two."""
+    if not vals.shape[1]:  # no star in the sample (a field with no lone star)
+        return np.full(len(vals), np.nan)
+    s = np.sort(np.where(ok, vals, np.inf), axis=1)
+    c = np.count_nonzero(ok, axis=1)
+    rows = np.arange(len(vals))
+    lo = s[rows, np.maximum((c - 1) // 2, 0)]
+    hi = s[rows, np.minimum(c // 2, vals.shape[1] - 1)]
+    return np.where(c > 0, np.where(c % 2 == 1, lo, (lo + hi) / 2.0), np.nan)
+
+
 def _weighted_row_medians(vals: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted median of each row: the first value (ascending) at which the running weight
     reaches half the row's weight (NaN for a row without weight)."""
@@ -206,6 +220,20 @@ def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarr
     with np.errstate(invalid="ignore"):
         share = 2.0 * math.pi * r2 ** 2 * e2 / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
     share = np.minimum(np.maximum(np.where(ok & np.isfinite(share), share, 0.0), 0.0), config.max_share)
+    # fewer lone stars than a line needs (min_sky_stars): each bright star's own slope and edge
+    # light, their medians (stars whose wing reads positive and falling)
+    few = np.count_nonzero((flux > 0)[idx], axis=1) < config.min_sky_stars
+    if np.any(few):
+        sub = idx[few]
+        good = ((snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2))[sub]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope_k = (np.log(i1 / i2) / math.log(r2 / r1))[sub]
+            edge_k = (i2 / flux)[sub]
+        alpha_f = np.clip(_row_medians(slope_k, good), config.alpha_min, config.alpha_max)
+        with np.errstate(invalid="ignore"):
+            share_f = 2.0 * math.pi * r2 ** 2 * _row_medians(edge_k, good) / (alpha_f - 2.0) * (r2 / rmax) ** (alpha_f - 2.0)
+        share_f = np.minimum(np.maximum(np.where(np.isfinite(share_f), share_f, 0.0), 0.0), config.max_share)
+        share[few] = np.where(np.count_nonzero(good, axis=1) >= config.min_stars, share_f, 0.0)
     return share
 
 
