@@ -9,6 +9,7 @@ the wings (:mod:`~focuswatch.stars.wings`), Moffat fits, and the frame figures
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -37,6 +38,9 @@ _DETECT_TARGET_SIZE = 10.0    # typical extent (binned px) of large stars in the
 _DETECT_LARGE_PX = 32.0       # stars wider than this (full-resolution px) get the second pass
 _STAMP_PIXEL_BUDGET = 24_000_000
 
+
+#: a ``WingConfig.min_sky_stars`` no frame reaches: the wing share from the per-star medians
+_NO_LINE = 2 ** 62
 
 #: margin (px) between a star's light and the frame's edge
 _EDGE_MARGIN_PX = 1.0
@@ -487,10 +491,13 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                 & (w["r50"] >= max(0.6, 0.5 * typical_r50)))
         wing_in = tuple(np.concatenate([a, w[k][lone]]) for a, k in
                         zip(wing_in[:4], ("flux", "snr", "wing_i1", "wing_i2"))) + (R,)
-    share = 0.0 if large else wing_share(*wing_in)
+    # small stars: the per-star medians, no sky offset (WingConfig.line_min_r50_px)
+    line = typical_r50 >= WING.line_min_r50_px
+    wing_cfg = WING if line else dataclasses.replace(WING, min_sky_stars=_NO_LINE)
+    share = 0.0 if large else wing_share(*wing_in, wing_cfg)
     # the sky the frame's model set too high under the stars (their own far wings, taken for
     # sky), as a share of each star's aperture flux per px^2: put back on its curve of growth
-    sky_excess = 0.0 if large else wing_sky_excess(*wing_in)
+    sky_excess = 0.0 if (large or not line) else wing_sky_excess(*wing_in)
     sky_px2 = math.pi * sky_excess / np.maximum(tot_flux, 1e-12) if sky_excess else 0.0
     r_half = _reread_half_radius(r50, m["r_wing"], share, sky_px2=sky_px2, rmax=R - 1.0)
     wing_err_px = 0.0

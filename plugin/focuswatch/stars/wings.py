@@ -42,6 +42,13 @@ class WingConfig:
     #: left 5 lone stars, whose intercept put the share at the 15 % cap, HFR +12 %; 7 lone stars of
     #: a Moffat frame read a share twice the medians' and turned a witnessed 1 CFZ miss to seeing)
     min_sky_stars: int = 12
+    #: the line (and its sky offset) only for frames whose typical star has a half-flux radius
+    #: (pixel in) of at least this: smaller stars keep the per-star medians. Below it their edge
+    #: wing is faint against the sky's noise and the line's intercept makes the share jump frame
+    #: to frame (130 mm f/5 in 2.8", r50 1.5 px: 0.012-0.045 on one sky, HFR +6 % on 2 of 15
+    #: frames, tests/test_monitor); the medians read 1.5-2.5 px FWHM within 1.3 % (held-out) and
+    #: 4-6 px FWHM (r50 >= 2.6 px) is where they read -2.4 to -4.1 %
+    line_min_r50_px: float = 2.4
     #: log slope clipped to this range (Kolmogorov 11/3, Airy 3; steeper = no wings)
     alpha_min: float = 3.0
     alpha_max: float = 8.0
