@@ -456,24 +456,70 @@ def test_moments_in_a_window_are_the_moments_of_the_whole_stamp(monkeypatch):
     assert myy[0] == pytest.approx(mxx[0], rel=1e-6) and abs(mxy[0]) < 1e-6
 
 
+def _weighted_median_1d(vals, weights) -> float:
+    """The first value (ascending) at which the running weight reaches half the total."""
+    order = np.argsort(vals, kind="stable")
+    cw = np.cumsum(weights[order])
+    if not len(vals) or not cw[-1] > 0:
+        return math.nan
+    return float(vals[order][int(np.argmax(cw >= 0.5 * cw[-1]))])
+
+
 def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
-    """The wing share of one sample written out with np.median (the formula as it stood before
-    the bootstrap ran all resamples at once): the reference for wings._wing_shares."""
+    """The wing share of one sample written out star list by star list (the bootstrap runs all
+    resamples at once): the reference for wings._wing_shares. Each star with a positive flux
+    is a point of ``i = e * flux - sky`` in both annuli (one intercept for both): least squares,
+    the intercept shrunk by c^2 / (c^2 + var c) and held where the wing would turn flatter than
+    alpha_min (none with fewer than min_sky_stars stars), the level as the flux-weighted median of
+    (i - c) / flux, the intercept again as the median of the residuals, shrunk, the level again."""
     from focuswatch.stars import wings
 
     config = config or wings.WING
     rmax = R - 1.0
     if rmax < 4:
         return 0.0
-    good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
-    if np.count_nonzero(good) < config.min_stars:
+    use = flux > 0
+    n = int(np.count_nonzero(use))
+    if n < config.min_sky_stars:  # too few for the line: the per-star medians (as before the line)
+        good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
+        if np.count_nonzero(good) < config.min_stars:
+            return 0.0
+        r1, r2 = 0.7 * rmax, 0.9 * rmax
+        alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
+        alpha = min(max(alpha, config.alpha_min), config.alpha_max)
+        edge = float(np.median(i2[good] / flux[good]))
+        share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+        return float(min(max(share, 0.0), config.max_share))
+    n_good = int(np.count_nonzero((snr >= config.min_snr) & use))
+    f = np.where(use, flux, 0.0)
+    a1, a2 = np.where(use, i1, 0.0), np.where(use, i2, 0.0)
+    sf, sff = f.sum(), (f * f).sum()
+    w2, fs = np.where(use, f, 0.0), np.where(use, f, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = 2.0 * (n - sf * sf / sff)
+        c = (a1.sum() + a2.sum() - ((f * a1).sum() + (f * a2).sum()) * sf / sff) / spread
+        e1 = ((f * a1).sum() - c * sf) / sff
+        e2 = ((f * a2).sum() - c * sf) / sff
+        res = (np.where(use, a1 - e1 * f - c, 0.0) ** 2).sum() + (np.where(use, a2 - e2 * f - c, 0.0) ** 2).sum()
+        var_c = res / max(2 * n - 3, 1) / spread
+        c = c * c * c / (c * c + var_c)
+        q = (0.9 / 0.7) ** config.alpha_min  # no wing flatter than alpha_min: the intercept's floor
+        c_floor = min((q * (f * a2).sum() - (f * a1).sum()) / ((q - 1.0) * sf), 0.0)
+        c = np.maximum(c, c_floor) if n >= config.min_sky_stars else 0.0
+        e1 = _weighted_median_1d((a1 - c) / fs, w2)
+        e2 = _weighted_median_1d((a2 - c) / fs, w2)
+        c = _weighted_median_1d(np.concatenate([a1 - e1 * f, a2 - e2 * f]), np.concatenate([use, use]).astype(float))
+        c = np.maximum(c * c * c / (c * c + var_c), c_floor) if n >= config.min_sky_stars else 0.0
+        e1 = _weighted_median_1d((a1 - c) / fs, w2)
+        e2 = _weighted_median_1d((a2 - c) / fs, w2)
+    if n_good < config.min_stars or n <= 2 or not np.isfinite(c) or not e2 > 0:
         return 0.0
     r1, r2 = 0.7 * rmax, 0.9 * rmax
-    alpha = float(np.median(np.log(i1[good] / i2[good]) / math.log(r2 / r1)))
-    alpha = min(max(alpha, config.alpha_min), config.alpha_max)
-    edge = float(np.median(i2[good] / flux[good]))
-    share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
-    return float(min(max(share, 0.0), config.max_share))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = float(np.log(e1 / e2) / math.log(r2 / r1))
+    alpha = config.alpha_min if not np.isfinite(alpha) else min(max(alpha, config.alpha_min), config.alpha_max)
+    share = 2.0 * math.pi * r2 ** 2 * e2 / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+    return float(min(max(share, 0.0), config.max_share)) if np.isfinite(share) else 0.0
 
 
 def test_the_wing_bootstrap_at_once_equals_one_call_per_resample():

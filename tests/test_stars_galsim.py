@@ -117,12 +117,51 @@ SMALL = [(3.76, 1.5, 0), (3.76, 2.5, 4), (3.76, 4.0, 4), (3.76, 6.0, 4), (9.0, 1
 @pytest.mark.parametrize("pixel_um, fwhm_px, nstruts", SMALL)
 def test_small_in_focus_stars_read_their_true_half_light_radius(pixel_um, fwhm_px, nstruts):
     """In focus, seeing FWHM 1.5-6 px, well sampled (3.76 um) and undersampled (9 um):
-    within 3 % of GalSim's half-light radius of the profile (optics * Kolmogorov)."""
+    within 2 % of GalSim's exact half-light radius of the profile (optics * Kolmogorov).
+    (3 % before the wing share read the sky offset: the 6 px star read -3.1 %.)"""
     scope = gt.Scope(pixel_um=pixel_um)
     prof = gt.psf(scope, obscuration=0.33, nstruts=nstruts, seeing_fwhm_arcsec=fwhm_px * scope.scale_arcsec_px)
     hlr = gt.true_hlr_px_intrinsic(prof, scope)
     st = stars.measure_array(gt.small_star_field(prof, scope, seed=int(fwhm_px * 10 + pixel_um)))
-    assert st.hfr_px == pytest.approx(hlr, rel=0.03)
+    assert st.hfr_px == pytest.approx(hlr, rel=0.02)
+
+
+def _wide_star_field(prof, scope: gt.Scope, seed: int) -> np.ndarray:
+    """30 bright stars (5e4-3e5 ADU) >= 40 px apart on 300 px, each drawn on a 161 px stamp so
+    its far wings (diffraction by the obstruction and vanes, seeing) are in the frame as on
+    the sky: spread under the other stars, where the sky model takes them in."""
+    stamps = [gt.draw(prof, scope, 161, dx_px=i / 4 - 0.375, dy_px=j / 4 - 0.375) for i in range(4) for j in range(4)]
+    rng = np.random.default_rng(seed)
+    canvas = np.zeros((300, 300))
+    for x, y in gt.spread(rng, 30, 20, 280, 40):
+        gt.place(canvas, stamps[int(rng.integers(16))] * rng.uniform(5e4, 3e5), round(x), round(y))
+    return gt.add_noise(canvas, seed=seed)
+
+
+# (4 px von Karman, r50 < WingConfig.line_min_r50_px, keeps the per-star medians: -2.3 %, not asserted)
+@pytest.mark.parametrize("fwhm_px, obscuration, seeing", [(6.0, 0.33, "kolmogorov"), (6.0, 0.45, "von_karman")])
+def test_wide_seeing_stars_with_their_far_wings_read_their_true_half_light_radius(fwhm_px, obscuration, seeing):
+    """Stars of 6 px FWHM with 4 spider vanes, drawn with their far wings (161 px stamps) in a
+    field of bright stars: the wings beyond the aperture (4-7 % of the light) and the sky the
+    frame's sky model set too high by taking in the other stars' far wings. Against GalSim's
+    exact half-light radius (k-space, to infinity): the median of three frames within 2 %,
+    each frame within 3.5 % (main read -4.2 % at 6 px; von Karman L0 = 100 r0, the family
+    that read worst, -5.5 %)."""
+    scope = gt.Scope()
+    lam_over_diam = scope.lam_nm * 1e-9 / (scope.diam_mm * 1e-3) * gt.ARCSEC_PER_RAD
+    optics = galsim.OpticalPSF(lam_over_diam=lam_over_diam, obscuration=obscuration, nstruts=4, strut_thick=0.02,
+                               strut_angle=17.0 * galsim.degrees)
+    fwhm_arcsec = fwhm_px * scope.scale_arcsec_px
+    if seeing == "kolmogorov":
+        atmosphere = galsim.Kolmogorov(fwhm=fwhm_arcsec)
+    else:  # Kolmogorov's r0 for this FWHM; an outer scale of 100 r0 narrows it by ~20 %
+        r0_m = 0.976 * scope.lam_nm * 1e-9 / (fwhm_arcsec / gt.ARCSEC_PER_RAD)
+        atmosphere = galsim.VonKarman(lam=scope.lam_nm, r0=r0_m, L0=100.0 * r0_m)
+    prof = galsim.Convolve([optics, atmosphere])
+    hlr = gt.true_hlr_px_intrinsic(prof, scope)
+    bias = [stars.measure_array(_wide_star_field(prof, scope, seed)).hfr_px / hlr - 1.0 for seed in (51, 52, 53)]
+    assert abs(float(np.median(bias))) <= 0.02, bias
+    assert max(abs(b) for b in bias) <= 0.035, bias
 
 
 def test_a_cut_out_with_a_constant_column_at_the_side_measures_as_without_it():
