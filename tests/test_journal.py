@@ -87,6 +87,41 @@ def test_restart_restores_the_policy_state_without_deciding_again(tmp_path):
     assert restored.observe(frames[12]).decision == live.observe(frames[12]).decision == "ok"
 
 
+def test_restart_restores_the_nights_profile_scatter(tmp_path):
+    """The drift fit weighs HFD/FWHM by the night's profile scatter (``NightMemory.profile_jitter``)
+    once it rests on ``night_jitter_min_dof`` differences: a watcher restarted from its journal
+    must rebuild the same memory (steps within a filter and autofocus segment; a frame without a
+    profile adds none), or it would judge the next frames with the profile weighed differently
+    (or not at all) from an unbroken watcher. Truth: the unbroken monitor itself."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    base = _frames(30, hfr=lambda i: 0.8 * float(np.exp(rng.normal(0.0, 0.02))))
+    frames = [FrameRecord(**{**r.to_dict(), "profile_ratio": None if i == 9 else
+                             1.16 * float(np.exp(rng.normal(0.0, 0.019))),
+                             "filter_name": "R" if 14 <= i < 17 else "L"})
+              for i, r in enumerate(base)]
+    cfg = PolicyConfig(temperature_delta_c=0, max_interval_min=0)
+    live = Monitor(cfg, RIG)
+    af_at = 12
+    with Journal(tmp_path / "j.sqlite") as j:
+        for i, rec in enumerate(frames[:24]):
+            if i == af_at:
+                mark = AutofocusMark(time_s=rec.time_s - 60, filter_name="L")
+                live.autofocus(mark)
+                j.record_autofocus("af:12", mark)
+            j.record_frame((rec.file, 1, i), time_s=rec.time_s, status="measured", record=rec,
+                           decision=live.observe(rec))
+    restored = Monitor(cfg, RIG)
+    with Journal(tmp_path / "j.sqlite") as j:
+        for kind, a, b in j.restore_items():
+            restored.restore(a, b) if kind == "frame" else restored.autofocus(a)
+    sd, dof = live.night.profile_jitter()
+    assert sd is not None and dof >= cfg.night_jitter_min_dof     # the profile weighs in the fit
+    assert restored.night == live.night and restored.night.profile_jitter() == (sd, dof)
+    assert [restored.observe(f).to_dict() for f in frames[24:]] == [live.observe(f).to_dict() for f in frames[24:]]
+
+
 def test_corrupt_journal_is_a_clear_error(tmp_path):
     bad = tmp_path / "journal.sqlite"
     bad.write_bytes(b"this is not sqlite at all" * 200)

@@ -285,6 +285,34 @@ def test_a_frame_whose_file_event_was_lost_is_found_by_the_rescan(tmp_path, base
     assert [p.status for p in out if p.path.name == "lost.fits"] == ["measured"]
 
 
+def test_a_rescan_that_cannot_read_the_journal_is_one_line_not_the_night(tmp_path, base_frame, caplog):
+    """The rescan reads the journal's known files (``seen_keys``); a journal locked past its timeout
+    there raised out of the worker's pass and ended the night (a row that cannot be written was
+    already one line). Now it is one line, and the next rescan finds the frame whose event was lost."""
+    from focuswatch.errors import JournalError
+
+    night = tmp_path / "night"
+    night.mkdir()
+    with watching(night, tmp_path, rescan_interval_s=0.2) as w:
+        w._observer.stop()  # the OS stops telling us about new files (a lost event)
+        w._observer.join(timeout=5)
+        seen_keys, failed = w.journal.seen_keys, []
+
+        def locked_once(*a, **kw):
+            if not failed:
+                failed.append(True)
+                raise JournalError("database is locked")
+            return seen_keys(*a, **kw)
+
+        w.journal.seen_keys = locked_once
+        (night / "lost.fits").write_bytes(fits_for(base_frame, 0))
+        with caplog.at_level(logging.WARNING, logger="focuswatch.watch"):
+            out = pump(w, lambda o: any(p.path.name == "lost.fits" for p in o), timeout_s=20)
+    assert failed and [p.status for p in out if p.path.name == "lost.fits"] == ["measured"]
+    lines = [r.getMessage() for r in caplog.records if "could not read the journal" in r.getMessage()]
+    assert len(lines) == 1 and "database is locked" in lines[0]
+
+
 def test_one_entry_that_cannot_be_looked_at_costs_one_line_at_the_start_not_the_watcher(tmp_path, base_frame,
                                                                                        monkeypatch, caplog):
     """The first listing at the start had no per-entry guard: a symlink whose target's name is too

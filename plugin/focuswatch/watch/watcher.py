@@ -37,7 +37,7 @@ from typing import Any, Callable
 from focuswatch.boundary import describe as describe_frame_problem
 from focuswatch.boundary import frame_boundary
 from focuswatch.config import Config
-from focuswatch.errors import FrameError, FrameIncomplete, StateFileError
+from focuswatch.errors import FrameError, FrameIncomplete, JournalError, StateFileError
 from focuswatch.io import frames as frames_mod
 from focuswatch.io.journal import Journal
 from focuswatch.policy import AutofocusMark, Decision, Monitor, PolicyConfig
@@ -366,12 +366,16 @@ class Watcher:
     def _rescan(self) -> None:
         """:meth:`_catch_up`, at the start and every ``rescan_interval_s``: a folder that cannot be
         listed (a network share that hiccups) is one line, never the start or the night; the next
-        rescan looks again."""
+        rescan looks again. So is a journal that cannot be read for its known files (locked past
+        its timeout, a disk error): as a journal row that cannot be written (the sink), it costs
+        this rescan, not the night."""
         try:
             self._catch_up()
         except OSError as exc:
             log.warning("%s: could not list the folder (%s); will look again", self.folder,
                         exc.strerror or exc)
+        except JournalError as exc:
+            log.warning("%s: the rescan could not read the journal (%s); will look again", self.folder, exc)
 
     def _catch_up(self) -> None:
         """Queue every frame in the folder the journal has not recorded (start-up and rescans).
