@@ -50,7 +50,7 @@ def _grade(folder: Path) -> dict:
 
     g = night.grade_session(folder, progress=False).filters[0].grade
     bare = g.master_fwhm_px / math.sqrt(g.limit_fwhm_px ** 2 - g.resampling_fwhm_px ** 2)
-    return {"letter": g.letter, "ratio": round(g.ratio, 4), "ratio_without_stacking_term": round(bare, 4),
+    return {"letter": g.letter, "ratio_letter": g.ratio_letter, "ratio": round(g.ratio, 4), "ratio_without_stacking_term": round(bare, 4),
             "master_fwhm_px": round(g.master_fwhm_px, 3), "best_subs_fwhm_px": round(g.best_subs_fwhm_px, 3),
             "resampling_fwhm_px": round(g.resampling_fwhm_px, 3), "seeing_source": g.seeing_source,
             "causes": g.causes, "reject": sorted(Path(p).name for p in g.reject)}
@@ -123,9 +123,11 @@ def main() -> None:
     bound = math.ceil((top + 3 * scatter) * 20) / 20
     letters_in_focus = sorted({r["letter"] for r in rows if r["night"] == "focus" and r["rms"] < 0.15})
     letters_drift = sorted({r["letter"] for r in rows if r["night"] == "drift"})
+    # what the ratio alone would say of the drifting nights: why the letter also takes the grade's blame
+    ratio_letters_drift = sorted({r["ratio_letter"] for r in rows if r["night"] == "drift"})
     print(f"\nA bound: largest tuning ratio at 10 % rms {top:.3f} + 3 x pooled scatter {scatter:.3f} -> {bound:.2f} "
           f"(GradeConfig.letter_limits[0] = 1.15); letters in focus (steady, 10 % rms): {letters_in_focus}; "
-          f"drifting: {letters_drift}")
+          f"drifting: {letters_drift} (by the ratio alone: {ratio_letters_drift})")
 
 
 if __name__ == "__main__":

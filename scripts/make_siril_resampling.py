@@ -150,16 +150,17 @@ def _fwhm_px(img: np.ndarray) -> float:
     return float(stars.measure_array(noisy.astype(np.float32)).fwhm_px)
 
 
-def _siril_stack(wd: Path, before: list[str], plane: int | None = None) -> tuple[np.ndarray, float | None]:
-    """Register and stack ``wd/light_*.fits`` with the real Siril exactly as ``grade`` does
-    (:func:`focuswatch.siril.stack`'s commands, after ``before``): the master (``plane`` of a
-    colour one) less its sky, in ADU, and the registration variance read from Siril's matrices."""
+def _siril_stack(wd: Path, debayer: bool, plane: int | None = None) -> tuple[np.ndarray, float | None]:
+    """Register and stack ``wd/light_*.fits`` (``wd/cfa/`` when ``debayer``) with the real Siril
+    exactly as ``grade`` does (:func:`focuswatch.siril.stack.grading_commands`): the master
+    (``plane`` of a colour one) less its sky, in ADU, and the registration variance read from
+    Siril's matrices."""
     from astropy.io import fits
 
     from focuswatch import grade, siril
+    from focuswatch.siril.stack import grading_commands
 
-    log = _siril(wd, ["setext fits", "set32bits", "setcompress 0", *before, "register light_",
-                      "stack r_light_ rej w 3 3 -norm=addscale -out=master"])
+    log = _siril(wd, grading_commands(debayer))
     m = fits.getdata(wd / "master.fits").astype(np.float64)
     if plane is not None and m.ndim == 3:
         m = m[plane]
@@ -261,7 +262,7 @@ def one_realization(wd: Path, seed: int) -> dict:
         mono_dir.mkdir(parents=True, exist_ok=True)
         for k, im in enumerate(mono, 1):
             fits.PrimaryHDU(im).writeto(mono_dir / f"light_{k:05d}.fits", overwrite=True)
-        master, var = _siril_stack(mono_dir, [])
+        master, var = _siril_stack(mono_dir, debayer=False)
         out["fwhm_registered_true_px"].append(_fwhm_px(master))
         out["siril_registration_var_px2"].append(var)
         for colour, wts in COLOURS.items():
@@ -277,7 +278,7 @@ def one_realization(wd: Path, seed: int) -> dict:
                         mosaic[site] = (img * wts["RGB".index("GRBG"[2 * sy + sx])])[site]
                 fits.PrimaryHDU(_noisy(mosaic, sd), hdr).writeto(sub_dir / "cfa" / f"light_{k:05d}.fits",
                                                                  overwrite=True)
-            master, var = _siril_stack(sub_dir, ["cd cfa", "convert light -debayer -out=..", "cd .."], plane=1)
+            master, var = _siril_stack(sub_dir, debayer=True, plane=1)
             out[colour]["siril_registration_var_px2"].append(var)
             if algo is None:
                 cfg = (sub_dir / "siril-config" / "siril" / "siril.config").read_text(encoding="utf-8",

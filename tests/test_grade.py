@@ -315,3 +315,5 @@ def test_a_master_with_subs_lost_to_focus_is_not_as_sharp_as_the_night_allowed(n
     assert g.ratio == pytest.approx(3.06 / 3.0) and g.causes.get("focus", 0) == n_focus
     assert g.letter == letter
     assert ("out of focus" in g.explanation) == (letter != "A")
+    assert g.ratio_letter == "A" and g.to_dict()["ratio_letter"] == "A"  # the cap is visible in the JSON
+    assert grade.MasterGrade.from_dict(g.to_dict()) == g

@@ -267,6 +267,9 @@ class MasterGrade:
     reject: tuple[str, ...] = ()
     advice: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: the letter the ratio alone gives; ``letter`` is worse when subs blamed on focus or trailing
+    #: (:data:`FAULT_CAUSES`) capped it, so a reader of the JSON sees the cap without parsing text
+    ratio_letter: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -555,7 +558,7 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
             notes.append("registration shifts unknown: random sub-pixel shifts assumed for the resampling term")
     limit = math.sqrt(seeing_px ** 2 + instrument2 + resamp ** 2) if seeing_px is not None else None
     ratio = master_fwhm_px / limit if (master_fwhm_px and limit) else None
-    letter = letter_for(ratio, config) if ratio is not None else None
+    letter = ratio_letter = letter_for(ratio, config) if ratio is not None else None
     verdicts = judge_subs(subs, best_subs_fwhm_px, config) if subs else ()
     causes: dict[str, int] = {}
     for v in verdicts:
@@ -596,7 +599,7 @@ def master(master_fwhm_px: float | None, *, plate_scale_arcsec_px: float | None 
         plate_scale_arcsec_px=scale, roundness=roundness, roundness_ok=rnd_ok, n_stars=int(n_stars),
         noise_adu=noise_adu, siril_fwhm_px=siril_fwhm_px, siril_vs_own_pct=vs_pct,
         resampling_fwhm_px=resamp, registration_var_px2=registration_var_px2 if stacked else None, causes=causes,
-        subs=verdicts, reject=rej, advice=advice, notes=tuple(notes),
+        subs=verdicts, reject=rej, advice=advice, notes=tuple(notes), ratio_letter=ratio_letter,
     )
 
 

@@ -72,6 +72,9 @@ _SHIFT_AGREES_PX = 0.0051
 #: The third row of a registration matrix: (h20, h21, h22) = (~0, ~0, 1) (an affine or a nearly
 #: affine homography, normalised); a row of another matrix there means rows were mixed up.
 _PERSPECTIVE_MAX = 0.01
+#: Siril normalises the homography so that h22 = 1 and prints it as ``1.00000``; anything further off
+#: is not a third row.
+_H22_TOLERANCE = 1e-3
 
 
 def parse_transforms_by_image(lines: Sequence[str]) -> dict[int, tuple[float, ...]]:
@@ -107,7 +110,8 @@ def parse_transforms_by_image(lines: Sequence[str]) -> dict[int, tuple[float, ..
             if len(entry[0]) == 3:
                 open_mats.pop()
                 r0, r1, r2 = entry[0]
-                if abs(r2[0]) <= _PERSPECTIVE_MAX and abs(r2[1]) <= _PERSPECTIVE_MAX and abs(r2[2] - 1.0) <= 1e-3:
+                if (abs(r2[0]) <= _PERSPECTIVE_MAX and abs(r2[1]) <= _PERSPECTIVE_MAX
+                        and abs(r2[2] - 1.0) <= _H22_TOLERANCE):
                     done.append((i, entry[1], r0 + r1))
             continue
         m = _MATCHED_IMAGE.search(line)

@@ -147,6 +147,21 @@ def _drop_stale_links(*dirs: Path) -> None:
                 p.unlink()
 
 
+def grading_commands(debayer: bool = False, sigma_low: float = 3.0, sigma_high: float = 3.0) -> list[str]:
+    """The Siril script of :func:`stack` (the grading recipe), for subs staged as ``light_00001.fits``...
+    in the working directory (in ``cfa/`` when ``debayer``). One place, so that
+    ``scripts/make_siril_resampling.py`` measures its stacking table with the very recipe ``grade`` runs."""
+    convert = ["cd cfa", "convert light -debayer -out=..", "cd .."] if debayer else []
+    return [
+        "setext fits",
+        "set32bits",
+        "setcompress 0",
+        *convert,
+        "register light_",
+        f"stack r_light_ rej w {sigma_low:g} {sigma_high:g} -norm=addscale -out=master",
+    ]
+
+
 def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str], *,
           info: SirilInfo | None = None, timeout_s: float = 1800.0, sigma_low: float = 3.0,
           sigma_high: float = 3.0, debayer: bool = False) -> StackResult:
@@ -179,15 +194,7 @@ def stack(subs: Sequence[str | os.PathLike[str]], workdir: str | os.PathLike[str
     _drop_stale_links(stage_dir, *((wd,) if debayer else ()))
     for i, src in enumerate(subs, start=1):
         _stage(src, stage_dir / f"light_{i:05d}.fits")
-    convert = ["cd cfa", "convert light -debayer -out=..", "cd .."] if debayer else []
-    commands = [
-        "setext fits",
-        "set32bits",
-        "setcompress 0",
-        *convert,
-        "register light_",
-        f"stack r_light_ rej w {sigma_low:g} {sigma_high:g} -norm=addscale -out=master",
-    ]
+    commands = grading_commands(debayer, sigma_low, sigma_high)
     expect = ((r"Conversion succeeded",) if debayer else ()) + (r"registered\.", r"stacked|Stacked sequence successfully")
     try:
         res = run_script(commands, wd, info=info, timeout_s=timeout_s, name="stack", expect=expect)
