@@ -110,12 +110,6 @@ def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: floa
 _NO_DEW_FIGURE = ("focus_miss", "trailing")
 
 
-def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()) -> float | None:
-    """A frame's single-frame dew figure (``Evidence.halo_excess``) from the one diagnosis call
-    (:func:`frame_dew_figures`)."""
-    return frame_dew_figures(stats, rig, config)[0]
-
-
 def frame_dew_figures(stats: Any, rig: Rig | None,
                       config: DiagnoseConfig = DiagnoseConfig()) -> tuple[float | None, float | None]:
     """A frame's single-frame dew figure (``Evidence.halo_excess``) and its stars' HFR (px,
@@ -457,5 +451,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
                    evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "frame_halo_excess", "monitor_witness",
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "monitor_witness",
            "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]
