@@ -348,3 +348,18 @@ def test_the_watchers_night_loop_keeps_a_failed_frame_out_of_the_dew_reference_a
     monkeypatch.setattr(verdict, "frame", lambda *a, **k: calls.append(1) or real(*a, **k))
     quiet_night = night_loop(False)
     assert calls == [] and quiet_night.witnesses().halo_reference(rig) is None
+
+
+def test_a_seeing_witness_without_the_nights_dew_reference_leaves_the_pixels_dew_call_alone():
+    """``rejudge`` takes the witness' dew call only with the night's dew reference (``halo_rise``):
+    a seeing witness alone (a night of too few frames for the reference) adds nothing to the dew
+    evidence, so a frame the pixels called ``in_focus`` stays so even where the star table alone
+    reads the single-frame halo (15 % over 4 FWHM: dew frame by frame)."""
+    _, st, single = _night(0.15, 4.0)
+    rig = rig_of(NEWTONIAN)
+    seeing_only = diagnose.SeeingWitness(NIGHT_SEEING[0], hfr_px=st[0].hfr_px, n_frames=3)
+    for s, d in zip(st[NIGHT_ONSET:], single[NIGHT_ONSET:]):
+        assert d.label == "dew"
+        assert diagnose.frame(s, rig, seeing_witness=seeing_only).label == "dew"  # the star table's call
+        kept = diagnose.rejudge(replace(d, label="in_focus"), s, rig, seeing_only)
+        assert kept.label == "in_focus" and kept.evidence.halo_rise is None

@@ -443,9 +443,11 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
         return diagnosis
     if w.label == "unknown":
         return diagnosis
-    if w.label in ("focus_miss", "dew") and diagnosis.label in _WITNESS_CAN_CHANGE:
-        return replace(w, file=diagnosis.file)
     night_dew = w.evidence.halo_rise is not None
+    # the dew call is the witness' only with the night's reference: a seeing witness alone adds
+    # nothing to it, and the pixels' call stands
+    if (w.label == "focus_miss" or (night_dew and w.label == "dew")) and diagnosis.label in _WITNESS_CAN_CHANGE:
+        return replace(w, file=diagnosis.file)
     if night_dew and diagnosis.label == "dew" and w.label in _WITNESS_CAN_CHANGE:
         return replace(w, file=diagnosis.file)  # the night's reference holds these wings: no lasting rise
     keep = ("size_defocus_cfz_low", "witness_seeing_arcsec", "witness_source", "witness_hfr_px",
