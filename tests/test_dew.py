@@ -299,3 +299,67 @@ def test_seeing_improving_after_the_reference_frames_on_a_small_star_rig_is_not_
     assert all(d.evidence.hfr_px < cfg.dew_night_min_hfr_ratio * ref_hfr for d in night[5:])
     unguarded = judged(replace(cfg, dew_night_min_hfr_ratio=0.0))
     assert "dew" in [d.label for d in unguarded[5:]], [d.evidence.halo_rise for d in unguarded]
+
+
+def test_the_watchers_night_loop_keeps_a_failed_frame_out_of_the_dew_reference_and_skips_it_undiagnosed(
+        monkeypatch):
+    """The night loop (``NightSession``: the watcher and ``replay``) builds the same dew reference as
+    ``diagnose FOLDER`` from the night's first frames; an unreadable frame among them (its
+    ``FrameError`` line) leaves no trace in it. With the diagnosis off (``watch --no-diagnose``) no
+    frame is diagnosed a second time for a reference nothing reads."""
+    from pathlib import Path
+
+    from focuswatch.config import Config
+    from focuswatch.diagnose import verdict
+    from focuswatch.errors import FrameError
+    from focuswatch.policy import Monitor, PolicyConfig
+    from focuswatch.watch import WatchConfig
+    from focuswatch.watch.loop import NightSession, RecordingSink
+
+    frames, st, _ = _night(0.0)
+    rig = rig_of(NEWTONIAN)
+    quiet = PolicyConfig(temperature_delta_c=1.0, max_interval_min=0)
+    n_good = 5
+
+    def unreadable() -> None:
+        raise FrameError(Path("L_bad.fits"), "truncated")
+
+    def night_loop(use_diagnose: bool) -> NightSession:
+        session = NightSession(Monitor(quiet, rig), Config(rig=rig), watch=WatchConfig(), sink=RecordingSink(),
+                               diagnose=use_diagnose)
+        for i, frame in enumerate(frames[:n_good]):
+            out = session.frame(Path(f"L_{i:03d}.fits"), frame.meta, written_s=frame.meta.timestamp,
+                                load=lambda f=frame: f)
+            assert out is not None and out.status == "measured"
+            if i == 0:  # a frame that fails between the reference frames
+                bad = session.frame(Path("L_bad.fits"), frame.meta, written_s=frame.meta.timestamp, load=unreadable)
+                assert bad is not None and bad.status == "error"
+        return session
+
+    live = night_loop(True).witnesses().halo_reference(rig)
+    folder = diagnose.night_witnesses(st[:n_good], rig, dew_reference=True)[-1]
+    assert live is not None and folder is not None
+    assert live["halo_ref_frames"] == folder.halo_ref_frames == diagnose.DiagnoseConfig().dew_night_frames
+    assert live["halo_ref_excess"] == pytest.approx(folder.halo_ref_excess, abs=1e-9)
+    assert live["halo_ref_hfr_px"] == pytest.approx(folder.halo_ref_hfr_px, abs=1e-9)
+
+    calls = []
+    real = verdict.frame
+    monkeypatch.setattr(verdict, "frame", lambda *a, **k: calls.append(1) or real(*a, **k))
+    quiet_night = night_loop(False)
+    assert calls == [] and quiet_night.witnesses().halo_reference(rig) is None
+
+
+def test_a_seeing_witness_without_the_nights_dew_reference_leaves_the_pixels_dew_call_alone():
+    """``rejudge`` takes the witness' dew call only with the night's dew reference (``halo_rise``):
+    a seeing witness alone (a night of too few frames for the reference) adds nothing to the dew
+    evidence, so a frame the pixels called ``in_focus`` stays so even where the star table alone
+    reads the single-frame halo (15 % over 4 FWHM: dew frame by frame)."""
+    _, st, single = _night(0.15, 4.0)
+    rig = rig_of(NEWTONIAN)
+    seeing_only = diagnose.SeeingWitness(NIGHT_SEEING[0], hfr_px=st[0].hfr_px, n_frames=3)
+    for s, d in zip(st[NIGHT_ONSET:], single[NIGHT_ONSET:]):
+        assert d.label == "dew"
+        assert diagnose.frame(s, rig, seeing_witness=seeing_only).label == "dew"  # the star table's call
+        kept = diagnose.rejudge(replace(d, label="in_focus"), s, rig, seeing_only)
+        assert kept.label == "in_focus" and kept.evidence.halo_rise is None

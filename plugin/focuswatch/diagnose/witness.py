@@ -110,12 +110,6 @@ def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: floa
 _NO_DEW_FIGURE = ("focus_miss", "trailing")
 
 
-def frame_halo_excess(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()) -> float | None:
-    """A frame's single-frame dew figure (``Evidence.halo_excess``) from the one diagnosis call
-    (:func:`frame_dew_figures`)."""
-    return frame_dew_figures(stats, rig, config)[0]
-
-
 def frame_dew_figures(stats: Any, rig: Rig | None,
                       config: DiagnoseConfig = DiagnoseConfig()) -> tuple[float | None, float | None]:
     """A frame's single-frame dew figure (``Evidence.halo_excess``) and its stars' HFR (px,
@@ -140,6 +134,17 @@ def frame_dew_figures(stats: Any, rig: Rig | None,
     return d.evidence.halo_excess, d.evidence.hfr_px
 
 
+#: The dew-reference fields of :class:`SeeingWitness` (``halo_*``): the part of a night's context
+#: that travels onto a monitor's witness or a witness of its own.
+_HALO_FIELDS = ("halo_ref_excess", "halo_ref_frames", "halo_recent", "halo_ref_hfr_px", "halo_recent_hfr_px")
+
+
+def _with_halo(witness: SeeingWitness | None, halo: dict[str, Any]) -> SeeingWitness:
+    """``witness`` carrying the night's dew reference ``halo`` (``SeeingWitness.halo_*``); a witness
+    of the dew reference alone (``seeing_arcsec`` and ``source`` ``None``) when there is no witness."""
+    return SeeingWitness(None, None, **halo) if witness is None else replace(witness, **halo)
+
+
 def with_monitor(monitor: SeeingWitness | None, night: SeeingWitness | None) -> SeeingWitness | None:
     """The witness a frame is judged with: a seeing monitor's (measured at the frame's time) before
     the night's in-focus seeing, carrying the night's dew reference either way."""
@@ -147,9 +152,7 @@ def with_monitor(monitor: SeeingWitness | None, night: SeeingWitness | None) -> 
         return night
     if night is None or night.halo_ref_excess is None:
         return monitor
-    return replace(monitor, halo_ref_excess=night.halo_ref_excess, halo_ref_frames=night.halo_ref_frames,
-                   halo_recent=night.halo_recent, halo_ref_hfr_px=night.halo_ref_hfr_px,
-                   halo_recent_hfr_px=night.halo_recent_hfr_px)
+    return _with_halo(monitor, {k: getattr(night, k) for k in _HALO_FIELDS})
 
 
 def monitor_witness(meta: Any) -> SeeingWitness | None:
@@ -248,11 +251,7 @@ class WitnessTracker:
         ``None`` when neither is. The dew reference needs the frames' measurements (``add(stats=...)``)."""
         w = self.witness_for(filter_name, time_s, focuser_pos, rig=rig, plate_scale_arcsec_px=plate_scale_arcsec_px)
         halo = self.halo_reference(rig)
-        if halo is None:
-            return w
-        if w is None:
-            return SeeingWitness(None, None, **halo)
-        return replace(w, **halo)
+        return w if halo is None else _with_halo(w, halo)
 
     def halo_reference(self, rig: Rig | None = None) -> dict[str, Any] | None:
         """The night's dew reference on this plate scale (``SeeingWitness.halo_*``), once its first
@@ -367,7 +366,8 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         else list(range(len(items)))
     out: list[SeeingWitness | None] = [None] * len(items)
     trackers: dict[Any, WitnessTracker] = {}
-    seen: dict[Any, list[tuple[int, float | None, Rig]]] = {}  # per tracker: (index, dew figure, rig) in order
+    # per tracker, in capture order: (index, dew figure, rig, star HFR px)
+    seen: dict[Any, list[tuple[int, float | None, Rig, float | None]]] = {}
     for i in order:
         s = items[i]
         meta = getattr(s, "meta", None)
@@ -403,7 +403,7 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
             before = before[-keep:] if keep else []
             halo["halo_recent"] = tuple(f for f, _ in before)
             halo["halo_recent_hfr_px"] = tuple(math.nan if fh is None else float(fh) for _, fh in before)
-            out[i] = SeeingWitness(None, None, **halo) if out[i] is None else replace(out[i], **halo)
+            out[i] = _with_halo(out[i], halo)
     return out
 
 
@@ -443,9 +443,11 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
         return diagnosis
     if w.label == "unknown":
         return diagnosis
-    if w.label in ("focus_miss", "dew") and diagnosis.label in _WITNESS_CAN_CHANGE:
-        return replace(w, file=diagnosis.file)
     night_dew = w.evidence.halo_rise is not None
+    # the dew call is the witness' only with the night's reference: a seeing witness alone adds
+    # nothing to it, and the pixels' call stands
+    if (w.label == "focus_miss" or (night_dew and w.label == "dew")) and diagnosis.label in _WITNESS_CAN_CHANGE:
+        return replace(w, file=diagnosis.file)
     if night_dew and diagnosis.label == "dew" and w.label in _WITNESS_CAN_CHANGE:
         return replace(w, file=diagnosis.file)  # the night's reference holds these wings: no lasting rise
     keep = ("size_defocus_cfz_low", "witness_seeing_arcsec", "witness_source", "witness_hfr_px",
@@ -457,5 +459,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
                    evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "frame_halo_excess", "monitor_witness",
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "monitor_witness",
            "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]

@@ -539,8 +539,9 @@ class NightSession:
                 if self.use_diagnose else None
             record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
                                                      seeing_witness=witness, time_s=when)
+            # the dew reference (a second, star-table diagnosis of the frame) only when frames are judged
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
-                        n_stars=stats.n_stars, stats=stats)
+                        n_stars=stats.n_stars, stats=stats if self.use_diagnose else None)
         return record, stats, full_rig
 
     @staticmethod
