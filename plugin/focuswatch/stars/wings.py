@@ -112,9 +112,15 @@ def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: n
 
 def wing_usable(flux: np.ndarray, snr: np.ndarray, config: WingConfig = WING) -> np.ndarray:
     """Which stars the wing share is read from: bright enough (``snr >= min_snr``) and with a
-    positive flux. Their annuli are not selected on their own values (positive, falling): a
+    positive, finite flux. Their annuli are not selected on their own values (positive, falling): a
     faint star's wing is in the sky's noise, and keeping only its upward draws biases the share."""
-    return (snr >= config.min_snr) & (flux > 0)
+    return (snr >= config.min_snr) & (flux > 0) & np.isfinite(flux)
+
+
+def _line_points(flux: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> np.ndarray:
+    """Stars that are points of the wing line: a positive, finite flux and finite annuli (one
+    star's NaN or inf, a bad pixel in its annulus, would otherwise void the whole frame's line)."""
+    return (flux > 0) & np.isfinite(flux) & np.isfinite(i1) & np.isfinite(i2)
 
 
 def _wing_fit(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, idx: np.ndarray,
@@ -134,7 +140,7 @@ def _wing_fit(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray,
     selected on their annuli' values (a faint star's upward noise draws only would bias it).
     """
     rmax = R - 1.0
-    use = (flux > 0)[idx]
+    use = _line_points(flux, i1, i2)[idx]
     n = np.count_nonzero(use, axis=1)
     n_good = np.count_nonzero(wing_usable(flux, snr, config)[idx], axis=1)
     f = np.where(use, flux[idx], 0.0)
@@ -229,7 +235,7 @@ def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarr
     share = np.minimum(np.maximum(np.where(ok & np.isfinite(share), share, 0.0), 0.0), config.max_share)
     # fewer lone stars than a line needs (min_sky_stars): each bright star's own slope and edge
     # light, their medians (stars whose wing reads positive and falling)
-    few = np.count_nonzero((flux > 0)[idx], axis=1) < config.min_sky_stars
+    few = np.count_nonzero(_line_points(flux, i1, i2)[idx], axis=1) < config.min_sky_stars
     if np.any(few):
         sub = idx[few]
         good = ((snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2))[sub]
