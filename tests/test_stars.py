@@ -574,6 +574,31 @@ def test_one_star_with_a_non_finite_annulus_or_flux_does_not_void_the_frames_win
         assert 0.0 <= wings.wing_share(*args) <= wings.WING.max_share
         assert np.isfinite(wings.wing_sky_excess(*args))
 
+
+def test_the_wing_shares_error_is_the_bootstrap_of_the_estimator_it_was_read_with(monkeypatch):
+    """Small stars' frames read their share with the per-star medians (line_min_r50_px): the
+    share's bootstrap error must be the medians' too, not the line's (before, a sampled frame of
+    1.9 px stars on the simulator reported hfr_err_px 0.004 for the medians' 0.020)."""
+    import dataclasses
+
+    from focuswatch.stars import wings
+
+    rng = np.random.default_rng(5)
+    m, R = 40, 19
+    flux = 10 ** rng.uniform(3.5, 5.5, m)
+    i1, i2 = 4e-5 * flux * rng.lognormal(0, 0.3, m), 1.6e-5 * flux * rng.lognormal(0, 0.3, m)
+    snr = flux / 30.0
+    medians = dataclasses.replace(wings.WING, min_sky_stars=10 ** 9)
+    seen = []
+    real = wings._wing_shares
+    monkeypatch.setattr(wings, "_wing_shares", lambda *a, **k: seen.append(a[6] if len(a) > 6 else k.get("config"))
+                        or real(*a, **k))
+    r50, r_wing = np.full(20, 2.0), np.tile([2.1, 2.2, 2.3, 2.4], (20, 1))
+    share = wings.wing_share(flux, snr, i1, i2, R, medians)
+    assert share > 0
+    err = wings._wing_share_hfr_err(flux, snr, i1, i2, R, share, r50, r_wing, 0.0, medians)
+    assert seen[-1] is medians and err > 0
+
 def test_detections_sky_map_is_seps_map_of_the_binned_frame():
     """The first pass keeps the map it subtracted; measuring reads it under each star."""
     import sep

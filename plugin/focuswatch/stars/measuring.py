@@ -507,7 +507,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         # a frame figure from the sample's few bright lone stars: its own sampling error moves
         # every star's HFR together, which the star-to-star scatter does not show
         wing_err_px = _wing_share_hfr_err(*wing_in, share, r50[keep], m["r_wing"][keep],
-                                          sky_px2[keep] if np.ndim(sky_px2) else sky_px2)
+                                          sky_px2[keep] if np.ndim(sky_px2) else sky_px2, wing_cfg)
     r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90, sky_px2=sky_px2, rmax=R - 1.0)
     hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 

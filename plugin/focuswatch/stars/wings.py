@@ -89,15 +89,16 @@ def wing_sky_excess(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.nd
 
 
 def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, share: float,
-                        r50: np.ndarray, r_wing: np.ndarray, sky_px2: np.ndarray | float = 0.0) -> float:
+                        r50: np.ndarray, r_wing: np.ndarray, sky_px2: np.ndarray | float = 0.0,
+                        config: WingConfig = WING) -> float:
     """1-sigma error (px) that the wing share's own sampling error puts on the median
-    half-flux radius: a seeded bootstrap of :func:`wing_share` over
-    the stars it was read from, carried through :func:`_reread_half_radius` (with the stars'
-    sky excess ``sky_px2``, held fixed)."""
+    half-flux radius: a seeded bootstrap of :func:`wing_share` (with the ``config`` the share
+    was read with: the line or the per-star medians) over the stars it was read from, carried
+    through :func:`_reread_half_radius` (with the stars' sky excess ``sky_px2``, held fixed)."""
     if share <= 0 or len(flux) < 2 or not len(r50):
         return 0.0
     rng = np.random.default_rng(0)
-    boot = _wing_shares(flux, snr, i1, i2, R, rng.integers(0, len(flux), size=(_WING_BOOTSTRAP, len(flux))))
+    boot = _wing_shares(flux, snr, i1, i2, R, rng.integers(0, len(flux), size=(_WING_BOOTSTRAP, len(flux))), config)
     sigma = float(np.std(boot))
     if not sigma:
         return 0.0
