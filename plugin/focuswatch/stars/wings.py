@@ -225,18 +225,21 @@ def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarr
     rmax = R - 1.0
     if rmax < 4:
         return np.zeros(len(idx))
-    e1, e2, ok, _ = _wing_fit(flux, snr, i1, i2, R, idx, config)
     r1, r2 = 0.7 * rmax, 0.9 * rmax
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.log(e1 / e2) / math.log(r2 / r1)
-    # a wing brighter further out (or none to read) has no slope: the flattest allowed
-    alpha = np.clip(np.where(np.isfinite(slope), slope, config.alpha_min), config.alpha_min, config.alpha_max)
-    with np.errstate(invalid="ignore"):
-        share = 2.0 * math.pi * r2 ** 2 * e2 / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
-    share = np.minimum(np.maximum(np.where(ok & np.isfinite(share), share, 0.0), 0.0), config.max_share)
+    share = np.zeros(len(idx))
     # fewer lone stars than a line needs (min_sky_stars): each bright star's own slope and edge
-    # light, their medians (stars whose wing reads positive and falling)
+    # light, their medians (stars whose wing reads positive and falling); the line (its
+    # bootstrap sorts every resample) only for the rows that use it
     few = np.count_nonzero(_line_points(flux, i1, i2)[idx], axis=1) < config.min_sky_stars
+    if not np.all(few):
+        e1, e2, ok, _ = _wing_fit(flux, snr, i1, i2, R, idx[~few], config)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.log(e1 / e2) / math.log(r2 / r1)
+        # a wing brighter further out (or none to read) has no slope: the flattest allowed
+        alpha = np.clip(np.where(np.isfinite(slope), slope, config.alpha_min), config.alpha_min, config.alpha_max)
+        with np.errstate(invalid="ignore"):
+            share_l = 2.0 * math.pi * r2 ** 2 * e2 / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+        share[~few] = np.minimum(np.maximum(np.where(ok & np.isfinite(share_l), share_l, 0.0), 0.0), config.max_share)
     if np.any(few):
         sub = idx[few]
         good = ((snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2))[sub]
