@@ -1,6 +1,7 @@
 """The physical-optics renderer against GalSim and closed forms (the truth the calibration rests on)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -69,6 +70,12 @@ def test_the_one_seeing_mtf_is_galsims_with_the_rounded_structure_constant(l0_ov
     rows = optics.seeing_mtf(nu[None, :], fwhm[:, None], l0_over_r0)
     for f, row in zip(fwhm, rows):
         np.testing.assert_array_equal(row, optics.seeing_mtf(nu, float(f), l0_over_r0))
+    if l0_over_r0 is None:
+        # the donut ring fit's Kolmogorov kernel is the same function (no copy of its own)
+        from focuswatch.stars import ringfit
+
+        cfg = dataclasses.replace(ringfit.RING_FIT, kernel="kolmogorov")
+        np.testing.assert_array_equal(ringfit._kernel_otf(nu, fwhm, cfg), rows)
 
 
 @pytest.mark.parametrize("waves", [0.7, 2.0])

@@ -478,7 +478,7 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
     rmax = R - 1.0
     if rmax < 4:
         return 0.0
-    use = flux > 0
+    use = (flux > 0) & np.isfinite(flux) & np.isfinite(i1) & np.isfinite(i2)  # finite points only
     n = int(np.count_nonzero(use))
     if n < config.min_sky_stars:  # too few for the line: the per-star medians (as before the line)
         good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
@@ -490,7 +490,7 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
         edge = float(np.median(i2[good] / flux[good]))
         share = 2.0 * math.pi * r2 ** 2 * edge / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
         return float(min(max(share, 0.0), config.max_share))
-    n_good = int(np.count_nonzero((snr >= config.min_snr) & use))
+    n_good = int(np.count_nonzero((snr >= config.min_snr) & (flux > 0) & np.isfinite(flux)))
     f = np.where(use, flux, 0.0)
     a1, a2 = np.where(use, i1, 0.0), np.where(use, i2, 0.0)
     sf, sff = f.sum(), (f * f).sum()
@@ -538,6 +538,66 @@ def test_the_wing_bootstrap_at_once_equals_one_call_per_resample():
     none = np.zeros(0)
     assert wings.wing_share(none, none, none, none, 19) == _wing_share_one_by_one(none, none, none, none, 19) == 0.0
 
+
+
+def test_one_star_with_a_non_finite_annulus_or_flux_does_not_void_the_frames_wing():
+    """A NaN or inf in one lone star's annulus or flux (a bad pixel, a NaN border) leaves that
+    star out of the wing line: the share and the sky excess are those of the other stars, not
+    0 for the whole frame (before: any non-finite point made the line NaN and the share 0, every
+    HFR ~3 % low). Degenerate samples (like fluxes, no stars, all bad) give 0, never raise."""
+    from focuswatch.stars import wings
+
+    rng = np.random.default_rng(11)
+    m, R, sky = 40, 19, 2.0
+    flux = 10 ** rng.uniform(3.5, 5.5, m)
+    r1, r2 = 0.7 * (R - 1), 0.9 * (R - 1)
+    # a Kolmogorov-like wing (r^-11/3) per unit flux and a sky set 2 ADU too high under every star
+    i1 = 2e-3 * flux * (r1 / 5.0) ** (-11 / 3) * (1 + 0.03 * rng.normal(size=m)) - sky
+    i2 = 2e-3 * flux * (r2 / 5.0) ** (-11 / 3) * (1 + 0.03 * rng.normal(size=m)) - sky
+    snr = flux / 30.0
+    clean = wings.wing_share(flux[1:], snr[1:], i1[1:], i2[1:], R)
+    clean_sky = wings.wing_sky_excess(flux[1:], snr[1:], i1[1:], i2[1:], R)
+    # the truth of this synthetic wing: its power law integrated beyond the aperture, its sky
+    e2, a = 2e-3 * (r2 / 5.0) ** (-11 / 3), 11 / 3
+    truth = 2.0 * math.pi * r2 ** 2 * e2 / (a - 2.0) * (r2 / (R - 1)) ** (a - 2.0)
+    assert clean == pytest.approx(truth, rel=0.05) and clean_sky == pytest.approx(sky, rel=0.05)
+    for bad in (np.nan, np.inf, -np.inf):
+        for which in ("flux", "i1", "i2"):
+            arrs = {"flux": flux.copy(), "i1": i1.copy(), "i2": i2.copy()}
+            arrs[which][0] = bad
+            args = (arrs["flux"], snr, arrs["i1"], arrs["i2"], R)
+            assert wings.wing_share(*args) == pytest.approx(clean, rel=1e-12), (bad, which)
+            assert wings.wing_sky_excess(*args) == pytest.approx(clean_sky, rel=1e-12), (bad, which)
+            assert wings.wing_share(*args) == _wing_share_one_by_one(*args)
+    for args in ((np.full(m, 1e5), snr, i1, i2, R), (flux, snr, np.full(m, np.nan), i2, R),
+                 (np.full(m, np.inf), snr, i1, i2, R), (np.zeros(0),) * 4 + (R,)):
+        assert 0.0 <= wings.wing_share(*args) <= wings.WING.max_share
+        assert np.isfinite(wings.wing_sky_excess(*args))
+
+
+def test_the_wing_shares_error_is_the_bootstrap_of_the_estimator_it_was_read_with(monkeypatch):
+    """Small stars' frames read their share with the per-star medians (line_min_r50_px): the
+    share's bootstrap error must be the medians' too, not the line's (before, a sampled frame of
+    1.9 px stars on the simulator reported hfr_err_px 0.004 for the medians' 0.020)."""
+    import dataclasses
+
+    from focuswatch.stars import wings
+
+    rng = np.random.default_rng(5)
+    m, R = 40, 19
+    flux = 10 ** rng.uniform(3.5, 5.5, m)
+    i1, i2 = 4e-5 * flux * rng.lognormal(0, 0.3, m), 1.6e-5 * flux * rng.lognormal(0, 0.3, m)
+    snr = flux / 30.0
+    medians = dataclasses.replace(wings.WING, min_sky_stars=10 ** 9)
+    seen = []
+    real = wings._wing_shares
+    monkeypatch.setattr(wings, "_wing_shares", lambda *a, **k: seen.append(a[6] if len(a) > 6 else k.get("config"))
+                        or real(*a, **k))
+    r50, r_wing = np.full(20, 2.0), np.tile([2.1, 2.2, 2.3, 2.4], (20, 1))
+    share = wings.wing_share(flux, snr, i1, i2, R, medians)
+    assert share > 0
+    err = wings._wing_share_hfr_err(flux, snr, i1, i2, R, share, r50, r_wing, 0.0, medians)
+    assert seen[-1] is medians and err > 0
 
 def test_detections_sky_map_is_seps_map_of_the_binned_frame():
     """The first pass keeps the map it subtracted; measuring reads it under each star."""

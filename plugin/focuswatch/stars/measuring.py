@@ -427,18 +427,6 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
             m = {k: np.concatenate([m[k], rest[k]])[back] for k in m}
             sel = pool
     n = len(sel)
-    wing_extra = None
-    if n < n_cand:
-        n_lone = int(np.count_nonzero(~m["crowded"] & wing_usable(m["flux"], m["snr"])))
-        rest_pool = pool[~np.isin(pool, sel)]  # brightest first
-        has_near = np.zeros(len(rest_pool), bool)
-        has_near[_neighbours_within(fx, fy, rest_pool, 2.0 * R)[0]] = True
-        rest_pool = rest_pool[~has_near]  # lone ones only: the others' wings are not read
-        k_more = min(len(rest_pool), profile.wing_stars - n_lone)
-        if k_more > 0:
-            pick_more = rest_pool[((np.arange(k_more) + 0.5) * len(rest_pool) / k_more).astype(np.int64)]
-            wing_extra = profile_stars(pick_more)
-    del back_map
     masked = touching[sel]
     if np.any(masked):
         rows = np.nonzero(masked)[0]
@@ -476,6 +464,22 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     if np.count_nonzero(keep) < 1:
         return empty("no measurable stars (all saturated, hot pixels or too faint)", bkg_level, noise, n_det)
 
+    # small stars: the per-star medians, no sky offset (WingConfig.line_min_r50_px); the sample's
+    # top-up feeds the line alone, so small stars' frames skip it (and read as the medians did)
+    line = not large and typical_r50 >= WING.line_min_r50_px
+    wing_extra = None
+    if n < n_cand and line:
+        n_lone = int(np.count_nonzero(~m["crowded"] & wing_usable(m["flux"], m["snr"])))
+        rest_pool = pool[~np.isin(pool, sel)]  # brightest first
+        has_near = np.zeros(len(rest_pool), bool)
+        has_near[_neighbours_within(fx, fy, rest_pool, 2.0 * R)[0]] = True
+        rest_pool = rest_pool[~has_near]  # lone ones only: the others' wings are not read
+        k_more = min(len(rest_pool), profile.wing_stars - n_lone)
+        if k_more > 0:
+            pick_more = rest_pool[((np.arange(k_more) + 0.5) * len(rest_pool) / k_more).astype(np.int64)]
+            wing_extra = profile_stars(pick_more)
+    del back_map
+
     # light in the wings beyond the aperture (seeing, diffraction): the frame's bright
     # stars say how much, and every star's half-flux radius is re-read against it
     # (only stars with no other detection within two stamp radii: a neighbour's light at
@@ -491,13 +495,11 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                 & (w["r50"] >= max(0.6, 0.5 * typical_r50)))
         wing_in = tuple(np.concatenate([a, w[k][lone]]) for a, k in
                         zip(wing_in[:4], ("flux", "snr", "wing_i1", "wing_i2"))) + (R,)
-    # small stars: the per-star medians, no sky offset (WingConfig.line_min_r50_px)
-    line = typical_r50 >= WING.line_min_r50_px
     wing_cfg = WING if line else dataclasses.replace(WING, min_sky_stars=_NO_LINE)
     share = 0.0 if large else wing_share(*wing_in, wing_cfg)
     # the sky the frame's model set too high under the stars (their own far wings, taken for
     # sky), as a share of each star's aperture flux per px^2: put back on its curve of growth
-    sky_excess = 0.0 if (large or not line) else wing_sky_excess(*wing_in)
+    sky_excess = wing_sky_excess(*wing_in) if line else 0.0
     sky_px2 = math.pi * sky_excess / np.maximum(tot_flux, 1e-12) if sky_excess else 0.0
     r_half = _reread_half_radius(r50, m["r_wing"], share, sky_px2=sky_px2, rmax=R - 1.0)
     wing_err_px = 0.0
@@ -505,7 +507,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         # a frame figure from the sample's few bright lone stars: its own sampling error moves
         # every star's HFR together, which the star-to-star scatter does not show
         wing_err_px = _wing_share_hfr_err(*wing_in, share, r50[keep], m["r_wing"][keep],
-                                          sky_px2[keep] if np.ndim(sky_px2) else sky_px2)
+                                          sky_px2[keep] if np.ndim(sky_px2) else sky_px2, wing_cfg)
     r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90, sky_px2=sky_px2, rmax=R - 1.0)
     hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 

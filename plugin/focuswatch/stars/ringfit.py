@@ -39,7 +39,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from focuswatch.optics import KOLMOGOROV_FWHM_FACTOR  # FWHM = k lambda / r0, long-exposure Kolmogorov
+from focuswatch.optics import seeing_mtf  # long-exposure Kolmogorov: the renderer's and the diagnosis's own
 
 __all__ = ["RingFitConfig", "RING_FIT", "RingFit", "radial_profile", "defocused_annulus_otf", "annulus_ee",
            "annulus_profile", "fit_rings", "diffraction_px", "refine_ring_ratio", "frame_ring_ratio"]
@@ -187,7 +187,7 @@ def _kernel_otf(q: np.ndarray, fwhm_px: np.ndarray, config: RingFitConfig) -> np
         alpha = w / (2.0 * math.sqrt(2.0 ** (1.0 / b) - 1.0))
         u = np.maximum(2.0 * math.pi * alpha * q[None, :], 1e-9)
         return u ** nu * kv(nu, u) / (2.0 ** (nu - 1.0) * gamma(nu))
-    return np.exp(-3.44 * (q[None, :] * w / KOLMOGOROV_FWHM_FACTOR) ** (5.0 / 3.0))
+    return seeing_mtf(q[None, :], w)
 
 
 def defocused_annulus_otf(q: np.ndarray, outer_px: np.ndarray, eps: np.ndarray, diffraction_px: float | np.ndarray,

@@ -89,15 +89,16 @@ def wing_sky_excess(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.nd
 
 
 def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, share: float,
-                        r50: np.ndarray, r_wing: np.ndarray, sky_px2: np.ndarray | float = 0.0) -> float:
+                        r50: np.ndarray, r_wing: np.ndarray, sky_px2: np.ndarray | float = 0.0,
+                        config: WingConfig = WING) -> float:
     """1-sigma error (px) that the wing share's own sampling error puts on the median
-    half-flux radius: a seeded bootstrap of :func:`wing_share` over
-    the stars it was read from, carried through :func:`_reread_half_radius` (with the stars'
-    sky excess ``sky_px2``, held fixed)."""
+    half-flux radius: a seeded bootstrap of :func:`wing_share` (with the ``config`` the share
+    was read with: the line or the per-star medians) over the stars it was read from, carried
+    through :func:`_reread_half_radius` (with the stars' sky excess ``sky_px2``, held fixed)."""
     if share <= 0 or len(flux) < 2 or not len(r50):
         return 0.0
     rng = np.random.default_rng(0)
-    boot = _wing_shares(flux, snr, i1, i2, R, rng.integers(0, len(flux), size=(_WING_BOOTSTRAP, len(flux))))
+    boot = _wing_shares(flux, snr, i1, i2, R, rng.integers(0, len(flux), size=(_WING_BOOTSTRAP, len(flux))), config)
     sigma = float(np.std(boot))
     if not sigma:
         return 0.0
@@ -112,9 +113,15 @@ def _wing_share_hfr_err(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: n
 
 def wing_usable(flux: np.ndarray, snr: np.ndarray, config: WingConfig = WING) -> np.ndarray:
     """Which stars the wing share is read from: bright enough (``snr >= min_snr``) and with a
-    positive flux. Their annuli are not selected on their own values (positive, falling): a
+    positive, finite flux. Their annuli are not selected on their own values (positive, falling): a
     faint star's wing is in the sky's noise, and keeping only its upward draws biases the share."""
-    return (snr >= config.min_snr) & (flux > 0)
+    return (snr >= config.min_snr) & (flux > 0) & np.isfinite(flux)
+
+
+def _line_points(flux: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> np.ndarray:
+    """Stars that are points of the wing line: a positive, finite flux and finite annuli (one
+    star's NaN or inf, a bad pixel in its annulus, would otherwise void the whole frame's line)."""
+    return (flux > 0) & np.isfinite(flux) & np.isfinite(i1) & np.isfinite(i2)
 
 
 def _wing_fit(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray, R: int, idx: np.ndarray,
@@ -134,7 +141,7 @@ def _wing_fit(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarray,
     selected on their annuli' values (a faint star's upward noise draws only would bias it).
     """
     rmax = R - 1.0
-    use = (flux > 0)[idx]
+    use = _line_points(flux, i1, i2)[idx]
     n = np.count_nonzero(use, axis=1)
     n_good = np.count_nonzero(wing_usable(flux, snr, config)[idx], axis=1)
     f = np.where(use, flux[idx], 0.0)
@@ -218,18 +225,21 @@ def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarr
     rmax = R - 1.0
     if rmax < 4:
         return np.zeros(len(idx))
-    e1, e2, ok, _ = _wing_fit(flux, snr, i1, i2, R, idx, config)
     r1, r2 = 0.7 * rmax, 0.9 * rmax
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.log(e1 / e2) / math.log(r2 / r1)
-    # a wing brighter further out (or none to read) has no slope: the flattest allowed
-    alpha = np.clip(np.where(np.isfinite(slope), slope, config.alpha_min), config.alpha_min, config.alpha_max)
-    with np.errstate(invalid="ignore"):
-        share = 2.0 * math.pi * r2 ** 2 * e2 / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
-    share = np.minimum(np.maximum(np.where(ok & np.isfinite(share), share, 0.0), 0.0), config.max_share)
+    share = np.zeros(len(idx))
     # fewer lone stars than a line needs (min_sky_stars): each bright star's own slope and edge
-    # light, their medians (stars whose wing reads positive and falling)
-    few = np.count_nonzero((flux > 0)[idx], axis=1) < config.min_sky_stars
+    # light, their medians (stars whose wing reads positive and falling); the line (its
+    # bootstrap sorts every resample) only for the rows that use it
+    few = np.count_nonzero(_line_points(flux, i1, i2)[idx], axis=1) < config.min_sky_stars
+    if not np.all(few):
+        e1, e2, ok, _ = _wing_fit(flux, snr, i1, i2, R, idx[~few], config)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.log(e1 / e2) / math.log(r2 / r1)
+        # a wing brighter further out (or none to read) has no slope: the flattest allowed
+        alpha = np.clip(np.where(np.isfinite(slope), slope, config.alpha_min), config.alpha_min, config.alpha_max)
+        with np.errstate(invalid="ignore"):
+            share_l = 2.0 * math.pi * r2 ** 2 * e2 / (alpha - 2.0) * (r2 / rmax) ** (alpha - 2.0)
+        share[~few] = np.minimum(np.maximum(np.where(ok & np.isfinite(share_l), share_l, 0.0), 0.0), config.max_share)
     if np.any(few):
         sub = idx[few]
         good = ((snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2))[sub]
