@@ -313,6 +313,33 @@ def test_a_rescan_that_cannot_read_the_journal_is_one_line_not_the_night(tmp_pat
     assert len(lines) == 1 and "database is locked" in lines[0]
 
 
+def test_a_journal_that_cannot_be_read_for_a_pending_file_keeps_it_pending_not_the_night(tmp_path, base_frame,
+                                                                                        caplog):
+    """Each pending file is looked up in the journal (``seen``) before it is read; a journal locked
+    past its timeout there raised out of the worker's pass and ended the night. Now the file stays
+    pending, a spell of failures is one line, and the frame is measured once the journal answers."""
+    from focuswatch.errors import JournalError
+
+    night = tmp_path / "night"
+    night.mkdir()
+    with watching(night, tmp_path) as w:
+        seen, failures = w.journal.seen, []
+
+        def locked_three_times(*a, **kw):
+            if len(failures) < 3:
+                failures.append(True)
+                raise JournalError("database is locked")
+            return seen(*a, **kw)
+
+        w.journal.seen = locked_three_times
+        (night / "late.fits").write_bytes(fits_for(base_frame, 0))
+        with caplog.at_level(logging.WARNING, logger="focuswatch.watch"):
+            out = pump(w, lambda o: any(p.path.name == "late.fits" for p in o), timeout_s=20)
+    assert len(failures) == 3 and [p.status for p in out if p.path.name == "late.fits"] == ["measured"]
+    lines = [r.getMessage() for r in caplog.records if "could not read the journal to check" in r.getMessage()]
+    assert len(lines) == 1 and "late.fits" in lines[0] and "database is locked" in lines[0]
+
+
 def test_one_entry_that_cannot_be_looked_at_costs_one_line_at_the_start_not_the_watcher(tmp_path, base_frame,
                                                                                        monkeypatch, caplog):
     """The first listing at the start had no per-entry guard: a symlink whose target's name is too

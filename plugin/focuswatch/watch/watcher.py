@@ -219,6 +219,7 @@ class Watcher:
         self._burst, self._last_new_s = 0, float("-inf")
         self._observer: Any = None
         self._checksum_folders: set[Path] = set()
+        self._journal_read_failing = False  # a spell of failed journal reads is one warning line
         self.on_autofocus_verdict = on_autofocus_verdict
         self.nina_api = nina_api
         # the event log, NINA's report folder and its Advanced API, polled once a pass
@@ -510,7 +511,17 @@ class Watcher:
                     done.append(self._record_error(p, err))
                     del self._pending[p]
                 continue
-            if size is not None and self.journal.seen((str(p), size, mtime_ns)):
+            try:
+                known = size is not None and self.journal.seen((str(p), size, mtime_ns))
+            except JournalError as exc:
+                # locked past its timeout, a disk error: the file stays pending and the next
+                # pass asks again; one line per spell of failures, not one per poll
+                if not self._journal_read_failing:
+                    log.warning("%s: could not read the journal to check this file (%s); will try again", p, exc)
+                self._journal_read_failing = True
+                continue
+            self._journal_read_failing = False
+            if known:
                 del self._pending[p]
                 continue
             if size is not None and self.af_inputs.finished_writing(p.name):
