@@ -70,6 +70,15 @@ def test_frames_decisions_triggers_autofocus_round_trip(tmp_path):
         assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def _restored(journal_path, cfg: PolicyConfig) -> Monitor:
+    """A new monitor fed the journal's frames and autofocus runs, as a restarted watcher is."""
+    restored = Monitor(cfg, RIG)
+    with Journal(journal_path) as j:
+        for kind, a, b in j.restore_items():
+            restored.restore(a, b) if kind == "frame" else restored.autofocus(a)
+    return restored
+
+
 def test_restart_restores_the_policy_state_without_deciding_again(tmp_path):
     frames = _frames(30, hfr=lambda i: 0.8 if i < 5 else 1.6)
     cfg = PolicyConfig(temperature_delta_c=0, max_interval_min=0)
@@ -78,10 +87,7 @@ def test_restart_restores_the_policy_state_without_deciding_again(tmp_path):
         for i, rec in enumerate(frames[:12]):
             j.record_frame((rec.file, 1, i), time_s=rec.time_s, status="measured", record=rec,
                            decision=live.observe(rec))
-    restored = Monitor(cfg, RIG)
-    with Journal(tmp_path / "j.sqlite") as j:
-        for kind, a, b in j.restore_items():
-            restored.restore(a, b) if kind == "frame" else restored.autofocus(a)
+    restored = _restored(tmp_path / "j.sqlite", cfg)
     assert restored.state == live.state and restored.state.waiting_since_s is not None
     # the refocus asked for before the restart is not asked again while waiting for the autofocus
     assert restored.observe(frames[12]).decision == live.observe(frames[12]).decision == "ok"
@@ -112,10 +118,7 @@ def test_restart_restores_the_nights_profile_scatter(tmp_path):
                 j.record_autofocus("af:12", mark)
             j.record_frame((rec.file, 1, i), time_s=rec.time_s, status="measured", record=rec,
                            decision=live.observe(rec))
-    restored = Monitor(cfg, RIG)
-    with Journal(tmp_path / "j.sqlite") as j:
-        for kind, a, b in j.restore_items():
-            restored.restore(a, b) if kind == "frame" else restored.autofocus(a)
+    restored = _restored(tmp_path / "j.sqlite", cfg)
     sd, dof = live.night.profile_jitter()
     assert sd is not None and dof >= cfg.night_jitter_min_dof     # the profile weighs in the fit
     assert restored.night == live.night and restored.night.profile_jitter() == (sd, dof)

@@ -285,26 +285,29 @@ def test_a_frame_whose_file_event_was_lost_is_found_by_the_rescan(tmp_path, base
     assert [p.status for p in out if p.path.name == "lost.fits"] == ["measured"]
 
 
+def _locked(read, times: int, failures: list[bool]):
+    """``read`` of a journal locked past its timeout ``times`` times (each failure appended), then answering."""
+    from focuswatch.errors import JournalError
+
+    def locked(*a, **kw):
+        if len(failures) < times:
+            failures.append(True)
+            raise JournalError("database is locked")
+        return read(*a, **kw)
+    return locked
+
+
 def test_a_rescan_that_cannot_read_the_journal_is_one_line_not_the_night(tmp_path, base_frame, caplog):
     """The rescan reads the journal's known files (``seen_keys``); a journal locked past its timeout
     there raised out of the worker's pass and ended the night (a row that cannot be written was
     already one line). Now it is one line, and the next rescan finds the frame whose event was lost."""
-    from focuswatch.errors import JournalError
-
     night = tmp_path / "night"
     night.mkdir()
     with watching(night, tmp_path, rescan_interval_s=0.2) as w:
         w._observer.stop()  # the OS stops telling us about new files (a lost event)
         w._observer.join(timeout=5)
-        seen_keys, failed = w.journal.seen_keys, []
-
-        def locked_once(*a, **kw):
-            if not failed:
-                failed.append(True)
-                raise JournalError("database is locked")
-            return seen_keys(*a, **kw)
-
-        w.journal.seen_keys = locked_once
+        failed: list[bool] = []
+        w.journal.seen_keys = _locked(w.journal.seen_keys, 1, failed)
         (night / "lost.fits").write_bytes(fits_for(base_frame, 0))
         with caplog.at_level(logging.WARNING, logger="focuswatch.watch"):
             out = pump(w, lambda o: any(p.path.name == "lost.fits" for p in o), timeout_s=20)
@@ -318,20 +321,11 @@ def test_a_journal_that_cannot_be_read_for_a_pending_file_keeps_it_pending_not_t
     """Each pending file is looked up in the journal (``seen``) before it is read; a journal locked
     past its timeout there raised out of the worker's pass and ended the night. Now the file stays
     pending, a spell of failures is one line, and the frame is measured once the journal answers."""
-    from focuswatch.errors import JournalError
-
     night = tmp_path / "night"
     night.mkdir()
     with watching(night, tmp_path) as w:
-        seen, failures = w.journal.seen, []
-
-        def locked_three_times(*a, **kw):
-            if len(failures) < 3:
-                failures.append(True)
-                raise JournalError("database is locked")
-            return seen(*a, **kw)
-
-        w.journal.seen = locked_three_times
+        failures: list[bool] = []
+        w.journal.seen = _locked(w.journal.seen, 3, failures)
         (night / "late.fits").write_bytes(fits_for(base_frame, 0))
         with caplog.at_level(logging.WARNING, logger="focuswatch.watch"):
             out = pump(w, lambda o: any(p.path.name == "late.fits" for p in o), timeout_s=20)
