@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 from focuswatch.errors import ConfigError, SirilError
 from focuswatch.siril.discover import SirilInfo, find_siril
 from focuswatch.siril.parse import ImageStat, SeqImage, parse_bgnoise, parse_findstar_list, parse_seq, parse_stat
-from focuswatch.siril.parse import parse_transforms  # noqa: F401 - importable from here too (the log's matrices)
+from focuswatch.siril.parse import parse_transforms  # the log's matrices, matched to images
 from focuswatch.siril.run import run_script
 
 log = logging.getLogger("focuswatch.siril")
