@@ -363,3 +363,98 @@ def test_a_seeing_witness_without_the_nights_dew_reference_leaves_the_pixels_dew
         assert diagnose.frame(s, rig, seeing_witness=seeing_only).label == "dew"  # the star table's call
         kept = diagnose.rejudge(replace(d, label="in_focus"), s, rig, seeing_only)
         assert kept.label == "in_focus" and kept.evidence.halo_rise is None
+
+
+def _watched_night(tmp_path, halo_frac: float, halo_fwhm: float, stop_after: int | None) -> tuple[list, dict]:
+    """The dewed night of ``_night`` through the real watcher: each frame written as FITS into a real
+    folder (dated as captured), the watcher's journal a real SQLite file. ``stop_after``: the watcher
+    is stopped after that many frames and a new one started on the same folder and journal (it
+    restores from the journal). Returns the journal's per-frame diagnosis labels and the night's dew
+    reference as the watcher holds it at the end."""
+    from types import SimpleNamespace
+
+    from focuswatch import sim
+    from focuswatch.io.journal import Journal
+    from test_watcher import _feed_frames, _witness_watcher
+
+    frames = _night(halo_frac, halo_fwhm)[0]
+    blobs = [sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=_night_pixels(i)[1])) for i, f in enumerate(frames)]
+    rig = rig_of(NEWTONIAN)
+    name = "unbroken" if stop_after is None else f"restarted{stop_after}"
+    journal_path = tmp_path / f"{name}.sqlite"
+    cuts = [0, len(frames)] if stop_after is None else [0, stop_after, len(frames)]
+    ref = None
+    for lo, hi in zip(cuts, cuts[1:]):
+        with Journal(journal_path) as j:
+            w, folder, clock = _witness_watcher(tmp_path, name, j, rig)
+            try:
+                out = _feed_frames(w, folder, clock, blobs, frames, range(lo, hi))
+                assert [o.status for o in out] == ["measured"] * (hi - lo)
+                ref = w.session.witnesses().halo_reference(rig)
+            finally:
+                w.stop()
+    with Journal(journal_path) as j:
+        labels = [it[1].diagnosis for it in j.restore_items() if it[0] == "frame"]
+    assert len(labels) == len(frames)
+    return labels, ref
+
+
+def test_a_watcher_restarted_mid_night_keeps_the_nights_dew_reference(tmp_path):
+    """A watcher stopped mid-night (after 6 frames of 13; the halo from frame 4) and started again on
+    the same journal judges the rest of the night against the same dew reference (the night's first
+    frames) as one that never stopped: the journal keeps each frame's dew figures from its one
+    diagnosis. Before, the restart rebuilt the reference from the next 3 frames (already dewed) and
+    the night's dew calls after it were lost (frames 11-12: ``in_focus``). Physical optics, the
+    lead's halo (5 % over 4 FWHM, the weak one the night's reference is for)."""
+    unbroken, ref_a = _watched_night(tmp_path, 0.05, 4.0, None)
+    restarted, ref_b = _watched_night(tmp_path, 0.05, 4.0, 6)
+    assert "dew" not in unbroken[:NIGHT_ONSET], unbroken
+    assert unbroken[6:].count("dew") >= 2, unbroken  # the night's call, after the restart point
+    assert restarted == unbroken
+    assert ref_a is not None and ref_b == ref_a
+
+
+def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_from_it(tmp_path, monkeypatch):
+    """``replay`` of a real folder (the dewed night's first 8 frames as FITS files; the watcher's
+    loop): one ``diagnose.frame`` call per frame, whose figures are both the record's diagnosis and
+    the night's dew reference. Before, the loop diagnosed each frame a second time (star table
+    alone) for the reference: 2 calls per frame. The figures it hands the journal equal those that
+    second diagnosis of the file's own star table gives (``frame_dew_figures``, the old path)."""
+    import os
+    from types import SimpleNamespace
+
+    from focuswatch import sim
+    from focuswatch.config import Config
+    from focuswatch.diagnose import verdict, witness
+    from focuswatch.io import frames as frames_mod
+    from focuswatch.policy import PolicyConfig
+    from focuswatch.watch import replay
+    from focuswatch.watch.loop import RecordingSink
+
+    n = 8
+    night = _night(0.05, 4.0)[0][:n]
+    for i, f in enumerate(night):
+        p = tmp_path / f"L_{i:03d}.fits"
+        p.write_bytes(sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=_night_pixels(i)[1])))
+        os.utime(p, (f.meta.timestamp, f.meta.timestamp))
+    rig = rig_of(NEWTONIAN)
+    calls: list[str] = []
+    real = verdict.frame
+
+    def counted(*a, **k):
+        calls.append(str(getattr(a[0], "file", "")))
+        return real(*a, **k)
+
+    monkeypatch.setattr(verdict, "frame", counted)
+    monkeypatch.setattr(diagnose, "frame", counted)
+    sink = RecordingSink()
+    out, _ = replay(tmp_path, config=Config(rig=rig), policy=PolicyConfig(temperature_delta_c=1.0, max_interval_min=0),
+                    sink=sink)
+    assert [o.status for o in out] == ["measured"] * n
+    assert len(calls) == n and len(set(calls)) == n, calls          # one diagnosis per frame
+    rows = [r.data["dew"] for r in sink.rows if r.what == "frame"]
+    monkeypatch.setattr(verdict, "frame", real)
+    for i, row in enumerate(rows):
+        st = stars.measure(frames_mod.load(tmp_path / f"L_{i:03d}.fits"))
+        assert (row["halo_excess"], row["hfr_px"]) == witness.frame_dew_figures(st, rig), i
+    assert sum(row["halo_excess"] is not None for row in rows) >= n - 1
