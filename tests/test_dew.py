@@ -414,16 +414,26 @@ def test_a_watcher_restarted_mid_night_keeps_the_nights_dew_reference(tmp_path):
     assert ref_a is not None and ref_b == ref_a
 
 
+def _night_folder(folder, halo_frac: float, halo_fwhm: float, n: int) -> None:
+    """The first ``n`` frames of ``_night(halo_frac, halo_fwhm)`` as FITS files in ``folder``, each
+    file dated as the frame was captured."""
+    import os
+    from types import SimpleNamespace
+
+    from focuswatch import sim
+
+    for i, f in enumerate(_night(halo_frac, halo_fwhm)[0][:n]):
+        p = folder / f"L_{i:03d}.fits"
+        p.write_bytes(sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=_night_pixels(i)[1])))
+        os.utime(p, (f.meta.timestamp, f.meta.timestamp))
+
+
 def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_from_it(tmp_path, monkeypatch):
     """``replay`` of a real folder (the dewed night's first 8 frames as FITS files; the watcher's
     loop): one ``diagnose.frame`` call per frame, whose figures are both the record's diagnosis and
     the night's dew reference. Before, the loop diagnosed each frame a second time (star table
     alone) for the reference: 2 calls per frame. The figures it hands the journal equal those that
     second diagnosis of the file's own star table gives (``frame_dew_figures``, the old path)."""
-    import os
-    from types import SimpleNamespace
-
-    from focuswatch import sim
     from focuswatch.config import Config
     from focuswatch.diagnose import verdict, witness
     from focuswatch.io import frames as frames_mod
@@ -432,11 +442,7 @@ def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_fr
     from focuswatch.watch.loop import RecordingSink
 
     n = 8
-    night = _night(0.05, 4.0)[0][:n]
-    for i, f in enumerate(night):
-        p = tmp_path / f"L_{i:03d}.fits"
-        p.write_bytes(sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=_night_pixels(i)[1])))
-        os.utime(p, (f.meta.timestamp, f.meta.timestamp))
+    _night_folder(tmp_path, 0.05, 4.0, n)
     rig = rig_of(NEWTONIAN)
     calls: list[str] = []
     real = verdict.frame
@@ -458,3 +464,44 @@ def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_fr
         st = stars.measure(frames_mod.load(tmp_path / f"L_{i:03d}.fits"))
         assert (row["halo_excess"], row["hfr_px"]) == witness.frame_dew_figures(st, rig), i
     assert sum(row["halo_excess"] is not None for row in rows) >= n - 1
+
+
+def test_diagnose_folder_builds_the_nights_context_once_and_prints_the_same(tmp_path, capsys, monkeypatch):
+    """``focuswatch diagnose FOLDER --json`` on a real folder (the dewed night, 10 % over 3 FWHM, all
+    13 frames): the night's context (``night_witnesses``) is built once and every frame judged with
+    it once (``rejudge``), for the frame lines and the night's story alike. Before, the story built
+    it again and judged every frame a second time. The output is the same, line for line, as the old
+    path's (the story given no context builds its own: forced here by dropping it)."""
+    import json
+
+    from focuswatch.cli import main
+    from focuswatch.diagnose import witness
+
+    _night_folder(tmp_path, 0.10, 3.0, len(NIGHT_SEEING))
+    rig_args = ["--aperture-mm", str(NEWTONIAN.aperture_mm), "--focal-length-mm", str(NEWTONIAN.focal_length_mm),
+                "--pixel-um", str(NEWTONIAN.pixel_um), "--obstruction", str(NEWTONIAN.obstruction)]
+    calls = {"night_witnesses": 0, "rejudge": 0}
+
+    def counting(name: str, real):
+        def f(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return f
+
+    for name in calls:
+        wrapped = counting(name, getattr(witness, name))
+        monkeypatch.setattr(witness, name, wrapped)
+        monkeypatch.setattr(diagnose, name, wrapped)
+    assert main(["diagnose", "--json", *rig_args, str(tmp_path)]) == 0
+    once = capsys.readouterr().out
+    assert calls == {"night_witnesses": 1, "rejudge": len(NIGHT_SEEING)}, calls
+    rows = [json.loads(line) for line in once.splitlines()]
+    labels = [r["label"] for r in rows if r.get("kind") == "diagnosis"]
+    assert len(labels) == len(NIGHT_SEEING) and "dew" in labels[NIGHT_ONSET:], labels
+    assert rows[-1]["night"]["label"] == "dew"
+
+    real_night = diagnose.night
+    monkeypatch.setattr(diagnose, "night", lambda *a, witnesses=None, **k: real_night(*a, **k))
+    assert main(["diagnose", "--json", *rig_args, str(tmp_path)]) == 0
+    assert capsys.readouterr().out == once
+    assert calls["night_witnesses"] == 1 + 2  # the old path: twice
