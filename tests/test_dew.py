@@ -236,13 +236,13 @@ def test_the_in_focus_bayer_night_grade_scans_has_no_dew_sub(tmp_path):
     assert all(d.evidence.halo_rise is not None for d in diags.values())
 
 
-def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew():
-    """Defocus narrows r90/r50: a night whose first 3 frames were 1.5 CFZ out (before its first
-    autofocus) would read its in-focus frames as a halo (5 of 7 called dew before the guard). The
-    frames the diagnosis calls a focus miss are left out of the night's dew reference."""
+@lru_cache(maxsize=None)
+def _out_of_focus_start() -> tuple[list, list, list]:
+    """(frames, stats, single-frame diagnoses) of a night on the Newtonian whose first 3 frames were
+    1.5 CFZ out (FOCPOS 900, before its first autofocus), then 0.1 CFZ (FOCPOS 1000)."""
     from focuswatch import optics
 
-    st, single = [], []
+    frames, st, single = [], [], []
     for i in range(10):
         see = NIGHT_SEEING[i]
         spec, header = night_spec(NEWTONIAN, see, 0.0, i, seed=71, focpos=900 if i < 3 else 1000, cadence_s=600.0)
@@ -251,8 +251,17 @@ def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew
                            defocus_um=(1.5 if i < 3 else 0.1) * optics.cfz_um(NEWTONIAN.f_ratio)))
         frame = frame_from_array(po.render_frame(spec).pixels, header)
         s = stars.measure(frame)
+        frames.append(frame)
         st.append(s)
         single.append(diagnose.frame(s, rig_of(NEWTONIAN), image=frame))
+    return frames, st, single
+
+
+def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew():
+    """Defocus narrows r90/r50: a night whose first 3 frames were 1.5 CFZ out (before its first
+    autofocus) would read its in-focus frames as a halo (5 of 7 called dew before the guard). The
+    frames the diagnosis calls a focus miss are left out of the night's dew reference."""
+    _, st, single = _out_of_focus_start()
     assert [d.label for d in single[:3]] == ["focus_miss"] * 3
     wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN), dew_reference=True)
     judged = [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single, st, wits)]
@@ -431,8 +440,9 @@ def _night_folder(folder, halo_frac: float, halo_fwhm: float, n: int) -> None:
 def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_from_it(tmp_path, monkeypatch):
     """``replay`` of a real folder (the dewed night's first 8 frames as FITS files; the watcher's
     loop): one ``diagnose.frame`` call per frame, whose figures are both the record's diagnosis and
-    the night's dew reference. Before, the loop diagnosed each frame a second time (star table
-    alone) for the reference: 2 calls per frame. The figures it hands the journal equal those that
+    the night's dew reference, except the reference's own frames judged against a baseline. Before,
+    the loop diagnosed every frame a second time (star table alone) for the reference: 2 calls per
+    frame. The figures it hands the journal equal those that
     second diagnosis of the file's own star table gives (``frame_dew_figures``, the old path)."""
     from focuswatch.config import Config
     from focuswatch.diagnose import verdict, witness
@@ -457,7 +467,11 @@ def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_fr
     out, _ = replay(tmp_path, config=Config(rig=rig), policy=PolicyConfig(temperature_delta_c=1.0, max_interval_min=0),
                     sink=sink)
     assert [o.status for o in out] == ["measured"] * n
-    assert len(calls) == n and len(set(calls)) == n, calls          # one diagnosis per frame
+    # one diagnosis per frame; the night's dew reference frames after the first (judged against the
+    # first as the policy's baseline) once more on their star table alone (the next test says why)
+    n_ref = diagnose.DiagnoseConfig().dew_night_frames
+    per_file = [calls.count(str(tmp_path / f"L_{i:03d}.fits")) for i in range(n)]
+    assert per_file == [1] + [2] * (n_ref - 1) + [1] * (n - n_ref), per_file
     rows = [r.data["dew"] for r in sink.rows if r.what == "frame"]
     monkeypatch.setattr(verdict, "frame", real)
     for i, row in enumerate(rows):
@@ -505,3 +519,35 @@ def test_diagnose_folder_builds_the_nights_context_once_and_prints_the_same(tmp_
     assert main(["diagnose", "--json", *rig_args, str(tmp_path)]) == 0
     assert capsys.readouterr().out == once
     assert calls["night_witnesses"] == 1 + 2  # the old path: twice
+
+
+def test_the_watchers_dew_reference_of_a_night_begun_out_of_focus_is_the_folders(monkeypatch):
+    """Live, the frames after the night's first are judged against it as the policy's baseline: on a
+    night begun 1.5 CFZ out (before its first autofocus) the 2nd and 3rd frames then read no focus
+    miss (their size is the baseline's). The dew reference still leaves them out, as the folder's
+    does (``night_witnesses``: the star table alone), so the reference (and every later rise) is the
+    folder's. Taking the record's own diagnosis for them would read the reference low (-0.83 for
+    -0.58: defocus narrows r90/r50), which is what dew7's guard is for."""
+    from pathlib import Path
+
+    from focuswatch.config import Config
+    from focuswatch.policy import Monitor, PolicyConfig
+    from focuswatch.watch import WatchConfig
+    from focuswatch.watch.loop import NightSession, RecordingSink
+
+    frames, st, _ = _out_of_focus_start()
+    rig = rig_of(NEWTONIAN)
+    sink = RecordingSink()
+    session = NightSession(Monitor(PolicyConfig(temperature_delta_c=1.0, max_interval_min=0), rig), Config(rig=rig),
+                           watch=WatchConfig(), sink=sink)
+    for i, frame in enumerate(frames[:-1]):  # the reference the last frame is judged with
+        out = session.frame(Path(f"L_{i:03d}.fits"), frame.meta, written_s=frame.meta.timestamp,
+                            load=lambda f=frame: f)
+        assert out is not None and out.status == "measured"
+    live_labels = [r.data["record"].diagnosis for r in sink.rows if r.what == "frame"]
+    assert live_labels[0] == "focus_miss" and "focus_miss" not in live_labels[1:3], live_labels
+    live = session.witnesses().halo_reference(rig)
+    folder = diagnose.night_witnesses(st, rig, dew_reference=True)[-1]
+    assert live is not None and live["halo_ref_frames"] == folder.halo_ref_frames
+    assert (live["halo_ref_excess"], live["halo_ref_hfr_px"], live["halo_recent"]) == \
+           (folder.halo_ref_excess, folder.halo_ref_hfr_px, folder.halo_recent)

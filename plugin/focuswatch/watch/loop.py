@@ -564,10 +564,10 @@ class NightSession:
         steps sit inside the frame's boundary: whatever goes wrong there is this frame's
         :class:`FrameError`, never the end of the night. The capture time is read once (a frame
         without DATE-OBS is not stat'ed again for its record)."""
-        from focuswatch.diagnose.witness import dew_figures
+        from focuswatch.diagnose.witness import dew_figures, frame_dew_figures, monitor_witness, with_monitor
         from focuswatch.io.assess import capture_time_s
         from focuswatch.optics import rig_with_header
-        from focuswatch.pipeline import assess_for_policy
+        from focuswatch.pipeline import assess_for_policy, baseline_hfr_px
 
         meta, tracker = frame.meta, self.witnesses()
         with frame_boundary(frame.path):
@@ -575,11 +575,20 @@ class NightSession:
             rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
             witness = tracker.context_for(meta.filter_name, when, meta.focuser_pos, rig=rig) \
                 if self.use_diagnose else None
+            judged_alone = baseline_hfr_px(self.monitor.history, meta.filter_name) is None \
+                and with_monitor(monitor_witness(meta), witness) is None
             a = assess_for_policy(frame, self.config, self.monitor, self.use_diagnose,
                                   seeing_witness=witness, time_s=when)
             record, stats, full_rig = a.record, a.stats, a.rig
-            # the dew reference from the frame's one diagnosis (the record's), only when frames are judged
-            dew = dew_figures(a.diagnosis) if self.use_diagnose else None
+            # the dew reference from the frame's one diagnosis (the record's), only when frames are judged;
+            # but its first frames (the reference) are judged on their star table alone: a baseline taken
+            # on a defocused frame (a night begun out of focus) reads the next defocused frames as no focus
+            # miss, and defocus narrows r90/r50 (the reference would read low, later frames as dew)
+            dew = None
+            if self.use_diagnose:
+                dew = dew_figures(a.diagnosis)
+                if not judged_alone and tracker.halo_reference(rig) is None:
+                    dew = frame_dew_figures(stats, rig, tracker.config)
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
                         n_stars=stats.n_stars, dew=dew)
         return record, stats, full_rig, dew
