@@ -236,13 +236,13 @@ def test_the_in_focus_bayer_night_grade_scans_has_no_dew_sub(tmp_path):
     assert all(d.evidence.halo_rise is not None for d in diags.values())
 
 
-def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew():
-    """Defocus narrows r90/r50: a night whose first 3 frames were 1.5 CFZ out (before its first
-    autofocus) would read its in-focus frames as a halo (5 of 7 called dew before the guard). The
-    frames the diagnosis calls a focus miss are left out of the night's dew reference."""
+@lru_cache(maxsize=None)
+def _out_of_focus_start() -> tuple[list, list, list]:
+    """(frames, stats, single-frame diagnoses) of a night on the Newtonian whose first 3 frames were
+    1.5 CFZ out (FOCPOS 900, before its first autofocus), then 0.1 CFZ (FOCPOS 1000)."""
     from focuswatch import optics
 
-    st, single = [], []
+    frames, st, single = [], [], []
     for i in range(10):
         see = NIGHT_SEEING[i]
         spec, header = night_spec(NEWTONIAN, see, 0.0, i, seed=71, focpos=900 if i < 3 else 1000, cadence_s=600.0)
@@ -251,8 +251,17 @@ def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew
                            defocus_um=(1.5 if i < 3 else 0.1) * optics.cfz_um(NEWTONIAN.f_ratio)))
         frame = frame_from_array(po.render_frame(spec).pixels, header)
         s = stars.measure(frame)
+        frames.append(frame)
         st.append(s)
         single.append(diagnose.frame(s, rig_of(NEWTONIAN), image=frame))
+    return frames, st, single
+
+
+def test_a_night_whose_first_frames_were_out_of_focus_does_not_read_focus_as_dew():
+    """Defocus narrows r90/r50: a night whose first 3 frames were 1.5 CFZ out (before its first
+    autofocus) would read its in-focus frames as a halo (5 of 7 called dew before the guard). The
+    frames the diagnosis calls a focus miss are left out of the night's dew reference."""
+    _, st, single = _out_of_focus_start()
     assert [d.label for d in single[:3]] == ["focus_miss"] * 3
     wits = diagnose.night_witnesses(st, rig_of(NEWTONIAN), dew_reference=True)
     judged = [diagnose.rejudge(d, s, rig_of(NEWTONIAN), w) for d, s, w in zip(single, st, wits)]
@@ -363,3 +372,182 @@ def test_a_seeing_witness_without_the_nights_dew_reference_leaves_the_pixels_dew
         assert diagnose.frame(s, rig, seeing_witness=seeing_only).label == "dew"  # the star table's call
         kept = diagnose.rejudge(replace(d, label="in_focus"), s, rig, seeing_only)
         assert kept.label == "in_focus" and kept.evidence.halo_rise is None
+
+
+def _watched_night(tmp_path, halo_frac: float, halo_fwhm: float, stop_after: int | None) -> tuple[list, dict]:
+    """The dewed night of ``_night`` through the real watcher: each frame written as FITS into a real
+    folder (dated as captured), the watcher's journal a real SQLite file. ``stop_after``: the watcher
+    is stopped after that many frames and a new one started on the same folder and journal (it
+    restores from the journal). Returns the journal's per-frame diagnosis labels and the night's dew
+    reference as the watcher holds it at the end."""
+    from types import SimpleNamespace
+
+    from focuswatch import sim
+    from focuswatch.io.journal import Journal
+    from test_watcher import _feed_frames, _witness_watcher
+
+    frames = _night(halo_frac, halo_fwhm)[0]
+    blobs = [sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=_night_pixels(i)[1])) for i, f in enumerate(frames)]
+    rig = rig_of(NEWTONIAN)
+    name = "unbroken" if stop_after is None else f"restarted{stop_after}"
+    journal_path = tmp_path / f"{name}.sqlite"
+    cuts = [0, len(frames)] if stop_after is None else [0, stop_after, len(frames)]
+    ref = None
+    for lo, hi in zip(cuts, cuts[1:]):
+        with Journal(journal_path) as j:
+            w, folder, clock = _witness_watcher(tmp_path, name, j, rig)
+            try:
+                out = _feed_frames(w, folder, clock, blobs, frames, range(lo, hi))
+                assert [o.status for o in out] == ["measured"] * (hi - lo)
+                ref = w.session.witnesses().halo_reference(rig)
+            finally:
+                w.stop()
+    with Journal(journal_path) as j:
+        labels = [it[1].diagnosis for it in j.restore_items() if it[0] == "frame"]
+    assert len(labels) == len(frames)
+    return labels, ref
+
+
+def test_a_watcher_restarted_mid_night_keeps_the_nights_dew_reference(tmp_path):
+    """A watcher stopped mid-night (after 6 frames of 13; the halo from frame 4) and started again on
+    the same journal judges the rest of the night against the same dew reference (the night's first
+    frames) as one that never stopped: the journal keeps each frame's dew figures from its one
+    diagnosis. Before, the restart rebuilt the reference from the next 3 frames (already dewed) and
+    the night's dew calls after it were lost (frames 11-12: ``in_focus``). Physical optics, the
+    lead's halo (5 % over 4 FWHM, the weak one the night's reference is for)."""
+    unbroken, ref_a = _watched_night(tmp_path, 0.05, 4.0, None)
+    restarted, ref_b = _watched_night(tmp_path, 0.05, 4.0, 6)
+    assert "dew" not in unbroken[:NIGHT_ONSET], unbroken
+    assert unbroken[6:].count("dew") >= 2, unbroken  # the night's call, after the restart point
+    assert restarted == unbroken
+    assert ref_a is not None and ref_b == ref_a
+
+
+def _night_folder(folder, halo_frac: float, halo_fwhm: float, n: int) -> None:
+    """The first ``n`` frames of ``_night(halo_frac, halo_fwhm)`` as FITS files in ``folder``, each
+    file dated as the frame was captured."""
+    import os
+    from types import SimpleNamespace
+
+    from focuswatch import sim
+
+    for i, f in enumerate(_night(halo_frac, halo_fwhm)[0][:n]):
+        p = folder / f"L_{i:03d}.fits"
+        p.write_bytes(sim.fits_bytes(SimpleNamespace(pixels=f.pixels, header=_night_pixels(i)[1])))
+        os.utime(p, (f.meta.timestamp, f.meta.timestamp))
+
+
+def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_from_it(tmp_path, monkeypatch):
+    """``replay`` of a real folder (the dewed night's first 8 frames as FITS files; the watcher's
+    loop): one ``diagnose.frame`` call per frame, whose figures are both the record's diagnosis and
+    the night's dew reference, except the reference's own frames judged against a baseline. Before,
+    the loop diagnosed every frame a second time (star table alone) for the reference: 2 calls per
+    frame. The figures it hands the journal equal those that
+    second diagnosis of the file's own star table gives (``frame_dew_figures``, the old path)."""
+    from focuswatch.config import Config
+    from focuswatch.diagnose import verdict, witness
+    from focuswatch.io import frames as frames_mod
+    from focuswatch.policy import PolicyConfig
+    from focuswatch.watch import replay
+    from focuswatch.watch.loop import RecordingSink
+
+    n = 8
+    _night_folder(tmp_path, 0.05, 4.0, n)
+    rig = rig_of(NEWTONIAN)
+    calls: list[str] = []
+    real = verdict.frame
+
+    def counted(*a, **k):
+        calls.append(str(getattr(a[0], "file", "")))
+        return real(*a, **k)
+
+    monkeypatch.setattr(verdict, "frame", counted)
+    monkeypatch.setattr(diagnose, "frame", counted)
+    sink = RecordingSink()
+    out, _ = replay(tmp_path, config=Config(rig=rig), policy=PolicyConfig(temperature_delta_c=1.0, max_interval_min=0),
+                    sink=sink)
+    assert [o.status for o in out] == ["measured"] * n
+    # one diagnosis per frame; the night's dew reference frames after the first (judged against the
+    # first as the policy's baseline) once more on their star table alone (the next test says why)
+    n_ref = diagnose.DiagnoseConfig().dew_night_frames
+    per_file = [calls.count(str(tmp_path / f"L_{i:03d}.fits")) for i in range(n)]
+    assert per_file == [1] + [2] * (n_ref - 1) + [1] * (n - n_ref), per_file
+    rows = [r.data["dew"] for r in sink.rows if r.what == "frame"]
+    monkeypatch.setattr(verdict, "frame", real)
+    for i, row in enumerate(rows):
+        st = stars.measure(frames_mod.load(tmp_path / f"L_{i:03d}.fits"))
+        assert (row["halo_excess"], row["hfr_px"]) == witness.frame_dew_figures(st, rig), i
+    assert sum(row["halo_excess"] is not None for row in rows) >= n - 1
+
+
+def test_diagnose_folder_builds_the_nights_context_once_and_prints_the_same(tmp_path, capsys, monkeypatch):
+    """``focuswatch diagnose FOLDER --json`` on a real folder (the dewed night, 10 % over 3 FWHM, all
+    13 frames): the night's context (``night_witnesses``) is built once and every frame judged with
+    it once (``rejudge``), for the frame lines and the night's story alike. Before, the story built
+    it again and judged every frame a second time. The output is the same, line for line, as the old
+    path's (the story given no context builds its own: forced here by dropping it)."""
+    import json
+
+    from focuswatch.cli import main
+    from focuswatch.diagnose import witness
+
+    _night_folder(tmp_path, 0.10, 3.0, len(NIGHT_SEEING))
+    rig_args = ["--aperture-mm", str(NEWTONIAN.aperture_mm), "--focal-length-mm", str(NEWTONIAN.focal_length_mm),
+                "--pixel-um", str(NEWTONIAN.pixel_um), "--obstruction", str(NEWTONIAN.obstruction)]
+    calls = {"night_witnesses": 0, "rejudge": 0}
+
+    def counting(name: str, real):
+        def f(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return f
+
+    for name in calls:
+        wrapped = counting(name, getattr(witness, name))
+        monkeypatch.setattr(witness, name, wrapped)
+        monkeypatch.setattr(diagnose, name, wrapped)
+    assert main(["diagnose", "--json", *rig_args, str(tmp_path)]) == 0
+    once = capsys.readouterr().out
+    assert calls == {"night_witnesses": 1, "rejudge": len(NIGHT_SEEING)}, calls
+    rows = [json.loads(line) for line in once.splitlines()]
+    labels = [r["label"] for r in rows if r.get("kind") == "diagnosis"]
+    assert len(labels) == len(NIGHT_SEEING) and "dew" in labels[NIGHT_ONSET:], labels
+    assert rows[-1]["night"]["label"] == "dew"
+
+    real_night = diagnose.night
+    monkeypatch.setattr(diagnose, "night", lambda *a, witnesses=None, **k: real_night(*a, **k))
+    assert main(["diagnose", "--json", *rig_args, str(tmp_path)]) == 0
+    assert capsys.readouterr().out == once
+    assert calls["night_witnesses"] == 1 + 2  # the old path: twice
+
+
+def test_the_watchers_dew_reference_of_a_night_begun_out_of_focus_is_the_folders(monkeypatch):
+    """Live, the frames after the night's first are judged against it as the policy's baseline: on a
+    night begun 1.5 CFZ out (before its first autofocus) the 2nd and 3rd frames then read no focus
+    miss (their size is the baseline's). The dew reference still leaves them out, as the folder's
+    does (``night_witnesses``: the star table alone), so the reference (and every later rise) is the
+    folder's. Taking the record's own diagnosis for them would read the reference low (-0.83 for
+    -0.58: defocus narrows r90/r50), which is what dew7's guard is for."""
+    from pathlib import Path
+
+    from focuswatch.config import Config
+    from focuswatch.policy import Monitor, PolicyConfig
+    from focuswatch.watch import WatchConfig
+    from focuswatch.watch.loop import NightSession, RecordingSink
+
+    frames, st, _ = _out_of_focus_start()
+    rig = rig_of(NEWTONIAN)
+    sink = RecordingSink()
+    session = NightSession(Monitor(PolicyConfig(temperature_delta_c=1.0, max_interval_min=0), rig), Config(rig=rig),
+                           watch=WatchConfig(), sink=sink)
+    for i, frame in enumerate(frames[:-1]):  # the reference the last frame is judged with
+        out = session.frame(Path(f"L_{i:03d}.fits"), frame.meta, written_s=frame.meta.timestamp,
+                            load=lambda f=frame: f)
+        assert out is not None and out.status == "measured"
+    live_labels = [r.data["record"].diagnosis for r in sink.rows if r.what == "frame"]
+    assert live_labels[0] == "focus_miss" and "focus_miss" not in live_labels[1:3], live_labels
+    live = session.witnesses().halo_reference(rig)
+    folder = diagnose.night_witnesses(st, rig, dew_reference=True)[-1]
+    assert live is not None and live["halo_ref_frames"] == folder.halo_ref_frames
+    assert (live["halo_ref_excess"], live["halo_ref_hfr_px"], live["halo_recent"]) == \
+           (folder.halo_ref_excess, folder.halo_ref_hfr_px, folder.halo_recent)

@@ -155,3 +155,80 @@ def test_locked_journal_is_a_clear_error(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_journal_written_before_the_dew_figures_were_kept_restores_as_before(tmp_path):
+    """A journal made by the schema-1 tables without the ``dew`` column (the old INSERT, by sqlite3
+    itself) opens, gains the column and restores its frames as before: no ``dew`` items, so the
+    night's dew reference is not rebuilt from them (it comes from the next frames, as before). The
+    old writer's INSERT still works on the upgraded file. New rows carry the dew figures back to a
+    restarted night loop (``WitnessTracker.halo_reference``: the median of the first 3, in order);
+    a garbled ``dew`` column costs that frame its figures only, with one line naming the row."""
+    import json
+
+    from focuswatch.config import Config
+    from focuswatch.io import journal as journal_mod
+    from focuswatch.watch import WatchConfig
+    from focuswatch.watch.loop import NightSession
+
+    path = tmp_path / "old.sqlite"
+    frames = _frames(6)
+    cfg = PolicyConfig(temperature_delta_c=0, max_interval_min=0)
+    live = Monitor(cfg, RIG)
+    old_insert = ("INSERT INTO frames (seq, path, size_bytes, mtime_ns, time_s, status, error, record, stats, "
+                  "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    con = sqlite3.connect(path)
+    con.executescript(journal_mod._SCHEMA)
+    assert "dew" not in {r[1] for r in con.execute("PRAGMA table_info(frames)")}
+    con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    for i, rec in enumerate(frames[:3]):
+        d = live.observe(rec)
+        fid = con.execute(old_insert, (i + 1, rec.file, 1, i, rec.time_s, "measured", None,
+                                       json.dumps(rec.to_dict()), None, "t")).lastrowid
+        con.execute("INSERT INTO decisions (frame_id, time_s, decision, reasons, data, recorded_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (fid, d.time_s, d.decision, "[]", json.dumps(d.to_dict()), "t"))
+    con.commit()
+    con.close()
+
+    def restarted(j: Journal, problems: list[str] | None = None) -> NightSession:
+        s = NightSession(Monitor(cfg, RIG), Config(rig=RIG), watch=WatchConfig())
+        s.restore(j.restore_items(with_header=True, with_dew=True, problems=problems))
+        return s
+
+    with Journal(path) as j:
+        assert "dew" in {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(frames)")}
+        items = j.restore_items(with_dew=True)
+        assert [k for k, _, _ in items] == ["frame"] * 3
+        s = restarted(j)
+        assert s.monitor.state == live.state
+        assert s.witnesses().halo_reference(RIG) is None          # nothing to rebuild it from
+    con = sqlite3.connect(path)                                     # an older focuswatch writing on
+    con.execute(old_insert, (99, "/night/by-old.fits", 1, 99, frames[0].time_s, "error", "x", None, None, "t"))
+    con.commit()
+    con.close()
+
+    # new rows: each with the figures of its one diagnosis
+    figs = [(0.31, 2.0), (0.12, 2.2), (0.50, 1.9)]
+    path2 = tmp_path / "new.sqlite"
+    live2 = Monitor(cfg, RIG)
+    with Journal(path2) as j:
+        for i, rec in enumerate(frames[3:]):
+            j.record_frame((rec.file, 1, i), time_s=rec.time_s, status="measured", record=rec,
+                           decision=live2.observe(rec), dew={"halo_excess": figs[i][0], "hfr_px": figs[i][1]})
+        items = j.restore_items(with_dew=True)
+        assert [k for k, _, _ in items] == ["dew", "frame"] * 3
+        assert [k for k, _, _ in j.restore_items()] == ["frame"] * 3   # only when asked for
+        ref = restarted(j).witnesses().halo_reference(RIG)
+        assert ref is not None and ref["halo_ref_frames"] == 3
+        assert ref["halo_ref_excess"] == 0.31 and ref["halo_ref_hfr_px"] == 2.0  # medians of the three
+        assert ref["halo_recent"] == (0.31, 0.12, 0.50)              # the window's, oldest first
+    con = sqlite3.connect(path2)
+    con.execute("UPDATE frames SET dew = ? WHERE path = ?", ('{"halo_excess": 0.1', frames[4].file))
+    con.commit()
+    con.close()
+    with Journal(path2) as j:
+        problems: list[str] = []
+        s = restarted(j, problems)
+        assert len(problems) == 1 and frames[4].file in problems[0] and "dew" in problems[0]
+        assert s.monitor.state == live2.state                        # the frame itself is restored
+        assert s.witnesses().halo_reference(RIG) is None             # 2 figures: no reference yet

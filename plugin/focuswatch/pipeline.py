@@ -256,11 +256,19 @@ def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = T
     side, passes DATE-OBS or else the file's modification time, so this module reads no file.
     ``seeing_witness`` is the night loop's in-focus seeing witness for this frame, if any.
     """
+    a = assess_for_policy(frame, config, monitor, use_diagnose, time_s=time_s, seeing_witness=seeing_witness)
+    return a.record, a.stats, a.rig
+
+
+def assess_for_policy(frame: Any, config: Any, monitor: Any, use_diagnose: bool = True, *,
+                      time_s: float, seeing_witness: Any = None) -> FrameAssessment:
+    """:func:`measure_record`'s whole :class:`FrameAssessment` (the diagnosis too): the night loop
+    feeds the night's dew reference from the same diagnosis as the frame's record, so no frame is
+    diagnosed twice (:func:`focuswatch.diagnose.witness.dew_figures`)."""
     dcfg = config.diagnose_config() if hasattr(config, "diagnose_config") else None  # [diagnose]
     pcfg = config.stars_config().profile() if hasattr(config, "stars_config") else None  # [stars]
     ctx = AssessContext(time_s=time_s,
                         baseline_hfr_px=baseline_hfr_px(monitor.history, frame.meta.filter_name),
                         diagnose=use_diagnose, diagnose_config=dcfg, profile_config=pcfg,
                         seeing_witness=seeing_witness)
-    a = assess(frame, config.rig, ctx)
-    return a.record, a.stats, a.rig
+    return assess(frame, config.rig, ctx)

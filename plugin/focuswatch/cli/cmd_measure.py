@@ -118,8 +118,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                        on_problem=problem_printer(args.json, "diagnosis"))
     results, n_bad, rig = [], len(batch.bad) + len(batch.lost), rig0
     # the night's own seeing witness (first frames at each focus, docs/diagnose.md): judged again with it
+    night_context = None  # built once: the frame lines and the night's story are judged with it
     try:
-        witnesses = diagnose.night_witnesses([o.value[0] for o in batch.done], rig0, dcfg, dew_reference=True)
+        witnesses = night_context = diagnose.night_witnesses([o.value[0] for o in batch.done], rig0, dcfg,
+                                                             dew_reference=True)
     except Exception as exc:  # noqa: BLE001 - optional, as in SessionScan: the frames' diagnoses stand
         error_line(f"diagnosis: the night's seeing witness failed ({exc}); frames judged without it")
         witnesses = [None] * len(batch.done)
@@ -141,7 +143,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             # across filters the story's one zone is at the rig's own wavelength, not the last frame's
             # filter's (each frame is still judged at its own: rig_with_header per frame)
             rig = rig.with_(wavelength_nm=rig0.wavelength_nm)
-        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results], config=dcfg)
+        story = diagnose.night([r[0] for r in results], rig, diagnoses=[r[1] for r in results], config=dcfg,
+                               witnesses=night_context)
         if args.json:
             emit_json({"night": story.to_dict()}, kind="night")
         else:

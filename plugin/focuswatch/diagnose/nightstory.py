@@ -384,7 +384,7 @@ def _cloud_flags(nall: np.ndarray, nsat: np.ndarray, flux: np.ndarray, hfr: np.n
 
 
 def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Sequence[Diagnosis] | None = None,
-          config: DiagnoseConfig = DiagnoseConfig()) -> NightStory:
+          config: DiagnoseConfig = DiagnoseConfig(), witnesses: Sequence[Any] | None = None) -> NightStory:
     """The story of a night from its frames' measurements.
 
     Parameters
@@ -397,6 +397,12 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         Per-frame diagnoses in the same order as ``stats_list`` (computed here when
         omitted; pass them when you diagnosed with the pixels at hand).
     config : DiagnoseConfig
+    witnesses : sequence of SeeingWitness or None, optional
+        The night's context (:func:`focuswatch.diagnose.night_witnesses` with ``dew_reference``),
+        same order as ``stats_list``, when the caller already built it and judged ``diagnoses``
+        with it (:func:`focuswatch.diagnose.rejudge`): ``diagnose FOLDER`` builds it once for its
+        frame lines and the story. It is then neither built nor applied again here (without
+        ``diagnoses``, the frames diagnosed here are judged with it).
 
     Notes
     -----
@@ -420,9 +426,14 @@ def night(stats_list: Sequence[Any], rig: Rig | None = None, *, diagnoses: Seque
         raise ValueError("diagnoses must match stats_list one to one")
     # the night's own seeing witness (the first frames at each focus): the star size then judges
     # focus too; a frame already judged with it is judged the same again
-    witnesses = night_witnesses(items, rig, config, dew_reference=True)  # and the night's dew reference
-    diags = [rejudge(d, s, rig_with_header(rig, s.meta) if getattr(s, "meta", None) is not None else rig, w,
-                     config=config) for d, s, w in zip(diags, items, witnesses)]
+    judged = witnesses is not None and diagnoses is not None  # the caller's context, already applied
+    if witnesses is None:
+        witnesses = night_witnesses(items, rig, config, dew_reference=True)  # and the night's dew reference
+    elif len(witnesses) != len(items):
+        raise ValueError("witnesses must match stats_list one to one")
+    if not judged:
+        diags = [rejudge(d, s, rig_with_header(rig, s.meta) if getattr(s, "meta", None) is not None else rig, w,
+                         config=config) for d, s, w in zip(diags, items, witnesses)]
     ts = [getattr(getattr(s, "meta", None), "timestamp", None) for s in items]
     if items and all(t is not None for t in ts):
         order = sorted(range(len(items)), key=lambda i: ts[i])

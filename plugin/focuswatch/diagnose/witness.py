@@ -129,9 +129,18 @@ def frame_dew_figures(stats: Any, rig: Rig | None,
     except Exception as exc:  # noqa: BLE001 - the night's dew reference is optional
         log.debug("%s: no dew figure for the night's reference (%s)", getattr(stats, "file", None), exc)
         return None, None
-    if d.label in _NO_DEW_FIGURE:
+    return dew_figures(d)
+
+
+def dew_figures(diagnosis: Any) -> tuple[float | None, float | None]:
+    """The dew figures (``Evidence.halo_excess``, ``Evidence.hfr_px``) a frame's diagnosis already
+    holds, for the night's dew reference: the night loop hands over the one diagnosis it made for the
+    frame's record instead of diagnosing the frame again. ``(None, None)`` without a diagnosis and for
+    a frame it calls ``focus_miss`` or ``trailing`` (:func:`frame_dew_figures` says why)."""
+    if diagnosis is None or getattr(diagnosis, "label", None) in _NO_DEW_FIGURE:
         return None, None
-    return d.evidence.halo_excess, d.evidence.hfr_px
+    ev = getattr(diagnosis, "evidence", None)
+    return getattr(ev, "halo_excess", None), getattr(ev, "hfr_px", None)
 
 
 #: The dew-reference fields of :class:`SeeingWitness` (``halo_*``): the part of a night's context
@@ -312,19 +321,23 @@ class WitnessTracker:
 
     def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
             focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None,
-            stats: Any = None) -> None:
+            stats: Any = None, dew: tuple[float | None, float | None] | None = None) -> None:
         """A frame was judged: while its filter's witness is still being collected since the
         autofocus, its HFR joins it; a frame at another focuser position starts the filter's
         witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`.
         A frame with fewer than ``min_stars`` stars (``n_stars``: clouds, a nearly empty frame) is
         neither a witness frame nor a step of the scatter: the diagnosis does not judge it either.
         ``stats`` (the frame's measurement): its single-frame dew figure joins the night's dew
-        reference (:meth:`add_halo`; the one diagnosis call, :func:`focuswatch.diagnose.frame`)."""
+        reference (:meth:`add_halo`; the one diagnosis call, :func:`focuswatch.diagnose.frame`).
+        ``dew``: those figures already known (``(halo_excess, hfr_px)``: :func:`dew_figures` of the
+        frame's own diagnosis, or a journal row's), in place of ``stats``: no diagnosis here."""
         if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
             return
         if n_stars is not None and n_stars < self.config.min_stars:
             return
-        if stats is not None:
+        if dew is not None:
+            self.add_halo(dew[0], rig, dew[1])
+        elif stats is not None:
             fig, fig_hfr = frame_dew_figures(stats, rig or self.rig, self.config)
             self.add_halo(fig, rig, fig_hfr)
         key = self._key(filter_name, rig)
@@ -459,5 +472,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
                    evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "monitor_witness",
-           "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "dew_figures", "frame_dew_figures",
+           "monitor_witness", "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]

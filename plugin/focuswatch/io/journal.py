@@ -13,13 +13,20 @@ Tables (schema version in ``schema_version``)
 ====================  ==========================================================================
 ``frames``            one row per file seen: key, capture time, status (``measured``, ``error``,
                       ``ignored``), the error line, the policy's :class:`FrameRecord` and the
-                      measurement (``FrameStats.to_dict()``) as JSON
+                      measurement (``FrameStats.to_dict()``) as JSON, and ``dew``: the frame's
+                      figures for the night's dew reference (``{"halo_excess", "hfr_px"}`` from
+                      its one diagnosis; NULL when not diagnosed, and in rows written before
+                      the column was added, which restore as they did)
 ``decisions``         one row per measured frame: ``ok`` / ``refocus`` / ``skip``, the reasons
                       and every figure (``Decision.to_dict()``) as JSON
 ``triggers``          one row per trigger attempt (``TriggerResult.to_dict()``)
 ``autofocus_events``  one row per autofocus (key = its source + time, so the same event read
                       twice is recorded once)
 ====================  ==========================================================================
+
+The ``dew`` column was added to schema 1 without a new version: a journal opened here gets it
+(``ALTER TABLE``, NULL in the old rows), and an older focuswatch, which names its columns, reads
+and writes such a journal as before (its rows then have no dew figures).
 
 SQLite runs in WAL mode so ``focuswatch`` commands can read while the watcher writes. A
 journal another process holds locked, or a file that is not a focuswatch journal (or is
@@ -91,6 +98,9 @@ CREATE TABLE IF NOT EXISTS autofocus_events (
 );
 CREATE INDEX IF NOT EXISTS af_seq ON autofocus_events (seq);
 """
+
+#: ``frames`` columns added after schema 1 shipped, each nullable: (name, declaration).
+_ADDED_FRAME_COLUMNS = (("dew", "TEXT"),)
 
 
 def default_journal_path() -> Path:
@@ -197,6 +207,11 @@ class Journal:
             try:
                 for stmt in [s for s in _SCHEMA.split(";") if s.strip()]:
                     self._db.execute(stmt)
+                # columns added to schema 1 after it shipped (NULL in older rows; older readers ignore them)
+                have = {str(r[1]) for r in self._db.execute("PRAGMA table_info(frames)").fetchall()}
+                for col, decl in _ADDED_FRAME_COLUMNS:
+                    if col not in have:
+                        self._db.execute(f"ALTER TABLE frames ADD COLUMN {col} {decl}")
                 row = self._db.execute("SELECT version FROM schema_version").fetchone()
                 if row is None:
                     self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -273,8 +288,12 @@ class Journal:
 
     def record_frame(self, key: tuple[str, int, int], *, time_s: float | None, status: str,
                      record: FrameRecord | None = None, stats: Mapping[str, Any] | None = None,
-                     decision: Decision | None = None, error: str | None = None) -> tuple[int, int | None]:
+                     decision: Decision | None = None, error: str | None = None,
+                     dew: Mapping[str, Any] | None = None) -> tuple[int, int | None]:
         """Record one file (and its decision) atomically; returns (frame id, decision id).
+
+        ``dew``: the frame's figures for the night's dew reference
+        (:func:`focuswatch.watch.loop.dew_row`), read back by ``restore_items(with_dew=True)``.
 
         ``status`` is ``measured`` (with ``record`` and ``decision``), ``error`` (with the
         one-line ``error``) or ``ignored`` (calibration frame). A key recorded before is
@@ -295,16 +314,17 @@ class Journal:
                 # good row and its decision stay as they are
                 return int(row[0]), None
             values = (time_s, status, error, _json(record.to_dict()) if record else None,
-                      _json(dict(stats)) if stats is not None else None, now)
+                      _json(dict(stats)) if stats is not None else None, now,
+                      _json(dict(dew)) if dew is not None else None)
             if row is None:
                 cur = self._db.execute(
                     "INSERT INTO frames (seq, path, size_bytes, mtime_ns, time_s, status, error, record, stats, "
-                    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (self._next_seq(), *key, *values))
+                    "recorded_at, dew) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (self._next_seq(), *key, *values))
                 frame_id = int(cur.lastrowid or 0)
             else:
                 frame_id = int(row[0])
                 self._db.execute("UPDATE frames SET time_s = ?, status = ?, error = ?, record = ?, stats = ?, "
-                                 "recorded_at = ? WHERE id = ?", (*values, frame_id))
+                                 "recorded_at = ?, dew = ? WHERE id = ?", (*values, frame_id))
             decision_id = None
             if decision is not None:
                 cur = self._db.execute(
@@ -351,7 +371,7 @@ class Journal:
 
     # ------------------------------------------------------------------ reading back
     def restore_items(self, window_h: float = RESTORE_WINDOW_H, *, with_header: bool = False,
-                      problems: list[str] | None = None) -> list[tuple[str, Any, Any]]:
+                      with_dew: bool = False, problems: list[str] | None = None) -> list[tuple[str, Any, Any]]:
         """The current night, in the order it was applied: ``("af", mark, None)`` and
         ``("frame", FrameRecord, Decision)`` items for frames measured within ``window_h``
         hours of the newest one (and autofocus events recorded since the first of them).
@@ -360,6 +380,11 @@ class Journal:
         header facts recorded with its measurement (the ``stats`` column's ``meta``), when there
         are any: what the night loop merged into the rig for it (pixel size, focal length from
         XPIXSZ/FOCALLEN), so a restart sees the frame as it was seen live.
+
+        ``with_dew``: each frame item is preceded by ``("dew", {"halo_excess", "hfr_px"}, None)``,
+        the figures its one diagnosis gave the night's dew reference (the ``dew`` column), when
+        the row has them: a row written before they were kept, or one whose column cannot be read
+        back (one line in ``problems``), has none and restores as before, the frame itself kept.
 
         A row that cannot be read back (JSON cut short or garbled by a crash, a disk fault or a
         hand edit; a record of another shape) is left out, and only that row: it costs the
@@ -374,7 +399,8 @@ class Journal:
         start = float(row[0]) - window_h * 3600.0
         frames = self._exec(
             # as bytes: a garbled column that is not even UTF-8 is that row's problem, not the query's
-            "SELECT f.seq, CAST(f.record AS BLOB), CAST(d.data AS BLOB), CAST(f.stats AS BLOB), f.id, f.path "
+            "SELECT f.seq, CAST(f.record AS BLOB), CAST(d.data AS BLOB), CAST(f.stats AS BLOB), f.id, f.path, "
+            "CAST(f.dew AS BLOB) "
             "FROM frames f JOIN decisions d "
             "ON d.frame_id = f.id WHERE f.status = 'measured' AND f.time_s >= ? AND d.id = (SELECT MAX(id) "
             "FROM decisions WHERE frame_id = f.id) ORDER BY f.seq", (start,)).fetchall()
@@ -385,7 +411,7 @@ class Journal:
                          (first_seq,)).fetchall()
         bad: list[str] = [] if problems is None else problems
         items: list[tuple[int, tuple[str, Any, Any]]] = []
-        for seq, rec, dec, stats, row_id, path in frames:
+        for seq, rec, dec, stats, row_id, path, dew in frames:
             try:
                 what = "record"
                 record = FrameRecord.from_dict(_row_dict(rec))
@@ -397,6 +423,12 @@ class Journal:
             meta = _recorded_meta(stats) if with_header else None
             if meta is not None:
                 items.append((int(seq), ("header", meta, None)))
+            if with_dew and dew is not None:
+                try:
+                    items.append((int(seq), ("dew", _row_dict(dew), None)))
+                except _ROW_ERRORS as exc:
+                    bad.append(_bad_row_line(self.path, f"frames row {row_id} ({path})", "dew", exc,
+                                             "restored without its dew figures"))
             items.append((int(seq), ("frame", record, decision)))
         for seq, data, row_id, key in afs:
             try:

@@ -189,6 +189,27 @@ def _without_green_blur(r_half: np.ndarray, beta: np.ndarray, a2: np.ndarray, b2
     return hfr, a2c, b2c, ecc, note
 
 
+def _hot_and_faint(m: Mapping[str, np.ndarray], typical_r50: float,
+                   typical_minor: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The one rule for hot pixels / cosmic rays and faint stars among profiled stars ``m``
+    (:func:`measure`'s ``profile_stars``): (hot, faint, the typical minor axis in px).
+
+    Hot: far sharper than the optics allow, relative to the frame's own typical star
+    (``typical_r50``: a defocused frame has no sharp stars at all), or most of the light in the
+    centre pixel; cosmic-ray tracks are lines, long but far thinner than any star's minor axis
+    (``typical_minor``: the profiled sample's; ``None``: taken from ``m``'s own non-hot stars).
+    Faint: SNR under 5, no half-flux radius, no flux. The wing's top-up stars are judged by the
+    same rule against the sample's typical star, so both sets keep the same kind of star."""
+    r50, tot_flux = m["r50"], m["flux"]
+    hot = (r50 < max(0.6, 0.5 * typical_r50)) | (m["centre"] > 0.6 * np.maximum(tot_flux, 1e-12))
+    minor = np.sqrt(m["b2"])
+    if typical_minor is None:
+        typical_minor = float(np.median(minor[~hot])) if np.any(~hot) else 1.0
+    hot |= (minor < 0.45 * typical_minor) & (m["ecc"] > 0.95)
+    faint = (m["snr"] < 5) | ~np.isfinite(r50) | (tot_flux <= 0) | (m["flags"] != 0) & (r50 <= 0)
+    return hot, faint, typical_minor
+
+
 def measure_array(pixels: np.ndarray, header: Mapping[str, Any] | None = None, **kw: Any) -> "FrameStats":
     """Measure an in-memory image (tests, the simulator): :func:`measure` on a wrapped frame."""
     from focuswatch.model.frame import frame_from_array
@@ -445,12 +466,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     # own typical star, since a defocused frame has no sharp stars at all)
     ok_r = r50[np.isfinite(r50) & (r50 > 0.6)]
     typical_r50 = float(np.median(ok_r)) if len(ok_r) else 1.0
-    hot = (r50 < max(0.6, 0.5 * typical_r50)) | (centre > 0.6 * np.maximum(tot_flux, 1e-12))
-    # cosmic-ray tracks are lines: long, but far thinner than any star's minor axis
-    minor = np.sqrt(b2)
-    typical_minor = float(np.median(minor[~hot])) if np.any(~hot) else 1.0
-    hot |= (minor < 0.45 * typical_minor) & (ecc > 0.95)
-    faint = (snr < 5) | ~np.isfinite(r50) | (tot_flux <= 0) | (flags != 0) & (r50 <= 0)
+    hot, faint, typical_minor = _hot_and_faint(m, typical_r50)
     lost = masked & (flags == -1)  # touching donuts whose ring is too covered: blended after all
     hot &= ~lost
     faint &= ~lost
@@ -490,9 +506,11 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
     wing_in = (tot_flux[alone], snr[alone], m["wing_i1"][alone], m["wing_i2"][alone], R)
     if wing_extra is not None:
         # the top-up for the wing (ProfileConfig.wing_stars): lone, unsaturated, measured
+        # (the sample's rule for hot pixels and faint stars, against the sample's typical star; and
+        # no sep flag at all: the wing reads the flux out to the stamp's edge)
         w = wing_extra
-        lone = (~w["crowded"] & ~w["saturated"] & (w["flags"] == 0) & np.isfinite(w["r50"]) & (w["snr"] >= 5)
-                & (w["r50"] >= max(0.6, 0.5 * typical_r50)))
+        hot_w, faint_w, _ = _hot_and_faint(w, typical_r50, typical_minor)
+        lone = ~w["crowded"] & ~w["saturated"] & (w["flags"] == 0) & ~hot_w & ~faint_w
         wing_in = tuple(np.concatenate([a, w[k][lone]]) for a, k in
                         zip(wing_in[:4], ("flux", "snr", "wing_i1", "wing_i2"))) + (R,)
     wing_cfg = WING if line else dataclasses.replace(WING, min_sky_stars=_NO_LINE)

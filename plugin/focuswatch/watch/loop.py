@@ -117,6 +117,28 @@ def measure_record(frame: Any, config: Any, monitor: Monitor,
                                      time_s=time_s)
 
 
+def dew_row(dew: tuple[Any, Any] | None) -> dict[str, Any] | None:
+    """A frame's dew figures as its journal keeps them (``{"halo_excess": .., "hfr_px": ..}``; both
+    ``None`` for a frame that gives the dew reference nothing); ``None`` when the frame was not
+    diagnosed. :meth:`NightSession.restore` reads them back (:func:`dew_from_row`)."""
+    if dew is None:
+        return None
+    return {"halo_excess": dew[0], "hfr_px": dew[1]}
+
+
+def dew_from_row(row: Any) -> tuple[float | None, float | None] | None:
+    """:func:`dew_row` read back: ``(halo_excess, hfr_px)``, ``None`` when the row has no such figures
+    (a journal written before they were kept, or a frame not diagnosed). A value that is not a
+    number reads as ``None`` (that frame then adds nothing to the reference)."""
+    if not isinstance(row, dict):
+        return None
+
+    def num(v: Any) -> float | None:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    return num(row.get("halo_excess")), num(row.get("hfr_px"))
+
+
 def is_nina_source(source: str | None) -> bool:
     """A NINA autofocus signal: a report (``nina-report``), the sequence hook (``nina-hook``, the
     hooks' default ``--source``), the Advanced API (``nina-api``) or plain ``nina``.
@@ -187,8 +209,9 @@ class NightSink:
 
     def record_frame(self, key: Any, *, time_s: float | None, status: str, record: FrameRecord | None = None,
                      stats: dict[str, Any] | None = None, decision: Decision | None = None,
-                     error: str | None = None) -> None:
-        """A journal row for one file (``key`` is ``None`` when there is no journal key)."""
+                     error: str | None = None, dew: dict[str, Any] | None = None) -> None:
+        """A journal row for one file (``key`` is ``None`` when there is no journal key); ``dew``: the
+        frame's dew figures for the night's dew reference (:func:`dew_row`), ``None`` undiagnosed."""
 
     def record_autofocus(self, key: str, mark: AutofocusMark) -> None:
         """A journal row for one autofocus signal (``mark.source`` carries a ``:failed``… suffix
@@ -298,26 +321,37 @@ class NightSession:
         (:func:`focuswatch.optics.rig_with_header`): a ``("header", FrameMeta, None)`` item before
         a frame (``Journal.restore_items(with_header=True)``, the header facts recorded with its
         measurement) gives it; without one, the ``[rig]`` alone (a rig known only from the
-        headers then starts a new witness)."""
+        headers then starts a new witness).
+
+        The night's dew reference (``WitnessTracker.halo_reference``) is rebuilt the same way from
+        a ``("dew", {"halo_excess", "hfr_px"}, None)`` item before a frame
+        (``Journal.restore_items(with_dew=True)``: the figures of the frame's one diagnosis, recorded
+        with it, :func:`dew_row`). A frame without one (a journal written before they were kept, or
+        a frame measured undiagnosed) adds nothing to it: an old journal restores as it did before
+        (the reference is then taken from the next ``dew_night_frames`` frames)."""
         from focuswatch.optics import rig_with_header
 
         n = 0
         tracker = self.witnesses()
         rig = getattr(self.config, "rig", None) or Rig()
         meta: Any = None
+        dew: Any = None
         for kind, a, b in items:
             if kind == "header":
                 meta = a
+            elif kind == "dew":
+                dew = dew_from_row(a)
             elif kind == "frame":
                 self.monitor.restore(a, b)
                 if getattr(a, "hfr_kind", None) is None:  # the true half-flux radius, as measured here
                     try:
                         tracker.add(a.filter_name, a.time_s, a.hfr_px, a.focuser_pos,
-                                    rig=rig_with_header(rig, meta) if meta is not None else rig, n_stars=a.n_stars)
+                                    rig=rig_with_header(rig, meta) if meta is not None else rig, n_stars=a.n_stars,
+                                    dew=dew if self.use_diagnose else None)
                     except Exception as exc:  # noqa: BLE001 - a row the witness cannot use costs the witness only
                         log.warning("%s: not used for the night's seeing witness after the restart (%s)",
                                     getattr(a, "file", "a journal row"), exc)
-                meta = None
+                meta = dew = None
                 n += 1
             elif not str(a.source).endswith(_NOT_APPLIED):
                 self.monitor.autofocus(a)
@@ -491,7 +525,7 @@ class NightSession:
             # confirmed one applies *before* the frame is judged (it is the first at the new focus)
             self._judge_runs(written_s, frame.meta)
             self.last_light = (frame.meta.focuser_pos, frame.meta.filter_name)
-            record, stats, rig = self._measure(frame)
+            record, stats, rig, dew = self._measure(frame)
             stats_d = stats.to_dict()
         except FrameIncomplete:
             raise
@@ -507,7 +541,7 @@ class NightSession:
             return self.error(path, FrameError(path, f"the refocus policy could not judge it "
                                                      f"({type(exc).__name__}: {exc})"), key=key)
         self.sink.record_frame(key, time_s=record.time_s, status="measured", record=record, stats=stats_d,
-                               decision=decision)
+                               decision=decision, dew=dew_row(dew))
         self.decisions.append(decision)
         self.sink.decided(record, decision, self._request(record, decision))
         return self._out(Processed(path, "measured", decision=decision, stats=stats_d))
@@ -523,13 +557,17 @@ class NightSession:
             self._witness = WitnessTracker(getattr(self.config, "rig", None), *((dcfg,) if dcfg is not None else ()))
         return self._witness
 
-    def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any]:
-        """The frame measured with the night's seeing witness, and then added to it. The witness
+    def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any, tuple[Any, Any] | None]:
+        """The frame measured with the night's seeing witness, and then added to it; also its dew
+        figures (``(halo_excess, hfr_px)`` of its one diagnosis; ``None`` undiagnosed), which the
+        journal keeps so a restart rebuilds the night's dew reference. The witness
         steps sit inside the frame's boundary: whatever goes wrong there is this frame's
         :class:`FrameError`, never the end of the night. The capture time is read once (a frame
         without DATE-OBS is not stat'ed again for its record)."""
+        from focuswatch.diagnose.witness import dew_figures, frame_dew_figures, monitor_witness, with_monitor
         from focuswatch.io.assess import capture_time_s
         from focuswatch.optics import rig_with_header
+        from focuswatch.pipeline import assess_for_policy, baseline_hfr_px
 
         meta, tracker = frame.meta, self.witnesses()
         with frame_boundary(frame.path):
@@ -537,12 +575,23 @@ class NightSession:
             rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
             witness = tracker.context_for(meta.filter_name, when, meta.focuser_pos, rig=rig) \
                 if self.use_diagnose else None
-            record, stats, full_rig = measure_record(frame, self.config, self.monitor, self.use_diagnose,
-                                                     seeing_witness=witness, time_s=when)
-            # the dew reference (a second, star-table diagnosis of the frame) only when frames are judged
+            judged_alone = baseline_hfr_px(self.monitor.history, meta.filter_name) is None \
+                and with_monitor(monitor_witness(meta), witness) is None
+            a = assess_for_policy(frame, self.config, self.monitor, self.use_diagnose,
+                                  seeing_witness=witness, time_s=when)
+            record, stats, full_rig = a.record, a.stats, a.rig
+            # the dew reference from the frame's one diagnosis (the record's), only when frames are judged;
+            # but its first frames (the reference) are judged on their star table alone: a baseline taken
+            # on a defocused frame (a night begun out of focus) reads the next defocused frames as no focus
+            # miss, and defocus narrows r90/r50 (the reference would read low, later frames as dew)
+            dew = None
+            if self.use_diagnose:
+                dew = dew_figures(a.diagnosis)
+                if not judged_alone and tracker.halo_reference(rig) is None:
+                    dew = frame_dew_figures(stats, rig, tracker.config)
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
-                        n_stars=stats.n_stars, stats=stats if self.use_diagnose else None)
-        return record, stats, full_rig
+                        n_stars=stats.n_stars, dew=dew)
+        return record, stats, full_rig, dew
 
     @staticmethod
     def _request(record: FrameRecord, d: Decision) -> Any:

@@ -265,7 +265,7 @@ class Watcher:
         # a failed NINA run stays not applied; each frame with the header facts it was judged with
         # a journal row that cannot be read back is one line and one frame less, never the start
         problems: list[str] = []
-        n = self.session.restore(self.journal.restore_items(with_header=True, problems=problems))
+        n = self.session.restore(self.journal.restore_items(with_header=True, with_dew=True, problems=problems))
         for line in problems:
             log.warning("%s", line)
         self.journal_problems += problems
