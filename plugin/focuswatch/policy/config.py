@@ -61,6 +61,16 @@ class PolicyConfig(Record):
     rig_seeing_pct: float = 20.0
     filter_offsets: str = ""
     max_drift_cfz_per_h: float = 4.0
+    #: later onsets the drift model also tries (1/4, 1/2, 3/4 of the time since the autofocus): a
+    #: drift that starts after an in-focus stretch with no autofocus mark (the air starts cooling an
+    #: hour later). policy10, GalSim truth, 2-3 um per 300 s frame starting 1-3 h after the autofocus:
+    #: the model's median error at the request on the tuning seeds 0-2 -24 / -10 / -8 % with 0 / 1 /
+    #: 3 onsets (3 h); held out (seeds 3-12) within 25 % on 70 -> 79 of 90 nights, before 0.6 CFZ 87 -> 89
+    drift_onsets: int = 3
+    #: the bar of a growth fitted from a later onset (more looks at the same frames: a higher bar);
+    #: from the autofocus the bar stays drift_z. The lowest of 3.5 / 3.7 / 3.9 / 4.2 with no new
+    #: false request on 600 no-drift 2 %-jitter nights (seeds 100-299; 3.9 asked on one, at 4.1 σ)
+    drift_onset_z: float = 4.2
     tempco_um_per_c: float = 0.0
     tempco_learn_span_c: float = 3.0
     tempco_min_runs: int = 2
@@ -134,6 +144,9 @@ _CONFIG_RANGES: dict[str, tuple[Any, float, str]] = {
     "cross_filter_pct": ((0.0,), 100.0, "%"),
     "rig_seeing_pct": ((0.0,), 200.0, "%"),
     "max_drift_cfz_per_h": (0.0, 1000.0, "critical focus zones per hour; 0 = no limit"),
+    "drift_onsets": (0, 20, "later drift onsets the model also tries, evenly spaced over the time since the autofocus; 0 = "
+                            "the drift starts at the autofocus"),
+    "drift_onset_z": ((0.0,), 10.0, "the bar of a growth from a later onset, in σ (Student's t as drift_z); " + _Z),
     "tempco_um_per_c": (-TEMPCO_MAX_UM_PER_C, TEMPCO_MAX_UM_PER_C, "µm of focus per °C, signed, as `focuswatch archive` prints it; "
                                          "0 = unknown (the fixed temperature_delta_c rule)"),
     "tempco_learn_span_c": (0.0, 100.0, "°C between the night's autofocus runs of one filter before their "
