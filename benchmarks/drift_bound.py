@@ -84,7 +84,8 @@ def growth(defocus_um: np.ndarray, grid: np.ndarray, table: np.ndarray) -> np.nd
     """ln(HFR / in-focus HFR) at ``defocus_um``: the table, extended linearly past its last node
     (far from focus the blur disk grows linearly; only the oracle's fastest trial rates reach it)."""
     slope = (table[-1] - table[-2]) / (grid[-1] - grid[-2])
-    h = np.where(defocus_um <= grid[-1], np.interp(defocus_um, grid, table), table[-1] + slope * (defocus_um - grid[-1]))
+    far = table[-1] + slope * (defocus_um - grid[-1])
+    h = np.where(defocus_um <= grid[-1], np.interp(defocus_um, grid, table), far)
     return np.log(h / table[0])
 
 
@@ -189,7 +190,8 @@ def policy_false(seeds, n_before: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer Monte Carlo nights; the policy on the test's seeds only")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer Monte Carlo nights; the policy on the test's seeds only")
     ap.add_argument("--mc", type=int, default=4000, help="Monte Carlo drift nights per rate and kind")
     ap.add_argument("--null", type=int, default=20000, help="Monte Carlo no-drift nights per kind (sets the bars)")
     ap.add_argument("--policy-seeds", type=int, default=50,

@@ -187,7 +187,10 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                               profiles=[f.profile_ratio for f in prof_frames] if prof_prior is not None else None,
                               profile_floor=config.profile_floor, level_prior=level_prior,
                               profile_curve=prof_curve, profile_sigma_prior=prof_prior,
-                              onsets=onset_fractions(config), min_onset_frames=config.min_trend_frames)
+                              onsets=onset_fractions(config), min_onset_frames=config.min_trend_frames,
+                              # a later onset is one more fitted number: it must beat the model from
+                              # the autofocus by drift_onset_gain_z (as the root of the chi-square gain)
+                              onset_min_gain=config.drift_onset_gain_z ** 2)
         prof_drop, prof_sigma = profile_change(same, base, config)
     excess = ref_z = None
     recent: tuple[FrameRecord, ...] = ()

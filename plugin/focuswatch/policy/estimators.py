@@ -215,7 +215,8 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
               sigma_prior: tuple[float, float] | None = None,
               profile_curve: tuple[np.ndarray, np.ndarray] | None = None,
               profile_sigma_prior: tuple[float, float] | None = None,
-              onsets: Sequence[float] = (), min_onset_frames: int = 5) -> DriftFit | None:
+              onsets: Sequence[float] = (), min_onset_frames: int = 5,
+              onset_min_gain: float = 0.0) -> DriftFit | None:
     """Fit :class:`DriftFit` to HFR ratios (and HFD/FWHM) at ``times_min`` (minutes since the first frame).
 
     ``um_per_blur`` converts a blur diameter in units of the in-focus HFR to defocus in µm
@@ -243,7 +244,8 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
     also fitted from, each with at least ``min_onset_frames`` frames after it: a drift that began
     after an in-focus stretch, which the model from the first frame reads diluted (too low a
     defocus, -24 % median on GalSim nights with 3 in-focus hours first). The onset with the largest
-    growth z is kept (``onset_min``); its z is never below the first frame's (``z_af``), whose
+    growth z is kept (``onset_min``) when its chi-square beats the first frame's by ``onset_min_gain``
+    (the onset is one more fitted number); its z is never below the first frame's (``z_af``), whose
     scatter, taken from the first frame's fit, all onsets share. A handful of fixed fractions, not
     every frame: the cost stays a few fits per frame on a night of 60 s subs.
 
@@ -319,7 +321,7 @@ def fit_drift(times_min: Sequence[float], ratios: Sequence[float], *, um_per_blu
         x_c = grid[:, None] * np.clip((t - t_c) / (t_now - t_c), 0.0, None)[None, :]
         c2, lv = chi2_of(x_c)
         k_c = int(np.argmin(c2))
-        if float(c2[0] - c2[k_c]) > gain:
+        if float(c2[0] - c2[k_c]) > max(gain, gain_af + onset_min_gain):
             chi2, level_log, k, gain, t_on, x = c2, lv, k_c, float(c2[0] - c2[k_c]), t_c, x_c
     zz = math.sqrt(max(0.0, gain))
     level = float(np.exp(level_log[k] if level_log is not None else np.mean(y - np.interp(x[k], xs, lg))))

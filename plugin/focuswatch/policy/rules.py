@@ -303,9 +303,12 @@ RULES: tuple[Rule, ...] = (
          "says the baseline was already out of focus) puts the defocus lookahead_frames ahead past the limit, "
          "and that growth is significant at drift_z sigmas "
          "(Student's t for the night's scatter) at a rate a thermal drift can have (max_drift_cfz_per_h, or "
-         "tempco_drift_cap_factor x the known coefficient x the frames' measured cooling, if higher)",
+         "tempco_drift_cap_factor x the known coefficient x the frames' measured cooling, if higher); the "
+         "model also tries drift_onsets later onsets (a drift that starts after an in-focus stretch), taken "
+         "when they fit better by drift_onset_gain_z sigmas, their growth at drift_onset_z",
          ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof",
-          "max_drift_cfz_per_h", "line_min_rise_pct_per_h", "tempco_drift_cap_factor"),
+          "max_drift_cfz_per_h", "line_min_rise_pct_per_h", "tempco_drift_cap_factor", "drift_onsets",
+          "drift_onset_gain_z", "drift_onset_z"),
          "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
     Rule("reference", "image", rule_reference,
          "the last reference_frames frames are above the independent in-focus size (night's best of the "
