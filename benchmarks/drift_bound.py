@@ -41,6 +41,10 @@ Printed per kind of night (dusk / after an in-focus hour) and rate:
 The oracle is also run on the test's exact 60 held-out nights (the same HFR series the test feeds the
 policy), so the two are compared night for night.
 
+Last, the drift that starts 12, 24 or 36 frames after the autofocus with NO autofocus mark at its
+onset (``test_policy_real.first_request_on_late_drift``): the oracle is still told the onset; the
+policy must find it (the model from the autofocus, and the later onsets of ``drift_onsets``).
+
     PYTHONPATH=plugin python benchmarks/drift_bound.py [--quick] [--mc 4000] [--null 20000]
                                                         [--policy-seeds 20] [--policy-null 60]
 
@@ -188,6 +192,33 @@ def policy_false(seeds, n_before: int) -> int:
     return sum(T.first_request_on_drift("galsim", s, 0.0, n_before)[0] is not None for s in seeds)
 
 
+def late_onsets(rng: np.random.Generator, args: argparse.Namespace, grid: np.ndarray, table: np.ndarray,
+                cfz_um: float, seeds: range) -> None:
+    """The drift that starts 1-3 h after the autofocus with NO autofocus mark at its onset: the oracle
+    (told the onset, known sigma, its own Monte Carlo bar) beside the policy, which must find it."""
+    import test_policy_real as T
+
+    print("\n== a drift that starts 12 / 24 / 36 frames after the autofocus, no autofocus mark at its onset ==")
+    for nb in (12, 24, 36):
+        orc = Oracle(nb, grid, table)
+        zk0, _, _ = orc.scan(simulate(rng, max(args.null // 4, 1000), 0.0, nb, grid, table))
+        bar = orc.bar(zk0, 1 / 160)
+        out = []
+        for r in RATES_UM:
+            zk, _, rf = orc.scan(simulate(rng, max(args.mc // 4, 250), r, nb, grid, table))
+            k, _ = orc.first(zk, rf, bar, cfz_um, gated=False)
+            out.append(np.where(k >= 0, r * k / cfz_um, np.inf))
+        cd = np.concatenate(out)
+        pol = [T.first_request_on_late_drift(s, r, nb) for r in RATES_UM for s in seeds]
+        cf = np.array([np.inf if t is None else t / cfz_um for t, _ in pol])
+        er = np.array([np.nan if t is None else m / t - 1.0 for t, m in pol])
+        print(f"  onset after {nb} frames: oracle (known onset and sigma, 1/160 per night) before 0.6 CFZ "
+              f"{100 * np.mean(cd < TARGET_CFZ):.1f} %, median {np.median(cd):.2f} CFZ | policy, seeds "
+              f"{seeds.start}-{seeds.stop - 1}: {np.sum(cf < TARGET_CFZ)}/{len(cf)} before 0.6 CFZ, median "
+              f"{np.median(cf):.2f} CFZ, model within 25 % {np.sum(np.abs(er) < 0.25)}/{len(cf)}, median error "
+              f"{100 * np.nanmedian(er):+.0f} %")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -264,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.policy_null:
             nf = policy_false(range(100, 100 + args.policy_null), nb)
             print(f"    policy on {args.policy_null} no-drift nights of this kind (seeds 100+): {nf} with a request")
+    late_onsets(rng, args, grid, table, cfz_um, more)
     print(f"\ncpu {time.process_time() - c0:.0f} s")
     return 0
 
