@@ -65,7 +65,8 @@ class PolicyConfig(Record):
     #: drift that starts after an in-focus stretch with no autofocus mark (the air starts cooling an
     #: hour later), which the model from the autofocus dilutes. policy10, GalSim truth, 2-3 um per
     #: 300 s frame starting 1-3 h after the autofocus: 1 or 3 tied on the tuning seeds 0-2 except the
-    #: model's median error at the request with 3 h in focus (-17 % with 1, -8 % with 3, main -24 %).
+    #: model's median error at the request with 3 h in focus (-17 % with 1, -8 % with 3, main -24 %;
+    #: measured before drift_onset_gain_z, at 0).
     #: Held out (seeds 3-12, 90 nights): before 0.6 CFZ 87 -> 89, model within 25 % 70 -> 77
     drift_onsets: int = 3
     #: a later onset is taken only when its fit beats the model from the autofocus by this much (root
