@@ -186,7 +186,11 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                               # frames' residuals alone can make a chance fall read as a 6-7 sigma drift
                               profiles=[f.profile_ratio for f in prof_frames] if prof_prior is not None else None,
                               profile_floor=config.profile_floor, level_prior=level_prior,
-                              profile_curve=prof_curve, profile_sigma_prior=prof_prior)
+                              profile_curve=prof_curve, profile_sigma_prior=prof_prior,
+                              onsets=onset_fractions(config), min_onset_frames=config.min_trend_frames,
+                              # a later onset is one more fitted number: it must beat the model from
+                              # the autofocus by drift_onset_gain_z (as the root of the chi-square gain)
+                              onset_min_gain=config.drift_onset_gain_z ** 2)
         prof_drop, prof_sigma = profile_change(same, base, config)
     excess = ref_z = None
     recent: tuple[FrameRecord, ...] = ()
@@ -206,6 +210,13 @@ def build_context(history: Sequence[FrameRecord], state: PolicyState, config: Po
                    reference, excess, ref_z, recent, float(night_dof),
                    cadence_min if base is not None and base.complete else 0.0,
                    frame_wavelength_nm(frame, rig), notes, prof_curve)
+
+
+def onset_fractions(config: PolicyConfig) -> tuple[float, ...]:
+    """The later drift onsets the model tries, as fractions of the time since the autofocus
+    (``drift_onsets`` evenly spaced: 1 -> 1/2; 3 -> 1/4, 1/2, 3/4)."""
+    k = config.drift_onsets
+    return tuple(j / (k + 1.0) for j in range(1, k + 1))
 
 
 def _profile_prior(night: NightMemory | None, config: PolicyConfig) -> tuple[float, float] | None:

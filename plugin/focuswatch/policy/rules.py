@@ -46,7 +46,9 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     Two conditions, both needed: the fitted defocus one frame ahead reaches the limit (the
     point estimate: a lower bound would only fire past the zone's edge through seeing
     jitter), and the growth since the autofocus is significant at ``drift_z`` sigmas against
-    no drift at all (Student's t for a jitter measured on few frames). Without a focal ratio
+    no drift at all (Student's t for a jitter measured on few frames), or, for a drift the model
+    finds starting later (``drift_onsets``: the air began cooling after an in-focus stretch), at
+    ``drift_onset_z``. Without a focal ratio
     or pixel size: the Theil-Sen trend's lower bound against the HFR-percent fallback.
     """
     if ctx.baseline is None or not ctx.baseline.complete:
@@ -70,7 +72,11 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     # DATE-OBS) overflows, and one bad header must not stop the watcher
     fast = d.slope_per_h >= math.log1p(config.line_min_rise_pct_per_h / 100.0)
     zs = critical_z(drift_bar(config, ctx.cadence_min), d.dof + config.prior_dof) if untrusted and fast else math.inf
-    if d.z < zc and d.slope_z < zs:
+    # a growth whose model starts after the autofocus (drift_onsets) is a look elsewhere: its own,
+    # higher bar; the model from the autofocus keeps drift_z
+    z_af = d.z if d.z_af is None else d.z_af
+    zo = critical_z(config.drift_onset_z, d.dof + config.prior_dof) if d.z_af is not None else math.inf
+    if z_af < zc and d.z < zo and d.slope_z < zs:
         return None
     # a growth faster than any thermal drift is not one: bad seeing rising over the first frames
     # (issue 13's seeing-jitter night, seed 12: 4.3 CFZ/h fitted over 21 minutes). A real step
@@ -79,8 +85,13 @@ def rule_drift(ctx: Context, config: PolicyConfig) -> Fired | None:
     cap, thermal = drift_cap_cfz_per_h(ctx, config)      # raised by a known coefficient x the cooling
     if cap > 0 and rate is not None and rate > cap:
         return None
-    growth = f"growth since the autofocus {d.z:.1f} σ" if d.z >= zc else \
-        f"a steady rise {d.slope_z:.1f} σ (needs {zs:.1f} σ), the model's growth {d.z:.1f} σ"
+    if z_af >= zc:
+        growth = f"growth since the autofocus {z_af:.1f} σ"
+    elif d.z >= zo:
+        growth = (f"growth from the autofocus {z_af:.1f} σ, from a later onset ({d.onset_min:.0f} min after its "
+                  f"first frame) {d.z:.1f} σ (needs {zo:.1f} σ)")
+    else:
+        growth = f"a steady rise {d.slope_z:.1f} σ (needs {zs:.1f} σ), the model's growth {z_af:.1f} σ"
     return Fired("drift", f"focus drift: defocus {d.defocus_um:.0f} µm now, {d.predicted_um:.0f} µm in "
                           f"{d.lookahead_min:.0f} min ({growth} over {d.n_frames} "
                           f"frames, needs {zc:.1f} σ; jitter {100 * d.sigma:.1f} %{thermal}) is past the "
@@ -292,9 +303,12 @@ RULES: tuple[Rule, ...] = (
          "says the baseline was already out of focus) puts the defocus lookahead_frames ahead past the limit, "
          "and that growth is significant at drift_z sigmas "
          "(Student's t for the night's scatter) at a rate a thermal drift can have (max_drift_cfz_per_h, or "
-         "tempco_drift_cap_factor x the known coefficient x the frames' measured cooling, if higher)",
+         "tempco_drift_cap_factor x the known coefficient x the frames' measured cooling, if higher); the "
+         "model also tries drift_onsets later onsets (a drift that starts after an in-focus stretch), taken "
+         "when they fit better by drift_onset_gain_z sigmas, their growth at drift_onset_z",
          ("defocus_limit_cfz", "drift_z", "lookahead_frames", "min_trend_frames", "jitter_floor_pct", "prior_dof",
-          "max_drift_cfz_per_h", "line_min_rise_pct_per_h", "tempco_drift_cap_factor"),
+          "max_drift_cfz_per_h", "line_min_rise_pct_per_h", "tempco_drift_cap_factor", "drift_onsets",
+          "drift_onset_gain_z", "drift_onset_z"),
          "defocus_limit_cfz = 0", lambda c: c.defocus_limit_cfz > 0),
     Rule("reference", "image", rule_reference,
          "the last reference_frames frames are above the independent in-focus size (night's best of the "
