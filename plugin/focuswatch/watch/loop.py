@@ -575,20 +575,21 @@ class NightSession:
             rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
             witness = tracker.context_for(meta.filter_name, when, meta.focuser_pos, rig=rig) \
                 if self.use_diagnose else None
-            judged_alone = baseline_hfr_px(self.monitor.history, meta.filter_name) is None \
-                and with_monitor(monitor_witness(meta), witness) is None
             a = assess_for_policy(frame, self.config, self.monitor, self.use_diagnose,
                                   seeing_witness=witness, time_s=when)
             record, stats, full_rig = a.record, a.stats, a.rig
             # the dew reference from the frame's one diagnosis (the record's), only when frames are judged;
             # but its first frames (the reference) are judged on their star table alone: a baseline taken
             # on a defocused frame (a night begun out of focus) reads the next defocused frames as no focus
-            # miss, and defocus narrows r90/r50 (the reference would read low, later frames as dew)
+            # miss, and defocus narrows r90/r50 (the reference would read low, later frames as dew).
+            # Asked only while the reference is collected (assess does not touch the policy's history)
             dew = None
             if self.use_diagnose:
                 dew = dew_figures(a.diagnosis)
-                if not judged_alone and tracker.halo_reference(rig) is None:
-                    dew = frame_dew_figures(stats, rig, tracker.config)
+                if tracker.halo_reference(rig) is None and (
+                        baseline_hfr_px(self.monitor.history, meta.filter_name) is not None
+                        or with_monitor(monitor_witness(meta), witness) is not None):
+                    dew = frame_dew_figures(stats, rig, tracker.config)  # judged with a baseline or a witness
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
                         n_stars=stats.n_stars, dew=dew)
         return record, stats, full_rig, dew
