@@ -30,7 +30,7 @@ The rules that live here (and nowhere else):
   and after ``af_confirm_frames`` frames that cannot tell it is given up. The report, the
   hook event and AUTOFOCUS-FINISHED of one run (within ``af_same_run_s``) are one run.
 * **The frame step**: calibration frames ignored, lights through
-  :func:`focuswatch.pipeline.measure_record` (diagnosed against the policy's baseline) and
+  :func:`focuswatch.pipeline.assess_for_policy` (diagnosed against the policy's baseline) and
   :meth:`Monitor.observe <focuswatch.policy.Monitor.observe>`; a bad frame is one row.
 """
 from __future__ import annotations
@@ -105,8 +105,10 @@ def measure_record(frame: Any, config: Any, monitor: Monitor,
     The one frame pipeline (:func:`focuswatch.io.assess.measure_record`: stars, diagnosis
     against the policy's baseline, record, dated by DATE-OBS else the file's modification time)
     inside the frame boundary, so whatever goes wrong with this frame becomes one
-    :class:`FrameError` naming it and the night goes on. The watcher and ``replay`` both
-    measure through here (:meth:`NightSession._measure`). ``seeing_witness``: the night's
+    :class:`FrameError` naming it and the night goes on. The same step as the watcher's and
+    ``replay``'s (:meth:`NightSession._measure`, which calls
+    :func:`focuswatch.pipeline.assess_for_policy` itself to keep the frame's diagnosis for the
+    night's dew reference), for callers that want the record only. ``seeing_witness``: the night's
     in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`);
     ``time_s`` its capture time when already known (else DATE-OBS or the file's time).
     """
