@@ -521,6 +521,39 @@ def test_diagnose_folder_builds_the_nights_context_once_and_prints_the_same(tmp_
     assert calls["night_witnesses"] == 1 + 2  # the old path: twice
 
 
+def test_diagnose_folder_mixing_cameras_tells_the_story_with_the_frame_lines_context(tmp_path, capsys):
+    """A folder that changes camera mid-night (the 80/480 refractor, 2.4 um pixels, then a 3.76 um camera
+    on the same scope, each at its own focuser position; physical optics, 2.5" seeing; pixel sizes from
+    XPIXSZ only): ``diagnose FOLDER``'s story judges each frame with the context its printed line was
+    judged with, the seeing witness of its own camera. Before, the story built a second context from the
+    last frame's rig, where the rig (the last camera's pixel size) wins over every header: it put the
+    first camera's witness on the second camera's first frames and none on its last, unlike the lines."""
+    import dataclasses
+    import json
+    from types import SimpleNamespace
+
+    from focuswatch import sim
+    from focuswatch.cli import main
+
+    seeing = 2.5
+    cams = (REFRACTOR_80, dataclasses.replace(REFRACTOR_80, pixel_um=3.76))
+    for i in range(10):
+        cam, k = cams[i // 5], i % 5
+        spec, header = night_spec(cam, seeing, 1.0 if k == 4 else 0.0, i, seed=31, focpos=1000 + i // 5)
+        p = tmp_path / f"L_{i:03d}.fits"
+        p.write_bytes(sim.fits_bytes(SimpleNamespace(pixels=po.render_frame(spec).pixels, header=header)))
+    rig_args = ["--aperture-mm", str(REFRACTOR_80.aperture_mm), "--focal-length-mm", str(REFRACTOR_80.focal_length_mm)]
+    assert main(["diagnose", "--json", *rig_args, str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    keys = ("witness_source", "witness_seeing_arcsec")
+    lines = [tuple(r["evidence"][k] for k in keys) for r in rows if r.get("kind") == "diagnosis"]
+    story = [tuple(f[k] for k in keys) for f in rows[-1]["night"]["frames"]]
+    assert story == lines
+    # each camera's last frame (1 CFZ out) has its own camera's in-focus witness, near the true seeing
+    for i in (4, 9):
+        assert lines[i][0] == "infocus" and lines[i][1] == pytest.approx(seeing, rel=0.15), (i, lines)
+    assert lines[5:8] == [(None, None)] * 3, lines  # the second camera's first frames are its witness
+
 def test_the_watchers_dew_reference_of_a_night_begun_out_of_focus_is_the_folders(monkeypatch):
     """Live, the frames after the night's first are judged against it as the policy's baseline: on a
     night begun 1.5 CFZ out (before its first autofocus) the 2nd and 3rd frames then read no focus

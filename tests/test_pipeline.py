@@ -58,13 +58,16 @@ def test_assess_path_maps_over_a_process_pool(two_frames):
 def test_the_watchers_measure_record_and_the_pipelines_agree(two_frames):
     """The watcher's step (``frames.load`` + boundary + policy baseline + file dating) and the
     batch path (``assess_path``: its own read-only load, DATE-OBS dating) give the same record,
-    and both agree with the simulator's truth and the DATE-OBS written into the file."""
+    and both agree with the simulator's truth and the DATE-OBS written into the file. The night
+    loop's own step (``NightSession._measure``, which watch and replay run: it calls
+    ``pipeline.assess_for_policy`` itself, not ``watch.measure_record``) gives it too."""
     from datetime import datetime, timezone
 
     from focuswatch.io import frames
     from focuswatch import watch as watcher
     from focuswatch.config import Config
     from focuswatch.policy import Monitor
+    from focuswatch.watch.loop import NightSession
 
     cfg = Config(rig=sim.DEFAULT_RIG)
     ctx = AssessContext(diagnose_config=cfg.diagnose_config(), profile_config=cfg.stars_config().profile())
@@ -74,6 +77,8 @@ def test_the_watchers_measure_record_and_the_pipelines_agree(two_frames):
         mine = (a.record, a.stats, a.rig)
         assert mine[0] == theirs[0] and mine[2] == theirs[2]
         assert mine[1].to_dict() == theirs[1].to_dict()
+        loop = NightSession(Monitor(rig=cfg.rig), cfg, watch=watcher.WatchConfig())._measure(frames.load(path))
+        assert loop[0] == theirs[0] and loop[2] == theirs[2] and loop[1].to_dict() == theirs[1].to_dict()
         # independent truth: the rendered HFR, and the capture time the fixture wrote
         assert theirs[1].hfr_px == pytest.approx(f.truth["hfr_px"], rel=0.05)
         date_obs = datetime(2026, 11, 21, 22, i, 0, tzinfo=timezone.utc).timestamp()

@@ -47,9 +47,10 @@ def measure_record(frame: Any, config: Any, monitor: Any, use_diagnose: bool = T
                    seeing_witness: Any = None, time_s: float | None = None) -> tuple[Any, Any, Rig]:
     """:func:`focuswatch.pipeline.measure_record` with the capture time read from the frame's file.
 
-    The watcher and ``replay`` call this: a frame without DATE-OBS is dated by its file's
-    modification time, as the watcher orders frames. ``seeing_witness``: the night loop's
-    in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`).
+    Dated as the watcher and ``replay`` date a frame: one without DATE-OBS by its file's
+    modification time, as the watcher orders frames (their night loop calls
+    :func:`focuswatch.pipeline.assess_for_policy` with that time itself). ``seeing_witness``:
+    the night loop's in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`).
     ``time_s``: the capture time when the caller already has it (the night loop dates the
     frame for its witness first), so a frame without DATE-OBS is not stat'ed again.
     """

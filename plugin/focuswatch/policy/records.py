@@ -203,7 +203,9 @@ class Decision(Record):
     ``temp_delta_c`` the focuser temperature change since the autofocus.
     ``predicted_defocus_um``/``predicted_defocus_low_um`` come from the drift model one frame
     ahead (point estimate and lower bound), ``model_defocus_um`` its defocus at this frame
-    (steadier than ``defocus_um``, one frame's estimate), ``drift_z`` its significance in sigmas and
+    (steadier than ``defocus_um``, one frame's estimate), ``drift_z`` its growth's significance in sigmas
+    (from the later onset the model took, if it took one: ``drift_onsets``; the drift rule's reason
+    says which asked) and
     ``profile_drop`` how far HFD/FWHM fell below the baseline's (positive: flatter, defocus).
     ``reference_hfr_px`` is the independent in-focus HFR (night's best, other filters scaled
     by wavelength, rig + seeing), ``reference_pct`` its log scatter in %, ``reference_z`` how

@@ -30,7 +30,7 @@ The rules that live here (and nowhere else):
   and after ``af_confirm_frames`` frames that cannot tell it is given up. The report, the
   hook event and AUTOFOCUS-FINISHED of one run (within ``af_same_run_s``) are one run.
 * **The frame step**: calibration frames ignored, lights through
-  :func:`focuswatch.pipeline.measure_record` (diagnosed against the policy's baseline) and
+  :func:`focuswatch.pipeline.assess_for_policy` (diagnosed against the policy's baseline) and
   :meth:`Monitor.observe <focuswatch.policy.Monitor.observe>`; a bad frame is one row.
 """
 from __future__ import annotations
@@ -105,8 +105,10 @@ def measure_record(frame: Any, config: Any, monitor: Monitor,
     The one frame pipeline (:func:`focuswatch.io.assess.measure_record`: stars, diagnosis
     against the policy's baseline, record, dated by DATE-OBS else the file's modification time)
     inside the frame boundary, so whatever goes wrong with this frame becomes one
-    :class:`FrameError` naming it and the night goes on. The watcher and ``replay`` both
-    measure through here (:meth:`NightSession._measure`). ``seeing_witness``: the night's
+    :class:`FrameError` naming it and the night goes on. The same step as the watcher's and
+    ``replay``'s (:meth:`NightSession._measure`, which calls
+    :func:`focuswatch.pipeline.assess_for_policy` itself to keep the frame's diagnosis for the
+    night's dew reference), for callers that want the record only. ``seeing_witness``: the night's
     in-focus seeing witness for the frame (:class:`focuswatch.diagnose.WitnessTracker`);
     ``time_s`` its capture time when already known (else DATE-OBS or the file's time).
     """
@@ -575,20 +577,21 @@ class NightSession:
             rig = rig_with_header(getattr(self.config, "rig", None) or Rig(), meta)
             witness = tracker.context_for(meta.filter_name, when, meta.focuser_pos, rig=rig) \
                 if self.use_diagnose else None
-            judged_alone = baseline_hfr_px(self.monitor.history, meta.filter_name) is None \
-                and with_monitor(monitor_witness(meta), witness) is None
             a = assess_for_policy(frame, self.config, self.monitor, self.use_diagnose,
                                   seeing_witness=witness, time_s=when)
             record, stats, full_rig = a.record, a.stats, a.rig
             # the dew reference from the frame's one diagnosis (the record's), only when frames are judged;
             # but its first frames (the reference) are judged on their star table alone: a baseline taken
             # on a defocused frame (a night begun out of focus) reads the next defocused frames as no focus
-            # miss, and defocus narrows r90/r50 (the reference would read low, later frames as dew)
+            # miss, and defocus narrows r90/r50 (the reference would read low, later frames as dew).
+            # Asked only while the reference is collected (assess does not touch the policy's history)
             dew = None
             if self.use_diagnose:
                 dew = dew_figures(a.diagnosis)
-                if not judged_alone and tracker.halo_reference(rig) is None:
-                    dew = frame_dew_figures(stats, rig, tracker.config)
+                if tracker.halo_reference(rig) is None and (
+                        baseline_hfr_px(self.monitor.history, meta.filter_name) is not None
+                        or with_monitor(monitor_witness(meta), witness) is not None):
+                    dew = frame_dew_figures(stats, rig, tracker.config)  # judged with a baseline or a witness
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
                         n_stars=stats.n_stars, dew=dew)
         return record, stats, full_rig, dew
