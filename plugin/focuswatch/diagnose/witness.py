@@ -129,8 +129,8 @@ def frame_dew_figures(stats: Any, rig: Rig | None,
     return fig, hfr
 
 
-def frame_night_dew_figures(stats: Any, rig: Rig | None,
-                            config: DiagnoseConfig = DiagnoseConfig()) -> tuple[float | None, float | None, float | None]:
+def frame_night_dew_figures(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()
+                            ) -> tuple[float | None, float | None, float | None]:
     """:func:`frame_dew_figures` and the frame's night dew figure (``Evidence.halo_inner``) from the
     same one diagnosis call; ``(None, None, None)`` where that gives none."""
     from focuswatch.diagnose.verdict import frame
@@ -486,5 +486,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
                    evidence=replace(diagnosis.evidence, **{k: getattr(w.evidence, k) for k in keep}))
 
 
-__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "frame_night_dew_figures", "monitor_witness",
-           "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]
+__all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "frame_dew_figures", "frame_night_dew_figures",
+           "monitor_witness", "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]
