@@ -317,7 +317,8 @@ def _former_night_rise(single: list) -> list[float]:
 #: 2.5", no halo): per frame the seeing (arcsec) and the focus error (CFZ; an autofocus every 8
 #: frames). The seeing gets *worse* after the reference frames: frames 11-15 read the single-frame
 #: figure 0.4 higher only because three of them read a wing share of 0.036-0.050 beyond the
-#: aperture (the others 0.011-0.024, the reference frames 0-0.016).
+#: aperture (the others 0.011-0.024; the reference frames 0.045, 0.016 and 0, median figure the
+#: 0.016 frame's), and the first frame, alone in its window, read 0.045.
 SHARE_NIGHT_SEEING = (1.97, 1.57, 1.63, 1.55, 1.52, 1.51, 1.78, 1.75, 1.62, 2.18, 2.22, 2.15, 2.1, 1.98, 1.8,
                       1.74, 1.81, 1.78, 1.94, 1.9, 1.91, 2.19, 2.3, 2.2)
 SHARE_NIGHT_CFZ = (0.0, 0.044, 0.114, 0.205, 0.164, 0.189, 0.373, 0.299, 0.0, 0.043, 0.086, 0.19, 0.195, 0.251,
