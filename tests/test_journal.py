@@ -208,13 +208,14 @@ def test_a_journal_written_before_the_dew_figures_were_kept_restores_as_before(t
     con.close()
 
     # new rows: each with the figures of its one diagnosis
-    figs = [(0.31, 2.0), (0.12, 2.2), (0.50, 1.9)]
+    figs = [(0.31, 2.0, 0.05), (0.12, 2.2, 0.02), (0.50, 1.9, 0.08)]
     path2 = tmp_path / "new.sqlite"
     live2 = Monitor(cfg, RIG)
     with Journal(path2) as j:
         for i, rec in enumerate(frames[3:]):
             j.record_frame((rec.file, 1, i), time_s=rec.time_s, status="measured", record=rec,
-                           decision=live2.observe(rec), dew={"halo_excess": figs[i][0], "hfr_px": figs[i][1]})
+                           decision=live2.observe(rec),
+                           dew={"halo_excess": figs[i][0], "hfr_px": figs[i][1], "halo_inner": figs[i][2]})
         items = j.restore_items(with_dew=True)
         assert [k for k, _, _ in items] == ["dew", "frame"] * 3
         assert [k for k, _, _ in j.restore_items()] == ["frame"] * 3   # only when asked for
@@ -222,6 +223,7 @@ def test_a_journal_written_before_the_dew_figures_were_kept_restores_as_before(t
         assert ref is not None and ref["halo_ref_frames"] == 3
         assert ref["halo_ref_excess"] == 0.31 and ref["halo_ref_hfr_px"] == 2.0  # medians of the three
         assert ref["halo_recent"] == (0.31, 0.12, 0.50)              # the window's, oldest first
+        assert ref["halo_ref_inner"] == 0.05 and ref["halo_recent_inner"] == (0.05, 0.02, 0.08)
     con = sqlite3.connect(path2)
     con.execute("UPDATE frames SET dew = ? WHERE path = ?", ('{"halo_excess": 0.1', frames[4].file))
     con.commit()
@@ -232,3 +234,8 @@ def test_a_journal_written_before_the_dew_figures_were_kept_restores_as_before(t
         assert len(problems) == 1 and frames[4].file in problems[0] and "dew" in problems[0]
         assert s.monitor.state == live2.state                        # the frame itself is restored
         assert s.witnesses().halo_reference(RIG) is None             # 2 figures: no reference yet
+    # a row without the night's dew figure (halo_inner) gives none: a reference built from it would
+    # leave the night's dew call off all night; the next frames rebuild it instead
+    from focuswatch.watch.loop import dew_from_row
+    assert dew_from_row({"halo_excess": 0.31, "hfr_px": 2.0}) is None
+    assert dew_from_row({"halo_excess": 0.31, "hfr_px": 2.0, "halo_inner": "x"}) == (0.31, 2.0, None)

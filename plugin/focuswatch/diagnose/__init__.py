@@ -50,8 +50,9 @@ tilt           size gradient across the frame, the sharpest region off-centre or
 dew            stars with halos: the 90 %/50 % flux radius ratio (pixel width taken out)
                wider than any in-focus seeing star of the same size on the rig (von Karman,
                Kolmogorov, Moffat beta 2.5-5; ``halo.py``) allows, by >= 0.25 px; with the
-               night known (``SeeingWitness.halo_*``), a lasting rise of that figure over the
-               night's first frames (``halo_rise``); never
+               night known (``SeeingWitness.halo_*``), a lasting rise of that figure, read on
+               the light inside the stars' apertures (``halo_inner``), over the night's first
+               frames (``halo_rise``); never
                stars smaller than the baseline or a core several times the in-focus size
 focus_miss     round stars, uniform field, a flat-topped profile or donuts: the smallest defocus
                blur any plausible seeing profile allows is about the seeing FWHM or more, and

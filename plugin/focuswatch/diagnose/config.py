@@ -114,33 +114,34 @@ class DiagnoseConfig(Record):
     #: 115 to 107 of 144 to cover a seeing few sites have.
     dew_min_outer_scale_over_r0: float = 50.0
     #: A night known (``diagnose.witness``: the watcher, ``diagnose FOLDER``, the night's story,
-    #: ``grade``): dew is a *lasting rise* of the single-frame figure (``Evidence.halo_excess``) over
-    #: the night's own first ``dew_night_frames`` frames with a figure (the site's in-focus r90/r50
-    #: on this rig, vanes and seeing kind included), not reset by an autofocus (dew makes stars
-    #: grow and asks for one). Lasting: the median over the frame and the ``dew_night_window`` - 1
-    #: frames before it (dew grows over hours; one frame's r90/r50 scatters by 0.1-0.15 on 30-star
-    #: frames). Rise threshold ``dew_night_rise``. Chosen on the tuning nights of
-    #: benchmarks/dew_eval.py --nights (seeds 0-5, 4 rigs, obstruction 0-0.45 with vanes, seeing
-    #: wandering 1.5-5", Kolmogorov / von Karman): nights without dew rise by at most +0.16
-    #: (window 5; window 3: +0.46, 4: +0.28), 0.25 keeps a 0.09 margin and finds the halos at full
-    #: strength on 73 % (5 %), 96 % (10 %), 99 % (15 %) of the frames (0.20: 82/98/100; 0.30:
-    #: 63/94/98). A night whose reference frames already read ``dew_halo_excess`` or more (dew from
-    #: the start) keeps the single-frame call. Held out: docs/diagnose.md.
+    #: ``grade``): dew is a *lasting rise* of the night's dew figure (``Evidence.halo_inner``: r90/r50
+    #: of the light inside the stars' measuring apertures above the same ceiling,
+    #: ``diagnose.halo.inner_halo_excess``) over the night's own first ``dew_night_frames`` frames
+    #: with a figure (the site's in-focus r90/r50 on this rig, vanes and seeing kind included), not
+    #: reset by an autofocus (dew makes stars grow and asks for one). Lasting: the median over the
+    #: frame and the ``dew_night_window`` - 1 frames before it. Rise threshold ``dew_night_rise``.
+    #: Why the inner figure (dew9): the single-frame figure's r90 is re-read against a wing share
+    #: read per frame from a few bright stars; on the tuning nights of benchmarks/dew_eval.py
+    #: --nights (seeds 0-5, 4 rigs, obstruction 0-0.45 with vanes, seeing wandering 1.5-5",
+    #: Kolmogorov / von Karman) that share carried 70-80 % of ``halo_excess``' frame-to-frame
+    #: variance and made nights without dew rise by up to +0.46 (2 false nights of 24 at 0.25,
+    #: including seeing getting worse). Without the re-read no night without dew rose by more than
+    #: +0.073 (per-night maxima mean 0.028, sd 0.024); 0.15 is twice that and finds the halos at
+    #: full strength on 23 % (5 %), 91 % (10 %), 99 % (15 %) of the frames (0.12: 39/97/99; 0.10:
+    #: 50/99/100; the former figure at 0.25 with the 0.9 guard: 57/79/85 and 2 false nights).
+    #: A night whose reference frames' ``halo_excess`` already reads ``dew_halo_excess`` or more
+    #: (dew from the start) keeps the single-frame call. Held out: docs/diagnose.md.
     dew_night_frames: int = 3
     dew_night_window: int = 5
-    dew_night_rise: float = 0.25
+    dew_night_rise: float = 0.15
     #: A halo never makes stars smaller: when the rise's window (``dew_night_window`` frames) has a
-    #: median star HFR (``Evidence.hfr_px``) under this fraction of the reference frames'
-    #: (``SeeingWitness.halo_ref_hfr_px``) it counts no night rise. Why: the seeing getting much
-    #: better than during the reference frames on a 0.65-0.8"/px rig (stars ~2 px FWHM) reads
-    #: r90/r50 0.3-0.5 higher (the pixel's share of a small star), which the rise took for a halo
-    #: (held-out seeds 300-305: 2 false nights of 24). 0.9 is about twice the night's frame-to-frame
-    #: HFR scatter (sigma of ln HFR 0.045 on the tuning nights, seeds 0-5): "clearly smaller", not
-    #: measurement noise. Tuning nights: 0 false nights either way; halos at full strength
-    #: 5/10/15 %: 73/96/99 % of frames without the guard -> 60/82/88 % with 0.9 (0.85: 63/86/91;
-    #: 0.93: 57/78/87; the frame's own HFR instead of the window's: 57/82/88). 0 turns it off.
-    #: Held out: docs/diagnose.md.
-    dew_night_min_hfr_ratio: float = 0.9
+    #: median star HFR (``Evidence.hfr_px``) under this fraction (> 0) of the reference frames'
+    #: (``SeeingWitness.halo_ref_hfr_px``) it counts no night rise. dew7b set 0.9 against the former
+    #: figure (a much better seeing read a higher share-re-read r90/r50). Off (0) since dew9: the inner
+    #: figure falls, not rises, as stars shrink (slope +0.04..+0.22 per unit of ln HFR on the tuning
+    #: no-dew frames, seeds 0-5), and the guard only cost detection there: 0 false nights with or
+    #: without it, 10 %-halo frames found 91 % without vs 79 % with 0.9 at ``dew_night_rise`` 0.15.
+    dew_night_min_hfr_ratio: float = 0.0
     #: Median eccentricity (bright stars) above which stars count as elongated.
     elongated_ecc: float = 0.40
     #: Alignment (0..1) above which the elongation has one common orientation.

@@ -21,7 +21,7 @@ from focuswatch import optics
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
 from focuswatch.diagnose.figures import _r
-from focuswatch.diagnose.halo import halo_excess, lambda_n_px, night_halo_rise
+from focuswatch.diagnose.halo import halo_excess, inner_halo_excess, lambda_n_px, night_halo_rise
 from focuswatch.diagnose.profile import (KOLMOGOROV_HLR_PER_FWHM, StackedFit, blur_from_profile,
                                         fit_stacked_profile, stacked_profile, wing_ratio_px)
 from focuswatch.diagnose.shape import _field_fit, _orientation, _zones, field_growth_exponent, star_asymmetry
@@ -83,6 +83,9 @@ class Evidence(Record):
     #: over the night's first frames (median of this frame and the few before it, ``diagnose.halo.
     #: night_halo_rise``): the dew evidence then. ``None`` without a night reference.
     halo_rise: float | None = None
+    #: ``halo_excess`` of the light inside each star's measuring aperture alone (its 90 % radius
+    #: before the wing share re-read, ``diagnose.halo.inner_halo_excess``): the night's dew figure.
+    halo_inner: float | None = None
     beta: float | None = None
     seeing_beta: float | None = None
     eccentricity: float | None = None
@@ -353,6 +356,7 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
                      and (defocus.get("x_low") or 0.0) < config.focus_miss_blur_ratio)
     wit = seeing_witness
     hx = halo_excess(wing, hfr_med, rig, config)
+    hxi = inner_halo_excess(own[good_outer], hfr_med, rig, config) if wing is not None else None
     ev = Evidence(
         n_stars=int(len(t)), n_bright=int(len(bt)),
         hfr_px=_r(hfr_med), fwhm_px=_r(fwhm_med),
@@ -367,7 +371,8 @@ def _evidence(stats: Any, t: np.ndarray, w: int, h: int, rig: Rig, baseline_hfr_
         seeing_worse_than_witness=worse,
         size_excess=_r(fwhm_med / exp_fwhm) if (fwhm_med and exp_fwhm) else None,
         profile_ratio=_r(pr), wing_ratio=_r(wing), wing_excess=_r(defocus.get("wing_excess")),
-        halo_excess=_r(hx), halo_rise=_r(night_halo_rise(hx, seeing_witness, config, hfr_med)),
+        halo_excess=_r(hx), halo_rise=_r(night_halo_rise(hx, seeing_witness, config, hfr_med, hxi)),
+        halo_inner=_r(hxi),
         beta=_r(beta), seeing_beta=_r(defocus.get("seeing_beta")),
         eccentricity=_r(float(np.median(ecc))), centre_ecc=_r(centre_ecc), edge_ecc=_r(edge_ecc),
         radial_score=_r(rho), alignment=_r(align), alignment_angle_deg=_r(math.degrees(ang) % 180.0, 1),

@@ -23,6 +23,7 @@ import numpy as np
 
 from focuswatch import calibration
 from focuswatch.diagnose.config import DiagnoseConfig
+from focuswatch.diagnose.profile import wing_ratio_px
 from focuswatch.optics import Rig
 
 
@@ -72,45 +73,81 @@ def halo_excess(wing_ratio: float | None, hfr_px: float | None, rig: Rig,
     return float(wing_ratio - c.wing_ratio_bias - ceiling)
 
 
-def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig | None = None,
-                    hfr_px: float | None = None) -> float | None:
-    """The lasting rise of the dew figure over the night's own reference (``Evidence.halo_rise``).
+def inner_halo_excess(stars_table: Any, hfr_px: float | None, rig: Rig,
+                      config: DiagnoseConfig | None = None) -> float | None:
+    """:func:`halo_excess` of the light inside each star's measuring aperture alone: the median
+    pixel-corrected r90/r50 of the stars' ``outer_r_ap`` (their 90 % radius before
+    ``stars.measure`` re-reads it against the wing share beyond the aperture) above the same
+    ceiling. The night's dew figure (``Evidence.halo_inner``, :func:`night_halo_rise`).
 
-    ``excess`` is this frame's :func:`halo_excess`; ``witness`` the night's context
-    (:class:`focuswatch.diagnose.witness.SeeingWitness`) with ``halo_ref_excess``, the median
-    figure of the night's first ``config.dew_night_frames`` frames (the site's in-focus r90/r50 on
-    this rig, whatever its vanes and seeing kind), and ``halo_recent``, the figures of the frames
-    just before this one. The rise is the median over this frame and up to ``dew_night_window`` - 1
-    frames before it, minus the reference: dew grows over hours and lasts, one frame's r90/r50
-    scatters. ``None`` without a night reference or a figure, and when the reference frames were
-    already over the single-frame threshold (dew from the start: the single-frame call stays).
+    Why not ``outer_r``: the wing share is read per frame from the edge light of a few bright
+    stars (their medians on small-star frames) and is 0 when too few read; r90 re-read at
+    ``0.9 (1 + share)`` of the aperture's light moves ~10 r90/r50 units per unit of share.
+    On the no-dew tuning nights of ``benchmarks/dew_eval.py --nights`` (seeds 0-5) the share
+    carried 70-80 % of ``halo_excess``' frame-to-frame variance (correlation 0.83-0.90, sd
+    0.11-0.16 per rig; unread on 8-27 % of frames), while star size (the suspected cause of the
+    false dew nights) moved it by only -0.08..-0.27 per unit of ln HFR. Without the re-read
+    the figure scatters by 0.05-0.07 and keeps a halo's light inside the aperture.
+    ``None`` with fewer than 5 stars measured so (a table without the column: older callers).
+    """
+    names = getattr(getattr(stars_table, "dtype", None), "names", None) or ()
+    if "outer_r_ap" not in names or not hfr_px:
+        return None
+    ap = np.asarray(stars_table["outer_r_ap"], float)
+    ok = np.isfinite(ap) & (ap > 0) & np.isfinite(stars_table["hfr"]) & (stars_table["hfr"] > 0)
+    if ok.sum() < 5:
+        return None
+    c = config or DiagnoseConfig()
+    wing = float(np.median(wing_ratio_px(ap[ok], stars_table["hfr"][ok], c.pix_r90_px2)))
+    return halo_excess(wing, hfr_px, rig, c)
+
+
+def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig | None = None,
+                    hfr_px: float | None = None, inner: float | None = None) -> float | None:
+    """The lasting rise of the night's dew figure over its own reference (``Evidence.halo_rise``).
+
+    The figure is :func:`inner_halo_excess` (``inner``, the light inside the stars' apertures; the
+    witness' ``halo_ref_inner`` and ``halo_recent_inner``); ``excess`` is this frame's
+    :func:`halo_excess` and ``witness.halo_ref_excess`` the median one of the night's first
+    ``config.dew_night_frames`` frames (the site's in-focus r90/r50 on this rig, whatever its vanes
+    and seeing kind). The rise is the median ``inner`` over this frame and up to
+    ``dew_night_window`` - 1 frames before it, minus the reference frames' median: dew grows over
+    hours and lasts, one frame's r90/r50 scatters. ``None`` without a night reference or a figure
+    (a witness without the inner figures too: the single-frame call stays), and when the reference
+    frames' ``halo_excess`` was already over the single-frame threshold (dew from the start).
     ``hfr_px``: this frame's star HFR (``Evidence.hfr_px``); when the window's median HFR (this
-    frame's and ``witness.halo_recent_hfr_px``) is under ``dew_night_min_hfr_ratio`` of the
-    reference frames' (``witness.halo_ref_hfr_px``) the rise counts at most 0: a halo never makes
-    stars smaller, while a seeing much better than the reference's makes small stars read a higher
-    r90/r50 (the pixel's share).
+    frame's and ``witness.halo_recent_hfr_px``) is under ``dew_night_min_hfr_ratio`` (> 0) of the
+    reference frames' (``witness.halo_ref_hfr_px``) the rise counts at most 0 (a halo never makes
+    stars smaller).
 
     >>> from types import SimpleNamespace as NS
-    >>> round(night_halo_rise(-0.2, NS(halo_ref_excess=-0.6, halo_recent=(-0.6, -0.3, -0.25, -0.4))), 2)
-    0.3
-    >>> night_halo_rise(-0.2, NS(halo_ref_excess=0.2, halo_recent=())) is None   # dewed from the start
+    >>> w = NS(halo_ref_excess=-0.6, halo_ref_inner=-0.8, halo_recent_inner=(-0.8, -0.6, -0.55, -0.7))
+    >>> round(night_halo_rise(-0.2, w, inner=-0.5), 2)
+    0.2
+    >>> night_halo_rise(-0.2, NS(halo_ref_excess=0.2, halo_ref_inner=-0.3), inner=-0.3) is None   # dewed from the start
     True
-    >>> w = NS(halo_ref_excess=-0.6, halo_recent=(-0.3,), halo_ref_hfr_px=2.0, halo_recent_hfr_px=(1.6,))
-    >>> night_halo_rise(-0.2, w, hfr_px=1.5)   # stars a quarter smaller than the reference's: no rise
+    >>> night_halo_rise(-0.2, NS(halo_ref_excess=-0.6, halo_recent=(-0.3,)), inner=-0.5) is None  # no inner reference
+    True
+    >>> w = NS(halo_ref_excess=-0.6, halo_ref_inner=-0.8, halo_recent_inner=(-0.5,), halo_ref_hfr_px=2.0,
+    ...        halo_recent_hfr_px=(1.6,))
+    >>> night_halo_rise(-0.2, w, DiagnoseConfig(dew_night_min_hfr_ratio=0.9), hfr_px=1.5, inner=-0.5)   # stars smaller
     0.0
     """
     c = config or DiagnoseConfig()
     ref = getattr(witness, "halo_ref_excess", None) if witness is not None else None
+    ref_in = getattr(witness, "halo_ref_inner", None) if witness is not None else None
     if excess is None or ref is None or not np.isfinite(excess) or ref >= c.dew_halo_excess:
         return None
-    recent = [float(v) for v in (getattr(witness, "halo_recent", None) or ()) if v is not None and np.isfinite(v)]
+    if inner is None or ref_in is None or not np.isfinite(inner) or not np.isfinite(ref_in):
+        return None
+    recent = [float(v) for v in (getattr(witness, "halo_recent_inner", None) or ()) if v is not None and np.isfinite(v)]
     keep = max(0, int(c.dew_night_window) - 1)
-    window = (recent[-keep:] if keep else []) + [float(excess)]
-    rise = float(np.median(window) - ref)
+    window = (recent[-keep:] if keep else []) + [float(inner)]
+    rise = float(np.median(window) - ref_in)
     ref_hfr = getattr(witness, "halo_ref_hfr_px", None)
     sizes = [float(v) for v in (getattr(witness, "halo_recent_hfr_px", None) or ())][-keep:] if keep else []
     sizes = [v for v in sizes + [np.nan if hfr_px is None else float(hfr_px)] if np.isfinite(v) and v > 0]
-    if (sizes and ref_hfr and np.isfinite(ref_hfr)
+    if (c.dew_night_min_hfr_ratio > 0 and sizes and ref_hfr and np.isfinite(ref_hfr)
             and float(np.median(sizes)) < c.dew_night_min_hfr_ratio * ref_hfr):
         return min(rise, 0.0)  # the window's stars clearly smaller than the reference's: better seeing, no halo
     return rise

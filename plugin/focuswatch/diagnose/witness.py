@@ -92,6 +92,12 @@ class SeeingWitness(Record):
     halo_ref_hfr_px: float | None = None
     #: The star HFRs (px) of the ``halo_recent`` frames, in the same order (the window's star size).
     halo_recent_hfr_px: tuple[float, ...] = ()
+    #: The night's dew figure proper (``Evidence.halo_inner``: the light inside the stars' apertures,
+    #: :func:`focuswatch.diagnose.halo.inner_halo_excess`): the median of the same reference frames
+    #: and the ``halo_recent`` frames' figures (NaN where a frame had none). ``None``: not measured
+    #: (the night's rise is then not judged).
+    halo_ref_inner: float | None = None
+    halo_recent_inner: tuple[float, ...] = ()
 
 
 def seeing_from_infocus_hfr(hfr_px: float, rig: Rig, plate_scale_arcsec_px: float | None = None) -> float | None:
@@ -119,33 +125,43 @@ def frame_dew_figures(stats: Any, rig: Rig | None,
     a frame it calls ``focus_miss`` or ``trailing``: defocus narrows r90/r50 (a night whose first frames
     were out of focus would read its in-focus frames as a halo: a physical-optics night with its first
     3 frames at 1.5 CFZ called 5 of 7 focused frames dew) and a trail is no in-focus star either."""
+    fig, hfr, _ = frame_night_dew_figures(stats, rig, config)
+    return fig, hfr
+
+
+def frame_night_dew_figures(stats: Any, rig: Rig | None, config: DiagnoseConfig = DiagnoseConfig()
+                            ) -> tuple[float | None, float | None, float | None]:
+    """:func:`frame_dew_figures` and the frame's night dew figure (``Evidence.halo_inner``) from the
+    same one diagnosis call; ``(None, None, None)`` where that gives none."""
     from focuswatch.diagnose.verdict import frame
 
     meta = getattr(stats, "meta", None)
     if meta is not None and not getattr(meta, "is_light", True):
-        return None, None
+        return None, None, None
     try:
         d = frame(stats, rig, config=config)
     except Exception as exc:  # noqa: BLE001 - the night's dew reference is optional
         log.debug("%s: no dew figure for the night's reference (%s)", getattr(stats, "file", None), exc)
-        return None, None
+        return None, None, None
     return dew_figures(d)
 
 
-def dew_figures(diagnosis: Any) -> tuple[float | None, float | None]:
-    """The dew figures (``Evidence.halo_excess``, ``Evidence.hfr_px``) a frame's diagnosis already
-    holds, for the night's dew reference: the night loop hands over the one diagnosis it made for the
-    frame's record instead of diagnosing the frame again. ``(None, None)`` without a diagnosis and for
-    a frame it calls ``focus_miss`` or ``trailing`` (:func:`frame_dew_figures` says why)."""
+def dew_figures(diagnosis: Any) -> tuple[float | None, float | None, float | None]:
+    """The dew figures (``Evidence.halo_excess``, ``Evidence.hfr_px``, ``Evidence.halo_inner``) a
+    frame's diagnosis already holds, for the night's dew reference: the night loop hands over the one
+    diagnosis it made for the frame's record instead of diagnosing the frame again. ``(None, None,
+    None)`` without a diagnosis and for a frame it calls ``focus_miss`` or ``trailing``
+    (:func:`frame_dew_figures` says why)."""
     if diagnosis is None or getattr(diagnosis, "label", None) in _NO_DEW_FIGURE:
-        return None, None
+        return None, None, None
     ev = getattr(diagnosis, "evidence", None)
-    return getattr(ev, "halo_excess", None), getattr(ev, "hfr_px", None)
+    return getattr(ev, "halo_excess", None), getattr(ev, "hfr_px", None), getattr(ev, "halo_inner", None)
 
 
 #: The dew-reference fields of :class:`SeeingWitness` (``halo_*``): the part of a night's context
 #: that travels onto a monitor's witness or a witness of its own.
-_HALO_FIELDS = ("halo_ref_excess", "halo_ref_frames", "halo_recent", "halo_ref_hfr_px", "halo_recent_hfr_px")
+_HALO_FIELDS = ("halo_ref_excess", "halo_ref_frames", "halo_recent", "halo_ref_hfr_px", "halo_recent_hfr_px",
+                "halo_ref_inner", "halo_recent_inner")
 
 
 def _with_halo(witness: SeeingWitness | None, halo: dict[str, Any]) -> SeeingWitness:
@@ -226,6 +242,8 @@ class WitnessTracker:
         self._halo_recent: dict[float | None, list[float]] = {}
         self._halo_ref_hfr: dict[float | None, list[float]] = {}
         self._halo_recent_hfr: dict[float | None, list[float]] = {}
+        self._halo_ref_inner: dict[float | None, list[float]] = {}
+        self._halo_recent_inner: dict[float | None, list[float]] = {}
 
     def _key(self, filter_name: str | None, rig: Rig | None = None) -> tuple[str, float | None]:
         """Per filter and per plate scale: witness frames binned otherwise (or through another
@@ -270,15 +288,20 @@ class WitnessTracker:
         if len(ref) < self.config.dew_night_frames:
             return None
         hfr = [h for h in self._halo_ref_hfr.get(key, ()) if h is not None and math.isfinite(h) and h > 0]
+        inner = [v for v in self._halo_ref_inner.get(key, ()) if math.isfinite(v)]
         return {"halo_ref_excess": float(finite_median(ref)), "halo_ref_frames": len(ref),
                 "halo_recent": tuple(self._halo_recent.get(key, ())),
                 "halo_ref_hfr_px": float(finite_median(hfr)) if hfr else None,
-                "halo_recent_hfr_px": tuple(self._halo_recent_hfr.get(key, ()))}
+                "halo_recent_hfr_px": tuple(self._halo_recent_hfr.get(key, ())),
+                "halo_ref_inner": float(finite_median(inner)) if inner else None,
+                "halo_recent_inner": tuple(self._halo_recent_inner.get(key, ()))}
 
-    def add_halo(self, halo_excess: float | None, rig: Rig | None = None, hfr_px: float | None = None) -> None:
+    def add_halo(self, halo_excess: float | None, rig: Rig | None = None, hfr_px: float | None = None,
+                 inner: float | None = None) -> None:
         """A judged frame's single-frame dew figure (``Evidence.halo_excess``): the night's first
         ones are its reference, the latest ``dew_night_window`` - 1 the recent window. ``hfr_px``
-        (``Evidence.hfr_px``): the reference frames' star size (``halo_ref_hfr_px``)."""
+        (``Evidence.hfr_px``): the reference frames' star size (``halo_ref_hfr_px``); ``inner``
+        (``Evidence.halo_inner``): the night's dew figure, kept alongside."""
         if halo_excess is None or not math.isfinite(halo_excess):
             return
         key = self._key(None, rig)[1]
@@ -286,12 +309,16 @@ class WitnessTracker:
         if len(ref) < self.config.dew_night_frames:
             ref.append(float(halo_excess))
             self._halo_ref_hfr.setdefault(key, []).append(float(hfr_px) if hfr_px is not None else math.nan)
+            self._halo_ref_inner.setdefault(key, []).append(float(inner) if inner is not None else math.nan)
         recent = self._halo_recent.setdefault(key, [])
         recent.append(float(halo_excess))
         del recent[:-max(1, int(self.config.dew_night_window) - 1)]
         recent_hfr = self._halo_recent_hfr.setdefault(key, [])
         recent_hfr.append(float(hfr_px) if hfr_px is not None else math.nan)
         del recent_hfr[:-max(1, int(self.config.dew_night_window) - 1)]
+        recent_inner = self._halo_recent_inner.setdefault(key, [])
+        recent_inner.append(float(inner) if inner is not None else math.nan)
+        del recent_inner[:-max(1, int(self.config.dew_night_window) - 1)]
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
@@ -329,17 +356,17 @@ class WitnessTracker:
         neither a witness frame nor a step of the scatter: the diagnosis does not judge it either.
         ``stats`` (the frame's measurement): its single-frame dew figure joins the night's dew
         reference (:meth:`add_halo`; the one diagnosis call, :func:`focuswatch.diagnose.frame`).
-        ``dew``: those figures already known (``(halo_excess, hfr_px)``: :func:`dew_figures` of the
+        ``dew``: those figures already known (``(halo_excess, hfr_px, halo_inner)``: :func:`dew_figures` of the
         frame's own diagnosis, or a journal row's), in place of ``stats``: no diagnosis here."""
         if not (hfr_px and math.isfinite(hfr_px) and hfr_px > 0):
             return
         if n_stars is not None and n_stars < self.config.min_stars:
             return
         if dew is not None:
-            self.add_halo(dew[0], rig, dew[1])
+            self.add_halo(dew[0], rig, dew[1], dew[2] if len(dew) > 2 else None)
         elif stats is not None:
-            fig, fig_hfr = frame_dew_figures(stats, rig or self.rig, self.config)
-            self.add_halo(fig, rig, fig_hfr)
+            fig, fig_hfr, fig_in = frame_night_dew_figures(stats, rig or self.rig, self.config)
+            self.add_halo(fig, rig, fig_hfr, fig_in)
         key = self._key(filter_name, rig)
         prev = self._last.get(key)
         if prev is not None and prev[2] == self._epoch and (
@@ -379,8 +406,8 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         else list(range(len(items)))
     out: list[SeeingWitness | None] = [None] * len(items)
     trackers: dict[Any, WitnessTracker] = {}
-    # per tracker, in capture order: (index, dew figure, rig, star HFR px)
-    seen: dict[Any, list[tuple[int, float | None, Rig, float | None]]] = {}
+    # per tracker, in capture order: (index, dew figure, rig, star HFR px, night dew figure)
+    seen: dict[Any, list[tuple[int, float | None, Rig, float | None, float | None]]] = {}
     for i in order:
         s = items[i]
         meta = getattr(s, "meta", None)
@@ -398,24 +425,25 @@ def night_witnesses(stats_list: Sequence[Any], rig: Rig | None = None,
         out[i] = with_monitor(mon, w)
         tr.add(filt, ts[i], getattr(s, "hfr_px", None), pos, n_stars=getattr(s, "n_stars", None))
         if dew_reference:
-            fig, fig_hfr = frame_dew_figures(s, r, config)
-            tr.add_halo(fig, r, fig_hfr)
-            seen.setdefault(key, []).append((i, fig, r, fig_hfr))
+            fig, fig_hfr, fig_in = frame_night_dew_figures(s, r, config)
+            tr.add_halo(fig, r, fig_hfr, fig_in)
+            seen.setdefault(key, []).append((i, fig, r, fig_hfr, fig_in))
     # the whole night is known here: its first frames (judged before the dew reference was complete)
     # are judged against it too, each with the frames before it (a lone wide frame among them is
     # no lasting halo)
     keep = max(0, int(config.dew_night_window) - 1)
     for key, frames in seen.items():
-        for j, (i, _, r, _) in enumerate(frames):
+        for j, (i, _, r, _, _) in enumerate(frames):
             if out[i] is not None and out[i].halo_ref_excess is not None:
                 continue
             halo = trackers[key].halo_reference(r)
             if halo is None:
                 continue
-            before = [(f, fh) for _, f, _, fh in frames[:j] if f is not None and math.isfinite(f)]
+            before = [(f, fh, fi) for _, f, _, fh, fi in frames[:j] if f is not None and math.isfinite(f)]
             before = before[-keep:] if keep else []
-            halo["halo_recent"] = tuple(f for f, _ in before)
-            halo["halo_recent_hfr_px"] = tuple(math.nan if fh is None else float(fh) for _, fh in before)
+            halo["halo_recent"] = tuple(f for f, _, _ in before)
+            halo["halo_recent_hfr_px"] = tuple(math.nan if fh is None else float(fh) for _, fh, _ in before)
+            halo["halo_recent_inner"] = tuple(math.nan if fi is None else float(fi) for _, _, fi in before)
             out[i] = _with_halo(out[i], halo)
     return out
 
@@ -473,4 +501,5 @@ def rejudge(diagnosis: Any, stats: Any, rig: Rig | None, witness: SeeingWitness 
 
 
 __all__ = ["INFOCUS", "MONITOR", "SeeingWitness", "WitnessTracker", "dew_figures", "frame_dew_figures",
+           "frame_night_dew_figures",
            "monitor_witness", "night_witnesses", "rejudge", "seeing_from_infocus_hfr", "with_monitor"]

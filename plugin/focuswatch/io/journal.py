@@ -14,7 +14,7 @@ Tables (schema version in ``schema_version``)
 ``frames``            one row per file seen: key, capture time, status (``measured``, ``error``,
                       ``ignored``), the error line, the policy's :class:`FrameRecord` and the
                       measurement (``FrameStats.to_dict()``) as JSON, and ``dew``: the frame's
-                      figures for the night's dew reference (``{"halo_excess", "hfr_px"}`` from
+                      figures for the night's dew reference (``{"halo_excess", "hfr_px", "halo_inner"}`` from
                       its one diagnosis; NULL when not diagnosed, and in rows written before
                       the column was added, which restore as they did)
 ``decisions``         one row per measured frame: ``ok`` / ``refocus`` / ``skip``, the reasons
@@ -381,7 +381,7 @@ class Journal:
         are any: what the night loop merged into the rig for it (pixel size, focal length from
         XPIXSZ/FOCALLEN), so a restart sees the frame as it was seen live.
 
-        ``with_dew``: each frame item is preceded by ``("dew", {"halo_excess", "hfr_px"}, None)``,
+        ``with_dew``: each frame item is preceded by ``("dew", {"halo_excess", "hfr_px", "halo_inner"}, None)``,
         the figures its one diagnosis gave the night's dew reference (the ``dew`` column), when
         the row has them: a row written before they were kept, or one whose column cannot be read
         back (one line in ``problems``), has none and restores as before, the frame itself kept.

@@ -526,6 +526,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         # every star's HFR together, which the star-to-star scatter does not show
         wing_err_px = _wing_share_hfr_err(*wing_in, share, r50[keep], m["r_wing"][keep],
                                           sky_px2[keep] if np.ndim(sky_px2) else sky_px2, wing_cfg)
+    r90_ap = r90  # the aperture's own light (outer_r_ap): the share above is read per frame from a few stars
     r90 = _reread_half_radius(r90, m["r_wing90"], share, frac=0.9, fracs=_WING_FRACS_90, sky_px2=sky_px2, rmax=R - 1.0)
     hfr = np.sqrt(np.maximum(r_half ** 2 - _PIX_HFR2, 0.01))
 
@@ -612,6 +613,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
                                                                 tot_flux[k], ringfit.diffraction_px(frame.meta, scale),
                                                                 usable=~masked[k])
     stars["outer_r"] = r90[k] * scale
+    stars["outer_r_ap"] = r90_ap[k] * scale
     # measured from the clean part of the ring (a touching neighbour masked): its moments
     # saw the masked side, so it has no shape figure
     stars["masked"] = masked[k]

@@ -36,6 +36,9 @@ STAR_DTYPE = np.dtype([
     ("outer_r", "f8"),                   # outer radius of the star's light (90 % flux), px
     ("masked", "?"),                     # measured from the part of its ring no touching neighbour
                                          # reaches (stars.crowded); ecc NaN then
+    ("outer_r_ap", "f8"),                # 90 % radius of the light inside the measuring aperture
+                                         # alone (before the wing share re-read of outer_r), px;
+                                         # 0 where not measured (the night's dew figure)
 ])
 
 

@@ -119,26 +119,29 @@ def measure_record(frame: Any, config: Any, monitor: Monitor,
                                      time_s=time_s)
 
 
-def dew_row(dew: tuple[Any, Any] | None) -> dict[str, Any] | None:
-    """A frame's dew figures as its journal keeps them (``{"halo_excess": .., "hfr_px": ..}``; both
-    ``None`` for a frame that gives the dew reference nothing); ``None`` when the frame was not
-    diagnosed. :meth:`NightSession.restore` reads them back (:func:`dew_from_row`)."""
+def dew_row(dew: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """A frame's dew figures as its journal keeps them (``{"halo_excess": .., "hfr_px": ..,
+    "halo_inner": ..}``, :func:`focuswatch.diagnose.witness.dew_figures`; all ``None`` for a frame
+    that gives the dew reference nothing); ``None`` when the frame was not diagnosed.
+    :meth:`NightSession.restore` reads them back (:func:`dew_from_row`)."""
     if dew is None:
         return None
-    return {"halo_excess": dew[0], "hfr_px": dew[1]}
+    return {"halo_excess": dew[0], "hfr_px": dew[1], "halo_inner": dew[2]}
 
 
-def dew_from_row(row: Any) -> tuple[float | None, float | None] | None:
-    """:func:`dew_row` read back: ``(halo_excess, hfr_px)``, ``None`` when the row has no such figures
-    (a journal written before they were kept, or a frame not diagnosed). A value that is not a
-    number reads as ``None`` (that frame then adds nothing to the reference)."""
-    if not isinstance(row, dict):
+def dew_from_row(row: Any) -> tuple[float | None, float | None, float | None] | None:
+    """:func:`dew_row` read back: ``(halo_excess, hfr_px, halo_inner)``, ``None`` when the row has no
+    such figures (a journal written before they were kept, a frame not diagnosed, or a row without
+    the night's dew figure ``halo_inner``: a reference built without it would leave the night's dew
+    call off all night, so such a frame adds nothing and the next frames rebuild the reference). A
+    value that is not a number reads as ``None`` (that frame then adds nothing to the reference)."""
+    if not isinstance(row, dict) or "halo_inner" not in row:
         return None
 
     def num(v: Any) -> float | None:
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
-    return num(row.get("halo_excess")), num(row.get("hfr_px"))
+    return num(row.get("halo_excess")), num(row.get("hfr_px")), num(row.get("halo_inner"))
 
 
 def is_nina_source(source: str | None) -> bool:
@@ -326,7 +329,7 @@ class NightSession:
         headers then starts a new witness).
 
         The night's dew reference (``WitnessTracker.halo_reference``) is rebuilt the same way from
-        a ``("dew", {"halo_excess", "hfr_px"}, None)`` item before a frame
+        a ``("dew", {"halo_excess", "hfr_px", "halo_inner"}, None)`` item before a frame
         (``Journal.restore_items(with_dew=True)``: the figures of the frame's one diagnosis, recorded
         with it, :func:`dew_row`). A frame without one (a journal written before they were kept, or
         a frame measured undiagnosed) adds nothing to it: an old journal restores as it did before
@@ -559,14 +562,14 @@ class NightSession:
             self._witness = WitnessTracker(getattr(self.config, "rig", None), *((dcfg,) if dcfg is not None else ()))
         return self._witness
 
-    def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any, tuple[Any, Any] | None]:
+    def _measure(self, frame: Any) -> tuple[FrameRecord, Any, Any, tuple[Any, ...] | None]:
         """The frame measured with the night's seeing witness, and then added to it; also its dew
-        figures (``(halo_excess, hfr_px)`` of its one diagnosis; ``None`` undiagnosed), which the
+        figures (``(halo_excess, hfr_px, halo_inner)`` of its one diagnosis; ``None`` undiagnosed), which the
         journal keeps so a restart rebuilds the night's dew reference. The witness
         steps sit inside the frame's boundary: whatever goes wrong there is this frame's
         :class:`FrameError`, never the end of the night. The capture time is read once (a frame
         without DATE-OBS is not stat'ed again for its record)."""
-        from focuswatch.diagnose.witness import dew_figures, frame_dew_figures, monitor_witness, with_monitor
+        from focuswatch.diagnose.witness import dew_figures, frame_night_dew_figures, monitor_witness, with_monitor
         from focuswatch.io.assess import capture_time_s
         from focuswatch.optics import rig_with_header
         from focuswatch.pipeline import assess_for_policy, baseline_hfr_px
@@ -591,7 +594,7 @@ class NightSession:
                 if tracker.halo_reference(rig) is None and (
                         baseline_hfr_px(self.monitor.history, meta.filter_name) is not None
                         or with_monitor(monitor_witness(meta), witness) is not None):
-                    dew = frame_dew_figures(stats, rig, tracker.config)  # judged with a baseline or a witness
+                    dew = frame_night_dew_figures(stats, rig, tracker.config)  # judged with a baseline or a witness
             tracker.add(meta.filter_name, record.time_s, stats.hfr_px, meta.focuser_pos, rig=rig,
                         n_stars=stats.n_stars, dew=dew)
         return record, stats, full_rig, dew
