@@ -239,8 +239,8 @@ def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarr
     whole = (iy >= R) & (iy < H - R) & (ix >= R) & (ix < W - R)
     raw = np.empty((len(ix), S, S), img.dtype)
     # stamps wholly inside the frame: plain slices (a third of the time of fancy indexing)
-    for k in np.nonzero(whole)[0].tolist():
-        y, x = int(iy[k]), int(ix[k])
+    inner = np.nonzero(whole)[0]
+    for k, y, x in zip(inner.tolist(), iy[inner].tolist(), ix[inner].tolist()):  # Python ints: no numpy scalars
         raw[k] = img[y - R:y + R + 1, x - R:x + R + 1]
     edge = np.nonzero(~whole)[0]
     if len(edge):
