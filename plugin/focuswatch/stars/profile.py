@@ -239,8 +239,8 @@ def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarr
     whole = (iy >= R) & (iy < H - R) & (ix >= R) & (ix < W - R)
     raw = np.empty((len(ix), S, S), img.dtype)
     # stamps wholly inside the frame: plain slices (a third of the time of fancy indexing)
-    for k in np.nonzero(whole)[0].tolist():
-        y, x = int(iy[k]), int(ix[k])
+    inner = np.nonzero(whole)[0]
+    for k, y, x in zip(inner.tolist(), iy[inner].tolist(), ix[inner].tolist()):  # Python ints: no numpy scalars
         raw[k] = img[y - R:y + R + 1, x - R:x + R + 1]
     edge = np.nonzero(~whole)[0]
     if len(edge):
@@ -250,9 +250,11 @@ def _stamps(img: np.ndarray, ix: np.ndarray, iy: np.ndarray, local_bkg: np.ndarr
     del raw
     # a stamp may reach past the frame's edge (a star near it, or one as big as the frame):
     # the pixels outside hold nothing (the star itself lies inside, see measure())
-    outside = ((rows < 0) | (rows >= H))[:, :, None] | ((cols < 0) | (cols >= W))[:, None, :]
-    if outside.any():
-        stamps = np.where(outside, np.float32(0), stamps)
+    # (only stamps not wholly inside can reach past it: the others are left as they are)
+    if len(edge):
+        outside = ((rows[edge] < 0) | (rows[edge] >= H))[:, :, None] | ((cols[edge] < 0) | (cols[edge] >= W))[:, None, :]
+        if outside.any():
+            stamps[edge] = np.where(outside, np.float32(0), stamps[edge])
     if nbx is not None:
         stamps = _mask_neighbours(stamps, cx, cy, nbx, nby, off.astype(np.float32))
     return stamps, peak
@@ -408,9 +410,14 @@ def _adaptive_moments(pos: np.ndarray, dx: np.ndarray, dy: np.ndarray, cx: np.nd
     cols_w = np.clip(c0x[:, None] + k[None, :], 0, S - 1)
     nn = np.arange(n)[:, None, None]
     pw = pos[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
-    dxw = dx[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
-    dyw = dy[nn, rows_w[:, :, None], cols_w[:, None, :]].reshape(n, -1)
-    prods_w = (dxw * dxw, dyw * dyw, dxw * dyw)  # the same every pass
+    # an offset in x is the same down a stamp's column, in y along its row (_offsets): the
+    # window's offsets and their products from one row and one column of each (the same
+    # float32 values as gathering the whole window, without three (n, S, S) fancy gathers)
+    dxw1 = np.take_along_axis(dx[:, 0, :], cols_w, axis=1)[:, None, :]  # (n, 1, 2w+1)
+    dyw1 = np.take_along_axis(dy[:, :, 0], rows_w, axis=1)[:, :, None]  # (n, 2w+1, 1)
+    shape_w = (n, 2 * w + 1, 2 * w + 1)
+    prods_w = tuple(np.broadcast_to(p, shape_w).reshape(n, -1)  # the same every pass
+                    for p in (dxw1 * dxw1, dyw1 * dyw1, dyw1 * dxw1))
     reach_max = w - 0.5 - 1e-3  # a margin for float32 rounding of q
     qxx = np.ones(n, np.float32)
     qyy = np.ones(n, np.float32)
