@@ -532,7 +532,10 @@ def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_fr
     for i, row in enumerate(rows):
         st = stars.measure(frames_mod.load(tmp_path / f"L_{i:03d}.fits"))
         assert (row["halo_excess"], row["hfr_px"]) == witness.frame_dew_figures(st, rig), i
+        # and the night's dew figure with them (dew9: the journal row restores the whole reference)
+        assert (row["halo_excess"], row["hfr_px"], row["halo_inner"]) == witness.frame_night_dew_figures(st, rig), i
     assert sum(row["halo_excess"] is not None for row in rows) >= n - 1
+    assert sum(row["halo_inner"] is not None for row in rows) >= n - 1
 
 
 def test_diagnose_folder_builds_the_nights_context_once_and_prints_the_same(tmp_path, capsys, monkeypatch):
