@@ -642,3 +642,6 @@ def test_the_watchers_dew_reference_of_a_night_begun_out_of_focus_is_the_folders
     assert live is not None and live["halo_ref_frames"] == folder.halo_ref_frames
     assert (live["halo_ref_excess"], live["halo_ref_hfr_px"], live["halo_recent"]) == \
            (folder.halo_ref_excess, folder.halo_ref_hfr_px, folder.halo_recent)
+    # the night's dew figure too (the live first frames through frame_night_dew_figures)
+    assert live["halo_ref_inner"] is not None
+    assert (live["halo_ref_inner"], live["halo_recent_inner"]) == (folder.halo_ref_inner, folder.halo_recent_inner)
