@@ -532,7 +532,10 @@ def test_the_night_loop_diagnoses_each_frame_once_and_feeds_the_dew_reference_fr
     for i, row in enumerate(rows):
         st = stars.measure(frames_mod.load(tmp_path / f"L_{i:03d}.fits"))
         assert (row["halo_excess"], row["hfr_px"]) == witness.frame_dew_figures(st, rig), i
+        # and the night's dew figure with them (dew9: the journal row restores the whole reference)
+        assert (row["halo_excess"], row["hfr_px"], row["halo_inner"]) == witness.frame_night_dew_figures(st, rig), i
     assert sum(row["halo_excess"] is not None for row in rows) >= n - 1
+    assert sum(row["halo_inner"] is not None for row in rows) >= n - 1
 
 
 def test_diagnose_folder_builds_the_nights_context_once_and_prints_the_same(tmp_path, capsys, monkeypatch):
@@ -639,3 +642,32 @@ def test_the_watchers_dew_reference_of_a_night_begun_out_of_focus_is_the_folders
     assert live is not None and live["halo_ref_frames"] == folder.halo_ref_frames
     assert (live["halo_ref_excess"], live["halo_ref_hfr_px"], live["halo_recent"]) == \
            (folder.halo_ref_excess, folder.halo_ref_hfr_px, folder.halo_recent)
+    # the night's dew figure too (the live first frames through frame_night_dew_figures)
+    assert live["halo_ref_inner"] is not None
+    assert (live["halo_ref_inner"], live["halo_recent_inner"]) == (folder.halo_ref_inner, folder.halo_recent_inner)
+
+
+def test_a_star_table_without_the_aperture_radius_column_gives_no_night_figure_and_the_single_frame_call():
+    """A star table without ``outer_r_ap`` (one made before dew9, or by a caller building its own):
+    ``halo_inner`` is ``None``, ``halo_excess`` and the label are the full table's, the night's dew
+    reference built from such tables has no inner figure and gives no night rise: the single-frame
+    call stands, nothing raises. Physical optics, the dewed night (15 % over 4 FWHM from frame 4)."""
+    from numpy.lib import recfunctions as rfn
+
+    from focuswatch.diagnose import witness
+
+    _, st, single = _night(0.15, 4.0)
+    rig = rig_of(NEWTONIAN)
+    old = [replace(s, stars=rfn.drop_fields(s.stars, "outer_r_ap", usemask=False)) for s in st]
+    assert "outer_r_ap" not in old[0].stars.dtype.names and "outer_r_ap" in st[0].stars.dtype.names
+    for s, o, d in zip(st, old, single):
+        new_d, old_d = diagnose.frame(s, rig), diagnose.frame(o, rig)
+        assert new_d.evidence.halo_inner is not None and old_d.evidence.halo_inner is None
+        assert old_d.evidence.halo_excess == new_d.evidence.halo_excess and old_d.label == new_d.label
+        figs = witness.frame_night_dew_figures(o, rig)
+        assert figs[2] is None and figs[:2] == witness.frame_night_dew_figures(s, rig)[:2]
+    wits = diagnose.night_witnesses(old, rig, dew_reference=True)
+    assert all(w is not None and w.halo_ref_excess is not None and w.halo_ref_inner is None for w in wits)
+    judged = [diagnose.rejudge(d, o, rig, w) for d, o, w in zip(single, old, wits)]
+    assert all(d.evidence.halo_rise is None for d in judged)
+    assert [d.label for d in judged] == [d.label for d in single]

@@ -714,3 +714,53 @@ def test_nan_pixels_are_filled_in_a_copy_never_in_the_callers_array():
     np.testing.assert_array_equal(ro, before)
     assert st.n_stars > 0 and st_ro.stars.tobytes() == st.stars.tobytes()
     assert any("NaN" in n for n in st.notes)
+
+
+@pytest.mark.parametrize("case", ["focused", "donuts"])
+def test_a_first_extraction_that_overflows_its_pixel_stack_gives_the_same_stars(monkeypatch, case):
+    """``detect._extract_with_stack`` tries sep with a small pixel stack first and asks for the full
+    one when that overflows: the overflow path must find exactly what one extraction with the full
+    stack finds (every figure and every star-table column), on focused stars and on donuts (the
+    large-star probe's extraction goes through it too). The truth is the same frame measured with
+    sep's one plain extraction at the full stack in place of the helper."""
+    from typing import Any
+
+    import sep
+
+    from focuswatch.stars import detect
+
+    if case == "focused":
+        f = sim.render(sim.SimParams(width_px=768, height_px=768, n_stars=150, seed=7, rig=RIG,
+                                     seeing_fwhm_arcsec=4.0 * SCALE))
+    else:
+        rig = Rig(aperture_mm=200, focal_length_mm=1000, pixel_um=3.76, obstruction=0.33)
+        f = sim.render(sim.SimParams(width_px=1024, height_px=1024, n_stars=30, seed=11, rig=rig,
+                                     defocus_um=40.0 * rig.pixel_um * rig.f_ratio,
+                                     star_flux_min_e=3e5, star_flux_max_e=3e6))
+    frame = f.to_frame()
+
+    def plain(sep_: Any, sub: np.ndarray, thresh: float, kw: dict, full_stack: int) -> np.ndarray:
+        sep_.set_extract_pixstack(full_stack)
+        return sep_.extract(sub, thresh, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(detect, "_extract_with_stack", plain)
+        whole = stars.measure(frame)
+
+    overflowed: list[str] = []
+    extract = sep.extract
+
+    def counting(*a: Any, **k: Any) -> Any:
+        try:
+            return extract(*a, **k)
+        except Exception as exc:
+            overflowed.append(str(exc))
+            raise
+
+    monkeypatch.setattr(sep, "extract", counting)
+    monkeypatch.setattr(detect, "_PIXSTACK_FIRST", 200)  # every first try overflows
+    again = stars.measure(frame)
+    assert overflowed and all("pixel buffer" in e for e in overflowed)  # the fallback path did run
+    assert len(again.stars) == len(whole.stars) > 0
+    assert again.to_dict() == whole.to_dict()
+    assert all(np.array_equal(again.stars[k], whole.stars[k], equal_nan=True) for k in stars.STAR_DTYPE.names)

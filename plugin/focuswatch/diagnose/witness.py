@@ -348,7 +348,7 @@ class WitnessTracker:
 
     def add(self, filter_name: str | None, time_s: float | None, hfr_px: float | None,
             focuser_pos: float | None = None, *, rig: Rig | None = None, n_stars: int | None = None,
-            stats: Any = None, dew: tuple[float | None, float | None] | None = None) -> None:
+            stats: Any = None, dew: tuple[float | None, float | None, float | None] | None = None) -> None:
         """A frame was judged: while its filter's witness is still being collected since the
         autofocus, its HFR joins it; a frame at another focuser position starts the filter's
         witness again (a new focus). ``rig``: the frame's, as given to :meth:`witness_for`.
@@ -363,7 +363,7 @@ class WitnessTracker:
         if n_stars is not None and n_stars < self.config.min_stars:
             return
         if dew is not None:
-            self.add_halo(dew[0], rig, dew[1], dew[2] if len(dew) > 2 else None)
+            self.add_halo(dew[0], rig, dew[1], dew[2])
         elif stats is not None:
             fig, fig_hfr, fig_in = frame_night_dew_figures(stats, rig or self.rig, self.config)
             self.add_halo(fig, rig, fig_hfr, fig_in)
