@@ -130,12 +130,12 @@ def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig |
     ...        halo_recent=(-0.6, -0.6, -0.6, -0.6))
     >>> round(night_halo_rise(-0.2, w, inner=-0.5), 2)
     0.2
-    >>> w = NS(halo_ref_excess=-0.6, halo_ref_inner=-0.8, halo_recent_inner=(-0.8, -0.72, -0.74, -0.7),
-    ...        halo_recent=(-0.3, -0.35, -0.6, -0.25))   # weak halo: outer rise 0.3, inner 0.07
+    >>> w = NS(halo_ref_excess=-0.6, halo_ref_inner=-0.8, halo_recent_inner=(-0.8, -0.7, -0.72, -0.68),
+    ...        halo_recent=(-0.3, -0.35, -0.6, -0.25))   # weak halo: outer rise 0.3, inner 0.1
     >>> round(night_halo_rise(-0.2, w, inner=-0.7), 2)
     0.18
     >>> round(night_halo_rise(-0.2, w, DiagnoseConfig(dew_night_outer_rise=0), inner=-0.7), 2)   # outer path off
-    0.08
+    0.1
     >>> night_halo_rise(-0.2, NS(halo_ref_excess=0.2, halo_ref_inner=-0.3), inner=-0.3) is None   # dewed from the start
     True
     >>> night_halo_rise(-0.2, NS(halo_ref_excess=-0.6, halo_recent=(-0.3,)), inner=-0.5) is None  # no inner reference
