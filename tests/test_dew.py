@@ -186,6 +186,28 @@ def test_a_lasting_halo_is_dew_against_the_night_and_found_more_often_than_frame
     assert weak[-5:].count("dew") > weak_single[-5:].count("dew"), (weak, weak_single)
 
 
+def test_a_weak_halo_beyond_the_apertures_is_dew_by_the_nights_outer_path():
+    """4 % of the light over 5 FWHM from frame 4 (physical optics, the night above): the halo lands
+    mostly beyond the stars' apertures, so the inner figure alone (dew9's rule, the outer path off)
+    rises under ``dew_night_rise`` and never calls it; the single-frame figure's lasting rise, guarded
+    by star size and confirmed by the inner rise (``dew_night_outer_*``), does from frame 6 on."""
+    rig = rig_of(NEWTONIAN)
+    _, st, single = _night(0.04, 5.0)
+    judged = _judged_as_a_folder(0.04, 5.0)
+    labels = [d.label for d in judged]
+    assert "dew" not in labels[:NIGHT_ONSET], labels
+    assert labels[-5:] == ["dew"] * 5, labels
+    assert [d.label for d in single[-5:]].count("dew") < 5  # frame by frame it comes and goes
+    # the inner rule alone (main before dew10) misses it on every frame
+    inner_only = diagnose.DiagnoseConfig(dew_night_outer_rise=0.0)
+    wits = diagnose.night_witnesses(st, rig, inner_only, dew_reference=True)
+    alone = [diagnose.rejudge(d, s, rig, w, config=inner_only) for d, s, w in zip(single, st, wits)]
+    assert all(d.label != "dew" for d in alone), [(d.label, d.evidence.halo_rise) for d in alone]
+    assert max(d.evidence.halo_rise for d in alone) < inner_only.dew_night_rise
+    # the same night without the halo stays clear of the outer path (test above: no dew at all)
+    assert max(_former_night_rise(_night(0.0)[2])[3:]) < diagnose.DiagnoseConfig().dew_night_outer_rise
+
+
 def test_the_watchers_witness_tracker_carries_the_same_night_reference():
     """The night loop's path: the tracker's witness into ``diagnose.frame`` with the pixels, then the
     frame's measurement into the tracker: the same calls on the dewed night as the folder's."""

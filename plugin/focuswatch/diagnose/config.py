@@ -142,6 +142,22 @@ class DiagnoseConfig(Record):
     #: no-dew frames, seeds 0-5), and the guard only cost detection there: 0 false nights with or
     #: without it, 10 %-halo frames found 91 % without vs 79 % with 0.9 at ``dew_night_rise`` 0.15.
     dew_night_min_hfr_ratio: float = 0.0
+    #: The outer path of the night rule (dew10): a weak halo (5 % of the light, 4 FWHM) lands mostly
+    #: beyond the stars' apertures, where the inner figure does not look. The night also calls dew when
+    #: the single-frame figure's (``halo_excess``) lasting rise over the reference frames reaches
+    #: ``dew_night_outer_rise`` (dew7b's 0.25), its window's median HFR is not under
+    #: ``dew_night_outer_min_hfr_ratio`` of the reference's (dew7b's guard 0.9: a better seeing reads a
+    #: higher share-re-read r90/r50) *and* the inner rise reaches ``dew_night_outer_confirm``: the
+    #: wing-share swings that drove that figure's false nights leave the inner figure flat. Confirmation
+    #: 0.08 is above every no-dew inner rise of the tuning nights (seeds 0-5 of benchmarks/dew_eval.py
+    #: --nights, largest 0.073; 0 false nights of 24 with 0.03-0.08, 1 without). 0.05 (dew9's proposal)
+    #: made 1 false night of 24 on seeds 900-905 (seeing worsening, HFR 1.6 -> 2.4 px: inner rise 0.067
+    #: while the outer rise held 0.25-0.31); 0.08 none on 800-805/900-905 and on the fresh 1000-1005 and
+    #: 1100-1105 (offline replay of captured figures); 5 %-halo frames at full strength found 65 / 59 %
+    #: there vs 50 / 39 % by the inner rule alone (10 %: 100 / 100 vs 98 / 95 %). 0: off.
+    dew_night_outer_rise: float = 0.25
+    dew_night_outer_min_hfr_ratio: float = 0.9
+    dew_night_outer_confirm: float = 0.08
     #: Median eccentricity (bright stars) above which stars count as elongated.
     elongated_ecc: float = 0.40
     #: Alignment (0..1) above which the elongation has one common orientation.
@@ -357,6 +373,7 @@ class DiagnoseConfig(Record):
         "dew_wing_excess": (0.0, 5.0), "dew_min_halo_px": (0.0, 50.0),
         "dew_halo_excess": (-1.0, 5.0), "dew_min_outer_scale_over_r0": (0.0, 1e4), "elongated_ecc": (0.0, 1.0),
         "dew_night_frames": (1, 100), "dew_night_window": (1, 100), "dew_night_rise": (0.0, 5.0), "dew_night_min_hfr_ratio": (0.0, 1.5),
+        "dew_night_outer_rise": (0.0, 5.0), "dew_night_outer_min_hfr_ratio": (0.0, 1.5), "dew_night_outer_confirm": (-1.0, 5.0),
         "aligned": (0.0, 1.0), "radial": (0.0, 1.0), "flare_snr": (0.0, 100.0), "field_variation_pct": (0.0, 500.0),
         "field_significance": (0.0, 100.0), "anisotropic": (0.0, 1.0), "cloud_fraction": (0.0, 1.0),
         "night_size_refute_blur_ratio": (0.05, 100.0), "night_drift_min_t": (0.0, 100.0),

@@ -119,11 +119,23 @@ def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig |
     frame's and ``witness.halo_recent_hfr_px``) is under ``dew_night_min_hfr_ratio`` (> 0) of the
     reference frames' (``witness.halo_ref_hfr_px``) the rise counts at most 0 (a halo never makes
     stars smaller).
+    The outer path (``dew_night_outer_*``): a weak halo's light lands mostly beyond the apertures; when
+    the same window's median ``excess`` (with ``witness.halo_recent``) minus ``halo_ref_excess`` reaches
+    ``dew_night_outer_rise``, the window's stars are not smaller than ``dew_night_outer_min_hfr_ratio``
+    of the reference's and the inner rise reaches ``dew_night_outer_confirm``, the rise is at least that
+    outer rise on the inner scale (outer / ``dew_night_outer_rise`` x ``dew_night_rise``).
 
     >>> from types import SimpleNamespace as NS
-    >>> w = NS(halo_ref_excess=-0.6, halo_ref_inner=-0.8, halo_recent_inner=(-0.8, -0.6, -0.55, -0.7))
+    >>> w = NS(halo_ref_excess=-0.6, halo_ref_inner=-0.8, halo_recent_inner=(-0.8, -0.6, -0.55, -0.7),
+    ...        halo_recent=(-0.6, -0.6, -0.6, -0.6))
     >>> round(night_halo_rise(-0.2, w, inner=-0.5), 2)
     0.2
+    >>> w = NS(halo_ref_excess=-0.6, halo_ref_inner=-0.8, halo_recent_inner=(-0.8, -0.7, -0.72, -0.68),
+    ...        halo_recent=(-0.3, -0.35, -0.6, -0.25))   # weak halo: outer rise 0.3, inner 0.1
+    >>> round(night_halo_rise(-0.2, w, inner=-0.7), 2)
+    0.18
+    >>> round(night_halo_rise(-0.2, w, DiagnoseConfig(dew_night_outer_rise=0), inner=-0.7), 2)   # outer path off
+    0.1
     >>> night_halo_rise(-0.2, NS(halo_ref_excess=0.2, halo_ref_inner=-0.3), inner=-0.3) is None   # dewed from the start
     True
     >>> night_halo_rise(-0.2, NS(halo_ref_excess=-0.6, halo_recent=(-0.3,)), inner=-0.5) is None  # no inner reference
@@ -150,4 +162,14 @@ def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig |
     if (c.dew_night_min_hfr_ratio > 0 and sizes and ref_hfr and np.isfinite(ref_hfr)
             and float(np.median(sizes)) < c.dew_night_min_hfr_ratio * ref_hfr):
         return min(rise, 0.0)  # the window's stars clearly smaller than the reference's: better seeing, no halo
+    if c.dew_night_outer_rise > 0 and rise >= c.dew_night_outer_confirm:
+        # The outer path: the single-frame figure's rise (light beyond the apertures too, where most of
+        # a weak halo lands), guarded by star size and confirmed by a small inner rise. Reported on the
+        # inner rise's scale, so that ``dew_night_rise`` still decides: outer rise / outer threshold x it.
+        old = [float(v) for v in (getattr(witness, "halo_recent", None) or ()) if v is not None and np.isfinite(v)]
+        outer = float(np.median((old[-keep:] if keep else []) + [float(excess)]) - ref)
+        guarded = bool(c.dew_night_outer_min_hfr_ratio > 0 and sizes and ref_hfr and np.isfinite(ref_hfr)
+                       and float(np.median(sizes)) < c.dew_night_outer_min_hfr_ratio * ref_hfr)
+        if not guarded and outer >= c.dew_night_outer_rise:
+            return max(rise, outer / c.dew_night_outer_rise * c.dew_night_rise)
     return rise
