@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -667,6 +669,18 @@ def test_later_onsets_never_lower_the_growth_and_find_a_late_drift():
     assert abs(np.median(err_late)) < 0.15 < abs(np.median(err_af)), (err_af, err_late)
 
 
+def _lrb_runs(night: Any) -> Iterator[tuple[str, int, float]]:
+    """The closed-form nights' schedule: three autofocus segments (``night.autofocus`` at each
+    start) of L, R and B runs of 6, 4 and 5 frames, 320 s apart; yields (filter, frame in run, time s)."""
+    t_s = 0.0
+    for _segment in range(3):
+        night.autofocus("L")
+        for filt, n in (("L", 6), ("R", 4), ("B", 5)):
+            for k in range(n):
+                yield filt, k, t_s
+                t_s += 320.0
+
+
 @pytest.mark.parametrize("drift_sigmas_per_frame", [0.0, 3.0])
 def test_the_nights_scatter_reads_the_jitter_not_a_drift_inside_a_run(drift_sigmas_per_frame):
     """Closed form: white log-HFR jitter of known sigma (1.12 %, the reconstructed NINA night's
@@ -682,14 +696,10 @@ def test_the_nights_scatter_reads_the_jitter_not_a_drift_inside_a_run(drift_sigm
     got, dofs = [], []
     for _ in range(150):
         night = NightMemory()
-        t_s = 0.0
-        for _segment in range(3):
-            night.autofocus("L")
-            for filt, n in (("L", 6), ("R", 4), ("B", 5)):
+        for filt, k, t_s in _lrb_runs(night):
+            if k == 0:                                              # each run's own drift
                 slope = drift_sigmas_per_frame * sigma * rng.uniform(0.0, 1.0)
-                for k in range(n):
-                    night.add(filt, t_s, 1.4 * math.exp(rng.normal(0.0, sigma) + slope * k), None, 3)
-                    t_s += 320.0
+            night.add(filt, t_s, 1.4 * math.exp(rng.normal(0.0, sigma) + slope * k), None, 3)
         j, dof = night.jitter()
         got.append(j)
         dofs.append(dof)
@@ -711,15 +721,11 @@ def test_the_nights_profile_scatter_reads_the_profile_jitter():
     got, dofs = [], []
     for _ in range(150):
         night = NightMemory()
-        t_s = 0.0
-        for segment in range(3):
-            night.autofocus("L")
-            level = 1.16 * math.exp(rng.normal(0.0, 0.05))         # each run's own level: not a difference
-            for filt, n in (("L", 6), ("R", 4), ("B", 5)):
-                for _k in range(n):
-                    night.add(filt, t_s, 1.4, None, 3, profile_ratio=level * math.exp(rng.normal(0.0, sigma)))
-                    night.add(filt, t_s + 1.0, 1.4, None, 3)        # HFR only: no profile step
-                    t_s += 320.0
+        for filt, k, t_s in _lrb_runs(night):
+            if filt == "L" and k == 0:                              # each segment's own level: not a difference
+                level = 1.16 * math.exp(rng.normal(0.0, 0.05))
+            night.add(filt, t_s, 1.4, None, 3, profile_ratio=level * math.exp(rng.normal(0.0, sigma)))
+            night.add(filt, t_s + 1.0, 1.4, None, 3)                # HFR only: no profile step
         j, dof = night.profile_jitter()
         got.append(j)
         dofs.append(dof)
