@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -669,16 +669,28 @@ def test_later_onsets_never_lower_the_growth_and_find_a_late_drift():
     assert abs(np.median(err_late)) < 0.15 < abs(np.median(err_af)), (err_af, err_late)
 
 
-def _lrb_runs(night: Any) -> Iterator[tuple[str, int, float]]:
-    """The closed-form nights' schedule: three autofocus segments (``night.autofocus`` at each
-    start) of L, R and B runs of 6, 4 and 5 frames, 320 s apart; yields (filter, frame in run, time s)."""
-    t_s = 0.0
-    for _segment in range(3):
-        night.autofocus("L")
-        for filt, n in (("L", 6), ("R", 4), ("B", 5)):
-            for k in range(n):
-                yield filt, k, t_s
-                t_s += 320.0
+def _closed_form_nights(add: Callable[[Any, str, int, float], None], scatter: str,
+                        n_nights: int = 150) -> tuple[list[float], list[int]]:
+    """The closed-form nights of the night-scatter tests: each a fresh ``NightMemory`` with three
+    autofocus segments of L, R and B runs of 6, 4 and 5 frames, 320 s apart; ``add(night, filter,
+    frame in run, time s)`` records each frame. Returns each night's ``scatter()`` (``jitter`` or
+    ``profile_jitter``) and its degrees of freedom."""
+    from focuswatch.policy.baseline import NightMemory
+
+    got, dofs = [], []
+    for _ in range(n_nights):
+        night = NightMemory()
+        t_s = 0.0
+        for _segment in range(3):
+            night.autofocus("L")
+            for filt, n in (("L", 6), ("R", 4), ("B", 5)):
+                for k in range(n):
+                    add(night, filt, k, t_s)
+                    t_s += 320.0
+        j, dof = getattr(night, scatter)()
+        got.append(j)
+        dofs.append(dof)
+    return got, dofs
 
 
 @pytest.mark.parametrize("drift_sigmas_per_frame", [0.0, 3.0])
@@ -689,20 +701,16 @@ def test_the_nights_scatter_reads_the_jitter_not_a_drift_inside_a_run(drift_sigm
     frames). The night's frame-to-frame scatter, which every significance test divides by, is the
     jitter: mean over 150 nights within 5 % of sigma with and without the drifts (about the night's
     median step, as before policy4, the drifting nights read +75 %)."""
-    from focuswatch.policy.baseline import NightMemory
-
     sigma = 0.0112
     rng = np.random.default_rng(11)
-    got, dofs = [], []
-    for _ in range(150):
-        night = NightMemory()
-        for filt, k, t_s in _lrb_runs(night):
-            if k == 0:                                              # each run's own drift
-                slope = drift_sigmas_per_frame * sigma * rng.uniform(0.0, 1.0)
-            night.add(filt, t_s, 1.4 * math.exp(rng.normal(0.0, sigma) + slope * k), None, 3)
-        j, dof = night.jitter()
-        got.append(j)
-        dofs.append(dof)
+    run = {"slope": 0.0}
+
+    def add(night: Any, filt: str, k: int, t_s: float) -> None:
+        if k == 0:                                                  # each run's own drift
+            run["slope"] = drift_sigmas_per_frame * sigma * rng.uniform(0.0, 1.0)
+        night.add(filt, t_s, 1.4 * math.exp(rng.normal(0.0, sigma) + run["slope"] * k), None, 3)
+
+    got, dofs = _closed_form_nights(add, "jitter")
     assert np.mean(got) == pytest.approx(sigma, rel=0.05), np.mean(got) / sigma
     # 36 differences, the largest 10 % trimmed, less one (as the night's-median version counted them)
     assert min(dofs) == max(dofs) == 32
@@ -718,17 +726,15 @@ def test_the_nights_profile_scatter_reads_the_profile_jitter():
 
     sigma = 0.0164
     rng = np.random.default_rng(12)
-    got, dofs = [], []
-    for _ in range(150):
-        night = NightMemory()
-        for filt, k, t_s in _lrb_runs(night):
-            if filt == "L" and k == 0:                              # each segment's own level: not a difference
-                level = 1.16 * math.exp(rng.normal(0.0, 0.05))
-            night.add(filt, t_s, 1.4, None, 3, profile_ratio=level * math.exp(rng.normal(0.0, sigma)))
-            night.add(filt, t_s + 1.0, 1.4, None, 3)                # HFR only: no profile step
-        j, dof = night.profile_jitter()
-        got.append(j)
-        dofs.append(dof)
+    seg = {"level": 1.16}
+
+    def add(night: Any, filt: str, k: int, t_s: float) -> None:
+        if filt == "L" and k == 0:                                  # each segment's own level: not a difference
+            seg["level"] = 1.16 * math.exp(rng.normal(0.0, 0.05))
+        night.add(filt, t_s, 1.4, None, 3, profile_ratio=seg["level"] * math.exp(rng.normal(0.0, sigma)))
+        night.add(filt, t_s + 1.0, 1.4, None, 3)                    # HFR only: no profile step
+
+    got, dofs = _closed_form_nights(add, "profile_jitter")
     assert np.mean(got) == pytest.approx(sigma, rel=0.05), np.mean(got) / sigma
     assert min(dofs) == max(dofs) == 32                    # 36 differences, 10 % trimmed, less one
     assert NightMemory().profile_jitter() == (None, 0)
