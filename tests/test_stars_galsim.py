@@ -138,15 +138,19 @@ def _wide_star_field(prof, scope: gt.Scope, seed: int) -> np.ndarray:
     return gt.add_noise(canvas, seed=seed)
 
 
-# (4 px von Karman, r50 < WingConfig.line_min_r50_px, keeps the per-star medians: -2.3 %, not asserted)
-@pytest.mark.parametrize("fwhm_px, obscuration, seeing", [(6.0, 0.33, "kolmogorov"), (6.0, 0.45, "von_karman")])
-def test_wide_seeing_stars_with_their_far_wings_read_their_true_half_light_radius(fwhm_px, obscuration, seeing):
-    """Stars of 6 px FWHM with 4 spider vanes, drawn with their far wings (161 px stamps) in a
+# The 4 px von Karman star (r50 under WingConfig.line_min_r50_px) keeps the per-star wing medians:
+# it reads -2.3..-2.5 % (seeds 51-53), so its median bound is 2.5 %, not the line's 2 %; the
+# per-frame 3.5 % holds for every case
+@pytest.mark.parametrize("fwhm_px, obscuration, seeing, median_bound", [
+    (6.0, 0.33, "kolmogorov", 0.02), (6.0, 0.45, "von_karman", 0.02), (4.0, 0.45, "von_karman", 0.025)])
+def test_wide_seeing_stars_with_their_far_wings_read_their_true_half_light_radius(fwhm_px, obscuration, seeing,
+                                                                                   median_bound):
+    """Stars of 4-6 px FWHM with 4 spider vanes, drawn with their far wings (161 px stamps) in a
     field of bright stars: the wings beyond the aperture (4-7 % of the light) and the sky the
     frame's sky model set too high by taking in the other stars' far wings. Against GalSim's
-    exact half-light radius (k-space, to infinity): the median of three frames within 2 %,
-    each frame within 3.5 % (main read -4.2 % at 6 px; von Karman L0 = 100 r0, the family
-    that read worst, -5.5 %)."""
+    exact half-light radius (k-space, to infinity): the median of three frames within 2 % at
+    6 px (2.5 % at 4 px, under the wing line's small-star gate), each frame within 3.5 % (main
+    read -4.2 % at 6 px; von Karman L0 = 100 r0, the family that read worst, -5.5 %)."""
     scope = gt.Scope()
     lam_over_diam = scope.lam_nm * 1e-9 / (scope.diam_mm * 1e-3) * gt.ARCSEC_PER_RAD
     optics = galsim.OpticalPSF(lam_over_diam=lam_over_diam, obscuration=obscuration, nstruts=4, strut_thick=0.02,
@@ -160,7 +164,7 @@ def test_wide_seeing_stars_with_their_far_wings_read_their_true_half_light_radiu
     prof = galsim.Convolve([optics, atmosphere])
     hlr = gt.true_hlr_px_intrinsic(prof, scope)
     bias = [stars.measure_array(_wide_star_field(prof, scope, seed)).hfr_px / hlr - 1.0 for seed in (51, 52, 53)]
-    assert abs(float(np.median(bias))) <= 0.02, bias
+    assert abs(float(np.median(bias))) <= median_bound, bias
     assert max(abs(b) for b in bias) <= 0.035, bias
 
 
