@@ -104,7 +104,7 @@ def simulate(rng: np.random.Generator, n_nights: int, rate_um: float, n_before: 
     return np.log(hfr / table[0])
 
 
-def test_nights(seeds, rate_um: float, n_before: int) -> np.ndarray:
+def policy_test_nights(seeds, rate_um: float, n_before: int) -> np.ndarray:
     """ln HFR of the test's own nights (``drift_night`` with those seeds): the series the policy sees."""
     import test_policy_real as T
 
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{100 * np.mean(cr < TARGET_CFZ):>10.1f}% {np.median(cr):>5.2f} {100 * np.mean(w):>7.1f}%")
         # the test's exact held-out nights (seeds 3-12): the oracle and the policy night for night
         print(f"  the test's held-out nights (seeds 3-12, {3 * len(held)} nights), same HFR series:")
-        ys = {rate: test_nights(held, rate, nb) for rate in RATES_UM}
+        ys = {rate: policy_test_nights(held, rate, nb) for rate in RATES_UM}
         for sig in ("known", "est"):
             for fa in budgets:
                 hits = [0, 0]
