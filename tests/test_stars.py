@@ -481,7 +481,7 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
     use = (flux > 0) & np.isfinite(flux) & np.isfinite(i1) & np.isfinite(i2)  # finite points only
     n = int(np.count_nonzero(use))
     if n < config.min_sky_stars:  # too few for the line: the per-star medians (as before the line)
-        good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
+        good = (snr >= config.min_snr) & (flux > 0) & np.isfinite(flux) & (i1 > 0) & (i2 > 0) & (i1 > i2)
         if np.count_nonzero(good) < config.min_stars:
             return 0.0
         r1, r2 = 0.7 * rmax, 0.9 * rmax
