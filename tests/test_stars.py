@@ -539,7 +539,6 @@ def test_the_wing_bootstrap_at_once_equals_one_call_per_resample():
     assert wings.wing_share(none, none, none, none, 19) == _wing_share_one_by_one(none, none, none, none, 19) == 0.0
 
 
-
 def test_one_star_with_a_non_finite_annulus_or_flux_does_not_void_the_frames_wing():
     """A NaN or inf in one lone star's annulus or flux (a bad pixel, a NaN border) leaves that
     star out of the wing line: the share and the sky excess are those of the other stars, not
@@ -598,6 +597,7 @@ def test_the_wing_shares_error_is_the_bootstrap_of_the_estimator_it_was_read_wit
     assert share > 0
     err = wings._wing_share_hfr_err(flux, snr, i1, i2, R, share, r50, r_wing, 0.0, medians)
     assert seen[-1] is medians and err > 0
+
 
 def test_detections_sky_map_is_seps_map_of_the_binned_frame():
     """The first pass keeps the map it subtracted; measuring reads it under each star."""
