@@ -54,12 +54,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 OUT = ROOT / "plugin" / "focuswatch" / "data" / "siril_resampling.json"
 FWHM_NODES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 COLOURS = {"sunlike": (0.8, 1.0, 0.6), "grey": (1.0, 1.0, 1.0)}
-#: RCD and friends, in the order of Siril's ``interpolation_method`` enum (settings ``debayer_algo``)
-SKY = 0.01
 #: The subs of the stacking table are noisy 16-bit frames like a night's (tests/galsim_truth.bayer_night): sky (ADU),
 #: read noise (ADU), star fluxes (log10 ADU). RCD on noiseless float frames sharpened 1-1.5 px stars (green plane
 #: 0.84 px for a 1.25 px star) and the table then held half the growth Siril's stack of a real (noisy) night shows.
 SKY_ADU, READ_ADU, LOG_FLUX_ADU = 300.0, 5.0, (3.7, 4.9)
+#: RCD and friends, in the order of Siril's ``interpolation_method`` enum (settings ``debayer_algo``)
 SIRIL_DEBAYER = ("bilinear", "VNG", "AHD", "AMaZE", "DCB", "HPHD", "IGV", "LMMSE", "RCD", "super pixel", "X-Trans")
 
 

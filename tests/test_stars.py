@@ -481,7 +481,7 @@ def _wing_share_one_by_one(flux, snr, i1, i2, R, config=None) -> float:
     use = (flux > 0) & np.isfinite(flux) & np.isfinite(i1) & np.isfinite(i2)  # finite points only
     n = int(np.count_nonzero(use))
     if n < config.min_sky_stars:  # too few for the line: the per-star medians (as before the line)
-        good = (snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2)
+        good = (snr >= config.min_snr) & (flux > 0) & np.isfinite(flux) & (i1 > 0) & (i2 > 0) & (i1 > i2)
         if np.count_nonzero(good) < config.min_stars:
             return 0.0
         r1, r2 = 0.7 * rmax, 0.9 * rmax
@@ -537,7 +537,6 @@ def test_the_wing_bootstrap_at_once_equals_one_call_per_resample():
     # no star at all (no lone star on the frame): no wing, as one by one
     none = np.zeros(0)
     assert wings.wing_share(none, none, none, none, 19) == _wing_share_one_by_one(none, none, none, none, 19) == 0.0
-
 
 
 def test_one_star_with_a_non_finite_annulus_or_flux_does_not_void_the_frames_wing():
@@ -598,6 +597,7 @@ def test_the_wing_shares_error_is_the_bootstrap_of_the_estimator_it_was_read_wit
     assert share > 0
     err = wings._wing_share_hfr_err(flux, snr, i1, i2, R, share, r50, r_wing, 0.0, medians)
     assert seen[-1] is medians and err > 0
+
 
 def test_detections_sky_map_is_seps_map_of_the_binned_frame():
     """The first pass keeps the map it subtracted; measuring reads it under each star."""

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from focuswatch.calibration import KOLMOGOROV_HLR_PER_FWHM  # a constant only: no table is read here
-from focuswatch.optics import ARCSEC_PER_RAD, KOLMOGOROV_FWHM_FACTOR  # noqa: F401 - importable from here too
+from focuswatch.optics import ARCSEC_PER_RAD
 from focuswatch.optics import seeing_mtf  # the one atmospheric MTF (the diagnosis fits with it too)
 
 

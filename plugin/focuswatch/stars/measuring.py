@@ -41,6 +41,8 @@ _STAMP_PIXEL_BUDGET = 24_000_000
 
 #: a ``WingConfig.min_sky_stars`` no frame reaches: the wing share from the per-star medians
 _NO_LINE = 2 ** 62
+#: the wing settings of a frame that reads the per-star medians (built once, not per frame)
+_WING_MEDIANS = dataclasses.replace(WING, min_sky_stars=_NO_LINE)
 
 #: margin (px) between a star's light and the frame's edge
 _EDGE_MARGIN_PX = 1.0
@@ -513,7 +515,7 @@ def measure(frame: Frame, *, plate_scale_arcsec_px: float | None = None, max_sta
         lone = ~w["crowded"] & ~w["saturated"] & (w["flags"] == 0) & ~hot_w & ~faint_w
         wing_in = tuple(np.concatenate([a, w[k][lone]]) for a, k in
                         zip(wing_in[:4], ("flux", "snr", "wing_i1", "wing_i2"))) + (R,)
-    wing_cfg = WING if line else dataclasses.replace(WING, min_sky_stars=_NO_LINE)
+    wing_cfg = WING if line else _WING_MEDIANS
     share = 0.0 if large else wing_share(*wing_in, wing_cfg)
     # the sky the frame's model set too high under the stars (their own far wings, taken for
     # sky), as a share of each star's aperture flux per px^2: put back on its curve of growth

@@ -242,7 +242,7 @@ def _wing_shares(flux: np.ndarray, snr: np.ndarray, i1: np.ndarray, i2: np.ndarr
         share[~few] = np.minimum(np.maximum(np.where(ok & np.isfinite(share_l), share_l, 0.0), 0.0), config.max_share)
     if np.any(few):
         sub = idx[few]
-        good = ((snr >= config.min_snr) & (flux > 0) & (i1 > 0) & (i2 > 0) & (i1 > i2))[sub]
+        good = (wing_usable(flux, snr, config) & (i1 > 0) & (i2 > 0) & (i1 > i2))[sub]  # the line's bright stars
         with np.errstate(divide="ignore", invalid="ignore"):
             slope_k = (np.log(i1 / i2) / math.log(r2 / r1))[sub]
             edge_k = (i2 / flux)[sub]
