@@ -333,6 +333,10 @@ def test_seeing_improving_after_the_reference_frames_on_a_small_star_rig_is_not_
     assert max(_former_night_rise(single)[5:]) >= 0.25, _former_night_rise(single)
     unguarded = judged(replace(cfg, dew_night_min_hfr_ratio=0.0))
     assert "dew" not in [d.label for d in unguarded], [d.evidence.halo_rise for d in unguarded]
+    # ... and with the guard on (the default is off since dew9, so the run above alone never had it):
+    # dew7b's ratio, the outer path's
+    guarded = judged(replace(cfg, dew_night_min_hfr_ratio=cfg.dew_night_outer_min_hfr_ratio))
+    assert "dew" not in [d.label for d in guarded], [d.evidence.halo_rise for d in guarded]
 
 
 def _former_night_rise(single: list) -> list[float]:

@@ -159,8 +159,9 @@ def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig |
     ref_hfr = getattr(witness, "halo_ref_hfr_px", None)
     sizes = [float(v) for v in (getattr(witness, "halo_recent_hfr_px", None) or ())][-keep:] if keep else []
     sizes = [v for v in sizes + [np.nan if hfr_px is None else float(hfr_px)] if np.isfinite(v) and v > 0]
-    if (c.dew_night_min_hfr_ratio > 0 and sizes and ref_hfr and np.isfinite(ref_hfr)
-            and float(np.median(sizes)) < c.dew_night_min_hfr_ratio * ref_hfr):
+    # the window's median star size, read once for both size guards (None: no size or no reference size)
+    size = float(np.median(sizes)) if sizes and ref_hfr and np.isfinite(ref_hfr) else None
+    if c.dew_night_min_hfr_ratio > 0 and size is not None and size < c.dew_night_min_hfr_ratio * ref_hfr:
         return min(rise, 0.0)  # the window's stars clearly smaller than the reference's: better seeing, no halo
     if c.dew_night_outer_rise > 0 and rise >= c.dew_night_outer_confirm:
         # The outer path: the single-frame figure's rise (light beyond the apertures too, where most of
@@ -168,8 +169,8 @@ def night_halo_rise(excess: float | None, witness: Any, config: DiagnoseConfig |
         # inner rise's scale, so that ``dew_night_rise`` still decides: outer rise / outer threshold x it.
         old = [float(v) for v in (getattr(witness, "halo_recent", None) or ()) if v is not None and np.isfinite(v)]
         outer = float(np.median((old[-keep:] if keep else []) + [float(excess)]) - ref)
-        guarded = bool(c.dew_night_outer_min_hfr_ratio > 0 and sizes and ref_hfr and np.isfinite(ref_hfr)
-                       and float(np.median(sizes)) < c.dew_night_outer_min_hfr_ratio * ref_hfr)
+        guarded = bool(c.dew_night_outer_min_hfr_ratio > 0 and size is not None
+                       and size < c.dew_night_outer_min_hfr_ratio * ref_hfr)
         if not guarded and outer >= c.dew_night_outer_rise:
             return max(rise, outer / c.dew_night_outer_rise * c.dew_night_rise)
     return rise

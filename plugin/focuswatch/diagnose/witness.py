@@ -310,15 +310,14 @@ class WitnessTracker:
             ref.append(float(halo_excess))
             self._halo_ref_hfr.setdefault(key, []).append(float(hfr_px) if hfr_px is not None else math.nan)
             self._halo_ref_inner.setdefault(key, []).append(float(inner) if inner is not None else math.nan)
-        recent = self._halo_recent.setdefault(key, [])
-        recent.append(float(halo_excess))
-        del recent[:-max(1, int(self.config.dew_night_window) - 1)]
-        recent_hfr = self._halo_recent_hfr.setdefault(key, [])
-        recent_hfr.append(float(hfr_px) if hfr_px is not None else math.nan)
-        del recent_hfr[:-max(1, int(self.config.dew_night_window) - 1)]
-        recent_inner = self._halo_recent_inner.setdefault(key, [])
-        recent_inner.append(float(inner) if inner is not None else math.nan)
-        del recent_inner[:-max(1, int(self.config.dew_night_window) - 1)]
+        # the recent window: the same frames in the three stores, oldest first
+        n_recent = max(1, int(self.config.dew_night_window) - 1)
+        for store, value in ((self._halo_recent, float(halo_excess)),
+                             (self._halo_recent_hfr, float(hfr_px) if hfr_px is not None else math.nan),
+                             (self._halo_recent_inner, float(inner) if inner is not None else math.nan)):
+            recent = store.setdefault(key, [])
+            recent.append(value)
+            del recent[:-n_recent]
 
     def witness_for(self, filter_name: str | None, time_s: float | None, focuser_pos: float | None = None, *,
                     rig: Rig | None = None, plate_scale_arcsec_px: float | None = None) -> SeeingWitness | None:
